@@ -1,0 +1,18 @@
+// Crash-safe file writes: content goes to a temporary file in the same directory, is flushed to
+// disk, then renamed over the target, so readers see the old or the new file, never a mix.
+#pragma once
+
+#include <string>
+
+namespace rondo {
+
+// Writes `content` to `path` atomically; throws rondo::Error naming the path on failure.
+void write_file_atomic(const std::string& path, const std::string& content);
+
+// Reads a whole file; throws rondo::Error naming the path if it cannot be read.
+std::string read_file(const std::string& path);
+
+// fsyncs a directory so that renames inside it are durable.
+void sync_directory(const std::string& dir);
+
+}  // namespace rondo

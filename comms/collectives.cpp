@@ -1,0 +1,219 @@
+#include "comms/collectives.h"
+
+#include <chrono>
+#include <cstring>
+#include <optional>
+
+#include "common/errors.h"
+
+namespace rondo {
+namespace {
+
+// Tags of rondo's collectives; user point-to-point traffic uses tags below kTagBase.
+constexpr int kTagBase = 1 << 20;
+constexpr int kTagRingReduce = kTagBase + 1;
+constexpr int kTagRingGather = kTagBase + 2;
+constexpr int kTagAlltoall = kTagBase + 3;
+constexpr int kTagBroadcast = kTagBase + 4;
+constexpr int kTagBarrier = kTagBase + 5;
+
+// Block b of a count split into n nearly equal blocks (the first count % n get one more).
+struct Blocks {
+  size_t count;
+  int n;
+  size_t size(int b) const {
+    return count / static_cast<size_t>(n) + (static_cast<size_t>(b) < count % static_cast<size_t>(n) ? 1 : 0);
+  }
+  size_t offset(int b) const {
+    const size_t base = count / static_cast<size_t>(n), extra = count % static_cast<size_t>(n);
+    const auto ub = static_cast<size_t>(b);
+    return ub * base + std::min(ub, extra);
+  }
+};
+
+int mod(int a, int n) { return ((a % n) + n) % n; }
+
+}  // namespace
+
+Collectives::Collectives(Communicator& comm, TimingRecorder* recorder)
+    : comm_(comm), recorder_(recorder) {}
+
+void Collectives::require_host(const char* op) const {
+  if (!comm_.host_buffers()) {
+    throw CommError(comm_.rank(), -1,
+                    std::string("backend ") + comm_.backend_name() + " cannot run rondo's " + op +
+                        " (it reduces on the host); use comms.allreduce=native");
+  }
+}
+
+std::vector<char>& Collectives::scratch(size_t bytes) {
+  if (scratch_.size() < bytes) scratch_.resize(bytes);
+  return scratch_;
+}
+
+void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes,
+                           int dst, void* recv, size_t recv_bytes, int src, int tag) {
+  const auto t0 = std::chrono::steady_clock::now();
+  comm_.sendrecv(send, send_bytes, dst, recv, recv_bytes, src, tag);
+  if (scope) scope->step(dst, src, send_bytes, t0, std::chrono::steady_clock::now());
+}
+
+void Collectives::allreduce(void* data, size_t count, DType type, ReduceOp op) {
+  require_host("ring allreduce");
+  const int n = comm_.size(), r = comm_.rank();
+  const size_t es = dtype_size(type);
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAllreduce, count * es, n));
+  if (n == 1 || count == 0) return;
+  auto* base = static_cast<char*>(data);
+  const Blocks blocks{count, n};
+  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  auto& tmp = scratch(blocks.size(0) * es);
+  auto* sc = scope ? &*scope : nullptr;
+  // Reduce-scatter: at step s rank r sends block r-s-1 and reduces block r-s-2; it ends owning
+  // the full reduction of block r.
+  for (int s = 0; s < n - 1; ++s) {
+    const int sb = mod(r - s - 1, n), rb = mod(r - s - 2, n);
+    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, tmp.data(),
+             blocks.size(rb) * es, prev, kTagRingReduce);
+    reduce_into(base + blocks.offset(rb) * es, tmp.data(), blocks.size(rb), type, op);
+  }
+  // Allgather: at step s rank r forwards block r-s and receives block r-s-1 in place.
+  for (int s = 0; s < n - 1; ++s) {
+    const int sb = mod(r - s, n), rb = mod(r - s - 1, n);
+    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next,
+             base + blocks.offset(rb) * es, blocks.size(rb) * es, prev, kTagRingGather);
+  }
+}
+
+void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count, DType type,
+                                 ReduceOp op) {
+  require_host("ring reduce-scatter");
+  const int n = comm_.size(), r = comm_.rank();
+  const size_t es = dtype_size(type), block = recv_count * es;
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kReduceScatter, block * n, n));
+  // Work on a copy so that `send` stays untouched.
+  auto& work = scratch(block * static_cast<size_t>(n) + block);
+  std::memcpy(work.data(), send, block * static_cast<size_t>(n));
+  char* tmp = work.data() + block * static_cast<size_t>(n);
+  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  for (int s = 0; s < n - 1; ++s) {
+    const int sb = mod(r - s - 1, n), rb = mod(r - s - 2, n);
+    exchange(scope ? &*scope : nullptr, work.data() + block * static_cast<size_t>(sb), block, next,
+             tmp, block, prev, kTagRingReduce);
+    reduce_into(work.data() + block * static_cast<size_t>(rb), tmp, recv_count, type, op);
+  }
+  std::memcpy(recv, work.data() + block * static_cast<size_t>(r), block);
+}
+
+void Collectives::allgather(const void* send, void* recv, size_t count, DType type) {
+  const int n = comm_.size(), r = comm_.rank();
+  const size_t block = count * dtype_size(type);
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAllgather, block, n));
+  auto* out = static_cast<char*>(recv);
+  std::memcpy(out + block * static_cast<size_t>(r), send, block);
+  const int next = mod(r + 1, n), prev = mod(r - 1, n);
+  for (int s = 0; s < n - 1; ++s) {
+    const int sb = mod(r - s, n), rb = mod(r - s - 1, n);
+    exchange(scope ? &*scope : nullptr, out + block * static_cast<size_t>(sb), block, next,
+             out + block * static_cast<size_t>(rb), block, prev, kTagRingGather);
+  }
+}
+
+void Collectives::alltoall(const void* send, void* recv, size_t count, DType type) {
+  const int n = comm_.size();
+  alltoallv(send, std::vector<size_t>(static_cast<size_t>(n), count), recv,
+            std::vector<size_t>(static_cast<size_t>(n), count), type);
+}
+
+void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_counts, void* recv,
+                            const std::vector<size_t>& recv_counts, DType type) {
+  const int n = comm_.size(), r = comm_.rank();
+  if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
+    throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
+  }
+  const size_t es = dtype_size(type);
+  std::vector<size_t> sdispl(static_cast<size_t>(n) + 1, 0), rdispl(static_cast<size_t>(n) + 1, 0);
+  for (size_t j = 0; j < static_cast<size_t>(n); ++j) {
+    sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
+    rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
+  }
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAlltoallv, sdispl.back(), n));
+  const auto* in = static_cast<const char*>(send);
+  auto* out = static_cast<char*>(recv);
+  const auto ur = static_cast<size_t>(r);
+  if (send_counts[ur] != recv_counts[ur]) {
+    throw CommError(r, r, "alltoallv: the block a rank sends itself must match what it receives");
+  }
+  std::memcpy(out + rdispl[ur], in + sdispl[ur], send_counts[ur] * es);
+  // Pairwise exchange: at step s send to r+s and receive from r-s, so every pair meets once.
+  for (int s = 1; s < n; ++s) {
+    const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
+    exchange(scope ? &*scope : nullptr, in + sdispl[dst], send_counts[dst] * es,
+             static_cast<int>(dst), out + rdispl[src], recv_counts[src] * es, static_cast<int>(src),
+             kTagAlltoall);
+  }
+}
+
+void Collectives::broadcast(void* data, size_t count, DType type, int root) {
+  const int n = comm_.size(), r = comm_.rank();
+  const size_t bytes = count * dtype_size(type);
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kBroadcast, bytes, n));
+  // Binomial tree over ranks relative to the root.
+  const int rel = mod(r - root, n);
+  int mask = 1;
+  while (mask < n) {
+    if (rel & mask) {
+      const int src = mod(rel - mask + root, n);
+      const auto t0 = std::chrono::steady_clock::now();
+      comm_.recv(data, bytes, src, kTagBroadcast);
+      if (scope) scope->step(-1, src, 0, t0, std::chrono::steady_clock::now());
+      break;
+    }
+    mask <<= 1;
+  }
+  mask >>= 1;
+  while (mask > 0) {
+    if (rel + mask < n) {
+      const int dst = mod(rel + mask + root, n);
+      const auto t0 = std::chrono::steady_clock::now();
+      comm_.send(data, bytes, dst, kTagBroadcast);
+      if (scope) scope->step(dst, -1, bytes, t0, std::chrono::steady_clock::now());
+    }
+    mask >>= 1;
+  }
+}
+
+void Collectives::barrier() {
+  const int n = comm_.size(), r = comm_.rank();
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kBarrier, 0, n));
+  char out = 0, in = 0;
+  // Dissemination: after ceil(log2 n) rounds every rank has heard from every other.
+  for (int k = 1; k < n; k <<= 1) {
+    exchange(scope ? &*scope : nullptr, &out, 1, mod(r + k, n), &in, 1, mod(r - k, n), kTagBarrier);
+  }
+}
+
+void Collectives::native_allreduce(void* data, size_t count, DType type, ReduceOp op) {
+  std::optional<TimingRecorder::Scope> scope;
+  if (recorder_) {
+    scope.emplace(recorder_->begin(CollectiveOp::kNativeAllreduce, count * dtype_size(type), comm_.size()));
+  }
+  comm_.native_allreduce(data, count, type, op);
+}
+
+void Collectives::native_alltoall(const void* send, void* recv, size_t count, DType type) {
+  std::optional<TimingRecorder::Scope> scope;
+  const size_t bytes = count * dtype_size(type);
+  if (recorder_) {
+    scope.emplace(recorder_->begin(CollectiveOp::kNativeAlltoall, bytes * comm_.size(), comm_.size()));
+  }
+  comm_.native_alltoall(send, recv, bytes);
+}
+
+}  // namespace rondo

@@ -1,0 +1,53 @@
+// Collectives built on a Communicator's point-to-point operations, so that every connection's
+// time lands in the TimingRecorder (ring allreduce = reduce-scatter + allgather, pairwise
+// all-to-all(v), binomial-tree broadcast, dissemination barrier). Works with any group size,
+// including 1, and any element count. Host buffers only: on a device backend they throw
+// CommError naming it (use the backend's native collectives there).
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "comms/communicator.h"
+#include "comms/timing_recorder.h"
+
+namespace rondo {
+
+class Collectives {
+ public:
+  // `recorder` may be null (recording off). Both must outlive this object.
+  Collectives(Communicator& comm, TimingRecorder* recorder);
+
+  Communicator& comm() { return comm_; }
+
+  void allreduce(void* data, size_t count, DType type, ReduceOp op);
+  // `send` holds size()*recv_count elements; rank r receives the reduction of block r.
+  void reduce_scatter(const void* send, void* recv, size_t recv_count, DType type, ReduceOp op);
+  // `recv` receives size()*count elements, block r from rank r.
+  void allgather(const void* send, void* recv, size_t count, DType type);
+  // Block j of `send` (count elements) goes to rank j; block j of `recv` comes from rank j.
+  void alltoall(const void* send, void* recv, size_t count, DType type);
+  // Variable blocks: send_counts[j] elements to rank j, recv_counts[j] from rank j, packed
+  // contiguously in rank order.
+  void alltoallv(const void* send, const std::vector<size_t>& send_counts, void* recv,
+                 const std::vector<size_t>& recv_counts, DType type);
+  void broadcast(void* data, size_t count, DType type, int root);
+  void barrier();
+
+  // Native (library) collectives through the same recorder, for side-by-side comparison.
+  void native_allreduce(void* data, size_t count, DType type, ReduceOp op);
+  void native_alltoall(const void* send, void* recv, size_t count, DType type);
+
+ private:
+  void require_host(const char* op) const;
+  // One timed sendrecv inside a recorded collective.
+  void exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
+                void* recv, size_t recv_bytes, int src, int tag);
+  std::vector<char>& scratch(size_t bytes);
+
+  Communicator& comm_;
+  TimingRecorder* recorder_;
+  std::vector<char> scratch_;
+};
+
+}  // namespace rondo

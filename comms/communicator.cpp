@@ -1,0 +1,67 @@
+#include "comms/communicator.h"
+
+#include <algorithm>
+
+#include "common/errors.h"
+
+namespace rondo {
+
+size_t dtype_size(DType type) {
+  switch (type) {
+    case DType::kFloat32:
+    case DType::kInt32:
+      return 4;
+    case DType::kFloat64:
+    case DType::kInt64:
+      return 8;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType type) {
+  switch (type) {
+    case DType::kFloat32:
+      return "float32";
+    case DType::kFloat64:
+      return "float64";
+    case DType::kInt32:
+      return "int32";
+    case DType::kInt64:
+      return "int64";
+  }
+  return "?";
+}
+
+namespace {
+
+template <typename T>
+void reduce_typed(T* dst, const T* src, size_t count, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum:
+      for (size_t i = 0; i < count; ++i) dst[i] += src[i];
+      break;
+    case ReduceOp::kMax:
+      for (size_t i = 0; i < count; ++i) dst[i] = std::max(dst[i], src[i]);
+      break;
+    case ReduceOp::kMin:
+      for (size_t i = 0; i < count; ++i) dst[i] = std::min(dst[i], src[i]);
+      break;
+  }
+}
+
+}  // namespace
+
+void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp op) {
+  switch (type) {
+    case DType::kFloat32:
+      return reduce_typed(static_cast<float*>(dst), static_cast<const float*>(src), count, op);
+    case DType::kFloat64:
+      return reduce_typed(static_cast<double*>(dst), static_cast<const double*>(src), count, op);
+    case DType::kInt32:
+      return reduce_typed(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), count, op);
+    case DType::kInt64:
+      return reduce_typed(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), count, op);
+  }
+}
+
+}  // namespace rondo

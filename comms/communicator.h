@@ -1,0 +1,63 @@
+// Communicator: the small interface every transport backend (MPI, NCCL) implements. rondo's own
+// collectives (collectives.h) are built on its point-to-point operations so that each
+// connection's time is visible; the native_* operations pass through to the library's own
+// collectives for comparison. Every blocking call waits at most timeout() and then throws
+// rondo::TimeoutError naming the rank and peer. An operation a backend cannot do throws
+// rondo::CommError naming the backend.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rondo {
+
+enum class DType { kFloat32, kFloat64, kInt32, kInt64 };
+enum class ReduceOp { kSum, kMax, kMin };
+
+size_t dtype_size(DType type);
+const char* dtype_name(DType type);
+
+// dst[i] = op(dst[i], src[i]) for i < count. Host memory only.
+void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp op);
+
+// Default deadline of a communication wait (comms.timeout_s overrides it).
+inline constexpr std::chrono::duration<double> kDefaultCommTimeout{300.0};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend_name() const = 0;
+  // True when buffers live in host memory (rondo's collectives then reduce on the host).
+  virtual bool host_buffers() const = 0;
+
+  std::chrono::duration<double> timeout() const { return timeout_; }
+  void set_timeout(std::chrono::duration<double> t) { timeout_ = t; }
+
+  // Point-to-point. `tag` separates concurrent streams between the same pair.
+  virtual void send(const void* data, size_t bytes, int peer, int tag) = 0;
+  virtual void recv(void* data, size_t bytes, int peer, int tag) = 0;
+  // Sends to `dst` and receives from `src` concurrently (no deadlock in rings).
+  virtual void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data,
+                        size_t recv_bytes, int src, int tag) = 0;
+
+  // The transport library's own collectives.
+  virtual void native_allreduce(void* data, size_t count, DType type, ReduceOp op) = 0;
+  virtual void native_alltoall(const void* send_data, void* recv_data, size_t bytes_per_rank) = 0;
+  virtual void native_barrier() = 0;
+
+  // A communicator over `ranks` (numbered in this communicator), ranked in that order. Must be
+  // called by every rank of this communicator; returns nullptr on ranks not in `ranks`.
+  virtual std::unique_ptr<Communicator> split(const std::vector<int>& ranks) = 0;
+
+ private:
+  std::chrono::duration<double> timeout_ = kDefaultCommTimeout;
+};
+
+}  // namespace rondo

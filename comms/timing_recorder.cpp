@@ -1,0 +1,140 @@
+#include "comms/timing_recorder.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace rondo {
+
+const char* collective_op_name(CollectiveOp op) {
+  switch (op) {
+    case CollectiveOp::kAllreduce:
+      return "allreduce";
+    case CollectiveOp::kAllgather:
+      return "allgather";
+    case CollectiveOp::kReduceScatter:
+      return "reduce_scatter";
+    case CollectiveOp::kAlltoall:
+      return "alltoall";
+    case CollectiveOp::kAlltoallv:
+      return "alltoallv";
+    case CollectiveOp::kBroadcast:
+      return "broadcast";
+    case CollectiveOp::kBarrier:
+      return "barrier";
+    case CollectiveOp::kNativeAllreduce:
+      return "native_allreduce";
+    case CollectiveOp::kNativeAlltoall:
+      return "native_alltoall";
+  }
+  return "?";
+}
+
+TimingRecorder::TimingRecorder(size_t capacity) : slots_(std::max<size_t>(capacity, 1)) {
+  for (auto& s : slots_) s.connections.reserve(8);
+}
+
+int64_t TimingRecorder::wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int group_size) {
+  std::lock_guard lock(mu_);
+  CollectiveRecord& r = slots_[next_seq_ % slots_.size()];
+  r.seq = next_seq_++;
+  r.op = op;
+  r.bytes = bytes;
+  r.group_size = group_size;
+  r.enter_ns = wall_ns();
+  r.start_ns = 0;
+  r.end_ns = 0;
+  r.completed = false;
+  r.dropped_connections = 0;
+  r.connections.clear();  // keeps capacity: no allocation once warm
+  return Scope(this, &r);
+}
+
+TimingRecorder::Scope::Scope(Scope&& other) noexcept
+    : recorder_(other.recorder_), record_(other.record_) {
+  other.recorder_ = nullptr;
+  other.record_ = nullptr;
+}
+
+void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
+                                 std::chrono::steady_clock::time_point t0,
+                                 std::chrono::steady_clock::time_point t1) {
+  if (!record_) return;
+  const auto ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+  std::lock_guard lock(recorder_->mu_);
+  if (record_->start_ns == 0) record_->start_ns = wall_ns();
+  auto& conns = record_->connections;
+  auto it = std::find_if(conns.begin(), conns.end(), [&](const ConnectionTiming& c) {
+    return c.send_peer == send_peer && c.recv_peer == recv_peer;
+  });
+  if (it == conns.end()) {
+    if (conns.size() >= kMaxConnectionsPerRecord) {
+      ++record_->dropped_connections;
+      return;
+    }
+    conns.push_back(ConnectionTiming{send_peer, recv_peer, 0, 0, 0, 0});
+    it = conns.end() - 1;
+  }
+  it->steps += 1;
+  it->bytes += bytes;
+  it->total_ns += ns;
+  it->max_ns = std::max(it->max_ns, ns);
+}
+
+void TimingRecorder::Scope::end() {
+  if (!record_) return;
+  std::lock_guard lock(recorder_->mu_);
+  record_->end_ns = wall_ns();
+  record_->completed = true;
+  record_ = nullptr;
+}
+
+std::vector<CollectiveRecord> TimingRecorder::snapshot() const {
+  std::lock_guard lock(mu_);
+  std::vector<CollectiveRecord> out;
+  const uint64_t n = std::min<uint64_t>(next_seq_, slots_.size());
+  out.reserve(n);
+  for (uint64_t seq = next_seq_ - n; seq < next_seq_; ++seq) out.push_back(slots_[seq % slots_.size()]);
+  return out;
+}
+
+uint64_t TimingRecorder::recorded() const {
+  std::lock_guard lock(mu_);
+  return next_seq_;
+}
+
+nlohmann::json TimingRecorder::to_json(const std::vector<CollectiveRecord>& records, int rank) {
+  nlohmann::json out;
+  out["rank"] = rank;
+  auto& list = out["records"] = nlohmann::json::array();
+  for (const auto& r : records) {
+    nlohmann::json conns = nlohmann::json::array();
+    for (const auto& c : r.connections) {
+      conns.push_back({{"send_peer", c.send_peer},
+                       {"recv_peer", c.recv_peer},
+                       {"steps", c.steps},
+                       {"bytes", c.bytes},
+                       {"total_ns", c.total_ns},
+                       {"max_ns", c.max_ns}});
+    }
+    list.push_back({{"seq", r.seq},
+                    {"op", collective_op_name(r.op)},
+                    {"bytes", r.bytes},
+                    {"group_size", r.group_size},
+                    {"enter_ns", r.enter_ns},
+                    {"start_ns", r.start_ns},
+                    {"end_ns", r.end_ns},
+                    {"completed", r.completed},
+                    {"dropped_connections", r.dropped_connections},
+                    {"connections", std::move(conns)}});
+  }
+  return out;
+}
+
+}  // namespace rondo

@@ -1,0 +1,100 @@
+// TimingRecorder: the per-rank flight recorder. A bounded ring of the most recent collectives
+// (sequence id, op, bytes, group size, enter/start/end times, and per-connection step times),
+// always on and cheap: slots are reused without allocation once warm. Dumped as JSON on a
+// timeout and summarised in step reports; fault localisation reads it.
+//
+// Call order: begin() when a collective is entered; step() after each point-to-point exchange;
+// the returned Scope's destructor (or end()) closes the record.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace rondo {
+
+enum class CollectiveOp {
+  kAllreduce,
+  kAllgather,
+  kReduceScatter,
+  kAlltoall,
+  kAlltoallv,
+  kBroadcast,
+  kBarrier,
+  kNativeAllreduce,
+  kNativeAlltoall,
+};
+const char* collective_op_name(CollectiveOp op);
+
+// One connection of a collective: the peers of its exchanges and their aggregate timing.
+struct ConnectionTiming {
+  int32_t send_peer = -1;
+  int32_t recv_peer = -1;
+  uint32_t steps = 0;
+  uint64_t bytes = 0;     // bytes sent over this connection
+  uint64_t total_ns = 0;  // time spent in its exchanges
+  uint64_t max_ns = 0;    // slowest single exchange
+};
+
+struct CollectiveRecord {
+  uint64_t seq = 0;
+  CollectiveOp op = CollectiveOp::kAllreduce;
+  uint64_t bytes = 0;  // payload of this rank
+  int32_t group_size = 0;
+  // Wall-clock nanoseconds since the Unix epoch. enter: the call; start: the first exchange
+  // completed (its peers had arrived); end: the call returned. start == 0 if none completed.
+  int64_t enter_ns = 0;
+  int64_t start_ns = 0;
+  int64_t end_ns = 0;
+  bool completed = false;
+  uint32_t dropped_connections = 0;  // connections beyond the per-record cap
+  std::vector<ConnectionTiming> connections;
+};
+
+class TimingRecorder {
+ public:
+  static constexpr size_t kMaxConnectionsPerRecord = 64;
+
+  explicit TimingRecorder(size_t capacity);
+
+  class Scope {
+   public:
+    Scope(Scope&& other) noexcept;
+    Scope& operator=(Scope&&) = delete;
+    ~Scope() { end(); }
+    // Records one exchange that took [t0, t1] (steady clock) moving `bytes` to `send_peer`.
+    void step(int send_peer, int recv_peer, uint64_t bytes,
+              std::chrono::steady_clock::time_point t0, std::chrono::steady_clock::time_point t1);
+    void end();
+
+   private:
+    friend class TimingRecorder;
+    Scope(TimingRecorder* recorder, CollectiveRecord* record) : recorder_(recorder), record_(record) {}
+    TimingRecorder* recorder_;
+    CollectiveRecord* record_;
+  };
+
+  Scope begin(CollectiveOp op, uint64_t bytes, int group_size);
+
+  // Records oldest to newest (at most capacity()).
+  std::vector<CollectiveRecord> snapshot() const;
+  size_t capacity() const { return slots_.size(); }
+  uint64_t recorded() const;
+
+  // JSON of a snapshot: {"rank":..,"records":[...]} for dumps and step reports.
+  static nlohmann::json to_json(const std::vector<CollectiveRecord>& records, int rank);
+
+  static int64_t wall_ns();
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<CollectiveRecord> slots_;
+  uint64_t next_seq_ = 0;
+};
+
+}  // namespace rondo

@@ -1,0 +1,30 @@
+#include "data/global_batch_sampler.h"
+
+#include "common/errors.h"
+
+namespace rondo {
+namespace {
+
+// SplitMix64: a counter-based generator, so any sample can be drawn without replaying others.
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+GlobalBatchSampler::GlobalBatchSampler(uint64_t seed, uint64_t corpus_size, uint64_t seq_length,
+                                       uint64_t global_batch_size)
+    : seed_(seed), num_windows_(0), global_batch_size_(global_batch_size) {
+  if (corpus_size < seq_length + 1) throw Error("corpus shorter than one sample");
+  num_windows_ = corpus_size - seq_length;
+}
+
+uint64_t GlobalBatchSampler::sample_offset(uint64_t step, uint64_t index_in_batch) const {
+  const uint64_t global_index = step * global_batch_size_ + index_in_batch;
+  return splitmix64(splitmix64(seed_) ^ global_index) % num_windows_;
+}
+
+}  // namespace rondo

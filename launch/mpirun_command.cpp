@@ -1,0 +1,27 @@
+#include "launch/mpirun_command.h"
+
+#include <sstream>
+
+namespace rondo {
+
+std::vector<std::string> split_args(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<std::string> out;
+  for (std::string word; in >> word;) out.push_back(word);
+  return out;
+}
+
+std::vector<std::string> mpirun_command(const MpirunOptions& o) {
+  std::vector<std::string> cmd = {"mpirun", "-np", std::to_string(o.num_ranks)};
+  if (o.as_root) cmd.push_back("--allow-run-as-root");
+  // Ranks may outnumber cores on small machines; each rank sets its own thread count, so no
+  // binding (bound ranks would share one core).
+  for (const char* a : {"--oversubscribe", "--bind-to", "none", "-x", "RONDO_LOG"}) cmd.emplace_back(a);
+  cmd.insert(cmd.end(), o.extra_args.begin(), o.extra_args.end());
+  cmd.push_back(o.worker);
+  cmd.push_back("--run-dir");
+  cmd.push_back(o.run_dir);
+  return cmd;
+}
+
+}  // namespace rondo

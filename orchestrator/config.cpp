@@ -1,0 +1,355 @@
+#include "orchestrator/config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <yaml-cpp/yaml.h>
+
+#include "common/atomic_file.h"
+#include "common/errors.h"
+
+namespace rondo {
+
+int64_t ParallelConfig::data_parallel_size() const {
+  int64_t model_parallel =
+      tensor_model_parallel_size * pipeline_model_parallel_size * context_parallel_size;
+  return model_parallel > 0 ? world_size / model_parallel : 0;
+}
+
+#define RONDO_KEY(sec, key, doc) \
+  ConfigKey { #sec, #key, doc, [](Config& c) -> ConfigField { return &c.sec.key; } }
+
+const std::vector<ConfigKey>& config_schema() {
+  static const std::vector<ConfigKey> schema = {
+      RONDO_KEY(model, num_layers, "transformer blocks"),
+      RONDO_KEY(model, hidden_size, "model width"),
+      RONDO_KEY(model, num_attention_heads, "attention heads; must divide hidden_size"),
+      RONDO_KEY(model, ffn_hidden_size, "MLP inner width"),
+      RONDO_KEY(model, vocab_size, "vocabulary; >= 256 for the byte tokenizer"),
+      RONDO_KEY(model, seq_length, "tokens per sample"),
+      RONDO_KEY(parallel, world_size, "number of worker ranks"),
+      RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
+      RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),
+      RONDO_KEY(parallel, virtual_pipeline_model_parallel_size, "model chunks per pipeline rank"),
+      RONDO_KEY(parallel, context_parallel_size, "cp"),
+      RONDO_KEY(parallel, expert_model_parallel_size, "ep; splits the data-parallel dimension"),
+      RONDO_KEY(training, micro_batch_size, "samples per microbatch"),
+      RONDO_KEY(training, global_batch_size, "samples per optimizer step"),
+      RONDO_KEY(training, train_iters, "optimizer steps"),
+      RONDO_KEY(training, lr, "peak learning rate"),
+      RONDO_KEY(training, min_lr, "final learning rate of a decaying schedule"),
+      RONDO_KEY(training, lr_warmup_iters, "linear warm-up steps"),
+      RONDO_KEY(training, lr_decay_style, "constant | linear | cosine"),
+      RONDO_KEY(training, optimizer, "adamw | sgd"),
+      RONDO_KEY(training, weight_decay, "decoupled weight decay"),
+      RONDO_KEY(training, adam_beta1, "AdamW beta1"),
+      RONDO_KEY(training, adam_beta2, "AdamW beta2"),
+      RONDO_KEY(training, adam_eps, "AdamW epsilon"),
+      RONDO_KEY(training, clip_grad, "global gradient-norm clip; 0 disables"),
+      RONDO_KEY(training, seed, "seed of weights and data order"),
+      RONDO_KEY(training, exit_interval, "stop after a step divisible by this; 0 never"),
+      RONDO_KEY(training, log_interval, "progress line every N steps"),
+      RONDO_KEY(training, num_threads, "compute threads per rank"),
+      RONDO_KEY(training, device, "cpu | cuda"),
+      RONDO_KEY(data, path, "builtin (Debian's license texts) or a text file"),
+      RONDO_KEY(checkpoint, interval, "save every N steps; 0 only never"),
+      RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
+      RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
+      RONDO_KEY(pipeline, schedule, "pipeline schedule"),
+      RONDO_KEY(comms, backend, "mpi | nccl"),
+      RONDO_KEY(comms, allreduce, "ring (rondo's, timed per connection) | native (the library's)"),
+      RONDO_KEY(comms, timing_recorder, "record every collective in the flight recorder"),
+      RONDO_KEY(comms, timeout_s, "deadline of every communication wait"),
+      RONDO_KEY(comms, recorder_capacity, "collectives kept in the flight recorder ring"),
+      RONDO_KEY(launch, launcher, "mpirun"),
+      RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
+      RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
+  };
+  return schema;
+}
+
+#undef RONDO_KEY
+
+const std::vector<std::string>& known_schedules() {
+  static const std::vector<std::string> names = {"gpipe",  "1f1b", "interleaved_1f1b",
+                                                 "zb_h1",  "zbv",  "roundpipe"};
+  return names;
+}
+
+namespace {
+
+const ConfigKey* find_key(const std::string& section, const std::string& name) {
+  for (const auto& k : config_schema()) {
+    if (k.section == section && k.name == name) return &k;
+  }
+  return nullptr;
+}
+
+std::string known_keys_of(const std::string& section) {
+  std::string out;
+  for (const auto& k : config_schema()) {
+    if (k.section != section) continue;
+    if (!out.empty()) out += ", ";
+    out += k.name;
+  }
+  return out;
+}
+
+std::string known_sections() {
+  std::vector<std::string> names;
+  for (const auto& k : config_schema()) {
+    if (std::find(names.begin(), names.end(), k.section) == names.end()) names.push_back(k.section);
+  }
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// Assigns one scalar to its field, converting by the field's type.
+void assign(Config& config, const ConfigKey& key, const YAML::Node& node, const std::string& where) {
+  const std::string full = key.full_name();
+  if (!node.IsScalar()) throw ConfigError(full, "expected a single value" + where);
+  const std::string text = node.Scalar();
+  std::visit(
+      [&](auto* field) {
+        using T = std::remove_pointer_t<decltype(field)>;
+        try {
+          if constexpr (std::is_same_v<T, int64_t>) {
+            *field = node.as<int64_t>();
+          } else if constexpr (std::is_same_v<T, double>) {
+            *field = node.as<double>();
+            if (!std::isfinite(*field)) throw YAML::Exception(YAML::Mark(), "not finite");
+          } else if constexpr (std::is_same_v<T, bool>) {
+            *field = node.as<bool>();
+          } else {
+            *field = text;
+          }
+        } catch (const YAML::Exception&) {
+          const char* type = std::is_same_v<T, int64_t> ? "an integer"
+                             : std::is_same_v<T, double> ? "a number"
+                                                         : "true or false";
+          throw ConfigError(full, std::string("expected ") + type + ", got '" + text + "'" + where);
+        }
+      },
+      key.field(config));
+}
+
+const ConfigKey& key_or_throw(const std::string& section, const std::string& name,
+                              const std::string& where) {
+  if (const auto* key = find_key(section, name)) return *key;
+  bool section_known = !known_keys_of(section).empty();
+  if (!section_known) {
+    throw ConfigError(section, "unknown section" + where + " (known sections: " +
+                                   known_sections() + ")");
+  }
+  throw ConfigError(section + "." + name, "unknown key" + where + " (known keys of " + section +
+                                              ": " + known_keys_of(section) + ")");
+}
+
+void apply_override(Config& config, const std::string& item) {
+  auto eq = item.find('=');
+  auto dot = item.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq) {
+    throw ConfigError(item.substr(0, eq), "--set expects section.key=value, got '" + item + "'");
+  }
+  const std::string section = item.substr(0, dot);
+  const std::string name = item.substr(dot + 1, eq - dot - 1);
+  const auto& key = key_or_throw(section, name, " in --set");
+  YAML::Node value;
+  std::string raw = item.substr(eq + 1);
+  try {
+    value = YAML::Load(raw);
+  } catch (const YAML::Exception&) {
+    value = YAML::Node(raw);
+  }
+  if (value.IsNull()) value = YAML::Node(raw);
+  assign(config, key, value, " in --set");
+}
+
+void require(bool ok, const std::string& key, const std::string& reason) {
+  if (!ok) throw ConfigError(key, reason);
+}
+
+void require_one_of(const std::string& value, const std::vector<std::string>& allowed,
+                    const std::string& key) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+  throw ConfigError(key, "'" + value + "' is not one of: " + list);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  Config config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source, "invalid YAML at line " + std::to_string(e.mark.line + 1) + ": " +
+                                  e.msg);
+  }
+  if (root && !root.IsNull()) {
+    if (!root.IsMap()) throw ConfigError(source, "expected a mapping of sections at the top");
+    for (const auto& section : root) {
+      const auto section_name = section.first.as<std::string>();
+      const std::string where = " in " + source;
+      if (!section.second.IsMap()) {
+        key_or_throw(section_name, "", where);  // unknown section reports first
+        throw ConfigError(section_name, "expected a mapping of keys" + where);
+      }
+      for (const auto& item : section.second) {
+        const auto& key = key_or_throw(section_name, item.first.as<std::string>(), where);
+        assign(config, key, item.second, where);
+      }
+    }
+  }
+  for (const auto& o : overrides) apply_override(config, o);
+  validate(config);
+  return config;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (!std::filesystem::is_regular_file(path)) {
+    throw ConfigError(path, "config file not found or not a regular file");
+  }
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error& e) {
+    throw ConfigError(path, e.what());
+  }
+  return parse_config(text, path, overrides);
+}
+
+void validate(const Config& c) {
+  const auto& m = c.model;
+  require(m.num_layers >= 1, "model.num_layers", "must be >= 1, got " + str(m.num_layers));
+  require(m.hidden_size >= 1, "model.hidden_size", "must be >= 1, got " + str(m.hidden_size));
+  require(m.num_attention_heads >= 1, "model.num_attention_heads",
+          "must be >= 1, got " + str(m.num_attention_heads));
+  require(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads",
+          str(m.num_attention_heads) + " heads do not divide model.hidden_size=" +
+              str(m.hidden_size));
+  require(m.ffn_hidden_size >= 1, "model.ffn_hidden_size",
+          "must be >= 1, got " + str(m.ffn_hidden_size));
+  require(m.vocab_size >= 256, "model.vocab_size",
+          "must be >= 256 for the byte-level tokenizer, got " + str(m.vocab_size));
+  require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
+
+  const auto& p = c.parallel;
+  require(p.world_size >= 1, "parallel.world_size", "must be >= 1, got " + str(p.world_size));
+  for (auto [key, value] : {std::pair{"parallel.tensor_model_parallel_size",
+                                      p.tensor_model_parallel_size},
+                            {"parallel.pipeline_model_parallel_size",
+                             p.pipeline_model_parallel_size},
+                            {"parallel.virtual_pipeline_model_parallel_size",
+                             p.virtual_pipeline_model_parallel_size},
+                            {"parallel.context_parallel_size", p.context_parallel_size},
+                            {"parallel.expert_model_parallel_size",
+                             p.expert_model_parallel_size}}) {
+    require(value >= 1, key, "must be >= 1, got " + str(value));
+  }
+  const int64_t tp = p.tensor_model_parallel_size, pp = p.pipeline_model_parallel_size,
+                cp = p.context_parallel_size, vpp = p.virtual_pipeline_model_parallel_size;
+  require(p.world_size % (tp * pp * cp) == 0, "parallel.world_size",
+          str(p.world_size) + " is not divisible by tp*pp*cp = " + str(tp) + "*" + str(pp) + "*" +
+              str(cp) + " = " + str(tp * pp * cp));
+  const int64_t dp = p.data_parallel_size();
+  require(dp % p.expert_model_parallel_size == 0, "parallel.expert_model_parallel_size",
+          str(p.expert_model_parallel_size) + " does not divide the data-parallel size " + str(dp));
+  require(m.num_attention_heads % tp == 0, "parallel.tensor_model_parallel_size",
+          str(tp) + " does not divide model.num_attention_heads=" + str(m.num_attention_heads));
+  require(m.ffn_hidden_size % tp == 0, "parallel.tensor_model_parallel_size",
+          str(tp) + " does not divide model.ffn_hidden_size=" + str(m.ffn_hidden_size));
+  require(m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
+          "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) +
+              "*" + str(vpp));
+  require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
+          "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
+
+  const auto& t = c.training;
+  require(t.micro_batch_size >= 1, "training.micro_batch_size",
+          "must be >= 1, got " + str(t.micro_batch_size));
+  require(t.global_batch_size >= 1, "training.global_batch_size",
+          "must be >= 1, got " + str(t.global_batch_size));
+  require(t.global_batch_size % (t.micro_batch_size * dp) == 0, "training.global_batch_size",
+          str(t.global_batch_size) + " is not a multiple of micro_batch_size*dp = " +
+              str(t.micro_batch_size) + "*" + str(dp) + " = " + str(t.micro_batch_size * dp));
+  require(t.train_iters >= 1, "training.train_iters", "must be >= 1, got " + str(t.train_iters));
+  require(t.lr > 0, "training.lr", "must be > 0");
+  require(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", "must lie in [0, training.lr]");
+  require(t.lr_warmup_iters >= 0 && t.lr_warmup_iters <= t.train_iters, "training.lr_warmup_iters",
+          "must lie in [0, training.train_iters]");
+  require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
+  require_one_of(t.optimizer, {"adamw", "sgd"}, "training.optimizer");
+  require(t.weight_decay >= 0, "training.weight_decay", "must be >= 0");
+  require(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "training.adam_beta1", "must lie in [0, 1)");
+  require(t.adam_beta2 >= 0 && t.adam_beta2 < 1, "training.adam_beta2", "must lie in [0, 1)");
+  require(t.adam_eps > 0, "training.adam_eps", "must be > 0");
+  require(t.clip_grad >= 0, "training.clip_grad", "must be >= 0 (0 disables clipping)");
+  require(t.seed >= 0, "training.seed", "must be >= 0");
+  require(t.exit_interval >= 0, "training.exit_interval", "must be >= 0");
+  require(t.log_interval >= 1, "training.log_interval", "must be >= 1");
+  require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
+  require_one_of(t.device, {"cpu", "cuda"}, "training.device");
+
+  if (c.data.path != "builtin") {
+    require(std::filesystem::is_regular_file(c.data.path), "data.path",
+            "'" + c.data.path + "' is not a readable file (use 'builtin' for the built-in text)");
+  }
+  require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
+  require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
+  require_one_of(c.pipeline.schedule, known_schedules(), "pipeline.schedule");
+  require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
+  require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
+          "nccl needs training.device=cuda");
+  require_one_of(c.comms.allreduce, {"ring", "native"}, "comms.allreduce");
+  require(c.comms.timeout_s > 0, "comms.timeout_s", "must be > 0");
+  require(c.comms.recorder_capacity >= 1, "comms.recorder_capacity", "must be >= 1");
+  require_one_of(c.launch.launcher, {"mpirun"}, "launch.launcher");
+  require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
+}
+
+std::string to_yaml(const Config& config) {
+  Config copy = config;  // field accessors take a mutable Config
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string section;
+  for (const auto& key : config_schema()) {
+    if (key.section != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      section = key.section;
+      out << YAML::Key << section << YAML::Value << YAML::BeginMap;
+    }
+    out << YAML::Key << key.name << YAML::Value;
+    std::visit(
+        [&](auto* field) {
+          using T = std::remove_pointer_t<decltype(field)>;
+          if constexpr (std::is_same_v<T, double>) {
+            std::ostringstream ss;
+            ss.precision(17);
+            ss << *field;
+            std::string s = ss.str();
+            if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+            out << s;
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            out << YAML::DoubleQuoted << *field;
+          } else {
+            out << *field;
+          }
+        },
+        key.field(copy));
+  }
+  if (!section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace rondo

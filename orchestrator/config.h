@@ -1,0 +1,127 @@
+// The training configuration: one registry of knobs (Megatron-Core key names), loaded from YAML,
+// overridden with `--set section.key=value`, validated, and written back as the effective config.
+// Every problem is a rondo::ConfigError naming the key.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace rondo {
+
+struct ModelConfig {
+  int64_t num_layers = 4;
+  int64_t hidden_size = 128;
+  int64_t num_attention_heads = 4;
+  int64_t ffn_hidden_size = 512;
+  int64_t vocab_size = 256;
+  int64_t seq_length = 128;
+};
+
+struct ParallelConfig {
+  int64_t world_size = 2;
+  int64_t tensor_model_parallel_size = 1;
+  int64_t pipeline_model_parallel_size = 1;
+  int64_t virtual_pipeline_model_parallel_size = 1;
+  int64_t context_parallel_size = 1;
+  int64_t expert_model_parallel_size = 1;
+  // world / (tp * pp * cp); valid only after validation.
+  int64_t data_parallel_size() const;
+};
+
+struct TrainingConfig {
+  int64_t micro_batch_size = 4;
+  int64_t global_batch_size = 8;
+  int64_t train_iters = 50;
+  double lr = 3.0e-4;
+  double min_lr = 0.0;
+  int64_t lr_warmup_iters = 0;
+  std::string lr_decay_style = "constant";
+  std::string optimizer = "adamw";
+  double weight_decay = 0.01;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.95;
+  double adam_eps = 1.0e-8;
+  double clip_grad = 1.0;
+  int64_t seed = 1234;
+  int64_t exit_interval = 0;
+  int64_t log_interval = 1;
+  int64_t num_threads = 1;
+  std::string device = "cpu";
+};
+
+struct DataConfig {
+  std::string path = "builtin";
+};
+
+struct CheckpointConfig {
+  int64_t interval = 0;
+  bool resume = true;
+  int64_t resume_step = 0;
+};
+
+struct PipelineConfig {
+  std::string schedule = "1f1b";
+};
+
+struct CommsConfig {
+  std::string backend = "mpi";
+  std::string allreduce = "ring";
+  bool timing_recorder = true;
+  double timeout_s = 300.0;
+  int64_t recorder_capacity = 1024;
+};
+
+struct LaunchConfig {
+  std::string launcher = "mpirun";
+  double timeout_s = 3600.0;
+  std::string mpirun_args;
+};
+
+struct Config {
+  ModelConfig model;
+  ParallelConfig parallel;
+  TrainingConfig training;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  PipelineConfig pipeline;
+  CommsConfig comms;
+  LaunchConfig launch;
+};
+
+// One key of the schema: where it lives in Config, its type (from the field) and what it means.
+using ConfigField = std::variant<int64_t*, double*, bool*, std::string*>;
+struct ConfigKey {
+  std::string section;
+  std::string name;
+  std::string doc;
+  std::function<ConfigField(Config&)> field;
+  std::string full_name() const { return section + "." + name; }
+};
+
+// All keys, in the order they are printed.
+const std::vector<ConfigKey>& config_schema();
+
+// Parses YAML text (`source` names it in errors), applies `overrides` ("section.key=value"), then
+// validates. Throws ConfigError.
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+
+// Reads and parses a YAML file; a missing or unreadable file is a ConfigError naming it.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The built-in default job (configs/default.yaml, embedded at build time).
+const std::string& default_config_yaml();
+
+// Checks every value and every combination; throws ConfigError naming the first bad key.
+void validate(const Config& config);
+
+// The effective configuration, every key included, as YAML that parse_config() accepts.
+std::string to_yaml(const Config& config);
+
+// Names of the pipeline schedules the planner knows.
+const std::vector<std::string>& known_schedules();
+
+}  // namespace rondo

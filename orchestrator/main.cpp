@@ -1,0 +1,81 @@
+// rondo: the coordinator CLI. `rondo plan` validates and plans a config; `rondo run` plans,
+// launches the workers and waits. Plain C++: never links LibTorch.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "common/errors.h"
+#include "common/logging.h"
+#include "orchestrator/config.h"
+#include "orchestrator/plan_builder.h"
+#include "orchestrator/run_command.h"
+
+namespace {
+
+rondo::Config load(const std::string& path, const std::vector<std::string>& overrides) {
+  if (path.empty()) return rondo::parse_config(rondo::default_config_yaml(), "default config", overrides);
+  return rondo::load_config(path, overrides);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"rondo: plans, launches and watches distributed LLM training"};
+  app.require_subcommand(1);
+  std::vector<std::string> overrides;
+
+  auto* plan_cmd = app.add_subcommand("plan", "validate a config and print its plan");
+  std::string plan_config, plan_out;
+  bool plan_json = false;
+  plan_cmd->add_option("config", plan_config, "config YAML (default: the built-in demo job)");
+  plan_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
+  plan_cmd->add_flag("--json", plan_json, "print the plan as one JSON object");
+  plan_cmd->add_option("--out", plan_out, "write the binary plan (protobuf) here");
+
+  auto* run_cmd = app.add_subcommand("run", "plan a job, launch its workers with mpirun, wait");
+  std::string run_config;
+  rondo::RunOptions run_options;
+  run_cmd->add_option("config", run_config, "config YAML (default: the built-in demo job)");
+  run_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
+  run_cmd->add_option("--run-dir", run_options.run_dir, "run directory (default: runs/<timestamp>)");
+  run_cmd->add_option("--worker", run_options.worker_path, "path of rondo-worker (default: beside rondo)");
+
+  auto* config_cmd = app.add_subcommand("config", "print the effective config (defaults filled in)");
+  std::string config_path;
+  config_cmd->add_option("config", config_path, "config YAML (default: the built-in demo job)");
+  config_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
+
+  CLI11_PARSE(app, argc, argv);
+  rondo::logging::init(-1);
+
+  try {
+    if (*plan_cmd) {
+      const auto config = load(plan_config, overrides);
+      const auto plan = rondo::build_plan(config);
+      if (!plan_out.empty()) {
+        std::ofstream out(plan_out, std::ios::binary);
+        if (!out || !plan.SerializeToOstream(&out)) throw rondo::Error("cannot write " + plan_out);
+      }
+      if (plan_json) {
+        std::cout << rondo::plan_to_json(plan, false).dump() << "\n";
+      } else {
+        std::cout << rondo::plan_summary(plan);
+      }
+      return rondo::kExitOk;
+    }
+    if (*config_cmd) {
+      std::cout << rondo::to_yaml(load(config_path, overrides));
+      return rondo::kExitOk;
+    }
+    if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
+  } catch (const rondo::ConfigError& e) {
+    std::fprintf(stderr, "rondo: config error: %s\n", e.what());
+    return rondo::kExitConfigError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rondo: error: %s\n", e.what());
+    return rondo::kExitFailure;
+  }
+  return rondo::kExitOk;
+}

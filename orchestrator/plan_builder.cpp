@@ -1,0 +1,290 @@
+#include "orchestrator/plan_builder.h"
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/errors.h"
+#include "parallelism/device_mesh.h"
+#include "pipeline/pipeline_schedule.h"
+
+namespace rondo {
+
+namespace {
+
+plan::Action make_action(plan::ActionKind kind, int stage, int microbatch, int peer) {
+  plan::Action a;
+  a.set_kind(kind);
+  a.set_stage(static_cast<uint32_t>(stage));
+  a.set_microbatch(static_cast<uint32_t>(microbatch));
+  a.set_peer(peer);
+  return a;
+}
+
+plan::GroupKind to_group_kind(MeshDim dim) {
+  switch (dim) {
+    case MeshDim::kTp:
+      return plan::GROUP_TP;
+    case MeshDim::kCp:
+      return plan::GROUP_CP;
+    case MeshDim::kEp:
+      return plan::GROUP_EP;
+    case MeshDim::kDp:
+      return plan::GROUP_DP;
+    case MeshDim::kPp:
+      return plan::GROUP_PP;
+    case MeshDim::kDpCp:
+      return plan::GROUP_DP_CP;
+  }
+  return plan::GROUP_UNSPECIFIED;
+}
+
+// Adds the compute actions of one pipeline rank with the sends/receives around them.
+void add_pipeline_actions(plan::RankPlan& rp, const std::vector<ComputeAction>& compute,
+                          const DeviceMesh& mesh, int rank, int num_stages) {
+  const MeshCoords c = mesh.coords(rank);
+  auto neighbour = [&](int stage) {
+    MeshCoords n = c;
+    n.pp = stage % mesh.pp();
+    return mesh.rank(n);
+  };
+  for (const auto& a : compute) {
+    const bool first = a.stage == 0, last = a.stage == num_stages - 1;
+    if (a.kind == ComputeKind::kF) {
+      if (!first) *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, neighbour(a.stage - 1));
+      *rp.add_actions() = make_action(plan::ACTION_F, a.stage, a.microbatch, -1);
+      if (!last) *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, neighbour(a.stage + 1));
+    } else {
+      if (!last) *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, neighbour(a.stage + 1));
+      const auto kind = a.kind == ComputeKind::kB   ? plan::ACTION_B
+                        : a.kind == ComputeKind::kI ? plan::ACTION_I
+                                                    : plan::ACTION_W;
+      *rp.add_actions() = make_action(kind, a.stage, a.microbatch, -1);
+      if (!first && a.kind != ComputeKind::kW) {
+        *rp.add_actions() = make_action(plan::ACTION_SEND_B, a.stage, a.microbatch, neighbour(a.stage - 1));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+plan::Plan build_plan(const Config& config) {
+  validate(config);
+  const auto& pc = config.parallel;
+  const auto& t = config.training;
+  const DeviceMesh mesh(static_cast<int>(pc.world_size), static_cast<int>(pc.tensor_model_parallel_size),
+                        static_cast<int>(pc.context_parallel_size),
+                        static_cast<int>(pc.expert_model_parallel_size),
+                        static_cast<int>(pc.pipeline_model_parallel_size));
+  const int vpp = static_cast<int>(pc.virtual_pipeline_model_parallel_size);
+  const int dp = mesh.dp();
+  const int microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * dp));
+
+  plan::Plan p;
+  p.set_version(kPlanVersion);
+  p.set_schedule(config.pipeline.schedule);
+  p.set_config_yaml(to_yaml(config));
+
+  auto* m = p.mutable_mesh();
+  m->set_world_size(static_cast<uint32_t>(mesh.world_size()));
+  m->set_tp(static_cast<uint32_t>(mesh.tp()));
+  m->set_cp(static_cast<uint32_t>(mesh.cp()));
+  m->set_ep(static_cast<uint32_t>(mesh.ep()));
+  m->set_dp(static_cast<uint32_t>(dp));
+  m->set_pp(static_cast<uint32_t>(mesh.pp()));
+  m->set_vpp(static_cast<uint32_t>(vpp));
+  for (MeshDim dim : {MeshDim::kTp, MeshDim::kCp, MeshDim::kEp, MeshDim::kDp, MeshDim::kPp, MeshDim::kDpCp}) {
+    uint32_t index = 0;
+    for (const auto& g : mesh.groups(dim)) {
+      auto* group = m->add_groups();
+      group->set_kind(to_group_kind(dim));
+      group->set_index(index++);
+      for (int r : g) group->add_ranks(static_cast<uint32_t>(r));
+    }
+  }
+
+  const auto& mc = config.model;
+  auto* model = p.mutable_model();
+  model->set_num_layers(static_cast<uint32_t>(mc.num_layers));
+  model->set_hidden_size(static_cast<uint32_t>(mc.hidden_size));
+  model->set_num_attention_heads(static_cast<uint32_t>(mc.num_attention_heads));
+  model->set_ffn_hidden_size(static_cast<uint32_t>(mc.ffn_hidden_size));
+  model->set_vocab_size(static_cast<uint32_t>(mc.vocab_size));
+  model->set_seq_length(static_cast<uint32_t>(mc.seq_length));
+
+  auto* ts = p.mutable_training();
+  ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
+  ts->set_global_batch_size(static_cast<uint32_t>(t.global_batch_size));
+  ts->set_num_microbatches(static_cast<uint32_t>(microbatches));
+  ts->set_train_iters(static_cast<uint32_t>(t.train_iters));
+  ts->set_lr(t.lr);
+  ts->set_min_lr(t.min_lr);
+  ts->set_lr_warmup_iters(static_cast<uint32_t>(t.lr_warmup_iters));
+  ts->set_lr_decay_style(t.lr_decay_style);
+  ts->set_optimizer(t.optimizer);
+  ts->set_weight_decay(t.weight_decay);
+  ts->set_adam_beta1(t.adam_beta1);
+  ts->set_adam_beta2(t.adam_beta2);
+  ts->set_adam_eps(t.adam_eps);
+  ts->set_clip_grad(t.clip_grad);
+  ts->set_seed(static_cast<uint64_t>(t.seed));
+  ts->set_exit_interval(static_cast<uint32_t>(t.exit_interval));
+  ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
+  ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
+  ts->set_device(t.device);
+  p.mutable_data()->set_path(config.data.path);
+  auto* cs = p.mutable_comms();
+  cs->set_backend(config.comms.backend);
+  cs->set_allreduce(config.comms.allreduce);
+  cs->set_timing_recorder(config.comms.timing_recorder);
+  cs->set_timeout_s(config.comms.timeout_s);
+  cs->set_recorder_capacity(static_cast<uint32_t>(config.comms.recorder_capacity));
+  auto* ck = p.mutable_checkpoint();
+  ck->set_interval(static_cast<uint32_t>(config.checkpoint.interval));
+  ck->set_resume(config.checkpoint.resume);
+  ck->set_resume_step(static_cast<uint32_t>(config.checkpoint.resume_step));
+
+  const auto stages = partition_layers_evenly(static_cast<int>(mc.num_layers), mesh.pp(), vpp);
+  for (const auto& s : stages) {
+    auto* st = p.add_stages();
+    st->set_index(static_cast<uint32_t>(s.index));
+    st->set_first_layer(static_cast<uint32_t>(s.first_layer));
+    st->set_num_layers(static_cast<uint32_t>(s.num_layers));
+    st->set_has_embedding(s.has_embedding);
+    st->set_has_lm_head(s.has_lm_head);
+  }
+
+  // The compute order depends only on the pipeline rank: generate it once per pp rank.
+  std::vector<std::vector<ComputeAction>> compute_by_pp;
+  for (int r = 0; r < mesh.pp(); ++r) {
+    compute_by_pp.push_back(generate_schedule(config.pipeline.schedule, r, mesh.pp(), microbatches));
+  }
+  for (int rank = 0; rank < mesh.world_size(); ++rank) {
+    const MeshCoords c = mesh.coords(rank);
+    auto* rp = p.add_ranks();
+    rp->set_rank(static_cast<uint32_t>(rank));
+    auto* co = rp->mutable_coords();
+    co->set_tp(static_cast<uint32_t>(c.tp));
+    co->set_cp(static_cast<uint32_t>(c.cp));
+    co->set_ep(static_cast<uint32_t>(c.ep));
+    co->set_dp(static_cast<uint32_t>(c.dp));
+    co->set_pp(static_cast<uint32_t>(c.pp));
+    for (int s : stages_of_pipeline_rank(c.pp, mesh.pp(), vpp)) rp->add_stages(static_cast<uint32_t>(s));
+    add_pipeline_actions(*rp, compute_by_pp[static_cast<size_t>(c.pp)], mesh, rank,
+                         static_cast<int>(stages.size()));
+    *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
+    *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
+    // Data-parallel rank d takes a contiguous slice of the global batch.
+    for (int k = 0; k < microbatches; ++k) {
+      rp->add_microbatch_first_sample(static_cast<uint32_t>((c.dp * microbatches + k) * t.micro_batch_size));
+    }
+  }
+  return p;
+}
+
+int64_t count_parameters(const plan::ModelSpec& m) {
+  const int64_t h = m.hidden_size(), f = m.ffn_hidden_size(), v = m.vocab_size(), s = m.seq_length();
+  const int64_t attention = h * 3 * h + 3 * h + h * h + h;
+  const int64_t mlp = h * f + f + f * h + h;
+  const int64_t norms = 2 * 2 * h;
+  return v * h + s * h + static_cast<int64_t>(m.num_layers()) * (attention + mlp + norms) + 2 * h + h * v;
+}
+
+std::string action_to_string(const plan::Action& a) {
+  const std::string stage = std::to_string(a.stage()), mb = std::to_string(a.microbatch());
+  switch (a.kind()) {
+    case plan::ACTION_F:
+      return stage + "F" + mb;
+    case plan::ACTION_B:
+      return stage + "B" + mb;
+    case plan::ACTION_I:
+      return stage + "I" + mb;
+    case plan::ACTION_W:
+      return stage + "W" + mb;
+    case plan::ACTION_SEND_F:
+      return "SEND_F" + stage + ">" + std::to_string(a.peer());
+    case plan::ACTION_RECV_F:
+      return "RECV_F" + stage + "<" + std::to_string(a.peer());
+    case plan::ACTION_SEND_B:
+      return "SEND_B" + stage + ">" + std::to_string(a.peer());
+    case plan::ACTION_RECV_B:
+      return "RECV_B" + stage + "<" + std::to_string(a.peer());
+    case plan::ACTION_ALLREDUCE:
+      return "ALLREDUCE";
+    case plan::ACTION_OPTIM:
+      return "OPTIM";
+    default:
+      return "?";
+  }
+}
+
+nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
+  const auto& m = p.mesh();
+  nlohmann::json j;
+  j["version"] = p.version();
+  j["world_size"] = m.world_size();
+  j["mesh"] = {{"tp", m.tp()}, {"pp", m.pp()}, {"dp", m.dp()}, {"cp", m.cp()}, {"ep", m.ep()}, {"vpp", m.vpp()}};
+  j["micro_batch_size"] = p.training().micro_batch_size();
+  j["global_batch_size"] = p.training().global_batch_size();
+  j["num_microbatches"] = p.training().num_microbatches();
+  j["schedule"] = p.schedule();
+  j["parameters"] = count_parameters(p.model());
+  j["tokens_per_step"] = static_cast<int64_t>(p.training().global_batch_size()) * p.model().seq_length();
+  auto& stages = j["stages"] = nlohmann::json::array();
+  for (const auto& s : p.stages()) {
+    stages.push_back({{"index", s.index()},
+                      {"first_layer", s.first_layer()},
+                      {"num_layers", s.num_layers()},
+                      {"embedding", s.has_embedding()},
+                      {"lm_head", s.has_lm_head()}});
+  }
+  auto& ranks = j["ranks"] = nlohmann::json::array();
+  for (const auto& r : p.ranks()) {
+    const auto& c = r.coords();
+    nlohmann::json rj = {{"rank", r.rank()},
+                         {"coords", {{"tp", c.tp()}, {"cp", c.cp()}, {"ep", c.ep()}, {"dp", c.dp()}, {"pp", c.pp()}}},
+                         {"stages", std::vector<uint32_t>(r.stages().begin(), r.stages().end())}};
+    if (with_actions) {
+      auto& acts = rj["actions"] = nlohmann::json::array();
+      for (const auto& a : r.actions()) acts.push_back(action_to_string(a));
+      rj["microbatch_first_sample"] =
+          std::vector<uint32_t>(r.microbatch_first_sample().begin(), r.microbatch_first_sample().end());
+    }
+    ranks.push_back(std::move(rj));
+  }
+  return j;
+}
+
+std::string plan_summary(const plan::Plan& p) {
+  const auto& m = p.mesh();
+  const auto& t = p.training();
+  std::ostringstream out;
+  out << "plan v" << p.version() << ": " << m.world_size() << " ranks = tp " << m.tp() << " x cp " << m.cp()
+      << " x dp " << m.dp() << " x pp " << m.pp() << " (ep " << m.ep() << ", vpp " << m.vpp() << ")\n";
+  out << "model: " << count_parameters(p.model()) << " parameters, " << p.model().num_layers() << " layers, hidden "
+      << p.model().hidden_size() << ", seq " << p.model().seq_length() << "\n";
+  out << "batch: global " << t.global_batch_size() << " = micro " << t.micro_batch_size() << " x dp " << m.dp()
+      << " x " << t.num_microbatches() << " microbatches per rank; "
+      << static_cast<int64_t>(t.global_batch_size()) * p.model().seq_length() << " tokens per step\n";
+  out << "pipeline: schedule " << p.schedule() << ", " << p.stages_size() << " stages:";
+  for (const auto& s : p.stages()) {
+    out << " [" << s.index() << ": layers " << s.first_layer() << "-" << s.first_layer() + s.num_layers() - 1
+        << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
+  }
+  out << "\n";
+  const int shown = std::min(p.ranks_size(), 8);
+  for (int i = 0; i < shown; ++i) {
+    const auto& r = p.ranks(i);
+    const auto& c = r.coords();
+    out << "  rank " << r.rank() << ": tp " << c.tp() << " cp " << c.cp() << " ep " << c.ep() << " dp " << c.dp()
+        << " pp " << c.pp() << " | " << r.actions_size() << " actions:";
+    const int acts = std::min(r.actions_size(), 12);
+    for (int k = 0; k < acts; ++k) out << " " << action_to_string(r.actions(k));
+    if (r.actions_size() > acts) out << " ...";
+    out << "\n";
+  }
+  if (p.ranks_size() > shown) out << "  ... " << p.ranks_size() - shown << " more ranks (see --json)\n";
+  return out.str();
+}
+
+}  // namespace rondo

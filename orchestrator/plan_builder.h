@@ -1,0 +1,33 @@
+// Plan assembly: a validated Config becomes the protobuf Plan every worker executes (mesh and
+// groups, stages, per-rank actions and microbatch assignment), plus its JSON and human views.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "orchestrator/config.h"
+#include "proto/plan.pb.h"
+
+namespace rondo {
+
+inline constexpr uint32_t kPlanVersion = 1;
+
+plan::Plan build_plan(const Config& config);
+
+// Parameters of the GPT the plan describes (embeddings, blocks, final norm, LM head).
+int64_t count_parameters(const plan::ModelSpec& model);
+
+// "0F3" (stage 0, forward, microbatch 3) in the action CSV form of torch.distributed.pipelining;
+// sends/receives as "SEND_F0>2" (to rank 2) / "RECV_B0<1"; "ALLREDUCE", "OPTIM".
+std::string action_to_string(const plan::Action& action);
+
+// The JSON of `rondo plan --json` (documented in docs/plan.md). Actions per rank are included
+// when `with_actions` is true.
+nlohmann::json plan_to_json(const plan::Plan& plan, bool with_actions);
+
+// A short human summary for the terminal.
+std::string plan_summary(const plan::Plan& plan);
+
+}  // namespace rondo

@@ -1,0 +1,71 @@
+"""Helpers for rondo's system tests: run `rondo run` for real and read what it leaves behind."""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+# A model small enough that 20 steps take seconds on two cores.
+TINY = [
+    "model.num_layers=2", "model.hidden_size=64", "model.num_attention_heads=4",
+    "model.ffn_hidden_size=256", "model.seq_length=64",
+    "training.micro_batch_size=4", "training.global_batch_size=8", "training.train_iters=20",
+    "training.lr=1e-3", "training.lr_warmup_iters=0", "training.lr_decay_style=constant",
+    "checkpoint.interval=0",
+]
+
+
+class Context:
+    def __init__(self):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--rondo", required=True)
+        parser.add_argument("--worker", required=True)
+        args = parser.parse_args()
+        self.rondo = args.rondo
+        self.worker = args.worker
+        self.tmp = tempfile.mkdtemp(prefix="rondo-system-")
+        self.failures = 0
+        self.checks = 0
+
+    def run(self, run_name, sets, expect_status=0):
+        run_dir = os.path.join(self.tmp, run_name)
+        cmd = [self.rondo, "run", "--run-dir", run_dir, "--worker", self.worker]
+        for s in sets:
+            cmd += ["--set", s]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=800)
+        if expect_status is not None and proc.returncode != expect_status:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}, expected {expect_status}")
+        return run_dir, proc
+
+    def check(self, ok, message):
+        self.checks += 1
+        if not ok:
+            self.failures += 1
+            print("FAIL:", message)
+        else:
+            print("ok:", message)
+
+    def finish(self):
+        print(f"{self.checks - self.failures} passed, {self.failures} failed")
+        if self.failures == 0:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print("run directories kept in", self.tmp)
+        sys.exit(1 if self.failures else 0)
+
+
+def losses(run_dir):
+    """step -> loss, the last row of each step winning (a resumed run appends)."""
+    out = {}
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            out[row["step"]] = row["loss"]
+    return out
+
+
+def rel_diff(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)

@@ -1,0 +1,67 @@
+// The `rondo` binary itself: exit statuses and messages a user sees.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+struct Result {
+  int status;
+  std::string output;
+};
+
+Result run(const std::string& args) {
+  const std::string cmd = std::string(RONDO_BIN) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(Cli, PlanJsonIsOneObject) {
+  const auto r = run("plan --json");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
+  EXPECT_EQ(j["world_size"], 2);
+  EXPECT_EQ(j["mesh"]["dp"], 2);
+  EXPECT_TRUE(j.contains("num_microbatches"));
+  EXPECT_EQ(j["ranks"].size(), 2u);
+}
+
+TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--set model.bogus=1", "model.bogus"},
+      {"--set model.num_layers=many", "model.num_layers"},
+      {"--set parallel.world_size=3 --set parallel.pipeline_model_parallel_size=2", "parallel.world_size"},
+      {"--set training.global_batch_size=12", "training.global_batch_size"},
+      {"--set model.num_attention_heads=3", "model.num_attention_heads"},
+      {"--set parallel.world_size=4 --set parallel.tensor_model_parallel_size=4 --set model.num_attention_heads=2",
+       "parallel.tensor_model_parallel_size"},
+      {std::string(RONDO_SOURCE_DIR) + "/no/such/config.yaml", "no/such/config.yaml"},
+  };
+  for (const auto& [args, key] : cases) {
+    const auto r = run("plan " + args);
+    EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(key), std::string::npos) << args << "\n" << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << "one line: " << r.output;
+  }
+}
+
+TEST(Cli, RunRefusesLayoutsTheWorkerCannotExecuteYet) {
+  const auto r = run("run --set parallel.pipeline_model_parallel_size=2 --run-dir /tmp/rondo-cli-test-never");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("parallel.pipeline_model_parallel_size"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ExampleConfigsPlan) {
+  const auto r = run("plan " + std::string(RONDO_SOURCE_DIR) + "/configs/default.yaml --json");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+}  // namespace

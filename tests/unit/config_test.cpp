@@ -1,0 +1,78 @@
+#include <gtest/gtest.h>
+
+#include "common/errors.h"
+#include "orchestrator/config.h"
+
+namespace rondo {
+namespace {
+
+// The key named by the ConfigError that parsing `yaml` with `overrides` raises ("" if none).
+std::string error_key(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+  try {
+    parse_config(yaml, "test.yaml", overrides);
+  } catch (const ConfigError& e) {
+    return e.key();
+  }
+  return "";
+}
+
+TEST(Config, DefaultsAreValidAndMatchTheIssueExample) {
+  const Config c = parse_config(default_config_yaml(), "default");
+  EXPECT_EQ(c.parallel.world_size, 2);
+  EXPECT_EQ(c.parallel.data_parallel_size(), 2);
+  EXPECT_EQ(c.model.hidden_size, 128);
+  EXPECT_EQ(c.training.micro_batch_size, 4);
+  EXPECT_EQ(c.training.global_batch_size, 8);
+}
+
+TEST(Config, OverridesApplyWithTheirTypes) {
+  const Config c = parse_config("", "empty", {"training.lr=0.5", "model.num_layers=8",
+                                              "checkpoint.resume=false", "data.path=builtin"});
+  EXPECT_DOUBLE_EQ(c.training.lr, 0.5);
+  EXPECT_EQ(c.model.num_layers, 8);
+  EXPECT_FALSE(c.checkpoint.resume);
+}
+
+TEST(Config, UnknownKeysAndSectionsAreNamed) {
+  EXPECT_EQ(error_key("model: {num_layerz: 4}"), "model.num_layerz");
+  EXPECT_EQ(error_key("modle: {num_layers: 4}"), "modle");
+  EXPECT_EQ(error_key("", {"training.foo=1"}), "training.foo");
+  EXPECT_EQ(error_key("", {"nodot=1"}), "nodot");
+}
+
+TEST(Config, WrongTypesAreNamed) {
+  EXPECT_EQ(error_key("model: {num_layers: four}"), "model.num_layers");
+  EXPECT_EQ(error_key("training: {lr: fast}"), "training.lr");
+  EXPECT_EQ(error_key("checkpoint: {resume: maybe}"), "checkpoint.resume");
+  EXPECT_EQ(error_key("model: {num_layers: [1, 2]}"), "model.num_layers");
+  EXPECT_EQ(error_key("model: {num_layers: 2.5}"), "model.num_layers");
+}
+
+TEST(Config, ImpossibleLayoutsAreNamed) {
+  EXPECT_EQ(error_key("", {"parallel.world_size=3", "parallel.tensor_model_parallel_size=2"}), "parallel.world_size");
+  EXPECT_EQ(error_key("", {"parallel.world_size=4", "parallel.tensor_model_parallel_size=3"}),
+            "parallel.world_size");
+  EXPECT_EQ(error_key("", {"training.global_batch_size=6"}), "training.global_batch_size");
+  EXPECT_EQ(error_key("", {"model.num_attention_heads=5"}), "model.num_attention_heads");
+  EXPECT_EQ(error_key("", {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
+                           "model.num_layers=6", "training.global_batch_size=4"}),
+            "parallel.pipeline_model_parallel_size");
+  EXPECT_EQ(error_key("", {"parallel.expert_model_parallel_size=3"}), "parallel.expert_model_parallel_size");
+  EXPECT_EQ(error_key("", {"model.vocab_size=100"}), "model.vocab_size");
+  EXPECT_EQ(error_key("", {"pipeline.schedule=magic"}), "pipeline.schedule");
+  EXPECT_EQ(error_key("", {"data.path=/nonexistent/file.txt"}), "data.path");
+  EXPECT_EQ(error_key("", {"training.optimizer=adagrad"}), "training.optimizer");
+}
+
+TEST(Config, InvalidYamlNamesTheSource) { EXPECT_EQ(error_key("model: [unclosed"), "test.yaml"); }
+
+TEST(Config, EffectiveYamlRoundTrips) {
+  const Config a = parse_config("", "x", {"training.lr=0.00012345", "data.path=builtin", "launch.mpirun_args=--mca btl self"});
+  const Config b = parse_config(to_yaml(a), "roundtrip");
+  EXPECT_EQ(to_yaml(a), to_yaml(b));
+  EXPECT_DOUBLE_EQ(b.training.lr, 0.00012345);
+  EXPECT_EQ(b.launch.mpirun_args, "--mca btl self");
+}
+
+}  // namespace
+}  // namespace rondo

@@ -1,0 +1,43 @@
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "data/global_batch_sampler.h"
+#include "data/text_corpus.h"
+
+namespace rondo {
+namespace {
+
+TEST(GlobalBatchSampler, DependsOnlyOnSeedStepAndIndex) {
+  GlobalBatchSampler a(1234, 100000, 128, 8), b(1234, 100000, 128, 8), c(99, 100000, 128, 8);
+  int differ = 0;
+  for (uint64_t step = 0; step < 10; ++step) {
+    for (uint64_t i = 0; i < 8; ++i) {
+      const auto off = a.sample_offset(step, i);
+      EXPECT_EQ(off, b.sample_offset(step, i));
+      EXPECT_LE(off + 129, 100000u);
+      differ += off != c.sample_offset(step, i);
+    }
+  }
+  EXPECT_GT(differ, 70);
+}
+
+TEST(GlobalBatchSampler, SamplesVaryWithinAndAcrossSteps) {
+  GlobalBatchSampler s(7, 50000, 32, 16);
+  std::set<uint64_t> offsets;
+  for (uint64_t step = 0; step < 4; ++step) {
+    for (uint64_t i = 0; i < 16; ++i) offsets.insert(s.sample_offset(step, i));
+  }
+  EXPECT_GT(offsets.size(), 60u);
+  EXPECT_EQ(s.consumed_samples(3), 48u);
+}
+
+TEST(TextCorpus, BuiltinIsDebiansLicenseTexts) {
+  const auto corpus = TextCorpus::load("builtin", 129);
+  EXPECT_GT(corpus.size(), 100000u);
+  const std::string head(corpus.bytes().begin(), corpus.bytes().begin() + 2000);
+  EXPECT_NE(head.find("License"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rondo

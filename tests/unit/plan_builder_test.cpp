@@ -1,0 +1,84 @@
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "orchestrator/config.h"
+#include "orchestrator/plan_builder.h"
+
+namespace rondo {
+namespace {
+
+TEST(PlanBuilder, DataParallelPlanHasOneSliceOfTheBatchPerRank) {
+  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=2", "training.global_batch_size=16"}));
+  EXPECT_EQ(plan.version(), kPlanVersion);
+  EXPECT_EQ(plan.training().num_microbatches(), 2u);
+  std::set<uint32_t> starts;
+  for (const auto& r : plan.ranks()) {
+    ASSERT_EQ(r.microbatch_first_sample_size(), 2);
+    for (auto s : r.microbatch_first_sample()) starts.insert(s);
+    // F0 B0 F1 B1 ALLREDUCE OPTIM
+    ASSERT_EQ(r.actions_size(), 6);
+    EXPECT_EQ(action_to_string(r.actions(0)), "0F0");
+    EXPECT_EQ(action_to_string(r.actions(3)), "0B1");
+    EXPECT_EQ(r.actions(4).kind(), plan::ACTION_ALLREDUCE);
+    EXPECT_EQ(r.actions(5).kind(), plan::ACTION_OPTIM);
+  }
+  // Every sample of the global batch is covered exactly once.
+  EXPECT_EQ(starts, (std::set<uint32_t>{0, 4, 8, 12}));
+}
+
+TEST(PlanBuilder, JsonHasTheDocumentedFields) {
+  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=2",
+                                                      "parallel.tensor_model_parallel_size=2", "training.global_batch_size=16"}));
+  const auto j = plan_to_json(plan, false);
+  EXPECT_EQ(j["world_size"], 8);
+  EXPECT_EQ(j["mesh"]["tp"], 2);
+  EXPECT_EQ(j["mesh"]["pp"], 2);
+  EXPECT_EQ(j["mesh"]["dp"], 2);
+  EXPECT_EQ(j["mesh"]["cp"], 1);
+  EXPECT_EQ(j["mesh"]["ep"], 1);
+  EXPECT_EQ(j["micro_batch_size"], 4);
+  EXPECT_EQ(j["global_batch_size"], 16);
+  EXPECT_EQ(j["num_microbatches"], 2);
+  ASSERT_EQ(j["ranks"].size(), 8u);
+  EXPECT_EQ(j["ranks"][5]["coords"]["pp"], 1);
+  EXPECT_EQ(j["ranks"][5]["stages"], nlohmann::json::array({1}));
+  EXPECT_EQ(j["stages"][1]["lm_head"], true);
+}
+
+TEST(PlanBuilder, PipelineRanksExchangeWithTheirNeighbours) {
+  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                                      "training.global_batch_size=8", "training.micro_batch_size=2"}));
+  // Rank 0 (stage 0) sends activations to rank 1 and receives gradients from it.
+  int sends = 0, recvs = 0;
+  for (const auto& a : plan.ranks(0).actions()) {
+    if (a.kind() == plan::ACTION_SEND_F) { EXPECT_EQ(a.peer(), 1); ++sends; }
+    if (a.kind() == plan::ACTION_RECV_B) { EXPECT_EQ(a.peer(), 1); ++recvs; }
+  }
+  EXPECT_EQ(sends, 4);
+  EXPECT_EQ(recvs, 4);
+}
+
+TEST(PlanBuilder, ParameterCountOfTheDefaultModel) {
+  const auto plan = build_plan(parse_config(default_config_yaml(), "default"));
+  // 256*128 + 128*128 + 4 * (attention 66048 + mlp 131712 + norms 512) + 256 + 128*256
+  EXPECT_EQ(count_parameters(plan.model()), 875264);
+}
+
+TEST(PlanBuilder, SixteenThousandRanksPlanQuickly) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=16384", "parallel.tensor_model_parallel_size=8",
+                                                      "parallel.pipeline_model_parallel_size=8", "model.num_layers=32",
+                                                      "model.num_attention_heads=8", "training.global_batch_size=4096",
+                                                      "training.micro_batch_size=1"}));
+  EXPECT_EQ(plan.ranks_size(), 16384);
+  EXPECT_EQ(plan.mesh().dp(), 256u);
+  // Not a timing threshold: the duration is only logged for the record.
+  std::cout << "16384-rank plan built in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+}
+
+}  // namespace
+}  // namespace rondo
