@@ -46,8 +46,8 @@ CheckpointManifest CheckpointManifest::from_json(const std::string& text, const 
     m.cp = mesh.at("cp").get<int>();
     m.ep = mesh.at("ep").get<int>();
     for (const auto& f : j.at("files")) {
-      m.files.push_back({f.at("name").get<std::string>(), f.at("bytes").get<uint64_t>(),
-                         f.at("crc32").get<uint32_t>()});
+      m.files.push_back(
+          {f.at("name").get<std::string>(), f.at("bytes").get<uint64_t>(), f.at("crc32").get<uint32_t>()});
     }
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(source, std::string("manifest is not valid: ") + e.what());
@@ -115,8 +115,7 @@ std::vector<int64_t> list_checkpoint_steps(const std::string& checkpoints_dir) {
   return steps;
 }
 
-std::optional<int64_t> newest_valid_checkpoint_before(const std::string& checkpoints_dir,
-                                                      int64_t before) {
+std::optional<int64_t> newest_valid_checkpoint_before(const std::string& checkpoints_dir, int64_t before) {
   auto steps = list_checkpoint_steps(checkpoints_dir);
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     if (*it >= before) continue;

@@ -49,7 +49,6 @@ std::optional<int64_t> latest_checkpoint_step(const std::string& checkpoints_dir
 std::vector<int64_t> list_checkpoint_steps(const std::string& checkpoints_dir);
 
 // The newest step below `before` that verifies, or nullopt.
-std::optional<int64_t> newest_valid_checkpoint_before(const std::string& checkpoints_dir,
-                                                      int64_t before);
+std::optional<int64_t> newest_valid_checkpoint_before(const std::string& checkpoints_dir, int64_t before);
 
 }  // namespace rondo

@@ -35,8 +35,7 @@ int mod(int a, int n) { return ((a % n) + n) % n; }
 
 }  // namespace
 
-Collectives::Collectives(Communicator& comm, TimingRecorder* recorder)
-    : comm_(comm), recorder_(recorder) {}
+Collectives::Collectives(Communicator& comm, TimingRecorder* recorder) : comm_(comm), recorder_(recorder) {}
 
 void Collectives::require_host(const char* op) const {
   if (!comm_.host_buffers()) {
@@ -51,8 +50,8 @@ std::vector<char>& Collectives::scratch(size_t bytes) {
   return scratch_;
 }
 
-void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes,
-                           int dst, void* recv, size_t recv_bytes, int src, int tag) {
+void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
+                           void* recv, size_t recv_bytes, int src, int tag) {
   const auto t0 = std::chrono::steady_clock::now();
   comm_.sendrecv(send, send_bytes, dst, recv, recv_bytes, src, tag);
   if (scope) scope->step(dst, src, send_bytes, t0, std::chrono::steady_clock::now());
@@ -74,20 +73,19 @@ void Collectives::allreduce(void* data, size_t count, DType type, ReduceOp op) {
   // the full reduction of block r.
   for (int s = 0; s < n - 1; ++s) {
     const int sb = mod(r - s - 1, n), rb = mod(r - s - 2, n);
-    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, tmp.data(),
-             blocks.size(rb) * es, prev, kTagRingReduce);
+    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, tmp.data(), blocks.size(rb) * es,
+             prev, kTagRingReduce);
     reduce_into(base + blocks.offset(rb) * es, tmp.data(), blocks.size(rb), type, op);
   }
   // Allgather: at step s rank r forwards block r-s and receives block r-s-1 in place.
   for (int s = 0; s < n - 1; ++s) {
     const int sb = mod(r - s, n), rb = mod(r - s - 1, n);
-    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next,
-             base + blocks.offset(rb) * es, blocks.size(rb) * es, prev, kTagRingGather);
+    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, base + blocks.offset(rb) * es,
+             blocks.size(rb) * es, prev, kTagRingGather);
   }
 }
 
-void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count, DType type,
-                                 ReduceOp op) {
+void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count, DType type, ReduceOp op) {
   require_host("ring reduce-scatter");
   const int n = comm_.size(), r = comm_.rank();
   const size_t es = dtype_size(type), block = recv_count * es;
@@ -100,8 +98,8 @@ void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count
   const int next = mod(r + 1, n), prev = mod(r - 1, n);
   for (int s = 0; s < n - 1; ++s) {
     const int sb = mod(r - s - 1, n), rb = mod(r - s - 2, n);
-    exchange(scope ? &*scope : nullptr, work.data() + block * static_cast<size_t>(sb), block, next,
-             tmp, block, prev, kTagRingReduce);
+    exchange(scope ? &*scope : nullptr, work.data() + block * static_cast<size_t>(sb), block, next, tmp,
+             block, prev, kTagRingReduce);
     reduce_into(work.data() + block * static_cast<size_t>(rb), tmp, recv_count, type, op);
   }
   std::memcpy(recv, work.data() + block * static_cast<size_t>(r), block);
@@ -152,9 +150,8 @@ void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_co
   // Pairwise exchange: at step s send to r+s and receive from r-s, so every pair meets once.
   for (int s = 1; s < n; ++s) {
     const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
-    exchange(scope ? &*scope : nullptr, in + sdispl[dst], send_counts[dst] * es,
-             static_cast<int>(dst), out + rdispl[src], recv_counts[src] * es, static_cast<int>(src),
-             kTagAlltoall);
+    exchange(scope ? &*scope : nullptr, in + sdispl[dst], send_counts[dst] * es, static_cast<int>(dst),
+             out + rdispl[src], recv_counts[src] * es, static_cast<int>(src), kTagAlltoall);
   }
 }
 

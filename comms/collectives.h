@@ -41,8 +41,8 @@ class Collectives {
  private:
   void require_host(const char* op) const;
   // One timed sendrecv inside a recorded collective.
-  void exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
-                void* recv, size_t recv_bytes, int src, int tag);
+  void exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst, void* recv,
+                size_t recv_bytes, int src, int tag);
   std::vector<char>& scratch(size_t bytes);
 
   Communicator& comm_;

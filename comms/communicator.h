@@ -44,8 +44,8 @@ class Communicator {
   virtual void send(const void* data, size_t bytes, int peer, int tag) = 0;
   virtual void recv(void* data, size_t bytes, int peer, int tag) = 0;
   // Sends to `dst` and receives from `src` concurrently (no deadlock in rings).
-  virtual void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data,
-                        size_t recv_bytes, int src, int tag) = 0;
+  virtual void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data, size_t recv_bytes,
+                        int src, int tag) = 0;
 
   // The transport library's own collectives.
   virtual void native_allreduce(void* data, size_t count, DType type, ReduceOp op) = 0;

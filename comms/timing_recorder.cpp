@@ -55,8 +55,7 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
   return Scope(this, &r);
 }
 
-TimingRecorder::Scope::Scope(Scope&& other) noexcept
-    : recorder_(other.recorder_), record_(other.record_) {
+TimingRecorder::Scope::Scope(Scope&& other) noexcept : recorder_(other.recorder_), record_(other.record_) {
   other.recorder_ = nullptr;
   other.record_ = nullptr;
 }
@@ -65,8 +64,8 @@ void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
                                  std::chrono::steady_clock::time_point t0,
                                  std::chrono::steady_clock::time_point t1) {
   if (!record_) return;
-  const auto ns = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
   std::lock_guard lock(recorder_->mu_);
   if (record_->start_ns == 0) record_->start_ns = wall_ns();
   auto& conns = record_->connections;

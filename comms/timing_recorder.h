@@ -68,8 +68,8 @@ class TimingRecorder {
     Scope& operator=(Scope&&) = delete;
     ~Scope() { end(); }
     // Records one exchange that took [t0, t1] (steady clock) moving `bytes` to `send_peer`.
-    void step(int send_peer, int recv_peer, uint64_t bytes,
-              std::chrono::steady_clock::time_point t0, std::chrono::steady_clock::time_point t1);
+    void step(int send_peer, int recv_peer, uint64_t bytes, std::chrono::steady_clock::time_point t0,
+              std::chrono::steady_clock::time_point t1);
     void end();
 
    private:

@@ -12,8 +12,7 @@ class GlobalBatchSampler {
  public:
   // Windows are `seq_length + 1` tokens (inputs and shifted targets) from a corpus of
   // `corpus_size` bytes.
-  GlobalBatchSampler(uint64_t seed, uint64_t corpus_size, uint64_t seq_length,
-                     uint64_t global_batch_size);
+  GlobalBatchSampler(uint64_t seed, uint64_t corpus_size, uint64_t seq_length, uint64_t global_batch_size);
 
   // Start offset in the corpus of sample `index_in_batch` of 0-based step `step`.
   uint64_t sample_offset(uint64_t step, uint64_t index_in_batch) const;

@@ -20,8 +20,8 @@ TextCorpus TextCorpus::load(const std::string& path, size_t min_bytes) {
     }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) text += read_file(f.string());
-    corpus.source_ = std::string("builtin (") + kBuiltinCorpusDir + ", " +
-                     std::to_string(files.size()) + " files)";
+    corpus.source_ =
+        std::string("builtin (") + kBuiltinCorpusDir + ", " + std::to_string(files.size()) + " files)";
   } else {
     try {
       text = read_file(path);

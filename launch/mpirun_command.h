@@ -9,7 +9,7 @@ namespace rondo {
 
 struct MpirunOptions {
   int num_ranks = 1;
-  std::string worker;   // path of rondo-worker
+  std::string worker;  // path of rondo-worker
   std::string run_dir;
   std::vector<std::string> extra_args;  // launch.mpirun_args, split on spaces
   bool as_root = false;                 // adds --allow-run-as-root

@@ -59,7 +59,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
 
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   ::sigaction(SIGINT, &sa, &old_int);
   ::sigaction(SIGTERM, &sa, &old_term);
 

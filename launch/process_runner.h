@@ -10,7 +10,7 @@
 namespace rondo {
 
 struct ProcessResult {
-  int exit_code = -1;     // exit status, or 128 + signal
+  int exit_code = -1;  // exit status, or 128 + signal
   bool timed_out = false;
   bool interrupted = false;  // we got SIGINT/SIGTERM and stopped the child
 };

@@ -14,13 +14,14 @@
 namespace rondo {
 
 int64_t ParallelConfig::data_parallel_size() const {
-  int64_t model_parallel =
-      tensor_model_parallel_size * pipeline_model_parallel_size * context_parallel_size;
+  int64_t model_parallel = tensor_model_parallel_size * pipeline_model_parallel_size * context_parallel_size;
   return model_parallel > 0 ? world_size / model_parallel : 0;
 }
 
-#define RONDO_KEY(sec, key, doc) \
-  ConfigKey { #sec, #key, doc, [](Config& c) -> ConfigField { return &c.sec.key; } }
+#define RONDO_KEY(sec, key, doc)                                          \
+  ConfigKey {                                                             \
+#sec, #key, doc, [](Config & c) -> ConfigField { return &c.sec.key; } \
+  }
 
 const std::vector<ConfigKey>& config_schema() {
   static const std::vector<ConfigKey> schema = {
@@ -74,8 +75,8 @@ const std::vector<ConfigKey>& config_schema() {
 #undef RONDO_KEY
 
 const std::vector<std::string>& known_schedules() {
-  static const std::vector<std::string> names = {"gpipe",  "1f1b", "interleaved_1f1b",
-                                                 "zb_h1",  "zbv",  "roundpipe"};
+  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b",
+                                                 "zb_h1", "zbv",  "roundpipe"};
   return names;
 }
 
@@ -128,7 +129,7 @@ void assign(Config& config, const ConfigKey& key, const YAML::Node& node, const 
             *field = text;
           }
         } catch (const YAML::Exception&) {
-          const char* type = std::is_same_v<T, int64_t> ? "an integer"
+          const char* type = std::is_same_v<T, int64_t>  ? "an integer"
                              : std::is_same_v<T, double> ? "a number"
                                                          : "true or false";
           throw ConfigError(full, std::string("expected ") + type + ", got '" + text + "'" + where);
@@ -137,16 +138,14 @@ void assign(Config& config, const ConfigKey& key, const YAML::Node& node, const 
       key.field(config));
 }
 
-const ConfigKey& key_or_throw(const std::string& section, const std::string& name,
-                              const std::string& where) {
+const ConfigKey& key_or_throw(const std::string& section, const std::string& name, const std::string& where) {
   if (const auto* key = find_key(section, name)) return *key;
   bool section_known = !known_keys_of(section).empty();
   if (!section_known) {
-    throw ConfigError(section, "unknown section" + where + " (known sections: " +
-                                   known_sections() + ")");
+    throw ConfigError(section, "unknown section" + where + " (known sections: " + known_sections() + ")");
   }
-  throw ConfigError(section + "." + name, "unknown key" + where + " (known keys of " + section +
-                                              ": " + known_keys_of(section) + ")");
+  throw ConfigError(section + "." + name, "unknown key" + where + " (known keys of " + section + ": " +
+                                              known_keys_of(section) + ")");
 }
 
 void apply_override(Config& config, const std::string& item) {
@@ -192,8 +191,7 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   try {
     root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(source, "invalid YAML at line " + std::to_string(e.mark.line + 1) + ": " +
-                                  e.msg);
+    throw ConfigError(source, "invalid YAML at line " + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
   if (root && !root.IsNull()) {
     if (!root.IsMap()) throw ConfigError(source, "expected a mapping of sections at the top");
@@ -235,32 +233,27 @@ void validate(const Config& c) {
   require(m.num_attention_heads >= 1, "model.num_attention_heads",
           "must be >= 1, got " + str(m.num_attention_heads));
   require(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads",
-          str(m.num_attention_heads) + " heads do not divide model.hidden_size=" +
-              str(m.hidden_size));
-  require(m.ffn_hidden_size >= 1, "model.ffn_hidden_size",
-          "must be >= 1, got " + str(m.ffn_hidden_size));
+          str(m.num_attention_heads) + " heads do not divide model.hidden_size=" + str(m.hidden_size));
+  require(m.ffn_hidden_size >= 1, "model.ffn_hidden_size", "must be >= 1, got " + str(m.ffn_hidden_size));
   require(m.vocab_size >= 256, "model.vocab_size",
           "must be >= 256 for the byte-level tokenizer, got " + str(m.vocab_size));
   require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
 
   const auto& p = c.parallel;
   require(p.world_size >= 1, "parallel.world_size", "must be >= 1, got " + str(p.world_size));
-  for (auto [key, value] : {std::pair{"parallel.tensor_model_parallel_size",
-                                      p.tensor_model_parallel_size},
-                            {"parallel.pipeline_model_parallel_size",
-                             p.pipeline_model_parallel_size},
-                            {"parallel.virtual_pipeline_model_parallel_size",
-                             p.virtual_pipeline_model_parallel_size},
-                            {"parallel.context_parallel_size", p.context_parallel_size},
-                            {"parallel.expert_model_parallel_size",
-                             p.expert_model_parallel_size}}) {
+  for (auto [key, value] :
+       {std::pair{"parallel.tensor_model_parallel_size", p.tensor_model_parallel_size},
+        {"parallel.pipeline_model_parallel_size", p.pipeline_model_parallel_size},
+        {"parallel.virtual_pipeline_model_parallel_size", p.virtual_pipeline_model_parallel_size},
+        {"parallel.context_parallel_size", p.context_parallel_size},
+        {"parallel.expert_model_parallel_size", p.expert_model_parallel_size}}) {
     require(value >= 1, key, "must be >= 1, got " + str(value));
   }
   const int64_t tp = p.tensor_model_parallel_size, pp = p.pipeline_model_parallel_size,
                 cp = p.context_parallel_size, vpp = p.virtual_pipeline_model_parallel_size;
   require(p.world_size % (tp * pp * cp) == 0, "parallel.world_size",
-          str(p.world_size) + " is not divisible by tp*pp*cp = " + str(tp) + "*" + str(pp) + "*" +
-              str(cp) + " = " + str(tp * pp * cp));
+          str(p.world_size) + " is not divisible by tp*pp*cp = " + str(tp) + "*" + str(pp) + "*" + str(cp) +
+              " = " + str(tp * pp * cp));
   const int64_t dp = p.data_parallel_size();
   require(dp % p.expert_model_parallel_size == 0, "parallel.expert_model_parallel_size",
           str(p.expert_model_parallel_size) + " does not divide the data-parallel size " + str(dp));
@@ -268,9 +261,9 @@ void validate(const Config& c) {
           str(tp) + " does not divide model.num_attention_heads=" + str(m.num_attention_heads));
   require(m.ffn_hidden_size % tp == 0, "parallel.tensor_model_parallel_size",
           str(tp) + " does not divide model.ffn_hidden_size=" + str(m.ffn_hidden_size));
-  require(m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
-          "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) +
-              "*" + str(vpp));
+  require(
+      m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
+      "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) + "*" + str(vpp));
   require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
           "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
 

@@ -50,11 +50,14 @@ void add_pipeline_actions(plan::RankPlan& rp, const std::vector<ComputeAction>& 
   for (const auto& a : compute) {
     const bool first = a.stage == 0, last = a.stage == num_stages - 1;
     if (a.kind == ComputeKind::kF) {
-      if (!first) *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, neighbour(a.stage - 1));
+      if (!first)
+        *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, neighbour(a.stage - 1));
       *rp.add_actions() = make_action(plan::ACTION_F, a.stage, a.microbatch, -1);
-      if (!last) *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, neighbour(a.stage + 1));
+      if (!last)
+        *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, neighbour(a.stage + 1));
     } else {
-      if (!last) *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, neighbour(a.stage + 1));
+      if (!last)
+        *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, neighbour(a.stage + 1));
       const auto kind = a.kind == ComputeKind::kB   ? plan::ACTION_B
                         : a.kind == ComputeKind::kI ? plan::ACTION_I
                                                     : plan::ACTION_W;
@@ -223,7 +226,8 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   nlohmann::json j;
   j["version"] = p.version();
   j["world_size"] = m.world_size();
-  j["mesh"] = {{"tp", m.tp()}, {"pp", m.pp()}, {"dp", m.dp()}, {"cp", m.cp()}, {"ep", m.ep()}, {"vpp", m.vpp()}};
+  j["mesh"] = {{"tp", m.tp()}, {"pp", m.pp()}, {"dp", m.dp()},
+               {"cp", m.cp()}, {"ep", m.ep()}, {"vpp", m.vpp()}};
   j["micro_batch_size"] = p.training().micro_batch_size();
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
@@ -241,9 +245,10 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   auto& ranks = j["ranks"] = nlohmann::json::array();
   for (const auto& r : p.ranks()) {
     const auto& c = r.coords();
-    nlohmann::json rj = {{"rank", r.rank()},
-                         {"coords", {{"tp", c.tp()}, {"cp", c.cp()}, {"ep", c.ep()}, {"dp", c.dp()}, {"pp", c.pp()}}},
-                         {"stages", std::vector<uint32_t>(r.stages().begin(), r.stages().end())}};
+    nlohmann::json rj = {
+        {"rank", r.rank()},
+        {"coords", {{"tp", c.tp()}, {"cp", c.cp()}, {"ep", c.ep()}, {"dp", c.dp()}, {"pp", c.pp()}}},
+        {"stages", std::vector<uint32_t>(r.stages().begin(), r.stages().end())}};
     if (with_actions) {
       auto& acts = rj["actions"] = nlohmann::json::array();
       for (const auto& a : r.actions()) acts.push_back(action_to_string(a));
@@ -261,10 +266,10 @@ std::string plan_summary(const plan::Plan& p) {
   std::ostringstream out;
   out << "plan v" << p.version() << ": " << m.world_size() << " ranks = tp " << m.tp() << " x cp " << m.cp()
       << " x dp " << m.dp() << " x pp " << m.pp() << " (ep " << m.ep() << ", vpp " << m.vpp() << ")\n";
-  out << "model: " << count_parameters(p.model()) << " parameters, " << p.model().num_layers() << " layers, hidden "
-      << p.model().hidden_size() << ", seq " << p.model().seq_length() << "\n";
-  out << "batch: global " << t.global_batch_size() << " = micro " << t.micro_batch_size() << " x dp " << m.dp()
-      << " x " << t.num_microbatches() << " microbatches per rank; "
+  out << "model: " << count_parameters(p.model()) << " parameters, " << p.model().num_layers()
+      << " layers, hidden " << p.model().hidden_size() << ", seq " << p.model().seq_length() << "\n";
+  out << "batch: global " << t.global_batch_size() << " = micro " << t.micro_batch_size() << " x dp "
+      << m.dp() << " x " << t.num_microbatches() << " microbatches per rank; "
       << static_cast<int64_t>(t.global_batch_size()) * p.model().seq_length() << " tokens per step\n";
   out << "pipeline: schedule " << p.schedule() << ", " << p.stages_size() << " stages:";
   for (const auto& s : p.stages()) {
@@ -276,8 +281,8 @@ std::string plan_summary(const plan::Plan& p) {
   for (int i = 0; i < shown; ++i) {
     const auto& r = p.ranks(i);
     const auto& c = r.coords();
-    out << "  rank " << r.rank() << ": tp " << c.tp() << " cp " << c.cp() << " ep " << c.ep() << " dp " << c.dp()
-        << " pp " << c.pp() << " | " << r.actions_size() << " actions:";
+    out << "  rank " << r.rank() << ": tp " << c.tp() << " cp " << c.cp() << " ep " << c.ep() << " dp "
+        << c.dp() << " pp " << c.pp() << " | " << r.actions_size() << " actions:";
     const int acts = std::min(r.actions_size(), 12);
     for (int k = 0; k < acts; ++k) out << " " << action_to_string(r.actions(k));
     if (r.actions_size() > acts) out << " ...";

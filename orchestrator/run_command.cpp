@@ -35,7 +35,8 @@ std::string find_worker(const std::string& given) {
   std::error_code ec;
   const auto self = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
-    for (const auto& candidate : {self.parent_path() / "rondo-worker", self.parent_path().parent_path() / "worker" / "rondo-worker"}) {
+    for (const auto& candidate : {self.parent_path() / "rondo-worker",
+                                  self.parent_path().parent_path() / "worker" / "rondo-worker"}) {
       if (fs::exists(candidate)) return candidate.string();
     }
   }
@@ -73,13 +74,20 @@ std::vector<RankOutcome> read_outcomes(const fs::path& logs, int world) {
 
 void check_executable(const Config& c) {
   const auto& p = c.parallel;
-  const std::string why = " the worker executes data parallelism only so far; plan other layouts with `rondo plan`";
-  if (p.tensor_model_parallel_size != 1) throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.pipeline_model_parallel_size != 1) throw ConfigError("parallel.pipeline_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.virtual_pipeline_model_parallel_size != 1) throw ConfigError("parallel.virtual_pipeline_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.context_parallel_size != 1) throw ConfigError("parallel.context_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.expert_model_parallel_size != 1) throw ConfigError("parallel.expert_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (c.comms.backend != "mpi") throw ConfigError("comms.backend", "the worker drives gradients over mpi only so far");
+  const std::string why =
+      " the worker executes data parallelism only so far; plan other layouts with `rondo plan`";
+  if (p.tensor_model_parallel_size != 1)
+    throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.pipeline_model_parallel_size != 1)
+    throw ConfigError("parallel.pipeline_model_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.virtual_pipeline_model_parallel_size != 1)
+    throw ConfigError("parallel.virtual_pipeline_model_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.context_parallel_size != 1)
+    throw ConfigError("parallel.context_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.expert_model_parallel_size != 1)
+    throw ConfigError("parallel.expert_model_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (c.comms.backend != "mpi")
+    throw ConfigError("comms.backend", "the worker drives gradients over mpi only so far");
 }
 
 int run_job(const Config& config, const RunOptions& options) {
@@ -100,7 +108,8 @@ int run_job(const Config& config, const RunOptions& options) {
   write_file_atomic((run_dir / "plan.pb").string(), plan.SerializeAsString());
   write_file_atomic((run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
 
-  std::fprintf(stderr, "rondo: effective config (saved as %s):\n%s\n", (run_dir / "config.yaml").c_str(), yaml.c_str());
+  std::fprintf(stderr, "rondo: effective config (saved as %s):\n%s\n", (run_dir / "config.yaml").c_str(),
+               yaml.c_str());
   std::fprintf(stderr, "%s", plan_summary(plan).c_str());
 
   MpirunOptions mo;
@@ -124,8 +133,10 @@ int run_job(const Config& config, const RunOptions& options) {
   const auto outcomes = read_outcomes(run_dir / "logs", mo.num_ranks);
   std::vector<RankOutcome> failed, unfinished;
   for (const auto& o : outcomes) {
-    if (o.state == "failed") failed.push_back(o);
-    else if (o.state != "done") unfinished.push_back(o);
+    if (o.state == "failed")
+      failed.push_back(o);
+    else if (o.state != "done")
+      unfinished.push_back(o);
   }
   if (result.exit_code == 0 && failed.empty() && unfinished.empty()) {
     append_event(run_dir, {{"event", "finished"}, {"seconds", elapsed}});
@@ -133,9 +144,11 @@ int run_job(const Config& config, const RunOptions& options) {
     return kExitOk;
   }
 
-  std::string reason = result.timed_out     ? "timed out after " + std::to_string(config.launch.timeout_s) + " s (launch.timeout_s)"
-                       : result.interrupted ? "was interrupted"
-                                            : "failed (mpirun exit status " + std::to_string(result.exit_code) + ")";
+  std::string reason =
+      result.timed_out
+          ? "timed out after " + std::to_string(config.launch.timeout_s) + " s (launch.timeout_s)"
+      : result.interrupted ? "was interrupted"
+                           : "failed (mpirun exit status " + std::to_string(result.exit_code) + ")";
   append_event(run_dir, {{"event", "failed"}, {"reason", reason}, {"seconds", elapsed}});
   std::fprintf(stderr, "rondo: job %s\n", reason.c_str());
   for (const auto& o : failed) {

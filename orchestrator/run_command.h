@@ -10,8 +10,8 @@
 namespace rondo {
 
 struct RunOptions {
-  std::string run_dir;       // empty: runs/<timestamp>
-  std::string worker_path;   // empty: rondo-worker beside the rondo binary, or $RONDO_WORKER
+  std::string run_dir;      // empty: runs/<timestamp>
+  std::string worker_path;  // empty: rondo-worker beside the rondo binary, or $RONDO_WORKER
 };
 
 // Returns the process exit status (0 success, 1 job failure).

@@ -12,8 +12,7 @@ DeviceMesh::DeviceMesh(int world_size, int tp, int cp, int ep, int pp)
     throw PlanError("device mesh: every size must be >= 1");
   }
   if (world_size % (tp * cp * pp) != 0) {
-    throw PlanError("device mesh: world " + std::to_string(world_size) +
-                    " is not divisible by tp*cp*pp");
+    throw PlanError("device mesh: world " + std::to_string(world_size) + " is not divisible by tp*cp*pp");
   }
   dp_ = world_size / (tp * cp * pp);
   if (dp_ % ep != 0) throw PlanError("device mesh: ep does not divide dp");
@@ -33,9 +32,7 @@ MeshCoords DeviceMesh::coords(int rank) const {
   return c;
 }
 
-int DeviceMesh::rank(const MeshCoords& c) const {
-  return c.tp + tp_ * (c.cp + cp_ * (c.dp + dp_ * c.pp));
-}
+int DeviceMesh::rank(const MeshCoords& c) const { return c.tp + tp_ * (c.cp + cp_ * (c.dp + dp_ * c.pp)); }
 
 std::vector<int> DeviceMesh::group_of(int rank, MeshDim dim) const {
   const MeshCoords base = coords(rank);

@@ -9,8 +9,8 @@ namespace rondo {
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp) {
   const int stages = pp * vpp;
   if (stages < 1 || num_layers % stages != 0) {
-    throw PlanError("cannot split " + std::to_string(num_layers) + " layers into " +
-                    std::to_string(stages) + " equal stages");
+    throw PlanError("cannot split " + std::to_string(num_layers) + " layers into " + std::to_string(stages) +
+                    " equal stages");
   }
   const int per = num_layers / stages;
   std::vector<StageLayers> out(static_cast<size_t>(stages));
@@ -68,7 +68,8 @@ std::vector<ComputeAction> generate_schedule(const std::string& schedule, int pp
   for (const auto& n : schedules_with_generator()) available += (available.empty() ? "" : ", ") + n;
   throw ConfigError("pipeline.schedule", "'" + schedule +
                                              "' has no generator for pipeline_model_parallel_size > 1 in "
-                                             "this version (available: " + available + ")");
+                                             "this version (available: " +
+                                             available + ")");
 }
 
 }  // namespace rondo

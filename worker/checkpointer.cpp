@@ -48,8 +48,7 @@ void deserialize(T& value, const std::string& path) {
 
 }  // namespace
 
-Checkpointer::Checkpointer(std::string checkpoints_dir, const plan::Plan& plan, int rank,
-                           Collectives& world)
+Checkpointer::Checkpointer(std::string checkpoints_dir, const plan::Plan& plan, int rank, Collectives& world)
     : dir_(std::move(checkpoints_dir)), plan_(plan), rank_(rank), world_(world) {}
 
 bool Checkpointer::writes_model_shard() const {
@@ -131,7 +130,8 @@ void Checkpointer::save(int64_t step, uint64_t consumed_samples, torch::nn::Modu
     sync_directory(dir_);
     if (had_old) fs::remove_all(old);
     write_file_atomic((fs::path(dir_) / "latest").string(), "step-" + std::to_string(step) + "\n");
-    logging::get("checkpoint")->info("saved checkpoint step-{} ({} files) in {}", step, m.files.size(), final_dir);
+    logging::get("checkpoint")
+        ->info("saved checkpoint step-{} ({} files) in {}", step, m.files.size(), final_dir);
   }
   world_.barrier();
 }
@@ -179,8 +179,8 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
     return false;
   };
   if (!has(model_shard_name()) || !has(optimizer_shard_name())) {
-    throw CheckpointError(step_dir.string(), "has no shard " + model_shard_name() +
-                                                 " for this rank's (pp, tp) position");
+    throw CheckpointError(step_dir.string(),
+                          "has no shard " + model_shard_name() + " for this rank's (pp, tp) position");
   }
   deserialize(model, (step_dir / model_shard_name()).string());
   deserialize(optimizer, (step_dir / optimizer_shard_name()).string());

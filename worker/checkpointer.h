@@ -10,8 +10,8 @@
 #include <optional>
 #include <string>
 
-#include "comms/collectives.h"
 #include "common/checkpoint_manifest.h"
+#include "comms/collectives.h"
 #include "proto/plan.pb.h"
 
 namespace rondo {

@@ -20,8 +20,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   auto q = parts[0], k = parts[1], v = parts[2];  // [b, heads, t, hd]
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));
   if (causal_mask_.device() != x.device()) causal_mask_ = causal_mask_.to(x.device());
-  scores = scores.masked_fill(causal_mask_.slice(0, 0, t).slice(1, 0, t),
-                              -std::numeric_limits<float>::infinity());
+  scores =
+      scores.masked_fill(causal_mask_.slice(0, 0, t).slice(1, 0, t), -std::numeric_limits<float>::infinity());
   auto y = torch::matmul(torch::softmax(scores, -1), v);
   return proj(y.transpose(1, 2).contiguous().view({b, t, h}));
 }
@@ -41,13 +41,12 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
 
 GptModelImpl::GptModelImpl(const GptShape& s) : shape_(s) {
   token_embedding = register_module("token_embedding", nn::Embedding(s.vocab_size, s.hidden_size));
-  position_embedding =
-      register_module("position_embedding", nn::Embedding(s.seq_length, s.hidden_size));
+  position_embedding = register_module("position_embedding", nn::Embedding(s.seq_length, s.hidden_size));
   blocks = register_module("blocks", nn::ModuleList());
   for (int64_t i = 0; i < s.num_layers; ++i) blocks->push_back(TransformerBlock(s));
   final_norm = register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  lm_head = register_module("lm_head",
-                            nn::Linear(nn::LinearOptions(s.hidden_size, s.vocab_size).bias(false)));
+  lm_head =
+      register_module("lm_head", nn::Linear(nn::LinearOptions(s.hidden_size, s.vocab_size).bias(false)));
 
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(s.num_layers));
@@ -76,8 +75,7 @@ torch::Tensor GptModelImpl::forward(const torch::Tensor& tokens) {
 
 torch::Tensor GptModelImpl::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
   auto logits = forward(tokens);
-  return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}),
-                                              targets.reshape({-1}));
+  return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
 }
 
 }  // namespace rondo

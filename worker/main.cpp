@@ -8,11 +8,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "comms/collectives.h"
-#include "comms/mpi/mpi_communicator.h"
 #include "common/atomic_file.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "comms/collectives.h"
+#include "comms/mpi/mpi_communicator.h"
 #include "proto/plan.pb.h"
 #include "worker/trainer.h"
 
@@ -25,7 +25,8 @@ void write_status(const fs::path& logs, int rank, const std::string& state, cons
   nlohmann::json j = {{"rank", rank}, {"state", state}, {"pid", ::getpid()}};
   if (!error.empty()) j["error"] = error;
   try {
-    rondo::write_file_atomic((logs / ("rank-" + std::to_string(rank) + ".status.json")).string(), j.dump() + "\n");
+    rondo::write_file_atomic((logs / ("rank-" + std::to_string(rank) + ".status.json")).string(),
+                             j.dump() + "\n");
   } catch (const Error&) {
   }
 }

@@ -10,9 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <numbers>
 
-#include "comms/collectives.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "comms/collectives.h"
 #include "data/global_batch_sampler.h"
 #include "data/text_corpus.h"
 #include "proto/plan.pb.h"
@@ -31,9 +31,8 @@ double learning_rate(const plan::TrainingSpec& t, int64_t step) {
   if (t.lr_decay_style() == "constant") return t.lr();
   const double span = static_cast<double>(static_cast<int64_t>(t.train_iters()) - warmup);
   const double ratio = span > 0 ? static_cast<double>(step - warmup) / span : 1.0;
-  const double coeff = t.lr_decay_style() == "linear"
-                           ? 1.0 - ratio
-                           : 0.5 * (std::cos(std::numbers::pi * ratio) + 1.0);
+  const double coeff =
+      t.lr_decay_style() == "linear" ? 1.0 - ratio : 0.5 * (std::cos(std::numbers::pi * ratio) + 1.0);
   return t.min_lr() + coeff * (t.lr() - t.min_lr());
 }
 
@@ -130,11 +129,11 @@ void Trainer::Impl::setup() {
   world_coll = std::make_unique<Collectives>(world, recorder.get());
   build_dp_group();
 
-  sampler = std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(),
-                                                 t.global_batch_size());
+  sampler =
+      std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
   torch::manual_seed(t.seed());
-  model = GptModel(GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(),
-                            m.ffn_hidden_size(), m.vocab_size(), m.seq_length()});
+  model = GptModel(GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(),
+                            m.vocab_size(), m.seq_length()});
   model->to(device);
 
   // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
@@ -162,8 +161,8 @@ void Trainer::Impl::setup() {
     optimizer = std::make_unique<torch::optim::SGD>(
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
-  checkpointer = std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan,
-                                                rank, *world_coll);
+  checkpointer =
+      std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
     metrics = std::make_unique<LineAppender>((fs::path(run_dir) / "metrics.jsonl").string());
     events = std::make_unique<LineAppender>((fs::path(run_dir) / "events.jsonl").string());
@@ -202,7 +201,8 @@ torch::Tensor Trainer::Impl::batch_tokens(int64_t step, uint32_t first_sample) c
   auto* out = tokens.data_ptr<int64_t>();
   const auto& bytes = corpus.bytes();
   for (int64_t i = 0; i < mb; ++i) {
-    const uint64_t off = sampler->sample_offset(static_cast<uint64_t>(step), first_sample + static_cast<uint64_t>(i));
+    const uint64_t off =
+        sampler->sample_offset(static_cast<uint64_t>(step), first_sample + static_cast<uint64_t>(i));
     for (int64_t j = 0; j < len; ++j) out[i * len + j] = bytes[off + static_cast<uint64_t>(j)];
   }
   return tokens.to(device);
@@ -210,7 +210,8 @@ torch::Tensor Trainer::Impl::batch_tokens(int64_t step, uint32_t first_sample) c
 
 void Trainer::Impl::allreduce_gradients() {
   if (plan.comms().allreduce() == "native" || !world.host_buffers()) {
-    dp_coll->native_allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32, ReduceOp::kSum);
+    dp_coll->native_allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32,
+                              ReduceOp::kSum);
   } else {
     dp_coll->allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32, ReduceOp::kSum);
   }
@@ -250,7 +251,8 @@ int64_t Trainer::run() {
     if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.model, *s.optimizer)) {
       start_step = manifest->step;
       if (s.rank == 0) {
-        s.log->info("resumed from checkpoint step-{} ({} samples consumed)", start_step, manifest->consumed_samples);
+        s.log->info("resumed from checkpoint step-{} ({} samples consumed)", start_step,
+                    manifest->consumed_samples);
         s.event({{"event", "resumed"}, {"step", start_step}});
       }
     }
@@ -271,14 +273,16 @@ int64_t Trainer::run() {
     for (const auto& a : s.me.actions()) {
       switch (a.kind()) {
         case plan::ACTION_F: {
-          auto tokens = s.batch_tokens(step - 1, s.me.microbatch_first_sample(static_cast<int>(a.microbatch())));
+          auto tokens =
+              s.batch_tokens(step - 1, s.me.microbatch_first_sample(static_cast<int>(a.microbatch())));
           const int64_t len = tokens.size(1);
           pending[a.microbatch()] = s.model->loss(tokens.slice(1, 0, len - 1), tokens.slice(1, 1, len));
           break;
         }
         case plan::ACTION_B: {
           auto it = pending.find(a.microbatch());
-          if (it == pending.end()) throw PlanError("B before F for microbatch " + std::to_string(a.microbatch()));
+          if (it == pending.end())
+            throw PlanError("B before F for microbatch " + std::to_string(a.microbatch()));
           (it->second * scale).backward();
           local_loss += it->second.item<double>();
           pending.erase(it);
@@ -308,7 +312,8 @@ int64_t Trainer::run() {
     elapsed_total += step_s;
 
     if (s.rank == 0) {
-      if (!std::isfinite(loss)) throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step));
+      if (!std::isfinite(loss))
+        throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step));
       const double tps = static_cast<double>(tokens_per_step) / step_s;
       nlohmann::json row = {{"step", step},
                             {"loss", loss},
@@ -331,7 +336,8 @@ int64_t Trainer::run() {
     const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
     const bool final = step == train_iters && ck.interval() > 0;
     if (periodic || exiting || final) {
-      s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model, *s.optimizer);
+      s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model,
+                           *s.optimizer);
       if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}});
     }
     if (exiting && step < train_iters) {

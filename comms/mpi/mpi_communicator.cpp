@@ -16,7 +16,8 @@ void mpi_check(int code, const char* call, const char* file, int line, int rank)
   int len = 0;
   MPI_Error_string(code, message, &len);
   std::ostringstream ss;
-  ss << call << " failed at " << file << ":" << line << ": " << std::string(message, static_cast<size_t>(len));
+  ss << call << " failed at " << file << ":" << line << ": "
+     << std::string(message, static_cast<size_t>(len));
   throw CommError(rank, -1, ss.str());
 }
 
@@ -87,8 +88,7 @@ MpiCommunicator::~MpiCommunicator() {
   if (comm_ != MPI_COMM_NULL && !finalised) MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const char* what,
-                               size_t bytes) {
+void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout());
   int spins = 0;
@@ -129,10 +129,10 @@ void MpiCommunicator::recv(void* data, size_t bytes, int peer, int tag) {
 void MpiCommunicator::sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data,
                                size_t recv_bytes, int src, int tag) {
   MPI_Request reqs[2];
-  RONDO_MPI_CHECK(rank_, MPI_Irecv(recv_data, checked_count(recv_bytes, rank_), MPI_BYTE, src, tag,
-                                   comm_, &reqs[0]));
-  RONDO_MPI_CHECK(rank_, MPI_Isend(send_data, checked_count(send_bytes, rank_), MPI_BYTE, dst, tag,
-                                   comm_, &reqs[1]));
+  RONDO_MPI_CHECK(
+      rank_, MPI_Irecv(recv_data, checked_count(recv_bytes, rank_), MPI_BYTE, src, tag, comm_, &reqs[0]));
+  RONDO_MPI_CHECK(
+      rank_, MPI_Isend(send_data, checked_count(send_bytes, rank_), MPI_BYTE, dst, tag, comm_, &reqs[1]));
   wait_all(reqs, 2, src == dst ? dst : src, "sendrecv", send_bytes + recv_bytes);
 }
 

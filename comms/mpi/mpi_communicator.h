@@ -48,8 +48,8 @@ class MpiCommunicator : public Communicator {
 
   void send(const void* data, size_t bytes, int peer, int tag) override;
   void recv(void* data, size_t bytes, int peer, int tag) override;
-  void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data,
-                size_t recv_bytes, int src, int tag) override;
+  void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data, size_t recv_bytes,
+                int src, int tag) override;
 
   void native_allreduce(void* data, size_t count, DType type, ReduceOp op) override;
   void native_alltoall(const void* send_data, void* recv_data, size_t bytes_per_rank) override;

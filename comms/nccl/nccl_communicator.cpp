@@ -144,7 +144,8 @@ void NcclCommunicator::native_alltoall(const void* send_data, void* recv_data, s
 }
 
 void NcclCommunicator::native_barrier() {
-  RONDO_NCCL_CHECK(rank_, ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_));
+  RONDO_NCCL_CHECK(rank_,
+                   ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclInt32, ncclSum, comm_, stream_));
   wait("barrier (ncclAllReduce of one int)", -1, sizeof(int));
 }
 

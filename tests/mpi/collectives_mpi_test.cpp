@@ -6,9 +6,9 @@
 #include <cmath>
 #include <random>
 
+#include "common/errors.h"
 #include "comms/collectives.h"
 #include "comms/mpi/mpi_communicator.h"
-#include "common/errors.h"
 
 namespace rondo {
 namespace {
@@ -79,14 +79,15 @@ TEST(Collectives, ReduceScatterAndAllgatherMatchMpi) {
     auto send = random_vector<int64_t>(count * static_cast<size_t>(n), g_world->rank() + 5);
     std::vector<int64_t> ours(count), theirs(count);
     coll.reduce_scatter(send.data(), ours.data(), count, DType::kInt64, ReduceOp::kSum);
-    MPI_Reduce_scatter_block(send.data(), theirs.data(), static_cast<int>(count), MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Reduce_scatter_block(send.data(), theirs.data(), static_cast<int>(count), MPI_INT64_T, MPI_SUM,
+                             MPI_COMM_WORLD);
     ASSERT_EQ(ours, theirs) << "count=" << count;
 
     auto block = random_vector<float>(count, g_world->rank() + 9);
     std::vector<float> g1(count * static_cast<size_t>(n)), g2(count * static_cast<size_t>(n));
     coll.allgather(block.data(), g1.data(), count, DType::kFloat32);
-    MPI_Allgather(block.data(), static_cast<int>(count), MPI_FLOAT, g2.data(), static_cast<int>(count), MPI_FLOAT,
-                  MPI_COMM_WORLD);
+    MPI_Allgather(block.data(), static_cast<int>(count), MPI_FLOAT, g2.data(), static_cast<int>(count),
+                  MPI_FLOAT, MPI_COMM_WORLD);
     ASSERT_EQ(g1, g2) << "count=" << count;
   }
 }
@@ -98,14 +99,15 @@ TEST(Collectives, AlltoallAndAlltoallvMatchMpi) {
     auto send = random_vector<int32_t>(count * static_cast<size_t>(n), r + 11);
     std::vector<int32_t> ours(send.size()), theirs(send.size());
     coll.alltoall(send.data(), ours.data(), count, DType::kInt32);
-    MPI_Alltoall(send.data(), static_cast<int>(count), MPI_INT32_T, theirs.data(), static_cast<int>(count), MPI_INT32_T,
-                 MPI_COMM_WORLD);
+    MPI_Alltoall(send.data(), static_cast<int>(count), MPI_INT32_T, theirs.data(), static_cast<int>(count),
+                 MPI_INT32_T, MPI_COMM_WORLD);
     ASSERT_EQ(ours, theirs) << "count=" << count;
   }
   // Uneven blocks: rank a sends (a*7 + b*3) % 11 elements to rank b.
   auto block = [](int a, int b) { return static_cast<size_t>((a * 7 + b * 3) % 11); };
   std::vector<size_t> sc(static_cast<size_t>(n)), rc(static_cast<size_t>(n));
-  std::vector<int> isc(static_cast<size_t>(n)), irc(static_cast<size_t>(n)), sd(static_cast<size_t>(n)), rd(static_cast<size_t>(n));
+  std::vector<int> isc(static_cast<size_t>(n)), irc(static_cast<size_t>(n)), sd(static_cast<size_t>(n)),
+      rd(static_cast<size_t>(n));
   size_t stotal = 0, rtotal = 0;
   for (int j = 0; j < n; ++j) {
     const auto uj = static_cast<size_t>(j);
@@ -121,8 +123,8 @@ TEST(Collectives, AlltoallAndAlltoallvMatchMpi) {
   auto send = random_vector<double>(stotal, r + 23);
   std::vector<double> ours(rtotal), theirs(rtotal);
   coll.alltoallv(send.data(), sc, ours.data(), rc, DType::kFloat64);
-  MPI_Alltoallv(send.data(), isc.data(), sd.data(), MPI_DOUBLE, theirs.data(), irc.data(), rd.data(), MPI_DOUBLE,
-                MPI_COMM_WORLD);
+  MPI_Alltoallv(send.data(), isc.data(), sd.data(), MPI_DOUBLE, theirs.data(), irc.data(), rd.data(),
+                MPI_DOUBLE, MPI_COMM_WORLD);
   EXPECT_EQ(ours, theirs);
 }
 

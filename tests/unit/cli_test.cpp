@@ -41,7 +41,8 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
       {"--set parallel.world_size=3 --set parallel.pipeline_model_parallel_size=2", "parallel.world_size"},
       {"--set training.global_batch_size=12", "training.global_batch_size"},
       {"--set model.num_attention_heads=3", "model.num_attention_heads"},
-      {"--set parallel.world_size=4 --set parallel.tensor_model_parallel_size=4 --set model.num_attention_heads=2",
+      {"--set parallel.world_size=4 --set parallel.tensor_model_parallel_size=4 --set "
+       "model.num_attention_heads=2",
        "parallel.tensor_model_parallel_size"},
       {std::string(RONDO_SOURCE_DIR) + "/no/such/config.yaml", "no/such/config.yaml"},
   };

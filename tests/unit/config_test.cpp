@@ -26,8 +26,8 @@ TEST(Config, DefaultsAreValidAndMatchTheIssueExample) {
 }
 
 TEST(Config, OverridesApplyWithTheirTypes) {
-  const Config c = parse_config("", "empty", {"training.lr=0.5", "model.num_layers=8",
-                                              "checkpoint.resume=false", "data.path=builtin"});
+  const Config c = parse_config(
+      "", "empty", {"training.lr=0.5", "model.num_layers=8", "checkpoint.resume=false", "data.path=builtin"});
   EXPECT_DOUBLE_EQ(c.training.lr, 0.5);
   EXPECT_EQ(c.model.num_layers, 8);
   EXPECT_FALSE(c.checkpoint.resume);
@@ -49,7 +49,8 @@ TEST(Config, WrongTypesAreNamed) {
 }
 
 TEST(Config, ImpossibleLayoutsAreNamed) {
-  EXPECT_EQ(error_key("", {"parallel.world_size=3", "parallel.tensor_model_parallel_size=2"}), "parallel.world_size");
+  EXPECT_EQ(error_key("", {"parallel.world_size=3", "parallel.tensor_model_parallel_size=2"}),
+            "parallel.world_size");
   EXPECT_EQ(error_key("", {"parallel.world_size=4", "parallel.tensor_model_parallel_size=3"}),
             "parallel.world_size");
   EXPECT_EQ(error_key("", {"training.global_batch_size=6"}), "training.global_batch_size");
@@ -67,7 +68,8 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
 TEST(Config, InvalidYamlNamesTheSource) { EXPECT_EQ(error_key("model: [unclosed"), "test.yaml"); }
 
 TEST(Config, EffectiveYamlRoundTrips) {
-  const Config a = parse_config("", "x", {"training.lr=0.00012345", "data.path=builtin", "launch.mpirun_args=--mca btl self"});
+  const Config a = parse_config(
+      "", "x", {"training.lr=0.00012345", "data.path=builtin", "launch.mpirun_args=--mca btl self"});
   const Config b = parse_config(to_yaml(a), "roundtrip");
   EXPECT_EQ(to_yaml(a), to_yaml(b));
   EXPECT_DOUBLE_EQ(b.training.lr, 0.00012345);

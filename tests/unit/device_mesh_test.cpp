@@ -11,10 +11,10 @@ TEST(DeviceMesh, MegatronOrderTpInnermostPpOutermost) {
   const DeviceMesh mesh(16, /*tp=*/2, /*cp=*/2, /*ep=*/1, /*pp=*/2);
   EXPECT_EQ(mesh.dp(), 2);
   EXPECT_EQ(mesh.coords(0), (MeshCoords{0, 0, 0, 0, 0}));
-  EXPECT_EQ(mesh.coords(1), (MeshCoords{1, 0, 0, 0, 0}));   // tp varies fastest
-  EXPECT_EQ(mesh.coords(2), (MeshCoords{0, 1, 0, 0, 0}));   // then cp
-  EXPECT_EQ(mesh.coords(4), (MeshCoords{0, 0, 0, 1, 0}));   // then dp
-  EXPECT_EQ(mesh.coords(8), (MeshCoords{0, 0, 0, 0, 1}));   // pp outermost
+  EXPECT_EQ(mesh.coords(1), (MeshCoords{1, 0, 0, 0, 0}));  // tp varies fastest
+  EXPECT_EQ(mesh.coords(2), (MeshCoords{0, 1, 0, 0, 0}));  // then cp
+  EXPECT_EQ(mesh.coords(4), (MeshCoords{0, 0, 0, 1, 0}));  // then dp
+  EXPECT_EQ(mesh.coords(8), (MeshCoords{0, 0, 0, 0, 1}));  // pp outermost
   for (int r = 0; r < 16; ++r) EXPECT_EQ(mesh.rank(mesh.coords(r)), r);
 }
 

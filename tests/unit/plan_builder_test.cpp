@@ -11,7 +11,8 @@ namespace rondo {
 namespace {
 
 TEST(PlanBuilder, DataParallelPlanHasOneSliceOfTheBatchPerRank) {
-  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=2", "training.global_batch_size=16"}));
+  const auto plan =
+      build_plan(parse_config("", "t", {"parallel.world_size=2", "training.global_batch_size=16"}));
   EXPECT_EQ(plan.version(), kPlanVersion);
   EXPECT_EQ(plan.training().num_microbatches(), 2u);
   std::set<uint32_t> starts;
@@ -30,8 +31,10 @@ TEST(PlanBuilder, DataParallelPlanHasOneSliceOfTheBatchPerRank) {
 }
 
 TEST(PlanBuilder, JsonHasTheDocumentedFields) {
-  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=2",
-                                                      "parallel.tensor_model_parallel_size=2", "training.global_batch_size=16"}));
+  const auto plan =
+      build_plan(parse_config("", "t",
+                              {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=2",
+                               "parallel.tensor_model_parallel_size=2", "training.global_batch_size=16"}));
   const auto j = plan_to_json(plan, false);
   EXPECT_EQ(j["world_size"], 8);
   EXPECT_EQ(j["mesh"]["tp"], 2);
@@ -49,13 +52,21 @@ TEST(PlanBuilder, JsonHasTheDocumentedFields) {
 }
 
 TEST(PlanBuilder, PipelineRanksExchangeWithTheirNeighbours) {
-  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-                                                      "training.global_batch_size=8", "training.micro_batch_size=2"}));
+  const auto plan =
+      build_plan(parse_config("", "t",
+                              {"parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                               "training.global_batch_size=8", "training.micro_batch_size=2"}));
   // Rank 0 (stage 0) sends activations to rank 1 and receives gradients from it.
   int sends = 0, recvs = 0;
   for (const auto& a : plan.ranks(0).actions()) {
-    if (a.kind() == plan::ACTION_SEND_F) { EXPECT_EQ(a.peer(), 1); ++sends; }
-    if (a.kind() == plan::ACTION_RECV_B) { EXPECT_EQ(a.peer(), 1); ++recvs; }
+    if (a.kind() == plan::ACTION_SEND_F) {
+      EXPECT_EQ(a.peer(), 1);
+      ++sends;
+    }
+    if (a.kind() == plan::ACTION_RECV_B) {
+      EXPECT_EQ(a.peer(), 1);
+      ++recvs;
+    }
   }
   EXPECT_EQ(sends, 4);
   EXPECT_EQ(recvs, 4);
@@ -69,10 +80,11 @@ TEST(PlanBuilder, ParameterCountOfTheDefaultModel) {
 
 TEST(PlanBuilder, SixteenThousandRanksPlanQuickly) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto plan = build_plan(parse_config("", "t", {"parallel.world_size=16384", "parallel.tensor_model_parallel_size=8",
-                                                      "parallel.pipeline_model_parallel_size=8", "model.num_layers=32",
-                                                      "model.num_attention_heads=8", "training.global_batch_size=4096",
-                                                      "training.micro_batch_size=1"}));
+  const auto plan = build_plan(parse_config(
+      "", "t",
+      {"parallel.world_size=16384", "parallel.tensor_model_parallel_size=8",
+       "parallel.pipeline_model_parallel_size=8", "model.num_layers=32", "model.num_attention_heads=8",
+       "training.global_batch_size=4096", "training.micro_batch_size=1"}));
   EXPECT_EQ(plan.ranks_size(), 16384);
   EXPECT_EQ(plan.mesh().dp(), 256u);
   // Not a timing threshold: the duration is only logged for the record.
