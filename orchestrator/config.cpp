@@ -56,7 +56,7 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, num_threads, "compute threads per rank"),
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(data, path, "builtin (Debian's license texts) or a text file"),
-      RONDO_KEY(checkpoint, interval, "save every N steps; 0 only never"),
+      RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
       RONDO_KEY(pipeline, schedule, "pipeline schedule"),
@@ -308,6 +308,31 @@ void validate(const Config& c) {
   require(c.comms.recorder_capacity >= 1, "comms.recorder_capacity", "must be >= 1");
   require_one_of(c.launch.launcher, {"mpirun"}, "launch.launcher");
   require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
+}
+
+std::string schema_markdown() {
+  Config defaults;
+  std::ostringstream out;
+  out << "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
+  for (const auto& key : config_schema()) {
+    std::visit(
+        [&](auto* field) {
+          using T = std::remove_pointer_t<decltype(field)>;
+          const char* type = std::is_same_v<T, int64_t>  ? "int"
+                             : std::is_same_v<T, double> ? "float"
+                             : std::is_same_v<T, bool>   ? "bool"
+                                                         : "string";
+          std::ostringstream value;
+          if constexpr (std::is_same_v<T, bool>) {
+            value << (*field ? "true" : "false");
+          } else {
+            value << *field;
+          }
+          out << "| `" << key.full_name() << "` | " << type << " | `" << value.str() << "` | " << key.doc << " |\n";
+        },
+        key.field(defaults));
+  }
+  return out.str();
 }
 
 std::string to_yaml(const Config& config) {

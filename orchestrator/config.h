@@ -121,6 +121,9 @@ void validate(const Config& config);
 // The effective configuration, every key included, as YAML that parse_config() accepts.
 std::string to_yaml(const Config& config);
 
+// Every key as a Markdown table row: key, type, default, meaning (docs/config.md).
+std::string schema_markdown();
+
 // Names of the pipeline schedules the planner knows.
 const std::vector<std::string>& known_schedules();
 

@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
   std::string config_path;
   config_cmd->add_option("config", config_path, "config YAML (default: the built-in demo job)");
   config_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
+  bool list_keys = false;
+  config_cmd->add_flag("--keys", list_keys, "list every key with its default and meaning (Markdown)");
 
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);
@@ -63,6 +65,10 @@ int main(int argc, char** argv) {
       } else {
         std::cout << rondo::plan_summary(plan);
       }
+      return rondo::kExitOk;
+    }
+    if (*config_cmd && list_keys) {
+      std::cout << rondo::schema_markdown();
       return rondo::kExitOk;
     }
     if (*config_cmd) {

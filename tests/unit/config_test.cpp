@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "common/errors.h"
 #include "orchestrator/config.h"
 
@@ -74,6 +77,22 @@ TEST(Config, EffectiveYamlRoundTrips) {
   EXPECT_EQ(to_yaml(a), to_yaml(b));
   EXPECT_DOUBLE_EQ(b.training.lr, 0.00012345);
   EXPECT_EQ(b.launch.mpirun_args, "--mca btl self");
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(Config, EveryKeyIsDocumented) {
+  std::ifstream in(std::string(RONDO_SOURCE_DIR) + "/docs/config.md");
+  ASSERT_TRUE(in) << "docs/config.md missing";
+  const std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const auto& key : config_schema()) {
+    EXPECT_NE(doc.find("`" + key.full_name() + "`"), std::string::npos)
+        << key.full_name() << " is not in docs/config.md (regenerate with `rondo config --keys`)";
+  }
 }
 
 }  // namespace
