@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
+#include "pipeline/pipeline_schedule.h"
 
 namespace rondo {
 
@@ -59,7 +60,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
-      RONDO_KEY(pipeline, schedule, "pipeline schedule"),
+      RONDO_KEY(pipeline, schedule, "gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv"),
+      RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
+      RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
+      RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
       RONDO_KEY(comms, backend, "mpi | nccl"),
       RONDO_KEY(comms, allreduce, "ring (rondo's, timed per connection) | native (the library's)"),
       RONDO_KEY(comms, timing_recorder, "record every collective in the flight recorder"),
@@ -73,12 +77,6 @@ const std::vector<ConfigKey>& config_schema() {
 }
 
 #undef RONDO_KEY
-
-const std::vector<std::string>& known_schedules() {
-  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b",
-                                                 "zb_h1", "zbv",  "roundpipe"};
-  return names;
-}
 
 namespace {
 
@@ -299,7 +297,10 @@ void validate(const Config& c) {
   }
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
   require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
-  require_one_of(c.pipeline.schedule, known_schedules(), "pipeline.schedule");
+  require_one_of(c.pipeline.schedule, schedule_names(), "pipeline.schedule");
+  require(c.pipeline.device_tflops > 0, "pipeline.device_tflops", "must be > 0");
+  require(c.pipeline.p2p_latency_s >= 0, "pipeline.p2p_latency_s", "must be >= 0");
+  require(c.pipeline.p2p_bandwidth_gbps > 0, "pipeline.p2p_bandwidth_gbps", "must be > 0");
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");
@@ -328,7 +329,8 @@ std::string schema_markdown() {
           } else {
             value << *field;
           }
-          out << "| `" << key.full_name() << "` | " << type << " | `" << value.str() << "` | " << key.doc << " |\n";
+          out << "| `" << key.full_name() << "` | " << type << " | `" << value.str() << "` | " << key.doc
+              << " |\n";
         },
         key.field(defaults));
   }

@@ -64,6 +64,11 @@ struct CheckpointConfig {
 
 struct PipelineConfig {
   std::string schedule = "1f1b";
+  // Cost model of the step-time prediction: the sustained compute rate of one device and the
+  // point-to-point link between pipeline ranks.
+  double device_tflops = 1.0;
+  double p2p_latency_s = 1.0e-5;
+  double p2p_bandwidth_gbps = 10.0;
 };
 
 struct CommsConfig {
@@ -123,8 +128,5 @@ std::string to_yaml(const Config& config);
 
 // Every key as a Markdown table row: key, type, default, meaning (docs/config.md).
 std::string schema_markdown();
-
-// Names of the pipeline schedules the planner knows.
-const std::vector<std::string>& known_schedules();
 
 }  // namespace rondo

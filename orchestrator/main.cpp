@@ -11,6 +11,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/run_command.h"
+#include "orchestrator/simulate_command.h"
 
 namespace {
 
@@ -49,6 +50,35 @@ int main(int argc, char** argv) {
   bool list_keys = false;
   config_cmd->add_flag("--keys", list_keys, "list every key with its default and meaning (Markdown)");
 
+  auto* sim_cmd = app.add_subcommand("simulate", "generate, validate and time a pipeline schedule");
+  rondo::SimulateOptions sim;
+  sim_cmd->add_option("--schedule", sim.schedule, "gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv")
+      ->capture_default_str();
+  sim_cmd->add_option("--pp", sim.pp, "pipeline ranks")->capture_default_str();
+  sim_cmd->add_option("--microbatches", sim.microbatches, "microbatches per iteration")
+      ->capture_default_str();
+  sim_cmd->add_option("--virtual", sim.virtual_stages, "chunks per rank (interleaved_1f1b; default 2)");
+  auto* f_opt =
+      sim_cmd->add_option("--f", sim.f, "forward time of a rank's share of layers")->capture_default_str();
+  auto* b_opt = sim_cmd->add_option("--b", sim.b, "full backward time (I = B - W)")->capture_default_str();
+  auto* w_opt = sim_cmd->add_option("--w", sim.w, "weight-gradient time")->capture_default_str();
+  sim_cmd
+      ->add_option("--layer-costs", sim.layer_costs,
+                   "per-layer forward costs F1,F2,... (embedding and LM head included)")
+      ->excludes(f_opt)
+      ->excludes(b_opt)
+      ->excludes(w_opt);
+  sim_cmd->add_option("--p2p-latency", sim.p2p_latency, "alpha of a transfer between ranks");
+  sim_cmd->add_option("--p2p-bandwidth", sim.p2p_bandwidth, "beta, bytes per time unit (0: infinite)");
+  sim_cmd->add_option("--p2p-bytes", sim.p2p_bytes, "bytes of one microbatch's boundary activation");
+  sim_cmd->add_flag("--json", sim.json, "print one JSON object");
+  sim_cmd->add_option("--gantt", sim.gantt, "write a Gantt chart (SVG)");
+  sim_cmd->add_option("--csv", sim.csv, "write the per-rank action CSV (+ FILE.durations.csv)");
+  sim_cmd->add_option("--import-csv", sim.import_csv, "simulate a schedule from an action CSV")
+      ->check(CLI::ExistingFile);
+  sim_cmd->add_option("--import-durations", sim.import_durations, "durations CSV for --import-csv")
+      ->check(CLI::ExistingFile);
+
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);
 
@@ -76,9 +106,13 @@ int main(int argc, char** argv) {
       return rondo::kExitOk;
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
+    if (*sim_cmd) return rondo::run_simulate(sim);
   } catch (const rondo::ConfigError& e) {
     std::fprintf(stderr, "rondo: config error: %s\n", e.what());
     return rondo::kExitConfigError;
+  } catch (const rondo::PlanError& e) {
+    std::fprintf(stderr, "rondo: plan error: %s\n", e.what());
+    return rondo::kExitFailure;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rondo: error: %s\n", e.what());
     return rondo::kExitFailure;

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "common/errors.h"
+#include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
 #include "pipeline/pipeline_schedule.h"
 
@@ -38,35 +39,80 @@ plan::GroupKind to_group_kind(MeshDim dim) {
   return plan::GROUP_UNSPECIFIED;
 }
 
-// Adds the compute actions of one pipeline rank with the sends/receives around them.
+// Adds the compute actions of one pipeline rank with the sends/receives around them;
+// `stage_rank` maps each stage to the pipeline rank that runs it.
 void add_pipeline_actions(plan::RankPlan& rp, const std::vector<ComputeAction>& compute,
-                          const DeviceMesh& mesh, int rank, int num_stages) {
+                          const DeviceMesh& mesh, int rank, const std::vector<int>& stage_rank) {
   const MeshCoords c = mesh.coords(rank);
-  auto neighbour = [&](int stage) {
+  const int num_stages = static_cast<int>(stage_rank.size());
+  auto holder = [&](int stage) {
     MeshCoords n = c;
-    n.pp = stage % mesh.pp();
+    n.pp = stage_rank[static_cast<size_t>(stage)];
     return mesh.rank(n);
   };
   for (const auto& a : compute) {
     const bool first = a.stage == 0, last = a.stage == num_stages - 1;
     if (a.kind == ComputeKind::kF) {
-      if (!first)
-        *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, neighbour(a.stage - 1));
+      if (!first && holder(a.stage - 1) != rank) {
+        *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, holder(a.stage - 1));
+      }
       *rp.add_actions() = make_action(plan::ACTION_F, a.stage, a.microbatch, -1);
-      if (!last)
-        *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, neighbour(a.stage + 1));
+      if (!last && holder(a.stage + 1) != rank) {
+        *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, holder(a.stage + 1));
+      }
     } else {
-      if (!last)
-        *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, neighbour(a.stage + 1));
+      const bool receives = a.kind != ComputeKind::kW && !last && holder(a.stage + 1) != rank;
+      if (receives)
+        *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, holder(a.stage + 1));
       const auto kind = a.kind == ComputeKind::kB   ? plan::ACTION_B
                         : a.kind == ComputeKind::kI ? plan::ACTION_I
                                                     : plan::ACTION_W;
       *rp.add_actions() = make_action(kind, a.stage, a.microbatch, -1);
-      if (!first && a.kind != ComputeKind::kW) {
-        *rp.add_actions() = make_action(plan::ACTION_SEND_B, a.stage, a.microbatch, neighbour(a.stage - 1));
+      if (a.kind != ComputeKind::kW && !first && holder(a.stage - 1) != rank) {
+        *rp.add_actions() = make_action(plan::ACTION_SEND_B, a.stage, a.microbatch, holder(a.stage - 1));
       }
     }
   }
+}
+
+// The pipeline schedule of the config, placed with the predicted per-stage costs. With one
+// pipeline rank every schedule is plain gradient accumulation (F B per microbatch), which the
+// worker executes.
+PipelineSchedule schedule_for(const Config& config, int pp, int microbatches,
+                              const std::vector<StageLayers>& stages) {
+  const std::string& name = config.pipeline.schedule;
+  if (pp == 1) {
+    auto s = generate_schedule({"1f1b", 1, microbatches, 1, {}});
+    s.name = name;
+    return s;
+  }
+  const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
+  try {
+    return generate_schedule({name, pp, microbatches, vpp, predicted_stage_costs(config, stages)});
+  } catch (const ConfigError& e) {
+    if (e.key() != "microbatches") throw;
+    throw ConfigError("training.global_batch_size",
+                      std::string(e.what()) + " (microbatches per rank = global / (micro * dp))");
+  }
+}
+
+// The stages of the config's schedule: pp * chunks-per-rank equal slices of the layers.
+std::vector<StageLayers> stages_for(const Config& config, int pp) {
+  const std::string& name = config.pipeline.schedule;
+  const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
+  if (vpp > 1 && name != "interleaved_1f1b") {
+    throw ConfigError(
+        "parallel.virtual_pipeline_model_parallel_size",
+        "only pipeline.schedule=interleaved_1f1b uses virtual stages (schedule is " + name + ")");
+  }
+  const int stages = pp == 1 ? 1 : pp * chunks_per_rank(name, vpp);
+  const int layers = static_cast<int>(config.model.num_layers);
+  if (layers % stages != 0) {
+    throw ConfigError("model.num_layers", std::to_string(layers) + " layers cannot fill the " +
+                                              std::to_string(stages) + " equal stages of " + name +
+                                              " at pp " + std::to_string(pp));
+  }
+  return partition_layers_evenly(layers, stages, 1);
 }
 
 }  // namespace
@@ -147,7 +193,9 @@ plan::Plan build_plan(const Config& config) {
   ck->set_resume(config.checkpoint.resume);
   ck->set_resume_step(static_cast<uint32_t>(config.checkpoint.resume_step));
 
-  const auto stages = partition_layers_evenly(static_cast<int>(mc.num_layers), mesh.pp(), vpp);
+  const auto stages = stages_for(config, mesh.pp());
+  const auto schedule = schedule_for(config, mesh.pp(), microbatches, stages);
+  const std::vector<int> stage_rank = schedule.stage_ranks();
   for (const auto& s : stages) {
     auto* st = p.add_stages();
     st->set_index(static_cast<uint32_t>(s.index));
@@ -157,11 +205,20 @@ plan::Plan build_plan(const Config& config) {
     st->set_has_lm_head(s.has_lm_head);
   }
 
-  // The compute order depends only on the pipeline rank: generate it once per pp rank.
-  std::vector<std::vector<ComputeAction>> compute_by_pp;
-  for (int r = 0; r < mesh.pp(); ++r) {
-    compute_by_pp.push_back(generate_schedule(config.pipeline.schedule, r, mesh.pp(), microbatches));
+  const auto prediction = predict_step(config, schedule, stages);
+  auto* pred = p.mutable_prediction();
+  pred->set_step_time_s(prediction.step_time_s);
+  pred->set_bubble_fraction(prediction.bubble_fraction);
+  pred->set_exposed_comm_s(prediction.exposed_comm_s);
+  for (const auto& rp : prediction.ranks) {
+    auto* out = pred->add_ranks();
+    out->set_pp_rank(static_cast<uint32_t>(rp.pp_rank));
+    out->set_busy_s(rp.busy_s);
+    out->set_peak_activations(rp.peak_activations);
+    out->set_weight_bytes(rp.weight_bytes);
+    out->set_activation_bytes(rp.activation_bytes);
   }
+
   for (int rank = 0; rank < mesh.world_size(); ++rank) {
     const MeshCoords c = mesh.coords(rank);
     auto* rp = p.add_ranks();
@@ -172,9 +229,10 @@ plan::Plan build_plan(const Config& config) {
     co->set_ep(static_cast<uint32_t>(c.ep));
     co->set_dp(static_cast<uint32_t>(c.dp));
     co->set_pp(static_cast<uint32_t>(c.pp));
-    for (int s : stages_of_pipeline_rank(c.pp, mesh.pp(), vpp)) rp->add_stages(static_cast<uint32_t>(s));
-    add_pipeline_actions(*rp, compute_by_pp[static_cast<size_t>(c.pp)], mesh, rank,
-                         static_cast<int>(stages.size()));
+    for (int s = 0; s < schedule.num_stages; ++s) {
+      if (stage_rank[static_cast<size_t>(s)] == c.pp) rp->add_stages(static_cast<uint32_t>(s));
+    }
+    add_pipeline_actions(*rp, schedule.ranks[static_cast<size_t>(c.pp)], mesh, rank, stage_rank);
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
     // Data-parallel rank d takes a contiguous slice of the global batch.
@@ -242,6 +300,20 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
                       {"embedding", s.has_embedding()},
                       {"lm_head", s.has_lm_head()}});
   }
+  const auto& pred = p.prediction();
+  nlohmann::json pred_ranks = nlohmann::json::array();
+  for (const auto& r : pred.ranks()) {
+    pred_ranks.push_back({{"pp_rank", r.pp_rank()},
+                          {"busy_s", r.busy_s()},
+                          {"peak_activations", r.peak_activations()},
+                          {"weight_bytes", r.weight_bytes()},
+                          {"activation_bytes", r.activation_bytes()},
+                          {"peak_bytes", r.weight_bytes() + r.activation_bytes()}});
+  }
+  j["prediction"] = {{"step_time_s", pred.step_time_s()},
+                     {"bubble_fraction", pred.bubble_fraction()},
+                     {"exposed_comm_s", pred.exposed_comm_s()},
+                     {"ranks", std::move(pred_ranks)}};
   auto& ranks = j["ranks"] = nlohmann::json::array();
   for (const auto& r : p.ranks()) {
     const auto& c = r.coords();
@@ -277,6 +349,15 @@ std::string plan_summary(const plan::Plan& p) {
         << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
   }
   out << "\n";
+  const auto& pred = p.prediction();
+  out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
+      << 100 * pred.bubble_fraction() << "%, exposed p2p " << pred.exposed_comm_s() * 1e3 << " ms\n";
+  for (const auto& r : pred.ranks()) {
+    out << "  pipeline rank " << r.pp_rank() << ": busy " << r.busy_s() * 1e3 << " ms, peak "
+        << r.peak_activations() << " microbatches in flight, memory "
+        << (r.weight_bytes() + r.activation_bytes()) / 1e9 << " GB (weights+optimizer "
+        << r.weight_bytes() / 1e9 << ", activations " << r.activation_bytes() / 1e9 << ")\n";
+  }
   const int shown = std::min(p.ranks_size(), 8);
   for (int i = 0; i < shown; ++i) {
     const auto& r = p.ranks(i);

@@ -1,19 +1,50 @@
-// Pipeline schedules as per-rank ordered compute actions (pure functions, no LibTorch), and the
-// even layer partition into stages. The plan builder adds sends/receives with peer ranks.
+// Pipeline schedules as data: per-rank ordered compute actions (F, B, or the split backward I
+// and W) over stages and microbatches, produced by pure generator functions (no LibTorch). The
+// plan builder turns them into plan actions with sends/receives; the simulator times them; the
+// validator proves them well formed.
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "pipeline/stage_costs.h"
+
 namespace rondo {
 
 enum class ComputeKind { kF, kB, kI, kW };
+
+// Share of a microbatch's activations kept from I until W (see PipelineSchedule).
+inline constexpr double kDefaultWeightGradMemory = 0.5;
+char compute_kind_letter(ComputeKind kind);
 
 struct ComputeAction {
   ComputeKind kind;
   int stage;
   int microbatch;
   bool operator==(const ComputeAction&) const = default;
+};
+
+// "{stage}{F|B|I|W}{microbatch}", as in torch.distributed.pipelining's action CSV.
+std::string to_string(const ComputeAction& action);
+
+struct PipelineSchedule {
+  std::string name;
+  int pp = 1;                   // ranks
+  int num_stages = 1;           // model chunks in pipeline order
+  int microbatches = 1;         // per iteration
+  int virtual_stages = 1;       // chunks per rank (v)
+  int iterations = 1;           // back-to-back iterations (asynchronous schedules)
+  bool split_backward = false;  // backward as I (input grad) + W (weight grad)
+  // With a split backward, the fraction of a microbatch's activations that its W still needs
+  // after I (the inputs of the linear layers and their output gradients): freed when W ends.
+  double weight_grad_memory = kDefaultWeightGradMemory;
+  // Fraction of its rank's full share of layers that each stage holds (1/v when uniform).
+  std::vector<double> stage_share;
+  std::vector<std::vector<ComputeAction>> ranks;  // per rank, in execution order
+
+  size_t num_actions() const;
+  // The rank that runs each stage (from the actions; stages are bound to ranks).
+  std::vector<int> stage_ranks() const;
 };
 
 struct StageLayers {
@@ -28,17 +59,27 @@ struct StageLayers {
 // config validator guarantees divisibility); stage 0 holds the embedding, the last the LM head.
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp);
 
-// The stages held by pipeline rank `pp_rank`: r, r+pp, ... (Megatron's interleaved placement).
+// The stages held by pipeline rank `pp_rank` in Megatron's interleaved placement: r, r+pp, ...
 std::vector<int> stages_of_pipeline_rank(int pp_rank, int pp, int vpp);
 
-// Compute actions of pipeline rank `pp_rank` for one step of `microbatches` microbatches.
-// With pp == 1 every schedule is the same sequence F0 B0 F1 B1 ... (gradient accumulation).
-// Schedules with more than one stage per rank or split backward need their own generator:
-// asking for one that is not available throws PlanError naming pipeline.schedule.
-std::vector<ComputeAction> generate_schedule(const std::string& schedule, int pp_rank, int pp,
-                                             int microbatches);
+struct ScheduleRequest {
+  std::string name;  // gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv
+  int pp = 1;
+  int microbatches = 1;
+  int virtual_stages = 1;  // interleaved_1f1b only (zbv always uses 2)
+  // Costs guide the generators that place ops greedily (zb_h1, zbv); uniform F=1 B=2 W=1 if empty.
+  StageCosts costs;
+  double weight_grad_memory = kDefaultWeightGradMemory;
+};
 
-// The pipeline.schedule values generate_schedule() accepts for pp > 1.
-const std::vector<std::string>& schedules_with_generator();
+// Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the
+// parameter that does not fit it (e.g. interleaving needs microbatches divisible by pp).
+PipelineSchedule generate_schedule(const ScheduleRequest& request);
+
+// Stages per rank of a schedule: 2 for zbv, `virtual_stages` for interleaved_1f1b, else 1.
+int chunks_per_rank(const std::string& schedule, int virtual_stages);
+
+// Every name generate_schedule() accepts.
+const std::vector<std::string>& schedule_names();
 
 }  // namespace rondo

@@ -1,31 +1,18 @@
 // The `rondo` binary itself: exit statuses and messages a user sees.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
-#include <cstdio>
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/unit/rondo_cli.h"
+
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
-
-Result run(const std::string& args) {
-  const std::string cmd = std::string(RONDO_BIN) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using rondo::testing::run_rondo;
 
 TEST(Cli, PlanJsonIsOneObject) {
-  const auto r = run("plan --json");
+  const auto r = run_rondo("plan --json");
   ASSERT_EQ(r.status, 0) << r.output;
   const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["world_size"], 2);
@@ -47,7 +34,7 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
       {std::string(RONDO_SOURCE_DIR) + "/no/such/config.yaml", "no/such/config.yaml"},
   };
   for (const auto& [args, key] : cases) {
-    const auto r = run("plan " + args);
+    const auto r = run_rondo("plan " + args);
     EXPECT_EQ(r.status, 2) << args << "\n" << r.output;
     EXPECT_NE(r.output.find(key), std::string::npos) << args << "\n" << r.output;
     EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << "one line: " << r.output;
@@ -55,13 +42,14 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
 }
 
 TEST(Cli, RunRefusesLayoutsTheWorkerCannotExecuteYet) {
-  const auto r = run("run --set parallel.pipeline_model_parallel_size=2 --run-dir /tmp/rondo-cli-test-never");
+  const auto r =
+      run_rondo("run --set parallel.pipeline_model_parallel_size=2 --run-dir /tmp/rondo-cli-test-never");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("parallel.pipeline_model_parallel_size"), std::string::npos) << r.output;
 }
 
 TEST(Cli, ExampleConfigsPlan) {
-  const auto r = run("plan " + std::string(RONDO_SOURCE_DIR) + "/configs/default.yaml --json");
+  const auto r = run_rondo("plan " + std::string(RONDO_SOURCE_DIR) + "/configs/default.yaml --json");
   EXPECT_EQ(r.status, 0) << r.output;
 }
 

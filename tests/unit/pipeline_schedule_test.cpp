@@ -1,53 +1,276 @@
+// Schedules: generators against the closed forms, the validator against corrupted schedules,
+// the simulator's memory accounting, CSV round trips and the Gantt chart.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <random>
+
 #include "common/errors.h"
+#include "orchestrator/simulate_command.h"
+#include "pipeline/gantt_svg.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/schedule_csv.h"
+#include "pipeline/schedule_simulator.h"
+#include "pipeline/schedule_validator.h"
 
 namespace rondo {
 namespace {
 
-int count(const std::vector<ComputeAction>& actions, ComputeKind kind) {
-  int n = 0;
-  for (const auto& a : actions) n += a.kind == kind;
-  return n;
+struct Run {
+  PipelineSchedule schedule;
+  SimulationResult result;
+};
+
+// Uniform costs: every rank's share of layers takes F forward, B backward, W of it weight-grad.
+Run run(const std::string& name, int p, int m, int v = 1, double f = 1, double b = 2, double w = 1) {
+  const int chunks = name == "zbv" ? 2 : v;
+  const auto costs = uniform_stage_costs(p * chunks, chunks, f, b, w);
+  auto s = generate_schedule({name, p, m, chunks, costs});
+  validate_schedule(s);
+  auto r = simulate_schedule(s, costs);
+  return {std::move(s), std::move(r)};
 }
 
-TEST(PipelineSchedule, SingleStageIsGradientAccumulation) {
-  const auto a = generate_schedule("zbv", 0, 1, 3);
-  ASSERT_EQ(a.size(), 6u);
-  EXPECT_EQ(a[0], (ComputeAction{ComputeKind::kF, 0, 0}));
-  EXPECT_EQ(a[1], (ComputeAction{ComputeKind::kB, 0, 0}));
-  EXPECT_EQ(a[5], (ComputeAction{ComputeKind::kB, 0, 2}));
-}
+double max_of(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 
-TEST(PipelineSchedule, OneFOneBWarmsUpByDistanceToTheLastStage) {
-  const int p = 4, m = 8;
-  for (int r = 0; r < p; ++r) {
-    const auto a = generate_schedule("1f1b", r, p, m);
-    EXPECT_EQ(count(a, ComputeKind::kF), m);
-    EXPECT_EQ(count(a, ComputeKind::kB), m);
-    int leading_forwards = 0;
-    while (a[static_cast<size_t>(leading_forwards)].kind == ComputeKind::kF) ++leading_forwards;
-    EXPECT_EQ(leading_forwards, p - r);  // warm-up p-r-1, then the first steady forward
+TEST(Schedules, GpipeAndOneFOneBMatchTheClosedForm) {
+  for (int p : {1, 2, 4, 8}) {
+    for (int m : {1, 3, 8, 16}) {
+      const double expect = (p - 1.0) / (m + p - 1.0);
+      const auto g = run("gpipe", p, m), o = run("1f1b", p, m);
+      EXPECT_NEAR(g.result.bubble_fraction, expect, 1e-9) << "gpipe p=" << p << " m=" << m;
+      EXPECT_NEAR(o.result.bubble_fraction, expect, 1e-9) << "1f1b p=" << p << " m=" << m;
+      for (int r = 0; r < p; ++r) {
+        EXPECT_DOUBLE_EQ(o.result.peak_activations[static_cast<size_t>(r)], std::min(p - r, m))
+            << "1f1b rank " << r;
+        EXPECT_DOUBLE_EQ(g.result.peak_activations[static_cast<size_t>(r)], m) << "gpipe rank " << r;
+      }
+    }
   }
 }
 
-TEST(PipelineSchedule, GpipeRunsAllForwardsFirst) {
-  const auto a = generate_schedule("gpipe", 1, 2, 4);
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(a[static_cast<size_t>(i)].kind, ComputeKind::kF);
-  for (int i = 4; i < 8; ++i) EXPECT_EQ(a[static_cast<size_t>(i)].kind, ComputeKind::kB);
+TEST(Schedules, InterleavedMatchesTheClosedForm) {
+  for (int p : {2, 4, 8}) {
+    for (int v : {2, 4}) {
+      for (int m : {p, 2 * p, 4 * p}) {
+        const auto i = run("interleaved_1f1b", p, m, v);
+        EXPECT_NEAR(i.result.bubble_fraction, (p - 1.0) / (v * m + p - 1.0), 1e-9)
+            << p << " " << v << " " << m;
+      }
+    }
+  }
 }
 
-TEST(PipelineSchedule, ScheduleWithoutGeneratorIsAConfigError) {
+TEST(Schedules, ZeroBubbleH1MatchesTheClosedFormAtOneFOneBMemory) {
+  for (int p : {2, 4, 8}) {
+    for (int m : {p, 2 * p, 4 * p}) {
+      const auto z = run("zb_h1", p, m), o = run("1f1b", p, m);
+      EXPECT_NEAR(z.result.bubble_fraction, (p - 1.0) / (3.0 * m + p - 1.0), 1e-9) << "p=" << p << " m=" << m;
+      // Delayed W's keep half their activations; no rank holds more than 1F1B's busiest rank.
+      EXPECT_LE(max_of(z.result.peak_activations), max_of(o.result.peak_activations) + 1e-9);
+    }
+  }
+}
+
+TEST(Schedules, ZeroBubbleVBeatsH1WithinOneFOneBPeak) {
+  for (int p : {2, 4, 8}) {
+    for (int m : {2 * p, 4 * p}) {
+      const auto v = run("zbv", p, m), h = run("zb_h1", p, m), o = run("1f1b", p, m);
+      EXPECT_LT(v.result.bubble_fraction, h.result.bubble_fraction) << "p=" << p << " m=" << m;
+      EXPECT_LE(max_of(v.result.peak_activations), max_of(o.result.peak_activations) + 1e-9);
+    }
+  }
+}
+
+TEST(Schedules, ReferencePointsAtP8M16) {
+  EXPECT_NEAR(run("1f1b", 8, 16).result.bubble_fraction, 0.304, 5e-4);
+  EXPECT_NEAR(run("interleaved_1f1b", 8, 16, 2).result.bubble_fraction, 0.179, 5e-4);
+  EXPECT_NEAR(run("interleaved_1f1b", 8, 16, 4).result.bubble_fraction, 0.099, 5e-4);
+  EXPECT_NEAR(run("zb_h1", 8, 16).result.bubble_fraction, 0.127, 5e-4);
+  EXPECT_NEAR(analytic_bubble("zb_h1", 8, 16, 1, 1, 2, 1), 7.0 / 55.0, 1e-12);
+}
+
+TEST(Schedules, EveryScheduleValidatesForPUpTo16AndMUpTo64) {
+  int checked = 0;
+  for (int p = 1; p <= 16; ++p) {
+    for (int m = 1; m <= 64; ++m) {
+      for (const char* name : {"gpipe", "1f1b", "zb_h1", "zbv"}) {
+        ASSERT_NO_THROW(validate_schedule(generate_schedule({name, p, m, 1, {}})))
+            << name << " p=" << p << " m=" << m;
+        ++checked;
+      }
+      if (m % p == 0) {
+        ASSERT_NO_THROW(validate_schedule(generate_schedule({"interleaved_1f1b", p, m, 2, {}})))
+            << p << " " << m;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 4000);
+}
+
+TEST(Schedules, GreedyZeroBubbleNeverStallsOnUnevenCostsAndSlowLinks) {
+  std::mt19937 gen(42);
+  std::uniform_real_distribution<double> cost(0.2, 3.0), latency(0.0, 1.0);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int p = 1 + static_cast<int>(gen() % 8), m = 1 + static_cast<int>(gen() % 24);
+    for (const char* name : {"zb_h1", "zbv"}) {
+      const int stages = std::string(name) == "zbv" ? 2 * p : p;
+      StageCosts c;
+      for (int st = 0; st < stages; ++st) {
+        c.f.push_back(cost(gen));
+        c.w.push_back(cost(gen));
+        c.b.push_back(c.w.back() + cost(gen));
+      }
+      c.p2p_latency = latency(gen);
+      PipelineSchedule s;
+      ASSERT_NO_THROW(s = generate_schedule({name, p, m, 1, c})) << name << " p=" << p << " m=" << m;
+      ASSERT_NO_THROW(validate_schedule(s)) << name << " p=" << p << " m=" << m;
+    }
+  }
+}
+
+TEST(Schedules, InterleavingNeedsMicrobatchesDivisibleByPp) {
   try {
-    generate_schedule("zb_h1", 0, 4, 8);
-    FAIL() << "no error";
+    generate_schedule({"interleaved_1f1b", 4, 6, 2, {}});
+    FAIL() << "accepted";
   } catch (const ConfigError& e) {
-    EXPECT_EQ(e.key(), "pipeline.schedule");
+    EXPECT_EQ(e.key(), "microbatches");
+  }
+  EXPECT_THROW(generate_schedule({"no_such", 4, 8, 1, {}}), ConfigError);
+}
+
+std::string invalid_reason(const PipelineSchedule& s) {
+  try {
+    validate_schedule(s);
+  } catch (const PlanError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Validator, RefusesADroppedAction) {
+  auto s = generate_schedule({"1f1b", 4, 8, 1, {}});
+  s.ranks[2].erase(s.ranks[2].begin() + 3);
+  EXPECT_NE(invalid_reason(s).find("rule 2"), std::string::npos) << invalid_reason(s);
+}
+
+TEST(Validator, RefusesADuplicatedAction) {
+  auto s = generate_schedule({"zb_h1", 4, 8, 1, {}});
+  s.ranks[1].push_back(s.ranks[1].front());
+  EXPECT_NE(invalid_reason(s).find("rule 2"), std::string::npos) << invalid_reason(s);
+}
+
+TEST(Validator, RefusesBackwardBeforeItsForwardOnARank) {
+  auto s = generate_schedule({"gpipe", 2, 4, 1, {}});
+  std::swap(s.ranks[1][0], s.ranks[1][4]);  // 1B0 now precedes 1F0
+  EXPECT_NE(invalid_reason(s).find("rule 3"), std::string::npos) << invalid_reason(s);
+}
+
+TEST(Validator, RefusesAnOrderThatDeadlocks) {
+  auto u = generate_schedule({"1f1b", 2, 2, 1, {}});
+  EXPECT_EQ(invalid_reason(u), "");
+  // Rank 0 runs 0F1 only after 0B0, while rank 1 runs 1F1 before 1B0: 0B0 needs 1B0, which
+  // waits behind 1F1, which needs 0F1, which waits behind 0B0.
+  u.ranks[0] = {
+      {ComputeKind::kF, 0, 0}, {ComputeKind::kB, 0, 0}, {ComputeKind::kF, 0, 1}, {ComputeKind::kB, 0, 1}};
+  u.ranks[1] = {
+      {ComputeKind::kF, 1, 0}, {ComputeKind::kF, 1, 1}, {ComputeKind::kB, 1, 0}, {ComputeKind::kB, 1, 1}};
+  const auto why = invalid_reason(u);
+  EXPECT_NE(why.find("rule 4"), std::string::npos) << why;
+  EXPECT_NE(why.find("rank 0 waits at 0B0"), std::string::npos) << why;
+}
+
+TEST(Simulator, CommunicationShowsAsExposedTimeAndLengthensTheStep) {
+  auto costs = uniform_stage_costs(4, 1, 1, 2, 1);
+  const auto s = generate_schedule({"1f1b", 4, 8, 1, costs});
+  const auto base = simulate_schedule(s, costs);
+  costs.p2p_latency = 0.25;
+  const auto slow = simulate_schedule(s, costs);
+  EXPECT_GT(slow.makespan, base.makespan);
+  EXPECT_DOUBLE_EQ(base.exposed_comm, 0.0);
+  EXPECT_GT(slow.exposed_comm, 0.0);
+}
+
+TEST(Simulator, SixtyFourRanksOfInterleavedTimeQuickly) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run("interleaved_1f1b", 64, 1024, 4);
+  EXPECT_NEAR(r.result.bubble_fraction, 63.0 / (4 * 1024 + 63.0), 1e-9);
+  std::cout << "p=64 m=1024 v=4: " << r.schedule.num_actions()
+            << " actions generated, validated and simulated in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+}
+
+TEST(Interchange, CsvRoundTripsExactly) {
+  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv"}) {
+    const auto s = run(name, 4, 8, 2).schedule;
+    const std::string csv = schedule_to_csv(s);
+    const auto back = schedule_from_csv(csv, name);
+    EXPECT_EQ(back.ranks, s.ranks) << name;
+    EXPECT_EQ(back.num_stages, s.num_stages) << name;
+    EXPECT_EQ(back.split_backward, s.split_backward) << name;
+    EXPECT_EQ(schedule_to_csv(back), csv) << name;
+  }
+  EXPECT_EQ(schedule_to_csv(generate_schedule({"1f1b", 2, 2, 1, {}})),
+            "0F0,0F1,,0B0,,0B1\n,1F0,1B0,1F1,1B1\n");
+}
+
+TEST(Interchange, DurationsRoundTripIntoStageCosts) {
+  StageCosts costs;
+  costs.f = {1.0, 1.5, 2.0};
+  costs.b = {2.0, 3.0, 4.5};
+  costs.w = {1.0, 1.0, 2.0};
+  auto s = generate_schedule({"zb_h1", 3, 6, 1, costs});
+  const auto r = simulate_schedule(s, costs);
+  const auto back = stage_costs_from_csv(s, durations_to_csv(s, r));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(back.f[i], costs.f[i], 1e-9);
+    EXPECT_NEAR(back.b[i], costs.b[i], 1e-9);
+    EXPECT_NEAR(back.w[i], costs.w[i], 1e-9);
+  }
+  EXPECT_NEAR(simulate_schedule(s, back).makespan, r.makespan, 1e-9);
+}
+
+TEST(Interchange, BadCellsAreNamed) {
+  try {
+    schedule_from_csv("0F0,0B0\n1F0,1X0\n", "bad");
+    FAIL() << "accepted";
+  } catch (const PlanError& e) {
+    EXPECT_NE(std::string(e.what()).find("row 2 column 2"), std::string::npos) << e.what();
   }
 }
 
-TEST(PipelineSchedule, EvenPartitionPlacesEmbeddingAndHead) {
+TEST(Gantt, DrawsEveryOpOnItsRank) {
+  const auto r = run("zb_h1", 4, 8);
+  const std::string svg = gantt_svg(r.schedule, r.result);
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  size_t ops = 0;
+  for (size_t at = svg.find("<title>rank "); at != std::string::npos; at = svg.find("<title>rank ", at + 1))
+    ++ops;
+  EXPECT_EQ(ops, r.schedule.num_actions());
+  EXPECT_NE(svg.find("rank 3: 3W7"), std::string::npos);
+}
+
+TEST(StageCosts, PartitionMinimisesTheSlowestStageUnderAMemoryCap) {
+  // Embedding 1, eight layers of 1, LM head 3.
+  std::vector<double> layers = {1, 1, 1, 1, 1, 1, 1, 1, 1, 3};
+  auto bounds = partition_min_max(layers, 4);
+  double worst = 0;
+  for (size_t s = 0; s + 1 < bounds.size(); ++s) {
+    double sum = 0;
+    for (int l = bounds[s]; l < bounds[s + 1]; ++l) sum += layers[static_cast<size_t>(l)];
+    worst = std::max(worst, sum);
+  }
+  EXPECT_DOUBLE_EQ(worst, 3.0);
+  EXPECT_EQ(bounds.front(), 0);
+  EXPECT_EQ(bounds.back(), 10);
+  // Memory cap of 2 layers' worth: the four stages cannot hold ten layers.
+  EXPECT_THROW(partition_min_max(layers, 4, std::vector<double>(10, 1.0), 2.0), PlanError);
+}
+
+TEST(Layout, EvenPartitionPlacesEmbeddingAndHead) {
   const auto st = partition_layers_evenly(8, 2, 2);
   ASSERT_EQ(st.size(), 4u);
   EXPECT_TRUE(st[0].has_embedding);

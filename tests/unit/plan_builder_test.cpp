@@ -94,3 +94,48 @@ TEST(PlanBuilder, SixteenThousandRanksPlanQuickly) {
 
 }  // namespace
 }  // namespace rondo
+
+namespace rondo {
+namespace {
+
+plan::Plan pipeline_plan(const std::string& schedule) {
+  return build_plan(
+      parse_config("", "t",
+                   {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4", "model.num_layers=8",
+                    "training.global_batch_size=32", "pipeline.schedule=" + schedule}));
+}
+
+TEST(PlanPrediction, ReportsStepBubbleAndMemoryPerPipelineRank) {
+  const auto one = pipeline_plan("1f1b"), zb = pipeline_plan("zb_h1"), gp = pipeline_plan("gpipe");
+  ASSERT_EQ(one.prediction().ranks_size(), 4);
+  EXPECT_GT(one.prediction().step_time_s(), 0);
+  // 8 microbatches, 4 stages: the LM head makes the last stage heavier than the closed form.
+  EXPECT_GE(one.prediction().bubble_fraction(), 3.0 / 11.0 - 1e-9);
+  EXPECT_LT(zb.prediction().step_time_s(), one.prediction().step_time_s());
+  // 1F1B's first rank holds 4 microbatches in flight, its last 1; GPipe holds all 8 everywhere.
+  EXPECT_DOUBLE_EQ(one.prediction().ranks(0).peak_activations(), 4);
+  EXPECT_DOUBLE_EQ(one.prediction().ranks(3).peak_activations(), 1);
+  EXPECT_DOUBLE_EQ(gp.prediction().ranks(3).peak_activations(), 8);
+  EXPECT_GT(one.prediction().ranks(0).activation_bytes(), one.prediction().ranks(3).activation_bytes());
+  EXPECT_GT(one.prediction().ranks(0).weight_bytes(), 0);
+  const auto j = plan_to_json(one, false);
+  EXPECT_EQ(j["prediction"]["ranks"].size(), 4u);
+}
+
+TEST(PlanPrediction, ZeroBubbleVPlacesTwoStagesPerRankInAV) {
+  const auto p = pipeline_plan("zbv");
+  ASSERT_EQ(p.stages_size(), 8);
+  EXPECT_EQ(std::vector<uint32_t>(p.ranks(0).stages().begin(), p.ranks(0).stages().end()),
+            (std::vector<uint32_t>{0, 7}));
+  EXPECT_EQ(std::vector<uint32_t>(p.ranks(3).stages().begin(), p.ranks(3).stages().end()),
+            (std::vector<uint32_t>{3, 4}));
+  // Stage 3 -> 4 stays on rank 3: no send between them.
+  for (const auto& a : p.ranks(3).actions()) {
+    if (a.kind() == plan::ACTION_SEND_F) {
+      EXPECT_NE(a.stage(), 3u);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rondo

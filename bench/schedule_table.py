@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Bubble and peak activations of every schedule at p in {4, 8, 16}, m in {p, 2p, 4p}, simulated by
+`rondo simulate` (uniform F=1, B=2, W=1 per rank's share of layers, no communication), with the
+closed form beside it where one exists. Prints a Markdown table.
+
+  bench/schedule_table.py
+"""
+import json
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RONDO = os.path.join(os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT, "build")), "orchestrator", "rondo")
+CASES = [("gpipe", None), ("1f1b", None), ("interleaved_1f1b", 2), ("interleaved_1f1b", 4), ("zb_h1", None), ("zbv", None)]
+
+
+def simulate(schedule, p, m, v):
+    cmd = [RONDO, "simulate", "--json", "--schedule", schedule, "--pp", str(p), "--microbatches", str(m)]
+    if v:
+        cmd += ["--virtual", str(v)]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+
+print("| schedule | p | m | bubble (simulated) | bubble (closed form) | peak activations rank 0 / max / rank p-1 |")
+print("| --- | --- | --- | --- | --- | --- |")
+for p in (4, 8, 16):
+    for m in (p, 2 * p, 4 * p):
+        for schedule, v in CASES:
+            j = simulate(schedule, p, m, v)
+            name = schedule + (f" v={v}" if v else "")
+            closed = f"{100 * j['analytic_bubble']:.1f}%" if "analytic_bubble" in j else "—"
+            peaks = j["peak_activations"]
+            print(f"| {name} | {p} | {m} | {100 * j['bubble_fraction']:.1f}% | {closed} | "
+                  f"{peaks[0]:g} / {max(peaks):g} / {peaks[-1]:g} |")

@@ -1,0 +1,148 @@
+#include "orchestrator/simulate_command.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "common/atomic_file.h"
+#include "common/errors.h"
+#include "pipeline/gantt_svg.h"
+#include "pipeline/pipeline_schedule.h"
+#include "pipeline/schedule_csv.h"
+#include "pipeline/schedule_simulator.h"
+#include "pipeline/schedule_validator.h"
+
+namespace rondo {
+namespace {
+
+std::vector<double> parse_costs(const std::string& text) {
+  std::vector<double> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    try {
+      size_t used = 0;
+      out.push_back(std::stod(item, &used));
+      if (used != item.size() || out.back() < 0) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw ConfigError("--layer-costs", "'" + item + "' is not a non-negative number");
+    }
+  }
+  return out;
+}
+
+int checked_chunks_per_rank(const SimulateOptions& o) {
+  if (o.schedule == "zbv" && o.virtual_stages > 0 && o.virtual_stages != 2) {
+    throw ConfigError("--virtual", "zbv always has 2 chunks per rank");
+  }
+  if (o.schedule != "zbv" && o.schedule != "interleaved_1f1b" && o.virtual_stages > 1) {
+    throw ConfigError("--virtual", "only interleaved_1f1b and zbv place several chunks per rank");
+  }
+  return chunks_per_rank(o.schedule, o.virtual_stages > 0 ? o.virtual_stages : 2);
+}
+
+std::string durations_path(const std::string& csv) {
+  const std::string suffix = ".csv";
+  if (csv.size() > suffix.size() && csv.compare(csv.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    return csv.substr(0, csv.size() - suffix.size()) + ".durations.csv";
+  }
+  return csv + ".durations.csv";
+}
+
+}  // namespace
+
+double analytic_bubble(const std::string& schedule, int p, int m, int v, double f, double b, double w) {
+  const double pm1 = p - 1;
+  if (schedule == "gpipe" || schedule == "1f1b") return pm1 / (m + pm1);
+  if (schedule == "interleaved_1f1b") return pm1 / (v * m + pm1);
+  if (schedule == "zb_h1") {
+    // Zero-bubble H1: each rank idles (p-1)(F + I - W) (Qi et al., 2023).
+    const double i = b - w, idle = pm1 * (f + i - w);
+    return idle / (m * (f + b) + idle);
+  }
+  return -1;
+}
+
+int run_simulate(const SimulateOptions& o) {
+  if (o.pp < 1) throw ConfigError("--pp", "must be >= 1");
+  if (o.microbatches < 1) throw ConfigError("--microbatches", "must be >= 1");
+  PipelineSchedule schedule;
+  StageCosts costs;
+  bool uniform = o.layer_costs.empty();
+  if (!o.import_csv.empty()) {
+    schedule =
+        schedule_from_csv(read_file(o.import_csv), std::filesystem::path(o.import_csv).stem().string());
+    if (!o.import_durations.empty()) {
+      costs = stage_costs_from_csv(schedule, read_file(o.import_durations));
+      uniform = false;
+    } else {
+      costs = uniform_stage_costs(schedule.num_stages, schedule.virtual_stages, o.f, o.b, o.w);
+    }
+  } else {
+    const int v = checked_chunks_per_rank(o);
+    const int stages = o.pp * v;
+    if (!o.layer_costs.empty()) {
+      const auto layers = parse_costs(o.layer_costs);
+      if (static_cast<int>(layers.size()) < stages) {
+        throw ConfigError("--layer-costs", std::to_string(layers.size()) + " layers cannot fill " +
+                                               std::to_string(stages) + " stages");
+      }
+      costs = stage_costs_from_layers(layers, partition_min_max(layers, stages));
+    } else {
+      costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);
+    }
+    costs.p2p_latency = o.p2p_latency;
+    costs.p2p_bandwidth = o.p2p_bandwidth;
+    costs.p2p_bytes = o.p2p_bytes;
+    ScheduleRequest req{o.schedule, o.pp, o.microbatches, v, costs};
+    schedule = generate_schedule(req);
+  }
+  validate_schedule(schedule);
+  const auto result = simulate_schedule(schedule, costs);
+
+  if (!o.gantt.empty()) write_file_atomic(o.gantt, gantt_svg(schedule, result));
+  if (!o.csv.empty()) {
+    write_file_atomic(o.csv, schedule_to_csv(schedule));
+    write_file_atomic(durations_path(o.csv), durations_to_csv(schedule, result));
+  }
+  const bool no_comm = costs.transfer_time() == 0;
+  const double analytic = uniform && no_comm
+                              ? analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
+                                                schedule.virtual_stages, o.f, o.b, o.w)
+                              : -1;
+  if (o.json) {
+    nlohmann::json j = {{"schedule", schedule.name},
+                        {"pp", schedule.pp},
+                        {"microbatches", schedule.microbatches},
+                        {"virtual", schedule.virtual_stages},
+                        {"num_stages", schedule.num_stages},
+                        {"num_actions", schedule.num_actions()},
+                        {"makespan", result.makespan},
+                        {"bubble_fraction", result.bubble_fraction},
+                        {"peak_activations", result.peak_activations},
+                        {"busy", result.busy},
+                        {"exposed_comm", result.exposed_comm},
+                        {"exposed_comm_per_rank", result.exposed_comm_per_rank}};
+    if (analytic >= 0) j["analytic_bubble"] = analytic;
+    std::cout << j.dump() << "\n";
+    return kExitOk;
+  }
+  std::printf("%s: pp %d, %d microbatches, v %d, %d stages, %zu actions (valid)\n", schedule.name.c_str(),
+              schedule.pp, schedule.microbatches, schedule.virtual_stages, schedule.num_stages,
+              schedule.num_actions());
+  std::printf("makespan %.4g, bubble %.2f%%", result.makespan, 100 * result.bubble_fraction);
+  if (analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * analytic);
+  std::printf(", exposed communication %.4g\n", result.exposed_comm);
+  for (int r = 0; r < schedule.pp; ++r) {
+    const auto u = static_cast<size_t>(r);
+    std::printf("  rank %d: busy %.4g, idle %.4g, peak activations %.3g microbatches\n", r, result.busy[u],
+                result.makespan - result.busy[u], result.peak_activations[u]);
+  }
+  if (!o.gantt.empty()) std::printf("Gantt chart: %s\n", o.gantt.c_str());
+  if (!o.csv.empty())
+    std::printf("action CSV: %s (durations: %s)\n", o.csv.c_str(), durations_path(o.csv).c_str());
+  return kExitOk;
+}
+
+}  // namespace rondo

@@ -1,0 +1,94 @@
+#include "orchestrator/step_prediction.h"
+
+#include <algorithm>
+
+#include "pipeline/schedule_simulator.h"
+
+namespace rondo {
+namespace {
+
+constexpr double kBytesPerValue = 4.0;      // float32
+constexpr double kWeightStateBytes = 16.0;  // weight + gradient + AdamW's two moments, float32
+
+double block_params(const ModelConfig& m) {
+  const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.ffn_hidden_size);
+  return 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h;
+}
+
+}  // namespace
+
+std::vector<double> stage_forward_flops(const Config& c, const std::vector<StageLayers>& stages) {
+  const auto& m = c.model;
+  const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length),
+               h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.ffn_hidden_size),
+               v = static_cast<double>(m.vocab_size);
+  // Per block: QKV and output projections, the MLP, and the two s x s attention products.
+  const double block = 2 * b * s * (4 * h * h + 2 * h * f) + 4 * b * s * s * h;
+  std::vector<double> out;
+  for (const auto& st : stages) {
+    double flops = st.num_layers * block;
+    if (st.has_embedding) flops += 2 * b * s * h;  // lookups and the position add: memory bound, tiny
+    if (st.has_lm_head) flops += 2 * b * s * h * v + 4 * b * s * v;  // head matmul and the softmax loss
+    out.push_back(flops);
+  }
+  return out;
+}
+
+StageCosts predicted_stage_costs(const Config& c, const std::vector<StageLayers>& stages) {
+  const auto flops = stage_forward_flops(c, stages);
+  // Tensor and context parallelism split each stage's work over tp*cp devices.
+  const double split =
+      static_cast<double>(c.parallel.tensor_model_parallel_size * c.parallel.context_parallel_size);
+  const double rate = c.pipeline.device_tflops * 1e12 * split;
+  StageCosts costs;
+  for (double fl : flops) {
+    costs.f.push_back(fl / rate);
+    costs.b.push_back(2 * fl / rate);
+    costs.w.push_back(fl / rate);
+  }
+  costs.p2p_latency = c.pipeline.p2p_latency_s;
+  costs.p2p_bandwidth = c.pipeline.p2p_bandwidth_gbps * 1e9;
+  costs.p2p_bytes =
+      static_cast<double>(c.training.micro_batch_size * c.model.seq_length * c.model.hidden_size) *
+      kBytesPerValue;
+  return costs;
+}
+
+StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
+                            const std::vector<StageLayers>& stages) {
+  const auto& m = c.model;
+  const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length),
+               h = static_cast<double>(m.hidden_size), a = static_cast<double>(m.num_attention_heads);
+  const double tp = static_cast<double>(c.parallel.tensor_model_parallel_size),
+               split = tp * static_cast<double>(c.parallel.context_parallel_size);
+  const auto result = simulate_schedule(schedule, predicted_stage_costs(c, stages));
+
+  StepPrediction p;
+  p.step_time_s = result.makespan;
+  p.bubble_fraction = result.bubble_fraction;
+  p.exposed_comm_s = result.exposed_comm;
+  // Activations one layer keeps for its backward (Korthikanti et al. 2022, in 2-byte units there;
+  // scaled to float32 here).
+  const double layer_activation = s * b * h * (34 + 5 * a * s / h) * (kBytesPerValue / 2);
+  const std::vector<int> stage_rank = schedule.stage_ranks();
+  for (int r = 0; r < schedule.pp; ++r) {
+    RankPrediction rp;
+    rp.pp_rank = r;
+    rp.busy_s = result.busy[static_cast<size_t>(r)];
+    rp.peak_activations = result.peak_activations[static_cast<size_t>(r)];
+    double params = 0, layers = 0;
+    for (const auto& st : stages) {
+      if (stage_rank[static_cast<size_t>(st.index)] != r) continue;
+      layers += st.num_layers;
+      params += st.num_layers * block_params(m);
+      if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
+      if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
+    }
+    rp.weight_bytes = params * kWeightStateBytes / tp;
+    rp.activation_bytes = rp.peak_activations * layers * layer_activation / split;
+    p.ranks.push_back(rp);
+  }
+  return p;
+}
+
+}  // namespace rondo

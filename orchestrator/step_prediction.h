@@ -1,0 +1,43 @@
+// Step-time and memory prediction of a plan before anything runs: the config's model becomes
+// per-stage op durations (FLOPs of attention, MLP, embedding and LM head at
+// pipeline.device_tflops; backward twice the forward, half of it weight-gradient), the schedule
+// is simulated with point-to-point transfers of one microbatch's boundary activation, and each
+// pipeline rank's peak memory is its weights, gradients and AdamW state plus its peak in-flight
+// activations (Korthikanti et al.'s per-layer activation size, float32).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "orchestrator/config.h"
+#include "pipeline/pipeline_schedule.h"
+#include "pipeline/stage_costs.h"
+
+namespace rondo {
+
+struct RankPrediction {
+  int pp_rank = 0;
+  double busy_s = 0;
+  double peak_activations = 0;  // in microbatches of the rank's full share of layers
+  double weight_bytes = 0;      // parameters + gradients + optimizer state
+  double activation_bytes = 0;  // at the peak
+  double peak_bytes() const { return weight_bytes + activation_bytes; }
+};
+
+struct StepPrediction {
+  double step_time_s = 0;
+  double bubble_fraction = 0;
+  double exposed_comm_s = 0;
+  std::vector<RankPrediction> ranks;  // per pipeline rank
+};
+
+// Forward FLOPs of one microbatch through each stage of `stages` (embedding and LM head included).
+std::vector<double> stage_forward_flops(const Config& config, const std::vector<StageLayers>& stages);
+
+// Seconds of each op of each stage at pipeline.device_tflops, and the p2p link of the config.
+StageCosts predicted_stage_costs(const Config& config, const std::vector<StageLayers>& stages);
+
+StepPrediction predict_step(const Config& config, const PipelineSchedule& schedule,
+                            const std::vector<StageLayers>& stages);
+
+}  // namespace rondo

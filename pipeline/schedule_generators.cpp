@@ -1,0 +1,289 @@
+// Schedule generators. gpipe, 1f1b and interleaved_1f1b follow their fixed published orders;
+// zb_h1 and zbv are placed by a greedy list scheduler (highest-priority ready op first, under a
+// per-rank activation-memory limit), as the zero-bubble paper's heuristic does.
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <queue>
+
+#include "common/errors.h"
+#include "pipeline/pipeline_schedule.h"
+
+namespace rondo {
+
+char compute_kind_letter(ComputeKind kind) {
+  switch (kind) {
+    case ComputeKind::kF:
+      return 'F';
+    case ComputeKind::kB:
+      return 'B';
+    case ComputeKind::kI:
+      return 'I';
+    case ComputeKind::kW:
+      return 'W';
+  }
+  return '?';
+}
+
+std::string to_string(const ComputeAction& a) {
+  return std::to_string(a.stage) + compute_kind_letter(a.kind) + std::to_string(a.microbatch);
+}
+
+size_t PipelineSchedule::num_actions() const {
+  size_t n = 0;
+  for (const auto& r : ranks) n += r.size();
+  return n;
+}
+
+std::vector<int> PipelineSchedule::stage_ranks() const {
+  std::vector<int> out(static_cast<size_t>(num_stages), 0);
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    for (const auto& a : ranks[r]) out[static_cast<size_t>(a.stage)] = static_cast<int>(r);
+  }
+  return out;
+}
+
+std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp) {
+  const int stages = pp * vpp;
+  if (stages < 1 || num_layers % stages != 0) {
+    throw PlanError("cannot split " + std::to_string(num_layers) + " layers into " + std::to_string(stages) +
+                    " equal stages");
+  }
+  const int per = num_layers / stages;
+  std::vector<StageLayers> out(static_cast<size_t>(stages));
+  for (int s = 0; s < stages; ++s) {
+    auto& st = out[static_cast<size_t>(s)];
+    st.index = s;
+    st.first_layer = s * per;
+    st.num_layers = per;
+    st.has_embedding = s == 0;
+    st.has_lm_head = s == stages - 1;
+  }
+  return out;
+}
+
+std::vector<int> stages_of_pipeline_rank(int pp_rank, int pp, int vpp) {
+  std::vector<int> out;
+  for (int v = 0; v < vpp; ++v) out.push_back(pp_rank + v * pp);
+  return out;
+}
+
+int chunks_per_rank(const std::string& schedule, int virtual_stages) {
+  if (schedule == "zbv") return 2;
+  if (schedule == "interleaved_1f1b") return virtual_stages;
+  return 1;
+}
+
+const std::vector<std::string>& schedule_names() {
+  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv"};
+  return names;
+}
+
+namespace {
+
+PipelineSchedule skeleton(const ScheduleRequest& req, int num_stages, int v, bool split) {
+  PipelineSchedule s;
+  s.name = req.name;
+  s.pp = req.pp;
+  s.num_stages = num_stages;
+  s.microbatches = req.microbatches;
+  s.virtual_stages = v;
+  s.split_backward = split;
+  s.stage_share.assign(static_cast<size_t>(num_stages), 1.0 / v);
+  s.weight_grad_memory = req.weight_grad_memory;
+  s.ranks.resize(static_cast<size_t>(req.pp));
+  return s;
+}
+
+PipelineSchedule gpipe(const ScheduleRequest& req) {
+  auto s = skeleton(req, req.pp, 1, false);
+  for (int r = 0; r < req.pp; ++r) {
+    auto& out = s.ranks[static_cast<size_t>(r)];
+    for (int i = 0; i < req.microbatches; ++i) out.push_back({ComputeKind::kF, r, i});
+    for (int i = 0; i < req.microbatches; ++i) out.push_back({ComputeKind::kB, r, i});
+  }
+  return s;
+}
+
+PipelineSchedule one_f_one_b(const ScheduleRequest& req) {
+  auto s = skeleton(req, req.pp, 1, false);
+  const int p = req.pp, m = req.microbatches;
+  for (int r = 0; r < p; ++r) {
+    auto& out = s.ranks[static_cast<size_t>(r)];
+    // PipeDream-Flush: warm-up forwards, then one forward one backward, then cool-down.
+    const int warmup = std::min(p - r - 1, m);
+    int f = 0, b = 0;
+    for (; f < warmup; ++f) out.push_back({ComputeKind::kF, r, f});
+    while (f < m) {
+      out.push_back({ComputeKind::kF, r, f++});
+      out.push_back({ComputeKind::kB, r, b++});
+    }
+    while (b < m) out.push_back({ComputeKind::kB, r, b++});
+  }
+  return s;
+}
+
+PipelineSchedule interleaved(const ScheduleRequest& req) {
+  const int p = req.pp, m = req.microbatches, v = req.virtual_stages;
+  if (m % p != 0) {
+    throw ConfigError("microbatches", "interleaved_1f1b needs the microbatch count (" + std::to_string(m) +
+                                          ") to be a multiple of pp (" + std::to_string(p) + ")");
+  }
+  auto s = skeleton(req, p * v, v, false);
+  const int total = m * v;
+  // Megatron's order: microbatches advance in groups of p, cycling through the chunks.
+  auto f_chunk = [&](int k) { return (k / p) % v; };
+  auto b_chunk = [&](int k) { return v - 1 - (k / p) % v; };
+  auto mb = [&](int k) { return (k / (p * v)) * p + k % p; };
+  for (int r = 0; r < p; ++r) {
+    auto& out = s.ranks[static_cast<size_t>(r)];
+    const int warmup = std::min((p - r - 1) * 2 + (v - 1) * p, total);
+    int f = 0, b = 0;
+    for (; f < warmup; ++f) out.push_back({ComputeKind::kF, f_chunk(f) * p + r, mb(f)});
+    while (f < total) {
+      out.push_back({ComputeKind::kF, f_chunk(f) * p + r, mb(f)});
+      ++f;
+      out.push_back({ComputeKind::kB, b_chunk(b) * p + r, mb(b)});
+      ++b;
+    }
+    for (; b < total; ++b) out.push_back({ComputeKind::kB, b_chunk(b) * p + r, mb(b)});
+  }
+  return s;
+}
+
+// Greedy list scheduling with split backward: at every moment an idle rank starts its
+// highest-priority ready op (I before F before W; among stages, the later one first), never
+// holding more activations than its limit (a pending W holds part of its microbatch's
+// activations, so a full rank runs W to make room). Deterministic for given costs.
+PipelineSchedule greedy_zero_bubble(const ScheduleRequest& req, std::vector<int> stage_rank,
+                                    std::vector<double> memory_limit, int v) {
+  const int p = req.pp, m = req.microbatches, S = static_cast<int>(stage_rank.size());
+  auto s = skeleton(req, S, v, true);
+  const StageCosts costs =
+      req.costs.empty() || req.costs.num_stages() != S ? uniform_stage_costs(S, v, 1.0, 2.0, 1.0) : req.costs;
+  constexpr double kNever = std::numeric_limits<double>::infinity();
+  const auto us = [](int x) { return static_cast<size_t>(x); };
+  std::vector<std::vector<double>> f_end(us(S), std::vector<double>(us(m), kNever)), i_end = f_end;
+  std::vector<int> next_f(us(S), 0), next_i(us(S), 0), next_w(us(S), 0);
+  std::vector<std::vector<int>> local(us(p));
+  for (int st = S - 1; st >= 0; --st) local[us(stage_rank[us(st)])].push_back(st);  // later stages first
+  std::vector<double> free_at(us(p), 0.0), inflight(us(p), 0.0);
+  auto comm = [&](int a, int b) {
+    return stage_rank[us(a)] == stage_rank[us(b)] ? 0.0 : costs.transfer_time();
+  };
+
+  std::priority_queue<double, std::vector<double>, std::greater<>> events;
+  events.push(0.0);
+  size_t remaining = static_cast<size_t>(S) * static_cast<size_t>(m) * 3;
+  while (remaining > 0) {
+    if (events.empty()) {
+      throw PlanError(req.name + ": the greedy scheduler cannot progress under the activation-memory limit");
+    }
+    const double t = events.top();
+    while (!events.empty() && events.top() <= t) events.pop();
+    for (int r = 0; r < p; ++r) {
+      if (free_at[us(r)] > t) continue;
+      // Candidates in priority order: I (later stage first), F (later stage first), W.
+      struct Pick {
+        ComputeKind kind;
+        int stage;
+      };
+      std::optional<Pick> pick;
+      for (int pass = 0; pass < 3 && !pick; ++pass) {
+        for (int st : local[us(r)]) {
+          if (pass == 0 && next_i[us(st)] < m) {
+            const int mb = next_i[us(st)];
+            const bool up_ready = st == S - 1 || i_end[us(st + 1)][us(mb)] + comm(st + 1, st) <= t;
+            if (f_end[us(st)][us(mb)] <= t && up_ready) pick = Pick{ComputeKind::kI, st};
+          } else if (pass == 1 && next_f[us(st)] < m) {
+            const int mb = next_f[us(st)];
+            const bool down_ready = st == 0 || f_end[us(st - 1)][us(mb)] + comm(st - 1, st) <= t;
+            // Leave room for one forward of each later stage on this rank, or its early stages
+            // could fill the memory while the later ones (whose backwards free it) starve.
+            double need = s.stage_share[us(st)];
+            for (int later : local[us(r)]) {
+              if (later > st) need += s.stage_share[us(later)];
+            }
+            const bool fits = inflight[us(r)] + need <= memory_limit[us(r)] + 1e-9;
+            if (down_ready && fits) pick = Pick{ComputeKind::kF, st};
+          } else if (pass == 2 && next_w[us(st)] < next_i[us(st)]) {
+            if (i_end[us(st)][us(next_w[us(st)])] <= t) pick = Pick{ComputeKind::kW, st};
+          }
+          if (pick) break;
+        }
+      }
+      if (!pick) continue;
+      const int st = pick->stage;
+      double duration = 0;
+      int mb = 0;
+      switch (pick->kind) {
+        case ComputeKind::kF:
+          mb = next_f[us(st)]++;
+          duration = costs.f[us(st)];
+          f_end[us(st)][us(mb)] = t + duration;
+          inflight[us(r)] += s.stage_share[us(st)];
+          break;
+        case ComputeKind::kI:
+          mb = next_i[us(st)]++;
+          duration = costs.i(st);
+          i_end[us(st)][us(mb)] = t + duration;
+          // Freed when I ends (the rank is busy until then), except what W still needs.
+          inflight[us(r)] -= s.stage_share[us(st)] * (1.0 - s.weight_grad_memory);
+          break;
+        default:
+          mb = next_w[us(st)]++;
+          duration = costs.w[us(st)];
+          inflight[us(r)] -= s.stage_share[us(st)] * s.weight_grad_memory;
+          break;
+      }
+      s.ranks[us(r)].push_back({pick->kind, st, mb});
+      free_at[us(r)] = t + duration;
+      events.push(t + duration);
+      if (costs.transfer_time() > 0) events.push(t + duration + costs.transfer_time());
+      --remaining;
+    }
+  }
+  return s;
+}
+
+PipelineSchedule zb_h1(const ScheduleRequest& req) {
+  const int p = req.pp;
+  std::vector<int> placement(static_cast<size_t>(p));
+  std::vector<double> limit(static_cast<size_t>(p));
+  // Every rank may hold what 1F1B's first rank holds (p microbatches): delayed W's keep part
+  // of their activations, and ZB-H1 bounds the peak, not each rank's 1F1B share.
+  for (int r = 0; r < p; ++r) {
+    placement[static_cast<size_t>(r)] = r;
+    limit[static_cast<size_t>(r)] = std::min(p, req.microbatches);
+  }
+  return greedy_zero_bubble(req, placement, limit, 1);
+}
+
+PipelineSchedule zbv(const ScheduleRequest& req) {
+  const int p = req.pp;
+  // V shape: rank r holds stage r on the way down and stage 2p-1-r on the way back, so rank 0
+  // holds both the first and the last stage.
+  std::vector<int> placement(static_cast<size_t>(2 * p));
+  for (int st = 0; st < 2 * p; ++st) placement[static_cast<size_t>(st)] = st < p ? st : 2 * p - 1 - st;
+  // Every rank may hold as many activations as 1F1B's busiest rank (p full shares).
+  std::vector<double> limit(static_cast<size_t>(p), static_cast<double>(std::min(p, req.microbatches)));
+  return greedy_zero_bubble(req, placement, limit, 2);
+}
+
+}  // namespace
+
+PipelineSchedule generate_schedule(const ScheduleRequest& req) {
+  if (req.pp < 1) throw ConfigError("pp", "must be >= 1");
+  if (req.microbatches < 1) throw ConfigError("microbatches", "must be >= 1");
+  if (req.virtual_stages < 1) throw ConfigError("virtual", "must be >= 1");
+  if (req.name == "gpipe") return gpipe(req);
+  if (req.name == "1f1b") return one_f_one_b(req);
+  if (req.name == "interleaved_1f1b") return interleaved(req);
+  if (req.name == "zb_h1") return zb_h1(req);
+  if (req.name == "zbv") return zbv(req);
+  std::string known;
+  for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
+  throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
+}
+
+}  // namespace rondo

@@ -1,0 +1,37 @@
+// ScheduleSimulator: times a schedule's fixed per-rank order with op durations from StageCosts
+// and point-to-point transfers of alpha + bytes/beta between different ranks. Reports makespan,
+// bubble (idle / (makespan x ranks)), per-rank peak in-flight activations (units of one
+// microbatch's activations of the rank's full share of layers: an interleaved chunk counts 1/v;
+// freed when its B ends; with a split backward, PipelineSchedule::weight_grad_memory of it is
+// held from I until W ends), exposed communication, and the timeline. A schedule that
+// cannot finish (a dependency cycle) is reported with the ranks and ops that wait on each other.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "pipeline/pipeline_schedule.h"
+#include "pipeline/stage_costs.h"
+
+namespace rondo {
+
+struct TimedAction {
+  ComputeAction action;
+  double start = 0, end = 0;
+  double comm_wait = 0;  // part of the wait before start caused by a transfer
+};
+
+struct SimulationResult {
+  double makespan = 0;
+  double bubble_fraction = 0;
+  double exposed_comm = 0;               // summed over ranks
+  std::vector<double> busy;              // per rank
+  std::vector<double> peak_activations;  // per rank
+  std::vector<double> exposed_comm_per_rank;
+  std::vector<std::vector<TimedAction>> timeline;  // per rank, in order
+};
+
+// Throws PlanError if the schedule deadlocks or references an op that never runs.
+SimulationResult simulate_schedule(const PipelineSchedule& schedule, const StageCosts& costs);
+
+}  // namespace rondo

@@ -1,0 +1,41 @@
+// StageCosts: how long each op of each stage takes, and what a point-to-point transfer costs.
+// Built either from uniform per-rank costs (--f/--b/--w) or from per-layer forward costs grouped
+// into stages; consumed by the greedy generators and the simulator.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rondo {
+
+struct StageCosts {
+  // Per stage: forward, full backward, and the weight-gradient part of the backward
+  // (input-gradient I = b - w).
+  std::vector<double> f, b, w;
+  double p2p_latency = 0.0;    // alpha, seconds (or the cost unit)
+  double p2p_bandwidth = 0.0;  // beta, bytes per unit; 0: infinite
+  double p2p_bytes = 0.0;      // bytes of one microbatch's boundary activation
+
+  bool empty() const { return f.empty(); }
+  int num_stages() const { return static_cast<int>(f.size()); }
+  // alpha + bytes / beta: the time of one transfer between different ranks.
+  double transfer_time() const;
+  double i(int stage) const { return b[static_cast<size_t>(stage)] - w[static_cast<size_t>(stage)]; }
+};
+
+// Every rank's share of layers takes F forward, B full backward, W weight-gradient; with v
+// stages per rank each stage takes 1/v of these.
+StageCosts uniform_stage_costs(int num_stages, int virtual_stages, double f, double b, double w);
+
+// Stages from per-layer forward costs: stage s holds layers [bounds[s], bounds[s+1]); its
+// backward is twice its forward, half of that weight-gradient.
+StageCosts stage_costs_from_layers(const std::vector<double>& layer_forward, const std::vector<int>& bounds);
+
+// Contiguous partition of `costs` into `parts` stages minimising the largest stage sum, where a
+// stage's memory (sum of `memory` over its layers, if given) must stay within `memory_cap`
+// (<= 0: no cap). Returns the boundaries (parts + 1 values, first 0, last costs.size()); throws
+// PlanError if no partition fits the cap.
+std::vector<int> partition_min_max(const std::vector<double>& costs, int parts,
+                                   const std::vector<double>& memory = {}, double memory_cap = 0.0);
+
+}  // namespace rondo
