@@ -8,6 +8,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tmp="$(mktemp -d /tmp/rondo-build-time.XXXXXX)"
 export CCACHE_DIR="$tmp/ccache"
+export CCACHE_BASEDIR=/tmp  # source and build directories both live under /tmp here
 jobs="$(nproc)"
 
 timed() {  # label, then the command
@@ -31,8 +32,10 @@ for what in all rondo; do
   configure "$tmp/warm-$what"
   timed "warm build (ccache hot), $label" cmake --build "$tmp/warm-$what" -j "$jobs" --target "$target"
 done
-touch "$root/orchestrator/config.cpp"
-timed "incremental: touch orchestrator/config.cpp" cmake --build "$tmp/cold-all" -j "$jobs"
-touch "$root/worker/trainer.cpp"
-timed "incremental: touch worker/trainer.cpp" cmake --build "$tmp/cold-all" -j "$jobs"
+# Incremental rebuilds of a real edit (ccache off, so nothing is served from the cache).
+echo "// edited" >> "$root/orchestrator/config.cpp"
+CCACHE_DISABLE=1 timed "incremental: edit orchestrator/config.cpp" cmake --build "$tmp/cold-all" -j "$jobs"
+echo "// edited" >> "$root/worker/trainer.cpp"
+CCACHE_DISABLE=1 timed "incremental: edit worker/trainer.cpp" cmake --build "$tmp/cold-all" -j "$jobs"
+git -C "$root" checkout -- orchestrator/config.cpp worker/trainer.cpp
 rm -rf "$tmp"
