@@ -68,7 +68,7 @@ struct PipelineConfig {
   // point-to-point link between pipeline ranks.
   double device_tflops = 1.0;
   double p2p_latency_s = 1.0e-5;
-  double p2p_bandwidth_gbps = 10.0;
+  double p2p_bandwidth_gbps = 25.0;
 };
 
 struct CommsConfig {

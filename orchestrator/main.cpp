@@ -71,6 +71,8 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--p2p-latency", sim.p2p_latency, "alpha of a transfer between ranks");
   sim_cmd->add_option("--p2p-bandwidth", sim.p2p_bandwidth, "beta, bytes per time unit (0: infinite)");
   sim_cmd->add_option("--p2p-bytes", sim.p2p_bytes, "bytes of one microbatch's boundary activation");
+  sim_cmd->add_flag("--async", sim.async, "asynchronous mode: 1f1b becomes PipeDream-2BW (no flush)");
+  sim_cmd->add_option("--iterations", sim.iterations, "back-to-back iterations (default 1; 4 with --async)");
   sim_cmd->add_flag("--json", sim.json, "print one JSON object");
   sim_cmd->add_option("--gantt", sim.gantt, "write a Gantt chart (SVG)");
   sim_cmd->add_option("--csv", sim.csv, "write the per-rank action CSV (+ FILE.durations.csv)");

@@ -351,7 +351,8 @@ std::string plan_summary(const plan::Plan& p) {
   out << "\n";
   const auto& pred = p.prediction();
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
-      << 100 * pred.bubble_fraction() << "%, exposed p2p " << pred.exposed_comm_s() * 1e3 << " ms\n";
+      << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) " << pred.exposed_comm_s() * 1e3
+      << " ms\n";
   for (const auto& r : pred.ranks()) {
     out << "  pipeline rank " << r.pp_rank() << ": busy " << r.busy_s() * 1e3 << " ms, peak "
         << r.peak_activations() << " microbatches in flight, memory "

@@ -96,10 +96,14 @@ int run_simulate(const SimulateOptions& o) {
     costs.p2p_bandwidth = o.p2p_bandwidth;
     costs.p2p_bytes = o.p2p_bytes;
     ScheduleRequest req{o.schedule, o.pp, o.microbatches, v, costs};
+    req.async = o.async;
+    req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
     schedule = generate_schedule(req);
   }
   validate_schedule(schedule);
   const auto result = simulate_schedule(schedule, costs);
+  // Over several iterations the figure of merit is the steady state's bubble.
+  const double bubble = steady_state_bubble(schedule, result);
 
   if (!o.gantt.empty()) write_file_atomic(o.gantt, gantt_svg(schedule, result));
   if (!o.csv.empty()) {
@@ -107,7 +111,7 @@ int run_simulate(const SimulateOptions& o) {
     write_file_atomic(durations_path(o.csv), durations_to_csv(schedule, result));
   }
   const bool no_comm = costs.transfer_time() == 0;
-  const double analytic = uniform && no_comm
+  const double analytic = uniform && no_comm && schedule.iterations == 1
                               ? analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
                                                 schedule.virtual_stages, o.f, o.b, o.w)
                               : -1;
@@ -116,10 +120,13 @@ int run_simulate(const SimulateOptions& o) {
                         {"pp", schedule.pp},
                         {"microbatches", schedule.microbatches},
                         {"virtual", schedule.virtual_stages},
+                        {"iterations", schedule.iterations},
+                        {"async", schedule.async},
                         {"num_stages", schedule.num_stages},
                         {"num_actions", schedule.num_actions()},
                         {"makespan", result.makespan},
-                        {"bubble_fraction", result.bubble_fraction},
+                        {"bubble_fraction", bubble},
+                        {"bubble_fraction_whole_run", result.bubble_fraction},
                         {"peak_activations", result.peak_activations},
                         {"busy", result.busy},
                         {"exposed_comm", result.exposed_comm},
@@ -128,10 +135,12 @@ int run_simulate(const SimulateOptions& o) {
     std::cout << j.dump() << "\n";
     return kExitOk;
   }
-  std::printf("%s: pp %d, %d microbatches, v %d, %d stages, %zu actions (valid)\n", schedule.name.c_str(),
-              schedule.pp, schedule.microbatches, schedule.virtual_stages, schedule.num_stages,
+  std::printf("%s%s: pp %d, %d microbatches, v %d, %d stages, %d iteration(s), %zu actions (valid)\n",
+              schedule.name.c_str(), schedule.async ? " (async, PipeDream-2BW)" : "", schedule.pp,
+              schedule.microbatches, schedule.virtual_stages, schedule.num_stages, schedule.iterations,
               schedule.num_actions());
-  std::printf("makespan %.4g, bubble %.2f%%", result.makespan, 100 * result.bubble_fraction);
+  std::printf("makespan %.4g, %sbubble %.2f%%", result.makespan, schedule.iterations > 1 ? "steady-state " : "",
+              100 * bubble);
   if (analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * analytic);
   std::printf(", exposed communication %.4g\n", result.exposed_comm);
   for (int r = 0; r < schedule.pp; ++r) {

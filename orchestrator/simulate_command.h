@@ -15,6 +15,8 @@ struct SimulateOptions {
   double f = 1.0, b = 2.0, w = 1.0;
   std::string layer_costs;  // comma-separated per-layer forward costs
   double p2p_latency = 0.0, p2p_bandwidth = 0.0, p2p_bytes = 0.0;
+  bool async = false;
+  int iterations = 0;  // 0: 1, or 4 when async (a steady state needs several)
   bool json = false;
   std::string gantt, csv, import_csv, import_durations;
 };

@@ -51,9 +51,10 @@ std::string gantt_svg(const PipelineSchedule& s, const SimulationResult& r) {
   o << "<text x=\"" << left << "\" y=\"18\" font-size=\"14\" font-weight=\"bold\">" << s.name << ": pp "
     << s.pp << ", " << s.microbatches << " microbatches, v " << s.virtual_stages
     << (s.iterations > 1 ? ", " + std::to_string(s.iterations) + " iterations" : std::string())
-    << "</text>\n";
-  o << "<text x=\"" << left << "\" y=\"36\">makespan " << fmt(r.makespan) << ", bubble "
-    << fmt(100 * r.bubble_fraction) << "%, exposed communication " << fmt(r.exposed_comm) << "</text>\n";
+    << (s.async ? ", asynchronous (PipeDream-2BW)" : "") << "</text>\n";
+  o << "<text x=\"" << left << "\" y=\"36\">makespan " << fmt(r.makespan) << ", "
+    << (s.iterations > 1 ? "steady-state bubble " : "bubble ") << fmt(100 * steady_state_bubble(s, r))
+    << "%, exposed communication " << fmt(r.exposed_comm) << "</text>\n";
   // Legend.
   double lx = left + plot_w - 260;
   for (ComputeKind k : {ComputeKind::kF, ComputeKind::kB, ComputeKind::kI, ComputeKind::kW}) {

@@ -33,7 +33,9 @@ struct PipelineSchedule {
   int num_stages = 1;           // model chunks in pipeline order
   int microbatches = 1;         // per iteration
   int virtual_stages = 1;       // chunks per rank (v)
-  int iterations = 1;           // back-to-back iterations (asynchronous schedules)
+  int iterations = 1;           // back-to-back iterations; microbatch ids run over all of them
+  // Asynchronous (PipeDream-2BW): no flush between iterations, one-step weight delay.
+  bool async = false;
   bool split_backward = false;  // backward as I (input grad) + W (weight grad)
   // With a split backward, the fraction of a microbatch's activations that its W still needs
   // after I (the inputs of the linear layers and their output gradients): freed when W ends.
@@ -70,6 +72,11 @@ struct ScheduleRequest {
   // Costs guide the generators that place ops greedily (zb_h1, zbv); uniform F=1 B=2 W=1 if empty.
   StageCosts costs;
   double weight_grad_memory = kDefaultWeightGradMemory;
+  // Back-to-back iterations to generate (microbatch ids k*microbatches + j for iteration k).
+  // Synchronous schedules repeat, each iteration flushing its stages before the next;
+  // asynchronous ones (async: 1f1b only, as PipeDream-2BW) never flush.
+  int iterations = 1;
+  bool async = false;
 };
 
 // Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the

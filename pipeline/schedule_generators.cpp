@@ -272,10 +272,9 @@ PipelineSchedule zbv(const ScheduleRequest& req) {
 
 }  // namespace
 
-PipelineSchedule generate_schedule(const ScheduleRequest& req) {
-  if (req.pp < 1) throw ConfigError("pp", "must be >= 1");
-  if (req.microbatches < 1) throw ConfigError("microbatches", "must be >= 1");
-  if (req.virtual_stages < 1) throw ConfigError("virtual", "must be >= 1");
+namespace {
+
+PipelineSchedule one_iteration(const ScheduleRequest& req) {
   if (req.name == "gpipe") return gpipe(req);
   if (req.name == "1f1b") return one_f_one_b(req);
   if (req.name == "interleaved_1f1b") return interleaved(req);
@@ -284,6 +283,43 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
   std::string known;
   for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
   throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
+}
+
+}  // namespace
+
+PipelineSchedule generate_schedule(const ScheduleRequest& req) {
+  if (req.pp < 1) throw ConfigError("pp", "must be >= 1");
+  if (req.microbatches < 1) throw ConfigError("microbatches", "must be >= 1");
+  if (req.virtual_stages < 1) throw ConfigError("virtual", "must be >= 1");
+  if (req.iterations < 1) throw ConfigError("iterations", "must be >= 1");
+  const int m = req.microbatches, k = req.iterations;
+  if (req.async) {
+    if (req.name != "1f1b") {
+      throw ConfigError("async", "the asynchronous mode exists for 1f1b (PipeDream-2BW) so far, not for " + req.name);
+    }
+    // 2BW: one endless 1F1B stream; each stage steps its optimizer after its last backward of an
+    // iteration and the next iteration's forwards run on the previous weights (two versions).
+    ScheduleRequest stream = req;
+    stream.microbatches = m * k;
+    auto s = one_f_one_b(stream);
+    s.microbatches = m;
+    s.iterations = k;
+    s.async = true;
+    return s;
+  }
+  auto s = one_iteration(req);
+  if (k == 1) return s;
+  const auto first = s.ranks;
+  for (int it = 1; it < k; ++it) {
+    for (size_t r = 0; r < first.size(); ++r) {
+      for (auto a : first[r]) {
+        a.microbatch += it * m;
+        s.ranks[r].push_back(a);
+      }
+    }
+  }
+  s.iterations = k;
+  return s;
 }
 
 }  // namespace rondo

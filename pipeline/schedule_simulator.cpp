@@ -131,4 +131,20 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
   return out;
 }
 
+double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r) {
+  if (s.iterations <= 1) return r.bubble_fraction;
+  std::vector<double> iteration_end(static_cast<size_t>(s.iterations), 0.0);
+  for (const auto& rank : r.timeline) {
+    for (const auto& t : rank) {
+      auto& e = iteration_end[static_cast<size_t>(t.action.microbatch / s.microbatches)];
+      e = std::max(e, t.end);
+    }
+  }
+  const double period = (iteration_end.back() - iteration_end.front()) / (s.iterations - 1);
+  double busy = 0;
+  for (double b : r.busy) busy += b;
+  const double busy_per_iteration = busy / s.iterations;
+  return period > 0 ? 1.0 - busy_per_iteration / (period * static_cast<double>(r.busy.size())) : 0.0;
+}
+
 }  // namespace rondo

@@ -34,4 +34,9 @@ struct SimulationResult {
 // Throws PlanError if the schedule deadlocks or references an op that never runs.
 SimulationResult simulate_schedule(const PipelineSchedule& schedule, const StageCosts& costs);
 
+// The bubble of one iteration in the steady state of a multi-iteration run: 1 - (busy time per
+// iteration) / (ranks x period), the period being the mean time between the ends of successive
+// iterations after the first. Equals bubble_fraction when the schedule has one iteration.
+double steady_state_bubble(const PipelineSchedule& schedule, const SimulationResult& result);
+
 }  // namespace rondo

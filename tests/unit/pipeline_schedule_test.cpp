@@ -281,3 +281,31 @@ TEST(Layout, EvenPartitionPlacesEmbeddingAndHead) {
 
 }  // namespace
 }  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(AsyncSchedules, PipeDream2BWHidesFillAndDrainInTheSteadyState) {
+  const int p = 4, m = 8;
+  const auto costs = uniform_stage_costs(p, 1, 1, 2, 1);
+  ScheduleRequest sync{"1f1b", p, m, 1, costs};
+  sync.iterations = 6;
+  ScheduleRequest async = sync;
+  async.async = true;
+  const auto s = generate_schedule(sync), a = generate_schedule(async);
+  validate_schedule(s);
+  validate_schedule(a);
+  const auto rs = simulate_schedule(s, costs), ra = simulate_schedule(a, costs);
+  // Synchronous iterations repeat their bubble; 2BW's steady state has none with uniform costs.
+  EXPECT_NEAR(steady_state_bubble(s, rs), (p - 1.0) / (m + p - 1.0), 1e-9);
+  EXPECT_NEAR(steady_state_bubble(a, ra), 0.0, 1e-9);
+  EXPECT_LT(ra.makespan, rs.makespan);
+  // Same activations in flight as 1F1B.
+  EXPECT_DOUBLE_EQ(max_of(ra.peak_activations), p);
+  ScheduleRequest bad = async;
+  bad.name = "gpipe";
+  EXPECT_THROW(generate_schedule(bad), ConfigError);
+}
+
+}  // namespace
+}  // namespace rondo
