@@ -11,7 +11,8 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RONDO = os.path.join(os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT, "build")), "orchestrator", "rondo")
-CASES = [("gpipe", None), ("1f1b", None), ("interleaved_1f1b", 2), ("interleaved_1f1b", 4), ("zb_h1", None), ("zbv", None)]
+CASES = [("gpipe", None), ("1f1b", None), ("interleaved_1f1b", 2), ("interleaved_1f1b", 4), ("zb_h1", None), ("zbv", None),
+         ("roundpipe", None)]
 
 
 def simulate(schedule, p, m, v):
@@ -40,13 +41,19 @@ LLAMA = ",".join(["0.05"] + ["1.0"] * 32 + ["2.4"])
 print()
 print("Uneven model (embedding 0.05, 32 layers of 1.0, LM head 2.4), p=8, m=16, balanced partition:")
 print()
-print("| schedule | bubble | step time (layer-forward units) |")
-print("| --- | --- | --- |")
-for schedule, v in [("1f1b", None), ("interleaved_1f1b", 2), ("zb_h1", None), ("zbv", None)]:
+print("| schedule | mode | bubble (steady state when async) | step time (layer-forward units) | peak activations max |")
+print("| --- | --- | --- | --- | --- |")
+for schedule, v, mode in [("1f1b", None, "sync"), ("1f1b", None, "async"), ("interleaved_1f1b", 2, "sync"),
+                          ("zb_h1", None, "sync"), ("zbv", None, "sync"), ("roundpipe", None, "sync"),
+                          ("roundpipe", None, "async")]:
     cmd = [RONDO, "simulate", "--json", "--schedule", schedule, "--pp", "8", "--microbatches", "16",
            "--layer-costs", LLAMA]
     if v:
         cmd += ["--virtual", str(v)]
+    if mode == "async":
+        cmd += ["--async"]
     j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     name = schedule + (f" v={v}" if v else "")
-    print(f"| {name} | {100 * j['bubble_fraction']:.1f}% | {j['makespan']:.1f} |")
+    # One iteration's time: the whole run divided by its iterations (steady state dominates).
+    step = j["makespan"] / j["iterations"]
+    print(f"| {name} | {mode} | {100 * j['bubble_fraction']:.1f}% | {step:.1f} | {max(j['peak_activations']):g} |")

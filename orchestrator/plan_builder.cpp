@@ -105,6 +105,12 @@ std::vector<StageLayers> stages_for(const Config& config, int pp) {
         "parallel.virtual_pipeline_model_parallel_size",
         "only pipeline.schedule=interleaved_1f1b uses virtual stages (schedule is " + name + ")");
   }
+  if (name == "roundpipe" && pp > 1) {
+    throw ConfigError(
+        "pipeline.schedule",
+        "roundpipe binds no stage to a rank, and plans for its stateless workers are not built yet; "
+        "compare it with `rondo simulate --schedule roundpipe`");
+  }
   const int stages = pp == 1 ? 1 : pp * chunks_per_rank(name, vpp);
   const int layers = static_cast<int>(config.model.num_layers);
   if (layers % stages != 0) {
@@ -351,8 +357,8 @@ std::string plan_summary(const plan::Plan& p) {
   out << "\n";
   const auto& pred = p.prediction();
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
-      << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) " << pred.exposed_comm_s() * 1e3
-      << " ms\n";
+      << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) "
+      << pred.exposed_comm_s() * 1e3 << " ms\n";
   for (const auto& r : pred.ranks()) {
     out << "  pipeline rank " << r.pp_rank() << ": busy " << r.busy_s() * 1e3 << " ms, peak "
         << r.peak_activations() << " microbatches in flight, memory "

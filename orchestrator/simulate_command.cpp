@@ -82,8 +82,11 @@ int run_simulate(const SimulateOptions& o) {
   } else {
     const int v = checked_chunks_per_rank(o);
     const int stages = o.pp * v;
-    if (!o.layer_costs.empty()) {
-      const auto layers = parse_costs(o.layer_costs);
+    std::vector<double> layers;
+    if (!o.layer_costs.empty()) layers = parse_costs(o.layer_costs);
+    if (o.schedule == "roundpipe") {
+      costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);  // roundpipe partitions the layers itself
+    } else if (!layers.empty()) {
       if (static_cast<int>(layers.size()) < stages) {
         throw ConfigError("--layer-costs", std::to_string(layers.size()) + " layers cannot fill " +
                                                std::to_string(stages) + " stages");
@@ -98,7 +101,9 @@ int run_simulate(const SimulateOptions& o) {
     ScheduleRequest req{o.schedule, o.pp, o.microbatches, v, costs};
     req.async = o.async;
     req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
+    req.layer_costs = layers;
     schedule = generate_schedule(req);
+    if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
   }
   validate_schedule(schedule);
   const auto result = simulate_schedule(schedule, costs);
@@ -136,11 +141,10 @@ int run_simulate(const SimulateOptions& o) {
     return kExitOk;
   }
   std::printf("%s%s: pp %d, %d microbatches, v %d, %d stages, %d iteration(s), %zu actions (valid)\n",
-              schedule.name.c_str(), schedule.async ? " (async, PipeDream-2BW)" : "", schedule.pp,
-              schedule.microbatches, schedule.virtual_stages, schedule.num_stages, schedule.iterations,
-              schedule.num_actions());
-  std::printf("makespan %.4g, %sbubble %.2f%%", result.makespan, schedule.iterations > 1 ? "steady-state " : "",
-              100 * bubble);
+              schedule.name.c_str(), schedule.async ? " (async)" : "", schedule.pp, schedule.microbatches,
+              schedule.virtual_stages, schedule.num_stages, schedule.iterations, schedule.num_actions());
+  std::printf("makespan %.4g, %sbubble %.2f%%", result.makespan,
+              schedule.iterations > 1 ? "steady-state " : "", 100 * bubble);
   if (analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * analytic);
   std::printf(", exposed communication %.4g\n", result.exposed_comm);
   for (int r = 0; r < schedule.pp; ++r) {

@@ -51,7 +51,10 @@ std::string gantt_svg(const PipelineSchedule& s, const SimulationResult& r) {
   o << "<text x=\"" << left << "\" y=\"18\" font-size=\"14\" font-weight=\"bold\">" << s.name << ": pp "
     << s.pp << ", " << s.microbatches << " microbatches, v " << s.virtual_stages
     << (s.iterations > 1 ? ", " + std::to_string(s.iterations) + " iterations" : std::string())
-    << (s.async ? ", asynchronous (PipeDream-2BW)" : "") << "</text>\n";
+    << (s.async ? ", asynchronous" : "")
+    << (s.num_backward_stages > 0 ? ", " + std::to_string(s.num_backward_stages) + " backward stages"
+                                  : std::string())
+    << "</text>\n";
   o << "<text x=\"" << left << "\" y=\"36\">makespan " << fmt(r.makespan) << ", "
     << (s.iterations > 1 ? "steady-state bubble " : "bubble ") << fmt(100 * steady_state_bubble(s, r))
     << "%, exposed communication " << fmt(r.exposed_comm) << "</text>\n";

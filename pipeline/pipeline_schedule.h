@@ -29,11 +29,11 @@ std::string to_string(const ComputeAction& action);
 
 struct PipelineSchedule {
   std::string name;
-  int pp = 1;                   // ranks
-  int num_stages = 1;           // model chunks in pipeline order
-  int microbatches = 1;         // per iteration
-  int virtual_stages = 1;       // chunks per rank (v)
-  int iterations = 1;           // back-to-back iterations; microbatch ids run over all of them
+  int pp = 1;              // ranks
+  int num_stages = 1;      // model chunks in pipeline order
+  int microbatches = 1;    // per iteration
+  int virtual_stages = 1;  // chunks per rank (v)
+  int iterations = 1;      // back-to-back iterations; microbatch ids run over all of them
   // Asynchronous (PipeDream-2BW): no flush between iterations, one-step weight delay.
   bool async = false;
   bool split_backward = false;  // backward as I (input grad) + W (weight grad)
@@ -42,6 +42,16 @@ struct PipelineSchedule {
   double weight_grad_memory = kDefaultWeightGradMemory;
   // Fraction of its rank's full share of layers that each stage holds (1/v when uniform).
   std::vector<double> stage_share;
+  // RoundPipe: the backward has its own partition. When > 0, B actions name backward stages
+  // 0..num_backward_stages-1 in backward order (stage 0 holds the last layers and runs their
+  // forward as well); backward_share is their activation share like stage_share.
+  int num_backward_stages = 0;
+  std::vector<double> backward_share;
+  // Stateless workers: a rank keeps only the running task's working set (boundary activations
+  // are offloaded between tasks), so ops may run on any rank.
+  bool stateless_workers = false;
+  // Costs the generator derived itself (RoundPipe's partitions); empty otherwise.
+  StageCosts derived_costs;
   std::vector<std::vector<ComputeAction>> ranks;  // per rank, in execution order
 
   size_t num_actions() const;
@@ -65,18 +75,21 @@ std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp
 std::vector<int> stages_of_pipeline_rank(int pp_rank, int pp, int vpp);
 
 struct ScheduleRequest {
-  std::string name;  // gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv
+  std::string name;  // gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv | roundpipe
   int pp = 1;
   int microbatches = 1;
   int virtual_stages = 1;  // interleaved_1f1b only (zbv always uses 2)
   // Costs guide the generators that place ops greedily (zb_h1, zbv); uniform F=1 B=2 W=1 if empty.
-  StageCosts costs;
+  StageCosts costs = {};
   double weight_grad_memory = kDefaultWeightGradMemory;
   // Back-to-back iterations to generate (microbatch ids k*microbatches + j for iteration k).
   // Synchronous schedules repeat, each iteration flushing its stages before the next;
   // asynchronous ones (async: 1f1b only, as PipeDream-2BW) never flush.
   int iterations = 1;
   bool async = false;
+  // roundpipe partitions per-layer forward costs itself (embedding and LM head included); empty:
+  // 4*pp equal layers whose forwards add up to F per rank's share (costs.f of uniform costs).
+  std::vector<double> layer_costs = {};
 };
 
 // Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the

@@ -11,8 +11,10 @@ namespace {
 
 // Every op one slot long, no transfer cost: slot index = start time.
 StageCosts unit_slots(const PipelineSchedule& s) {
-  return s.split_backward ? uniform_stage_costs(s.num_stages, 1, 1.0, 2.0, 1.0)
-                          : uniform_stage_costs(s.num_stages, 1, 1.0, 1.0, 0.0);
+  auto c = s.split_backward ? uniform_stage_costs(s.num_stages, 1, 1.0, 2.0, 1.0)
+                            : uniform_stage_costs(s.num_stages, 1, 1.0, 1.0, 0.0);
+  if (s.num_backward_stages > 0) c.b.assign(static_cast<size_t>(s.num_backward_stages), 1.0);
+  return c;
 }
 
 std::vector<std::string> split_cells(const std::string& line) {

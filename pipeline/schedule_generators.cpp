@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/roundpipe_schedule.h"
 
 namespace rondo {
 
@@ -75,7 +76,8 @@ int chunks_per_rank(const std::string& schedule, int virtual_stages) {
 }
 
 const std::vector<std::string>& schedule_names() {
-  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv"};
+  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b",
+                                                 "zb_h1", "zbv",  "roundpipe"};
   return names;
 }
 
@@ -293,9 +295,13 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
   if (req.virtual_stages < 1) throw ConfigError("virtual", "must be >= 1");
   if (req.iterations < 1) throw ConfigError("iterations", "must be >= 1");
   const int m = req.microbatches, k = req.iterations;
+  // RoundPipe deals all iterations itself, synchronous or not.
+  if (req.name == "roundpipe") return roundpipe_schedule(req);
   if (req.async) {
     if (req.name != "1f1b") {
-      throw ConfigError("async", "the asynchronous mode exists for 1f1b (PipeDream-2BW) so far, not for " + req.name);
+      throw ConfigError(
+          "async",
+          "the asynchronous mode exists for 1f1b (PipeDream-2BW) and roundpipe, not for " + req.name);
     }
     // 2BW: one endless 1F1B stream; each stage steps its optimizer after its last backward of an
     // iteration and the next iteration's forwards run on the previous weights (two versions).

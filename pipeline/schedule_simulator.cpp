@@ -29,6 +29,11 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
     throw PlanError("costs cover " + std::to_string(costs.num_stages()) + " stages, the schedule has " +
                     std::to_string(s.num_stages));
   }
+  if (static_cast<int>(costs.b.size()) < std::max(s.num_stages, s.num_backward_stages)) {
+    throw PlanError("costs give " + std::to_string(costs.b.size()) +
+                    " backward durations, the schedule has " +
+                    std::to_string(std::max(s.num_stages, s.num_backward_stages)) + " backward stages");
+  }
   SimulationResult out;
   out.busy.assign(us(p), 0);
   out.peak_activations.assign(us(p), 0);
@@ -45,6 +50,11 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
   const double transfer = costs.transfer_time();
   const ComputeKind backward_kind = s.split_backward ? ComputeKind::kI : ComputeKind::kB;
   size_t executed = 0;
+  const bool barrier = s.stateless_workers && !s.async && s.iterations > 1;
+  const size_t per_iteration = s.num_actions() / static_cast<size_t>(std::max(1, s.iterations));
+  std::vector<size_t> done_in_iteration(us(std::max(1, s.iterations)), 0);
+  std::vector<double> iteration_end(us(std::max(1, s.iterations)), 0.0);
+  auto iteration_key = [](int it) { return key(ComputeKind::kW, (1 << 25) + it, 0); };
 
   while (!work.empty()) {
     const int r = work.front();
@@ -60,6 +70,12 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
           break;
         case ComputeKind::kB:
         case ComputeKind::kI:
+          if (s.num_backward_stages > 0) {
+            // Separate backward partition, in backward order: stage 0 follows the last forward.
+            deps.push_back(a.stage == 0 ? key(ComputeKind::kF, s.num_stages - 1, a.microbatch)
+                                        : key(ComputeKind::kB, a.stage - 1, a.microbatch));
+            break;
+          }
           deps.push_back(key(ComputeKind::kF, a.stage, a.microbatch));
           if (a.stage < s.num_stages - 1) deps.push_back(key(backward_kind, a.stage + 1, a.microbatch));
           break;
@@ -67,6 +83,10 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
           deps.push_back(key(ComputeKind::kI, a.stage, a.microbatch));
           break;
       }
+      // A synchronous schedule over stateless workers updates every weight between iterations:
+      // iteration k starts when iteration k-1 has finished everywhere.
+      const int iteration = a.microbatch / std::max(1, s.microbatches);
+      if (barrier && iteration > 0) deps.push_back(iteration_key(iteration - 1));
       double ready = rank_end[us(r)], ready_without_comm = rank_end[us(r)];
       bool blocked = false;
       for (uint64_t d : deps) {
@@ -76,7 +96,8 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
           blocked = true;
           break;
         }
-        const double arrival = it->second.end + (it->second.rank == r ? 0.0 : transfer);
+        const bool local = it->second.rank == r || it->second.rank < 0;  // < 0: an iteration barrier
+        const double arrival = it->second.end + (local ? 0.0 : transfer);
         ready = std::max(ready, arrival);
         ready_without_comm = std::max(ready_without_comm, it->second.end);
       }
@@ -90,8 +111,13 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
       out.timeline[us(r)].push_back(t);
       out.busy[us(r)] += duration;
       out.exposed_comm_per_rank[us(r)] += t.comm_wait;
-      const double share = st < s.stage_share.size() ? s.stage_share[st] : 1.0;
-      if (a.kind == ComputeKind::kF) {
+      const auto& shares =
+          s.num_backward_stages > 0 && a.kind == ComputeKind::kB ? s.backward_share : s.stage_share;
+      const double share = st < shares.size() ? shares[st] : 1.0;
+      if (s.stateless_workers) {
+        // Only the running task's working set stays on the worker.
+        out.peak_activations[us(r)] = std::max(out.peak_activations[us(r)], share);
+      } else if (a.kind == ComputeKind::kF) {
         current[us(r)] += share;
         out.peak_activations[us(r)] = std::max(out.peak_activations[us(r)], current[us(r)]);
       } else if (a.kind == ComputeKind::kB) {
@@ -110,6 +136,17 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
       }
       ++pos[us(r)];
       ++executed;
+      if (barrier) {
+        iteration_end[us(iteration)] = std::max(iteration_end[us(iteration)], t.end);
+        if (++done_in_iteration[us(iteration)] == per_iteration) {
+          const uint64_t ik = iteration_key(iteration);
+          done[ik] = {-1, iteration_end[us(iteration)]};
+          if (auto w = waiters.find(ik); w != waiters.end()) {
+            for (int q : w->second) work.push_back(q);
+            waiters.erase(w);
+          }
+        }
+      }
     }
   }
 
@@ -140,11 +177,17 @@ double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r)
       e = std::max(e, t.end);
     }
   }
-  const double period = (iteration_end.back() - iteration_end.front()) / (s.iterations - 1);
+  // Utilisation inside a window that leaves out the first iteration's fill and, with three or
+  // more iterations, the last one's drain.
+  const double w0 = iteration_end.front();
+  const double w1 =
+      iteration_end[static_cast<size_t>(s.iterations >= 3 ? s.iterations - 2 : s.iterations - 1)];
+  if (w1 <= w0) return r.bubble_fraction;
   double busy = 0;
-  for (double b : r.busy) busy += b;
-  const double busy_per_iteration = busy / s.iterations;
-  return period > 0 ? 1.0 - busy_per_iteration / (period * static_cast<double>(r.busy.size())) : 0.0;
+  for (const auto& rank : r.timeline) {
+    for (const auto& t : rank) busy += std::max(0.0, std::min(t.end, w1) - std::max(t.start, w0));
+  }
+  return std::max(0.0, 1.0 - busy / ((w1 - w0) * static_cast<double>(r.timeline.size())));
 }
 
 }  // namespace rondo

@@ -34,9 +34,10 @@ struct SimulationResult {
 // Throws PlanError if the schedule deadlocks or references an op that never runs.
 SimulationResult simulate_schedule(const PipelineSchedule& schedule, const StageCosts& costs);
 
-// The bubble of one iteration in the steady state of a multi-iteration run: 1 - (busy time per
-// iteration) / (ranks x period), the period being the mean time between the ends of successive
-// iterations after the first. Equals bubble_fraction when the schedule has one iteration.
+// The bubble in the steady state of a multi-iteration run: the idle share of all ranks between
+// the end of the first iteration and the end of the second-to-last (the last, with two
+// iterations), so the pipeline's first fill and last drain are left out. Equals
+// bubble_fraction when the schedule has one iteration.
 double steady_state_bubble(const PipelineSchedule& schedule, const SimulationResult& result);
 
 }  // namespace rondo

@@ -25,7 +25,9 @@ void validate_schedule(const PipelineSchedule& s) {
       const auto& a = list[i];
       const std::string at =
           "rank " + std::to_string(r) + " action " + std::to_string(i) + " (" + to_string(a) + ")";
-      if (a.stage < 0 || a.stage >= s.num_stages) fail("1 (shape)", at + ": stage out of range");
+      const int stages =
+          s.num_backward_stages > 0 && a.kind == ComputeKind::kB ? s.num_backward_stages : s.num_stages;
+      if (a.stage < 0 || a.stage >= stages) fail("1 (shape)", at + ": stage out of range");
       if (a.microbatch < 0 || a.microbatch >= total_mb) fail("1 (shape)", at + ": microbatch out of range");
       const bool split_kind = a.kind == ComputeKind::kI || a.kind == ComputeKind::kW;
       if (s.split_backward ? a.kind == ComputeKind::kB : split_kind) {
@@ -42,8 +44,10 @@ void validate_schedule(const PipelineSchedule& s) {
   const std::vector<ComputeKind> kinds =
       s.split_backward ? std::vector<ComputeKind>{ComputeKind::kF, ComputeKind::kI, ComputeKind::kW}
                        : std::vector<ComputeKind>{ComputeKind::kF, ComputeKind::kB};
-  for (int st = 0; st < s.num_stages; ++st) {
-    for (ComputeKind k : kinds) {
+  for (ComputeKind k : kinds) {
+    const int stages =
+        s.num_backward_stages > 0 && k == ComputeKind::kB ? s.num_backward_stages : s.num_stages;
+    for (int st = 0; st < stages; ++st) {
       for (int mb = 0; mb < total_mb; ++mb) {
         if (!where.count({static_cast<int>(k), st, mb})) {
           fail("2 (counts)", "stage " + std::to_string(st) + " never runs " + to_string({k, st, mb}));
@@ -52,7 +56,9 @@ void validate_schedule(const PipelineSchedule& s) {
     }
   }
   const ComputeKind backward = s.split_backward ? ComputeKind::kI : ComputeKind::kB;
+  // With a separate backward partition a B does not pair with one F: rule 4 checks its order.
   for (const auto& [k, loc] : where) {
+    if (s.num_backward_stages > 0) break;
     const auto [kind, st, mb] = k;
     auto before = [&](ComputeKind first, const char* what) {
       const auto& dep = where.at({static_cast<int>(first), st, mb});
@@ -66,7 +72,9 @@ void validate_schedule(const PipelineSchedule& s) {
     if (static_cast<ComputeKind>(kind) == ComputeKind::kW) before(ComputeKind::kI, "(W before its I)");
   }
   try {
-    simulate_schedule(s, uniform_stage_costs(s.num_stages, s.virtual_stages, 1.0, 2.0, 1.0));
+    auto unit = uniform_stage_costs(s.num_stages, s.virtual_stages, 1.0, 2.0, 1.0);
+    if (s.num_backward_stages > 0) unit.b.assign(static_cast<size_t>(s.num_backward_stages), 2.0);
+    simulate_schedule(s, unit);
   } catch (const PlanError& e) {
     fail("4 (progress)", e.what());
   }

@@ -10,7 +10,8 @@ namespace rondo {
 
 struct StageCosts {
   // Per stage: forward, full backward, and the weight-gradient part of the backward
-  // (input-gradient I = b - w).
+  // (input-gradient I = b - w). With a separate backward partition (RoundPipe), b holds the
+  // backward stages' durations, recomputation included, and w is unused.
   std::vector<double> f, b, w;
   double p2p_latency = 0.0;    // alpha, seconds (or the cost unit)
   double p2p_bandwidth = 0.0;  // beta, bytes per unit; 0: infinite

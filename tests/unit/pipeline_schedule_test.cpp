@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <random>
+#include <tuple>
 
 #include "common/errors.h"
 #include "orchestrator/simulate_command.h"
 #include "pipeline/gantt_svg.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/roundpipe_schedule.h"
 #include "pipeline/schedule_csv.h"
 #include "pipeline/schedule_simulator.h"
 #include "pipeline/schedule_validator.h"
@@ -305,6 +307,92 @@ TEST(AsyncSchedules, PipeDream2BWHidesFillAndDrainInTheSteadyState) {
   ScheduleRequest bad = async;
   bad.name = "gpipe";
   EXPECT_THROW(generate_schedule(bad), ConfigError);
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+Run run_layers(const std::string& name, int p, int m, const std::vector<double>& layers, bool async = false,
+               int iterations = 1) {
+  ScheduleRequest req{name, p, m, 1};
+  req.async = async;
+  req.iterations = iterations;
+  req.layer_costs = layers;
+  if (name != "roundpipe") req.costs = stage_costs_from_layers(layers, partition_min_max(layers, p));
+  auto s = generate_schedule(req);
+  validate_schedule(s);
+  const StageCosts& costs = s.derived_costs.empty() ? req.costs : s.derived_costs;
+  auto r = simulate_schedule(s, costs);
+  return {std::move(s), std::move(r)};
+}
+
+// Embedding, transformer layers of 1, and an LM head 3x a layer.
+std::vector<double> uneven_model(int transformer_layers) {
+  std::vector<double> layers(static_cast<size_t>(transformer_layers) + 2, 1.0);
+  layers.back() = 3.0;
+  return layers;
+}
+
+TEST(RoundPipe, AsyncSteadyStateBubbleIsAtMostHalfOfSyncOneFOneB) {
+  for (auto [p, m, layers] : {std::tuple{4, 8, 8}, std::tuple{4, 16, 14}, std::tuple{8, 16, 30}}) {
+    const auto model = uneven_model(layers);
+    const auto one = run_layers("1f1b", p, m, model);
+    const auto rp = run_layers("roundpipe", p, m, model, /*async=*/true, /*iterations=*/4);
+    const double rp_bubble = steady_state_bubble(rp.schedule, rp.result);
+    EXPECT_LE(rp_bubble, 0.5 * one.result.bubble_fraction) << "p=" << p << " m=" << m;
+  }
+}
+
+TEST(RoundPipe, WorkersHoldOneWorkingSetWhateverTheMicrobatchCount) {
+  const auto model = uneven_model(14);
+  const double peak4 = max_of(run_layers("roundpipe", 4, 4, model).result.peak_activations);
+  for (int m : {8, 16, 64}) {
+    const auto r = run_layers("roundpipe", 4, m, model);
+    EXPECT_DOUBLE_EQ(max_of(r.result.peak_activations), peak4) << "m=" << m;
+    EXPECT_LT(max_of(r.result.peak_activations),
+              max_of(run_layers("1f1b", 4, m, model).result.peak_activations));
+  }
+}
+
+TEST(RoundPipe, RecomputationIsBusyTimeAndLengthensTheStep) {
+  const auto model = uneven_model(14);
+  const int m = 8;
+  const auto one = run_layers("1f1b", 4, m, model), rp = run_layers("roundpipe", 4, m, model);
+  double busy_one = 0, busy_rp = 0;
+  for (double b : one.result.busy) busy_one += b;
+  for (double b : rp.result.busy) busy_rp += b;
+  // RoundPipe recomputes every forward layer except the fused tail's: more busy time, not bubble.
+  const auto part = roundpipe_partition(model, 4);
+  double recomputed = 0;
+  for (int l = 0; l < part.backward_bounds[1]; ++l) recomputed += model[static_cast<size_t>(l)];
+  EXPECT_NEAR(busy_rp - busy_one, m * recomputed, 1e-9);
+}
+
+TEST(RoundPipe, BackwardStagesAreSmallerAndTheFirstFusesTheTail) {
+  const auto part = roundpipe_partition(uneven_model(14), 4);  // 16 layers, total 18, target 4.5
+  ASSERT_GE(part.backward_bounds.size(), 3u);
+  EXPECT_EQ(part.backward_bounds[0], 16);
+  EXPECT_EQ(part.backward_bounds[1], 15);     // the LM head alone: 3 * 3 > 4.5 with one more layer
+  EXPECT_EQ(part.forward_bounds.back(), 15);  // the forward partition stops where the tail starts
+  EXPECT_GT(part.costs.b.size(), part.costs.f.size());
+}
+
+TEST(RoundPipe, SynchronousIterationsWaitForEachOther) {
+  const auto model = uneven_model(8);
+  // Fewer microbatches than workers: the backward chain leaves gaps that only the next
+  // iteration's forwards can fill, which the synchronous mode forbids.
+  const auto sync = run_layers("roundpipe", 4, 3, model, false, 6),
+             async = run_layers("roundpipe", 4, 3, model, true, 6);
+  EXPECT_LT(steady_state_bubble(async.schedule, async.result),
+            steady_state_bubble(sync.schedule, sync.result));
+  for (int p = 1; p <= 16; p += 3) {
+    for (int m = 1; m <= 64; m += 7) {
+      ASSERT_NO_THROW(validate_schedule(generate_schedule({"roundpipe", p, m, 1}))) << p << " " << m;
+    }
+  }
 }
 
 }  // namespace
