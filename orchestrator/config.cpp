@@ -64,6 +64,7 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
       RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
       RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
+      RONDO_KEY(pipeline, memory_cap_gb, "device memory per rank the plan must fit, GB; 0: no cap"),
       RONDO_KEY(comms, backend, "mpi | nccl"),
       RONDO_KEY(comms, allreduce, "ring (rondo's, timed per connection) | native (the library's)"),
       RONDO_KEY(comms, timing_recorder, "record every collective in the flight recorder"),
@@ -301,6 +302,7 @@ void validate(const Config& c) {
   require(c.pipeline.device_tflops > 0, "pipeline.device_tflops", "must be > 0");
   require(c.pipeline.p2p_latency_s >= 0, "pipeline.p2p_latency_s", "must be >= 0");
   require(c.pipeline.p2p_bandwidth_gbps > 0, "pipeline.p2p_bandwidth_gbps", "must be > 0");
+  require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");

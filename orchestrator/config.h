@@ -69,6 +69,7 @@ struct PipelineConfig {
   double device_tflops = 1.0;
   double p2p_latency_s = 1.0e-5;
   double p2p_bandwidth_gbps = 25.0;
+  double memory_cap_gb = 0.0;  // per device; 0: no cap
 };
 
 struct CommsConfig {

@@ -1,5 +1,6 @@
 #include "orchestrator/plan_builder.h"
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -93,6 +94,34 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches,
     if (e.key() != "microbatches") throw;
     throw ConfigError("training.global_batch_size",
                       std::string(e.what()) + " (microbatches per rank = global / (micro * dp))");
+  }
+}
+
+// Refuses a plan whose predicted peak memory on some pipeline rank exceeds pipeline.memory_cap_gb,
+// naming the rank, what it holds, and the way out.
+void check_memory_cap(const Config& config, const StepPrediction& prediction,
+                      const std::vector<StageLayers>& stages, const PipelineSchedule& schedule) {
+  const double cap = config.pipeline.memory_cap_gb * 1e9;
+  if (cap <= 0) return;
+  const auto stage_rank = schedule.stage_ranks();
+  for (const auto& r : prediction.ranks) {
+    if (r.peak_bytes() <= cap) continue;
+    std::string held;
+    for (const auto& st : stages) {
+      if (stage_rank[static_cast<size_t>(st.index)] != r.pp_rank) continue;
+      held += (held.empty() ? "" : ", ") + std::string("stage ") + std::to_string(st.index) +
+              (st.has_embedding ? " (embedding)" : "") + (st.has_lm_head ? " (LM head)" : "");
+    }
+    char buf[512];
+    std::snprintf(
+        buf, sizeof(buf),
+        "%s cannot place pipeline rank %d (%s): it needs %.2f GB (weights, gradients and optimizer "
+        "%.2f GB + %.3g microbatches of activations in flight %.2f GB) > %.2f GB. Lower "
+        "training.micro_batch_size, raise pipeline_model_parallel_size, or compare "
+        "`rondo simulate --schedule roundpipe`, whose stateless workers hold one stage and one working set",
+        schedule.name.c_str(), r.pp_rank, held.c_str(), r.peak_bytes() / 1e9, r.weight_bytes / 1e9,
+        r.peak_activations, r.activation_bytes / 1e9, cap / 1e9);
+    throw ConfigError("pipeline.memory_cap_gb", buf);
   }
 }
 
@@ -212,6 +241,7 @@ plan::Plan build_plan(const Config& config) {
   }
 
   const auto prediction = predict_step(config, schedule, stages);
+  check_memory_cap(config, prediction, stages, schedule);
   auto* pred = p.mutable_prediction();
   pred->set_step_time_s(prediction.step_time_s);
   pred->set_bubble_fraction(prediction.bubble_fraction);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/errors.h"
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 
@@ -134,6 +135,40 @@ TEST(PlanPrediction, ZeroBubbleVPlacesTwoStagesPerRankInAV) {
     if (a.kind() == plan::ACTION_SEND_F) {
       EXPECT_NE(a.stage(), 3u);
     }
+  }
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(PlanPrediction, AMemoryCapThatOneFOneBCannotMeetIsReportedByKey) {
+  const std::vector<std::string> big = {"model.num_layers=32",
+                                        "model.hidden_size=4096",
+                                        "model.num_attention_heads=32",
+                                        "model.ffn_hidden_size=14336",
+                                        "model.vocab_size=128256",
+                                        "model.seq_length=8192",
+                                        "parallel.world_size=64",
+                                        "parallel.tensor_model_parallel_size=8",
+                                        "parallel.pipeline_model_parallel_size=8",
+                                        "training.micro_batch_size=1",
+                                        "training.global_batch_size=16"};
+  auto with_cap = big;
+  with_cap.push_back("pipeline.memory_cap_gb=80");
+  const auto unconstrained = build_plan(parse_config("", "t", big));
+  EXPECT_GT(unconstrained.prediction().ranks(0).weight_bytes() +
+                unconstrained.prediction().ranks(0).activation_bytes(),
+            80e9);
+  try {
+    build_plan(parse_config("", "t", with_cap));
+    FAIL() << "a plan over the memory cap was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "pipeline.memory_cap_gb");
+    EXPECT_NE(std::string(e.what()).find("pipeline rank 0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("roundpipe"), std::string::npos) << e.what();
   }
 }
 
