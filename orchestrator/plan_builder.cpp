@@ -1,13 +1,16 @@
 #include "orchestrator/plan_builder.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unordered_map>
 
 #include "common/errors.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/roundpipe_schedule.h"
 
 namespace rondo {
 
@@ -40,40 +43,90 @@ plan::GroupKind to_group_kind(MeshDim dim) {
   return plan::GROUP_UNSPECIFIED;
 }
 
-// Adds the compute actions of one pipeline rank with the sends/receives around them;
-// `stage_rank` maps each stage to the pipeline rank that runs it.
-void add_pipeline_actions(plan::RankPlan& rp, const std::vector<ComputeAction>& compute,
-                          const DeviceMesh& mesh, int rank, const std::vector<int>& stage_rank) {
-  const MeshCoords c = mesh.coords(rank);
-  const int num_stages = static_cast<int>(stage_rank.size());
-  auto holder = [&](int stage) {
-    MeshCoords n = c;
-    n.pp = stage_rank[static_cast<size_t>(stage)];
-    return mesh.rank(n);
-  };
-  for (const auto& a : compute) {
-    const bool first = a.stage == 0, last = a.stage == num_stages - 1;
-    if (a.kind == ComputeKind::kF) {
-      if (!first && holder(a.stage - 1) != rank) {
-        *rp.add_actions() = make_action(plan::ACTION_RECV_F, a.stage, a.microbatch, holder(a.stage - 1));
-      }
-      *rp.add_actions() = make_action(plan::ACTION_F, a.stage, a.microbatch, -1);
-      if (!last && holder(a.stage + 1) != rank) {
-        *rp.add_actions() = make_action(plan::ACTION_SEND_F, a.stage, a.microbatch, holder(a.stage + 1));
-      }
-    } else {
-      const bool receives = a.kind != ComputeKind::kW && !last && holder(a.stage + 1) != rank;
-      if (receives)
-        *rp.add_actions() = make_action(plan::ACTION_RECV_B, a.stage, a.microbatch, holder(a.stage + 1));
-      const auto kind = a.kind == ComputeKind::kB   ? plan::ACTION_B
-                        : a.kind == ComputeKind::kI ? plan::ACTION_I
-                                                    : plan::ACTION_W;
-      *rp.add_actions() = make_action(kind, a.stage, a.microbatch, -1);
-      if (a.kind != ComputeKind::kW && !first && holder(a.stage - 1) != rank) {
-        *rp.add_actions() = make_action(plan::ACTION_SEND_B, a.stage, a.microbatch, holder(a.stage - 1));
+// A pipeline rank's action with its peer given as a pipeline rank (-1: none).
+struct PipelineAction {
+  plan::ActionKind kind;
+  int stage;
+  int microbatch;
+  int peer;
+};
+
+uint64_t action_key(const ComputeAction& a) {
+  return (static_cast<uint64_t>(a.kind) << 58) | (static_cast<uint64_t>(a.stage) << 32) |
+         static_cast<uint32_t>(a.microbatch);
+}
+
+// Every pipeline rank's compute actions with a receive before each input that another rank
+// produced and a send after each output another rank consumes (once per consuming rank).
+std::vector<std::vector<PipelineAction>> pipeline_actions(const PipelineSchedule& s) {
+  std::unordered_map<uint64_t, int> rank_of;
+  std::unordered_map<uint64_t, std::vector<int>> consumers;
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    for (const auto& a : s.ranks[r]) rank_of[action_key(a)] = static_cast<int>(r);
+  }
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    for (const auto& a : s.ranks[r]) {
+      for (const auto& in : action_inputs(s, a)) {
+        auto& c = consumers[action_key(in)];
+        if (std::find(c.begin(), c.end(), static_cast<int>(r)) == c.end()) c.push_back(static_cast<int>(r));
       }
     }
   }
+  const auto transfer_kind = [](ComputeKind produced, bool send) {
+    if (produced == ComputeKind::kF) return send ? plan::ACTION_SEND_F : plan::ACTION_RECV_F;
+    return send ? plan::ACTION_SEND_B : plan::ACTION_RECV_B;
+  };
+  std::vector<std::vector<PipelineAction>> out(s.ranks.size());
+  for (size_t r = 0; r < s.ranks.size(); ++r) {
+    const int me = static_cast<int>(r);
+    for (const auto& a : s.ranks[r]) {
+      for (const auto& in : action_inputs(s, a)) {
+        const int from = rank_of.at(action_key(in));
+        if (from != me) out[r].push_back({transfer_kind(in.kind, false), in.stage, in.microbatch, from});
+      }
+      const auto kind = a.kind == ComputeKind::kF   ? plan::ACTION_F
+                        : a.kind == ComputeKind::kB ? plan::ACTION_B
+                        : a.kind == ComputeKind::kI ? plan::ACTION_I
+                                                    : plan::ACTION_W;
+      out[r].push_back({kind, a.stage, a.microbatch, -1});
+      if (auto c = consumers.find(action_key(a)); c != consumers.end()) {
+        for (int to : c->second) {
+          if (to != me) out[r].push_back({transfer_kind(a.kind, true), a.stage, a.microbatch, to});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// RoundPipe's partitions of the config's model: per-"model layer" (embedding, each block, LM head)
+// forward seconds, cut by roundpipe_partition; returned as forward and backward StageLayers.
+struct RoundPipeLayout {
+  std::vector<double> layer_seconds;
+  std::vector<StageLayers> forward, backward;
+};
+
+RoundPipeLayout roundpipe_layout(const Config& config, int pp) {
+  const int blocks = static_cast<int>(config.model.num_layers);
+  std::vector<StageLayers> model_layers;
+  model_layers.push_back({0, 0, 0, true, false});
+  for (int l = 0; l < blocks; ++l) model_layers.push_back({l + 1, l, 1, false, false});
+  model_layers.push_back({blocks + 1, blocks, 0, false, true});
+  RoundPipeLayout out;
+  out.layer_seconds = predicted_stage_costs(config, model_layers).f;
+  const auto part = roundpipe_partition(out.layer_seconds, pp);
+  const int n = blocks + 2;
+  const auto slice = [&](int index, int a, int b) {  // model layers [a, b) -> blocks [a-1, b-1)
+    const int first = std::clamp(a, 1, blocks + 1) - 1, last = std::clamp(b, 1, blocks + 1) - 1;
+    return StageLayers{index, first, last - first, a == 0 && b > 0, a < n && b == n};
+  };
+  for (size_t s = 0; s + 1 < part.forward_bounds.size(); ++s) {
+    out.forward.push_back(slice(static_cast<int>(s), part.forward_bounds[s], part.forward_bounds[s + 1]));
+  }
+  for (size_t k = 0; k + 1 < part.backward_bounds.size(); ++k) {
+    out.backward.push_back(slice(static_cast<int>(k), part.backward_bounds[k + 1], part.backward_bounds[k]));
+  }
+  return out;
 }
 
 // The pipeline schedule of the config, placed with the predicted per-stage costs. With one
@@ -88,6 +141,11 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches,
     return s;
   }
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
+  if (name == "roundpipe") {
+    ScheduleRequest req{name, pp, microbatches, 1, predicted_stage_costs(config, {})};
+    req.layer_costs = roundpipe_layout(config, pp).layer_seconds;
+    return generate_schedule(req);
+  }
   try {
     return generate_schedule({name, pp, microbatches, vpp, predicted_stage_costs(config, stages)});
   } catch (const ConfigError& e) {
@@ -106,8 +164,9 @@ void check_memory_cap(const Config& config, const StepPrediction& prediction,
   const auto stage_rank = schedule.stage_ranks();
   for (const auto& r : prediction.ranks) {
     if (r.peak_bytes() <= cap) continue;
-    std::string held;
+    std::string held = schedule.stateless_workers ? "a stateless worker" : "";
     for (const auto& st : stages) {
+      if (schedule.stateless_workers) break;
       if (stage_rank[static_cast<size_t>(st.index)] != r.pp_rank) continue;
       held += (held.empty() ? "" : ", ") + std::string("stage ") + std::to_string(st.index) +
               (st.has_embedding ? " (embedding)" : "") + (st.has_lm_head ? " (LM head)" : "");
@@ -134,12 +193,7 @@ std::vector<StageLayers> stages_for(const Config& config, int pp) {
         "parallel.virtual_pipeline_model_parallel_size",
         "only pipeline.schedule=interleaved_1f1b uses virtual stages (schedule is " + name + ")");
   }
-  if (name == "roundpipe" && pp > 1) {
-    throw ConfigError(
-        "pipeline.schedule",
-        "roundpipe binds no stage to a rank, and plans for its stateless workers are not built yet; "
-        "compare it with `rondo simulate --schedule roundpipe`");
-  }
+  if (name == "roundpipe" && pp > 1) return roundpipe_layout(config, pp).forward;
   const int stages = pp == 1 ? 1 : pp * chunks_per_rank(name, vpp);
   const int layers = static_cast<int>(config.model.num_layers);
   if (layers % stages != 0) {
@@ -231,16 +285,20 @@ plan::Plan build_plan(const Config& config) {
   const auto stages = stages_for(config, mesh.pp());
   const auto schedule = schedule_for(config, mesh.pp(), microbatches, stages);
   const std::vector<int> stage_rank = schedule.stage_ranks();
-  for (const auto& s : stages) {
-    auto* st = p.add_stages();
+  const auto add_stage = [](plan::Stage* st, const StageLayers& s) {
     st->set_index(static_cast<uint32_t>(s.index));
     st->set_first_layer(static_cast<uint32_t>(s.first_layer));
     st->set_num_layers(static_cast<uint32_t>(s.num_layers));
     st->set_has_embedding(s.has_embedding);
     st->set_has_lm_head(s.has_lm_head);
-  }
+  };
+  for (const auto& s : stages) add_stage(p.add_stages(), s);
+  std::vector<StageLayers> backward_stages;
+  if (schedule.num_backward_stages > 0) backward_stages = roundpipe_layout(config, mesh.pp()).backward;
+  for (const auto& s : backward_stages) add_stage(p.add_backward_stages(), s);
+  p.set_stateless_workers(schedule.stateless_workers);
 
-  const auto prediction = predict_step(config, schedule, stages);
+  const auto prediction = predict_step(config, schedule, stages, backward_stages);
   check_memory_cap(config, prediction, stages, schedule);
   auto* pred = p.mutable_prediction();
   pred->set_step_time_s(prediction.step_time_s);
@@ -255,6 +313,9 @@ plan::Plan build_plan(const Config& config) {
     out->set_activation_bytes(rp.activation_bytes);
   }
 
+  // Transfers are worked out once per pipeline rank; each world rank maps its peers through
+  // the mesh (same tp, cp, dp position, another pp position).
+  const auto by_pp = pipeline_actions(schedule);
   for (int rank = 0; rank < mesh.world_size(); ++rank) {
     const MeshCoords c = mesh.coords(rank);
     auto* rp = p.add_ranks();
@@ -265,10 +326,14 @@ plan::Plan build_plan(const Config& config) {
     co->set_ep(static_cast<uint32_t>(c.ep));
     co->set_dp(static_cast<uint32_t>(c.dp));
     co->set_pp(static_cast<uint32_t>(c.pp));
-    for (int s = 0; s < schedule.num_stages; ++s) {
+    for (int s = 0; s < schedule.num_stages && !schedule.stateless_workers; ++s) {
       if (stage_rank[static_cast<size_t>(s)] == c.pp) rp->add_stages(static_cast<uint32_t>(s));
     }
-    add_pipeline_actions(*rp, schedule.ranks[static_cast<size_t>(c.pp)], mesh, rank, stage_rank);
+    for (const auto& a : by_pp[static_cast<size_t>(c.pp)]) {
+      MeshCoords peer = c;
+      peer.pp = a.peer;
+      *rp->add_actions() = make_action(a.kind, a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
+    }
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
     // Data-parallel rank d takes a contiguous slice of the global batch.
@@ -276,7 +341,42 @@ plan::Plan build_plan(const Config& config) {
       rp->add_microbatch_first_sample(static_cast<uint32_t>((c.dp * microbatches + k) * t.micro_batch_size));
     }
   }
+  validate_plan_transfers(p);
   return p;
+}
+
+void validate_plan_transfers(const plan::Plan& p) {
+  struct Key {
+    uint64_t ranks, what;
+    bool operator==(const Key&) const = default;
+  };
+  struct Hash {
+    size_t operator()(const Key& k) const {
+      return std::hash<uint64_t>()(k.ranks * 0x9E3779B97F4A7C15ull ^ k.what);
+    }
+  };
+  std::unordered_map<Key, int, Hash> open;  // sends minus receives per transfer
+  for (const auto& r : p.ranks()) {
+    for (const auto& a : r.actions()) {
+      const bool send = a.kind() == plan::ACTION_SEND_F || a.kind() == plan::ACTION_SEND_B;
+      const bool recv = a.kind() == plan::ACTION_RECV_F || a.kind() == plan::ACTION_RECV_B;
+      if (!send && !recv) continue;
+      const uint64_t from = send ? r.rank() : static_cast<uint32_t>(a.peer());
+      const uint64_t to = send ? static_cast<uint32_t>(a.peer()) : r.rank();
+      const bool forward = a.kind() == plan::ACTION_SEND_F || a.kind() == plan::ACTION_RECV_F;
+      const Key k{from << 32 | to, (uint64_t{forward} << 63) | (uint64_t{a.stage()} << 32) | a.microbatch()};
+      open[k] += send ? 1 : -1;
+    }
+  }
+  for (const auto& [k, balance] : open) {
+    if (balance == 0) continue;
+    const std::string what =
+        std::string(k.what >> 63 ? "activations" : "gradients") + " of stage " +
+        std::to_string((k.what >> 32) & 0x7FFFFFFF) + " microbatch " + std::to_string(k.what & 0xFFFFFFFF) +
+        " from rank " + std::to_string(k.ranks >> 32) + " to rank " + std::to_string(k.ranks & 0xFFFFFFFF);
+    throw PlanError("plan transfer mismatch: " + what +
+                    (balance > 0 ? " is sent but never received" : " is received but never sent"));
+  }
 }
 
 int64_t count_parameters(const plan::ModelSpec& m) {
@@ -336,6 +436,15 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
                       {"embedding", s.has_embedding()},
                       {"lm_head", s.has_lm_head()}});
   }
+  auto& backward = j["backward_stages"] = nlohmann::json::array();
+  for (const auto& s : p.backward_stages()) {
+    backward.push_back({{"index", s.index()},
+                        {"first_layer", s.first_layer()},
+                        {"num_layers", s.num_layers()},
+                        {"embedding", s.has_embedding()},
+                        {"lm_head", s.has_lm_head()}});
+  }
+  j["stateless_workers"] = p.stateless_workers();
   const auto& pred = p.prediction();
   nlohmann::json pred_ranks = nlohmann::json::array();
   for (const auto& r : pred.ranks()) {
@@ -385,6 +494,17 @@ std::string plan_summary(const plan::Plan& p) {
         << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
   }
   out << "\n";
+  if (p.backward_stages_size() > 0) {
+    out << "backward (own partition, stateless workers), " << p.backward_stages_size() << " stages:";
+    for (const auto& s : p.backward_stages()) {
+      out << " [" << s.index() << ": "
+          << (s.num_layers() > 0 ? "layers " + std::to_string(s.first_layer()) + "-" +
+                                       std::to_string(s.first_layer() + s.num_layers() - 1)
+                                 : std::string("no block"))
+          << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
+    }
+    out << "\n";
+  }
   const auto& pred = p.prediction();
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
       << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) "

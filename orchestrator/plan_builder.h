@@ -16,6 +16,11 @@ inline constexpr uint32_t kPlanVersion = 1;
 
 plan::Plan build_plan(const Config& config);
 
+// Checks that every send has exactly one matching receive on its peer and every receive one
+// send (same direction, producing stage and microbatch). Throws PlanError naming the first
+// unmatched transfer.
+void validate_plan_transfers(const plan::Plan& plan);
+
 // Parameters of the GPT the plan describes (embeddings, blocks, final norm, LM head).
 int64_t count_parameters(const plan::ModelSpec& model);
 

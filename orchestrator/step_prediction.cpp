@@ -9,6 +9,8 @@ namespace {
 
 constexpr double kBytesPerValue = 4.0;      // float32
 constexpr double kWeightStateBytes = 16.0;  // weight + gradient + AdamW's two moments, float32
+constexpr double kStatelessWeightBytes =
+    8.0;  // weight + gradient on a stateless worker (optimizer in host memory)
 
 double block_params(const ModelConfig& m) {
   const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.ffn_hidden_size);
@@ -55,13 +57,15 @@ StageCosts predicted_stage_costs(const Config& c, const std::vector<StageLayers>
 }
 
 StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
-                            const std::vector<StageLayers>& stages) {
+                            const std::vector<StageLayers>& stages,
+                            const std::vector<StageLayers>& backward_stages) {
   const auto& m = c.model;
   const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length),
                h = static_cast<double>(m.hidden_size), a = static_cast<double>(m.num_attention_heads);
   const double tp = static_cast<double>(c.parallel.tensor_model_parallel_size),
                split = tp * static_cast<double>(c.parallel.context_parallel_size);
-  const auto result = simulate_schedule(schedule, predicted_stage_costs(c, stages));
+  const auto result = simulate_schedule(
+      schedule, schedule.derived_costs.empty() ? predicted_stage_costs(c, stages) : schedule.derived_costs);
 
   StepPrediction p;
   p.step_time_s = result.makespan;
@@ -70,22 +74,46 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
   // Activations one layer keeps for its backward (Korthikanti et al. 2022, in 2-byte units there;
   // scaled to float32 here).
   const double layer_activation = s * b * h * (34 + 5 * a * s / h) * (kBytesPerValue / 2);
+  const auto params_of = [&](const StageLayers& st) {
+    double params = st.num_layers * block_params(m);
+    if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
+    if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
+    return params;
+  };
   const std::vector<int> stage_rank = schedule.stage_ranks();
   for (int r = 0; r < schedule.pp; ++r) {
     RankPrediction rp;
     rp.pp_rank = r;
     rp.busy_s = result.busy[static_cast<size_t>(r)];
     rp.peak_activations = result.peak_activations[static_cast<size_t>(r)];
-    double params = 0, layers = 0;
-    for (const auto& st : stages) {
-      if (stage_rank[static_cast<size_t>(st.index)] != r) continue;
-      layers += st.num_layers;
-      params += st.num_layers * block_params(m);
-      if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
-      if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
+    if (schedule.stateless_workers) {
+      // A stateless worker holds the running task's stage and the prefetched next one (weights and
+      // their gradients; optimizer state stays in host memory) and one task's activations: a
+      // backward task keeps its stage's recomputed activations, a forward task one layer's.
+      const auto& tasks = schedule.ranks[static_cast<size_t>(r)];
+      const auto stage_of = [&](const ComputeAction& t) -> const StageLayers& {
+        return t.kind == ComputeKind::kF ? stages[static_cast<size_t>(t.stage)]
+                                         : backward_stages[static_cast<size_t>(t.stage)];
+      };
+      double weights = 0, working = 0;
+      for (size_t i = 0; i < tasks.size(); ++i) {
+        const double next = i + 1 < tasks.size() ? params_of(stage_of(tasks[i + 1])) : 0.0;
+        weights = std::max(weights, params_of(stage_of(tasks[i])) + next);
+        const double layers = tasks[i].kind == ComputeKind::kF ? 1.0 : stage_of(tasks[i]).num_layers;
+        working = std::max(working, layers * layer_activation);
+      }
+      rp.weight_bytes = weights * kStatelessWeightBytes / tp;
+      rp.activation_bytes = working / split;
+    } else {
+      double params = 0, layers = 0;
+      for (const auto& st : stages) {
+        if (stage_rank[static_cast<size_t>(st.index)] != r) continue;
+        layers += st.num_layers;
+        params += params_of(st);
+      }
+      rp.weight_bytes = params * kWeightStateBytes / tp;
+      rp.activation_bytes = rp.peak_activations * layers * layer_activation / split;
     }
-    rp.weight_bytes = params * kWeightStateBytes / tp;
-    rp.activation_bytes = rp.peak_activations * layers * layer_activation / split;
     p.ranks.push_back(rp);
   }
   return p;

@@ -37,7 +37,12 @@ std::vector<double> stage_forward_flops(const Config& config, const std::vector<
 // Seconds of each op of each stage at pipeline.device_tflops, and the p2p link of the config.
 StageCosts predicted_stage_costs(const Config& config, const std::vector<StageLayers>& stages);
 
+// `backward_stages`: RoundPipe's backward partition (empty for schedules whose stages are bound
+// to ranks). A stateless worker's memory is its current and prefetched stage and one task's
+// working set; a bound rank's is its stages' weights and optimizer state plus its peak in-flight
+// activations.
 StepPrediction predict_step(const Config& config, const PipelineSchedule& schedule,
-                            const std::vector<StageLayers>& stages);
+                            const std::vector<StageLayers>& stages,
+                            const std::vector<StageLayers>& backward_stages = {});
 
 }  // namespace rondo

@@ -55,9 +55,14 @@ struct PipelineSchedule {
   std::vector<std::vector<ComputeAction>> ranks;  // per rank, in execution order
 
   size_t num_actions() const;
-  // The rank that runs each stage (from the actions; stages are bound to ranks).
+  // The rank that runs each stage's forwards (the last one seen when workers are stateless).
   std::vector<int> stage_ranks() const;
 };
+
+// The actions whose outputs `action` consumes: the previous forward stage's F; for a backward,
+// its own F and the next stage's B (or I), or with a separate backward partition the previous
+// backward stage (stage 0: the last forward); for W, its I.
+std::vector<ComputeAction> action_inputs(const PipelineSchedule& schedule, const ComputeAction& action);
 
 struct StageLayers {
   int index = 0;

@@ -36,10 +36,32 @@ size_t PipelineSchedule::num_actions() const {
   return n;
 }
 
+std::vector<ComputeAction> action_inputs(const PipelineSchedule& s, const ComputeAction& a) {
+  const int mb = a.microbatch;
+  switch (a.kind) {
+    case ComputeKind::kF:
+      if (a.stage > 0) return {{ComputeKind::kF, a.stage - 1, mb}};
+      return {};
+    case ComputeKind::kB:
+    case ComputeKind::kI:
+      if (s.num_backward_stages > 0) {
+        if (a.stage == 0) return {{ComputeKind::kF, s.num_stages - 1, mb}};
+        return {{ComputeKind::kB, a.stage - 1, mb}};
+      }
+      if (a.stage < s.num_stages - 1) return {{ComputeKind::kF, a.stage, mb}, {a.kind, a.stage + 1, mb}};
+      return {{ComputeKind::kF, a.stage, mb}};
+    case ComputeKind::kW:
+      return {{ComputeKind::kI, a.stage, mb}};
+  }
+  return {};
+}
+
 std::vector<int> PipelineSchedule::stage_ranks() const {
   std::vector<int> out(static_cast<size_t>(num_stages), 0);
   for (size_t r = 0; r < ranks.size(); ++r) {
-    for (const auto& a : ranks[r]) out[static_cast<size_t>(a.stage)] = static_cast<int>(r);
+    for (const auto& a : ranks[r]) {
+      if (a.kind == ComputeKind::kF) out[static_cast<size_t>(a.stage)] = static_cast<int>(r);
+    }
   }
   return out;
 }

@@ -48,7 +48,6 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
   std::deque<int> work;
   for (int r = 0; r < p; ++r) work.push_back(r);
   const double transfer = costs.transfer_time();
-  const ComputeKind backward_kind = s.split_backward ? ComputeKind::kI : ComputeKind::kB;
   size_t executed = 0;
   const bool barrier = s.stateless_workers && !s.async && s.iterations > 1;
   const size_t per_iteration = s.num_actions() / static_cast<size_t>(std::max(1, s.iterations));
@@ -62,27 +61,8 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
     auto& actions = s.ranks[us(r)];
     while (pos[us(r)] < actions.size()) {
       const ComputeAction& a = actions[pos[us(r)]];
-      // The ops this one needs: (kind, stage, microbatch) of each dependency.
       std::vector<uint64_t> deps;
-      switch (a.kind) {
-        case ComputeKind::kF:
-          if (a.stage > 0) deps.push_back(key(ComputeKind::kF, a.stage - 1, a.microbatch));
-          break;
-        case ComputeKind::kB:
-        case ComputeKind::kI:
-          if (s.num_backward_stages > 0) {
-            // Separate backward partition, in backward order: stage 0 follows the last forward.
-            deps.push_back(a.stage == 0 ? key(ComputeKind::kF, s.num_stages - 1, a.microbatch)
-                                        : key(ComputeKind::kB, a.stage - 1, a.microbatch));
-            break;
-          }
-          deps.push_back(key(ComputeKind::kF, a.stage, a.microbatch));
-          if (a.stage < s.num_stages - 1) deps.push_back(key(backward_kind, a.stage + 1, a.microbatch));
-          break;
-        case ComputeKind::kW:
-          deps.push_back(key(ComputeKind::kI, a.stage, a.microbatch));
-          break;
-      }
+      for (const auto& in : action_inputs(s, a)) deps.push_back(key(in.kind, in.stage, in.microbatch));
       // A synchronous schedule over stateless workers updates every weight between iterations:
       // iteration k starts when iteration k-1 has finished everywhere.
       const int iteration = a.microbatch / std::max(1, s.microbatches);

@@ -170,6 +170,46 @@ TEST(PlanPrediction, AMemoryCapThatOneFOneBCannotMeetIsReportedByKey) {
     EXPECT_NE(std::string(e.what()).find("pipeline rank 0"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("roundpipe"), std::string::npos) << e.what();
   }
+  // RoundPipe's stateless workers hold one stage (plus the prefetched next) and one working set.
+  auto roundpipe = with_cap;
+  roundpipe.push_back("pipeline.schedule=roundpipe");
+  const auto p = build_plan(parse_config("", "t", roundpipe));
+  EXPECT_TRUE(p.stateless_workers());
+  ASSERT_GT(p.backward_stages_size(), p.stages_size());
+  EXPECT_TRUE(p.backward_stages(0).has_lm_head());  // the fused tail
+  for (const auto& r : p.prediction().ranks()) EXPECT_LE(r.weight_bytes() + r.activation_bytes(), 80e9);
+  EXPECT_EQ(p.ranks(0).stages_size(), 0);  // no stage is bound to a rank
+}
+
+TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
+  for (const char* schedule : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv", "roundpipe"}) {
+    std::vector<std::string> sets = {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=4",
+                                     "model.num_layers=8", "training.global_batch_size=32",
+                                     std::string("pipeline.schedule=") + schedule};
+    if (std::string(schedule) == "interleaved_1f1b")
+      sets.push_back("parallel.virtual_pipeline_model_parallel_size=2");
+    // With microbatches a multiple of the workers, RoundPipe keeps each microbatch on one worker.
+    if (std::string(schedule) == "roundpipe") sets.push_back("training.global_batch_size=24");
+    auto p = build_plan(parse_config("", "t", sets));
+    int transfers = 0;
+    for (const auto& a : p.ranks(2).actions()) transfers += a.peer() >= 0;
+    EXPECT_GT(transfers, 0) << schedule;
+    // Drop one receive: the plan no longer checks out.
+    auto* actions = p.mutable_ranks(2)->mutable_actions();
+    for (int i = 0; i < actions->size(); ++i) {
+      const auto kind = actions->Get(i).kind();
+      if (kind == plan::ACTION_RECV_F || kind == plan::ACTION_RECV_B) {
+        actions->DeleteSubrange(i, 1);
+        break;
+      }
+    }
+    try {
+      validate_plan_transfers(p);
+      ADD_FAILURE() << schedule << ": a dropped receive went unnoticed";
+    } catch (const PlanError& e) {
+      EXPECT_NE(std::string(e.what()).find("sent but never received"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
