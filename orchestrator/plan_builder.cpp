@@ -99,20 +99,21 @@ std::vector<std::vector<PipelineAction>> pipeline_actions(const PipelineSchedule
   return out;
 }
 
-// RoundPipe's partitions of the config's model: per-"model layer" (embedding, each block, LM head)
-// forward seconds, cut by roundpipe_partition; returned as forward and backward StageLayers.
-struct RoundPipeLayout {
-  std::vector<double> layer_seconds;
+// How the config's schedule cuts the model: the forward stages, RoundPipe's own backward stages
+// (empty otherwise), and for RoundPipe the per-"model layer" (embedding, each block, LM head)
+// forward seconds its partitions were cut from.
+struct ModelStages {
   std::vector<StageLayers> forward, backward;
+  std::vector<double> layer_seconds;
 };
 
-RoundPipeLayout roundpipe_layout(const Config& config, int pp) {
+ModelStages roundpipe_layout(const Config& config, int pp) {
   const int blocks = static_cast<int>(config.model.num_layers);
   std::vector<StageLayers> model_layers;
   model_layers.push_back({0, 0, 0, true, false});
   for (int l = 0; l < blocks; ++l) model_layers.push_back({l + 1, l, 1, false, false});
   model_layers.push_back({blocks + 1, blocks, 0, false, true});
-  RoundPipeLayout out;
+  ModelStages out;
   out.layer_seconds = predicted_stage_costs(config, model_layers).f;
   const auto part = roundpipe_partition(out.layer_seconds, pp);
   const int n = blocks + 2;
@@ -132,8 +133,7 @@ RoundPipeLayout roundpipe_layout(const Config& config, int pp) {
 // The pipeline schedule of the config, placed with the predicted per-stage costs. With one
 // pipeline rank every schedule is plain gradient accumulation (F B per microbatch), which the
 // worker executes.
-PipelineSchedule schedule_for(const Config& config, int pp, int microbatches,
-                              const std::vector<StageLayers>& stages) {
+PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, const ModelStages& stages) {
   const std::string& name = config.pipeline.schedule;
   if (pp == 1) {
     auto s = generate_schedule({"1f1b", 1, microbatches, 1, {}});
@@ -143,11 +143,11 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches,
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
   if (name == "roundpipe") {
     ScheduleRequest req{name, pp, microbatches, 1, predicted_stage_costs(config, {})};
-    req.layer_costs = roundpipe_layout(config, pp).layer_seconds;
+    req.layer_costs = stages.layer_seconds;
     return generate_schedule(req);
   }
   try {
-    return generate_schedule({name, pp, microbatches, vpp, predicted_stage_costs(config, stages)});
+    return generate_schedule({name, pp, microbatches, vpp, predicted_stage_costs(config, stages.forward)});
   } catch (const ConfigError& e) {
     if (e.key() != "microbatches") throw;
     throw ConfigError("training.global_batch_size",
@@ -184,8 +184,9 @@ void check_memory_cap(const Config& config, const StepPrediction& prediction,
   }
 }
 
-// The stages of the config's schedule: pp * chunks-per-rank equal slices of the layers.
-std::vector<StageLayers> stages_for(const Config& config, int pp) {
+// The stages of the config's schedule: pp * chunks-per-rank equal slices of the layers, or
+// RoundPipe's partitions.
+ModelStages stages_for(const Config& config, int pp) {
   const std::string& name = config.pipeline.schedule;
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
   if (vpp > 1 && name != "interleaved_1f1b") {
@@ -193,7 +194,7 @@ std::vector<StageLayers> stages_for(const Config& config, int pp) {
         "parallel.virtual_pipeline_model_parallel_size",
         "only pipeline.schedule=interleaved_1f1b uses virtual stages (schedule is " + name + ")");
   }
-  if (name == "roundpipe" && pp > 1) return roundpipe_layout(config, pp).forward;
+  if (name == "roundpipe" && pp > 1) return roundpipe_layout(config, pp);
   const int stages = pp == 1 ? 1 : pp * chunks_per_rank(name, vpp);
   const int layers = static_cast<int>(config.model.num_layers);
   if (layers % stages != 0) {
@@ -201,7 +202,7 @@ std::vector<StageLayers> stages_for(const Config& config, int pp) {
                                               std::to_string(stages) + " equal stages of " + name +
                                               " at pp " + std::to_string(pp));
   }
-  return partition_layers_evenly(layers, stages, 1);
+  return {partition_layers_evenly(layers, stages, 1), {}, {}};
 }
 
 }  // namespace
@@ -282,8 +283,9 @@ plan::Plan build_plan(const Config& config) {
   ck->set_resume(config.checkpoint.resume);
   ck->set_resume_step(static_cast<uint32_t>(config.checkpoint.resume_step));
 
-  const auto stages = stages_for(config, mesh.pp());
-  const auto schedule = schedule_for(config, mesh.pp(), microbatches, stages);
+  const ModelStages model_stages = stages_for(config, mesh.pp());
+  const auto& stages = model_stages.forward;
+  const auto schedule = schedule_for(config, mesh.pp(), microbatches, model_stages);
   const std::vector<int> stage_rank = schedule.stage_ranks();
   const auto add_stage = [](plan::Stage* st, const StageLayers& s) {
     st->set_index(static_cast<uint32_t>(s.index));
@@ -293,8 +295,7 @@ plan::Plan build_plan(const Config& config) {
     st->set_has_lm_head(s.has_lm_head);
   };
   for (const auto& s : stages) add_stage(p.add_stages(), s);
-  std::vector<StageLayers> backward_stages;
-  if (schedule.num_backward_stages > 0) backward_stages = roundpipe_layout(config, mesh.pp()).backward;
+  const auto& backward_stages = model_stages.backward;
   for (const auto& s : backward_stages) add_stage(p.add_backward_stages(), s);
   p.set_stateless_workers(schedule.stateless_workers);
 
@@ -428,22 +429,19 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["schedule"] = p.schedule();
   j["parameters"] = count_parameters(p.model());
   j["tokens_per_step"] = static_cast<int64_t>(p.training().global_batch_size()) * p.model().seq_length();
-  auto& stages = j["stages"] = nlohmann::json::array();
-  for (const auto& s : p.stages()) {
-    stages.push_back({{"index", s.index()},
-                      {"first_layer", s.first_layer()},
-                      {"num_layers", s.num_layers()},
-                      {"embedding", s.has_embedding()},
-                      {"lm_head", s.has_lm_head()}});
-  }
-  auto& backward = j["backward_stages"] = nlohmann::json::array();
-  for (const auto& s : p.backward_stages()) {
-    backward.push_back({{"index", s.index()},
-                        {"first_layer", s.first_layer()},
-                        {"num_layers", s.num_layers()},
-                        {"embedding", s.has_embedding()},
-                        {"lm_head", s.has_lm_head()}});
-  }
+  const auto stages_json = [](const auto& stages) {
+    auto out = nlohmann::json::array();
+    for (const auto& s : stages) {
+      out.push_back({{"index", s.index()},
+                     {"first_layer", s.first_layer()},
+                     {"num_layers", s.num_layers()},
+                     {"embedding", s.has_embedding()},
+                     {"lm_head", s.has_lm_head()}});
+    }
+    return out;
+  };
+  j["stages"] = stages_json(p.stages());
+  j["backward_stages"] = stages_json(p.backward_stages());
   j["stateless_workers"] = p.stateless_workers();
   const auto& pred = p.prediction();
   nlohmann::json pred_ranks = nlohmann::json::array();
