@@ -263,7 +263,7 @@ int64_t Trainer::run() {
   }
 
   std::map<uint32_t, torch::Tensor> pending;  // microbatch -> loss awaiting its backward
-  double elapsed_total = 0;
+  double elapsed_total = 0, first_loss = 0, last_loss = 0;
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
@@ -324,6 +324,8 @@ int64_t Trainer::run() {
                             {"tokens_per_s", tps},
                             {"allreduce_s", allreduce_s}};
       s.metrics->append(row.dump());
+      if (step == start_step + 1) first_loss = loss;
+      last_loss = loss;
       if (step % static_cast<int64_t>(t.log_interval()) == 0 || step == train_iters) {
         const double avg = elapsed_total / static_cast<double>(step - start_step);
         s.log->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}",
@@ -347,6 +349,11 @@ int64_t Trainer::run() {
       }
       break;
     }
+  }
+  if (s.rank == 0 && step > start_step) {
+    s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average", start_step + 1, step,
+                format_eta(elapsed_total), first_loss, last_loss,
+                static_cast<double>(tokens_per_step * (step - start_step)) / elapsed_total);
   }
   return step;
 }
