@@ -388,6 +388,9 @@ TEST(RoundPipe, SynchronousIterationsWaitForEachOther) {
              async = run_layers("roundpipe", 4, 3, model, true, 6);
   EXPECT_LT(steady_state_bubble(async.schedule, async.result),
             steady_state_bubble(sync.schedule, sync.result));
+}
+
+TEST(RoundPipe, ValidatesForPUpTo16AndMUpTo64) {
   for (int p = 1; p <= 16; ++p) {
     for (int m = 1; m <= 64; ++m) {
       ASSERT_NO_THROW(validate_schedule(generate_schedule({"roundpipe", p, m, 1}))) << p << " " << m;
