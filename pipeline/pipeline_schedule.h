@@ -76,9 +76,6 @@ struct StageLayers {
 // config validator guarantees divisibility); stage 0 holds the embedding, the last the LM head.
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp);
 
-// The stages held by pipeline rank `pp_rank` in Megatron's interleaved placement: r, r+pp, ...
-std::vector<int> stages_of_pipeline_rank(int pp_rank, int pp, int vpp);
-
 struct ScheduleRequest {
   std::string name;  // gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv | roundpipe
   int pp = 1;

@@ -62,7 +62,6 @@ RoundPipePartition roundpipe_partition(const std::vector<double>& layers, int wo
     part.costs.b.push_back(3 * f);  // (re)computed forward + backward (2x forward)
     part.backward_share.push_back(f / share_unit);
   }
-  // Keep the b vector aligned for the simulator's stage count check.
   return part;
 }
 

@@ -85,12 +85,6 @@ std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp
   return out;
 }
 
-std::vector<int> stages_of_pipeline_rank(int pp_rank, int pp, int vpp) {
-  std::vector<int> out;
-  for (int v = 0; v < vpp; ++v) out.push_back(pp_rank + v * pp);
-  return out;
-}
-
 int chunks_per_rank(const std::string& schedule, int virtual_stages) {
   if (schedule == "zbv") return 2;
   if (schedule == "interleaved_1f1b") return virtual_stages;
