@@ -1,8 +1,10 @@
 #include "comms/collectives.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "common/errors.h"
 
@@ -50,10 +52,18 @@ std::vector<char>& Collectives::scratch(size_t bytes) {
   return scratch_;
 }
 
+void Collectives::throttle(std::chrono::steady_clock::time_point t0, size_t bytes) const {
+  if (emulated_link_bps_ <= 0) return;
+  std::this_thread::sleep_until(t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                         std::chrono::duration<double>(static_cast<double>(bytes) /
+                                                                       emulated_link_bps_)));
+}
+
 void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
                            void* recv, size_t recv_bytes, int src, int tag) {
   const auto t0 = std::chrono::steady_clock::now();
   comm_.sendrecv(send, send_bytes, dst, recv, recv_bytes, src, tag);
+  throttle(t0, std::max(send_bytes, recv_bytes));
   if (scope) scope->step(dst, src, send_bytes, t0, std::chrono::steady_clock::now());
 }
 
@@ -168,6 +178,7 @@ void Collectives::broadcast(void* data, size_t count, DType type, int root) {
       const int src = mod(rel - mask + root, n);
       const auto t0 = std::chrono::steady_clock::now();
       comm_.recv(data, bytes, src, kTagBroadcast);
+      throttle(t0, bytes);
       if (scope) scope->step(-1, src, 0, t0, std::chrono::steady_clock::now());
       break;
     }
@@ -179,6 +190,7 @@ void Collectives::broadcast(void* data, size_t count, DType type, int root) {
       const int dst = mod(rel + mask + root, n);
       const auto t0 = std::chrono::steady_clock::now();
       comm_.send(data, bytes, dst, kTagBroadcast);
+      throttle(t0, bytes);
       if (scope) scope->step(dst, -1, bytes, t0, std::chrono::steady_clock::now());
     }
     mask >>= 1;

@@ -5,6 +5,7 @@
 // CommError naming it (use the backend's native collectives there).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <vector>
 
@@ -19,6 +20,12 @@ class Collectives {
   Collectives(Communicator& comm, TimingRecorder* recorder);
 
   Communicator& comm() { return comm_; }
+
+  // Emulates a slow link for tests and benchmarks: every point-to-point transfer of these
+  // collectives takes at least bytes / `bytes_per_second` (the remainder is slept, leaving the
+  // core free as a real network wait would). 0 (the default) turns it off. Native collectives
+  // are not affected.
+  void set_emulated_link_bandwidth(double bytes_per_second) { emulated_link_bps_ = bytes_per_second; }
 
   void allreduce(void* data, size_t count, DType type, ReduceOp op);
   // `send` holds size()*recv_count elements; rank r receives the reduction of block r.
@@ -44,10 +51,13 @@ class Collectives {
   void exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst, void* recv,
                 size_t recv_bytes, int src, int tag);
   std::vector<char>& scratch(size_t bytes);
+  // Sleeps until a transfer of `bytes` begun at `t0` has taken as long as the emulated link needs.
+  void throttle(std::chrono::steady_clock::time_point t0, size_t bytes) const;
 
   Communicator& comm_;
   TimingRecorder* recorder_;
   std::vector<char> scratch_;
+  double emulated_link_bps_ = 0;
 };
 
 }  // namespace rondo

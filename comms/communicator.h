@@ -40,6 +40,12 @@ class Communicator {
   std::chrono::duration<double> timeout() const { return timeout_; }
   void set_timeout(std::chrono::duration<double> t) { timeout_ = t; }
 
+  // How a wait polls once a short spin has not completed it: zero (the default) keeps spinning,
+  // for the lowest latency; a positive value sleeps that long between polls, so that a
+  // background communication thread leaves the cores to compute while its peers are not ready.
+  std::chrono::microseconds poll_sleep() const { return poll_sleep_; }
+  void set_poll_sleep(std::chrono::microseconds s) { poll_sleep_ = s; }
+
   // Point-to-point. `tag` separates concurrent streams between the same pair.
   virtual void send(const void* data, size_t bytes, int peer, int tag) = 0;
   virtual void recv(void* data, size_t bytes, int peer, int tag) = 0;
@@ -58,6 +64,7 @@ class Communicator {
 
  private:
   std::chrono::duration<double> timeout_ = kDefaultCommTimeout;
+  std::chrono::microseconds poll_sleep_{0};
 };
 
 }  // namespace rondo

@@ -56,6 +56,8 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, log_interval, "progress line every N steps"),
       RONDO_KEY(training, num_threads, "compute threads per rank"),
       RONDO_KEY(training, device, "cpu | cuda"),
+      RONDO_KEY(training, malloc_policy,
+                "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),
       RONDO_KEY(data, path, "builtin (Debian's license texts) or a text file"),
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
@@ -70,6 +72,11 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(comms, timing_recorder, "record every collective in the flight recorder"),
       RONDO_KEY(comms, timeout_s, "deadline of every communication wait"),
       RONDO_KEY(comms, recorder_capacity, "collectives kept in the flight recorder ring"),
+      RONDO_KEY(comms, overlap_grad_reduce,
+                "allreduce gradients in buckets during the backward; false: one allreduce after it"),
+      RONDO_KEY(comms, bucket_size_mb, "gradient bucket size, MiB (the first bucket is at most 1 MiB)"),
+      RONDO_KEY(comms, emulated_link_gbps,
+                "emulate a link of this many GB/s in rondo's collectives (tests, benchmarks); 0: off"),
       RONDO_KEY(launch, launcher, "mpirun"),
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
@@ -291,6 +298,7 @@ void validate(const Config& c) {
   require(t.log_interval >= 1, "training.log_interval", "must be >= 1");
   require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
   require_one_of(t.device, {"cpu", "cuda"}, "training.device");
+  require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
 
   if (c.data.path != "builtin") {
     require(std::filesystem::is_regular_file(c.data.path), "data.path",
@@ -309,6 +317,8 @@ void validate(const Config& c) {
   require_one_of(c.comms.allreduce, {"ring", "native"}, "comms.allreduce");
   require(c.comms.timeout_s > 0, "comms.timeout_s", "must be > 0");
   require(c.comms.recorder_capacity >= 1, "comms.recorder_capacity", "must be >= 1");
+  require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
+  require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
   require_one_of(c.launch.launcher, {"mpirun"}, "launch.launcher");
   require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
 }

@@ -50,6 +50,7 @@ struct TrainingConfig {
   int64_t log_interval = 1;
   int64_t num_threads = 1;
   std::string device = "cpu";
+  std::string malloc_policy = "caching";
 };
 
 struct DataConfig {
@@ -78,6 +79,9 @@ struct CommsConfig {
   bool timing_recorder = true;
   double timeout_s = 300.0;
   int64_t recorder_capacity = 1024;
+  bool overlap_grad_reduce = true;
+  double bucket_size_mb = 25.0;
+  double emulated_link_gbps = 0.0;
 };
 
 struct LaunchConfig {

@@ -271,6 +271,7 @@ plan::Plan build_plan(const Config& config) {
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(t.device);
+  ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM : plan::MALLOC_POLICY_CACHING);
   p.mutable_data()->set_path(config.data.path);
   auto* cs = p.mutable_comms();
   cs->set_backend(config.comms.backend);
@@ -278,6 +279,9 @@ plan::Plan build_plan(const Config& config) {
   cs->set_timing_recorder(config.comms.timing_recorder);
   cs->set_timeout_s(config.comms.timeout_s);
   cs->set_recorder_capacity(static_cast<uint32_t>(config.comms.recorder_capacity));
+  cs->set_overlap_grad_reduce(config.comms.overlap_grad_reduce);
+  cs->set_bucket_size_mb(config.comms.bucket_size_mb);
+  cs->set_emulated_link_gbps(config.comms.emulated_link_gbps);
   auto* ck = p.mutable_checkpoint();
   ck->set_interval(static_cast<uint32_t>(config.checkpoint.interval));
   ck->set_resume(config.checkpoint.resume);

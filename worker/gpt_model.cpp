@@ -11,19 +11,21 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
     : num_heads_(num_heads) {
   qkv = register_module("qkv", nn::Linear(hidden_size, 3 * hidden_size));
   proj = register_module("proj", nn::Linear(hidden_size, hidden_size));
-  causal_mask_ = torch::ones({max_seq_length, max_seq_length}, torch::kBool).triu(1);
+  causal_bias_ = torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
-  auto parts = qkv(x).view({b, t, 3, num_heads_, hd}).permute({2, 0, 3, 1, 4});
-  auto q = parts[0], k = parts[1], v = parts[2];  // [b, heads, t, hd]
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));
-  if (causal_mask_.device() != x.device()) causal_mask_ = causal_mask_.to(x.device());
-  scores =
-      scores.masked_fill(causal_mask_.slice(0, 0, t).slice(1, 0, t), -std::numeric_limits<float>::infinity());
-  auto y = torch::matmul(torch::softmax(scores, -1), v);
-  return proj(y.transpose(1, 2).contiguous().view({b, t, h}));
+  // [3, b * heads, t, hd]: one batched matrix per (sample, head).
+  auto parts = qkv(x).view({b, t, 3, num_heads_, hd}).permute({2, 0, 3, 1, 4}).reshape({3, b * num_heads_, t, hd});
+  auto q = parts[0], k = parts[1], v = parts[2];
+  if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
+  // scores = causal bias + q k^T / sqrt(hd) in one batched GEMM: the scaling and the mask cost
+  // no separate passes over the [b * heads, t, t] scores, forward or backward.
+  auto scores = torch::baddbmm(causal_bias_.slice(0, 0, t).slice(1, 0, t), q, k.transpose(1, 2), /*beta=*/1.0,
+                               /*alpha=*/1.0 / std::sqrt(static_cast<double>(hd)));
+  auto y = torch::bmm(torch::softmax(scores, -1), v);  // [b * heads, t, hd]
+  return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
 }
 
 TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {

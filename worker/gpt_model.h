@@ -29,7 +29,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
  private:
   int64_t num_heads_;
-  torch::Tensor causal_mask_;  // [max_seq, max_seq], true above the diagonal
+  torch::Tensor causal_bias_;  // [max_seq, max_seq]: -inf above the diagonal, 0 elsewhere
 };
 TORCH_MODULE(CausalSelfAttention);
 

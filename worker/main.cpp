@@ -14,6 +14,8 @@
 #include "comms/collectives.h"
 #include "comms/mpi/mpi_communicator.h"
 #include "proto/plan.pb.h"
+#include "worker/malloc_policy.h"
+#include "worker/runtime_environment.h"
 #include "worker/trainer.h"
 
 namespace fs = std::filesystem;
@@ -84,9 +86,16 @@ int main(int argc, char** argv) {
                              std::to_string(plan.mesh().world_size()) + " ranks but " +
                              std::to_string(world->size()) + " were launched");
     }
+    // Before the model exists, so that every tensor comes from the chosen allocator policy.
+    const std::string malloc_policy = rondo::apply_malloc_policy(plan.training().malloc_policy());
     world->set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
     write_workers(*world, run_dir);
     trainer = std::make_unique<rondo::Trainer>(plan, run_dir, *world);
+    if (rank == 0) {
+      const auto env = rondo::runtime_environment(malloc_policy);
+      log->info("{}", rondo::runtime_environment_summary(env));
+      rondo::write_file_atomic((fs::path(run_dir) / "runtime.json").string(), env.dump(2) + "\n");
+    }
     trainer->run();
     write_status(logs, rank, "done");
     return rondo::kExitOk;

@@ -1,6 +1,8 @@
 #include "worker/trainer.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,7 +14,9 @@
 
 #include "common/errors.h"
 #include "common/logging.h"
+#include "comms/bucketed_allreduce.h"
 #include "comms/collectives.h"
+#include "comms/gradient_buckets.h"
 #include "data/global_batch_sampler.h"
 #include "data/text_corpus.h"
 #include "proto/plan.pb.h"
@@ -24,6 +28,31 @@ namespace rondo {
 namespace fs = std::filesystem;
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// DDP's small first bucket: communication starts as soon as the last layers' gradients are final.
+constexpr double kFirstBucketMb = 1.0;
+// The overlapped reducer's thread sleeps this long between polls of a transfer its peer has not
+// reached yet, so that it leaves the core to the backward pass.
+constexpr std::chrono::microseconds kBackgroundPollSleep{20};
+
+// This process's resource usage: the peak resident set and the page faults and CPU time so far.
+struct ResourceUsage {
+  double max_rss_mb = 0;
+  double minor_faults = 0;
+  double user_s = 0;
+  double sys_s = 0;
+  static ResourceUsage now() {
+    rusage u{};
+    ::getrusage(RUSAGE_SELF, &u);
+    const auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + 1e-6 * tv.tv_usec; };
+    return {static_cast<double>(u.ru_maxrss) / 1024.0, static_cast<double>(u.ru_minflt), secs(u.ru_utime),
+            secs(u.ru_stime)};
+  }
+};
 
 double learning_rate(const plan::TrainingSpec& t, int64_t step) {
   const auto warmup = static_cast<int64_t>(t.lr_warmup_iters());
@@ -84,6 +113,11 @@ struct Trainer::Impl {
   std::unique_ptr<Communicator> dp_comm;
   std::unique_ptr<Collectives> world_coll;
   std::unique_ptr<Collectives> dp_coll;
+  std::unique_ptr<Collectives> stats_coll;  // per-step statistics, kept out of the flight recorder
+  // Overlapped gradient reduction (comms.overlap_grad_reduce with more than one data-parallel
+  // rank), fed by post-hooks on the parameters' gradient accumulators, which must stay alive.
+  std::unique_ptr<BucketedAllreduce> reducer;
+  std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators;
 
   TextCorpus corpus;
   std::unique_ptr<GlobalBatchSampler> sampler;
@@ -106,6 +140,7 @@ struct Trainer::Impl {
 
   void setup();
   void build_dp_group();
+  void build_reducer();
   torch::Tensor batch_tokens(int64_t step, uint32_t first_sample) const;
   void allreduce_gradients();
   double clip_gradients();
@@ -127,7 +162,9 @@ void Trainer::Impl::setup() {
     recorder = std::make_unique<TimingRecorder>(plan.comms().recorder_capacity());
   }
   world_coll = std::make_unique<Collectives>(world, recorder.get());
+  stats_coll = std::make_unique<Collectives>(world, nullptr);
   build_dp_group();
+  dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
 
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
@@ -161,6 +198,7 @@ void Trainer::Impl::setup() {
     optimizer = std::make_unique<torch::optim::SGD>(
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
+  build_reducer();
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
@@ -186,6 +224,46 @@ void Trainer::Impl::build_dp_group() {
   }
   if (!dp_comm) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
   dp_coll = std::make_unique<Collectives>(*dp_comm, recorder.get());
+}
+
+void Trainer::Impl::build_reducer() {
+  const auto& c = plan.comms();
+  if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1) return;
+  std::vector<size_t> elements;
+  for (const auto& p : model->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
+  const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
+  auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
+                                       mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
+  // Its own communicator: the reducer's thread never interleaves messages with the main thread's.
+  std::vector<int> all(static_cast<size_t>(dp_coll->comm().size()));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  auto comm = dp_coll->comm().split(all);
+  comm->set_poll_sleep(kBackgroundPollSleep);
+  BucketedAllreduce::Options options;
+  options.native = c.allreduce() == "native" || !world.host_buffers();
+  options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
+  reducer = std::make_unique<BucketedAllreduce>(std::move(comm), recorder.get(), flat.data_ptr<float>(),
+                                                std::move(buckets), options);
+  size_t index = 0;
+  for (auto& p : model->parameters()) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(p);
+    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [r = reducer.get(), index](const torch::autograd::variable_list& outputs,
+                                   const torch::autograd::variable_list&) {
+          r->mark_ready(index);
+          return outputs;
+        }));
+    grad_accumulators.push_back(std::move(accumulator));
+    ++index;
+  }
+  if (rank == 0) {
+    std::string sizes;
+    for (const auto& b : reducer->buckets()) {
+      sizes += fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
+    }
+    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB", reducer->buckets().size(),
+              sizes);
+  }
 }
 
 void Trainer::Impl::event(const nlohmann::json& e) {
@@ -262,45 +340,85 @@ int64_t Trainer::run() {
     return start_step;
   }
 
+  const auto& actions = s.me.actions();
+  // The backward that finalises a step's gradients is the last B before each ALLREDUCE: the
+  // overlapped reducer is armed just before it, so earlier (accumulating) backwards send nothing.
+  std::vector<bool> arms_reducer(static_cast<size_t>(actions.size()), false);
+  for (int i = 0, last_b = -1; i < actions.size(); ++i) {
+    if (actions[i].kind() == plan::ACTION_B) last_b = i;
+    if (actions[i].kind() == plan::ACTION_ALLREDUCE && last_b >= 0) {
+      arms_reducer[static_cast<size_t>(last_b)] = true;
+      last_b = -1;
+    }
+  }
+  const int64_t loss_slot = s.num_grad_elements;
+
   std::map<uint32_t, torch::Tensor> pending;  // microbatch -> loss awaiting its backward
   double elapsed_total = 0, first_loss = 0, last_loss = 0;
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
-    const auto t0 = std::chrono::steady_clock::now();
-    double allreduce_s = 0, grad_norm = 0, loss = 0, local_loss = 0;
+    const auto usage = ResourceUsage::now();
+    const auto t0 = Clock::now();
+    double data_s = 0, forward_s = 0, backward_s = 0, allreduce_s = 0, optimizer_s = 0;
+    double grad_norm = 0, loss = 0, local_loss = 0;
+    bool armed = false;
     const double lr = learning_rate(t, step);
-    for (const auto& a : s.me.actions()) {
+    for (int i = 0; i < actions.size(); ++i) {
+      const auto& a = actions[i];
       switch (a.kind()) {
         case plan::ACTION_F: {
+          auto d0 = Clock::now();
           auto tokens =
               s.batch_tokens(step - 1, s.me.microbatch_first_sample(static_cast<int>(a.microbatch())));
           const int64_t len = tokens.size(1);
+          data_s += seconds_since(d0);
+          const auto f0 = Clock::now();
           pending[a.microbatch()] = s.model->loss(tokens.slice(1, 0, len - 1), tokens.slice(1, 1, len));
+          forward_s += seconds_since(f0);
           break;
         }
         case plan::ACTION_B: {
           auto it = pending.find(a.microbatch());
           if (it == pending.end())
             throw PlanError("B before F for microbatch " + std::to_string(a.microbatch()));
-          (it->second * scale).backward();
           local_loss += it->second.item<double>();
+          if (s.reducer && arms_reducer[static_cast<size_t>(i)]) {
+            // The loss travels in bucket 0, launched during this backward.
+            s.flat[loss_slot].fill_(local_loss * scale);
+            s.reducer->arm();
+            armed = true;
+          }
+          const auto b0 = Clock::now();
+          (it->second * scale).backward();
+          backward_s += seconds_since(b0);
           pending.erase(it);
           break;
         }
         case plan::ACTION_ALLREDUCE: {
-          s.flat[s.num_grad_elements].fill_(local_loss * scale);
-          const auto a0 = std::chrono::steady_clock::now();
-          s.allreduce_gradients();
-          allreduce_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - a0).count();
-          loss = s.flat[s.num_grad_elements].item<double>();
+          const auto a0 = Clock::now();
+          if (s.reducer) {
+            if (!armed) {
+              s.flat[loss_slot].fill_(local_loss * scale);
+              s.reducer->arm();
+            }
+            s.reducer->finish();
+            armed = false;
+          } else {
+            s.flat[loss_slot].fill_(local_loss * scale);
+            s.allreduce_gradients();
+          }
+          allreduce_s += seconds_since(a0);
+          loss = s.flat[loss_slot].item<double>();
           break;
         }
         case plan::ACTION_OPTIM: {
+          const auto o0 = Clock::now();
           grad_norm = s.clip_gradients();
           s.set_lr(lr);
           s.optimizer->step();
           s.flat.zero_();
+          optimizer_s += seconds_since(o0);
           break;
         }
         default:
@@ -308,8 +426,13 @@ int64_t Trainer::run() {
                           plan::ActionKind_Name(a.kind()) + " is not executable by this worker");
       }
     }
-    const double step_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double step_s = seconds_since(t0);
     elapsed_total += step_s;
+
+    // Memory and page faults of the worst rank (a small max-allreduce, outside the step's time).
+    const auto now_usage = ResourceUsage::now();
+    double worst[2] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults};
+    s.stats_coll->allreduce(worst, 2, DType::kFloat64, ReduceOp::kMax);
 
     if (s.rank == 0) {
       if (!std::isfinite(loss))
@@ -322,7 +445,19 @@ int64_t Trainer::run() {
                             {"tokens", tokens_per_step},
                             {"step_time_s", step_s},
                             {"tokens_per_s", tps},
-                            {"allreduce_s", allreduce_s}};
+                            {"data_s", data_s},
+                            {"forward_s", forward_s},
+                            {"backward_s", backward_s},
+                            {"allreduce_s", allreduce_s},
+                            {"optimizer_s", optimizer_s},
+                            {"max_rss_mb", worst[0]},
+                            {"page_faults", worst[1]},
+                            {"cpu_user_s", now_usage.user_s - usage.user_s},
+                            {"cpu_sys_s", now_usage.sys_s - usage.sys_s}};
+      if (s.reducer) {
+        row["grad_buckets"] = s.reducer->buckets().size();
+        row["grad_buckets_overlapped"] = s.reducer->launched_before_finish();
+      }
       s.metrics->append(row.dump());
       if (step == start_step + 1) first_loss = loss;
       last_loss = loss;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <climits>
 #include <sstream>
+#include <thread>
 
 #include "common/errors.h"
 
@@ -91,13 +92,21 @@ MpiCommunicator::~MpiCommunicator() {
 void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout());
+  // Open MPI progresses only inside MPI calls, so a wait must keep polling; after a short spin a
+  // communicator with a poll_sleep() sleeps between polls instead of burning a core.
+  constexpr int kSpinPolls = 256;
+  const auto sleep = poll_sleep();
   int spins = 0;
   for (;;) {
     int done = 0;
     RONDO_MPI_CHECK(rank_, MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE));
     if (done) return;
-    // Yield now and then: ranks may outnumber cores (oversubscribed test runs).
-    if (++spins % 64 == 0) {
+    ++spins;
+    if (sleep.count() > 0 && spins > kSpinPolls) {
+      if (clock::now() > deadline) break;
+      std::this_thread::sleep_for(sleep);
+    } else if (spins % 64 == 0) {
+      // Yield now and then: ranks may outnumber cores (oversubscribed test runs).
       if (clock::now() > deadline) break;
       sched_yield();
     }
@@ -170,6 +179,7 @@ std::unique_ptr<Communicator> MpiCommunicator::split(const std::vector<int>& ran
   auto out = std::make_unique<MpiCommunicator>(sub);
   MPI_Comm_free(&sub);
   out->set_timeout(timeout());
+  out->set_poll_sleep(poll_sleep());
   return out;
 }
 
