@@ -1,15 +1,18 @@
 #include "comms/bucketed_allreduce.h"
 
 #include <chrono>
-#include <string>
 
 #include "common/errors.h"
 
 namespace rondo {
 
-BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingRecorder* recorder, float* data,
-                                     std::vector<GradientBucket> buckets, Options options)
-    : comm_(std::move(comm)), coll_(*comm_, recorder), data_(data), buckets_(std::move(buckets)), options_(options) {
+BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingRecorder* recorder,
+                                     float* data, std::vector<GradientBucket> buckets, Options options)
+    : comm_(std::move(comm)),
+      coll_(*comm_, recorder),
+      data_(data),
+      buckets_(std::move(buckets)),
+      options_(options) {
   coll_.set_emulated_link_bandwidth(options_.emulated_link_bps);
   size_t num_params = 0;
   for (const auto& b : buckets_) {
@@ -20,96 +23,65 @@ BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingR
     for (size_t p : buckets_[b].params) bucket_of_param_[p] = b;
   }
   pending_.assign(buckets_.size(), 0);
-  completed_ = launched_ = buckets_.size();  // idle until armed
-  thread_ = std::thread([this] { run_thread(); });
-}
-
-BucketedAllreduce::~BucketedAllreduce() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  thread_.join();
 }
 
 void BucketedAllreduce::arm() {
-  std::lock_guard lock(mu_);
-  if (completed_ != buckets_.size()) throw Error("BucketedAllreduce::arm() while a reduction is in flight");
+  if (armed_ || in_flight_) throw Error("BucketedAllreduce::arm() while a reduction is in flight");
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].params.size();
-  launched_ = completed_ = 0;
+  startable_ = started_ = completed_ = 0;
+  error_ = nullptr;
   armed_ = true;
-  launch_ready_locked();  // buckets without parameters
+  while (startable_ < buckets_.size() && pending_[startable_] == 0)
+    ++startable_;  // buckets without parameters
 }
 
-void BucketedAllreduce::mark_ready(size_t param) {
-  {
-    std::lock_guard lock(mu_);
-    if (!armed_ || param >= bucket_of_param_.size()) return;
-    auto& pending = pending_[bucket_of_param_[param]];
-    if (pending == 0) return;
-    --pending;
-    if (pending != 0) return;
-    launch_ready_locked();
+void BucketedAllreduce::mark_ready(size_t param) noexcept {
+  if (!armed_ || error_ || param >= bucket_of_param_.size()) return;
+  try {
+    const size_t b = bucket_of_param_[param];
+    if (pending_[b] > 0 && --pending_[b] == 0) {
+      while (startable_ < buckets_.size() && pending_[startable_] == 0) ++startable_;
+    }
+    advance();
+  } catch (...) {
+    error_ = std::current_exception();
   }
-  cv_.notify_all();
 }
 
-void BucketedAllreduce::launch_ready_locked() {
-  while (launched_ < buckets_.size() && pending_[launched_] == 0) ++launched_;
+void BucketedAllreduce::start_next() {
+  auto& b = buckets_[started_++];
+  float* start = data_ + b.offset;
+  in_flight_ = options_.native ? coll_.start_native_allreduce(start, b.count, DType::kFloat32, ReduceOp::kSum)
+                               : coll_.start_allreduce(start, b.count, DType::kFloat32, ReduceOp::kSum);
+}
+
+void BucketedAllreduce::advance() {
+  for (;;) {
+    if (in_flight_) {
+      if (!in_flight_->progress()) return;
+      in_flight_.reset();
+      ++completed_;
+    }
+    if (started_ >= startable_) return;
+    start_next();
+  }
 }
 
 double BucketedAllreduce::finish() {
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  std::unique_lock lock(mu_);
+  const auto t0 = std::chrono::steady_clock::now();
   if (!armed_) throw Error("BucketedAllreduce::finish() without arm()");
-  launched_before_finish_ = launched_;
-  launched_ = buckets_.size();  // parameters that got no gradient still reduce (as zeros)
   armed_ = false;
-  cv_.notify_all();
-  const auto timeout = std::chrono::duration_cast<clock::duration>(comm_->timeout());
-  size_t seen = completed_;
-  // Every wait has a deadline: fail when no bucket completes within the communicator's timeout.
-  while (completed_ < buckets_.size() && !error_) {
-    if (!cv_.wait_for(lock, timeout, [&] { return completed_ != seen || error_; })) {
-      throw TimeoutError(comm_->rank(), -1,
-                         "gradient bucket " + std::to_string(completed_) + " of " +
-                             std::to_string(buckets_.size()) + " did not complete within " +
-                             std::to_string(comm_->timeout().count()) + " s");
-    }
-    seen = completed_;
-  }
+  started_before_finish_ = started_;
+  completed_before_finish_ = completed_;
   if (error_) std::rethrow_exception(error_);
-  return std::chrono::duration<double>(clock::now() - t0).count();
-}
-
-void BucketedAllreduce::run_thread() {
-  std::unique_lock lock(mu_);
-  for (;;) {
-    cv_.wait(lock, [&] { return stop_ || (completed_ < launched_ && !error_); });
-    if (stop_) return;
-    const auto& bucket = buckets_[completed_];
-    lock.unlock();
-    std::exception_ptr failure;
-    try {
-      float* start = data_ + bucket.offset;
-      if (options_.native) {
-        coll_.native_allreduce(start, bucket.count, DType::kFloat32, ReduceOp::kSum);
-      } else {
-        coll_.allreduce(start, bucket.count, DType::kFloat32, ReduceOp::kSum);
-      }
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    lock.lock();
-    if (failure) {
-      error_ = failure;
-    } else {
-      ++completed_;
-    }
-    cv_.notify_all();
+  startable_ = buckets_.size();  // parameters that got no gradient still reduce (as zeros)
+  while (completed_ < buckets_.size()) {
+    if (!in_flight_) start_next();
+    in_flight_->wait();
+    in_flight_.reset();
+    ++completed_;
   }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 }  // namespace rondo

@@ -1,22 +1,24 @@
-// BucketedAllreduce: sums a flat float32 gradient buffer over a group, bucket by bucket, on its
-// own communication thread and its own communicator, so that buckets whose gradients are final
-// travel while the backward pass computes the rest (PyTorch DDP's reducer, on rondo's comms and
-// timing recorder).
+// BucketedAllreduce: sums a flat float32 gradient buffer over a group bucket by bucket, starting
+// each bucket as soon as its gradients are final, so that communication overlaps the rest of the
+// backward pass (PyTorch DDP's reducer, on rondo's comms and timing recorder).
 //
-// Call order, once per step: arm() before the backward pass that finalises the gradients;
-// mark_ready(param) when a parameter's gradient is final (from any thread: an autograd hook);
-// finish() after that backward: it launches every bucket not yet launched, waits for all, and
-// returns the seconds it waited (the communication the backward did not hide). Buckets launch
-// strictly in index order on every rank, so the collectives match across ranks whatever order the
+// There is no communication thread: the backward's own thread advances the buckets in flight each
+// time it reports a gradient (mark_ready, called from autograd hooks), and finish() drives the
+// rest. On a machine whose cores all compute, a thread would have to preempt the compute to make
+// progress; here progress costs a few MPI_Test calls between gradient kernels, and a slow link's
+// transfer time passes while the backward computes.
+//
+// Call order, once per step: arm() before the backward that finalises the gradients;
+// mark_ready(param) as each parameter's gradient becomes final; finish() after that backward: it
+// starts every bucket not yet started, waits for all and returns the seconds it waited (the
+// communication the backward did not hide). Buckets start strictly in index order, one at a time
+// on the reducer's own communicator, so collectives match across ranks whatever order the
 // gradients arrive in. mark_ready() outside arm()..finish() is ignored (gradient accumulation).
 #pragma once
 
-#include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <memory>
-#include <mutex>
-#include <thread>
 #include <vector>
 
 #include "comms/collectives.h"
@@ -29,32 +31,31 @@ namespace rondo {
 class BucketedAllreduce {
  public:
   struct Options {
-    bool native = false;               // the library's allreduce instead of rondo's ring
-    double emulated_link_bps = 0;      // Collectives::set_emulated_link_bandwidth
+    bool native = false;           // the library's allreduce instead of rondo's ring
+    double emulated_link_bps = 0;  // Collectives::set_emulated_link_bandwidth
   };
 
-  // `comm` is owned and used only by the communication thread (split it off the group's
-  // communicator); `data` must hold the buckets' elements and outlive this object; `recorder` may
-  // be null.
+  // `comm` is owned and used by nothing else (split it off the group's communicator); `data` must
+  // hold the buckets' elements and outlive this object; `recorder` may be null.
   BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingRecorder* recorder, float* data,
                     std::vector<GradientBucket> buckets, Options options);
-  ~BucketedAllreduce();
-  BucketedAllreduce(const BucketedAllreduce&) = delete;
-  BucketedAllreduce& operator=(const BucketedAllreduce&) = delete;
 
   void arm();
-  void mark_ready(size_t param);
-  // Throws the communication thread's error, or TimeoutError when no bucket completes within the
-  // communicator's timeout.
+  // Never throws (it runs inside autograd): a communication error is kept for finish().
+  void mark_ready(size_t param) noexcept;
+  // Throws the first communication error, or TimeoutError when a bucket makes no progress within
+  // the communicator's timeout.
   double finish();
 
   const std::vector<GradientBucket>& buckets() const { return buckets_; }
-  // Buckets launched before finish() was called in the last step: those the backward overlapped.
-  size_t launched_before_finish() const { return launched_before_finish_; }
+  // Of the last step: buckets started, and buckets complete, before finish() was called.
+  size_t started_before_finish() const { return started_before_finish_; }
+  size_t completed_before_finish() const { return completed_before_finish_; }
 
  private:
-  void run_thread();
-  void launch_ready_locked();
+  // Starts ready buckets in order and advances the one in flight, without blocking.
+  void advance();
+  void start_next();
 
   std::unique_ptr<Communicator> comm_;
   Collectives coll_;
@@ -63,16 +64,15 @@ class BucketedAllreduce {
   std::vector<size_t> bucket_of_param_;
   Options options_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;
   bool armed_ = false;
-  bool stop_ = false;
   std::vector<size_t> pending_;  // per bucket: parameters not yet marked ready
-  size_t launched_ = 0;          // buckets handed to the thread (in index order)
-  size_t completed_ = 0;         // buckets the thread finished
-  size_t launched_before_finish_ = 0;
+  size_t startable_ = 0;         // buckets [0, startable_) may start
+  size_t started_ = 0;           // buckets [0, started_) have started; started_ - 1 may be in flight
+  size_t completed_ = 0;
+  std::unique_ptr<PendingCollective> in_flight_;
+  size_t started_before_finish_ = 0;
+  size_t completed_before_finish_ = 0;
   std::exception_ptr error_;
-  std::thread thread_;
 };
 
 }  // namespace rondo

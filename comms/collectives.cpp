@@ -54,9 +54,9 @@ std::vector<char>& Collectives::scratch(size_t bytes) {
 
 void Collectives::throttle(std::chrono::steady_clock::time_point t0, size_t bytes) const {
   if (emulated_link_bps_ <= 0) return;
-  std::this_thread::sleep_until(t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                         std::chrono::duration<double>(static_cast<double>(bytes) /
-                                                                       emulated_link_bps_)));
+  std::this_thread::sleep_until(
+      t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+               std::chrono::duration<double>(static_cast<double>(bytes) / emulated_link_bps_)));
 }
 
 void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
@@ -67,32 +67,137 @@ void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_
   if (scope) scope->step(dst, src, send_bytes, t0, std::chrono::steady_clock::now());
 }
 
-void Collectives::allreduce(void* data, size_t count, DType type, ReduceOp op) {
+void PendingCollective::wait() {
+  const auto timeout = std::chrono::duration_cast<Clock::duration>(comm_.timeout());
+  PollBackoff backoff;
+  uint64_t seen = steps_done_;
+  auto deadline = Clock::now() + timeout;
+  while (!progress()) {
+    const auto now = Clock::now();
+    if (steps_done_ != seen) {
+      seen = steps_done_;
+      deadline = now + timeout;
+    }
+    if (now < hold_until_) {
+      std::this_thread::sleep_until(hold_until_);  // the emulated link is still busy
+    } else if (now > deadline) {
+      throw TimeoutError(comm_.rank(), -1,
+                         what_ + " made no progress within " + std::to_string(comm_.timeout().count()) +
+                             " s (step " + std::to_string(steps_done_) + ", backend " + comm_.backend_name() +
+                             ")");
+    } else {
+      backoff.pause();
+    }
+  }
+}
+
+namespace {
+
+// Ring allreduce = reduce-scatter + allgather over the ring neighbours, one exchange per step:
+// at reduce-scatter step s rank r sends block r-s-1 and reduces block r-s-2 into its own copy (it
+// ends owning the full reduction of block r); at allgather step s it forwards block r-s and
+// receives block r-s-1 in place.
+class RingAllreduce : public PendingCollective {
+ public:
+  RingAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
+                ReduceOp op, double emulated_link_bps)
+      : PendingCollective(comm, "ring allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
+        base_(static_cast<char*>(data)),
+        blocks_{count, comm.size()},
+        type_(type),
+        op_(op),
+        es_(dtype_size(type)),
+        link_bps_(emulated_link_bps) {
+    const int n = comm.size();
+    if (recorder) scope_.emplace(recorder->begin(CollectiveOp::kAllreduce, count * es_, n));
+    total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
+    tmp_.resize(blocks_.size(0) * es_);
+  }
+
+  bool progress() override {
+    const int n = comm_.size(), r = comm_.rank();
+    const int next = mod(r + 1, n), prev = mod(r - 1, n);
+    while (step_ < total_steps_) {
+      const bool gather = step_ >= n - 1;
+      const int s = gather ? step_ - (n - 1) : step_;
+      const int sb = gather ? mod(r - s, n) : mod(r - s - 1, n);
+      const int rb = gather ? mod(r - s - 1, n) : mod(r - s - 2, n);
+      if (!recv_) {
+        void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_.data();
+        const int tag = gather ? kTagRingGather : kTagRingReduce;
+        t0_ = Clock::now();
+        recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
+        send_ = comm_.isend(base_ + blocks_.offset(sb) * es_, blocks_.size(sb) * es_, next, tag);
+        const size_t bytes = std::max(blocks_.size(sb), blocks_.size(rb)) * es_;
+        hold_until_ = link_bps_ > 0
+                          ? t0_ + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(static_cast<double>(bytes) / link_bps_))
+                          : t0_;
+      }
+      if (!recv_->test() || !send_->test() || Clock::now() < hold_until_) return false;
+      recv_.reset();
+      send_.reset();
+      if (scope_) scope_->step(next, prev, blocks_.size(sb) * es_, t0_, Clock::now());
+      if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_.data(), blocks_.size(rb), type_, op_);
+      ++step_;
+      ++steps_done_;
+    }
+    if (scope_) scope_.reset();  // records the end
+    return true;
+  }
+
+ private:
+  char* base_;
+  Blocks blocks_;
+  DType type_;
+  ReduceOp op_;
+  size_t es_;
+  double link_bps_;
+  int step_ = 0;
+  int total_steps_ = 0;
+  std::vector<char> tmp_;
+  std::unique_ptr<CommRequest> recv_, send_;
+  Clock::time_point t0_{};
+  std::optional<TimingRecorder::Scope> scope_;
+};
+
+class NativeAllreduce : public PendingCollective {
+ public:
+  NativeAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
+                  ReduceOp op)
+      : PendingCollective(comm,
+                          "native allreduce of " + std::to_string(count * dtype_size(type)) + " bytes") {
+    if (recorder)
+      scope_.emplace(recorder->begin(CollectiveOp::kNativeAllreduce, count * dtype_size(type), comm.size()));
+    request_ = comm.native_iallreduce(data, count, type, op);
+  }
+  bool progress() override {
+    if (!request_->test()) return false;
+    if (scope_) scope_.reset();
+    ++steps_done_;
+    return true;
+  }
+
+ private:
+  std::unique_ptr<CommRequest> request_;
+  std::optional<TimingRecorder::Scope> scope_;
+};
+
+}  // namespace
+
+std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size_t count, DType type,
+                                                                ReduceOp op) {
   require_host("ring allreduce");
-  const int n = comm_.size(), r = comm_.rank();
-  const size_t es = dtype_size(type);
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAllreduce, count * es, n));
-  if (n == 1 || count == 0) return;
-  auto* base = static_cast<char*>(data);
-  const Blocks blocks{count, n};
-  const int next = mod(r + 1, n), prev = mod(r - 1, n);
-  auto& tmp = scratch(blocks.size(0) * es);
-  auto* sc = scope ? &*scope : nullptr;
-  // Reduce-scatter: at step s rank r sends block r-s-1 and reduces block r-s-2; it ends owning
-  // the full reduction of block r.
-  for (int s = 0; s < n - 1; ++s) {
-    const int sb = mod(r - s - 1, n), rb = mod(r - s - 2, n);
-    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, tmp.data(), blocks.size(rb) * es,
-             prev, kTagRingReduce);
-    reduce_into(base + blocks.offset(rb) * es, tmp.data(), blocks.size(rb), type, op);
-  }
-  // Allgather: at step s rank r forwards block r-s and receives block r-s-1 in place.
-  for (int s = 0; s < n - 1; ++s) {
-    const int sb = mod(r - s, n), rb = mod(r - s - 1, n);
-    exchange(sc, base + blocks.offset(sb) * es, blocks.size(sb) * es, next, base + blocks.offset(rb) * es,
-             blocks.size(rb) * es, prev, kTagRingGather);
-  }
+  return std::make_unique<RingAllreduce>(comm_, recorder_, data, count, type, op, emulated_link_bps_);
+}
+
+std::unique_ptr<PendingCollective> Collectives::start_native_allreduce(void* data, size_t count, DType type,
+                                                                       ReduceOp op) {
+  return std::make_unique<NativeAllreduce>(comm_, recorder_, data, count, type, op);
+}
+
+void Collectives::allreduce(void* data, size_t count, DType type, ReduceOp op) {
+  start_allreduce(data, count, type, op)->wait();
 }
 
 void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count, DType type, ReduceOp op) {

@@ -7,9 +7,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <vector>
 
 #include "comms/communicator.h"
+#include "comms/pending_collective.h"
 #include "comms/timing_recorder.h"
 
 namespace rondo {
@@ -28,6 +30,12 @@ class Collectives {
   void set_emulated_link_bandwidth(double bytes_per_second) { emulated_link_bps_ = bytes_per_second; }
 
   void allreduce(void* data, size_t count, DType type, ReduceOp op);
+  // The same ring allreduce, and the library's, started but not finished: the caller advances it
+  // with progress() (see PendingCollective). At most one collective of a communicator may be in
+  // flight at a time; `data` must stay valid until it completes.
+  std::unique_ptr<PendingCollective> start_allreduce(void* data, size_t count, DType type, ReduceOp op);
+  std::unique_ptr<PendingCollective> start_native_allreduce(void* data, size_t count, DType type,
+                                                            ReduceOp op);
   // `send` holds size()*recv_count elements; rank r receives the reduction of block r.
   void reduce_scatter(const void* send, void* recv, size_t recv_count, DType type, ReduceOp op);
   // `recv` receives size()*count elements, block r from rank r.

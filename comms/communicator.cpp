@@ -1,5 +1,6 @@
 #include "comms/communicator.h"
 
+#include <sched.h>
 #include <algorithm>
 
 #include "common/errors.h"
@@ -62,6 +63,28 @@ void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp 
     case DType::kInt64:
       return reduce_typed(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), count, op);
   }
+}
+
+void PollBackoff::pause() {
+  if (++spins_ % 64 == 0) sched_yield();
+}
+
+namespace {
+
+[[noreturn]] void unsupported(const Communicator& comm, const char* what) {
+  throw CommError(comm.rank(), -1, "backend " + comm.backend_name() + " does not support " + what);
+}
+
+}  // namespace
+
+std::unique_ptr<CommRequest> Communicator::isend(const void*, size_t, int, int) {
+  unsupported(*this, "isend");
+}
+
+std::unique_ptr<CommRequest> Communicator::irecv(void*, size_t, int, int) { unsupported(*this, "irecv"); }
+
+std::unique_ptr<CommRequest> Communicator::native_iallreduce(void*, size_t, DType, ReduceOp) {
+  unsupported(*this, "a non-blocking native allreduce");
 }
 
 }  // namespace rondo

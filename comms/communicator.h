@@ -27,6 +27,25 @@ void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp 
 // Default deadline of a communication wait (comms.timeout_s overrides it).
 inline constexpr std::chrono::duration<double> kDefaultCommTimeout{300.0};
 
+// A non-blocking operation in flight (c10d's Work). test() polls it and never blocks. Destroying
+// an unfinished request abandons it: a point-to-point one is cancelled; a collective cannot be
+// (MPI forbids it), so whoever gives up on one must fail the job.
+class CommRequest {
+ public:
+  virtual ~CommRequest() = default;
+  virtual bool test() = 0;
+};
+
+// Paces a polling wait: call pause() after each unsuccessful poll. It spins (lowest latency) and
+// yields the core now and then, since ranks may outnumber cores (oversubscribed test runs).
+class PollBackoff {
+ public:
+  void pause();
+
+ private:
+  int spins_ = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -40,18 +59,18 @@ class Communicator {
   std::chrono::duration<double> timeout() const { return timeout_; }
   void set_timeout(std::chrono::duration<double> t) { timeout_ = t; }
 
-  // How a wait polls once a short spin has not completed it: zero (the default) keeps spinning,
-  // for the lowest latency; a positive value sleeps that long between polls, so that a
-  // background communication thread leaves the cores to compute while its peers are not ready.
-  std::chrono::microseconds poll_sleep() const { return poll_sleep_; }
-  void set_poll_sleep(std::chrono::microseconds s) { poll_sleep_ = s; }
-
   // Point-to-point. `tag` separates concurrent streams between the same pair.
   virtual void send(const void* data, size_t bytes, int peer, int tag) = 0;
   virtual void recv(void* data, size_t bytes, int peer, int tag) = 0;
   // Sends to `dst` and receives from `src` concurrently (no deadlock in rings).
   virtual void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data, size_t recv_bytes,
                         int src, int tag) = 0;
+
+  // Non-blocking forms; the buffers must stay valid until the request completes. A backend
+  // without them throws CommError naming itself.
+  virtual std::unique_ptr<CommRequest> isend(const void* data, size_t bytes, int peer, int tag);
+  virtual std::unique_ptr<CommRequest> irecv(void* data, size_t bytes, int peer, int tag);
+  virtual std::unique_ptr<CommRequest> native_iallreduce(void* data, size_t count, DType type, ReduceOp op);
 
   // The transport library's own collectives.
   virtual void native_allreduce(void* data, size_t count, DType type, ReduceOp op) = 0;
@@ -64,7 +83,6 @@ class Communicator {
 
  private:
   std::chrono::duration<double> timeout_ = kDefaultCommTimeout;
-  std::chrono::microseconds poll_sleep_{0};
 };
 
 }  // namespace rondo

@@ -271,7 +271,8 @@ plan::Plan build_plan(const Config& config) {
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(t.device);
-  ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM : plan::MALLOC_POLICY_CACHING);
+  ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM
+                                                    : plan::MALLOC_POLICY_CACHING);
   p.mutable_data()->set_path(config.data.path);
   auto* cs = p.mutable_comms();
   cs->set_backend(config.comms.backend);

@@ -11,13 +11,15 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
     : num_heads_(num_heads) {
   qkv = register_module("qkv", nn::Linear(hidden_size, 3 * hidden_size));
   proj = register_module("proj", nn::Linear(hidden_size, hidden_size));
-  causal_bias_ = torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
+  causal_bias_ =
+      torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
   // [3, b * heads, t, hd]: one batched matrix per (sample, head).
-  auto parts = qkv(x).view({b, t, 3, num_heads_, hd}).permute({2, 0, 3, 1, 4}).reshape({3, b * num_heads_, t, hd});
+  auto parts =
+      qkv(x).view({b, t, 3, num_heads_, hd}).permute({2, 0, 3, 1, 4}).reshape({3, b * num_heads_, t, hd});
   auto q = parts[0], k = parts[1], v = parts[2];
   if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
   // scores = causal bias + q k^T / sqrt(hd) in one batched GEMM: the scaling and the mask cost

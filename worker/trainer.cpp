@@ -31,13 +31,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 // DDP's small first bucket: communication starts as soon as the last layers' gradients are final.
 constexpr double kFirstBucketMb = 1.0;
-// The overlapped reducer's thread sleeps this long between polls of a transfer its peer has not
-// reached yet, so that it leaves the core to the backward pass.
-constexpr std::chrono::microseconds kBackgroundPollSleep{20};
 
 // This process's resource usage: the peak resident set and the page faults and CPU time so far.
 struct ResourceUsage {
@@ -234,11 +233,10 @@ void Trainer::Impl::build_reducer() {
   const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
   auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
                                        mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
-  // Its own communicator: the reducer's thread never interleaves messages with the main thread's.
+  // Its own communicator: buckets in flight never match messages of other collectives.
   std::vector<int> all(static_cast<size_t>(dp_coll->comm().size()));
   for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
   auto comm = dp_coll->comm().split(all);
-  comm->set_poll_sleep(kBackgroundPollSleep);
   BucketedAllreduce::Options options;
   options.native = c.allreduce() == "native" || !world.host_buffers();
   options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
@@ -259,10 +257,11 @@ void Trainer::Impl::build_reducer() {
   if (rank == 0) {
     std::string sizes;
     for (const auto& b : reducer->buckets()) {
-      sizes += fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
+      sizes +=
+          fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
     }
-    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB", reducer->buckets().size(),
-              sizes);
+    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB",
+              reducer->buckets().size(), sizes);
   }
 }
 
@@ -456,7 +455,8 @@ int64_t Trainer::run() {
                             {"cpu_sys_s", now_usage.sys_s - usage.sys_s}};
       if (s.reducer) {
         row["grad_buckets"] = s.reducer->buckets().size();
-        row["grad_buckets_overlapped"] = s.reducer->launched_before_finish();
+        row["grad_buckets_started_in_backward"] = s.reducer->started_before_finish();
+        row["grad_buckets_done_in_backward"] = s.reducer->completed_before_finish();
       }
       s.metrics->append(row.dump());
       if (step == start_step + 1) first_loss = loss;
@@ -486,8 +486,8 @@ int64_t Trainer::run() {
     }
   }
   if (s.rank == 0 && step > start_step) {
-    s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average", start_step + 1, step,
-                format_eta(elapsed_total), first_loss, last_loss,
+    s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
+                start_step + 1, step, format_eta(elapsed_total), first_loss, last_loss,
                 static_cast<double>(tokens_per_step * (step - start_step)) / elapsed_total);
   }
   return step;

@@ -1,11 +1,8 @@
 #include "comms/mpi/mpi_communicator.h"
 
-#include <sched.h>
-
 #include <chrono>
 #include <climits>
 #include <sstream>
-#include <thread>
 
 #include "common/errors.h"
 
@@ -89,29 +86,46 @@ MpiCommunicator::~MpiCommunicator() {
   if (comm_ != MPI_COMM_NULL && !finalised) MPI_Comm_free(&comm_);
 }
 
-void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes) {
+namespace {
+
+class MpiRequest : public CommRequest {
+ public:
+  MpiRequest(MPI_Request request, bool collective, int rank)
+      : request_(request), collective_(collective), rank_(rank) {}
+  ~MpiRequest() override {
+    if (request_ == MPI_REQUEST_NULL || collective_) return;
+    MPI_Cancel(&request_);
+    MPI_Request_free(&request_);
+  }
+  bool test() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    RONDO_MPI_CHECK(rank_, MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    return done != 0;
+  }
+
+ private:
+  MPI_Request request_;
+  bool collective_;
+  int rank_;
+};
+
+}  // namespace
+
+void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes,
+                               bool collective) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout());
-  // Open MPI progresses only inside MPI calls, so a wait must keep polling; after a short spin a
-  // communicator with a poll_sleep() sleeps between polls instead of burning a core.
-  constexpr int kSpinPolls = 256;
-  const auto sleep = poll_sleep();
-  int spins = 0;
+  // Open MPI progresses only inside MPI calls, so a wait must keep polling.
+  PollBackoff backoff;
   for (;;) {
     int done = 0;
     RONDO_MPI_CHECK(rank_, MPI_Testall(count, requests, &done, MPI_STATUSES_IGNORE));
     if (done) return;
-    ++spins;
-    if (sleep.count() > 0 && spins > kSpinPolls) {
-      if (clock::now() > deadline) break;
-      std::this_thread::sleep_for(sleep);
-    } else if (spins % 64 == 0) {
-      // Yield now and then: ranks may outnumber cores (oversubscribed test runs).
-      if (clock::now() > deadline) break;
-      sched_yield();
-    }
+    if (clock::now() > deadline) break;
+    backoff.pause();
   }
-  for (int i = 0; i < count; ++i) {
+  for (int i = 0; i < count && !collective; ++i) {
     if (requests[i] != MPI_REQUEST_NULL) {
       MPI_Cancel(&requests[i]);
       MPI_Request_free(&requests[i]);
@@ -121,6 +135,26 @@ void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const
   ss << what << " of " << bytes << " bytes did not complete within " << timeout().count()
      << " s (backend mpi)";
   throw TimeoutError(rank_, peer, ss.str());
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
+  MPI_Request req;
+  RONDO_MPI_CHECK(rank_, MPI_Isend(data, checked_count(bytes, rank_), MPI_BYTE, peer, tag, comm_, &req));
+  return std::make_unique<MpiRequest>(req, false, rank_);
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) {
+  MPI_Request req;
+  RONDO_MPI_CHECK(rank_, MPI_Irecv(data, checked_count(bytes, rank_), MPI_BYTE, peer, tag, comm_, &req));
+  return std::make_unique<MpiRequest>(req, false, rank_);
+}
+
+std::unique_ptr<CommRequest> MpiCommunicator::native_iallreduce(void* data, size_t count, DType type,
+                                                                ReduceOp op) {
+  MPI_Request req;
+  RONDO_MPI_CHECK(rank_, MPI_Iallreduce(MPI_IN_PLACE, data, checked_count(count, rank_), to_mpi(type),
+                                        to_mpi(op), comm_, &req));
+  return std::make_unique<MpiRequest>(req, true, rank_);
 }
 
 void MpiCommunicator::send(const void* data, size_t bytes, int peer, int tag) {
@@ -149,20 +183,20 @@ void MpiCommunicator::native_allreduce(void* data, size_t count, DType type, Red
   MPI_Request req;
   RONDO_MPI_CHECK(rank_, MPI_Iallreduce(MPI_IN_PLACE, data, checked_count(count, rank_), to_mpi(type),
                                         to_mpi(op), comm_, &req));
-  wait_all(&req, 1, -1, "MPI_Iallreduce", count * dtype_size(type));
+  wait_all(&req, 1, -1, "MPI_Iallreduce", count * dtype_size(type), true);
 }
 
 void MpiCommunicator::native_alltoall(const void* send_data, void* recv_data, size_t bytes_per_rank) {
   MPI_Request req;
   const int n = checked_count(bytes_per_rank, rank_);
   RONDO_MPI_CHECK(rank_, MPI_Ialltoall(send_data, n, MPI_BYTE, recv_data, n, MPI_BYTE, comm_, &req));
-  wait_all(&req, 1, -1, "MPI_Ialltoall", bytes_per_rank * static_cast<size_t>(size_));
+  wait_all(&req, 1, -1, "MPI_Ialltoall", bytes_per_rank * static_cast<size_t>(size_), true);
 }
 
 void MpiCommunicator::native_barrier() {
   MPI_Request req;
   RONDO_MPI_CHECK(rank_, MPI_Ibarrier(comm_, &req));
-  wait_all(&req, 1, -1, "MPI_Ibarrier", 0);
+  wait_all(&req, 1, -1, "MPI_Ibarrier", 0, true);
 }
 
 std::unique_ptr<Communicator> MpiCommunicator::split(const std::vector<int>& ranks) {
@@ -179,7 +213,6 @@ std::unique_ptr<Communicator> MpiCommunicator::split(const std::vector<int>& ran
   auto out = std::make_unique<MpiCommunicator>(sub);
   MPI_Comm_free(&sub);
   out->set_timeout(timeout());
-  out->set_poll_sleep(poll_sleep());
   return out;
 }
 

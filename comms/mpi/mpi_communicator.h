@@ -46,6 +46,10 @@ class MpiCommunicator : public Communicator {
   bool host_buffers() const override { return true; }
   MPI_Comm handle() const { return comm_; }
 
+  std::unique_ptr<CommRequest> isend(const void* data, size_t bytes, int peer, int tag) override;
+  std::unique_ptr<CommRequest> irecv(void* data, size_t bytes, int peer, int tag) override;
+  std::unique_ptr<CommRequest> native_iallreduce(void* data, size_t count, DType type, ReduceOp op) override;
+
   void send(const void* data, size_t bytes, int peer, int tag) override;
   void recv(void* data, size_t bytes, int peer, int tag) override;
   void sendrecv(const void* send_data, size_t send_bytes, int dst, void* recv_data, size_t recv_bytes,
@@ -58,8 +62,10 @@ class MpiCommunicator : public Communicator {
   std::unique_ptr<Communicator> split(const std::vector<int>& ranks) override;
 
  private:
-  // Polls the requests until all complete or the deadline passes (then cancels and throws).
-  void wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes);
+  // Polls the requests until all complete or the deadline passes; then throws, after cancelling
+  // them when they are point-to-point (a collective cannot be cancelled).
+  void wait_all(MPI_Request* requests, int count, int peer, const char* what, size_t bytes,
+                bool collective = false);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
