@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""The PyTorch reference for rondo's throughput: the same GPT (4 layers, hidden 128, 4 heads,
-ffn 512, vocab 256, seq 128; pre-LN, causal attention, GELU MLP, untied head), the same batch
-(micro 4, global 8, gradient accumulation when one rank), AdamW, trained with
+"""The PyTorch reference for rondo's throughput: the same GPT (by default 4 layers, hidden 128,
+4 heads, ffn 512, vocab 256, seq 128; pre-LN, causal attention, GELU MLP, untied head), the same
+batch (micro 4, global 8, gradient accumulation when one rank), AdamW, trained with
 DistributedDataParallel over gloo, one thread per process. Debian's python3-torch.
 
-  /usr/bin/python3 bench/ddp_reference.py --ranks 2 --steps 60
-Prints one JSON line: {"ranks", "tokens_per_s", "step_time_s"} (medians after warm-up).
+  /usr/bin/python3 bench/ddp_reference.py --ranks 2 --steps 60 [--layers 8 --hidden 512 --heads 8 --seq 256]
+Prints one JSON line: {"ranks", "tokens_per_s", "step_time_s", "runtime"} (medians after
+warm-up; runtime: what decides the speed besides the model, as rondo's runtime.json has it).
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -23,6 +25,38 @@ import torch.nn.functional as F
 
 LAYERS, HIDDEN, HEADS, FFN, VOCAB, SEQ = 4, 128, 4, 512, 256, 128
 MICRO, GLOBAL = 4, 8
+
+
+def openblas_core(libraries):
+    """The kernel family OpenBLAS chose when it loaded ("" when the BLAS is not OpenBLAS)."""
+    for path in libraries:
+        try:
+            fn = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        return fn().decode()
+    return ""
+
+
+def runtime_environment():
+    """The BLAS and allocator libraries mapped into this process, threads and tuning variables."""
+    blas, allocators = set(), set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            path = line.split()[-1] if "/" in line else ""
+            name = os.path.basename(path)
+            if any(k in name for k in ("blas", "lapack", "mkl_", "libgomp", "libomp", "libiomp")):
+                blas.add(path)
+            if any(k in name for k in ("jemalloc", "tcmalloc", "mimalloc")):
+                allocators.add(path)
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS", "LD_PRELOAD", "MALLOC_TOP_PAD_",
+             "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_CONF")
+    return {"torch_version": torch.__version__, "blas_libraries": sorted(blas),
+            "preloaded_allocators": sorted(allocators), "malloc_policy": "glibc defaults (Python)",
+            "openblas_core": openblas_core(blas),
+            "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
+            "environment": {k: os.environ[k] for k in names if k in os.environ}}
 
 
 class Block(nn.Module):
@@ -94,23 +128,31 @@ def worker(args):
         times.append(time.perf_counter() - t0)
     step = statistics.median(times[args.warmup:])
     if rank == 0:
-        print(json.dumps({"ranks": world, "tokens_per_s": GLOBAL * SEQ / step, "step_time_s": step}))
+        print(json.dumps({"ranks": world, "tokens_per_s": GLOBAL * SEQ / step, "step_time_s": step,
+                          "runtime": runtime_environment()}))
     dist.destroy_process_group()
 
 
 def main():
+    global LAYERS, HIDDEN, HEADS, FFN, SEQ
     parser = argparse.ArgumentParser()
     parser.add_argument("--ranks", type=int, default=1)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--layers", type=int, default=LAYERS)
+    parser.add_argument("--hidden", type=int, default=HIDDEN)
+    parser.add_argument("--heads", type=int, default=HEADS)
+    parser.add_argument("--seq", type=int, default=SEQ)
     args = parser.parse_args()
+    LAYERS, HIDDEN, HEADS, FFN, SEQ = args.layers, args.hidden, args.heads, 4 * args.hidden, args.seq
     if args.worker:
         return worker(args)
     env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 1000),
                WORLD_SIZE=str(args.ranks), OMP_NUM_THREADS="1")
+    shape = ["--layers", str(LAYERS), "--hidden", str(HIDDEN), "--heads", str(HEADS), "--seq", str(SEQ)]
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--steps", str(args.steps),
-                               "--warmup", str(args.warmup)], env=dict(env, RANK=str(r)))
+                               "--warmup", str(args.warmup)] + shape, env=dict(env, RANK=str(r)))
              for r in range(args.ranks)]
     codes = [p.wait(timeout=600) for p in procs]
     sys.exit(max(codes))

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Side-by-side training throughput benchmarks of rondo, in one session, alternating runs.
 
-  bench/train_bench.py recorder   # step time with the timing recorder on vs off
-  bench/train_bench.py dp         # dp=2 vs dp=1 tokens/s, same model and global batch
-  bench/train_bench.py ddp        # rondo vs PyTorch DDP over gloo (bench/ddp_reference.py), 1 and 2 ranks
+  bench/train_bench.py ddp         # rondo vs PyTorch DDP over gloo (bench/ddp_reference.py), 1 and 2 ranks
+  bench/train_bench.py ddp-large   # the same on a compute-bound model (8 layers, hidden 512, 8 heads, seq 256)
+  bench/train_bench.py overlap     # gradient reduction overlapped or not, with and without a slow (emulated) link
+  bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
+  bench/train_bench.py recorder    # step time with the timing recorder on vs off
+  bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
 
-Each case runs `rounds` times, alternating its variants; a run's figure is the median over its
-steps after the first 5 (warm-up); the reported figure is the median over rounds.
+Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
+over its steps after the warm-up; the reported figure is the median over rounds. Before the
+figures it prints what decides them: the BLAS and allocator libraries each side loaded, thread
+counts, allocator settings (rondo's RUN_DIR/runtime.json, the reference's own report).
 """
 import json
 import os
@@ -18,60 +23,141 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT, "build"))
 RONDO = os.path.join(BUILD, "orchestrator", "rondo")
-# The issue's example model: 4 layers, hidden 128, 4 heads, ffn 512, vocab 256, seq 128.
-MODEL = ["model.num_layers=4", "model.hidden_size=128", "model.num_attention_heads=4",
-         "model.ffn_hidden_size=512", "model.vocab_size=256", "model.seq_length=128",
-         "training.micro_batch_size=4", "training.global_batch_size=8", "checkpoint.interval=0",
-         "training.lr_warmup_iters=0", "training.lr_decay_style=constant", "training.log_interval=1000"]
-STEPS = 60
-WARMUP = 5
+COMMON = ["training.micro_batch_size=4", "training.global_batch_size=8", "checkpoint.interval=0",
+          "training.lr_warmup_iters=0", "training.lr_decay_style=constant", "training.log_interval=1000"]
+# The demo model: 4 layers, hidden 128, 4 heads, ffn 512, vocab 256, seq 128.
+SMALL = {"layers": 4, "hidden": 128, "heads": 4, "seq": 128}
+# Compute-bound: 8 layers, hidden 512, 8 heads, seq 256 (ffn 2048).
+LARGE = {"layers": 8, "hidden": 512, "heads": 8, "seq": 256}
+LIB = "/usr/lib/x86_64-linux-gnu/"
+PRELOADS = {"jemalloc": LIB + "libjemalloc.so.2", "mimalloc": LIB + "libmimalloc.so.2",
+            "tcmalloc": LIB + "libtcmalloc.so.4"}
+seen_environments = set()
 
 
-def rondo_run(tmp, name, sets):
+def model_sets(m):
+    return [f"model.num_layers={m['layers']}", f"model.hidden_size={m['hidden']}",
+            f"model.num_attention_heads={m['heads']}", f"model.ffn_hidden_size={4 * m['hidden']}",
+            "model.vocab_size=256", f"model.seq_length={m['seq']}"]
+
+
+def show_environment(side, env):
+    """Prints a side's runtime environment the first time it is seen."""
+    key = side + json.dumps(env, sort_keys=True)
+    if key in seen_environments:
+        return
+    seen_environments.add(key)
+    blas = ", ".join(os.path.basename(b) for b in env["blas_libraries"]) or "none found"
+    if env.get("openblas_core"):
+        blas += f" (OpenBLAS core {env['openblas_core']})"
+    extra = "".join(f", {k}={v}" for k, v in sorted(env["environment"].items()))
+    preload = "".join(f" + {os.path.basename(a)}" for a in env["preloaded_allocators"])
+    print(f"  [{side}] torch {env['torch_version']}; blas: {blas}; threads: {env['intra_op_threads']} intra-op, "
+          f"{env['inter_op_threads']} inter-op; allocator: {env['malloc_policy']}{preload}{extra}", flush=True)
+
+
+def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None):
+    """Median figures of one `rondo run` over its steps after warm-up."""
     run_dir = os.path.join(tmp, name)
-    cmd = [RONDO, "run", "--run-dir", run_dir, "--set", f"training.train_iters={STEPS}"]
-    for s in MODEL + sets:
+    cmd = [RONDO, "run", "--run-dir", run_dir, "--set", f"training.train_iters={steps}"]
+    for s in COMMON + sets:
         cmd += ["--set", s]
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, **(env or {})))
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f][WARMUP:]
+        rows = [json.loads(line) for line in f][warmup:]
+    with open(os.path.join(run_dir, "runtime.json")) as f:
+        show_environment("rondo", json.load(f))
     subprocess.run(["rm", "-rf", run_dir], check=True)
-    return statistics.median(r["step_time_s"] for r in rows), statistics.median(r["tokens_per_s"] for r in rows)
+    out = {k: statistics.median(r[k] for r in rows) for k in rows[0] if isinstance(rows[0][k], (int, float))}
+    cpu = sum(r["cpu_user_s"] + r["cpu_sys_s"] for r in rows)
+    out["sys_share"] = sum(r["cpu_sys_s"] for r in rows) / cpu if cpu > 0 else 0.0
+    return out
 
 
-def ddp_run(ranks):
+def ddp_run(ranks, model, steps=60, warmup=5):
     # Debian's interpreter: the one python3-torch is installed for.
-    out = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "ddp_reference.py"), "--ranks", str(ranks),
-                          "--steps", str(STEPS), "--warmup", str(WARMUP)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["tokens_per_s"]
+    cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "ddp_reference.py"), "--ranks", str(ranks),
+           "--steps", str(steps), "--warmup", str(warmup)]
+    for k in ("layers", "hidden", "heads", "seq"):
+        cmd += [f"--{k}", str(model[k])]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    show_environment("PyTorch DDP", result["runtime"])
+    return result["tokens_per_s"]
+
+
+def median_of(rounds, key):
+    return statistics.median(r[key] for r in rounds)
+
+
+def compare_ddp(tmp, rounds, model, steps, warmup, label):
+    for ranks in (1, 2):
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours.append(rondo_run(tmp, f"r{ranks}", [f"parallel.world_size={ranks}"] + model_sets(model), steps,
+                                  warmup)["tokens_per_s"])
+            theirs.append(ddp_run(ranks, model, steps, warmup))
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(f"{label}: {ranks} rank(s): rondo {a:.0f} tokens/s, PyTorch DDP/gloo {b:.0f} tokens/s, "
+              f"rondo/DDP {a / b:.2f}", flush=True)
 
 
 def main():
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
     rounds = int(os.environ.get("ROUNDS", "3"))
     tmp = tempfile.mkdtemp(prefix="rondo-bench-")
+    small = model_sets(SMALL)
+    if what in ("ddp", "all"):
+        compare_ddp(tmp, rounds, SMALL, 60, 5, "ddp")
+    if what in ("ddp-large", "all"):
+        compare_ddp(tmp, rounds, LARGE, 10, 3, "ddp-large")
+    if what in ("overlap", "all"):
+        # 0.2 GB/s: the model's 3.5 MB of gradients take ~17 ms per step, about its backward time.
+        for link in ("0", "0.2"):
+            runs = {"on": [], "off": []}
+            for _ in range(rounds):
+                for mode in ("on", "off"):
+                    sets = small + ["parallel.world_size=2", f"comms.emulated_link_gbps={link}",
+                                    "comms.bucket_size_mb=0.25",
+                                    f"comms.overlap_grad_reduce={'true' if mode == 'on' else 'false'}"]
+                    runs[mode].append(rondo_run(tmp, f"overlap-{mode}", sets))
+            name = "no link emulation" if link == "0" else f"emulated {link} GB/s link"
+            on, off = runs["on"], runs["off"]
+            print(f"overlap ({name}): step {median_of(on, 'step_time_s') * 1e3:.1f} ms on vs "
+                  f"{median_of(off, 'step_time_s') * 1e3:.1f} ms off; exposed allreduce "
+                  f"{median_of(on, 'allreduce_s') * 1e3:.2f} ms on vs {median_of(off, 'allreduce_s') * 1e3:.2f} ms off; "
+                  f"backward {median_of(on, 'backward_s') * 1e3:.1f} vs {median_of(off, 'backward_s') * 1e3:.1f} ms; "
+                  f"buckets done inside the backward {median_of(on, 'grad_buckets_done_in_backward'):.0f} "
+                  f"of {median_of(on, 'grad_buckets'):.0f}", flush=True)
+    if what in ("allocator", "all"):
+        variants = {"caching (rondo's default)": ([], None), "system (glibc defaults)": (["training.malloc_policy=system"], None)}
+        for name, path in PRELOADS.items():
+            if os.path.exists(path):
+                variants[f"system + LD_PRELOAD {name}"] = (["training.malloc_policy=system"], {"LD_PRELOAD": path})
+        for ranks in (1, 2):
+            runs = {v: [] for v in variants}
+            for _ in range(rounds):
+                for v, (sets, env) in variants.items():
+                    runs[v].append(rondo_run(tmp, "alloc", small + [f"parallel.world_size={ranks}"] + sets, env=env))
+            for v in variants:
+                r = runs[v]
+                print(f"allocator: {ranks} rank(s), {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, system time "
+                      f"{median_of(r, 'sys_share') * 100:.1f}% of CPU, {median_of(r, 'page_faults'):.0f} page faults "
+                      f"per step, max RSS {median_of(r, 'max_rss_mb'):.0f} MB", flush=True)
     if what in ("recorder", "all"):
         on, off = [], []
         for _ in range(rounds):
-            on.append(rondo_run(tmp, "on", ["parallel.world_size=2", "comms.timing_recorder=true"])[0])
-            off.append(rondo_run(tmp, "off", ["parallel.world_size=2", "comms.timing_recorder=false"])[0])
+            on.append(rondo_run(tmp, "on", small + ["parallel.world_size=2", "comms.timing_recorder=true"])["step_time_s"])
+            off.append(rondo_run(tmp, "off", small + ["parallel.world_size=2", "comms.timing_recorder=false"])["step_time_s"])
         a, b = statistics.median(on), statistics.median(off)
         print(f"recorder: step time on {a*1e3:.2f} ms, off {b*1e3:.2f} ms, on/off {a/b:.4f} ({(a/b-1)*100:+.2f}%)")
     if what in ("dp", "all"):
         one, two = [], []
         for _ in range(rounds):
-            one.append(rondo_run(tmp, "dp1", ["parallel.world_size=1"])[1])
-            two.append(rondo_run(tmp, "dp2", ["parallel.world_size=2"])[1])
+            one.append(rondo_run(tmp, "dp1", small + ["parallel.world_size=1"])["tokens_per_s"])
+            two.append(rondo_run(tmp, "dp2", small + ["parallel.world_size=2"])["tokens_per_s"])
         a, b = statistics.median(one), statistics.median(two)
         print(f"dp: tokens/s dp=1 {a:.0f}, dp=2 {b:.0f}, dp2/dp1 {b/a:.2f}")
-    if what in ("ddp", "all"):
-        for ranks in (1, 2):
-            ours, theirs = [], []
-            for _ in range(rounds):
-                ours.append(rondo_run(tmp, f"r{ranks}", [f"parallel.world_size={ranks}"])[1])
-                theirs.append(ddp_run(ranks))
-            a, b = statistics.median(ours), statistics.median(theirs)
-            print(f"ddp: {ranks} rank(s): rondo {a:.0f} tokens/s, PyTorch DDP/gloo {b:.0f} tokens/s, rondo/DDP {a/b:.2f}")
 
 
 if __name__ == "__main__":

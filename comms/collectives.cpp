@@ -111,7 +111,8 @@ class RingAllreduce : public PendingCollective {
     const int n = comm.size();
     if (recorder) scope_.emplace(recorder->begin(CollectiveOp::kAllreduce, count * es_, n));
     total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
-    tmp_.resize(blocks_.size(0) * es_);
+    // Uninitialised: the receive overwrites it before every use.
+    if (total_steps_ > 0) tmp_.reset(new char[blocks_.size(0) * es_]);
   }
 
   bool progress() override {
@@ -123,7 +124,7 @@ class RingAllreduce : public PendingCollective {
       const int sb = gather ? mod(r - s, n) : mod(r - s - 1, n);
       const int rb = gather ? mod(r - s - 1, n) : mod(r - s - 2, n);
       if (!recv_) {
-        void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_.data();
+        void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_.get();
         const int tag = gather ? kTagRingGather : kTagRingReduce;
         t0_ = Clock::now();
         recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
@@ -138,7 +139,7 @@ class RingAllreduce : public PendingCollective {
       recv_.reset();
       send_.reset();
       if (scope_) scope_->step(next, prev, blocks_.size(sb) * es_, t0_, Clock::now());
-      if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_.data(), blocks_.size(rb), type_, op_);
+      if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_.get(), blocks_.size(rb), type_, op_);
       ++step_;
       ++steps_done_;
     }
@@ -155,7 +156,7 @@ class RingAllreduce : public PendingCollective {
   double link_bps_;
   int step_ = 0;
   int total_steps_ = 0;
-  std::vector<char> tmp_;
+  std::unique_ptr<char[]> tmp_;
   std::unique_ptr<CommRequest> recv_, send_;
   Clock::time_point t0_{};
   std::optional<TimingRecorder::Scope> scope_;

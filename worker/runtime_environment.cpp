@@ -1,5 +1,6 @@
 #include "worker/runtime_environment.h"
 
+#include <dlfcn.h>
 #include <mpi.h>
 #include <torch/torch.h>
 
@@ -18,6 +19,15 @@ bool contains_any(const std::string& s, std::initializer_list<const char*> needl
   return false;
 }
 
+// The kernel family OpenBLAS chose when it loaded (from the CPU, or OPENBLAS_CORETYPE); "" when
+// the BLAS is not OpenBLAS.
+std::string openblas_core() {
+  using CoreName = char* (*)();
+  auto fn = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* name = fn ? fn() : nullptr;
+  return name ? name : "";
+}
+
 }  // namespace
 
 nlohmann::json runtime_environment(const std::string& malloc_policy) {
@@ -32,9 +42,9 @@ nlohmann::json runtime_environment(const std::string& malloc_policy) {
     if (contains_any(name, {"jemalloc", "tcmalloc", "mimalloc"})) allocators.insert(path);
   }
   nlohmann::json env_vars = nlohmann::json::object();
-  for (const char* name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "LD_PRELOAD",
-                           "MALLOC_TOP_PAD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
-                           "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_CONF"}) {
+  for (const char* name : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS",
+                           "LD_PRELOAD", "MALLOC_TOP_PAD_", "MALLOC_TRIM_THRESHOLD_",
+                           "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_CONF"}) {
     if (const char* v = std::getenv(name)) env_vars[name] = v;
   }
   char mpi_version[MPI_MAX_LIBRARY_VERSION_STRING] = {};
@@ -46,6 +56,7 @@ nlohmann::json runtime_environment(const std::string& malloc_policy) {
       {"torch_version", TORCH_VERSION},
       {"mpi_library", mpi},
       {"blas_libraries", blas},
+      {"openblas_core", openblas_core()},
       {"preloaded_allocators", allocators},
       {"malloc_policy", malloc_policy},
       {"intra_op_threads", at::get_num_threads()},
@@ -60,6 +71,8 @@ std::string runtime_environment_summary(const nlohmann::json& env) {
     const std::string path = b.get<std::string>();
     blas += (blas.empty() ? "" : ", ") + path.substr(path.rfind('/') + 1);
   }
+  const std::string core = env["openblas_core"].get<std::string>();
+  if (!core.empty()) blas += " (core " + core + ")";
   std::string out = "runtime: torch " + env["torch_version"].get<std::string>() + ", blas [" + blas + "], " +
                     std::to_string(env["intra_op_threads"].get<int>()) + " compute thread(s), allocator " +
                     env["malloc_policy"].get<std::string>();
