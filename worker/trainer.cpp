@@ -21,6 +21,7 @@
 #include "data/text_corpus.h"
 #include "proto/plan.pb.h"
 #include "worker/checkpointer.h"
+#include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
 
 namespace rondo {
@@ -176,23 +177,16 @@ void Trainer::Impl::setup() {
   for (const auto& p : model->parameters()) num_grad_elements += p.numel();
   flat = torch::zeros({num_grad_elements + 1}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   int64_t offset = 0;
-  std::vector<torch::Tensor> decay, no_decay;
   for (auto& p : model->parameters()) {
     p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
     offset += p.numel();
-    (p.dim() >= 2 ? decay : no_decay).push_back(p);
   }
   if (t.optimizer() == "adamw") {
-    auto opts = torch::optim::AdamWOptions(t.lr())
-                    .betas({t.adam_beta1(), t.adam_beta2()})
-                    .eps(t.adam_eps())
-                    .weight_decay(t.weight_decay());
-    auto no_decay_opts = std::make_unique<torch::optim::AdamWOptions>(opts);
-    no_decay_opts->weight_decay(0.0);
-    std::vector<torch::optim::OptimizerParamGroup> groups;
-    groups.emplace_back(decay);
-    groups.emplace_back(no_decay, std::move(no_decay_opts));
-    optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
+    optimizer = std::make_unique<FlatAdamW>(model->parameters(), flat,
+                                            torch::optim::AdamWOptions(t.lr())
+                                                .betas({t.adam_beta1(), t.adam_beta2()})
+                                                .eps(t.adam_eps())
+                                                .weight_decay(t.weight_decay()));
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));

@@ -1,0 +1,38 @@
+// FlatAdamW: AdamW (decoupled weight decay, bias-corrected moments: the update rule of
+// torch::optim::AdamW, op for op) over parameters and gradients that each live in one flat
+// buffer, so that a step is a handful of vectorised passes over the whole model instead of about
+// ten small kernels per parameter. Parameters with two or more dimensions decay; others do not.
+//
+// It owns the flat parameter buffer: the constructor copies the parameters into it and makes each
+// parameter a view of its slice. Loading a module replaces parameter storage, so load() (which a
+// checkpoint restore calls after loading the model) binds them again; step() refuses to run on
+// unbound parameters. Checkpoints hold `step`, `exp_avg` and `exp_avg_sq` as flat tensors.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace rondo {
+
+class FlatAdamW : public torch::optim::Optimizer {
+ public:
+  // `flat_grads` holds the parameters' gradients back to back, in `params` order, from element 0
+  // (it may be longer).
+  FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads, torch::optim::AdamWOptions options);
+
+  torch::Tensor step(LossClosure closure = nullptr) override;
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  // Copies the parameters' current values into the flat buffer and makes them views of it again.
+  void bind_parameters();
+
+ private:
+  std::vector<torch::Tensor> params_;
+  std::vector<bool> decays_;
+  torch::Tensor flat_params_, flat_grads_, exp_avg_, exp_avg_sq_;
+  int64_t step_ = 0;
+};
+
+}  // namespace rondo
