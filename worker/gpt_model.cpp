@@ -18,9 +18,14 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
   // [3, b * heads, t, hd]: one batched matrix per (sample, head).
-  auto parts =
-      qkv(x).view({b, t, 3, num_heads_, hd}).permute({2, 0, 3, 1, 4}).reshape({3, b * num_heads_, t, hd});
-  auto q = parts[0], k = parts[1], v = parts[2];
+  // unbind, not three selects: its backward stacks the three gradients once instead of
+  // scattering each into a zeroed copy of the whole.
+  const auto parts = qkv(x)
+                         .view({b, t, 3, num_heads_, hd})
+                         .permute({2, 0, 3, 1, 4})
+                         .reshape({3, b * num_heads_, t, hd})
+                         .unbind(0);
+  const auto &q = parts[0], &k = parts[1], &v = parts[2];
   if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
   // scores = causal bias + q k^T / sqrt(hd) in one batched GEMM: the scaling and the mask cost
   // no separate passes over the [b * heads, t, t] scores, forward or backward.
