@@ -4,6 +4,8 @@
   bench/train_bench.py ddp         # rondo vs PyTorch DDP over gloo (bench/ddp_reference.py), 1 and 2 ranks
   bench/train_bench.py ddp-large   # the same on a compute-bound model (8 layers, hidden 512, 8 heads, seq 256)
   bench/train_bench.py overlap     # gradient reduction overlapped or not, with and without a slow (emulated) link
+  bench/train_bench.py overlap-tcp # the same over real TCP between two network namespaces, with and without a
+                                   # tbf-throttled 1 Gbit/s link (root; bench/netns_hosts.sh)
   bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
   bench/train_bench.py recorder    # step time with the timing recorder on vs off
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
@@ -86,6 +88,26 @@ def ddp_run(ranks, model, steps=60, warmup=5):
     return result["tokens_per_s"]
 
 
+def overlap_report(name, runs):
+    on, off = runs["on"], runs["off"]
+    print(f"overlap ({name}): step {median_of(on, 'step_time_s') * 1e3:.1f} ms on vs "
+          f"{median_of(off, 'step_time_s') * 1e3:.1f} ms off; exposed allreduce "
+          f"{median_of(on, 'allreduce_s') * 1e3:.2f} ms on vs {median_of(off, 'allreduce_s') * 1e3:.2f} ms off; "
+          f"backward {median_of(on, 'backward_s') * 1e3:.1f} vs {median_of(off, 'backward_s') * 1e3:.1f} ms; "
+          f"buckets done inside the backward {median_of(on, 'grad_buckets_done_in_backward'):.0f} "
+          f"of {median_of(on, 'grad_buckets'):.0f}", flush=True)
+
+
+def overlap_runs(tmp, rounds, sets):
+    runs = {"on": [], "off": []}
+    for _ in range(rounds):
+        for mode in ("on", "off"):
+            runs[mode].append(rondo_run(tmp, f"overlap-{mode}", sets + [
+                "parallel.world_size=2", "comms.bucket_size_mb=0.25",
+                f"comms.overlap_grad_reduce={'true' if mode == 'on' else 'false'}"]))
+    return runs
+
+
 def median_of(rounds, key):
     return statistics.median(r[key] for r in rounds)
 
@@ -114,21 +136,23 @@ def main():
     if what in ("overlap", "all"):
         # 0.2 GB/s: the model's 3.5 MB of gradients take ~17 ms per step, about its backward time.
         for link in ("0", "0.2"):
-            runs = {"on": [], "off": []}
-            for _ in range(rounds):
-                for mode in ("on", "off"):
-                    sets = small + ["parallel.world_size=2", f"comms.emulated_link_gbps={link}",
-                                    "comms.bucket_size_mb=0.25",
-                                    f"comms.overlap_grad_reduce={'true' if mode == 'on' else 'false'}"]
-                    runs[mode].append(rondo_run(tmp, f"overlap-{mode}", sets))
             name = "no link emulation" if link == "0" else f"emulated {link} GB/s link"
-            on, off = runs["on"], runs["off"]
-            print(f"overlap ({name}): step {median_of(on, 'step_time_s') * 1e3:.1f} ms on vs "
-                  f"{median_of(off, 'step_time_s') * 1e3:.1f} ms off; exposed allreduce "
-                  f"{median_of(on, 'allreduce_s') * 1e3:.2f} ms on vs {median_of(off, 'allreduce_s') * 1e3:.2f} ms off; "
-                  f"backward {median_of(on, 'backward_s') * 1e3:.1f} vs {median_of(off, 'backward_s') * 1e3:.1f} ms; "
-                  f"buckets done inside the backward {median_of(on, 'grad_buckets_done_in_backward'):.0f} "
-                  f"of {median_of(on, 'grad_buckets'):.0f}", flush=True)
+            overlap_report(name, overlap_runs(tmp, rounds, small + [f"comms.emulated_link_gbps={link}"]))
+    if what in ("overlap-tcp", "all"):
+        if os.geteuid() != 0:
+            print("overlap-tcp: skipped (network namespaces need root)")
+        else:
+            hosts = os.path.join(tmp, "hosts")
+            script = os.path.join(ROOT, "bench", "netns_hosts.sh")
+            for rate in ("", "1gbit"):
+                subprocess.run([script, "up", hosts, "2"] + ([rate] if rate else []), check=True)
+                try:
+                    with open(os.path.join(hosts, "mpirun_args")) as f:
+                        args = f.read().strip()
+                    name = f"TCP between namespaces{', tbf ' + rate if rate else ', unthrottled'}"
+                    overlap_report(name, overlap_runs(tmp, rounds, small + [f"launch.mpirun_args={args}"]))
+                finally:
+                    subprocess.run([script, "down", hosts], check=True)
     if what in ("allocator", "all"):
         variants = {"caching (rondo's default)": ([], None), "system (glibc defaults)": (["training.malloc_policy=system"], None)}
         for name, path in PRELOADS.items():
