@@ -35,6 +35,14 @@ struct Blocks {
 
 int mod(int a, int n) { return ((a % n) + n) % n; }
 
+// When a transfer of `bytes` begun at `t0` ends on an emulated link of `bps` bytes/s (0: off).
+std::chrono::steady_clock::time_point emulated_transfer_end(std::chrono::steady_clock::time_point t0,
+                                                            size_t bytes, double bps) {
+  if (bps <= 0) return t0;
+  return t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                  std::chrono::duration<double>(static_cast<double>(bytes) / bps));
+}
+
 }  // namespace
 
 Collectives::Collectives(Communicator& comm, TimingRecorder* recorder) : comm_(comm), recorder_(recorder) {}
@@ -53,10 +61,8 @@ std::vector<char>& Collectives::scratch(size_t bytes) {
 }
 
 void Collectives::throttle(std::chrono::steady_clock::time_point t0, size_t bytes) const {
-  if (emulated_link_bps_ <= 0) return;
-  std::this_thread::sleep_until(
-      t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-               std::chrono::duration<double>(static_cast<double>(bytes) / emulated_link_bps_)));
+  if (emulated_link_bps_ > 0)
+    std::this_thread::sleep_until(emulated_transfer_end(t0, bytes, emulated_link_bps_));
 }
 
 void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
@@ -129,11 +135,8 @@ class RingAllreduce : public PendingCollective {
         t0_ = Clock::now();
         recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
         send_ = comm_.isend(base_ + blocks_.offset(sb) * es_, blocks_.size(sb) * es_, next, tag);
-        const size_t bytes = std::max(blocks_.size(sb), blocks_.size(rb)) * es_;
-        hold_until_ = link_bps_ > 0
-                          ? t0_ + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(static_cast<double>(bytes) / link_bps_))
-                          : t0_;
+        hold_until_ =
+            emulated_transfer_end(t0_, std::max(blocks_.size(sb), blocks_.size(rb)) * es_, link_bps_);
       }
       if (!recv_->test() || !send_->test() || Clock::now() < hold_until_) return false;
       recv_.reset();

@@ -191,7 +191,6 @@ void Trainer::Impl::setup() {
     optimizer = std::make_unique<torch::optim::SGD>(
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
-  build_reducer();
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
@@ -332,6 +331,9 @@ int64_t Trainer::run() {
     if (s.rank == 0) s.log->info("already trained to step {} of {}: nothing to do", start_step, train_iters);
     return start_step;
   }
+  // After the checkpoint load: loading replaces the parameters' storage, and with it the gradient
+  // accumulators that the reducer's hooks attach to.
+  s.build_reducer();
 
   const auto& actions = s.me.actions();
   // The backward that finalises a step's gradients is the last B before each ALLREDUCE: the

@@ -18,6 +18,10 @@ ctx.check(sorted(b) == list(range(1, 21)), "the resumed run logged steps 11..20"
 worst = max(rel_diff(a[s], b[s]) for s in range(11, 21))
 print(f"largest relative loss difference over steps 11-20: {worst:.3e}")
 ctx.check(worst <= 1e-6, f"steps 11-20 match within 1e-6 (worst {worst:.3e})")
+with open(os.path.join(cut, "metrics.jsonl")) as f:
+    resumed_rows = [json.loads(line) for line in f][10:]
+ctx.check(all(r.get("grad_buckets_started_in_backward", 0) >= 1 for r in resumed_rows),
+          "after the resume the backward still starts the gradient reduction (hooks survive the reload)")
 with open(os.path.join(cut, "events.jsonl")) as f:
     events = [json.loads(line)["event"] for line in f]
 ctx.check("resumed" in events and "exit_interval" in events, f"events.jsonl records the stop and resume: {events}")
