@@ -31,17 +31,18 @@ void BucketedAllreduce::arm() {
   startable_ = started_ = completed_ = 0;
   error_ = nullptr;
   armed_ = true;
-  while (startable_ < buckets_.size() && pending_[startable_] == 0)
-    ++startable_;  // buckets without parameters
+  extend_startable();  // buckets without parameters
+}
+
+void BucketedAllreduce::extend_startable() {
+  while (startable_ < buckets_.size() && pending_[startable_] == 0) ++startable_;
 }
 
 void BucketedAllreduce::mark_ready(size_t param) noexcept {
   if (!armed_ || error_ || param >= bucket_of_param_.size()) return;
   try {
     const size_t b = bucket_of_param_[param];
-    if (pending_[b] > 0 && --pending_[b] == 0) {
-      while (startable_ < buckets_.size() && pending_[startable_] == 0) ++startable_;
-    }
+    if (pending_[b] > 0 && --pending_[b] == 0) extend_startable();
     advance();
   } catch (...) {
     error_ = std::current_exception();

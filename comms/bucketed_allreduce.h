@@ -55,6 +55,8 @@ class BucketedAllreduce {
  private:
   // Starts ready buckets in order and advances the one in flight, without blocking.
   void advance();
+  // Moves startable_ past every bucket whose parameters are all ready.
+  void extend_startable();
   void start_next();
 
   std::unique_ptr<Communicator> comm_;

@@ -106,7 +106,7 @@ namespace {
 class RingAllreduce : public PendingCollective {
  public:
   RingAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
-                ReduceOp op, double emulated_link_bps)
+                ReduceOp op, double emulated_link_bps, std::vector<char>& scratch)
       : PendingCollective(comm, "ring allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
         base_(static_cast<char*>(data)),
         blocks_{count, comm.size()},
@@ -117,8 +117,10 @@ class RingAllreduce : public PendingCollective {
     const int n = comm.size();
     if (recorder) scope_.emplace(recorder->begin(CollectiveOp::kAllreduce, count * es_, n));
     total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
-    // Uninitialised: the receive overwrites it before every use.
-    if (total_steps_ > 0) tmp_.reset(new char[blocks_.size(0) * es_]);
+    if (total_steps_ > 0) {
+      if (scratch.size() < blocks_.size(0) * es_) scratch.resize(blocks_.size(0) * es_);
+      tmp_ = scratch.data();
+    }
   }
 
   bool progress() override {
@@ -130,7 +132,7 @@ class RingAllreduce : public PendingCollective {
       const int sb = gather ? mod(r - s, n) : mod(r - s - 1, n);
       const int rb = gather ? mod(r - s - 1, n) : mod(r - s - 2, n);
       if (!recv_) {
-        void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_.get();
+        void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_;
         const int tag = gather ? kTagRingGather : kTagRingReduce;
         t0_ = Clock::now();
         recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
@@ -142,7 +144,7 @@ class RingAllreduce : public PendingCollective {
       recv_.reset();
       send_.reset();
       if (scope_) scope_->step(next, prev, blocks_.size(sb) * es_, t0_, Clock::now());
-      if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_.get(), blocks_.size(rb), type_, op_);
+      if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_, blocks_.size(rb), type_, op_);
       ++step_;
       ++steps_done_;
     }
@@ -159,7 +161,7 @@ class RingAllreduce : public PendingCollective {
   double link_bps_;
   int step_ = 0;
   int total_steps_ = 0;
-  std::unique_ptr<char[]> tmp_;
+  char* tmp_ = nullptr;  // the Collectives' scratch: one collective in flight at a time
   std::unique_ptr<CommRequest> recv_, send_;
   Clock::time_point t0_{};
   std::optional<TimingRecorder::Scope> scope_;
@@ -192,7 +194,8 @@ class NativeAllreduce : public PendingCollective {
 std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size_t count, DType type,
                                                                 ReduceOp op) {
   require_host("ring allreduce");
-  return std::make_unique<RingAllreduce>(comm_, recorder_, data, count, type, op, emulated_link_bps_);
+  return std::make_unique<RingAllreduce>(comm_, recorder_, data, count, type, op, emulated_link_bps_,
+                                         scratch_);
 }
 
 std::unique_ptr<PendingCollective> Collectives::start_native_allreduce(void* data, size_t count, DType type,

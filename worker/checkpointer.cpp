@@ -183,7 +183,13 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
                           "has no shard " + model_shard_name() + " for this rank's (pp, tp) position");
   }
   deserialize(model, (step_dir / model_shard_name()).string());
-  deserialize(optimizer, (step_dir / optimizer_shard_name()).string());
+  const auto optimizer_path = (step_dir / optimizer_shard_name()).string();
+  try {
+    deserialize(optimizer, optimizer_path);
+  } catch (const std::exception& e) {
+    // A valid file (its CRC passed) holding another optimizer's state, e.g. from an older rondo.
+    throw CheckpointError(optimizer_path, e.what());
+  }
   if (has(rng_name())) {
     torch::Tensor state;
     torch::load(state, (step_dir / rng_name()).string());
