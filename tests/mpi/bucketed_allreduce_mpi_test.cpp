@@ -13,11 +13,10 @@
 #include "common/errors.h"
 #include "comms/bucketed_allreduce.h"
 #include "comms/mpi/mpi_communicator.h"
+#include "tests/mpi/mpi_test_main.h"
 
 namespace rondo {
 namespace {
-
-std::unique_ptr<MpiCommunicator> g_world;
 
 std::unique_ptr<Communicator> private_comm() {
   std::vector<int> all(static_cast<size_t>(g_world->size()));
@@ -111,18 +110,3 @@ TEST(BucketedAllreduce, AbsentPeerTimesOut) {
 
 }  // namespace
 }  // namespace rondo
-
-int main(int argc, char** argv) {
-  rondo::MpiRuntime mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  rondo::g_world = rondo::MpiCommunicator::world();
-  if (rondo::g_world->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-  }
-  const int result = RUN_ALL_TESTS();
-  int worst = result;
-  MPI_Allreduce(&result, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  rondo::g_world.reset();
-  return worst;
-}
