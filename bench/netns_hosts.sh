@@ -63,6 +63,7 @@ shift
 exec ip netns exec "$host" /bin/sh -c "$*"
 AGENT
 chmod +x "$dir/agent"
-echo "--hostfile $dir/hostfile --mca plm_rsh_agent $dir/agent --mca btl tcp,self" \
+# rtc ^hwloc: orted's hwloc shared-memory topology (unneeded: ranks are not bound) crashed it now and then.
+echo "--hostfile $dir/hostfile --mca plm_rsh_agent $dir/agent --mca rtc ^hwloc --mca btl tcp,self" \
   "--mca btl_tcp_if_include $net.0/24 --mca oob_tcp_if_include $net.0/24" >"$dir/mpirun_args"
 echo "netns_hosts: $n hosts up${rate:+, host 1 throttled to $rate}; launch.mpirun_args in $dir/mpirun_args" >&2
