@@ -106,21 +106,18 @@ namespace {
 class RingAllreduce : public PendingCollective {
  public:
   RingAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
-                ReduceOp op, double emulated_link_bps, std::vector<char>& scratch)
+                ReduceOp op, double emulated_link_bps, char* scratch)
       : PendingCollective(comm, "ring allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
         base_(static_cast<char*>(data)),
         blocks_{count, comm.size()},
         type_(type),
         op_(op),
         es_(dtype_size(type)),
-        link_bps_(emulated_link_bps) {
+        link_bps_(emulated_link_bps),
+        tmp_(scratch) {
     const int n = comm.size();
     if (recorder) scope_.emplace(recorder->begin(CollectiveOp::kAllreduce, count * es_, n));
     total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
-    if (total_steps_ > 0) {
-      if (scratch.size() < blocks_.size(0) * es_) scratch.resize(blocks_.size(0) * es_);
-      tmp_ = scratch.data();
-    }
   }
 
   bool progress() override {
@@ -161,7 +158,7 @@ class RingAllreduce : public PendingCollective {
   double link_bps_;
   int step_ = 0;
   int total_steps_ = 0;
-  char* tmp_ = nullptr;  // the Collectives' scratch: one collective in flight at a time
+  char* tmp_;  // receives a block to reduce: the Collectives' scratch (one collective in flight)
   std::unique_ptr<CommRequest> recv_, send_;
   Clock::time_point t0_{};
   std::optional<TimingRecorder::Scope> scope_;
@@ -194,8 +191,9 @@ class NativeAllreduce : public PendingCollective {
 std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size_t count, DType type,
                                                                 ReduceOp op) {
   require_host("ring allreduce");
+  const size_t largest_block = Blocks{count, comm_.size()}.size(0) * dtype_size(type);
   return std::make_unique<RingAllreduce>(comm_, recorder_, data, count, type, op, emulated_link_bps_,
-                                         scratch_);
+                                         scratch(largest_block).data());
 }
 
 std::unique_ptr<PendingCollective> Collectives::start_native_allreduce(void* data, size_t count, DType type,
