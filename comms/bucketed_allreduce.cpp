@@ -28,6 +28,7 @@ BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingR
 void BucketedAllreduce::arm() {
   if (armed_ || in_flight_) throw Error("BucketedAllreduce::arm() while a reduction is in flight");
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].params.size();
+  ready_.assign(bucket_of_param_.size(), false);
   startable_ = started_ = completed_ = 0;
   error_ = nullptr;
   armed_ = true;
@@ -39,7 +40,8 @@ void BucketedAllreduce::extend_startable() {
 }
 
 void BucketedAllreduce::mark_ready(size_t param) noexcept {
-  if (!armed_ || error_ || param >= bucket_of_param_.size()) return;
+  if (!armed_ || error_ || param >= bucket_of_param_.size() || ready_[param]) return;
+  ready_[param] = true;
   try {
     const size_t b = bucket_of_param_[param];
     if (pending_[b] > 0 && --pending_[b] == 0) extend_startable();

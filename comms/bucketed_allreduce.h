@@ -13,7 +13,8 @@
 // starts every bucket not yet started, waits for all and returns the seconds it waited (the
 // communication the backward did not hide). Buckets start strictly in index order, one at a time
 // on the reducer's own communicator, so collectives match across ranks whatever order the
-// gradients arrive in. mark_ready() outside arm()..finish() is ignored (gradient accumulation).
+// gradients arrive in. mark_ready() outside arm()..finish() is ignored (gradient accumulation), and
+// marking a parameter twice in one step counts once.
 #pragma once
 
 #include <cstddef>
@@ -68,6 +69,7 @@ class BucketedAllreduce {
 
   bool armed_ = false;
   std::vector<size_t> pending_;  // per bucket: parameters not yet marked ready
+  std::vector<bool> ready_;      // per parameter: marked ready this step
   size_t startable_ = 0;         // buckets [0, startable_) may start
   size_t started_ = 0;           // buckets [0, started_) have started; started_ - 1 may be in flight
   size_t completed_ = 0;

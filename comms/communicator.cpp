@@ -65,6 +65,19 @@ void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp 
   }
 }
 
+void CommRequest::wait(std::chrono::duration<double> timeout) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout);
+  PollBackoff backoff;
+  while (!test()) {
+    if (clock::now() > deadline) {
+      throw TimeoutError(rank_, peer_,
+                         what_ + " did not complete within " + std::to_string(timeout.count()) + " s");
+    }
+    backoff.pause();
+  }
+}
+
 void PollBackoff::pause() {
   if (++spins_ % 64 == 0) sched_yield();
 }

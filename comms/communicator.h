@@ -27,13 +27,28 @@ void reduce_into(void* dst, const void* src, size_t count, DType type, ReduceOp 
 // Default deadline of a communication wait (comms.timeout_s overrides it).
 inline constexpr std::chrono::duration<double> kDefaultCommTimeout{300.0};
 
-// A non-blocking operation in flight (c10d's Work). test() polls it and never blocks. Destroying
-// an unfinished request abandons it: a point-to-point one is cancelled; a collective cannot be
-// (MPI forbids it), so whoever gives up on one must fail the job.
+// A non-blocking operation in flight (c10d's Work). test() polls it and never blocks; wait()
+// polls until it completes. Destroying an unfinished request abandons it: a point-to-point one is
+// cancelled; a collective cannot be (MPI forbids it), so whoever gives up on one must fail the job.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
   virtual bool test() = 0;
+  // Blocks until complete; throws TimeoutError naming the rank, the peer and the operation when
+  // that takes longer than `timeout`.
+  void wait(std::chrono::duration<double> timeout);
+
+  int rank() const { return rank_; }
+  int peer() const { return peer_; }  // -1 for a collective
+  const std::string& what() const { return what_; }
+
+ protected:
+  CommRequest(int rank, int peer, std::string what) : rank_(rank), peer_(peer), what_(std::move(what)) {}
+
+ private:
+  int rank_;
+  int peer_;
+  std::string what_;  // e.g. "isend of 4096 bytes to rank 1 (tag 7)"
 };
 
 // Paces a polling wait: call pause() after each unsuccessful poll. It spins (lowest latency) and

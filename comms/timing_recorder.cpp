@@ -25,6 +25,10 @@ const char* collective_op_name(CollectiveOp op) {
       return "native_allreduce";
     case CollectiveOp::kNativeAlltoall:
       return "native_alltoall";
+    case CollectiveOp::kSend:
+      return "send";
+    case CollectiveOp::kRecv:
+      return "recv";
   }
   return "?";
 }
@@ -53,6 +57,27 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
   r.dropped_connections = 0;
   r.connections.clear();  // keeps capacity: no allocation once warm
   return Scope(this, &r);
+}
+
+void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns,
+                                     int64_t wait_ns) {
+  const int64_t now = wall_ns();
+  std::lock_guard lock(mu_);
+  CollectiveRecord& r = slots_[next_seq_ % slots_.size()];
+  r.seq = next_seq_++;
+  r.op = op;
+  r.bytes = bytes;
+  r.group_size = 2;
+  r.enter_ns = posted_ns;
+  r.start_ns = wait_ns;
+  r.end_ns = now;
+  r.completed = true;
+  r.dropped_connections = 0;
+  r.connections.clear();
+  const bool send = op == CollectiveOp::kSend;
+  const auto waited = static_cast<uint64_t>(std::max<int64_t>(0, now - wait_ns));
+  r.connections.push_back(
+      ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? bytes : 0, waited, waited});
 }
 
 TimingRecorder::Scope::Scope(Scope&& other) noexcept : recorder_(other.recorder_), record_(other.record_) {

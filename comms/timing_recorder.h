@@ -28,6 +28,10 @@ enum class CollectiveOp {
   kBarrier,
   kNativeAllreduce,
   kNativeAlltoall,
+  // Point-to-point transfers of a pipeline (activations and gradients between stages): one
+  // connection, enter = posted, start = end = seen complete.
+  kSend,
+  kRecv,
 };
 const char* collective_op_name(CollectiveOp op);
 
@@ -80,6 +84,11 @@ class TimingRecorder {
   };
 
   Scope begin(CollectiveOp op, uint64_t bytes, int group_size);
+
+  // Records a finished point-to-point transfer (kSend or kRecv) in one go: posted at `posted_ns`,
+  // waited for from `wait_ns` (wall clock) until now. Transfers in flight hold no slot, so any
+  // number may be outstanding.
+  void record_transfer(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns, int64_t wait_ns);
 
   // Records oldest to newest (at most capacity()).
   std::vector<CollectiveRecord> snapshot() const;

@@ -1,6 +1,9 @@
 #include "worker/gpt_model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 namespace rondo {
 
@@ -9,8 +12,8 @@ namespace nn = torch::nn;
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
                                                  int64_t max_seq_length)
     : num_heads_(num_heads) {
-  qkv = register_module("qkv", nn::Linear(hidden_size, 3 * hidden_size));
-  proj = register_module("proj", nn::Linear(hidden_size, hidden_size));
+  qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size));
+  proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size));
   causal_bias_ =
       torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
 }
@@ -39,8 +42,8 @@ TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
   ln1 = register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
   attn = register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.seq_length));
   ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  fc = register_module("fc", nn::Linear(s.hidden_size, s.ffn_hidden_size));
-  fc_out = register_module("fc_out", nn::Linear(s.ffn_hidden_size, s.hidden_size));
+  fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size));
+  fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));
 }
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
@@ -48,14 +51,40 @@ torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
   return h + fc_out(torch::gelu(fc(ln2(h))));
 }
 
-GptModelImpl::GptModelImpl(const GptShape& s) : shape_(s) {
-  token_embedding = register_module("token_embedding", nn::Embedding(s.vocab_size, s.hidden_size));
-  position_embedding = register_module("position_embedding", nn::Embedding(s.seq_length, s.hidden_size));
-  blocks = register_module("blocks", nn::ModuleList());
-  for (int64_t i = 0; i < s.num_layers; ++i) blocks->push_back(TransformerBlock(s));
-  final_norm = register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  lm_head =
-      register_module("lm_head", nn::Linear(nn::LinearOptions(s.hidden_size, s.vocab_size).bias(false)));
+namespace {
+
+// FNV-1a: a stable hash of a parameter's name (std::hash may differ between builds).
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+GptModelImpl::GptModelImpl(const GptShape& s, uint64_t seed)
+    : GptModelImpl(s, {GptStageLayers{0, 0, s.num_layers, true, true}}, seed) {}
+
+GptModelImpl::GptModelImpl(const GptShape& s, std::vector<GptStageLayers> stages, uint64_t seed)
+    : shape_(s), stages_(std::move(stages)) {
+  std::sort(stages_.begin(), stages_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+  for (const auto& st : stages_) {
+    if (st.first_layer < 0 || st.num_layers < 0 || st.first_layer + st.num_layers > s.num_layers) {
+      throw std::invalid_argument("stage " + std::to_string(st.index) + " holds layers outside the model's " +
+                                  std::to_string(s.num_layers));
+    }
+    if (st.has_embedding) {
+      token_embedding = register_module("token_embedding", nn::Embedding(s.vocab_size, s.hidden_size));
+      position_embedding = register_module("position_embedding", nn::Embedding(s.seq_length, s.hidden_size));
+    }
+    for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) {
+      blocks_.emplace(l, register_module("block" + std::to_string(l), TransformerBlock(s)));
+    }
+    if (st.has_lm_head) {
+      final_norm = register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
+      lm_head = register_module("lm_head", DeferrableLinear(s.hidden_size, s.vocab_size, /*bias=*/false));
+    }
+  }
 
   torch::NoGradGuard no_grad;
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(s.num_layers));
@@ -63,28 +92,58 @@ GptModelImpl::GptModelImpl(const GptShape& s) : shape_(s) {
     const auto& name = item.key();
     auto& p = item.value();
     if (name.find("ln") != std::string::npos || name.find("norm") != std::string::npos) continue;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(name));
     if (p.dim() == 1) {
       p.zero_();
     } else if (name.find("proj.weight") != std::string::npos ||
                name.find("fc_out.weight") != std::string::npos) {
-      p.normal_(0.0, residual_std);
+      p.normal_(0.0, residual_std, gen);
     } else {
-      p.normal_(0.0, 0.02);
+      p.normal_(0.0, 0.02, gen);
     }
   }
 }
 
-torch::Tensor GptModelImpl::forward(const torch::Tensor& tokens) {
-  const int64_t t = tokens.size(1);
-  auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(tokens.device()));
-  auto x = token_embedding(tokens) + position_embedding(positions);
-  for (auto& block : *blocks) x = block->as<TransformerBlock>()->forward(x);
-  return lm_head(final_norm(x));
+const GptStageLayers& GptModelImpl::stage(int index) const {
+  for (const auto& st : stages_) {
+    if (st.index == index) return st;
+  }
+  throw std::out_of_range("this rank's model holds no stage " + std::to_string(index));
 }
 
-torch::Tensor GptModelImpl::loss(const torch::Tensor& tokens, const torch::Tensor& targets) {
-  auto logits = forward(tokens);
+torch::Tensor GptModelImpl::forward_stage(int index, const torch::Tensor& input) {
+  const auto& st = stage(index);
+  torch::Tensor x = input;
+  if (st.has_embedding) {
+    const int64_t t = input.size(1);
+    auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
+    x = token_embedding(input) + position_embedding(positions);
+  }
+  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) x = blocks_.at(l)->forward(x);
+  if (st.has_lm_head) x = lm_head(final_norm(x));
+  return x;
+}
+
+torch::Tensor GptModelImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
   return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
+}
+
+std::vector<torch::Tensor> GptModelImpl::stage_parameters(int index) const {
+  const auto& st = stage(index);
+  std::vector<torch::Tensor> out;
+  const auto add = [&](const torch::nn::Module& m) {
+    for (const auto& p : m.parameters()) out.push_back(p);
+  };
+  if (st.has_embedding) {
+    add(*token_embedding);
+    add(*position_embedding);
+  }
+  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) add(*blocks_.at(l));
+  if (st.has_lm_head) {
+    add(*final_norm);
+    add(*lm_head);
+  }
+  return out;
 }
 
 }  // namespace rondo

@@ -1,12 +1,22 @@
-// GptModel: a decoder-only GPT in LibTorch. Token and learned position embeddings, pre-LN blocks
-// (causal multi-head self-attention and a GELU MLP, each with a residual), a final LayerNorm and
-// an untied LM head. float32; initialised from the global torch seed (GPT-2 style: N(0, 0.02),
-// residual projections scaled by 1/sqrt(2 * num_layers)).
+// GptModel: the part of a decoder-only GPT that one rank holds, as a set of pipeline stages. Each
+// stage is a contiguous slice of the model: token and learned position embeddings (first stage),
+// pre-LN transformer blocks (causal multi-head self-attention and a GELU MLP, each with a
+// residual), and a final LayerNorm with an untied LM head (last stage). float32. Its linear layers
+// can defer their weight gradients (DeferrableLinear) for split-backward schedules.
+//
+// Parameter names are global ("block7.attn.qkv.weight", "lm_head.weight"), and every parameter is
+// initialised from its own generator seeded by (seed, name), GPT-2 style (N(0, 0.02), residual
+// projections scaled by 1/sqrt(2 * num_layers)): a layer's weights are the same whichever rank
+// and pipeline layout hold it, which is what makes a pipelined run reproduce one process.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
+#include <vector>
+
+#include "worker/deferrable_linear.h"
 
 namespace rondo {
 
@@ -19,13 +29,23 @@ struct GptShape {
   int64_t seq_length;
 };
 
+// One pipeline stage: blocks [first_layer, first_layer + num_layers), plus the embeddings and/or
+// the final norm and LM head.
+struct GptStageLayers {
+  int index = 0;
+  int64_t first_layer = 0;
+  int64_t num_layers = 0;
+  bool has_embedding = false;
+  bool has_lm_head = false;
+};
+
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, int64_t max_seq_length);
   // x: [batch, seq, hidden] -> [batch, seq, hidden]
   torch::Tensor forward(const torch::Tensor& x);
 
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  DeferrableLinear qkv{nullptr}, proj{nullptr};
 
  private:
   int64_t num_heads_;
@@ -40,26 +60,37 @@ class TransformerBlockImpl : public torch::nn::Module {
 
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   CausalSelfAttention attn{nullptr};
-  torch::nn::Linear fc{nullptr}, fc_out{nullptr};
+  DeferrableLinear fc{nullptr}, fc_out{nullptr};
 };
 TORCH_MODULE(TransformerBlock);
 
 class GptModelImpl : public torch::nn::Module {
  public:
-  explicit GptModelImpl(const GptShape& shape);
-  // tokens: [batch, seq] int64 -> logits [batch, seq, vocab]
-  torch::Tensor forward(const torch::Tensor& tokens);
-  // Mean next-token cross-entropy of `tokens` against `targets` (both [batch, seq]).
-  torch::Tensor loss(const torch::Tensor& tokens, const torch::Tensor& targets);
+  // The stages this rank holds (any order; parameters are registered in model order).
+  GptModelImpl(const GptShape& shape, std::vector<GptStageLayers> stages, uint64_t seed);
+  // The whole model as one stage.
+  GptModelImpl(const GptShape& shape, uint64_t seed);
+
+  // Runs stage `stage` (a plan stage index this model holds): token ids [batch, seq] int64 on a
+  // stage with the embedding, hidden states [batch, seq, hidden] otherwise; returns logits
+  // [batch, seq, vocab] from a stage with the LM head, hidden states otherwise.
+  torch::Tensor forward_stage(int stage, const torch::Tensor& input);
+  // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq].
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 
   const GptShape& shape() const { return shape_; }
+  const std::vector<GptStageLayers>& stages() const { return stages_; }
+  const GptStageLayers& stage(int index) const;
+  // The parameters of one stage, in registration order.
+  std::vector<torch::Tensor> stage_parameters(int stage) const;
 
  private:
   GptShape shape_;
+  std::vector<GptStageLayers> stages_;  // sorted by index
   torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
-  torch::nn::ModuleList blocks{nullptr};
+  std::map<int64_t, TransformerBlock> blocks_;  // global layer index -> block
   torch::nn::LayerNorm final_norm{nullptr};
-  torch::nn::Linear lm_head{nullptr};
+  DeferrableLinear lm_head{nullptr};
 };
 TORCH_MODULE(GptModel);
 

@@ -19,6 +19,8 @@
 #include "comms/gradient_buckets.h"
 #include "data/global_batch_sampler.h"
 #include "data/text_corpus.h"
+#include "pipeline/exec/stage_executor.h"
+#include "pipeline/exec/weight_grad_store.h"
 #include "proto/plan.pb.h"
 #include "worker/checkpointer.h"
 #include "worker/flat_adamw.h"
@@ -101,7 +103,7 @@ class LineAppender {
 
 }  // namespace
 
-struct Trainer::Impl {
+struct Trainer::Impl : StepModel {
   const plan::Plan& plan;
   std::string run_dir;
   Communicator& world;
@@ -111,6 +113,7 @@ struct Trainer::Impl {
 
   std::unique_ptr<TimingRecorder> recorder;
   std::unique_ptr<Communicator> dp_comm;
+  std::unique_ptr<Communicator> p2p_comm;  // pipeline transfers (a duplicate of the world)
   std::unique_ptr<Collectives> world_coll;
   std::unique_ptr<Collectives> dp_coll;
   std::unique_ptr<Collectives> stats_coll;  // per-step statistics, kept out of the flight recorder
@@ -118,17 +121,28 @@ struct Trainer::Impl {
   // rank), fed by post-hooks on the parameters' gradient accumulators, which must stay alive.
   std::unique_ptr<BucketedAllreduce> reducer;
   std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators;
+  // Per local stage: the indices of its parameters in the flat buffer's order, and whether its
+  // last backward of the step is running (only then do its gradients count as final).
+  std::map<int, std::vector<size_t>> stage_params;
+  std::map<int, bool> final_backward;
+  bool armed = false;
 
   TextCorpus corpus;
   std::unique_ptr<GlobalBatchSampler> sampler;
   torch::Device device{torch::kCPU};
   GptModel model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
-  torch::Tensor flat;  // every parameter's gradient (views into it) + one slot for the loss
+  torch::Tensor flat;  // every parameter's gradient (views into it)
   int64_t num_grad_elements = 0;
+  std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<LineAppender> metrics;
   std::unique_ptr<LineAppender> events;
+
+  // The step being executed and what its OPTIM learned.
+  int64_t step = 0;
+  double lr = 0;
+  double step_loss = 0, grad_norm = 0;
 
   Impl(const plan::Plan& p, std::string dir, Communicator& w)
       : plan(p),
@@ -141,11 +155,20 @@ struct Trainer::Impl {
   void setup();
   void build_dp_group();
   void build_reducer();
-  torch::Tensor batch_tokens(int64_t step, uint32_t first_sample) const;
-  void allreduce_gradients();
-  double clip_gradients();
-  void set_lr(double lr);
   void event(const nlohmann::json& e);
+
+  // StepModel: what the executor calls back.
+  torch::Tensor tokens(int microbatch) override;
+  torch::Tensor forward(int stage, const torch::Tensor& input) override {
+    return model->forward_stage(stage, input);
+  }
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
+    return model->loss(logits, targets);
+  }
+  void before_backward(int stage, bool last) override;
+  void after_backward(int stage, bool last) override;
+  void reduce_gradients() override;
+  void optimizer_step(const StepTimes& so_far) override;
 };
 
 void Trainer::Impl::setup() {
@@ -165,17 +188,27 @@ void Trainer::Impl::setup() {
   stats_coll = std::make_unique<Collectives>(world, nullptr);
   build_dp_group();
   dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
+  std::vector<int> everyone(static_cast<size_t>(world.size()));
+  for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
+  p2p_comm = world.split(everyone);
 
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
   torch::manual_seed(t.seed());
+  std::vector<GptStageLayers> local;
+  for (uint32_t index : me.stages()) {
+    const auto& st = plan.stages(static_cast<int>(index));
+    local.push_back({static_cast<int>(st.index()), st.first_layer(), st.num_layers(), st.has_embedding(),
+                     st.has_lm_head()});
+  }
   model = GptModel(GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(),
-                            m.vocab_size(), m.seq_length()});
+                            m.vocab_size(), m.seq_length()},
+                   std::move(local), t.seed());
   model->to(device);
 
   // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
   for (const auto& p : model->parameters()) num_grad_elements += p.numel();
-  flat = torch::zeros({num_grad_elements + 1}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  flat = torch::zeros({num_grad_elements}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   int64_t offset = 0;
   for (auto& p : model->parameters()) {
     p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
@@ -191,14 +224,18 @@ void Trainer::Impl::setup() {
     optimizer = std::make_unique<torch::optim::SGD>(
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
+  executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get());
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
     metrics = std::make_unique<LineAppender>((fs::path(run_dir) / "metrics.jsonl").string());
     events = std::make_unique<LineAppender>((fs::path(run_dir) / "events.jsonl").string());
-    log->info("model: {} parameters, {} layers, hidden {}, data {} ({} bytes)", num_grad_elements,
-              m.num_layers(), m.hidden_size(), corpus.source(), corpus.size());
+    log->info("model: {} layers, hidden {}; data {} ({} bytes)", m.num_layers(), m.hidden_size(),
+              corpus.source(), corpus.size());
   }
+  std::string held;
+  for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
+  log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -235,13 +272,22 @@ void Trainer::Impl::build_reducer() {
   options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
   reducer = std::make_unique<BucketedAllreduce>(std::move(comm), recorder.get(), flat.data_ptr<float>(),
                                                 std::move(buckets), options);
+  std::map<const void*, int> stage_of;
+  for (const auto& st : model->stages()) {
+    for (const auto& p : model->stage_parameters(st.index)) stage_of[p.unsafeGetTensorImpl()] = st.index;
+  }
   size_t index = 0;
   for (auto& p : model->parameters()) {
+    const int stage = stage_of.at(p.unsafeGetTensorImpl());
+    stage_params[stage].push_back(index);
     auto accumulator = torch::autograd::impl::grad_accumulator(p);
+    // A gradient counts as final only in its stage's last backward of the step (earlier ones
+    // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
+    // hooks mark nothing then; after_backward() marks the stage's parameters once W is done.
     accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [r = reducer.get(), index](const torch::autograd::variable_list& outputs,
-                                   const torch::autograd::variable_list&) {
-          r->mark_ready(index);
+        [this, index, stage](const torch::autograd::variable_list& outputs,
+                             const torch::autograd::variable_list&) {
+          if (final_backward[stage] && !WeightGradStore::active()) reducer->mark_ready(index);
           return outputs;
         }));
     grad_accumulators.push_back(std::move(accumulator));
@@ -265,21 +311,43 @@ void Trainer::Impl::event(const nlohmann::json& e) {
   events->append(line.dump());
 }
 
-torch::Tensor Trainer::Impl::batch_tokens(int64_t step, uint32_t first_sample) const {
+torch::Tensor Trainer::Impl::tokens(int microbatch) {
   const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
-  auto tokens = torch::empty({mb, len}, torch::kLong);
-  auto* out = tokens.data_ptr<int64_t>();
+  auto out_tensor = torch::empty({mb, len}, torch::kLong);
+  auto* out = out_tensor.data_ptr<int64_t>();
   const auto& bytes = corpus.bytes();
+  const uint32_t first = me.microbatch_first_sample(microbatch);
   for (int64_t i = 0; i < mb; ++i) {
     const uint64_t off =
-        sampler->sample_offset(static_cast<uint64_t>(step), first_sample + static_cast<uint64_t>(i));
+        sampler->sample_offset(static_cast<uint64_t>(step - 1), first + static_cast<uint64_t>(i));
     for (int64_t j = 0; j < len; ++j) out[i * len + j] = bytes[off + static_cast<uint64_t>(j)];
   }
-  return tokens.to(device);
+  return out_tensor.to(device);
 }
 
-void Trainer::Impl::allreduce_gradients() {
-  if (plan.comms().allreduce() == "native" || !world.host_buffers()) {
+void Trainer::Impl::before_backward(int stage, bool last) {
+  if (!reducer || !last) return;
+  // The reducer is armed at the first stage's last backward; earlier (accumulating) backwards
+  // send nothing.
+  if (!armed) {
+    reducer->arm();
+    armed = true;
+  }
+  final_backward[stage] = true;
+}
+
+void Trainer::Impl::after_backward(int stage, bool last) {
+  if (!reducer || !last) return;
+  for (size_t index : stage_params.at(stage)) reducer->mark_ready(index);
+}
+
+void Trainer::Impl::reduce_gradients() {
+  if (reducer) {
+    if (!armed) reducer->arm();  // a rank with no backward of its own this step
+    reducer->finish();
+    armed = false;
+    for (auto& [stage, on] : final_backward) on = false;
+  } else if (plan.comms().allreduce() == "native" || !world.host_buffers()) {
     dp_coll->native_allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32,
                               ReduceOp::kSum);
   } else {
@@ -287,16 +355,25 @@ void Trainer::Impl::allreduce_gradients() {
   }
 }
 
-double Trainer::Impl::clip_gradients() {
-  auto grads = flat.narrow(0, 0, num_grad_elements);
-  const double norm = grads.norm(2).item<double>();
+void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
+  // One small sum over the world gives every rank the global gradient norm (each pipeline
+  // stage's squares counted once: by its dp = 0 replica) and the step's mean loss (the last
+  // stages' scaled microbatch losses).
+  const auto& c = me.coords();
+  const double scale = 1.0 / (static_cast<double>(plan.training().num_microbatches()) * plan.mesh().dp());
+  double sums[2] = {0, so_far.loss_sum * scale};
+  if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
+    const double norm = flat.norm(2).item<double>();
+    sums[0] = norm * norm;
+  }
+  stats_coll->allreduce(sums, 2, DType::kFloat64, ReduceOp::kSum);
+  grad_norm = std::sqrt(sums[0]);
+  step_loss = sums[1];
   const double clip = plan.training().clip_grad();
-  if (clip > 0 && norm > clip) grads.mul_(clip / (norm + 1e-6));
-  return norm;
-}
-
-void Trainer::Impl::set_lr(double lr) {
+  if (clip > 0 && grad_norm > clip) flat.mul_(clip / (grad_norm + 1e-6));
   for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+  optimizer->step();
+  flat.zero_();
 }
 
 Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world)
@@ -314,7 +391,6 @@ int64_t Trainer::run() {
   const auto& ck = s.plan.checkpoint();
   const int64_t train_iters = t.train_iters();
   const int64_t tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * s.plan.model().seq_length();
-  const double scale = 1.0 / (static_cast<double>(t.num_microbatches()) * s.plan.mesh().dp());
 
   int64_t start_step = 0;
   if (ck.resume()) {
@@ -335,92 +411,16 @@ int64_t Trainer::run() {
   // accumulators that the reducer's hooks attach to.
   s.build_reducer();
 
-  const auto& actions = s.me.actions();
-  // The backward that finalises a step's gradients is the last B before each ALLREDUCE: the
-  // overlapped reducer is armed just before it, so earlier (accumulating) backwards send nothing.
-  std::vector<bool> arms_reducer(static_cast<size_t>(actions.size()), false);
-  for (int i = 0, last_b = -1; i < actions.size(); ++i) {
-    if (actions[i].kind() == plan::ACTION_B) last_b = i;
-    if (actions[i].kind() == plan::ACTION_ALLREDUCE && last_b >= 0) {
-      arms_reducer[static_cast<size_t>(last_b)] = true;
-      last_b = -1;
-    }
-  }
-  const int64_t loss_slot = s.num_grad_elements;
-
-  std::map<uint32_t, torch::Tensor> pending;  // microbatch -> loss awaiting its backward
   double elapsed_total = 0, first_loss = 0, last_loss = 0;
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
     const auto usage = ResourceUsage::now();
     const auto t0 = Clock::now();
-    double data_s = 0, forward_s = 0, backward_s = 0, allreduce_s = 0, optimizer_s = 0;
-    double grad_norm = 0, loss = 0, local_loss = 0;
-    bool armed = false;
-    const double lr = learning_rate(t, step);
-    for (int i = 0; i < actions.size(); ++i) {
-      const auto& a = actions[i];
-      switch (a.kind()) {
-        case plan::ACTION_F: {
-          auto d0 = Clock::now();
-          auto tokens =
-              s.batch_tokens(step - 1, s.me.microbatch_first_sample(static_cast<int>(a.microbatch())));
-          const int64_t len = tokens.size(1);
-          data_s += seconds_since(d0);
-          const auto f0 = Clock::now();
-          pending[a.microbatch()] = s.model->loss(tokens.slice(1, 0, len - 1), tokens.slice(1, 1, len));
-          forward_s += seconds_since(f0);
-          break;
-        }
-        case plan::ACTION_B: {
-          auto it = pending.find(a.microbatch());
-          if (it == pending.end())
-            throw PlanError("B before F for microbatch " + std::to_string(a.microbatch()));
-          local_loss += it->second.item<double>();
-          if (s.reducer && arms_reducer[static_cast<size_t>(i)]) {
-            // The loss travels in bucket 0, launched during this backward.
-            s.flat[loss_slot].fill_(local_loss * scale);
-            s.reducer->arm();
-            armed = true;
-          }
-          const auto b0 = Clock::now();
-          (it->second * scale).backward();
-          backward_s += seconds_since(b0);
-          pending.erase(it);
-          break;
-        }
-        case plan::ACTION_ALLREDUCE: {
-          const auto a0 = Clock::now();
-          if (s.reducer) {
-            if (!armed) {
-              s.flat[loss_slot].fill_(local_loss * scale);
-              s.reducer->arm();
-            }
-            s.reducer->finish();
-            armed = false;
-          } else {
-            s.flat[loss_slot].fill_(local_loss * scale);
-            s.allreduce_gradients();
-          }
-          allreduce_s += seconds_since(a0);
-          loss = s.flat[loss_slot].item<double>();
-          break;
-        }
-        case plan::ACTION_OPTIM: {
-          const auto o0 = Clock::now();
-          grad_norm = s.clip_gradients();
-          s.set_lr(lr);
-          s.optimizer->step();
-          s.flat.zero_();
-          optimizer_s += seconds_since(o0);
-          break;
-        }
-        default:
-          throw PlanError("rank " + std::to_string(s.rank) + ": action kind " +
-                          plan::ActionKind_Name(a.kind()) + " is not executable by this worker");
-      }
-    }
+    s.step = step;
+    s.lr = learning_rate(t, step);
+    const StepTimes times = s.executor->run_step(s);
+    const double loss = s.step_loss, grad_norm = s.grad_norm, lr = s.lr;
     const double step_s = seconds_since(t0);
     elapsed_total += step_s;
 
@@ -440,11 +440,12 @@ int64_t Trainer::run() {
                             {"tokens", tokens_per_step},
                             {"step_time_s", step_s},
                             {"tokens_per_s", tps},
-                            {"data_s", data_s},
-                            {"forward_s", forward_s},
-                            {"backward_s", backward_s},
-                            {"allreduce_s", allreduce_s},
-                            {"optimizer_s", optimizer_s},
+                            {"data_s", times.data_s},
+                            {"forward_s", times.forward_s},
+                            {"backward_s", times.backward_s},
+                            {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
+                            {"allreduce_s", times.allreduce_s},
+                            {"optimizer_s", times.optimizer_s},
                             {"max_rss_mb", worst[0]},
                             {"page_faults", worst[1]},
                             {"cpu_user_s", now_usage.user_s - usage.user_s},

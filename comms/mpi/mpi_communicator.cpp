@@ -90,8 +90,8 @@ namespace {
 
 class MpiRequest : public CommRequest {
  public:
-  MpiRequest(MPI_Request request, bool collective, int rank)
-      : request_(request), collective_(collective), rank_(rank) {}
+  MpiRequest(MPI_Request request, bool collective, int rank, int peer, std::string what)
+      : CommRequest(rank, peer, std::move(what)), request_(request), collective_(collective) {}
   ~MpiRequest() override {
     if (request_ == MPI_REQUEST_NULL || collective_) return;
     MPI_Cancel(&request_);
@@ -100,15 +100,19 @@ class MpiRequest : public CommRequest {
   bool test() override {
     if (request_ == MPI_REQUEST_NULL) return true;
     int done = 0;
-    RONDO_MPI_CHECK(rank_, MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    RONDO_MPI_CHECK(rank(), MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
     return done != 0;
   }
 
  private:
   MPI_Request request_;
   bool collective_;
-  int rank_;
 };
+
+std::string p2p_what(const char* op, size_t bytes, const char* dir, int peer, int tag) {
+  return std::string(op) + " of " + std::to_string(bytes) + " bytes " + dir + " rank " +
+         std::to_string(peer) + " (tag " + std::to_string(tag) + ", backend mpi)";
+}
 
 }  // namespace
 
@@ -140,13 +144,13 @@ void MpiCommunicator::wait_all(MPI_Request* requests, int count, int peer, const
 std::unique_ptr<CommRequest> MpiCommunicator::isend(const void* data, size_t bytes, int peer, int tag) {
   MPI_Request req;
   RONDO_MPI_CHECK(rank_, MPI_Isend(data, checked_count(bytes, rank_), MPI_BYTE, peer, tag, comm_, &req));
-  return std::make_unique<MpiRequest>(req, false, rank_);
+  return std::make_unique<MpiRequest>(req, false, rank_, peer, p2p_what("isend", bytes, "to", peer, tag));
 }
 
 std::unique_ptr<CommRequest> MpiCommunicator::irecv(void* data, size_t bytes, int peer, int tag) {
   MPI_Request req;
   RONDO_MPI_CHECK(rank_, MPI_Irecv(data, checked_count(bytes, rank_), MPI_BYTE, peer, tag, comm_, &req));
-  return std::make_unique<MpiRequest>(req, false, rank_);
+  return std::make_unique<MpiRequest>(req, false, rank_, peer, p2p_what("irecv", bytes, "from", peer, tag));
 }
 
 std::unique_ptr<CommRequest> MpiCommunicator::native_iallreduce(void* data, size_t count, DType type,
@@ -154,7 +158,8 @@ std::unique_ptr<CommRequest> MpiCommunicator::native_iallreduce(void* data, size
   MPI_Request req;
   RONDO_MPI_CHECK(rank_, MPI_Iallreduce(MPI_IN_PLACE, data, checked_count(count, rank_), to_mpi(type),
                                         to_mpi(op), comm_, &req));
-  return std::make_unique<MpiRequest>(req, true, rank_);
+  return std::make_unique<MpiRequest>(
+      req, true, rank_, -1, "native_iallreduce of " + std::to_string(count) + " elements (backend mpi)");
 }
 
 void MpiCommunicator::send(const void* data, size_t bytes, int peer, int tag) {

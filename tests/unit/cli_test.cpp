@@ -42,10 +42,17 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
 }
 
 TEST(Cli, RunRefusesLayoutsTheWorkerCannotExecuteYet) {
-  const auto r =
-      run_rondo("run --set parallel.pipeline_model_parallel_size=2 --run-dir /tmp/rondo-cli-test-never");
+  const auto r = run_rondo(
+      "run --set parallel.world_size=2 --set parallel.pipeline_model_parallel_size=2 --set "
+      "pipeline.schedule=roundpipe "
+      "--run-dir /tmp/rondo-cli-test-never");
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("parallel.pipeline_model_parallel_size"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("pipeline.schedule"), std::string::npos) << r.output;
+  const auto tp = run_rondo(
+      "run --set parallel.world_size=2 --set parallel.tensor_model_parallel_size=2 --run-dir "
+      "/tmp/rondo-cli-test-never");
+  EXPECT_EQ(tp.status, 2) << tp.output;
+  EXPECT_NE(tp.output.find("parallel.tensor_model_parallel_size"), std::string::npos) << tp.output;
 }
 
 TEST(Cli, ExampleConfigsPlan) {

@@ -1,0 +1,316 @@
+#include "pipeline/exec/stage_executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "common/errors.h"
+
+namespace rondo {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+bool is_recv(plan::ActionKind k) { return k == plan::ACTION_RECV_F || k == plan::ACTION_RECV_B; }
+
+const char* transfer_name(int kind) { return kind == 0 ? "activations" : "gradients"; }
+
+}  // namespace
+
+struct StageExecutor::Receive {
+  torch::Tensor buffer;
+  int peer = -1;
+  std::unique_ptr<CommRequest> request;  // posted this step, not yet waited for
+  int64_t posted_ns = 0;
+};
+
+struct StageExecutor::Send {
+  torch::Tensor tensor;  // kept alive until the send completes
+  std::unique_ptr<CommRequest> request;
+  int64_t posted_ns = 0;
+};
+
+struct StageExecutor::Microbatch {
+  torch::Tensor input;       // the stage input as a leaf requiring grad (stages after the first)
+  torch::Tensor output;      // hidden states, or the unscaled loss on the last stage
+  torch::Tensor input_grad;  // after B or I: the gradient with respect to `input`
+  WeightGradStore weights;   // weight gradients deferred by I until W
+};
+
+StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder)
+    : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder) {
+  const auto& t = plan.training();
+  loss_scale_ = 1.0 / (static_cast<double>(t.num_microbatches()) * plan.mesh().dp());
+  boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
+                     static_cast<int64_t>(plan.model().seq_length()),
+                     static_cast<int64_t>(plan.model().hidden_size())};
+  const auto where = [&](int i, const plan::Action& a) {
+    return "rank " + std::to_string(rank) + " action " + std::to_string(i) + " (" +
+           plan::ActionKind_Name(a.kind()) + " stage " + std::to_string(a.stage()) + " microbatch " +
+           std::to_string(a.microbatch()) + ")";
+  };
+  if (plan.backward_stages_size() > 0) {
+    throw PlanError("plan for schedule " + plan.schedule() +
+                    " has its own backward partition, which this executor cannot run yet");
+  }
+  const int n = me_.actions_size();
+  last_backward_.assign(static_cast<size_t>(n), false);
+  last_gradient_.assign(static_cast<size_t>(n), false);
+  std::map<int, int> last_b_or_i, last_b_or_w;
+  for (int i = 0; i < n; ++i) {
+    const auto& a = me_.actions(i);
+    const int stage = static_cast<int>(a.stage());
+    switch (a.kind()) {
+      case plan::ACTION_F:
+      case plan::ACTION_B:
+      case plan::ACTION_I:
+      case plan::ACTION_W: {
+        if (stage >= plan.stages_size()) throw PlanError(where(i, a) + ": the plan has no such stage");
+        if (!plan.stateless_workers() &&
+            std::find(me_.stages().begin(), me_.stages().end(), a.stage()) == me_.stages().end()) {
+          throw PlanError(where(i, a) + ": the rank does not hold this stage");
+        }
+        if (a.microbatch() >= t.num_microbatches()) throw PlanError(where(i, a) + ": no such microbatch");
+        if (a.kind() != plan::ACTION_F) last_b_or_w[stage] = i;
+        if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_I) last_b_or_i[stage] = i;
+        if (a.kind() == plan::ACTION_W) last_b_or_w[stage] = i;
+        break;
+      }
+      case plan::ACTION_SEND_F:
+      case plan::ACTION_SEND_B:
+      case plan::ACTION_RECV_F:
+      case plan::ACTION_RECV_B:
+        if (a.peer() < 0 || a.peer() >= p2p.size() || a.peer() == rank) {
+          throw PlanError(where(i, a) + ": bad peer " + std::to_string(a.peer()));
+        }
+        break;
+      case plan::ACTION_ALLREDUCE:
+      case plan::ACTION_OPTIM:
+        break;
+      default:
+        throw PlanError(where(i, a) + ": an action kind this worker cannot execute (plan version " +
+                        std::to_string(plan.version()) + ")");
+    }
+  }
+  for (const auto& [stage, i] : last_b_or_i) last_backward_[static_cast<size_t>(i)] = true;
+  for (const auto& [stage, i] : last_b_or_w) last_gradient_[static_cast<size_t>(i)] = true;
+}
+
+StageExecutor::~StageExecutor() = default;
+
+int StageExecutor::tag(const Key& key) const {
+  const auto& [kind, stage, mb] = key;
+  return (mb * plan_.stages_size() + stage) * 2 + kind;
+}
+
+void StageExecutor::post_receives() {
+  const size_t bytes = static_cast<size_t>(boundary_shape_[0] * boundary_shape_[1] * boundary_shape_[2]) * 4;
+  for (const auto& a : me_.actions()) {
+    if (!is_recv(a.kind())) continue;
+    const Key key{a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
+                  static_cast<int>(a.microbatch())};
+    auto& r = receives_[key];
+    if (!r) {
+      r = std::make_unique<Receive>();
+      r->buffer = torch::empty(boundary_shape_, torch::kFloat32);
+    }
+    r->peer = a.peer();
+    r->posted_ns = TimingRecorder::wall_ns();
+    r->request = p2p_.irecv(r->buffer.data_ptr(), bytes, a.peer(), tag(key));
+  }
+}
+
+torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
+  auto& r = *receives_.at(key);
+  if (r.request) {
+    const int64_t wait_ns = TimingRecorder::wall_ns();
+    const auto t0 = Clock::now();
+    try {
+      r.request->wait(p2p_.timeout());
+    } catch (const TimeoutError& e) {
+      const auto& [kind, stage, mb] = key;
+      throw TimeoutError(rank_, r.peer,
+                         "rank " + std::to_string(rank_) + " waiting for the " + transfer_name(kind) +
+                             " of stage " + std::to_string(stage) + " microbatch " + std::to_string(mb) +
+                             " from rank " + std::to_string(r.peer) + ": " + e.what());
+    }
+    times.recv_wait_s += seconds_since(t0);
+    r.request.reset();
+    if (recorder_)
+      recorder_->record_transfer(CollectiveOp::kRecv, r.buffer.nbytes(), r.peer, r.posted_ns, wait_ns);
+  }
+  return r.buffer;
+}
+
+void StageExecutor::post_send(const plan::Action& a, StepTimes&) {
+  const bool activations = a.kind() == plan::ACTION_SEND_F;
+  auto& mb = microbatches_.at({static_cast<int>(a.stage()), static_cast<int>(a.microbatch())});
+  torch::Tensor t = (activations ? mb.output : mb.input_grad).detach().contiguous();
+  if (t.numel() != boundary_shape_[0] * boundary_shape_[1] * boundary_shape_[2]) {
+    throw PlanError("rank " + std::to_string(rank_) + ": stage " + std::to_string(a.stage()) + " produced " +
+                    std::to_string(t.numel()) + " elements of " + transfer_name(activations ? 0 : 1) +
+                    " where the plan's boundary holds [micro_batch, seq, hidden]");
+  }
+  auto s = std::make_unique<Send>();
+  s->posted_ns = TimingRecorder::wall_ns();
+  s->request =
+      p2p_.isend(t.data_ptr(), t.nbytes(), a.peer(),
+                 tag({activations ? 0 : 1, static_cast<int>(a.stage()), static_cast<int>(a.microbatch())}));
+  s->tensor = std::move(t);
+  sends_.push_back(std::move(s));
+}
+
+void StageExecutor::finish_sends(bool wait, StepTimes& times) {
+  const auto t0 = Clock::now();
+  const int64_t wait_ns = TimingRecorder::wall_ns();
+  std::erase_if(sends_, [&](std::unique_ptr<Send>& s) {
+    if (wait) {
+      s->request->wait(p2p_.timeout());
+    } else if (!s->request->test()) {
+      return false;
+    }
+    if (recorder_) {
+      recorder_->record_transfer(CollectiveOp::kSend, s->tensor.nbytes(), s->request->peer(), s->posted_ns,
+                                 wait ? wait_ns : TimingRecorder::wall_ns());
+    }
+    return true;
+  });
+  if (wait) times.send_wait_s += seconds_since(t0);
+}
+
+void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+  const auto& st = plan_.stages(stage);
+  torch::Tensor tokens, input;
+  if (st.has_embedding() || st.has_lm_head()) {
+    const auto d0 = Clock::now();
+    tokens = model.tokens(mbi);
+    times.data_s += seconds_since(d0);
+  }
+  auto& mb = microbatches_[{stage, mbi}];
+  if (st.has_embedding()) {
+    input = tokens.slice(1, 0, tokens.size(1) - 1);
+  } else {
+    const Key from{0, stage - 1, mbi};
+    torch::Tensor source =
+        receives_.count(from) ? wait_receive(from, times) : microbatches_.at({stage - 1, mbi}).output;
+    input = source.detach().requires_grad_(true);
+    mb.input = input;
+  }
+  const auto f0 = Clock::now();
+  torch::Tensor out = model.forward(stage, input);
+  if (st.has_lm_head()) {
+    out = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
+    times.loss_sum += out.item<double>();
+    ++times.losses;
+  }
+  times.forward_s += seconds_since(f0);
+  mb.output = std::move(out);
+}
+
+void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+  const auto& st = plan_.stages(stage);
+  auto it = microbatches_.find({stage, mbi});
+  if (it == microbatches_.end() || !it->second.output.defined()) {
+    throw PlanError("rank " + std::to_string(rank_) + ": backward of stage " + std::to_string(stage) +
+                    " microbatch " + std::to_string(mbi) + " before its forward");
+  }
+  auto& mb = it->second;
+  torch::Tensor grad;
+  if (!st.has_lm_head()) {
+    const Key from{1, stage + 1, mbi};
+    if (receives_.count(from)) {
+      grad = wait_receive(from, times);
+    } else {
+      auto& next = microbatches_.at({stage + 1, mbi});
+      grad = std::move(next.input_grad);
+    }
+  }
+  model.before_backward(stage, last_backward_[index]);
+  const auto b0 = Clock::now();
+  {
+    std::optional<WeightGradStore::Scope> split;
+    if (a.kind() == plan::ACTION_I) split.emplace(mb.weights);
+    if (st.has_lm_head()) {
+      (mb.output * loss_scale_).backward();
+    } else {
+      torch::autograd::backward({mb.output}, {grad});
+    }
+  }
+  times.backward_s += seconds_since(b0);
+  if (mb.input.defined()) mb.input_grad = mb.input.grad();
+  mb.input = torch::Tensor();
+  mb.output = torch::Tensor();
+  if (a.kind() == plan::ACTION_B) model.after_backward(stage, last_gradient_[index]);
+}
+
+void StageExecutor::backward_weights(StepModel& model, const plan::Action& a, size_t index,
+                                     StepTimes& times) {
+  auto it = microbatches_.find({static_cast<int>(a.stage()), static_cast<int>(a.microbatch())});
+  if (it == microbatches_.end() || it->second.output.defined()) {
+    throw PlanError("rank " + std::to_string(rank_) + ": W of stage " + std::to_string(a.stage()) +
+                    " microbatch " + std::to_string(a.microbatch()) + " before its I");
+  }
+  const auto w0 = Clock::now();
+  it->second.weights.run();
+  times.backward_s += seconds_since(w0);
+  model.after_backward(static_cast<int>(a.stage()), last_gradient_[index]);
+}
+
+StepTimes StageExecutor::run_step(StepModel& model) {
+  StepTimes times;
+  post_receives();
+  const auto& actions = me_.actions();
+  for (int i = 0; i < actions.size(); ++i) {
+    const auto& a = actions[i];
+    const auto index = static_cast<size_t>(i);
+    switch (a.kind()) {
+      case plan::ACTION_F:
+        forward(model, a, times);
+        break;
+      case plan::ACTION_B:
+      case plan::ACTION_I:
+        backward(model, a, index, times);
+        break;
+      case plan::ACTION_W:
+        backward_weights(model, a, index, times);
+        break;
+      case plan::ACTION_SEND_F:
+      case plan::ACTION_SEND_B:
+        post_send(a, times);
+        break;
+      case plan::ACTION_RECV_F:
+      case plan::ACTION_RECV_B:
+        wait_receive({a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
+                      static_cast<int>(a.microbatch())},
+                     times);
+        break;
+      case plan::ACTION_ALLREDUCE: {
+        const auto t0 = Clock::now();
+        model.reduce_gradients();
+        times.allreduce_s += seconds_since(t0);
+        break;
+      }
+      case plan::ACTION_OPTIM: {
+        const auto t0 = Clock::now();
+        model.optimizer_step(times);
+        times.optimizer_s += seconds_since(t0);
+        break;
+      }
+      default:
+        break;  // refused by the constructor
+    }
+    if (!sends_.empty()) finish_sends(false, times);
+  }
+  finish_sends(true, times);
+  microbatches_.clear();
+  return times;
+}
+
+}  // namespace rondo

@@ -1,0 +1,106 @@
+// StageExecutor: runs one rank's share of a training step exactly in the plan's order: the forward
+// (F) and backward -- full (B) or split into input (I) and weight (W) gradients -- of its stages
+// per microbatch, the transfers of activations and gradients between stages, the data-parallel
+// gradient reduction (ALLREDUCE) and the optimizer step (OPTIM). Every schedule runs through it,
+// data parallelism being the pp = 1 case: a new schedule is a new action list, not new code here.
+//
+// Transfers are non-blocking. At the start of a step every receive of the step is posted into a
+// buffer kept across steps; a RECV action waits for its buffer; a SEND action posts the send and
+// keeps the tensor alive until it completes (all are waited for at the end of the step). A send
+// therefore never blocks its rank, so a plan whose compute dependencies are acyclic cannot
+// deadlock, whatever the message sizes. Each transfer lands in the timing recorder.
+//
+// The model and the rest of the step come in through StepModel (the worker implements it).
+// Call order: construct once; run_step() once per step.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "comms/communicator.h"
+#include "comms/timing_recorder.h"
+#include "pipeline/exec/weight_grad_store.h"
+#include "proto/plan.pb.h"
+
+namespace rondo {
+
+class StepModel {
+ public:
+  virtual ~StepModel() = default;
+  // Token ids [micro_batch_size, seq_length + 1] of this rank's microbatch `microbatch`.
+  virtual torch::Tensor tokens(int microbatch) = 0;
+  // Stage `stage`'s forward: token ids [mb, seq] (stage with the embedding) or hidden states
+  // [mb, seq, hidden] in; hidden states, or logits from the stage with the LM head, out.
+  virtual torch::Tensor forward(int stage, const torch::Tensor& input) = 0;
+  // Mean loss of logits [mb, seq, vocab] against targets [mb, seq].
+  virtual torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) = 0;
+  // Around every B and I (before) and every B and W (after) of `stage`. `last` before: the
+  // stage's last B or I of the step; after: its last gradient-producing action, so every
+  // gradient of the stage is final when it returns.
+  virtual void before_backward(int /*stage*/, bool /*last*/) {}
+  virtual void after_backward(int /*stage*/, bool /*last*/) {}
+  virtual void reduce_gradients() = 0;  // ALLREDUCE
+  // OPTIM; `so_far` holds the step's losses (every forward precedes it).
+  virtual void optimizer_step(const struct StepTimes& so_far) = 0;
+};
+
+// What one step cost this rank (seconds) and the losses it computed.
+struct StepTimes {
+  double data_s = 0;
+  double forward_s = 0;
+  double backward_s = 0;  // B, I and W
+  double recv_wait_s = 0;
+  double send_wait_s = 0;
+  double allreduce_s = 0;
+  double optimizer_s = 0;
+  double loss_sum = 0;  // of the microbatch losses computed here (last stage), unscaled
+  int losses = 0;
+};
+
+class StageExecutor {
+ public:
+  // `p2p` carries the pipeline's transfers, numbered like the plan's ranks (a duplicate of the
+  // world, so that no collective's message can match); it and `recorder` (may be null) must
+  // outlive the executor. Throws PlanError when the rank's actions are not executable.
+  StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder);
+  ~StageExecutor();
+
+  StepTimes run_step(StepModel& model);
+
+ private:
+  // (kind of transfer: 0 activations, 1 gradients; stage; microbatch)
+  using Key = std::tuple<int, int, int>;
+  struct Receive;
+  struct Send;
+  struct Microbatch;
+
+  void post_receives();
+  torch::Tensor wait_receive(const Key& key, StepTimes& times);
+  void post_send(const plan::Action& action, StepTimes& times);
+  void finish_sends(bool wait, StepTimes& times);
+  int tag(const Key& key) const;
+
+  void forward(StepModel& model, const plan::Action& a, StepTimes& times);
+  void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+  void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+
+  const plan::Plan& plan_;
+  const plan::RankPlan& me_;
+  int rank_;
+  Communicator& p2p_;
+  TimingRecorder* recorder_;
+  double loss_scale_;
+  std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden]
+  std::vector<bool> last_backward_;      // per action: the stage's last B or I
+  std::vector<bool> last_gradient_;      // per action: the stage's last B or W
+
+  std::map<Key, std::unique_ptr<Receive>> receives_;  // buffers persist across steps
+  std::vector<std::unique_ptr<Send>> sends_;
+  std::map<std::pair<int, int>, Microbatch> microbatches_;  // (stage, microbatch) -> state
+};
+
+}  // namespace rondo
