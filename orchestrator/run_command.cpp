@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "launch/launcher_report.h"
 #include "launch/mpirun_command.h"
 #include "launch/process_runner.h"
 #include "orchestrator/plan_builder.h"
@@ -68,6 +70,20 @@ std::vector<RankOutcome> read_outcomes(const fs::path& logs, int world) {
     out.push_back(o);
   }
   return out;
+}
+
+// "rank 1 (pid 4242 on vm)" from RUN_DIR/workers.json, or "rank 1" when it has no entry.
+std::string describe_rank(const fs::path& run_dir, int rank) {
+  try {
+    for (const auto& w : nlohmann::json::parse(read_file((run_dir / "workers.json").string()))) {
+      if (w.value("rank", -1) == rank) {
+        return "rank " + std::to_string(rank) + " (pid " + std::to_string(w.value("pid", 0)) + " on " +
+               w.value("host", std::string("?")) + ")";
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  return "rank " + std::to_string(rank);
 }
 
 }  // namespace
@@ -156,7 +172,21 @@ int run_job(const Config& config, const RunOptions& options) {
     std::fprintf(stderr, "rondo: rank %d failed: %s\n       see %s\n", o.rank, o.error.c_str(),
                  (run_dir / "logs" / ("rank-" + std::to_string(o.rank) + ".log")).c_str());
   }
+  // A rank that died without a word (killed, or exited before recording a failure): mpirun names it.
+  std::optional<RankEnd> ended;
   if (failed.empty()) {
+    try {
+      ended = parse_mpirun_report(read_file((run_dir / "logs" / "launcher.log").string()));
+    } catch (const Error&) {
+    }
+  }
+  if (ended) {
+    const std::string who = describe_rank(run_dir, ended->rank);
+    append_event(run_dir, {{"event", "rank_ended"}, {"rank", ended->rank}, {"how", ended->how()}});
+    std::fprintf(stderr, "rondo: %s %s; the launcher then stopped the other ranks\n       see %s\n",
+                 who.c_str(), ended->how().c_str(),
+                 (run_dir / "logs" / ("rank-" + std::to_string(ended->rank) + ".log")).c_str());
+  } else if (failed.empty()) {
     for (const auto& o : unfinished) {
       std::fprintf(stderr, "rondo: rank %d did not finish (state %s); see %s\n", o.rank, o.state.c_str(),
                    (run_dir / "logs" / ("rank-" + std::to_string(o.rank) + ".log")).c_str());
