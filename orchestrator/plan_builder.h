@@ -9,10 +9,9 @@
 
 #include "orchestrator/config.h"
 #include "proto/plan.pb.h"
+#include "proto/plan_version.h"
 
 namespace rondo {
-
-inline constexpr uint32_t kPlanVersion = 1;
 
 plan::Plan build_plan(const Config& config);
 

@@ -182,7 +182,13 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
     throw CheckpointError(step_dir.string(),
                           "has no shard " + model_shard_name() + " for this rank's (pp, tp) position");
   }
-  deserialize(model, (step_dir / model_shard_name()).string());
+  const auto model_path = (step_dir / model_shard_name()).string();
+  try {
+    deserialize(model, model_path);
+  } catch (const std::exception& e) {
+    // A valid file (its CRC passed) of another model shape or layout, e.g. from an older rondo.
+    throw CheckpointError(model_path, std::string("does not fit this rank's stages: ") + e.what());
+  }
   const auto optimizer_path = (step_dir / optimizer_shard_name()).string();
   try {
     deserialize(optimizer, optimizer_path);

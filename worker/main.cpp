@@ -14,6 +14,7 @@
 #include "comms/collectives.h"
 #include "comms/mpi/mpi_communicator.h"
 #include "proto/plan.pb.h"
+#include "proto/plan_version.h"
 #include "worker/malloc_policy.h"
 #include "worker/runtime_environment.h"
 #include "worker/trainer.h"
@@ -37,6 +38,11 @@ rondo::plan::Plan read_plan(const std::string& path) {
   rondo::plan::Plan plan;
   std::ifstream in(path, std::ios::binary);
   if (!in || !plan.ParseFromIstream(&in)) throw rondo::PlanError("cannot read plan " + path);
+  if (plan.version() != rondo::kPlanVersion) {
+    throw rondo::PlanError(path + " is a version " + std::to_string(plan.version()) +
+                           " plan; this rondo-worker runs version " + std::to_string(rondo::kPlanVersion) +
+                           " plans: plan it again with the matching `rondo`");
+  }
   return plan;
 }
 

@@ -174,6 +174,16 @@ struct Trainer::Impl : StepModel {
 void Trainer::Impl::setup() {
   const auto& t = plan.training();
   const auto& m = plan.model();
+  // The plan is the contract: a value this worker does not know is an error, never a default.
+  const auto require = [](const std::string& value, std::initializer_list<const char*> known,
+                          const char* field) {
+    for (const char* k : known) {
+      if (value == k) return;
+    }
+    throw PlanError("plan field " + std::string(field) + " = '" + value + "' is not one this worker runs");
+  };
+  require(t.lr_decay_style(), {"constant", "linear", "cosine"}, "training.lr_decay_style");
+  require(t.optimizer(), {"adamw", "sgd"}, "training.optimizer");
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == "cuda") {
     if (!torch::cuda::is_available()) {

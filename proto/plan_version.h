@@ -1,0 +1,14 @@
+// The plan format's version (Plan.version): the coordinator writes it, the worker refuses any
+// other. Bump it on every change a worker of the other version would misread.
+//   1: data parallelism (every rank held the whole model).
+//   2: stages partition the model (global parameter names, per-parameter seeded initialisation);
+//      pipeline transfers are non-blocking and every action kind is executed.
+#pragma once
+
+#include <cstdint>
+
+namespace rondo {
+
+inline constexpr uint32_t kPlanVersion = 2;
+
+}  // namespace rondo
