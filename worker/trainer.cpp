@@ -19,8 +19,10 @@
 #include "comms/gradient_buckets.h"
 #include "data/global_batch_sampler.h"
 #include "data/text_corpus.h"
+#include "pipeline/exec/plan_schedule.h"
 #include "pipeline/exec/stage_executor.h"
 #include "pipeline/exec/weight_grad_store.h"
+#include "pipeline/schedule_simulator.h"
 #include "proto/plan.pb.h"
 #include "worker/checkpointer.h"
 #include "worker/flat_adamw.h"
@@ -143,6 +145,11 @@ struct Trainer::Impl : StepModel {
   int64_t step = 0;
   double lr = 0;
   double step_loss = 0, grad_norm = 0;
+  // Summed over the ranks by OPTIM: compute seconds (every rank), and per stage the F, B (or I)
+  // and W seconds (replica 0, so each stage once).
+  double compute_total = 0;
+  std::vector<double> stage_f, stage_b, stage_w;
+  PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
 
   Impl(const plan::Plan& p, std::string dir, Communicator& w)
       : plan(p),
@@ -156,6 +163,8 @@ struct Trainer::Impl : StepModel {
   void build_dp_group();
   void build_reducer();
   void event(const nlohmann::json& e);
+  // The simulator's bubble for the plan's schedule with the op durations this step measured.
+  double predicted_bubble() const;
 
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override;
@@ -235,6 +244,7 @@ void Trainer::Impl::setup() {
         model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
   executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get());
+  schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
@@ -314,6 +324,17 @@ void Trainer::Impl::build_reducer() {
   }
 }
 
+double Trainer::Impl::predicted_bubble() const {
+  const double m = plan.training().num_microbatches();
+  StageCosts costs;
+  for (size_t i = 0; i < stage_f.size(); ++i) {
+    costs.f.push_back(stage_f[i] / m);
+    costs.b.push_back((stage_b[i] + stage_w[i]) / m);
+    costs.w.push_back(stage_w[i] / m);
+  }
+  return simulate_schedule(schedule, costs).bubble_fraction;
+}
+
 void Trainer::Impl::event(const nlohmann::json& e) {
   if (!events) return;
   nlohmann::json line = e;
@@ -371,12 +392,26 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   // stages' scaled microbatch losses).
   const auto& c = me.coords();
   const double scale = 1.0 / (static_cast<double>(plan.training().num_microbatches()) * plan.mesh().dp());
-  double sums[2] = {0, so_far.loss_sum * scale};
-  if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
+  const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
+  const size_t stages = so_far.stage_f.size();
+  std::vector<double> sums(3 + 3 * stages, 0.0);
+  sums[1] = so_far.loss_sum * scale;
+  sums[2] = so_far.compute_s;
+  if (replica0) {
     const double norm = flat.norm(2).item<double>();
     sums[0] = norm * norm;
+    for (size_t i = 0; i < stages; ++i) {
+      sums[3 + i] = so_far.stage_f[i];
+      sums[3 + stages + i] = so_far.stage_b[i];
+      sums[3 + 2 * stages + i] = so_far.stage_w[i];
+    }
   }
-  stats_coll->allreduce(sums, 2, DType::kFloat64, ReduceOp::kSum);
+  stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
+  compute_total = sums[2];
+  stage_f.assign(sums.begin() + 3, sums.begin() + 3 + static_cast<long>(stages));
+  stage_b.assign(sums.begin() + 3 + static_cast<long>(stages),
+                 sums.begin() + 3 + 2 * static_cast<long>(stages));
+  stage_w.assign(sums.begin() + 3 + 2 * static_cast<long>(stages), sums.end());
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
   const double clip = plan.training().clip_grad();
@@ -436,8 +471,11 @@ int64_t Trainer::run() {
 
     // Memory and page faults of the worst rank (a small max-allreduce, outside the step's time).
     const auto now_usage = ResourceUsage::now();
-    double worst[2] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults};
-    s.stats_coll->allreduce(worst, 2, DType::kFloat64, ReduceOp::kMax);
+    // ... and the span of the step's compute over all ranks (negated start: one max serves both).
+    double worst[4] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults,
+                       -static_cast<double>(times.first_compute_ns),
+                       static_cast<double>(times.last_compute_ns)};
+    s.stats_coll->allreduce(worst, 4, DType::kFloat64, ReduceOp::kMax);
 
     if (s.rank == 0) {
       if (!std::isfinite(loss))
@@ -460,6 +498,11 @@ int64_t Trainer::run() {
                             {"page_faults", worst[1]},
                             {"cpu_user_s", now_usage.user_s - usage.user_s},
                             {"cpu_sys_s", now_usage.sys_s - usage.sys_s}};
+      const double span_s = (worst[3] + worst[2]) * 1e-9;
+      if (span_s > 0) {
+        row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
+        row["bubble_fraction_predicted"] = s.predicted_bubble();
+      }
       if (s.reducer) {
         row["grad_buckets"] = s.reducer->buckets().size();
         row["grad_buckets_started_in_backward"] = s.reducer->started_before_finish();

@@ -203,6 +203,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
     mb.input = input;
   }
   const auto f0 = Clock::now();
+  const int64_t f0_ns = TimingRecorder::wall_ns();
   torch::Tensor out = model.forward(stage, input);
   if (st.has_lm_head()) {
     out = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
@@ -210,6 +211,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
     ++times.losses;
   }
   times.forward_s += seconds_since(f0);
+  count_compute(times.stage_f, stage, f0_ns, times);
   mb.output = std::move(out);
 }
 
@@ -234,6 +236,7 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
   }
   model.before_backward(stage, last_backward_[index]);
   const auto b0 = Clock::now();
+  const int64_t b0_ns = TimingRecorder::wall_ns();
   {
     std::optional<WeightGradStore::Scope> split;
     if (a.kind() == plan::ACTION_I) split.emplace(mb.weights);
@@ -244,6 +247,7 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
     }
   }
   times.backward_s += seconds_since(b0);
+  count_compute(times.stage_b, stage, b0_ns, times);
   if (mb.input.defined()) mb.input_grad = mb.input.grad();
   mb.input = torch::Tensor();
   mb.output = torch::Tensor();
@@ -258,13 +262,29 @@ void StageExecutor::backward_weights(StepModel& model, const plan::Action& a, si
                     " microbatch " + std::to_string(a.microbatch()) + " before its I");
   }
   const auto w0 = Clock::now();
+  const int64_t w0_ns = TimingRecorder::wall_ns();
   it->second.weights.run();
   times.backward_s += seconds_since(w0);
+  count_compute(times.stage_w, static_cast<int>(a.stage()), w0_ns, times);
   model.after_backward(static_cast<int>(a.stage()), last_gradient_[index]);
+}
+
+void StageExecutor::count_compute(std::vector<double>& per_stage, int stage, int64_t t0_ns,
+                                  StepTimes& times) {
+  const int64_t now = TimingRecorder::wall_ns();
+  const double seconds = static_cast<double>(now - t0_ns) * 1e-9;
+  per_stage[static_cast<size_t>(stage)] += seconds;
+  times.compute_s += seconds;
+  if (times.first_compute_ns == 0) times.first_compute_ns = t0_ns;
+  times.last_compute_ns = now;
 }
 
 StepTimes StageExecutor::run_step(StepModel& model) {
   StepTimes times;
+  const auto stages = static_cast<size_t>(plan_.stages_size());
+  times.stage_f.assign(stages, 0.0);
+  times.stage_b.assign(stages, 0.0);
+  times.stage_w.assign(stages, 0.0);
   post_receives();
   const auto& actions = me_.actions();
   for (int i = 0; i < actions.size(); ++i) {

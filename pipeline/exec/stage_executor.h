@@ -59,6 +59,12 @@ struct StepTimes {
   double optimizer_s = 0;
   double loss_sum = 0;  // of the microbatch losses computed here (last stage), unscaled
   int losses = 0;
+  // Compute (F, B, I, W) only: the seconds spent, per plan stage summed over microbatches (I
+  // counts into `stage_b`, as the first part of a full backward), and the wall-clock span from
+  // the first compute's start to the last one's end.
+  double compute_s = 0;
+  std::vector<double> stage_f, stage_b, stage_w;
+  int64_t first_compute_ns = 0, last_compute_ns = 0;
 };
 
 class StageExecutor {
@@ -87,6 +93,8 @@ class StageExecutor {
   void forward(StepModel& model, const plan::Action& a, StepTimes& times);
   void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+  // Adds a compute action that ran from `t0` until now to the step's busy time.
+  void count_compute(std::vector<double>& per_stage, int stage, int64_t t0_ns, StepTimes& times);
 
   const plan::Plan& plan_;
   const plan::RankPlan& me_;

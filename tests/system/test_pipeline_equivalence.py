@@ -43,6 +43,11 @@ for name, sets in runs:
     worst = max(rel_diff(ref[s], got.get(s, float("nan"))) for s in ref)
     ctx.check(sorted(got) == list(range(1, 21)) and worst <= 1e-5,
               f"{name} reproduces pp=1 within 1e-5 relative (worst {worst:.2e})")
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    ctx.check(all(0 <= r["bubble_fraction"] < 1 and 0 <= r["bubble_fraction_predicted"] < 1 for r in rows),
+              f"{name}: every step reports its bubble, measured and predicted "
+              f"(last: {rows[-1]['bubble_fraction']:.3f}, {rows[-1]['bubble_fraction_predicted']:.3f})")
     with open(os.path.join(run_dir, "plan.json")) as f:
         plan = json.load(f)
     # Each data-parallel replica's pipeline ranks hold disjoint parts that add up to the model.

@@ -1,0 +1,44 @@
+#include "pipeline/exec/plan_schedule.h"
+
+#include <algorithm>
+
+namespace rondo {
+
+PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
+  PipelineSchedule s;
+  s.name = plan.schedule();
+  s.pp = static_cast<int>(plan.mesh().pp());
+  s.num_stages = plan.stages_size();
+  s.microbatches = static_cast<int>(plan.training().num_microbatches());
+  s.virtual_stages = s.pp > 0 ? std::max(1, s.num_stages / s.pp) : 1;
+  s.stateless_workers = plan.stateless_workers();
+  s.ranks.resize(static_cast<size_t>(s.pp));
+  for (const auto& r : plan.ranks()) {
+    const auto& c = r.coords();
+    if (c.dp() != 0 || c.tp() != 0 || c.cp() != 0) continue;
+    auto& out = s.ranks[c.pp()];
+    for (const auto& a : r.actions()) {
+      const int stage = static_cast<int>(a.stage()), mb = static_cast<int>(a.microbatch());
+      switch (a.kind()) {
+        case plan::ACTION_F:
+          out.push_back({ComputeKind::kF, stage, mb});
+          break;
+        case plan::ACTION_B:
+          out.push_back({ComputeKind::kB, stage, mb});
+          break;
+        case plan::ACTION_I:
+          out.push_back({ComputeKind::kI, stage, mb});
+          s.split_backward = true;
+          break;
+        case plan::ACTION_W:
+          out.push_back({ComputeKind::kW, stage, mb});
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  return s;
+}
+
+}  // namespace rondo
