@@ -20,8 +20,8 @@ torch::Tensor linear_forward(AutogradContext* ctx, const torch::Tensor& x, const
   return torch::linear(x, weight, bias);
 }
 
-// Gradients for (x, W, b): all three now, or, under an active WeightGradStore, the input's now and
-// the weight's and bias's deferred into the store (returned undefined).
+// The input gradient, returned; the weight's and bias's accumulated into their .grad now or, under
+// an active WeightGradStore, when the store runs.
 variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   const auto saved = ctx->get_saved_variables();
   const auto& x = saved[0];
@@ -30,27 +30,32 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   const torch::Tensor grad_x = g.matmul(weight);
   const auto g2 = g.reshape({-1, out});
   const auto x2 = x.reshape({-1, in});
-  torch::Tensor bias = ctx->saved_data["bias"].toTensor();
+  // dW += g^T x and db += sum(g), straight into the parameters' gradient buffers (addmm_
+  // accumulates inside the GEMM: no temporary, no separate pass). Returned undefined, so
+  // autograd's accumulator adds nothing (its hooks still run, as the gradient is final).
+  auto accumulate = [g2, x2, weight = ctx->saved_data["weight"].toTensor(),
+                     bias = ctx->saved_data["bias"].toTensor()]() mutable {
+    torch::NoGradGuard no_grad;
+    auto& wg = weight.mutable_grad();
+    if (wg.defined()) {
+      wg.addmm_(g2.t(), x2);
+    } else {
+      wg = g2.t().mm(x2);
+    }
+    if (!bias.defined()) return;
+    auto& bg = bias.mutable_grad();
+    if (bg.defined()) {
+      bg.add_(g2.sum(0));
+    } else {
+      bg = g2.sum(0);
+    }
+  };
   if (auto* store = WeightGradStore::active()) {
-    store->defer([g2, x2, weight = ctx->saved_data["weight"].toTensor(), bias]() mutable {
-      torch::NoGradGuard no_grad;
-      auto& wg = weight.mutable_grad();
-      if (wg.defined()) {
-        wg.addmm_(g2.t(), x2);
-      } else {
-        wg = g2.t().mm(x2);
-      }
-      if (!bias.defined()) return;
-      auto& bg = bias.mutable_grad();
-      if (bg.defined()) {
-        bg.add_(g2.sum(0));
-      } else {
-        bg = g2.sum(0);
-      }
-    });
-    return {grad_x, torch::Tensor(), torch::Tensor()};
+    store->defer(std::move(accumulate));
+  } else {
+    accumulate();
   }
-  return {grad_x, g2.t().mm(x2), bias.defined() ? g2.sum(0) : torch::Tensor()};
+  return {grad_x, torch::Tensor(), torch::Tensor()};
 }
 
 class LinearFunction : public torch::autograd::Function<LinearFunction> {

@@ -1,5 +1,6 @@
 // DeferrableLinear: y = x W^T + b, whose backward can split in two for zero-bubble schedules.
-// Normally its backward computes the input and weight gradients together, like torch::nn::Linear.
+// Normally its backward computes the input and weight gradients together, like torch::nn::Linear,
+// but adds the weight and bias gradients into their .grad itself (one GEMM with accumulation).
 // While a WeightGradStore is active (the executor's I action), it computes the input gradient
 // only and defers the weight and bias gradients into the store; the executor's W action runs them,
 // accumulating straight into the parameters' .grad.
