@@ -9,6 +9,7 @@
   bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
   bench/train_bench.py recorder    # step time with the timing recorder on vs off
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
+  bench/train_bench.py pipeline    # pp=2 schedules on real compute: tokens/s, bubble measured vs predicted
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -182,6 +183,22 @@ def main():
             two.append(rondo_run(tmp, "dp2", small + ["parallel.world_size=2"])["tokens_per_s"])
         a, b = statistics.median(one), statistics.median(two)
         print(f"dp: tokens/s dp=1 {a:.0f}, dp=2 {b:.0f}, dp2/dp1 {b/a:.2f}")
+    if what in ("pipeline", "all"):
+        # Eight microbatches of 2 per step, the demo model's 4 layers: 2 or 4 stages over 2 ranks.
+        batch = small + ["training.micro_batch_size=2", "training.global_batch_size=16"]
+        variants = {"pp=1 (reference)": ["parallel.world_size=1"]}
+        for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("zb_h1", 1), ("zbv", 1)):
+            variants[schedule] = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                  f"pipeline.schedule={schedule}", f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, sets in variants.items():
+                runs[v].append(rondo_run(tmp, "pipe", batch + sets, steps=40, warmup=5))
+        for v, r in runs.items():
+            measured, predicted = median_of(r, "bubble_fraction"), median_of(r, "bubble_fraction_predicted")
+            print(f"pipeline: {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {median_of(r, 'step_time_s') * 1e3:.1f} ms, "
+                  f"bubble measured {measured:.3f}, predicted {predicted:.3f} (|diff| {abs(measured - predicted):.3f}), "
+                  f"p2p wait {median_of(r, 'p2p_wait_s') * 1e3:.2f} ms", flush=True)
 
 
 if __name__ == "__main__":

@@ -385,6 +385,61 @@ void validate_plan_transfers(const plan::Plan& p) {
   }
 }
 
+std::string blocking_send_deadlock(const plan::Plan& p) {
+  const int n = p.ranks_size();
+  std::vector<int> pos(static_cast<size_t>(n), 0);
+  const auto is_transfer = [](plan::ActionKind k) {
+    return k == plan::ACTION_SEND_F || k == plan::ACTION_SEND_B || k == plan::ACTION_RECV_F ||
+           k == plan::ACTION_RECV_B;
+  };
+  // The action a rank stands at matches the peer's when they are the two ends of one transfer.
+  const auto matches = [&](int r, int peer) {
+    if (pos[static_cast<size_t>(peer)] >= p.ranks(peer).actions_size()) return false;
+    const auto& a = p.ranks(r).actions(pos[static_cast<size_t>(r)]);
+    const auto& b = p.ranks(peer).actions(pos[static_cast<size_t>(peer)]);
+    if (b.peer() != r || a.stage() != b.stage() || a.microbatch() != b.microbatch()) return false;
+    return (a.kind() == plan::ACTION_SEND_F && b.kind() == plan::ACTION_RECV_F) ||
+           (a.kind() == plan::ACTION_RECV_F && b.kind() == plan::ACTION_SEND_F) ||
+           (a.kind() == plan::ACTION_SEND_B && b.kind() == plan::ACTION_RECV_B) ||
+           (a.kind() == plan::ACTION_RECV_B && b.kind() == plan::ACTION_SEND_B);
+  };
+  // Transfers stay inside a pipeline group, and every group runs the same actions: the first one
+  // (tp = cp = dp = 0) decides. Collectives (ALLREDUCE, OPTIM) are left out: every rank reaches
+  // them after its transfers.
+  std::vector<int> group;
+  for (const auto& r : p.ranks()) {
+    if (r.coords().dp() == 0 && r.coords().tp() == 0 && r.coords().cp() == 0)
+      group.push_back(static_cast<int>(r.rank()));
+  }
+  for (bool moved = true; moved;) {
+    moved = false;
+    for (int r : group) {
+      auto& i = pos[static_cast<size_t>(r)];
+      const auto& acts = p.ranks(r).actions();
+      while (i < acts.size()) {
+        const auto& a = acts[i];
+        if (!is_transfer(a.kind())) {
+          ++i;
+          moved = true;
+          continue;
+        }
+        if (!matches(r, a.peer())) break;
+        ++i;
+        ++pos[static_cast<size_t>(a.peer())];
+        moved = true;
+      }
+    }
+  }
+  std::string stuck;
+  for (int r : group) {
+    const int i = pos[static_cast<size_t>(r)];
+    if (i >= p.ranks(r).actions_size()) continue;
+    stuck += (stuck.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " blocked in " +
+             action_to_string(p.ranks(r).actions(i)) + " (action " + std::to_string(i) + ")";
+  }
+  return stuck;
+}
+
 int64_t count_parameters(const plan::ModelSpec& m) {
   const int64_t h = m.hidden_size(), f = m.ffn_hidden_size(), v = m.vocab_size(), s = m.seq_length();
   const int64_t attention = h * 3 * h + 3 * h + h * h + h;
@@ -507,6 +562,15 @@ std::string plan_summary(const plan::Plan& p) {
           << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
     }
     out << "\n";
+  }
+  if (m.pp() > 1) {
+    const std::string stuck = blocking_send_deadlock(p);
+    out << "transfers: "
+        << (stuck.empty() ? "also deadlock-free where sends block until matched"
+                          : "need non-blocking sends (rondo's executor never blocks on one); "
+                            "with blocking sends: " +
+                                stuck)
+        << "\n";
   }
   const auto& pred = p.prediction();
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "

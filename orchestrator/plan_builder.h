@@ -20,6 +20,14 @@ plan::Plan build_plan(const Config& config);
 // unmatched transfer.
 void validate_plan_transfers(const plan::Plan& plan);
 
+// Whether the plan would deadlock on an executor whose sends block until the peer reaches the
+// matching receive (rendezvous semantics: MPI_Ssend, or any message above the eager limit when
+// receives are posted only where they stand in the plan). Returns the ranks and actions that
+// wait on each other, or an empty string when the plan runs under those semantics. rondo's
+// executor posts every receive first and never blocks on a send, so it runs either kind; this
+// tells whether a plan is portable to one that does not.
+std::string blocking_send_deadlock(const plan::Plan& plan);
+
 // Parameters of the GPT the plan describes (embeddings, blocks, final norm, LM head).
 int64_t count_parameters(const plan::ModelSpec& model);
 

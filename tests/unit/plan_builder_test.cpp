@@ -73,6 +73,22 @@ TEST(PlanBuilder, PipelineRanksExchangeWithTheirNeighbours) {
   EXPECT_EQ(recvs, 4);
 }
 
+// 1f1b at pp=2 deadlocks when a send blocks until matched (rank 0 in SEND_F of microbatch 1,
+// rank 1 in SEND_B of microbatch 0); gpipe does not. rondo's executor runs both (its sends never
+// block: tests/system/test_pipeline_equivalence.py, messages above the eager limit).
+TEST(PlanBuilder, BlockingSendCheckFindsThe1F1BDeadlock) {
+  const auto make = [](const std::string& schedule) {
+    return build_plan(parse_config("", "t",
+                                   {"parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                    "training.global_batch_size=32", "pipeline.schedule=" + schedule}));
+  };
+  const std::string stuck = blocking_send_deadlock(make("1f1b"));
+  EXPECT_NE(stuck.find("rank 0 blocked in SEND_F"), std::string::npos) << stuck;
+  EXPECT_NE(stuck.find("rank 1 blocked in SEND_B"), std::string::npos) << stuck;
+  EXPECT_EQ(blocking_send_deadlock(make("gpipe")), "");
+  EXPECT_EQ(blocking_send_deadlock(build_plan(parse_config("", "t", {"parallel.world_size=2"}))), "");
+}
+
 TEST(PlanBuilder, ParameterCountOfTheDefaultModel) {
   const auto plan = build_plan(parse_config(default_config_yaml(), "default"));
   // 256*128 + 128*128 + 4 * (attention 66048 + mlp 131712 + norms 512) + 256 + 128*256
