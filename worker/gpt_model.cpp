@@ -63,9 +63,9 @@ uint64_t name_hash(const std::string& name) {
 }  // namespace
 
 GptModelImpl::GptModelImpl(const GptShape& s, uint64_t seed)
-    : GptModelImpl(s, {GptStageLayers{0, 0, s.num_layers, true, true}}, seed) {}
+    : GptModelImpl(s, {StageLayers{0, 0, static_cast<int>(s.num_layers), true, true}}, seed) {}
 
-GptModelImpl::GptModelImpl(const GptShape& s, std::vector<GptStageLayers> stages, uint64_t seed)
+GptModelImpl::GptModelImpl(const GptShape& s, std::vector<StageLayers> stages, uint64_t seed)
     : shape_(s), stages_(std::move(stages)) {
   std::sort(stages_.begin(), stages_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
   for (const auto& st : stages_) {
@@ -104,7 +104,7 @@ GptModelImpl::GptModelImpl(const GptShape& s, std::vector<GptStageLayers> stages
   }
 }
 
-const GptStageLayers& GptModelImpl::stage(int index) const {
+const StageLayers& GptModelImpl::stage(int index) const {
   for (const auto& st : stages_) {
     if (st.index == index) return st;
   }

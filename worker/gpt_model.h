@@ -16,6 +16,7 @@
 #include <map>
 #include <vector>
 
+#include "pipeline/pipeline_schedule.h"
 #include "worker/deferrable_linear.h"
 
 namespace rondo {
@@ -27,16 +28,6 @@ struct GptShape {
   int64_t ffn_hidden_size;
   int64_t vocab_size;
   int64_t seq_length;
-};
-
-// One pipeline stage: blocks [first_layer, first_layer + num_layers), plus the embeddings and/or
-// the final norm and LM head.
-struct GptStageLayers {
-  int index = 0;
-  int64_t first_layer = 0;
-  int64_t num_layers = 0;
-  bool has_embedding = false;
-  bool has_lm_head = false;
 };
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
@@ -66,8 +57,9 @@ TORCH_MODULE(TransformerBlock);
 
 class GptModelImpl : public torch::nn::Module {
  public:
-  // The stages this rank holds (any order; parameters are registered in model order).
-  GptModelImpl(const GptShape& shape, std::vector<GptStageLayers> stages, uint64_t seed);
+  // The stages this rank holds (blocks [first_layer, first_layer + num_layers), plus the
+  // embeddings and/or the final norm and LM head); any order, parameters registered in model order.
+  GptModelImpl(const GptShape& shape, std::vector<StageLayers> stages, uint64_t seed);
   // The whole model as one stage.
   GptModelImpl(const GptShape& shape, uint64_t seed);
 
@@ -79,14 +71,14 @@ class GptModelImpl : public torch::nn::Module {
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 
   const GptShape& shape() const { return shape_; }
-  const std::vector<GptStageLayers>& stages() const { return stages_; }
-  const GptStageLayers& stage(int index) const;
+  const std::vector<StageLayers>& stages() const { return stages_; }
+  const StageLayers& stage(int index) const;
   // The parameters of one stage, in registration order.
   std::vector<torch::Tensor> stage_parameters(int stage) const;
 
  private:
   GptShape shape_;
-  std::vector<GptStageLayers> stages_;  // sorted by index
+  std::vector<StageLayers> stages_;  // sorted by index
   torch::nn::Embedding token_embedding{nullptr}, position_embedding{nullptr};
   std::map<int64_t, TransformerBlock> blocks_;  // global layer index -> block
   torch::nn::LayerNorm final_norm{nullptr};

@@ -214,11 +214,11 @@ void Trainer::Impl::setup() {
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
   torch::manual_seed(t.seed());
-  std::vector<GptStageLayers> local;
+  std::vector<StageLayers> local;
   for (uint32_t index : me.stages()) {
     const auto& st = plan.stages(static_cast<int>(index));
-    local.push_back({static_cast<int>(st.index()), st.first_layer(), st.num_layers(), st.has_embedding(),
-                     st.has_lm_head()});
+    local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+                     static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
   }
   model = GptModel(GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(),
                             m.vocab_size(), m.seq_length()},
