@@ -76,9 +76,8 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
           throw PlanError(where(i, a) + ": the rank does not hold this stage");
         }
         if (a.microbatch() >= t.num_microbatches()) throw PlanError(where(i, a) + ": no such microbatch");
-        if (a.kind() != plan::ACTION_F) last_b_or_w[stage] = i;
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_I) last_b_or_i[stage] = i;
-        if (a.kind() == plan::ACTION_W) last_b_or_w[stage] = i;
+        if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_W) last_b_or_w[stage] = i;
         break;
       }
       case plan::ACTION_SEND_F:
@@ -147,7 +146,7 @@ torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
   return r.buffer;
 }
 
-void StageExecutor::post_send(const plan::Action& a, StepTimes&) {
+void StageExecutor::post_send(const plan::Action& a) {
   const bool activations = a.kind() == plan::ACTION_SEND_F;
   auto& mb = microbatches_.at({static_cast<int>(a.stage()), static_cast<int>(a.microbatch())});
   torch::Tensor t = (activations ? mb.output : mb.input_grad).detach().contiguous();
@@ -303,7 +302,7 @@ StepTimes StageExecutor::run_step(StepModel& model) {
         break;
       case plan::ACTION_SEND_F:
       case plan::ACTION_SEND_B:
-        post_send(a, times);
+        post_send(a);
         break;
       case plan::ACTION_RECV_F:
       case plan::ACTION_RECV_B:

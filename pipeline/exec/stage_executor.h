@@ -86,7 +86,7 @@ class StageExecutor {
 
   void post_receives();
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
-  void post_send(const plan::Action& action, StepTimes& times);
+  void post_send(const plan::Action& action);
   void finish_sends(bool wait, StepTimes& times);
   int tag(const Key& key) const;
 
