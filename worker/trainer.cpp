@@ -391,11 +391,10 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   // stage's squares counted once: by its dp = 0 replica) and the step's mean loss (the last
   // stages' scaled microbatch losses).
   const auto& c = me.coords();
-  const double scale = 1.0 / (static_cast<double>(plan.training().num_microbatches()) * plan.mesh().dp());
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
   const size_t stages = so_far.stage_f.size();
   std::vector<double> sums(3 + 3 * stages, 0.0);
-  sums[1] = so_far.loss_sum * scale;
+  sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
     const double norm = flat.norm(2).item<double>();

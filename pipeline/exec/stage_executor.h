@@ -77,6 +77,10 @@ class StageExecutor {
 
   StepTimes run_step(StepModel& model);
 
+  // What each microbatch's loss is multiplied by before its backward: 1 / (microbatches x dp),
+  // so that the summed gradients (and the summed scaled losses) are means over the global batch.
+  double loss_scale() const { return loss_scale_; }
+
  private:
   // (kind of transfer: 0 activations, 1 gradients; stage; microbatch)
   using Key = std::tuple<int, int, int>;
