@@ -52,22 +52,52 @@ int main(int argc, char** argv) {
 
   auto* sim_cmd = app.add_subcommand("simulate", "generate, validate and time a pipeline schedule");
   rondo::SimulateOptions sim;
-  sim_cmd->add_option("--schedule", sim.schedule, "gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv")
+  sim_cmd
+      ->add_option("--schedule,--scheduler", sim.schedule,
+                   "gpipe | 1f1b | interleaved_1f1b | looped_bfs | zb_h1 | zbv | roundpipe")
       ->capture_default_str();
-  sim_cmd->add_option("--pp", sim.pp, "pipeline ranks")->capture_default_str();
-  sim_cmd->add_option("--microbatches", sim.microbatches, "microbatches per iteration")
+  sim_cmd->add_option("--pp,--num-gpus", sim.pp, "pipeline ranks")->capture_default_str();
+  sim_cmd->add_option("--microbatches,--num-microbatches", sim.microbatches, "microbatches per iteration")
       ->capture_default_str();
-  sim_cmd->add_option("--virtual", sim.virtual_stages, "chunks per rank (interleaved_1f1b; default 2)");
+  sim_cmd->add_option("--virtual", sim.virtual_stages,
+                      "chunks per rank (interleaved_1f1b, looped_bfs; default 2)");
   auto* f_opt =
       sim_cmd->add_option("--f", sim.f, "forward time of a rank's share of layers")->capture_default_str();
   auto* b_opt = sim_cmd->add_option("--b", sim.b, "full backward time (I = B - W)")->capture_default_str();
   auto* w_opt = sim_cmd->add_option("--w", sim.w, "weight-gradient time")->capture_default_str();
+  auto* layer_costs_opt =
+      sim_cmd
+          ->add_option("--layer-costs", sim.layer_costs,
+                       "per-layer forward costs F1,F2,... (embedding and LM head included)")
+          ->excludes(f_opt)
+          ->excludes(b_opt)
+          ->excludes(w_opt);
+  // RoundPipe's simulator inputs (its pp-simulate flags).
+  auto* partition_opt = sim_cmd->add_option(
+      "--stage-partition", sim.stage_partition,
+      "layers per stage, e.g. 4,4,4,4 (per virtual stage); roundpipe: FORWARD|BACKWARD, the backward's "
+      "first stage fused with the LM head");
+  partition_opt->excludes(f_opt)->excludes(b_opt)->excludes(w_opt)->excludes(layer_costs_opt);
+  sim_cmd->add_option("--num-layers", sim.num_layers, "transformer layers (with --stage-partition)");
+  sim_cmd->add_option("--fwd-time-per-layer", sim.layer_times.forward,
+                      "forward of one layer, one microbatch");
+  sim_cmd->add_option("--bwd-time-per-layer", sim.layer_times.backward,
+                      "backward of one layer, one microbatch");
+  sim_cmd->add_option("--lmhead-fwd-time", sim.layer_times.head_forward, "LM-head forward, one microbatch");
+  sim_cmd->add_option("--lmhead-bwd-time", sim.layer_times.head_backward, "LM-head backward, one microbatch");
+  sim_cmd->add_option("--comm-time", sim.layer_times.hop, "one transfer between stages on different ranks");
+  std::string recompute = "full";
   sim_cmd
-      ->add_option("--layer-costs", sim.layer_costs,
-                   "per-layer forward costs F1,F2,... (embedding and LM head included)")
-      ->excludes(f_opt)
-      ->excludes(b_opt)
-      ->excludes(w_opt);
+      ->add_option("--recompute", recompute,
+                   "full: each stage recomputes its layers before its backward (as RoundPipe's simulator "
+                   "assumes); none")
+      ->check(CLI::IsMember({"full", "none"}))
+      ->capture_default_str();
+  sim_cmd
+      ->add_option("--roundpipe-dispatch", sim.roundpipe_dispatch,
+                   "rounds (RoundPipe's) | earliest_free: how roundpipe's tasks reach workers")
+      ->check(CLI::IsMember({"rounds", "earliest_free"}))
+      ->capture_default_str();
   sim_cmd->add_option("--p2p-latency", sim.p2p_latency, "alpha of a transfer between ranks");
   sim_cmd->add_option("--p2p-bandwidth", sim.p2p_bandwidth, "beta, bytes per time unit (0: infinite)");
   sim_cmd->add_option("--p2p-bytes", sim.p2p_bytes, "bytes of one microbatch's boundary activation");
@@ -108,7 +138,10 @@ int main(int argc, char** argv) {
       return rondo::kExitOk;
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
-    if (*sim_cmd) return rondo::run_simulate(sim);
+    if (*sim_cmd) {
+      sim.layer_times.recompute = recompute == "full";
+      return rondo::run_simulate(sim);
+    }
   } catch (const rondo::ConfigError& e) {
     std::fprintf(stderr, "rondo: config error: %s\n", e.what());
     return rondo::kExitConfigError;

@@ -1,5 +1,6 @@
 #include "orchestrator/simulate_command.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -36,8 +37,8 @@ int checked_chunks_per_rank(const SimulateOptions& o) {
   if (o.schedule == "zbv" && o.virtual_stages > 0 && o.virtual_stages != 2) {
     throw ConfigError("--virtual", "zbv always has 2 chunks per rank");
   }
-  if (o.schedule != "zbv" && o.schedule != "interleaved_1f1b" && o.virtual_stages > 1) {
-    throw ConfigError("--virtual", "only interleaved_1f1b and zbv place several chunks per rank");
+  if (o.schedule != "zbv" && chunks_per_rank(o.schedule, 2) == 1 && o.virtual_stages > 1) {
+    throw ConfigError("--virtual", "only interleaved_1f1b, looped_bfs and zbv place several chunks per rank");
   }
   return chunks_per_rank(o.schedule, o.virtual_stages > 0 ? o.virtual_stages : 2);
 }
@@ -48,6 +49,39 @@ std::string durations_path(const std::string& csv) {
     return csv.substr(0, csv.size() - suffix.size()) + ".durations.csv";
   }
   return csv + ".durations.csv";
+}
+
+// RoundPipe's inputs: the schedule over the given stage partition, timed per layer.
+ScheduleRequest layer_time_request(const SimulateOptions& o, const std::string& name) {
+  if (o.num_layers < 1) throw ConfigError("--num-layers", "must be >= 1 with --stage-partition");
+  ScheduleRequest req{name, o.pp, o.microbatches, 1, {}};
+  req.partition = parse_stage_partition(o.stage_partition, o.num_layers, "--stage-partition");
+  const int stages = static_cast<int>(req.partition.forward.size());
+  if (name == "roundpipe") {
+    if (!req.partition.separate_backward()) {
+      throw ConfigError("--stage-partition",
+                        "roundpipe takes FORWARD|BACKWARD partitions (e.g. 5,5,6|0,4,4,4,4)");
+    }
+  } else if (req.partition.separate_backward()) {
+    throw ConfigError("--stage-partition", "only roundpipe has a separate backward partition ('|')");
+  } else if (name == "interleaved_1f1b" || name == "looped_bfs") {
+    if (stages % o.pp != 0) {
+      throw ConfigError("--stage-partition", name + " needs a multiple of --pp stages (" +
+                                                 std::to_string(o.pp) + "), the partition names " +
+                                                 std::to_string(stages));
+    }
+    req.virtual_stages = stages / o.pp;
+    if (o.virtual_stages > 0 && o.virtual_stages != req.virtual_stages) {
+      throw ConfigError("--virtual", "the partition gives " + std::to_string(req.virtual_stages) +
+                                         " stages per rank, --virtual says " +
+                                         std::to_string(o.virtual_stages));
+    }
+  } else {
+    req.virtual_stages = checked_chunks_per_rank(o);
+  }
+  req.costs = stage_costs_from_layer_times(o.layer_times, req.partition);
+  req.roundpipe_dispatch = o.roundpipe_dispatch;
+  return req;
 }
 
 }  // namespace
@@ -64,7 +98,10 @@ double analytic_bubble(const std::string& schedule, int p, int m, int v, double 
   return -1;
 }
 
-int run_simulate(const SimulateOptions& o) {
+int run_simulate(const SimulateOptions& options) {
+  SimulateOptions o = options;
+  // RoundPipe's names (interleaved-1f1b, looped-bfs) are ours with '_'.
+  std::replace(o.schedule.begin(), o.schedule.end(), '-', '_');
   if (o.pp < 1) throw ConfigError("--pp", "must be >= 1");
   if (o.microbatches < 1) throw ConfigError("--microbatches", "must be >= 1");
   PipelineSchedule schedule;
@@ -79,7 +116,14 @@ int run_simulate(const SimulateOptions& o) {
     } else {
       costs = uniform_stage_costs(schedule.num_stages, schedule.virtual_stages, o.f, o.b, o.w);
     }
+  } else if (!o.stage_partition.empty()) {
+    auto req = layer_time_request(o, o.schedule);
+    costs = req.costs;
+    schedule = generate_schedule(req);
+    if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
+    uniform = false;
   } else {
+    if (o.num_layers > 0) throw ConfigError("--num-layers", "goes with --stage-partition");
     const int v = checked_chunks_per_rank(o);
     const int stages = o.pp * v;
     std::vector<double> layers;
@@ -102,6 +146,7 @@ int run_simulate(const SimulateOptions& o) {
     req.async = o.async;
     req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
     req.layer_costs = layers;
+    req.roundpipe_dispatch = o.roundpipe_dispatch;
     schedule = generate_schedule(req);
     if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
   }
@@ -115,6 +160,10 @@ int run_simulate(const SimulateOptions& o) {
     write_file_atomic(o.csv, schedule_to_csv(schedule));
     write_file_atomic(durations_path(o.csv), durations_to_csv(schedule, result));
   }
+  const bool one_iteration = schedule.iterations == 1;
+  const auto parts = bubble_breakdown(schedule, costs, result);
+  const double capacity = result.makespan * schedule.pp;
+  const auto share = [&](double t) { return capacity > 0 ? t / capacity : 0.0; };
   const bool no_comm = costs.transfer_time() == 0;
   const double analytic = uniform && no_comm && schedule.iterations == 1
                               ? analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
@@ -137,6 +186,18 @@ int run_simulate(const SimulateOptions& o) {
                         {"exposed_comm", result.exposed_comm},
                         {"exposed_comm_per_rank", result.exposed_comm_per_rank}};
     if (analytic >= 0) j["analytic_bubble"] = analytic;
+    j["comm_total"] = result.comm_total;
+    if (one_iteration) {
+      j["bubble_time"] = result.bubble_fraction * capacity;
+      j["bubble_parts_time"] = {{"fill", parts.fill},
+                                {"switch", parts.phase_switch},
+                                {"drain", parts.drain},
+                                {"intra", parts.intra}};
+      j["bubble_parts"] = {{"fill", share(parts.fill)},
+                           {"switch", share(parts.phase_switch)},
+                           {"drain", share(parts.drain)},
+                           {"intra", share(parts.intra)}};
+    }
     std::cout << j.dump() << "\n";
     return kExitOk;
   }
@@ -147,6 +208,10 @@ int run_simulate(const SimulateOptions& o) {
               schedule.iterations > 1 ? "steady-state " : "", 100 * bubble);
   if (analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * analytic);
   std::printf(", exposed communication %.4g\n", result.exposed_comm);
+  if (one_iteration) {
+    std::printf("bubble: fill %.2f%%, switch %.2f%%, drain %.2f%%, intra %.2f%%\n", 100 * share(parts.fill),
+                100 * share(parts.phase_switch), 100 * share(parts.drain), 100 * share(parts.intra));
+  }
   for (int r = 0; r < schedule.pp; ++r) {
     const auto u = static_cast<size_t>(r);
     std::printf("  rank %d: busy %.4g, idle %.4g, peak activations %.3g microbatches\n", r, result.busy[u],

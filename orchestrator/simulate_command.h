@@ -1,9 +1,13 @@
 // `rondo simulate`: generate (or import) a pipeline schedule, validate it, time it with the event
-// simulator, and report makespan, bubble, peak activations and exposed communication, with
-// optional Gantt SVG and action-CSV export.
+// simulator, and report makespan, bubble (split into fill, switch, drain and intra), peak
+// activations and exposed communication, with optional Gantt SVG and action-CSV export. Costs
+// come from per-rank F/B/W, per-layer forward costs, RoundPipe's per-layer times with a stage
+// partition, or a durations CSV.
 #pragma once
 
 #include <string>
+
+#include "pipeline/layer_times.h"
 
 namespace rondo {
 
@@ -14,6 +18,11 @@ struct SimulateOptions {
   int virtual_stages = 0;  // 0: the schedule's own (1, or 2 for zbv)
   double f = 1.0, b = 2.0, w = 1.0;
   std::string layer_costs;  // comma-separated per-layer forward costs
+  // RoundPipe's simulator inputs: per-layer times and the stages as layer counts.
+  int num_layers = 0;
+  std::string stage_partition;  // "4,4,4,4"; roundpipe: "FORWARD|BACKWARD"
+  LayerTimes layer_times;
+  std::string roundpipe_dispatch = "rounds";
   double p2p_latency = 0.0, p2p_bandwidth = 0.0, p2p_bytes = 0.0;
   bool async = false;
   int iterations = 0;  // 0: 1, or 4 when async (a steady state needs several)

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "pipeline/layer_times.h"
 #include "pipeline/stage_costs.h"
 
 namespace rondo {
@@ -77,10 +78,10 @@ struct StageLayers {
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp);
 
 struct ScheduleRequest {
-  std::string name;  // gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv | roundpipe
+  std::string name;  // one of schedule_names()
   int pp = 1;
   int microbatches = 1;
-  int virtual_stages = 1;  // interleaved_1f1b only (zbv always uses 2)
+  int virtual_stages = 1;  // interleaved_1f1b and looped_bfs (zbv always uses 2)
   // Costs guide the generators that place ops greedily (zb_h1, zbv); uniform F=1 B=2 W=1 if empty.
   StageCosts costs = {};
   double weight_grad_memory = kDefaultWeightGradMemory;
@@ -92,13 +93,23 @@ struct ScheduleRequest {
   // roundpipe partitions per-layer forward costs itself (embedding and LM head included); empty:
   // 4*pp equal layers whose forwards add up to F per rank's share (costs.f of uniform costs).
   std::vector<double> layer_costs = {};
+  // Stages given as layer counts (empty: the generator's own). With a backward partition
+  // (roundpipe), `costs` holds its forward stages (f) and backward stages (b, b_lead).
+  StagePartition partition = {};
+  // roundpipe: how tasks reach workers. "rounds" is RoundPipe's own dispatch: microbatches in
+  // rounds of up to pp; in a round, forward stage s runs on worker (w0 + s) mod pp and backward
+  // stage k on (w0 + forward stages + k) mod pp, each task one stage for the round's microbatches;
+  // the next round starts on the worker that frees first. "earliest_free" gives each task, in
+  // stage-major order, to the worker that frees first.
+  std::string roundpipe_dispatch = "rounds";
 };
 
 // Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the
 // parameter that does not fit it (e.g. interleaving needs microbatches divisible by pp).
 PipelineSchedule generate_schedule(const ScheduleRequest& request);
 
-// Stages per rank of a schedule: 2 for zbv, `virtual_stages` for interleaved_1f1b, else 1.
+// Stages per rank of a schedule: 2 for zbv, `virtual_stages` for interleaved_1f1b and
+// looped_bfs, else 1.
 int chunks_per_rank(const std::string& schedule, int virtual_stages);
 
 // Every name generate_schedule() accepts.

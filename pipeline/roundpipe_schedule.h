@@ -1,5 +1,5 @@
-// RoundPipe's automatic forward/backward partitions and its round-robin dispatch over stateless
-// workers (see roundpipe_schedule.cpp for the model).
+// RoundPipe's forward/backward partitions (automatic or given) and the dispatch of its tasks
+// over stateless workers (see roundpipe_schedule.cpp for the model).
 #pragma once
 
 #include <vector>
@@ -20,6 +20,9 @@ struct RoundPipePartition {
 // worker's forward share each; backward stages hold about a third of the layers of a forward
 // stage (their work is recompute + backward), the first of them fusing the last layers.
 RoundPipePartition roundpipe_partition(const std::vector<double>& layer_costs, int workers);
+
+// A given partition (layer counts; the bounds count transformer layers) with its stage costs.
+RoundPipePartition roundpipe_partition(const StagePartition& partition, const StageCosts& costs, int workers);
 
 PipelineSchedule roundpipe_schedule(const ScheduleRequest& request);
 

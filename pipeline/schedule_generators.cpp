@@ -1,8 +1,10 @@
-// Schedule generators. gpipe, 1f1b and interleaved_1f1b follow their fixed published orders;
+// Schedule generators. gpipe, 1f1b, interleaved_1f1b and looped_bfs follow their fixed published
+// orders;
 // zb_h1 and zbv are placed by a greedy list scheduler (highest-priority ready op first, under a
 // per-rank activation-memory limit), as the zero-bubble paper's heuristic does.
 #include <algorithm>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <queue>
 
@@ -87,12 +89,12 @@ std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp
 
 int chunks_per_rank(const std::string& schedule, int virtual_stages) {
   if (schedule == "zbv") return 2;
-  if (schedule == "interleaved_1f1b") return virtual_stages;
+  if (schedule == "interleaved_1f1b" || schedule == "looped_bfs") return virtual_stages;
   return 1;
 }
 
 const std::vector<std::string>& schedule_names() {
-  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b",
+  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b", "looped_bfs",
                                                  "zb_h1", "zbv",  "roundpipe"};
   return names;
 }
@@ -165,6 +167,25 @@ PipelineSchedule interleaved(const ScheduleRequest& req) {
       ++b;
     }
     for (; b < total; ++b) out.push_back({ComputeKind::kB, b_chunk(b) * p + r, mb(b)});
+  }
+  return s;
+}
+
+// Breadth-first looping (torch.distributed.pipelining's ScheduleLoopedBFS, offered by
+// torchtitan): rank r holds stages r, r+p, ...; it runs every microbatch's forward of one stage
+// before its next stage's, then the backwards, its last stage first and the microbatches in
+// reverse order (the last forward's activations are the first freed).
+PipelineSchedule looped_bfs(const ScheduleRequest& req) {
+  const int p = req.pp, m = req.microbatches, v = req.virtual_stages;
+  auto s = skeleton(req, p * v, v, false);
+  for (int r = 0; r < p; ++r) {
+    auto& out = s.ranks[static_cast<size_t>(r)];
+    for (int c = 0; c < v; ++c) {
+      for (int i = 0; i < m; ++i) out.push_back({ComputeKind::kF, c * p + r, i});
+    }
+    for (int c = v - 1; c >= 0; --c) {
+      for (int i = m - 1; i >= 0; --i) out.push_back({ComputeKind::kB, c * p + r, i});
+    }
   }
   return s;
 }
@@ -296,6 +317,7 @@ PipelineSchedule one_iteration(const ScheduleRequest& req) {
   if (req.name == "gpipe") return gpipe(req);
   if (req.name == "1f1b") return one_f_one_b(req);
   if (req.name == "interleaved_1f1b") return interleaved(req);
+  if (req.name == "looped_bfs") return looped_bfs(req);
   if (req.name == "zb_h1") return zb_h1(req);
   if (req.name == "zbv") return zbv(req);
   std::string known;
@@ -330,6 +352,22 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     return s;
   }
   auto s = one_iteration(req);
+  if (!req.partition.forward.empty()) {
+    if (static_cast<int>(req.partition.forward.size()) != s.num_stages) {
+      throw ConfigError("--stage-partition", req.name + " at pp " + std::to_string(req.pp) + " with " +
+                                                 std::to_string(s.virtual_stages) +
+                                                 " stage(s) per rank has " + std::to_string(s.num_stages) +
+                                                 " stages, the partition names " +
+                                                 std::to_string(req.partition.forward.size()));
+    }
+    // Activation shares in proportion to the layers a stage holds (a rank's even share is 1).
+    const double per_rank =
+        static_cast<double>(std::accumulate(req.partition.forward.begin(), req.partition.forward.end(), 0)) /
+        req.pp;
+    for (size_t st = 0; st < s.stage_share.size(); ++st) {
+      s.stage_share[st] = per_rank > 0 ? req.partition.forward[st] / per_rank : 0.0;
+    }
+  }
   if (k == 1) return s;
   const auto first = s.ranks;
   for (int it = 1; it < k; ++it) {

@@ -67,7 +67,9 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
       // iteration k starts when iteration k-1 has finished everywhere.
       const int iteration = a.microbatch / std::max(1, s.microbatches);
       if (barrier && iteration > 0) deps.push_back(iteration_key(iteration - 1));
-      double ready = rank_end[us(r)], ready_without_comm = rank_end[us(r)];
+      // A backward's lead (recomputation, a fused head's forward) runs before its inputs arrive.
+      const double lead = a.kind == ComputeKind::kB ? costs.lead(a.stage) : 0.0;
+      double inputs = 0, inputs_without_comm = 0, hops = 0;
       bool blocked = false;
       for (uint64_t d : deps) {
         auto it = done.find(d);
@@ -77,11 +79,14 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
           break;
         }
         const bool local = it->second.rank == r || it->second.rank < 0;  // < 0: an iteration barrier
-        const double arrival = it->second.end + (local ? 0.0 : transfer);
-        ready = std::max(ready, arrival);
-        ready_without_comm = std::max(ready_without_comm, it->second.end);
+        hops += local ? 0.0 : transfer;
+        inputs = std::max(inputs, it->second.end + (local ? 0.0 : transfer));
+        inputs_without_comm = std::max(inputs_without_comm, it->second.end);
       }
       if (blocked) break;
+      out.comm_total += hops;
+      const double ready = std::max(rank_end[us(r)], inputs - lead);
+      const double ready_without_comm = std::max(rank_end[us(r)], inputs_without_comm - lead);
       const size_t st = us(a.stage);
       const double duration = a.kind == ComputeKind::kF   ? costs.f[st]
                               : a.kind == ComputeKind::kB ? costs.b[st]
@@ -168,6 +173,54 @@ double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r)
     for (const auto& t : rank) busy += std::max(0.0, std::min(t.end, w1) - std::max(t.start, w0));
   }
   return std::max(0.0, 1.0 - busy / ((w1 - w0) * static_cast<double>(r.timeline.size())));
+}
+
+BubbleBreakdown bubble_breakdown(const PipelineSchedule& s, const StageCosts& costs,
+                                 const SimulationResult& result) {
+  BubbleBreakdown out;
+  const int p = static_cast<int>(result.timeline.size());
+  const bool warmup_phase = s.num_backward_stages == 0;
+  double busy_total = 0;
+  for (int r = 0; r < p; ++r) {
+    std::vector<TimedAction> ops;
+    for (const auto& t : result.timeline[static_cast<size_t>(r)]) {
+      if (t.end > t.start) ops.push_back(t);  // an empty stage's ops take no time and count for nothing
+    }
+    for (const auto& t : ops) busy_total += t.end - t.start;
+    if (ops.empty()) continue;
+    out.fill += ops.front().start;
+    // Forward work ends: forwards, and the fused head's forward leading RoundPipe's backward stage 0.
+    // Backward work: B, I, W; a backward proper starts after its lead.
+    std::vector<double> forward_ends;
+    double first_backward = -1, last_backward = -1;
+    for (const auto& t : ops) {
+      const auto& a = t.action;
+      const double lead = a.kind == ComputeKind::kB ? costs.lead(a.stage) : 0.0;
+      if (a.kind == ComputeKind::kF) forward_ends.push_back(t.end);
+      if (a.kind == ComputeKind::kB && s.num_backward_stages > 0 && a.stage == 0 && lead > 0) {
+        forward_ends.push_back(t.start + lead);
+      }
+      if (a.kind != ComputeKind::kF && t.end - t.start > lead) {
+        if (first_backward < 0) first_backward = t.start + lead;
+        last_backward = t.end;
+      }
+    }
+    out.drain += result.makespan - (last_backward >= 0 ? last_backward : ops.back().end);
+    if (first_backward < 0) continue;
+    std::sort(forward_ends.begin(), forward_ends.end());
+    forward_ends.erase(std::upper_bound(forward_ends.begin(), forward_ends.end(), first_backward),
+                       forward_ends.end());
+    if (forward_ends.empty()) continue;
+    const size_t warmup = warmup_phase ? std::min(static_cast<size_t>(p - r), forward_ends.size()) : 0;
+    const double from = warmup > 0 ? forward_ends[warmup - 1] : forward_ends.back();
+    double busy = 0;
+    for (const auto& t : ops)
+      busy += std::max(0.0, std::min(t.end, first_backward) - std::max(t.start, from));
+    out.phase_switch += std::max(0.0, first_backward - from - busy);
+  }
+  const double bubble = std::max(0.0, result.makespan * p - busy_total);
+  out.intra = std::max(0.0, bubble - out.fill - out.phase_switch - out.drain);
+  return out;
 }
 
 }  // namespace rondo

@@ -25,6 +25,7 @@ struct SimulationResult {
   double makespan = 0;
   double bubble_fraction = 0;
   double exposed_comm = 0;               // summed over ranks
+  double comm_total = 0;                 // every transfer between different ranks, summed
   std::vector<double> busy;              // per rank
   std::vector<double> peak_activations;  // per rank
   std::vector<double> exposed_comm_per_rank;
@@ -39,5 +40,16 @@ SimulationResult simulate_schedule(const PipelineSchedule& schedule, const Stage
 // iterations), so the pipeline's first fill and last drain are left out. Equals
 // bubble_fraction when the schedule has one iteration.
 double steady_state_bubble(const PipelineSchedule& schedule, const SimulationResult& result);
+
+// The bubble split as RoundPipe's simulator splits it, each part summed over ranks (time units):
+// fill, a rank's idle time before its first op; switch, the idle time between the end of its
+// warm-up forwards (the (p - rank)-th forward; for roundpipe, which has no warm-up phase, the
+// last forward before its first backward) and that first backward, i.e. the wait for the first
+// gradient; drain, from its last backward to the makespan; intra, the rest (steady state).
+struct BubbleBreakdown {
+  double fill = 0, phase_switch = 0, drain = 0, intra = 0;
+};
+BubbleBreakdown bubble_breakdown(const PipelineSchedule& schedule, const StageCosts& costs,
+                                 const SimulationResult& result);
 
 }  // namespace rondo

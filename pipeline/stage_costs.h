@@ -13,6 +13,10 @@ struct StageCosts {
   // (input-gradient I = b - w). With a separate backward partition (RoundPipe), b holds the
   // backward stages' durations, recomputation included, and w is unused.
   std::vector<double> f, b, w;
+  // Per backward stage (empty: none): the leading part of b that does not wait for the incoming
+  // gradient and so may run before it arrives: recomputation, or the fused LM-head forward of
+  // RoundPipe's backward stage 0. The simulator aligns it to end when the gradient arrives.
+  std::vector<double> b_lead;
   double p2p_latency = 0.0;    // alpha, seconds (or the cost unit)
   double p2p_bandwidth = 0.0;  // beta, bytes per unit; 0: infinite
   double p2p_bytes = 0.0;      // bytes of one microbatch's boundary activation
@@ -22,6 +26,9 @@ struct StageCosts {
   // alpha + bytes / beta: the time of one transfer between different ranks.
   double transfer_time() const;
   double i(int stage) const { return b[static_cast<size_t>(stage)] - w[static_cast<size_t>(stage)]; }
+  double lead(int stage) const {
+    return static_cast<size_t>(stage) < b_lead.size() ? b_lead[static_cast<size_t>(stage)] : 0.0;
+  }
 };
 
 // Every rank's share of layers takes F forward, B full backward, W weight-gradient; with v

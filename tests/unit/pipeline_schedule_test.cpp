@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <tuple>
 
@@ -315,8 +316,9 @@ namespace rondo {
 namespace {
 
 Run run_layers(const std::string& name, int p, int m, const std::vector<double>& layers, bool async = false,
-               int iterations = 1) {
+               int iterations = 1, const std::string& dispatch = "rounds") {
   ScheduleRequest req{name, p, m, 1};
+  req.roundpipe_dispatch = dispatch;
   req.async = async;
   req.iterations = iterations;
   req.layer_costs = layers;
@@ -339,7 +341,8 @@ TEST(RoundPipe, AsyncSteadyStateBubbleIsAtMostHalfOfSyncOneFOneB) {
   for (auto [p, m, layers] : {std::tuple{4, 8, 8}, std::tuple{4, 16, 14}, std::tuple{8, 16, 30}}) {
     const auto model = uneven_model(layers);
     const auto one = run_layers("1f1b", p, m, model);
-    const auto rp = run_layers("roundpipe", p, m, model, /*async=*/true, /*iterations=*/4);
+    // The earliest-free dispatch interleaves the next iteration's forwards with the backwards.
+    const auto rp = run_layers("roundpipe", p, m, model, /*async=*/true, /*iterations=*/4, "earliest_free");
     const double rp_bubble = steady_state_bubble(rp.schedule, rp.result);
     EXPECT_LE(rp_bubble, 0.5 * one.result.bubble_fraction) << "p=" << p << " m=" << m;
   }
@@ -392,9 +395,96 @@ TEST(RoundPipe, SynchronousIterationsWaitForEachOther) {
 TEST(RoundPipe, ValidatesForPUpTo16AndMUpTo64) {
   for (int p = 1; p <= 16; ++p) {
     for (int m = 1; m <= 64; ++m) {
-      ASSERT_NO_THROW(validate_schedule(generate_schedule({"roundpipe", p, m, 1}))) << p << " " << m;
+      for (const char* dispatch : {"rounds", "earliest_free"}) {
+        ScheduleRequest req{"roundpipe", p, m, 1};
+        req.roundpipe_dispatch = dispatch;
+        ASSERT_NO_THROW(validate_schedule(generate_schedule(req))) << p << " " << m << " " << dispatch;
+      }
     }
   }
+}
+
+// RoundPipe's dispatch: in the first round, forward stage s runs on worker s mod p for the
+// round's microbatches and backward stage k on worker (forward stages + k) mod p.
+TEST(RoundPipe, RoundsPlaceStageSOnWorkerSAndTheBackwardAfterTheForward) {
+  const int p = 4, m = 4;
+  ScheduleRequest req{"roundpipe", p, m, 1};
+  req.partition = {{2, 2, 2}, {0, 1, 1, 1, 1, 1, 1}};
+  req.costs = stage_costs_from_layer_times({1.0, 2.0, 0.5, 1.0, 0.0, true}, req.partition);
+  const auto s = generate_schedule(req);
+  validate_schedule(s);
+  std::map<std::pair<int, int>, int> worker;  // (kind 0 F / 1 B, stage) -> worker, for microbatch 0
+  for (int r = 0; r < p; ++r) {
+    for (const auto& a : s.ranks[static_cast<size_t>(r)]) {
+      if (a.microbatch == 0) worker[{a.kind == ComputeKind::kF ? 0 : 1, a.stage}] = r;
+    }
+  }
+  for (int st = 0; st < 3; ++st) EXPECT_EQ((worker[{0, st}]), st % p) << "forward stage " << st;
+  for (int k = 0; k < 7; ++k) EXPECT_EQ((worker[{1, k}]), (3 + k) % p) << "backward stage " << k;
+  // A round's microbatches of one stage run back to back on one worker.
+  const auto& w0 = s.ranks[0];
+  for (int j = 0; j < m; ++j) EXPECT_EQ(w0[static_cast<size_t>(j)], (ComputeAction{ComputeKind::kF, 0, j}));
+}
+
+TEST(RoundPipe, RecomputationRunsAheadOfTheGradient) {
+  // Backward stage 1's recomputation (its lead) may start before backward stage 0's gradient
+  // arrives, so the step is shorter than without that overlap.
+  StagePartition part{{2}, {1, 1}};
+  const LayerTimes t{1.0, 2.0, 0.0, 0.0, 0.0, true};
+  const auto costs = stage_costs_from_layer_times(t, part);
+  ASSERT_EQ(costs.b_lead.size(), 2u);
+  EXPECT_DOUBLE_EQ(costs.b_lead[0], 0.0);  // the head takes no time here
+  EXPECT_DOUBLE_EQ(costs.b_lead[1], 1.0);  // recompute one layer
+  EXPECT_DOUBLE_EQ(costs.b[1], 3.0);
+  ScheduleRequest req{"roundpipe", 3, 1, 1};
+  req.partition = part;
+  req.costs = costs;
+  const auto s = generate_schedule(req);
+  const auto r = simulate_schedule(s, s.derived_costs);
+  // F (2) on worker 0, B0 (2) on worker 1 from t=2, B1 on worker 2: recompute from t=3, backward
+  // proper from t=4 (when B0's gradient is there) to t=6.
+  EXPECT_DOUBLE_EQ(r.makespan, 6.0);
+}
+
+TEST(LoopedBfs, OneStagePerRankIsGpipeAndEveryShapeValidates) {
+  for (int p : {2, 4, 8}) {
+    for (int m : {1, 3, 8, 16}) {
+      EXPECT_NEAR(run("looped_bfs", p, m, 1).result.bubble_fraction, (p - 1.0) / (m + p - 1.0), 1e-9);
+      for (int v : {2, 4}) ASSERT_NO_THROW(run("looped_bfs", p, m, v)) << p << " " << m << " " << v;
+    }
+  }
+  // Breadth first: all forwards of the rank's first stage, then of its second, ...
+  const auto s = run("looped_bfs", 2, 3, 2).schedule;
+  const std::vector<ComputeAction> rank1 = {
+      {ComputeKind::kF, 1, 0}, {ComputeKind::kF, 1, 1}, {ComputeKind::kF, 1, 2}, {ComputeKind::kF, 3, 0},
+      {ComputeKind::kF, 3, 1}, {ComputeKind::kF, 3, 2}, {ComputeKind::kB, 3, 2}, {ComputeKind::kB, 3, 1},
+      {ComputeKind::kB, 3, 0}, {ComputeKind::kB, 1, 2}, {ComputeKind::kB, 1, 1}, {ComputeKind::kB, 1, 0}};
+  EXPECT_EQ(s.ranks[1], rank1);
+}
+
+TEST(BubbleBreakdown, PartsAddUpToTheBubble) {
+  for (const char* name : {"gpipe", "1f1b", "interleaved_1f1b", "looped_bfs", "zb_h1", "zbv"}) {
+    for (int p : {2, 4, 8}) {
+      const auto r = run(name, p, 2 * p, chunks_per_rank(name, 2));
+      const auto costs = uniform_stage_costs(r.schedule.num_stages, r.schedule.virtual_stages, 1, 2, 1);
+      const auto parts = bubble_breakdown(r.schedule, costs, r.result);
+      const double bubble = r.result.bubble_fraction * r.result.makespan * p;
+      EXPECT_NEAR(parts.fill + parts.phase_switch + parts.drain + parts.intra, bubble, 1e-9)
+          << name << " " << p;
+      // Rank r starts after r forwards of its first stage.
+      double fill = 0;
+      for (int q = 0; q < p; ++q) fill += r.result.timeline[static_cast<size_t>(q)].front().start;
+      EXPECT_DOUBLE_EQ(parts.fill, fill);
+    }
+  }
+  // 1F1B (F=1, B=2 per stage): after its (p-r)-th forward, rank r waits for the first gradient
+  // to come back through the p-1-r later ranks, one B each.
+  const int p = 4;
+  const auto o = run("1f1b", p, 8);
+  const auto parts = bubble_breakdown(o.schedule, uniform_stage_costs(p, 1, 1, 2, 1), o.result);
+  double expect = 0;
+  for (int r = 0; r < p; ++r) expect += 2.0 * (p - 1 - r);
+  EXPECT_NEAR(parts.phase_switch, expect, 1e-9);
 }
 
 }  // namespace

@@ -84,4 +84,49 @@ TEST(SimulateCli, BadOptionsExitTwoNamingTheOption) {
   EXPECT_NE(r.output.find("--layer-costs"), std::string::npos) << r.output;
 }
 
+// RoundPipe's simulator flags: the partition is checked against the layer count and the schedule.
+TEST(SimulateCli, StagePartitionErrorsNameTheFlag) {
+  const std::string times =
+      " --fwd-time-per-layer 1 --bwd-time-per-layer 2 --lmhead-fwd-time 1 --lmhead-bwd-time 2 --comm-time "
+      "0.1";
+  const struct {
+    std::string args, expect;
+  } cases[] = {
+      {"--scheduler 1f1b --num-gpus 2 --stage-partition 4,4 --num-layers 9", "--stage-partition"},
+      {"--scheduler 1f1b --num-gpus 2 --stage-partition 4,x --num-layers 8", "'x'"},
+      {"--scheduler 1f1b --num-gpus 2 --stage-partition 2,2,2,2 --num-layers 8", "--stage-partition"},
+      {"--scheduler roundpipe --num-gpus 2 --stage-partition 4,4 --num-layers 8", "FORWARD|BACKWARD"},
+      {"--scheduler 1f1b --num-gpus 2 --stage-partition '4,4|0,8' --num-layers 8", "only roundpipe"},
+      {"--scheduler interleaved-1f1b --num-gpus 2 --stage-partition 2,3,3 --num-layers 8",
+       "multiple of --pp"},
+      {"--scheduler 1f1b --num-gpus 2 --num-layers 8", "--num-layers"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run_rondo("simulate " + c.args + times);
+    EXPECT_EQ(r.status, 2) << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.args << "\n" << r.output;
+  }
+}
+
+TEST(SimulateCli, TakesRoundPipeSchedulerNamesAndSplitsTheBubble) {
+  const auto j = simulate_json(
+      "--scheduler looped-bfs --num-gpus 4 --num-microbatches 8 --stage-partition 1,1,1,1,1,1,1,1 "
+      "--num-layers 8 --fwd-time-per-layer 1 --bwd-time-per-layer 2 --lmhead-fwd-time 0.5 "
+      "--lmhead-bwd-time 1 --comm-time 0.1");
+  EXPECT_EQ(j["schedule"], "looped_bfs");
+  EXPECT_EQ(j["virtual"], 2);
+  double sum = 0;
+  for (const char* part : {"fill", "switch", "drain", "intra"}) sum += j["bubble_parts"][part].get<double>();
+  EXPECT_NEAR(sum, j["bubble_fraction"].get<double>(), 1e-9);
+  // Without recomputation each backward is shorter by its layers' forward.
+  const auto none = simulate_json(
+      "--scheduler looped-bfs --num-gpus 4 --num-microbatches 8 --stage-partition 1,1,1,1,1,1,1,1 "
+      "--num-layers 8 --fwd-time-per-layer 1 --bwd-time-per-layer 2 --lmhead-fwd-time 0.5 "
+      "--lmhead-bwd-time 1 --comm-time 0.1 --recompute none");
+  double busy_full = 0, busy_none = 0;
+  for (const auto& b : j["busy"]) busy_full += b.get<double>();
+  for (const auto& b : none["busy"]) busy_none += b.get<double>();
+  EXPECT_NEAR(busy_full - busy_none, 8 * 8 * 1.0, 1e-9);  // 8 microbatches x 8 layers x forward 1
+}
+
 }  // namespace
