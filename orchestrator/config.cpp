@@ -62,7 +62,12 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
-      RONDO_KEY(pipeline, schedule, "gpipe | 1f1b | interleaved_1f1b | zb_h1 | zbv"),
+      RONDO_KEY(pipeline, schedule, "gpipe | 1f1b | interleaved_1f1b | looped_bfs | zb_h1 | zbv | roundpipe"),
+      RONDO_KEY(pipeline, stage_partition,
+                "transformer layers per stage in pipeline order, e.g. 3,3,2,0 (pp x chunks per rank "
+                "entries; the first stage holds the embedding, the last the LM head); empty: equal stages"),
+      RONDO_KEY(pipeline, roundpipe_dispatch,
+                "rounds (RoundPipe's: stage s of a round of pp microbatches on worker w0+s) | earliest_free"),
       RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
       RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
       RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
@@ -267,9 +272,21 @@ void validate(const Config& c) {
           str(tp) + " does not divide model.num_attention_heads=" + str(m.num_attention_heads));
   require(m.ffn_hidden_size % tp == 0, "parallel.tensor_model_parallel_size",
           str(tp) + " does not divide model.ffn_hidden_size=" + str(m.ffn_hidden_size));
-  require(
-      m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
-      "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) + "*" + str(vpp));
+  if (c.pipeline.stage_partition.empty()) {
+    require(m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
+            "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) + "*" +
+                str(vpp) + " (or give pipeline.stage_partition)");
+  } else {
+    const std::string key = "pipeline.stage_partition";
+    require(c.pipeline.schedule != "roundpipe", key, "roundpipe partitions the model itself; leave it empty");
+    const auto part = parse_stage_partition(c.pipeline.stage_partition, static_cast<int>(m.num_layers), key);
+    require(!part.separate_backward(), key,
+            "only `rondo simulate --schedule roundpipe` takes FORWARD|BACKWARD");
+    const int64_t stages = pp == 1 ? 1 : pp * chunks_per_rank(c.pipeline.schedule, static_cast<int>(vpp));
+    require(static_cast<int64_t>(part.forward.size()) == stages, key,
+            c.pipeline.schedule + " at pp " + str(pp) + " has " + str(stages) +
+                " stage(s), the partition names " + str(static_cast<int64_t>(part.forward.size())));
+  }
   require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
           "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
 
@@ -311,6 +328,7 @@ void validate(const Config& c) {
   require(c.pipeline.p2p_latency_s >= 0, "pipeline.p2p_latency_s", "must be >= 0");
   require(c.pipeline.p2p_bandwidth_gbps > 0, "pipeline.p2p_bandwidth_gbps", "must be > 0");
   require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
+  require_one_of(c.pipeline.roundpipe_dispatch, {"rounds", "earliest_free"}, "pipeline.roundpipe_dispatch");
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");

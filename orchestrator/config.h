@@ -71,6 +71,9 @@ struct PipelineConfig {
   double p2p_latency_s = 1.0e-5;
   double p2p_bandwidth_gbps = 25.0;
   double memory_cap_gb = 0.0;  // per device; 0: no cap
+  // Transformer layers per stage ("4,4,0": the LM head alone on the last stage); empty: equal.
+  std::string stage_partition;
+  std::string roundpipe_dispatch = "rounds";  // rounds (RoundPipe's) | earliest_free
 };
 
 struct CommsConfig {

@@ -144,10 +144,13 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
   if (name == "roundpipe") {
     ScheduleRequest req{name, pp, microbatches, 1, predicted_stage_costs(config, {})};
     req.layer_costs = stages.layer_seconds;
+    req.roundpipe_dispatch = config.pipeline.roundpipe_dispatch;
     return generate_schedule(req);
   }
   try {
-    return generate_schedule({name, pp, microbatches, vpp, predicted_stage_costs(config, stages.forward)});
+    ScheduleRequest req{name, pp, microbatches, vpp, predicted_stage_costs(config, stages.forward)};
+    for (const auto& st : stages.forward) req.partition.forward.push_back(st.num_layers);
+    return generate_schedule(req);
   } catch (const ConfigError& e) {
     if (e.key() != "microbatches") throw;
     throw ConfigError("training.global_batch_size",
@@ -189,14 +192,28 @@ void check_memory_cap(const Config& config, const StepPrediction& prediction,
 ModelStages stages_for(const Config& config, int pp) {
   const std::string& name = config.pipeline.schedule;
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
-  if (vpp > 1 && name != "interleaved_1f1b") {
+  if (vpp > 1 && chunks_per_rank(name, vpp) != vpp) {
     throw ConfigError(
         "parallel.virtual_pipeline_model_parallel_size",
-        "only pipeline.schedule=interleaved_1f1b uses virtual stages (schedule is " + name + ")");
+        "only pipeline.schedule=interleaved_1f1b or looped_bfs uses virtual stages (schedule is " + name +
+            ")");
   }
   if (name == "roundpipe" && pp > 1) return roundpipe_layout(config, pp);
   const int stages = pp == 1 ? 1 : pp * chunks_per_rank(name, vpp);
   const int layers = static_cast<int>(config.model.num_layers);
+  if (!config.pipeline.stage_partition.empty()) {
+    // validate() checked the counts against the layers and the stages.
+    const auto part =
+        parse_stage_partition(config.pipeline.stage_partition, layers, "pipeline.stage_partition");
+    ModelStages out;
+    int first = 0;
+    for (size_t s = 0; s < part.forward.size(); ++s) {
+      const int n = part.forward[s];
+      out.forward.push_back({static_cast<int>(s), first, n, s == 0, s + 1 == part.forward.size()});
+      first += n;
+    }
+    return out;
+  }
   if (layers % stages != 0) {
     throw ConfigError("model.num_layers", std::to_string(layers) + " layers cannot fill the " +
                                               std::to_string(stages) + " equal stages of " + name +

@@ -1,6 +1,7 @@
 """Every executable pipeline schedule trains for real and reproduces one process: pp=2 and pp=4
-runs of gpipe, 1f1b, interleaved_1f1b (v=2), zb_h1 and zbv, and pp=2 x dp=2, follow the pp=1
-loss trajectory for 20 steps within 1e-5 relative. The boundary messages (micro 2 x seq 64 x
+runs of gpipe, 1f1b, interleaved_1f1b (v=2), looped_bfs (v=2), zb_h1 and zbv, pp=2 x dp=2, and
+uneven partitions with the LM head alone on the last stage, follow the pp=1 loss trajectory for
+20 steps within 1e-5 relative. The boundary messages (micro 2 x seq 64 x
 hidden 64 floats = 32 KiB; 64 KiB in the last run) are above Open MPI's eager limits, so a send
 that blocked until matched would deadlock the 1F1B plans."""
 import json
@@ -31,11 +32,15 @@ ctx.check(ref[20] < ref[1] - 0.3, f"and its loss decreases ({ref[1]:.3f} -> {ref
 
 runs = []
 for pp in (2, 4):
-    for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("zb_h1", 1), ("zbv", 1)):
+    for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("looped_bfs", 2), ("zb_h1", 1),
+                          ("zbv", 1)):
         runs.append((f"{schedule}-pp{pp}", layout(pp, pp, schedule, vpp)))
 runs.append(("1f1b-pp2-dp2", layout(4, 2, "1f1b")))
 runs.append(("zb_h1-pp2-dp2", layout(4, 2, "zb_h1")))
 runs.append(("1f1b-pp2-micro4", layout(2, 2, "1f1b") + ["training.micro_batch_size=4"]))
+# Uneven stages: the LM head (and final norm) alone on the last pipeline rank.
+runs.append(("1f1b-pp2-head-alone", layout(2, 2, "1f1b") + ["pipeline.stage_partition=8,0"]))
+runs.append(("zb_h1-pp4-head-alone", layout(4, 4, "zb_h1") + ["pipeline.stage_partition=3,3,2,0"]))
 
 for name, sets in runs:
     run_dir, _ = ctx.run(name, BASE + sets)

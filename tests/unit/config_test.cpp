@@ -66,6 +66,29 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
   EXPECT_EQ(error_key("", {"pipeline.schedule=magic"}), "pipeline.schedule");
   EXPECT_EQ(error_key("", {"data.path=/nonexistent/file.txt"}), "data.path");
   EXPECT_EQ(error_key("", {"training.optimizer=adagrad"}), "training.optimizer");
+  EXPECT_EQ(error_key("", {"pipeline.roundpipe_dispatch=random"}), "pipeline.roundpipe_dispatch");
+}
+
+TEST(Config, StagePartitionsMustFitTheLayersAndTheStages) {
+  const std::vector<std::string> pp4 = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
+                                        "model.num_layers=6", "training.global_batch_size=4"};
+  const auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), pp4.begin(), pp4.end());
+    return extra;
+  };
+  // Uneven: 6 layers over 4 ranks, the LM head alone on the last.
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=2,2,2,0"})), "");
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=2,2,2,1"})),
+            "pipeline.stage_partition");                                                         // 7 layers
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=3,3"})), "pipeline.stage_partition");  // 2 stages
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=2,2,a,0"})), "pipeline.stage_partition");
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=2,2,2,0", "pipeline.schedule=roundpipe"})),
+            "pipeline.stage_partition");
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=3,3|0,6"})), "pipeline.stage_partition");
+  // looped_bfs with two chunks per rank: eight stages.
+  EXPECT_EQ(error_key("", with({"pipeline.stage_partition=1,1,1,1,1,1,0,0", "pipeline.schedule=looped_bfs",
+                                "parallel.virtual_pipeline_model_parallel_size=2"})),
+            "");
 }
 
 TEST(Config, InvalidYamlNamesTheSource) { EXPECT_EQ(error_key("model: [unclosed"), "test.yaml"); }
