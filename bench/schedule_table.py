@@ -11,8 +11,8 @@ import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RONDO = os.path.join(os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT, "build")), "orchestrator", "rondo")
-CASES = [("gpipe", None), ("1f1b", None), ("interleaved_1f1b", 2), ("interleaved_1f1b", 4), ("zb_h1", None), ("zbv", None),
-         ("roundpipe", None)]
+CASES = [("gpipe", None), ("1f1b", None), ("interleaved_1f1b", 2), ("interleaved_1f1b", 4), ("looped_bfs", 2),
+         ("zb_h1", None), ("zbv", None), ("roundpipe", None)]
 
 
 def simulate(schedule, p, m, v):
@@ -43,17 +43,21 @@ print("Uneven model (embedding 0.05, 32 layers of 1.0, LM head 2.4), p=8, m=16, 
 print()
 print("| schedule | mode | bubble (steady state when async) | step time (layer-forward units) | peak activations max |")
 print("| --- | --- | --- | --- | --- |")
-for schedule, v, mode in [("1f1b", None, "sync"), ("1f1b", None, "async"), ("interleaved_1f1b", 2, "sync"),
-                          ("zb_h1", None, "sync"), ("zbv", None, "sync"), ("roundpipe", None, "sync"),
-                          ("roundpipe", None, "async")]:
+for schedule, v, mode, dispatch in [("1f1b", None, "sync", None), ("1f1b", None, "async", None),
+                                    ("interleaved_1f1b", 2, "sync", None), ("looped_bfs", 2, "sync", None),
+                                    ("zb_h1", None, "sync", None), ("zbv", None, "sync", None),
+                                    ("roundpipe", None, "sync", "rounds"), ("roundpipe", None, "sync", "earliest_free"),
+                                    ("roundpipe", None, "async", "earliest_free")]:
     cmd = [RONDO, "simulate", "--json", "--schedule", schedule, "--pp", "8", "--microbatches", "16",
            "--layer-costs", LLAMA]
     if v:
         cmd += ["--virtual", str(v)]
     if mode == "async":
         cmd += ["--async"]
+    if dispatch:
+        cmd += ["--roundpipe-dispatch", dispatch]
     j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    name = schedule + (f" v={v}" if v else "")
+    name = schedule + (f" v={v}" if v else "") + (f" ({dispatch})" if dispatch else "")
     # One iteration's time: the whole run divided by its iterations (steady state dominates).
     step = j["makespan"] / j["iterations"]
     print(f"| {name} | {mode} | {100 * j['bubble_fraction']:.1f}% | {step:.1f} | {max(j['peak_activations']):g} |")

@@ -68,6 +68,9 @@ const std::vector<ConfigKey>& config_schema() {
                 "entries; the first stage holds the embedding, the last the LM head); empty: equal stages"),
       RONDO_KEY(pipeline, roundpipe_dispatch,
                 "rounds (RoundPipe's: stage s of a round of pp microbatches on worker w0+s) | earliest_free"),
+      RONDO_KEY(pipeline, h2d_bandwidth_gbps,
+                "roundpipe: GB/s of a worker's host link, over which each task's stage weights arrive "
+                "(prefetched during the previous task) and its gradients leave"),
       RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
       RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
       RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
@@ -329,6 +332,7 @@ void validate(const Config& c) {
   require(c.pipeline.p2p_bandwidth_gbps > 0, "pipeline.p2p_bandwidth_gbps", "must be > 0");
   require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
   require_one_of(c.pipeline.roundpipe_dispatch, {"rounds", "earliest_free"}, "pipeline.roundpipe_dispatch");
+  require(c.pipeline.h2d_bandwidth_gbps > 0, "pipeline.h2d_bandwidth_gbps", "must be > 0");
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");

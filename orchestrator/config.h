@@ -74,6 +74,7 @@ struct PipelineConfig {
   // Transformer layers per stage ("4,4,0": the LM head alone on the last stage); empty: equal.
   std::string stage_partition;
   std::string roundpipe_dispatch = "rounds";  // rounds (RoundPipe's) | earliest_free
+  double h2d_bandwidth_gbps = 25.0;           // a stateless worker's host link (weights in, gradients out)
 };
 
 struct CommsConfig {

@@ -86,6 +86,12 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--lmhead-fwd-time", sim.layer_times.head_forward, "LM-head forward, one microbatch");
   sim_cmd->add_option("--lmhead-bwd-time", sim.layer_times.head_backward, "LM-head backward, one microbatch");
   sim_cmd->add_option("--comm-time", sim.layer_times.hop, "one transfer between stages on different ranks");
+  sim_cmd->add_option("--layer-weight-bytes", sim.layer_times.layer_bytes,
+                      "roundpipe: weight bytes of one layer, uploaded to a worker before its task");
+  sim_cmd->add_option("--lmhead-weight-bytes", sim.layer_times.head_bytes,
+                      "roundpipe: weight bytes of the LM head");
+  sim_cmd->add_option("--h2d-bandwidth", sim.layer_times.host_bandwidth,
+                      "roundpipe: bytes per time unit of a worker's host link (0: weights move for free)");
   std::string recompute = "full";
   sim_cmd
       ->add_option("--recompute", recompute,

@@ -187,6 +187,7 @@ int run_simulate(const SimulateOptions& options) {
                         {"exposed_comm_per_rank", result.exposed_comm_per_rank}};
     if (analytic >= 0) j["analytic_bubble"] = analytic;
     j["comm_total"] = result.comm_total;
+    j["exposed_host_transfer"] = result.exposed_host_transfer;
     if (one_iteration) {
       j["bubble_time"] = result.bubble_fraction * capacity;
       j["bubble_parts_time"] = {{"fill", parts.fill},

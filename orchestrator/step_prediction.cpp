@@ -19,6 +19,13 @@ double block_params(const ModelConfig& m) {
 
 }  // namespace
 
+double stage_parameters(const ModelConfig& m, const StageLayers& st) {
+  double params = st.num_layers * block_params(m);
+  if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
+  if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
+  return params;
+}
+
 std::vector<double> stage_forward_flops(const Config& c, const std::vector<StageLayers>& stages) {
   const auto& m = c.model;
   const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length),
@@ -74,12 +81,7 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
   // Activations one layer keeps for its backward (Korthikanti et al. 2022, in 2-byte units there;
   // scaled to float32 here).
   const double layer_activation = s * b * h * (34 + 5 * a * s / h) * (kBytesPerValue / 2);
-  const auto params_of = [&](const StageLayers& st) {
-    double params = st.num_layers * block_params(m);
-    if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
-    if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
-    return params;
-  };
+  const auto params_of = [&](const StageLayers& st) { return stage_parameters(m, st); };
   const std::vector<int> stage_rank = schedule.stage_ranks();
   for (int r = 0; r < schedule.pp; ++r) {
     RankPrediction rp;

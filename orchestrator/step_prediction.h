@@ -34,6 +34,9 @@ struct StepPrediction {
 // Forward FLOPs of one microbatch through each stage of `stages` (embedding and LM head included).
 std::vector<double> stage_forward_flops(const Config& config, const std::vector<StageLayers>& stages);
 
+// Parameters of one stage: its blocks, and the embedding or LM head (with the final norm) it holds.
+double stage_parameters(const ModelConfig& model, const StageLayers& stage);
+
 // Seconds of each op of each stage at pipeline.device_tflops, and the p2p link of the config.
 StageCosts predicted_stage_costs(const Config& config, const std::vector<StageLayers>& stages);
 

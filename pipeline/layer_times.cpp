@@ -71,7 +71,10 @@ StageCosts stage_costs_from_layer_times(const LayerTimes& t, const StagePartitio
       const double proper = layers * t.backward + (k == 0 ? t.head_backward : 0.0);
       c.b.push_back(lead + proper);
       c.b_lead.push_back(lead);
+      c.backward_weight_bytes.push_back(layers * t.layer_bytes + (k == 0 ? t.head_bytes : 0.0));
     }
+    for (int layers : part.forward) c.forward_weight_bytes.push_back(layers * t.layer_bytes);
+    c.host_bandwidth = t.host_bandwidth;
     return c;
   }
   const size_t n = part.forward.size();

@@ -20,6 +20,9 @@ struct LayerTimes {
   double head_forward = 0, head_backward = 0;  // the LM head, one microbatch
   double hop = 0;                              // one transfer between different ranks
   bool recompute = true;                       // full recomputation before each backward
+  // Stateless workers' host link (StageCosts): weight bytes of a layer and of the LM head, and
+  // the link's bytes per time unit (0: free).
+  double layer_bytes = 0, head_bytes = 0, host_bandwidth = 0;
 };
 
 struct StagePartition {

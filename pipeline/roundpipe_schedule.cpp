@@ -89,10 +89,11 @@ RoundPipePartition roundpipe_partition(const StagePartition& given, const StageC
 
 namespace {
 
-// Places tasks on workers in dispatch order and times them as the simulator will: a worker runs
-// its tasks in order, a task starts when its worker is free and its input has arrived (a
-// transfer when another worker produced it; a backward's lead may run before), and a synchronous
-// iteration waits for the previous one's end (its weight update).
+// Places tasks on workers in dispatch order and times their compute as the simulator will: a
+// worker runs its tasks in order, a task starts when its worker is free and its input has arrived
+// (a transfer when another worker produced it; a backward's lead may run before), and a
+// synchronous iteration waits for the previous one's end (its weight update). Placement ignores
+// the host link's weight uploads; the simulator charges them.
 class TaskPlacer {
  public:
   TaskPlacer(PipelineSchedule& s, const StageCosts& costs, bool barrier)
@@ -246,6 +247,9 @@ PipelineSchedule roundpipe_schedule(const ScheduleRequest& req) {
   s.derived_costs.p2p_latency = req.costs.p2p_latency;
   s.derived_costs.p2p_bandwidth = req.costs.p2p_bandwidth;
   s.derived_costs.p2p_bytes = req.costs.p2p_bytes;
+  s.derived_costs.host_bandwidth = req.costs.host_bandwidth;
+  s.derived_costs.forward_weight_bytes = req.costs.forward_weight_bytes;
+  s.derived_costs.backward_weight_bytes = req.costs.backward_weight_bytes;
   s.ranks.resize(static_cast<size_t>(p));
   TaskPlacer placer(s, s.derived_costs, !req.async);
   if (req.roundpipe_dispatch == "rounds") {

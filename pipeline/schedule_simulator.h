@@ -1,6 +1,7 @@
 // ScheduleSimulator: times a schedule's fixed per-rank order with op durations from StageCosts
 // and point-to-point transfers of alpha + bytes/beta between different ranks. Reports makespan,
-// bubble (idle / (makespan x ranks)), per-rank peak in-flight activations (units of one
+// bubble (idle / (makespan x ranks)), host-link weight uploads and gradient downloads of stateless
+// workers (see StageCosts), per-rank peak in-flight activations (units of one
 // microbatch's activations of the rank's full share of layers: an interleaved chunk counts 1/v;
 // freed when its B ends; with a split backward, PipelineSchedule::weight_grad_memory of it is
 // held from I until W ends), exposed communication, and the timeline. A schedule that
@@ -26,6 +27,7 @@ struct SimulationResult {
   double bubble_fraction = 0;
   double exposed_comm = 0;               // summed over ranks
   double comm_total = 0;                 // every transfer between different ranks, summed
+  double exposed_host_transfer = 0;      // waits for weight uploads (stateless workers), summed
   std::vector<double> busy;              // per rank
   std::vector<double> peak_activations;  // per rank
   std::vector<double> exposed_comm_per_rank;

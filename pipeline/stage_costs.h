@@ -20,6 +20,12 @@ struct StageCosts {
   double p2p_latency = 0.0;    // alpha, seconds (or the cost unit)
   double p2p_bandwidth = 0.0;  // beta, bytes per unit; 0: infinite
   double p2p_bytes = 0.0;      // bytes of one microbatch's boundary activation
+  // Stateless workers (RoundPipe) keep weights in host memory: before a task of a stage the
+  // worker does not hold, the stage's weights cross a host link of `host_bandwidth` bytes per
+  // unit, starting when the worker's previous task starts (one prefetch buffer); after its last
+  // consecutive backward task of a stage, the gradients go back. Empty or 0: free.
+  std::vector<double> forward_weight_bytes, backward_weight_bytes;  // per forward / backward stage
+  double host_bandwidth = 0.0;
 
   bool empty() const { return f.empty(); }
   int num_stages() const { return static_cast<int>(f.size()); }

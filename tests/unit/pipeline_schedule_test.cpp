@@ -446,6 +446,40 @@ TEST(RoundPipe, RecomputationRunsAheadOfTheGradient) {
   EXPECT_DOUBLE_EQ(r.makespan, 6.0);
 }
 
+TEST(RoundPipe, WeightsCrossTheHostLinkPrefetchedDuringThePreviousTask) {
+  // One worker, two microbatches: forward stage (2 layers) then backward stage (2 layers, fused
+  // head of no cost). Each layer 1 byte over a link of 1 byte per unit: uploads take 2.
+  ScheduleRequest req{"roundpipe", 1, 2, 1};
+  req.partition = {{2}, {2}};
+  LayerTimes t{1.0, 1.0, 0.0, 0.0, 0.0, true};
+  t.layer_bytes = 1.0;
+  t.host_bandwidth = 1.0;
+  req.costs = stage_costs_from_layer_times(t, req.partition);
+  const auto s = generate_schedule(req);
+  const auto r = simulate_schedule(s, s.derived_costs);
+  // Upload F [0,2]; F [2,4], [4,6]; the backward's upload starts with the second F [4,6];
+  // B (the fused stage: no recomputation) [6,8], [8,10]; gradients home [10,12]. Only the first
+  // upload is exposed.
+  EXPECT_DOUBLE_EQ(r.makespan, 12.0);
+  EXPECT_DOUBLE_EQ(r.exposed_host_transfer, 2.0);
+}
+
+TEST(RoundPipe, RoundsUploadEachStageOncePerRoundWhereEarliestFreeUploadsPerTask) {
+  ScheduleRequest req{"roundpipe", 4, 8, 1};
+  req.partition = {{2, 2, 2, 2}, {0, 1, 1, 1, 1, 1, 1, 1, 1}};
+  LayerTimes t{1.0, 2.0, 0.5, 1.0, 0.1, true};
+  t.layer_bytes = 1.0;
+  t.head_bytes = 1.0;
+  t.host_bandwidth = 0.25;  // an upload of a 2-layer stage takes 8: longer than its task
+  req.costs = stage_costs_from_layer_times(t, req.partition);
+  const auto exposed = [&](const std::string& dispatch) {
+    req.roundpipe_dispatch = dispatch;
+    const auto s = generate_schedule(req);
+    return simulate_schedule(s, s.derived_costs).exposed_host_transfer;
+  };
+  EXPECT_LT(exposed("rounds"), exposed("earliest_free"));
+}
+
 TEST(LoopedBfs, OneStagePerRankIsGpipeAndEveryShapeValidates) {
   for (int p : {2, 4, 8}) {
     for (int m : {1, 3, 8, 16}) {
