@@ -145,12 +145,16 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
     ScheduleRequest req{name, pp, microbatches, 1, predicted_stage_costs(config, {})};
     req.layer_costs = stages.layer_seconds;
     req.roundpipe_dispatch = config.pipeline.roundpipe_dispatch;
-    // Weights (float32) cross each worker's host link before its tasks; gradients go back.
+    // A device's share (1/tp) of a stage's float32 weights crosses its host link before the
+    // stage's tasks; the gradients go back.
+    const double bytes_per_param = 4.0 / static_cast<double>(config.parallel.tensor_model_parallel_size);
     req.costs.host_bandwidth = config.pipeline.h2d_bandwidth_gbps * 1e9;
-    for (const auto& st : stages.forward)
-      req.costs.forward_weight_bytes.push_back(4 * stage_parameters(config.model, st));
-    for (const auto& st : stages.backward)
-      req.costs.backward_weight_bytes.push_back(4 * stage_parameters(config.model, st));
+    for (const auto& st : stages.forward) {
+      req.costs.forward_weight_bytes.push_back(bytes_per_param * stage_parameters(config.model, st));
+    }
+    for (const auto& st : stages.backward) {
+      req.costs.backward_weight_bytes.push_back(bytes_per_param * stage_parameters(config.model, st));
+    }
     return generate_schedule(req);
   }
   try {

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "common/errors.h"
+#include "pipeline/host_link.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/roundpipe_schedule.h"
 
@@ -92,14 +93,15 @@ namespace {
 // Places tasks on workers in dispatch order and times their compute as the simulator will: a
 // worker runs its tasks in order, a task starts when its worker is free and its input has arrived
 // (a transfer when another worker produced it; a backward's lead may run before), and a
-// synchronous iteration waits for the previous one's end (its weight update). Placement ignores
-// the host link's weight uploads; the simulator charges them.
+// synchronous iteration waits for the previous one's end (its weight update), and the stage's
+// weights must have crossed the worker's host link.
 class TaskPlacer {
  public:
   TaskPlacer(PipelineSchedule& s, const StageCosts& costs, bool barrier)
       : s_(s),
         costs_(costs),
         barrier_(barrier),
+        host_(costs, s.pp),
         free_at_(static_cast<size_t>(s.pp), 0.0),
         iteration_end_(static_cast<size_t>(s.iterations), 0.0) {}
 
@@ -126,8 +128,9 @@ class TaskPlacer {
       inputs = std::max(inputs, d.end + (d.worker == worker ? 0.0 : costs_.transfer_time()));
     }
     const double lead = forward ? 0.0 : costs_.lead(a.stage);
-    const double start = std::max(free_at(worker), inputs - lead);
+    const double start = host_.start(worker, a, std::max(free_at(worker), inputs - lead));
     const double end = start + (forward ? costs_.f[st] : costs_.b[st]);
+    host_.finish(worker, end);
     free_at_[static_cast<size_t>(worker)] = end;
     done_[{forward ? 0 : 1, a.stage, a.microbatch}] = {worker, end};
     iteration_end_[static_cast<size_t>(it)] = std::max(iteration_end_[static_cast<size_t>(it)], end);
@@ -142,6 +145,7 @@ class TaskPlacer {
   PipelineSchedule& s_;
   const StageCosts& costs_;
   const bool barrier_;
+  HostLink host_;
   std::vector<double> free_at_, iteration_end_;
   std::map<std::tuple<int, int, int>, Done> done_;  // (0 forward | 1 backward, stage, microbatch)
 };

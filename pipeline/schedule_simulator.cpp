@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "common/errors.h"
+#include "pipeline/host_link.h"
 
 namespace rondo {
 namespace {
@@ -51,15 +52,7 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
   size_t executed = 0;
   const bool barrier = s.stateless_workers && !s.async && s.iterations > 1;
   const size_t per_iteration = s.num_actions() / static_cast<size_t>(std::max(1, s.iterations));
-  // Host link of stateless workers: which stage a worker holds ((kind, stage) key, 0: none), when
-  // its upload and download directions free up, and when its previous task started.
-  const bool host_link = s.stateless_workers && costs.host_bandwidth > 0;
-  const auto weight_bytes = [&](const ComputeAction& a) {
-    const auto& bytes = a.kind == ComputeKind::kF ? costs.forward_weight_bytes : costs.backward_weight_bytes;
-    return us(a.stage) < bytes.size() ? bytes[us(a.stage)] : 0.0;
-  };
-  std::vector<uint64_t> held(us(p), 0);
-  std::vector<double> upload_free(us(p), 0), download_free(us(p), 0), previous_start(us(p), 0);
+  HostLink host(costs, s.stateless_workers ? p : 0);  // weights of stateless workers
   std::vector<size_t> done_in_iteration(us(std::max(1, s.iterations)), 0);
   std::vector<double> iteration_end(us(std::max(1, s.iterations)), 0.0);
   auto iteration_key = [](int it) { return key(ComputeKind::kW, (1 << 25) + it, 0); };
@@ -96,18 +89,7 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
       out.comm_total += hops;
       double ready = std::max(rank_end[us(r)], inputs - lead);
       const double ready_without_comm = std::max(rank_end[us(r)], inputs_without_comm - lead);
-      const uint64_t stage_key =
-          key(a.kind == ComputeKind::kF ? ComputeKind::kF : ComputeKind::kB, a.stage, 0) + 1;
-      if (host_link && held[us(r)] != stage_key) {
-        // Prefetched while the previous task runs; the task waits for whatever is left.
-        const double upload_end =
-            std::max(upload_free[us(r)], previous_start[us(r)]) + weight_bytes(a) / costs.host_bandwidth;
-        upload_free[us(r)] = upload_end;
-        held[us(r)] = stage_key;
-        out.exposed_host_transfer += std::max(0.0, upload_end - ready);
-        ready = std::max(ready, upload_end);
-      }
-      previous_start[us(r)] = ready;
+      if (s.stateless_workers) ready = host.start(r, a, ready);
       const size_t st = us(a.stage);
       const double duration = a.kind == ComputeKind::kF   ? costs.f[st]
                               : a.kind == ComputeKind::kB ? costs.b[st]
@@ -134,15 +116,7 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
         current[us(r)] -= share * s.weight_grad_memory;
       }
       rank_end[us(r)] = t.end;
-      if (host_link && a.kind != ComputeKind::kF) {
-        // The gradients go home after the worker's last consecutive task of this stage.
-        const bool same_next = pos[us(r)] + 1 < actions.size() && actions[pos[us(r)] + 1].kind == a.kind &&
-                               actions[pos[us(r)] + 1].stage == a.stage;
-        if (!same_next) {
-          download_free[us(r)] =
-              std::max(download_free[us(r)], t.end) + weight_bytes(a) / costs.host_bandwidth;
-        }
-      }
+      if (s.stateless_workers) host.finish(r, t.end);
       const uint64_t k = key(a.kind, a.stage, a.microbatch);
       done[k] = {r, t.end};
       if (auto w = waiters.find(k); w != waiters.end()) {
@@ -176,11 +150,13 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
     throw PlanError("schedule " + s.name + " deadlocks: " + why);
   }
   for (int r = 0; r < p; ++r) {
-    out.makespan = std::max({out.makespan, rank_end[us(r)], download_free[us(r)]});
+    out.makespan = std::max(out.makespan, rank_end[us(r)]);
+    if (s.stateless_workers) out.makespan = std::max(out.makespan, host.drained(r));
   }
   double busy = 0;
   for (double b : out.busy) busy += b;
   for (double e : out.exposed_comm_per_rank) out.exposed_comm += e;
+  out.exposed_host_transfer = host.exposed();
   out.bubble_fraction = out.makespan > 0 ? 1.0 - busy / (out.makespan * p) : 0.0;
   return out;
 }
