@@ -5,7 +5,12 @@ in bench/data/roundpipe_pp_simulate.json (from RoundPipe-artifact's pp-simulate/
 Prints a Markdown table; exits 1 if a row misses the floor (makespan within 1%, bubble and each
 of its parts within 0.5 points).
 
-  bench/roundpipe_table.py [--rondo PATH]
+With --host-link it prints instead what RoundPipe's simulator leaves out: the Llama3-8B row of
+both dispatches (RoundPipe's rounds, and each task to the earliest free worker) when every task's
+stage weights cross a host link (bf16: 436 MB a layer, 1.05 GB the LM head; times in ms, so
+1 GB/s = 1e6 bytes per unit), prefetched during the worker's previous task.
+
+  bench/roundpipe_table.py [--rondo PATH] [--host-link]
 """
 import argparse
 import json
@@ -18,13 +23,13 @@ DEFAULT_RONDO = os.path.join(os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT
 PARTS = ("fill", "switch", "drain", "intra")
 
 
-def simulate(rondo, data, row):
+def simulate(rondo, data, row, extra=()):
     m = data["models"][row["model"]]
     cmd = [rondo, "simulate", "--json", "--scheduler", row["scheduler"], "--num-gpus", str(data["num_gpus"]),
            "--num-microbatches", str(data["num_microbatches"]), "--stage-partition", row["stage_partition"],
            "--num-layers", str(m["num_layers"]), "--fwd-time-per-layer", str(m["fwd"]),
            "--bwd-time-per-layer", str(m["bwd"]), "--lmhead-fwd-time", str(m["head_fwd"]),
-           "--lmhead-bwd-time", str(m["head_bwd"]), "--comm-time", str(m["comm"])]
+           "--lmhead-bwd-time", str(m["head_bwd"]), "--comm-time", str(m["comm"])] + list(extra)
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
@@ -32,8 +37,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rondo", default=DEFAULT_RONDO)
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data", "roundpipe_pp_simulate.json"))
+    ap.add_argument("--host-link", action="store_true", help="the Llama3-8B dispatch comparison over a host link")
     args = ap.parse_args()
     data = json.load(open(args.data))
+    if args.host_link:
+        return host_link_table(args.rondo, data)
     print("| model | schedule | makespan rondo | makespan RoundPipe | Δ | bubble rondo | bubble RoundPipe | "
           "fill / switch / drain / intra rondo | fill / switch / drain / intra RoundPipe |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -54,6 +62,22 @@ def main():
         print("\nrows off the floor:\n  " + "\n  ".join(misses), file=sys.stderr)
         return 1
     print(f"\nall {len(data['rows'])} rows: makespan within 1%, bubble and its parts within 0.5 points")
+    return 0
+
+
+def host_link_table(rondo, data):
+    row = next(r for r in data["rows"] if r["model"] == "8b" and r["scheduler"] == "roundpipe")
+    print("| host link GB/s | dispatch | makespan | bubble | exposed upload wait (summed over workers) |")
+    print("| --- | --- | --- | --- | --- |")
+    for gbps in (0, 32, 25, 16, 12, 8):
+        for dispatch in ("rounds", "earliest_free"):
+            extra = ["--roundpipe-dispatch", dispatch]
+            if gbps:
+                extra += ["--layer-weight-bytes", "436e6", "--lmhead-weight-bytes", "1.05e9", "--h2d-bandwidth",
+                          str(gbps * 1e6)]
+            j = simulate(rondo, data, row, extra)
+            print(f"| {gbps or 'free'} | {dispatch} | {j['makespan']:.1f} | {100 * j['bubble_fraction']:.2f}% | "
+                  f"{j['exposed_host_transfer']:.1f} |")
     return 0
 
 
