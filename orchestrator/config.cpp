@@ -32,6 +32,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(model, ffn_hidden_size, "MLP inner width"),
       RONDO_KEY(model, vocab_size, "vocabulary; >= 256 for the byte tokenizer"),
       RONDO_KEY(model, seq_length, "tokens per sample"),
+      RONDO_KEY(model, recompute_granularity,
+                "activation recomputation: none | full (keep each stage's input, rerun its forward before "
+                "its backward) | selective (recompute attention scores from q, k, v)"),
       RONDO_KEY(parallel, world_size, "number of worker ranks"),
       RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
       RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),
@@ -306,6 +309,7 @@ void validate(const Config& c) {
   require(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", "must lie in [0, training.lr]");
   require(t.lr_warmup_iters >= 0 && t.lr_warmup_iters <= t.train_iters, "training.lr_warmup_iters",
           "must lie in [0, training.train_iters]");
+  require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
   require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
   require_one_of(t.optimizer, {"adamw", "sgd"}, "training.optimizer");
   require(t.weight_decay >= 0, "training.weight_decay", "must be >= 0");

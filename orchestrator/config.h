@@ -18,6 +18,7 @@ struct ModelConfig {
   int64_t ffn_hidden_size = 512;
   int64_t vocab_size = 256;
   int64_t seq_length = 128;
+  std::string recompute_granularity = "none";  // none | full | selective
 };
 
 struct ParallelConfig {

@@ -189,7 +189,8 @@ void check_memory_cap(const Config& config, const StepPrediction& prediction,
         buf, sizeof(buf),
         "%s cannot place pipeline rank %d (%s): it needs %.2f GB (weights, gradients and optimizer "
         "%.2f GB + %.3g microbatches of activations in flight %.2f GB) > %.2f GB. Lower "
-        "training.micro_batch_size, raise pipeline_model_parallel_size, or compare "
+        "training.micro_batch_size, raise pipeline_model_parallel_size, recompute activations "
+        "(model.recompute_granularity: selective or full), or compare "
         "`rondo simulate --schedule roundpipe`, whose stateless workers hold one stage and one working set",
         schedule.name.c_str(), r.pp_rank, held.c_str(), r.peak_bytes() / 1e9, r.weight_bytes / 1e9,
         r.peak_activations, r.activation_bytes / 1e9, cap / 1e9);
@@ -277,6 +278,9 @@ plan::Plan build_plan(const Config& config) {
   model->set_ffn_hidden_size(static_cast<uint32_t>(mc.ffn_hidden_size));
   model->set_vocab_size(static_cast<uint32_t>(mc.vocab_size));
   model->set_seq_length(static_cast<uint32_t>(mc.seq_length));
+  model->set_recompute_granularity(mc.recompute_granularity == "full"        ? plan::RECOMPUTE_FULL
+                                   : mc.recompute_granularity == "selective" ? plan::RECOMPUTE_SELECTIVE
+                                                                             : plan::RECOMPUTE_NONE);
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
@@ -514,6 +518,9 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
   j["schedule"] = p.schedule();
+  j["recompute_granularity"] = p.model().recompute_granularity() == plan::RECOMPUTE_FULL        ? "full"
+                               : p.model().recompute_granularity() == plan::RECOMPUTE_SELECTIVE ? "selective"
+                                                                                                : "none";
   j["parameters"] = count_parameters(p.model());
   j["tokens_per_step"] = static_cast<int64_t>(p.training().global_batch_size()) * p.model().seq_length();
   const auto stages_json = [](const auto& stages) {

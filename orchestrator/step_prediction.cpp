@@ -49,10 +49,19 @@ StageCosts predicted_stage_costs(const Config& c, const std::vector<StageLayers>
   const double split =
       static_cast<double>(c.parallel.tensor_model_parallel_size * c.parallel.context_parallel_size);
   const double rate = c.pipeline.device_tflops * 1e12 * split;
+  // Recomputation reruns, before each backward, the stage's forward (full) or its attention
+  // cores (selective: the scores' and probabilities' two batched GEMMs and softmax).
+  const auto& m = c.model;
+  const double attention_core = 4.0 * static_cast<double>(c.training.micro_batch_size) *
+                                static_cast<double>(m.seq_length * m.seq_length * m.hidden_size);
   StageCosts costs;
-  for (double fl : flops) {
+  for (size_t i = 0; i < flops.size(); ++i) {
+    const double fl = flops[i];
+    const double recompute = m.recompute_granularity == "full"        ? fl
+                             : m.recompute_granularity == "selective" ? stages[i].num_layers * attention_core
+                                                                      : 0.0;
     costs.f.push_back(fl / rate);
-    costs.b.push_back(2 * fl / rate);
+    costs.b.push_back((2 * fl + recompute) / rate);
     costs.w.push_back(fl / rate);
   }
   costs.p2p_latency = c.pipeline.p2p_latency_s;
@@ -80,7 +89,10 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
   p.exposed_comm_s = result.exposed_comm;
   // Activations one layer keeps for its backward (Korthikanti et al. 2022, in 2-byte units there;
   // scaled to float32 here).
-  const double layer_activation = s * b * h * (34 + 5 * a * s / h) * (kBytesPerValue / 2);
+  // Selective recomputation drops the attention scores and probabilities (the 5as/h term).
+  const bool selective = m.recompute_granularity == "selective", full = m.recompute_granularity == "full";
+  const double layer_activation = s * b * h * (34 + (selective ? 0.0 : 5 * a * s / h)) * (kBytesPerValue / 2);
+  const double stage_input = s * b * h * kBytesPerValue;
   const auto params_of = [&](const StageLayers& st) { return stage_parameters(m, st); };
   const std::vector<int> stage_rank = schedule.stage_ranks();
   for (int r = 0; r < schedule.pp; ++r) {
@@ -114,7 +126,14 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
         params += params_of(st);
       }
       rp.weight_bytes = params * kWeightStateBytes / tp;
-      rp.activation_bytes = rp.peak_activations * layers * layer_activation / split;
+      if (full) {
+        // Each stage in flight keeps its input; one stage's layers at a time are rebuilt.
+        const double chunks = std::max(1.0, static_cast<double>(schedule.virtual_stages));
+        rp.activation_bytes =
+            (rp.peak_activations * chunks * stage_input + layers / chunks * layer_activation) / split;
+      } else {
+        rp.activation_bytes = rp.peak_activations * layers * layer_activation / split;
+      }
     }
     p.ranks.push_back(rp);
   }

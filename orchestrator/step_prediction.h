@@ -1,6 +1,7 @@
 // Step-time and memory prediction of a plan before anything runs: the config's model becomes
 // per-stage op durations (FLOPs of attention, MLP, embedding and LM head at
-// pipeline.device_tflops; backward twice the forward, half of it weight-gradient), the schedule
+// pipeline.device_tflops; backward twice the forward, half of it weight-gradient, plus the
+// recomputation of model.recompute_granularity), the schedule
 // is simulated with point-to-point transfers of one microbatch's boundary activation, and each
 // pipeline rank's peak memory is its weights, gradients and AdamW state plus its peak in-flight
 // activations (Korthikanti et al.'s per-layer activation size, float32).

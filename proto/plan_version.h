@@ -3,12 +3,13 @@
 //   1: data parallelism (every rank held the whole model).
 //   2: stages partition the model (global parameter names, per-parameter seeded initialisation);
 //      pipeline transfers are non-blocking and every action kind is executed.
+//   3: model.recompute_granularity (an unset value is refused).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 2;
+inline constexpr uint32_t kPlanVersion = 3;
 
 }  // namespace rondo

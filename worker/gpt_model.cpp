@@ -9,9 +9,45 @@ namespace rondo {
 
 namespace nn = torch::nn;
 
+namespace {
+
+// softmax(bias + q k^T * scale) v over [b * heads, t, hd] batches. The scaling and the mask come
+// with the one batched GEMM of the scores: no separate passes over [b * heads, t, t], forward or
+// backward.
+torch::Tensor core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& bias, double scale) {
+  auto scores = torch::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+  return torch::bmm(torch::softmax(scores, -1), v);
+}
+
+// Selective recomputation: the forward keeps q, k and v only; the backward recomputes the
+// scores and probabilities ([b * heads, t, t] each, the largest activations of a layer) and
+// differentiates through them, so the gradients equal the plain path's.
+struct RecomputedCoreAttention : torch::autograd::Function<RecomputedCoreAttention> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q,
+                               const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias,
+                               double scale) {
+    ctx->save_for_backward({q, k, v, bias});
+    ctx->saved_data["scale"] = scale;
+    return core_attention(q, k, v, bias, scale);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    torch::AutoGradMode grad_mode(true);
+    const auto q = saved[0].detach().requires_grad_(true), k = saved[1].detach().requires_grad_(true),
+               v = saved[2].detach().requires_grad_(true);
+    const auto y = core_attention(q, k, v, saved[3], ctx->saved_data["scale"].toDouble());
+    const auto g = torch::autograd::grad({y}, {q, k, v}, {grads[0]});
+    return {g[0], g[1], g[2], torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
-                                                 int64_t max_seq_length)
-    : num_heads_(num_heads) {
+                                                 int64_t max_seq_length, bool selective_recompute)
+    : num_heads_(num_heads), selective_recompute_(selective_recompute) {
   qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size));
   proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size));
   causal_bias_ =
@@ -30,17 +66,18 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
                          .unbind(0);
   const auto &q = parts[0], &k = parts[1], &v = parts[2];
   if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
-  // scores = causal bias + q k^T / sqrt(hd) in one batched GEMM: the scaling and the mask cost
-  // no separate passes over the [b * heads, t, t] scores, forward or backward.
-  auto scores = torch::baddbmm(causal_bias_.slice(0, 0, t).slice(1, 0, t), q, k.transpose(1, 2), /*beta=*/1.0,
-                               /*alpha=*/1.0 / std::sqrt(static_cast<double>(hd)));
-  auto y = torch::bmm(torch::softmax(scores, -1), v);  // [b * heads, t, hd]
+  const auto bias = causal_bias_.slice(0, 0, t).slice(1, 0, t);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  const auto y = selective_recompute_ && q.requires_grad()
+                     ? RecomputedCoreAttention::apply(q, k, v, bias, scale)
+                     : core_attention(q, k, v, bias, scale);  // [b * heads, t, hd]
   return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
 }
 
 TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
   ln1 = register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  attn = register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.seq_length));
+  attn = register_module(
+      "attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.seq_length, s.selective_recompute));
   ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
   fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size));
   fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));

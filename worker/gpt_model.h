@@ -28,11 +28,15 @@ struct GptShape {
   int64_t ffn_hidden_size;
   int64_t vocab_size;
   int64_t seq_length;
+  // Keep only q, k and v of each attention for its backward, recomputing the scores and
+  // probabilities there (Megatron's selective recomputation).
+  bool selective_recompute = false;
 };
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
-  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, int64_t max_seq_length);
+  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, int64_t max_seq_length,
+                          bool selective_recompute = false);
   // x: [batch, seq, hidden] -> [batch, seq, hidden]
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -40,6 +44,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
  private:
   int64_t num_heads_;
+  bool selective_recompute_;
   torch::Tensor causal_bias_;  // [max_seq, max_seq]: -inf above the diagonal, 0 elsewhere
 };
 TORCH_MODULE(CausalSelfAttention);

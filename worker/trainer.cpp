@@ -193,6 +193,9 @@ void Trainer::Impl::setup() {
   };
   require(t.lr_decay_style(), {"constant", "linear", "cosine"}, "training.lr_decay_style");
   require(t.optimizer(), {"adamw", "sgd"}, "training.optimizer");
+  if (m.recompute_granularity() == plan::RECOMPUTE_UNSPECIFIED) {
+    throw PlanError("plan field model.recompute_granularity is unset (a plan from another rondo?)");
+  }
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == "cuda") {
     if (!torch::cuda::is_available()) {
@@ -220,9 +223,10 @@ void Trainer::Impl::setup() {
     local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
                      static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
   }
-  model = GptModel(GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(),
-                            m.vocab_size(), m.seq_length()},
-                   std::move(local), t.seed());
+  model = GptModel(
+      GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(), m.vocab_size(),
+               m.seq_length(), m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE},
+      std::move(local), t.seed());
   model->to(device);
 
   // Gradients live in one flat buffer so that a step needs one allreduce and no copies.

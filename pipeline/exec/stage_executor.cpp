@@ -38,6 +38,7 @@ struct StageExecutor::Send {
 struct StageExecutor::Microbatch {
   torch::Tensor input;       // the stage input as a leaf requiring grad (stages after the first)
   torch::Tensor output;      // hidden states, or the unscaled loss on the last stage
+  torch::Tensor tokens;      // full recomputation, stages with the embedding or LM head: the ids
   torch::Tensor input_grad;  // after B or I: the gradient with respect to `input`
   WeightGradStore weights;   // weight gradients deferred by I until W
 };
@@ -46,6 +47,7 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
     : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder) {
   const auto& t = plan.training();
   loss_scale_ = 1.0 / (static_cast<double>(t.num_microbatches()) * plan.mesh().dp());
+  recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
                      static_cast<int64_t>(plan.model().seq_length()),
                      static_cast<int64_t>(plan.model().hidden_size())};
@@ -203,15 +205,30 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   }
   const auto f0 = Clock::now();
   const int64_t f0_ns = TimingRecorder::wall_ns();
-  torch::Tensor out = model.forward(stage, input);
+  torch::Tensor out;
+  {
+    // Full recomputation: no graph now; the backward reruns this forward from the kept input.
+    std::optional<torch::NoGradGuard> no_graph;
+    if (recompute_) {
+      no_graph.emplace();
+      mb.tokens = tokens;
+    }
+    out = stage_forward(model, stage, input, tokens);
+  }
   if (st.has_lm_head()) {
-    out = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
     times.loss_sum += out.item<double>();
     ++times.losses;
   }
   times.forward_s += seconds_since(f0);
   count_compute(times.stage_f, stage, f0_ns, times);
   mb.output = std::move(out);
+}
+
+torch::Tensor StageExecutor::stage_forward(StepModel& model, int stage, const torch::Tensor& input,
+                                           const torch::Tensor& tokens) {
+  torch::Tensor out = model.forward(stage, input);
+  if (plan_.stages(stage).has_lm_head()) out = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
+  return out;
 }
 
 void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times) {
@@ -236,6 +253,12 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
   model.before_backward(stage, last_backward_[index]);
   const auto b0 = Clock::now();
   const int64_t b0_ns = TimingRecorder::wall_ns();
+  if (recompute_) {
+    // The same forward again, now recording the graph (bitwise the same outputs).
+    const auto& in = st.has_embedding() ? mb.tokens.slice(1, 0, mb.tokens.size(1) - 1) : mb.input;
+    mb.output = stage_forward(model, stage, in, mb.tokens);
+    mb.tokens = torch::Tensor();
+  }
   {
     std::optional<WeightGradStore::Scope> split;
     if (a.kind() == plan::ACTION_I) split.emplace(mb.weights);

@@ -10,6 +10,9 @@
 // therefore never blocks its rank, so a plan whose compute dependencies are acyclic cannot
 // deadlock, whatever the message sizes. Each transfer lands in the timing recorder.
 //
+// With full activation recomputation a forward records no graph and keeps only its stage input;
+// the stage's B or I first reruns the forward (counted as backward time), then differentiates.
+//
 // The model and the rest of the step come in through StepModel (the worker implements it).
 // Call order: construct once; run_step() once per step.
 #pragma once
@@ -95,6 +98,9 @@ class StageExecutor {
   int tag(const Key& key) const;
 
   void forward(StepModel& model, const plan::Action& a, StepTimes& times);
+  // The stage's forward, and on the stage with the LM head its loss against `tokens`' targets.
+  torch::Tensor stage_forward(StepModel& model, int stage, const torch::Tensor& input,
+                              const torch::Tensor& tokens);
   void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   // Adds a compute action that ran from `t0` until now to the step's busy time.
@@ -106,6 +112,7 @@ class StageExecutor {
   Communicator& p2p_;
   TimingRecorder* recorder_;
   double loss_scale_;
+  bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
   std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden]
   std::vector<bool> last_backward_;      // per action: the stage's last B or I
   std::vector<bool> last_gradient_;      // per action: the stage's last B or W

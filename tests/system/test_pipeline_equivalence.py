@@ -1,7 +1,7 @@
 """Every executable pipeline schedule trains for real and reproduces one process: pp=2 and pp=4
 runs of gpipe, 1f1b, interleaved_1f1b (v=2), looped_bfs (v=2), zb_h1 and zbv, pp=2 x dp=2, and
-uneven partitions with the LM head alone on the last stage, follow the pp=1 loss trajectory for
-20 steps within 1e-5 relative. The boundary messages (micro 2 x seq 64 x
+uneven partitions with the LM head alone on the last stage, and full or selective activation
+recomputation, follow the pp=1 loss trajectory for 20 steps within 1e-5 relative. The boundary messages (micro 2 x seq 64 x
 hidden 64 floats = 32 KiB; 64 KiB in the last run) are above Open MPI's eager limits, so a send
 that blocked until matched would deadlock the 1F1B plans."""
 import json
@@ -41,6 +41,11 @@ runs.append(("1f1b-pp2-micro4", layout(2, 2, "1f1b") + ["training.micro_batch_si
 # Uneven stages: the LM head (and final norm) alone on the last pipeline rank.
 runs.append(("1f1b-pp2-head-alone", layout(2, 2, "1f1b") + ["pipeline.stage_partition=8,0"]))
 runs.append(("zb_h1-pp4-head-alone", layout(4, 4, "zb_h1") + ["pipeline.stage_partition=3,3,2,0"]))
+# Recomputation: the backward reruns the stage's forward (full) or the attention core (selective).
+runs.append(("1f1b-pp2-recompute-full", layout(2, 2, "1f1b") + ["model.recompute_granularity=full"]))
+runs.append(("zbv-pp2-recompute-full", layout(2, 2, "zbv") + ["model.recompute_granularity=full"]))
+runs.append(("interleaved_1f1b-pp2-recompute-selective", layout(2, 2, "interleaved_1f1b", 2)
+             + ["model.recompute_granularity=selective"]))
 
 for name, sets in runs:
     run_dir, _ = ctx.run(name, BASE + sets)

@@ -195,6 +195,18 @@ TEST(PlanPrediction, AMemoryCapThatOneFOneBCannotMeetIsReportedByKey) {
   EXPECT_TRUE(p.backward_stages(0).has_lm_head());  // the fused tail
   for (const auto& r : p.prediction().ranks()) EXPECT_LE(r.weight_bytes() + r.activation_bytes(), 80e9);
   EXPECT_EQ(p.ranks(0).stages_size(), 0);  // no stage is bound to a rank
+  // 1F1B fits too once it recomputes: selective drops the attention scores and probabilities;
+  // full keeps each stage's input and rebuilds one stage at a time. Both lengthen the backward.
+  for (const char* granularity : {"selective", "full"}) {
+    auto recompute = with_cap;
+    recompute.push_back(std::string("model.recompute_granularity=") + granularity);
+    const auto r = build_plan(parse_config("", "t", recompute));
+    EXPECT_EQ(r.model().recompute_granularity(),
+              std::string(granularity) == "full" ? plan::RECOMPUTE_FULL : plan::RECOMPUTE_SELECTIVE);
+    EXPECT_LT(r.prediction().ranks(0).activation_bytes(), unconstrained.prediction().ranks(0).activation_bytes())
+        << granularity;
+    EXPECT_GT(r.prediction().ranks(0).busy_s(), unconstrained.prediction().ranks(0).busy_s()) << granularity;
+  }
 }
 
 TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
