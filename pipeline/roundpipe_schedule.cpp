@@ -2,10 +2,9 @@
 // their own partitions; every (stage, microbatch) is a task, and tasks are dispatched over
 // stateless workers in stage-major order (RoundPipe's rounds, or to the earliest free worker),
 // so each worker runs every stage in turn and no worker is pinned to the heavy LM head or
-// embedding. A worker holds one stage's
-// weights (plus the prefetched next) and one task's working set; boundary activations are
-// offloaded between tasks, and each backward stage recomputes its forward from the checkpoint at
-// its first layer (busy time, not bubble). Backward stage 0 holds the last layers and runs their
+// embedding. A worker holds one stage's weights (plus the prefetched next, see host_link.h) and
+// one task's working set; boundary activations are offloaded between tasks, and each backward
+// stage recomputes its forward from the checkpoint at its first layer (busy time, not bubble). Backward stage 0 holds the last layers and runs their
 // forward and backward together, so they need no recomputation.
 #include <algorithm>
 #include <cmath>
@@ -90,11 +89,11 @@ RoundPipePartition roundpipe_partition(const StagePartition& given, const StageC
 
 namespace {
 
-// Places tasks on workers in dispatch order and times their compute as the simulator will: a
-// worker runs its tasks in order, a task starts when its worker is free and its input has arrived
-// (a transfer when another worker produced it; a backward's lead may run before), and a
-// synchronous iteration waits for the previous one's end (its weight update), and the stage's
-// weights must have crossed the worker's host link.
+// Places tasks on workers in dispatch order and times them as the simulator will: a worker runs
+// its tasks in order; a task starts when its worker is free, its input has arrived (a transfer
+// when another worker produced it; a backward's lead may run before) and its stage's weights
+// have crossed the worker's host link; a synchronous iteration waits for the previous one's end
+// (its weight update).
 class TaskPlacer {
  public:
   TaskPlacer(PipelineSchedule& s, const StageCosts& costs, bool barrier)
