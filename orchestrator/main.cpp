@@ -11,6 +11,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/run_command.h"
+#include "orchestrator/schedule_comparison.h"
 #include "orchestrator/simulate_command.h"
 
 namespace {
@@ -34,6 +35,14 @@ int main(int argc, char** argv) {
   plan_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
   plan_cmd->add_flag("--json", plan_json, "print the plan as one JSON object");
   plan_cmd->add_option("--out", plan_out, "write the binary plan (protobuf) here");
+  std::vector<std::string> compare;
+  auto* compare_opt =
+      plan_cmd
+          ->add_option("--compare-schedules", compare,
+                       "plan the config under these pipeline schedules (comma-separated; no value: all) and "
+                       "compare their predicted step time, bubble and memory")
+          ->delimiter(',')
+          ->expected(0, -1);
 
   auto* run_cmd = app.add_subcommand("run", "plan a job, launch its workers with mpirun, wait");
   std::string run_config;
@@ -123,6 +132,10 @@ int main(int argc, char** argv) {
   try {
     if (*plan_cmd) {
       const auto config = load(plan_config, overrides);
+      if (compare_opt->count() > 0) {
+        std::cout << rondo::comparison_table(rondo::compare_schedules(config, compare));
+        return rondo::kExitOk;
+      }
       const auto plan = rondo::build_plan(config);
       if (!plan_out.empty()) {
         std::ofstream out(plan_out, std::ios::binary);

@@ -203,7 +203,7 @@ void check_memory_cap(const Config& config, const StepPrediction& prediction,
 ModelStages stages_for(const Config& config, int pp) {
   const std::string& name = config.pipeline.schedule;
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
-  if (vpp > 1 && chunks_per_rank(name, vpp) != vpp) {
+  if (vpp > 1 && !takes_virtual_stages(name)) {
     throw ConfigError(
         "parallel.virtual_pipeline_model_parallel_size",
         "only pipeline.schedule=interleaved_1f1b or looped_bfs uses virtual stages (schedule is " + name +

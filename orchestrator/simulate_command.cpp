@@ -37,7 +37,7 @@ int checked_chunks_per_rank(const SimulateOptions& o) {
   if (o.schedule == "zbv" && o.virtual_stages > 0 && o.virtual_stages != 2) {
     throw ConfigError("--virtual", "zbv always has 2 chunks per rank");
   }
-  if (o.schedule != "zbv" && chunks_per_rank(o.schedule, 2) == 1 && o.virtual_stages > 1) {
+  if (o.schedule != "zbv" && !takes_virtual_stages(o.schedule) && o.virtual_stages > 1) {
     throw ConfigError("--virtual", "only interleaved_1f1b, looped_bfs and zbv place several chunks per rank");
   }
   return chunks_per_rank(o.schedule, o.virtual_stages > 0 ? o.virtual_stages : 2);
@@ -64,7 +64,7 @@ ScheduleRequest layer_time_request(const SimulateOptions& o, const std::string& 
     }
   } else if (req.partition.separate_backward()) {
     throw ConfigError("--stage-partition", "only roundpipe has a separate backward partition ('|')");
-  } else if (name == "interleaved_1f1b" || name == "looped_bfs") {
+  } else if (takes_virtual_stages(name)) {
     if (stages % o.pp != 0) {
       throw ConfigError("--stage-partition", name + " needs a multiple of --pp stages (" +
                                                  std::to_string(o.pp) + "), the partition names " +

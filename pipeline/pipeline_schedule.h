@@ -112,6 +112,10 @@ PipelineSchedule generate_schedule(const ScheduleRequest& request);
 // looped_bfs, else 1.
 int chunks_per_rank(const std::string& schedule, int virtual_stages);
 
+// Whether a schedule places the configured number of virtual stages (v) on each rank
+// (interleaved_1f1b, looped_bfs); zbv always places 2, the others 1.
+bool takes_virtual_stages(const std::string& schedule);
+
 // Every name generate_schedule() accepts.
 const std::vector<std::string>& schedule_names();
 

@@ -4,8 +4,8 @@
 // so each worker runs every stage in turn and no worker is pinned to the heavy LM head or
 // embedding. A worker holds one stage's weights (plus the prefetched next, see host_link.h) and
 // one task's working set; boundary activations are offloaded between tasks, and each backward
-// stage recomputes its forward from the checkpoint at its first layer (busy time, not bubble). Backward stage 0 holds the last layers and runs their
-// forward and backward together, so they need no recomputation.
+// stage recomputes its forward from the checkpoint at its first layer (busy time, not bubble). Backward stage
+// 0 holds the last layers and runs their forward and backward together, so they need no recomputation.
 #include <algorithm>
 #include <cmath>
 #include <map>

@@ -87,10 +87,13 @@ std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp
   return out;
 }
 
+bool takes_virtual_stages(const std::string& schedule) {
+  return schedule == "interleaved_1f1b" || schedule == "looped_bfs";
+}
+
 int chunks_per_rank(const std::string& schedule, int virtual_stages) {
   if (schedule == "zbv") return 2;
-  if (schedule == "interleaved_1f1b" || schedule == "looped_bfs") return virtual_stages;
-  return 1;
+  return takes_virtual_stages(schedule) ? virtual_stages : 1;
 }
 
 const std::vector<std::string>& schedule_names() {

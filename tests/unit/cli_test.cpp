@@ -61,3 +61,29 @@ TEST(Cli, ExampleConfigsPlan) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Cli, CompareSchedulesPlansEachAndNamesWhyOneIsRefused) {
+  const std::string pp4 =
+      " --set parallel.world_size=4 --set parallel.pipeline_model_parallel_size=4 --set model.num_layers=8"
+      " --set training.global_batch_size=32";
+  auto r = rondo::testing::run_rondo("plan --compare-schedules" + pp4);
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* s : {"| gpipe |", "| 1f1b |", "| interleaved_1f1b (v=2) |", "| looped_bfs (v=2) |",
+                        "| zb_h1 |", "| zbv |", "| roundpipe |"}) {
+    EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
+  }
+  EXPECT_EQ(r.output.find("refused"), std::string::npos) << r.output;
+  // Under a memory cap 1F1B cannot meet, it is refused with the key and RoundPipe is planned.
+  r = rondo::testing::run_rondo("plan " + std::string(RONDO_SOURCE_DIR) +
+                                "/bench/plan_16k.yaml --set pipeline.memory_cap_gb=80 --compare-schedules "
+                                "1f1b,roundpipe");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("| 1f1b | — | — | — | refused: pipeline.memory_cap_gb"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("| roundpipe | "), std::string::npos) << r.output;
+  EXPECT_LT(r.output.find("| roundpipe | "), r.output.find("| 1f1b |")) << "planned schedules come first";
+}
+
+}  // namespace

@@ -203,7 +203,8 @@ TEST(PlanPrediction, AMemoryCapThatOneFOneBCannotMeetIsReportedByKey) {
     const auto r = build_plan(parse_config("", "t", recompute));
     EXPECT_EQ(r.model().recompute_granularity(),
               std::string(granularity) == "full" ? plan::RECOMPUTE_FULL : plan::RECOMPUTE_SELECTIVE);
-    EXPECT_LT(r.prediction().ranks(0).activation_bytes(), unconstrained.prediction().ranks(0).activation_bytes())
+    EXPECT_LT(r.prediction().ranks(0).activation_bytes(),
+              unconstrained.prediction().ranks(0).activation_bytes())
         << granularity;
     EXPECT_GT(r.prediction().ranks(0).busy_s(), unconstrained.prediction().ranks(0).busy_s()) << granularity;
   }
