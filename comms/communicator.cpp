@@ -2,6 +2,8 @@
 
 #include <sched.h>
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "common/errors.h"
 
@@ -78,8 +80,23 @@ void CommRequest::wait(std::chrono::duration<double> timeout) {
   }
 }
 
+namespace {
+std::atomic<bool> oversubscribed_node{false};
+}  // namespace
+
+void PollBackoff::set_oversubscribed(bool oversubscribed) { oversubscribed_node = oversubscribed; }
+
 void PollBackoff::pause() {
-  if (++spins_ % 64 == 0) sched_yield();
+  if (!sleeping_) {
+    if (++spins_ % 64 != 0) return;
+    sleeping_ = std::chrono::steady_clock::now() - start_ >= kSpinFor;
+    if (!sleeping_) {
+      sched_yield();
+      return;
+    }
+  }
+  std::this_thread::sleep_for(sleep_);
+  if (oversubscribed_node) sleep_ = std::min(2 * sleep_, kOversubscribedSleep);
 }
 
 namespace {

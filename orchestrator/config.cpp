@@ -61,6 +61,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),
+      RONDO_KEY(
+          training, emulate_compute,
+          "every F/B/I/W sleeps for its predicted duration (the plan's prediction) instead of "
+          "computing; transfers and reductions stay real: runtime overhead and many ranks on few cores"),
       RONDO_KEY(data, path, "builtin (Debian's license texts) or a text file"),
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
@@ -323,6 +327,9 @@ void validate(const Config& c) {
   require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
   require_one_of(t.device, {"cpu", "cuda"}, "training.device");
   require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
+  require(!t.emulate_compute || c.pipeline.schedule != "roundpipe" ||
+              c.parallel.pipeline_model_parallel_size == 1,
+          "training.emulate_compute", "roundpipe's stateless workers are not executed yet");
 
   if (c.data.path != "builtin") {
     require(std::filesystem::is_regular_file(c.data.path), "data.path",

@@ -52,6 +52,9 @@ struct TrainingConfig {
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";
+  // Compute actions sleep for their predicted duration instead of running the model; transfers,
+  // reductions and the rest of the step are real (runtime overhead, schedules at many ranks).
+  bool emulate_compute = false;
 };
 
 struct DataConfig {

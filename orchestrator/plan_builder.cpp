@@ -302,6 +302,7 @@ plan::Plan build_plan(const Config& config) {
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(t.device);
+  ts->set_emulate_compute(t.emulate_compute);
   ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM
                                                     : plan::MALLOC_POLICY_CACHING);
   p.mutable_data()->set_path(config.data.path);
@@ -341,6 +342,9 @@ plan::Plan build_plan(const Config& config) {
   pred->set_step_time_s(prediction.step_time_s);
   pred->set_bubble_fraction(prediction.bubble_fraction);
   pred->set_exposed_comm_s(prediction.exposed_comm_s);
+  for (double f : prediction.costs.f) pred->add_stage_forward_s(f);
+  for (double b : prediction.costs.b) pred->add_stage_backward_s(b);
+  for (double w : prediction.costs.w) pred->add_stage_weight_s(w);
   for (const auto& rp : prediction.ranks) {
     auto* out = pred->add_ranks();
     out->set_pp_rank(static_cast<uint32_t>(rp.pp_rank));

@@ -80,10 +80,10 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
                h = static_cast<double>(m.hidden_size), a = static_cast<double>(m.num_attention_heads);
   const double tp = static_cast<double>(c.parallel.tensor_model_parallel_size),
                split = tp * static_cast<double>(c.parallel.context_parallel_size);
-  const auto result = simulate_schedule(
-      schedule, schedule.derived_costs.empty() ? predicted_stage_costs(c, stages) : schedule.derived_costs);
-
   StepPrediction p;
+  p.costs = schedule.derived_costs.empty() ? predicted_stage_costs(c, stages) : schedule.derived_costs;
+  const auto result = simulate_schedule(schedule, p.costs);
+
   p.step_time_s = result.makespan;
   p.bubble_fraction = result.bubble_fraction;
   p.exposed_comm_s = result.exposed_comm;

@@ -30,6 +30,7 @@ struct StepPrediction {
   double bubble_fraction = 0;
   double exposed_comm_s = 0;
   std::vector<RankPrediction> ranks;  // per pipeline rank
+  StageCosts costs;                   // the op durations simulated (seconds)
 };
 
 // Forward FLOPs of one microbatch through each stage of `stages` (embedding and LM head included).

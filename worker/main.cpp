@@ -3,6 +3,10 @@
 // records the error (and the flight recorder) and aborts the whole job.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fstream>
@@ -95,6 +99,18 @@ int main(int argc, char** argv) {
     // Before the model exists, so that every tensor comes from the chosen allocator policy.
     const std::string malloc_policy = rondo::apply_malloc_policy(plan.training().malloc_policy());
     world->set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
+    // More ranks than cores on this node (Open MPI names the node's rank count): idle waits back
+    // off further, leaving the cores to the ranks that work.
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    if (local != nullptr && std::strtoul(local, nullptr, 10) > cores) {
+      rondo::PollBackoff::set_oversubscribed(true);
+      if (rank == 0) {
+        log->info(
+            "{} ranks share this node's {} cores: long communication waits sleep up to {} us between polls",
+            local, cores, rondo::PollBackoff::kOversubscribedSleep.count());
+      }
+    }
     write_workers(*world, run_dir);
     trainer = std::make_unique<rondo::Trainer>(plan, run_dir, *world);
     if (rank == 0) {

@@ -260,6 +260,10 @@ void Trainer::Impl::setup() {
   std::string held;
   for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
   log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
+  if (t.emulate_compute()) {
+    log->info("compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
+              "duration; transfers, reductions and the optimizer are real; losses read 0");
+  }
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -503,6 +507,7 @@ int64_t Trainer::run() {
                             {"cpu_sys_s", now_usage.sys_s - usage.sys_s}};
       const double span_s = (worst[3] + worst[2]) * 1e-9;
       if (span_s > 0) {
+        row["compute_span_s"] = span_s;
         row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
         row["bubble_fraction_predicted"] = s.predicted_bubble();
       }

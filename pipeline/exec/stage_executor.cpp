@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <thread>
 
 #include "common/errors.h"
 
@@ -48,9 +49,20 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   const auto& t = plan.training();
   loss_scale_ = 1.0 / (static_cast<double>(t.num_microbatches()) * plan.mesh().dp());
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
+  emulate_ = t.emulate_compute();
+  if (emulate_) {
+    const auto& pred = plan.prediction();
+    const int n = plan.stages_size();
+    if (pred.stage_forward_s_size() != n || pred.stage_backward_s_size() != n ||
+        pred.stage_weight_s_size() != n) {
+      throw PlanError("training.emulate_compute: the plan predicts op durations for " +
+                      std::to_string(pred.stage_forward_s_size()) + " stages, it has " + std::to_string(n));
+    }
+  }
   boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
                      static_cast<int64_t>(plan.model().seq_length()),
                      static_cast<int64_t>(plan.model().hidden_size())};
+  if (emulate_) emulated_boundary_ = torch::zeros(boundary_shape_, torch::kFloat32);
   const auto where = [&](int i, const plan::Action& a) {
     return "rank " + std::to_string(rank) + " action " + std::to_string(i) + " (" +
            plan::ActionKind_Name(a.kind()) + " stage " + std::to_string(a.stage()) + " microbatch " +
@@ -188,14 +200,14 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
   const auto& st = plan_.stages(stage);
   torch::Tensor tokens, input;
-  if (st.has_embedding() || st.has_lm_head()) {
+  if ((st.has_embedding() || st.has_lm_head()) && !emulate_) {
     const auto d0 = Clock::now();
     tokens = model.tokens(mbi);
     times.data_s += seconds_since(d0);
   }
   auto& mb = microbatches_[{stage, mbi}];
   if (st.has_embedding()) {
-    input = tokens.slice(1, 0, tokens.size(1) - 1);
+    if (!emulate_) input = tokens.slice(1, 0, tokens.size(1) - 1);
   } else {
     const Key from{0, stage - 1, mbi};
     torch::Tensor source =
@@ -205,6 +217,13 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   }
   const auto f0 = Clock::now();
   const int64_t f0_ns = TimingRecorder::wall_ns();
+  if (emulate_) {
+    emulate(f0, plan_.prediction().stage_forward_s(stage));
+    mb.output = st.has_lm_head() ? torch::zeros({}) : emulated_boundary_;
+    times.forward_s += seconds_since(f0);
+    count_compute(times.stage_f, stage, f0_ns, times);
+    return;
+  }
   torch::Tensor out;
   {
     // Full recomputation: no graph now; the backward reruns this forward from the kept input.
@@ -253,6 +272,18 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
   model.before_backward(stage, last_backward_[index]);
   const auto b0 = Clock::now();
   const int64_t b0_ns = TimingRecorder::wall_ns();
+  if (emulate_) {
+    const auto& pred = plan_.prediction();
+    emulate(b0,
+            pred.stage_backward_s(stage) - (a.kind() == plan::ACTION_I ? pred.stage_weight_s(stage) : 0.0));
+    if (!st.has_embedding()) mb.input_grad = emulated_boundary_;
+    mb.input = torch::Tensor();
+    mb.output = torch::Tensor();
+    times.backward_s += seconds_since(b0);
+    count_compute(times.stage_b, stage, b0_ns, times);
+    if (a.kind() == plan::ACTION_B) model.after_backward(stage, last_gradient_[index]);
+    return;
+  }
   if (recompute_) {
     // The same forward again, now recording the graph (bitwise the same outputs).
     const auto& in = st.has_embedding() ? mb.tokens.slice(1, 0, mb.tokens.size(1) - 1) : mb.input;
@@ -285,10 +316,19 @@ void StageExecutor::backward_weights(StepModel& model, const plan::Action& a, si
   }
   const auto w0 = Clock::now();
   const int64_t w0_ns = TimingRecorder::wall_ns();
-  it->second.weights.run();
+  if (emulate_) {
+    emulate(w0, plan_.prediction().stage_weight_s(static_cast<int>(a.stage())));
+  } else {
+    it->second.weights.run();
+  }
   times.backward_s += seconds_since(w0);
   count_compute(times.stage_w, static_cast<int>(a.stage()), w0_ns, times);
   model.after_backward(static_cast<int>(a.stage()), last_gradient_[index]);
+}
+
+void StageExecutor::emulate(Clock::time_point start, double seconds) {
+  std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(std::max(0.0, seconds))));
 }
 
 void StageExecutor::count_compute(std::vector<double>& per_stage, int stage, int64_t t0_ns,

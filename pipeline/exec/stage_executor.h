@@ -10,6 +10,10 @@
 // therefore never blocks its rank, so a plan whose compute dependencies are acyclic cannot
 // deadlock, whatever the message sizes. Each transfer lands in the timing recorder.
 //
+// With training.emulate_compute every F, B, I and W sleeps for the plan's predicted duration of
+// that op instead of computing and hands on zeros of the real size: transfers, reductions and
+// the optimizer stay real, so the runtime's own overhead shows.
+//
 // With full activation recomputation a forward records no graph and keeps only its stage input;
 // the stage's B or I first reruns the forward (counted as backward time), then differentiates.
 //
@@ -19,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -103,6 +108,8 @@ class StageExecutor {
                               const torch::Tensor& tokens);
   void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+  // Emulated compute: returns `seconds` after `start`.
+  static void emulate(std::chrono::steady_clock::time_point start, double seconds);
   // Adds a compute action that ran from `t0` until now to the step's busy time.
   void count_compute(std::vector<double>& per_stage, int stage, int64_t t0_ns, StepTimes& times);
 
@@ -113,6 +120,8 @@ class StageExecutor {
   TimingRecorder* recorder_;
   double loss_scale_;
   bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
+  bool emulate_;    // training.emulate_compute: compute actions sleep for their predicted time
+  torch::Tensor emulated_boundary_;      // zeros of the boundary shape: what emulated F and B hand on
   std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden]
   std::vector<bool> last_backward_;      // per action: the stage's last B or I
   std::vector<bool> last_gradient_;      // per action: the stage's last B or W
