@@ -26,11 +26,12 @@ RONDO = os.path.join(BUILD, "orchestrator", "rondo")
 
 
 def sets_for(ranks, schedule, tflops, steps):
-    # Two layers per rank (one per stage for v=2 schedules), 2p microbatches of 2 x 64 tokens.
+    # Two layers per rank (one per stage for v=2 schedules), 2p microbatches of 2 x 64 tokens (one
+    # rank: 64 microbatches).
     vpp = 2 if schedule in ("interleaved_1f1b", "looped_bfs") else 1
     s = ["model.num_layers=%d" % (2 * ranks), "model.hidden_size=64", "model.num_attention_heads=4",
          "model.ffn_hidden_size=128", "model.seq_length=64", "training.micro_batch_size=2",
-         "training.global_batch_size=%d" % (4 * ranks), "training.train_iters=%d" % steps,
+         "training.global_batch_size=%d" % (4 * ranks if ranks > 1 else 128), "training.train_iters=%d" % steps,
          "training.lr_warmup_iters=0", "checkpoint.interval=0", "training.emulate_compute=true",
          "pipeline.device_tflops=%g" % tflops, "parallel.world_size=%d" % ranks,
          "parallel.pipeline_model_parallel_size=%d" % ranks, "pipeline.schedule=" + schedule,

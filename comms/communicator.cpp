@@ -89,14 +89,14 @@ void PollBackoff::set_oversubscribed(bool oversubscribed) { oversubscribed_node 
 void PollBackoff::pause() {
   if (!sleeping_) {
     if (++spins_ % 64 != 0) return;
-    sleeping_ = std::chrono::steady_clock::now() - start_ >= kSpinFor;
+    sleeping_ = oversubscribed_node && std::chrono::steady_clock::now() - start_ >= kSpinFor;
     if (!sleeping_) {
       sched_yield();
       return;
     }
   }
   std::this_thread::sleep_for(sleep_);
-  if (oversubscribed_node) sleep_ = std::min(2 * sleep_, kOversubscribedSleep);
+  sleep_ = std::min(2 * sleep_, kOversubscribedSleep);
 }
 
 namespace {

@@ -51,12 +51,12 @@ class CommRequest {
   std::string what_;  // e.g. "isend of 4096 bytes to rank 1 (tag 7)"
 };
 
-// Paces a polling wait: call pause() after each unsuccessful poll. For the first kSpinFor it
-// spins (lowest latency), yielding the core now and then. A wait that lasts longer is a long
-// one (a pipeline bubble, a slow peer) and from then on sleeps after each poll: kSleep, or, when
-// the node runs more ranks than it has cores (set_oversubscribed), a sleep that doubles up to
+// Paces a polling wait: call pause() after each unsuccessful poll. It spins (lowest latency),
+// yielding the core now and then. When the node runs more ranks than it has cores
+// (set_oversubscribed), a wait that lasts longer than kSpinFor is a long one (a pipeline bubble,
+// a slow peer) and from then on sleeps after each poll, kSleep doubling up to
 // kOversubscribedSleep, so that idle ranks leave the cores to the working ones (an idle rank's
-// wake-ups cost CPU its peers need) at the price of up to that much latency on a long wait.
+// wake-ups cost CPU its peers need), at the price of up to that much latency on a long wait.
 class PollBackoff {
  public:
   static constexpr std::chrono::microseconds kSpinFor{200}, kSleep{50}, kOversubscribedSleep{250};

@@ -67,6 +67,9 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
   EXPECT_EQ(error_key("", {"data.path=/nonexistent/file.txt"}), "data.path");
   EXPECT_EQ(error_key("", {"training.optimizer=adagrad"}), "training.optimizer");
   EXPECT_EQ(error_key("", {"pipeline.roundpipe_dispatch=random"}), "pipeline.roundpipe_dispatch");
+  EXPECT_EQ(error_key("", {"training.emulate_compute=true", "pipeline.schedule=roundpipe", "parallel.world_size=2",
+                           "parallel.pipeline_model_parallel_size=2"}),
+            "training.emulate_compute");
 }
 
 TEST(Config, StagePartitionsMustFitTheLayersAndTheStages) {
