@@ -11,6 +11,7 @@
 #include "parallelism/device_mesh.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/roundpipe_schedule.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 
@@ -23,6 +24,14 @@ plan::Action make_action(plan::ActionKind kind, int stage, int microbatch, int p
   a.set_microbatch(static_cast<uint32_t>(microbatch));
   a.set_peer(peer);
   return a;
+}
+
+// A config name's plan enum; validate() has accepted the name, so a missing value means the
+// enum and the accepted names disagree.
+template <typename Enum>
+Enum plan_enum(std::optional<Enum> value, const std::string& key, const std::string& name) {
+  if (!value) throw ConfigError(key, "'" + name + "' has no value in the plan format");
+  return *value;
 }
 
 plan::GroupKind to_group_kind(MeshDim dim) {
@@ -249,7 +258,8 @@ plan::Plan build_plan(const Config& config) {
 
   plan::Plan p;
   p.set_version(kPlanVersion);
-  p.set_schedule(config.pipeline.schedule);
+  p.set_schedule(
+      plan_enum(schedule_from_name(config.pipeline.schedule), "pipeline.schedule", config.pipeline.schedule));
   p.set_config_yaml(to_yaml(config));
 
   auto* m = p.mutable_mesh();
@@ -290,8 +300,9 @@ plan::Plan build_plan(const Config& config) {
   ts->set_lr(t.lr);
   ts->set_min_lr(t.min_lr);
   ts->set_lr_warmup_iters(static_cast<uint32_t>(t.lr_warmup_iters));
-  ts->set_lr_decay_style(t.lr_decay_style);
-  ts->set_optimizer(t.optimizer);
+  ts->set_lr_decay_style(
+      plan_enum(lr_decay_style_from_name(t.lr_decay_style), "training.lr_decay_style", t.lr_decay_style));
+  ts->set_optimizer(plan_enum(optimizer_from_name(t.optimizer), "training.optimizer", t.optimizer));
   ts->set_weight_decay(t.weight_decay);
   ts->set_adam_beta1(t.adam_beta1);
   ts->set_adam_beta2(t.adam_beta2);
@@ -521,7 +532,7 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["micro_batch_size"] = p.training().micro_batch_size();
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
-  j["schedule"] = p.schedule();
+  j["schedule"] = name_of(p.schedule());
   j["recompute_granularity"] = p.model().recompute_granularity() == plan::RECOMPUTE_FULL        ? "full"
                                : p.model().recompute_granularity() == plan::RECOMPUTE_SELECTIVE ? "selective"
                                                                                                 : "none";
@@ -584,7 +595,7 @@ std::string plan_summary(const plan::Plan& p) {
   out << "batch: global " << t.global_batch_size() << " = micro " << t.micro_batch_size() << " x dp "
       << m.dp() << " x " << t.num_microbatches() << " microbatches per rank; "
       << static_cast<int64_t>(t.global_batch_size()) * p.model().seq_length() << " tokens per step\n";
-  out << "pipeline: schedule " << p.schedule() << ", " << p.stages_size() << " stages:";
+  out << "pipeline: schedule " << name_of(p.schedule()) << ", " << p.stages_size() << " stages:";
   for (const auto& s : p.stages()) {
     out << " [" << s.index() << ": layers " << s.first_layer() << "-" << s.first_layer() + s.num_layers() - 1
         << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";

@@ -3,8 +3,8 @@
 //   1: data parallelism (every rank held the whole model).
 //   2: stages partition the model (global parameter names, per-parameter seeded initialisation);
 //      pipeline transfers are non-blocking and every action kind is executed.
-//   3: model.recompute_granularity (an unset value is refused); emulated compute with the
-//      prediction's per-stage op durations.
+//   3: model.recompute_granularity; schedule, optimizer and LR-decay style as enums (an unset or
+//      unknown value is refused); emulated compute with the prediction's per-stage op durations.
 #pragma once
 
 #include <cstdint>

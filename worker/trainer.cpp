@@ -24,6 +24,7 @@
 #include "pipeline/exec/weight_grad_store.h"
 #include "pipeline/schedule_simulator.h"
 #include "proto/plan.pb.h"
+#include "proto/plan_names.h"
 #include "worker/checkpointer.h"
 #include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
@@ -61,11 +62,12 @@ struct ResourceUsage {
 double learning_rate(const plan::TrainingSpec& t, int64_t step) {
   const auto warmup = static_cast<int64_t>(t.lr_warmup_iters());
   if (warmup > 0 && step <= warmup) return t.lr() * static_cast<double>(step) / static_cast<double>(warmup);
-  if (t.lr_decay_style() == "constant") return t.lr();
+  if (t.lr_decay_style() == plan::LR_DECAY_STYLE_CONSTANT) return t.lr();
   const double span = static_cast<double>(static_cast<int64_t>(t.train_iters()) - warmup);
   const double ratio = span > 0 ? static_cast<double>(step - warmup) / span : 1.0;
-  const double coeff =
-      t.lr_decay_style() == "linear" ? 1.0 - ratio : 0.5 * (std::cos(std::numbers::pi * ratio) + 1.0);
+  const double coeff = t.lr_decay_style() == plan::LR_DECAY_STYLE_LINEAR
+                           ? 1.0 - ratio
+                           : 0.5 * (std::cos(std::numbers::pi * ratio) + 1.0);
   return t.min_lr() + coeff * (t.lr() - t.min_lr());
 }
 
@@ -184,15 +186,14 @@ void Trainer::Impl::setup() {
   const auto& t = plan.training();
   const auto& m = plan.model();
   // The plan is the contract: a value this worker does not know is an error, never a default.
-  const auto require = [](const std::string& value, std::initializer_list<const char*> known,
-                          const char* field) {
-    for (const char* k : known) {
-      if (value == k) return;
+  const auto require = [](const std::string& name, int value, const char* field) {
+    if (name.empty()) {
+      throw PlanError("plan field " + std::string(field) + " = " + std::to_string(value) +
+                      " is not one this worker runs (a plan from another rondo?)");
     }
-    throw PlanError("plan field " + std::string(field) + " = '" + value + "' is not one this worker runs");
   };
-  require(t.lr_decay_style(), {"constant", "linear", "cosine"}, "training.lr_decay_style");
-  require(t.optimizer(), {"adamw", "sgd"}, "training.optimizer");
+  require(name_of(t.lr_decay_style()), t.lr_decay_style(), "training.lr_decay_style");
+  require(name_of(t.optimizer()), t.optimizer(), "training.optimizer");
   if (m.recompute_granularity() == plan::RECOMPUTE_UNSPECIFIED) {
     throw PlanError("plan field model.recompute_granularity is unset (a plan from another rondo?)");
   }
@@ -237,7 +238,7 @@ void Trainer::Impl::setup() {
     p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
     offset += p.numel();
   }
-  if (t.optimizer() == "adamw") {
+  if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
     optimizer = std::make_unique<FlatAdamW>(model->parameters(), flat,
                                             torch::optim::AdamWOptions(t.lr())
                                                 .betas({t.adam_beta1(), t.adam_beta2()})
@@ -261,8 +262,9 @@ void Trainer::Impl::setup() {
   for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
   log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
   if (t.emulate_compute()) {
-    log->info("compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
-              "duration; transfers, reductions and the optimizer are real; losses read 0");
+    log->info(
+        "compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
+        "duration; transfers, reductions and the optimizer are real; losses read 0");
   }
 }
 

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 
+#include "proto/plan_names.h"
+
 namespace rondo {
 
 PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   PipelineSchedule s;
-  s.name = plan.schedule();
+  s.name = name_of(plan.schedule());
   s.pp = static_cast<int>(plan.mesh().pp());
   s.num_stages = plan.stages_size();
   s.microbatches = static_cast<int>(plan.training().num_microbatches());

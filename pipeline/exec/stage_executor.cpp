@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "common/errors.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 
@@ -69,7 +70,7 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
            std::to_string(a.microbatch()) + ")";
   };
   if (plan.backward_stages_size() > 0) {
-    throw PlanError("plan for schedule " + plan.schedule() +
+    throw PlanError("plan for schedule " + name_of(plan.schedule()) +
                     " has its own backward partition, which this executor cannot run yet");
   }
   const int n = me_.actions_size();

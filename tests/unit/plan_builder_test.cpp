@@ -7,6 +7,8 @@
 #include "common/errors.h"
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
+#include "pipeline/pipeline_schedule.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 namespace {
@@ -239,6 +241,33 @@ TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
       EXPECT_NE(std::string(e.what()).find("sent but never received"), std::string::npos) << e.what();
     }
   }
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+// Every schedule the registry names has a plan enum value and comes back under its own name.
+TEST(PlanNames, EveryScheduleAndStyleRoundTripsThroughThePlanEnums) {
+  for (const auto& name : schedule_names()) {
+    const auto value = schedule_from_name(name);
+    ASSERT_TRUE(value.has_value()) << name;
+    EXPECT_EQ(name_of(*value), name);
+  }
+  for (const char* name : {"constant", "linear", "cosine"}) {
+    ASSERT_TRUE(lr_decay_style_from_name(name).has_value()) << name;
+    EXPECT_EQ(name_of(*lr_decay_style_from_name(name)), name);
+  }
+  for (const char* name : {"adamw", "sgd"}) EXPECT_EQ(name_of(*optimizer_from_name(name)), name);
+  EXPECT_FALSE(schedule_from_name("unspecified").has_value());
+  EXPECT_FALSE(schedule_from_name("magic").has_value());
+  EXPECT_EQ(name_of(static_cast<plan::Schedule>(99)), "");
+  EXPECT_EQ(name_of(plan::OPTIMIZER_UNSPECIFIED), "");
+  const auto p = build_plan(parse_config("", "t", {"pipeline.schedule=zbv"}));
+  EXPECT_EQ(p.schedule(), plan::SCHEDULE_ZBV);
+  EXPECT_EQ(plan_to_json(p, false)["schedule"], "zbv");
 }
 
 }  // namespace
