@@ -226,6 +226,7 @@ void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count
 }
 
 void Collectives::allgather(const void* send, void* recv, size_t count, DType type) {
+  require_host("ring allgather");
   const int n = comm_.size(), r = comm_.rank();
   const size_t block = count * dtype_size(type);
   std::optional<TimingRecorder::Scope> scope;
@@ -248,6 +249,7 @@ void Collectives::alltoall(const void* send, void* recv, size_t count, DType typ
 
 void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_counts, void* recv,
                             const std::vector<size_t>& recv_counts, DType type) {
+  require_host("pairwise alltoall");
   const int n = comm_.size(), r = comm_.rank();
   if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
     throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
@@ -308,6 +310,7 @@ void Collectives::broadcast(void* data, size_t count, DType type, int root) {
 }
 
 void Collectives::barrier() {
+  if (!comm_.host_buffers()) return comm_.native_barrier();  // its exchanges use host bytes
   const int n = comm_.size(), r = comm_.rank();
   std::optional<TimingRecorder::Scope> scope;
   if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kBarrier, 0, n));

@@ -1,8 +1,9 @@
 // Collectives built on a Communicator's point-to-point operations, so that every connection's
 // time lands in the TimingRecorder (ring allreduce = reduce-scatter + allgather, pairwise
 // all-to-all(v), binomial-tree broadcast, dissemination barrier). Works with any group size,
-// including 1, and any element count. Host buffers only: on a device backend they throw
-// CommError naming it (use the backend's native collectives there).
+// including 1, and any element count. Host buffers only: on a device backend the ring allreduce,
+// reduce-scatter, allgather and all-to-all(v) throw CommError naming it (use the backend's native
+// collectives there), the barrier is the backend's, and broadcast moves the caller's buffers.
 #pragma once
 
 #include <chrono>

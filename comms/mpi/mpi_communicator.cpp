@@ -212,6 +212,10 @@ std::unique_ptr<Communicator> MpiCommunicator::split(const std::vector<int>& ran
       key = static_cast<int>(i);
     }
   }
+  // MPI_Comm_split blocks until every rank of the communicator calls it: a non-blocking barrier
+  // first gives it this communicator's deadline (a rank that never arrives is a TimeoutError, not
+  // a hang).
+  native_barrier();
   MPI_Comm sub = MPI_COMM_NULL;
   RONDO_MPI_CHECK(rank_, MPI_Comm_split(comm_, color, key, &sub));
   if (sub == MPI_COMM_NULL) return nullptr;

@@ -1,7 +1,9 @@
 // rondo's collectives (built on point-to-point) against MPI's own, on random data and odd sizes.
 // Run under mpirun with 1..5 ranks; every rank runs every test, rank 0 reports.
 #include <gtest/gtest.h>
+
 #include <mpi.h>
+#include <thread>
 
 #include <cmath>
 #include <random>
@@ -171,6 +173,26 @@ TEST(Collectives, AMissingPeerTimesOutNamingIt) {
       EXPECT_EQ(e.peer(), 1);
       EXPECT_NE(std::string(e.what()).find("did not complete within"), std::string::npos);
     }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(Collectives, ASplitThatARankNeverJoinsTimesOut) {
+  if (g_world->size() < 2) GTEST_SKIP() << "needs two ranks";
+  MpiCommunicator comm(MPI_COMM_WORLD);
+  comm.set_timeout(std::chrono::duration<double>(0.3));
+  const int last = comm.size() - 1;
+  if (comm.rank() != last) {
+    try {
+      comm.split({0, last});
+      FAIL() << "split returned without rank " << last;
+    } catch (const TimeoutError& e) {
+      EXPECT_NE(std::string(e.what()).find("did not complete within"), std::string::npos) << e.what();
+    }
+  } else {
+    // Late, after the others gave up: completes their barrier so that MPI is left clean.
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    comm.native_barrier();
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
