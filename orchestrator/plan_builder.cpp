@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
+#include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/roundpipe_schedule.h"
 #include "proto/plan_names.h"
@@ -487,11 +488,8 @@ std::string blocking_send_deadlock(const plan::Plan& p) {
 }
 
 int64_t count_parameters(const plan::ModelSpec& m) {
-  const int64_t h = m.hidden_size(), f = m.ffn_hidden_size(), v = m.vocab_size(), s = m.seq_length();
-  const int64_t attention = h * 3 * h + 3 * h + h * h + h;
-  const int64_t mlp = h * f + f + f * h + h;
-  const int64_t norms = 2 * 2 * h;
-  return v * h + s * h + static_cast<int64_t>(m.num_layers()) * (attention + mlp + norms) + 2 * h + h * v;
+  return model_parameters(
+      {m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(), m.seq_length()});
 }
 
 std::string action_to_string(const plan::Action& a) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "parallelism/model_parameters.h"
 #include "pipeline/schedule_simulator.h"
 
 namespace rondo {
@@ -12,18 +13,12 @@ constexpr double kWeightStateBytes = 16.0;  // weight + gradient + AdamW's two m
 constexpr double kStatelessWeightBytes =
     8.0;  // weight + gradient on a stateless worker (optimizer in host memory)
 
-double block_params(const ModelConfig& m) {
-  const double h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.ffn_hidden_size);
-  return 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h;
-}
-
 }  // namespace
 
 double stage_parameters(const ModelConfig& m, const StageLayers& st) {
-  double params = st.num_layers * block_params(m);
-  if (st.has_embedding) params += static_cast<double>((m.vocab_size + m.seq_length) * m.hidden_size);
-  if (st.has_lm_head) params += static_cast<double>(m.vocab_size * m.hidden_size + 2 * m.hidden_size);
-  return params;
+  return static_cast<double>(
+      rondo::stage_parameters({m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length},
+                              st.num_layers, st.has_embedding, st.has_lm_head));
 }
 
 std::vector<double> stage_forward_flops(const Config& c, const std::vector<StageLayers>& stages) {

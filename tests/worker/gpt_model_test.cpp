@@ -1,6 +1,10 @@
-// GptModel: selective recomputation changes what the forward keeps, not the numbers.
+// GptModel: selective recomputation changes what the forward keeps, not the numbers; the
+// planner's parameter formula counts exactly what each stage of the real model holds.
 #include <gtest/gtest.h>
 
+#include <tuple>
+
+#include "parallelism/model_parameters.h"
 #include "worker/gpt_model.h"
 
 namespace rondo {
@@ -26,6 +30,28 @@ TEST(GptModel, SelectiveRecomputationGivesTheSameGradientsBitwise) {
   ASSERT_EQ(plain.second.size(), selective.second.size());
   for (size_t i = 0; i < plain.second.size(); ++i) {
     EXPECT_TRUE(torch::equal(plain.second[i], selective.second[i])) << "parameter " << i;
+  }
+}
+
+TEST(GptModel, ThePlannersParameterFormulaCountsEachStageExactly) {
+  for (const auto& [layers, hidden, ffn, vocab, seq] :
+       {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{4, 32, 64, 256, 16}, {3, 48, 80, 300, 24}}) {
+    const GptShape shape{layers, hidden, 4, ffn, vocab, seq};
+    const GptDims dims{layers, hidden, ffn, vocab, seq};
+    // Uneven stages: embedding with one block, the rest, and the LM head alone.
+    const std::vector<StageLayers> stages = {{0, 0, 1, true, false},
+                                             {1, 1, static_cast<int>(layers) - 1, false, false},
+                                             {2, static_cast<int>(layers), 0, false, true}};
+    int64_t total = 0;
+    for (const auto& st : stages) {
+      GptModel part(shape, std::vector<StageLayers>{st}, /*seed=*/1);
+      int64_t held = 0;
+      for (const auto& p : part->parameters()) held += p.numel();
+      EXPECT_EQ(held, stage_parameters(dims, st.num_layers, st.has_embedding, st.has_lm_head))
+          << "stage " << st.index;
+      total += held;
+    }
+    EXPECT_EQ(total, model_parameters(dims));
   }
 }
 
