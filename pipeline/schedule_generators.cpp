@@ -87,21 +87,6 @@ std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp
   return out;
 }
 
-bool takes_virtual_stages(const std::string& schedule) {
-  return schedule == "interleaved_1f1b" || schedule == "looped_bfs";
-}
-
-int chunks_per_rank(const std::string& schedule, int virtual_stages) {
-  if (schedule == "zbv") return 2;
-  return takes_virtual_stages(schedule) ? virtual_stages : 1;
-}
-
-const std::vector<std::string>& schedule_names() {
-  static const std::vector<std::string> names = {"gpipe", "1f1b", "interleaved_1f1b", "looped_bfs",
-                                                 "zb_h1", "zbv",  "roundpipe"};
-  return names;
-}
-
 namespace {
 
 PipelineSchedule skeleton(const ScheduleRequest& req, int num_stages, int v, bool split) {
@@ -316,19 +301,57 @@ PipelineSchedule zbv(const ScheduleRequest& req) {
 
 namespace {
 
-PipelineSchedule one_iteration(const ScheduleRequest& req) {
-  if (req.name == "gpipe") return gpipe(req);
-  if (req.name == "1f1b") return one_f_one_b(req);
-  if (req.name == "interleaved_1f1b") return interleaved(req);
-  if (req.name == "looped_bfs") return looped_bfs(req);
-  if (req.name == "zb_h1") return zb_h1(req);
-  if (req.name == "zbv") return zbv(req);
-  std::string known;
-  for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
-  throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
+// The registry: every schedule's name, its generator, and how many stages it places per rank.
+// A new schedule is one line here (and its generator); names are listed nowhere else.
+enum class Chunks { kOne, kVirtual, kTwo };
+struct ScheduleEntry {
+  const char* name;
+  PipelineSchedule (*generate)(const ScheduleRequest&);
+  Chunks chunks;
+  bool deals_iterations;  // generates all iterations itself, synchronous or not (roundpipe)
+};
+
+const std::vector<ScheduleEntry>& registry() {
+  static const std::vector<ScheduleEntry> entries = {
+      {"gpipe", gpipe, Chunks::kOne, false},
+      {"1f1b", one_f_one_b, Chunks::kOne, false},
+      {"interleaved_1f1b", interleaved, Chunks::kVirtual, false},
+      {"looped_bfs", looped_bfs, Chunks::kVirtual, false},
+      {"zb_h1", zb_h1, Chunks::kOne, false},
+      {"zbv", zbv, Chunks::kTwo, false},
+      {"roundpipe", roundpipe_schedule, Chunks::kOne, true},
+  };
+  return entries;
+}
+
+const ScheduleEntry* find_schedule(const std::string& name) {
+  for (const auto& e : registry()) {
+    if (name == e.name) return &e;
+  }
+  return nullptr;
 }
 
 }  // namespace
+
+bool takes_virtual_stages(const std::string& schedule) {
+  const auto* e = find_schedule(schedule);
+  return e != nullptr && e->chunks == Chunks::kVirtual;
+}
+
+int chunks_per_rank(const std::string& schedule, int virtual_stages) {
+  const auto* e = find_schedule(schedule);
+  if (e == nullptr || e->chunks == Chunks::kOne) return 1;
+  return e->chunks == Chunks::kTwo ? 2 : virtual_stages;
+}
+
+const std::vector<std::string>& schedule_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const auto& e : registry()) out.emplace_back(e.name);
+    return out;
+  }();
+  return names;
+}
 
 PipelineSchedule generate_schedule(const ScheduleRequest& req) {
   if (req.pp < 1) throw ConfigError("pp", "must be >= 1");
@@ -336,8 +359,13 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
   if (req.virtual_stages < 1) throw ConfigError("virtual", "must be >= 1");
   if (req.iterations < 1) throw ConfigError("iterations", "must be >= 1");
   const int m = req.microbatches, k = req.iterations;
-  // RoundPipe deals all iterations itself, synchronous or not.
-  if (req.name == "roundpipe") return roundpipe_schedule(req);
+  const auto* entry = find_schedule(req.name);
+  if (entry == nullptr) {
+    std::string known;
+    for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
+    throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
+  }
+  if (entry->deals_iterations) return entry->generate(req);
   if (req.async) {
     if (req.name != "1f1b") {
       throw ConfigError(
@@ -354,7 +382,7 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     s.async = true;
     return s;
   }
-  auto s = one_iteration(req);
+  auto s = entry->generate(req);
   if (!req.partition.forward.empty()) {
     if (static_cast<int>(req.partition.forward.size()) != s.num_stages) {
       throw ConfigError("--stage-partition", req.name + " at pp " + std::to_string(req.pp) + " with " +
