@@ -12,6 +12,7 @@
 #include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/roundpipe_schedule.h"
+#include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
 
 namespace rondo {
@@ -53,60 +54,26 @@ plan::GroupKind to_group_kind(MeshDim dim) {
   return plan::GROUP_UNSPECIFIED;
 }
 
-// A pipeline rank's action with its peer given as a pipeline rank (-1: none).
-struct PipelineAction {
-  plan::ActionKind kind;
-  int stage;
-  int microbatch;
-  int peer;
-};
-
-uint64_t action_key(const ComputeAction& a) {
-  return (static_cast<uint64_t>(a.kind) << 58) | (static_cast<uint64_t>(a.stage) << 32) |
-         static_cast<uint32_t>(a.microbatch);
-}
-
-// Every pipeline rank's compute actions with a receive before each input that another rank
-// produced and a send after each output another rank consumes (once per consuming rank).
-std::vector<std::vector<PipelineAction>> pipeline_actions(const PipelineSchedule& s) {
-  std::unordered_map<uint64_t, int> rank_of;
-  std::unordered_map<uint64_t, std::vector<int>> consumers;
-  for (size_t r = 0; r < s.ranks.size(); ++r) {
-    for (const auto& a : s.ranks[r]) rank_of[action_key(a)] = static_cast<int>(r);
+plan::ActionKind plan_action_kind(StepKind k) {
+  switch (k) {
+    case StepKind::kF:
+      return plan::ACTION_F;
+    case StepKind::kB:
+      return plan::ACTION_B;
+    case StepKind::kI:
+      return plan::ACTION_I;
+    case StepKind::kW:
+      return plan::ACTION_W;
+    case StepKind::kSendF:
+      return plan::ACTION_SEND_F;
+    case StepKind::kRecvF:
+      return plan::ACTION_RECV_F;
+    case StepKind::kSendB:
+      return plan::ACTION_SEND_B;
+    case StepKind::kRecvB:
+      return plan::ACTION_RECV_B;
   }
-  for (size_t r = 0; r < s.ranks.size(); ++r) {
-    for (const auto& a : s.ranks[r]) {
-      for (const auto& in : action_inputs(s, a)) {
-        auto& c = consumers[action_key(in)];
-        if (std::find(c.begin(), c.end(), static_cast<int>(r)) == c.end()) c.push_back(static_cast<int>(r));
-      }
-    }
-  }
-  const auto transfer_kind = [](ComputeKind produced, bool send) {
-    if (produced == ComputeKind::kF) return send ? plan::ACTION_SEND_F : plan::ACTION_RECV_F;
-    return send ? plan::ACTION_SEND_B : plan::ACTION_RECV_B;
-  };
-  std::vector<std::vector<PipelineAction>> out(s.ranks.size());
-  for (size_t r = 0; r < s.ranks.size(); ++r) {
-    const int me = static_cast<int>(r);
-    for (const auto& a : s.ranks[r]) {
-      for (const auto& in : action_inputs(s, a)) {
-        const int from = rank_of.at(action_key(in));
-        if (from != me) out[r].push_back({transfer_kind(in.kind, false), in.stage, in.microbatch, from});
-      }
-      const auto kind = a.kind == ComputeKind::kF   ? plan::ACTION_F
-                        : a.kind == ComputeKind::kB ? plan::ACTION_B
-                        : a.kind == ComputeKind::kI ? plan::ACTION_I
-                                                    : plan::ACTION_W;
-      out[r].push_back({kind, a.stage, a.microbatch, -1});
-      if (auto c = consumers.find(action_key(a)); c != consumers.end()) {
-        for (int to : c->second) {
-          if (to != me) out[r].push_back({transfer_kind(a.kind, true), a.stage, a.microbatch, to});
-        }
-      }
-    }
-  }
-  return out;
+  return plan::ACTION_UNSPECIFIED;
 }
 
 // How the config's schedule cuts the model: the forward stages, RoundPipe's own backward stages
@@ -368,7 +335,7 @@ plan::Plan build_plan(const Config& config) {
 
   // Transfers are worked out once per pipeline rank; each world rank maps its peers through
   // the mesh (same tp, cp, dp position, another pp position).
-  const auto by_pp = pipeline_actions(schedule);
+  const auto by_pp = lower_transfers(schedule);
   for (int rank = 0; rank < mesh.world_size(); ++rank) {
     const MeshCoords c = mesh.coords(rank);
     auto* rp = p.add_ranks();
@@ -385,7 +352,8 @@ plan::Plan build_plan(const Config& config) {
     for (const auto& a : by_pp[static_cast<size_t>(c.pp)]) {
       MeshCoords peer = c;
       peer.pp = a.peer;
-      *rp->add_actions() = make_action(a.kind, a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
+      *rp->add_actions() =
+          make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
     }
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
