@@ -210,34 +210,35 @@ ModelStages stages_for(const Config& config, int pp) {
   return {partition_layers_evenly(layers, stages, 1), {}, {}};
 }
 
-}  // namespace
+// What the passes of build_plan share: the config, the mesh, and what earlier passes decided.
+struct PlanContext {
+  const Config& config;
+  DeviceMesh mesh;
+  int microbatches;  // per data-parallel rank and step
+  plan::Plan plan;
+  ModelStages model_stages;
+  PipelineSchedule schedule;
+};
 
-plan::Plan build_plan(const Config& config) {
-  validate(config);
+DeviceMesh mesh_of(const Config& config) {
   const auto& pc = config.parallel;
-  const auto& t = config.training;
-  const DeviceMesh mesh(static_cast<int>(pc.world_size), static_cast<int>(pc.tensor_model_parallel_size),
-                        static_cast<int>(pc.context_parallel_size),
-                        static_cast<int>(pc.expert_model_parallel_size),
-                        static_cast<int>(pc.pipeline_model_parallel_size));
-  const int vpp = static_cast<int>(pc.virtual_pipeline_model_parallel_size);
-  const int dp = mesh.dp();
-  const int microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * dp));
+  return DeviceMesh(static_cast<int>(pc.world_size), static_cast<int>(pc.tensor_model_parallel_size),
+                    static_cast<int>(pc.context_parallel_size),
+                    static_cast<int>(pc.expert_model_parallel_size),
+                    static_cast<int>(pc.pipeline_model_parallel_size));
+}
 
-  plan::Plan p;
-  p.set_version(kPlanVersion);
-  p.set_schedule(
-      plan_enum(schedule_from_name(config.pipeline.schedule), "pipeline.schedule", config.pipeline.schedule));
-  p.set_config_yaml(to_yaml(config));
-
-  auto* m = p.mutable_mesh();
+// Pass 1, mesh: the layout's dimensions and every group of ranks.
+void mesh_pass(PlanContext& c) {
+  const auto& mesh = c.mesh;
+  auto* m = c.plan.mutable_mesh();
   m->set_world_size(static_cast<uint32_t>(mesh.world_size()));
   m->set_tp(static_cast<uint32_t>(mesh.tp()));
   m->set_cp(static_cast<uint32_t>(mesh.cp()));
   m->set_ep(static_cast<uint32_t>(mesh.ep()));
-  m->set_dp(static_cast<uint32_t>(dp));
+  m->set_dp(static_cast<uint32_t>(mesh.dp()));
   m->set_pp(static_cast<uint32_t>(mesh.pp()));
-  m->set_vpp(static_cast<uint32_t>(vpp));
+  m->set_vpp(static_cast<uint32_t>(c.config.parallel.virtual_pipeline_model_parallel_size));
   for (MeshDim dim : {MeshDim::kTp, MeshDim::kCp, MeshDim::kEp, MeshDim::kDp, MeshDim::kPp, MeshDim::kDpCp}) {
     uint32_t index = 0;
     for (const auto& g : mesh.groups(dim)) {
@@ -247,8 +248,15 @@ plan::Plan build_plan(const Config& config) {
       for (int r : g) group->add_ranks(static_cast<uint32_t>(r));
     }
   }
+}
 
+// Pass 2, specs: what every worker needs to know about the model, training, data, comms and
+// checkpoints.
+void spec_pass(PlanContext& c) {
+  const Config& config = c.config;
+  auto& p = c.plan;
   const auto& mc = config.model;
+  const auto& t = config.training;
   auto* model = p.mutable_model();
   model->set_num_layers(static_cast<uint32_t>(mc.num_layers));
   model->set_hidden_size(static_cast<uint32_t>(mc.hidden_size));
@@ -263,7 +271,7 @@ plan::Plan build_plan(const Config& config) {
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
   ts->set_global_batch_size(static_cast<uint32_t>(t.global_batch_size));
-  ts->set_num_microbatches(static_cast<uint32_t>(microbatches));
+  ts->set_num_microbatches(static_cast<uint32_t>(c.microbatches));
   ts->set_train_iters(static_cast<uint32_t>(t.train_iters));
   ts->set_lr(t.lr);
   ts->set_min_lr(t.min_lr);
@@ -298,11 +306,11 @@ plan::Plan build_plan(const Config& config) {
   ck->set_interval(static_cast<uint32_t>(config.checkpoint.interval));
   ck->set_resume(config.checkpoint.resume);
   ck->set_resume_step(static_cast<uint32_t>(config.checkpoint.resume_step));
+}
 
-  const ModelStages model_stages = stages_for(config, mesh.pp());
-  const auto& stages = model_stages.forward;
-  const auto schedule = schedule_for(config, mesh.pp(), microbatches, model_stages);
-  const std::vector<int> stage_rank = schedule.stage_ranks();
+// Pass 3, layout: the model's stages (and RoundPipe's backward stages) in the plan.
+void layout_pass(PlanContext& c) {
+  c.model_stages = stages_for(c.config, c.mesh.pp());
   const auto add_stage = [](plan::Stage* st, const StageLayers& s) {
     st->set_index(static_cast<uint32_t>(s.index));
     st->set_first_layer(static_cast<uint32_t>(s.first_layer));
@@ -310,14 +318,22 @@ plan::Plan build_plan(const Config& config) {
     st->set_has_embedding(s.has_embedding);
     st->set_has_lm_head(s.has_lm_head);
   };
-  for (const auto& s : stages) add_stage(p.add_stages(), s);
-  const auto& backward_stages = model_stages.backward;
-  for (const auto& s : backward_stages) add_stage(p.add_backward_stages(), s);
-  p.set_stateless_workers(schedule.stateless_workers);
+  for (const auto& s : c.model_stages.forward) add_stage(c.plan.add_stages(), s);
+  for (const auto& s : c.model_stages.backward) add_stage(c.plan.add_backward_stages(), s);
+}
 
-  const auto prediction = predict_step(config, schedule, stages, backward_stages);
-  check_memory_cap(config, prediction, stages, schedule);
-  auto* pred = p.mutable_prediction();
+// Pass 4, schedule: the registry's generator for pipeline.schedule over the stages.
+void schedule_pass(PlanContext& c) {
+  c.schedule = schedule_for(c.config, c.mesh.pp(), c.microbatches, c.model_stages);
+  c.plan.set_stateless_workers(c.schedule.stateless_workers);
+}
+
+// Pass 5, prediction: step time, bubble and memory per pipeline rank from the cost model;
+// refuses a plan over pipeline.memory_cap_gb.
+void prediction_pass(PlanContext& c) {
+  const auto prediction = predict_step(c.config, c.schedule, c.model_stages.forward, c.model_stages.backward);
+  check_memory_cap(c.config, prediction, c.model_stages.forward, c.schedule);
+  auto* pred = c.plan.mutable_prediction();
   pred->set_step_time_s(prediction.step_time_s);
   pred->set_bubble_fraction(prediction.bubble_fraction);
   pred->set_exposed_comm_s(prediction.exposed_comm_s);
@@ -332,25 +348,31 @@ plan::Plan build_plan(const Config& config) {
     out->set_weight_bytes(rp.weight_bytes);
     out->set_activation_bytes(rp.activation_bytes);
   }
+}
 
+// Pass 6, ranks: every world rank's coordinates, stages, actions (the pipeline rank's lowered
+// steps with peers mapped through the mesh, then ALLREDUCE and OPTIM) and its slice of the batch.
+void ranks_pass(PlanContext& c) {
+  const auto& mesh = c.mesh;
+  const std::vector<int> stage_rank = c.schedule.stage_ranks();
   // Transfers are worked out once per pipeline rank; each world rank maps its peers through
   // the mesh (same tp, cp, dp position, another pp position).
-  const auto by_pp = lower_transfers(schedule);
+  const auto by_pp = lower_transfers(c.schedule);
   for (int rank = 0; rank < mesh.world_size(); ++rank) {
-    const MeshCoords c = mesh.coords(rank);
-    auto* rp = p.add_ranks();
+    const MeshCoords at = mesh.coords(rank);
+    auto* rp = c.plan.add_ranks();
     rp->set_rank(static_cast<uint32_t>(rank));
     auto* co = rp->mutable_coords();
-    co->set_tp(static_cast<uint32_t>(c.tp));
-    co->set_cp(static_cast<uint32_t>(c.cp));
-    co->set_ep(static_cast<uint32_t>(c.ep));
-    co->set_dp(static_cast<uint32_t>(c.dp));
-    co->set_pp(static_cast<uint32_t>(c.pp));
-    for (int s = 0; s < schedule.num_stages && !schedule.stateless_workers; ++s) {
-      if (stage_rank[static_cast<size_t>(s)] == c.pp) rp->add_stages(static_cast<uint32_t>(s));
+    co->set_tp(static_cast<uint32_t>(at.tp));
+    co->set_cp(static_cast<uint32_t>(at.cp));
+    co->set_ep(static_cast<uint32_t>(at.ep));
+    co->set_dp(static_cast<uint32_t>(at.dp));
+    co->set_pp(static_cast<uint32_t>(at.pp));
+    for (int s = 0; s < c.schedule.num_stages && !c.schedule.stateless_workers; ++s) {
+      if (stage_rank[static_cast<size_t>(s)] == at.pp) rp->add_stages(static_cast<uint32_t>(s));
     }
-    for (const auto& a : by_pp[static_cast<size_t>(c.pp)]) {
-      MeshCoords peer = c;
+    for (const auto& a : by_pp[static_cast<size_t>(at.pp)]) {
+      MeshCoords peer = at;
       peer.pp = a.peer;
       *rp->add_actions() =
           make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
@@ -358,12 +380,33 @@ plan::Plan build_plan(const Config& config) {
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
     // Data-parallel rank d takes a contiguous slice of the global batch.
-    for (int k = 0; k < microbatches; ++k) {
-      rp->add_microbatch_first_sample(static_cast<uint32_t>((c.dp * microbatches + k) * t.micro_batch_size));
+    for (int k = 0; k < c.microbatches; ++k) {
+      rp->add_microbatch_first_sample(
+          static_cast<uint32_t>((at.dp * c.microbatches + k) * c.config.training.micro_batch_size));
     }
   }
-  validate_plan_transfers(p);
-  return p;
+}
+
+}  // namespace
+
+plan::Plan build_plan(const Config& config) {
+  validate(config);
+  const auto& t = config.training;
+  PlanContext c{config, mesh_of(config), 0, {}, {}, {}};
+  c.microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * c.mesh.dp()));
+  c.plan.set_version(kPlanVersion);
+  c.plan.set_schedule(
+      plan_enum(schedule_from_name(config.pipeline.schedule), "pipeline.schedule", config.pipeline.schedule));
+  c.plan.set_config_yaml(to_yaml(config));
+  // Chunking, hybrid data/context parallelism and MoE each add a pass here.
+  mesh_pass(c);
+  spec_pass(c);
+  layout_pass(c);
+  schedule_pass(c);
+  prediction_pass(c);
+  ranks_pass(c);
+  validate_plan_transfers(c.plan);
+  return std::move(c.plan);
 }
 
 void validate_plan_transfers(const plan::Plan& p) {
