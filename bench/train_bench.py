@@ -187,7 +187,8 @@ def main():
         # Eight microbatches of 2 per step, the demo model's 4 layers: 2 or 4 stages over 2 ranks.
         batch = small + ["training.micro_batch_size=2", "training.global_batch_size=16"]
         variants = {"pp=1 (reference)": ["parallel.world_size=1"]}
-        for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("zb_h1", 1), ("zbv", 1)):
+        for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("looped_bfs", 2), ("zb_h1", 1),
+                              ("zbv", 1)):
             variants[schedule] = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
                                   f"pipeline.schedule={schedule}", f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
         runs = {v: [] for v in variants}

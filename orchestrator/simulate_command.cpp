@@ -52,8 +52,9 @@ std::string durations_path(const std::string& csv) {
 }
 
 // RoundPipe's inputs: the schedule over the given stage partition, timed per layer.
-ScheduleRequest layer_time_request(const SimulateOptions& o, const std::string& name) {
+ScheduleRequest layer_time_request(const SimulateOptions& o) {
   if (o.num_layers < 1) throw ConfigError("--num-layers", "must be >= 1 with --stage-partition");
+  const std::string& name = o.schedule;
   ScheduleRequest req{name, o.pp, o.microbatches, 1, {}};
   req.partition = parse_stage_partition(o.stage_partition, o.num_layers, "--stage-partition");
   const int stages = static_cast<int>(req.partition.forward.size());
@@ -80,7 +81,6 @@ ScheduleRequest layer_time_request(const SimulateOptions& o, const std::string& 
     req.virtual_stages = checked_chunks_per_rank(o);
   }
   req.costs = stage_costs_from_layer_times(o.layer_times, req.partition);
-  req.roundpipe_dispatch = o.roundpipe_dispatch;
   return req;
 }
 
@@ -117,7 +117,10 @@ int run_simulate(const SimulateOptions& options) {
       costs = uniform_stage_costs(schedule.num_stages, schedule.virtual_stages, o.f, o.b, o.w);
     }
   } else if (!o.stage_partition.empty()) {
-    auto req = layer_time_request(o, o.schedule);
+    auto req = layer_time_request(o);
+    req.async = o.async;
+    req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
+    req.roundpipe_dispatch = o.roundpipe_dispatch;
     costs = req.costs;
     schedule = generate_schedule(req);
     if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
@@ -165,7 +168,7 @@ int run_simulate(const SimulateOptions& options) {
   const double capacity = result.makespan * schedule.pp;
   const auto share = [&](double t) { return capacity > 0 ? t / capacity : 0.0; };
   const bool no_comm = costs.transfer_time() == 0;
-  const double analytic = uniform && no_comm && schedule.iterations == 1
+  const double analytic = uniform && no_comm && one_iteration
                               ? analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
                                                 schedule.virtual_stages, o.f, o.b, o.w)
                               : -1;
