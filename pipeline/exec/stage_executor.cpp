@@ -13,6 +13,7 @@ namespace rondo {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr std::chrono::microseconds kEmulationSpin{300};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -328,8 +329,12 @@ void StageExecutor::backward_weights(StepModel& model, const plan::Action& a, si
 }
 
 void StageExecutor::emulate(Clock::time_point start, double seconds) {
-  std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
-                                            std::chrono::duration<double>(std::max(0.0, seconds))));
+  const auto end = start + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::duration<double>(std::max(0.0, seconds)));
+  // Sleeps overshoot by timer slack and wake-up latency (about 150 us on a VM), so sleep until
+  // shortly before the end and yield the rest: the op ends on time.
+  std::this_thread::sleep_until(end - kEmulationSpin);
+  while (Clock::now() < end) std::this_thread::yield();
 }
 
 void StageExecutor::count_compute(std::vector<double>& per_stage, int stage, int64_t t0_ns,
