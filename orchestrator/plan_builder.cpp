@@ -264,9 +264,8 @@ void spec_pass(PlanContext& c) {
   model->set_ffn_hidden_size(static_cast<uint32_t>(mc.ffn_hidden_size));
   model->set_vocab_size(static_cast<uint32_t>(mc.vocab_size));
   model->set_seq_length(static_cast<uint32_t>(mc.seq_length));
-  model->set_recompute_granularity(mc.recompute_granularity == "full"        ? plan::RECOMPUTE_FULL
-                                   : mc.recompute_granularity == "selective" ? plan::RECOMPUTE_SELECTIVE
-                                                                             : plan::RECOMPUTE_NONE);
+  model->set_recompute_granularity(plan_enum(recompute_granularity_from_name(mc.recompute_granularity),
+                                             "model.recompute_granularity", mc.recompute_granularity));
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
@@ -542,9 +541,7 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
   j["schedule"] = name_of(p.schedule());
-  j["recompute_granularity"] = p.model().recompute_granularity() == plan::RECOMPUTE_FULL        ? "full"
-                               : p.model().recompute_granularity() == plan::RECOMPUTE_SELECTIVE ? "selective"
-                                                                                                : "none";
+  j["recompute_granularity"] = name_of(p.model().recompute_granularity());
   j["parameters"] = count_parameters(p.model());
   j["tokens_per_step"] = static_cast<int64_t>(p.training().global_batch_size()) * p.model().seq_length();
   const auto stages_json = [](const auto& stages) {

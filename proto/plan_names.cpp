@@ -34,6 +34,10 @@ std::optional<plan::Optimizer> optimizer_from_name(const std::string& name) {
   return parse<plan::Optimizer>("OPTIMIZER_", name, plan::Optimizer_Parse);
 }
 
+std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name) {
+  return parse<plan::RecomputeGranularity>("RECOMPUTE_", name, plan::RecomputeGranularity_Parse);
+}
+
 std::string name_of(plan::Schedule value) {
   return plan::Schedule_IsValid(value) ? short_name("SCHEDULE_", plan::Schedule_Name(value)) : "";
 }
@@ -43,6 +47,12 @@ std::string name_of(plan::LrDecayStyle value) {
 }
 std::string name_of(plan::Optimizer value) {
   return plan::Optimizer_IsValid(value) ? short_name("OPTIMIZER_", plan::Optimizer_Name(value)) : "";
+}
+
+std::string name_of(plan::RecomputeGranularity value) {
+  return plan::RecomputeGranularity_IsValid(value)
+             ? short_name("RECOMPUTE_", plan::RecomputeGranularity_Name(value))
+             : "";
 }
 
 }  // namespace rondo

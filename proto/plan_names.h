@@ -1,6 +1,7 @@
 // Config names <-> the plan's enums. A name is its enum value's name lower-cased without the
 // enum's prefix: pipeline.schedule "interleaved_1f1b" <-> plan::SCHEDULE_INTERLEAVED_1F1B,
-// training.optimizer "adamw" <-> plan::OPTIMIZER_ADAMW. Which names are accepted is decided
+// training.optimizer "adamw" <-> plan::OPTIMIZER_ADAMW, model.recompute_granularity "full" <->
+// plan::RECOMPUTE_FULL. Which names are accepted is decided
 // where they are configured (schedule_names(), the config validator); these only translate.
 #pragma once
 
@@ -15,10 +16,12 @@ namespace rondo {
 std::optional<plan::Schedule> schedule_from_name(const std::string& name);
 std::optional<plan::LrDecayStyle> lr_decay_style_from_name(const std::string& name);
 std::optional<plan::Optimizer> optimizer_from_name(const std::string& name);
+std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name);
 
 // "" for UNSPECIFIED or a value this build does not know.
 std::string name_of(plan::Schedule value);
 std::string name_of(plan::LrDecayStyle value);
 std::string name_of(plan::Optimizer value);
+std::string name_of(plan::RecomputeGranularity value);
 
 }  // namespace rondo

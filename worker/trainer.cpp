@@ -194,9 +194,7 @@ void Trainer::Impl::setup() {
   };
   require(name_of(t.lr_decay_style()), t.lr_decay_style(), "training.lr_decay_style");
   require(name_of(t.optimizer()), t.optimizer(), "training.optimizer");
-  if (m.recompute_granularity() == plan::RECOMPUTE_UNSPECIFIED) {
-    throw PlanError("plan field model.recompute_granularity is unset (a plan from another rondo?)");
-  }
+  require(name_of(m.recompute_granularity()), m.recompute_granularity(), "model.recompute_granularity");
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == "cuda") {
     if (!torch::cuda::is_available()) {

@@ -261,6 +261,9 @@ TEST(PlanNames, EveryScheduleAndStyleRoundTripsThroughThePlanEnums) {
     EXPECT_EQ(name_of(*lr_decay_style_from_name(name)), name);
   }
   for (const char* name : {"adamw", "sgd"}) EXPECT_EQ(name_of(*optimizer_from_name(name)), name);
+  for (const char* name : {"none", "full", "selective"}) {
+    EXPECT_EQ(name_of(*recompute_granularity_from_name(name)), name);
+  }
   EXPECT_FALSE(schedule_from_name("unspecified").has_value());
   EXPECT_FALSE(schedule_from_name("magic").has_value());
   EXPECT_EQ(name_of(static_cast<plan::Schedule>(99)), "");
