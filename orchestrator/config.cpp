@@ -282,13 +282,15 @@ void validate(const Config& c) {
           str(tp) + " does not divide model.num_attention_heads=" + str(m.num_attention_heads));
   require(m.ffn_hidden_size % tp == 0, "parallel.tensor_model_parallel_size",
           str(tp) + " does not divide model.ffn_hidden_size=" + str(m.ffn_hidden_size));
-  if (c.pipeline.stage_partition.empty()) {
+  if (c.pipeline.schedule == "roundpipe") {
+    require(c.pipeline.stage_partition.empty(), "pipeline.stage_partition",
+            "roundpipe partitions the model itself; leave it empty");
+  } else if (c.pipeline.stage_partition.empty()) {
     require(m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
             "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) + "*" +
                 str(vpp) + " (or give pipeline.stage_partition)");
   } else {
     const std::string key = "pipeline.stage_partition";
-    require(c.pipeline.schedule != "roundpipe", key, "roundpipe partitions the model itself; leave it empty");
     const auto part = parse_stage_partition(c.pipeline.stage_partition, static_cast<int>(m.num_layers), key);
     require(!part.separate_backward(), key,
             "only `rondo simulate --schedule roundpipe` takes FORWARD|BACKWARD");
@@ -327,9 +329,12 @@ void validate(const Config& c) {
   require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
   require_one_of(t.device, {"cpu", "cuda"}, "training.device");
   require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
-  require(!t.emulate_compute || c.pipeline.schedule != "roundpipe" ||
-              c.parallel.pipeline_model_parallel_size == 1,
-          "training.emulate_compute", "roundpipe's stateless workers are not executed yet");
+  const bool stateless = c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1;
+  require(!t.emulate_compute || !stateless, "training.emulate_compute",
+          "roundpipe's stateless workers run real compute only so far");
+  require(!stateless || m.recompute_granularity != "full", "model.recompute_granularity",
+          "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
+          "use none or selective");
 
   if (c.data.path != "builtin") {
     require(std::filesystem::is_regular_file(c.data.path), "data.path",

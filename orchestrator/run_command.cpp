@@ -94,12 +94,6 @@ void check_executable(const Config& c) {
       " the worker executes data and pipeline parallelism only so far; plan other layouts with `rondo plan`";
   if (p.tensor_model_parallel_size != 1)
     throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.pipeline_model_parallel_size > 1 && c.pipeline.schedule == "roundpipe") {
-    throw ConfigError(
-        "pipeline.schedule",
-        "roundpipe's stateless workers cannot be executed yet (plan and simulate it with "
-        "`rondo plan` / `rondo simulate`); run gpipe, 1f1b, interleaved_1f1b, looped_bfs, zb_h1 or zbv");
-  }
   if (p.context_parallel_size != 1)
     throw ConfigError("parallel.context_parallel_size", "must be 1 for `rondo run`:" + why);
   if (p.expert_model_parallel_size != 1)

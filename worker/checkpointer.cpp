@@ -51,14 +51,21 @@ void deserialize(T& value, const std::string& path) {
 Checkpointer::Checkpointer(std::string checkpoints_dir, const plan::Plan& plan, int rank, Collectives& world)
     : dir_(std::move(checkpoints_dir)), plan_(plan), rank_(rank), world_(world) {}
 
-bool Checkpointer::writes_model_shard() const {
+bool Checkpointer::writes_optimizer_shard() const {
   const auto& c = plan_.ranks(rank_).coords();
   return c.dp() == 0 && c.cp() == 0;
 }
 
+// Stateless workers all hold the whole (shared) model: pipeline rank 0 writes it, every worker
+// reads it; each writes the optimizer state of the stages it owns.
+bool Checkpointer::writes_model_shard() const {
+  return writes_optimizer_shard() && (!plan_.stateless_workers() || plan_.ranks(rank_).coords().pp() == 0);
+}
+
 std::string Checkpointer::model_shard_name() const {
   const auto& c = plan_.ranks(rank_).coords();
-  return "model-pp" + std::to_string(c.pp()) + "-tp" + std::to_string(c.tp()) + ".pt";
+  const auto pp = plan_.stateless_workers() ? 0 : c.pp();
+  return "model-pp" + std::to_string(pp) + "-tp" + std::to_string(c.tp()) + ".pt";
 }
 
 std::string Checkpointer::optimizer_shard_name() const {
@@ -89,10 +96,8 @@ void Checkpointer::save(int64_t step, uint64_t consumed_samples, torch::nn::Modu
     rec.crc32 = crc32_update(0, bytes.data(), bytes.size());
     rec.used = 1;
   };
-  if (writes_model_shard()) {
-    write(model_shard_name(), serialize(model));
-    write(optimizer_shard_name(), serialize(optimizer));
-  }
+  if (writes_model_shard()) write(model_shard_name(), serialize(model));
+  if (writes_optimizer_shard()) write(optimizer_shard_name(), serialize(optimizer));
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());

@@ -1,7 +1,8 @@
 // Checkpointer: saves and restores a worker's training state as a sharded, checksummed
 // checkpoint (see common/checkpoint_manifest.h for the layout and atomicity rules).
-// Model and optimizer shards are written once per (pp, tp) position by its dp=0, cp=0 rank; every
-// rank writes its RNG state. save() and load() are collective over `world`.
+// Model and optimizer shards are written once per (pp, tp) position by its dp=0, cp=0 rank
+// (stateless workers share one model shard, written by pipeline rank 0); every rank writes its
+// RNG state. save() and load() are collective over `world`.
 #pragma once
 
 #include <torch/torch.h>
@@ -37,6 +38,7 @@ class Checkpointer {
   std::string optimizer_shard_name() const;
   std::string rng_name() const;
   bool writes_model_shard() const;
+  bool writes_optimizer_shard() const;
 
   std::string dir_;
   const plan::Plan& plan_;

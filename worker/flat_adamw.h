@@ -3,10 +3,11 @@
 // buffer, so that a step is a handful of vectorised passes over the whole model instead of about
 // ten small kernels per parameter. Parameters with two or more dimensions decay; others do not.
 //
-// It owns the flat parameter buffer: the constructor copies the parameters into it and makes each
-// parameter a view of its slice. Loading a module replaces parameter storage, so load() (which a
-// checkpoint restore calls after loading the model) binds them again; step() refuses to run on
-// unbound parameters. Checkpoints hold `step`, `exp_avg` and `exp_avg_sq` as flat tensors.
+// It keeps the parameters in one flat buffer -- its own, or `flat_params` when given (node-shared
+// memory for stateless workers) -- copying them in and making each parameter a view of its slice. Loading a
+// module replaces parameter storage, so load() (which a checkpoint restore calls after loading the model)
+// binds them again; step() refuses to run on unbound parameters. Checkpoints hold `step`, `exp_avg` and
+// `exp_avg_sq` as flat tensors.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,8 +19,9 @@ namespace rondo {
 class FlatAdamW : public torch::optim::Optimizer {
  public:
   // `flat_grads` holds the parameters' gradients back to back, in `params` order, from element 0
-  // (it may be longer).
-  FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads, torch::optim::AdamWOptions options);
+  // (it may be longer); so does `flat_params` when defined.
+  FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads, torch::optim::AdamWOptions options,
+            torch::Tensor flat_params = {});
 
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;

@@ -134,6 +134,10 @@ struct Trainer::Impl : StepModel {
   TextCorpus corpus;
   std::unique_ptr<GlobalBatchSampler> sampler;
   torch::Device device{torch::kCPU};
+  // Stateless workers (RoundPipe): the replica's node-shared weights and gradients, which the
+  // model's parameters view (declared first: it outlives the model).
+  std::unique_ptr<SharedReplicaState> shared;
+  std::vector<std::pair<torch::Tensor, int64_t>> shared_params;  // parameter, offset in the shared order
   GptModel model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   torch::Tensor flat;  // every parameter's gradient (views into it)
@@ -162,6 +166,10 @@ struct Trainer::Impl : StepModel {
         corpus(TextCorpus::load(p.data().path(), p.model().seq_length() + 1)) {}
 
   void setup();
+  // Stateless workers: the whole model over node-shared weights (see SharedReplicaState).
+  void setup_stateless(const GptShape& shape);
+  // After a checkpoint load replaced the parameters' storage: share them again.
+  void rebind_shared();
   void build_dp_group();
   void build_reducer();
   void event(const nlohmann::json& e);
@@ -175,6 +183,10 @@ struct Trainer::Impl : StepModel {
   }
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
     return model->loss(logits, targets);
+  }
+  torch::Tensor stage_gradients(int stage) override {
+    const auto r = shared->stage(stage);
+    return flat.narrow(0, r.offset, r.count);
   }
   void before_backward(int stage, bool last) override;
   void after_backward(int stage, bool last) override;
@@ -216,37 +228,45 @@ void Trainer::Impl::setup() {
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
   torch::manual_seed(t.seed());
-  std::vector<StageLayers> local;
-  for (uint32_t index : me.stages()) {
-    const auto& st = plan.stages(static_cast<int>(index));
-    local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
-                     static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
-  }
-  model = GptModel(
-      GptShape{m.num_layers(), m.hidden_size(), m.num_attention_heads(), m.ffn_hidden_size(), m.vocab_size(),
-               m.seq_length(), m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE},
-      std::move(local), t.seed());
-  model->to(device);
-
-  // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
-  for (const auto& p : model->parameters()) num_grad_elements += p.numel();
-  flat = torch::zeros({num_grad_elements}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-  int64_t offset = 0;
-  for (auto& p : model->parameters()) {
-    p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
-    offset += p.numel();
-  }
-  if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
-    optimizer = std::make_unique<FlatAdamW>(model->parameters(), flat,
-                                            torch::optim::AdamWOptions(t.lr())
-                                                .betas({t.adam_beta1(), t.adam_beta2()})
-                                                .eps(t.adam_eps())
-                                                .weight_decay(t.weight_decay()));
+  const GptShape shape{m.num_layers(),
+                       m.hidden_size(),
+                       m.num_attention_heads(),
+                       m.ffn_hidden_size(),
+                       m.vocab_size(),
+                       m.seq_length(),
+                       m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE};
+  if (plan.stateless_workers()) {
+    setup_stateless(shape);
   } else {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
+    std::vector<StageLayers> local;
+    for (uint32_t index : me.stages()) {
+      const auto& st = plan.stages(static_cast<int>(index));
+      local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+                       static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
+    }
+    model = GptModel(shape, std::move(local), t.seed());
+    model->to(device);
+
+    // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
+    for (const auto& p : model->parameters()) num_grad_elements += p.numel();
+    flat = torch::zeros({num_grad_elements}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+    int64_t offset = 0;
+    for (auto& p : model->parameters()) {
+      p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
+      offset += p.numel();
+    }
+    if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
+      optimizer = std::make_unique<FlatAdamW>(model->parameters(), flat,
+                                              torch::optim::AdamWOptions(t.lr())
+                                                  .betas({t.adam_beta1(), t.adam_beta2()})
+                                                  .eps(t.adam_eps())
+                                                  .weight_decay(t.weight_decay()));
+    } else {
+      optimizer = std::make_unique<torch::optim::SGD>(
+          model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
+    }
   }
-  executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get());
+  executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), shared.get());
   schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
@@ -257,12 +277,107 @@ void Trainer::Impl::setup() {
               corpus.source(), corpus.size());
   }
   std::string held;
-  for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
-  log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
+  if (shared) {
+    for (int k = 0; k < shared->stage_count(); ++k) {
+      if (shared->owns(k)) held += (held.empty() ? "" : ", ") + std::to_string(k);
+    }
+    log->info(
+        "this rank holds {} parameters: backward stage(s) {} (stateless worker: it updates these, and runs "
+        "any stage's task on the {} parameters its pipeline replica shares in node memory)",
+        shared->owned().count, held, shared->elements());
+  } else {
+    for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
+    log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
+  }
   if (t.emulate_compute()) {
     log->info(
         "compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
         "duration; transfers, reductions and the optimizer are real; losses read 0");
+  }
+}
+
+void Trainer::Impl::setup_stateless(const GptShape& shape) {
+  const auto& t = plan.training();
+  if (device.is_cuda())
+    throw ConfigError("training.device", "roundpipe's stateless workers run on the CPU only so far");
+  // The pipeline replica: this rank's pipeline group, in pipeline order (a collective split).
+  std::unique_ptr<Communicator> replica;
+  for (const auto& g : plan.mesh().groups()) {
+    if (g.kind() != plan::GROUP_PP) continue;
+    std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
+    std::sort(ranks.begin(), ranks.end(),
+              [&](int a, int b) { return plan.ranks(a).coords().pp() < plan.ranks(b).coords().pp(); });
+    auto sub = world.split(ranks);
+    if (sub) replica = std::move(sub);
+  }
+  if (!replica) throw PlanError("rank " + std::to_string(rank) + " is in no pipeline group of the plan");
+  const int p = replica->size();
+  if (plan.backward_stages_size() < p) {
+    throw PlanError("stateless workers: " + std::to_string(plan.backward_stages_size()) +
+                    " backward stages cannot give each of " + std::to_string(p) + " workers one to update");
+  }
+
+  model = GptModel(shape, stateless_model_layers(plan), t.seed());
+  // Backward stage k's parameters: those of its atoms, in model order.
+  std::vector<std::vector<torch::Tensor>> stage_params;
+  std::vector<int64_t> elements;
+  for (const auto& st : plan.backward_stages()) {
+    const auto [first, end] = stateless_stage_atoms(plan, st);
+    auto& ps = stage_params.emplace_back();
+    for (int atom = first; atom < end; ++atom) {
+      for (const auto& param : model->stage_parameters(atom)) ps.push_back(param);
+    }
+    int64_t n = 0;
+    for (const auto& param : ps) n += param.numel();
+    elements.push_back(n);
+  }
+  shared = std::make_unique<SharedReplicaState>(
+      std::move(replica), elements, static_cast<int>(t.num_microbatches()),
+      std::vector<int64_t>{static_cast<int64_t>(t.micro_batch_size()), plan.model().seq_length(),
+                           plan.model().hidden_size()});
+  num_grad_elements = shared->elements();
+  flat = torch::zeros({num_grad_elements}, torch::kFloat32);
+  // Private gradients in the shared order (the executor moves each backward's into the shared
+  // ones). Every worker initialised the same weights: the owners copy theirs in, all view them.
+  std::vector<torch::Tensor> owned;
+  for (int k = 0; k < shared->stage_count(); ++k) {
+    int64_t offset = shared->stage(k).offset;
+    for (auto& param : stage_params[static_cast<size_t>(k)]) {
+      param.mutable_grad() = flat.narrow(0, offset, param.numel()).view_as(param);
+      if (shared->owns(k)) owned.push_back(param);
+      shared_params.push_back({param, offset});
+      offset += param.numel();
+    }
+  }
+  rebind_shared();
+  const auto range = shared->owned();
+  if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
+    optimizer = std::make_unique<FlatAdamW>(owned, flat.narrow(0, range.offset, range.count),
+                                            torch::optim::AdamWOptions(t.lr())
+                                                .betas({t.adam_beta1(), t.adam_beta2()})
+                                                .eps(t.adam_eps())
+                                                .weight_decay(t.weight_decay()),
+                                            shared->parameters().narrow(0, range.offset, range.count));
+  } else {
+    optimizer = std::make_unique<torch::optim::SGD>(
+        owned, torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
+  }
+}
+
+void Trainer::Impl::rebind_shared() {
+  torch::NoGradGuard no_grad;
+  // Owners first write what they hold (after a load: the restored values) ...
+  const auto owned = shared->owned();
+  for (auto& [param, at] : shared_params) {
+    if (at < owned.offset || at >= owned.offset + owned.count) continue;
+    auto view = shared->parameters().narrow(0, at, param.numel()).view_as(param);
+    if (view.data_ptr() != param.data_ptr()) view.copy_(param);
+  }
+  // ... then every worker views the shared values.
+  shared->replica().native_barrier();
+  for (auto& [param, at] : shared_params) {
+    auto view = shared->parameters().narrow(0, at, param.numel()).view_as(param);
+    if (view.data_ptr() != param.data_ptr()) param.set_data(view);
   }
 }
 
@@ -285,7 +400,7 @@ void Trainer::Impl::build_dp_group() {
 
 void Trainer::Impl::build_reducer() {
   const auto& c = plan.comms();
-  if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1) return;
+  if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1 || shared) return;
   std::vector<size_t> elements;
   for (const auto& p : model->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
   const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
@@ -335,8 +450,8 @@ void Trainer::Impl::build_reducer() {
 double Trainer::Impl::predicted_bubble() const {
   const double m = plan.training().num_microbatches();
   StageCosts costs;
-  for (size_t i = 0; i < stage_f.size(); ++i) {
-    costs.f.push_back(stage_f[i] / m);
+  for (double f : stage_f) costs.f.push_back(f / m);
+  for (size_t i = 0; i < stage_b.size(); ++i) {
     costs.b.push_back((stage_b[i] + stage_w[i]) / m);
     costs.w.push_back(stage_w[i] / m);
   }
@@ -381,7 +496,16 @@ void Trainer::Impl::after_backward(int stage, bool last) {
 }
 
 void Trainer::Impl::reduce_gradients() {
-  if (reducer) {
+  if (shared) {
+    // The stages this worker owns: their summed gradients, from the shared memory, then over the
+    // data-parallel replicas (the other gradients here are zero).
+    const auto r = shared->owned();
+    auto mine = flat.narrow(0, r.offset, r.count);
+    mine.copy_(shared->gradients().narrow(0, r.offset, r.count));
+    if (dp_coll->comm().size() > 1) {
+      dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
+    }
+  } else if (reducer) {
     if (!armed) reducer->arm();  // a rank with no backward of its own this step
     reducer->finish();
     armed = false;
@@ -400,25 +524,23 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   // stages' scaled microbatch losses).
   const auto& c = me.coords();
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
-  const size_t stages = so_far.stage_f.size();
-  std::vector<double> sums(3 + 3 * stages, 0.0);
+  const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size();
+  std::vector<double> sums(3 + nf + 2 * nb, 0.0);
   sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
     const double norm = flat.norm(2).item<double>();
     sums[0] = norm * norm;
-    for (size_t i = 0; i < stages; ++i) {
-      sums[3 + i] = so_far.stage_f[i];
-      sums[3 + stages + i] = so_far.stage_b[i];
-      sums[3 + 2 * stages + i] = so_far.stage_w[i];
-    }
+    std::copy(so_far.stage_f.begin(), so_far.stage_f.end(), sums.begin() + 3);
+    std::copy(so_far.stage_b.begin(), so_far.stage_b.end(), sums.begin() + 3 + static_cast<long>(nf));
+    std::copy(so_far.stage_w.begin(), so_far.stage_w.end(), sums.begin() + 3 + static_cast<long>(nf + nb));
   }
   stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
   compute_total = sums[2];
-  stage_f.assign(sums.begin() + 3, sums.begin() + 3 + static_cast<long>(stages));
-  stage_b.assign(sums.begin() + 3 + static_cast<long>(stages),
-                 sums.begin() + 3 + 2 * static_cast<long>(stages));
-  stage_w.assign(sums.begin() + 3 + 2 * static_cast<long>(stages), sums.end());
+  const auto at = [&](size_t i) { return sums.begin() + static_cast<long>(i); };
+  stage_f.assign(at(3), at(3 + nf));
+  stage_b.assign(at(3 + nf), at(3 + nf + nb));
+  stage_w.assign(at(3 + nf + nb), sums.end());
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
   const double clip = plan.training().clip_grad();
@@ -447,6 +569,7 @@ int64_t Trainer::run() {
   int64_t start_step = 0;
   if (ck.resume()) {
     if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.model, *s.optimizer)) {
+      if (s.shared) s.rebind_shared();
       start_step = manifest->step;
       if (s.rank == 0) {
         s.log->info("resumed from checkpoint step-{} ({} samples consumed)", start_step,

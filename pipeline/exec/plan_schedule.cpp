@@ -14,6 +14,7 @@ PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   s.microbatches = static_cast<int>(plan.training().num_microbatches());
   s.virtual_stages = s.pp > 0 ? std::max(1, s.num_stages / s.pp) : 1;
   s.stateless_workers = plan.stateless_workers();
+  s.num_backward_stages = plan.backward_stages_size();
   s.ranks.resize(static_cast<size_t>(s.pp));
   for (const auto& r : plan.ranks()) {
     const auto& c = r.coords();

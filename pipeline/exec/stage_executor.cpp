@@ -1,6 +1,7 @@
 #include "pipeline/exec/stage_executor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <optional>
 #include <thread>
@@ -23,7 +24,26 @@ bool is_recv(plan::ActionKind k) { return k == plan::ACTION_RECV_F || k == plan:
 
 const char* transfer_name(int kind) { return kind == 0 ? "activations" : "gradients"; }
 
+// A plan stage's atoms (see stateless_model_layers) [first, end) in a model of `layers` blocks.
+std::pair<int, int> atoms_of(const plan::Stage& st, int layers) {
+  const int first = st.has_embedding() ? 0 : static_cast<int>(st.first_layer()) + 1;
+  const int end = st.has_lm_head() ? layers + 2 : static_cast<int>(st.first_layer() + st.num_layers()) + 1;
+  return {first, end};
+}
+
 }  // namespace
+
+std::pair<int, int> stateless_stage_atoms(const plan::Plan& plan, const plan::Stage& stage) {
+  return atoms_of(stage, static_cast<int>(plan.model().num_layers()));
+}
+
+std::vector<StageLayers> stateless_model_layers(const plan::Plan& plan) {
+  const int layers = static_cast<int>(plan.model().num_layers());
+  std::vector<StageLayers> atoms{{0, 0, 0, true, false}};
+  for (int l = 0; l < layers; ++l) atoms.push_back({l + 1, l, 1, false, false});
+  atoms.push_back({layers + 1, layers, 0, false, true});
+  return atoms;
+}
 
 struct StageExecutor::Receive {
   torch::Tensor buffer;
@@ -46,8 +66,9 @@ struct StageExecutor::Microbatch {
   WeightGradStore weights;   // weight gradients deferred by I until W
 };
 
-StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder)
-    : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder) {
+StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder,
+                             SharedReplicaState* shared)
+    : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder), shared_(shared) {
   const auto& t = plan.training();
   loss_scale_ = 1.0 / (static_cast<double>(t.num_microbatches()) * plan.mesh().dp());
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
@@ -70,9 +91,11 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
            plan::ActionKind_Name(a.kind()) + " stage " + std::to_string(a.stage()) + " microbatch " +
            std::to_string(a.microbatch()) + ")";
   };
-  if (plan.backward_stages_size() > 0) {
-    throw PlanError("plan for schedule " + name_of(plan.schedule()) +
-                    " has its own backward partition, which this executor cannot run yet");
+  if (plan.stateless_workers()) init_stateless();
+  if (plan.backward_stages_size() > 0 && !plan.stateless_workers()) {
+    throw PlanError(
+        "plan for schedule " + name_of(plan.schedule()) +
+        " has its own backward partition but binds stages to ranks, which this executor cannot run");
   }
   const int n = me_.actions_size();
   last_backward_.assign(static_cast<size_t>(n), false);
@@ -86,7 +109,9 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
       case plan::ACTION_B:
       case plan::ACTION_I:
       case plan::ACTION_W: {
-        if (stage >= plan.stages_size()) throw PlanError(where(i, a) + ": the plan has no such stage");
+        if (stage >= (a.kind() == plan::ACTION_F ? plan.stages_size() : backward_stage_count())) {
+          throw PlanError(where(i, a) + ": the plan has no such stage");
+        }
         if (!plan.stateless_workers() &&
             std::find(me_.stages().begin(), me_.stages().end(), a.stage()) == me_.stages().end()) {
           throw PlanError(where(i, a) + ": the rank does not hold this stage");
@@ -118,9 +143,60 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
 
 StageExecutor::~StageExecutor() = default;
 
+void StageExecutor::init_stateless() {
+  const auto fail = [&](const std::string& why) {
+    throw PlanError("rank " + std::to_string(rank_) + ": stateless workers (" + name_of(plan_.schedule()) +
+                    "): " + why);
+  };
+  if (!shared_) fail("the worker gave the executor no shared replica state");
+  if (emulate_) fail("training.emulate_compute is not supported with stateless workers yet");
+  if (recompute_)
+    fail("the backward recomputes every stage already; model.recompute_granularity must not be full");
+  for (const auto& a : me_.actions()) {
+    if (a.kind() == plan::ACTION_I || a.kind() == plan::ACTION_W)
+      fail("a split backward (I, W) is not supported");
+  }
+  const int layers = static_cast<int>(plan_.model().num_layers());
+  const int atoms = layers + 2;
+  // The forward runs the embedding and the blocks in order, from atom 0 on ...
+  int next = 0;
+  for (const auto& st : plan_.stages()) {
+    const auto range = atoms_of(st, layers);
+    if (range.first != next || range.second < range.first)
+      fail("the forward stages do not run the model in order");
+    forward_atoms_.push_back(range);
+    next = range.second;
+  }
+  // ... and the backward stages cover the whole model from the LM head down, each starting where
+  // a forward leaves its input (or at the embedding, from the tokens).
+  const auto& bw = plan_.backward_stages();
+  if (bw.empty()) fail("the plan has no backward partition");
+  backward_stage_at_.assign(static_cast<size_t>(atoms + 1), -1);
+  int end = atoms;
+  for (int k = 0; k < bw.size(); ++k) {
+    const auto range = atoms_of(bw[k], layers);
+    if (range.second != end || range.first >= range.second) {
+      fail("backward stage " + std::to_string(k) + " does not continue the backward from atom " +
+           std::to_string(end));
+    }
+    if (range.first > next) {
+      fail("backward stage " + std::to_string(k) + " starts at atom " + std::to_string(range.first) +
+           ", after the forward's last (" + std::to_string(next) + ")");
+    }
+    backward_atoms_.push_back(range);
+    backward_stage_at_[static_cast<size_t>(range.first)] = k;
+    end = range.first;
+  }
+  if (end != 0) fail("the backward stages stop at atom " + std::to_string(end) + ", above the embedding");
+  if (shared_->stage_count() != bw.size()) {
+    fail("the shared state has " + std::to_string(shared_->stage_count()) + " backward stages, the plan " +
+         std::to_string(bw.size()));
+  }
+}
+
 int StageExecutor::tag(const Key& key) const {
   const auto& [kind, stage, mb] = key;
-  return (mb * plan_.stages_size() + stage) * 2 + kind;
+  return (mb * std::max(plan_.stages_size(), backward_stage_count()) + stage) * 2 + kind;
 }
 
 void StageExecutor::post_receives() {
@@ -164,8 +240,11 @@ torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
 
 void StageExecutor::post_send(const plan::Action& a) {
   const bool activations = a.kind() == plan::ACTION_SEND_F;
-  auto& mb = microbatches_.at({static_cast<int>(a.stage()), static_cast<int>(a.microbatch())});
-  torch::Tensor t = (activations ? mb.output : mb.input_grad).detach().contiguous();
+  const std::pair<int, int> key{static_cast<int>(a.stage()), static_cast<int>(a.microbatch())};
+  torch::Tensor t = activations ? microbatches_.at(key).output
+                    : shared_   ? backward_grads_.at(key)
+                                : microbatches_.at(key).input_grad;
+  t = t.detach().contiguous();
   if (t.numel() != boundary_shape_[0] * boundary_shape_[1] * boundary_shape_[2]) {
     throw PlanError("rank " + std::to_string(rank_) + ": stage " + std::to_string(a.stage()) + " produced " +
                     std::to_string(t.numel()) + " elements of " + transfer_name(activations ? 0 : 1) +
@@ -328,6 +407,91 @@ void StageExecutor::backward_weights(StepModel& model, const plan::Action& a, si
   model.after_backward(static_cast<int>(a.stage()), last_gradient_[index]);
 }
 
+torch::Tensor StageExecutor::data(StepModel& model, int microbatch, StepTimes& times) {
+  const auto d0 = Clock::now();
+  torch::Tensor tokens = model.tokens(microbatch);
+  times.data_s += seconds_since(d0);
+  return tokens;
+}
+
+void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+  const auto [first, end] = forward_atoms_[static_cast<size_t>(stage)];
+  torch::Tensor x;
+  if (first == 0) {
+    const auto tokens = data(model, mbi, times);
+    x = tokens.slice(1, 0, tokens.size(1) - 1);
+  } else {
+    const Key from{0, stage - 1, mbi};
+    x = receives_.count(from) ? wait_receive(from, times) : microbatches_.at({stage - 1, mbi}).output;
+  }
+  const auto f0 = Clock::now();
+  const int64_t f0_ns = TimingRecorder::wall_ns();
+  {
+    // No graph: every backward stage recomputes from the boundary left here.
+    torch::NoGradGuard no_graph;
+    for (int atom = first; atom < end; ++atom) {
+      x = model.forward(atom, x);
+      const int k = backward_stage_at_[static_cast<size_t>(atom) + 1];
+      if (k >= 0) shared_->boundary(k, mbi).copy_(x);
+    }
+  }
+  // The boundaries are read by whichever worker runs the backward, after a message chain that
+  // starts with this forward's send.
+  std::atomic_thread_fence(std::memory_order_release);
+  times.forward_s += seconds_since(f0);
+  count_compute(times.stage_f, stage, f0_ns, times);
+  microbatches_[{stage, mbi}].output = std::move(x);
+}
+
+void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+  const auto [first, end] = backward_atoms_[static_cast<size_t>(stage)];
+  const bool head = stage == 0;
+  if (head) {
+    // The last forward's output: the boundary already holds it; the message says it is there.
+    const Key from{0, plan_.stages_size() - 1, mbi};
+    if (receives_.count(from)) wait_receive(from, times);
+  }
+  torch::Tensor grad;
+  if (!head) {
+    const Key from{1, stage - 1, mbi};
+    if (receives_.count(from)) {
+      grad = wait_receive(from, times);
+    } else {
+      auto it = backward_grads_.find({stage - 1, mbi});
+      if (it == backward_grads_.end()) {
+        throw PlanError("rank " + std::to_string(rank_) + ": backward stage " + std::to_string(stage) +
+                        " microbatch " + std::to_string(mbi) + " before backward stage " +
+                        std::to_string(stage - 1) + " handed it a gradient");
+      }
+      grad = std::move(it->second);
+      backward_grads_.erase(it);
+    }
+  }
+  torch::Tensor tokens;
+  if (first == 0 || head) tokens = data(model, mbi, times);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const auto b0 = Clock::now();
+  const int64_t b0_ns = TimingRecorder::wall_ns();
+  const torch::Tensor input = first == 0 ? tokens.slice(1, 0, tokens.size(1) - 1)
+                                         : shared_->boundary(stage, mbi).detach().requires_grad_(true);
+  torch::Tensor x = input;
+  for (int atom = first; atom < end; ++atom) x = model.forward(atom, x);
+  if (head) {
+    const auto loss = model.loss(x, tokens.slice(1, 1, tokens.size(1)));
+    times.loss_sum += loss.item<double>();
+    ++times.losses;
+    (loss * loss_scale_).backward();
+  } else {
+    torch::autograd::backward({x}, {grad});
+  }
+  if (first > 0) backward_grads_[{stage, mbi}] = input.grad();
+  shared_->accumulate(stage, mbi, model.stage_gradients(stage));
+  times.backward_s += seconds_since(b0);
+  count_compute(times.stage_b, stage, b0_ns, times);
+}
+
 void StageExecutor::emulate(Clock::time_point start, double seconds) {
   const auto end = start + std::chrono::duration_cast<Clock::duration>(
                                std::chrono::duration<double>(std::max(0.0, seconds)));
@@ -351,20 +515,36 @@ StepTimes StageExecutor::run_step(StepModel& model) {
   StepTimes times;
   const auto stages = static_cast<size_t>(plan_.stages_size());
   times.stage_f.assign(stages, 0.0);
-  times.stage_b.assign(stages, 0.0);
-  times.stage_w.assign(stages, 0.0);
+  times.stage_b.assign(static_cast<size_t>(backward_stage_count()), 0.0);
+  times.stage_w.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   post_receives();
+  bool settled = !shared_;
   const auto& actions = me_.actions();
   for (int i = 0; i < actions.size(); ++i) {
     const auto& a = actions[i];
     const auto index = static_cast<size_t>(i);
+    if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
+      // Every gradient of the stages this worker owns is in the shared memory before it is read.
+      const auto t0 = Clock::now();
+      shared_->settle(p2p_.timeout());
+      times.allreduce_s += seconds_since(t0);
+      settled = true;
+    }
     switch (a.kind()) {
       case plan::ACTION_F:
-        forward(model, a, times);
+        if (shared_) {
+          stateless_forward(model, a, times);
+        } else {
+          forward(model, a, times);
+        }
         break;
       case plan::ACTION_B:
       case plan::ACTION_I:
-        backward(model, a, index, times);
+        if (shared_) {
+          stateless_backward(model, a, times);
+        } else {
+          backward(model, a, index, times);
+        }
         break;
       case plan::ACTION_W:
         backward_weights(model, a, index, times);
@@ -388,6 +568,7 @@ StepTimes StageExecutor::run_step(StepModel& model) {
       case plan::ACTION_OPTIM: {
         const auto t0 = Clock::now();
         model.optimizer_step(times);
+        if (shared_) shared_->finish_step();
         times.optimizer_s += seconds_since(t0);
         break;
       }
@@ -395,9 +576,11 @@ StepTimes StageExecutor::run_step(StepModel& model) {
         break;  // refused by the constructor
     }
     if (!sends_.empty()) finish_sends(false, times);
+    if (!settled) shared_->try_flush();
   }
   finish_sends(true, times);
   microbatches_.clear();
+  backward_grads_.clear();
   return times;
 }
 

@@ -17,6 +17,13 @@
 // With full activation recomputation a forward records no graph and keeps only its stage input;
 // the stage's B or I first reruns the forward (counted as backward time), then differentiates.
 //
+// Stateless workers (RoundPipe: plan.stateless_workers) run any stage's task. The model is held
+// whole as "atoms" (embedding, each block, final norm + LM head; stateless_model_layers()), its
+// weights and gradients in node-shared memory (SharedReplicaState). A forward task records no
+// graph and leaves the activations at each backward-stage boundary in shared memory; a backward
+// task of the backward partition recomputes its atoms from there (the first one, with the LM
+// head, computes the loss) and adds its gradients to the shared ones in microbatch order.
+//
 // The model and the rest of the step come in through StepModel (the worker implements it).
 // Call order: construct once; run_step() once per step.
 #pragma once
@@ -31,7 +38,9 @@
 
 #include "comms/communicator.h"
 #include "comms/timing_recorder.h"
+#include "pipeline/exec/shared_replica_state.h"
 #include "pipeline/exec/weight_grad_store.h"
+#include "pipeline/pipeline_schedule.h"
 #include "proto/plan.pb.h"
 
 namespace rondo {
@@ -51,6 +60,9 @@ class StepModel {
   // gradient of the stage is final when it returns.
   virtual void before_backward(int /*stage*/, bool /*last*/) {}
   virtual void after_backward(int /*stage*/, bool /*last*/) {}
+  // Stateless workers: this worker's gradients of backward stage `stage`'s parameters (its range
+  // of the flat order; SharedReplicaState), which the executor moves into the shared ones.
+  virtual torch::Tensor stage_gradients(int /*stage*/) { return {}; }
   virtual void reduce_gradients() = 0;  // ALLREDUCE
   // OPTIM; `so_far` holds the step's losses (every forward precedes it).
   virtual void optimizer_step(const struct StepTimes& so_far) = 0;
@@ -68,19 +80,28 @@ struct StepTimes {
   double loss_sum = 0;  // of the microbatch losses computed here (last stage), unscaled
   int losses = 0;
   // Compute (F, B, I, W) only: the seconds spent, per plan stage summed over microbatches (I
-  // counts into `stage_b`, as the first part of a full backward), and the wall-clock span from
-  // the first compute's start to the last one's end.
+  // counts into `stage_b`, as the first part of a full backward; with a backward partition of
+  // its own, `stage_b` and `stage_w` are per backward stage), and the wall-clock span from the
+  // first compute's start to the last one's end.
   double compute_s = 0;
   std::vector<double> stage_f, stage_b, stage_w;
   int64_t first_compute_ns = 0, last_compute_ns = 0;
 };
 
+// The model a stateless worker holds: one stage per atom, indexed 0 (embeddings), 1..num_layers
+// (blocks), num_layers + 1 (final norm and LM head).
+std::vector<StageLayers> stateless_model_layers(const plan::Plan& plan);
+// The atoms [first, end) a plan stage (forward or backward) of the plan runs.
+std::pair<int, int> stateless_stage_atoms(const plan::Plan& plan, const plan::Stage& stage);
+
 class StageExecutor {
  public:
   // `p2p` carries the pipeline's transfers, numbered like the plan's ranks (a duplicate of the
-  // world, so that no collective's message can match); it and `recorder` (may be null) must
-  // outlive the executor. Throws PlanError when the rank's actions are not executable.
-  StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder);
+  // world, so that no collective's message can match); it, `recorder` (may be null) and `shared`
+  // (required exactly when the plan's workers are stateless) must outlive the executor. Throws
+  // PlanError when the rank's actions are not executable.
+  StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder,
+                SharedReplicaState* shared = nullptr);
   ~StageExecutor();
 
   StepTimes run_step(StepModel& model);
@@ -96,6 +117,11 @@ class StageExecutor {
   struct Send;
   struct Microbatch;
 
+  // Stages B, I and W actions name: the backward partition's, or the plan's.
+  int backward_stage_count() const {
+    return plan_.backward_stages_size() > 0 ? plan_.backward_stages_size() : plan_.stages_size();
+  }
+  void init_stateless();
   void post_receives();
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
   void post_send(const plan::Action& action);
@@ -108,6 +134,10 @@ class StageExecutor {
                               const torch::Tensor& tokens);
   void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+  // Stateless workers' F and B (see the header comment).
+  void stateless_forward(StepModel& model, const plan::Action& a, StepTimes& times);
+  void stateless_backward(StepModel& model, const plan::Action& a, StepTimes& times);
+  torch::Tensor data(StepModel& model, int microbatch, StepTimes& times);
   // Emulated compute: returns `seconds` after `start`.
   static void emulate(std::chrono::steady_clock::time_point start, double seconds);
   // Adds a compute action that ran from `t0` until now to the step's busy time.
@@ -129,6 +159,14 @@ class StageExecutor {
   std::map<Key, std::unique_ptr<Receive>> receives_;  // buffers persist across steps
   std::vector<std::unique_ptr<Send>> sends_;
   std::map<std::pair<int, int>, Microbatch> microbatches_;  // (stage, microbatch) -> state
+
+  // Stateless workers: the shared state, each forward and backward stage's atoms [first, end),
+  // the backward stage whose input enters each atom (-1: none), and the gradients each
+  // backward (stage, microbatch) hands on.
+  SharedReplicaState* shared_ = nullptr;
+  std::vector<std::pair<int, int>> forward_atoms_, backward_atoms_;
+  std::vector<int> backward_stage_at_;
+  std::map<std::pair<int, int>, torch::Tensor> backward_grads_;
 };
 
 }  // namespace rondo

@@ -27,16 +27,24 @@ with open(os.path.join(cut, "events.jsonl")) as f:
     events = [json.loads(line)["event"] for line in f]
 ctx.check("resumed" in events and "exit_interval" in events, f"events.jsonl records the stop and resume: {events}")
 
-# Pipelines: 1f1b at pp=2 x dp=2, and zbv (two stages per rank, split backward) at pp=2.
+# Pipelines: 1f1b at pp=2 x dp=2, zbv (two stages per rank, split backward) at pp=2, and
+# roundpipe's stateless workers (one shared model shard; each worker's optimizer shard holds the
+# stages it updates).
 PIPE = TINY + ["model.num_layers=4"]
 for name, sets in (("1f1b-pp2-dp2", ["parallel.world_size=4", "parallel.pipeline_model_parallel_size=2",
                                      "pipeline.schedule=1f1b"]),
                    ("zbv-pp2", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-                                "pipeline.schedule=zbv"])):
+                                "pipeline.schedule=zbv"]),
+                   ("roundpipe-pp2", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                      "pipeline.schedule=roundpipe"])):
     whole, _ = ctx.run(name + "-full", PIPE + sets)
     part, _ = ctx.run(name + "-cut", PIPE + sets + ["training.exit_interval=10"])
-    shards = sorted(f for f in os.listdir(os.path.join(part, "checkpoints", "step-10")) if f.startswith("model-"))
-    ctx.check(shards == ["model-pp0-tp0.pt", "model-pp1-tp0.pt"], f"{name}: one model shard per pipeline rank {shards}")
+    files = os.listdir(os.path.join(part, "checkpoints", "step-10"))
+    shards = sorted(f for f in files if f.startswith("model-"))
+    optim = sorted(f for f in files if f.startswith("optim-"))
+    want = ["model-pp0-tp0.pt"] if name.startswith("roundpipe") else ["model-pp0-tp0.pt", "model-pp1-tp0.pt"]
+    ctx.check(shards == want and optim == ["optim-pp0-tp0.pt", "optim-pp1-tp0.pt"],
+              f"{name}: model shards {shards}, optimizer shards {optim}")
     _, proc = ctx.run(name + "-cut", PIPE + sets)
     a, b = losses(whole), losses(part)
     worst = max(rel_diff(a[s], b.get(s, float("nan"))) for s in range(11, 21))

@@ -43,11 +43,10 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
 
 TEST(Cli, RunRefusesLayoutsTheWorkerCannotExecuteYet) {
   const auto r = run_rondo(
-      "run --set parallel.world_size=2 --set parallel.pipeline_model_parallel_size=2 --set "
-      "pipeline.schedule=roundpipe "
-      "--run-dir /tmp/rondo-cli-test-never");
+      "run --set parallel.world_size=2 --set parallel.context_parallel_size=2 --run-dir "
+      "/tmp/rondo-cli-test-never");
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("pipeline.schedule"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("parallel.context_parallel_size"), std::string::npos) << r.output;
   const auto tp = run_rondo(
       "run --set parallel.world_size=2 --set parallel.tensor_model_parallel_size=2 --run-dir "
       "/tmp/rondo-cli-test-never");
