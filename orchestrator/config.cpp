@@ -330,8 +330,6 @@ void validate(const Config& c) {
   require_one_of(t.device, {"cpu", "cuda"}, "training.device");
   require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
   const bool stateless = c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1;
-  require(!t.emulate_compute || !stateless, "training.emulate_compute",
-          "roundpipe's stateless workers run real compute only so far");
   require(!stateless || m.recompute_granularity != "full", "model.recompute_granularity",
           "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
           "use none or selective");

@@ -339,6 +339,7 @@ void prediction_pass(PlanContext& c) {
   for (double f : prediction.costs.f) pred->add_stage_forward_s(f);
   for (double b : prediction.costs.b) pred->add_stage_backward_s(b);
   for (double w : prediction.costs.w) pred->add_stage_weight_s(w);
+  for (double lead : prediction.costs.b_lead) pred->add_stage_backward_lead_s(lead);
   for (const auto& rp : prediction.ranks) {
     auto* out = pred->add_ranks();
     out->set_pp_rank(static_cast<uint32_t>(rp.pp_rank));

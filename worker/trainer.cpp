@@ -154,7 +154,7 @@ struct Trainer::Impl : StepModel {
   // Summed over the ranks by OPTIM: compute seconds (every rank), and per stage the F, B (or I)
   // and W seconds (replica 0, so each stage once).
   double compute_total = 0;
-  std::vector<double> stage_f, stage_b, stage_w;
+  std::vector<double> stage_f, stage_b, stage_w, stage_b_lead;
   PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
 
   Impl(const plan::Plan& p, std::string dir, Communicator& w)
@@ -455,6 +455,7 @@ double Trainer::Impl::predicted_bubble() const {
     costs.b.push_back((stage_b[i] + stage_w[i]) / m);
     costs.w.push_back(stage_w[i] / m);
   }
+  for (double lead : stage_b_lead) costs.b_lead.push_back(lead / m);
   return simulate_schedule(schedule, costs).bubble_fraction;
 }
 
@@ -524,23 +525,25 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   // stages' scaled microbatch losses).
   const auto& c = me.coords();
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
-  const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size();
-  std::vector<double> sums(3 + nf + 2 * nb, 0.0);
+  const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
+  std::vector<double> sums(3 + nf + 2 * nb + nl, 0.0);
   sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
     const double norm = flat.norm(2).item<double>();
     sums[0] = norm * norm;
-    std::copy(so_far.stage_f.begin(), so_far.stage_f.end(), sums.begin() + 3);
-    std::copy(so_far.stage_b.begin(), so_far.stage_b.end(), sums.begin() + 3 + static_cast<long>(nf));
-    std::copy(so_far.stage_w.begin(), so_far.stage_w.end(), sums.begin() + 3 + static_cast<long>(nf + nb));
+    auto out = sums.begin() + 3;
+    for (const auto* v : {&so_far.stage_f, &so_far.stage_b, &so_far.stage_w, &so_far.stage_b_lead}) {
+      out = std::copy(v->begin(), v->end(), out);
+    }
   }
   stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
   compute_total = sums[2];
-  const auto at = [&](size_t i) { return sums.begin() + static_cast<long>(i); };
-  stage_f.assign(at(3), at(3 + nf));
-  stage_b.assign(at(3 + nf), at(3 + nf + nb));
-  stage_w.assign(at(3 + nf + nb), sums.end());
+  auto in = sums.begin() + 3;
+  for (auto [v, n] : {std::pair{&stage_f, nf}, {&stage_b, nb}, {&stage_w, nb}, {&stage_b_lead, nl}}) {
+    v->assign(in, in + static_cast<long>(n));
+    in += static_cast<long>(n);
+  }
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
   const double clip = plan.training().clip_grad();

@@ -32,7 +32,9 @@ SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
     }
     if (w == replica_->rank()) owned_.count = elements_ - owned_.offset;
   }
-  const size_t ticket_bytes = align_up(static_cast<size_t>(stages) * kTicketStride * sizeof(uint32_t));
+  const size_t ticket_bytes =
+      align_up(static_cast<size_t>(stages) * kTicketStride * sizeof(uint32_t)) +
+      align_up(static_cast<size_t>(stages) * static_cast<size_t>(microbatches) * sizeof(uint32_t));
   const size_t flat_bytes = align_up(static_cast<size_t>(elements_) * sizeof(float));
   const size_t boundary_bytes = static_cast<size_t>(stages) * static_cast<size_t>(microbatches) *
                                 static_cast<size_t>(boundary_elements_) * sizeof(float);
@@ -40,6 +42,7 @@ SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
                                      "the stateless workers' weights, gradients and activations");
   auto* base = static_cast<char*>(memory_->data());
   tickets_ = reinterpret_cast<uint32_t*>(base);
+  written_ = tickets_ + static_cast<size_t>(stages) * kTicketStride;
   const auto floats = torch::TensorOptions().dtype(torch::kFloat32);
   params_ = torch::from_blob(base + ticket_bytes, {elements_}, floats);
   grads_ = torch::from_blob(base + ticket_bytes + flat_bytes, {elements_}, floats);
@@ -52,6 +55,27 @@ torch::Tensor SharedReplicaState::boundary(int stage, int microbatch) const {
       .narrow(0, (static_cast<int64_t>(stage) * microbatches_ + microbatch) * boundary_elements_,
               boundary_elements_)
       .view(boundary_shape_);
+}
+
+void SharedReplicaState::mark_boundary(int stage, int microbatch) {
+  std::atomic_ref<uint32_t>(written_[static_cast<size_t>(stage * microbatches_ + microbatch)])
+      .store(step_, std::memory_order_release);
+}
+
+void SharedReplicaState::wait_boundary(int stage, int microbatch, std::chrono::duration<double> timeout) const {
+  std::atomic_ref<uint32_t> written(written_[static_cast<size_t>(stage * microbatches_ + microbatch)]);
+  if (written.load(std::memory_order_acquire) == step_) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  PollBackoff backoff;
+  while (written.load(std::memory_order_acquire) != step_) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw TimeoutError(replica_->rank(), -1,
+                         "stateless workers: the forward never left the input of backward stage " +
+                             std::to_string(stage) + " microbatch " + std::to_string(microbatch) + " after " +
+                             std::to_string(timeout.count()) + " s");
+    }
+    backoff.pause();
+  }
 }
 
 uint32_t SharedReplicaState::ticket(int stage) const {
@@ -131,6 +155,7 @@ void SharedReplicaState::finish_step() {
     std::atomic_ref<uint32_t>(tickets_[static_cast<size_t>(k) * kTicketStride])
         .store(0, std::memory_order_release);
   }
+  ++step_;
   replica_->native_barrier();
 }
 

@@ -13,7 +13,8 @@
 // retried between actions; blocking on it could deadlock, as the turn's holder may be waiting for
 // this worker's next message.
 //
-// Call order per step: accumulate()/try_flush() during the backward; settle() before the
+// Call order per step: mark_boundary() after writing a boundary, wait_boundary() before reading
+// one; accumulate()/try_flush() during the backward; settle() before the
 // gradients are read; finish_step() after the owner's optimizer step, which ends with a barrier
 // over the replica (nobody starts the next step's forwards on half-updated weights).
 #pragma once
@@ -55,6 +56,11 @@ class SharedReplicaState {
   torch::Tensor gradients() const { return grads_; }    // [elements], float32
   // Where the forward leaves backward stage `stage`'s input for microbatch `microbatch`.
   torch::Tensor boundary(int stage, int microbatch) const;
+  // The forward has written boundary(stage, microbatch) this step.
+  void mark_boundary(int stage, int microbatch);
+  // Waits until it has (a backward recomputes from it before its gradient, which would vouch for
+  // it, arrives); throws TimeoutError after `timeout`.
+  void wait_boundary(int stage, int microbatch, std::chrono::duration<double> timeout) const;
 
   // Adds `local` (this worker's gradients of `stage`'s range from microbatch `microbatch`) into
   // the shared gradients when its turn has come, else queues a copy; zeroes `local` either way.
@@ -84,6 +90,8 @@ class SharedReplicaState {
   int64_t elements_ = 0;
   std::unique_ptr<NodeSharedMemory> memory_;
   uint32_t* tickets_ = nullptr;  // one per stage, a cache line apart
+  uint32_t* written_ = nullptr;  // per (stage, microbatch): the last step that wrote its boundary
+  uint32_t step_ = 1;            // this step's number (finish_step() advances it)
   torch::Tensor params_, grads_, boundaries_;
   std::vector<Pending> pending_;
 };

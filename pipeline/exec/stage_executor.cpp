@@ -1,7 +1,6 @@
 #include "pipeline/exec/stage_executor.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <optional>
 #include <thread>
@@ -75,11 +74,14 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   emulate_ = t.emulate_compute();
   if (emulate_) {
     const auto& pred = plan.prediction();
-    const int n = plan.stages_size();
-    if (pred.stage_forward_s_size() != n || pred.stage_backward_s_size() != n ||
-        pred.stage_weight_s_size() != n) {
+    const int n = plan.stages_size(), nb = backward_stage_count();
+    if (pred.stage_forward_s_size() != n || pred.stage_backward_s_size() != nb ||
+        (!plan.stateless_workers() && pred.stage_weight_s_size() != nb) ||
+        (plan.stateless_workers() && pred.stage_backward_lead_s_size() != nb)) {
       throw PlanError("training.emulate_compute: the plan predicts op durations for " +
-                      std::to_string(pred.stage_forward_s_size()) + " stages, it has " + std::to_string(n));
+                      std::to_string(pred.stage_forward_s_size()) + " forward and " +
+                      std::to_string(pred.stage_backward_s_size()) + " backward stages, it has " +
+                      std::to_string(n) + " and " + std::to_string(nb));
     }
   }
   boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
@@ -149,7 +151,6 @@ void StageExecutor::init_stateless() {
                     "): " + why);
   };
   if (!shared_) fail("the worker gave the executor no shared replica state");
-  if (emulate_) fail("training.emulate_compute is not supported with stateless workers yet");
   if (recompute_)
     fail("the backward recomputes every stage already; model.recompute_granularity must not be full");
   for (const auto& a : me_.actions()) {
@@ -281,11 +282,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
   const auto& st = plan_.stages(stage);
   torch::Tensor tokens, input;
-  if ((st.has_embedding() || st.has_lm_head()) && !emulate_) {
-    const auto d0 = Clock::now();
-    tokens = model.tokens(mbi);
-    times.data_s += seconds_since(d0);
-  }
+  if ((st.has_embedding() || st.has_lm_head()) && !emulate_) tokens = data(model, mbi, times);
   auto& mb = microbatches_[{stage, mbi}];
   if (st.has_embedding()) {
     if (!emulate_) input = tokens.slice(1, 0, tokens.size(1) - 1);
@@ -419,15 +416,20 @@ void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, S
   const auto [first, end] = forward_atoms_[static_cast<size_t>(stage)];
   torch::Tensor x;
   if (first == 0) {
-    const auto tokens = data(model, mbi, times);
-    x = tokens.slice(1, 0, tokens.size(1) - 1);
+    if (!emulate_) {
+      const auto tokens = data(model, mbi, times);
+      x = tokens.slice(1, 0, tokens.size(1) - 1);
+    }
   } else {
     const Key from{0, stage - 1, mbi};
     x = receives_.count(from) ? wait_receive(from, times) : microbatches_.at({stage - 1, mbi}).output;
   }
   const auto f0 = Clock::now();
   const int64_t f0_ns = TimingRecorder::wall_ns();
-  {
+  if (emulate_) {
+    emulate(f0, plan_.prediction().stage_forward_s(stage));
+    x = emulated_boundary_;
+  } else {
     // No graph: every backward stage recomputes from the boundary left here.
     torch::NoGradGuard no_graph;
     for (int atom = first; atom < end; ++atom) {
@@ -436,9 +438,10 @@ void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, S
       if (k >= 0) shared_->boundary(k, mbi).copy_(x);
     }
   }
-  // The boundaries are read by whichever worker runs the backward, after a message chain that
-  // starts with this forward's send.
-  std::atomic_thread_fence(std::memory_order_release);
+  for (int atom = first; atom < end; ++atom) {
+    const int k = backward_stage_at_[static_cast<size_t>(atom) + 1];
+    if (k >= 0) shared_->mark_boundary(k, mbi);
+  }
   times.forward_s += seconds_since(f0);
   count_compute(times.stage_f, stage, f0_ns, times);
   microbatches_[{stage, mbi}].output = std::move(x);
@@ -452,6 +455,31 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
     // The last forward's output: the boundary already holds it; the message says it is there.
     const Key from{0, plan_.stages_size() - 1, mbi};
     if (receives_.count(from)) wait_receive(from, times);
+  }
+  // The recomputation runs first: it needs only the boundary the forward left, so it overlaps
+  // the wait for the gradient (RoundPipe's lead; the prediction aligns it the same way).
+  if (first > 0) {
+    const auto w0 = Clock::now();
+    shared_->wait_boundary(stage, mbi, p2p_.timeout());
+    times.recv_wait_s += seconds_since(w0);
+  }
+  const auto b0 = Clock::now();
+  const int64_t b0_ns = TimingRecorder::wall_ns();
+  const auto& pred = plan_.prediction();
+  torch::Tensor tokens, input, out;
+  if (emulate_) {
+    emulate(b0, head ? 0.0 : pred.stage_backward_lead_s(stage));
+  } else {
+    if (first == 0 || head) tokens = data(model, mbi, times);
+    input = first == 0 ? tokens.slice(1, 0, tokens.size(1) - 1)
+                       : shared_->boundary(stage, mbi).detach().requires_grad_(true);
+    out = input;
+    for (int atom = first; atom < end; ++atom) out = model.forward(atom, out);
+  }
+  if (!head) {
+    times.stage_b_lead[static_cast<size_t>(stage)] += seconds_since(b0);
+    times.backward_s += seconds_since(b0);
+    count_compute(times.stage_b, stage, b0_ns, times);
   }
   torch::Tensor grad;
   if (!head) {
@@ -469,27 +497,25 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
       backward_grads_.erase(it);
     }
   }
-  torch::Tensor tokens;
-  if (first == 0 || head) tokens = data(model, mbi, times);
-  std::atomic_thread_fence(std::memory_order_acquire);
-  const auto b0 = Clock::now();
-  const int64_t b0_ns = TimingRecorder::wall_ns();
-  const torch::Tensor input = first == 0 ? tokens.slice(1, 0, tokens.size(1) - 1)
-                                         : shared_->boundary(stage, mbi).detach().requires_grad_(true);
-  torch::Tensor x = input;
-  for (int atom = first; atom < end; ++atom) x = model.forward(atom, x);
-  if (head) {
-    const auto loss = model.loss(x, tokens.slice(1, 1, tokens.size(1)));
-    times.loss_sum += loss.item<double>();
-    ++times.losses;
-    (loss * loss_scale_).backward();
+  const auto b1 = head ? b0 : Clock::now();
+  const int64_t b1_ns = head ? b0_ns : TimingRecorder::wall_ns();
+  if (emulate_) {
+    emulate(b1, pred.stage_backward_s(stage) - (head ? 0.0 : pred.stage_backward_lead_s(stage)));
+    if (first > 0) backward_grads_[{stage, mbi}] = emulated_boundary_;
   } else {
-    torch::autograd::backward({x}, {grad});
+    if (head) {
+      const auto loss = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
+      times.loss_sum += loss.item<double>();
+      ++times.losses;
+      (loss * loss_scale_).backward();
+    } else {
+      torch::autograd::backward({out}, {grad});
+    }
+    if (first > 0) backward_grads_[{stage, mbi}] = input.grad();
   }
-  if (first > 0) backward_grads_[{stage, mbi}] = input.grad();
   shared_->accumulate(stage, mbi, model.stage_gradients(stage));
-  times.backward_s += seconds_since(b0);
-  count_compute(times.stage_b, stage, b0_ns, times);
+  times.backward_s += seconds_since(b1);
+  count_compute(times.stage_b, stage, b1_ns, times);
 }
 
 void StageExecutor::emulate(Clock::time_point start, double seconds) {
@@ -517,6 +543,7 @@ StepTimes StageExecutor::run_step(StepModel& model) {
   times.stage_f.assign(stages, 0.0);
   times.stage_b.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   times.stage_w.assign(static_cast<size_t>(backward_stage_count()), 0.0);
+  times.stage_b_lead.assign(shared_ ? static_cast<size_t>(backward_stage_count()) : 0, 0.0);
   post_receives();
   bool settled = !shared_;
   const auto& actions = me_.actions();
@@ -553,8 +580,11 @@ StepTimes StageExecutor::run_step(StepModel& model) {
       case plan::ACTION_SEND_B:
         post_send(a);
         break;
-      case plan::ACTION_RECV_F:
       case plan::ACTION_RECV_B:
+        // A stateless backward recomputes before it needs its gradient and waits for it then.
+        if (shared_) break;
+        [[fallthrough]];
+      case plan::ACTION_RECV_F:
         wait_receive({a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
                       static_cast<int>(a.microbatch())},
                      times);

@@ -85,6 +85,9 @@ struct StepTimes {
   // first compute's start to the last one's end.
   double compute_s = 0;
   std::vector<double> stage_f, stage_b, stage_w;
+  // With a backward partition of its own: per backward stage, the part of stage_b that ran
+  // before the incoming gradient was waited for (the recomputation).
+  std::vector<double> stage_b_lead;
   int64_t first_compute_ns = 0, last_compute_ns = 0;
 };
 
