@@ -7,7 +7,7 @@ prints the predicted makespan and bubble (`rondo plan`) beside what ran (`comput
 action: (emulated makespan - predicted makespan) / the compute actions of the busiest rank. A
 1-rank run gives the executor's own overhead without contention.
 
-  python3 bench/emulated_pipeline.py [--ranks 16,32] [--schedules 1f1b,interleaved_1f1b,zb_h1,zbv]
+  python3 bench/emulated_pipeline.py [--ranks 16,32] [--schedules 1f1b,interleaved_1f1b,zb_h1,zbv,roundpipe]
                                      [--device-tflops 0.001] [--steps 4]
 """
 import argparse
@@ -58,7 +58,7 @@ def run(ranks, schedule, tflops, steps, tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", default="16,32")
-    ap.add_argument("--schedules", default="1f1b,interleaved_1f1b,zb_h1,zbv")
+    ap.add_argument("--schedules", default="1f1b,interleaved_1f1b,zb_h1,zbv,roundpipe")
     ap.add_argument("--device-tflops", type=float, default=0.001)
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args()

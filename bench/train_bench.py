@@ -10,6 +10,8 @@
   bench/train_bench.py recorder    # step time with the timing recorder on vs off
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
   bench/train_bench.py pipeline    # pp=2 schedules on real compute: tokens/s, bubble measured vs predicted
+  bench/train_bench.py heavy-head  # a model whose LM head outweighs its blocks: roundpipe vs 1f1b at pp=2, and
+                                   # under a memory cap that 1f1b cannot meet
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -41,7 +43,7 @@ seen_environments = set()
 def model_sets(m):
     return [f"model.num_layers={m['layers']}", f"model.hidden_size={m['hidden']}",
             f"model.num_attention_heads={m['heads']}", f"model.ffn_hidden_size={4 * m['hidden']}",
-            "model.vocab_size=256", f"model.seq_length={m['seq']}"]
+            f"model.vocab_size={m.get('vocab', 256)}", f"model.seq_length={m['seq']}"]
 
 
 def show_environment(side, env):
@@ -188,7 +190,7 @@ def main():
         batch = small + ["training.micro_batch_size=2", "training.global_batch_size=16"]
         variants = {"pp=1 (reference)": ["parallel.world_size=1"]}
         for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("looped_bfs", 2), ("zb_h1", 1),
-                              ("zbv", 1)):
+                              ("zbv", 1), ("roundpipe", 1)):
             variants[schedule] = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
                                   f"pipeline.schedule={schedule}", f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
         runs = {v: [] for v in variants}
@@ -200,6 +202,40 @@ def main():
             print(f"pipeline: {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {median_of(r, 'step_time_s') * 1e3:.1f} ms, "
                   f"bubble measured {measured:.3f}, predicted {predicted:.3f} (|diff| {abs(measured - predicted):.3f}), "
                   f"p2p wait {median_of(r, 'p2p_wait_s') * 1e3:.2f} ms", flush=True)
+    if what in ("heavy-head", "all"):
+        heavy_head(tmp, rounds)
+
+
+# The demo model with a 16384-token vocabulary: the LM head's forward (2 x hidden x vocab FLOPs
+# per token) costs about as much as 10 blocks; its weights are 2.1M of 4.9M parameters.
+HEAVY = dict(SMALL, vocab=16384)
+
+
+def heavy_head(tmp, rounds):
+    sets = model_sets(HEAVY) + ["training.micro_batch_size=2", "training.global_batch_size=16"]
+    pp2 = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"]
+    variants = {"pp=1 (reference)": ["parallel.world_size=1"],
+                "1f1b, even stages (2 blocks | 2 blocks + head)": pp2 + ["pipeline.schedule=1f1b"],
+                "1f1b, head alone (4 blocks | head)": pp2 + ["pipeline.schedule=1f1b",
+                                                             "pipeline.stage_partition=4,0"],
+                "roundpipe (RoundPipe's rounds)": pp2 + ["pipeline.schedule=roundpipe"],
+                "roundpipe, earliest_free dispatch": pp2 + ["pipeline.schedule=roundpipe",
+                                                            "pipeline.roundpipe_dispatch=earliest_free"]}
+    for v, extra in variants.items():
+        plan = json.loads(subprocess.run([RONDO, "plan", "--json"] + [x for s in sets + extra for x in ("--set", s)],
+                                         capture_output=True, text=True, check=True).stdout)["prediction"]
+        memory = max(r["peak_bytes"] for r in plan["ranks"]) / 1e6
+        print(f"heavy-head: {v}: predicted step {plan['step_time_s'] * 1e3:.2f} ms at pipeline.device_tflops, bubble "
+              f"{plan['bubble_fraction']:.3f}, largest rank {memory:.1f} MB", flush=True)
+    runs = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v, extra in variants.items():
+            runs[v].append(rondo_run(tmp, "heavy", sets + extra, steps=30, warmup=5))
+    for v, r in runs.items():
+        print(f"heavy-head: {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {median_of(r, 'step_time_s') * 1e3:.1f} ms, "
+              f"bubble measured {median_of(r, 'bubble_fraction'):.3f}, predicted "
+              f"{median_of(r, 'bubble_fraction_predicted'):.3f}, largest RSS {median_of(r, 'max_rss_mb'):.0f} MB",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -569,10 +569,19 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
                           {"activation_bytes", r.activation_bytes()},
                           {"peak_bytes", r.weight_bytes() + r.activation_bytes()}});
   }
-  j["prediction"] = {{"step_time_s", pred.step_time_s()},
-                     {"bubble_fraction", pred.bubble_fraction()},
-                     {"exposed_comm_s", pred.exposed_comm_s()},
-                     {"ranks", std::move(pred_ranks)}};
+  j["prediction"] = {
+      {"step_time_s", pred.step_time_s()},
+      {"bubble_fraction", pred.bubble_fraction()},
+      {"exposed_comm_s", pred.exposed_comm_s()},
+      {"stage_forward_s", std::vector<double>(pred.stage_forward_s().begin(), pred.stage_forward_s().end())},
+      {"stage_backward_s",
+       std::vector<double>(pred.stage_backward_s().begin(), pred.stage_backward_s().end())},
+      {"stage_weight_s", std::vector<double>(pred.stage_weight_s().begin(), pred.stage_weight_s().end())},
+      {"ranks", std::move(pred_ranks)}};
+  if (pred.stage_backward_lead_s_size() > 0) {
+    j["prediction"]["stage_backward_lead_s"] =
+        std::vector<double>(pred.stage_backward_lead_s().begin(), pred.stage_backward_lead_s().end());
+  }
   auto& ranks = j["ranks"] = nlohmann::json::array();
   for (const auto& r : p.ranks()) {
     const auto& c = r.coords();

@@ -65,7 +65,11 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap, int device)
   } else {
     bootstrap.recv(&id, sizeof(id), 0, kTagUniqueId);
   }
-  RONDO_NCCL_CHECK(rank_, ncclCommInitRank(&comm_, size_, id, rank_));
+  // Non-blocking, so that a rank that never joins is a TimeoutError, not a hang.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  RONDO_NCCL_CHECK(rank_, ncclCommInitRankConfig(&comm_, size_, id, rank_, &config));
+  wait_ready(comm_, "ncclCommInitRankConfig");
   RONDO_CUDA_CHECK(rank_, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   RONDO_CUDA_CHECK(rank_, cudaMalloc(reinterpret_cast<void**>(&barrier_buffer_), sizeof(int)));
 }
@@ -89,12 +93,15 @@ void NcclCommunicator::wait(const char* what, int peer, size_t bytes) {
   using clock = std::chrono::steady_clock;
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout());
   for (;;) {
-    cudaError_t state = cudaStreamQuery(stream_);
-    if (state == cudaSuccess) return;
-    if (state != cudaErrorNotReady) RONDO_CUDA_CHECK(rank_, state);
+    // Until NCCL has enqueued the operation (ncclInProgress) the stream may look idle.
     ncclResult_t async_error = ncclSuccess;
     RONDO_NCCL_CHECK(rank_, ncclCommGetAsyncError(comm_, &async_error));
     RONDO_NCCL_CHECK(rank_, async_error);
+    if (async_error == ncclSuccess) {
+      cudaError_t state = cudaStreamQuery(stream_);
+      if (state == cudaSuccess) return;
+      if (state != cudaErrorNotReady) RONDO_CUDA_CHECK(rank_, state);
+    }
     if (clock::now() > deadline) break;
     sched_yield();
   }
@@ -149,6 +156,29 @@ void NcclCommunicator::native_barrier() {
   wait("barrier (ncclAllReduce of one int)", -1, sizeof(int));
 }
 
+void NcclCommunicator::wait_ready(ncclComm_t comm, const char* what) {
+  using clock = std::chrono::steady_clock;
+  const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout());
+  for (;;) {
+    ncclResult_t state = ncclSuccess;
+    RONDO_NCCL_CHECK(rank_, ncclCommGetAsyncError(comm, &state));
+    if (state == ncclSuccess) return;
+    if (state != ncclInProgress) {
+      ncclCommAbort(comm);
+      if (comm == comm_) comm_ = nullptr;
+      RONDO_NCCL_CHECK(rank_, state);
+    }
+    if (clock::now() > deadline) break;
+    sched_yield();
+  }
+  ncclCommAbort(comm);
+  if (comm == comm_) comm_ = nullptr;
+  std::ostringstream ss;
+  ss << what << " did not complete within " << timeout().count()
+     << " s (backend nccl: did every rank of the group join?; communicator aborted)";
+  throw TimeoutError(rank_, -1, ss.str());
+}
+
 std::unique_ptr<Communicator> NcclCommunicator::split(const std::vector<int>& ranks) {
   int color = NCCL_SPLIT_NOCOLOR, key = 0;
   for (size_t i = 0; i < ranks.size(); ++i) {
@@ -158,8 +188,13 @@ std::unique_ptr<Communicator> NcclCommunicator::split(const std::vector<int>& ra
     }
   }
   ncclComm_t sub = nullptr;
-  RONDO_NCCL_CHECK(rank_, ncclCommSplit(comm_, color, key, &sub, nullptr));
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  RONDO_NCCL_CHECK(rank_, ncclCommSplit(comm_, color, key, &sub, &config));
+  // The split is collective over this communicator: both report until it is done.
+  wait_ready(comm_, "ncclCommSplit");
   if (sub == nullptr) return nullptr;
+  wait_ready(sub, "ncclCommSplit (the new communicator)");
   std::unique_ptr<Communicator> out(new NcclCommunicator(sub, device_, stream_));
   out->set_timeout(timeout());
   return out;

@@ -1,8 +1,9 @@
 // NcclCommunicator: the NCCL backend of Communicator, for GPU buffers (host_buffers() is false,
 // so rondo's host-side ring collectives refuse it and the native NCCL collectives are used).
-// Operations are enqueued on the communicator's CUDA stream and then polled against the
-// deadline; on timeout the NCCL communicator is aborted and TimeoutError thrown. Built only when
-// CMake finds CUDA and NCCL; never run in CI (no GPU there).
+// Communicators are non-blocking (ncclConfig_t.blocking = 0): creation (init, split) and every
+// operation are polled against the deadline -- the operation's enqueueing, then the
+// communicator's CUDA stream; on timeout the NCCL communicator is aborted and TimeoutError thrown. Built only
+// when CMake finds CUDA and NCCL; never run in CI (no GPU there).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -47,8 +48,12 @@ class NcclCommunicator : public Communicator {
 
  private:
   NcclCommunicator(ncclComm_t comm, int device, cudaStream_t stream);
-  // Waits for the stream with the deadline; aborts the communicator and throws on timeout.
+  // Waits until NCCL has enqueued the operation (the communicators are non-blocking), then for
+  // the stream, within the deadline; aborts the communicator and throws on timeout.
   void wait(const char* what, int peer, size_t bytes);
+  // Waits until `comm` (being created: init or split) is ready, within the deadline; aborts it
+  // and throws TimeoutError naming `what` on timeout, CommError on an NCCL error.
+  void wait_ready(ncclComm_t comm, const char* what);
 
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
