@@ -7,7 +7,7 @@
 namespace rondo {
 
 FlatAdamW::FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads,
-                     torch::optim::AdamWOptions options, torch::Tensor flat_params)
+                     torch::optim::AdamWOptions options, torch::Tensor flat_params, torch::Tensor moments)
     : torch::optim::Optimizer({torch::optim::OptimizerParamGroup(params)},
                               std::make_unique<torch::optim::AdamWOptions>(options)),
       params_(std::move(params)) {
@@ -20,8 +20,10 @@ FlatAdamW::FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads
   flat_params_ =
       flat_params.defined() ? flat_params.narrow(0, 0, n) : torch::empty({n}, params_.front().options());
   flat_grads_ = flat_grads.narrow(0, 0, n);
-  exp_avg_ = torch::zeros({n}, flat_params_.options());
-  exp_avg_sq_ = torch::zeros({n}, flat_params_.options());
+  exp_avg_ =
+      moments.defined() ? moments.select(0, 0).narrow(0, 0, n) : torch::zeros({n}, flat_params_.options());
+  exp_avg_sq_ =
+      moments.defined() ? moments.select(0, 1).narrow(0, 0, n) : torch::zeros({n}, flat_params_.options());
   bind_parameters();
 }
 

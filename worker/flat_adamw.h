@@ -4,7 +4,8 @@
 // ten small kernels per parameter. Parameters with two or more dimensions decay; others do not.
 //
 // It keeps the parameters in one flat buffer -- its own, or `flat_params` when given (node-shared
-// memory for stateless workers) -- copying them in and making each parameter a view of its slice. Loading a
+// memory for stateless workers, with the moments there too) -- copying them in and making each
+// parameter a view of its slice. Loading a
 // module replaces parameter storage, so load() (which a checkpoint restore calls after loading the model)
 // binds them again; step() refuses to run on unbound parameters. Checkpoints hold `step`, `exp_avg` and
 // `exp_avg_sq` as flat tensors.
@@ -19,9 +20,10 @@ namespace rondo {
 class FlatAdamW : public torch::optim::Optimizer {
  public:
   // `flat_grads` holds the parameters' gradients back to back, in `params` order, from element 0
-  // (it may be longer); so does `flat_params` when defined.
+  // (it may be longer); so does `flat_params` when defined, and `moments` ([2, >= n], zeroed:
+  // exp_avg and exp_avg_sq) when the state must live in given memory.
   FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads, torch::optim::AdamWOptions options,
-            torch::Tensor flat_params = {});
+            torch::Tensor flat_params = {}, torch::Tensor moments = {});
 
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;

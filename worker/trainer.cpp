@@ -357,7 +357,8 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
                                                 .betas({t.adam_beta1(), t.adam_beta2()})
                                                 .eps(t.adam_eps())
                                                 .weight_decay(t.weight_decay()),
-                                            shared->parameters().narrow(0, range.offset, range.count));
+                                            shared->parameters().narrow(0, range.offset, range.count),
+                                            shared->optimizer_state().narrow(1, range.offset, range.count));
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(
         owned, torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));

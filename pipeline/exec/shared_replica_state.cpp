@@ -38,7 +38,7 @@ SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
   const size_t flat_bytes = align_up(static_cast<size_t>(elements_) * sizeof(float));
   const size_t boundary_bytes = static_cast<size_t>(stages) * static_cast<size_t>(microbatches) *
                                 static_cast<size_t>(boundary_elements_) * sizeof(float);
-  memory_ = NodeSharedMemory::create(*replica_, ticket_bytes + 2 * flat_bytes + boundary_bytes,
+  memory_ = NodeSharedMemory::create(*replica_, ticket_bytes + 4 * flat_bytes + boundary_bytes,
                                      "the stateless workers' weights, gradients and activations");
   auto* base = static_cast<char*>(memory_->data());
   tickets_ = reinterpret_cast<uint32_t*>(base);
@@ -46,7 +46,9 @@ SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
   const auto floats = torch::TensorOptions().dtype(torch::kFloat32);
   params_ = torch::from_blob(base + ticket_bytes, {elements_}, floats);
   grads_ = torch::from_blob(base + ticket_bytes + flat_bytes, {elements_}, floats);
-  boundaries_ = torch::from_blob(base + ticket_bytes + 2 * flat_bytes,
+  moments_ = torch::from_blob(base + ticket_bytes + 2 * flat_bytes, {2, elements_},
+                              {static_cast<int64_t>(flat_bytes / sizeof(float)), 1}, floats);
+  boundaries_ = torch::from_blob(base + ticket_bytes + 4 * flat_bytes,
                                  {static_cast<int64_t>(stages) * microbatches * boundary_elements_}, floats);
 }
 
@@ -62,7 +64,8 @@ void SharedReplicaState::mark_boundary(int stage, int microbatch) {
       .store(step_, std::memory_order_release);
 }
 
-void SharedReplicaState::wait_boundary(int stage, int microbatch, std::chrono::duration<double> timeout) const {
+void SharedReplicaState::wait_boundary(int stage, int microbatch,
+                                       std::chrono::duration<double> timeout) const {
   std::atomic_ref<uint32_t> written(written_[static_cast<size_t>(stage * microbatches_ + microbatch)]);
   if (written.load(std::memory_order_acquire) == step_) return;
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -1,6 +1,7 @@
 // SharedReplicaState: what RoundPipe's stateless workers of one pipeline replica share in node
 // memory (comms/node_shared_memory.h), so that any worker runs any stage's task in place: every
-// parameter and its gradient summed over the step's microbatches, a gradient ticket per backward
+// parameter, its gradient summed over the step's microbatches and its optimizer state, a gradient
+// ticket per backward
 // stage, and the boundary activations each forward leaves for a backward stage to recompute from.
 //
 // Backward stage k belongs to pipeline rank k mod p, its owner, which reduces its gradients over
@@ -54,6 +55,8 @@ class SharedReplicaState {
 
   torch::Tensor parameters() const { return params_; }  // [elements], float32
   torch::Tensor gradients() const { return grads_; }    // [elements], float32
+  // The owners' optimizer state (AdamW's two moments), in host memory as RoundPipe keeps it.
+  torch::Tensor optimizer_state() const { return moments_; }  // [2, elements], float32, zeroed
   // Where the forward leaves backward stage `stage`'s input for microbatch `microbatch`.
   torch::Tensor boundary(int stage, int microbatch) const;
   // The forward has written boundary(stage, microbatch) this step.
@@ -92,7 +95,7 @@ class SharedReplicaState {
   uint32_t* tickets_ = nullptr;  // one per stage, a cache line apart
   uint32_t* written_ = nullptr;  // per (stage, microbatch): the last step that wrote its boundary
   uint32_t step_ = 1;            // this step's number (finish_step() advances it)
-  torch::Tensor params_, grads_, boundaries_;
+  torch::Tensor params_, grads_, moments_, boundaries_;
   std::vector<Pending> pending_;
 };
 
