@@ -134,8 +134,8 @@ struct Trainer::Impl : StepModel {
   TextCorpus corpus;
   std::unique_ptr<GlobalBatchSampler> sampler;
   torch::Device device{torch::kCPU};
-  // Stateless workers (RoundPipe): the replica's node-shared weights and gradients, which the
-  // model's parameters view (declared first: it outlives the model).
+  // Stateless workers (RoundPipe): the replica's node-shared weights, gradients and optimizer
+  // state, which the model's parameters view (declared first: it outlives the model).
   std::unique_ptr<SharedReplicaState> shared;
   std::vector<std::pair<torch::Tensor, int64_t>> shared_params;  // parameter, offset in the shared order
   GptModel model{nullptr};
@@ -152,7 +152,7 @@ struct Trainer::Impl : StepModel {
   double lr = 0;
   double step_loss = 0, grad_norm = 0;
   // Summed over the ranks by OPTIM: compute seconds (every rank), and per stage the F, B (or I)
-  // and W seconds (replica 0, so each stage once).
+  // and W seconds and a stateless backward's lead (replica 0, so each stage once).
   double compute_total = 0;
   std::vector<double> stage_f, stage_b, stage_w, stage_b_lead;
   PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
@@ -170,6 +170,10 @@ struct Trainer::Impl : StepModel {
   void setup_stateless(const GptShape& shape);
   // After a checkpoint load replaced the parameters' storage: share them again.
   void rebind_shared();
+  // training.optimizer over `params`, whose gradients are `grads` back to back; AdamW keeps the
+  // parameters and its moments in `flat_params` and `moments` when given (FlatAdamW).
+  void build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
+                       const torch::Tensor& flat_params = {}, const torch::Tensor& moments = {});
   void build_dp_group();
   void build_reducer();
   void event(const nlohmann::json& e);
@@ -255,16 +259,7 @@ void Trainer::Impl::setup() {
       p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
       offset += p.numel();
     }
-    if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
-      optimizer = std::make_unique<FlatAdamW>(model->parameters(), flat,
-                                              torch::optim::AdamWOptions(t.lr())
-                                                  .betas({t.adam_beta1(), t.adam_beta2()})
-                                                  .eps(t.adam_eps())
-                                                  .weight_decay(t.weight_decay()));
-    } else {
-      optimizer = std::make_unique<torch::optim::SGD>(
-          model->parameters(), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
-    }
+    build_optimizer(model->parameters(), flat);
   }
   executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), shared.get());
   schedule = schedule_of_plan(plan);
@@ -351,17 +346,24 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   }
   rebind_shared();
   const auto range = shared->owned();
+  build_optimizer(owned, flat.narrow(0, range.offset, range.count),
+                  shared->parameters().narrow(0, range.offset, range.count),
+                  shared->optimizer_state().narrow(1, range.offset, range.count));
+}
+
+void Trainer::Impl::build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
+                                    const torch::Tensor& flat_params, const torch::Tensor& moments) {
+  const auto& t = plan.training();
   if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
-    optimizer = std::make_unique<FlatAdamW>(owned, flat.narrow(0, range.offset, range.count),
+    optimizer = std::make_unique<FlatAdamW>(std::move(params), grads,
                                             torch::optim::AdamWOptions(t.lr())
                                                 .betas({t.adam_beta1(), t.adam_beta2()})
                                                 .eps(t.adam_eps())
                                                 .weight_decay(t.weight_decay()),
-                                            shared->parameters().narrow(0, range.offset, range.count),
-                                            shared->optimizer_state().narrow(1, range.offset, range.count));
+                                            flat_params, moments);
   } else {
     optimizer = std::make_unique<torch::optim::SGD>(
-        owned, torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
+        std::move(params), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
   }
 }
 
