@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "common/logging.h"
 #include "orchestrator/config.h"
+#include "orchestrator/data_command.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/run_command.h"
 #include "orchestrator/schedule_comparison.h"
@@ -126,6 +127,22 @@ int main(int argc, char** argv) {
   sim_cmd->add_option("--import-durations", sim.import_durations, "durations CSV for --import-csv")
       ->check(CLI::ExistingFile);
 
+  auto* data_cmd = app.add_subcommand("data", "prepare and inspect datasets (Megatron's indexed format)");
+  data_cmd->require_subcommand(1);
+  auto* prepare_cmd = data_cmd->add_subcommand(
+      "prepare",
+      "text files, directories of them and JSONL (a \"text\" field per line) -> PREFIX.bin + PREFIX.idx");
+  rondo::DataPrepareOptions prepare;
+  prepare_cmd->add_option("INPUT", prepare.inputs, "files, directories (recursively, by name), *.jsonl")
+      ->required();
+  prepare_cmd->add_option("--out", prepare.out, "output PREFIX")->required();
+  prepare_cmd->add_option("--dtype", prepare.dtype, "token type: uint16 | int32")->capture_default_str();
+  auto* stats_cmd = data_cmd->add_subcommand("stats", "counts and a length histogram of an indexed dataset");
+  std::string stats_prefix;
+  bool stats_json = false;
+  stats_cmd->add_option("PREFIX", stats_prefix, "the dataset (PREFIX.bin + PREFIX.idx)")->required();
+  stats_cmd->add_flag("--json", stats_json, "print one JSON object");
+
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);
 
@@ -157,6 +174,8 @@ int main(int argc, char** argv) {
       return rondo::kExitOk;
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
+    if (*prepare_cmd) return rondo::run_data_prepare(prepare);
+    if (*stats_cmd) return rondo::run_data_stats(stats_prefix, stats_json);
     if (*sim_cmd) {
       sim.layer_times.recompute = recompute == "full";
       return rondo::run_simulate(sim);

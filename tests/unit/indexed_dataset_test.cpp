@@ -1,0 +1,183 @@
+// Megatron's indexed format: what rondo writes reads back; hand-broken indexes are refused naming
+// the file and what is wrong; `rondo data prepare` and `rondo data stats` on real files.
+#include "data/indexed_dataset.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/unit/rondo_cli.h"
+
+namespace rondo {
+namespace {
+
+namespace fs = std::filesystem;
+
+class IndexedDatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("rondo-indexed-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string prefix(const std::string& name = "corpus") const { return (dir_ / name).string(); }
+
+  // A small dataset: three documents of 5, 0 and 70000-range tokens.
+  std::vector<std::vector<int64_t>> write(TokenType type) {
+    std::vector<std::vector<int64_t>> docs = {{1, 2, 3, 4, 5}, {}, {}};
+    for (int i = 0; i < 1000; ++i)
+      docs[2].push_back((i * 7919) % (type == TokenType::kUint16 ? 65536 : 70000));
+    IndexedDatasetWriter w(prefix(), type);
+    for (const auto& d : docs) w.add_document(d);
+    w.finish();
+    return docs;
+  }
+
+  std::string read_idx() const {
+    std::ifstream f(prefix() + ".idx", std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+  }
+  void write_idx(const std::string& bytes) const {
+    std::ofstream(prefix() + ".idx", std::ios::binary | std::ios::trunc) << bytes;
+  }
+  std::string open_error() const {
+    try {
+      IndexedDataset::open(prefix());
+    } catch (const DataError& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(IndexedDatasetTest, WhatIsWrittenReadsBack) {
+  for (auto type : {TokenType::kUint16, TokenType::kInt32}) {
+    const auto docs = write(type);
+    EXPECT_FALSE(fs::exists(prefix() + ".bin.partial"));
+    const auto d = IndexedDataset::open(prefix());
+    ASSERT_EQ(d.sequences(), 3u);
+    EXPECT_EQ(d.documents(), 3u);
+    EXPECT_EQ(d.tokens(), 1005u);
+    EXPECT_EQ(d.token_type(), type);
+    for (size_t i = 0; i < docs.size(); ++i) {
+      EXPECT_EQ(d.document_start(i), static_cast<int64_t>(i));
+      std::vector<int64_t> got;
+      d.read(i, 0, static_cast<size_t>(d.length(i)), got);
+      EXPECT_EQ(got, docs[i]) << token_type_name(type) << " document " << i;
+    }
+    std::vector<int64_t> part;
+    d.read(2, 10, 3, part);
+    EXPECT_EQ(part, std::vector<int64_t>(docs[2].begin() + 10, docs[2].begin() + 13));
+    EXPECT_THROW(d.read(0, 3, 3, part), DataError);
+  }
+}
+
+TEST_F(IndexedDatasetTest, TheHeaderLayoutIsMegatrons) {
+  write(TokenType::kUint16);
+  const auto idx = read_idx();
+  ASSERT_EQ(idx.size(), 34u + 3 * 12 + 4 * 8);
+  EXPECT_EQ(std::memcmp(idx.data(), "MMIDIDX\0\0", 9), 0);
+  uint64_t version, sequences, documents;
+  std::memcpy(&version, idx.data() + 9, 8);
+  std::memcpy(&sequences, idx.data() + 18, 8);
+  std::memcpy(&documents, idx.data() + 26, 8);
+  EXPECT_EQ(version, 1u);
+  EXPECT_EQ(static_cast<uint8_t>(idx[17]), 8);  // uint16
+  EXPECT_EQ(sequences, 3u);
+  EXPECT_EQ(documents, 4u);  // 0, 1, 2, 3
+  int64_t second_offset;
+  std::memcpy(&second_offset, idx.data() + 34 + 3 * 4 + 8, 8);
+  EXPECT_EQ(second_offset, 10);  // 5 tokens x 2 bytes
+}
+
+TEST_F(IndexedDatasetTest, BrokenIndexesAreRefusedNamingTheInconsistency) {
+  write(TokenType::kUint16);
+  const auto good = read_idx();
+  const auto expect_refused = [&](std::string bytes, const std::string& says) {
+    write_idx(bytes);
+    const auto error = open_error();
+    EXPECT_NE(error.find(prefix() + ".idx"), std::string::npos) << error;
+    EXPECT_NE(error.find(says), std::string::npos) << error;
+  };
+  expect_refused(good.substr(0, 20), "truncated");
+  auto bad = good;
+  bad[0] = 'X';
+  expect_refused(bad, "MMIDIDX");
+  bad = good;
+  bad[9] = 2;
+  expect_refused(bad, "version 2");
+  bad = good;
+  bad[17] = 7;  // float32
+  expect_refused(bad, "dtype code 7");
+  expect_refused(good.substr(0, good.size() - 8), "need");  // counts say more than the file holds
+  bad = good;
+  bad[18] = 100;  // 100 sequences
+  expect_refused(bad, "need");
+  bad = good;
+  const int64_t past = 1 << 20;
+  std::memcpy(bad.data() + 34 + 3 * 4 + 16, &past, 8);  // the third sequence's offset
+  expect_refused(bad, "does not follow");
+  bad = good;
+  const int32_t longer = 2000;
+  std::memcpy(bad.data() + 34 + 8, &longer, 4);  // the third sequence's length
+  expect_refused(bad, "does not follow");
+  bad = good;
+  const int64_t backwards = 0;
+  std::memcpy(bad.data() + 34 + 36 + 16, &backwards, 8);  // document index 2
+  expect_refused(bad, "backwards");
+  // An index that covers less than the .bin holds.
+  write_idx(good);
+  std::ofstream(prefix() + ".bin", std::ios::binary | std::ios::app) << "xx";
+  expect_refused(good, "cover");
+  fs::remove(prefix() + ".idx");
+  EXPECT_NE(open_error().find("cannot open"), std::string::npos);
+}
+
+TEST_F(IndexedDatasetTest, DataPrepareAndStatsOnTextDirectoriesAndJsonl) {
+  fs::create_directories(dir_ / "docs" / "sub");
+  std::ofstream(dir_ / "docs" / "a.txt") << "hello";
+  std::ofstream(dir_ / "docs" / "sub" / "b.txt") << std::string(300, 'x');
+  std::ofstream(dir_ / "more.jsonl") << "{\"text\": \"abc\"}\n\n{\"text\": \"\\u00e9\", \"id\": 2}\n";
+  const auto out = prefix("prepared");
+  const auto r = testing::run_rondo("data prepare " + (dir_ / "docs").string() + " " +
+                                    (dir_ / "more.jsonl").string() + " --out " + out);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto d = IndexedDataset::open(out);
+  EXPECT_EQ(d.documents(), 4u);
+  EXPECT_EQ(d.tokens(), 5u + 300 + 3 + 2);  // "é" is two UTF-8 bytes
+  std::vector<int64_t> first;
+  d.read(0, 0, 5, first);
+  EXPECT_EQ(first, (std::vector<int64_t>{'h', 'e', 'l', 'l', 'o'}));
+
+  const auto s = testing::run_rondo("data stats " + out + " --json");
+  ASSERT_EQ(s.status, 0) << s.output;
+  const auto j = nlohmann::json::parse(s.output.substr(s.output.find('{')));
+  EXPECT_EQ(j["documents"], 4);
+  EXPECT_EQ(j["tokens"], 310);
+  EXPECT_EQ(j["length_max"], 300);
+  EXPECT_EQ(j["dtype"], "uint16");
+  uint64_t in_histogram = 0;
+  for (const auto& b : j["histogram"]) in_histogram += b["sequences"].get<uint64_t>();
+  EXPECT_EQ(in_histogram, 4u);
+
+  const auto bad = testing::run_rondo("data prepare " + (dir_ / "nowhere").string() + " --out " + out);
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("nowhere"), std::string::npos) << bad.output;
+  std::ofstream(dir_ / "broken.jsonl") << "{\"text\": \"ok\"}\n{\"txt\": 1}\n";
+  const auto broken =
+      testing::run_rondo("data prepare " + (dir_ / "broken.jsonl").string() + " --out " + out);
+  EXPECT_NE(broken.status, 0);
+  EXPECT_NE(broken.output.find("broken.jsonl:2"), std::string::npos) << broken.output;
+  EXPECT_TRUE(fs::exists(out + ".idx")) << "a failed prepare leaves the earlier dataset alone";
+  EXPECT_FALSE(fs::exists(out + ".bin.partial"));
+}
+
+}  // namespace
+}  // namespace rondo
