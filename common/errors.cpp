@@ -14,4 +14,7 @@ CommError::CommError(int rank, int peer, const std::string& what)
 CheckpointError::CheckpointError(std::string path, const std::string& reason)
     : Error("checkpoint " + path + ": " + reason), path_(std::move(path)) {}
 
+DataError::DataError(std::string path, const std::string& reason)
+    : Error(path + ": " + reason), path_(std::move(path)) {}
+
 }  // namespace rondo

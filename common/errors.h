@@ -56,6 +56,16 @@ class CheckpointError : public Error {
   std::string path_;
 };
 
+// A dataset file that cannot be used (missing, corrupt, inconsistent); `path()` names it.
+class DataError : public Error {
+ public:
+  DataError(std::string path, const std::string& reason);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Exit statuses of the rondo programs.
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;

@@ -27,9 +27,6 @@ T load(const char* p) {  // the index's arrays are not aligned (the header is 34
 
 }  // namespace
 
-DataError::DataError(std::string path, const std::string& reason)
-    : Error(path + ": " + reason), path_(std::move(path)) {}
-
 size_t token_size(TokenType type) {
   switch (type) {
     case TokenType::kUint8:

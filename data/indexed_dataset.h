@@ -20,16 +20,6 @@
 
 namespace rondo {
 
-// A corpus file that cannot be used; `path()` names it.
-class DataError : public Error {
- public:
-  DataError(std::string path, const std::string& reason);
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // Megatron's dtype codes (the token types rondo reads; floats are refused).
 enum class TokenType : uint8_t { kUint8 = 1, kInt8 = 2, kInt16 = 3, kInt32 = 4, kInt64 = 5, kUint16 = 8 };
 size_t token_size(TokenType type);
