@@ -10,6 +10,7 @@
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
+#include "data/token_corpus.h"
 #include "pipeline/pipeline_schedule.h"
 
 namespace rondo {
@@ -65,7 +66,11 @@ const std::vector<ConfigKey>& config_schema() {
           training, emulate_compute,
           "every F/B/I/W sleeps for its predicted duration (the plan's prediction) instead of "
           "computing; transfers and reductions stay real: runtime overhead and many ranks on few cores"),
-      RONDO_KEY(data, path, "builtin (Debian's license texts) or a text file"),
+      RONDO_KEY(data, path,
+                "builtin (Debian's license texts), a text file or directory, a JSONL file, or an indexed "
+                "dataset PREFIX (PREFIX.bin + PREFIX.idx; `rondo data prepare`)"),
+      RONDO_KEY(data, format,
+                "auto | text | jsonl | indexed (auto: indexed when PREFIX.idx exists, jsonl for *.jsonl)"),
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
@@ -334,9 +339,22 @@ void validate(const Config& c) {
           "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
           "use none or selective");
 
-  if (c.data.path != "builtin") {
-    require(std::filesystem::is_regular_file(c.data.path), "data.path",
-            "'" + c.data.path + "' is not a readable file (use 'builtin' for the built-in text)");
+  require_one_of(c.data.format, {"auto", "text", "jsonl", "indexed"}, "data.format");
+  const std::string format = TokenCorpus::resolve_format(c.data.path, c.data.format);
+  if (format == "indexed") {
+    // Opening checks the index against both files: a corrupt corpus fails here, not in the workers.
+    try {
+      IndexedDataset::open(c.data.path);
+    } catch (const DataError& e) {
+      throw ConfigError("data.path", e.what());
+    }
+  } else if (c.data.path != "builtin") {
+    const bool ok = format == "text" ? std::filesystem::is_regular_file(c.data.path) ||
+                                           std::filesystem::is_directory(c.data.path)
+                                     : std::filesystem::is_regular_file(c.data.path);
+    require(ok, "data.path",
+            "'" + c.data.path + "' is not a readable " + (format == "text" ? "file or directory" : "file") +
+                " (use 'builtin' for the built-in text, or an indexed dataset PREFIX)");
   }
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
   require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
@@ -377,7 +395,12 @@ std::string schema_markdown() {
           } else {
             value << *field;
           }
-          out << "| `" << key.full_name() << "` | " << type << " | `" << value.str() << "` | " << key.doc
+          std::string doc;  // a '|' inside a cell would end it
+          for (const char ch : std::string(key.doc)) {
+            if (ch == '|') doc += '\\';
+            doc += ch;
+          }
+          out << "| `" << key.full_name() << "` | " << type << " | `" << value.str() << "` | " << doc
               << " |\n";
         },
         key.field(defaults));

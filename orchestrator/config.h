@@ -59,6 +59,7 @@ struct TrainingConfig {
 
 struct DataConfig {
   std::string path = "builtin";
+  std::string format = "auto";
 };
 
 struct CheckpointConfig {

@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "common/errors.h"
+#include "data/token_corpus.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
 #include "parallelism/model_parameters.h"
@@ -292,6 +293,7 @@ void spec_pass(PlanContext& c) {
   ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM
                                                     : plan::MALLOC_POLICY_CACHING);
   p.mutable_data()->set_path(config.data.path);
+  p.mutable_data()->set_format(TokenCorpus::resolve_format(config.data.path, config.data.format));
   auto* cs = p.mutable_comms();
   cs->set_backend(config.comms.backend);
   cs->set_allreduce(config.comms.allreduce);

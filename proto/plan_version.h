@@ -5,12 +5,14 @@
 //      pipeline transfers are non-blocking and every action kind is executed.
 //   3: model.recompute_granularity; schedule, optimizer and LR-decay style as enums (an unset or
 //      unknown value is refused); emulated compute with the prediction's per-stage op durations.
+//   4: stateless workers execute (roundpipe: backward_stages, prediction.stage_backward_lead_s);
+//      data.format names how data.path is read (an empty one is refused).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 3;
+inline constexpr uint32_t kPlanVersion = 4;
 
 }  // namespace rondo

@@ -18,7 +18,7 @@
 #include "comms/collectives.h"
 #include "comms/gradient_buckets.h"
 #include "data/global_batch_sampler.h"
-#include "data/text_corpus.h"
+#include "data/token_corpus.h"
 #include "pipeline/exec/plan_schedule.h"
 #include "pipeline/exec/stage_executor.h"
 #include "pipeline/exec/weight_grad_store.h"
@@ -131,7 +131,7 @@ struct Trainer::Impl : StepModel {
   std::map<int, bool> final_backward;
   bool armed = false;
 
-  TextCorpus corpus;
+  TokenCorpus corpus;
   std::unique_ptr<GlobalBatchSampler> sampler;
   torch::Device device{torch::kCPU};
   // Stateless workers (RoundPipe): the replica's node-shared weights, gradients and optimizer
@@ -163,7 +163,13 @@ struct Trainer::Impl : StepModel {
         world(w),
         rank(w.rank()),
         me(p.ranks(w.rank())),
-        corpus(TextCorpus::load(p.data().path(), p.model().seq_length() + 1)) {}
+        corpus(load_corpus(p.data(), p.model().seq_length() + 1)) {}
+
+  static TokenCorpus load_corpus(const plan::DataSpec& data, uint64_t min_tokens) {
+    if (data.format().empty())
+      throw PlanError("plan field data.format is empty (a plan from another rondo?)");
+    return TokenCorpus::load(data.path(), data.format(), min_tokens);
+  }
 
   void setup();
   // Stateless workers: the whole model over node-shared weights (see SharedReplicaState).
@@ -268,7 +274,7 @@ void Trainer::Impl::setup() {
   if (rank == 0) {
     metrics = std::make_unique<LineAppender>((fs::path(run_dir) / "metrics.jsonl").string());
     events = std::make_unique<LineAppender>((fs::path(run_dir) / "events.jsonl").string());
-    log->info("model: {} layers, hidden {}; data {} ({} bytes)", m.num_layers(), m.hidden_size(),
+    log->info("model: {} layers, hidden {}; data {} ({} tokens)", m.num_layers(), m.hidden_size(),
               corpus.source(), corpus.size());
   }
   std::string held;
@@ -473,12 +479,21 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
   const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
   auto out_tensor = torch::empty({mb, len}, torch::kLong);
   auto* out = out_tensor.data_ptr<int64_t>();
-  const auto& bytes = corpus.bytes();
   const uint32_t first = me.microbatch_first_sample(microbatch);
+  const auto vocab = static_cast<int64_t>(plan.model().vocab_size());
   for (int64_t i = 0; i < mb; ++i) {
     const uint64_t off =
         sampler->sample_offset(static_cast<uint64_t>(step - 1), first + static_cast<uint64_t>(i));
-    for (int64_t j = 0; j < len; ++j) out[i * len + j] = bytes[off + static_cast<uint64_t>(j)];
+    int64_t* sample = out + i * len;
+    corpus.read(off, static_cast<size_t>(len), sample);
+    for (int64_t j = 0; j < len; ++j) {
+      if (sample[j] < 0 || sample[j] >= vocab) {
+        throw ConfigError("model.vocab_size", "token " + std::to_string(sample[j]) + " at position " +
+                                                  std::to_string(off + static_cast<uint64_t>(j)) + " of " +
+                                                  corpus.source() + " is outside the vocabulary of " +
+                                                  std::to_string(vocab));
+      }
+    }
   }
   return out_tensor.to(device);
 }

@@ -3,7 +3,7 @@
 #include <set>
 
 #include "data/global_batch_sampler.h"
-#include "data/text_corpus.h"
+#include "data/token_corpus.h"
 
 namespace rondo {
 namespace {
@@ -32,10 +32,12 @@ TEST(GlobalBatchSampler, SamplesVaryWithinAndAcrossSteps) {
   EXPECT_EQ(s.consumed_samples(3), 48u);
 }
 
-TEST(TextCorpus, BuiltinIsDebiansLicenseTexts) {
-  const auto corpus = TextCorpus::load("builtin", 129);
+TEST(TokenCorpus, BuiltinIsDebiansLicenseTexts) {
+  const auto corpus = TokenCorpus::load("builtin", "auto", 129);
   EXPECT_GT(corpus.size(), 100000u);
-  const std::string head(corpus.bytes().begin(), corpus.bytes().begin() + 2000);
+  std::vector<int64_t> tokens(2000);
+  corpus.read(0, tokens.size(), tokens.data());
+  const std::string head(tokens.begin(), tokens.end());
   EXPECT_NE(head.find("License"), std::string::npos);
 }
 

@@ -1,6 +1,7 @@
 // Megatron's indexed format: what rondo writes reads back; hand-broken indexes are refused naming
 // the file and what is wrong; `rondo data prepare` and `rondo data stats` on real files.
 #include "data/indexed_dataset.h"
+#include "data/token_corpus.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -177,6 +178,42 @@ TEST_F(IndexedDatasetTest, DataPrepareAndStatsOnTextDirectoriesAndJsonl) {
   EXPECT_NE(broken.output.find("broken.jsonl:2"), std::string::npos) << broken.output;
   EXPECT_TRUE(fs::exists(out + ".idx")) << "a failed prepare leaves the earlier dataset alone";
   EXPECT_FALSE(fs::exists(out + ".bin.partial"));
+}
+
+TEST_F(IndexedDatasetTest, TokenCorpusReadsTheSameStreamFromEveryFormat) {
+  // Three documents (one empty) as a directory of text files, a JSONL file and an indexed dataset.
+  const std::vector<std::string> docs = {"first document. ", "", std::string(500, 'z') + "end"};
+  fs::create_directories(dir_ / "texts");
+  std::ofstream jsonl(dir_ / "docs.jsonl");
+  IndexedDatasetWriter w(prefix(), TokenType::kUint16);
+  std::string all;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    std::ofstream(dir_ / "texts" / ("doc" + std::to_string(i) + ".txt")) << docs[i];
+    jsonl << nlohmann::json{{"text", docs[i]}}.dump() << "\n";
+    w.add_bytes(docs[i].data(), docs[i].size());
+    all += docs[i];
+  }
+  jsonl.close();
+  w.finish();
+  EXPECT_EQ(TokenCorpus::resolve_format(prefix(), "auto"), "indexed");
+  EXPECT_EQ(TokenCorpus::resolve_format((dir_ / "docs.jsonl").string(), "auto"), "jsonl");
+  EXPECT_EQ(TokenCorpus::resolve_format((dir_ / "texts").string(), "auto"), "text");
+  for (const auto& [path, format] :
+       {std::pair{prefix(), "indexed"}, std::pair{(dir_ / "docs.jsonl").string(), "jsonl"},
+        std::pair{(dir_ / "texts").string(), "text"}}) {
+    const auto c = TokenCorpus::load(path, format, 10);
+    ASSERT_EQ(c.size(), all.size()) << format;
+    // Windows that start in one document and end in the next, and the last token.
+    for (const auto& [offset, count] :
+         {std::pair<uint64_t, size_t>{0, all.size()}, {10, 20}, {15, 3}, {all.size() - 1, 1}}) {
+      std::vector<int64_t> got(count);
+      c.read(offset, count, got.data());
+      EXPECT_EQ(std::string(got.begin(), got.end()), all.substr(offset, count)) << format << " at " << offset;
+    }
+    std::vector<int64_t> past(2);
+    EXPECT_THROW(c.read(all.size() - 1, 2, past.data()), DataError) << format;
+  }
+  EXPECT_THROW(TokenCorpus::load(prefix(), "indexed", all.size() + 1), ConfigError);
 }
 
 }  // namespace

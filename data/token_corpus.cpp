@@ -1,0 +1,128 @@
+#include "data/token_corpus.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "common/atomic_file.h"
+#include "common/errors.h"
+
+namespace rondo {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Regular files under `dir` (recursively unless `flat`; symlinks skipped), in name order.
+std::vector<fs::path> files_in(const fs::path& dir, bool flat) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  const auto add = [&](const fs::directory_entry& e) {
+    if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
+  };
+  if (flat) {
+    for (const auto& e : fs::directory_iterator(dir, ec)) add(e);
+  } else {
+    for (const auto& e : fs::recursive_directory_iterator(dir, ec)) add(e);
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::string jsonl_texts(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw ConfigError("data.path", "cannot read '" + path + "'");
+  std::string text, line;
+  for (size_t n = 1; std::getline(f, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string()) {
+      throw DataError(path + ":" + std::to_string(n), "not a JSON object with a string \"text\" field");
+    }
+    text += j["text"].get_ref<const std::string&>();
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string TokenCorpus::resolve_format(const std::string& path, const std::string& format) {
+  if (format != "auto") return format;
+  if (path == "builtin") return "builtin";
+  if (fs::is_regular_file(path + ".idx")) return "indexed";
+  if (fs::path(path).extension() == ".jsonl") return "jsonl";
+  return "text";
+}
+
+TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format, uint64_t min_tokens) {
+  TokenCorpus c;
+  const std::string f = resolve_format(path, format);
+  std::string text;
+  if (f == "builtin") {
+    const auto files = files_in(kBuiltinCorpusDir, true);
+    for (const auto& file : files) text += read_file(file.string());
+    c.source_ =
+        std::string("builtin (") + kBuiltinCorpusDir + ", " + std::to_string(files.size()) + " files)";
+  } else if (f == "indexed") {
+    c.indexed_ = std::make_shared<IndexedDataset>(IndexedDataset::open(path));
+    c.sequence_starts_.reserve(c.indexed_->sequences());
+    for (size_t i = 0; i < c.indexed_->sequences(); ++i) {
+      c.sequence_starts_.push_back(c.size_);
+      c.size_ += static_cast<uint64_t>(c.indexed_->length(i));
+    }
+    c.source_ = path + " (indexed: " + std::to_string(c.indexed_->documents()) + " documents, " +
+                token_type_name(c.indexed_->token_type()) + ")";
+  } else if (f == "jsonl") {
+    text = jsonl_texts(path);
+    c.source_ = path + " (jsonl)";
+  } else if (f == "text") {
+    try {
+      if (fs::is_directory(path)) {
+        const auto files = files_in(path, false);
+        for (const auto& file : files) text += read_file(file.string());
+        c.source_ = path + " (" + std::to_string(files.size()) + " files)";
+      } else {
+        text = read_file(path);
+        c.source_ = path;
+      }
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const Error& e) {
+      throw ConfigError("data.path", e.what());
+    }
+  } else {
+    throw ConfigError("data.format", "unknown format '" + f + "' (auto | text | jsonl | indexed)");
+  }
+  if (!c.indexed_) {
+    c.bytes_.assign(text.begin(), text.end());
+    c.size_ = c.bytes_.size();
+  }
+  if (c.size_ < min_tokens) {
+    throw ConfigError("data.path", "'" + path + "' holds " + std::to_string(c.size_) + " tokens; at least " +
+                                       std::to_string(min_tokens) + " (model.seq_length + 1) are needed");
+  }
+  return c;
+}
+
+void TokenCorpus::read(uint64_t offset, size_t count, int64_t* out) const {
+  if (offset + count > size_) throw DataError(source_, "read past the end of the token stream");
+  if (!indexed_) {
+    for (size_t i = 0; i < count; ++i) out[i] = bytes_[offset + i];
+    return;
+  }
+  // The sequence holding `offset`, then as many sequences as the window spans.
+  auto seq = static_cast<size_t>(std::upper_bound(sequence_starts_.begin(), sequence_starts_.end(), offset) -
+                                 sequence_starts_.begin() - 1);
+  std::vector<int64_t> buf;
+  size_t done = 0;
+  for (uint64_t at = offset - sequence_starts_[seq]; done < count; ++seq, at = 0) {
+    const auto take = std::min<uint64_t>(count - done, static_cast<uint64_t>(indexed_->length(seq)) - at);
+    buf.clear();
+    indexed_->read(seq, at, take, buf);
+    std::copy(buf.begin(), buf.end(), out + done);
+    done += take;
+  }
+}
+
+}  // namespace rondo

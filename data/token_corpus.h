@@ -1,0 +1,46 @@
+// TokenCorpus: the training data as one stream of token ids, which the sampler cuts windows from.
+// data.format (resolved from data.path when `auto`):
+//   builtin  the concatenation of the license texts every Debian system has in
+//            /usr/share/common-licenses (package base-files, Essential), regular files only, in
+//            name order: about 230 KB of real English text;
+//   text     a text file, or a directory's regular files (recursively, in name order), concatenated;
+//   jsonl    the `text` fields of a JSONL file's lines, concatenated;
+//   indexed  a Megatron indexed dataset PREFIX (PREFIX.bin + PREFIX.idx), its sequences in order,
+//            memory-mapped (data/indexed_dataset.h): never read whole.
+// Text is tokenised by the byte tokenizer (each byte one token, 0..255). `auto` picks indexed
+// when PREFIX.idx exists, jsonl for a *.jsonl file, text otherwise.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/indexed_dataset.h"
+
+namespace rondo {
+
+inline constexpr const char* kBuiltinCorpusDir = "/usr/share/common-licenses";
+
+class TokenCorpus {
+ public:
+  // The format `auto` resolves to for `path` (the others are returned unchanged).
+  static std::string resolve_format(const std::string& path, const std::string& format);
+  // Loads `path` in `format`. Throws ConfigError naming data.path if it cannot be read (DataError
+  // for a corrupt indexed dataset) or holds fewer than `min_tokens` tokens.
+  static TokenCorpus load(const std::string& path, const std::string& format, uint64_t min_tokens);
+
+  uint64_t size() const { return size_; }  // tokens
+  // Tokens [offset, offset + count) of the stream into `out`.
+  void read(uint64_t offset, size_t count, int64_t* out) const;
+  const std::string& source() const { return source_; }  // for the log: what was loaded
+
+ private:
+  std::vector<uint8_t> bytes_;               // builtin, text, jsonl
+  std::shared_ptr<IndexedDataset> indexed_;  // indexed
+  std::vector<uint64_t> sequence_starts_;    // indexed: each sequence's first token in the stream
+  uint64_t size_ = 0;
+  std::string source_;
+};
+
+}  // namespace rondo
