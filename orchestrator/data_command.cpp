@@ -8,8 +8,10 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "common/errors.h"
+#include "data/chunk_plan.h"
 #include "data/indexed_dataset.h"
 
 namespace rondo {
@@ -156,6 +158,65 @@ int run_data_stats(const std::string& prefix, bool json) {
                 static_cast<unsigned long long>(buckets[k]),
                 std::string(static_cast<size_t>(bar), '#').c_str());
   }
+  return kExitOk;
+}
+
+int run_data_chunks(const DataChunksOptions& o) {
+  if (o.batch < 1) throw ConfigError("--batch", "must be >= 1");
+  const auto d = IndexedDataset::open(o.prefix);
+  const GptDims dims{o.layers, o.hidden, o.ffn, o.vocab, o.chunk_size};
+  nlohmann::json out = {
+      {"prefix", o.prefix},
+      {"chunk_size", o.chunk_size},
+      {"batch", o.batch},
+      {"model", {{"layers", o.layers}, {"hidden", o.hidden}, {"ffn", o.ffn}, {"vocab", o.vocab}}}};
+  if (!o.json) {
+    std::printf(
+        "%s: %zu sequences in batches of %lld, chunk size %lld; costs on a %lld-layer model, hidden %lld\n",
+        o.prefix.c_str(), d.sequences(), static_cast<long long>(o.batch),
+        static_cast<long long>(o.chunk_size), static_cast<long long>(o.layers),
+        static_cast<long long>(o.hidden));
+    std::printf(
+        "| boundaries | batches | chunks | dependent | largest chunk (tokens) | max/mean cost: worst batch | "
+        "median batch | all chunks |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  }
+  for (const auto balance : {ChunkBalance::kTokens, ChunkBalance::kCost}) {
+    const char* name = balance == ChunkBalance::kTokens ? "tokens" : "cost";
+    std::vector<double> ratios, all;
+    size_t chunks = 0, dependent = 0;
+    int64_t largest = 0;
+    for (size_t first = 0; first < d.sequences(); first += static_cast<size_t>(o.batch)) {
+      std::vector<int64_t> lengths;
+      for (size_t i = first; i < std::min(d.sequences(), first + static_cast<size_t>(o.batch)); ++i) {
+        lengths.push_back(d.length(i));
+      }
+      const auto plan = plan_chunks(lengths, o.chunk_size, balance, dims);
+      if (plan.chunks.empty()) continue;
+      ratios.push_back(plan.max_cost() / plan.mean_cost());
+      all.insert(all.end(), plan.costs.begin(), plan.costs.end());
+      chunks += plan.chunks.size();
+      for (const auto& c : plan.chunks) dependent += c.dependent() ? 1 : 0;
+      largest = std::max(largest, plan.max_tokens());
+    }
+    std::sort(ratios.begin(), ratios.end());
+    const double worst = ratios.empty() ? 0 : ratios.back(),
+                 median = ratios.empty() ? 0 : ratios[ratios.size() / 2];
+    const double overall =
+        all.empty() ? 0
+                    : *std::max_element(all.begin(), all.end()) /
+                          (std::accumulate(all.begin(), all.end(), 0.0) / static_cast<double>(all.size()));
+    if (o.json) {
+      out[name] = {{"batches", ratios.size()},           {"chunks", chunks},
+                   {"dependent_chunks", dependent},      {"largest_chunk_tokens", largest},
+                   {"max_over_mean_worst_batch", worst}, {"max_over_mean_median_batch", median},
+                   {"max_over_mean_all_chunks", overall}};
+    } else {
+      std::printf("| %s | %zu | %zu | %zu | %lld | %.3f | %.3f | %.3f |\n", name, ratios.size(), chunks,
+                  dependent, static_cast<long long>(largest), worst, median, overall);
+    }
+  }
+  if (o.json) std::cout << out.dump() << "\n";
   return kExitOk;
 }
 

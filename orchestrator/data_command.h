@@ -2,6 +2,7 @@
 // indexed format, byte tokenizer) and `rondo data stats` (counts and a length histogram).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -15,5 +16,16 @@ struct DataPrepareOptions {
 
 int run_data_prepare(const DataPrepareOptions& options);
 int run_data_stats(const std::string& prefix, bool json);
+
+// `rondo data chunks`: the chunk plans of an indexed dataset's documents taken as global batches
+// of `batch` sequences in order, with equal-token and cost-aware boundaries side by side.
+struct DataChunksOptions {
+  std::string prefix;
+  int64_t chunk_size = 4096;
+  int64_t batch = 64;
+  int64_t layers = 32, hidden = 4096, ffn = 14336, vocab = 128256;  // the model costs are counted on
+  bool json = false;
+};
+int run_data_chunks(const DataChunksOptions& options);
 
 }  // namespace rondo

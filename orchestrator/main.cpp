@@ -143,6 +143,20 @@ int main(int argc, char** argv) {
   stats_cmd->add_option("PREFIX", stats_prefix, "the dataset (PREFIX.bin + PREFIX.idx)")->required();
   stats_cmd->add_flag("--json", stats_json, "print one JSON object");
 
+  auto* chunks_cmd = data_cmd->add_subcommand(
+      "chunks", "chunk plans of an indexed dataset's batches: equal-token vs cost-aware boundaries");
+  rondo::DataChunksOptions chunks;
+  chunks_cmd->add_option("PREFIX", chunks.prefix, "the dataset (PREFIX.bin + PREFIX.idx)")->required();
+  chunks_cmd->add_option("--chunk-size", chunks.chunk_size, "tokens per chunk")->capture_default_str();
+  chunks_cmd->add_option("--batch", chunks.batch, "sequences per global batch (in order)")
+      ->capture_default_str();
+  chunks_cmd->add_option("--layers", chunks.layers, "model the costs are counted on: blocks")
+      ->capture_default_str();
+  chunks_cmd->add_option("--hidden", chunks.hidden, "hidden size")->capture_default_str();
+  chunks_cmd->add_option("--ffn", chunks.ffn, "MLP hidden size")->capture_default_str();
+  chunks_cmd->add_option("--vocab", chunks.vocab, "vocabulary")->capture_default_str();
+  chunks_cmd->add_flag("--json", chunks.json, "print one JSON object");
+
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);
 
@@ -176,6 +190,7 @@ int main(int argc, char** argv) {
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
     if (*prepare_cmd) return rondo::run_data_prepare(prepare);
     if (*stats_cmd) return rondo::run_data_stats(stats_prefix, stats_json);
+    if (*chunks_cmd) return rondo::run_data_chunks(chunks);
     if (*sim_cmd) {
       sim.layer_times.recompute = recompute == "full";
       return rondo::run_simulate(sim);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "parallelism/model_flops.h"
 #include "parallelism/model_parameters.h"
 #include "pipeline/schedule_simulator.h"
 
@@ -23,16 +24,14 @@ double stage_parameters(const ModelConfig& m, const StageLayers& st) {
 
 std::vector<double> stage_forward_flops(const Config& c, const std::vector<StageLayers>& stages) {
   const auto& m = c.model;
-  const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length),
-               h = static_cast<double>(m.hidden_size), f = static_cast<double>(m.ffn_hidden_size),
-               v = static_cast<double>(m.vocab_size);
-  // Per block: QKV and output projections, the MLP, and the two s x s attention products.
-  const double block = 2 * b * s * (4 * h * h + 2 * h * f) + 4 * b * s * s * h;
+  const GptDims dims{m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length};
+  const double b = static_cast<double>(c.training.micro_batch_size), s = static_cast<double>(m.seq_length);
+  const double block = b * s * block_linear_flops_per_token(dims) + b * attention_flops(dims, s, s);
   std::vector<double> out;
   for (const auto& st : stages) {
     double flops = st.num_layers * block;
-    if (st.has_embedding) flops += 2 * b * s * h;  // lookups and the position add: memory bound, tiny
-    if (st.has_lm_head) flops += 2 * b * s * h * v + 4 * b * s * v;  // head matmul and the softmax loss
+    if (st.has_embedding) flops += b * s * embedding_flops_per_token(dims);
+    if (st.has_lm_head) flops += b * s * lm_head_flops_per_token(dims);
     out.push_back(flops);
   }
   return out;

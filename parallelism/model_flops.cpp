@@ -1,0 +1,28 @@
+#include "parallelism/model_flops.h"
+
+namespace rondo {
+
+double block_linear_flops_per_token(const GptDims& d) {
+  const double h = static_cast<double>(d.hidden_size), f = static_cast<double>(d.ffn_hidden_size);
+  return 2 * (4 * h * h + 2 * h * f);
+}
+
+double attention_flops(const GptDims& d, double queries, double keys) {
+  return 4 * queries * keys * static_cast<double>(d.hidden_size);
+}
+
+double embedding_flops_per_token(const GptDims& d) { return 2 * static_cast<double>(d.hidden_size); }
+
+double lm_head_flops_per_token(const GptDims& d) {
+  const double h = static_cast<double>(d.hidden_size), v = static_cast<double>(d.vocab_size);
+  return 2 * h * v + 4 * v;
+}
+
+double segment_forward_flops(const GptDims& d, double begin, double end) {
+  const double tokens = end - begin;
+  const double per_token = static_cast<double>(d.num_layers) * block_linear_flops_per_token(d) +
+                           embedding_flops_per_token(d) + lm_head_flops_per_token(d);
+  return tokens * per_token + static_cast<double>(d.num_layers) * attention_flops(d, tokens, end);
+}
+
+}  // namespace rondo
