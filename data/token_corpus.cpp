@@ -30,7 +30,8 @@ std::vector<fs::path> files_in(const fs::path& dir, bool flat) {
   return files;
 }
 
-std::string jsonl_texts(const std::string& path) {
+// The JSONL file's texts, concatenated; each text's first byte in `starts`.
+std::string jsonl_texts(const std::string& path, std::vector<uint64_t>& starts) {
   std::ifstream f(path);
   if (!f) throw ConfigError("data.path", "cannot read '" + path + "'");
   std::string text, line;
@@ -40,6 +41,7 @@ std::string jsonl_texts(const std::string& path) {
     if (j.is_discarded() || !j.is_object() || !j.contains("text") || !j["text"].is_string()) {
       throw DataError(path + ":" + std::to_string(n), "not a JSON object with a string \"text\" field");
     }
+    starts.push_back(text.size());
     text += j["text"].get_ref<const std::string&>();
   }
   return text;
@@ -61,7 +63,10 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
   std::string text;
   if (f == "builtin") {
     const auto files = files_in(kBuiltinCorpusDir, true);
-    for (const auto& file : files) text += read_file(file.string());
+    for (const auto& file : files) {
+      c.document_starts_.push_back(text.size());
+      text += read_file(file.string());
+    }
     c.source_ =
         std::string("builtin (") + kBuiltinCorpusDir + ", " + std::to_string(files.size()) + " files)";
   } else if (f == "indexed") {
@@ -71,19 +76,28 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
       c.sequence_starts_.push_back(c.size_);
       c.size_ += static_cast<uint64_t>(c.indexed_->length(i));
     }
+    for (size_t d = 0; d < c.indexed_->documents(); ++d) {
+      const auto first =
+          static_cast<size_t>(c.indexed_->document_start(d));  // = sequences: an empty last one
+      c.document_starts_.push_back(first < c.sequence_starts_.size() ? c.sequence_starts_[first] : c.size_);
+    }
     c.source_ = path + " (indexed: " + std::to_string(c.indexed_->documents()) + " documents, " +
                 token_type_name(c.indexed_->token_type()) + ")";
   } else if (f == "jsonl") {
-    text = jsonl_texts(path);
+    text = jsonl_texts(path, c.document_starts_);
     c.source_ = path + " (jsonl)";
   } else if (f == "text") {
     try {
       if (fs::is_directory(path)) {
         const auto files = files_in(path, false);
-        for (const auto& file : files) text += read_file(file.string());
+        for (const auto& file : files) {
+          c.document_starts_.push_back(text.size());
+          text += read_file(file.string());
+        }
         c.source_ = path + " (" + std::to_string(files.size()) + " files)";
       } else {
         text = read_file(path);
+        c.document_starts_.push_back(0);
         c.source_ = path;
       }
     } catch (const ConfigError&) {
@@ -122,6 +136,20 @@ void TokenCorpus::read(uint64_t offset, size_t count, int64_t* out) const {
     indexed_->read(seq, at, take, buf);
     std::copy(buf.begin(), buf.end(), out + done);
     done += take;
+  }
+}
+
+void TokenCorpus::documents(uint64_t offset, size_t count, int64_t* out) const {
+  if (offset + count > size_) throw DataError(source_, "read past the end of the token stream");
+  // Past the documents starting at or before `offset`, count each start the window crosses.
+  auto next = std::upper_bound(document_starts_.begin(), document_starts_.end(), offset);
+  int64_t id = 0;
+  for (size_t i = 0; i < count; ++i) {
+    while (next != document_starts_.end() && *next <= offset + i) {
+      ++next;
+      ++id;
+    }
+    out[i] = id;
   }
 }
 

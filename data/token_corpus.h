@@ -33,12 +33,16 @@ class TokenCorpus {
   uint64_t size() const { return size_; }  // tokens
   // Tokens [offset, offset + count) of the stream into `out`.
   void read(uint64_t offset, size_t count, int64_t* out) const;
+  // For the same tokens, which document each belongs to, numbered from 0 at `offset` (a file of
+  // a directory or of builtin, a JSONL line, an indexed dataset's document).
+  void documents(uint64_t offset, size_t count, int64_t* out) const;
   const std::string& source() const { return source_; }  // for the log: what was loaded
 
  private:
   std::vector<uint8_t> bytes_;               // builtin, text, jsonl
   std::shared_ptr<IndexedDataset> indexed_;  // indexed
   std::vector<uint64_t> sequence_starts_;    // indexed: each sequence's first token in the stream
+  std::vector<uint64_t> document_starts_;    // each document's first token in the stream
   uint64_t size_ = 0;
   std::string source_;
 };

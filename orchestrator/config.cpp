@@ -71,6 +71,16 @@ const std::vector<ConfigKey>& config_schema() {
                 "dataset PREFIX (PREFIX.bin + PREFIX.idx; `rondo data prepare`)"),
       RONDO_KEY(data, format,
                 "auto | text | jsonl | indexed (auto: indexed when PREFIX.idx exists, jsonl for *.jsonl)"),
+      RONDO_KEY(data, pack,
+                "documents packed into each sample with attention confined to each document, positions "
+                "restarting and no target across a document boundary"),
+      RONDO_KEY(data, chunk_size,
+                "chunked long-context training: each microbatch's sequences (documents with data.pack, "
+                "else rows) packed or split into chunks of at most this many tokens; 0: off"),
+      RONDO_KEY(data, chunk_balance,
+                "tokens (equal-token chunks, ChunkFlow) | cost (boundaries that balance attention cost)"),
+      RONDO_KEY(data, chunks_in_memory,
+                "chunked training: the last K chunks keep their activations, earlier ones are recomputed"),
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
@@ -356,6 +366,14 @@ void validate(const Config& c) {
             "'" + c.data.path + "' is not a readable " + (format == "text" ? "file or directory" : "file") +
                 " (use 'builtin' for the built-in text, or an indexed dataset PREFIX)");
   }
+  require(c.data.chunk_size >= 0 && c.data.chunk_size <= m.seq_length, "data.chunk_size",
+          "must lie in [0, model.seq_length=" + str(m.seq_length) + "], got " + str(c.data.chunk_size));
+  require_one_of(c.data.chunk_balance, {"tokens", "cost"}, "data.chunk_balance");
+  require(c.data.chunks_in_memory >= 1, "data.chunks_in_memory",
+          "must be >= 1, got " + str(c.data.chunks_in_memory));
+  require(c.data.chunk_size == 0 || pp == 1, "data.chunk_size",
+          "chunked training runs at parallel.pipeline_model_parallel_size 1 for now (got " + str(pp) +
+              "); set data.chunk_size=0 to pipeline");
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
   require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
   require_one_of(c.pipeline.schedule, schedule_names(), "pipeline.schedule");

@@ -60,6 +60,10 @@ struct TrainingConfig {
 struct DataConfig {
   std::string path = "builtin";
   std::string format = "auto";
+  bool pack = false;
+  int64_t chunk_size = 0;  // 0: no chunking
+  std::string chunk_balance = "tokens";
+  int64_t chunks_in_memory = 2;
 };
 
 struct CheckpointConfig {

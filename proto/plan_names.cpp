@@ -49,6 +49,16 @@ std::string name_of(plan::Optimizer value) {
   return plan::Optimizer_IsValid(value) ? short_name("OPTIMIZER_", plan::Optimizer_Name(value)) : "";
 }
 
+std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name) {
+  return parse<plan::ChunkBalanceKind>("CHUNK_BALANCE_", name, plan::ChunkBalanceKind_Parse);
+}
+
+std::string name_of(plan::ChunkBalanceKind value) {
+  return plan::ChunkBalanceKind_IsValid(value)
+             ? short_name("CHUNK_BALANCE_", plan::ChunkBalanceKind_Name(value))
+             : "";
+}
+
 std::string name_of(plan::RecomputeGranularity value) {
   return plan::RecomputeGranularity_IsValid(value)
              ? short_name("RECOMPUTE_", plan::RecomputeGranularity_Name(value))

@@ -17,11 +17,13 @@ std::optional<plan::Schedule> schedule_from_name(const std::string& name);
 std::optional<plan::LrDecayStyle> lr_decay_style_from_name(const std::string& name);
 std::optional<plan::Optimizer> optimizer_from_name(const std::string& name);
 std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name);
+std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name);
 
 // "" for UNSPECIFIED or a value this build does not know.
 std::string name_of(plan::Schedule value);
 std::string name_of(plan::LrDecayStyle value);
 std::string name_of(plan::Optimizer value);
 std::string name_of(plan::RecomputeGranularity value);
+std::string name_of(plan::ChunkBalanceKind value);
 
 }  // namespace rondo

@@ -7,12 +7,14 @@
 //      unknown value is refused); emulated compute with the prediction's per-stage op durations.
 //   4: stateless workers execute (roundpipe: backward_stages, prediction.stage_backward_lead_s);
 //      data.format names how data.path is read (an empty one is refused).
+//   5: data.pack (document-aware samples) and chunked training (data.chunk_size, chunk_balance as
+//      an enum, chunks_in_memory).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 4;
+inline constexpr uint32_t kPlanVersion = 5;
 
 }  // namespace rondo

@@ -54,7 +54,8 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
       torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
 }
 
-torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
+torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
+                                               const LayerKeyValues* past, LayerKeyValues* present) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
   // [3, b * heads, t, hd]: one batched matrix per (sample, head).
   // unbind, not three selects: its backward stacks the three gradients once instead of
@@ -64,9 +65,17 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
                          .permute({2, 0, 3, 1, 4})
                          .reshape({3, b * num_heads_, t, hd})
                          .unbind(0);
-  const auto &q = parts[0], &k = parts[1], &v = parts[2];
+  const auto& q = parts[0];
+  if (present) *present = {parts[1], parts[2]};
+  const auto k = past ? torch::cat({past->k, parts[1]}, 1) : parts[1];
+  const auto v = past ? torch::cat({past->v, parts[2]}, 1) : parts[2];
+  const int64_t keys = k.size(1);
   if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
-  const auto bias = causal_bias_.slice(0, 0, t).slice(1, 0, t);
+  // One mask for every sample, or each sample's own (packed documents, chunks), repeated per head.
+  const auto bias =
+      given_bias.defined()
+          ? given_bias.unsqueeze(1).expand({b, num_heads_, t, keys}).reshape({b * num_heads_, t, keys})
+          : causal_bias_.slice(0, 0, t).slice(1, 0, t);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   const auto y = selective_recompute_ && q.requires_grad()
                      ? RecomputedCoreAttention::apply(q, k, v, bias, scale)
@@ -83,8 +92,9 @@ TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
   fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));
 }
 
-torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x) {
-  auto h = x + attn(ln1(x));
+torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
+                                            const LayerKeyValues* past, LayerKeyValues* present) {
+  auto h = x + attn(ln1(x), bias, past, present);
   return h + fc_out(torch::gelu(fc(ln2(h))));
 }
 
@@ -148,15 +158,49 @@ const StageLayers& GptModelImpl::stage(int index) const {
   throw std::out_of_range("this rank's model holds no stage " + std::to_string(index));
 }
 
-torch::Tensor GptModelImpl::forward_stage(int index, const torch::Tensor& input) {
+torch::Tensor GptModelImpl::forward_stage(int index, const torch::Tensor& input,
+                                          const torch::Tensor& documents) {
   const auto& st = stage(index);
-  torch::Tensor x = input;
-  if (st.has_embedding) {
-    const int64_t t = input.size(1);
-    auto positions = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
-    x = token_embedding(input) + position_embedding(positions);
+  const int64_t t = input.size(1);
+  const auto ids = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
+  torch::Tensor bias;
+  if (documents.defined() && st.num_layers > 0) {
+    // Causal and within the document: key <= query and the same document id.
+    const auto allowed =
+        documents.unsqueeze(2).eq(documents.unsqueeze(1)) & ids.unsqueeze(1).ge(ids.unsqueeze(0));
+    bias = torch::zeros(allowed.sizes(), torch::kFloat32)
+               .to(input.device())
+               .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
   }
-  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) x = blocks_.at(l)->forward(x);
+  torch::Tensor positions = ids;
+  if (st.has_embedding && documents.defined()) {
+    // Each token's distance from its document's first token in the row.
+    const auto first = documents.ne(documents.roll(1, 1));
+    first.select(1, 0).fill_(true);
+    const auto starts = torch::where(first, ids.expand_as(documents), torch::zeros_like(documents));
+    positions = ids - std::get<0>(starts.cummax(1));
+  }
+  return forward_chunk(index, input, positions, bias, {}, nullptr);
+}
+
+torch::Tensor GptModelImpl::forward_chunk(int index, const torch::Tensor& input,
+                                          const torch::Tensor& positions, const torch::Tensor& bias,
+                                          const std::vector<LayerKeyValues>& past,
+                                          std::vector<LayerKeyValues>* present) {
+  const auto& st = stage(index);
+  if (!past.empty() && static_cast<int64_t>(past.size()) != st.num_layers) {
+    throw std::invalid_argument("forward_chunk: " + std::to_string(past.size()) +
+                                " layers of past keys for stage " + std::to_string(index) + " of " +
+                                std::to_string(st.num_layers) + " layers");
+  }
+  if (present) present->assign(static_cast<size_t>(st.num_layers), {});
+  torch::Tensor x = input;
+  if (st.has_embedding) x = token_embedding(input) + position_embedding(positions);
+  for (int64_t i = 0; i < st.num_layers; ++i) {
+    const auto slot = static_cast<size_t>(i);
+    x = blocks_.at(st.first_layer + i)
+            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr);
+  }
   if (st.has_lm_head) x = lm_head(final_norm(x));
   return x;
 }

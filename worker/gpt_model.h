@@ -33,12 +33,22 @@ struct GptShape {
   bool selective_recompute = false;
 };
 
+// One layer's keys and values of some tokens, as attention uses them: [batch * heads, tokens,
+// head_dim] each.
+struct LayerKeyValues {
+  torch::Tensor k, v;
+};
+
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
   CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, int64_t max_seq_length,
                           bool selective_recompute = false);
-  // x: [batch, seq, hidden] -> [batch, seq, hidden]
-  torch::Tensor forward(const torch::Tensor& x);
+  // x: [batch, seq, hidden] -> [batch, seq, hidden]. `bias`, when given, replaces the causal
+  // mask: [batch, seq, keys], 0 where a query may attend to a key, -inf elsewhere. The keys are
+  // `past`'s (when given: earlier tokens' keys and values), then x's own; `present`, when given,
+  // receives x's keys and values.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {},
+                        const LayerKeyValues* past = nullptr, LayerKeyValues* present = nullptr);
 
   DeferrableLinear qkv{nullptr}, proj{nullptr};
 
@@ -52,7 +62,8 @@ TORCH_MODULE(CausalSelfAttention);
 class TransformerBlockImpl : public torch::nn::Module {
  public:
   explicit TransformerBlockImpl(const GptShape& shape);
-  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {},
+                        const LayerKeyValues* past = nullptr, LayerKeyValues* present = nullptr);
 
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   CausalSelfAttention attn{nullptr};
@@ -70,8 +81,17 @@ class GptModelImpl : public torch::nn::Module {
 
   // Runs stage `stage` (a plan stage index this model holds): token ids [batch, seq] int64 on a
   // stage with the embedding, hidden states [batch, seq, hidden] otherwise; returns logits
-  // [batch, seq, vocab] from a stage with the LM head, hidden states otherwise.
-  torch::Tensor forward_stage(int stage, const torch::Tensor& input);
+  // [batch, seq, vocab] from a stage with the LM head, hidden states otherwise. `documents`, when
+  // given ([batch, seq] int64, nondecreasing per row), packs documents: a token attends only to
+  // earlier tokens of its own document, and positions restart at 0 with each document.
+  torch::Tensor forward_stage(int stage, const torch::Tensor& input, const torch::Tensor& documents = {});
+  // A chunk of tokens that continues earlier ones (chunked long-context training): like
+  // forward_stage, with each token's `positions` [batch, seq] given, and `bias` [batch, seq,
+  // keys] over `past`'s keys (per layer of the stage, in layer order; empty: none) followed by
+  // the chunk's own. `present`, when given, receives the chunk's keys and values per layer.
+  torch::Tensor forward_chunk(int stage, const torch::Tensor& input, const torch::Tensor& positions,
+                              const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
+                              std::vector<LayerKeyValues>* present);
   // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq].
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 

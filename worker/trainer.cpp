@@ -26,6 +26,7 @@
 #include "proto/plan.pb.h"
 #include "proto/plan_names.h"
 #include "worker/checkpointer.h"
+#include "worker/chunked_microbatch.h"
 #include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
 
@@ -188,12 +189,38 @@ struct Trainer::Impl : StepModel {
 
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override;
-  torch::Tensor forward(int stage, const torch::Tensor& input) override {
-    return model->forward_stage(stage, input);
+  torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
+    return model->forward_stage(stage, input,
+                                plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
   }
-  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return model->loss(logits, targets);
+  torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
+    return model->loss(logits, counted_targets(microbatch, targets));
   }
+  // data.chunk_size: the microbatch's sequences in chunks (worker/chunked_microbatch.h).
+  torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
+                             const torch::Tensor& targets) override {
+    if (plan.data().chunk_size() == 0) return StepModel::forward_loss(stage, microbatch, input, targets);
+    step_chunks.push_back(std::make_unique<ChunkedMicrobatch>(
+        model, stage, input, counted_targets(microbatch, targets),
+        plan.data().pack() ? packing(microbatch).documents : torch::Tensor(), chunking));
+    return step_chunks.back()->forward();
+  }
+  // With data.pack a token's successor in another document is no target (-100: ignored).
+  torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets) {
+    return plan.data().pack() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
+  }
+  ChunkingOptions chunking;
+  std::vector<std::unique_ptr<ChunkedMicrobatch>> step_chunks;  // this step's, for their statistics
+  double step_chunk_count = 0, step_chunks_recomputed = 0;      // summed over the ranks
+  double step_longest_sequence = 0;                             // this rank's
+  // data.pack: microbatch `microbatch`'s document ids [mb, seq] and the targets that cross into
+  // the next document [mb, seq], from the same windows tokens() reads (cached for the step).
+  struct Packing {
+    torch::Tensor documents, crossing;
+  };
+  const Packing& packing(int microbatch);
+  std::map<int, Packing> packings;  // this step's
+  int64_t packings_step = -1;
   torch::Tensor stage_gradients(int stage) override {
     const auto r = shared->stage(stage);
     return flat.narrow(0, r.offset, r.count);
@@ -217,6 +244,17 @@ void Trainer::Impl::setup() {
   require(name_of(t.lr_decay_style()), t.lr_decay_style(), "training.lr_decay_style");
   require(name_of(t.optimizer()), t.optimizer(), "training.optimizer");
   require(name_of(m.recompute_granularity()), m.recompute_granularity(), "model.recompute_granularity");
+  if (const auto& d = plan.data(); d.chunk_size() > 0) {
+    require(name_of(d.chunk_balance()), d.chunk_balance(), "data.chunk_balance");
+    if (d.chunks_in_memory() < 1 || plan.stages_size() != 1) {
+      throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
+                      std::to_string(d.chunks_in_memory()) + ") and one stage holding the whole model (got " +
+                      std::to_string(plan.stages_size()) + ")");
+    }
+    chunking = {d.chunk_size(),
+                d.chunk_balance() == plan::CHUNK_BALANCE_COST ? ChunkBalance::kCost : ChunkBalance::kTokens,
+                d.chunks_in_memory()};
+  }
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == "cuda") {
     if (!torch::cuda::is_available()) {
@@ -435,11 +473,13 @@ void Trainer::Impl::build_reducer() {
     auto accumulator = torch::autograd::impl::grad_accumulator(p);
     // A gradient counts as final only in its stage's last backward of the step (earlier ones
     // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
-    // hooks mark nothing then; after_backward() marks the stage's parameters once W is done.
+    // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
+    // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
     accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
         [this, index, stage](const torch::autograd::variable_list& outputs,
                              const torch::autograd::variable_list&) {
-          if (final_backward[stage] && !WeightGradStore::active()) reducer->mark_ready(index);
+          if (final_backward[stage] && !WeightGradStore::active() && !ChunkedMicrobatch::partial_gradients())
+            reducer->mark_ready(index);
           return outputs;
         }));
     grad_accumulators.push_back(std::move(accumulator));
@@ -473,6 +513,27 @@ void Trainer::Impl::event(const nlohmann::json& e) {
   nlohmann::json line = e;
   line["time"] = static_cast<double>(TimingRecorder::wall_ns()) * 1e-9;
   events->append(line.dump());
+}
+
+const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
+  if (packings_step != step) {
+    packings.clear();
+    packings_step = step;
+  }
+  auto it = packings.find(microbatch);
+  if (it != packings.end()) return it->second;
+  const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
+  auto ids = torch::empty({mb, len}, torch::kLong);
+  const uint32_t first = me.microbatch_first_sample(microbatch);
+  for (int64_t i = 0; i < mb; ++i) {
+    const uint64_t off =
+        sampler->sample_offset(static_cast<uint64_t>(step - 1), first + static_cast<uint64_t>(i));
+    corpus.documents(off, static_cast<size_t>(len), ids.data_ptr<int64_t>() + i * len);
+  }
+  Packing p;
+  p.documents = ids.slice(1, 0, len - 1).contiguous().to(device);
+  p.crossing = ids.slice(1, 1, len).ne(ids.slice(1, 0, len - 1)).to(device);
+  return packings.emplace(microbatch, std::move(p)).first->second;
 }
 
 torch::Tensor Trainer::Impl::tokens(int microbatch) {
@@ -544,7 +605,14 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   const auto& c = me.coords();
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
   const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
-  std::vector<double> sums(3 + nf + 2 * nb + nl, 0.0);
+  std::vector<double> sums(5 + nf + 2 * nb + nl, 0.0);
+  step_longest_sequence = 0;
+  for (const auto& c : step_chunks) {
+    sums[sums.size() - 2] += static_cast<double>(c->stats().chunks);
+    sums[sums.size() - 1] += static_cast<double>(c->stats().recomputed_chunks);
+    step_longest_sequence = std::max(step_longest_sequence, static_cast<double>(c->stats().longest_sequence));
+  }
+  step_chunks.clear();
   sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
@@ -562,6 +630,8 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
     v->assign(in, in + static_cast<long>(n));
     in += static_cast<long>(n);
   }
+  step_chunk_count = sums[sums.size() - 2];
+  step_chunks_recomputed = sums[sums.size() - 1];
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
   const double clip = plan.training().clip_grad();
@@ -623,10 +693,10 @@ int64_t Trainer::run() {
     // Memory and page faults of the worst rank (a small max-allreduce, outside the step's time).
     const auto now_usage = ResourceUsage::now();
     // ... and the span of the step's compute over all ranks (negated start: one max serves both).
-    double worst[4] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults,
+    double worst[5] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults,
                        -static_cast<double>(times.first_compute_ns),
-                       static_cast<double>(times.last_compute_ns)};
-    s.stats_coll->allreduce(worst, 4, DType::kFloat64, ReduceOp::kMax);
+                       static_cast<double>(times.last_compute_ns), s.step_longest_sequence};
+    s.stats_coll->allreduce(worst, 5, DType::kFloat64, ReduceOp::kMax);
 
     if (s.rank == 0) {
       if (!std::isfinite(loss))
@@ -654,6 +724,11 @@ int64_t Trainer::run() {
         row["compute_span_s"] = span_s;
         row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
         row["bubble_fraction_predicted"] = s.predicted_bubble();
+      }
+      if (s.plan.data().chunk_size() > 0) {
+        row["chunks"] = s.step_chunk_count;
+        row["chunks_recomputed"] = s.step_chunks_recomputed;
+        row["longest_sequence"] = worst[4];
       }
       if (s.reducer) {
         row["grad_buckets"] = s.reducer->buckets().size();

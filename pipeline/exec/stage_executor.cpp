@@ -310,7 +310,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
       no_graph.emplace();
       mb.tokens = tokens;
     }
-    out = stage_forward(model, stage, input, tokens);
+    out = stage_forward(model, stage, mbi, input, tokens);
   }
   if (st.has_lm_head()) {
     times.loss_sum += out.item<double>();
@@ -321,11 +321,11 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   mb.output = std::move(out);
 }
 
-torch::Tensor StageExecutor::stage_forward(StepModel& model, int stage, const torch::Tensor& input,
-                                           const torch::Tensor& tokens) {
-  torch::Tensor out = model.forward(stage, input);
-  if (plan_.stages(stage).has_lm_head()) out = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
-  return out;
+torch::Tensor StageExecutor::stage_forward(StepModel& model, int stage, int microbatch,
+                                           const torch::Tensor& input, const torch::Tensor& tokens) {
+  if (plan_.stages(stage).has_lm_head())
+    return model.forward_loss(stage, microbatch, input, tokens.slice(1, 1, tokens.size(1)));
+  return model.forward(stage, microbatch, input);
 }
 
 void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times) {
@@ -365,7 +365,7 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
   if (recompute_) {
     // The same forward again, now recording the graph (bitwise the same outputs).
     const auto& in = st.has_embedding() ? mb.tokens.slice(1, 0, mb.tokens.size(1) - 1) : mb.input;
-    mb.output = stage_forward(model, stage, in, mb.tokens);
+    mb.output = stage_forward(model, stage, mbi, in, mb.tokens);
     mb.tokens = torch::Tensor();
   }
   {
@@ -433,7 +433,7 @@ void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, S
     // No graph: every backward stage recomputes from the boundary left here.
     torch::NoGradGuard no_graph;
     for (int atom = first; atom < end; ++atom) {
-      x = model.forward(atom, x);
+      x = model.forward(atom, mbi, x);
       const int k = backward_stage_at_[static_cast<size_t>(atom) + 1];
       if (k >= 0) shared_->boundary(k, mbi).copy_(x);
     }
@@ -474,7 +474,7 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
     input = first == 0 ? tokens.slice(1, 0, tokens.size(1) - 1)
                        : shared_->boundary(stage, mbi).detach().requires_grad_(true);
     out = input;
-    for (int atom = first; atom < end; ++atom) out = model.forward(atom, out);
+    for (int atom = first; atom < end; ++atom) out = model.forward(atom, mbi, out);
   }
   if (!head) {
     times.stage_b_lead[static_cast<size_t>(stage)] += seconds_since(b0);
@@ -504,7 +504,7 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
     if (first > 0) backward_grads_[{stage, mbi}] = emulated_boundary_;
   } else {
     if (head) {
-      const auto loss = model.loss(out, tokens.slice(1, 1, tokens.size(1)));
+      const auto loss = model.loss(mbi, out, tokens.slice(1, 1, tokens.size(1)));
       times.loss_sum += loss.item<double>();
       ++times.losses;
       (loss * loss_scale_).backward();

@@ -50,11 +50,18 @@ class StepModel {
   virtual ~StepModel() = default;
   // Token ids [micro_batch_size, seq_length + 1] of this rank's microbatch `microbatch`.
   virtual torch::Tensor tokens(int microbatch) = 0;
-  // Stage `stage`'s forward: token ids [mb, seq] (stage with the embedding) or hidden states
-  // [mb, seq, hidden] in; hidden states, or logits from the stage with the LM head, out.
-  virtual torch::Tensor forward(int stage, const torch::Tensor& input) = 0;
-  // Mean loss of logits [mb, seq, vocab] against targets [mb, seq].
-  virtual torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) = 0;
+  // Stage `stage`'s forward of microbatch `microbatch`: token ids [mb, seq] (stage with the
+  // embedding) or hidden states [mb, seq, hidden] in; hidden states, or logits from the stage
+  // with the LM head, out.
+  virtual torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) = 0;
+  // Mean loss of microbatch `microbatch`'s logits [mb, seq, vocab] against targets [mb, seq].
+  virtual torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) = 0;
+  // The forward and the loss of the stage with the LM head: forward() then loss(), unless the
+  // model computes the loss without materialising the logits (chunked training).
+  virtual torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
+                                     const torch::Tensor& targets) {
+    return loss(microbatch, forward(stage, microbatch, input), targets);
+  }
   // Around every B and I (before) and every B and W (after) of `stage`. `last` before: the
   // stage's last B or I of the step; after: its last gradient-producing action, so every
   // gradient of the stage is final when it returns.
@@ -133,7 +140,7 @@ class StageExecutor {
 
   void forward(StepModel& model, const plan::Action& a, StepTimes& times);
   // The stage's forward, and on the stage with the LM head its loss against `tokens`' targets.
-  torch::Tensor stage_forward(StepModel& model, int stage, const torch::Tensor& input,
+  torch::Tensor stage_forward(StepModel& model, int stage, int microbatch, const torch::Tensor& input,
                               const torch::Tensor& tokens);
   void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);

@@ -79,6 +79,17 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
             "");
 }
 
+TEST(Config, ChunkedTrainingKeysAreChecked) {
+  EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.pack=true", "data.chunk_balance=cost"}), "");
+  EXPECT_EQ(error_key("", {"data.chunk_size=-1"}), "data.chunk_size");
+  EXPECT_EQ(error_key("", {"data.chunk_size=4096", "model.seq_length=128"}), "data.chunk_size");
+  EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.chunk_balance=flops"}), "data.chunk_balance");
+  EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.chunks_in_memory=0"}), "data.chunks_in_memory");
+  EXPECT_EQ(error_key("", {"data.chunk_size=32", "parallel.world_size=2",
+                           "parallel.pipeline_model_parallel_size=2"}),
+            "data.chunk_size");
+}
+
 TEST(Config, StagePartitionsMustFitTheLayersAndTheStages) {
   const std::vector<std::string> pp4 = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
                                         "model.num_layers=6", "training.global_batch_size=4"};

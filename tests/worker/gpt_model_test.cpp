@@ -33,6 +33,31 @@ TEST(GptModel, SelectiveRecomputationGivesTheSameGradientsBitwise) {
   }
 }
 
+TEST(GptModel, PackedDocumentsGiveEachDocumentsOwnLogits) {
+  // Three documents of 20, 30 and 14 tokens packed into one row of 64, beside a second row that
+  // holds one document: every document's logits equal those of running it alone.
+  GptShape shape{2, 32, 4, 64, 256, 64};
+  GptModel model(shape, /*seed=*/11);
+  torch::manual_seed(5);
+  const auto tokens = torch::randint(0, 256, {2, 64}, torch::kLong);
+  auto documents = torch::zeros({2, 64}, torch::kLong);
+  documents[0].slice(0, 20, 50).fill_(1);
+  documents[0].slice(0, 50, 64).fill_(2);
+  const auto packed = model->forward_stage(0, tokens, documents);
+  for (const auto& [row, begin, end] :
+       {std::tuple<int64_t, int64_t, int64_t>{0, 0, 20}, {0, 20, 50}, {0, 50, 64}, {1, 0, 64}}) {
+    const auto alone = model->forward_stage(0, tokens[row].slice(0, begin, end).unsqueeze(0));
+    const auto got = packed[row].slice(0, begin, end).unsqueeze(0);
+    EXPECT_LT((got - alone).abs().max().item<double>(), 1e-5)
+        << "row " << row << " tokens " << begin << "-" << end;
+  }
+  // Without documents the second and third documents see the first: different logits.
+  const auto unpacked = model->forward_stage(0, tokens);
+  EXPECT_GT((unpacked[0].slice(0, 20, 64) - packed[0].slice(0, 20, 64)).abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(torch::equal(unpacked[0].slice(0, 0, 20), packed[0].slice(0, 0, 20)) ||
+              (unpacked[0].slice(0, 0, 20) - packed[0].slice(0, 0, 20)).abs().max().item<double>() < 1e-6);
+}
+
 TEST(GptModel, ThePlannersParameterFormulaCountsEachStageExactly) {
   for (const auto& [layers, hidden, ffn, vocab, seq] :
        {std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>{4, 32, 64, 256, 16}, {3, 48, 80, 300, 24}}) {

@@ -1,0 +1,140 @@
+// ChunkedMicrobatch: a sequence trained in chunks (C = L/4, K = 1 and 2, equal-token and
+// cost-aware boundaries) gives the unchunked loss and every parameter's gradient within 1e-5
+// relative; packed documents give the document-masked (data.pack) loss and gradients; only the
+// chunks outside the last K are recomputed.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "worker/chunked_microbatch.h"
+
+namespace rondo {
+namespace {
+
+constexpr int64_t kSeq = 64;
+
+GptShape shape(bool selective = false) { return {2, 32, 4, 64, 256, kSeq, selective}; }
+
+struct Result {
+  double loss = 0;
+  std::vector<torch::Tensor> grads;
+  ChunkingStats stats;
+};
+
+std::vector<torch::Tensor> gradients(const GptModel& model) {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
+  return out;
+}
+
+// tokens [rows, seq + 1]; the loss of rows[:, :-1] against rows[:, 1:], masked where a target
+// is in another document.
+torch::Tensor masked_targets(const torch::Tensor& tokens, const torch::Tensor& documents) {
+  auto targets = tokens.slice(1, 1, kSeq + 1).clone();
+  if (documents.defined()) {
+    targets.masked_fill_(documents.slice(1, 1, kSeq + 1).ne(documents.slice(1, 0, kSeq)), -100);
+  }
+  return targets;
+}
+
+Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bool selective = false) {
+  GptModel model(shape(selective), /*seed=*/21);
+  const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
+  const auto logits = model->forward_stage(0, tokens.slice(1, 0, kSeq), docs);
+  const auto loss = torch::nn::functional::cross_entropy(
+      logits.view({-1, 256}), masked_targets(tokens, documents).reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  loss.backward();
+  return {loss.item<double>(), gradients(model), {}};
+}
+
+Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, const ChunkingOptions& options,
+               bool selective = false) {
+  GptModel model(shape(selective), /*seed=*/21);
+  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, documents),
+                       documents.defined() ? documents.slice(1, 0, kSeq) : documents, options);
+  const auto loss = mb.forward();
+  (loss * 0.5).backward();  // as the executor does: scaled by 1 / (microbatches x dp)
+  auto grads = gradients(model);
+  for (auto& g : grads) g *= 2.0;
+  return {loss.item<double>(), grads, mb.stats()};
+}
+
+void expect_close(const Result& ref, const Result& got, const std::string& what) {
+  EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss)) << what;
+  ASSERT_EQ(ref.grads.size(), got.grads.size());
+  for (size_t i = 0; i < ref.grads.size(); ++i) {
+    const double scale = ref.grads[i].abs().max().item<double>();
+    ASSERT_GT(scale, 0.0) << what << ": parameter " << i << " has no gradient in the reference";
+    const double diff = (got.grads[i] - ref.grads[i]).abs().max().item<double>();
+    EXPECT_LE(diff, 1e-5 * scale) << what << ": parameter " << i;
+  }
+}
+
+torch::Tensor random_tokens(int64_t rows, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::randint(0, 256, {rows, kSeq + 1}, torch::kLong);
+}
+
+TEST(ChunkedMicrobatch, ALongSequenceInQuarterChunksGivesTheUnchunkedLossAndGradients) {
+  const auto tokens = random_tokens(1, 3);
+  const auto ref = unchunked(tokens, {});
+  for (int k : {1, 2}) {
+    for (auto balance : {ChunkBalance::kTokens, ChunkBalance::kCost}) {
+      const auto got = chunked(tokens, {}, {kSeq / 4, balance, k});
+      const std::string what =
+          "K=" + std::to_string(k) + (balance == ChunkBalance::kCost ? " cost" : " tokens");
+      expect_close(ref, got, what);
+      EXPECT_GE(got.stats.chunks, 4) << what;
+      EXPECT_EQ(got.stats.dependent_chunks, got.stats.chunks - 1) << what;
+      // Only the last K chunks kept their activations; the others were recomputed.
+      EXPECT_EQ(got.stats.recomputed_chunks, got.stats.chunks - k) << what;
+    }
+  }
+  // Chunked but unsplit (one chunk holds the whole sequence): nothing recomputed.
+  const auto whole = chunked(tokens, {}, {kSeq, ChunkBalance::kTokens, 1});
+  expect_close(ref, whole, "one chunk");
+  EXPECT_EQ(whole.stats.recomputed_chunks, 0);
+}
+
+TEST(ChunkedMicrobatch, SelectiveRecomputationInsideChunks) {
+  const auto tokens = random_tokens(2, 4);
+  expect_close(unchunked(tokens, {}, true), chunked(tokens, {}, {kSeq / 4, ChunkBalance::kTokens, 2}, true),
+               "selective");
+}
+
+TEST(ChunkedMicrobatch, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
+  // Row 0: documents of 40, 9, 6 and 10 tokens (plus the next row's first target); row 1: a
+  // document continuing from row 0's last, then a long one: short ones are packed into chunks,
+  // long ones split.
+  const auto tokens = random_tokens(2, 5);
+  auto documents = torch::zeros({2, kSeq + 1}, torch::kLong);
+  documents[0].slice(0, 40, 49).fill_(1);
+  documents[0].slice(0, 49, 55).fill_(2);
+  documents[0].slice(0, 55, kSeq + 1).fill_(3);
+  documents[1].slice(0, 0, 5).fill_(3);
+  documents[1].slice(0, 5, kSeq + 1).fill_(4);
+  const auto ref = unchunked(tokens, documents);
+  for (int k : {1, 2}) {
+    const auto got = chunked(tokens, documents, {16, ChunkBalance::kTokens, k});
+    expect_close(ref, got, "packed, K=" + std::to_string(k));
+    EXPECT_GT(got.stats.dependent_chunks, 0);
+    EXPECT_EQ(got.stats.longest_sequence, 59);
+  }
+}
+
+TEST(ChunkedMicrobatch, NoGradientModeRunsTheForwardOnly) {
+  const auto tokens = random_tokens(1, 6);
+  const double ref = unchunked(tokens, {}).loss;
+  GptModel model(shape(), /*seed=*/21);
+  torch::NoGradGuard no_grad;
+  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {},
+                       {kSeq / 4, ChunkBalance::kTokens, 1});
+  const auto loss = mb.forward();
+  EXPECT_FALSE(loss.requires_grad());
+  EXPECT_NEAR(loss.item<double>(), ref, 1e-5 * ref);
+}
+
+}  // namespace
+}  // namespace rondo
