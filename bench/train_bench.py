@@ -12,6 +12,8 @@
   bench/train_bench.py pipeline    # pp=2 schedules on real compute: tokens/s, bubble measured vs predicted
   bench/train_bench.py heavy-head  # a model whose LM head outweighs its blocks: roundpipe vs 1f1b at pp=2, and
                                    # under a memory cap that 1f1b cannot meet
+  bench/train_bench.py chunked     # long sequences whole or in chunks (data.chunk_size): peak RSS and tokens/s by
+                                   # sequence length; packed documents of the Debian copyright corpus
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -204,6 +206,48 @@ def main():
                   f"p2p wait {median_of(r, 'p2p_wait_s') * 1e3:.2f} ms", flush=True)
     if what in ("heavy-head", "all"):
         heavy_head(tmp, rounds)
+    if what in ("chunked", "all"):
+        chunked(tmp, rounds)
+
+
+def chunked_report(label, runs):
+    for v, r in runs.items():
+        recomputed = (f", {median_of(r, 'chunks_recomputed'):.0f} of {median_of(r, 'chunks'):.0f} chunks recomputed"
+                      if "chunks" in r[0] else "")
+        print(f"chunked: {label}, {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
+              f"{median_of(r, 'step_time_s') * 1e3:.0f} ms, max RSS {median_of(r, 'max_rss_mb'):.0f} MB{recomputed}",
+              flush=True)
+
+
+def chunked(tmp, rounds):
+    """The demo model on one rank, 2 microbatches of 1 row per step. First each row one sequence
+    of model.seq_length tokens (unpacked), trained whole or in chunks of 512 (K = 1, 2): peak
+    memory by sequence length. Then packed documents of the Debian copyright corpus at 2048."""
+    variants = {"unchunked": []}
+    for k in (1, 2):
+        variants[f"C=512, K={k}"] = ["data.chunk_size=512", f"data.chunks_in_memory={k}"]
+    one_rank = ["parallel.world_size=1", "training.micro_batch_size=1", "training.global_batch_size=2"]
+    for seq in (512, 1024, 2048, 4096):
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, sets in variants.items():
+                runs[v].append(rondo_run(tmp, "chunk", model_sets(dict(SMALL, seq=seq)) + one_rank + sets, steps=6,
+                                         warmup=2))
+        chunked_report(f"one sequence of {seq}", runs)
+    prefix = os.path.join(tmp, "copyright")
+    docs = sorted(os.path.join("/usr/share/doc", d, "copyright") for d in os.listdir("/usr/share/doc")
+                  if os.path.isfile(os.path.join("/usr/share/doc", d, "copyright")))
+    subprocess.run([RONDO, "data", "prepare", *docs, "--out", prefix], check=True, capture_output=True)
+    packed = {"packed, unchunked": ["data.pack=true"]}
+    for k, balance in ((1, "tokens"), (2, "tokens"), (2, "cost")):
+        packed[f"packed, C=512, K={k}, {balance}"] = ["data.pack=true", "data.chunk_size=512",
+                                                     f"data.chunks_in_memory={k}", f"data.chunk_balance={balance}"]
+    runs = {v: [] for v in packed}
+    for _ in range(rounds):
+        for v, sets in packed.items():
+            runs[v].append(rondo_run(tmp, "chunk", model_sets(dict(SMALL, seq=2048)) + one_rank + sets +
+                                     [f"data.path={prefix}"], steps=8, warmup=2))
+    chunked_report(f"copyright corpus ({len(docs)} documents), rows of 2048", runs)
 
 
 # The demo model with a 16384-token vocabulary: the LM head's forward (2 x hidden x vocab FLOPs

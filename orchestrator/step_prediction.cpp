@@ -120,7 +120,16 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
         params += params_of(st);
       }
       rp.weight_bytes = params * kWeightStateBytes / tp;
-      if (full) {
+      if (c.data.chunk_size > 0) {
+        // Chunked training (worker/chunked_microbatch.h): at most K chunks of C tokens keep their
+        // activations, their queries attending to up to s keys; every token's keys and values
+        // stay for the later chunks, with their gradients.
+        const double chunk = static_cast<double>(c.data.chunk_size);
+        const double kept = std::min(static_cast<double>(c.data.chunks_in_memory) * chunk, s * b);
+        const double kept_layer = kept * h * (34 + (selective ? 0.0 : 5 * a * s / h)) * (kBytesPerValue / 2);
+        const double key_values = 4 * s * b * h * kBytesPerValue;
+        rp.activation_bytes = layers * (kept_layer + key_values) / split;
+      } else if (full) {
         // Each stage in flight keeps its input; one stage's layers at a time are rebuilt.
         const double chunks = std::max(1.0, static_cast<double>(schedule.virtual_stages));
         rp.activation_bytes =

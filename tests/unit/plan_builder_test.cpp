@@ -212,6 +212,23 @@ TEST(PlanPrediction, AMemoryCapThatOneFOneBCannotMeetIsReportedByKey) {
   }
 }
 
+TEST(PlanPrediction, ChunkedTrainingBoundsActivationsByTheChunkSize) {
+  // Long rows: the attention scores of a whole 8192-token row dominate; chunks of 1024 keep a
+  // K-chunk slice of them, plus every token's keys and values.
+  const std::vector<std::string> base = {"model.seq_length=8192", "parallel.world_size=1",
+                                         "training.micro_batch_size=1", "training.global_batch_size=2"};
+  const auto activations = [&](std::vector<std::string> extra) {
+    extra.insert(extra.end(), base.begin(), base.end());
+    return build_plan(parse_config("", "t", extra)).prediction().ranks(0).activation_bytes();
+  };
+  const double whole = activations({});
+  const double k1 = activations({"data.chunk_size=1024", "data.chunks_in_memory=1"});
+  const double k2 = activations({"data.chunk_size=1024", "data.chunks_in_memory=2"});
+  EXPECT_LT(k1, whole / 6);
+  EXPECT_GT(k2, k1);
+  EXPECT_LT(k2, 2 * k1);
+}
+
 TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
   for (const char* schedule : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv", "roundpipe"}) {
     std::vector<std::string> sets = {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=4",
