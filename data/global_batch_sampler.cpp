@@ -1,19 +1,9 @@
 #include "data/global_batch_sampler.h"
 
 #include "common/errors.h"
+#include "data/splitmix64.h"
 
 namespace rondo {
-namespace {
-
-// SplitMix64: a counter-based generator, so any sample can be drawn without replaying others.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 GlobalBatchSampler::GlobalBatchSampler(uint64_t seed, uint64_t corpus_size, uint64_t seq_length,
                                        uint64_t global_batch_size)

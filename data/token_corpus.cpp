@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
@@ -52,16 +53,18 @@ std::string jsonl_texts(const std::string& path, std::vector<uint64_t>& starts) 
 std::string TokenCorpus::resolve_format(const std::string& path, const std::string& format) {
   if (format != "auto") return format;
   if (path == "builtin") return "builtin";
+  if (path == "lognormal") return "lognormal";
   if (fs::is_regular_file(path + ".idx")) return "indexed";
   if (fs::path(path).extension() == ".jsonl") return "jsonl";
   return "text";
 }
 
-TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format, uint64_t min_tokens) {
+TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format, uint64_t min_tokens,
+                              const LognormalMix& mix) {
   TokenCorpus c;
   const std::string f = resolve_format(path, format);
   std::string text;
-  if (f == "builtin") {
+  if (f == "builtin" || f == "lognormal") {
     const auto files = files_in(kBuiltinCorpusDir, true);
     for (const auto& file : files) {
       c.document_starts_.push_back(text.size());
@@ -69,6 +72,35 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
     }
     c.source_ =
         std::string("builtin (") + kBuiltinCorpusDir + ", " + std::to_string(files.size()) + " files)";
+    if (f == "lognormal") {
+      const auto lengths = lognormal_lengths(mix);
+      uint64_t total = 0;
+      for (int64_t n : lengths) total += static_cast<uint64_t>(n);
+      if (total > (uint64_t{1} << 32)) {
+        throw ConfigError("data.lognormal_documents",
+                          std::to_string(total) + " tokens in all: more than 2^32 (held in memory)");
+      }
+      std::string out;
+      out.reserve(static_cast<size_t>(total));
+      c.document_starts_.clear();
+      for (size_t i = 0; i < lengths.size(); ++i) {
+        c.document_starts_.push_back(out.size());
+        // A window of the builtin text, wrapping around its end.
+        uint64_t at = lognormal_document_offset(mix, static_cast<int64_t>(i), text.size());
+        for (auto left = static_cast<uint64_t>(lengths[i]); left > 0;) {
+          const uint64_t take = std::min<uint64_t>(left, text.size() - at);
+          out.append(text, static_cast<size_t>(at), static_cast<size_t>(take));
+          left -= take;
+          at = 0;
+        }
+      }
+      text = std::move(out);
+      const auto longest = *std::max_element(lengths.begin(), lengths.end());
+      std::ostringstream source;
+      source << "lognormal (" << mix.documents << " documents, mu " << mix.mu << ", sigma " << mix.sigma
+             << ", seed " << mix.seed << ": " << total << " tokens, longest " << longest << ")";
+      c.source_ = source.str();
+    }
   } else if (f == "indexed") {
     c.indexed_ = std::make_shared<IndexedDataset>(IndexedDataset::open(path));
     c.sequence_starts_.reserve(c.indexed_->sequences());
@@ -106,7 +138,8 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
       throw ConfigError("data.path", e.what());
     }
   } else {
-    throw ConfigError("data.format", "unknown format '" + f + "' (auto | text | jsonl | indexed)");
+    throw ConfigError("data.format",
+                      "unknown format '" + f + "' (auto | text | jsonl | indexed | lognormal)");
   }
   if (!c.indexed_) {
     c.bytes_.assign(text.begin(), text.end());

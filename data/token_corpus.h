@@ -6,7 +6,9 @@
 //   text     a text file, or a directory's regular files (recursively, in name order), concatenated;
 //   jsonl    the `text` fields of a JSONL file's lines, concatenated;
 //   indexed  a Megatron indexed dataset PREFIX (PREFIX.bin + PREFIX.idx), its sequences in order,
-//            memory-mapped (data/indexed_dataset.h): never read whole.
+//            memory-mapped (data/indexed_dataset.h): never read whole;
+//   lognormal (data.path: lognormal) a synthetic mix: documents of lognormal lengths cut from the
+//            builtin text (data/lognormal_mix.h, parameters data.lognormal_*), held in memory.
 // Text is tokenised by the byte tokenizer (each byte one token, 0..255). `auto` picks indexed
 // when PREFIX.idx exists, jsonl for a *.jsonl file, text otherwise.
 #pragma once
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "data/indexed_dataset.h"
+#include "data/lognormal_mix.h"
 
 namespace rondo {
 
@@ -27,8 +30,10 @@ class TokenCorpus {
   // The format `auto` resolves to for `path` (the others are returned unchanged).
   static std::string resolve_format(const std::string& path, const std::string& format);
   // Loads `path` in `format`. Throws ConfigError naming data.path if it cannot be read (DataError
-  // for a corrupt indexed dataset) or holds fewer than `min_tokens` tokens.
-  static TokenCorpus load(const std::string& path, const std::string& format, uint64_t min_tokens);
+  // for a corrupt indexed dataset) or holds fewer than `min_tokens` tokens. `mix` is read for
+  // the lognormal format only.
+  static TokenCorpus load(const std::string& path, const std::string& format, uint64_t min_tokens,
+                          const LognormalMix& mix = {});
 
   uint64_t size() const { return size_; }  // tokens
   // Tokens [offset, offset + count) of the stream into `out`.

@@ -70,7 +70,13 @@ const std::vector<ConfigKey>& config_schema() {
                 "builtin (Debian's license texts), a text file or directory, a JSONL file, or an indexed "
                 "dataset PREFIX (PREFIX.bin + PREFIX.idx; `rondo data prepare`)"),
       RONDO_KEY(data, format,
-                "auto | text | jsonl | indexed (auto: indexed when PREFIX.idx exists, jsonl for *.jsonl)"),
+                "auto | text | jsonl | indexed | lognormal (auto: indexed when PREFIX.idx exists, jsonl for "
+                "*.jsonl, lognormal for the path `lognormal`)"),
+      RONDO_KEY(data, lognormal_documents, "data.path lognormal: documents in the synthetic mix"),
+      RONDO_KEY(data, lognormal_mu, "data.path lognormal: mean of ln(document length); median length e^mu"),
+      RONDO_KEY(data, lognormal_sigma, "data.path lognormal: standard deviation of ln(document length)"),
+      RONDO_KEY(data, lognormal_max_length, "data.path lognormal: lengths clamped to [1, this]"),
+      RONDO_KEY(data, lognormal_seed, "data.path lognormal: seed of the lengths and of each document's text"),
       RONDO_KEY(data, pack,
                 "documents packed into each sample with attention confined to each document, positions "
                 "restarting and no target across a document boundary"),
@@ -349,9 +355,12 @@ void validate(const Config& c) {
           "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
           "use none or selective");
 
-  require_one_of(c.data.format, {"auto", "text", "jsonl", "indexed"}, "data.format");
+  require_one_of(c.data.format, {"auto", "text", "jsonl", "indexed", "lognormal"}, "data.format");
   const std::string format = TokenCorpus::resolve_format(c.data.path, c.data.format);
-  if (format == "indexed") {
+  require(c.data.lognormal_seed >= 0, "data.lognormal_seed", "must be >= 0");
+  if (format == "lognormal") {
+    lognormal_lengths(c.data.lognormal_mix());  // throws ConfigError naming the key
+  } else if (format == "indexed") {
     // Opening checks the index against both files: a corrupt corpus fails here, not in the workers.
     try {
       IndexedDataset::open(c.data.path);

@@ -9,6 +9,8 @@
 #include <variant>
 #include <vector>
 
+#include "data/lognormal_mix.h"
+
 namespace rondo {
 
 struct ModelConfig {
@@ -64,6 +66,16 @@ struct DataConfig {
   int64_t chunk_size = 0;  // 0: no chunking
   std::string chunk_balance = "tokens";
   int64_t chunks_in_memory = 2;
+  // data.path: lognormal (data/lognormal_mix.h)
+  int64_t lognormal_documents = 1000;
+  double lognormal_mu = 8.5;
+  double lognormal_sigma = 1.5;
+  int64_t lognormal_max_length = 2000000;
+  int64_t lognormal_seed = 1;
+  LognormalMix lognormal_mix() const {
+    return {lognormal_documents, lognormal_mu, lognormal_sigma, lognormal_max_length,
+            static_cast<uint64_t>(lognormal_seed)};
+  }
 };
 
 struct CheckpointConfig {

@@ -297,6 +297,13 @@ void spec_pass(PlanContext& c) {
   p.mutable_data()->set_chunk_size(config.data.chunk_size);
   p.mutable_data()->set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
   p.mutable_data()->set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));
+  const auto mix = config.data.lognormal_mix();
+  auto* ln = p.mutable_data()->mutable_lognormal();
+  ln->set_documents(mix.documents);
+  ln->set_mu(mix.mu);
+  ln->set_sigma(mix.sigma);
+  ln->set_max_length(mix.max_length);
+  ln->set_seed(mix.seed);
   p.mutable_data()->set_format(TokenCorpus::resolve_format(config.data.path, config.data.format));
   auto* cs = p.mutable_comms();
   cs->set_backend(config.comms.backend);

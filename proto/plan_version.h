@@ -7,8 +7,8 @@
 //      unknown value is refused); emulated compute with the prediction's per-stage op durations.
 //   4: stateless workers execute (roundpipe: backward_stages, prediction.stage_backward_lead_s);
 //      data.format names how data.path is read (an empty one is refused).
-//   5: data.pack (document-aware samples) and chunked training (data.chunk_size, chunk_balance as
-//      an enum, chunks_in_memory).
+//   5: data.pack (document-aware samples), chunked training (data.chunk_size, chunk_balance as
+//      an enum, chunks_in_memory) and the lognormal synthetic mix (data.lognormal).
 #pragma once
 
 #include <cstdint>

@@ -169,7 +169,9 @@ struct Trainer::Impl : StepModel {
   static TokenCorpus load_corpus(const plan::DataSpec& data, uint64_t min_tokens) {
     if (data.format().empty())
       throw PlanError("plan field data.format is empty (a plan from another rondo?)");
-    return TokenCorpus::load(data.path(), data.format(), min_tokens);
+    const auto& ln = data.lognormal();
+    return TokenCorpus::load(data.path(), data.format(), min_tokens,
+                             {ln.documents(), ln.mu(), ln.sigma(), ln.max_length(), ln.seed()});
   }
 
   void setup();

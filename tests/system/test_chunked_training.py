@@ -8,6 +8,7 @@ paragraphs as JSONL documents (a few to a few hundred tokens each) and the whole
   boundaries, on one and two data-parallel ranks (the gradient reduction overlapped with the
   backward, which must not take a parameter's gradient as final before the last chunk's
   backward); metrics.jsonl counts the chunks and the recomputed ones;
+- the same on the synthetic lognormal length mix (data.path=lognormal);
 - chunking with pipeline parallelism is refused for now, naming data.chunk_size."""
 import json
 import os
@@ -66,6 +67,16 @@ for name, ref, sets in (
              and 0 < r["longest_sequence"] <= 128 for r in rows)
     ctx.check(ok, f"{name}: every step reports its chunks and the recomputed ones (last: {rows[-1]['chunks']:.0f} "
                   f"chunks, {rows[-1]['chunks_recomputed']:.0f} recomputed, longest {rows[-1]['longest_sequence']:.0f})")
+
+# The synthetic lognormal mix (data.path=lognormal), packed: chunked equals unchunked there too.
+mix = ["data.path=lognormal", "data.lognormal_mu=5", "data.lognormal_sigma=1.5", "data.lognormal_documents=400",
+       "data.pack=true"]
+_, mixed = run("lognormal-packed", mix)
+mixed_dir, mixed_chunked = run("lognormal-packed-chunk32", mix + ["data.chunk_size=32"])
+ctx.check(worst(mixed, mixed_chunked) <= 1e-5,
+          f"lognormal mix: chunked reproduces unchunked within 1e-5 (worst {worst(mixed, mixed_chunked):.2e})")
+with open(os.path.join(mixed_dir, "logs", "rank-0.log")) as f:
+    ctx.check("data lognormal (400 documents, mu 5, sigma 1.5, seed 1" in f.read(), "the worker built the lognormal mix")
 
 _, proc = ctx.run("chunked-pp2", BASE + ["data.chunk_size=32", "parallel.world_size=2",
                                          "parallel.pipeline_model_parallel_size=2"], expect_status=2)
