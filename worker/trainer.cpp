@@ -202,10 +202,13 @@ struct Trainer::Impl : StepModel {
   torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
                              const torch::Tensor& targets) override {
     if (plan.data().chunk_size() == 0) return StepModel::forward_loss(stage, microbatch, input, targets);
-    step_chunks.push_back(std::make_unique<ChunkedMicrobatch>(
+    auto chunked = std::make_unique<ChunkedMicrobatch>(
         model, stage, input, counted_targets(microbatch, targets),
-        plan.data().pack() ? packing(microbatch).documents : torch::Tensor(), chunking));
-    return step_chunks.back()->forward();
+        plan.data().pack() ? packing(microbatch).documents : torch::Tensor(), chunking);
+    auto loss = chunked->forward();
+    // The one that backpropagates (with full recomputation, B reruns F's graph-less forward).
+    if (torch::GradMode::is_enabled()) step_chunks.push_back(std::move(chunked));
+    return loss;
   }
   // With data.pack a token's successor in another document is no target (-100: ignored).
   torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets) {

@@ -55,6 +55,9 @@ for name, ref, sets in (
     ("packed-chunk32-k2-cost", packed,
      ["data.pack=true", "data.chunk_size=32", "data.chunks_in_memory=2", "data.chunk_balance=cost"]),
     ("plain-chunk32-k1", plain, ["data.chunk_size=32", "data.chunks_in_memory=1"]),
+    # Full recomputation: F runs the chunks without a graph, B runs them again with one.
+    ("plain-chunk32-k1-full", plain, ["data.chunk_size=32", "data.chunks_in_memory=1",
+                                      "model.recompute_granularity=full"]),
     ("packed-chunk32-dp2", packed, ["data.pack=true", "data.chunk_size=32", "parallel.world_size=2"]),
 ):
     run_dir, got = run(name, sets)
