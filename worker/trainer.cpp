@@ -612,10 +612,11 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
   std::vector<double> sums(5 + nf + 2 * nb + nl, 0.0);
   step_longest_sequence = 0;
-  for (const auto& c : step_chunks) {
-    sums[sums.size() - 2] += static_cast<double>(c->stats().chunks);
-    sums[sums.size() - 1] += static_cast<double>(c->stats().recomputed_chunks);
-    step_longest_sequence = std::max(step_longest_sequence, static_cast<double>(c->stats().longest_sequence));
+  for (const auto& chunked : step_chunks) {
+    const auto& st = chunked->stats();
+    sums[sums.size() - 2] += static_cast<double>(st.chunks);
+    sums[sums.size() - 1] += static_cast<double>(st.recomputed_chunks);
+    step_longest_sequence = std::max(step_longest_sequence, static_cast<double>(st.longest_sequence));
   }
   step_chunks.clear();
   sums[1] = so_far.loss_sum * executor->loss_scale();

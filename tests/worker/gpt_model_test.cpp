@@ -54,8 +54,8 @@ TEST(GptModel, PackedDocumentsGiveEachDocumentsOwnLogits) {
   // Without documents the second and third documents see the first: different logits.
   const auto unpacked = model->forward_stage(0, tokens);
   EXPECT_GT((unpacked[0].slice(0, 20, 64) - packed[0].slice(0, 20, 64)).abs().max().item<double>(), 1e-3);
-  EXPECT_TRUE(torch::equal(unpacked[0].slice(0, 0, 20), packed[0].slice(0, 0, 20)) ||
-              (unpacked[0].slice(0, 0, 20) - packed[0].slice(0, 0, 20)).abs().max().item<double>() < 1e-6);
+  // ... but the first document sees the same tokens either way.
+  EXPECT_LT((unpacked[0].slice(0, 0, 20) - packed[0].slice(0, 0, 20)).abs().max().item<double>(), 1e-6);
 }
 
 TEST(GptModel, ThePlannersParameterFormulaCountsEachStageExactly) {
