@@ -48,6 +48,38 @@ std::string jsonl_texts(const std::string& path, std::vector<uint64_t>& starts) 
   return text;
 }
 
+// The lognormal mix's documents, each a (wrapping) window of `builtin`; their first bytes in
+// `starts` and a description in `source`.
+std::string lognormal_text(const std::string& builtin, const LognormalMix& mix, std::vector<uint64_t>& starts,
+                           std::string& source) {
+  const auto lengths = lognormal_lengths(mix);
+  uint64_t total = 0;
+  for (int64_t n : lengths) total += static_cast<uint64_t>(n);
+  if (total > (uint64_t{1} << 32)) {
+    throw ConfigError("data.lognormal_documents",
+                      std::to_string(total) + " tokens in all: more than 2^32 (held in memory)");
+  }
+  std::string out;
+  out.reserve(static_cast<size_t>(total));
+  starts.clear();
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    starts.push_back(out.size());
+    uint64_t at = lognormal_document_offset(mix, static_cast<int64_t>(i), builtin.size());
+    for (auto left = static_cast<uint64_t>(lengths[i]); left > 0;) {
+      const uint64_t take = std::min<uint64_t>(left, builtin.size() - at);
+      out.append(builtin, static_cast<size_t>(at), static_cast<size_t>(take));
+      left -= take;
+      at = 0;
+    }
+  }
+  std::ostringstream what;
+  what << "lognormal (" << mix.documents << " documents, mu " << mix.mu << ", sigma " << mix.sigma
+       << ", seed " << mix.seed << ": " << total << " tokens, longest "
+       << *std::max_element(lengths.begin(), lengths.end()) << ")";
+  source = what.str();
+  return out;
+}
+
 }  // namespace
 
 std::string TokenCorpus::resolve_format(const std::string& path, const std::string& format) {
@@ -72,35 +104,7 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
     }
     c.source_ =
         std::string("builtin (") + kBuiltinCorpusDir + ", " + std::to_string(files.size()) + " files)";
-    if (f == "lognormal") {
-      const auto lengths = lognormal_lengths(mix);
-      uint64_t total = 0;
-      for (int64_t n : lengths) total += static_cast<uint64_t>(n);
-      if (total > (uint64_t{1} << 32)) {
-        throw ConfigError("data.lognormal_documents",
-                          std::to_string(total) + " tokens in all: more than 2^32 (held in memory)");
-      }
-      std::string out;
-      out.reserve(static_cast<size_t>(total));
-      c.document_starts_.clear();
-      for (size_t i = 0; i < lengths.size(); ++i) {
-        c.document_starts_.push_back(out.size());
-        // A window of the builtin text, wrapping around its end.
-        uint64_t at = lognormal_document_offset(mix, static_cast<int64_t>(i), text.size());
-        for (auto left = static_cast<uint64_t>(lengths[i]); left > 0;) {
-          const uint64_t take = std::min<uint64_t>(left, text.size() - at);
-          out.append(text, static_cast<size_t>(at), static_cast<size_t>(take));
-          left -= take;
-          at = 0;
-        }
-      }
-      text = std::move(out);
-      const auto longest = *std::max_element(lengths.begin(), lengths.end());
-      std::ostringstream source;
-      source << "lognormal (" << mix.documents << " documents, mu " << mix.mu << ", sigma " << mix.sigma
-             << ", seed " << mix.seed << ": " << total << " tokens, longest " << longest << ")";
-      c.source_ = source.str();
-    }
+    if (f == "lognormal") text = lognormal_text(text, mix, c.document_starts_, c.source_);
   } else if (f == "indexed") {
     c.indexed_ = std::make_shared<IndexedDataset>(IndexedDataset::open(path));
     c.sequence_starts_.reserve(c.indexed_->sequences());

@@ -224,6 +224,8 @@ struct Trainer::Impl : StepModel {
     torch::Tensor documents, crossing;
   };
   const Packing& packing(int microbatch);
+  // Where row `row` of microbatch `microbatch`'s window starts in the corpus, this step.
+  uint64_t window_offset(int microbatch, int64_t row) const;
   std::map<int, Packing> packings;  // this step's
   int64_t packings_step = -1;
   torch::Tensor stage_gradients(int stage) override {
@@ -256,9 +258,7 @@ void Trainer::Impl::setup() {
                       std::to_string(d.chunks_in_memory()) + ") and one stage holding the whole model (got " +
                       std::to_string(plan.stages_size()) + ")");
     }
-    chunking = {d.chunk_size(),
-                d.chunk_balance() == plan::CHUNK_BALANCE_COST ? ChunkBalance::kCost : ChunkBalance::kTokens,
-                d.chunks_in_memory()};
+    chunking = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory()};
   }
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == "cuda") {
@@ -520,6 +520,11 @@ void Trainer::Impl::event(const nlohmann::json& e) {
   events->append(line.dump());
 }
 
+uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
+  return sampler->sample_offset(static_cast<uint64_t>(step - 1),
+                                me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row));
+}
+
 const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
   if (packings_step != step) {
     packings.clear();
@@ -529,11 +534,9 @@ const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
   if (it != packings.end()) return it->second;
   const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
   auto ids = torch::empty({mb, len}, torch::kLong);
-  const uint32_t first = me.microbatch_first_sample(microbatch);
   for (int64_t i = 0; i < mb; ++i) {
-    const uint64_t off =
-        sampler->sample_offset(static_cast<uint64_t>(step - 1), first + static_cast<uint64_t>(i));
-    corpus.documents(off, static_cast<size_t>(len), ids.data_ptr<int64_t>() + i * len);
+    corpus.documents(window_offset(microbatch, i), static_cast<size_t>(len),
+                     ids.data_ptr<int64_t>() + i * len);
   }
   Packing p;
   p.documents = ids.slice(1, 0, len - 1).contiguous().to(device);
@@ -545,11 +548,9 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
   const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
   auto out_tensor = torch::empty({mb, len}, torch::kLong);
   auto* out = out_tensor.data_ptr<int64_t>();
-  const uint32_t first = me.microbatch_first_sample(microbatch);
   const auto vocab = static_cast<int64_t>(plan.model().vocab_size());
   for (int64_t i = 0; i < mb; ++i) {
-    const uint64_t off =
-        sampler->sample_offset(static_cast<uint64_t>(step - 1), first + static_cast<uint64_t>(i));
+    const uint64_t off = window_offset(microbatch, i);
     int64_t* sample = out + i * len;
     corpus.read(off, static_cast<size_t>(len), sample);
     for (int64_t j = 0; j < len; ++j) {
