@@ -380,9 +380,17 @@ void validate(const Config& c) {
   require_one_of(c.data.chunk_balance, {"tokens", "cost"}, "data.chunk_balance");
   require(c.data.chunks_in_memory >= 1, "data.chunks_in_memory",
           "must be >= 1, got " + str(c.data.chunks_in_memory));
-  require(c.data.chunk_size == 0 || pp == 1, "data.chunk_size",
-          "chunked training runs at parallel.pipeline_model_parallel_size 1 for now (got " + str(pp) +
-              "); set data.chunk_size=0 to pipeline");
+  if (c.data.chunk_size > 0 && pp > 1) {
+    // The chunks become the schedule's microbatches (a sequence's chunks in order).
+    require(
+        c.pipeline.schedule == "gpipe" || c.pipeline.schedule == "1f1b", "data.chunk_size",
+        "with parallel.pipeline_model_parallel_size " + str(pp) +
+            ", chunked training runs pipeline.schedule gpipe or 1f1b (a sequence's chunks forward in order, "
+            "then backward in reverse), not " +
+            c.pipeline.schedule);
+    require(!c.training.emulate_compute, "data.chunk_size",
+            "chunked pipeline training computes for real; set training.emulate_compute=false");
+  }
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
   require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
   require_one_of(c.pipeline.schedule, schedule_names(), "pipeline.schedule");

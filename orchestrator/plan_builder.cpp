@@ -7,6 +7,7 @@
 #include <unordered_map>
 
 #include "common/errors.h"
+#include "data/chunk_plan.h"
 #include "data/token_corpus.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
@@ -108,11 +109,32 @@ ModelStages roundpipe_layout(const Config& config, int pp) {
   return out;
 }
 
+// Chunked training with pipeline parallelism: the lengths of a row's chunks, cut by the chunk
+// planner from one sequence of model.seq_length tokens (every row alike, so that the plan is
+// static). Empty without chunking or pipeline parallelism (one stage chunks inside its microbatch).
+std::vector<int64_t> pipeline_chunk_lengths(const Config& config, int pp) {
+  if (pp == 1 || config.data.chunk_size == 0) return {};
+  const auto& m = config.model;
+  const auto plan =
+      plan_chunks({m.seq_length}, config.data.chunk_size, chunk_balance_from_name(config.data.chunk_balance),
+                  {m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length});
+  std::vector<int64_t> out;
+  for (const auto& chunk : plan.chunks) out.push_back(chunk.tokens());
+  return out;
+}
+
 // The pipeline schedule of the config, placed with the predicted per-stage costs. With one
 // pipeline rank every schedule is plain gradient accumulation (F B per microbatch), which the
-// worker executes.
-PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, const ModelStages& stages) {
+// worker executes. With `chunks` > 1 (pipeline_chunk_lengths) each microbatch is that many
+// dependent chunks, the schedule's microbatches.
+PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, const ModelStages& stages,
+                              int chunks) {
   const std::string& name = config.pipeline.schedule;
+  if (chunks > 1) {
+    ScheduleRequest req{name, pp, microbatches * chunks, 1, {}};
+    req.chunk_group = chunks;
+    return generate_schedule(req);
+  }
   if (pp == 1) {
     auto s = generate_schedule({"1f1b", 1, microbatches, 1, {}});
     s.name = name;
@@ -297,6 +319,8 @@ void spec_pass(PlanContext& c) {
   p.mutable_data()->set_chunk_size(config.data.chunk_size);
   p.mutable_data()->set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
   p.mutable_data()->set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));
+  for (int64_t len : pipeline_chunk_lengths(config, c.mesh.pp()))
+    p.mutable_data()->add_pipeline_chunk_lengths(len);
   const auto mix = config.data.lognormal_mix();
   auto* ln = p.mutable_data()->mutable_lognormal();
   ln->set_documents(mix.documents);
@@ -336,7 +360,8 @@ void layout_pass(PlanContext& c) {
 
 // Pass 4, schedule: the registry's generator for pipeline.schedule over the stages.
 void schedule_pass(PlanContext& c) {
-  c.schedule = schedule_for(c.config, c.mesh.pp(), c.microbatches, c.model_stages);
+  c.schedule = schedule_for(c.config, c.mesh.pp(), c.microbatches, c.model_stages,
+                            std::max(1, c.plan.data().pipeline_chunk_lengths_size()));
   c.plan.set_stateless_workers(c.schedule.stateless_workers);
 }
 

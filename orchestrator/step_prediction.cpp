@@ -1,6 +1,7 @@
 #include "orchestrator/step_prediction.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "parallelism/model_flops.h"
 #include "parallelism/model_parameters.h"
@@ -76,6 +77,14 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
                split = tp * static_cast<double>(c.parallel.context_parallel_size);
   StepPrediction p;
   p.costs = schedule.derived_costs.empty() ? predicted_stage_costs(c, stages) : schedule.derived_costs;
+  if (schedule.chunk_group > 1) {
+    // The schedule's microbatches are chunks: a row's chunks share its cost (on average).
+    const double share = 1.0 / schedule.chunk_group;
+    for (auto* v : {&p.costs.f, &p.costs.b, &p.costs.w, &p.costs.b_lead}) {
+      for (double& x : *v) x *= share;
+    }
+    p.costs.p2p_bytes *= share;
+  }
   const auto result = simulate_schedule(schedule, p.costs);
 
   p.step_time_s = result.makespan;
@@ -123,12 +132,23 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
       if (c.data.chunk_size > 0) {
         // Chunked training (worker/chunked_microbatch.h): at most K chunks of C tokens keep their
         // activations, their queries attending to up to s keys; every token's keys and values
-        // stay for the later chunks, with their gradients.
-        const double chunk = static_cast<double>(c.data.chunk_size);
-        const double kept = std::min(static_cast<double>(c.data.chunks_in_memory) * chunk, s * b);
+        // stay for the later chunks, with their gradients. With pipeline parallelism the chunks
+        // in flight on this rank (the simulator's peak) may span several rows: each row keeps
+        // its K chunks and its keys and values, every other chunk its stage input.
+        // A chunk: C tokens of the microbatch (one stage), or of each of its b rows (pipeline).
+        const double chunk = static_cast<double>(c.data.chunk_size) * (schedule.chunk_group > 1 ? b : 1.0);
+        const double in_flight = schedule.chunk_group > 1 ? std::max(1.0, rp.peak_activations) : 1.0;
+        const double rows = std::ceil(in_flight / std::max(1, schedule.chunk_group));
+        const double kept_chunks =
+            schedule.chunk_group > 1
+                ? std::min(static_cast<double>(c.data.chunks_in_memory) * rows, in_flight)
+                : static_cast<double>(c.data.chunks_in_memory);
+        const double kept = std::min(kept_chunks * chunk, s * b * rows);
         const double kept_layer = kept * h * (34 + (selective ? 0.0 : 5 * a * s / h)) * (kBytesPerValue / 2);
-        const double key_values = 4 * s * b * h * kBytesPerValue;
-        rp.activation_bytes = layers * (kept_layer + key_values) / split;
+        const double key_values = 4 * s * b * h * kBytesPerValue * rows;
+        const double inputs =
+            schedule.chunk_group > 1 ? (in_flight - kept_chunks) * chunk * h * kBytesPerValue : 0;
+        rp.activation_bytes = (layers * (kept_layer + key_values) + inputs) / split;
       } else if (full) {
         // Each stage in flight keeps its input; one stage's layers at a time are rebuilt.
         const double chunks = std::max(1.0, static_cast<double>(schedule.virtual_stages));

@@ -53,6 +53,11 @@ struct PipelineSchedule {
   bool stateless_workers = false;
   // Costs the generator derived itself (RoundPipe's partitions); empty otherwise.
   StageCosts derived_costs;
+  // Chunked long-context training: microbatches come in groups of this many consecutive ids, the
+  // dependent chunks of one sequence. On each stage a group's forwards run in order (a chunk
+  // attends to its earlier chunks' keys and values) and its backwards in reverse (a chunk's
+  // backward adds to its earlier chunks' key and value gradients). 1: independent microbatches.
+  int chunk_group = 1;
   std::vector<std::vector<ComputeAction>> ranks;  // per rank, in execution order
 
   size_t num_actions() const;
@@ -62,7 +67,8 @@ struct PipelineSchedule {
 
 // The actions whose outputs `action` consumes: the previous forward stage's F; for a backward,
 // its own F and the next stage's B (or I), or with a separate backward partition the previous
-// backward stage (stage 0: the last forward); for W, its I.
+// backward stage (stage 0: the last forward); for W, its I. With chunk groups, also the same
+// stage's F of the group's previous chunk (for F) and B of its next chunk (for B).
 std::vector<ComputeAction> action_inputs(const PipelineSchedule& schedule, const ComputeAction& action);
 
 struct StageLayers {
@@ -102,6 +108,10 @@ struct ScheduleRequest {
   // the next round starts on the worker that frees first. "earliest_free" gives each task, in
   // stage-major order, to the worker that frees first.
   std::string roundpipe_dispatch = "rounds";
+  // Chunked training (see PipelineSchedule::chunk_group): gpipe and 1f1b only; microbatches must
+  // be a multiple. 1f1b warms up chunk_group - 1 more forwards per stage, so that a group's
+  // forwards all precede its backwards.
+  int chunk_group = 1;
 };
 
 // Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the

@@ -40,22 +40,28 @@ size_t PipelineSchedule::num_actions() const {
 
 std::vector<ComputeAction> action_inputs(const PipelineSchedule& s, const ComputeAction& a) {
   const int mb = a.microbatch;
+  const int in_group = s.chunk_group > 1 ? mb % s.chunk_group : 0;
+  std::vector<ComputeAction> out;
   switch (a.kind) {
     case ComputeKind::kF:
-      if (a.stage > 0) return {{ComputeKind::kF, a.stage - 1, mb}};
-      return {};
+      if (a.stage > 0) out.push_back({ComputeKind::kF, a.stage - 1, mb});
+      if (in_group > 0) out.push_back({ComputeKind::kF, a.stage, mb - 1});
+      break;
     case ComputeKind::kB:
     case ComputeKind::kI:
       if (s.num_backward_stages > 0) {
         if (a.stage == 0) return {{ComputeKind::kF, s.num_stages - 1, mb}};
         return {{ComputeKind::kB, a.stage - 1, mb}};
       }
-      if (a.stage < s.num_stages - 1) return {{ComputeKind::kF, a.stage, mb}, {a.kind, a.stage + 1, mb}};
-      return {{ComputeKind::kF, a.stage, mb}};
+      out.push_back({ComputeKind::kF, a.stage, mb});
+      if (a.stage < s.num_stages - 1) out.push_back({a.kind, a.stage + 1, mb});
+      if (s.chunk_group > 1 && in_group + 1 < s.chunk_group) out.push_back({a.kind, a.stage, mb + 1});
+      break;
     case ComputeKind::kW:
-      return {{ComputeKind::kI, a.stage, mb}};
+      out.push_back({ComputeKind::kI, a.stage, mb});
+      break;
   }
-  return {};
+  return out;
 }
 
 std::vector<int> PipelineSchedule::stage_ranks() const {
@@ -118,8 +124,10 @@ PipelineSchedule one_f_one_b(const ScheduleRequest& req) {
   const int p = req.pp, m = req.microbatches;
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[static_cast<size_t>(r)];
-    // PipeDream-Flush: warm-up forwards, then one forward one backward, then cool-down.
-    const int warmup = std::min(p - r - 1, m);
+    // PipeDream-Flush: warm-up forwards, then one forward one backward, then cool-down. A chunk
+    // group's last forward must precede its first backward (its last chunk's): chunk_group - 1
+    // more forwards in flight.
+    const int warmup = std::min(p - r - 1 + std::max(req.chunk_group, 1) - 1, m);
     int f = 0, b = 0;
     for (; f < warmup; ++f) out.push_back({ComputeKind::kF, r, f});
     while (f < m) {
@@ -331,6 +339,33 @@ const ScheduleEntry* find_schedule(const std::string& name) {
   return nullptr;
 }
 
+// Chunked training runs where every group's forwards precede its backwards on each stage.
+void check_chunk_groups(const ScheduleRequest& req) {
+  if (req.name != "gpipe" && req.name != "1f1b") {
+    throw ConfigError("data.chunk_size",
+                      "with pipeline parallelism, chunked training runs pipeline.schedule gpipe or 1f1b (a "
+                      "sequence's chunks forward in order, then backward in reverse), not " +
+                          req.name);
+  }
+  if (req.async) throw ConfigError("data.chunk_size", "chunked training has no asynchronous mode");
+  if (req.microbatches % req.chunk_group != 0) {
+    throw ConfigError("microbatches", std::to_string(req.microbatches) + " microbatches are not groups of " +
+                                          std::to_string(req.chunk_group) + " chunks");
+  }
+}
+
+// On every rank, the i-th backward of a chunk group runs the group's chunk g - 1 - i.
+void reverse_group_backwards(PipelineSchedule& s, int g) {
+  s.chunk_group = g;
+  for (auto& rank : s.ranks) {
+    for (auto& a : rank) {
+      if (a.kind == ComputeKind::kF) continue;
+      const int first = a.microbatch - a.microbatch % g;
+      a.microbatch = first + (g - 1 - (a.microbatch - first));
+    }
+  }
+}
+
 }  // namespace
 
 bool takes_virtual_stages(const std::string& schedule) {
@@ -365,6 +400,7 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
     throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
   }
+  if (req.chunk_group > 1) check_chunk_groups(req);
   if (entry->deals_iterations) return entry->generate(req);
   if (req.async) {
     if (req.name != "1f1b") {
@@ -383,6 +419,7 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     return s;
   }
   auto s = entry->generate(req);
+  if (req.chunk_group > 1) reverse_group_backwards(s, req.chunk_group);
   if (!req.partition.forward.empty()) {
     if (static_cast<int>(req.partition.forward.size()) != s.num_stages) {
       throw ConfigError("--stage-partition", req.name + " at pp " + std::to_string(req.pp) + " with " +

@@ -9,12 +9,14 @@
 //      data.format names how data.path is read (an empty one is refused).
 //   5: data.pack (document-aware samples), chunked training (data.chunk_size, chunk_balance as
 //      an enum, chunks_in_memory) and the lognormal synthetic mix (data.lognormal).
+//   6: chunked training with pipeline parallelism: data.pipeline_chunk_lengths, the schedule's
+//      microbatches being chunks (num_microbatches x chunks per step).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 5;
+inline constexpr uint32_t kPlanVersion = 6;
 
 }  // namespace rondo

@@ -158,28 +158,38 @@ const StageLayers& GptModelImpl::stage(int index) const {
   throw std::out_of_range("this rank's model holds no stage " + std::to_string(index));
 }
 
+torch::Tensor document_positions(const torch::Tensor& documents) {
+  const auto ids = torch::arange(documents.size(1), documents.options());
+  // Each token's distance from its document's first token in the row.
+  const auto first = documents.ne(documents.roll(1, 1));
+  first.select(1, 0).fill_(true);
+  const auto starts = torch::where(first, ids.expand_as(documents), torch::zeros_like(documents));
+  return ids - std::get<0>(starts.cummax(1));
+}
+
+torch::Tensor causal_bias(int64_t begin, int64_t end, const torch::Tensor& documents, torch::Device device) {
+  const auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
+  const auto queries = torch::arange(begin, end, opts), keys = torch::arange(end, opts);
+  auto allowed = keys.unsqueeze(0).le(queries.unsqueeze(1)).unsqueeze(0);  // [1, queries, keys]
+  if (documents.defined()) {
+    // Causal and within the document: key <= query and the same document id.
+    const auto d = documents.to(device);
+    allowed = allowed & d.slice(1, begin, end).unsqueeze(2).eq(d.slice(1, 0, end).unsqueeze(1));
+  }
+  return torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(device))
+      .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+}
+
 torch::Tensor GptModelImpl::forward_stage(int index, const torch::Tensor& input,
                                           const torch::Tensor& documents) {
   const auto& st = stage(index);
   const int64_t t = input.size(1);
-  const auto ids = torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
   torch::Tensor bias;
-  if (documents.defined() && st.num_layers > 0) {
-    // Causal and within the document: key <= query and the same document id.
-    const auto allowed =
-        documents.unsqueeze(2).eq(documents.unsqueeze(1)) & ids.unsqueeze(1).ge(ids.unsqueeze(0));
-    bias = torch::zeros(allowed.sizes(), torch::kFloat32)
-               .to(input.device())
-               .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-  }
-  torch::Tensor positions = ids;
-  if (st.has_embedding && documents.defined()) {
-    // Each token's distance from its document's first token in the row.
-    const auto first = documents.ne(documents.roll(1, 1));
-    first.select(1, 0).fill_(true);
-    const auto starts = torch::where(first, ids.expand_as(documents), torch::zeros_like(documents));
-    positions = ids - std::get<0>(starts.cummax(1));
-  }
+  if (documents.defined() && st.num_layers > 0) bias = causal_bias(0, t, documents, input.device());
+  const auto positions =
+      st.has_embedding && documents.defined()
+          ? document_positions(documents)
+          : torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
   return forward_chunk(index, input, positions, bias, {}, nullptr);
 }
 

@@ -71,6 +71,14 @@ class TransformerBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TransformerBlock);
 
+// Each token's position in its document, from document ids [batch, seq] (nondecreasing per row).
+torch::Tensor document_positions(const torch::Tensor& documents);
+// The additive attention mask of the queries at row positions [begin, end) over the keys at
+// [0, end): 0 where the key is not later than the query and, with `documents` ([batch, seq]
+// document ids; undefined: one sequence per row), of the same document; -inf elsewhere.
+// [batch (1 without documents), end - begin, end].
+torch::Tensor causal_bias(int64_t begin, int64_t end, const torch::Tensor& documents, torch::Device device);
+
 class GptModelImpl : public torch::nn::Module {
  public:
   // The stages this rank holds (blocks [first_layer, first_layer + num_layers), plus the

@@ -29,6 +29,7 @@
 #include "worker/chunked_microbatch.h"
 #include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
+#include "worker/pipeline_chunks.h"
 
 namespace rondo {
 
@@ -192,6 +193,7 @@ struct Trainer::Impl : StepModel {
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override;
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
+    if (pipeline_chunks) return chunk_forward(stage, microbatch, input);
     return model->forward_stage(stage, input,
                                 plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
   }
@@ -201,6 +203,7 @@ struct Trainer::Impl : StepModel {
   // data.chunk_size: the microbatch's sequences in chunks (worker/chunked_microbatch.h).
   torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
                              const torch::Tensor& targets) override {
+    if (pipeline_chunks) return chunk_loss(stage, microbatch, input, targets);
     if (plan.data().chunk_size() == 0) return StepModel::forward_loss(stage, microbatch, input, targets);
     auto chunked = std::make_unique<ChunkedMicrobatch>(
         model, stage, input, counted_targets(microbatch, targets),
@@ -215,6 +218,20 @@ struct Trainer::Impl : StepModel {
     return plan.data().pack() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
   }
   ChunkingOptions chunking;
+  // Chunked training with pipeline parallelism: the schedule's microbatches are chunks
+  // (worker/pipeline_chunks.h); schedule microbatch m is chunk m % chunks of row-microbatch
+  // m / chunks, which tokens(), packing() and the loss translate.
+  std::unique_ptr<PipelineChunks> pipeline_chunks;
+  torch::Tensor chunk_forward(int stage, int microbatch, const torch::Tensor& input);
+  // The chunk's summed cross-entropy scaled so that the executor's mean over the schedule's
+  // microbatches is the row-microbatch's mean over its targets.
+  torch::Tensor chunk_loss(int stage, int microbatch, const torch::Tensor& input,
+                           const torch::Tensor& targets);
+  int row_microbatch(int microbatch) const {
+    return pipeline_chunks ? microbatch / pipeline_chunks->chunks() : microbatch;
+  }
+  // This step's so far, counted on the first stage: chunks, recomputed ones, the longest sequence.
+  double pipeline_chunk_count = 0, pipeline_chunks_recomputed = 0, pipeline_longest_sequence = 0;
   std::vector<std::unique_ptr<ChunkedMicrobatch>> step_chunks;  // this step's, for their statistics
   double step_chunk_count = 0, step_chunks_recomputed = 0;      // summed over the ranks
   double step_longest_sequence = 0;                             // this rank's
@@ -253,10 +270,11 @@ void Trainer::Impl::setup() {
   require(name_of(m.recompute_granularity()), m.recompute_granularity(), "model.recompute_granularity");
   if (const auto& d = plan.data(); d.chunk_size() > 0) {
     require(name_of(d.chunk_balance()), d.chunk_balance(), "data.chunk_balance");
-    if (d.chunks_in_memory() < 1 || plan.stages_size() != 1) {
+    if (d.chunks_in_memory() < 1 || (plan.stages_size() != 1 && d.pipeline_chunk_lengths_size() == 0)) {
       throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
-                      std::to_string(d.chunks_in_memory()) + ") and one stage holding the whole model (got " +
-                      std::to_string(plan.stages_size()) + ")");
+                      std::to_string(d.chunks_in_memory()) +
+                      ") and one stage holding the whole model or data.pipeline_chunk_lengths (got " +
+                      std::to_string(plan.stages_size()) + " stages)");
     }
     chunking = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory()};
   }
@@ -309,6 +327,14 @@ void Trainer::Impl::setup() {
       offset += p.numel();
     }
     build_optimizer(model->parameters(), flat);
+    if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
+      try {
+        pipeline_chunks =
+            std::make_unique<PipelineChunks>(model, std::vector<int64_t>(lengths.begin(), lengths.end()));
+      } catch (const std::invalid_argument& e) {
+        throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
+      }
+    }
   }
   executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), shared.get());
   schedule = schedule_of_plan(plan);
@@ -502,7 +528,7 @@ void Trainer::Impl::build_reducer() {
 }
 
 double Trainer::Impl::predicted_bubble() const {
-  const double m = plan.training().num_microbatches();
+  const double m = schedule.microbatches;
   StageCosts costs;
   for (double f : stage_f) costs.f.push_back(f / m);
   for (size_t i = 0; i < stage_b.size(); ++i) {
@@ -525,6 +551,41 @@ uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
                                 me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row));
 }
 
+torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
+  const int j = microbatch % pipeline_chunks->chunks();
+  const auto& documents =
+      plan.data().pack() ? packing(row_microbatch(microbatch)).documents : torch::Tensor();
+  if (model->stage(stage).has_embedding) {
+    // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
+    const bool recomputed = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL ||
+                            j < pipeline_chunks->chunks() - plan.data().chunks_in_memory();
+    if (!torch::GradMode::is_enabled() || !recomputed) ++pipeline_chunk_count;
+    if (!torch::GradMode::is_enabled()) ++pipeline_chunks_recomputed;
+    const double longest = documents.defined() ? document_positions(documents).max().item<double>() + 1
+                                               : static_cast<double>(plan.model().seq_length());
+    pipeline_longest_sequence = std::max(pipeline_longest_sequence, longest);
+  }
+  return pipeline_chunks->forward(stage, microbatch, input, documents);
+}
+
+torch::Tensor Trainer::Impl::chunk_loss(int stage, int microbatch, const torch::Tensor& input,
+                                        const torch::Tensor& targets) {
+  const int row = row_microbatch(microbatch), j = microbatch % pipeline_chunks->chunks();
+  torch::Tensor counted = targets;
+  double row_targets = static_cast<double>(plan.training().micro_batch_size() * plan.model().seq_length());
+  if (plan.data().pack()) {
+    const auto& crossing = packing(row).crossing;
+    const int64_t b = pipeline_chunks->begin(j);
+    counted = targets.masked_fill(crossing.slice(1, b, b + pipeline_chunks->length(j)), -100);
+    row_targets = static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
+  }
+  const auto logits = chunk_forward(stage, microbatch, input);
+  const auto sum = torch::nn::functional::cross_entropy(
+      logits.view({-1, logits.size(-1)}), counted.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
+  return sum * (static_cast<double>(pipeline_chunks->chunks()) / std::max(row_targets, 1.0));
+}
+
 const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
   if (packings_step != step) {
     packings.clear();
@@ -545,12 +606,19 @@ const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
 }
 
 torch::Tensor Trainer::Impl::tokens(int microbatch) {
-  const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
+  const int64_t mb = plan.training().micro_batch_size();
+  int64_t len = plan.model().seq_length() + 1;
+  uint64_t begin = 0;  // a pipeline chunk: its tokens of each row, and the next one (its last target)
+  if (pipeline_chunks) {
+    const int j = microbatch % pipeline_chunks->chunks();
+    begin = static_cast<uint64_t>(pipeline_chunks->begin(j));
+    len = pipeline_chunks->length(j) + 1;
+  }
   auto out_tensor = torch::empty({mb, len}, torch::kLong);
   auto* out = out_tensor.data_ptr<int64_t>();
   const auto vocab = static_cast<int64_t>(plan.model().vocab_size());
   for (int64_t i = 0; i < mb; ++i) {
-    const uint64_t off = window_offset(microbatch, i);
+    const uint64_t off = window_offset(row_microbatch(microbatch), i) + begin;
     int64_t* sample = out + i * len;
     corpus.read(off, static_cast<size_t>(len), sample);
     for (int64_t j = 0; j < len; ++j) {
@@ -612,7 +680,11 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
   const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
   std::vector<double> sums(5 + nf + 2 * nb + nl, 0.0);
-  step_longest_sequence = 0;
+  sums[sums.size() - 2] = pipeline_chunk_count;
+  sums[sums.size() - 1] = pipeline_chunks_recomputed;
+  step_longest_sequence = pipeline_longest_sequence;
+  pipeline_chunk_count = pipeline_chunks_recomputed = pipeline_longest_sequence = 0;
+  if (pipeline_chunks) pipeline_chunks->clear();
   for (const auto& chunked : step_chunks) {
     const auto& st = chunked->stats();
     sums[sums.size() - 2] += static_cast<double>(st.chunks);

@@ -11,7 +11,9 @@ PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   s.name = name_of(plan.schedule());
   s.pp = static_cast<int>(plan.mesh().pp());
   s.num_stages = plan.stages_size();
-  s.microbatches = static_cast<int>(plan.training().num_microbatches());
+  // Chunked pipeline training: the schedule's microbatches are the rows' chunks.
+  s.chunk_group = std::max(1, plan.data().pipeline_chunk_lengths_size());
+  s.microbatches = static_cast<int>(plan.training().num_microbatches()) * s.chunk_group;
   s.virtual_stages = s.pp > 0 ? std::max(1, s.num_stages / s.pp) : 1;
   s.stateless_workers = plan.stateless_workers();
   s.num_backward_stages = plan.backward_stages_size();

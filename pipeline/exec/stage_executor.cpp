@@ -69,9 +69,16 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
                              SharedReplicaState* shared)
     : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder), shared_(shared) {
   const auto& t = plan.training();
-  loss_scale_ = 1.0 / (static_cast<double>(t.num_microbatches()) * plan.mesh().dp());
+  chunks_ = std::max(1, plan.data().pipeline_chunk_lengths_size());
+  schedule_microbatches_ = static_cast<int>(t.num_microbatches()) * chunks_;
+  loss_scale_ = 1.0 / (static_cast<double>(schedule_microbatches_) * plan.mesh().dp());
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
+  if (chunks_ > 1 && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
+    throw PlanError(
+        "plan: chunked pipeline microbatches need real compute, workers bound to stages and "
+        "data.chunks_in_memory >= 1");
+  }
   if (emulate_) {
     const auto& pred = plan.prediction();
     const int n = plan.stages_size(), nb = backward_stage_count();
@@ -87,6 +94,11 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
                      static_cast<int64_t>(plan.model().seq_length()),
                      static_cast<int64_t>(plan.model().hidden_size())};
+  for (int64_t len : plan.data().pipeline_chunk_lengths()) {
+    if (len < 1)
+      throw PlanError("plan: data.pipeline_chunk_lengths holds a chunk of " + std::to_string(len) +
+                      " tokens");
+  }
   if (emulate_) emulated_boundary_ = torch::zeros(boundary_shape_, torch::kFloat32);
   const auto where = [&](int i, const plan::Action& a) {
     return "rank " + std::to_string(rank) + " action " + std::to_string(i) + " (" +
@@ -118,7 +130,8 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
             std::find(me_.stages().begin(), me_.stages().end(), a.stage()) == me_.stages().end()) {
           throw PlanError(where(i, a) + ": the rank does not hold this stage");
         }
-        if (a.microbatch() >= t.num_microbatches()) throw PlanError(where(i, a) + ": no such microbatch");
+        if (static_cast<int>(a.microbatch()) >= schedule_microbatches_)
+          throw PlanError(where(i, a) + ": no such microbatch");
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_I) last_b_or_i[stage] = i;
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_W) last_b_or_w[stage] = i;
         break;
@@ -200,8 +213,18 @@ int StageExecutor::tag(const Key& key) const {
   return (mb * std::max(plan_.stages_size(), backward_stage_count()) + stage) * 2 + kind;
 }
 
+std::vector<int64_t> StageExecutor::boundary_shape(int microbatch) const {
+  auto shape = boundary_shape_;
+  if (chunks_ > 1) shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % chunks_);
+  return shape;
+}
+
+bool StageExecutor::recomputes(int microbatch) const {
+  // Chunked: only a row's last K chunks keep their activations (ChunkFlow's state-aware schedule).
+  return recompute_ || (chunks_ > 1 && microbatch % chunks_ < chunks_ - plan_.data().chunks_in_memory());
+}
+
 void StageExecutor::post_receives() {
-  const size_t bytes = static_cast<size_t>(boundary_shape_[0] * boundary_shape_[1] * boundary_shape_[2]) * 4;
   for (const auto& a : me_.actions()) {
     if (!is_recv(a.kind())) continue;
     const Key key{a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
@@ -209,11 +232,11 @@ void StageExecutor::post_receives() {
     auto& r = receives_[key];
     if (!r) {
       r = std::make_unique<Receive>();
-      r->buffer = torch::empty(boundary_shape_, torch::kFloat32);
+      r->buffer = torch::empty(boundary_shape(static_cast<int>(a.microbatch())), torch::kFloat32);
     }
     r->peer = a.peer();
     r->posted_ns = TimingRecorder::wall_ns();
-    r->request = p2p_.irecv(r->buffer.data_ptr(), bytes, a.peer(), tag(key));
+    r->request = p2p_.irecv(r->buffer.data_ptr(), r->buffer.nbytes(), a.peer(), tag(key));
   }
 }
 
@@ -246,7 +269,8 @@ void StageExecutor::post_send(const plan::Action& a) {
                     : shared_   ? backward_grads_.at(key)
                                 : microbatches_.at(key).input_grad;
   t = t.detach().contiguous();
-  if (t.numel() != boundary_shape_[0] * boundary_shape_[1] * boundary_shape_[2]) {
+  const auto shape = boundary_shape(key.second);
+  if (t.numel() != shape[0] * shape[1] * shape[2]) {
     throw PlanError("rank " + std::to_string(rank_) + ": stage " + std::to_string(a.stage()) + " produced " +
                     std::to_string(t.numel()) + " elements of " + transfer_name(activations ? 0 : 1) +
                     " where the plan's boundary holds [micro_batch, seq, hidden]");
@@ -306,7 +330,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& 
   {
     // Full recomputation: no graph now; the backward reruns this forward from the kept input.
     std::optional<torch::NoGradGuard> no_graph;
-    if (recompute_) {
+    if (recomputes(mbi)) {
       no_graph.emplace();
       mb.tokens = tokens;
     }
@@ -362,7 +386,7 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t ind
     if (a.kind() == plan::ACTION_B) model.after_backward(stage, last_gradient_[index]);
     return;
   }
-  if (recompute_) {
+  if (recomputes(mbi)) {
     // The same forward again, now recording the graph (bitwise the same outputs).
     const auto& in = st.has_embedding() ? mb.tokens.slice(1, 0, mb.tokens.size(1) - 1) : mb.input;
     mb.output = stage_forward(model, stage, mbi, in, mb.tokens);

@@ -17,6 +17,13 @@
 // With full activation recomputation a forward records no graph and keeps only its stage input;
 // the stage's B or I first reruns the forward (counted as backward time), then differentiates.
 //
+// Chunked training with pipeline parallelism (plan data.pipeline_chunk_lengths): the schedule's
+// microbatches are chunks of the rows, a row-microbatch's chunks one dependent group that the
+// schedule runs forward in order and backward in reverse. The StepModel keeps each chunk's keys
+// and values for the later chunks and feeds their gradients back; here a chunk's boundary has its
+// own length, and a chunk before its row's last data.chunks_in_memory recomputes like full
+// recomputation does.
+//
 // Stateless workers (RoundPipe: plan.stateless_workers) run any stage's task. The model is held
 // whole as "atoms" (embedding, each block, final norm + LM head; stateless_model_layers()), its
 // weights and gradients in node-shared memory (SharedReplicaState). A forward task records no
@@ -116,8 +123,9 @@ class StageExecutor {
 
   StepTimes run_step(StepModel& model);
 
-  // What each microbatch's loss is multiplied by before its backward: 1 / (microbatches x dp),
-  // so that the summed gradients (and the summed scaled losses) are means over the global batch.
+  // What each microbatch's loss is multiplied by before its backward: 1 / (microbatches x dp)
+  // (chunked: the schedule's, num_microbatches x chunks), so that the summed gradients (and the
+  // summed scaled losses) are means over the global batch.
   double loss_scale() const { return loss_scale_; }
 
  private:
@@ -132,6 +140,11 @@ class StageExecutor {
     return plan_.backward_stages_size() > 0 ? plan_.backward_stages_size() : plan_.stages_size();
   }
   void init_stateless();
+  // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: its chunk's tokens).
+  std::vector<int64_t> boundary_shape(int microbatch) const;
+  // Whether the forward of `microbatch` keeps only its input, the backward recomputing it: full
+  // recomputation, or a chunk before its row's last data.chunks_in_memory.
+  bool recomputes(int microbatch) const;
   void post_receives();
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
   void post_send(const plan::Action& action);
@@ -160,9 +173,14 @@ class StageExecutor {
   TimingRecorder* recorder_;
   double loss_scale_;
   bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
-  bool emulate_;    // training.emulate_compute: compute actions sleep for their predicted time
+  // Chunked pipeline training (data.pipeline_chunk_lengths): chunks per row-microbatch (1: off);
+  // the schedule's microbatches are chunks, microbatch m being chunk m % chunks_ of row-microbatch
+  // m / chunks_.
+  int chunks_ = 1;
+  int schedule_microbatches_ = 1;
+  bool emulate_;  // training.emulate_compute: compute actions sleep for their predicted time
   torch::Tensor emulated_boundary_;      // zeros of the boundary shape: what emulated F and B hand on
-  std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden]
+  std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden] (unchunked)
   std::vector<bool> last_backward_;      // per action: the stage's last B or I
   std::vector<bool> last_gradient_;      // per action: the stage's last B or W
 

@@ -85,8 +85,17 @@ TEST(Config, ChunkedTrainingKeysAreChecked) {
   EXPECT_EQ(error_key("", {"data.chunk_size=4096", "model.seq_length=128"}), "data.chunk_size");
   EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.chunk_balance=flops"}), "data.chunk_balance");
   EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.chunks_in_memory=0"}), "data.chunks_in_memory");
-  EXPECT_EQ(error_key("", {"data.chunk_size=32", "parallel.world_size=2",
-                           "parallel.pipeline_model_parallel_size=2"}),
+  // With pipeline parallelism the chunks are gpipe's or 1f1b's microbatches, computed for real.
+  const std::vector<std::string> pp2 = {"data.chunk_size=32", "parallel.world_size=2",
+                                        "parallel.pipeline_model_parallel_size=2"};
+  const auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), pp2.begin(), pp2.end());
+    return extra;
+  };
+  EXPECT_EQ(error_key("", with({"pipeline.schedule=1f1b"})), "");
+  EXPECT_EQ(error_key("", with({"pipeline.schedule=gpipe", "data.pack=true"})), "");
+  EXPECT_EQ(error_key("", with({"pipeline.schedule=zb_h1"})), "data.chunk_size");
+  EXPECT_EQ(error_key("", with({"pipeline.schedule=1f1b", "training.emulate_compute=true"})),
             "data.chunk_size");
 }
 

@@ -153,6 +153,64 @@ std::string invalid_reason(const PipelineSchedule& s) {
   return "";
 }
 
+// Chunked training: a group's chunks forward in order and backward in reverse on every stage, so
+// the same-stage dependencies hold; 1F1B keeps at most chunk_group - 1 more forwards in flight.
+TEST(ChunkGroups, ForwardInOrderBackwardInReverseOnEveryStage) {
+  for (const std::string name : {"gpipe", "1f1b"}) {
+    for (int p = 1; p <= 5; ++p) {
+      for (int g = 2; g <= 4; ++g) {
+        for (int groups = 1; groups <= 3; ++groups) {
+          ScheduleRequest req{name, p, g * groups, 1, {}};
+          req.chunk_group = g;
+          const auto s = generate_schedule(req);
+          SCOPED_TRACE(name + " p=" + std::to_string(p) + " g=" + std::to_string(g) +
+                       " groups=" + std::to_string(groups));
+          ASSERT_NO_THROW(validate_schedule(s));
+          EXPECT_EQ(s.chunk_group, g);
+          for (int r = 0; r < p; ++r) {
+            std::map<std::pair<ComputeKind, int>, std::vector<int>> order;  // (kind, group) -> chunks
+            int in_flight = 0, peak = 0;
+            for (const auto& a : s.ranks[static_cast<size_t>(r)]) {
+              order[{a.kind, a.microbatch / g}].push_back(a.microbatch % g);
+              in_flight += a.kind == ComputeKind::kF ? 1 : -1;
+              peak = std::max(peak, in_flight);
+            }
+            for (int k = 0; k < groups; ++k) {
+              std::vector<int> ascending(static_cast<size_t>(g));
+              for (int i = 0; i < g; ++i) ascending[static_cast<size_t>(i)] = i;
+              EXPECT_EQ((order[{ComputeKind::kF, k}]), ascending);
+              std::reverse(ascending.begin(), ascending.end());
+              EXPECT_EQ((order[{ComputeKind::kB, k}]), ascending);
+            }
+            if (name == "1f1b") EXPECT_LE(peak, std::min(p - r - 1 + g, g * groups)) << "rank " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(ChunkGroups, PlainOneFOneBBreaksTheChunkOrderAndOtherSchedulesAreRefused) {
+  // 1F1B's own order runs a group's first backward right after its first forward on the last
+  // stage: with the chunks' dependencies that cannot progress.
+  auto s = generate_schedule({"1f1b", 2, 4, 1, {}});
+  s.chunk_group = 2;
+  EXPECT_NE(invalid_reason(s).find("rule 4"), std::string::npos) << invalid_reason(s);
+  for (const std::string name : {"interleaved_1f1b", "zb_h1", "zbv", "roundpipe", "looped_bfs"}) {
+    ScheduleRequest req{name, 2, 4, 2, {}};
+    req.chunk_group = 2;
+    try {
+      generate_schedule(req);
+      ADD_FAILURE() << name << " accepted chunk groups";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.key(), "data.chunk_size") << name;
+    }
+  }
+  ScheduleRequest odd{"1f1b", 2, 5, 1, {}};
+  odd.chunk_group = 2;
+  EXPECT_THROW(generate_schedule(odd), ConfigError);
+}
+
 TEST(Validator, RefusesADroppedAction) {
   auto s = generate_schedule({"1f1b", 4, 8, 1, {}});
   s.ranks[2].erase(s.ranks[2].begin() + 3);

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 
 #include "common/errors.h"
@@ -227,6 +228,42 @@ TEST(PlanPrediction, ChunkedTrainingBoundsActivationsByTheChunkSize) {
   EXPECT_LT(k1, whole / 6);
   EXPECT_GT(k2, k1);
   EXPECT_LT(k2, 2 * k1);
+}
+
+TEST(PlanPrediction, PipelinedChunksAreTheSchedulesMicrobatches) {
+  const std::vector<std::string> base = {"model.seq_length=4096",
+                                         "parallel.world_size=2",
+                                         "parallel.pipeline_model_parallel_size=2",
+                                         "training.micro_batch_size=1",
+                                         "training.global_batch_size=2",
+                                         "pipeline.schedule=1f1b"};
+  const auto plan = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), base.begin(), base.end());
+    return build_plan(parse_config("", "t", extra));
+  };
+  const auto whole = plan({});
+  const auto tokens = plan({"data.chunk_size=1024"});
+  EXPECT_EQ(whole.data().pipeline_chunk_lengths_size(), 0);
+  ASSERT_EQ(tokens.data().pipeline_chunk_lengths_size(), 4);
+  for (int64_t len : tokens.data().pipeline_chunk_lengths()) EXPECT_EQ(len, 1024);
+  // Two rows of four chunks: eight forwards per rank, each row's backwards in reverse.
+  std::vector<int> forwards, backwards;
+  for (const auto& a : tokens.ranks(1).actions()) {
+    if (a.kind() == plan::ACTION_F) forwards.push_back(static_cast<int>(a.microbatch()));
+    if (a.kind() == plan::ACTION_B) backwards.push_back(static_cast<int>(a.microbatch()));
+  }
+  EXPECT_EQ(forwards, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  EXPECT_EQ(backwards, (std::vector<int>{3, 2, 1, 0, 7, 6, 5, 4}));
+  // Cost-balanced boundaries: later chunks attend to more keys, so they hold fewer tokens.
+  const auto cost = plan({"data.chunk_size=1024", "data.chunk_balance=cost"});
+  const auto& lengths = cost.data().pipeline_chunk_lengths();
+  EXPECT_EQ(std::accumulate(lengths.begin(), lengths.end(), int64_t{0}), 4096);
+  EXPECT_GT(lengths.size(), 4);
+  EXPECT_GT(lengths[0], lengths[lengths.size() - 1]);
+  // The prediction: finer microbatches fill the pipeline sooner; activations bounded by chunks.
+  EXPECT_LT(tokens.prediction().bubble_fraction(), whole.prediction().bubble_fraction());
+  EXPECT_LT(tokens.prediction().ranks(0).activation_bytes(),
+            0.6 * whole.prediction().ranks(0).activation_bytes());
 }
 
 TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
