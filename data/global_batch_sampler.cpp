@@ -13,8 +13,12 @@ GlobalBatchSampler::GlobalBatchSampler(uint64_t seed, uint64_t corpus_size, uint
 }
 
 uint64_t GlobalBatchSampler::sample_offset(uint64_t step, uint64_t index_in_batch) const {
+  return sample_index(step, index_in_batch, num_windows_);
+}
+
+uint64_t GlobalBatchSampler::sample_index(uint64_t step, uint64_t index_in_batch, uint64_t count) const {
   const uint64_t global_index = step * global_batch_size_ + index_in_batch;
-  return splitmix64(splitmix64(seed_) ^ global_index) % num_windows_;
+  return splitmix64(splitmix64(seed_) ^ global_index) % count;
 }
 
 }  // namespace rondo

@@ -16,6 +16,8 @@ class GlobalBatchSampler {
 
   // Start offset in the corpus of sample `index_in_batch` of 0-based step `step`.
   uint64_t sample_offset(uint64_t step, uint64_t index_in_batch) const;
+  // The same draw over `count` items (data.pad: which document a sample is).
+  uint64_t sample_index(uint64_t step, uint64_t index_in_batch, uint64_t count) const;
 
   uint64_t consumed_samples(uint64_t steps_done) const { return steps_done * global_batch_size_; }
 

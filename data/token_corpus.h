@@ -42,6 +42,8 @@ class TokenCorpus {
   // a directory or of builtin, a JSONL line, an indexed dataset's document).
   void documents(uint64_t offset, size_t count, int64_t* out) const;
   const std::string& source() const { return source_; }  // for the log: what was loaded
+  uint64_t num_documents() const { return document_starts_.size(); }
+  uint64_t document_start(uint64_t document) const { return document_starts_.at(document); }
 
  private:
   std::vector<uint8_t> bytes_;               // builtin, text, jsonl

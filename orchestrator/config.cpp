@@ -80,9 +80,13 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(data, pack,
                 "documents packed into each sample with attention confined to each document, positions "
                 "restarting and no target across a document boundary"),
+      RONDO_KEY(data, pad,
+                "one document per sample, from its start, cut at model.seq_length and padded: the targets "
+                "past its end are not counted (the padded baseline of packing and chunking)"),
       RONDO_KEY(data, chunk_size,
                 "chunked long-context training: each microbatch's sequences (documents with data.pack, "
-                "else rows) packed or split into chunks of at most this many tokens; 0: off"),
+                "else rows) packed or split into chunks of at most this many tokens (with pipeline "
+                "parallelism: each row's chunks, the schedule's microbatches; gpipe or 1f1b); 0: off"),
       RONDO_KEY(data, chunk_balance,
                 "tokens (equal-token chunks, ChunkFlow) | cost (boundaries that balance attention cost)"),
       RONDO_KEY(data, chunks_in_memory,
@@ -380,6 +384,8 @@ void validate(const Config& c) {
   require_one_of(c.data.chunk_balance, {"tokens", "cost"}, "data.chunk_balance");
   require(c.data.chunks_in_memory >= 1, "data.chunks_in_memory",
           "must be >= 1, got " + str(c.data.chunks_in_memory));
+  require(!c.data.pad || (!c.data.pack && c.data.chunk_size == 0), "data.pad",
+          "one padded document per sample excludes data.pack and data.chunk_size (it is their baseline)");
   if (c.data.chunk_size > 0 && pp > 1) {
     // The chunks become the schedule's microbatches (a sequence's chunks in order).
     require(

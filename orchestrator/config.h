@@ -63,6 +63,7 @@ struct DataConfig {
   std::string path = "builtin";
   std::string format = "auto";
   bool pack = false;
+  bool pad = false;
   int64_t chunk_size = 0;  // 0: no chunking
   std::string chunk_balance = "tokens";
   int64_t chunks_in_memory = 2;

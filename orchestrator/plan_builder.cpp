@@ -316,6 +316,7 @@ void spec_pass(PlanContext& c) {
                                                     : plan::MALLOC_POLICY_CACHING);
   p.mutable_data()->set_path(config.data.path);
   p.mutable_data()->set_pack(config.data.pack);
+  p.mutable_data()->set_pad(config.data.pad);
   p.mutable_data()->set_chunk_size(config.data.chunk_size);
   p.mutable_data()->set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
   p.mutable_data()->set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));

@@ -10,7 +10,7 @@
 //   5: data.pack (document-aware samples), chunked training (data.chunk_size, chunk_balance as
 //      an enum, chunks_in_memory) and the lognormal synthetic mix (data.lognormal).
 //   6: chunked training with pipeline parallelism: data.pipeline_chunk_lengths, the schedule's
-//      microbatches being chunks (num_microbatches x chunks per step).
+//      microbatches being chunks (num_microbatches x chunks per step); data.pad.
 #pragma once
 
 #include <cstdint>

@@ -213,10 +213,15 @@ struct Trainer::Impl : StepModel {
     if (torch::GradMode::is_enabled()) step_chunks.push_back(std::move(chunked));
     return loss;
   }
-  // With data.pack a token's successor in another document is no target (-100: ignored).
+  // With data.pack a token's successor in another document is no target (-100: ignored); with
+  // data.pad neither is a target outside the row's document.
   torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets) {
-    return plan.data().pack() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
+    return masks_targets() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
   }
+  bool masks_targets() const { return plan.data().pack() || plan.data().pad(); }
+  // data.pad: the start of every document of two tokens or more (a sample's one document).
+  std::vector<uint64_t> pad_documents;
+  double step_targets = 0;  // the step's counted targets, summed over the ranks
   ChunkingOptions chunking;
   // Chunked training with pipeline parallelism: the schedule's microbatches are chunks
   // (worker/pipeline_chunks.h); schedule microbatch m is chunk m % chunks of row-microbatch
@@ -236,13 +241,16 @@ struct Trainer::Impl : StepModel {
   double step_chunk_count = 0, step_chunks_recomputed = 0;      // summed over the ranks
   double step_longest_sequence = 0;                             // this rank's
   // data.pack: microbatch `microbatch`'s document ids [mb, seq] and the targets that cross into
-  // the next document [mb, seq], from the same windows tokens() reads (cached for the step).
+  // the next document [mb, seq]; data.pad: the targets outside the row's document. From the same
+  // windows tokens() reads (cached for the step).
   struct Packing {
     torch::Tensor documents, crossing;
   };
   const Packing& packing(int microbatch);
   // Where row `row` of microbatch `microbatch`'s window starts in the corpus, this step.
   uint64_t window_offset(int microbatch, int64_t row) const;
+  // data.pad: the start of that row's document (its window starts there unless the corpus ends first).
+  uint64_t pad_document_start(int microbatch, int64_t row) const;
   std::map<int, Packing> packings;  // this step's
   int64_t packings_step = -1;
   torch::Tensor stage_gradients(int stage) override {
@@ -298,6 +306,15 @@ void Trainer::Impl::setup() {
 
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
+  if (plan.data().pad()) {
+    for (uint64_t d = 0; d < corpus.num_documents(); ++d) {
+      const uint64_t end = d + 1 < corpus.num_documents() ? corpus.document_start(d + 1) : corpus.size();
+      if (end >= corpus.document_start(d) + 2) pad_documents.push_back(corpus.document_start(d));
+    }
+    if (pad_documents.empty()) {
+      throw ConfigError("data.pad", corpus.source() + " has no document of two tokens or more to pad");
+    }
+  }
   torch::manual_seed(t.seed());
   const GptShape shape{m.num_layers(),
                        m.hidden_size(),
@@ -547,8 +564,18 @@ void Trainer::Impl::event(const nlohmann::json& e) {
 }
 
 uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
+  if (plan.data().pad()) {
+    return std::min(pad_document_start(microbatch, row), corpus.size() - (plan.model().seq_length() + 1));
+  }
   return sampler->sample_offset(static_cast<uint64_t>(step - 1),
                                 me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row));
+}
+
+uint64_t Trainer::Impl::pad_document_start(int microbatch, int64_t row) const {
+  const auto index = sampler->sample_index(
+      static_cast<uint64_t>(step - 1), me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row),
+      pad_documents.size());
+  return pad_documents[index];
 }
 
 torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
@@ -601,7 +628,15 @@ const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
   }
   Packing p;
   p.documents = ids.slice(1, 0, len - 1).contiguous().to(device);
-  p.crossing = ids.slice(1, 1, len).ne(ids.slice(1, 0, len - 1)).to(device);
+  p.crossing = ids.slice(1, 1, len).ne(ids.slice(1, 0, len - 1));
+  if (plan.data().pad()) {
+    // Only the row's document counts: its id in the window is where the document starts.
+    for (int64_t i = 0; i < mb; ++i) {
+      const auto at = static_cast<int64_t>(pad_document_start(microbatch, i) - window_offset(microbatch, i));
+      p.crossing[i].logical_or_(ids[i].slice(0, 0, len - 1).ne(ids[i][at]));
+    }
+  }
+  p.crossing = p.crossing.to(device);
   return packings.emplace(microbatch, std::move(p)).first->second;
 }
 
@@ -679,7 +714,20 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   const auto& c = me.coords();
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
   const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
-  std::vector<double> sums(5 + nf + 2 * nb + nl, 0.0);
+  std::vector<double> sums(6 + nf + 2 * nb + nl, 0.0);
+  if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) {
+    // The first pipeline rank of each data-parallel replica counts its microbatches' targets.
+    const double row_targets =
+        static_cast<double>(plan.training().micro_batch_size() * plan.model().seq_length());
+    for (int m = 0; m < static_cast<int>(plan.training().num_microbatches()); ++m) {
+      if (!masks_targets()) {
+        sums[sums.size() - 3] += row_targets;
+        continue;
+      }
+      const auto& crossing = packing(m).crossing;
+      sums[sums.size() - 3] += static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
+    }
+  }
   sums[sums.size() - 2] = pipeline_chunk_count;
   sums[sums.size() - 1] = pipeline_chunks_recomputed;
   step_longest_sequence = pipeline_longest_sequence;
@@ -709,6 +757,7 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
     v->assign(in, in + static_cast<long>(n));
     in += static_cast<long>(n);
   }
+  step_targets = sums[sums.size() - 3];
   step_chunk_count = sums[sums.size() - 2];
   step_chunks_recomputed = sums[sums.size() - 1];
   grad_norm = std::sqrt(sums[0]);
@@ -788,6 +837,7 @@ int64_t Trainer::run() {
                             {"tokens", tokens_per_step},
                             {"step_time_s", step_s},
                             {"tokens_per_s", tps},
+                            {"targets", s.step_targets},
                             {"data_s", times.data_s},
                             {"forward_s", times.forward_s},
                             {"backward_s", times.backward_s},

@@ -13,7 +13,10 @@ paragraphs as JSONL documents (a few to a few hundred tokens each) and the whole
   K = 1 and 2, packed and cost-aware, with full recomputation at pp=2 x dp=2, again within 1e-5
   of the one-process unchunked run; other schedules are refused naming data.chunk_size;
 - interrupted after step 6 and resumed, chunked runs (one stage and pp=2) log the uninterrupted
-  run's losses: the sampler and the chunking stay deterministic mid-epoch."""
+  run's losses: the sampler and the chunking stay deterministic mid-epoch;
+- data.pad, the padded baseline (one document per row from its start): each step counts exactly
+  the targets its sampled documents hold (the sampler's draw recomputed here), the same on one
+  rank, pp=2 and dp=2; data.pad with data.pack is refused naming data.pad."""
 import json
 import os
 
@@ -136,4 +139,32 @@ for name, sets in (("resume-packed-chunk32", ["data.pack=true", "data.chunk_size
     diff = max(rel_diff(ref[s], got.get(s, float("nan"))) for s in range(7, 13))
     ctx.check("resumed from checkpoint step-6" in proc.stderr and diff <= 1e-6,
               f"{name}: resumed at step 6, steps 7-12 match the uninterrupted run within 1e-6 (worst {diff:.2e})")
+# The padded baseline: sample j of step t is document splitmix64(splitmix64(seed) ^ (t*B + j)) mod
+# (documents of 2 tokens or more); its targets are its first min(length, seq + 1) - 1 tokens' successors.
+MASK = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+
+
+lengths = [n for n in (len(d.encode("utf-8")) for d in docs) if n >= 2]
+want = {t + 1: sum(min(lengths[splitmix64(splitmix64(7) ^ (t * 4 + j)) % len(lengths)], 129) - 1 for j in range(4))
+        for t in range(12)}
+padded = {}
+for name, sets in (("padded", ["parallel.world_size=1"]), ("padded-pp2", PP2),
+                   ("padded-dp2", ["parallel.world_size=2"])):
+    run_dir, padded[name] = run(name, sets + ["data.pad=true", "training.seed=7"])
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        got_targets = {r["step"]: r["targets"] for r in map(json.loads, f)}
+    ctx.check(got_targets == want, f"{name}: each step counts its documents' targets ({list(got_targets.values())[:4]}"
+                                   f" of {4 * 128} positions)")
+for name in ("padded-pp2", "padded-dp2"):
+    ctx.check(worst(padded["padded"], padded[name]) <= 1e-5,
+              f"{name} trains to the one-rank padded losses (worst {worst(padded['padded'], padded[name]):.2e})")
+_, proc = ctx.run("padded-packed", BASE + ["data.pad=true", "data.pack=true"], expect_status=2)
+ctx.check("data.pad" in proc.stderr, "data.pad with data.pack is refused: " + proc.stderr.strip().splitlines()[-1])
 ctx.finish()

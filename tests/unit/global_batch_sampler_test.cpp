@@ -32,6 +32,19 @@ TEST(GlobalBatchSampler, SamplesVaryWithinAndAcrossSteps) {
   EXPECT_EQ(s.consumed_samples(3), 48u);
 }
 
+TEST(GlobalBatchSampler, DocumentDrawsAreTheSameDrawOverDocuments) {
+  // data.pad: a sample's document comes from the window draw's counter, over the documents.
+  GlobalBatchSampler s(7, 50000, 32, 16);
+  std::set<uint64_t> documents;
+  for (uint64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(s.sample_index(2, i, 50000 - 32), s.sample_offset(2, i));
+    const auto d = s.sample_index(2, i, 10);
+    EXPECT_LT(d, 10u);
+    documents.insert(d);
+  }
+  EXPECT_GT(documents.size(), 4u);
+}
+
 TEST(TokenCorpus, BuiltinIsDebiansLicenseTexts) {
   const auto corpus = TokenCorpus::load("builtin", "auto", 129);
   EXPECT_GT(corpus.size(), 100000u);
