@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -43,15 +44,98 @@ struct RecomputedCoreAttention : torch::autograd::Function<RecomputedCoreAttenti
   }
 };
 
+// softmax(bias + q k^T * scale) v over blocks of keys, for queries that attend to many earlier
+// keys (a dependent chunk): FlashAttention's online softmax in plain tensor ops. The forward keeps
+// a running maximum, sum and output per query over the key blocks and saves only q, k, v, the
+// output and each query's log-sum-exp; the backward recomputes each block's probabilities from
+// them. Scores exist one block at a time ([b, heads, queries, block]), never for all keys, so
+// memory grows with the keys only through k and v. q [b * heads, t, hd], k and v [b * heads,
+// keys, hd], bias [b or 1, t, keys] (the additive mask, the same for every head).
+struct BlockwiseAttention : torch::autograd::Function<BlockwiseAttention> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q,
+                               const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias,
+                               double scale, int64_t heads, int64_t block) {
+    const int64_t b = q.size(0) / heads, t = q.size(1), hd = q.size(2), keys = k.size(1);
+    const auto q4 = q.reshape({b, heads, t, hd}), k4 = k.reshape({b, heads, keys, hd}),
+               v4 = v.reshape({b, heads, keys, hd});
+    const auto inf = std::numeric_limits<float>::infinity();
+    auto m = torch::full({b, heads, t, 1}, -inf, q.options());
+    auto l = torch::zeros({b, heads, t, 1}, q.options());
+    auto o = torch::zeros({b, heads, t, hd}, q.options());
+    torch::Tensor finite_max;
+    for (int64_t kb = 0; kb < keys; kb += block) {
+      const int64_t ke = std::min(keys, kb + block);
+      const auto s = torch::matmul(q4, k4.slice(2, kb, ke).transpose(2, 3))
+                         .mul_(scale)
+                         .add_(bias.slice(2, kb, ke).unsqueeze(1));
+      const auto m_new = torch::maximum(m, std::get<0>(s.max(-1, true)));
+      // A query with every key so far masked has max -inf: measure from 0 so its terms stay 0.
+      finite_max = m_new.masked_fill(m_new.isinf(), 0.0);
+      const auto p = (s - finite_max).exp_();
+      const auto alpha = (m - finite_max).exp_();
+      l = l * alpha + p.sum(-1, true);
+      o = o * alpha + torch::matmul(p, v4.slice(2, kb, ke));
+      m = m_new;
+    }
+    o.div_(l);
+    const auto lse = finite_max + l.log();
+    ctx->save_for_backward({q, k, v, bias, o, lse});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["heads"] = heads;
+    ctx->saved_data["block"] = block;
+    return o.reshape({b * heads, t, hd});
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &bias = saved[3], &o = saved[4], &lse = saved[5];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t heads = ctx->saved_data["heads"].toInt(), block = ctx->saved_data["block"].toInt();
+    const int64_t b = q.size(0) / heads, t = q.size(1), hd = q.size(2), keys = k.size(1);
+    const auto q4 = q.reshape({b, heads, t, hd}), k4 = k.reshape({b, heads, keys, hd}),
+               v4 = v.reshape({b, heads, keys, hd});
+    const auto dout = grads[0].reshape({b, heads, t, hd});
+    const auto delta = (dout * o).sum(-1, true);  // rowsum(dP * P) = rowsum(dO * O)
+    auto dq = torch::zeros_like(q4);
+    auto dk = torch::empty_like(k4), dv = torch::empty_like(v4);
+    for (int64_t kb = 0; kb < keys; kb += block) {
+      const int64_t ke = std::min(keys, kb + block);
+      const auto kblk = k4.slice(2, kb, ke), vblk = v4.slice(2, kb, ke);
+      const auto p = torch::matmul(q4, kblk.transpose(2, 3))
+                         .mul_(scale)
+                         .add_(bias.slice(2, kb, ke).unsqueeze(1))
+                         .sub_(lse)
+                         .exp_();
+      dv.slice(2, kb, ke).copy_(torch::matmul(p.transpose(2, 3), dout));
+      const auto ds = p.mul_(torch::matmul(dout, vblk.transpose(2, 3)).sub_(delta)).mul_(scale);
+      dq.add_(torch::matmul(ds, kblk));
+      dk.slice(2, kb, ke).copy_(torch::matmul(ds.transpose(2, 3), q4));
+    }
+    return {dq.reshape(q.sizes()), dk.reshape(k.sizes()), dv.reshape(v.sizes()), torch::Tensor(),
+            torch::Tensor(),       torch::Tensor(),       torch::Tensor()};
+  }
+};
+
+// The causal mask [t, t] (-inf above the diagonal): one per thread, shared by every layer and
+// rebuilt only for a longer sequence or another device. (A mask per layer of the longest
+// sequence would cost layers x seq^2 floats for nothing: chunks bring their own.)
+torch::Tensor causal_mask(int64_t t, torch::Device device) {
+  thread_local torch::Tensor mask;
+  if (!mask.defined() || mask.size(0) < t || mask.device() != device) {
+    mask = torch::full({t, t}, -std::numeric_limits<float>::infinity(),
+                       torch::TensorOptions().dtype(torch::kFloat32).device(device))
+               .triu(1);
+  }
+  return mask.slice(0, 0, t).slice(1, 0, t);
+}
+
 }  // namespace
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
-                                                 int64_t max_seq_length, bool selective_recompute)
+                                                 bool selective_recompute)
     : num_heads_(num_heads), selective_recompute_(selective_recompute) {
   qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size));
   proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size));
-  causal_bias_ =
-      torch::full({max_seq_length, max_seq_length}, -std::numeric_limits<float>::infinity()).triu(1);
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
@@ -70,13 +154,17 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   const auto k = past ? torch::cat({past->k, parts[1]}, 1) : parts[1];
   const auto v = past ? torch::cat({past->v, parts[2]}, 1) : parts[2];
   const int64_t keys = k.size(1);
-  if (causal_bias_.device() != x.device()) causal_bias_ = causal_bias_.to(x.device());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (past && given_bias.defined()) {
+    // A chunk after earlier ones: blocks of as many keys as it has queries.
+    const auto y = BlockwiseAttention::apply(q, k, v, given_bias, scale, num_heads_, t);
+    return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
+  }
   // One mask for every sample, or each sample's own (packed documents, chunks), repeated per head.
   const auto bias =
       given_bias.defined()
           ? given_bias.unsqueeze(1).expand({b, num_heads_, t, keys}).reshape({b * num_heads_, t, keys})
-          : causal_bias_.slice(0, 0, t).slice(1, 0, t);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+          : causal_mask(t, x.device());
   const auto y = selective_recompute_ && q.requires_grad()
                      ? RecomputedCoreAttention::apply(q, k, v, bias, scale)
                      : core_attention(q, k, v, bias, scale);  // [b * heads, t, hd]
@@ -85,8 +173,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
 
 TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
   ln1 = register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  attn = register_module(
-      "attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.seq_length, s.selective_recompute));
+  attn = register_module("attn",
+                         CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.selective_recompute));
   ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
   fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size));
   fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));

@@ -41,12 +41,13 @@ struct LayerKeyValues {
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
-  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, int64_t max_seq_length,
-                          bool selective_recompute = false);
+  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool selective_recompute = false);
   // x: [batch, seq, hidden] -> [batch, seq, hidden]. `bias`, when given, replaces the causal
   // mask: [batch, seq, keys], 0 where a query may attend to a key, -inf elsewhere. The keys are
   // `past`'s (when given: earlier tokens' keys and values), then x's own; `present`, when given,
-  // receives x's keys and values.
+  // receives x's keys and values. With `past` the scores are computed over blocks of seq keys
+  // with an online softmax (never [seq, keys] at once), so a chunk's memory does not grow with
+  // the keys it attends to beyond k and v themselves.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {},
                         const LayerKeyValues* past = nullptr, LayerKeyValues* present = nullptr);
 
@@ -55,7 +56,6 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
  private:
   int64_t num_heads_;
   bool selective_recompute_;
-  torch::Tensor causal_bias_;  // [max_seq, max_seq]: -inf above the diagonal, 0 elsewhere
 };
 TORCH_MODULE(CausalSelfAttention);
 
