@@ -13,7 +13,8 @@
   bench/train_bench.py heavy-head  # a model whose LM head outweighs its blocks: roundpipe vs 1f1b at pp=2, and
                                    # under a memory cap that 1f1b cannot meet
   bench/train_bench.py chunked     # long sequences whole or in chunks (data.chunk_size): peak RSS and tokens/s by
-                                   # sequence length; packed documents of the Debian copyright corpus
+                                   # sequence length; the Debian copyright corpus padded, packed, chunked
+  bench/train_bench.py chunked-pipeline  # the same at pp=2 (1f1b): chunks as the schedule's microbatches
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -76,6 +77,9 @@ def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None):
         show_environment("rondo", json.load(f))
     subprocess.run(["rm", "-rf", run_dir], check=True)
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0] if isinstance(rows[0][k], (int, float))}
+    if "targets" in rows[0]:
+        # The tokens the loss really trains on (padding and document crossings left out), per second.
+        out["targets_per_s"] = statistics.median(r["targets"] / r["step_time_s"] for r in rows)
     cpu = sum(r["cpu_user_s"] + r["cpu_sys_s"] for r in rows)
     out["sys_share"] = sum(r["cpu_sys_s"] for r in rows) / cpu if cpu > 0 else 0.0
     return out
@@ -208,15 +212,30 @@ def main():
         heavy_head(tmp, rounds)
     if what in ("chunked", "all"):
         chunked(tmp, rounds)
+    if what in ("chunked-pipeline", "all"):
+        chunked_pipeline(tmp, rounds)
 
 
 def chunked_report(label, runs):
     for v, r in runs.items():
         recomputed = (f", {median_of(r, 'chunks_recomputed'):.0f} of {median_of(r, 'chunks'):.0f} chunks recomputed"
                       if "chunks" in r[0] else "")
-        print(f"chunked: {label}, {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
-              f"{median_of(r, 'step_time_s') * 1e3:.0f} ms, max RSS {median_of(r, 'max_rss_mb'):.0f} MB{recomputed}",
-              flush=True)
+        bubble = (f", bubble {median_of(r, 'bubble_fraction'):.3f} (predicted "
+                  f"{median_of(r, 'bubble_fraction_predicted'):.3f})" if "bubble_fraction" in r[0] else "")
+        print(f"chunked: {label}, {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s "
+              f"({median_of(r, 'targets_per_s'):.0f} targets/s), step {median_of(r, 'step_time_s') * 1e3:.0f} ms, "
+              f"max RSS {median_of(r, 'max_rss_mb'):.0f} MB{recomputed}{bubble}", flush=True)
+
+
+def memory_growth(label, by_seq):
+    """Peak RSS at the longest sequence over the same at a quarter of it, per variant."""
+    seqs = sorted(by_seq)
+    for short in seqs:
+        if 4 * short in by_seq:
+            for v in by_seq[short]:
+                a, b = median_of(by_seq[short][v], "max_rss_mb"), median_of(by_seq[4 * short][v], "max_rss_mb")
+                print(f"chunked: {label}, {v}: max RSS grows {b / a:.2f}x from {short} to {4 * short} tokens",
+                      flush=True)
 
 
 def chunked(tmp, rounds):
@@ -227,6 +246,7 @@ def chunked(tmp, rounds):
     for k in (1, 2):
         variants[f"C=512, K={k}"] = ["data.chunk_size=512", f"data.chunks_in_memory={k}"]
     one_rank = ["parallel.world_size=1", "training.micro_batch_size=1", "training.global_batch_size=2"]
+    by_seq = {}
     for seq in (512, 1024, 2048, 4096):
         runs = {v: [] for v in variants}
         for _ in range(rounds):
@@ -234,11 +254,13 @@ def chunked(tmp, rounds):
                 runs[v].append(rondo_run(tmp, "chunk", model_sets(dict(SMALL, seq=seq)) + one_rank + sets, steps=6,
                                          warmup=2))
         chunked_report(f"one sequence of {seq}", runs)
+        by_seq[seq] = runs
+    memory_growth("one rank", by_seq)
     prefix = os.path.join(tmp, "copyright")
     docs = sorted(os.path.join("/usr/share/doc", d, "copyright") for d in os.listdir("/usr/share/doc")
                   if os.path.isfile(os.path.join("/usr/share/doc", d, "copyright")))
     subprocess.run([RONDO, "data", "prepare", *docs, "--out", prefix], check=True, capture_output=True)
-    packed = {"packed, unchunked": ["data.pack=true"]}
+    packed = {"padded": ["data.pad=true"], "packed, unchunked": ["data.pack=true"]}
     for k, balance in ((1, "tokens"), (2, "tokens"), (2, "cost")):
         packed[f"packed, C=512, K={k}, {balance}"] = ["data.pack=true", "data.chunk_size=512",
                                                      f"data.chunks_in_memory={k}", f"data.chunk_balance={balance}"]
@@ -248,6 +270,26 @@ def chunked(tmp, rounds):
             runs[v].append(rondo_run(tmp, "chunk", model_sets(dict(SMALL, seq=2048)) + one_rank + sets +
                                      [f"data.path={prefix}"], steps=8, warmup=2))
     chunked_report(f"copyright corpus ({len(docs)} documents), rows of 2048", runs)
+
+
+def chunked_pipeline(tmp, rounds):
+    """pp=2 with 1f1b, 4 rows of model.seq_length per step (one per microbatch): unchunked, or each
+    row's chunks of 512 as the schedule's microbatches (K = 1, 2)."""
+    variants = {"unchunked": []}
+    for k in (1, 2):
+        variants[f"C=512, K={k}"] = ["data.chunk_size=512", f"data.chunks_in_memory={k}"]
+    pp2 = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b",
+           "training.micro_batch_size=1", "training.global_batch_size=4"]
+    by_seq = {}
+    for seq in (1024, 4096):
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, sets in variants.items():
+                runs[v].append(rondo_run(tmp, "chunk-pp", model_sets(dict(SMALL, seq=seq)) + pp2 + sets, steps=6,
+                                         warmup=2))
+        chunked_report(f"pp=2 1f1b, rows of {seq}", runs)
+        by_seq[seq] = runs
+    memory_growth("pp=2", by_seq)
 
 
 # The demo model with a 16384-token vocabulary: the LM head's forward (2 x hidden x vocab FLOPs
