@@ -580,6 +580,8 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["micro_batch_size"] = p.training().micro_batch_size();
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
+  j["pipeline_chunk_lengths"] = std::vector<int64_t>(p.data().pipeline_chunk_lengths().begin(),
+                                                     p.data().pipeline_chunk_lengths().end());
   j["schedule"] = name_of(p.schedule());
   j["recompute_granularity"] = name_of(p.model().recompute_granularity());
   j["parameters"] = count_parameters(p.model());
