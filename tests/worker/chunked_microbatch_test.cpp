@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/worker/loss_and_gradients.h"
 #include "worker/chunked_microbatch.h"
 
 namespace rondo {
@@ -16,17 +17,9 @@ constexpr int64_t kSeq = 64;
 
 GptShape shape(bool selective = false) { return {2, 32, 4, 64, 256, kSeq, selective}; }
 
-struct Result {
-  double loss = 0;
-  std::vector<torch::Tensor> grads;
+struct Result : LossAndGradients {
   ChunkingStats stats;
 };
-
-std::vector<torch::Tensor> gradients(const GptModel& model) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
-  return out;
-}
 
 // tokens [rows, seq + 1]; the loss of rows[:, :-1] against rows[:, 1:], masked where a target
 // is in another document.
@@ -46,7 +39,7 @@ Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bo
       logits.view({-1, 256}), masked_targets(tokens, documents).reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
   loss.backward();
-  return {loss.item<double>(), gradients(model), {}};
+  return {{loss.item<double>(), gradients(model)}, {}};
 }
 
 Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, const ChunkingOptions& options,
@@ -58,18 +51,7 @@ Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, cons
   (loss * 0.5).backward();  // as the executor does: scaled by 1 / (microbatches x dp)
   auto grads = gradients(model);
   for (auto& g : grads) g *= 2.0;
-  return {loss.item<double>(), grads, mb.stats()};
-}
-
-void expect_close(const Result& ref, const Result& got, const std::string& what) {
-  EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss)) << what;
-  ASSERT_EQ(ref.grads.size(), got.grads.size());
-  for (size_t i = 0; i < ref.grads.size(); ++i) {
-    const double scale = ref.grads[i].abs().max().item<double>();
-    ASSERT_GT(scale, 0.0) << what << ": parameter " << i << " has no gradient in the reference";
-    const double diff = (got.grads[i] - ref.grads[i]).abs().max().item<double>();
-    EXPECT_LE(diff, 1e-5 * scale) << what << ": parameter " << i;
-  }
+  return {{loss.item<double>(), grads}, mb.stats()};
 }
 
 torch::Tensor random_tokens(int64_t rows, uint64_t seed) {

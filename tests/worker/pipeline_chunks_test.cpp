@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/worker/loss_and_gradients.h"
 #include "worker/pipeline_chunks.h"
 
 namespace rondo {
@@ -21,12 +22,6 @@ GptShape shape() { return {4, 32, 4, 64, kVocab, kSeq, false}; }
 // Stage 0: embedding and blocks 0-1; stage 1: blocks 2-3, final norm and LM head.
 std::vector<StageLayers> two_stages() { return {{0, 0, 2, true, false}, {1, 2, 2, false, true}}; }
 
-std::vector<torch::Tensor> gradients(const GptModel& model) {
-  std::vector<torch::Tensor> out;
-  for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
-  return out;
-}
-
 torch::Tensor targets_of(const torch::Tensor& tokens, const torch::Tensor& documents) {
   auto t = tokens.slice(1, 1, kSeq + 1).clone();
   if (documents.defined())
@@ -34,12 +29,7 @@ torch::Tensor targets_of(const torch::Tensor& tokens, const torch::Tensor& docum
   return t;
 }
 
-struct Result {
-  double loss = 0;
-  std::vector<torch::Tensor> grads;
-};
-
-Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents) {
+LossAndGradients unchunked(const torch::Tensor& tokens, const torch::Tensor& documents) {
   GptModel model(shape(), two_stages(), /*seed=*/5);
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
   const auto hidden = model->forward_stage(0, tokens.slice(1, 0, kSeq), docs);
@@ -52,8 +42,8 @@ Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents) {
 }
 
 // What StageExecutor does with a chunk group on two stages, in one process.
-Result pipelined(const torch::Tensor& tokens, const torch::Tensor& documents,
-                 const std::vector<int64_t>& lengths, int keep) {
+LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& documents,
+                           const std::vector<int64_t>& lengths, int keep) {
   GptModel model(shape(), two_stages(), /*seed=*/5);
   PipelineChunks chunks(model, lengths);
   const int n = chunks.chunks();
@@ -98,17 +88,6 @@ Result pipelined(const torch::Tensor& tokens, const torch::Tensor& documents,
     torch::autograd::backward({h.out0}, {h.input1.grad()});
   }
   return {loss, gradients(model)};
-}
-
-void expect_close(const Result& ref, const Result& got, const std::string& what) {
-  EXPECT_NEAR(got.loss, ref.loss, 1e-5 * std::abs(ref.loss)) << what;
-  ASSERT_EQ(ref.grads.size(), got.grads.size());
-  for (size_t i = 0; i < ref.grads.size(); ++i) {
-    const double scale = ref.grads[i].abs().max().item<double>();
-    ASSERT_GT(scale, 0.0) << what << ": parameter " << i << " has no gradient in the reference";
-    const double diff = (got.grads[i] - ref.grads[i]).abs().max().item<double>();
-    EXPECT_LE(diff, 1e-5 * scale) << what << ": parameter " << i;
-  }
 }
 
 torch::Tensor random_tokens(uint64_t seed) {
