@@ -579,14 +579,11 @@ uint64_t Trainer::Impl::pad_document_start(int microbatch, int64_t row) const {
 }
 
 torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
-  const int j = microbatch % pipeline_chunks->chunks();
   const auto& documents =
       plan.data().pack() ? packing(row_microbatch(microbatch)).documents : torch::Tensor();
   if (model->stage(stage).has_embedding) {
     // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
-    const bool recomputed = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL ||
-                            j < pipeline_chunks->chunks() - plan.data().chunks_in_memory();
-    if (!torch::GradMode::is_enabled() || !recomputed) ++pipeline_chunk_count;
+    if (!torch::GradMode::is_enabled() || !executor->recomputes(microbatch)) ++pipeline_chunk_count;
     if (!torch::GradMode::is_enabled()) ++pipeline_chunks_recomputed;
     const double longest = documents.defined() ? document_positions(documents).max().item<double>() + 1
                                                : static_cast<double>(plan.model().seq_length());

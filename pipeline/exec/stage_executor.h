@@ -128,6 +128,10 @@ class StageExecutor {
   // summed scaled losses) are means over the global batch.
   double loss_scale() const { return loss_scale_; }
 
+  // Whether the forward of schedule microbatch `microbatch` keeps only its input, the backward
+  // recomputing it: full recomputation, or a chunk before its row's last data.chunks_in_memory.
+  bool recomputes(int microbatch) const;
+
  private:
   // (kind of transfer: 0 activations, 1 gradients; stage; microbatch)
   using Key = std::tuple<int, int, int>;
@@ -142,9 +146,6 @@ class StageExecutor {
   void init_stateless();
   // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: its chunk's tokens).
   std::vector<int64_t> boundary_shape(int microbatch) const;
-  // Whether the forward of `microbatch` keeps only its input, the backward recomputing it: full
-  // recomputation, or a chunk before its row's last data.chunks_in_memory.
-  bool recomputes(int microbatch) const;
   void post_receives();
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
   void post_send(const plan::Action& action);
