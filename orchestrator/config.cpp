@@ -49,7 +49,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, min_lr, "final learning rate of a decaying schedule"),
       RONDO_KEY(training, lr_warmup_iters, "linear warm-up steps"),
       RONDO_KEY(training, lr_decay_style, "constant | linear | cosine"),
-      RONDO_KEY(training, optimizer, "adamw | sgd"),
+      RONDO_KEY(
+          training, optimizer,
+          "adamw | sgd | muon (Newton-Schulz-orthogonalised momentum for the hidden matrices, AdamW for "
+          "the rest; docs/optimizers.md)"),
       RONDO_KEY(training, weight_decay, "decoupled weight decay"),
       RONDO_KEY(training, adam_beta1, "AdamW beta1"),
       RONDO_KEY(training, adam_beta2, "AdamW beta2"),
@@ -342,7 +345,10 @@ void validate(const Config& c) {
           "must lie in [0, training.train_iters]");
   require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
   require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
-  require_one_of(t.optimizer, {"adamw", "sgd"}, "training.optimizer");
+  require_one_of(t.optimizer, {"adamw", "sgd", "muon"}, "training.optimizer");
+  require(t.optimizer != "muon" || c.pipeline.schedule != "roundpipe" || pp == 1, "training.optimizer",
+          "muon is not built for roundpipe's stateless workers (their optimizer state is sharded flat); use "
+          "adamw or another schedule");
   require(t.weight_decay >= 0, "training.weight_decay", "must be >= 0");
   require(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "training.adam_beta1", "must lie in [0, 1)");
   require(t.adam_beta2 >= 0 && t.adam_beta2 < 1, "training.adam_beta2", "must lie in [0, 1)");

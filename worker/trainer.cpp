@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <numbers>
 
 #include "common/errors.h"
 #include "common/logging.h"
@@ -29,6 +28,8 @@
 #include "worker/chunked_microbatch.h"
 #include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
+#include "worker/learning_rate.h"
+#include "worker/muon.h"
 #include "worker/pipeline_chunks.h"
 
 namespace rondo {
@@ -60,18 +61,6 @@ struct ResourceUsage {
             secs(u.ru_stime)};
   }
 };
-
-double learning_rate(const plan::TrainingSpec& t, int64_t step) {
-  const auto warmup = static_cast<int64_t>(t.lr_warmup_iters());
-  if (warmup > 0 && step <= warmup) return t.lr() * static_cast<double>(step) / static_cast<double>(warmup);
-  if (t.lr_decay_style() == plan::LR_DECAY_STYLE_CONSTANT) return t.lr();
-  const double span = static_cast<double>(static_cast<int64_t>(t.train_iters()) - warmup);
-  const double ratio = span > 0 ? static_cast<double>(step - warmup) / span : 1.0;
-  const double coeff = t.lr_decay_style() == plan::LR_DECAY_STYLE_LINEAR
-                           ? 1.0 - ratio
-                           : 0.5 * (std::cos(std::numbers::pi * ratio) + 1.0);
-  return t.min_lr() + coeff * (t.lr() - t.min_lr());
-}
 
 std::string format_eta(double seconds) {
   const auto s = static_cast<int64_t>(std::max(0.0, seconds));
@@ -446,7 +435,20 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
 void Trainer::Impl::build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
                                     const torch::Tensor& flat_params, const torch::Tensor& moments) {
   const auto& t = plan.training();
-  if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
+  if (t.optimizer() == plan::OPTIMIZER_MUON) {
+    if (shared) throw PlanError("plan: training.optimizer muon on stateless workers");
+    // The hidden layers' weight matrices; embeddings, norms, biases and the LM head go to AdamW.
+    std::vector<torch::Tensor> matrices, others;
+    for (const auto& item : model->named_parameters()) {
+      const bool hidden = item.key().rfind("block", 0) == 0 && item.value().dim() == 2;
+      (hidden ? matrices : others).push_back(item.value());
+    }
+    optimizer = std::make_unique<Muon>(std::move(matrices), std::move(others),
+                                       torch::optim::AdamWOptions(t.lr())
+                                           .betas({t.adam_beta1(), t.adam_beta2()})
+                                           .eps(t.adam_eps())
+                                           .weight_decay(t.weight_decay()));
+  } else if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
     optimizer = std::make_unique<FlatAdamW>(std::move(params), grads,
                                             torch::optim::AdamWOptions(t.lr())
                                                 .betas({t.adam_beta1(), t.adam_beta2()})

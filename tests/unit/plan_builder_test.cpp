@@ -314,7 +314,7 @@ TEST(PlanNames, EveryScheduleAndStyleRoundTripsThroughThePlanEnums) {
     ASSERT_TRUE(lr_decay_style_from_name(name).has_value()) << name;
     EXPECT_EQ(name_of(*lr_decay_style_from_name(name)), name);
   }
-  for (const char* name : {"adamw", "sgd"}) EXPECT_EQ(name_of(*optimizer_from_name(name)), name);
+  for (const char* name : {"adamw", "sgd", "muon"}) EXPECT_EQ(name_of(*optimizer_from_name(name)), name);
   for (const char* name : {"none", "full", "selective"}) {
     EXPECT_EQ(name_of(*recompute_granularity_from_name(name)), name);
   }
