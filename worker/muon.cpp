@@ -59,14 +59,15 @@ torch::Tensor Muon::step(LossClosure closure) {
     const double scale = kMuonRmsScale * std::sqrt(static_cast<double>(std::max(w.size(0), w.size(1))));
     w.mul_(1.0 - lr * weight_decay_).add_(update, -lr * scale);
   }
-  // AdamW, as torch::optim::AdamW: decoupled decay (2-D and 1-D alike), bias-corrected moments.
+  // AdamW, as torch::optim::AdamW (bias-corrected moments, decoupled decay); like FlatAdamW, only
+  // parameters of two or more dimensions decay (embeddings and the LM head, not norms and biases).
   const double correction1 = 1.0 - std::pow(beta1_, static_cast<double>(step_));
   const double correction2 = 1.0 - std::pow(beta2_, static_cast<double>(step_));
   for (size_t i = 0; i < others_.size(); ++i) {
     auto& p = others_[i];
     const auto& g = p.grad();
     if (!g.defined()) continue;
-    p.mul_(1.0 - lr * weight_decay_);
+    if (p.dim() >= 2) p.mul_(1.0 - lr * weight_decay_);
     exp_avg_[i].mul_(beta1_).add_(g, 1.0 - beta1_);
     exp_avg_sq_[i].mul_(beta2_).addcmul_(g, g, 1.0 - beta2_);
     const auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(correction2)).add_(eps_);

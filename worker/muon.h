@@ -6,7 +6,8 @@
 //                                     W <- W - lr (O + weight_decay W)
 //   NS5: X <- U / (|U|_F + 1e-7), transposed to be wide; 5 times X <- a X + (b A + c A A) X with
 //        A = X X^T and (a, b, c) = (3.4445, -4.7750, 2.0315).
-// The other parameters follow torch::optim::AdamW's rule with the same learning rate. Both parts
+// The other parameters follow torch::optim::AdamW's rule with the same learning rate, decaying
+// only those of two or more dimensions (as FlatAdamW does). Both parts
 // read each parameter's gradient where the trainer put it (p.grad()). Checkpoints hold the step,
 // every momentum buffer and both AdamW moments.
 #pragma once

@@ -59,7 +59,8 @@ TEST(Muon, AStepFollowsTheRuleForMatricesAndAdamWForTheRest) {
   // The reference: the rule written out for the matrix, torch's AdamW for the bias.
   auto w = p.matrix.detach().clone();
   auto bias = p.bias.detach().clone().requires_grad_(true);
-  torch::optim::AdamW adamw({bias}, kOptions);
+  // Biases and norms do not decay (as FlatAdamW).
+  torch::optim::AdamW adamw({bias}, torch::optim::AdamWOptions(kOptions).weight_decay(0.0));
   auto momentum = torch::zeros_like(w);
   for (int step = 1; step <= 3; ++step) {
     set_grads(p, step);
