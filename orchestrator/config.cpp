@@ -106,6 +106,12 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(pipeline, h2d_bandwidth_gbps,
                 "roundpipe: GB/s of a worker's host link, over which each task's stage weights arrive "
                 "(prefetched during the previous task) and its gradients leave"),
+      RONDO_KEY(pipeline, async,
+                "1f1b (PipeDream-2BW): no flush between steps; step t computes on the weights before step "
+                "t-1's update (one-step delay), its optimizer step overlaps step t+1"),
+      RONDO_KEY(pipeline, delay_correction,
+                "pipeline.async: none | error_feedback (Zmushko et al. 2026) | weight_prediction (the "
+                "classic baseline: compute on the weights extrapolated by the last update)"),
       RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
       RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
       RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
@@ -412,6 +418,17 @@ void validate(const Config& c) {
   require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
   require_one_of(c.pipeline.roundpipe_dispatch, {"rounds", "earliest_free"}, "pipeline.roundpipe_dispatch");
   require(c.pipeline.h2d_bandwidth_gbps > 0, "pipeline.h2d_bandwidth_gbps", "must be > 0");
+  require_one_of(c.pipeline.delay_correction, {"none", "error_feedback", "weight_prediction"},
+                 "pipeline.delay_correction");
+  require(c.pipeline.delay_correction == "none" || c.pipeline.async, "pipeline.delay_correction",
+          "corrects the one-step weight delay of pipeline.async=true; set it or leave the correction none");
+  if (c.pipeline.async) {
+    require(c.pipeline.schedule == "1f1b" || pp == 1, "pipeline.async",
+            "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW), not " + c.pipeline.schedule +
+                (c.pipeline.schedule == "roundpipe" ? " (its asynchronous mode is simulated only so far)" : ""));
+    require(c.data.chunk_size == 0, "pipeline.async",
+            "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
+  }
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");

@@ -97,6 +97,9 @@ struct PipelineConfig {
   std::string stage_partition;
   std::string roundpipe_dispatch = "rounds";  // rounds (RoundPipe's) | earliest_free
   double h2d_bandwidth_gbps = 25.0;           // a stateless worker's host link (weights in, gradients out)
+  // Asynchronous pipeline (PipeDream-2BW): no flush between steps, one-step weight delay.
+  bool async = false;
+  std::string delay_correction = "none";  // none | error_feedback | weight_prediction
 };
 
 struct CommsConfig {

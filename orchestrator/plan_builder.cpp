@@ -123,6 +123,9 @@ std::vector<int64_t> pipeline_chunk_lengths(const Config& config, int pp) {
   return out;
 }
 
+// Iterations of an asynchronous stream the plan's prediction simulates (steady state in between).
+constexpr int kAsyncStreamIterations = 4;
+
 // The pipeline schedule of the config, placed with the predicted per-stage costs. With one
 // pipeline rank every schedule is plain gradient accumulation (F B per microbatch), which the
 // worker executes. With `chunks` > 1 (pipeline_chunk_lengths) each microbatch is that many
@@ -133,6 +136,20 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
   if (chunks > 1) {
     ScheduleRequest req{name, pp, microbatches * chunks, 1, {}};
     req.chunk_group = chunks;
+    return generate_schedule(req);
+  }
+  if (config.pipeline.async) {
+    // PipeDream-2BW: an endless 1F1B stream, of which the plan runs one steady-state window per
+    // step; four iterations give the simulator a steady state between fill and drain.
+    if (microbatches < pp - 1) {
+      throw ConfigError("training.global_batch_size",
+                        "pipeline.async needs at least pp - 1 = " + std::to_string(pp - 1) +
+                            " microbatches per step (a rank's warm-up forwards of the next step fit in one "
+                            "step), got " + std::to_string(microbatches));
+    }
+    ScheduleRequest req{"1f1b", pp, microbatches, 1, predicted_stage_costs(config, stages.forward)};
+    req.iterations = kAsyncStreamIterations;
+    req.async = true;
     return generate_schedule(req);
   }
   if (pp == 1) {
@@ -301,6 +318,9 @@ void spec_pass(PlanContext& c) {
   ts->set_lr_decay_style(
       plan_enum(lr_decay_style_from_name(t.lr_decay_style), "training.lr_decay_style", t.lr_decay_style));
   ts->set_optimizer(plan_enum(optimizer_from_name(t.optimizer), "training.optimizer", t.optimizer));
+  p.set_asynchronous(c.config.pipeline.async);
+  p.set_delay_correction(plan_enum(delay_correction_from_name(c.config.pipeline.delay_correction),
+                                   "pipeline.delay_correction", c.config.pipeline.delay_correction));
   ts->set_weight_decay(t.weight_decay);
   ts->set_adam_beta1(t.adam_beta1);
   ts->set_adam_beta2(t.adam_beta2);
@@ -396,7 +416,7 @@ void ranks_pass(PlanContext& c) {
   const std::vector<int> stage_rank = c.schedule.stage_ranks();
   // Transfers are worked out once per pipeline rank; each world rank maps its peers through
   // the mesh (same tp, cp, dp position, another pp position).
-  const auto by_pp = lower_transfers(c.schedule);
+  const auto by_pp = c.schedule.async ? lower_async_window(c.schedule) : lower_transfers(c.schedule);
   for (int rank = 0; rank < mesh.world_size(); ++rank) {
     const MeshCoords at = mesh.coords(rank);
     auto* rp = c.plan.add_ranks();
@@ -413,8 +433,9 @@ void ranks_pass(PlanContext& c) {
     for (const auto& a : by_pp[static_cast<size_t>(at.pp)]) {
       MeshCoords peer = at;
       peer.pp = a.peer;
-      *rp->add_actions() =
-          make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
+      auto* action = rp->add_actions();
+      *action = make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
+      action->set_ahead(a.ahead);
     }
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
@@ -543,7 +564,8 @@ int64_t count_parameters(const plan::ModelSpec& m) {
 }
 
 std::string action_to_string(const plan::Action& a) {
-  const std::string stage = std::to_string(a.stage()), mb = std::to_string(a.microbatch());
+  // A forward of the next step's microbatch (asynchronous plans) carries a "+".
+  const std::string stage = std::to_string(a.stage()), mb = std::to_string(a.microbatch()) + (a.ahead() ? "+" : "");
   switch (a.kind()) {
     case plan::ACTION_F:
       return stage + "F" + mb;
@@ -600,6 +622,8 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["stages"] = stages_json(p.stages());
   j["backward_stages"] = stages_json(p.backward_stages());
   j["stateless_workers"] = p.stateless_workers();
+  j["asynchronous"] = p.asynchronous();
+  j["delay_correction"] = name_of(p.delay_correction());
   const auto& pred = p.prediction();
   nlohmann::json pred_ranks = nlohmann::json::array();
   for (const auto& r : pred.ranks()) {
@@ -652,7 +676,11 @@ std::string plan_summary(const plan::Plan& p) {
   out << "batch: global " << t.global_batch_size() << " = micro " << t.micro_batch_size() << " x dp "
       << m.dp() << " x " << t.num_microbatches() << " microbatches per rank; "
       << static_cast<int64_t>(t.global_batch_size()) * p.model().seq_length() << " tokens per step\n";
-  out << "pipeline: schedule " << name_of(p.schedule()) << ", " << p.stages_size() << " stages:";
+  out << "pipeline: schedule " << name_of(p.schedule())
+      << (p.asynchronous() ? " asynchronous (PipeDream-2BW, one-step weight delay, correction " +
+                                 name_of(p.delay_correction()) + "; \"+\": the next step's forward)"
+                           : "")
+      << ", " << p.stages_size() << " stages:";
   for (const auto& s : p.stages()) {
     out << " [" << s.index() << ": layers " << s.first_layer() << "-" << s.first_layer() + s.num_layers() - 1
         << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";

@@ -14,6 +14,9 @@ constexpr double kBytesPerValue = 4.0;      // float32
 constexpr double kWeightStateBytes = 16.0;  // weight + gradient + AdamW's two moments, float32
 constexpr double kStatelessWeightBytes =
     8.0;  // weight + gradient on a stateless worker (optimizer in host memory)
+// Asynchronous pipelines add two weight versions with their gradients for the compute (the
+// optimizer's weights and gradient stay) and a correction's update buffer (worker/delayed_update.h).
+constexpr double kAsyncExtraWeightBytes = 16.0 + 4.0;
 
 }  // namespace
 
@@ -89,7 +92,12 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
 
   p.step_time_s = result.makespan;
   p.bubble_fraction = result.bubble_fraction;
-  p.exposed_comm_s = result.exposed_comm;
+  if (schedule.iterations > 1) {
+    // A stream of iterations (asynchronous): one step is an iteration of its steady state.
+    p.step_time_s = steady_state_iteration_time(schedule, result);
+    p.bubble_fraction = steady_state_bubble(schedule, result);
+  }
+  p.exposed_comm_s = result.exposed_comm / schedule.iterations;
   // Activations one layer keeps for its backward (Korthikanti et al. 2022, in 2-byte units there;
   // scaled to float32 here).
   // Selective recomputation drops the attention scores and probabilities (the 5as/h term).
@@ -101,7 +109,7 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
   for (int r = 0; r < schedule.pp; ++r) {
     RankPrediction rp;
     rp.pp_rank = r;
-    rp.busy_s = result.busy[static_cast<size_t>(r)];
+    rp.busy_s = result.busy[static_cast<size_t>(r)] / schedule.iterations;
     rp.peak_activations = result.peak_activations[static_cast<size_t>(r)];
     if (schedule.stateless_workers) {
       // A stateless worker holds the running task's stage and the prefetched next one (weights and
@@ -128,7 +136,7 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
         layers += st.num_layers;
         params += params_of(st);
       }
-      rp.weight_bytes = params * kWeightStateBytes / tp;
+      rp.weight_bytes = params * (kWeightStateBytes + (schedule.async ? kAsyncExtraWeightBytes : 0.0)) / tp;
       if (c.data.chunk_size > 0) {
         // Chunked training (worker/chunked_microbatch.h): at most K chunks of C tokens keep their
         // activations, their queries attending to up to s keys; every token's keys and values

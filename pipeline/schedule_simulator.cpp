@@ -161,8 +161,16 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
   return out;
 }
 
-double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r) {
-  if (s.iterations <= 1) return r.bubble_fraction;
+namespace {
+
+// The steady-state window [w0, w1): from the end of the first iteration to the end of the
+// second-to-last (the last, with two), and how many iterations it spans.
+struct SteadyWindow {
+  double w0 = 0, w1 = 0;
+  int iterations = 0;
+};
+
+SteadyWindow steady_window(const PipelineSchedule& s, const SimulationResult& r) {
   std::vector<double> iteration_end(static_cast<size_t>(s.iterations), 0.0);
   for (const auto& rank : r.timeline) {
     for (const auto& t : rank) {
@@ -170,12 +178,24 @@ double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r)
       e = std::max(e, t.end);
     }
   }
+  const int last = s.iterations >= 3 ? s.iterations - 2 : s.iterations - 1;
+  return {iteration_end.front(), iteration_end[static_cast<size_t>(last)], last};
+}
+
+}  // namespace
+
+double steady_state_iteration_time(const PipelineSchedule& s, const SimulationResult& r) {
+  if (s.iterations <= 1) return r.makespan;
+  const auto w = steady_window(s, r);
+  return w.w1 > w.w0 ? (w.w1 - w.w0) / w.iterations : r.makespan / s.iterations;
+}
+
+double steady_state_bubble(const PipelineSchedule& s, const SimulationResult& r) {
+  if (s.iterations <= 1) return r.bubble_fraction;
   // Utilisation inside a window that leaves out the first iteration's fill and, with three or
   // more iterations, the last one's drain.
-  const double w0 = iteration_end.front();
-  const double w1 =
-      iteration_end[static_cast<size_t>(s.iterations >= 3 ? s.iterations - 2 : s.iterations - 1)];
-  if (w1 <= w0) return r.bubble_fraction;
+  const auto [w0, w1, spanned] = steady_window(s, r);
+  if (w1 <= w0 || spanned < 1) return r.bubble_fraction;
   double busy = 0;
   for (const auto& rank : r.timeline) {
     for (const auto& t : rank) busy += std::max(0.0, std::min(t.end, w1) - std::max(t.start, w0));

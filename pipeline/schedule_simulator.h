@@ -42,6 +42,9 @@ SimulationResult simulate_schedule(const PipelineSchedule& schedule, const Stage
 // iterations), so the pipeline's first fill and last drain are left out. Equals
 // bubble_fraction when the schedule has one iteration.
 double steady_state_bubble(const PipelineSchedule& schedule, const SimulationResult& result);
+// One iteration's time in that steady state (the window over the iterations it spans); the
+// makespan with one iteration.
+double steady_state_iteration_time(const PipelineSchedule& schedule, const SimulationResult& result);
 
 // The bubble split as RoundPipe's simulator splits it, each part summed over ranks (time units):
 // fill, a rank's idle time before its first op; switch, the idle time between the end of its

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 namespace rondo {
@@ -61,6 +63,47 @@ std::vector<std::vector<PipelineStep>> lower_transfers(const PipelineSchedule& s
           if (to != me) out[r].push_back({transfer_kind(a.kind, true), a.stage, a.microbatch, to});
         }
       }
+    }
+  }
+  return out;
+}
+
+std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule& s) {
+  if (!s.async || s.iterations < 3) {
+    throw std::logic_error("lower_async_window: an asynchronous stream of three or more iterations, not " +
+                           s.name + " with " + std::to_string(s.iterations));
+  }
+  const int m = s.microbatches;
+  const auto stream = lower_transfers(s);
+  std::vector<std::vector<PipelineStep>> out(stream.size());
+  for (size_t r = 0; r < stream.size(); ++r) {
+    const auto& steps = stream[r];
+    // Where iteration k's steps end on this rank: after its last backward and that backward's sends.
+    const auto end_of = [&](int k) {
+      size_t end = 0;
+      for (size_t i = 0; i < steps.size(); ++i) {
+        const auto& st = steps[i];
+        if (st.kind != StepKind::kB || st.microbatch / m != k) continue;
+        end = i + 1;
+        while (end < steps.size() && steps[end].kind == StepKind::kSendB &&
+               steps[end].microbatch == st.microbatch && steps[end].stage == st.stage) {
+          ++end;
+        }
+      }
+      if (end == 0) throw std::logic_error("lower_async_window: rank " + std::to_string(r) + " has no backward");
+      return end;
+    };
+    for (size_t i = end_of(0); i < end_of(1); ++i) {
+      PipelineStep st = steps[i];
+      const int k = st.microbatch / m;
+      const bool forward = st.kind == StepKind::kF || st.kind == StepKind::kSendF || st.kind == StepKind::kRecvF;
+      if (k == 0 || k > 2 || (k == 2 && !forward)) {
+        throw std::logic_error("lower_async_window: rank " + std::to_string(r) + "'s window holds microbatch " +
+                               std::to_string(st.microbatch) + " of iteration " + std::to_string(k));
+      }
+      st.ahead = k == 2;
+      st.microbatch %= m;
+      out[r].push_back(st);
     }
   }
   return out;

@@ -17,8 +17,19 @@ struct PipelineStep {
   int stage;
   int microbatch;
   int peer;  // the other pipeline rank of a transfer, -1 for compute
+  // An asynchronous step's window: a forward (or its transfer) of the next step's microbatch.
+  bool ahead = false;
 };
 
 std::vector<std::vector<PipelineStep>> lower_transfers(const PipelineSchedule& schedule);
+
+// One step of an asynchronous schedule (PipeDream-2BW: an endless stream, `schedule.async` with
+// three or more iterations), per rank: everything the rank does between its last backward of one
+// iteration (with that backward's sends) and its last backward of the next, taken from the
+// stream's steady state. Microbatches are numbered within their step, 0..microbatches-1; the
+// forwards that already belong to the next step (a rank's warm-up in a flushed 1F1B) are `ahead`.
+// A stream starts by running a window's ahead steps as its own step's (the warm-up) and ends by
+// leaving them out (the drain). Throws std::logic_error for a schedule that is not such a stream.
+std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule& schedule);
 
 }  // namespace rondo

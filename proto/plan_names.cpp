@@ -34,6 +34,10 @@ std::optional<plan::Optimizer> optimizer_from_name(const std::string& name) {
   return parse<plan::Optimizer>("OPTIMIZER_", name, plan::Optimizer_Parse);
 }
 
+std::optional<plan::DelayCorrection> delay_correction_from_name(const std::string& name) {
+  return parse<plan::DelayCorrection>("DELAY_CORRECTION_", name, plan::DelayCorrection_Parse);
+}
+
 std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name) {
   return parse<plan::RecomputeGranularity>("RECOMPUTE_", name, plan::RecomputeGranularity_Parse);
 }
@@ -47,6 +51,12 @@ std::string name_of(plan::LrDecayStyle value) {
 }
 std::string name_of(plan::Optimizer value) {
   return plan::Optimizer_IsValid(value) ? short_name("OPTIMIZER_", plan::Optimizer_Name(value)) : "";
+}
+
+std::string name_of(plan::DelayCorrection value) {
+  return plan::DelayCorrection_IsValid(value)
+             ? short_name("DELAY_CORRECTION_", plan::DelayCorrection_Name(value))
+             : "";
 }
 
 std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name) {

@@ -18,6 +18,7 @@ std::optional<plan::LrDecayStyle> lr_decay_style_from_name(const std::string& na
 std::optional<plan::Optimizer> optimizer_from_name(const std::string& name);
 std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name);
 std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name);
+std::optional<plan::DelayCorrection> delay_correction_from_name(const std::string& name);
 
 // "" for UNSPECIFIED or a value this build does not know.
 std::string name_of(plan::Schedule value);
@@ -25,5 +26,6 @@ std::string name_of(plan::LrDecayStyle value);
 std::string name_of(plan::Optimizer value);
 std::string name_of(plan::RecomputeGranularity value);
 std::string name_of(plan::ChunkBalanceKind value);
+std::string name_of(plan::DelayCorrection value);
 
 }  // namespace rondo

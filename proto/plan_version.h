@@ -11,12 +11,13 @@
 //      an enum, chunks_in_memory) and the lognormal synthetic mix (data.lognormal).
 //   6: chunked training with pipeline parallelism: data.pipeline_chunk_lengths, the schedule's
 //      microbatches being chunks (num_microbatches x chunks per step); data.pad.
+//   7: asynchronous pipelines (asynchronous, delay_correction, Action.ahead).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 6;
+inline constexpr uint32_t kPlanVersion = 7;
 
 }  // namespace rondo

@@ -26,6 +26,7 @@
 #include "proto/plan_names.h"
 #include "worker/checkpointer.h"
 #include "worker/chunked_microbatch.h"
+#include "worker/delayed_update.h"
 #include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
 #include "worker/learning_rate.h"
@@ -132,6 +133,31 @@ struct Trainer::Impl : StepModel {
   GptModel model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   torch::Tensor flat;  // every parameter's gradient (views into it)
+  // Asynchronous pipelines (plan.asynchronous): `model` holds the optimizer's weights, the newest;
+  // step t computes on versions[t % 2] (0-based t), whose gradients are version_grads (flat, like
+  // `flat`); `delayed` updates `model` from them one step late (worker/delayed_update.h).
+  std::array<GptModel, 2> versions{GptModel{nullptr}, GptModel{nullptr}};
+  std::array<torch::Tensor, 2> version_grads;
+  std::unique_ptr<DelayedUpdate> delayed;
+  void setup_async(const GptShape& shape, const std::vector<StageLayers>& local);
+  // The gradients this step's backwards accumulate: `flat`, or its compute version's.
+  torch::Tensor step_grads() const {
+    return delayed ? version_grads[static_cast<size_t>(DelayedUpdate::version(step - 1))] : flat;
+  }
+  // What the executor calls microbatch `microbatch` of this step: ids from num_microbatches on are
+  // the next step's (run ahead in an asynchronous stream). The 0-based step it belongs to and
+  // its number there.
+  std::pair<int64_t, int> step_microbatch(int microbatch) const {
+    const int m = static_cast<int>(plan.training().num_microbatches()) * std::max(1, plan.data().pipeline_chunk_lengths_size());
+    return {step - 1 + microbatch / m, microbatch % m};
+  }
+  // The model microbatch `microbatch` computes on (its step's weight version when asynchronous).
+  GptModel& compute_model(int microbatch) {
+    if (!delayed) return model;
+    const int64_t at = step_microbatch(microbatch).first;
+    if (at >= step) delayed->wait();  // the next step's version is the update in flight's
+    return versions[static_cast<size_t>(DelayedUpdate::version(at))];
+  }
   int64_t num_grad_elements = 0;
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
@@ -173,6 +199,8 @@ struct Trainer::Impl : StepModel {
   // parameters and its moments in `flat_params` and `moments` when given (FlatAdamW).
   void build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
                        const torch::Tensor& flat_params = {}, const torch::Tensor& moments = {});
+  // What a checkpoint saves as the optimizer: with a weight delay, also both weight versions.
+  torch::optim::Optimizer& checkpointed_optimizer() { return delayed ? *delayed : *optimizer; }
   void build_dp_group();
   void build_reducer();
   void event(const nlohmann::json& e);
@@ -183,8 +211,8 @@ struct Trainer::Impl : StepModel {
   torch::Tensor tokens(int microbatch) override;
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
     if (pipeline_chunks) return chunk_forward(stage, microbatch, input);
-    return model->forward_stage(stage, input,
-                                plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
+    return compute_model(microbatch)->forward_stage(
+        stage, input, plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
   }
   torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
     return model->loss(logits, counted_targets(microbatch, targets));
@@ -321,7 +349,7 @@ void Trainer::Impl::setup() {
       local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
                        static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
     }
-    model = GptModel(shape, std::move(local), t.seed());
+    model = GptModel(shape, local, t.seed());
     model->to(device);
 
     // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
@@ -333,6 +361,7 @@ void Trainer::Impl::setup() {
       offset += p.numel();
     }
     build_optimizer(model->parameters(), flat);
+    if (plan.asynchronous()) setup_async(shape, local);
     if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
       try {
         pipeline_chunks =
@@ -369,6 +398,38 @@ void Trainer::Impl::setup() {
     log->info(
         "compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
         "duration; transfers, reductions and the optimizer are real; losses read 0");
+  }
+}
+
+void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLayers>& local) {
+  const auto correction = plan.delay_correction();
+  if (correction == plan::DELAY_CORRECTION_UNSPECIFIED || name_of(correction).empty()) {
+    throw PlanError("plan field delay_correction = " + std::to_string(correction) +
+                    " is not one this worker runs (a plan from another rondo?)");
+  }
+  std::array<std::vector<torch::Tensor>, 2> params;
+  for (size_t k = 0; k < versions.size(); ++k) {
+    versions[k] = GptModel(shape, local, plan.training().seed());
+    versions[k]->to(device);
+    version_grads[k] = torch::zeros_like(flat);
+    int64_t offset = 0;
+    for (auto& p : versions[k]->parameters()) {
+      p.mutable_grad() = version_grads[k].narrow(0, offset, p.numel()).view_as(p);
+      offset += p.numel();
+      params[k].push_back(p);
+    }
+  }
+  delayed = std::make_unique<DelayedUpdate>(*optimizer, model->parameters(), std::move(params),
+                                            correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK
+                                                ? DelayCorrection::kErrorFeedback
+                                            : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION
+                                                ? DelayCorrection::kWeightPrediction
+                                                : DelayCorrection::kNone);
+  if (rank == 0) {
+    log->info(
+        "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
+        "the update overlaps the next step (two weight versions, correction {})",
+        name_of(correction));
   }
 }
 
@@ -498,6 +559,11 @@ void Trainer::Impl::build_dp_group() {
 void Trainer::Impl::build_reducer() {
   const auto& c = plan.comms();
   if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1 || shared) return;
+  if (delayed) {
+    // The hooks would have to follow the weight version each step computes on.
+    if (rank == 0) log->info("comms.overlap_grad_reduce: not with pipeline.async yet; one allreduce per step");
+    return;
+  }
   std::vector<size_t> elements;
   for (const auto& p : model->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
   const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
@@ -555,7 +621,7 @@ double Trainer::Impl::predicted_bubble() const {
     costs.w.push_back(stage_w[i] / m);
   }
   for (double lead : stage_b_lead) costs.b_lead.push_back(lead / m);
-  return simulate_schedule(schedule, costs).bubble_fraction;
+  return steady_state_bubble(schedule, simulate_schedule(schedule, costs));
 }
 
 void Trainer::Impl::event(const nlohmann::json& e) {
@@ -569,14 +635,15 @@ uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
   if (plan.data().pad()) {
     return std::min(pad_document_start(microbatch, row), corpus.size() - (plan.model().seq_length() + 1));
   }
-  return sampler->sample_offset(static_cast<uint64_t>(step - 1),
-                                me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row));
+  const auto [at, mb] = step_microbatch(microbatch);
+  return sampler->sample_offset(static_cast<uint64_t>(at), me.microbatch_first_sample(mb) + static_cast<uint64_t>(row));
 }
 
 uint64_t Trainer::Impl::pad_document_start(int microbatch, int64_t row) const {
-  const auto index = sampler->sample_index(
-      static_cast<uint64_t>(step - 1), me.microbatch_first_sample(microbatch) + static_cast<uint64_t>(row),
-      pad_documents.size());
+  const auto [at, mb] = step_microbatch(microbatch);
+  const auto index = sampler->sample_index(static_cast<uint64_t>(at),
+                                           me.microbatch_first_sample(mb) + static_cast<uint64_t>(row),
+                                           pad_documents.size());
   return pad_documents[index];
 }
 
@@ -698,11 +765,11 @@ void Trainer::Impl::reduce_gradients() {
     reducer->finish();
     armed = false;
     for (auto& [stage, on] : final_backward) on = false;
-  } else if (plan.comms().allreduce() == "native" || !world.host_buffers()) {
-    dp_coll->native_allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32,
+  } else if (const auto grads = step_grads(); plan.comms().allreduce() == "native" || !world.host_buffers()) {
+    dp_coll->native_allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32,
                               ReduceOp::kSum);
   } else {
-    dp_coll->allreduce(flat.data_ptr(), static_cast<size_t>(flat.numel()), DType::kFloat32, ReduceOp::kSum);
+    dp_coll->allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32, ReduceOp::kSum);
   }
 }
 
@@ -742,7 +809,7 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
-    const double norm = flat.norm(2).item<double>();
+    const double norm = step_grads().norm(2).item<double>();
     sums[0] = norm * norm;
     auto out = sums.begin() + 3;
     for (const auto* v : {&so_far.stage_f, &so_far.stage_b, &so_far.stage_w, &so_far.stage_b_lead}) {
@@ -762,8 +829,21 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
   const double clip = plan.training().clip_grad();
-  if (clip > 0 && grad_norm > clip) flat.mul_(clip / (grad_norm + 1e-6));
+  const double scale = clip > 0 && grad_norm > clip ? clip / (grad_norm + 1e-6) : 1.0;
+  if (delayed) {
+    // The update overlaps the next step, which computes on the other version.
+    delayed->begin(step - 1, [this, grads = step_grads(), scale, lr = lr] {
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+      flat.copy_(grads);
+      grads.zero_();
+      if (scale != 1.0) flat.mul_(scale);
+      optimizer->step();
+      flat.zero_();
+    });
+    return;
+  }
   for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
+  if (scale != 1.0) flat.mul_(scale);
   optimizer->step();
   flat.zero_();
 }
@@ -786,7 +866,7 @@ int64_t Trainer::run() {
 
   int64_t start_step = 0;
   if (ck.resume()) {
-    if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.model, *s.optimizer)) {
+    if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.model, s.checkpointed_optimizer())) {
       if (s.shared) s.rebind_shared();
       start_step = manifest->step;
       if (s.rank == 0) {
@@ -812,7 +892,8 @@ int64_t Trainer::run() {
     const auto t0 = Clock::now();
     s.step = step;
     s.lr = learning_rate(t, step);
-    const StepTimes times = s.executor->run_step(s);
+    const bool exiting = t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0;
+    const StepTimes times = s.executor->run_step(s, {step == start_step + 1, step == train_iters || exiting});
     const double loss = s.step_loss, grad_norm = s.grad_norm, lr = s.lr;
     const double step_s = seconds_since(t0);
     elapsed_total += step_s;
@@ -853,6 +934,10 @@ int64_t Trainer::run() {
         row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
         row["bubble_fraction_predicted"] = s.predicted_bubble();
       }
+      if (s.delayed) {
+        row["async"] = true;
+        row["delay_correction"] = name_of(s.plan.delay_correction());
+      }
       if (s.plan.data().chunk_size() > 0) {
         row["chunks"] = s.step_chunk_count;
         row["chunks_recomputed"] = s.step_chunks_recomputed;
@@ -874,12 +959,12 @@ int64_t Trainer::run() {
       }
     }
 
-    const bool exiting = t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0;
     const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
     const bool final = step == train_iters && ck.interval() > 0;
     if (periodic || exiting || final) {
+      if (s.delayed) s.delayed->wait();
       s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model,
-                           *s.optimizer);
+                           s.checkpointed_optimizer());
       if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}});
     }
     if (exiting && step < train_iters) {
@@ -890,6 +975,7 @@ int64_t Trainer::run() {
       break;
     }
   }
+  if (s.delayed) s.delayed->wait();
   if (s.rank == 0 && step > start_step) {
     s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
                 start_step + 1, step, format_eta(elapsed_total), first_loss, last_loss,

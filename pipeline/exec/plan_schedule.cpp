@@ -6,6 +6,10 @@
 
 namespace rondo {
 
+namespace {
+constexpr int kAsyncIterations = 4;
+}  // namespace
+
 PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   PipelineSchedule s;
   s.name = name_of(plan.schedule());
@@ -18,12 +22,28 @@ PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   s.stateless_workers = plan.stateless_workers();
   s.num_backward_stages = plan.backward_stages_size();
   s.ranks.resize(static_cast<size_t>(s.pp));
+  // An asynchronous plan's step is a window of a stream: the stream of kAsyncIterations steps
+  // (the warm-up, then the windows, the last without its ahead forwards).
+  s.async = plan.asynchronous();
+  s.iterations = s.async ? kAsyncIterations : 1;
+  const int m = s.microbatches;
   for (const auto& r : plan.ranks()) {
     const auto& c = r.coords();
     if (c.dp() != 0 || c.tp() != 0 || c.cp() != 0) continue;
     auto& out = s.ranks[c.pp()];
+    std::vector<std::pair<const plan::Action*, int>> stream;  // action, its microbatch in the stream
     for (const auto& a : r.actions()) {
-      const int stage = static_cast<int>(a.stage()), mb = static_cast<int>(a.microbatch());
+      if (a.ahead()) stream.emplace_back(&a, static_cast<int>(a.microbatch()));
+    }
+    for (int k = 0; k < s.iterations; ++k) {
+      for (const auto& a : r.actions()) {
+        if (a.ahead() && k + 1 == s.iterations) continue;
+        stream.emplace_back(&a, static_cast<int>(a.microbatch()) + (k + (a.ahead() ? 1 : 0)) * m);
+      }
+    }
+    for (const auto& [action, mb] : stream) {
+      const auto& a = *action;
+      const int stage = static_cast<int>(a.stage());
       switch (a.kind()) {
         case plan::ACTION_F:
           out.push_back({ComputeKind::kF, stage, mb});

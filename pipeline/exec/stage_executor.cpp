@@ -52,6 +52,7 @@ struct StageExecutor::Receive {
 };
 
 struct StageExecutor::Send {
+  bool ahead = false;    // a forward of the next step's: its receiver takes it in the next step
   torch::Tensor tensor;  // kept alive until the send completes
   std::unique_ptr<CommRequest> request;
   int64_t posted_ns = 0;
@@ -74,6 +75,10 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   loss_scale_ = 1.0 / (static_cast<double>(schedule_microbatches_) * plan.mesh().dp());
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
+  async_ = plan.asynchronous();
+  if (async_ && (plan.stateless_workers() || chunks_ > 1)) {
+    throw PlanError("plan: an asynchronous pipeline binds stages to ranks and has no chunked microbatches");
+  }
   if (chunks_ > 1 && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
     throw PlanError(
         "plan: chunked pipeline microbatches need real compute, workers bound to stages and "
@@ -132,6 +137,9 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
         }
         if (static_cast<int>(a.microbatch()) >= schedule_microbatches_)
           throw PlanError(where(i, a) + ": no such microbatch");
+        if (a.ahead() && (a.kind() != plan::ACTION_F || plan.stages(stage).has_lm_head())) {
+          throw PlanError(where(i, a) + ": only forwards of stages before the LM head run ahead");
+        }
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_I) last_b_or_i[stage] = i;
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_W) last_b_or_w[stage] = i;
         break;
@@ -143,13 +151,21 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
         if (a.peer() < 0 || a.peer() >= p2p.size() || a.peer() == rank) {
           throw PlanError(where(i, a) + ": bad peer " + std::to_string(a.peer()));
         }
+        if (a.ahead() && a.kind() != plan::ACTION_SEND_F && a.kind() != plan::ACTION_RECV_F)
+          throw PlanError(where(i, a) + ": only activations of forwards run ahead");
         break;
       case plan::ACTION_ALLREDUCE:
       case plan::ACTION_OPTIM:
+        if (a.ahead()) throw PlanError(where(i, a) + ": runs ahead");
         break;
       default:
         throw PlanError(where(i, a) + ": an action kind this worker cannot execute (plan version " +
                         std::to_string(plan.version()) + ")");
+    }
+  }
+  if (!async_) {
+    for (const auto& a : me_.actions()) {
+      if (a.ahead()) throw PlanError("plan: rank " + std::to_string(rank) + " runs ahead in a synchronous plan");
     }
   }
   for (const auto& [stage, i] : last_b_or_i) last_backward_[static_cast<size_t>(i)] = true;
@@ -209,13 +225,33 @@ void StageExecutor::init_stateless() {
 }
 
 int StageExecutor::tag(const Key& key) const {
-  const auto& [kind, stage, mb] = key;
+  // A forward run ahead is sent and received under its own microbatch's number: the sender may
+  // run it ahead and the receiver not (or the other way round); per tag, the messages of
+  // successive steps match in order.
+  const auto& [kind, stage, id] = key;
+  const int mb = id % schedule_microbatches_;
   return (mb * std::max(plan_.stages_size(), backward_stage_count()) + stage) * 2 + kind;
+}
+
+bool StageExecutor::runs(const plan::Action& a, Part part) {
+  switch (part) {
+    case Part::kWarmUp:
+      return a.ahead();
+    case Part::kDrain:
+      return !a.ahead();
+    case Part::kWindow:
+      break;
+  }
+  return true;
+}
+
+int StageExecutor::id(const plan::Action& a, Part part) const {
+  return static_cast<int>(a.microbatch()) + (a.ahead() && part != Part::kWarmUp ? schedule_microbatches_ : 0);
 }
 
 std::vector<int64_t> StageExecutor::boundary_shape(int microbatch) const {
   auto shape = boundary_shape_;
-  if (chunks_ > 1) shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % chunks_);
+  if (chunks_ > 1) shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % schedule_microbatches_ % chunks_);
   return shape;
 }
 
@@ -224,11 +260,10 @@ bool StageExecutor::recomputes(int microbatch) const {
   return recompute_ || (chunks_ > 1 && microbatch % chunks_ < chunks_ - plan_.data().chunks_in_memory());
 }
 
-void StageExecutor::post_receives() {
+void StageExecutor::post_receives(Part part) {
   for (const auto& a : me_.actions()) {
-    if (!is_recv(a.kind())) continue;
-    const Key key{a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
-                  static_cast<int>(a.microbatch())};
+    if (!is_recv(a.kind()) || !runs(a, part)) continue;
+    const Key key{a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()), id(a, part)};
     auto& r = receives_[key];
     if (!r) {
       r = std::make_unique<Receive>();
@@ -262,9 +297,9 @@ torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
   return r.buffer;
 }
 
-void StageExecutor::post_send(const plan::Action& a) {
+void StageExecutor::post_send(const plan::Action& a, int mbi, bool ahead) {
   const bool activations = a.kind() == plan::ACTION_SEND_F;
-  const std::pair<int, int> key{static_cast<int>(a.stage()), static_cast<int>(a.microbatch())};
+  const std::pair<int, int> key{static_cast<int>(a.stage()), mbi};
   torch::Tensor t = activations ? microbatches_.at(key).output
                     : shared_   ? backward_grads_.at(key)
                                 : microbatches_.at(key).input_grad;
@@ -276,10 +311,9 @@ void StageExecutor::post_send(const plan::Action& a) {
                     " where the plan's boundary holds [micro_batch, seq, hidden]");
   }
   auto s = std::make_unique<Send>();
+  s->ahead = ahead;
   s->posted_ns = TimingRecorder::wall_ns();
-  s->request =
-      p2p_.isend(t.data_ptr(), t.nbytes(), a.peer(),
-                 tag({activations ? 0 : 1, static_cast<int>(a.stage()), static_cast<int>(a.microbatch())}));
+  s->request = p2p_.isend(t.data_ptr(), t.nbytes(), a.peer(), tag({activations ? 0 : 1, key.first, mbi}));
   s->tensor = std::move(t);
   sends_.push_back(std::move(s));
 }
@@ -288,22 +322,22 @@ void StageExecutor::finish_sends(bool wait, StepTimes& times) {
   const auto t0 = Clock::now();
   const int64_t wait_ns = TimingRecorder::wall_ns();
   std::erase_if(sends_, [&](std::unique_ptr<Send>& s) {
-    if (wait) {
+    if (wait && !s->ahead) {
       s->request->wait(p2p_.timeout());
     } else if (!s->request->test()) {
       return false;
     }
     if (recorder_) {
       recorder_->record_transfer(CollectiveOp::kSend, s->tensor.nbytes(), s->request->peer(), s->posted_ns,
-                                 wait ? wait_ns : TimingRecorder::wall_ns());
+                                 wait && !s->ahead ? wait_ns : TimingRecorder::wall_ns());
     }
     return true;
   });
   if (wait) times.send_wait_s += seconds_since(t0);
 }
 
-void StageExecutor::forward(StepModel& model, const plan::Action& a, StepTimes& times) {
-  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+void StageExecutor::forward(StepModel& model, const plan::Action& a, int mbi, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage());
   const auto& st = plan_.stages(stage);
   torch::Tensor tokens, input;
   if ((st.has_embedding() || st.has_lm_head()) && !emulate_) tokens = data(model, mbi, times);
@@ -352,8 +386,9 @@ torch::Tensor StageExecutor::stage_forward(StepModel& model, int stage, int micr
   return model.forward(stage, microbatch, input);
 }
 
-void StageExecutor::backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times) {
-  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+void StageExecutor::backward(StepModel& model, const plan::Action& a, int mbi, size_t index,
+                             StepTimes& times) {
+  const int stage = static_cast<int>(a.stage());
   const auto& st = plan_.stages(stage);
   auto it = microbatches_.find({stage, mbi});
   if (it == microbatches_.end() || !it->second.output.defined()) {
@@ -561,19 +596,51 @@ void StageExecutor::count_compute(std::vector<double>& per_stage, int stage, int
   times.last_compute_ns = now;
 }
 
-StepTimes StageExecutor::run_step(StepModel& model) {
+StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
   StepTimes times;
   const auto stages = static_cast<size_t>(plan_.stages_size());
   times.stage_f.assign(stages, 0.0);
   times.stage_b.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   times.stage_w.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   times.stage_b_lead.assign(shared_ ? static_cast<size_t>(backward_stage_count()) : 0, 0.0);
-  post_receives();
+  if (async_ && position.first) run_part(model, Part::kWarmUp, times);
+  run_part(model, async_ && position.last ? Part::kDrain : Part::kWindow, times);
+  finish_sends(true, times);
+  if (async_ && !position.last) {
+    carry_ahead();
+  } else {
+    microbatches_.clear();
+  }
+  backward_grads_.clear();
+  return times;
+}
+
+void StageExecutor::carry_ahead() {
+  // The next step's forwards that ran ahead become that step's own: their state (and the
+  // receive buffer their input views, which the next window posts again) moves to their number.
+  const int m = schedule_microbatches_;
+  std::map<std::pair<int, int>, Microbatch> next;
+  for (auto& [key, mb] : microbatches_) {
+    if (key.second < m) continue;
+    const std::pair<int, int> own{key.first, key.second - m};
+    std::swap(receives_[{0, key.first - 1, key.second}], receives_[{0, key.first - 1, own.second}]);
+    next.emplace(own, std::move(mb));
+  }
+  std::erase_if(receives_, [](const auto& r) { return !r.second; });
+  microbatches_ = std::move(next);
+  for (auto& send : sends_) send->ahead = false;
+}
+
+void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
+  post_receives(part);
   bool settled = !shared_;
   const auto& actions = me_.actions();
   for (int i = 0; i < actions.size(); ++i) {
     const auto& a = actions[i];
+    if (!runs(a, part)) continue;
     const auto index = static_cast<size_t>(i);
+    const int mbi = id(a, part);
+    if (part == Part::kWarmUp && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) continue;
     if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
       // Every gradient of the stages this worker owns is in the shared memory before it is read.
       const auto t0 = Clock::now();
@@ -586,7 +653,7 @@ StepTimes StageExecutor::run_step(StepModel& model) {
         if (shared_) {
           stateless_forward(model, a, times);
         } else {
-          forward(model, a, times);
+          forward(model, a, mbi, times);
         }
         break;
       case plan::ACTION_B:
@@ -594,7 +661,7 @@ StepTimes StageExecutor::run_step(StepModel& model) {
         if (shared_) {
           stateless_backward(model, a, times);
         } else {
-          backward(model, a, index, times);
+          backward(model, a, mbi, index, times);
         }
         break;
       case plan::ACTION_W:
@@ -602,16 +669,14 @@ StepTimes StageExecutor::run_step(StepModel& model) {
         break;
       case plan::ACTION_SEND_F:
       case plan::ACTION_SEND_B:
-        post_send(a);
+        post_send(a, mbi, part == Part::kWindow && a.ahead());
         break;
       case plan::ACTION_RECV_B:
         // A stateless backward recomputes before it needs its gradient and waits for it then.
         if (shared_) break;
         [[fallthrough]];
       case plan::ACTION_RECV_F:
-        wait_receive({a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()),
-                      static_cast<int>(a.microbatch())},
-                     times);
+        wait_receive({a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()), mbi}, times);
         break;
       case plan::ACTION_ALLREDUCE: {
         const auto t0 = Clock::now();
@@ -632,10 +697,6 @@ StepTimes StageExecutor::run_step(StepModel& model) {
     if (!sends_.empty()) finish_sends(false, times);
     if (!settled) shared_->try_flush();
   }
-  finish_sends(true, times);
-  microbatches_.clear();
-  backward_grads_.clear();
-  return times;
 }
 
 }  // namespace rondo

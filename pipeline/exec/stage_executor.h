@@ -31,6 +31,15 @@
 // task of the backward partition recomputes its atoms from there (the first one, with the LM
 // head, computes the loss) and adds its gradients to the shared ones in microbatch order.
 //
+// Asynchronous plans (PipeDream-2BW, Plan.asynchronous): a step is a window of one endless stream,
+// in which forwards of the next step's microbatches run "ahead" (in a flushed 1F1B, the next step's
+// warm-up). Their state, and the receive buffers their inputs view, carry over into the next step,
+// where they are that step's own; their sends complete when the next step's receiver takes them.
+// A stream's first step runs the window's ahead actions first, as its own (the warm-up); its last
+// step leaves them out (the drain). The StepModel sees an ahead forward as microbatch
+// num_microbatches + m, m being its number in the next step; the weights it computes with are
+// the StepModel's business (the one-step delay: worker/delayed_update.h).
+//
 // The model and the rest of the step come in through StepModel (the worker implements it).
 // Call order: construct once; run_step() once per step.
 #pragma once
@@ -55,7 +64,8 @@ namespace rondo {
 class StepModel {
  public:
   virtual ~StepModel() = default;
-  // Token ids [micro_batch_size, seq_length + 1] of this rank's microbatch `microbatch`.
+  // Token ids [micro_batch_size, seq_length + 1] of this rank's microbatch `microbatch` (from
+  // num_microbatches on, asynchronous plans: the next step's microbatch - num_microbatches).
   virtual torch::Tensor tokens(int microbatch) = 0;
   // Stage `stage`'s forward of microbatch `microbatch`: token ids [mb, seq] (stage with the
   // embedding) or hidden states [mb, seq, hidden] in; hidden states, or logits from the stage
@@ -111,6 +121,13 @@ std::vector<StageLayers> stateless_model_layers(const plan::Plan& plan);
 // The atoms [first, end) a plan stage (forward or backward) of the plan runs.
 std::pair<int, int> stateless_stage_atoms(const plan::Plan& plan, const plan::Stage& stage);
 
+// Where a step lies in an asynchronous plan's stream (ignored by synchronous plans): the first
+// runs the warm-up, the last the drain.
+struct StreamPosition {
+  bool first = true;
+  bool last = true;
+};
+
 class StageExecutor {
  public:
   // `p2p` carries the pipeline's transfers, numbered like the plan's ranks (a duplicate of the
@@ -121,7 +138,7 @@ class StageExecutor {
                 SharedReplicaState* shared = nullptr);
   ~StageExecutor();
 
-  StepTimes run_step(StepModel& model);
+  StepTimes run_step(StepModel& model, StreamPosition position = {});
 
   // What each microbatch's loss is multiplied by before its backward: 1 / (microbatches x dp)
   // (chunked: the schedule's, num_microbatches x chunks), so that the summed gradients (and the
@@ -138,6 +155,14 @@ class StageExecutor {
   struct Receive;
   struct Send;
   struct Microbatch;
+  // The part of a rank's actions a run executes: an asynchronous stream's warm-up (its ahead
+  // actions, as the step's own), a window (all of them), or the last window (without them).
+  enum class Part { kWarmUp, kWindow, kDrain };
+  static bool runs(const plan::Action& a, Part part);
+  // The microbatch an action works on in that part: ahead, num_microbatches + its number.
+  int id(const plan::Action& a, Part part) const;
+  void run_part(StepModel& model, Part part, StepTimes& times);
+  void carry_ahead();
 
   // Stages B, I and W actions name: the backward partition's, or the plan's.
   int backward_stage_count() const {
@@ -146,17 +171,17 @@ class StageExecutor {
   void init_stateless();
   // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: its chunk's tokens).
   std::vector<int64_t> boundary_shape(int microbatch) const;
-  void post_receives();
+  void post_receives(Part part);
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
-  void post_send(const plan::Action& action);
+  void post_send(const plan::Action& action, int microbatch, bool ahead);
   void finish_sends(bool wait, StepTimes& times);
   int tag(const Key& key) const;
 
-  void forward(StepModel& model, const plan::Action& a, StepTimes& times);
+  void forward(StepModel& model, const plan::Action& a, int microbatch, StepTimes& times);
   // The stage's forward, and on the stage with the LM head its loss against `tokens`' targets.
   torch::Tensor stage_forward(StepModel& model, int stage, int microbatch, const torch::Tensor& input,
                               const torch::Tensor& tokens);
-  void backward(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
+  void backward(StepModel& model, const plan::Action& a, int microbatch, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   // Stateless workers' F and B (see the header comment).
   void stateless_forward(StepModel& model, const plan::Action& a, StepTimes& times);
@@ -180,6 +205,7 @@ class StageExecutor {
   int chunks_ = 1;
   int schedule_microbatches_ = 1;
   bool emulate_;  // training.emulate_compute: compute actions sleep for their predicted time
+  bool async_;    // Plan.asynchronous: steps are windows of a stream
   torch::Tensor emulated_boundary_;      // zeros of the boundary shape: what emulated F and B hand on
   std::vector<int64_t> boundary_shape_;  // [micro_batch, seq, hidden] (unchunked)
   std::vector<bool> last_backward_;      // per action: the stage's last B or I

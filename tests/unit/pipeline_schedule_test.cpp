@@ -182,7 +182,9 @@ TEST(ChunkGroups, ForwardInOrderBackwardInReverseOnEveryStage) {
               std::reverse(ascending.begin(), ascending.end());
               EXPECT_EQ((order[{ComputeKind::kB, k}]), ascending);
             }
-            if (name == "1f1b") EXPECT_LE(peak, std::min(p - r - 1 + g, g * groups)) << "rank " << r;
+            if (name == "1f1b") {
+              EXPECT_LE(peak, std::min(p - r - 1 + g, g * groups)) << "rank " << r;
+            }
           }
         }
       }
