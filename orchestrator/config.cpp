@@ -423,9 +423,10 @@ void validate(const Config& c) {
   require(c.pipeline.delay_correction == "none" || c.pipeline.async, "pipeline.delay_correction",
           "corrects the one-step weight delay of pipeline.async=true; set it or leave the correction none");
   if (c.pipeline.async) {
-    require(c.pipeline.schedule == "1f1b" || pp == 1, "pipeline.async",
-            "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW), not " + c.pipeline.schedule +
-                (c.pipeline.schedule == "roundpipe" ? " (its asynchronous mode is simulated only so far)" : ""));
+    require(
+        c.pipeline.schedule == "1f1b" || pp == 1, "pipeline.async",
+        "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW), not " + c.pipeline.schedule +
+            (c.pipeline.schedule == "roundpipe" ? " (its asynchronous mode is simulated only so far)" : ""));
     require(c.data.chunk_size == 0, "pipeline.async",
             "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
   }

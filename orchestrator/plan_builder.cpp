@@ -145,7 +145,8 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
       throw ConfigError("training.global_batch_size",
                         "pipeline.async needs at least pp - 1 = " + std::to_string(pp - 1) +
                             " microbatches per step (a rank's warm-up forwards of the next step fit in one "
-                            "step), got " + std::to_string(microbatches));
+                            "step), got " +
+                            std::to_string(microbatches));
     }
     ScheduleRequest req{"1f1b", pp, microbatches, 1, predicted_stage_costs(config, stages.forward)};
     req.iterations = kAsyncStreamIterations;
@@ -434,7 +435,8 @@ void ranks_pass(PlanContext& c) {
       MeshCoords peer = at;
       peer.pp = a.peer;
       auto* action = rp->add_actions();
-      *action = make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
+      *action =
+          make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
       action->set_ahead(a.ahead);
     }
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
@@ -565,7 +567,8 @@ int64_t count_parameters(const plan::ModelSpec& m) {
 
 std::string action_to_string(const plan::Action& a) {
   // A forward of the next step's microbatch (asynchronous plans) carries a "+".
-  const std::string stage = std::to_string(a.stage()), mb = std::to_string(a.microbatch()) + (a.ahead() ? "+" : "");
+  const std::string stage = std::to_string(a.stage()),
+                    mb = std::to_string(a.microbatch()) + (a.ahead() ? "+" : "");
   switch (a.kind()) {
     case plan::ACTION_F:
       return stage + "F" + mb;

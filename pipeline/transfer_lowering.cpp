@@ -90,16 +90,19 @@ std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule
           ++end;
         }
       }
-      if (end == 0) throw std::logic_error("lower_async_window: rank " + std::to_string(r) + " has no backward");
+      if (end == 0)
+        throw std::logic_error("lower_async_window: rank " + std::to_string(r) + " has no backward");
       return end;
     };
     for (size_t i = end_of(0); i < end_of(1); ++i) {
       PipelineStep st = steps[i];
       const int k = st.microbatch / m;
-      const bool forward = st.kind == StepKind::kF || st.kind == StepKind::kSendF || st.kind == StepKind::kRecvF;
+      const bool forward =
+          st.kind == StepKind::kF || st.kind == StepKind::kSendF || st.kind == StepKind::kRecvF;
       if (k == 0 || k > 2 || (k == 2 && !forward)) {
-        throw std::logic_error("lower_async_window: rank " + std::to_string(r) + "'s window holds microbatch " +
-                               std::to_string(st.microbatch) + " of iteration " + std::to_string(k));
+        throw std::logic_error("lower_async_window: rank " + std::to_string(r) +
+                               "'s window holds microbatch " + std::to_string(st.microbatch) +
+                               " of iteration " + std::to_string(k));
       }
       st.ahead = k == 2;
       st.microbatch %= m;

@@ -21,7 +21,8 @@ DelayedUpdate::DelayedUpdate(torch::optim::Optimizer& optimizer, std::vector<tor
       correction_(correction) {
   torch::NoGradGuard no_grad;
   for (const auto& v : versions_) {
-    if (v.size() != master_.size()) throw std::invalid_argument("DelayedUpdate: versions differ from the master");
+    if (v.size() != master_.size())
+      throw std::invalid_argument("DelayedUpdate: versions differ from the master");
   }
   for (size_t i = 0; i < master_.size(); ++i) {
     for (auto& v : versions_) v[i].copy_(master_[i]);  // W(-1) = W(0)
@@ -90,7 +91,8 @@ void DelayedUpdate::save(torch::serialize::OutputArchive& archive) const {
       archive.write("version" + std::to_string(k) + "/" + std::to_string(i), versions_[k][i]);
     }
   }
-  for (size_t i = 0; i < previous_.size(); ++i) archive.write("previous_update/" + std::to_string(i), previous_[i]);
+  for (size_t i = 0; i < previous_.size(); ++i)
+    archive.write("previous_update/" + std::to_string(i), previous_[i]);
   archive.write("has_previous_update", torch::tensor(has_previous_ ? 1 : 0));
 }
 
@@ -112,7 +114,8 @@ void DelayedUpdate::load(torch::serialize::InputArchive& archive) {
       read_into("version" + std::to_string(k) + "/" + std::to_string(i), versions_[k][i]);
     }
   }
-  for (size_t i = 0; i < previous_.size(); ++i) read_into("previous_update/" + std::to_string(i), previous_[i]);
+  for (size_t i = 0; i < previous_.size(); ++i)
+    read_into("previous_update/" + std::to_string(i), previous_[i]);
   torch::Tensor flag;
   archive.read("has_previous_update", flag);
   has_previous_ = flag.item<int64_t>() != 0;

@@ -148,7 +148,8 @@ struct Trainer::Impl : StepModel {
   // the next step's (run ahead in an asynchronous stream). The 0-based step it belongs to and
   // its number there.
   std::pair<int64_t, int> step_microbatch(int microbatch) const {
-    const int m = static_cast<int>(plan.training().num_microbatches()) * std::max(1, plan.data().pipeline_chunk_lengths_size());
+    const int m = static_cast<int>(plan.training().num_microbatches()) *
+                  std::max(1, plan.data().pipeline_chunk_lengths_size());
     return {step - 1 + microbatch / m, microbatch % m};
   }
   // The model microbatch `microbatch` computes on (its step's weight version when asynchronous).
@@ -211,8 +212,8 @@ struct Trainer::Impl : StepModel {
   torch::Tensor tokens(int microbatch) override;
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
     if (pipeline_chunks) return chunk_forward(stage, microbatch, input);
-    return compute_model(microbatch)->forward_stage(
-        stage, input, plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
+    return compute_model(microbatch)
+        ->forward_stage(stage, input, plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
   }
   torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
     return model->loss(logits, counted_targets(microbatch, targets));
@@ -419,12 +420,11 @@ void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLa
       params[k].push_back(p);
     }
   }
-  delayed = std::make_unique<DelayedUpdate>(*optimizer, model->parameters(), std::move(params),
-                                            correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK
-                                                ? DelayCorrection::kErrorFeedback
-                                            : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION
-                                                ? DelayCorrection::kWeightPrediction
-                                                : DelayCorrection::kNone);
+  delayed = std::make_unique<DelayedUpdate>(
+      *optimizer, model->parameters(), std::move(params),
+      correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK      ? DelayCorrection::kErrorFeedback
+      : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION ? DelayCorrection::kWeightPrediction
+                                                               : DelayCorrection::kNone);
   if (rank == 0) {
     log->info(
         "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
@@ -561,7 +561,8 @@ void Trainer::Impl::build_reducer() {
   if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1 || shared) return;
   if (delayed) {
     // The hooks would have to follow the weight version each step computes on.
-    if (rank == 0) log->info("comms.overlap_grad_reduce: not with pipeline.async yet; one allreduce per step");
+    if (rank == 0)
+      log->info("comms.overlap_grad_reduce: not with pipeline.async yet; one allreduce per step");
     return;
   }
   std::vector<size_t> elements;
@@ -636,7 +637,8 @@ uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
     return std::min(pad_document_start(microbatch, row), corpus.size() - (plan.model().seq_length() + 1));
   }
   const auto [at, mb] = step_microbatch(microbatch);
-  return sampler->sample_offset(static_cast<uint64_t>(at), me.microbatch_first_sample(mb) + static_cast<uint64_t>(row));
+  return sampler->sample_offset(static_cast<uint64_t>(at),
+                                me.microbatch_first_sample(mb) + static_cast<uint64_t>(row));
 }
 
 uint64_t Trainer::Impl::pad_document_start(int microbatch, int64_t row) const {

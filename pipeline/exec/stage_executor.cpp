@@ -165,7 +165,8 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   }
   if (!async_) {
     for (const auto& a : me_.actions()) {
-      if (a.ahead()) throw PlanError("plan: rank " + std::to_string(rank) + " runs ahead in a synchronous plan");
+      if (a.ahead())
+        throw PlanError("plan: rank " + std::to_string(rank) + " runs ahead in a synchronous plan");
     }
   }
   for (const auto& [stage, i] : last_b_or_i) last_backward_[static_cast<size_t>(i)] = true;
@@ -251,7 +252,8 @@ int StageExecutor::id(const plan::Action& a, Part part) const {
 
 std::vector<int64_t> StageExecutor::boundary_shape(int microbatch) const {
   auto shape = boundary_shape_;
-  if (chunks_ > 1) shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % schedule_microbatches_ % chunks_);
+  if (chunks_ > 1)
+    shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % schedule_microbatches_ % chunks_);
   return shape;
 }
 
@@ -640,7 +642,8 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
     if (!runs(a, part)) continue;
     const auto index = static_cast<size_t>(i);
     const int mbi = id(a, part);
-    if (part == Part::kWarmUp && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) continue;
+    if (part == Part::kWarmUp && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM))
+      continue;
     if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
       // Every gradient of the stages this worker owns is in the shared memory before it is read.
       const auto t0 = Clock::now();
