@@ -7,7 +7,7 @@ prints the predicted makespan and bubble (`rondo plan`) beside what ran (`comput
 action: (emulated makespan - predicted makespan) / the compute actions of the busiest rank. A
 1-rank run gives the executor's own overhead without contention.
 
-  python3 bench/emulated_pipeline.py [--ranks 16,32] [--schedules 1f1b,interleaved_1f1b,zb_h1,zbv,roundpipe]
+  python3 bench/emulated_pipeline.py [--ranks 16,32] [--schedules 1f1b,1f1b+async,interleaved_1f1b,zb_h1,zbv,roundpipe]
                                      [--device-tflops 0.001] [--steps 4]
 """
 import argparse
@@ -26,6 +26,11 @@ RONDO = os.path.join(BUILD, "orchestrator", "rondo")
 
 
 def sets_for(ranks, schedule, tflops, steps):
+    # "1f1b+async": 1f1b with pipeline.async (PipeDream-2BW).
+    extra = []
+    if schedule.endswith("+async"):
+        schedule = schedule[: -len("+async")]
+        extra = ["pipeline.async=true"]
     # Two layers per rank (one per stage for v=2 schedules), 2p microbatches of 2 x 64 tokens (one
     # rank: 64 microbatches).
     vpp = 2 if schedule in ("interleaved_1f1b", "looped_bfs") else 1
@@ -35,7 +40,7 @@ def sets_for(ranks, schedule, tflops, steps):
          "training.lr_warmup_iters=0", "checkpoint.interval=0", "training.emulate_compute=true",
          "pipeline.device_tflops=%g" % tflops, "parallel.world_size=%d" % ranks,
          "parallel.pipeline_model_parallel_size=%d" % ranks, "pipeline.schedule=" + schedule,
-         "parallel.virtual_pipeline_model_parallel_size=%d" % vpp]
+         "parallel.virtual_pipeline_model_parallel_size=%d" % vpp] + extra
     return [x for pair in (("--set", v) for v in s) for x in pair]
 
 

@@ -15,6 +15,7 @@
   bench/train_bench.py chunked     # long sequences whole or in chunks (data.chunk_size): peak RSS and tokens/s by
                                    # sequence length; the Debian copyright corpus padded, packed, chunked
   bench/train_bench.py chunked-pipeline  # the same at pp=2 (1f1b): chunks as the schedule's microbatches
+  bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -208,12 +209,39 @@ def main():
             print(f"pipeline: {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {median_of(r, 'step_time_s') * 1e3:.1f} ms, "
                   f"bubble measured {measured:.3f}, predicted {predicted:.3f} (|diff| {abs(measured - predicted):.3f}), "
                   f"p2p wait {median_of(r, 'p2p_wait_s') * 1e3:.2f} ms", flush=True)
+    if what in ("async", "all"):
+        async_pipeline(tmp, rounds)
     if what in ("heavy-head", "all"):
         heavy_head(tmp, rounds)
     if what in ("chunked", "all"):
         chunked(tmp, rounds)
     if what in ("chunked-pipeline", "all"):
         chunked_pipeline(tmp, rounds)
+
+
+def async_pipeline(tmp, rounds):
+    """1f1b synchronous vs asynchronous (pipeline.async, PipeDream-2BW) at pp=2 and pp=4 on real
+    compute: eight microbatches of 2 x 128 tokens per step, the demo model's 4 layers."""
+    batch = model_sets(SMALL) + ["training.micro_batch_size=2", "training.global_batch_size=16",
+                                 "pipeline.schedule=1f1b"]
+    for pp in (2, 4):
+        layout = [f"parallel.world_size={pp}", f"parallel.pipeline_model_parallel_size={pp}"]
+        variants = {"sync": [], "async": ["pipeline.async=true"],
+                    "async + error feedback": ["pipeline.async=true", "pipeline.delay_correction=error_feedback"]}
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, sets in variants.items():
+                runs[v].append(rondo_run(tmp, "async", batch + layout + sets, steps=40, warmup=5))
+        base = median_of(runs["sync"], "step_time_s")
+        for v, r in runs.items():
+            step = median_of(r, "step_time_s")
+            extra = ""
+            if v != "sync":
+                extra = (f", update {median_of(r, 'delayed_update_s') * 1e3:.2f} ms on its thread, "
+                         f"{median_of(r, 'delayed_update_wait_s') * 1e3:.2f} ms waited")
+            print(f"async: pp={pp} {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {step * 1e3:.1f} ms "
+                  f"(sync/this {base / step:.2f}), bubble measured {median_of(r, 'bubble_fraction'):.3f}, "
+                  f"predicted {median_of(r, 'bubble_fraction_predicted'):.3f}{extra}", flush=True)
 
 
 def chunked_report(label, runs):

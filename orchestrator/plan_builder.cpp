@@ -579,9 +579,9 @@ std::string action_to_string(const plan::Action& a) {
     case plan::ACTION_W:
       return stage + "W" + mb;
     case plan::ACTION_SEND_F:
-      return "SEND_F" + stage + ">" + std::to_string(a.peer());
+      return "SEND_F" + stage + ">" + std::to_string(a.peer()) + (a.ahead() ? "+" : "");
     case plan::ACTION_RECV_F:
-      return "RECV_F" + stage + "<" + std::to_string(a.peer());
+      return "RECV_F" + stage + "<" + std::to_string(a.peer()) + (a.ahead() ? "+" : "");
     case plan::ACTION_SEND_B:
       return "SEND_B" + stage + ">" + std::to_string(a.peer());
     case plan::ACTION_RECV_B:

@@ -1,5 +1,6 @@
 #include "worker/delayed_update.h"
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 
@@ -47,11 +48,16 @@ void DelayedUpdate::begin(int64_t step, std::function<void()> update) {
 }
 
 void DelayedUpdate::wait() {
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    thread_.join();
+    waited_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 void DelayedUpdate::apply(int64_t step, const std::function<void()>& update) {
+  const auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < master_.size(); ++i) update_[i].copy_(master_[i]);
   update();
@@ -76,6 +82,7 @@ void DelayedUpdate::apply(int64_t step, const std::function<void()>& update) {
     }
   }
   has_previous_ = true;
+  last_update_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 torch::Tensor DelayedUpdate::step(LossClosure) {

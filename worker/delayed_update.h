@@ -27,6 +27,7 @@
 #include <exception>
 #include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace rondo {
@@ -44,6 +45,10 @@ class DelayedUpdate : public torch::optim::Optimizer {
   void begin(int64_t step, std::function<void()> update);
   // Waits for the update in flight, if any; rethrows what it threw.
   void wait();
+  // How long the last update ran (on its thread), and how long wait() has blocked since the last
+  // call of take_waited_s() (the update's exposed part).
+  double last_update_s() const { return last_update_s_; }
+  double take_waited_s() { return std::exchange(waited_s_, 0.0); }
   // The version step `step` computes on.
   static int version(int64_t step) { return static_cast<int>(step % 2); }
 
@@ -62,6 +67,7 @@ class DelayedUpdate : public torch::optim::Optimizer {
   std::vector<torch::Tensor> update_;    // u_t (scratch: the master before the step)
   std::vector<torch::Tensor> previous_;  // u_{t-1} (error_feedback, weight_prediction)
   bool has_previous_ = false;
+  double last_update_s_ = 0, waited_s_ = 0;
   std::thread thread_;
   std::exception_ptr error_;
 };

@@ -642,8 +642,6 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
     if (!runs(a, part)) continue;
     const auto index = static_cast<size_t>(i);
     const int mbi = id(a, part);
-    if (part == Part::kWarmUp && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM))
-      continue;
     if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
       // Every gradient of the stages this worker owns is in the shared memory before it is read.
       const auto t0 = Clock::now();

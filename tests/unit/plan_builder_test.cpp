@@ -266,6 +266,75 @@ TEST(PlanPrediction, PipelinedChunksAreTheSchedulesMicrobatches) {
             0.6 * whole.prediction().ranks(0).activation_bytes());
 }
 
+// An asynchronous plan's windows, strung together as the executor runs them (the warm-up: the
+// ahead forwards as the first step's own; then each step's window, its ahead forwards belonging
+// to the next step; the last without them), are the simulator's PipeDream-2BW stream.
+TEST(AsyncPlan, WindowsStringTogetherIntoThe2BWStream) {
+  constexpr int kSteps = 4;
+  for (int p = 1; p <= 4; ++p) {
+    for (int m : {std::max(1, p - 1), p, 2 * p + 1}) {
+      const auto plan = build_plan(
+          parse_config("", "t",
+                       {"parallel.world_size=" + std::to_string(p),
+                        "parallel.pipeline_model_parallel_size=" + std::to_string(p), "model.num_layers=12",
+                        "training.micro_batch_size=1", "training.global_batch_size=" + std::to_string(m),
+                        "pipeline.async=true", "pipeline.delay_correction=error_feedback"}));
+      ASSERT_TRUE(plan.asynchronous());
+      EXPECT_EQ(plan.delay_correction(), plan::DELAY_CORRECTION_ERROR_FEEDBACK);
+      ScheduleRequest req{"1f1b", p, m, 1, {}};
+      req.iterations = kSteps;
+      req.async = true;
+      const auto stream = generate_schedule(req);
+      for (int r = 0; r < p; ++r) {
+        const auto& actions = plan.ranks(r).actions();
+        std::vector<ComputeAction> got;
+        const auto add = [&](const plan::Action& a, int offset) {
+          if (a.kind() == plan::ACTION_F || a.kind() == plan::ACTION_B) {
+            got.push_back({a.kind() == plan::ACTION_F ? ComputeKind::kF : ComputeKind::kB,
+                           static_cast<int>(a.stage()), static_cast<int>(a.microbatch()) + offset});
+          }
+        };
+        int ahead = 0;
+        for (const auto& a : actions) {
+          if (a.ahead()) {
+            add(a, 0);
+            ahead += a.kind() == plan::ACTION_F;
+            EXPECT_TRUE(a.kind() == plan::ACTION_F || a.kind() == plan::ACTION_SEND_F ||
+                        a.kind() == plan::ACTION_RECV_F);
+          }
+        }
+        EXPECT_EQ(ahead, std::min(p - 1 - r, m)) << "p " << p << " m " << m << " rank " << r;
+        for (int k = 0; k < kSteps; ++k) {
+          for (const auto& a : actions) {
+            if (a.ahead() && k + 1 == kSteps) continue;
+            add(a, (k + (a.ahead() ? 1 : 0)) * m);
+          }
+        }
+        EXPECT_EQ(got, stream.ranks[static_cast<size_t>(r)]) << "p " << p << " m " << m << " rank " << r;
+      }
+    }
+  }
+  // The steady state has no flush: the predicted bubble is the synchronous one's fraction.
+  const std::vector<std::string> pp4 = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
+                                        "training.micro_batch_size=1", "training.global_batch_size=8"};
+  auto with_async = pp4;
+  with_async.push_back("pipeline.async=true");
+  const auto sync = build_plan(parse_config("", "t", pp4)),
+             async = build_plan(parse_config("", "t", with_async));
+  EXPECT_LT(async.prediction().bubble_fraction(), 0.5 * sync.prediction().bubble_fraction());
+  EXPECT_LT(async.prediction().step_time_s(), sync.prediction().step_time_s());
+  EXPECT_GT(async.prediction().ranks(0).weight_bytes(), sync.prediction().ranks(0).weight_bytes());
+  // Too few microbatches for a rank's warm-up to fit in one step: refused naming the batch.
+  auto few = with_async;
+  few.push_back("training.global_batch_size=2");
+  try {
+    build_plan(parse_config("", "t", few));
+    ADD_FAILURE() << "2 microbatches at pp=4 async were accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.key(), "training.global_batch_size") << e.what();
+  }
+}
+
 TEST(PlanTransfers, EverySendHasItsReceiveForEverySchedule) {
   for (const char* schedule : {"gpipe", "1f1b", "interleaved_1f1b", "zb_h1", "zbv", "roundpipe"}) {
     std::vector<std::string> sets = {"parallel.world_size=8", "parallel.pipeline_model_parallel_size=4",
