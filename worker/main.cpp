@@ -111,6 +111,13 @@ int main(int argc, char** argv) {
             local, cores, rondo::PollBackoff::kOversubscribedSleep.count());
       }
     }
+    if (plan.asynchronous() && mpi.thread_level() < MPI_THREAD_MULTIPLE) {
+      throw rondo::ConfigError(
+          "pipeline.async",
+          "the update and the step's statistics run on a thread of their own, which needs "
+          "an MPI with MPI_THREAD_MULTIPLE; this one provides level " +
+              std::to_string(mpi.thread_level()));
+    }
     write_workers(*world, run_dir);
     trainer = std::make_unique<rondo::Trainer>(plan, run_dir, *world);
     if (rank == 0) {

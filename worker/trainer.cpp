@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -165,7 +166,8 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<LineAppender> metrics;
   std::unique_ptr<LineAppender> events;
 
-  // The step being executed and what its OPTIM learned.
+  // The step being executed and what its OPTIM learned (asynchronous: the last step whose
+  // statistics were summed).
   int64_t step = 0;
   double lr = 0;
   double step_loss = 0, grad_norm = 0;
@@ -279,6 +281,27 @@ struct Trainer::Impl : StepModel {
   void after_backward(int stage, bool last) override;
   void reduce_gradients() override;
   void optimizer_step(const StepTimes& so_far) override;
+
+  // The step's statistics as this rank saw them (main thread), to be summed over the world; the
+  // sums into the fields below; clipping and the optimizer step on `flat`.
+  std::vector<double> local_sums(const StepTimes& so_far);
+  void take_sums(const std::vector<double>& sums);
+  std::array<size_t, 3> sums_shape{};  // forward, backward and lead stage counts in the sums
+  void update_weights(double step_lr);
+  // What a metrics row needs besides the fields take_sums() fills.
+  struct StepReport {
+    int64_t step = 0;
+    StepTimes times;
+    double step_s = 0, lr = 0;
+    ResourceUsage before, after;
+    std::array<double, 5> worst{};  // maxima over the world (see run())
+  };
+  // Asynchronous: the step's sums (OPTIM) wait for finish_async_step(), which sums them and the
+  // worst values over the world and updates the weights on the update's thread.
+  std::vector<double> async_sums;
+  std::unique_ptr<Communicator> async_comm;
+  std::unique_ptr<Collectives> async_stats;
+  void finish_async_step(std::array<double, 5> worst, const std::shared_ptr<StepReport>& report);
 };
 
 void Trainer::Impl::setup() {
@@ -425,6 +448,10 @@ void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLa
       correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK      ? DelayCorrection::kErrorFeedback
       : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION ? DelayCorrection::kWeightPrediction
                                                                : DelayCorrection::kNone);
+  std::vector<int> everyone(static_cast<size_t>(world.size()));
+  for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
+  async_comm = world.split(everyone);
+  async_stats = std::make_unique<Collectives>(*async_comm, nullptr);
   if (rank == 0) {
     log->info(
         "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
@@ -775,14 +802,15 @@ void Trainer::Impl::reduce_gradients() {
   }
 }
 
-void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
-  // One small sum over the world gives every rank the global gradient norm (each pipeline
-  // stage's squares counted once: by its dp = 0 replica) and the step's mean loss (the last
-  // stages' scaled microbatch losses).
+std::vector<double> Trainer::Impl::local_sums(const StepTimes& so_far) {
+  // Summed over the world they give every rank the global gradient norm (each pipeline stage's
+  // squares counted once: by its dp = 0 replica) and the step's mean loss (the last stages'
+  // scaled microbatch losses); layout in take_sums().
   const auto& c = me.coords();
   const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
   const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
   std::vector<double> sums(6 + nf + 2 * nb + nl, 0.0);
+  sums_shape = {nf, nb, nl};
   if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) {
     // The first pipeline rank of each data-parallel replica counts its microbatches' targets.
     const double row_targets =
@@ -818,9 +846,13 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
       out = std::copy(v->begin(), v->end(), out);
     }
   }
-  stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
+  return sums;
+}
+
+void Trainer::Impl::take_sums(const std::vector<double>& sums) {
   compute_total = sums[2];
   auto in = sums.begin() + 3;
+  const auto [nf, nb, nl] = sums_shape;
   for (auto [v, n] : {std::pair{&stage_f, nf}, {&stage_b, nb}, {&stage_w, nb}, {&stage_b_lead, nl}}) {
     v->assign(in, in + static_cast<long>(n));
     in += static_cast<long>(n);
@@ -830,24 +862,43 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   step_chunks_recomputed = sums[sums.size() - 1];
   grad_norm = std::sqrt(sums[0]);
   step_loss = sums[1];
+}
+
+void Trainer::Impl::update_weights(double step_lr) {
+  // `flat` holds the step's gradients, summed over the data-parallel ranks.
   const double clip = plan.training().clip_grad();
-  const double scale = clip > 0 && grad_norm > clip ? clip / (grad_norm + 1e-6) : 1.0;
-  if (delayed) {
-    // The update overlaps the next step, which computes on the other version.
-    delayed->begin(step - 1, [this, grads = step_grads(), scale, lr = lr] {
-      for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-      flat.copy_(grads);
-      grads.zero_();
-      if (scale != 1.0) flat.mul_(scale);
-      optimizer->step();
-      flat.zero_();
-    });
-    return;
-  }
-  for (auto& group : optimizer->param_groups()) group.options().set_lr(lr);
-  if (scale != 1.0) flat.mul_(scale);
+  if (clip > 0 && grad_norm > clip) flat.mul_(clip / (grad_norm + 1e-6));
+  for (auto& group : optimizer->param_groups()) group.options().set_lr(step_lr);
   optimizer->step();
   flat.zero_();
+}
+
+void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
+  auto sums = local_sums(so_far);
+  if (delayed) {
+    // Summed and applied after the window, off the critical path (finish_async_step()).
+    async_sums = std::move(sums);
+    return;
+  }
+  stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
+  take_sums(sums);
+  update_weights(lr);
+}
+
+void Trainer::Impl::finish_async_step(std::array<double, 5> worst,
+                                      const std::shared_ptr<StepReport>& report) {
+  // On the update's thread, over a communicator of its own, while the next step computes: a
+  // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
+  delayed->begin(step - 1, [this, sums = std::move(async_sums), worst, report, grads = step_grads(),
+                            step_lr = lr]() mutable {
+    async_stats->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
+    async_stats->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
+    take_sums(sums);
+    report->worst = worst;
+    flat.copy_(grads);
+    grads.zero_();
+    update_weights(step_lr);
+  });
 }
 
 Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world)
@@ -888,90 +939,116 @@ int64_t Trainer::run() {
 
   double elapsed_total = 0, first_loss = 0, last_loss = 0;
   double previous_compute_end_ns = 0;
+  // Rank 0 writes a step's metrics row once its statistics are summed (asynchronous: after the
+  // update's thread did it, during the next step).
+  const auto write_row = [&](const Impl::StepReport& r) {
+    if (s.rank != 0) return;
+    const double loss = s.step_loss, grad_norm = s.grad_norm;
+    const auto& times = r.times;
+    const auto& worst = r.worst;
+    if (!std::isfinite(loss))
+      throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(r.step));
+    const double tps = static_cast<double>(tokens_per_step) / r.step_s;
+    nlohmann::json row = {{"step", r.step},
+                          {"loss", loss},
+                          {"grad_norm", grad_norm},
+                          {"lr", r.lr},
+                          {"tokens", tokens_per_step},
+                          {"step_time_s", r.step_s},
+                          {"tokens_per_s", tps},
+                          {"targets", s.step_targets},
+                          {"data_s", times.data_s},
+                          {"forward_s", times.forward_s},
+                          {"backward_s", times.backward_s},
+                          {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
+                          {"allreduce_s", times.allreduce_s},
+                          {"optimizer_s", times.optimizer_s},
+                          {"max_rss_mb", worst[0]},
+                          {"page_faults", worst[1]},
+                          {"cpu_user_s", r.after.user_s - r.before.user_s},
+                          {"cpu_sys_s", r.after.sys_s - r.before.sys_s}};
+    double span_s = (worst[3] + worst[2]) * 1e-9;
+    // An asynchronous stream never drains: a step's windows are skewed over the ranks, so its
+    // span is the stream's period, from the previous step's last compute end to this one's.
+    if (s.delayed && previous_compute_end_ns > 0) span_s = (worst[3] - previous_compute_end_ns) * 1e-9;
+    previous_compute_end_ns = worst[3];
+    if (span_s > 0) {
+      row["compute_span_s"] = span_s;
+      row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
+      row["bubble_fraction_predicted"] = s.predicted_bubble();
+    }
+    if (s.delayed) {
+      row["async"] = true;
+      row["delay_correction"] = name_of(s.plan.delay_correction());
+      row["delayed_update_s"] = s.delayed->last_update_s();
+      row["delayed_update_wait_s"] = s.delayed->take_waited_s();
+    }
+    if (s.plan.data().chunk_size() > 0) {
+      row["chunks"] = s.step_chunk_count;
+      row["chunks_recomputed"] = s.step_chunks_recomputed;
+      row["longest_sequence"] = worst[4];
+    }
+    if (s.reducer) {
+      row["grad_buckets"] = s.reducer->buckets().size();
+      row["grad_buckets_started_in_backward"] = s.reducer->started_before_finish();
+      row["grad_buckets_done_in_backward"] = s.reducer->completed_before_finish();
+    }
+    s.metrics->append(row.dump());
+    if (r.step == start_step + 1) first_loss = loss;
+    last_loss = loss;
+    if (r.step % static_cast<int64_t>(t.log_interval()) == 0 || r.step == train_iters) {
+      const double avg = elapsed_total / static_cast<double>(r.step - start_step);
+      s.log->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}",
+                  r.step, train_iters, loss, grad_norm, r.lr, tps,
+                  format_eta(avg * static_cast<double>(train_iters - r.step)));
+    }
+  };
+  // Asynchronous: the step whose statistics and update are on the update's thread.
+  std::shared_ptr<Impl::StepReport> pending;
+  const auto finish_pending = [&] {
+    if (!s.delayed) return;
+    s.delayed->wait();
+    if (pending) write_row(*pending);
+    pending.reset();
+  };
+
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
-    const auto usage = ResourceUsage::now();
+    auto report = std::make_shared<Impl::StepReport>();
+    report->before = ResourceUsage::now();
     const auto t0 = Clock::now();
     s.step = step;
     s.lr = learning_rate(t, step);
     const bool exiting = t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0;
-    const StepTimes times = s.executor->run_step(s, {step == start_step + 1, step == train_iters || exiting});
-    const double loss = s.step_loss, grad_norm = s.grad_norm, lr = s.lr;
-    const double step_s = seconds_since(t0);
-    elapsed_total += step_s;
+    report->times = s.executor->run_step(s, {step == start_step + 1, step == train_iters || exiting});
+    report->step = step;
+    report->lr = s.lr;
+    report->step_s = seconds_since(t0);
+    elapsed_total += report->step_s;
 
-    // Memory and page faults of the worst rank (a small max-allreduce, outside the step's time).
-    const auto now_usage = ResourceUsage::now();
-    // ... and the span of the step's compute over all ranks (negated start: one max serves both).
-    double worst[5] = {now_usage.max_rss_mb, now_usage.minor_faults - usage.minor_faults,
-                       -static_cast<double>(times.first_compute_ns),
-                       static_cast<double>(times.last_compute_ns), s.step_longest_sequence};
-    s.stats_coll->allreduce(worst, 5, DType::kFloat64, ReduceOp::kMax);
-
-    if (s.rank == 0) {
-      if (!std::isfinite(loss))
-        throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(step));
-      const double tps = static_cast<double>(tokens_per_step) / step_s;
-      nlohmann::json row = {{"step", step},
-                            {"loss", loss},
-                            {"grad_norm", grad_norm},
-                            {"lr", lr},
-                            {"tokens", tokens_per_step},
-                            {"step_time_s", step_s},
-                            {"tokens_per_s", tps},
-                            {"targets", s.step_targets},
-                            {"data_s", times.data_s},
-                            {"forward_s", times.forward_s},
-                            {"backward_s", times.backward_s},
-                            {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
-                            {"allreduce_s", times.allreduce_s},
-                            {"optimizer_s", times.optimizer_s},
-                            {"max_rss_mb", worst[0]},
-                            {"page_faults", worst[1]},
-                            {"cpu_user_s", now_usage.user_s - usage.user_s},
-                            {"cpu_sys_s", now_usage.sys_s - usage.sys_s}};
-      double span_s = (worst[3] + worst[2]) * 1e-9;
-      // An asynchronous stream never drains: a step's windows are skewed over the ranks, so its
-      // span is the stream's period, from the previous step's last compute end to this one's.
-      if (s.delayed && previous_compute_end_ns > 0) span_s = (worst[3] - previous_compute_end_ns) * 1e-9;
-      previous_compute_end_ns = worst[3];
-      if (span_s > 0) {
-        row["compute_span_s"] = span_s;
-        row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
-        row["bubble_fraction_predicted"] = s.predicted_bubble();
-      }
-      if (s.delayed) {
-        row["async"] = true;
-        row["delay_correction"] = name_of(s.plan.delay_correction());
-        row["delayed_update_s"] = s.delayed->last_update_s();
-        row["delayed_update_wait_s"] = s.delayed->take_waited_s();
-      }
-      if (s.plan.data().chunk_size() > 0) {
-        row["chunks"] = s.step_chunk_count;
-        row["chunks_recomputed"] = s.step_chunks_recomputed;
-        row["longest_sequence"] = worst[4];
-      }
-      if (s.reducer) {
-        row["grad_buckets"] = s.reducer->buckets().size();
-        row["grad_buckets_started_in_backward"] = s.reducer->started_before_finish();
-        row["grad_buckets_done_in_backward"] = s.reducer->completed_before_finish();
-      }
-      s.metrics->append(row.dump());
-      if (step == start_step + 1) first_loss = loss;
-      last_loss = loss;
-      if (step % static_cast<int64_t>(t.log_interval()) == 0 || step == train_iters) {
-        const double avg = elapsed_total / static_cast<double>(step - start_step);
-        s.log->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}",
-                    step, train_iters, loss, grad_norm, lr, tps,
-                    format_eta(avg * static_cast<double>(train_iters - step)));
-      }
+    // Memory and page faults of the worst rank, and the span of the step's compute over all ranks
+    // (negated start: one max serves both), in a small max-allreduce outside the step's time.
+    report->after = ResourceUsage::now();
+    const auto& times = report->times;
+    std::array<double, 5> worst = {report->after.max_rss_mb,
+                                   report->after.minor_faults - report->before.minor_faults,
+                                   -static_cast<double>(times.first_compute_ns),
+                                   static_cast<double>(times.last_compute_ns), s.step_longest_sequence};
+    if (s.delayed) {
+      finish_pending();
+      s.finish_async_step(worst, report);
+      pending = report;
+    } else {
+      s.stats_coll->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
+      report->worst = worst;
+      write_row(*report);
     }
 
     const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
     const bool final = step == train_iters && ck.interval() > 0;
     if (periodic || exiting || final) {
-      if (s.delayed) s.delayed->wait();
+      finish_pending();
       s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model,
                            s.checkpointed_optimizer());
       if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}});
@@ -984,7 +1061,7 @@ int64_t Trainer::run() {
       break;
     }
   }
-  if (s.delayed) s.delayed->wait();
+  finish_pending();
   if (s.rank == 0 && step > start_step) {
     s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
                 start_step + 1, step, format_eta(elapsed_total), first_loss, last_loss,
