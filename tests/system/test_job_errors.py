@@ -2,6 +2,7 @@
 a pipeline rank killed mid-step fails the job at once, naming that rank, its pid and the signal."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,13 +26,16 @@ ctx.check(os.path.exists(os.path.join(run_dir, "logs", "rank-0.log")), "the rank
 ok_dir, _ = ctx.run("version", TINY + ["training.train_iters=1"])
 with open(os.path.join(ok_dir, "plan.pb"), "rb") as f:
     plan = f.read()
-ctx.check(plan[:2] == b"\x08\x06", "plan.pb starts with its version field (6)")
+# The version this build writes (proto/plan_version.h).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto", "plan_version.h")) as f:
+    version = int(re.search(r"kPlanVersion = (\d+);", f.read()).group(1))
+ctx.check(plan[:2] == bytes([0x08, version]), f"plan.pb starts with its version field ({version})")
 with open(os.path.join(ok_dir, "plan.pb"), "wb") as f:
     f.write(b"\x08\x01" + plan[2:])
 proc = subprocess.run([ctx.worker, "--run-dir", ok_dir], capture_output=True, text=True, timeout=120)
 with open(os.path.join(ok_dir, "logs", "rank-0.log")) as f:
     log = f.read()
-ctx.check(proc.returncode != 0 and "version 1 plan" in log and "runs version 6" in log,
+ctx.check(proc.returncode != 0 and "version 1 plan" in log and f"runs version {version}" in log,
           "a version 1 plan is refused: " + next((l for l in log.splitlines() if "version" in l), "?"))
 
 # Kill pipeline rank 1 (the last stage) while it trains; rank 0 waits on it in the middle of a step.
