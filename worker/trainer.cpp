@@ -116,7 +116,13 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Collectives> stats_coll;  // per-step statistics, kept out of the flight recorder
   // Overlapped gradient reduction (comms.overlap_grad_reduce with more than one data-parallel
   // rank), fed by post-hooks on the parameters' gradient accumulators, which must stay alive.
-  std::unique_ptr<BucketedAllreduce> reducer;
+  // One per weight version the steps compute on (asynchronous: two, each over its gradients).
+  std::vector<std::unique_ptr<BucketedAllreduce>> reducers;
+  // This step's, or null when gradients are reduced in one allreduce.
+  BucketedAllreduce* reducer() const {
+    if (reducers.empty()) return nullptr;
+    return reducers[delayed ? static_cast<size_t>(DelayedUpdate::version(step - 1)) : 0].get();
+  }
   std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators;
   // Per local stage: the indices of its parameters in the flat buffer's order, and whether its
   // last backward of the step is running (only then do its gradients count as final).
@@ -586,57 +592,71 @@ void Trainer::Impl::build_dp_group() {
 void Trainer::Impl::build_reducer() {
   const auto& c = plan.comms();
   if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1 || shared) return;
+  // The models whose backwards produce the gradients, with their buffers: the model, or the two
+  // weight versions of an asynchronous run.
+  std::vector<std::pair<GptModel, torch::Tensor>> sources;
   if (delayed) {
-    // The hooks would have to follow the weight version each step computes on.
-    if (rank == 0)
-      log->info("comms.overlap_grad_reduce: not with pipeline.async yet; one allreduce per step");
-    return;
+    for (size_t k = 0; k < versions.size(); ++k) sources.emplace_back(versions[k], version_grads[k]);
+  } else {
+    sources.emplace_back(model, flat);
   }
   std::vector<size_t> elements;
   for (const auto& p : model->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
   const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
-  auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
-                                       mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
-  // Its own communicator: buckets in flight never match messages of other collectives.
-  std::vector<int> all(static_cast<size_t>(dp_coll->comm().size()));
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-  auto comm = dp_coll->comm().split(all);
-  BucketedAllreduce::Options options;
-  options.native = c.allreduce() == "native" || !world.host_buffers();
-  options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
-  reducer = std::make_unique<BucketedAllreduce>(std::move(comm), recorder.get(), flat.data_ptr<float>(),
-                                                std::move(buckets), options);
   std::map<const void*, int> stage_of;
   for (const auto& st : model->stages()) {
     for (const auto& p : model->stage_parameters(st.index)) stage_of[p.unsafeGetTensorImpl()] = st.index;
   }
   size_t index = 0;
-  for (auto& p : model->parameters()) {
-    const int stage = stage_of.at(p.unsafeGetTensorImpl());
-    stage_params[stage].push_back(index);
-    auto accumulator = torch::autograd::impl::grad_accumulator(p);
-    // A gradient counts as final only in its stage's last backward of the step (earlier ones
-    // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
-    // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
-    // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
-    accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [this, index, stage](const torch::autograd::variable_list& outputs,
-                             const torch::autograd::variable_list&) {
-          if (final_backward[stage] && !WeightGradStore::active() && !ChunkedMicrobatch::partial_gradients())
-            reducer->mark_ready(index);
-          return outputs;
-        }));
-    grad_accumulators.push_back(std::move(accumulator));
-    ++index;
+  for (auto& p : model->parameters()) stage_params[stage_of.at(p.unsafeGetTensorImpl())].push_back(index++);
+  for (auto& [source, grads] : sources) {
+    auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
+                                         mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
+    // Its own communicator: buckets in flight never match messages of other collectives.
+    std::vector<int> all(static_cast<size_t>(dp_coll->comm().size()));
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+    auto comm = dp_coll->comm().split(all);
+    BucketedAllreduce::Options options;
+    options.native = c.allreduce() == "native" || !world.host_buffers();
+    options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
+    auto* into =
+        reducers
+            .emplace_back(std::make_unique<BucketedAllreduce>(
+                std::move(comm), recorder.get(), grads.data_ptr<float>(), std::move(buckets), options))
+            .get();
+    std::map<const void*, int> source_stage;
+    for (const auto& st : source->stages()) {
+      for (const auto& p : source->stage_parameters(st.index))
+        source_stage[p.unsafeGetTensorImpl()] = st.index;
+    }
+    index = 0;
+    for (auto& p : source->parameters()) {
+      const int stage = source_stage.at(p.unsafeGetTensorImpl());
+      auto accumulator = torch::autograd::impl::grad_accumulator(p);
+      // A gradient counts as final only in its stage's last backward of the step (earlier ones
+      // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
+      // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
+      // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
+      accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [this, into, index, stage](const torch::autograd::variable_list& outputs,
+                                     const torch::autograd::variable_list&) {
+            if (final_backward[stage] && !WeightGradStore::active() &&
+                !ChunkedMicrobatch::partial_gradients())
+              into->mark_ready(index);
+            return outputs;
+          }));
+      grad_accumulators.push_back(std::move(accumulator));
+      ++index;
+    }
   }
   if (rank == 0) {
     std::string sizes;
-    for (const auto& b : reducer->buckets()) {
+    for (const auto& b : reducers.front()->buckets()) {
       sizes +=
           fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
     }
-    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB",
-              reducer->buckets().size(), sizes);
+    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB{}",
+              reducers.front()->buckets().size(), sizes, delayed ? " (per weight version)" : "");
   }
 }
 
@@ -764,6 +784,7 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
 }
 
 void Trainer::Impl::before_backward(int stage, bool last) {
+  auto* reducer = this->reducer();
   if (!reducer || !last) return;
   // The reducer is armed at the first stage's last backward; earlier (accumulating) backwards
   // send nothing.
@@ -775,6 +796,7 @@ void Trainer::Impl::before_backward(int stage, bool last) {
 }
 
 void Trainer::Impl::after_backward(int stage, bool last) {
+  auto* reducer = this->reducer();
   if (!reducer || !last) return;
   for (size_t index : stage_params.at(stage)) reducer->mark_ready(index);
 }
@@ -789,7 +811,7 @@ void Trainer::Impl::reduce_gradients() {
     if (dp_coll->comm().size() > 1) {
       dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
     }
-  } else if (reducer) {
+  } else if (auto* reducer = this->reducer()) {
     if (!armed) reducer->arm();  // a rank with no backward of its own this step
     reducer->finish();
     armed = false;
@@ -988,10 +1010,13 @@ int64_t Trainer::run() {
       row["chunks_recomputed"] = s.step_chunks_recomputed;
       row["longest_sequence"] = worst[4];
     }
-    if (s.reducer) {
-      row["grad_buckets"] = s.reducer->buckets().size();
-      row["grad_buckets_started_in_backward"] = s.reducer->started_before_finish();
-      row["grad_buckets_done_in_backward"] = s.reducer->completed_before_finish();
+    if (!s.reducers.empty()) {
+      // The reducer of the row's step (its weight version).
+      const auto& reducer =
+          *s.reducers[s.delayed ? static_cast<size_t>(DelayedUpdate::version(r.step - 1)) : 0];
+      row["grad_buckets"] = reducer.buckets().size();
+      row["grad_buckets_started_in_backward"] = reducer.started_before_finish();
+      row["grad_buckets_done_in_backward"] = reducer.completed_before_finish();
     }
     s.metrics->append(row.dump());
     if (r.step == start_step + 1) first_loss = loss;

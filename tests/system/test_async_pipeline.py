@@ -3,7 +3,8 @@ docs/optimizers.md):
 - step 1 equals the synchronous step 1; step 2 computes on the initial weights (it equals a
   synchronous step 2 whose first update was negligible: lr 1e-30) and later steps differ from sync;
 - the delayed rule is layout-independent: pp=2 (steps as windows of one 1F1B stream, the next
-  step's warm-up forwards run ahead) and dp=2 reproduce one rank's async losses and gradient norms
+  step's warm-up forwards run ahead), dp=2 (gradients reduced in buckets during the backward, one
+  reducer per weight version) and pp=2 x dp=2 reproduce one rank's async losses and gradient norms
   within 1e-5, for AdamW and Muon, without and with each correction (the rule itself is checked
   against a written-out reference in tests/worker/delayed_update_test.cpp);
 - interrupted after step 10 and resumed (both weight versions, optimizer and correction state
@@ -19,6 +20,7 @@ ctx = Context()
 BASE = TINY + ["training.micro_batch_size=2"]  # 4 microbatches per step at pp=2
 PP2 = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b"]
 DP2 = ["parallel.world_size=2"]
+PP2DP2 = ["parallel.world_size=4", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b"]
 ONE = ["parallel.world_size=1"]
 ASYNC = ["pipeline.async=true"]
 
@@ -56,13 +58,17 @@ for opt, correction in (("adamw", "none"), ("muon", "error_feedback"), ("adamw",
     ref = one if (opt, correction) == ("adamw", "none") else run(f"async-{opt}-{correction}", ONE + sets)
     if ref is not one:
         ctx.check(worst(ref, one, range(3, 21)) > 1e-4, f"{opt} + {correction} has its own trajectory")
-    for layout, extra in (("pp2", PP2), ("dp2", DP2)):
+    layouts = [("pp2", PP2), ("dp2", DP2)] + ([("pp2xdp2", PP2DP2)] if correction == "none" else [])
+    for layout, extra in layouts:
         if layout == "dp2" and correction == "weight_prediction":
             continue
         got = run(f"async-{opt}-{correction}-{layout}", extra + sets)
         lw, gw = worst(ref, got, range(1, 21)), worst(ref, got, range(1, 21), "grad_norm")
         ctx.check(lw <= 1e-5 and gw <= 1e-5,
                   f"{opt} + {correction} at {layout} reproduces one rank (loss {lw:.1e}, grad norm {gw:.1e})")
+        if layout == "dp2":
+            ctx.check(all(r.get("grad_buckets", 0) >= 1 for r in got.values()),
+                      f"{layout}: gradients reduced in buckets overlapped with the backward (one reducer per version)")
         if layout == "pp2":
             ok = all("bubble_fraction" in r and "bubble_fraction_predicted" in r for r in got.values())
             ctx.check(ok, f"{layout} reports measured and predicted bubbles "
