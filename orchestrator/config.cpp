@@ -107,8 +107,8 @@ const std::vector<ConfigKey>& config_schema() {
                 "roundpipe: GB/s of a worker's host link, over which each task's stage weights arrive "
                 "(prefetched during the previous task) and its gradients leave"),
       RONDO_KEY(pipeline, async,
-                "1f1b (PipeDream-2BW): no flush between steps; step t computes on the weights before step "
-                "t-1's update (one-step delay), its optimizer step overlaps step t+1"),
+                "1f1b (PipeDream-2BW) or roundpipe: no flush between steps; step t computes on the weights "
+                "before step t-1's update (one-step delay), its optimizer step overlaps step t+1"),
       RONDO_KEY(pipeline, delay_correction,
                 "pipeline.async: none | error_feedback (Zmushko et al. 2026) | weight_prediction (the "
                 "classic baseline: compute on the weights extrapolated by the last update)"),
@@ -423,10 +423,13 @@ void validate(const Config& c) {
   require(c.pipeline.delay_correction == "none" || c.pipeline.async, "pipeline.delay_correction",
           "corrects the one-step weight delay of pipeline.async=true; set it or leave the correction none");
   if (c.pipeline.async) {
-    require(
-        c.pipeline.schedule == "1f1b" || pp == 1, "pipeline.async",
-        "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW), not " + c.pipeline.schedule +
-            (c.pipeline.schedule == "roundpipe" ? " (its asynchronous mode is simulated only so far)" : ""));
+    require(c.pipeline.schedule == "1f1b" || c.pipeline.schedule == "roundpipe" || pp == 1, "pipeline.async",
+            "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW) or roundpipe, not " +
+                c.pipeline.schedule);
+    require(c.pipeline.schedule != "roundpipe" || pp == 1 || c.pipeline.roundpipe_dispatch == "rounds",
+            "pipeline.roundpipe_dispatch",
+            "roundpipe's asynchronous mode runs RoundPipe's own dispatch, rounds (earliest_free interleaves the next "
+            "step's forwards with this step's backwards task by task, which the executor does not run yet)");
     require(c.data.chunk_size == 0, "pipeline.async",
             "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
   }

@@ -138,7 +138,7 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
     req.chunk_group = chunks;
     return generate_schedule(req);
   }
-  if (config.pipeline.async) {
+  if (config.pipeline.async && (name != "roundpipe" || pp == 1)) {
     // PipeDream-2BW: an endless 1F1B stream, of which the plan runs one steady-state window per
     // step; four iterations give the simulator a steady state between fill and drain.
     if (microbatches < pp - 1) {
@@ -161,6 +161,12 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
   const int vpp = static_cast<int>(config.parallel.virtual_pipeline_model_parallel_size);
   if (name == "roundpipe") {
     ScheduleRequest req{name, pp, microbatches, 1, predicted_stage_costs(config, {})};
+    if (config.pipeline.async) {
+      // RoundPipe's asynchronous mode: the next iteration's tasks need no update; one step of the
+      // stream's steady state is the plan's.
+      req.iterations = kAsyncStreamIterations;
+      req.async = true;
+    }
     req.layer_costs = stages.layer_seconds;
     req.roundpipe_dispatch = config.pipeline.roundpipe_dispatch;
     // A device's share (1/tp) of a stage's float32 weights crosses its host link before the

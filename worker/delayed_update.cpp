@@ -36,11 +36,12 @@ DelayedUpdate::~DelayedUpdate() {
   if (thread_.joinable()) thread_.join();
 }
 
-void DelayedUpdate::begin(int64_t step, std::function<void()> update) {
+void DelayedUpdate::begin(int64_t step, std::function<void()> update, std::function<void()> written) {
   wait();
-  thread_ = std::thread([this, step, update = std::move(update)] {
+  thread_ = std::thread([this, step, update = std::move(update), written = std::move(written)] {
     try {
       apply(step, update);
+      if (written) written();
     } catch (...) {
       error_ = std::current_exception();
     }
@@ -93,6 +94,7 @@ void DelayedUpdate::save(torch::serialize::OutputArchive& archive) const {
   torch::serialize::OutputArchive inner;
   optimizer_.save(inner);
   archive.write("optimizer", inner);
+  for (size_t i = 0; i < master_.size(); ++i) archive.write("master/" + std::to_string(i), master_[i]);
   for (size_t k = 0; k < versions_.size(); ++k) {
     for (size_t i = 0; i < master_.size(); ++i) {
       archive.write("version" + std::to_string(k) + "/" + std::to_string(i), versions_[k][i]);
@@ -116,6 +118,7 @@ void DelayedUpdate::load(torch::serialize::InputArchive& archive) {
     }
     into.copy_(t);
   };
+  for (size_t i = 0; i < master_.size(); ++i) read_into("master/" + std::to_string(i), master_[i]);
   for (size_t k = 0; k < versions_.size(); ++k) {
     for (size_t i = 0; i < master_.size(); ++i) {
       read_into("version" + std::to_string(k) + "/" + std::to_string(i), versions_[k][i]);

@@ -18,7 +18,8 @@
 // Call order: construct (both versions := master); per step t, once its gradients are final,
 // begin(t, update); wait() before step t + 2 first computes (and before a checkpoint). `update`
 // runs on the thread: it moves g_t into the master's gradient and steps the optimizer. The
-// checkpoint (save/load) holds the optimizer's state, both versions and the correction's state.
+// checkpoint (save/load) holds the optimizer's state, its weights (the master), both versions and
+// the correction's state.
 #pragma once
 
 #include <torch/torch.h>
@@ -41,8 +42,9 @@ class DelayedUpdate : public torch::optim::Optimizer {
                 std::array<std::vector<torch::Tensor>, 2> versions, DelayCorrection correction);
   ~DelayedUpdate() override;
 
-  // Starts step `step`'s update on a thread (after waiting for the previous one).
-  void begin(int64_t step, std::function<void()> update);
+  // Starts step `step`'s update on a thread (after waiting for the previous one); `written`, when
+  // given, runs there once the version it updates is written.
+  void begin(int64_t step, std::function<void()> update, std::function<void()> written = {});
   // Waits for the update in flight, if any; rethrows what it threw.
   void wait();
   // How long the last update ran (on its thread), and how long wait() has blocked since the last

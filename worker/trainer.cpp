@@ -147,8 +147,18 @@ struct Trainer::Impl : StepModel {
   std::array<torch::Tensor, 2> version_grads;
   std::unique_ptr<DelayedUpdate> delayed;
   void setup_async(const GptShape& shape, const std::vector<StageLayers>& local);
+  DelayCorrection delay_correction() const;
+  void log_async() const;
+  // Stateless workers, asynchronous: the owned stages' summed gradients, which the update reads
+  // while the next step's backwards accumulate into `flat`.
+  torch::Tensor owned_grads;
+  // The version the shared model's parameters view (stateless workers; -1: none yet).
+  int bound_version = 0;
+  void bind_version(int version);
+  int64_t first_step = 0;  // 0-based index of the run's first step (after a resume)
   // The gradients this step's backwards accumulate: `flat`, or its compute version's.
   torch::Tensor step_grads() const {
+    if (shared) return delayed ? owned_grads : flat;
     return delayed ? version_grads[static_cast<size_t>(DelayedUpdate::version(step - 1))] : flat;
   }
   // What the executor calls microbatch `microbatch` of this step: ids from num_microbatches on are
@@ -163,6 +173,11 @@ struct Trainer::Impl : StepModel {
   GptModel& compute_model(int microbatch) {
     if (!delayed) return model;
     const int64_t at = step_microbatch(microbatch).first;
+    if (shared) {
+      // The owners put each stage's version in place (the executor waited for it).
+      bind_version(DelayedUpdate::version(at));
+      return model;
+    }
     if (at >= step) delayed->wait();  // the next step's version is the update in flight's
     return versions[static_cast<size_t>(DelayedUpdate::version(at))];
   }
@@ -293,7 +308,7 @@ struct Trainer::Impl : StepModel {
   std::vector<double> local_sums(const StepTimes& so_far);
   void take_sums(const std::vector<double>& sums);
   std::array<size_t, 3> sums_shape{};  // forward, backward and lead stage counts in the sums
-  void update_weights(double step_lr);
+  void update_weights(const torch::Tensor& grads, double step_lr);
   // What a metrics row needs besides the fields take_sums() fills.
   struct StepReport {
     int64_t step = 0;
@@ -350,6 +365,11 @@ void Trainer::Impl::setup() {
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
   p2p_comm = world.split(everyone);
+  if (plan.asynchronous()) {
+    // The update's thread sums each step's statistics over a communicator of its own.
+    async_comm = world.split(everyone);
+    async_stats = std::make_unique<Collectives>(*async_comm, nullptr);
+  }
 
   sampler =
       std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
@@ -431,12 +451,26 @@ void Trainer::Impl::setup() {
   }
 }
 
-void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLayers>& local) {
+DelayCorrection Trainer::Impl::delay_correction() const {
   const auto correction = plan.delay_correction();
   if (correction == plan::DELAY_CORRECTION_UNSPECIFIED || name_of(correction).empty()) {
     throw PlanError("plan field delay_correction = " + std::to_string(correction) +
                     " is not one this worker runs (a plan from another rondo?)");
   }
+  return correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK      ? DelayCorrection::kErrorFeedback
+         : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION ? DelayCorrection::kWeightPrediction
+                                                                  : DelayCorrection::kNone;
+}
+
+void Trainer::Impl::log_async() const {
+  log->info(
+      "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
+      "the update overlaps the next step (two weight versions, correction {})",
+      name_of(plan.delay_correction()));
+}
+
+void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLayers>& local) {
+  const auto correction = delay_correction();
   std::array<std::vector<torch::Tensor>, 2> params;
   for (size_t k = 0; k < versions.size(); ++k) {
     versions[k] = GptModel(shape, local, plan.training().seed());
@@ -449,21 +483,8 @@ void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLa
       params[k].push_back(p);
     }
   }
-  delayed = std::make_unique<DelayedUpdate>(
-      *optimizer, model->parameters(), std::move(params),
-      correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK      ? DelayCorrection::kErrorFeedback
-      : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION ? DelayCorrection::kWeightPrediction
-                                                               : DelayCorrection::kNone);
-  std::vector<int> everyone(static_cast<size_t>(world.size()));
-  for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
-  async_comm = world.split(everyone);
-  async_stats = std::make_unique<Collectives>(*async_comm, nullptr);
-  if (rank == 0) {
-    log->info(
-        "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
-        "the update overlaps the next step (two weight versions, correction {})",
-        name_of(correction));
-  }
+  delayed = std::make_unique<DelayedUpdate>(*optimizer, model->parameters(), std::move(params), correction);
+  if (rank == 0) log_async();
 }
 
 void Trainer::Impl::setup_stateless(const GptShape& shape) {
@@ -504,7 +525,8 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   shared = std::make_unique<SharedReplicaState>(
       std::move(replica), elements, static_cast<int>(t.num_microbatches()),
       std::vector<int64_t>{static_cast<int64_t>(t.micro_batch_size()), plan.model().seq_length(),
-                           plan.model().hidden_size()});
+                           plan.model().hidden_size()},
+      plan.asynchronous() ? 2 : 1);
   num_grad_elements = shared->elements();
   flat = torch::zeros({num_grad_elements}, torch::kFloat32);
   // Private gradients in the shared order (the executor moves each backward's into the shared
@@ -521,9 +543,27 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   }
   rebind_shared();
   const auto range = shared->owned();
-  build_optimizer(owned, flat.narrow(0, range.offset, range.count),
-                  shared->parameters().narrow(0, range.offset, range.count),
+  if (!plan.asynchronous()) {
+    build_optimizer(owned, flat.narrow(0, range.offset, range.count),
+                    shared->parameters().narrow(0, range.offset, range.count),
+                    shared->optimizer_state().narrow(1, range.offset, range.count));
+    return;
+  }
+  // Asynchronous: the owner's optimizer updates a private copy of its stages (the newest
+  // weights) from their summed gradients; both shared versions start from it (W(-1) = W(0)).
+  owned_grads = torch::zeros({range.count}, torch::kFloat32);
+  auto master = torch::zeros({range.count}, torch::kFloat32);
+  std::vector<torch::Tensor> copies;
+  for (const auto& param : owned) copies.push_back(param.detach().clone());
+  build_optimizer(std::move(copies), owned_grads, master,
                   shared->optimizer_state().narrow(1, range.offset, range.count));
+  std::array<std::vector<torch::Tensor>, 2> params;
+  for (int k = 0; k < 2; ++k)
+    params[static_cast<size_t>(k)] = {shared->parameters(k).narrow(0, range.offset, range.count)};
+  delayed = std::make_unique<DelayedUpdate>(*optimizer, std::vector<torch::Tensor>{master}, std::move(params),
+                                            delay_correction());
+  shared->replica().native_barrier();  // every owner's versions are in place
+  if (rank == 0) log_async();
 }
 
 void Trainer::Impl::build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
@@ -557,19 +597,29 @@ void Trainer::Impl::build_optimizer(std::vector<torch::Tensor> params, const tor
 
 void Trainer::Impl::rebind_shared() {
   torch::NoGradGuard no_grad;
-  // Owners first write what they hold (after a load: the restored values) ...
+  // Owners first write what they hold (after a load: the restored values; asynchronous runs
+  // restore both versions with the optimizer's state instead) ...
   const auto owned = shared->owned();
-  for (auto& [param, at] : shared_params) {
-    if (at < owned.offset || at >= owned.offset + owned.count) continue;
-    auto view = shared->parameters().narrow(0, at, param.numel()).view_as(param);
-    if (view.data_ptr() != param.data_ptr()) view.copy_(param);
+  for (int v = 0; v < shared->versions() && !delayed; ++v) {
+    for (auto& [param, at] : shared_params) {
+      if (at < owned.offset || at >= owned.offset + owned.count) continue;
+      auto view = shared->parameters(v).narrow(0, at, param.numel()).view_as(param);
+      if (view.data_ptr() != param.data_ptr()) view.copy_(param);
+    }
   }
   // ... then every worker views the shared values.
   shared->replica().native_barrier();
+  bound_version = -1;
+  bind_version(0);
+}
+
+void Trainer::Impl::bind_version(int version) {
+  if (version == bound_version) return;
+  torch::NoGradGuard no_grad;
   for (auto& [param, at] : shared_params) {
-    auto view = shared->parameters().narrow(0, at, param.numel()).view_as(param);
-    if (view.data_ptr() != param.data_ptr()) param.set_data(view);
+    param.set_data(shared->parameters(version).narrow(0, at, param.numel()).view_as(param));
   }
+  bound_version = version;
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -806,7 +856,8 @@ void Trainer::Impl::reduce_gradients() {
     // The stages this worker owns: their summed gradients, from the shared memory, then over the
     // data-parallel replicas (the other gradients here are zero).
     const auto r = shared->owned();
-    auto mine = flat.narrow(0, r.offset, r.count);
+    if (delayed) delayed->wait();  // the previous step's update has read owned_grads
+    auto mine = delayed ? owned_grads : flat.narrow(0, r.offset, r.count);
     mine.copy_(shared->gradients().narrow(0, r.offset, r.count));
     if (dp_coll->comm().size() > 1) {
       dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
@@ -886,13 +937,13 @@ void Trainer::Impl::take_sums(const std::vector<double>& sums) {
   step_loss = sums[1];
 }
 
-void Trainer::Impl::update_weights(double step_lr) {
-  // `flat` holds the step's gradients, summed over the data-parallel ranks.
+void Trainer::Impl::update_weights(const torch::Tensor& grads, double step_lr) {
+  // `grads`, the optimizer's gradients, hold the step's, summed over the data-parallel ranks.
   const double clip = plan.training().clip_grad();
-  if (clip > 0 && grad_norm > clip) flat.mul_(clip / (grad_norm + 1e-6));
+  if (clip > 0 && grad_norm > clip) grads.mul_(clip / (grad_norm + 1e-6));
   for (auto& group : optimizer->param_groups()) group.options().set_lr(step_lr);
   optimizer->step();
-  flat.zero_();
+  grads.zero_();
 }
 
 void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
@@ -904,23 +955,32 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   }
   stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
   take_sums(sums);
-  update_weights(lr);
+  update_weights(flat, lr);
 }
 
 void Trainer::Impl::finish_async_step(std::array<double, 5> worst,
                                       const std::shared_ptr<StepReport>& report) {
   // On the update's thread, over a communicator of its own, while the next step computes: a
   // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
-  delayed->begin(step - 1, [this, sums = std::move(async_sums), worst, report, grads = step_grads(),
-                            step_lr = lr]() mutable {
+  const auto update = [this, sums = std::move(async_sums), worst, report, grads = step_grads(),
+                       step_lr = lr]() mutable {
     async_stats->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
     async_stats->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
     take_sums(sums);
     report->worst = worst;
-    flat.copy_(grads);
-    grads.zero_();
-    update_weights(step_lr);
-  });
+    if (shared) {
+      update_weights(grads, step_lr);  // the optimizer reads owned_grads itself
+    } else {
+      flat.copy_(grads);
+      grads.zero_();
+      update_weights(flat, step_lr);
+    }
+  };
+  // Stateless workers: the other workers may compute on the owned stages' new version once it is
+  // written (the executor's steps are counted from the run's first).
+  std::function<void()> written;
+  if (shared) written = [this, at = step - 1 - first_step] { shared->mark_updated(at); };
+  delayed->begin(step - 1, update, written);
 }
 
 Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world)
@@ -955,6 +1015,7 @@ int64_t Trainer::run() {
     if (s.rank == 0) s.log->info("already trained to step {} of {}: nothing to do", start_step, train_iters);
     return start_step;
   }
+  s.first_step = start_step;
   // After the checkpoint load: loading replaces the parameters' storage, and with it the gradient
   // accumulators that the reducer's hooks attach to.
   s.build_reducer();

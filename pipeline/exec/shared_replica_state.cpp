@@ -1,5 +1,6 @@
 #include "pipeline/exec/shared_replica_state.h"
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -18,8 +19,13 @@ size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
                                        const std::vector<int64_t>& stage_elements, int microbatches,
-                                       std::vector<int64_t> boundary_shape)
-    : replica_(std::move(replica)), microbatches_(microbatches), boundary_shape_(std::move(boundary_shape)) {
+                                       std::vector<int64_t> boundary_shape, int versions)
+    : replica_(std::move(replica)),
+      microbatches_(microbatches),
+      versions_(versions),
+      boundary_shape_(std::move(boundary_shape)) {
+  if (versions_ != 1 && versions_ != 2)
+    throw PlanError("stateless workers: 1 or 2 weight versions, not " + std::to_string(versions_));
   boundary_elements_ = 1;
   for (auto d : boundary_shape_) boundary_elements_ *= d;
   const int stages = static_cast<int>(stage_elements.size());
@@ -32,49 +38,56 @@ SharedReplicaState::SharedReplicaState(std::unique_ptr<Communicator> replica,
     }
     if (w == replica_->rank()) owned_.count = elements_ - owned_.offset;
   }
-  const size_t ticket_bytes =
-      align_up(static_cast<size_t>(stages) * kTicketStride * sizeof(uint32_t)) +
-      align_up(static_cast<size_t>(stages) * static_cast<size_t>(microbatches) * sizeof(uint32_t));
+  const size_t slots =
+      static_cast<size_t>(versions_) * static_cast<size_t>(stages) * static_cast<size_t>(microbatches);
+  const size_t per_stage = align_up(static_cast<size_t>(stages) * kTicketStride * sizeof(uint32_t));
+  const size_t ticket_bytes = 2 * per_stage + align_up(slots * sizeof(uint32_t));
   const size_t flat_bytes = align_up(static_cast<size_t>(elements_) * sizeof(float));
-  const size_t boundary_bytes = static_cast<size_t>(stages) * static_cast<size_t>(microbatches) *
-                                static_cast<size_t>(boundary_elements_) * sizeof(float);
-  memory_ = NodeSharedMemory::create(*replica_, ticket_bytes + 4 * flat_bytes + boundary_bytes,
+  const size_t boundary_bytes = slots * static_cast<size_t>(boundary_elements_) * sizeof(float);
+  // Weights (one per version), gradients, two optimizer moments, boundaries.
+  const size_t flats = static_cast<size_t>(versions_) + 3;
+  memory_ = NodeSharedMemory::create(*replica_, ticket_bytes + flats * flat_bytes + boundary_bytes,
                                      "the stateless workers' weights, gradients and activations");
   auto* base = static_cast<char*>(memory_->data());
   tickets_ = reinterpret_cast<uint32_t*>(base);
-  written_ = tickets_ + static_cast<size_t>(stages) * kTicketStride;
+  updated_ = reinterpret_cast<uint32_t*>(base + per_stage);
+  written_ = reinterpret_cast<uint32_t*>(base + 2 * per_stage);
   const auto floats = torch::TensorOptions().dtype(torch::kFloat32);
-  params_ = torch::from_blob(base + ticket_bytes, {elements_}, floats);
-  grads_ = torch::from_blob(base + ticket_bytes + flat_bytes, {elements_}, floats);
-  moments_ = torch::from_blob(base + ticket_bytes + 2 * flat_bytes, {2, elements_},
-                              {static_cast<int64_t>(flat_bytes / sizeof(float)), 1}, floats);
-  boundaries_ = torch::from_blob(base + ticket_bytes + 4 * flat_bytes,
-                                 {static_cast<int64_t>(stages) * microbatches * boundary_elements_}, floats);
+  const auto stride = static_cast<int64_t>(flat_bytes / sizeof(float));
+  char* at = base + ticket_bytes;
+  params_ = torch::from_blob(at, {versions_, elements_}, {stride, 1}, floats);
+  at += static_cast<size_t>(versions_) * flat_bytes;
+  grads_ = torch::from_blob(at, {elements_}, floats);
+  at += flat_bytes;
+  moments_ = torch::from_blob(at, {2, elements_}, {stride, 1}, floats);
+  at += 2 * flat_bytes;
+  boundaries_ = torch::from_blob(at, {static_cast<int64_t>(slots) * boundary_elements_}, floats);
 }
 
-torch::Tensor SharedReplicaState::boundary(int stage, int microbatch) const {
+torch::Tensor SharedReplicaState::boundary(int stage, int microbatch, int64_t step) const {
   return boundaries_
-      .narrow(0, (static_cast<int64_t>(stage) * microbatches_ + microbatch) * boundary_elements_,
-              boundary_elements_)
+      .narrow(0, static_cast<int64_t>(slot(stage, microbatch, step)) * boundary_elements_, boundary_elements_)
       .view(boundary_shape_);
 }
 
-void SharedReplicaState::mark_boundary(int stage, int microbatch) {
-  std::atomic_ref<uint32_t>(written_[static_cast<size_t>(stage * microbatches_ + microbatch)])
-      .store(step_, std::memory_order_release);
+void SharedReplicaState::mark_boundary(int stage, int microbatch, int64_t step) {
+  std::atomic_ref<uint32_t>(written_[slot(stage, microbatch, step)])
+      .store(static_cast<uint32_t>(step + 1), std::memory_order_release);
 }
 
-void SharedReplicaState::wait_boundary(int stage, int microbatch,
+void SharedReplicaState::wait_boundary(int stage, int microbatch, int64_t step,
                                        std::chrono::duration<double> timeout) const {
-  std::atomic_ref<uint32_t> written(written_[static_cast<size_t>(stage * microbatches_ + microbatch)]);
-  if (written.load(std::memory_order_acquire) == step_) return;
+  std::atomic_ref<uint32_t> written(written_[slot(stage, microbatch, step)]);
+  const auto want = static_cast<uint32_t>(step + 1);
+  if (written.load(std::memory_order_acquire) == want) return;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   PollBackoff backoff;
-  while (written.load(std::memory_order_acquire) != step_) {
+  while (written.load(std::memory_order_acquire) != want) {
     if (std::chrono::steady_clock::now() > deadline) {
       throw TimeoutError(replica_->rank(), -1,
                          "stateless workers: the forward never left the input of backward stage " +
-                             std::to_string(stage) + " microbatch " + std::to_string(microbatch) + " after " +
+                             std::to_string(stage) + " microbatch " + std::to_string(microbatch) +
+                             " of step " + std::to_string(step) + " after " +
                              std::to_string(timeout.count()) + " s");
     }
     backoff.pause();
@@ -86,22 +99,23 @@ uint32_t SharedReplicaState::ticket(int stage) const {
       .load(std::memory_order_acquire);
 }
 
-bool SharedReplicaState::add_if_turn(int stage, int microbatch, const torch::Tensor& gradients) {
-  if (ticket(stage) != static_cast<uint32_t>(microbatch)) return false;
+bool SharedReplicaState::add_if_turn(int stage, int microbatch, int64_t step,
+                                     const torch::Tensor& gradients) {
+  if (ticket(stage) != turn(step, microbatch)) return false;
   const auto r = stages_[static_cast<size_t>(stage)];
   grads_.narrow(0, r.offset, r.count).add_(gradients);
   std::atomic_ref<uint32_t>(tickets_[static_cast<size_t>(stage) * kTicketStride])
-      .store(static_cast<uint32_t>(microbatch) + 1, std::memory_order_release);
+      .store(turn(step, microbatch) + 1, std::memory_order_release);
   return true;
 }
 
-void SharedReplicaState::accumulate(int stage, int microbatch, const torch::Tensor& local) {
+void SharedReplicaState::accumulate(int stage, int microbatch, int64_t step, const torch::Tensor& local) {
   torch::NoGradGuard no_grad;
-  if (pending_.empty() && add_if_turn(stage, microbatch, local)) {
+  if (pending_.empty() && add_if_turn(stage, microbatch, step, local)) {
     local.zero_();
     return;
   }
-  pending_.push_back({stage, microbatch, local.clone()});
+  pending_.push_back({stage, microbatch, step, local.clone()});
   local.zero_();
   try_flush();
 }
@@ -112,7 +126,7 @@ bool SharedReplicaState::try_flush() {
   for (bool moved = true; moved && !pending_.empty();) {
     moved = false;
     std::erase_if(pending_, [&](const Pending& p) {
-      const bool done = add_if_turn(p.stage, p.microbatch, p.gradients);
+      const bool done = add_if_turn(p.stage, p.microbatch, p.step, p.gradients);
       moved = moved || done;
       return done;
     });
@@ -120,13 +134,19 @@ bool SharedReplicaState::try_flush() {
   return pending_.empty();
 }
 
-void SharedReplicaState::settle(std::chrono::duration<double> timeout) {
+void SharedReplicaState::settle(int64_t step, std::chrono::duration<double> timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   PollBackoff backoff;
+  const auto all = turn(step, microbatches_);
+  // This worker's own additions of this step (later steps' may wait for the owners).
+  const auto mine_done = [&] {
+    try_flush();
+    return std::none_of(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.step <= step; });
+  };
   const auto complete = [&] {
-    if (!try_flush()) return false;
+    if (!mine_done()) return false;
     for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
-      if (ticket(k) != static_cast<uint32_t>(microbatches_)) return false;
+      if (ticket(k) != all) return false;
     }
     return true;
   };
@@ -136,13 +156,14 @@ void SharedReplicaState::settle(std::chrono::duration<double> timeout) {
       if (!pending_.empty()) {
         const auto& p = pending_.front();
         what += "this rank's gradients of backward stage " + std::to_string(p.stage) + " microbatch " +
-                std::to_string(p.microbatch) + " never got their turn (the stage's ticket reads " +
-                std::to_string(ticket(p.stage)) + ")";
+                std::to_string(p.microbatch) + " of step " + std::to_string(p.step) +
+                " never got their turn (the stage's ticket reads " + std::to_string(ticket(p.stage)) + ")";
       } else {
         for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
-          if (ticket(k) == static_cast<uint32_t>(microbatches_)) continue;
+          if (ticket(k) == all) continue;
           what += "backward stage " + std::to_string(k) + ", owned here, has the gradients of " +
-                  std::to_string(ticket(k)) + " of " + std::to_string(microbatches_) + " microbatches";
+                  std::to_string(static_cast<int64_t>(ticket(k)) - static_cast<int64_t>(turn(step, 0))) +
+                  " of " + std::to_string(microbatches_) + " microbatches of step " + std::to_string(step);
           break;
         }
       }
@@ -152,14 +173,38 @@ void SharedReplicaState::settle(std::chrono::duration<double> timeout) {
   }
 }
 
-void SharedReplicaState::finish_step() {
+void SharedReplicaState::finish_step(int64_t step) {
   grads_.narrow(0, owned_.offset, owned_.count).zero_();
   for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
     std::atomic_ref<uint32_t>(tickets_[static_cast<size_t>(k) * kTicketStride])
-        .store(0, std::memory_order_release);
+        .store(turn(step + 1, 0), std::memory_order_release);
   }
-  ++step_;
-  replica_->native_barrier();
+  if (versions_ == 1) replica_->native_barrier();
+}
+
+void SharedReplicaState::mark_updated(int64_t step) {
+  for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
+    std::atomic_ref<uint32_t>(updated_[static_cast<size_t>(k) * kTicketStride])
+        .store(static_cast<uint32_t>(step + 1), std::memory_order_release);
+  }
+}
+
+void SharedReplicaState::wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout) const {
+  if (step < 2) return;
+  std::atomic_ref<uint32_t> updated(updated_[static_cast<size_t>(stage) * kTicketStride]);
+  const auto want = static_cast<uint32_t>(step - 1);  // the update of step - 2 is in place
+  if (updated.load(std::memory_order_acquire) >= want) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  PollBackoff backoff;
+  while (updated.load(std::memory_order_acquire) < want) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw TimeoutError(replica_->rank(), -1,
+                         "stateless workers: the owner of backward stage " + std::to_string(stage) +
+                             " never put the weights of step " + std::to_string(step) + " in place after " +
+                             std::to_string(timeout.count()) + " s");
+    }
+    backoff.pause();
+  }
 }
 
 }  // namespace rondo

@@ -14,10 +14,21 @@
 // retried between actions; blocking on it could deadlock, as the turn's holder may be waiting for
 // this worker's next message.
 //
-// Call order per step: mark_boundary() after writing a boundary, wait_boundary() before reading
-// one; accumulate()/try_flush() during the backward; settle() before the
-// gradients are read; finish_step() after the owner's optimizer step, which ends with a barrier
-// over the replica (nobody starts the next step's forwards on half-updated weights).
+// Steps are numbered from 0 by the caller (every worker alike). Each microbatch of step s adds in
+// turn: the ticket reads s (m + 1) + microbatch; the owner's finish_step(s) takes it to
+// (s + 1)(m + 1), so no addition of step s + 1 lands before the owner has taken step s's sums.
+//
+// Asynchronous pipelines (versions = 2, PipeDream-2BW's one-step delay): step s computes on weight
+// version s mod 2 and leaves its boundaries in slot s mod 2, so a step's forwards may run while
+// the previous step's backwards still read theirs. The owners update their stages off the critical
+// path: mark_updated(s) says the weights step s + 2 computes on are in place, which
+// wait_updated(k, s + 2) waits for. No barrier ends a step.
+//
+// Call order per step s: mark_boundary() after writing a boundary, wait_boundary() before reading
+// one; accumulate()/try_flush() during the backward; settle(s) before the gradients are read;
+// finish_step(s) after the owner has read them (synchronous: after its optimizer step; it then
+// ends with a barrier over the replica, so nobody starts the next step's forwards on half-updated
+// weights).
 #pragma once
 
 #include <torch/torch.h>
@@ -43,7 +54,7 @@ class SharedReplicaState {
   // parameter count of backward stage k; `boundary_shape`: one microbatch's activations at a
   // stage boundary. The block starts zeroed.
   SharedReplicaState(std::unique_ptr<Communicator> replica, const std::vector<int64_t>& stage_elements,
-                     int microbatches, std::vector<int64_t> boundary_shape);
+                     int microbatches, std::vector<int64_t> boundary_shape, int versions = 1);
 
   int owner(int stage) const { return stage % replica_->size(); }
   bool owns(int stage) const { return owner(stage) == replica_->rank(); }
@@ -53,39 +64,57 @@ class SharedReplicaState {
   int64_t elements() const { return elements_; }
   Communicator& replica() const { return *replica_; }
 
-  torch::Tensor parameters() const { return params_; }  // [elements], float32
-  torch::Tensor gradients() const { return grads_; }    // [elements], float32
+  int versions() const { return versions_; }
+  torch::Tensor parameters(int version = 0) const {
+    return params_.select(0, version);
+  }                                                   // [elements], float32
+  torch::Tensor gradients() const { return grads_; }  // [elements], float32
   // The owners' optimizer state (AdamW's two moments), in host memory as RoundPipe keeps it.
   torch::Tensor optimizer_state() const { return moments_; }  // [2, elements], float32, zeroed
-  // Where the forward leaves backward stage `stage`'s input for microbatch `microbatch`.
-  torch::Tensor boundary(int stage, int microbatch) const;
-  // The forward has written boundary(stage, microbatch) this step.
-  void mark_boundary(int stage, int microbatch);
+  // Where the forward of step `step` leaves backward stage `stage`'s input for microbatch `microbatch`.
+  torch::Tensor boundary(int stage, int microbatch, int64_t step) const;
+  // The forward has written boundary(stage, microbatch, step).
+  void mark_boundary(int stage, int microbatch, int64_t step);
   // Waits until it has (a backward recomputes from it before its gradient, which would vouch for
   // it, arrives); throws TimeoutError after `timeout`.
-  void wait_boundary(int stage, int microbatch, std::chrono::duration<double> timeout) const;
+  void wait_boundary(int stage, int microbatch, int64_t step, std::chrono::duration<double> timeout) const;
 
-  // Adds `local` (this worker's gradients of `stage`'s range from microbatch `microbatch`) into
-  // the shared gradients when its turn has come, else queues a copy; zeroes `local` either way.
-  void accumulate(int stage, int microbatch, const torch::Tensor& local);
+  // Adds `local` (this worker's gradients of `stage`'s range from microbatch `microbatch` of step
+  // `step`) into the shared gradients when its turn has come, else queues a copy; zeroes `local`.
+  void accumulate(int stage, int microbatch, int64_t step, const torch::Tensor& local);
   // Retries the queued additions; true when none is left.
   bool try_flush();
-  // Waits until this worker's queued additions are done and every stage it owns has all its
-  // microbatches; throws TimeoutError naming the stage and its ticket after `timeout`.
-  void settle(std::chrono::duration<double> timeout);
-  // The owner's share is consumed: zero its gradients and tickets, then wait for the replica.
-  void finish_step();
+  // Waits until this worker's queued additions are done and every stage it owns has all the
+  // microbatches of step `step`; throws TimeoutError naming the stage and its ticket after `timeout`.
+  void settle(int64_t step, std::chrono::duration<double> timeout);
+  // The owner's share of step `step` is consumed: zero its gradients, open the next step's turns,
+  // then (synchronous) wait for the replica.
+  void finish_step(int64_t step);
+  // Asynchronous: the owner's stages hold the weights step `step` + 2 computes on.
+  void mark_updated(int64_t step);
+  // Waits until backward stage `stage`'s weights for step `step` are in place (steps 0 and 1
+  // compute on the initial weights); throws TimeoutError after `timeout`.
+  void wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout) const;
 
  private:
   struct Pending {
     int stage, microbatch;
+    int64_t step;
     torch::Tensor gradients;
   };
   uint32_t ticket(int stage) const;
-  bool add_if_turn(int stage, int microbatch, const torch::Tensor& gradients);
+  uint32_t turn(int64_t step, int microbatch) const {
+    return static_cast<uint32_t>(step * (microbatches_ + 1) + microbatch);
+  }
+  bool add_if_turn(int stage, int microbatch, int64_t step, const torch::Tensor& gradients);
+  size_t slot(int stage, int microbatch, int64_t step) const {
+    return static_cast<size_t>(
+        (step % versions_ * static_cast<int64_t>(stages_.size()) + stage) * microbatches_ + microbatch);
+  }
 
   std::unique_ptr<Communicator> replica_;
   int microbatches_;
+  int versions_;
   std::vector<int64_t> boundary_shape_;
   int64_t boundary_elements_;
   std::vector<Range> stages_;
@@ -93,8 +122,8 @@ class SharedReplicaState {
   int64_t elements_ = 0;
   std::unique_ptr<NodeSharedMemory> memory_;
   uint32_t* tickets_ = nullptr;  // one per stage, a cache line apart
-  uint32_t* written_ = nullptr;  // per (stage, microbatch): the last step that wrote its boundary
-  uint32_t step_ = 1;            // this step's number (finish_step() advances it)
+  uint32_t* updated_ = nullptr;  // asynchronous, per stage: 1 + the last step whose update is in place
+  uint32_t* written_ = nullptr;  // per (slot, stage, microbatch): 1 + the last step that wrote its boundary
   torch::Tensor params_, grads_, moments_, boundaries_;
   std::vector<Pending> pending_;
 };

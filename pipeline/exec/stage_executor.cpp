@@ -76,9 +76,7 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
   async_ = plan.asynchronous();
-  if (async_ && (plan.stateless_workers() || chunks_ > 1)) {
-    throw PlanError("plan: an asynchronous pipeline binds stages to ranks and has no chunked microbatches");
-  }
+  if (async_ && chunks_ > 1) throw PlanError("plan: an asynchronous pipeline has no chunked microbatches");
   if (chunks_ > 1 && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
     throw PlanError(
         "plan: chunked pipeline microbatches need real compute, workers bound to stages and "
@@ -137,7 +135,8 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
         }
         if (static_cast<int>(a.microbatch()) >= schedule_microbatches_)
           throw PlanError(where(i, a) + ": no such microbatch");
-        if (a.ahead() && (a.kind() != plan::ACTION_F || plan.stages(stage).has_lm_head())) {
+        if (a.ahead() &&
+            (a.kind() != plan::ACTION_F || (!plan.stateless_workers() && plan.stages(stage).has_lm_head()))) {
           throw PlanError(where(i, a) + ": only forwards of stages before the LM head run ahead");
         }
         if (a.kind() == plan::ACTION_B || a.kind() == plan::ACTION_I) last_b_or_i[stage] = i;
@@ -219,6 +218,15 @@ void StageExecutor::init_stateless() {
     end = range.first;
   }
   if (end != 0) fail("the backward stages stop at atom " + std::to_string(end) + ", above the embedding");
+  // The backward stages whose weights each forward stage's atoms are (asynchronous plans wait
+  // for their owners' updates).
+  for (const auto& [first, last] : forward_atoms_) {
+    auto& owners = forward_weight_stages_.emplace_back();
+    for (int k = 0; k < static_cast<int>(backward_atoms_.size()); ++k) {
+      const auto [b0, b1] = backward_atoms_[static_cast<size_t>(k)];
+      if (b0 < last && first < b1) owners.push_back(k);
+    }
+  }
   if (shared_->stage_count() != bw.size()) {
     fail("the shared state has " + std::to_string(shared_->stage_count()) + " backward stages, the plan " +
          std::to_string(bw.size()));
@@ -472,8 +480,10 @@ torch::Tensor StageExecutor::data(StepModel& model, int microbatch, StepTimes& t
   return tokens;
 }
 
-void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, StepTimes& times) {
-  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, int mbi, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage());
+  const int64_t step = step_ + mbi / schedule_microbatches_;
+  const int number = mbi % schedule_microbatches_;
   const auto [first, end] = forward_atoms_[static_cast<size_t>(stage)];
   torch::Tensor x;
   if (first == 0) {
@@ -484,6 +494,12 @@ void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, S
   } else {
     const Key from{0, stage - 1, mbi};
     x = receives_.count(from) ? wait_receive(from, times) : microbatches_.at({stage - 1, mbi}).output;
+  }
+  if (async_) {
+    const auto w0 = Clock::now();
+    for (int k : forward_weight_stages_[static_cast<size_t>(stage)])
+      shared_->wait_updated(k, step, p2p_.timeout());
+    times.recv_wait_s += seconds_since(w0);
   }
   const auto f0 = Clock::now();
   const int64_t f0_ns = TimingRecorder::wall_ns();
@@ -496,20 +512,22 @@ void StageExecutor::stateless_forward(StepModel& model, const plan::Action& a, S
     for (int atom = first; atom < end; ++atom) {
       x = model.forward(atom, mbi, x);
       const int k = backward_stage_at_[static_cast<size_t>(atom) + 1];
-      if (k >= 0) shared_->boundary(k, mbi).copy_(x);
+      if (k >= 0) shared_->boundary(k, number, step).copy_(x);
     }
   }
   for (int atom = first; atom < end; ++atom) {
     const int k = backward_stage_at_[static_cast<size_t>(atom) + 1];
-    if (k >= 0) shared_->mark_boundary(k, mbi);
+    if (k >= 0) shared_->mark_boundary(k, number, step);
   }
   times.forward_s += seconds_since(f0);
   count_compute(times.stage_f, stage, f0_ns, times);
   microbatches_[{stage, mbi}].output = std::move(x);
 }
 
-void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, StepTimes& times) {
-  const int stage = static_cast<int>(a.stage()), mbi = static_cast<int>(a.microbatch());
+void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, int mbi, StepTimes& times) {
+  const int stage = static_cast<int>(a.stage());
+  const int64_t step = step_ + mbi / schedule_microbatches_;
+  const int number = mbi % schedule_microbatches_;
   const auto [first, end] = backward_atoms_[static_cast<size_t>(stage)];
   const bool head = stage == 0;
   if (head) {
@@ -519,9 +537,10 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
   }
   // The recomputation runs first: it needs only the boundary the forward left, so it overlaps
   // the wait for the gradient (RoundPipe's lead; the prediction aligns it the same way).
-  if (first > 0) {
+  if (first > 0 || async_) {
     const auto w0 = Clock::now();
-    shared_->wait_boundary(stage, mbi, p2p_.timeout());
+    if (first > 0) shared_->wait_boundary(stage, number, step, p2p_.timeout());
+    if (async_) shared_->wait_updated(stage, step, p2p_.timeout());
     times.recv_wait_s += seconds_since(w0);
   }
   const auto b0 = Clock::now();
@@ -533,7 +552,7 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
   } else {
     if (first == 0 || head) tokens = data(model, mbi, times);
     input = first == 0 ? tokens.slice(1, 0, tokens.size(1) - 1)
-                       : shared_->boundary(stage, mbi).detach().requires_grad_(true);
+                       : shared_->boundary(stage, number, step).detach().requires_grad_(true);
     out = input;
     for (int atom = first; atom < end; ++atom) out = model.forward(atom, mbi, out);
   }
@@ -574,7 +593,7 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
     }
     if (first > 0) backward_grads_[{stage, mbi}] = input.grad();
   }
-  shared_->accumulate(stage, mbi, model.stage_gradients(stage));
+  shared_->accumulate(stage, number, step, model.stage_gradients(stage));
   times.backward_s += seconds_since(b1);
   count_compute(times.stage_b, stage, b1_ns, times);
 }
@@ -614,6 +633,7 @@ StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
     microbatches_.clear();
   }
   backward_grads_.clear();
+  ++step_;
   return times;
 }
 
@@ -645,14 +665,14 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
     if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
       // Every gradient of the stages this worker owns is in the shared memory before it is read.
       const auto t0 = Clock::now();
-      shared_->settle(p2p_.timeout());
+      shared_->settle(step_, p2p_.timeout());
       times.allreduce_s += seconds_since(t0);
       settled = true;
     }
     switch (a.kind()) {
       case plan::ACTION_F:
         if (shared_) {
-          stateless_forward(model, a, times);
+          stateless_forward(model, a, mbi, times);
         } else {
           forward(model, a, mbi, times);
         }
@@ -660,7 +680,7 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
       case plan::ACTION_B:
       case plan::ACTION_I:
         if (shared_) {
-          stateless_backward(model, a, times);
+          stateless_backward(model, a, mbi, times);
         } else {
           backward(model, a, mbi, index, times);
         }
@@ -688,7 +708,7 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
       case plan::ACTION_OPTIM: {
         const auto t0 = Clock::now();
         model.optimizer_step(times);
-        if (shared_) shared_->finish_step();
+        if (shared_) shared_->finish_step(step_);
         times.optimizer_s += seconds_since(t0);
         break;
       }

@@ -184,8 +184,8 @@ class StageExecutor {
   void backward(StepModel& model, const plan::Action& a, int microbatch, size_t index, StepTimes& times);
   void backward_weights(StepModel& model, const plan::Action& a, size_t index, StepTimes& times);
   // Stateless workers' F and B (see the header comment).
-  void stateless_forward(StepModel& model, const plan::Action& a, StepTimes& times);
-  void stateless_backward(StepModel& model, const plan::Action& a, StepTimes& times);
+  void stateless_forward(StepModel& model, const plan::Action& a, int microbatch, StepTimes& times);
+  void stateless_backward(StepModel& model, const plan::Action& a, int microbatch, StepTimes& times);
   torch::Tensor data(StepModel& model, int microbatch, StepTimes& times);
   // Emulated compute: returns `seconds` after `start`.
   static void emulate(std::chrono::steady_clock::time_point start, double seconds);
@@ -221,6 +221,9 @@ class StageExecutor {
   SharedReplicaState* shared_ = nullptr;
   std::vector<std::pair<int, int>> forward_atoms_, backward_atoms_;
   std::vector<int> backward_stage_at_;
+  std::vector<std::vector<int>>
+      forward_weight_stages_;  // per forward stage: the backward stages of its atoms
+  int64_t step_ = 0;           // run_step() calls so far: the step number SharedReplicaState counts in
   std::map<std::pair<int, int>, torch::Tensor> backward_grads_;
 };
 

@@ -7,8 +7,11 @@ docs/optimizers.md):
   reducer per weight version) and pp=2 x dp=2 reproduce one rank's async losses and gradient norms
   within 1e-5, for AdamW and Muon, without and with each correction (the rule itself is checked
   against a written-out reference in tests/worker/delayed_update_test.cpp);
+- roundpipe's asynchronous mode (stateless workers, RoundPipe's dispatch) reproduces one rank too,
+  also at pp=2 x dp=2;
 - interrupted after step 10 and resumed (both weight versions, optimizer and correction state
-  checkpointed; the warm-up recomputed), steps 11-20 equal the uninterrupted run's;
+  checkpointed; the warm-up recomputed), steps 11-20 equal the uninterrupted run's (1f1b with
+  Muon, roundpipe with AdamW);
 - metrics.jsonl marks async rows and reports measured and predicted bubbles;
 - bad combinations are refused naming the key."""
 import json
@@ -75,6 +78,36 @@ for opt, correction in (("adamw", "none"), ("muon", "error_feedback"), ("adamw",
                           f"(step 10: {got[10].get('bubble_fraction', -1):.3f} measured, "
                           f"{got[10].get('bubble_fraction_predicted', -1):.3f} predicted)")
 
+# RoundPipe's asynchronous mode (its own dispatch, rounds): stateless workers over two shared
+# weight versions, no barrier between steps, the owners updating their stages off the critical path.
+RP = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=roundpipe",
+      "model.num_layers=4"]
+for correction in ("none", "error_feedback"):
+    sets = ASYNC + [f"pipeline.delay_correction={correction}", "model.num_layers=4"]
+    ref = run(f"rp-ref-{correction}", ONE + sets)
+    for dispatch in ("rounds",):
+        got = run(f"rp-{correction}-{dispatch}", RP + sets + [f"pipeline.roundpipe_dispatch={dispatch}"])
+        # Gradient norms within 1e-4: stateless workers sum the gradients in another association
+        # (each owner its stages, in shared memory), and synchronous roundpipe's already differ from
+        # one rank's by about 1e-5 after 8 steps.
+        lw, gw = worst(ref, got, range(1, 21)), worst(ref, got, range(1, 21), "grad_norm")
+        ctx.check(lw <= 1e-5 and gw <= 1e-4,
+                  f"roundpipe ({dispatch}) async + {correction} reproduces one rank "
+                  f"(loss {lw:.1e}, grad norm {gw:.1e}; bubble step 10: {got[10].get('bubble_fraction', -1):.3f} "
+                  f"measured, {got[10].get('bubble_fraction_predicted', -1):.3f} predicted)")
+got = run("rp-none-pp2xdp2", RP + ASYNC + ["parallel.world_size=4", "model.num_layers=4"])
+ref = run("rp-ref-none", ONE + ASYNC + ["pipeline.delay_correction=none", "model.num_layers=4"])
+ctx.check(worst(ref, got, range(1, 21)) <= 1e-5,
+          f"roundpipe async at pp=2 x dp=2 reproduces one rank (loss {worst(ref, got, range(1, 21)):.1e})")
+rp_whole = run("rp-resume-whole", RP + ASYNC + ["pipeline.delay_correction=error_feedback"])
+rp_cut, _ = ctx.run("rp-resume-cut", BASE + RP + ASYNC + ["pipeline.delay_correction=error_feedback",
+                                                          "training.exit_interval=10"])
+_, proc = ctx.run("rp-resume-cut", BASE + RP + ASYNC + ["pipeline.delay_correction=error_feedback"])
+rp_resumed = rows(rp_cut)
+ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(rp_whole, rp_resumed, range(11, 21)) == 0.0,
+          f"roundpipe async resumed at step 10: steps 11-20 equal the uninterrupted run "
+          f"(worst {worst(rp_whole, rp_resumed, range(11, 21)):.1e})")
+
 # Resume: Muon + error feedback at pp=2, cut after step 10.
 sets = PP2 + ASYNC + ["training.optimizer=muon", "pipeline.delay_correction=error_feedback"]
 whole = run("resume-whole", sets)
@@ -88,6 +121,8 @@ ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(whole, resu
 for name, sets, key in (("gpipe", PP2 + ASYNC + ["pipeline.schedule=gpipe"], "pipeline.async"),
                         ("no-async", PP2 + ["pipeline.delay_correction=error_feedback"], "pipeline.delay_correction"),
                         ("chunked", ONE + ASYNC + ["data.chunk_size=32"], "pipeline.async"),
+                        ("roundpipe-earliest-free", RP + ASYNC + ["pipeline.roundpipe_dispatch=earliest_free"],
+                         "pipeline.roundpipe_dispatch"),
                         ("bad-correction", ONE + ASYNC + ["pipeline.delay_correction=magic"],
                          "pipeline.delay_correction")):
     _, proc = ctx.run("refused-" + name, BASE + sets, expect_status=2)
