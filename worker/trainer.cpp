@@ -322,6 +322,9 @@ struct Trainer::Impl : StepModel {
   std::vector<double> async_sums;
   std::unique_ptr<Communicator> async_comm;
   std::unique_ptr<Collectives> async_stats;
+  // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
+  // thread (outside the flight recorder, which the main thread writes).
+  std::unique_ptr<Collectives> async_dp;
   void finish_async_step(std::array<double, 5> worst, const std::shared_ptr<StepReport>& report);
 };
 
@@ -562,6 +565,7 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
     params[static_cast<size_t>(k)] = {shared->parameters(k).narrow(0, range.offset, range.count)};
   delayed = std::make_unique<DelayedUpdate>(*optimizer, std::vector<torch::Tensor>{master}, std::move(params),
                                             delay_correction());
+  if (dp_coll->comm().size() > 1) async_dp = std::make_unique<Collectives>(dp_coll->comm(), nullptr);
   shared->replica().native_barrier();  // every owner's versions are in place
   if (rank == 0) log_async();
 }
@@ -855,9 +859,9 @@ void Trainer::Impl::reduce_gradients() {
   if (shared) {
     // The stages this worker owns: their summed gradients, from the shared memory, then over the
     // data-parallel replicas (the other gradients here are zero).
+    if (delayed) return;  // the update's thread takes them (finish_async_step())
     const auto r = shared->owned();
-    if (delayed) delayed->wait();  // the previous step's update has read owned_grads
-    auto mine = delayed ? owned_grads : flat.narrow(0, r.offset, r.count);
+    auto mine = flat.narrow(0, r.offset, r.count);
     mine.copy_(shared->gradients().narrow(0, r.offset, r.count));
     if (dp_coll->comm().size() > 1) {
       dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
@@ -912,7 +916,8 @@ std::vector<double> Trainer::Impl::local_sums(const StepTimes& so_far) {
   sums[1] = so_far.loss_sum * executor->loss_scale();
   sums[2] = so_far.compute_s;
   if (replica0) {
-    const double norm = step_grads().norm(2).item<double>();
+    // Stateless and asynchronous: the update's thread adds the norm once it has the gradients.
+    const double norm = shared && delayed ? 0.0 : step_grads().norm(2).item<double>();
     sums[0] = norm * norm;
     auto out = sums.begin() + 3;
     for (const auto* v : {&so_far.stage_f, &so_far.stage_b, &so_far.stage_w, &so_far.stage_b_lead}) {
@@ -962,8 +967,24 @@ void Trainer::Impl::finish_async_step(std::array<double, 5> worst,
                                       const std::shared_ptr<StepReport>& report) {
   // On the update's thread, over a communicator of its own, while the next step computes: a
   // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
-  const auto update = [this, sums = std::move(async_sums), worst, report, grads = step_grads(),
-                       step_lr = lr]() mutable {
+  const int64_t executor_step = step - 1 - first_step;  // SharedReplicaState's numbering
+  const auto update = [this, sums = std::move(async_sums), worst, report, grads = step_grads(), step_lr = lr,
+                       executor_step]() mutable {
+    if (shared) {
+      // The owned stages' sums over the pipeline replica, then over the data-parallel replicas;
+      // this step's turns then close and the next step's open.
+      const auto r = shared->owned();
+      shared->wait_owned(executor_step, std::chrono::duration<double>(plan.comms().timeout_s()));
+      owned_grads.copy_(shared->gradients().narrow(0, r.offset, r.count));
+      shared->finish_step(executor_step);
+      if (async_dp) {
+        async_dp->allreduce(owned_grads.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32,
+                            ReduceOp::kSum);
+      }
+      const auto& c = me.coords();
+      if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0)
+        sums[0] = std::pow(owned_grads.norm(2).item<double>(), 2);
+    }
     async_stats->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
     async_stats->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
     take_sums(sums);
@@ -979,7 +1000,7 @@ void Trainer::Impl::finish_async_step(std::array<double, 5> worst,
   // Stateless workers: the other workers may compute on the owned stages' new version once it is
   // written (the executor's steps are counted from the run's first).
   std::function<void()> written;
-  if (shared) written = [this, at = step - 1 - first_step] { shared->mark_updated(at); };
+  if (shared) written = [this, executor_step] { shared->mark_updated(executor_step); };
   delayed->begin(step - 1, update, written);
 }
 
@@ -1093,6 +1114,11 @@ int64_t Trainer::run() {
   std::shared_ptr<Impl::StepReport> pending;
   const auto finish_pending = [&] {
     if (!s.delayed) return;
+    // A stateless worker's own additions first: other owners' update threads wait for them.
+    if (s.shared && pending) {
+      s.shared->flush_own(pending->step - 1 - s.first_step,
+                          std::chrono::duration<double>(s.plan.comms().timeout_s()));
+    }
     s.delayed->wait();
     if (pending) write_row(*pending);
     pending.reset();

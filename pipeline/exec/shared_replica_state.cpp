@@ -76,7 +76,7 @@ void SharedReplicaState::mark_boundary(int stage, int microbatch, int64_t step) 
 }
 
 void SharedReplicaState::wait_boundary(int stage, int microbatch, int64_t step,
-                                       std::chrono::duration<double> timeout) const {
+                                       std::chrono::duration<double> timeout) {
   std::atomic_ref<uint32_t> written(written_[slot(stage, microbatch, step)]);
   const auto want = static_cast<uint32_t>(step + 1);
   if (written.load(std::memory_order_acquire) == want) return;
@@ -90,6 +90,7 @@ void SharedReplicaState::wait_boundary(int stage, int microbatch, int64_t step,
                              " of step " + std::to_string(step) + " after " +
                              std::to_string(timeout.count()) + " s");
     }
+    try_flush();
     backoff.pause();
   }
 }
@@ -136,38 +137,51 @@ bool SharedReplicaState::try_flush() {
 
 void SharedReplicaState::settle(int64_t step, std::chrono::duration<double> timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  flush_own(step, timeout);
+  wait_owned(step, std::max(std::chrono::duration<double>(0),
+                            std::chrono::duration<double>(deadline - std::chrono::steady_clock::now())));
+}
+
+void SharedReplicaState::flush_own(int64_t step, std::chrono::duration<double> timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   PollBackoff backoff;
-  const auto all = turn(step, microbatches_);
-  // This worker's own additions of this step (later steps' may wait for the owners).
-  const auto mine_done = [&] {
+  // Later steps' additions may have to wait for the owners to take this step's sums.
+  const auto done = [&] {
     try_flush();
     return std::none_of(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.step <= step; });
   };
-  const auto complete = [&] {
-    if (!mine_done()) return false;
-    for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
-      if (ticket(k) != all) return false;
-    }
-    return true;
-  };
-  while (!complete()) {
+  while (!done()) {
     if (std::chrono::steady_clock::now() > deadline) {
-      std::string what = "stateless workers: ";
-      if (!pending_.empty()) {
-        const auto& p = pending_.front();
-        what += "this rank's gradients of backward stage " + std::to_string(p.stage) + " microbatch " +
-                std::to_string(p.microbatch) + " of step " + std::to_string(p.step) +
-                " never got their turn (the stage's ticket reads " + std::to_string(ticket(p.stage)) + ")";
-      } else {
-        for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
-          if (ticket(k) == all) continue;
-          what += "backward stage " + std::to_string(k) + ", owned here, has the gradients of " +
-                  std::to_string(static_cast<int64_t>(ticket(k)) - static_cast<int64_t>(turn(step, 0))) +
-                  " of " + std::to_string(microbatches_) + " microbatches of step " + std::to_string(step);
-          break;
-        }
-      }
-      throw TimeoutError(replica_->rank(), -1, what + " after " + std::to_string(timeout.count()) + " s");
+      const auto& p = pending_.front();
+      throw TimeoutError(
+          replica_->rank(), -1,
+          "stateless workers: this rank's gradients of backward stage " + std::to_string(p.stage) +
+              " microbatch " + std::to_string(p.microbatch) + " of step " + std::to_string(p.step) +
+              " never got their turn (the stage's ticket reads " + std::to_string(ticket(p.stage)) +
+              ") after " + std::to_string(timeout.count()) + " s");
+    }
+    backoff.pause();
+  }
+}
+
+void SharedReplicaState::wait_owned(int64_t step, std::chrono::duration<double> timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  PollBackoff backoff;
+  const auto all = turn(step, microbatches_);
+  const auto missing = [&]() -> int {
+    for (int k = replica_->rank(); k < static_cast<int>(stages_.size()); k += replica_->size()) {
+      if (ticket(k) != all) return k;
+    }
+    return -1;
+  };
+  for (int k = missing(); k >= 0; k = missing()) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      throw TimeoutError(
+          replica_->rank(), -1,
+          "stateless workers: backward stage " + std::to_string(k) + ", owned here, has the gradients of " +
+              std::to_string(static_cast<int64_t>(ticket(k)) - static_cast<int64_t>(turn(step, 0))) + " of " +
+              std::to_string(microbatches_) + " microbatches of step " + std::to_string(step) + " after " +
+              std::to_string(timeout.count()) + " s");
     }
     backoff.pause();
   }
@@ -189,7 +203,7 @@ void SharedReplicaState::mark_updated(int64_t step) {
   }
 }
 
-void SharedReplicaState::wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout) const {
+void SharedReplicaState::wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout) {
   if (step < 2) return;
   std::atomic_ref<uint32_t> updated(updated_[static_cast<size_t>(stage) * kTicketStride]);
   const auto want = static_cast<uint32_t>(step - 1);  // the update of step - 2 is in place
@@ -203,6 +217,7 @@ void SharedReplicaState::wait_updated(int stage, int64_t step, std::chrono::dura
                              " never put the weights of step " + std::to_string(step) + " in place after " +
                              std::to_string(timeout.count()) + " s");
     }
+    try_flush();
     backoff.pause();
   }
 }

@@ -77,7 +77,7 @@ class SharedReplicaState {
   void mark_boundary(int stage, int microbatch, int64_t step);
   // Waits until it has (a backward recomputes from it before its gradient, which would vouch for
   // it, arrives); throws TimeoutError after `timeout`.
-  void wait_boundary(int stage, int microbatch, int64_t step, std::chrono::duration<double> timeout) const;
+  void wait_boundary(int stage, int microbatch, int64_t step, std::chrono::duration<double> timeout);
 
   // Adds `local` (this worker's gradients of `stage`'s range from microbatch `microbatch` of step
   // `step`) into the shared gradients when its turn has come, else queues a copy; zeroes `local`.
@@ -87,14 +87,20 @@ class SharedReplicaState {
   // Waits until this worker's queued additions are done and every stage it owns has all the
   // microbatches of step `step`; throws TimeoutError naming the stage and its ticket after `timeout`.
   void settle(int64_t step, std::chrono::duration<double> timeout);
+  // settle() in two halves, for an owner that consumes its stages on another thread: the calling
+  // worker's own additions of steps up to `step` (the thread that accumulates), and the owned
+  // stages' completeness (any thread; reads only the tickets).
+  void flush_own(int64_t step, std::chrono::duration<double> timeout);
+  void wait_owned(int64_t step, std::chrono::duration<double> timeout) const;
   // The owner's share of step `step` is consumed: zero its gradients, open the next step's turns,
   // then (synchronous) wait for the replica.
   void finish_step(int64_t step);
   // Asynchronous: the owner's stages hold the weights step `step` + 2 computes on.
   void mark_updated(int64_t step);
   // Waits until backward stage `stage`'s weights for step `step` are in place (steps 0 and 1
-  // compute on the initial weights); throws TimeoutError after `timeout`.
-  void wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout) const;
+  // compute on the initial weights); throws TimeoutError after `timeout`. Both waits retry the
+  // worker's queued additions meanwhile: an owner's update may be waiting for them.
+  void wait_updated(int stage, int64_t step, std::chrono::duration<double> timeout);
 
  private:
   struct Pending {

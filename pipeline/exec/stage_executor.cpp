@@ -655,6 +655,8 @@ void StageExecutor::carry_ahead() {
 
 void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
   post_receives(part);
+  // Stateless workers settle the step's gradients before ALLREDUCE; asynchronous ones leave it,
+  // and taking them, to the update's thread (the model's), retrying their own additions throughout.
   bool settled = !shared_;
   const auto& actions = me_.actions();
   for (int i = 0; i < actions.size(); ++i) {
@@ -662,7 +664,7 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
     if (!runs(a, part)) continue;
     const auto index = static_cast<size_t>(i);
     const int mbi = id(a, part);
-    if (!settled && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
+    if (!settled && !async_ && (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM)) {
       // Every gradient of the stages this worker owns is in the shared memory before it is read.
       const auto t0 = Clock::now();
       shared_->settle(step_, p2p_.timeout());
@@ -708,7 +710,7 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
       case plan::ACTION_OPTIM: {
         const auto t0 = Clock::now();
         model.optimizer_step(times);
-        if (shared_) shared_->finish_step(step_);
+        if (shared_ && !async_) shared_->finish_step(step_);
         times.optimizer_s += seconds_since(t0);
         break;
       }

@@ -35,6 +35,10 @@
 // in which forwards of the next step's microbatches run "ahead" (in a flushed 1F1B, the next step's
 // warm-up). Their state, and the receive buffers their inputs view, carry over into the next step,
 // where they are that step's own; their sends complete when the next step's receiver takes them.
+// Stateless workers of an asynchronous plan neither settle nor finish a step in ALLREDUCE and
+// OPTIM: the StepModel's update thread takes the owned stages' gradients (SharedReplicaState's
+// wait_owned/finish_step), and the worker flushes its own additions (flush_own) before it waits
+// for that thread.
 // A stream's first step runs the window's ahead actions first, as its own (the warm-up); its last
 // step leaves them out (the drain). The StepModel sees an ahead forward as microbatch
 // num_microbatches + m, m being its number in the next step; the weights it computes with are
