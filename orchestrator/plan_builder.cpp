@@ -151,7 +151,7 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
     ScheduleRequest req{"1f1b", pp, microbatches, 1, predicted_stage_costs(config, stages.forward)};
     req.iterations = kAsyncStreamIterations;
     req.async = true;
-    return generate_schedule(req);
+    return periodic_async_stream(generate_schedule(req), kAsyncStreamIterations);
   }
   if (pp == 1) {
     auto s = generate_schedule({"1f1b", 1, microbatches, 1, {}});
@@ -179,7 +179,9 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
     for (const auto& st : stages.backward) {
       req.costs.backward_weight_bytes.push_back(bytes_per_param * stage_parameters(config.model, st));
     }
-    return generate_schedule(req);
+    // The executor repeats one window per step: predict the periodic stream it runs.
+    return req.async ? periodic_async_stream(generate_schedule(req), kAsyncStreamIterations)
+                     : generate_schedule(req);
   }
   try {
     ScheduleRequest req{name, pp, microbatches, vpp, predicted_stage_costs(config, stages.forward)};

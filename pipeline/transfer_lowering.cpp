@@ -112,4 +112,45 @@ std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule
   return out;
 }
 
+PipelineSchedule periodic_async_stream(const PipelineSchedule& stream, int iterations) {
+  const auto windows = lower_async_window(stream);
+  PipelineSchedule out = stream;
+  out.iterations = iterations;
+  const int m = stream.microbatches;
+  for (size_t r = 0; r < windows.size(); ++r) {
+    auto& actions = out.ranks[r];
+    actions.clear();
+    const auto add = [&](const PipelineStep& st, int offset) {
+      ComputeKind kind;
+      switch (st.kind) {
+        case StepKind::kF:
+          kind = ComputeKind::kF;
+          break;
+        case StepKind::kB:
+          kind = ComputeKind::kB;
+          break;
+        case StepKind::kI:
+          kind = ComputeKind::kI;
+          break;
+        case StepKind::kW:
+          kind = ComputeKind::kW;
+          break;
+        default:
+          return;
+      }
+      actions.push_back({kind, st.stage, st.microbatch + offset});
+    };
+    for (const auto& st : windows[r]) {
+      if (st.ahead) add(st, 0);
+    }
+    for (int k = 0; k < iterations; ++k) {
+      for (const auto& st : windows[r]) {
+        if (st.ahead && k + 1 == iterations) continue;
+        add(st, (k + (st.ahead ? 1 : 0)) * m);
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace rondo

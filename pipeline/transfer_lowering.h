@@ -32,4 +32,11 @@ std::vector<std::vector<PipelineStep>> lower_transfers(const PipelineSchedule& s
 // leaving them out (the drain). Throws std::logic_error for a schedule that is not such a stream.
 std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule& schedule);
 
+// The stream a worker runs when it repeats those windows `iterations` times: the warm-up (the
+// window's ahead forwards as the first step's own), then each window, its ahead forwards taken
+// for the next step's, the last without them. For 1F1B (PipeDream-2BW) this is the stream itself;
+// a stream whose steady state is not periodic per step (roundpipe's dispatch rotates workers from
+// one iteration to the next) becomes the periodic one the executor runs.
+PipelineSchedule periodic_async_stream(const PipelineSchedule& stream, int iterations);
+
 }  // namespace rondo

@@ -9,6 +9,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
 
 namespace rondo {
@@ -313,6 +314,32 @@ TEST(AsyncPlan, WindowsStringTogetherIntoThe2BWStream) {
         EXPECT_EQ(got, stream.ranks[static_cast<size_t>(r)]) << "p " << p << " m " << m << " rank " << r;
       }
     }
+  }
+  // Roundpipe's dispatch rotates workers from one iteration to the next, so its stream is not
+  // periodic per step; the plan runs (and predicts) the periodic stream of its windows, whose
+  // own window is the same again.
+  for (int p : {2, 4}) {
+    const auto plan = build_plan(parse_config(
+        "", "t",
+        {"parallel.world_size=" + std::to_string(p), "parallel.pipeline_model_parallel_size=" + std::to_string(p),
+         "model.num_layers=8", "training.micro_batch_size=1", "training.global_batch_size=8",
+         "pipeline.schedule=roundpipe", "pipeline.async=true"}));
+    ScheduleRequest req{"roundpipe", p, 8, 1, {}};
+    req.iterations = 4;
+    req.async = true;
+    const auto stream = generate_schedule(req);
+    const auto periodic = periodic_async_stream(stream, 4);
+    EXPECT_EQ(lower_async_window(periodic).size(), lower_async_window(stream).size());
+    for (size_t r = 0; r < periodic.ranks.size(); ++r) {
+      const auto a = lower_async_window(periodic)[r], b = lower_async_window(stream)[r];
+      ASSERT_EQ(a.size(), b.size()) << "p " << p << " rank " << r;
+      for (size_t i = 0; i < a.size(); ++i) {
+        EXPECT_TRUE(a[i].kind == b[i].kind && a[i].stage == b[i].stage && a[i].microbatch == b[i].microbatch &&
+                    a[i].ahead == b[i].ahead)
+            << "p " << p << " rank " << r << " step " << i;
+      }
+    }
+    EXPECT_GT(plan.prediction().step_time_s(), 0.0);
   }
   // The steady state has no flush: the predicted bubble is the synchronous one's fraction.
   const std::vector<std::string> pp4 = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
