@@ -153,7 +153,7 @@ struct Trainer::Impl : StepModel {
   // while the next step's backwards accumulate into `flat`.
   torch::Tensor owned_grads;
   // The version the shared model's parameters view (stateless workers; -1: none yet).
-  int bound_version = 0;
+  int bound_version = -1;
   void bind_version(int version);
   int64_t first_step = 0;  // 0-based index of the run's first step (after a resume)
   // The gradients this step's backwards accumulate: `flat`, or its compute version's.
@@ -304,7 +304,7 @@ struct Trainer::Impl : StepModel {
   void optimizer_step(const StepTimes& so_far) override;
 
   // The step's statistics as this rank saw them (main thread), to be summed over the world; the
-  // sums into the fields below; clipping and the optimizer step on `flat`.
+  // sums into the fields below; clipping and the optimizer step on the optimizer's gradients.
   std::vector<double> local_sums(const StepTimes& so_far);
   void take_sums(const std::vector<double>& sums);
   std::array<size_t, 3> sums_shape{};  // forward, backward and lead stage counts in the sums
