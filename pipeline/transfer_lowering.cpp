@@ -112,43 +112,49 @@ std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule
   return out;
 }
 
+std::vector<ComputeAction> string_windows(const std::vector<WindowAction>& window, int microbatches,
+                                          int iterations) {
+  std::vector<ComputeAction> out;
+  const auto add = [&](const WindowAction& w, int step) {
+    out.push_back({w.action.kind, w.action.stage, w.action.microbatch + step * microbatches});
+  };
+  for (const auto& w : window) {
+    if (w.ahead) add(w, 0);
+  }
+  for (int k = 0; k < iterations; ++k) {
+    for (const auto& w : window) {
+      if (w.ahead && k + 1 == iterations) continue;
+      add(w, k + (w.ahead ? 1 : 0));
+    }
+  }
+  return out;
+}
+
 PipelineSchedule periodic_async_stream(const PipelineSchedule& stream, int iterations) {
   const auto windows = lower_async_window(stream);
   PipelineSchedule out = stream;
   out.iterations = iterations;
-  const int m = stream.microbatches;
   for (size_t r = 0; r < windows.size(); ++r) {
-    auto& actions = out.ranks[r];
-    actions.clear();
-    const auto add = [&](const PipelineStep& st, int offset) {
-      ComputeKind kind;
+    std::vector<WindowAction> window;
+    for (const auto& st : windows[r]) {
       switch (st.kind) {
         case StepKind::kF:
-          kind = ComputeKind::kF;
+          window.push_back({{ComputeKind::kF, st.stage, st.microbatch}, st.ahead});
           break;
         case StepKind::kB:
-          kind = ComputeKind::kB;
+          window.push_back({{ComputeKind::kB, st.stage, st.microbatch}, st.ahead});
           break;
         case StepKind::kI:
-          kind = ComputeKind::kI;
+          window.push_back({{ComputeKind::kI, st.stage, st.microbatch}, st.ahead});
           break;
         case StepKind::kW:
-          kind = ComputeKind::kW;
+          window.push_back({{ComputeKind::kW, st.stage, st.microbatch}, st.ahead});
           break;
         default:
-          return;
-      }
-      actions.push_back({kind, st.stage, st.microbatch + offset});
-    };
-    for (const auto& st : windows[r]) {
-      if (st.ahead) add(st, 0);
-    }
-    for (int k = 0; k < iterations; ++k) {
-      for (const auto& st : windows[r]) {
-        if (st.ahead && k + 1 == iterations) continue;
-        add(st, (k + (st.ahead ? 1 : 0)) * m);
+          break;
       }
     }
+    out.ranks[r] = string_windows(window, stream.microbatches, iterations);
   }
   return out;
 }

@@ -39,4 +39,14 @@ std::vector<std::vector<PipelineStep>> lower_async_window(const PipelineSchedule
 // one iteration to the next) becomes the periodic one the executor runs.
 PipelineSchedule periodic_async_stream(const PipelineSchedule& stream, int iterations);
 
+// One rank's window as compute actions, each ahead or not, strung into `iterations` steps the way
+// the executor runs them (the warm-up, the windows, the last without its ahead actions);
+// microbatch j of step k becomes k * microbatches + j.
+struct WindowAction {
+  ComputeAction action;
+  bool ahead = false;
+};
+std::vector<ComputeAction> string_windows(const std::vector<WindowAction>& window, int microbatches,
+                                          int iterations);
+
 }  // namespace rondo

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
 
 namespace rondo {
@@ -22,46 +23,39 @@ PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   s.stateless_workers = plan.stateless_workers();
   s.num_backward_stages = plan.backward_stages_size();
   s.ranks.resize(static_cast<size_t>(s.pp));
-  // An asynchronous plan's step is a window of a stream: the stream of kAsyncIterations steps
-  // (the warm-up, then the windows, the last without its ahead forwards).
+  // An asynchronous plan's step is a window of a stream: the stream of kAsyncIterations steps.
   s.async = plan.asynchronous();
   s.iterations = s.async ? kAsyncIterations : 1;
-  const int m = s.microbatches;
   for (const auto& r : plan.ranks()) {
     const auto& c = r.coords();
     if (c.dp() != 0 || c.tp() != 0 || c.cp() != 0) continue;
-    auto& out = s.ranks[c.pp()];
-    std::vector<std::pair<const plan::Action*, int>> stream;  // action, its microbatch in the stream
+    std::vector<WindowAction> window;
     for (const auto& a : r.actions()) {
-      if (a.ahead()) stream.emplace_back(&a, static_cast<int>(a.microbatch()));
-    }
-    for (int k = 0; k < s.iterations; ++k) {
-      for (const auto& a : r.actions()) {
-        if (a.ahead() && k + 1 == s.iterations) continue;
-        stream.emplace_back(&a, static_cast<int>(a.microbatch()) + (k + (a.ahead() ? 1 : 0)) * m);
-      }
-    }
-    for (const auto& [action, mb] : stream) {
-      const auto& a = *action;
-      const int stage = static_cast<int>(a.stage());
+      const ComputeAction action{ComputeKind::kF, static_cast<int>(a.stage()),
+                                 static_cast<int>(a.microbatch())};
       switch (a.kind()) {
         case plan::ACTION_F:
-          out.push_back({ComputeKind::kF, stage, mb});
+          window.push_back({action, a.ahead()});
           break;
         case plan::ACTION_B:
-          out.push_back({ComputeKind::kB, stage, mb});
+          window.push_back({{ComputeKind::kB, action.stage, action.microbatch}, a.ahead()});
           break;
         case plan::ACTION_I:
-          out.push_back({ComputeKind::kI, stage, mb});
+          window.push_back({{ComputeKind::kI, action.stage, action.microbatch}, a.ahead()});
           s.split_backward = true;
           break;
         case plan::ACTION_W:
-          out.push_back({ComputeKind::kW, stage, mb});
+          window.push_back({{ComputeKind::kW, action.stage, action.microbatch}, a.ahead()});
           break;
         default:
           break;
       }
     }
+    s.ranks[c.pp()] = s.async ? string_windows(window, s.microbatches, s.iterations) : [&] {
+      std::vector<ComputeAction> out;
+      for (const auto& w : window) out.push_back(w.action);
+      return out;
+    }();
   }
   return s;
 }
