@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -31,6 +32,22 @@ StepKind compute_kind(ComputeKind k) {
       return StepKind::kW;
   }
   return StepKind::kF;
+}
+
+// The compute a step runs; nullopt for a transfer.
+std::optional<ComputeKind> computed(StepKind k) {
+  switch (k) {
+    case StepKind::kF:
+      return ComputeKind::kF;
+    case StepKind::kB:
+      return ComputeKind::kB;
+    case StepKind::kI:
+      return ComputeKind::kI;
+    case StepKind::kW:
+      return ComputeKind::kW;
+    default:
+      return std::nullopt;
+  }
 }
 
 }  // namespace
@@ -137,22 +154,7 @@ PipelineSchedule periodic_async_stream(const PipelineSchedule& stream, int itera
   for (size_t r = 0; r < windows.size(); ++r) {
     std::vector<WindowAction> window;
     for (const auto& st : windows[r]) {
-      switch (st.kind) {
-        case StepKind::kF:
-          window.push_back({{ComputeKind::kF, st.stage, st.microbatch}, st.ahead});
-          break;
-        case StepKind::kB:
-          window.push_back({{ComputeKind::kB, st.stage, st.microbatch}, st.ahead});
-          break;
-        case StepKind::kI:
-          window.push_back({{ComputeKind::kI, st.stage, st.microbatch}, st.ahead});
-          break;
-        case StepKind::kW:
-          window.push_back({{ComputeKind::kW, st.stage, st.microbatch}, st.ahead});
-          break;
-        default:
-          break;
-      }
+      if (const auto kind = computed(st.kind)) window.push_back({{*kind, st.stage, st.microbatch}, st.ahead});
     }
     out.ranks[r] = string_windows(window, stream.microbatches, iterations);
   }
