@@ -68,6 +68,7 @@ void Collectives::throttle(std::chrono::steady_clock::time_point t0, size_t byte
 void Collectives::exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst,
                            void* recv, size_t recv_bytes, int src, int tag) {
   const auto t0 = std::chrono::steady_clock::now();
+  if (scope) scope->posted(dst, src);
   comm_.sendrecv(send, send_bytes, dst, recv, recv_bytes, src, tag);
   throttle(t0, std::max(send_bytes, recv_bytes));
   if (scope) scope->step(dst, src, send_bytes, t0, std::chrono::steady_clock::now());
@@ -132,6 +133,7 @@ class RingAllreduce : public PendingCollective {
         void* into = gather ? static_cast<void*>(base_ + blocks_.offset(rb) * es_) : tmp_;
         const int tag = gather ? kTagRingGather : kTagRingReduce;
         t0_ = Clock::now();
+        if (scope_) scope_->posted(next, prev);
         recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
         send_ = comm_.isend(base_ + blocks_.offset(sb) * es_, blocks_.size(sb) * es_, next, tag);
         hold_until_ =
@@ -145,8 +147,15 @@ class RingAllreduce : public PendingCollective {
       ++step_;
       ++steps_done_;
     }
-    if (scope_) scope_.reset();  // records the end
+    if (scope_) {
+      scope_->end();
+      scope_.reset();
+    }
     return true;
+  }
+  // Torn down before it completed (its wait timed out): the record says so.
+  ~RingAllreduce() override {
+    if (scope_) scope_->abandon();
   }
 
  private:
@@ -176,9 +185,16 @@ class NativeAllreduce : public PendingCollective {
   }
   bool progress() override {
     if (!request_->test()) return false;
-    if (scope_) scope_.reset();
+    if (scope_) {
+      scope_->end();
+      scope_.reset();
+    }
     ++steps_done_;
     return true;
+  }
+
+  ~NativeAllreduce() override {
+    if (scope_) scope_->abandon();
   }
 
  private:

@@ -1,6 +1,7 @@
 #include "comms/timing_recorder.h"
 
 #include <algorithm>
+#include <exception>
 #include <nlohmann/json.hpp>
 
 namespace rondo {
@@ -54,6 +55,7 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
   r.start_ns = 0;
   r.end_ns = 0;
   r.completed = false;
+  r.waiting_send_peer = r.waiting_recv_peer = -1;
   r.dropped_connections = 0;
   r.connections.clear();  // keeps capacity: no allocation once warm
   return Scope(this, &r);
@@ -72,6 +74,7 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
   r.start_ns = wait_ns;
   r.end_ns = now;
   r.completed = true;
+  r.waiting_send_peer = r.waiting_recv_peer = -1;
   r.dropped_connections = 0;
   r.connections.clear();
   const bool send = op == CollectiveOp::kSend;
@@ -80,9 +83,26 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
       ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? bytes : 0, waited, waited});
 }
 
-TimingRecorder::Scope::Scope(Scope&& other) noexcept : recorder_(other.recorder_), record_(other.record_) {
+TimingRecorder::Scope::Scope(TimingRecorder* recorder, CollectiveRecord* record)
+    : recorder_(recorder), record_(record), uncaught_at_begin_(std::uncaught_exceptions()) {}
+
+TimingRecorder::Scope::Scope(Scope&& other) noexcept
+    : recorder_(other.recorder_), record_(other.record_), uncaught_at_begin_(other.uncaught_at_begin_) {
   other.recorder_ = nullptr;
   other.record_ = nullptr;
+}
+
+TimingRecorder::Scope::~Scope() {
+  // Unwinding past an open record means the collective failed (a timeout, a dead peer): it must
+  // not read as completed in the dump that follows.
+  close(std::uncaught_exceptions() <= uncaught_at_begin_);
+}
+
+void TimingRecorder::Scope::posted(int send_peer, int recv_peer) {
+  if (!record_) return;
+  std::lock_guard lock(recorder_->mu_);
+  record_->waiting_send_peer = send_peer;
+  record_->waiting_recv_peer = recv_peer;
 }
 
 void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
@@ -92,6 +112,7 @@ void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
   const auto ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
   std::lock_guard lock(recorder_->mu_);
+  record_->waiting_send_peer = record_->waiting_recv_peer = -1;
   if (record_->start_ns == 0) record_->start_ns = wall_ns();
   auto& conns = record_->connections;
   auto it = std::find_if(conns.begin(), conns.end(), [&](const ConnectionTiming& c) {
@@ -111,11 +132,16 @@ void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
   it->max_ns = std::max(it->max_ns, ns);
 }
 
-void TimingRecorder::Scope::end() {
+void TimingRecorder::Scope::end() { close(true); }
+
+void TimingRecorder::Scope::abandon() { close(false); }
+
+void TimingRecorder::Scope::close(bool completed) {
   if (!record_) return;
   std::lock_guard lock(recorder_->mu_);
   record_->end_ns = wall_ns();
-  record_->completed = true;
+  record_->completed = completed;
+  if (completed) record_->waiting_send_peer = record_->waiting_recv_peer = -1;
   record_ = nullptr;
 }
 
@@ -155,6 +181,8 @@ nlohmann::json TimingRecorder::to_json(const std::vector<CollectiveRecord>& reco
                     {"start_ns", r.start_ns},
                     {"end_ns", r.end_ns},
                     {"completed", r.completed},
+                    {"waiting_send_peer", r.waiting_send_peer},
+                    {"waiting_recv_peer", r.waiting_recv_peer},
                     {"dropped_connections", r.dropped_connections},
                     {"connections", std::move(conns)}});
   }

@@ -3,8 +3,10 @@
 // always on and cheap: slots are reused without allocation once warm. Dumped as JSON on a
 // timeout and summarised in step reports; fault localisation reads it.
 //
-// Call order: begin() when a collective is entered; step() after each point-to-point exchange;
-// the returned Scope's destructor (or end()) closes the record.
+// Call order: begin() when a collective is entered; posted() when an exchange is posted, step()
+// when it completed; end() when the collective completed. A Scope destroyed without end() while
+// an exception unwinds (a timeout), or abandon()ed, leaves its record not completed, with the
+// peers of the exchange it was waiting for; one destroyed otherwise counts as completed.
 #pragma once
 
 #include <chrono>
@@ -56,6 +58,9 @@ struct CollectiveRecord {
   int64_t start_ns = 0;
   int64_t end_ns = 0;
   bool completed = false;
+  // The exchange posted and not yet completed: the peers this rank waits for (-1: none).
+  int32_t waiting_send_peer = -1;
+  int32_t waiting_recv_peer = -1;
   uint32_t dropped_connections = 0;  // connections beyond the per-record cap
   std::vector<ConnectionTiming> connections;
 };
@@ -70,17 +75,23 @@ class TimingRecorder {
    public:
     Scope(Scope&& other) noexcept;
     Scope& operator=(Scope&&) = delete;
-    ~Scope() { end(); }
+    ~Scope();
+    // An exchange with these peers was posted (-1: no such direction); step() clears it.
+    void posted(int send_peer, int recv_peer);
     // Records one exchange that took [t0, t1] (steady clock) moving `bytes` to `send_peer`.
     void step(int send_peer, int recv_peer, uint64_t bytes, std::chrono::steady_clock::time_point t0,
               std::chrono::steady_clock::time_point t1);
     void end();
+    // The collective will not complete (timed out, or torn down): closes the record as not completed.
+    void abandon();
 
    private:
     friend class TimingRecorder;
-    Scope(TimingRecorder* recorder, CollectiveRecord* record) : recorder_(recorder), record_(record) {}
+    Scope(TimingRecorder* recorder, CollectiveRecord* record);
+    void close(bool completed);
     TimingRecorder* recorder_;
     CollectiveRecord* record_;
+    int uncaught_at_begin_;
   };
 
   Scope begin(CollectiveOp op, uint64_t bytes, int group_size);

@@ -1,6 +1,7 @@
 #include "orchestrator/config.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -428,7 +429,8 @@ void validate(const Config& c) {
                 c.pipeline.schedule);
     require(c.pipeline.schedule != "roundpipe" || pp == 1 || c.pipeline.roundpipe_dispatch == "rounds",
             "pipeline.roundpipe_dispatch",
-            "roundpipe's asynchronous mode runs RoundPipe's own dispatch, rounds (earliest_free interleaves the next "
+            "roundpipe's asynchronous mode runs RoundPipe's own dispatch, rounds (earliest_free interleaves "
+            "the next "
             "step's forwards with this step's backwards task by task, which the executor does not run yet)");
     require(c.data.chunk_size == 0, "pipeline.async",
             "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
@@ -476,6 +478,16 @@ std::string schema_markdown() {
   return out.str();
 }
 
+std::string shortest_float(double value) {
+  // The shortest text that parses back to the same double (0.9, not 0.90000000000000002).
+  char buf[64];
+  const auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  std::string s = ec == std::errc() ? std::string(buf, end) : std::to_string(value);
+  // YAML reads 3 as an integer: keep a float a float.
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
 std::string to_yaml(const Config& config) {
   Config copy = config;  // field accessors take a mutable Config
   YAML::Emitter out;
@@ -492,12 +504,7 @@ std::string to_yaml(const Config& config) {
         [&](auto* field) {
           using T = std::remove_pointer_t<decltype(field)>;
           if constexpr (std::is_same_v<T, double>) {
-            std::ostringstream ss;
-            ss.precision(17);
-            ss << *field;
-            std::string s = ss.str();
-            if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-            out << s;
+            out << shortest_float(*field);
           } else if constexpr (std::is_same_v<T, std::string>) {
             out << YAML::DoubleQuoted << *field;
           } else {

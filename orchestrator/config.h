@@ -157,6 +157,9 @@ const std::string& default_config_yaml();
 // Checks every value and every combination; throws ConfigError naming the first bad key.
 void validate(const Config& config);
 
+// `value` in the shortest form that reads back exactly, always with a decimal point or exponent.
+std::string shortest_float(double value);
+
 // The effective configuration, every key included, as YAML that parse_config() accepts.
 std::string to_yaml(const Config& config);
 

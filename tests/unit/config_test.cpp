@@ -132,6 +132,15 @@ TEST(Config, EffectiveYamlRoundTrips) {
   EXPECT_EQ(b.launch.mpirun_args, "--mca btl self");
 }
 
+TEST(Config, FloatsPrintInShortestRoundTripForm) {
+  EXPECT_EQ(shortest_float(0.9), "0.9");
+  EXPECT_EQ(shortest_float(3.0), "3.0");
+  EXPECT_EQ(shortest_float(1e-30), "1e-30");
+  EXPECT_EQ(shortest_float(0.1 + 0.2), "0.30000000000000004");  // not 0.3: that is another double
+  const std::string yaml = to_yaml(parse_config("", "x", {"training.adam_beta1=0.9"}));
+  EXPECT_NE(yaml.find("adam_beta1: 0.9\n"), std::string::npos) << yaml;
+}
+
 }  // namespace
 }  // namespace rondo
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 #include "comms/timing_recorder.h"
@@ -50,6 +52,41 @@ TEST(TimingRecorder, AnOpenRecordIsMarkedIncomplete) {
   EXPECT_FALSE(rec.snapshot().at(0).completed);  // what a timeout dump shows
   scope.end();
   EXPECT_TRUE(rec.snapshot().at(0).completed);
+}
+
+TEST(TimingRecorder, ACollectiveUnwoundByATimeoutStaysIncompleteNamingItsPeers) {
+  TimingRecorder rec(2);
+  try {
+    auto scope = rec.begin(CollectiveOp::kAllreduce, 8, 2);
+    scope.posted(1, 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    scope.step(1, 1, 4, t0, t0);  // one exchange completed ...
+    scope.posted(1, 0);           // ... the next one never does
+    throw std::runtime_error("timed out");
+  } catch (const std::runtime_error&) {
+  }
+  const auto r = rec.snapshot().at(0);
+  EXPECT_FALSE(r.completed);
+  EXPECT_GT(r.end_ns, 0);
+  EXPECT_EQ(r.waiting_send_peer, 1);
+  EXPECT_EQ(r.waiting_recv_peer, 0);
+  EXPECT_EQ(TimingRecorder::to_json(rec.snapshot(), 0)["records"][0]["waiting_recv_peer"], 0);
+}
+
+TEST(TimingRecorder, ACompletedCollectiveWaitsForNobody) {
+  TimingRecorder rec(2);
+  {
+    auto scope = rec.begin(CollectiveOp::kAllreduce, 8, 2);
+    scope.posted(1, 1);
+    EXPECT_EQ(rec.snapshot().at(0).waiting_recv_peer, 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    scope.step(1, 1, 4, t0, t0);
+  }
+  EXPECT_TRUE(rec.snapshot().at(0).completed);
+  EXPECT_EQ(rec.snapshot().at(0).waiting_recv_peer, -1);
+  auto abandoned = rec.begin(CollectiveOp::kAllreduce, 8, 2);
+  abandoned.abandon();
+  EXPECT_FALSE(rec.snapshot().at(1).completed);
 }
 
 TEST(TimingRecorder, CapsConnectionsPerRecord) {

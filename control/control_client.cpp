@@ -1,0 +1,168 @@
+#include "control/control_client.h"
+
+#include <cstdlib>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/errors.h"
+#include "common/logging.h"
+#include "proto/control.grpc.pb.h"
+
+namespace rondo {
+
+struct ControlClient::Stub {
+  std::unique_ptr<control::Control::Stub> stub;
+};
+
+namespace {
+
+// Reports sent per call: a backlog after a slow coordinator goes out in a few calls, each small.
+constexpr size_t kReportsPerCall = 64;
+
+std::chrono::system_clock::time_point deadline_in(std::chrono::duration<double> d) {
+  return std::chrono::system_clock::now() +
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(d);
+}
+
+}  // namespace
+
+std::unique_ptr<ControlClient> ControlClient::from_environment(int rank) {
+  const char* address = std::getenv("RONDO_CONTROL_ADDRESS");
+  if (address == nullptr || *address == '\0') return nullptr;
+  const char* token = std::getenv("RONDO_JOB_TOKEN");
+  const char* attempt = std::getenv("RONDO_ATTEMPT");
+  return std::make_unique<ControlClient>(address, token ? token : "", rank, attempt ? std::atoi(attempt) : 0);
+}
+
+ControlClient::ControlClient(std::string address, std::string token, int rank, int attempt)
+    : address_(std::move(address)), token_(std::move(token)), rank_(rank), attempt_(attempt) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(64 << 20);
+  stub_ = std::make_unique<Stub>();
+  stub_->stub = control::Control::NewStub(
+      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+}
+
+ControlClient::~ControlClient() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ControlClient::register_rank(control::RegisterRequest request, std::chrono::duration<double> deadline) {
+  request.set_rank(rank_);
+  request.set_attempt(attempt_);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("rondo-token", token_);
+  ctx.set_deadline(deadline_in(deadline));
+  ctx.set_wait_for_ready(true);  // the coordinator may still be coming up
+  control::RegisterReply reply;
+  const auto status = stub_->stub->Register(&ctx, request, &reply);
+  if (!status.ok()) {
+    throw Error(
+        "rank " + std::to_string(rank_) + ": the coordinator at " + address_ +
+        " (RONDO_CONTROL_ADDRESS) refused or did not answer the registration: " + status.error_message());
+  }
+  if (reply.heartbeat_interval_s() > 0)
+    heartbeat_interval_ = std::chrono::duration<double>(reply.heartbeat_interval_s());
+}
+
+void ControlClient::start(std::function<void(const control::Command&)> on_command) {
+  on_command_ = std::move(on_command);
+  thread_ = std::thread([this] { loop(); });
+}
+
+void ControlClient::queue_report(report::StepReport report) {
+  report.set_rank(rank_);
+  report.set_attempt(attempt_);
+  {
+    std::lock_guard lock(mu_);
+    queued_.push_back(std::move(report));
+  }
+  wake_.notify_all();
+}
+
+bool ControlClient::flush_reports() {
+  std::vector<report::StepReport> batch;
+  {
+    std::lock_guard lock(mu_);
+    batch.swap(queued_);
+  }
+  for (size_t i = 0; i < batch.size(); i += kReportsPerCall) {
+    control::ReportRequest req;
+    req.set_rank(rank_);
+    req.set_attempt(attempt_);
+    for (size_t k = i; k < std::min(batch.size(), i + kReportsPerCall); ++k)
+      *req.add_reports() = std::move(batch[k]);
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("rondo-token", token_);
+    ctx.set_deadline(deadline_in(kControlCallDeadline));
+    control::Ack ack;
+    if (!stub_->stub->Report(&ctx, req, &ack).ok()) return false;  // dropped: the files keep the record
+  }
+  return true;
+}
+
+void ControlClient::loop() {
+  auto log = logging::get("control");
+  auto next_beat = std::chrono::steady_clock::now();
+  bool warned = false;
+  for (;;) {
+    bool stopping;
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait_until(lock, next_beat, [&] { return stopping_ || !queued_.empty(); });
+      stopping = stopping_;
+    }
+    if (!flush_reports() && !warned) {
+      log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_, address_);
+      warned = true;
+    }
+    if (stopping) return;
+    if (std::chrono::steady_clock::now() < next_beat) continue;
+    next_beat = std::chrono::steady_clock::now() +
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(heartbeat_interval_);
+    control::HeartbeatRequest req;
+    req.set_rank(rank_);
+    req.set_attempt(attempt_);
+    req.set_step(step_);
+    req.set_state(static_cast<report::WorkerState>(state_.load()));
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("rondo-token", token_);
+    ctx.set_deadline(deadline_in(kControlCallDeadline));
+    control::HeartbeatReply reply;
+    if (!stub_->stub->Heartbeat(&ctx, req, &reply).ok()) continue;
+    for (const auto& c : reply.commands()) {
+      if (on_command_) on_command_(c);
+    }
+  }
+}
+
+bool ControlClient::send_status(report::WorkerStatus status) {
+  status.set_rank(rank_);
+  status.set_attempt(attempt_);
+  control::StatusRequest req;
+  *req.mutable_status() = std::move(status);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("rondo-token", token_);
+  ctx.set_deadline(deadline_in(kControlCallDeadline));
+  control::Ack ack;
+  return stub_->stub->Status(&ctx, req, &ack).ok();
+}
+
+bool ControlClient::send_flight(report::FlightDump dump) {
+  dump.set_rank(rank_);
+  dump.set_attempt(attempt_);
+  control::FlightRequest req;
+  *req.mutable_dump() = std::move(dump);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("rondo-token", token_);
+  ctx.set_deadline(deadline_in(kControlCallDeadline));
+  control::Ack ack;
+  return stub_->stub->Flight(&ctx, req, &ack).ok();
+}
+
+}  // namespace rondo

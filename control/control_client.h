@@ -1,0 +1,71 @@
+// ControlClient: a worker's end of the control plane (proto/control.proto). The coordinator hands
+// its address, the job's token and the attempt number to workers in the environment
+// (RONDO_CONTROL_ADDRESS, RONDO_JOB_TOKEN, RONDO_ATTEMPT).
+//
+// Call order: register_rank() once (retried until its deadline), then start(): a thread of its
+// own sends a heartbeat every interval, sends the queued step reports, and passes the commands
+// in heartbeat replies to the callback. queue_report() never blocks the step. send_status() and
+// send_flight() are synchronous, each with a deadline, and report failure instead of throwing:
+// a worker that cannot reach its coordinator still writes its files and exits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proto/control.pb.h"
+#include "proto/report.pb.h"
+
+namespace rondo {
+
+inline constexpr std::chrono::duration<double> kControlCallDeadline{5.0};
+
+class ControlClient {
+ public:
+  // nullptr when RONDO_CONTROL_ADDRESS is not set (a worker started by hand).
+  static std::unique_ptr<ControlClient> from_environment(int rank);
+
+  ControlClient(std::string address, std::string token, int rank, int attempt);
+  ~ControlClient();  // stops the thread after sending what is queued (bounded by a deadline)
+  ControlClient(const ControlClient&) = delete;
+  ControlClient& operator=(const ControlClient&) = delete;
+
+  int rank() const { return rank_; }
+  int attempt() const { return attempt_; }
+  const std::string& address() const { return address_; }
+
+  // Throws Error naming the address when the coordinator does not accept it within `deadline`.
+  void register_rank(control::RegisterRequest request, std::chrono::duration<double> deadline);
+  void start(std::function<void(const control::Command&)> on_command);
+  void set_step(int64_t step) { step_ = step; }
+  void set_state(report::WorkerState state) { state_ = state; }
+  void queue_report(report::StepReport report);
+  bool send_status(report::WorkerStatus status);
+  bool send_flight(report::FlightDump dump);
+
+ private:
+  void loop();
+  bool flush_reports();
+
+  struct Stub;
+  const std::string address_, token_;
+  const int rank_, attempt_;
+  std::unique_ptr<Stub> stub_;
+  std::function<void(const control::Command&)> on_command_;
+  std::chrono::duration<double> heartbeat_interval_{1.0};
+  std::atomic<int64_t> step_{0};
+  std::atomic<int> state_{report::RUNNING};
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<report::StepReport> queued_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace rondo

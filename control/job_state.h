@@ -1,0 +1,111 @@
+// JobState: the coordinator's live picture of one job. The control service fills it from any of
+// its threads (registrations, heartbeats, step reports, statuses, flight dumps, refused calls);
+// the restart loop, the dashboard, /metrics and `rondo status` read it. Every method locks, so
+// readers see a consistent snapshot. Memory stays bounded at any world size: per rank the latest
+// report only, per step the job's loss and throughput, and a fixed window of per-rank step times.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "proto/control.pb.h"
+#include "proto/report.pb.h"
+
+namespace rondo {
+
+class JobState {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // Per-rank step times kept for the heatmap, newest last.
+  static constexpr size_t kStepTimeWindow = 60;
+
+  JobState(std::string run_dir, int world_size, int64_t train_iters);
+
+  // A new launch: registrations, heartbeats and statuses of the last one no longer count.
+  void begin_attempt(int attempt);
+  int attempt() const;
+  int world_size() const { return world_size_; }
+
+  // --- the control service -----------------------------------------------------------------
+  // Why a call was refused (counted per reason, and logged by the service).
+  enum class Refusal { kToken, kUnknownRank, kStaleAttempt, kMalformed, kOversized };
+  static const char* refusal_name(Refusal r);
+  void refuse(Refusal reason);
+  // Checks rank and attempt of a call; returns the refusal, or nullopt when it may proceed.
+  std::optional<Refusal> admit(int rank, int attempt) const;
+
+  void registered(const control::RegisterRequest& request);
+  // Records the heartbeat; returns the commands queued for this rank (each delivered once).
+  std::vector<control::Command> heartbeat(const control::HeartbeatRequest& request);
+  void add_report(const report::StepReport& report);
+  void set_status(const report::WorkerStatus& status);
+  void add_flight(const report::FlightDump& dump);
+
+  // --- the coordinator ---------------------------------------------------------------------
+  // Queues a command for one rank, or for every rank when `rank` < 0.
+  void command(control::Command::Kind kind, int rank = -1);
+  // Ranks that registered in this attempt and then sent nothing for `timeout`.
+  std::vector<int> silent_ranks(Clock::duration timeout) const;
+  int registered_count() const;
+  std::vector<report::WorkerStatus> failed_statuses() const;
+  std::vector<report::FlightDump> flights() const;
+  std::optional<control::RegisterRequest> registration(int rank) const;
+  // The last step any rank reported in this job (all attempts).
+  int64_t last_step() const;
+  // Job-level state shown to people: "starting", "running", "restarting", "finished", "failed".
+  void set_phase(const std::string& phase);
+  void add_event(nlohmann::json event);  // shown on the dashboard; events.jsonl is the caller's
+  void count_restart();
+
+  // --- readers -----------------------------------------------------------------------------
+  nlohmann::json to_json() const;  // /api/state
+  std::string prometheus() const;  // /metrics, Prometheus text format 0.0.4
+
+ private:
+  struct Rank {
+    std::optional<control::RegisterRequest> registration;
+    Clock::time_point last_seen{};
+    int64_t step = 0;
+    report::WorkerState state = report::WORKER_STATE_UNSPECIFIED;
+    std::optional<report::WorkerStatus> status;
+    std::optional<report::StepReport> last_report;
+    std::vector<double> step_times;  // the last kStepTimeWindow steps
+    int64_t step_times_first = 0;    // step of step_times.front()
+    std::vector<control::Command> commands;
+    std::optional<report::FlightDump> flight;
+  };
+  struct StepPoint {
+    double loss = 0;
+    double tokens_per_s = 0;
+    double step_time_s = 0;
+    int attempt = 0;
+  };
+  struct Link {
+    double seconds = 0;  // in the latest step that used it
+    uint64_t bytes = 0;
+  };
+
+  const std::string run_dir_;
+  const int world_size_;
+  const int64_t train_iters_;
+  const std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
+  mutable std::mutex mu_;
+  int attempt_ = 0;
+  std::string phase_ = "starting";
+  std::vector<Rank> ranks_;
+  std::map<int64_t, StepPoint> steps_;  // loss and throughput by step, latest attempt wins
+  // (op, src, dst) -> the latest step's time on that connection.
+  std::map<std::tuple<std::string, int, int>, Link> links_;
+  std::map<std::string, uint64_t> refused_;
+  uint64_t reports_ = 0, restarts_ = 0, next_command_id_ = 1;
+  std::vector<nlohmann::json> events_;
+};
+
+}  // namespace rondo

@@ -1,0 +1,162 @@
+// The control plane in one process: a real gRPC server on loopback and real clients. Registration,
+// reports, heartbeats with commands, and every kind of bad call refused, counted, and survived.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include "common/errors.h"
+#include "control/control_client.h"
+#include "control/control_server.h"
+#include "control/job_state.h"
+#include "proto/control.grpc.pb.h"
+
+namespace rondo {
+namespace {
+
+using namespace std::chrono_literals;
+
+uint64_t refused(const JobState& state, const char* reason) {
+  return state.to_json()["refused_calls"].value(reason, uint64_t{0});
+}
+
+// A unary call with raw bytes, as a broken or hostile client would make it.
+grpc::Status raw_call(const std::string& address, const std::string& method, const std::string& token,
+                      const std::string& bytes) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
+  if (!token.empty()) ctx.AddMetadata("rondo-token", token);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard lock(mu);
+                   result = s;
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return result;
+}
+
+struct ControlPlane : ::testing::Test {
+  JobState state{"/tmp/run", 2, 100};
+  std::unique_ptr<ControlServer> server;
+  void SetUp() override {
+    ControlServerOptions o;
+    o.token = "secret";
+    o.max_message_bytes = 64 << 10;
+    o.heartbeat_interval_s = 0.05;
+    server = std::make_unique<ControlServer>(state, o);
+  }
+};
+
+TEST_F(ControlPlane, WorkersRegisterReportAndReceiveCommands) {
+  EXPECT_EQ(server->address().rfind("127.0.0.1:", 0), 0u);
+  ControlClient client(server->address(), "secret", 1, 0);
+  control::RegisterRequest info;
+  info.set_host("node7");
+  info.set_pid(4242);
+  client.register_rank(info, 10s);
+  ASSERT_TRUE(state.registration(1).has_value());
+  EXPECT_EQ(state.registration(1)->host(), "node7");
+
+  std::mutex mu;
+  std::vector<control::Command::Kind> got;
+  client.start([&](const control::Command& c) {
+    std::lock_guard lock(mu);
+    got.push_back(c.kind());
+  });
+  state.command(control::Command::CHECKPOINT_NOW, 1);
+  state.command(control::Command::STOP, 0);  // for another rank
+  report::StepReport r;
+  r.set_step(3);
+  r.set_loss(2.5);
+  r.set_step_time_s(0.25);
+  r.set_tokens_per_s(1000);
+  auto* c = r.add_collectives();
+  c->set_op("allreduce");
+  auto* conn = c->add_connections();
+  conn->set_send_peer(0);
+  conn->set_total_ns(2'000'000);
+  client.queue_report(r);
+  for (int i = 0; i < 200 && (state.last_step() < 3 || got.empty()); ++i) std::this_thread::sleep_for(10ms);
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0], control::Command::CHECKPOINT_NOW);
+  }
+  const auto j = state.to_json();
+  EXPECT_EQ(j["progress"]["step"], 3);
+  EXPECT_DOUBLE_EQ(j["progress"]["loss"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(j["collective_matrix"][1][0].get<double>(), 0.002);
+  EXPECT_DOUBLE_EQ(j["step_time_heatmap"]["rows"][1][0].get<double>(), 0.25);
+  const auto prom = state.prometheus();
+  EXPECT_NE(prom.find("rondo_loss 2.5\n"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("rondo_step_time_seconds{rank=\"1\"} 0.25\n"), std::string::npos) << prom;
+  EXPECT_NE(prom.find("rondo_collective_seconds{op=\"allreduce\",src=\"1\",dst=\"0\"} 0.002\n"),
+            std::string::npos);
+
+  report::WorkerStatus st;
+  st.set_state(report::FAILED);
+  st.set_failure(report::COMM_TIMEOUT);
+  st.set_peer(0);
+  EXPECT_TRUE(client.send_status(st));
+  ASSERT_EQ(state.failed_statuses().size(), 1u);
+  EXPECT_EQ(state.failed_statuses()[0].rank(), 1);
+  EXPECT_EQ(state.failed_statuses()[0].failure(), report::COMM_TIMEOUT);
+}
+
+TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
+  const auto address = server->address();
+  // A wrong token and none at all.
+  EXPECT_THROW(ControlClient(address, "guess", 0, 0).register_rank({}, 5s), Error);
+  control::HeartbeatRequest beat;
+  beat.set_rank(0);
+  EXPECT_EQ(raw_call(address, "Heartbeat", "", beat.SerializeAsString()).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(refused(state, "token"), 2u);
+  // A rank the job does not have, and one of another attempt.
+  EXPECT_THROW(ControlClient(address, "secret", 7, 0).register_rank({}, 5s), Error);
+  EXPECT_THROW(ControlClient(address, "secret", 0, 3).register_rank({}, 5s), Error);
+  EXPECT_EQ(refused(state, "unknown_rank"), 1u);
+  EXPECT_EQ(refused(state, "stale_attempt"), 1u);
+  // Bytes that are no protobuf message, and a message over the limit.
+  EXPECT_EQ(raw_call(address, "Report", "secret", std::string("\xff\xff\xff\xff garbage", 13)).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  control::ReportRequest big;
+  big.add_reports()->mutable_collectives()->Add()->set_op(std::string(100 << 10, 'x'));
+  EXPECT_EQ(raw_call(address, "Report", "secret", big.SerializeAsString()).error_code(),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused(state, "malformed"), 1u);
+  EXPECT_EQ(refused(state, "oversized"), 1u);
+  EXPECT_NE(state.prometheus().find("rondo_rejected_calls_total{reason=\"token\"} 2\n"), std::string::npos);
+  // Still serving the job's own ranks.
+  ControlClient good(address, "secret", 0, 0);
+  EXPECT_NO_THROW(good.register_rank({}, 5s));
+  EXPECT_EQ(state.registered_count(), 1);
+}
+
+TEST(JobState, ARankThatStopsHeartbeatingIsSilent) {
+  JobState state("/tmp/run", 2, 10);
+  control::RegisterRequest r;
+  r.set_rank(1);
+  state.registered(r);
+  EXPECT_TRUE(state.silent_ranks(1h).empty());
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(state.silent_ranks(10ms), std::vector<int>{1});
+  state.begin_attempt(1);  // a new launch forgets the old registrations
+  EXPECT_TRUE(state.silent_ranks(10ms).empty());
+}
+
+}  // namespace
+}  // namespace rondo
