@@ -145,12 +145,14 @@ void TimingRecorder::Scope::close(bool completed) {
   record_ = nullptr;
 }
 
-std::vector<CollectiveRecord> TimingRecorder::snapshot() const {
+std::vector<CollectiveRecord> TimingRecorder::snapshot() const { return snapshot_since(0); }
+
+std::vector<CollectiveRecord> TimingRecorder::snapshot_since(uint64_t first_seq) const {
   std::lock_guard lock(mu_);
   std::vector<CollectiveRecord> out;
-  const uint64_t n = std::min<uint64_t>(next_seq_, slots_.size());
-  out.reserve(n);
-  for (uint64_t seq = next_seq_ - n; seq < next_seq_; ++seq) out.push_back(slots_[seq % slots_.size()]);
+  const uint64_t oldest = next_seq_ - std::min<uint64_t>(next_seq_, slots_.size());
+  for (uint64_t seq = std::max(oldest, first_seq); seq < next_seq_; ++seq)
+    out.push_back(slots_[seq % slots_.size()]);
   return out;
 }
 

@@ -103,6 +103,8 @@ class TimingRecorder {
 
   // Records oldest to newest (at most capacity()).
   std::vector<CollectiveRecord> snapshot() const;
+  // The records with seq >= `first_seq` still held, oldest first.
+  std::vector<CollectiveRecord> snapshot_since(uint64_t first_seq) const;
   size_t capacity() const { return slots_.size(); }
   uint64_t recorded() const;
 

@@ -16,7 +16,12 @@ std::vector<std::string> mpirun_command(const MpirunOptions& o) {
   if (o.as_root) cmd.push_back("--allow-run-as-root");
   // Ranks may outnumber cores on small machines; each rank sets its own thread count, so no
   // binding (bound ranks would share one core).
-  for (const char* a : {"--oversubscribe", "--bind-to", "none", "-x", "RONDO_LOG"}) cmd.emplace_back(a);
+  for (const char* a : {"--oversubscribe", "--bind-to", "none"}) cmd.emplace_back(a);
+  // The coordinator's environment for its workers (Open MPI forwards only what -x names).
+  for (const char* v : {"RONDO_LOG", "RONDO_CONTROL_ADDRESS", "RONDO_JOB_TOKEN", "RONDO_ATTEMPT"}) {
+    cmd.emplace_back("-x");
+    cmd.emplace_back(v);
+  }
   cmd.insert(cmd.end(), o.extra_args.begin(), o.extra_args.end());
   cmd.push_back(o.worker);
   cmd.push_back("--run-dir");

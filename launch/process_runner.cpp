@@ -19,20 +19,34 @@ std::atomic<int> g_stop_signal{0};
 
 void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-void copy_out(int from, int log_fd, bool echo) {
+// Copies what the child wrote; on a terminal, the status line is erased first and redrawn after.
+void copy_out(int from, int log_fd, bool echo, const std::string& status, std::string& drawn) {
   char buf[8192];
   for (;;) {
     ssize_t n = ::read(from, buf, sizeof(buf));
-    if (n <= 0) return;
-    if (echo) (void)!::write(STDERR_FILENO, buf, static_cast<size_t>(n));
+    if (n <= 0) break;
+    if (echo) {
+      if (!drawn.empty()) {
+        (void)!::write(STDERR_FILENO, "\r\033[K", 4);
+        drawn.clear();
+      }
+      (void)!::write(STDERR_FILENO, buf, static_cast<size_t>(n));
+    }
     if (log_fd >= 0) (void)!::write(log_fd, buf, static_cast<size_t>(n));
+  }
+  if (echo && status != drawn) {
+    const std::string line = "\r\033[K" + status;
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
+    drawn = status;
   }
 }
 
 }  // namespace
 
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::duration<double> timeout,
-                          const std::string& log_file, bool echo) {
+                          const std::string& log_file, bool echo, const ProcessMonitor& monitor) {
+  const bool tty = echo && monitor.status_line && ::isatty(STDERR_FILENO);
+  std::string status, drawn;
   if (argv.empty()) throw Error("run_process: empty command");
   int pipe_fds[2];
   if (::pipe(pipe_fds) != 0) throw Error(std::string("pipe: ") + std::strerror(errno));
@@ -69,17 +83,20 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   ProcessResult result;
   clock::time_point kill_at{};
   bool terminating = false;
-  int status = 0;
+  int wait_status = 0;
   for (;;) {
     pollfd pfd{out, POLLIN, 0};
     ::poll(&pfd, 1, 100);
-    copy_out(out, log_fd, echo);
-    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (tty) status = monitor.status_line();
+    copy_out(out, log_fd, echo, status, drawn);
+    const pid_t done = ::waitpid(pid, &wait_status, WNOHANG);
     if (done == pid) break;
     const auto now = clock::now();
-    if (!terminating && (now > deadline || g_stop_signal != 0)) {
+    const bool asked = !terminating && monitor.should_stop && monitor.should_stop();
+    if (!terminating && (now > deadline || g_stop_signal != 0 || asked)) {
       result.timed_out = now > deadline;
       result.interrupted = g_stop_signal != 0;
+      result.stopped = asked;
       ::kill(-pid, SIGTERM);
       terminating = true;
       kill_at = now + std::chrono::duration_cast<clock::duration>(kKillGracePeriod);
@@ -87,16 +104,16 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
       ::kill(-pid, SIGKILL);
     }
   }
-  copy_out(out, log_fd, echo);
+  copy_out(out, log_fd, echo, "", drawn);
   ::close(out);
   if (log_fd >= 0) ::close(log_fd);
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   g_stop_signal = 0;
-  if (WIFEXITED(status)) {
-    result.exit_code = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    result.exit_code = 128 + WTERMSIG(status);
+  if (WIFEXITED(wait_status)) {
+    result.exit_code = WEXITSTATUS(wait_status);
+  } else if (WIFSIGNALED(wait_status)) {
+    result.exit_code = 128 + WTERMSIG(wait_status);
   }
   return result;
 }

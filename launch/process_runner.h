@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,12 +14,21 @@ struct ProcessResult {
   int exit_code = -1;  // exit status, or 128 + signal
   bool timed_out = false;
   bool interrupted = false;  // we got SIGINT/SIGTERM and stopped the child
+  bool stopped = false;      // the monitor asked to stop it
 };
 
 inline constexpr std::chrono::duration<double> kKillGracePeriod{5.0};
 
+// What the caller does while the process runs, about every 100 ms (both optional).
+struct ProcessMonitor {
+  // Returns true to stop the process group (SIGTERM, then SIGKILL after kKillGracePeriod).
+  std::function<bool()> should_stop;
+  // A status line redrawn in place below the echoed output; drawn only when stderr is a terminal.
+  std::function<std::string()> status_line;
+};
+
 // `log_file` may be empty (no copy). `echo` copies the output to our stderr as well.
 ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::duration<double> timeout,
-                          const std::string& log_file, bool echo = true);
+                          const std::string& log_file, bool echo = true, const ProcessMonitor& monitor = {});
 
 }  // namespace rondo

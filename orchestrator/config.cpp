@@ -61,7 +61,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, clip_grad, "global gradient-norm clip; 0 disables"),
       RONDO_KEY(training, seed, "seed of weights and data order"),
       RONDO_KEY(training, exit_interval, "stop after a step divisible by this; 0 never"),
-      RONDO_KEY(training, log_interval, "progress line every N steps"),
+      RONDO_KEY(training, log_interval,
+                "a full progress line every N steps (and the last); on a terminal `rondo run` redraws one "
+                "line in between"),
       RONDO_KEY(training, num_threads, "compute threads per rank"),
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
@@ -130,6 +132,13 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(launch, launcher, "mpirun"),
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
+      RONDO_KEY(launch, max_restarts,
+                "relaunches from the latest checkpoint after a rank dies, hangs or times out; 0: none"),
+      RONDO_KEY(launch, control_address, "host:port the coordinator's control plane listens on; port 0: any"),
+      RONDO_KEY(launch, heartbeat_interval_s, "how often each worker tells the coordinator it is alive"),
+      RONDO_KEY(launch, heartbeat_timeout_s, "a rank silent this long ends the attempt as hung"),
+      RONDO_KEY(launch, dashboard_port, "the live dashboard, /metrics and /api/state; 0: off"),
+      RONDO_KEY(launch, dashboard_address, "the address the dashboard listens on"),
   };
   return schema;
 }
@@ -445,6 +454,14 @@ void validate(const Config& c) {
   require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
   require_one_of(c.launch.launcher, {"mpirun"}, "launch.launcher");
   require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
+  require(c.launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0");
+  require(c.launch.control_address.find(':') != std::string::npos, "launch.control_address",
+          "must be host:port, e.g. 127.0.0.1:0");
+  require(c.launch.heartbeat_interval_s > 0, "launch.heartbeat_interval_s", "must be > 0");
+  require(c.launch.heartbeat_timeout_s > 2 * c.launch.heartbeat_interval_s, "launch.heartbeat_timeout_s",
+          "must exceed two heartbeat intervals (launch.heartbeat_interval_s)");
+  require(c.launch.dashboard_port >= 0 && c.launch.dashboard_port < 65536, "launch.dashboard_port",
+          "must be a TCP port, or 0 for no dashboard");
 }
 
 std::string schema_markdown() {

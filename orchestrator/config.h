@@ -50,7 +50,7 @@ struct TrainingConfig {
   double clip_grad = 1.0;
   int64_t seed = 1234;
   int64_t exit_interval = 0;
-  int64_t log_interval = 1;
+  int64_t log_interval = 100;
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";
@@ -117,6 +117,13 @@ struct LaunchConfig {
   std::string launcher = "mpirun";
   double timeout_s = 3600.0;
   std::string mpirun_args;
+  // Relaunches from the latest checkpoint after a rank dies, hangs or loses its peers.
+  int64_t max_restarts = 3;
+  std::string control_address = "127.0.0.1:0";  // the control plane (gRPC); port 0: any free
+  double heartbeat_interval_s = 1.0;
+  double heartbeat_timeout_s = 30.0;  // a rank silent this long ends the attempt
+  int64_t dashboard_port = 0;         // 0: no dashboard
+  std::string dashboard_address = "127.0.0.1";
 };
 
 struct Config {

@@ -1,5 +1,6 @@
 // rondo: the coordinator CLI. `rondo plan` validates and plans a config; `rondo run` plans,
-// launches the workers and waits. Plain C++: never links LibTorch.
+// launches the workers, watches and restarts them; `rondo status` shows a run's live state.
+// Plain C++: never links LibTorch.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "orchestrator/run_command.h"
 #include "orchestrator/schedule_comparison.h"
 #include "orchestrator/simulate_command.h"
+#include "orchestrator/status_command.h"
 
 namespace {
 
@@ -52,6 +54,17 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--set", overrides, "override a key: section.key=value (repeatable)");
   run_cmd->add_option("--run-dir", run_options.run_dir, "run directory (default: runs/<timestamp>)");
   run_cmd->add_option("--worker", run_options.worker_path, "path of rondo-worker (default: beside rondo)");
+  run_cmd->add_option("--dashboard-port", run_options.dashboard_port,
+                      "serve the live dashboard, /metrics and /api/state on this port (0: off; "
+                      "default: launch.dashboard_port)");
+  run_cmd->add_option("--linger", run_options.linger_s,
+                      "keep the dashboard up this many seconds after the job");
+
+  auto* status_cmd = app.add_subcommand("status", "print a run's live state (progress, ranks, events)");
+  std::string status_dir;
+  bool status_json = false;
+  status_cmd->add_option("RUN_DIR", status_dir, "the run directory")->required();
+  status_cmd->add_flag("--json", status_json, "print the state as JSON (what /api/state serves)");
 
   auto* config_cmd = app.add_subcommand("config", "print the effective config (defaults filled in)");
   std::string config_path;
@@ -188,6 +201,7 @@ int main(int argc, char** argv) {
       return rondo::kExitOk;
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
+    if (*status_cmd) return rondo::run_status(status_dir, status_json);
     if (*prepare_cmd) return rondo::run_data_prepare(prepare);
     if (*stats_cmd) return rondo::run_data_stats(stats_prefix, stats_json);
     if (*chunks_cmd) return rondo::run_data_chunks(chunks);

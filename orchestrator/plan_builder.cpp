@@ -12,6 +12,7 @@
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
 #include "parallelism/model_parameters.h"
+#include "pipeline/gantt_svg.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/roundpipe_schedule.h"
 #include "pipeline/transfer_lowering.h"
@@ -477,6 +478,19 @@ plan::Plan build_plan(const Config& config) {
   ranks_pass(c);
   validate_plan_transfers(c.plan);
   return std::move(c.plan);
+}
+
+std::string plan_gantt_svg(const Config& config) {
+  validate(config);
+  const auto& t = config.training;
+  PlanContext c{config, mesh_of(config), 0, {}, {}, {}};
+  c.microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * c.mesh.dp()));
+  mesh_pass(c);
+  spec_pass(c);
+  layout_pass(c);
+  schedule_pass(c);
+  const auto prediction = predict_step(c.config, c.schedule, c.model_stages.forward, c.model_stages.backward);
+  return gantt_svg(c.schedule, simulate_schedule(c.schedule, prediction.costs));
 }
 
 void validate_plan_transfers(const plan::Plan& p) {

@@ -15,6 +15,9 @@ namespace rondo {
 
 plan::Plan build_plan(const Config& config);
 
+// The plan's pipeline schedule simulated with the predicted op durations, as a Gantt chart (SVG).
+std::string plan_gantt_svg(const Config& config);
+
 // Checks that every send has exactly one matching receive on its peer and every receive one
 // send (same direction, producing stage and microbatch). Throws PlanError naming the first
 // unmatched transfer.

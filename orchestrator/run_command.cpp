@@ -2,21 +2,37 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <google/protobuf/util/json_util.h>
 
 #include "common/atomic_file.h"
+#include "common/checkpoint_manifest.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "control/control_server.h"
+#include "control/job_state.h"
 #include "launch/launcher_report.h"
 #include "launch/mpirun_command.h"
 #include "launch/process_runner.h"
+#include "orchestrator/dashboard_server.h"
 #include "orchestrator/plan_builder.h"
+#include "proto/report.pb.h"
 
 namespace rondo {
 
@@ -50,30 +66,29 @@ void append_event(const fs::path& run_dir, nlohmann::json e) {
   std::ofstream(run_dir / "events.jsonl", std::ios::app) << e.dump() << "\n";
 }
 
-struct RankOutcome {
-  int rank;
-  std::string state;
-  std::string error;
-};
+std::atomic<bool> g_stop_requested{false};
 
-std::vector<RankOutcome> read_outcomes(const fs::path& logs, int world) {
-  std::vector<RankOutcome> out;
-  for (int r = 0; r < world; ++r) {
-    RankOutcome o{r, "missing", ""};
-    const auto path = logs / ("rank-" + std::to_string(r) + ".status.json");
-    try {
-      auto j = nlohmann::json::parse(read_file(path.string()));
-      o.state = j.value("state", "unknown");
-      o.error = j.value("error", "");
-    } catch (const std::exception&) {
-    }
-    out.push_back(o);
+// After a failure, how long the coordinator waits for the other ranks' flight dumps.
+constexpr auto kFlightCollectionWait = std::chrono::seconds(10);
+
+// logs/rank-K.status.json (protobuf JSON of report.WorkerStatus), or nullopt.
+std::optional<report::WorkerStatus> read_status(const fs::path& path) {
+  try {
+    report::WorkerStatus st;
+    if (google::protobuf::util::JsonStringToMessage(read_file(path.string()), &st).ok()) return st;
+  } catch (const Error&) {
   }
-  return out;
+  return std::nullopt;
 }
 
 // "rank 1 (pid 4242 on vm)" from RUN_DIR/workers.json, or "rank 1" when it has no entry.
-std::string describe_rank(const fs::path& run_dir, int rank) {
+std::string describe_rank(const fs::path& run_dir, int rank, const JobState* state = nullptr) {
+  if (state) {
+    if (const auto reg = state->registration(rank)) {
+      return "rank " + std::to_string(rank) + " (pid " + std::to_string(reg->pid()) + " on " + reg->host() +
+             ")";
+    }
+  }
   try {
     for (const auto& w : nlohmann::json::parse(read_file((run_dir / "workers.json").string()))) {
       if (w.value("rank", -1) == rank) {
@@ -102,30 +117,178 @@ void check_executable(const Config& c) {
     throw ConfigError("comms.backend", "the worker drives gradients over mpi only so far");
 }
 
+namespace {
+
+// A random hex token for the job's control plane (handed to workers in the environment).
+std::string random_token() {
+  std::random_device rd;
+  std::ostringstream ss;
+  for (int i = 0; i < 4; ++i) ss << std::hex << std::setw(8) << std::setfill('0') << rd();
+  return ss.str();
+}
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<int64_t>(s + 0.5);
+  char buf[32];
+  if (t >= 3600)
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(t / 3600),
+                  static_cast<long long>(t % 3600 / 60));
+  else
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(t / 60),
+                  static_cast<long long>(t % 60));
+  return buf;
+}
+
+// "step 37/1500 | loss 3.2104 | 21.3k tokens/s | ETA 1m02s", from what the ranks reported.
+std::string progress_line(const JobState& state, int attempt) {
+  const auto j = state.to_json();
+  const auto& p = j["progress"];
+  std::ostringstream ss;
+  ss << "rondo: step " << p.value("step", int64_t{0}) << "/" << j["train_iters"].get<int64_t>();
+  if (p.contains("loss")) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), " | loss %.4f", p["loss"].get<double>());
+    ss << buf;
+  }
+  if (p.contains("tokens_per_s")) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), " | %.1fk tokens/s", p["tokens_per_s"].get<double>() / 1000);
+    ss << buf << " | ETA " << format_duration(p["eta_s"].get<double>());
+  }
+  if (attempt > 0) ss << " | restart " << attempt;
+  return ss.str();
+}
+
+// How one attempt ended, as the coordinator saw it.
+struct AttemptEnd {
+  bool ok = false;
+  bool restartable = false;
+  int exit_code = kExitFailure;
+  std::string reason;               // for people: which rank, where, how
+  std::optional<RankEnd> rank_end;  // the launcher named the rank that ended it
+};
+
+// Decides from the launcher's result, the typed statuses and the control plane how an attempt
+// ended, and whether a restart can help: a dead, hung or cut-off rank, yes; a config, plan or
+// training error would fail the same way again.
+AttemptEnd judge_attempt(const fs::path& run_dir, int world, const ProcessResult& result,
+                         const std::string& ended_by, const JobState& state, const Config& config) {
+  AttemptEnd end;
+  std::vector<report::WorkerStatus> statuses;
+  for (int r = 0; r < world; ++r) {
+    if (auto st = read_status(run_dir / "logs" / ("rank-" + std::to_string(r) + ".status.json"))) {
+      statuses.push_back(*st);
+    } else {
+      report::WorkerStatus missing;
+      missing.set_rank(r);
+      statuses.push_back(missing);
+    }
+  }
+  const bool all_done = std::all_of(statuses.begin(), statuses.end(),
+                                    [](const auto& st) { return st.state() == report::DONE; });
+  if (result.exit_code == 0 && all_done && !result.stopped) {
+    end.ok = true;
+    return end;
+  }
+  if (result.timed_out) {
+    end.reason = "timed out after " + std::to_string(config.launch.timeout_s) + " s (launch.timeout_s)";
+    return end;
+  }
+  if (result.interrupted) {
+    end.reason = "was interrupted";
+    return end;
+  }
+  std::vector<report::WorkerStatus> failed;
+  for (const auto& st : statuses) {
+    if (st.state() == report::FAILED) failed.push_back(st);
+  }
+  const auto log_of = [&](int r) {
+    return (run_dir / "logs" / ("rank-" + std::to_string(r) + ".log")).string();
+  };
+  // A rank killed by a signal or exiting without a word: the launcher names it; it is the cause
+  // even when its peers then failed in their communication with it.
+  std::optional<RankEnd> launcher_end;
+  try {
+    launcher_end = parse_mpirun_report(read_file((run_dir / "logs" / "launcher.log").string()));
+  } catch (const Error&) {
+  }
+  const bool deterministic = std::any_of(failed.begin(), failed.end(), [](const auto& st) {
+    return st.failure() == report::CONFIG_ERROR || st.failure() == report::PLAN_ERROR ||
+           st.failure() == report::TRAINING_ERROR;
+  });
+  if (deterministic) {
+    const auto& f = *std::find_if(failed.begin(), failed.end(), [](const auto& st) {
+      return st.failure() == report::CONFIG_ERROR || st.failure() == report::PLAN_ERROR ||
+             st.failure() == report::TRAINING_ERROR;
+    });
+    end.reason =
+        describe_rank(run_dir, f.rank(), &state) + " failed: " + f.error() + "; see " + log_of(f.rank());
+    if (f.failure() == report::CONFIG_ERROR) end.exit_code = kExitConfigError;
+    return end;
+  }
+  end.restartable = true;
+  if (launcher_end &&
+      !(launcher_end->signal == 0 && launcher_end->exit_code == kExitFailure && !failed.empty())) {
+    end.rank_end = launcher_end;
+    end.reason = describe_rank(run_dir, launcher_end->rank, &state) + " " + launcher_end->how() +
+                 "; the launcher then stopped the other ranks; see " + log_of(launcher_end->rank);
+  } else if (!ended_by.empty()) {
+    end.reason = ended_by;
+  } else if (!failed.empty()) {
+    const auto& f = failed.front();
+    end.reason =
+        describe_rank(run_dir, f.rank(), &state) + " failed: " + f.error() + "; see " + log_of(f.rank());
+  } else {
+    end.reason = "the launcher exited with status " + std::to_string(result.exit_code) +
+                 " and no rank recorded why; see " + (run_dir / "logs" / "launcher.log").string();
+  }
+  return end;
+}
+
+}  // namespace
+
 int run_job(const Config& config, const RunOptions& options) {
   auto log = logging::get("orchestrator");
   check_executable(config);
-  const auto plan = build_plan(config);
+  auto plan = build_plan(config);
   const std::string worker = find_worker(options.worker_path);
+  const int world = static_cast<int>(plan.mesh().world_size());
 
   const fs::path run_dir = fs::absolute(options.run_dir.empty() ? default_run_dir() : options.run_dir);
   fs::create_directories(run_dir / "logs");
   fs::create_directories(run_dir / "checkpoints");
-  // A run directory may be reused to resume; stale statuses of the last attempt must not count.
-  for (int r = 0; r < static_cast<int>(plan.mesh().world_size()); ++r) {
-    fs::remove(run_dir / "logs" / ("rank-" + std::to_string(r) + ".status.json"));
-  }
   const std::string yaml = to_yaml(config);
   write_file_atomic((run_dir / "config.yaml").string(), yaml);
-  write_file_atomic((run_dir / "plan.pb").string(), plan.SerializeAsString());
   write_file_atomic((run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
 
   std::fprintf(stderr, "rondo: effective config (saved as %s):\n%s\n", (run_dir / "config.yaml").c_str(),
                yaml.c_str());
   std::fprintf(stderr, "%s", plan_summary(plan).c_str());
 
+  // The control plane and the dashboard live as long as the job, across restarts.
+  JobState state(run_dir.string(), world, static_cast<int64_t>(plan.training().train_iters()));
+  ControlServerOptions co;
+  co.bind_address = config.launch.control_address;
+  co.token = random_token();
+  co.heartbeat_interval_s = config.launch.heartbeat_interval_s;
+  ControlServer control(state, co);
+  log->info("control plane on {}", control.address());
+  std::unique_ptr<DashboardServer> dashboard;
+  const int64_t dashboard_port =
+      options.dashboard_port >= 0 ? options.dashboard_port : config.launch.dashboard_port;
+  if (dashboard_port > 0) {
+    dashboard = std::make_unique<DashboardServer>(state, config.launch.dashboard_address,
+                                                  static_cast<int>(dashboard_port), plan_gantt_svg(config));
+    std::fprintf(stderr, "rondo: dashboard at %s\n", dashboard->url().c_str());
+  }
+  const auto event = [&](nlohmann::json e) {
+    append_event(run_dir, e);
+    state.add_event(std::move(e));
+  };
+
   MpirunOptions mo;
-  mo.num_ranks = static_cast<int>(plan.mesh().world_size());
+  mo.num_ranks = world;
   mo.worker = worker;
   mo.run_dir = run_dir.string();
   mo.extra_args = split_args(config.launch.mpirun_args);
@@ -134,64 +297,147 @@ int run_job(const Config& config, const RunOptions& options) {
   std::string cmd_text;
   for (const auto& a : cmd) cmd_text += (cmd_text.empty() ? "" : " ") + a;
   ::setenv("RONDO_LOG", "info", 0);
-  log->info("launching {} workers: {}", mo.num_ranks, cmd_text);
-  append_event(run_dir, {{"event", "launch"}, {"ranks", mo.num_ranks}, {"command", cmd_text}});
+  ::setenv("RONDO_CONTROL_ADDRESS", control.address().c_str(), 1);
+  ::setenv("RONDO_JOB_TOKEN", co.token.c_str(), 1);
 
-  const auto t0 = std::chrono::steady_clock::now();
-  const auto result = run_process(cmd, std::chrono::duration<double>(config.launch.timeout_s),
-                                  (run_dir / "logs" / "launcher.log").string());
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // SIGUSR1 (Slurm's warning before the time limit) becomes a STOP for every rank.
+  struct sigaction usr1 {};
+  usr1.sa_handler = [](int) { g_stop_requested = true; };
+  ::sigaction(SIGUSR1, &usr1, nullptr);
 
-  const auto outcomes = read_outcomes(run_dir / "logs", mo.num_ranks);
-  std::vector<RankOutcome> failed, unfinished;
-  for (const auto& o : outcomes) {
-    if (o.state == "failed")
-      failed.push_back(o);
-    else if (o.state != "done")
-      unfinished.push_back(o);
-  }
-  if (result.exit_code == 0 && failed.empty() && unfinished.empty()) {
-    append_event(run_dir, {{"event", "finished"}, {"seconds", elapsed}});
-    log->info("job finished in {:.1f} s; metrics in {}", elapsed, (run_dir / "metrics.jsonl").string());
-    return kExitOk;
-  }
-
-  std::string reason =
-      result.timed_out
-          ? "timed out after " + std::to_string(config.launch.timeout_s) + " s (launch.timeout_s)"
-      : result.interrupted ? "was interrupted"
-                           : "failed (mpirun exit status " + std::to_string(result.exit_code) + ")";
-  append_event(run_dir, {{"event", "failed"}, {"reason", reason}, {"seconds", elapsed}});
-  std::fprintf(stderr, "rondo: job %s\n", reason.c_str());
-  for (const auto& o : failed) {
-    std::fprintf(stderr, "rondo: rank %d failed: %s\n       see %s\n", o.rank, o.error.c_str(),
-                 (run_dir / "logs" / ("rank-" + std::to_string(o.rank) + ".log")).c_str());
-  }
-  // A rank that died without a word (killed, or exited before recording a failure): mpirun names it.
-  std::optional<RankEnd> ended;
-  if (failed.empty()) {
+  // RUN_DIR/state.json for `rondo status`: about every second, and at the end.
+  auto state_saved = std::chrono::steady_clock::time_point{};
+  const auto save_state = [&](bool now) {
+    if (!now && std::chrono::steady_clock::now() - state_saved < std::chrono::seconds(1)) return;
+    state_saved = std::chrono::steady_clock::now();
     try {
-      ended = parse_mpirun_report(read_file((run_dir / "logs" / "launcher.log").string()));
+      write_file_atomic((run_dir / "state.json").string(), state.to_json().dump() + "\n");
     } catch (const Error&) {
     }
-  }
-  if (ended) {
-    const std::string who = describe_rank(run_dir, ended->rank);
-    append_event(run_dir, {{"event", "rank_ended"}, {"rank", ended->rank}, {"how", ended->how()}});
-    std::fprintf(stderr, "rondo: %s %s; the launcher then stopped the other ranks\n       see %s\n",
-                 who.c_str(), ended->how().c_str(),
-                 (run_dir / "logs" / ("rank-" + std::to_string(ended->rank) + ".log")).c_str());
-  } else if (failed.empty()) {
-    for (const auto& o : unfinished) {
-      std::fprintf(stderr, "rondo: rank %d did not finish (state %s); see %s\n", o.rank, o.state.c_str(),
-                   (run_dir / "logs" / ("rank-" + std::to_string(o.rank) + ".log")).c_str());
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto heartbeat_timeout = std::chrono::duration_cast<JobState::Clock::duration>(
+      std::chrono::duration<double>(config.launch.heartbeat_timeout_s));
+  AttemptEnd end;
+  for (int attempt = 0;; ++attempt) {
+    state.begin_attempt(attempt);
+    ::setenv("RONDO_ATTEMPT", std::to_string(attempt).c_str(), 1);
+    if (attempt > 0) {
+      // Restarts resume from the latest checkpoint, whatever the config said.
+      plan.mutable_checkpoint()->set_resume(true);
+      plan.mutable_checkpoint()->set_resume_step(0);
     }
-    std::fprintf(stderr, "rondo: launcher output in %s\n", (run_dir / "logs" / "launcher.log").c_str());
+    write_file_atomic((run_dir / "plan.pb").string(), plan.SerializeAsString());
+    // A run directory may be reused; stale statuses and dumps of the last attempt must not count.
+    for (int r = 0; r < world; ++r) {
+      for (const char* suffix : {".status.json", ".flight.json"})
+        fs::remove(run_dir / "logs" / ("rank-" + std::to_string(r) + suffix));
+    }
+    state.set_phase("running");
+    log->info("launching {} workers (attempt {}): {}", world, attempt, cmd_text);
+    event({{"event", "launch"}, {"attempt", attempt}, {"ranks", world}, {"command", cmd_text}});
+
+    // Watches the attempt: a failed or silent rank ends it, once the others dumped their flight
+    // recorders (they are still alive to do so: the launcher has not torn them down yet).
+    std::string ended_by;
+    std::set<int> gone;  // the failed or silent ranks: no dump to wait for
+    std::optional<JobState::Clock::time_point> teardown_since;
+    bool stop_sent = false;
+    ProcessMonitor monitor;
+    monitor.status_line = [&] { return progress_line(state, attempt); };
+    monitor.should_stop = [&] {
+      save_state(false);
+      if (g_stop_requested && !stop_sent) {
+        stop_sent = true;
+        log->info("SIGUSR1: every rank checkpoints after its current step and exits");
+        event({{"event", "stop_requested"}, {"signal", "SIGUSR1"}});
+        state.command(control::Command::STOP);
+      }
+      if (!teardown_since) {
+        const auto failed = state.failed_statuses();
+        const auto silent = state.silent_ranks(heartbeat_timeout);
+        if (!failed.empty()) {
+          const auto& f = failed.front();
+          ended_by = describe_rank(run_dir, f.rank()) + " failed: " + f.error();
+        } else if (!silent.empty()) {
+          ended_by = describe_rank(run_dir, silent.front()) + " sent no heartbeat for " +
+                     std::to_string(config.launch.heartbeat_timeout_s) +
+                     " s (launch.heartbeat_timeout_s): hung, stopped or cut off";
+          event({{"event", "rank_silent"}, {"attempt", attempt}, {"rank", silent.front()}});
+        }
+        if (ended_by.empty()) return false;
+        for (const auto& f : failed) gone.insert(f.rank());
+        gone.insert(silent.begin(), silent.end());
+        log->error("{}; collecting flight recorders before stopping the job", ended_by);
+        state.command(control::Command::DUMP_FLIGHT);
+        teardown_since = JobState::Clock::now();
+        return false;
+      }
+      // Every rank that did not fail or fall silent dumped, or the wait is over.
+      std::set<int> accounted = gone;
+      for (const auto& f : state.failed_statuses()) accounted.insert(f.rank());
+      for (const auto& d : state.flights()) accounted.insert(d.rank());
+      return static_cast<int>(accounted.size()) >= world ||
+             JobState::Clock::now() - *teardown_since > kFlightCollectionWait;
+    };
+    const auto result = run_process(
+        cmd, std::chrono::duration<double>(config.launch.timeout_s) - (std::chrono::steady_clock::now() - t0),
+        (run_dir / "logs" / "launcher.log").string(), true, monitor);
+    end = judge_attempt(run_dir, world, result, ended_by, state, config);
+    for (const auto& dump : state.flights()) {
+      event({{"event", "flight_dump"},
+             {"attempt", attempt},
+             {"rank", dump.rank()},
+             {"records", dump.records_size()}});
+    }
+    if (end.ok) break;
+    std::fprintf(stderr, "rondo: attempt %d: %s\n", attempt, end.reason.c_str());
+    if (end.rank_end) {
+      event({{"event", "rank_ended"},
+             {"attempt", attempt},
+             {"rank", end.rank_end->rank},
+             {"how", end.rank_end->how()}});
+    }
+    event({{"event", "attempt_failed"},
+           {"attempt", attempt},
+           {"reason", end.reason},
+           {"restartable", end.restartable}});
+    if (!end.restartable || attempt >= config.launch.max_restarts) break;
+    int64_t latest = 0;
+    try {
+      latest = latest_checkpoint_step((run_dir / "checkpoints").string()).value_or(0);
+    } catch (const Error&) {
+    }
+    state.set_phase("restarting");
+    state.count_restart();
+    std::fprintf(
+        stderr, "rondo: restarting (%d of launch.max_restarts %lld) from %s\n", attempt + 1,
+        static_cast<long long>(config.launch.max_restarts),
+        latest > 0 ? ("checkpoint step-" + std::to_string(latest)).c_str() : "the start (no checkpoint yet)");
+    event({{"event", "restart"}, {"attempt", attempt + 1}, {"from_step", latest}});
   }
-  for (const auto& o : failed) {
-    if (o.error.rfind("config error:", 0) == 0) return kExitConfigError;
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (end.ok && g_stop_requested) {
+    state.set_phase("stopped");
+    event({{"event", "stopped"}, {"step", state.last_step()}, {"seconds", elapsed}});
+    std::fprintf(stderr,
+                 "rondo: stopped on request after step %lld with a checkpoint; the same command resumes it\n",
+                 static_cast<long long>(state.last_step()));
+  } else if (end.ok) {
+    state.set_phase("finished");
+    event({{"event", "finished"}, {"seconds", elapsed}});
+    log->info("job finished in {:.1f} s; metrics in {}", elapsed, (run_dir / "metrics.jsonl").string());
+  } else {
+    state.set_phase("failed");
+    event({{"event", "failed"}, {"reason", end.reason}, {"seconds", elapsed}});
+    std::fprintf(stderr, "rondo: job failed: %s\n", end.reason.c_str());
   }
-  return kExitFailure;
+  save_state(true);
+  if (dashboard && options.linger_s > 0) {
+    std::fprintf(stderr, "rondo: dashboard stays up for %.0f s\n", options.linger_s);
+    std::this_thread::sleep_for(std::chrono::duration<double>(options.linger_s));
+  }
+  return end.ok ? kExitOk : end.exit_code;
 }
 
 }  // namespace rondo

@@ -1,6 +1,7 @@
-// `rondo run`: plans a job, lays out its run directory (DESIGN.md "Run directory"), launches the
-// workers through mpirun, waits with the job deadline, and reports the outcome. A failed job
-// names the failing rank(s) and their logs.
+// `rondo run`: plans a job, lays out its run directory (DESIGN.md "Run directory"), serves the
+// control plane (and the dashboard), launches the workers through mpirun, watches them, and
+// relaunches from the latest checkpoint when a rank dies, hangs or loses its peers (up to
+// launch.max_restarts). A failed attempt names the rank, its host and pid, and how it ended.
 #pragma once
 
 #include <string>
@@ -10,8 +11,10 @@
 namespace rondo {
 
 struct RunOptions {
-  std::string run_dir;      // empty: runs/<timestamp>
-  std::string worker_path;  // empty: rondo-worker beside the rondo binary, or $RONDO_WORKER
+  std::string run_dir;          // empty: runs/<timestamp>
+  std::string worker_path;      // empty: rondo-worker beside the rondo binary, or $RONDO_WORKER
+  int64_t dashboard_port = -1;  // >= 0 overrides launch.dashboard_port
+  double linger_s = 0;          // keep the dashboard up this long after the job ends
 };
 
 // Returns the process exit status (0 success, 1 job failure).

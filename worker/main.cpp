@@ -1,12 +1,17 @@
 // rondo-worker: one rank of a rondo job. Launched by `rondo run` through mpirun (or srun); reads
-// RUN_DIR/plan.pb, trains, and leaves RUN_DIR/logs/rank-K.{log,status.json} behind. On failure it
-// records the error (and the flight recorder) and aborts the whole job.
+// RUN_DIR/plan.pb, trains, and leaves RUN_DIR/logs/rank-K.{log,status.json} behind. With a
+// coordinator (RONDO_CONTROL_ADDRESS) it registers, heart-beats, reports every step and takes its
+// commands. On failure it records a typed status and its flight recorder (file and coordinator),
+// then leaves the teardown to the coordinator, which first collects every surviving rank's dump.
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <thread>
 
+#include <google/protobuf/util/json_util.h>
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fstream>
@@ -17,8 +22,11 @@
 #include "common/logging.h"
 #include "comms/collectives.h"
 #include "comms/mpi/mpi_communicator.h"
+#include "control/control_client.h"
+#include "control/flight_records.h"
 #include "proto/plan.pb.h"
 #include "proto/plan_version.h"
+#include "proto/report.pb.h"
 #include "worker/malloc_policy.h"
 #include "worker/runtime_environment.h"
 #include "worker/trainer.h"
@@ -28,14 +36,99 @@ using rondo::Error;
 
 namespace {
 
-void write_status(const fs::path& logs, int rank, const std::string& state, const std::string& error = "") {
-  nlohmann::json j = {{"rank", rank}, {"state", state}, {"pid", ::getpid()}};
-  if (!error.empty()) j["error"] = error;
+// How long a failed rank waits for the coordinator to collect the other ranks' flight dumps and
+// tear the job down before it aborts the job itself.
+constexpr std::chrono::seconds kTeardownWait{30};
+
+std::string hostname() {
+  char name[256] = {};
+  ::gethostname(name, sizeof(name) - 1);
+  return name;
+}
+
+std::string to_json_text(const google::protobuf::Message& m) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &text, options);
+  return text;
+}
+
+// A rank's status: logs/rank-K.status.json (protobuf JSON of report.WorkerStatus) and the
+// coordinator, when there is one.
+struct StatusWriter {
+  fs::path logs;
+  int rank = 0;
+  rondo::ControlClient* control = nullptr;
+
+  void write(rondo::report::WorkerStatus st) const {
+    st.set_rank(rank);
+    st.set_pid(::getpid());
+    st.set_host(hostname());
+    if (control) st.set_attempt(control->attempt());
+    try {
+      rondo::write_file_atomic((logs / ("rank-" + std::to_string(rank) + ".status.json")).string(),
+                               to_json_text(st) + "\n");
+    } catch (const Error&) {
+    }
+    if (control) {
+      control->set_state(st.state());
+      control->send_status(st);
+    }
+  }
+  void write(rondo::report::WorkerState state) const {
+    rondo::report::WorkerStatus st;
+    st.set_state(state);
+    write(st);
+  }
+};
+
+// The typed failure of an exception: what the coordinator decides a restart on.
+rondo::report::WorkerStatus failure_status(const std::exception& e) {
+  rondo::report::WorkerStatus st;
+  st.set_state(rondo::report::FAILED);
+  st.set_error(e.what());
+  st.set_peer(-1);
+  if (const auto* c = dynamic_cast<const rondo::ConfigError*>(&e)) {
+    st.set_failure(rondo::report::CONFIG_ERROR);
+    st.set_config_key(c->key());
+    st.set_error(std::string("config error: ") + e.what());
+  } else if (dynamic_cast<const rondo::PlanError*>(&e) != nullptr) {
+    st.set_failure(rondo::report::PLAN_ERROR);
+  } else if (const auto* t = dynamic_cast<const rondo::TimeoutError*>(&e)) {
+    st.set_failure(rondo::report::COMM_TIMEOUT);
+    st.set_peer(t->peer());
+  } else if (const auto* c = dynamic_cast<const rondo::CommError*>(&e)) {
+    st.set_failure(rondo::report::COMM_ERROR);
+    st.set_peer(c->peer());
+  } else {
+    st.set_failure(rondo::report::TRAINING_ERROR);
+  }
+  return st;
+}
+
+// The flight recorder to logs/rank-K.flight.json and the coordinator.
+void dump_flight(const rondo::TimingRecorder& recorder, int rank, const fs::path& logs,
+                 const std::string& reason, rondo::ControlClient* control) {
+  auto dump = rondo::flight_dump(recorder.snapshot(), rank, reason);
+  if (control) dump.set_attempt(control->attempt());
+  const auto path = logs / ("rank-" + std::to_string(rank) + ".flight.json");
   try {
-    rondo::write_file_atomic((logs / ("rank-" + std::to_string(rank) + ".status.json")).string(),
-                             j.dump() + "\n");
+    rondo::write_file_atomic(path.string(), to_json_text(dump) + "\n");
+    rondo::logging::get("worker")->error("flight recorder dumped to {} ({})", path.string(), reason);
   } catch (const Error&) {
   }
+  if (control) control->send_flight(dump);
+}
+
+std::string mpi_library_version() {
+  char text[MPI_MAX_LIBRARY_VERSION_STRING] = {};
+  int len = 0;
+  MPI_Get_library_version(text, &len);
+  std::string s(text, static_cast<size_t>(len));
+  return s.substr(0, s.find_first_of(",\n"));
 }
 
 rondo::plan::Plan read_plan(const std::string& path) {
@@ -70,6 +163,9 @@ void write_workers(rondo::Communicator& world, const fs::path& run_dir) {
   rondo::write_file_atomic((run_dir / "workers.json").string(), j.dump(2) + "\n");
 }
 
+std::atomic<bool> g_stop_signal{false};
+void on_stop_signal(int) { g_stop_signal = true; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -85,11 +181,48 @@ int main(int argc, char** argv) {
   fs::create_directories(logs);
   rondo::logging::init(rank, (logs / ("rank-" + std::to_string(rank) + ".log")).string(), rank == 0);
   auto log = rondo::logging::get("worker");
-  write_status(logs, rank, "running");
+  // SIGUSR1 (Slurm's warning before the time limit): finish the step, checkpoint, exit cleanly.
+  std::signal(SIGUSR1, on_stop_signal);
 
+  std::unique_ptr<rondo::ControlClient> control;
+  StatusWriter status{logs, rank, nullptr};
   std::unique_ptr<rondo::Trainer> trainer;
+  std::atomic<rondo::Trainer*> live_trainer{nullptr};
+  std::atomic<bool> finished{false};
+  std::thread signal_watch;
   int exit_code = rondo::kExitFailure;
   try {
+    control = rondo::ControlClient::from_environment(rank);
+    status.control = control.get();
+    if (control) {
+      rondo::control::RegisterRequest info;
+      info.set_host(hostname());
+      info.set_pid(::getpid());
+      info.set_rondo_version(RONDO_VERSION);
+      info.set_plan_version(rondo::kPlanVersion);
+      info.set_torch_version(rondo::runtime_environment("").value("torch_version", std::string("?")));
+      info.set_mpi_version(mpi_library_version());
+      control->register_rank(info, rondo::kControlCallDeadline * 6);
+      control->start([&](const rondo::control::Command& c) {
+        auto* t = live_trainer.load();
+        switch (c.kind()) {
+          case rondo::control::Command::CHECKPOINT_NOW:
+            if (t) t->request_checkpoint();
+            break;
+          case rondo::control::Command::STOP:
+            if (t) t->request_stop();
+            break;
+          case rondo::control::Command::DUMP_FLIGHT:
+            if (t && t->recorder())
+              dump_flight(*t->recorder(), rank, logs, "the coordinator asked", control.get());
+            break;
+          default:
+            break;
+        }
+      });
+    }
+    status.write(rondo::report::RUNNING);
+
     const auto plan = read_plan((fs::path(run_dir) / "plan.pb").string());
     if (plan.mesh().world_size() != static_cast<uint32_t>(world->size())) {
       throw rondo::PlanError("rank " + std::to_string(rank) + ": the plan is for " +
@@ -120,31 +253,51 @@ int main(int argc, char** argv) {
     }
     write_workers(*world, run_dir);
     trainer = std::make_unique<rondo::Trainer>(plan, run_dir, *world);
+    if (control) {
+      trainer->on_step([&](rondo::report::StepReport&& r) {
+        control->set_step(r.step());
+        control->queue_report(std::move(r));
+      });
+    }
+    live_trainer = trainer.get();
+    signal_watch = std::thread([&] {
+      while (!finished) {
+        if (g_stop_signal.exchange(false)) {
+          log->info("SIGUSR1: stopping after this step with a checkpoint");
+          trainer->request_stop();
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    });
     if (rank == 0) {
       const auto env = rondo::runtime_environment(malloc_policy);
       log->info("{}", rondo::runtime_environment_summary(env));
       rondo::write_file_atomic((fs::path(run_dir) / "runtime.json").string(), env.dump(2) + "\n");
     }
     trainer->run();
-    write_status(logs, rank, "done");
+    finished = true;
+    signal_watch.join();
+    status.write(rondo::report::DONE);
+    live_trainer = nullptr;
+    control.reset();  // sends what is still queued
     return rondo::kExitOk;
-  } catch (const rondo::ConfigError& e) {
-    exit_code = rondo::kExitConfigError;
-    log->error("config error: {}", e.what());
-    write_status(logs, rank, "failed", std::string("config error: ") + e.what());
   } catch (const std::exception& e) {
-    log->error("{}", e.what());
-    write_status(logs, rank, "failed", e.what());
-    if (trainer && trainer->recorder()) {
-      const auto dump = rondo::TimingRecorder::to_json(trainer->recorder()->snapshot(), rank);
-      const auto path = logs / ("rank-" + std::to_string(rank) + ".flight.json");
-      try {
-        rondo::write_file_atomic(path.string(), dump.dump(1) + "\n");
-        log->error("flight recorder dumped to {}", path.string());
-      } catch (const Error&) {
-      }
-    }
+    const auto st = failure_status(e);
+    if (st.failure() == rondo::report::CONFIG_ERROR) exit_code = rondo::kExitConfigError;
+    log->error("{}", st.error());
+    status.write(st);
+    if (trainer && trainer->recorder())
+      dump_flight(*trainer->recorder(), rank, logs, st.error(), control.get());
   }
+  finished = true;
+  if (signal_watch.joinable()) signal_watch.join();
+  if (control) {
+    // The coordinator collects the other ranks' dumps first, then stops the job; only if it does
+    // not (it is gone), this rank aborts the job itself.
+    log->error("waiting up to {} s for the coordinator to stop the job", kTeardownWait.count());
+    std::this_thread::sleep_for(kTeardownWait);
+  }
+  live_trainer = nullptr;
   spdlog::shutdown();
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   return exit_code;

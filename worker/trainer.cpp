@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -17,6 +19,7 @@
 #include "comms/bucketed_allreduce.h"
 #include "comms/collectives.h"
 #include "comms/gradient_buckets.h"
+#include "control/flight_records.h"
 #include "data/global_batch_sampler.h"
 #include "data/token_corpus.h"
 #include "pipeline/exec/plan_schedule.h"
@@ -25,6 +28,7 @@
 #include "pipeline/schedule_simulator.h"
 #include "proto/plan.pb.h"
 #include "proto/plan_names.h"
+#include "proto/report.pb.h"
 #include "worker/checkpointer.h"
 #include "worker/chunked_microbatch.h"
 #include "worker/delayed_update.h"
@@ -309,14 +313,30 @@ struct Trainer::Impl : StepModel {
   void take_sums(const std::vector<double>& sums);
   std::array<size_t, 3> sums_shape{};  // forward, backward and lead stage counts in the sums
   void update_weights(const torch::Tensor& grads, double step_lr);
+  // Maxima over the world of a step: max RSS, page faults, -first compute start, last compute end,
+  // longest sequence, and the requests from outside the loop (checkpoint, stop), so that every
+  // rank takes a request at the same step.
+  using StepMaxima = std::array<double, 7>;
+  static constexpr size_t kCheckpointRequested = 5, kStopRequested = 6;
+  std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
+  std::function<void(report::StepReport&&)> on_step;
+  uint64_t reported_records = 0;  // the recorder's records already sent in a step report
+  // The coordinator's launch number (RONDO_ATTEMPT): rows of a restarted attempt say so, and the
+  // newest row of a step is the one that counts.
+  const int attempt = [] {
+    const char* a = std::getenv("RONDO_ATTEMPT");
+    return a ? std::atoi(a) : 0;
+  }();
   // What a metrics row needs besides the fields take_sums() fills.
   struct StepReport {
     int64_t step = 0;
     StepTimes times;
     double step_s = 0, lr = 0;
     ResourceUsage before, after;
-    std::array<double, 5> worst{};  // maxima over the world (see run())
+    StepMaxima worst{};  // maxima over the world (see run())
   };
+  // This rank's report of a finished step, with the flight records since the last one.
+  report::StepReport step_report(const StepReport& r, double tokens_per_s, int64_t train_iters);
   // Asynchronous: the step's sums (OPTIM) wait for finish_async_step(), which sums them and the
   // worst values over the world and updates the weights on the update's thread.
   std::vector<double> async_sums;
@@ -325,7 +345,7 @@ struct Trainer::Impl : StepModel {
   // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
   // thread (outside the flight recorder, which the main thread writes).
   std::unique_ptr<Collectives> async_dp;
-  void finish_async_step(std::array<double, 5> worst, const std::shared_ptr<StepReport>& report);
+  void finish_async_step(StepMaxima worst, const std::shared_ptr<StepReport>& report);
 };
 
 void Trainer::Impl::setup() {
@@ -963,8 +983,7 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   update_weights(flat, lr);
 }
 
-void Trainer::Impl::finish_async_step(std::array<double, 5> worst,
-                                      const std::shared_ptr<StepReport>& report) {
+void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<StepReport>& report) {
   // On the update's thread, over a communicator of its own, while the next step computes: a
   // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
   const int64_t executor_step = step - 1 - first_step;  // SharedReplicaState's numbering
@@ -1011,6 +1030,42 @@ Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& worl
 
 Trainer::~Trainer() = default;
 
+void Trainer::request_checkpoint() { impl_->checkpoint_requested = true; }
+
+void Trainer::request_stop() { impl_->stop_requested = true; }
+
+void Trainer::on_step(std::function<void(report::StepReport&&)> callback) {
+  impl_->on_step = std::move(callback);
+}
+
+report::StepReport Trainer::Impl::step_report(const StepReport& r, double tokens_per_s, int64_t train_iters) {
+  report::StepReport out;
+  out.set_step(r.step);
+  out.set_train_iters(train_iters);
+  out.set_step_time_s(r.step_s);
+  out.set_lr(r.lr);
+  out.set_tokens_per_s(tokens_per_s);
+  if (rank == 0) {  // the sums live there
+    out.set_loss(step_loss);
+    out.set_grad_norm(grad_norm);
+  }
+  out.set_data_s(r.times.data_s);
+  out.set_forward_s(r.times.forward_s);
+  out.set_backward_s(r.times.backward_s);
+  out.set_allreduce_s(r.times.allreduce_s);
+  out.set_optimizer_s(r.times.optimizer_s);
+  out.set_p2p_wait_s(r.times.recv_wait_s + r.times.send_wait_s);
+  out.set_rss_mb(r.after.max_rss_mb);
+  out.set_time_ns(TimingRecorder::wall_ns());
+  if (recorder) {
+    for (const auto& record : recorder->snapshot_since(reported_records)) {
+      to_report(record, out.add_collectives());
+      reported_records = record.seq + 1;
+    }
+  }
+  return out;
+}
+
 const TimingRecorder* Trainer::recorder() const { return impl_->recorder.get(); }
 
 int64_t Trainer::run() {
@@ -1045,15 +1100,21 @@ int64_t Trainer::run() {
   double previous_compute_end_ns = 0;
   // Rank 0 writes a step's metrics row once its statistics are summed (asynchronous: after the
   // update's thread did it, during the next step).
+  // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.
+  bool agreed_checkpoint = false, agreed_stop = false;
   const auto write_row = [&](const Impl::StepReport& r) {
-    if (s.rank != 0) return;
     const double loss = s.step_loss, grad_norm = s.grad_norm;
     const auto& times = r.times;
     const auto& worst = r.worst;
+    agreed_checkpoint |= worst[Impl::kCheckpointRequested] > 0;
+    agreed_stop |= worst[Impl::kStopRequested] > 0;
+    const double tps = static_cast<double>(tokens_per_step) / r.step_s;
+    if (s.on_step) s.on_step(s.step_report(r, tps, train_iters));
+    if (s.rank != 0) return;
     if (!std::isfinite(loss))
       throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(r.step));
-    const double tps = static_cast<double>(tokens_per_step) / r.step_s;
     nlohmann::json row = {{"step", r.step},
+                          {"attempt", s.attempt},
                           {"loss", loss},
                           {"grad_norm", grad_norm},
                           {"lr", r.lr},
@@ -1124,6 +1185,9 @@ int64_t Trainer::run() {
     pending.reset();
   };
 
+  // A stop agreed at step k: a synchronous step ends there; an asynchronous stream drains first,
+  // so its last step is k + 1.
+  int64_t stop_at = std::numeric_limits<int64_t>::max();
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
@@ -1132,7 +1196,8 @@ int64_t Trainer::run() {
     const auto t0 = Clock::now();
     s.step = step;
     s.lr = learning_rate(t, step);
-    const bool exiting = t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0;
+    const bool exiting =
+        (t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0) || step >= stop_at;
     report->times = s.executor->run_step(s, {step == start_step + 1, step == train_iters || exiting});
     report->step = step;
     report->lr = s.lr;
@@ -1143,10 +1208,13 @@ int64_t Trainer::run() {
     // (negated start: one max serves both), in a small max-allreduce outside the step's time.
     report->after = ResourceUsage::now();
     const auto& times = report->times;
-    std::array<double, 5> worst = {report->after.max_rss_mb,
-                                   report->after.minor_faults - report->before.minor_faults,
-                                   -static_cast<double>(times.first_compute_ns),
-                                   static_cast<double>(times.last_compute_ns), s.step_longest_sequence};
+    Impl::StepMaxima worst = {report->after.max_rss_mb,
+                              report->after.minor_faults - report->before.minor_faults,
+                              -static_cast<double>(times.first_compute_ns),
+                              static_cast<double>(times.last_compute_ns),
+                              s.step_longest_sequence,
+                              s.checkpoint_requested.exchange(false) ? 1.0 : 0.0,
+                              s.stop_requested.load() ? 1.0 : 0.0};
     if (s.delayed) {
       finish_pending();
       s.finish_async_step(worst, report);
@@ -1157,18 +1225,25 @@ int64_t Trainer::run() {
       write_row(*report);
     }
 
+    if (agreed_stop && stop_at == std::numeric_limits<int64_t>::max()) stop_at = s.delayed ? step + 1 : step;
+    const bool stopping = exiting || step >= stop_at;
     const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
     const bool final = step == train_iters && ck.interval() > 0;
-    if (periodic || exiting || final) {
+    const bool requested = std::exchange(agreed_checkpoint, false);
+    if (periodic || stopping || final || requested) {
       finish_pending();
       s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model,
                            s.checkpointed_optimizer());
-      if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}});
+      if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}, {"requested", requested}});
     }
-    if (exiting && step < train_iters) {
+    if (stopping && step < train_iters) {
       if (s.rank == 0) {
-        s.log->info("exit_interval {} reached at step {}: stopping", t.exit_interval(), step);
-        s.event({{"event", "exit_interval"}, {"step", step}});
+        const bool by_request = step >= stop_at;
+        if (by_request)
+          s.log->info("stopping at step {} as requested (coordinator or signal)", step);
+        else
+          s.log->info("exit_interval {} reached at step {}: stopping", t.exit_interval(), step);
+        s.event({{"event", by_request ? "stop_requested" : "exit_interval"}, {"step", step}});
       }
       break;
     }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -15,6 +16,9 @@ namespace rondo {
 
 namespace plan {
 class Plan;
+}
+namespace report {
+class StepReport;
 }
 
 class Trainer {
@@ -28,6 +32,15 @@ class Trainer {
 
   // The flight recorder (null when comms.timing_recorder is off).
   const TimingRecorder* recorder() const;
+
+  // Requests from another thread (the control plane, a signal handler's flag). Every rank takes
+  // them at the same step, agreed through the step's statistics: a checkpoint after that step; a
+  // stop checkpoints and returns from run() (an asynchronous stream drains one step later).
+  void request_checkpoint();
+  void request_stop();
+  // Called on every rank once a step's statistics are known (the step after, asynchronously),
+  // with this rank's report and the flight records since the previous one.
+  void on_step(std::function<void(report::StepReport&&)> callback);
 
  private:
   struct Impl;

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 # A model small enough that 20 steps take seconds on two cores.
 TINY = [
@@ -40,6 +41,15 @@ class Context:
             raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}, expected {expect_status}")
         return run_dir, proc
 
+    def start(self, run_name, sets, extra=()):
+        """`rondo run` in the background: (run_dir, Popen with stdout+stderr in run_dir + '.out')."""
+        run_dir = os.path.join(self.tmp, run_name)
+        cmd = [self.rondo, "run", "--run-dir", run_dir, "--worker", self.worker, *extra]
+        for s in sets:
+            cmd += ["--set", s]
+        out = open(run_dir + ".out", "w")
+        return run_dir, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+
     def check(self, ok, message):
         self.checks += 1
         if not ok:
@@ -65,6 +75,36 @@ def losses(run_dir):
             row = json.loads(line)
             out[row["step"]] = row["loss"]
     return out
+
+
+def rows(run_dir):
+    """Every metrics row, in the order written."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def events(run_dir):
+    with open(os.path.join(run_dir, "events.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def wait_for(predicate, timeout, what):
+    """Polls predicate() every 20 ms until it returns a true value; raises naming `what` on timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def worker_pid(run_dir, rank):
+    with open(os.path.join(run_dir, "workers.json")) as f:
+        return next(w["pid"] for w in json.load(f) if w["rank"] == rank)
 
 
 def rel_diff(a, b):

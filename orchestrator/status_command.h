@@ -1,0 +1,20 @@
+// `rondo status RUN_DIR`: the job's state in a terminal, from RUN_DIR/state.json, which the
+// coordinator rewrites every second while it runs (the same JSON as the dashboard's /api/state).
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace rondo {
+
+// Seconds after which a running job's state.json counts as stale (the coordinator is gone).
+inline constexpr double kStateStaleAfterS = 10.0;
+
+// The text `rondo status` prints for a state, `age_s` seconds old.
+std::string status_text(const nlohmann::json& state, double age_s);
+
+// Prints the status; `json` prints state.json itself. Returns 0, or 1 when there is no state.
+int run_status(const std::string& run_dir, bool json);
+
+}  // namespace rondo
