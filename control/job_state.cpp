@@ -120,7 +120,8 @@ void JobState::add_report(const report::StepReport& report) {
   if (r.step_times.size() <= index) r.step_times.resize(index + 1, std::nan(""));
   r.step_times[index] = report.step_time_s();
   if (report.has_loss()) {
-    steps_[report.step()] = {report.loss(), report.tokens_per_s(), report.step_time_s(), report.attempt()};
+    steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(), report.step_time_s(),
+                             report.time_ns(), report.attempt()};
   }
   // Connections: each rank reports the exchanges it took part in, by the peer it sent to.
   std::map<std::tuple<std::string, int, int>, Link> step_links;
@@ -218,9 +219,37 @@ void JobState::add_event(nlohmann::json event) {
   if (events_.size() > 200) events_.erase(events_.begin());
 }
 
+void JobState::set_control_address(const std::string& address) {
+  std::lock_guard lock(mu_);
+  control_address_ = address;
+}
+
 void JobState::count_restart() {
   std::lock_guard lock(mu_);
   ++restarts_;
+}
+
+double JobState::smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_iterator it) const {
+  double tokens = 0, busy_s = 0;
+  const auto last = it;
+  for (int n = 0; n < kSmoothingSteps; ++n) {
+    tokens += it->second.tokens;
+    busy_s += it->second.step_time_s;
+    if (it == steps_.begin()) break;
+    const auto before = std::prev(it);
+    // The wall time since the step before the window ended, when the window is one attempt's
+    // consecutive steps; otherwise the steps' own times.
+    if (n == kSmoothingSteps - 1 || before->first != it->first - 1 || before->second.attempt != it->second.attempt)
+      break;
+    it = before;
+  }
+  double seconds = busy_s;
+  if (it != steps_.begin()) {
+    const auto before = std::prev(it);
+    if (before->first == it->first - 1 && before->second.attempt == last->second.attempt && before->second.time_ns > 0)
+      seconds = static_cast<double>(last->second.time_ns - before->second.time_ns) * 1e-9;
+  }
+  return seconds > 0 ? tokens / seconds : 0.0;
 }
 
 nlohmann::json JobState::to_json() const {
@@ -228,6 +257,7 @@ nlohmann::json JobState::to_json() const {
   nlohmann::json j;
   j["run_dir"] = run_dir_;
   j["phase"] = phase_;
+  j["control_address"] = control_address_;
   j["attempt"] = attempt_;
   j["world_size"] = world_size_;
   j["train_iters"] = train_iters_;
@@ -241,16 +271,12 @@ nlohmann::json JobState::to_json() const {
   auto& progress = j["progress"];
   progress["step"] = steps_.empty() ? 0 : steps_.rbegin()->first;
   if (!steps_.empty()) {
-    progress["loss"] = steps_.rbegin()->second.loss;
-    double tokens = 0, seconds = 0;
-    int n = 0;
-    for (auto it = steps_.rbegin(); it != steps_.rend() && n < 20; ++it, ++n) {
-      tokens += it->second.tokens_per_s * it->second.step_time_s;
-      seconds += it->second.step_time_s;
-    }
-    if (seconds > 0) {
-      progress["tokens_per_s"] = tokens / seconds;
-      progress["eta_s"] = seconds / n * static_cast<double>(train_iters_ - steps_.rbegin()->first);
+    const auto newest = std::prev(steps_.end());
+    progress["loss"] = newest->second.loss;
+    const double tps = smoothed_tokens_per_s(newest);
+    if (tps > 0 && newest->second.tokens > 0) {
+      progress["tokens_per_s"] = tps;
+      progress["eta_s"] = newest->second.tokens / tps * static_cast<double>(train_iters_ - newest->first);
     }
   }
   auto& series = j["series"];
@@ -260,11 +286,11 @@ nlohmann::json JobState::to_json() const {
   // At most ~1,000 points: every k-th step, always the newest.
   const size_t stride = std::max<size_t>(1, steps_.size() / 1000);
   size_t i = 0;
-  for (const auto& [step, p] : steps_) {
-    if (i++ % stride != 0 && step != steps_.rbegin()->first) continue;
-    series["step"].push_back(step);
-    series["loss"].push_back(p.loss);
-    series["tokens_per_s"].push_back(p.tokens_per_s);
+  for (auto it = steps_.begin(); it != steps_.end(); ++it) {
+    if (i++ % stride != 0 && std::next(it) != steps_.end()) continue;
+    series["step"].push_back(it->first);
+    series["loss"].push_back(it->second.loss);
+    series["tokens_per_s"].push_back(smoothed_tokens_per_s(it));
   }
 
   auto& ranks = j["ranks"] = nlohmann::json::array();
@@ -339,8 +365,8 @@ std::string JobState::prometheus() const {
   if (!steps_.empty()) {
     metric("rondo_loss", "gauge", "Training loss of the newest step.");
     out << "rondo_loss " << prom_value(steps_.rbegin()->second.loss) << "\n";
-    metric("rondo_tokens_per_second", "gauge", "Training throughput of the newest step.");
-    out << "rondo_tokens_per_second " << prom_value(steps_.rbegin()->second.tokens_per_s) << "\n";
+    metric("rondo_tokens_per_second", "gauge", "Training throughput over the newest steps.");
+    out << "rondo_tokens_per_second " << prom_value(smoothed_tokens_per_s(std::prev(steps_.end()))) << "\n";
   }
   metric("rondo_step_time_seconds", "gauge", "Each rank's time for its newest step.");
   for (int k = 0; k < world_size_; ++k) {

@@ -63,6 +63,7 @@ class JobState {
   void set_phase(const std::string& phase);
   void add_event(nlohmann::json event);  // shown on the dashboard; events.jsonl is the caller's
   void count_restart();
+  void set_control_address(const std::string& address);
 
   // --- readers -----------------------------------------------------------------------------
   nlohmann::json to_json() const;  // /api/state
@@ -83,10 +84,16 @@ class JobState {
   };
   struct StepPoint {
     double loss = 0;
-    double tokens_per_s = 0;
+    double tokens = 0;  // the step's tokens
     double step_time_s = 0;
+    int64_t time_ns = 0;  // when it ended
     int attempt = 0;
   };
+  // Throughput over the steps up to `it` (at most kSmoothingSteps): their tokens over the wall
+  // time since the step before them ended. One rank's step time alone jumps from step to step
+  // (where it waits moves), the period between step ends does not.
+  static constexpr int kSmoothingSteps = 10;
+  double smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_iterator it) const;
   struct Link {
     double seconds = 0;  // in the latest step that used it
     uint64_t bytes = 0;
@@ -99,6 +106,7 @@ class JobState {
   mutable std::mutex mu_;
   int attempt_ = 0;
   std::string phase_ = "starting";
+  std::string control_address_;
   std::vector<Rank> ranks_;
   std::map<int64_t, StepPoint> steps_;  // loss and throughput by step, latest attempt wins
   // (op, src, dst) -> the latest step's time on that connection.

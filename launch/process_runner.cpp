@@ -106,6 +106,8 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   }
   copy_out(out, log_fd, echo, "", drawn);
   ::close(out);
+  // Stopped on purpose: whatever the launcher left of its group (a stopped rank) goes too.
+  if (terminating) ::kill(-pid, SIGKILL);
   if (log_fd >= 0) ::close(log_fd);
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);

@@ -62,7 +62,6 @@ std::string find_worker(const std::string& given) {
 }
 
 void append_event(const fs::path& run_dir, nlohmann::json e) {
-  e["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::ofstream(run_dir / "events.jsonl", std::ios::app) << e.dump() << "\n";
 }
 
@@ -274,6 +273,7 @@ int run_job(const Config& config, const RunOptions& options) {
   co.heartbeat_interval_s = config.launch.heartbeat_interval_s;
   ControlServer control(state, co);
   log->info("control plane on {}", control.address());
+  state.set_control_address(control.address());
   std::unique_ptr<DashboardServer> dashboard;
   const int64_t dashboard_port =
       options.dashboard_port >= 0 ? options.dashboard_port : config.launch.dashboard_port;
@@ -283,6 +283,7 @@ int run_job(const Config& config, const RunOptions& options) {
     std::fprintf(stderr, "rondo: dashboard at %s\n", dashboard->url().c_str());
   }
   const auto event = [&](nlohmann::json e) {
+    e["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     append_event(run_dir, e);
     state.add_event(std::move(e));
   };

@@ -23,9 +23,13 @@ class Context:
         parser = argparse.ArgumentParser()
         parser.add_argument("--rondo", required=True)
         parser.add_argument("--worker", required=True)
+        parser.add_argument("--control-load", help="bench/control_load (calls the control plane must refuse)")
+        parser.add_argument("--artifacts", help="where a test keeps what people look at (screenshots)")
         args = parser.parse_args()
         self.rondo = args.rondo
         self.worker = args.worker
+        self.control_load = args.control_load
+        self.artifacts = args.artifacts
         self.tmp = tempfile.mkdtemp(prefix="rondo-system-")
         self.failures = 0
         self.checks = 0

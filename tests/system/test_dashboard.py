@@ -1,0 +1,99 @@
+"""The coordinator as a service while a job trains: the dashboard in headless Chromium shows the
+loss curve and the per-rank heatmap with live values; /metrics passes `promtool check metrics`;
+calls with a wrong token, an unknown rank, garbage bytes or an oversized message are refused and
+counted while training goes on; `rondo status` prints the same state."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import urllib.request
+
+from rondo_testlib import TINY, Context, rows, wait_for, worker_pid
+
+ctx = Context()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode(), r.headers.get("Content-Type", "")
+
+
+def chromium(*args):
+    profile = tempfile.mkdtemp(prefix="rondo-chromium-")
+    try:
+        return subprocess.run(
+            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--user-data-dir=" + profile, *args], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+port = free_port()
+base = f"http://127.0.0.1:{port}"
+run_dir, proc = ctx.start("served", TINY + ["parallel.world_size=2", "training.train_iters=100000"],
+                          extra=["--dashboard-port", str(port)])
+try:
+    wait_for(lambda: len(rows(run_dir)) >= 20, 300, "20 steps")
+
+    # /api/state and /metrics
+    state = json.loads(get(base + "/api/state")[0])
+    ctx.check(state["phase"] == "running" and state["progress"]["step"] >= 20,
+              f"/api/state: running at step {state['progress']['step']}")
+    metrics, ctype = get(base + "/metrics")
+    ctx.check(ctype.startswith("text/plain; version=0.0.4"), f"/metrics content type: {ctype}")
+    for name in ("rondo_loss ", 'rondo_step_time_seconds{rank="1"}', "rondo_tokens_per_second ",
+                 'rondo_collective_seconds{op="allreduce",src="0",dst="1"}', "rondo_restarts_total 0"):
+        ctx.check(name in metrics, f"/metrics has {name.strip()}")
+    check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+    ctx.check(check.returncode == 0, "promtool check metrics accepts /metrics " + (check.stdout + check.stderr).strip())
+
+    # Calls the coordinator must refuse, with the job's real token where one is needed (a local
+    # process can read it from a worker's environment; the test does the same).
+    with open(f"/proc/{worker_pid(run_dir, 0)}/environ", "rb") as f:
+        env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+    token = env[b"RONDO_JOB_TOKEN"].decode()
+    before = max(r["step"] for r in rows(run_dir))
+    bad = subprocess.run([ctx.control_load, "bad", "--address", state["control_address"], "--token", token],
+                         capture_output=True, text=True, timeout=60)
+    codes = json.loads(bad.stdout)
+    # gRPC codes: 16 UNAUTHENTICATED, 7 PERMISSION_DENIED, 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED
+    ctx.check(codes == {"wrong_token": 16, "no_token": 16, "unknown_rank": 7, "garbage": 3, "oversized": 8},
+              f"bad calls refused with their codes: {codes}")
+    wait_for(lambda: max(r["step"] for r in rows(run_dir)) >= before + 10, 120, "10 more steps")
+    ctx.check(True, "training went on after the bad calls")
+    metrics, _ = get(base + "/metrics")
+    for reason, n in (("token", 2), ("unknown_rank", 1), ("malformed", 1), ("oversized", 1)):
+        ctx.check(f'rondo_rejected_calls_total{{reason="{reason}"}} {n}\n' in metrics, f"{n} refused call(s) counted as {reason}")
+
+    # The page in a real browser: the DOM after its scripts ran on live data.
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", base + "/").stdout
+    ctx.check('id="loss-curve"' in dom and 'data-points="' in dom and 'data-points="0"' not in dom,
+              "the loss curve is drawn from live points")
+    cells = dom.count("data-rank=")
+    valued = [c for c in dom.split("data-value=\"")[1:] if c[:1].isdigit()]
+    ctx.check(cells >= 2 and len(valued) >= 2, f"the heatmap has cells with step times ({cells} cells)")
+    ctx.check('id="step">0<' not in dom and 'id="phase" class="phase-running">running<' in dom,
+              "the header shows the running job's step")
+    artifacts = ctx.artifacts or ctx.tmp
+    os.makedirs(artifacts, exist_ok=True)
+    shot = os.path.join(artifacts, "dashboard.png")
+    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, base + "/")
+    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+
+    # rondo status, from state.json
+    st = subprocess.run([ctx.rondo, "status", run_dir], capture_output=True, text=True, timeout=30)
+    ctx.check(st.returncode == 0 and "status:   running" in st.stdout and "progress: step" in st.stdout
+              and "4 refused calls" not in st.stdout, "rondo status prints the live state:\n" + st.stdout)
+finally:
+    proc.terminate()
+    proc.wait(timeout=60)
+ctx.finish()

@@ -1,0 +1,50 @@
+"""A rank stopped with SIGSTOP inside a step: it stops heart-beating, the coordinator names it, the
+other rank's flight dump shows the collective it was in as not completed and names the stopped
+peer it was waiting for, and the job is torn down (no restart allowed here)."""
+import json
+import os
+import signal
+import time
+
+from rondo_testlib import TINY, Context, events, rows, wait_for, worker_pid
+
+ctx = Context()
+run_dir, proc = ctx.start("stopped", TINY + [
+    "parallel.world_size=2", "training.train_iters=100000", "comms.timeout_s=120",
+    "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "launch.max_restarts=0"])
+wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, "step 5")
+victim = worker_pid(run_dir, 1)
+t_stop = time.time()
+os.kill(victim, signal.SIGSTOP)
+try:
+    proc.wait(timeout=120)
+finally:
+    try:
+        os.kill(victim, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+took = time.time() - t_stop
+with open(run_dir + ".out") as f:
+    out = f.read()
+ctx.check(proc.returncode == 1, f"the job failed (exit {proc.returncode})")
+ctx.check(took < 60, f"well before the communication timeout of 120 s ({took:.1f} s)")
+ctx.check(f"rank 1 (pid {victim} on" in out and "sent no heartbeat" in out,
+          "the coordinator names the stopped rank: " + next((l for l in out.splitlines() if "sent no heartbeat" in l), "?"))
+ctx.check(any(e["event"] == "rank_silent" and e["rank"] == 1 for e in events(run_dir)),
+          "events.jsonl records the silent rank")
+dump_path = os.path.join(run_dir, "logs", "rank-0.flight.json")
+ctx.check(os.path.exists(dump_path), "rank 0 dumped its flight recorder before the teardown")
+with open(dump_path) as f:
+    dump = json.load(f)
+records = dump["records"]
+stuck = [r for r in records if not r["completed"]]
+ctx.check(len(stuck) >= 1, f"its last collective is not completed ({len(stuck)} incomplete of {len(records)})")
+ctx.check(any(1 in (r["waiting_send_peer"], r["waiting_recv_peer"]) for r in stuck),
+          "the incomplete collective names the peer it waits for (rank 1): " +
+          json.dumps({k: stuck[-1][k] for k in ("op", "waiting_send_peer", "waiting_recv_peer")} if stuck else {}))
+ctx.check(all(r["completed"] for r in records if r not in stuck[-1:]) if stuck else False,
+          "every earlier collective is recorded as completed")
+with open(os.path.join(run_dir, "state.json")) as f:
+    state = json.load(f)
+ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']})")
+ctx.finish()
