@@ -20,9 +20,9 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
@@ -87,7 +87,8 @@ int load(const std::string& address, const std::string& token, int ranks, double
   std::vector<double> latencies;
   std::atomic<int> failures{0};
   const auto start = Clock::now() + 2s;  // every worker registered by then
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
@@ -141,10 +142,16 @@ int load(const std::string& address, const std::string& token, int ranks, double
   for (auto& t : pool) t.join();
   std::sort(latencies.begin(), latencies.end());
   const auto pct = [&](double p) {
-    return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))];
+    return latencies.empty()
+               ? 0.0
+               : latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * latencies.size()))];
   };
-  nlohmann::json out = {{"ranks", ranks},         {"reports", latencies.size()}, {"failures", failures.load()},
-                        {"p50_s", pct(0.50)},     {"p99_s", pct(0.99)},          {"max_s", pct(1.0)},
+  nlohmann::json out = {{"ranks", ranks},
+                        {"reports", latencies.size()},
+                        {"failures", failures.load()},
+                        {"p50_s", pct(0.50)},
+                        {"p99_s", pct(0.99)},
+                        {"max_s", pct(1.0)},
                         {"reports_per_s", static_cast<double>(latencies.size()) / seconds}};
   std::cout << out.dump() << std::endl;
   return 0;

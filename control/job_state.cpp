@@ -120,8 +120,8 @@ void JobState::add_report(const report::StepReport& report) {
   if (r.step_times.size() <= index) r.step_times.resize(index + 1, std::nan(""));
   r.step_times[index] = report.step_time_s();
   if (report.has_loss()) {
-    steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(), report.step_time_s(),
-                             report.time_ns(), report.attempt()};
+    steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(),
+                             report.step_time_s(), report.time_ns(), report.attempt()};
   }
   // Connections: each rank reports the exchanges it took part in, by the peer it sent to.
   std::map<std::tuple<std::string, int, int>, Link> step_links;
@@ -239,14 +239,16 @@ double JobState::smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_itera
     const auto before = std::prev(it);
     // The wall time since the step before the window ended, when the window is one attempt's
     // consecutive steps; otherwise the steps' own times.
-    if (n == kSmoothingSteps - 1 || before->first != it->first - 1 || before->second.attempt != it->second.attempt)
+    if (n == kSmoothingSteps - 1 || before->first != it->first - 1 ||
+        before->second.attempt != it->second.attempt)
       break;
     it = before;
   }
   double seconds = busy_s;
   if (it != steps_.begin()) {
     const auto before = std::prev(it);
-    if (before->first == it->first - 1 && before->second.attempt == last->second.attempt && before->second.time_ns > 0)
+    if (before->first == it->first - 1 && before->second.attempt == last->second.attempt &&
+        before->second.time_ns > 0)
       seconds = static_cast<double>(last->second.time_ns - before->second.time_ns) * 1e-9;
   }
   return seconds > 0 ? tokens / seconds : 0.0;

@@ -33,6 +33,29 @@ std::optional<RankEnd> parse_mpirun_report(const std::string& text) {
     e.exit_code = std::stoi(m[2]);
     return e;
   }
+  return parse_srun_report(text);
+}
+
+std::optional<RankEnd> parse_srun_report(const std::string& text) {
+  // Slurm 22: "srun: error: HOST: task 1: Killed" / "...: task 1: Exited with exit code 3". The
+  // first such line names the rank that ended the step; srun then terminates the others.
+  static const std::regex line(
+      R"(srun: error: (\S+): tasks? (\d+)(?:-\d+)?: (Killed|Exited with exit code (\d+)|[A-Z][a-z]+))");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), line); it != std::sregex_iterator(); ++it) {
+    const auto& m = *it;
+    const std::string what = m[3];
+    if (what == "Terminated") continue;  // srun's own teardown of the other tasks
+    RankEnd e;
+    e.host = m[1];
+    e.rank = std::stoi(m[2]);
+    if (m[4].matched) {
+      e.exit_code = std::stoi(m[4]);
+    } else {
+      e.signal_name = what;
+      e.signal = what == "Killed" ? 9 : what == "Aborted" ? 6 : what == "Segmentation" ? 11 : -1;
+    }
+    return e;
+  }
   return std::nullopt;
 }
 

@@ -19,7 +19,9 @@ struct RankEnd {
   std::string how() const;
 };
 
-// The first rank mpirun reports as having ended the job, or nullopt when its output names none.
+// The first rank the launcher reports as having ended the job (mpirun's words, else srun's), or
+// nullopt when its output names none.
 std::optional<RankEnd> parse_mpirun_report(const std::string& launcher_output);
+std::optional<RankEnd> parse_srun_report(const std::string& launcher_output);
 
 }  // namespace rondo

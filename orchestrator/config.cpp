@@ -129,9 +129,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(comms, bucket_size_mb, "gradient bucket size, MiB (the first bucket is at most 1 MiB)"),
       RONDO_KEY(comms, emulated_link_gbps,
                 "emulate a link of this many GB/s in rondo's collectives (tests, benchmarks); 0: off"),
-      RONDO_KEY(launch, launcher, "mpirun"),
+      RONDO_KEY(launch, launcher, "auto (srun inside a Slurm allocation, else mpirun) | mpirun | srun"),
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
+      RONDO_KEY(launch, srun_args, "extra srun arguments, space separated"),
       RONDO_KEY(launch, max_restarts,
                 "relaunches from the latest checkpoint after a rank dies, hangs or times out; 0: none"),
       RONDO_KEY(launch, control_address, "host:port the coordinator's control plane listens on; port 0: any"),
@@ -452,7 +453,7 @@ void validate(const Config& c) {
   require(c.comms.recorder_capacity >= 1, "comms.recorder_capacity", "must be >= 1");
   require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
   require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
-  require_one_of(c.launch.launcher, {"mpirun"}, "launch.launcher");
+  require_one_of(c.launch.launcher, {"auto", "mpirun", "srun"}, "launch.launcher");
   require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
   require(c.launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0");
   require(c.launch.control_address.find(':') != std::string::npos, "launch.control_address",

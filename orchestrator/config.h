@@ -114,9 +114,10 @@ struct CommsConfig {
 };
 
 struct LaunchConfig {
-  std::string launcher = "mpirun";
+  std::string launcher = "auto";  // auto: srun inside a Slurm allocation, else mpirun | mpirun | srun
   double timeout_s = 3600.0;
   std::string mpirun_args;
+  std::string srun_args;
   // Relaunches from the latest checkpoint after a rank dies, hangs or loses its peers.
   int64_t max_restarts = 3;
   std::string control_address = "127.0.0.1:0";  // the control plane (gRPC); port 0: any free

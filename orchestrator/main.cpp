@@ -9,6 +9,7 @@
 
 #include "common/errors.h"
 #include "common/logging.h"
+#include "launch/sbatch_script.h"
 #include "orchestrator/config.h"
 #include "orchestrator/data_command.h"
 #include "orchestrator/plan_builder.h"
@@ -59,6 +60,27 @@ int main(int argc, char** argv) {
                       "default: launch.dashboard_port)");
   run_cmd->add_option("--linger", run_options.linger_s,
                       "keep the dashboard up this many seconds after the job");
+
+  auto* sbatch_cmd = app.add_subcommand(
+      "sbatch",
+      "print a Slurm batch script that runs a config (checkpoints and requeues before its time limit)");
+  rondo::SbatchOptions sbatch;
+  std::string sbatch_config;
+  std::vector<std::string> sbatch_overrides;
+  sbatch_cmd->add_option("config", sbatch_config, "config YAML (default: the built-in demo job)");
+  sbatch_cmd->add_option("--set", sbatch_overrides, "override a key: section.key=value (repeatable)");
+  sbatch_cmd->add_option("--run-dir", sbatch.run_dir, "run directory (default: runs/<timestamp>)");
+  sbatch_cmd->add_option("--nodes", sbatch.nodes, "nodes")->required()->check(CLI::PositiveNumber);
+  sbatch_cmd->add_option("--ntasks-per-node", sbatch.ntasks_per_node, "ranks per node")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  sbatch_cmd->add_option("--time", sbatch.time, "time limit, Slurm's form (e.g. 4:00:00)");
+  sbatch_cmd->add_option("--partition", sbatch.partition, "partition");
+  sbatch_cmd
+      ->add_option("--signal-lead", sbatch.signal_lead_s,
+                   "seconds before the time limit to checkpoint and requeue")
+      ->capture_default_str();
+  sbatch_cmd->add_option("--worker", sbatch.worker, "path of rondo-worker (default: beside rondo)");
 
   auto* status_cmd = app.add_subcommand("status", "print a run's live state (progress, ranks, events)");
   std::string status_dir;
@@ -202,6 +224,15 @@ int main(int argc, char** argv) {
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
     if (*status_cmd) return rondo::run_status(status_dir, status_json);
+    if (*sbatch_cmd) {
+      // Validate now, with the rank count the script will ask for, rather than in the queue.
+      auto checked = sbatch_overrides;
+      checked.push_back("parallel.world_size=" + std::to_string(sbatch.nodes * sbatch.ntasks_per_node));
+      rondo::check_executable(load(sbatch_config, checked));
+      std::cout << rondo::sbatch_script(
+          rondo::complete_sbatch_options(sbatch, sbatch_config, sbatch_overrides));
+      return rondo::kExitOk;
+    }
     if (*prepare_cmd) return rondo::run_data_prepare(prepare);
     if (*stats_cmd) return rondo::run_data_stats(stats_prefix, stats_json);
     if (*chunks_cmd) return rondo::run_data_chunks(chunks);

@@ -30,6 +30,7 @@
 #include "launch/launcher_report.h"
 #include "launch/mpirun_command.h"
 #include "launch/process_runner.h"
+#include "launch/srun_command.h"
 #include "orchestrator/dashboard_server.h"
 #include "orchestrator/plan_builder.h"
 #include "proto/report.pb.h"
@@ -102,6 +103,20 @@ std::string describe_rank(const fs::path& run_dir, int rank, const JobState* sta
 
 }  // namespace
 
+SbatchOptions complete_sbatch_options(SbatchOptions o, const std::string& config_path,
+                                      const std::vector<std::string>& overrides) {
+  std::error_code ec;
+  const auto self = fs::read_symlink("/proc/self/exe", ec);
+  o.rondo = self.string();
+  o.worker = fs::absolute(find_worker(o.worker)).string();
+  o.config_path = config_path.empty() ? "" : fs::absolute(config_path).string();
+  o.run_dir = fs::absolute(o.run_dir.empty() ? default_run_dir() : o.run_dir).string();
+  o.overrides = overrides;
+  // Slurm opens the job's output file there before the script runs.
+  fs::create_directories(o.run_dir);
+  return o;
+}
+
 void check_executable(const Config& c) {
   const auto& p = c.parallel;
   const std::string why =
@@ -157,6 +172,28 @@ std::string progress_line(const JobState& state, int attempt) {
   }
   if (attempt > 0) ss << " | restart " << attempt;
   return ss.str();
+}
+
+// mpirun on this machine; srun inside a Slurm allocation (SLURM_JOB_ID) or when told.
+std::vector<std::string> launch_command(const Config& config, int world, const std::string& worker,
+                                        const std::string& run_dir) {
+  const bool in_allocation = std::getenv("SLURM_JOB_ID") != nullptr;
+  const std::string& launcher = config.launch.launcher;
+  if (launcher == "srun" || (launcher == "auto" && in_allocation)) {
+    SrunOptions so;
+    so.num_ranks = world;
+    so.worker = worker;
+    so.run_dir = run_dir;
+    so.extra_args = split_args(config.launch.srun_args);
+    return srun_command(so);
+  }
+  MpirunOptions mo;
+  mo.num_ranks = world;
+  mo.worker = worker;
+  mo.run_dir = run_dir;
+  mo.extra_args = split_args(config.launch.mpirun_args);
+  mo.as_root = ::geteuid() == 0;
+  return mpirun_command(mo);
 }
 
 // How one attempt ended, as the coordinator saw it.
@@ -288,13 +325,7 @@ int run_job(const Config& config, const RunOptions& options) {
     state.add_event(std::move(e));
   };
 
-  MpirunOptions mo;
-  mo.num_ranks = world;
-  mo.worker = worker;
-  mo.run_dir = run_dir.string();
-  mo.extra_args = split_args(config.launch.mpirun_args);
-  mo.as_root = ::geteuid() == 0;
-  const auto cmd = mpirun_command(mo);
+  const auto cmd = launch_command(config, world, worker, run_dir.string());
   std::string cmd_text;
   for (const auto& a : cmd) cmd_text += (cmd_text.empty() ? "" : " ") + a;
   ::setenv("RONDO_LOG", "info", 0);
@@ -335,7 +366,7 @@ int run_job(const Config& config, const RunOptions& options) {
         fs::remove(run_dir / "logs" / ("rank-" + std::to_string(r) + suffix));
     }
     state.set_phase("running");
-    log->info("launching {} workers (attempt {}): {}", world, attempt, cmd_text);
+    log->info("launching {} workers with {} (attempt {}): {}", world, cmd.front(), attempt, cmd_text);
     event({{"event", "launch"}, {"attempt", attempt}, {"ranks", world}, {"command", cmd_text}});
 
     // Watches the attempt: a failed or silent rank ends it, once the others dumped their flight

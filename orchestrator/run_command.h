@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "launch/sbatch_script.h"
 #include "orchestrator/config.h"
 
 namespace rondo {
@@ -19,6 +20,12 @@ struct RunOptions {
 
 // Returns the process exit status (0 success, 1 job failure).
 int run_job(const Config& config, const RunOptions& options);
+
+// `rondo sbatch`: absolute paths for the config, the run directory (default runs/<timestamp>; it is
+// created, since Slurm opens the job's output there), rondo itself and the worker (default: beside
+// rondo), and the overrides.
+SbatchOptions complete_sbatch_options(SbatchOptions options, const std::string& config_path,
+                                      const std::vector<std::string>& overrides);
 
 // Checks that the worker can execute this layout; throws ConfigError naming the key otherwise.
 void check_executable(const Config& config);

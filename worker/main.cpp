@@ -24,6 +24,7 @@
 #include "comms/mpi/mpi_communicator.h"
 #include "control/control_client.h"
 #include "control/flight_records.h"
+#include "launch/rank_discovery.h"
 #include "proto/plan.pb.h"
 #include "proto/plan_version.h"
 #include "proto/report.pb.h"
@@ -169,6 +170,8 @@ void on_stop_signal(int) { g_stop_signal = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Who this process is, from the launcher's environment, before MPI or any device is touched.
+  const auto discovered = rondo::discover_rank();
   rondo::MpiRuntime mpi(&argc, &argv);
   CLI::App app{"rondo-worker: one rank of a rondo training job (started by `rondo run`)"};
   std::string run_dir;
@@ -181,6 +184,12 @@ int main(int argc, char** argv) {
   fs::create_directories(logs);
   rondo::logging::init(rank, (logs / ("rank-" + std::to_string(rank) + ".log")).string(), rank == 0);
   auto log = rondo::logging::get("worker");
+  if (discovered) {
+    log->info("{}{}", discovered->describe(),
+              discovered->rank == rank ? "" : "; MPI says rank " + std::to_string(rank) + ", which counts");
+  } else {
+    log->info("no launcher variables (torchrun, Open MPI, PMIx, PMI, Slurm): rank {} from MPI", rank);
+  }
   // SIGUSR1 (Slurm's warning before the time limit): finish the step, checkpoint, exit cleanly.
   std::signal(SIGUSR1, on_stop_signal);
 
@@ -232,11 +241,11 @@ int main(int argc, char** argv) {
     // Before the model exists, so that every tensor comes from the chosen allocator policy.
     const std::string malloc_policy = rondo::apply_malloc_policy(plan.training().malloc_policy());
     world->set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
-    // More ranks than cores on this node (Open MPI names the node's rank count): idle waits back
+    // More ranks than cores on this node (the launcher names the node's rank count): idle waits back
     // off further, leaving the cores to the ranks that work.
-    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int local = discovered ? discovered->local_size : -1;
     const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    if (local != nullptr && std::strtoul(local, nullptr, 10) > cores) {
+    if (local > static_cast<int>(cores)) {
       rondo::PollBackoff::set_oversubscribed(true);
       if (rank == 0) {
         log->info(

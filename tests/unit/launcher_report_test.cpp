@@ -31,6 +31,22 @@ TEST(LauncherReport, NonZeroExit) {
   EXPECT_EQ(e->how(), "exited with status 3");
 }
 
+TEST(LauncherReport, SrunKilledTaskNotItsOwnTeardown) {
+  const auto e = parse_mpirun_report(
+      "srun: error: localhost: task 0: Terminated\n"
+      "srun: error: localhost: task 1: Killed\n"
+      "srun: launch/slurm: _step_signal: Terminating StepId=2.0\n");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->rank, 1);
+  EXPECT_EQ(e->host, "localhost");
+  EXPECT_EQ(e->signal, 9);
+  EXPECT_EQ(e->how(), "killed by signal 9 (Killed)");
+  const auto x = parse_srun_report("srun: error: vm: task 3: Exited with exit code 2\n");
+  ASSERT_TRUE(x);
+  EXPECT_EQ(x->rank, 3);
+  EXPECT_EQ(x->how(), "exited with status 2");
+}
+
 TEST(LauncherReport, NothingNamed) { EXPECT_FALSE(parse_mpirun_report("step 10/20 | loss 2.0\n")); }
 
 }  // namespace

@@ -1,0 +1,95 @@
+// Rank discovery from launcher environments, and the batch script of `rondo sbatch`.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "launch/rank_discovery.h"
+#include "launch/sbatch_script.h"
+#include "launch/srun_command.h"
+
+namespace rondo {
+namespace {
+
+EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](const char* name) -> const char* {
+    const auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+TEST(RankDiscovery, TorchrunComesFirst) {
+  const auto d = discover_rank(env_of({{"RANK", "3"},
+                                       {"WORLD_SIZE", "8"},
+                                       {"LOCAL_RANK", "1"},
+                                       {"LOCAL_WORLD_SIZE", "4"},
+                                       {"OMPI_COMM_WORLD_RANK", "5"}}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->rank, 3);
+  EXPECT_EQ(d->source, "torchrun");
+  EXPECT_EQ(d->describe(), "rank 3 of 8 (local 1 of 4) from torchrun");
+}
+
+TEST(RankDiscovery, OpenMpi) {
+  const auto d = discover_rank(env_of({{"OMPI_COMM_WORLD_RANK", "2"},
+                                       {"OMPI_COMM_WORLD_SIZE", "4"},
+                                       {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                                       {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                                       {"SLURM_PROCID", "9"}}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->source, "openmpi");
+  EXPECT_EQ(d->rank, 2);
+  EXPECT_EQ(d->local_size, 2);
+}
+
+TEST(RankDiscovery, PmixUnderSrunBorrowsTheLocalRankFromSlurm) {
+  const auto d = discover_rank(
+      env_of({{"PMIX_RANK", "5"}, {"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->source, "pmix");
+  EXPECT_EQ(d->world_size, 8);
+  EXPECT_EQ(d->local_rank, 1);
+}
+
+TEST(RankDiscovery, SlurmAloneAndNothing) {
+  const auto d =
+      discover_rank(env_of({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "1"}}));
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->source, "slurm");
+  EXPECT_FALSE(discover_rank(env_of({{"RANK", "x"}})));
+  EXPECT_FALSE(discover_rank(env_of({})));
+}
+
+TEST(Launch, SrunCommandKillsTheStepOnABadExit) {
+  const auto cmd = srun_command({4, "/bin/rondo-worker", "/runs/a", {"--exclusive"}});
+  const std::vector<std::string> want = {
+      "srun",         "--ntasks=4",  "--kill-on-bad-exit=1", "--overcommit", "--mpi=pmix",
+      "--export=ALL", "--exclusive", "/bin/rondo-worker",    "--run-dir",    "/runs/a"};
+  EXPECT_EQ(cmd, want);
+}
+
+TEST(Launch, SbatchScript) {
+  SbatchOptions o;
+  o.rondo = "/opt/rondo";
+  o.worker = "/opt/rondo-worker";
+  o.config_path = "/cfg/job.yaml";
+  o.overrides = {"training.lr=1e-3", "data.path=it's here"};
+  o.run_dir = "/runs/x";
+  o.nodes = 2;
+  o.ntasks_per_node = 4;
+  o.time = "4:00:00";
+  o.partition = "gpu";
+  const auto s = sbatch_script(o);
+  for (const char* want :
+       {"#SBATCH --nodes=2\n", "#SBATCH --ntasks-per-node=4\n", "#SBATCH --time=4:00:00\n",
+        "#SBATCH --partition=gpu\n", "#SBATCH --signal=B:USR1@120\n",
+        "#SBATCH --output=/runs/x/slurm-%j.out\n", "scontrol show hostnames \"$SLURM_JOB_NODELIST\"",
+        "trap requeue USR1", "scontrol requeue \"$SLURM_JOB_ID\"", "'/opt/rondo' run '/cfg/job.yaml'",
+        "--set parallel.world_size=8", "--set launch.control_address=0.0.0.0:0",
+        "--set 'data.path=it'\\''s here'"}) {
+    EXPECT_NE(s.find(want), std::string::npos) << want << "\n" << s;
+  }
+  EXPECT_EQ(shell_quote("a b"), "'a b'");
+}
+
+}  // namespace
+}  // namespace rondo
