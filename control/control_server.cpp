@@ -37,7 +37,10 @@ class Service final : public RawService {
     if (auto s = accept(ctx, in, &req, "Register"); !s.ok()) return finish(ctx, s);
     if (auto s = admit(ctx, req.rank(), req.attempt(), "Register"); !s.ok()) return finish(ctx, s);
     state_.registered(req);
-    log_->info("rank {} registered: pid {} on {}, rondo {}, plan v{}, torch {}, {}", req.rank(), req.pid(),
+    const int registered = state_.registered_count();
+    if (registered == state_.world_size()) log_->info("all {} ranks registered", registered);
+    // One line per rank is for debugging: at 10k ranks it would bury everything else.
+    log_->debug("rank {} registered: pid {} on {}, rondo {}, plan v{}, torch {}, {}", req.rank(), req.pid(),
                req.host(), req.rondo_version(), req.plan_version(), req.torch_version(), req.mpi_version());
     control::RegisterReply reply;
     reply.set_world_size(static_cast<uint32_t>(state_.world_size()));
