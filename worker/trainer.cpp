@@ -343,7 +343,7 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Communicator> async_comm;
   std::unique_ptr<Collectives> async_stats;
   // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
-  // thread (outside the flight recorder, which the main thread writes).
+  // thread (recorded too: the recorder locks).
   std::unique_ptr<Collectives> async_dp;
   void finish_async_step(StepMaxima worst, const std::shared_ptr<StepReport>& report);
 };
@@ -381,8 +381,10 @@ void Trainer::Impl::setup() {
   if (plan.comms().timing_recorder()) {
     recorder = std::make_unique<TimingRecorder>(plan.comms().recorder_capacity());
   }
+  // Every collective a rank can wait in is recorded: a hang inside the step's statistics must show
+  // in the flight dump as well as one inside the gradient reduction.
   world_coll = std::make_unique<Collectives>(world, recorder.get());
-  stats_coll = std::make_unique<Collectives>(world, nullptr);
+  stats_coll = std::make_unique<Collectives>(world, recorder.get());
   build_dp_group();
   dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
   std::vector<int> everyone(static_cast<size_t>(world.size()));
@@ -391,7 +393,7 @@ void Trainer::Impl::setup() {
   if (plan.asynchronous()) {
     // The update's thread sums each step's statistics over a communicator of its own.
     async_comm = world.split(everyone);
-    async_stats = std::make_unique<Collectives>(*async_comm, nullptr);
+    async_stats = std::make_unique<Collectives>(*async_comm, recorder.get());  // the recorder locks
   }
 
   sampler =
@@ -585,7 +587,7 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
     params[static_cast<size_t>(k)] = {shared->parameters(k).narrow(0, range.offset, range.count)};
   delayed = std::make_unique<DelayedUpdate>(*optimizer, std::vector<torch::Tensor>{master}, std::move(params),
                                             delay_correction());
-  if (dp_coll->comm().size() > 1) async_dp = std::make_unique<Collectives>(dp_coll->comm(), nullptr);
+  if (dp_coll->comm().size() > 1) async_dp = std::make_unique<Collectives>(dp_coll->comm(), recorder.get());
   shared->replica().native_barrier();  // every owner's versions are in place
   if (rank == 0) log_async();
 }
