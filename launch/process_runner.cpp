@@ -35,7 +35,8 @@ void copy_out(int from, int log_fd, bool echo, const std::string& status, std::s
     if (log_fd >= 0) (void)!::write(log_fd, buf, static_cast<size_t>(n));
   }
   if (echo && status != drawn) {
-    const std::string line = "\r\033[K" + status;
+    // The cursor goes back to the line's start: our own log lines then write over it.
+    const std::string line = "\r\033[K" + status + "\r";
     (void)!::write(STDERR_FILENO, line.data(), line.size());
     drawn = status;
   }

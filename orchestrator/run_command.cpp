@@ -158,6 +158,7 @@ std::string format_duration(double s) {
 std::string progress_line(const JobState& state, int attempt) {
   const auto j = state.to_json();
   const auto& p = j["progress"];
+  if (p.value("step", int64_t{0}) == 0) return std::string();  // start-up: its log lines say more
   std::ostringstream ss;
   ss << "rondo: step " << p.value("step", int64_t{0}) << "/" << j["train_iters"].get<int64_t>();
   if (p.contains("loss")) {

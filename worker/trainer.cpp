@@ -109,6 +109,7 @@ struct Trainer::Impl : StepModel {
   std::string run_dir;
   Communicator& world;
   int rank;
+  int local_rank;  // the launcher's, -1 when unknown
   const plan::RankPlan& me;
   std::shared_ptr<spdlog::logger> log = logging::get("worker");
 
@@ -202,11 +203,12 @@ struct Trainer::Impl : StepModel {
   std::vector<double> stage_f, stage_b, stage_w, stage_b_lead;
   PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
 
-  Impl(const plan::Plan& p, std::string dir, Communicator& w)
+  Impl(const plan::Plan& p, std::string dir, Communicator& w, int local)
       : plan(p),
         run_dir(std::move(dir)),
         world(w),
         rank(w.rank()),
+        local_rank(local),
         me(p.ranks(w.rank())),
         corpus(load_corpus(p.data(), p.model().seq_length() + 1)) {}
 
@@ -376,7 +378,9 @@ void Trainer::Impl::setup() {
     if (!torch::cuda::is_available()) {
       throw ConfigError("training.device", "cuda requested but this LibTorch has no usable GPU");
     }
-    device = torch::Device(torch::kCUDA, static_cast<int>(rank % torch::cuda::device_count()));
+    // The launcher's local rank picks the device; the global rank only when none was discovered.
+    device = torch::Device(torch::kCUDA,
+                           static_cast<int>((local_rank >= 0 ? local_rank : rank) % torch::cuda::device_count()));
   }
   if (plan.comms().timing_recorder()) {
     recorder = std::make_unique<TimingRecorder>(plan.comms().recorder_capacity());
@@ -1025,8 +1029,8 @@ void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<St
   delayed->begin(step - 1, update, written);
 }
 
-Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world)
-    : impl_(std::make_unique<Impl>(plan, std::move(run_dir), world)) {
+Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world, int local_rank)
+    : impl_(std::make_unique<Impl>(plan, std::move(run_dir), world, local_rank)) {
   impl_->setup();
 }
 

@@ -23,8 +23,9 @@ class StepReport;
 
 class Trainer {
  public:
-  // `world` spans every rank of the plan; it must outlive the trainer.
-  Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world);
+  // `world` spans every rank of the plan; it must outlive the trainer. `local_rank` (the
+  // launcher's, -1 when unknown) picks the device on a node with several.
+  Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world, int local_rank = -1);
   ~Trainer();
 
   // Trains until training.train_iters or training.exit_interval; returns the last step done.
