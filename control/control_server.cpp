@@ -41,7 +41,7 @@ class Service final : public RawService {
     if (registered == state_.world_size()) log_->info("all {} ranks registered", registered);
     // One line per rank is for debugging: at 10k ranks it would bury everything else.
     log_->debug("rank {} registered: pid {} on {}, rondo {}, plan v{}, torch {}, {}", req.rank(), req.pid(),
-               req.host(), req.rondo_version(), req.plan_version(), req.torch_version(), req.mpi_version());
+                req.host(), req.rondo_version(), req.plan_version(), req.torch_version(), req.mpi_version());
     control::RegisterReply reply;
     reply.set_world_size(static_cast<uint32_t>(state_.world_size()));
     reply.set_heartbeat_interval_s(options_.heartbeat_interval_s);

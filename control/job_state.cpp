@@ -254,6 +254,29 @@ double JobState::smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_itera
   return seconds > 0 ? tokens / seconds : 0.0;
 }
 
+nlohmann::json JobState::progress() const {
+  std::lock_guard lock(mu_);
+  nlohmann::json j = progress_locked();
+  j["train_iters"] = train_iters_;
+  return j;
+}
+
+nlohmann::json JobState::progress_locked() const {
+  // The newest step, its loss, and throughput smoothed over the last steps.
+  nlohmann::json progress;
+  progress["step"] = steps_.empty() ? 0 : steps_.rbegin()->first;
+  if (!steps_.empty()) {
+    const auto newest = std::prev(steps_.end());
+    progress["loss"] = newest->second.loss;
+    const double tps = smoothed_tokens_per_s(newest);
+    if (tps > 0 && newest->second.tokens > 0) {
+      progress["tokens_per_s"] = tps;
+      progress["eta_s"] = newest->second.tokens / tps * static_cast<double>(train_iters_ - newest->first);
+    }
+  }
+  return progress;
+}
+
 nlohmann::json JobState::to_json() const {
   std::lock_guard lock(mu_);
   nlohmann::json j;
@@ -269,18 +292,7 @@ nlohmann::json JobState::to_json() const {
   auto& refused = j["refused_calls"] = nlohmann::json::object();
   for (const auto& [reason, n] : refused_) refused[reason] = n;
 
-  // Progress: the newest step, its loss, and throughput smoothed over the last steps.
-  auto& progress = j["progress"];
-  progress["step"] = steps_.empty() ? 0 : steps_.rbegin()->first;
-  if (!steps_.empty()) {
-    const auto newest = std::prev(steps_.end());
-    progress["loss"] = newest->second.loss;
-    const double tps = smoothed_tokens_per_s(newest);
-    if (tps > 0 && newest->second.tokens > 0) {
-      progress["tokens_per_s"] = tps;
-      progress["eta_s"] = newest->second.tokens / tps * static_cast<double>(train_iters_ - newest->first);
-    }
-  }
+  j["progress"] = progress_locked();
   auto& series = j["series"];
   series["step"] = nlohmann::json::array();
   series["loss"] = nlohmann::json::array();

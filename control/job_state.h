@@ -67,6 +67,8 @@ class JobState {
 
   // --- readers -----------------------------------------------------------------------------
   nlohmann::json to_json() const;  // /api/state
+  // Just to_json()'s "progress" (step, loss, tokens_per_s, eta_s) and train_iters: cheap at any size.
+  nlohmann::json progress() const;
   std::string prometheus() const;  // /metrics, Prometheus text format 0.0.4
 
  private:
@@ -93,6 +95,7 @@ class JobState {
   // time since the step before them ended. One rank's step time alone jumps from step to step
   // (where it waits moves), the period between step ends does not.
   static constexpr int kSmoothingSteps = 10;
+  nlohmann::json progress_locked() const;
   double smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_iterator it) const;
   struct Link {
     double seconds = 0;  // in the latest step that used it

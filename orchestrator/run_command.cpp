@@ -156,11 +156,10 @@ std::string format_duration(double s) {
 
 // "step 37/1500 | loss 3.2104 | 21.3k tokens/s | ETA 1m02s", from what the ranks reported.
 std::string progress_line(const JobState& state, int attempt) {
-  const auto j = state.to_json();
-  const auto& p = j["progress"];
+  const auto p = state.progress();
   if (p.value("step", int64_t{0}) == 0) return std::string();  // start-up: its log lines say more
   std::ostringstream ss;
-  ss << "rondo: step " << p.value("step", int64_t{0}) << "/" << j["train_iters"].get<int64_t>();
+  ss << "rondo: step " << p.value("step", int64_t{0}) << "/" << p["train_iters"].get<int64_t>();
   if (p.contains("loss")) {
     char buf[64];
     std::snprintf(buf, sizeof(buf), " | loss %.4f", p["loss"].get<double>());

@@ -261,7 +261,8 @@ int main(int argc, char** argv) {
               std::to_string(mpi.thread_level()));
     }
     write_workers(*world, run_dir);
-    trainer = std::make_unique<rondo::Trainer>(plan, run_dir, *world, discovered ? discovered->local_rank : -1);
+    trainer =
+        std::make_unique<rondo::Trainer>(plan, run_dir, *world, discovered ? discovered->local_rank : -1);
     if (control) {
       trainer->on_step([&](rondo::report::StepReport&& r) {
         control->set_step(r.step());

@@ -379,8 +379,8 @@ void Trainer::Impl::setup() {
       throw ConfigError("training.device", "cuda requested but this LibTorch has no usable GPU");
     }
     // The launcher's local rank picks the device; the global rank only when none was discovered.
-    device = torch::Device(torch::kCUDA,
-                           static_cast<int>((local_rank >= 0 ? local_rank : rank) % torch::cuda::device_count()));
+    device = torch::Device(
+        torch::kCUDA, static_cast<int>((local_rank >= 0 ? local_rank : rank) % torch::cuda::device_count()));
   }
   if (plan.comms().timing_recorder()) {
     recorder = std::make_unique<TimingRecorder>(plan.comms().recorder_capacity());
