@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
@@ -20,12 +19,12 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
+#include "control/control_client.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
 #include "proto/control.grpc.pb.h"
@@ -157,30 +156,6 @@ int load(const std::string& address, const std::string& token, int ranks, double
   return 0;
 }
 
-grpc::StatusCode raw_call(const std::string& address, const std::string& method, const std::string& token,
-                          const std::string& bytes) {
-  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 10s);
-  if (!token.empty()) ctx.AddMetadata("rondo-token", token);
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request(&slice, 1), response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status result;
-  stub.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   std::lock_guard lock(mu);
-                   result = s;
-                   done = true;
-                   cv.notify_all();
-                 });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  return result.error_code();
-}
-
 int bad(const std::string& address, const std::string& token) {
   rondo::control::HeartbeatRequest beat;
   beat.set_rank(0);
@@ -189,11 +164,13 @@ int bad(const std::string& address, const std::string& token) {
   rondo::control::ReportRequest big;
   big.add_reports()->add_collectives()->set_op(std::string(5 << 20, 'x'));  // over the 4 MiB limit
   nlohmann::json out = {
-      {"wrong_token", raw_call(address, "Heartbeat", token + "-wrong", beat.SerializeAsString())},
-      {"no_token", raw_call(address, "Heartbeat", "", beat.SerializeAsString())},
-      {"unknown_rank", raw_call(address, "Heartbeat", token, stranger.SerializeAsString())},
-      {"garbage", raw_call(address, "Report", token, std::string("\xff\xfe\xfd garbage \x00\x01", 14))},
-      {"oversized", raw_call(address, "Report", token, big.SerializeAsString())},
+      {"wrong_token",
+       rondo::raw_control_call(address, "Heartbeat", token + "-wrong", beat.SerializeAsString())},
+      {"no_token", rondo::raw_control_call(address, "Heartbeat", "", beat.SerializeAsString())},
+      {"unknown_rank", rondo::raw_control_call(address, "Heartbeat", token, stranger.SerializeAsString())},
+      {"garbage",
+       rondo::raw_control_call(address, "Report", token, std::string("\xff\xfe\xfd garbage \x00\x01", 14))},
+      {"oversized", rondo::raw_control_call(address, "Report", token, big.SerializeAsString())},
   };
   std::cout << out.dump() << std::endl;
   return 0;

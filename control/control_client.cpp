@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "common/errors.h"
@@ -22,6 +23,16 @@ constexpr size_t kReportsPerCall = 64;
 std::chrono::system_clock::time_point deadline_in(std::chrono::duration<double> d) {
   return std::chrono::system_clock::now() +
          std::chrono::duration_cast<std::chrono::system_clock::duration>(d);
+}
+
+// One unary call answered by an Ack, with the token and the standard deadline: true when it went through.
+template <class Call>
+bool acknowledged(const std::string& token, Call call) {
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("rondo-token", token);
+  ctx.set_deadline(deadline_in(kControlCallDeadline));
+  control::Ack ack;
+  return call(&ctx, &ack).ok();
 }
 
 }  // namespace
@@ -97,11 +108,10 @@ bool ControlClient::flush_reports() {
     req.set_attempt(attempt_);
     for (size_t k = i; k < std::min(batch.size(), i + kReportsPerCall); ++k)
       *req.add_reports() = std::move(batch[k]);
-    grpc::ClientContext ctx;
-    ctx.AddMetadata("rondo-token", token_);
-    ctx.set_deadline(deadline_in(kControlCallDeadline));
-    control::Ack ack;
-    if (!stub_->stub->Report(&ctx, req, &ack).ok()) return false;  // dropped: the files keep the record
+    const bool sent = acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+      return stub_->stub->Report(ctx, req, ack);
+    });
+    if (!sent) return false;  // dropped: metrics.jsonl and the logs keep the record
   }
   return true;
 }
@@ -146,11 +156,9 @@ bool ControlClient::send_status(report::WorkerStatus status) {
   status.set_attempt(attempt_);
   control::StatusRequest req;
   *req.mutable_status() = std::move(status);
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("rondo-token", token_);
-  ctx.set_deadline(deadline_in(kControlCallDeadline));
-  control::Ack ack;
-  return stub_->stub->Status(&ctx, req, &ack).ok();
+  return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+    return stub_->stub->Status(ctx, req, ack);
+  });
 }
 
 bool ControlClient::send_flight(report::FlightDump dump) {
@@ -158,11 +166,33 @@ bool ControlClient::send_flight(report::FlightDump dump) {
   dump.set_attempt(attempt_);
   control::FlightRequest req;
   *req.mutable_dump() = std::move(dump);
+  return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+    return stub_->stub->Flight(ctx, req, ack);
+  });
+}
+
+int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
+                     const std::string& bytes) {
+  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
-  ctx.AddMetadata("rondo-token", token_);
   ctx.set_deadline(deadline_in(kControlCallDeadline));
-  control::Ack ack;
-  return stub_->stub->Flight(&ctx, req, &ack).ok();
+  if (!token.empty()) ctx.AddMetadata("rondo-token", token);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer request(&slice, 1), response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status result;
+  stub.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard lock(mu);
+                   result = std::move(s);
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return static_cast<int>(result.error_code());
 }
 
 }  // namespace rondo

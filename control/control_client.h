@@ -68,4 +68,10 @@ class ControlClient {
   std::thread thread_;
 };
 
+// One unary call of the control service (`method`, e.g. "Report") with raw bytes as its request, as
+// a broken or hostile client would make it; returns the gRPC status code (0: OK). For tests and
+// bench/control_load.
+int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
+                     const std::string& bytes);
+
 }  // namespace rondo

@@ -4,7 +4,6 @@
 
 #include <thread>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "common/errors.h"
@@ -20,32 +19,6 @@ using namespace std::chrono_literals;
 
 uint64_t refused(const JobState& state, const char* reason) {
   return state.to_json()["refused_calls"].value(reason, uint64_t{0});
-}
-
-// A unary call with raw bytes, as a broken or hostile client would make it.
-grpc::Status raw_call(const std::string& address, const std::string& method, const std::string& token,
-                      const std::string& bytes) {
-  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  if (!token.empty()) ctx.AddMetadata("rondo-token", token);
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer request(&slice, 1), response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status result;
-  stub.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   std::lock_guard lock(mu);
-                   result = s;
-                   done = true;
-                   cv.notify_all();
-                 });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  return result;
 }
 
 struct ControlPlane : ::testing::Test {
@@ -122,7 +95,7 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_THROW(ControlClient(address, "guess", 0, 0).register_rank({}, 5s), Error);
   control::HeartbeatRequest beat;
   beat.set_rank(0);
-  EXPECT_EQ(raw_call(address, "Heartbeat", "", beat.SerializeAsString()).error_code(),
+  EXPECT_EQ(raw_control_call(address, "Heartbeat", "", beat.SerializeAsString()),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(refused(state, "token"), 2u);
   // A rank the job does not have, and one of another attempt.
@@ -131,11 +104,11 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_EQ(refused(state, "unknown_rank"), 1u);
   EXPECT_EQ(refused(state, "stale_attempt"), 1u);
   // Bytes that are no protobuf message, and a message over the limit.
-  EXPECT_EQ(raw_call(address, "Report", "secret", std::string("\xff\xff\xff\xff garbage", 13)).error_code(),
+  EXPECT_EQ(raw_control_call(address, "Report", "secret", std::string("\xff\xff\xff\xff garbage", 13)),
             grpc::StatusCode::INVALID_ARGUMENT);
   control::ReportRequest big;
   big.add_reports()->mutable_collectives()->Add()->set_op(std::string(100 << 10, 'x'));
-  EXPECT_EQ(raw_call(address, "Report", "secret", big.SerializeAsString()).error_code(),
+  EXPECT_EQ(raw_control_call(address, "Report", "secret", big.SerializeAsString()),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(refused(state, "malformed"), 1u);
   EXPECT_EQ(refused(state, "oversized"), 1u);
