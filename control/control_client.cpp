@@ -171,6 +171,23 @@ bool ControlClient::send_flight(report::FlightDump dump) {
   });
 }
 
+void send_operator_command(const std::string& address, const std::string& token, control::Command::Kind kind,
+                           const std::string& reason) {
+  auto stub = control::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  control::CommandRequest req;
+  req.set_kind(kind);
+  req.set_reason(reason);
+  grpc::Status status;
+  acknowledged(token, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+    status = stub->Operate(ctx, req, ack);
+    return status;
+  });
+  if (!status.ok()) {
+    throw Error("the coordinator at " + address + " did not take " + control::Command::Kind_Name(kind) +
+                ": " + status.error_message());
+  }
+}
+
 int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
                      const std::string& bytes) {
   grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));

@@ -68,6 +68,11 @@ class ControlClient {
   std::thread thread_;
 };
 
+// An operator's command to a running job (CHECKPOINT_NOW or STOP); throws Error naming the address
+// when the coordinator refuses it or does not answer.
+void send_operator_command(const std::string& address, const std::string& token, control::Command::Kind kind,
+                           const std::string& reason);
+
 // One unary call of the control service (`method`, e.g. "Report") with raw bytes as its request, as
 // a broken or hostile client would make it; returns the gRPC status code (0: OK). For tests and
 // bench/control_load.

@@ -17,10 +17,10 @@ using Refusal = JobState::Refusal;
 
 // Every method takes raw bytes, so that a request too large or unparseable reaches us (and is
 // counted) instead of being dropped inside gRPC.
-using RawService =
-    control::Control::WithRawCallbackMethod_Register<control::Control::WithRawCallbackMethod_Heartbeat<
-        control::Control::WithRawCallbackMethod_Report<control::Control::WithRawCallbackMethod_Status<
-            control::Control::WithRawCallbackMethod_Flight<control::Control::Service>>>>>;
+using RawService = control::Control::WithRawCallbackMethod_Register<
+    control::Control::WithRawCallbackMethod_Heartbeat<control::Control::WithRawCallbackMethod_Report<
+        control::Control::WithRawCallbackMethod_Status<control::Control::WithRawCallbackMethod_Flight<
+            control::Control::WithRawCallbackMethod_Operate<control::Control::Service>>>>>>;
 
 // Requests larger than this never reach a handler; between the configured limit and this one
 // they are read and refused as oversized.
@@ -88,6 +88,23 @@ class Service final : public RawService {
     if (auto s = admit(ctx, req.dump().rank(), req.dump().attempt(), "Flight"); !s.ok())
       return finish(ctx, s);
     state_.add_flight(req.dump());
+    return reply_with(ctx, control::Ack(), out);
+  }
+
+  grpc::ServerUnaryReactor* Operate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
+    control::CommandRequest req;
+    if (auto s = accept(ctx, in, &req, "Operate"); !s.ok()) return finish(ctx, s);
+    if (req.kind() != control::Command::CHECKPOINT_NOW && req.kind() != control::Command::STOP) {
+      return finish(ctx, refuse(ctx, Refusal::kMalformed, "Operate", grpc::StatusCode::INVALID_ARGUMENT,
+                                "an operator may ask for CHECKPOINT_NOW or STOP only"));
+    }
+    log_->info("operator at {} asks for {}{}", ctx->peer(), control::Command::Kind_Name(req.kind()),
+               req.reason().empty() ? "" : ": " + req.reason());
+    state_.command(req.kind());
+    state_.add_event({{"event", "operator_command"},
+                      {"command", control::Command::Kind_Name(req.kind())},
+                      {"reason", req.reason()}});
     return reply_with(ctx, control::Ack(), out);
   }
 

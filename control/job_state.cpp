@@ -214,9 +214,16 @@ void JobState::set_phase(const std::string& phase) {
 }
 
 void JobState::add_event(nlohmann::json event) {
+  event["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::lock_guard lock(mu_);
+  if (event_sink_) event_sink_(event);
   events_.push_back(std::move(event));
   if (events_.size() > 200) events_.erase(events_.begin());
+}
+
+void JobState::set_event_sink(std::function<void(const nlohmann::json&)> sink) {
+  std::lock_guard lock(mu_);
+  event_sink_ = std::move(sink);
 }
 
 void JobState::set_control_address(const std::string& address) {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -61,7 +62,10 @@ class JobState {
   int64_t last_step() const;
   // Job-level state shown to people: "starting", "running", "restarting", "finished", "failed".
   void set_phase(const std::string& phase);
-  void add_event(nlohmann::json event);  // shown on the dashboard; events.jsonl is the caller's
+  // Stamps the event's time, passes it to the sink (RUN_DIR/events.jsonl), keeps the latest 200 for
+  // the dashboard. Events keep their order: the sink is called under the state's lock.
+  void add_event(nlohmann::json event);
+  void set_event_sink(std::function<void(const nlohmann::json&)> sink);
   void count_restart();
   void set_control_address(const std::string& address);
 
@@ -117,6 +121,7 @@ class JobState {
   std::map<std::string, uint64_t> refused_;
   uint64_t reports_ = 0, restarts_ = 0, next_command_id_ = 1;
   std::vector<nlohmann::json> events_;
+  std::function<void(const nlohmann::json&)> event_sink_;
 };
 
 }  // namespace rondo

@@ -82,6 +82,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   sbatch_cmd->add_option("--worker", sbatch.worker, "path of rondo-worker (default: beside rondo)");
 
+  auto* control_cmd =
+      app.add_subcommand("control", "ask a running job to checkpoint now, or to checkpoint and stop");
+  std::string control_dir, control_action, control_reason;
+  control_cmd->add_option("RUN_DIR", control_dir, "the run directory")->required();
+  control_cmd->add_option("ACTION", control_action, "checkpoint | stop")
+      ->required()
+      ->check(CLI::IsMember({"checkpoint", "stop"}));
+  control_cmd->add_option("--reason", control_reason, "recorded in the log and events.jsonl");
+
   auto* status_cmd = app.add_subcommand("status", "print a run's live state (progress, ranks, events)");
   std::string status_dir;
   bool status_json = false;
@@ -224,6 +233,7 @@ int main(int argc, char** argv) {
     }
     if (*run_cmd) return rondo::run_job(load(run_config, overrides), run_options);
     if (*status_cmd) return rondo::run_status(status_dir, status_json);
+    if (*control_cmd) return rondo::run_control(control_dir, control_action, control_reason);
     if (*sbatch_cmd) {
       // Validate now, with the rank count the script will ask for, rather than in the queue.
       auto checked = sbatch_overrides;

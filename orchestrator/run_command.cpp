@@ -307,6 +307,10 @@ int run_job(const Config& config, const RunOptions& options) {
   ControlServerOptions co;
   co.bind_address = config.launch.control_address;
   co.token = random_token();
+  // For operators (`rondo control RUN_DIR ...`): readable by the run directory's owner only.
+  write_file_atomic((run_dir / "control.token").string(), co.token + "\n");
+  fs::permissions(run_dir / "control.token", fs::perms::owner_read | fs::perms::owner_write,
+                  fs::perm_options::replace);
   co.heartbeat_interval_s = config.launch.heartbeat_interval_s;
   ControlServer control(state, co);
   log->info("control plane on {}", control.address());
@@ -319,11 +323,8 @@ int run_job(const Config& config, const RunOptions& options) {
                                                   static_cast<int>(dashboard_port), plan_gantt_svg(config));
     std::fprintf(stderr, "rondo: dashboard at %s\n", dashboard->url().c_str());
   }
-  const auto event = [&](nlohmann::json e) {
-    e["time"] = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-    append_event(run_dir, e);
-    state.add_event(std::move(e));
-  };
+  state.set_event_sink([&run_dir](const nlohmann::json& e) { append_event(run_dir, e); });
+  const auto event = [&](nlohmann::json e) { state.add_event(std::move(e)); };
 
   const auto cmd = launch_command(config, world, worker, run_dir.string());
   std::string cmd_text;
@@ -449,12 +450,12 @@ int run_job(const Config& config, const RunOptions& options) {
     event({{"event", "restart"}, {"attempt", attempt + 1}, {"from_step", latest}});
   }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (end.ok && g_stop_requested) {
+  if (end.ok && state.last_step() < static_cast<int64_t>(plan.training().train_iters())) {
     state.set_phase("stopped");
     event({{"event", "stopped"}, {"step", state.last_step()}, {"seconds", elapsed}});
-    std::fprintf(stderr,
-                 "rondo: stopped on request after step %lld with a checkpoint; the same command resumes it\n",
-                 static_cast<long long>(state.last_step()));
+    std::fprintf(
+        stderr, "rondo: stopped after step %lld of %lld with a checkpoint; the same command resumes it\n",
+        static_cast<long long>(state.last_step()), static_cast<long long>(plan.training().train_iters()));
   } else if (end.ok) {
     state.set_phase("finished");
     event({{"event", "finished"}, {"seconds", elapsed}});

@@ -9,6 +9,7 @@
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
+#include "control/control_client.h"
 
 namespace rondo {
 
@@ -92,6 +93,28 @@ int run_status(const std::string& run_dir, bool json) {
   const double age =
       std::chrono::duration<double>(fs::file_time_type::clock::now() - fs::last_write_time(path)).count();
   std::cout << status_text(state, age);
+  return kExitOk;
+}
+
+int run_control(const std::string& run_dir, const std::string& action, const std::string& reason) {
+  const fs::path dir(run_dir);
+  if (!fs::exists(dir / "state.json") || !fs::exists(dir / "control.token")) {
+    std::fprintf(stderr, "rondo: %s has no running job (no state.json or control.token)\n", run_dir.c_str());
+    return kExitFailure;
+  }
+  const auto state = nlohmann::json::parse(read_file((dir / "state.json").string()));
+  const std::string phase = state.value("phase", "");
+  if (phase != "running" && phase != "starting" && phase != "restarting") {
+    std::fprintf(stderr, "rondo: the job in %s is %s, not running\n", run_dir.c_str(), phase.c_str());
+    return kExitFailure;
+  }
+  std::string token = read_file((dir / "control.token").string());
+  token.erase(token.find_last_not_of(" \n") + 1);
+  const auto kind = action == "stop" ? control::Command::STOP : control::Command::CHECKPOINT_NOW;
+  send_operator_command(state.value("control_address", ""), token, kind, reason);
+  std::printf(
+      "rondo: asked the job in %s to %s\n", run_dir.c_str(),
+      action == "stop" ? "checkpoint and stop after its current step" : "checkpoint after its current step");
   return kExitOk;
 }
 

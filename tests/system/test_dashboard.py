@@ -93,7 +93,26 @@ try:
     st = subprocess.run([ctx.rondo, "status", run_dir], capture_output=True, text=True, timeout=30)
     ctx.check(st.returncode == 0 and "status:   running" in st.stdout and "progress: step" in st.stdout
               and "4 refused calls" not in st.stdout, "rondo status prints the live state:\n" + st.stdout)
+
+    # An operator's commands, with the token the coordinator left in the run directory.
+    latest = os.path.join(run_dir, "checkpoints", "latest")
+    ctx.check(not os.path.exists(latest), "no checkpoint yet (checkpoint.interval=0)")
+    c = subprocess.run([ctx.rondo, "control", run_dir, "checkpoint", "--reason", "test"], capture_output=True,
+                       text=True, timeout=60)
+    ctx.check(c.returncode == 0, "rondo control checkpoint is accepted " + c.stdout + c.stderr)
+    wait_for(lambda: os.path.exists(latest), 60, "the requested checkpoint")
+    ctx.check(True, "the running job checkpointed on request")
+    s = subprocess.run([ctx.rondo, "control", run_dir, "stop"], capture_output=True, text=True, timeout=60)
+    ctx.check(s.returncode == 0, "rondo control stop is accepted")
+    proc.wait(timeout=120)
+    with open(run_dir + ".out") as f:
+        out = f.read()
+    last = max(r["step"] for r in rows(run_dir))
+    with open(latest) as f:
+        ctx.check(proc.returncode == 0 and f.read().strip() == f"step-{last}" and "stopped after step" in out,
+                  f"the job stopped cleanly with a checkpoint of its last step ({last})")
 finally:
-    proc.terminate()
-    proc.wait(timeout=60)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
 ctx.finish()

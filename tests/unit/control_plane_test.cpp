@@ -119,6 +119,25 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_EQ(state.registered_count(), 1);
 }
 
+TEST_F(ControlPlane, OperatorsCommandEveryRankWithTheTokenOnly) {
+  const auto address = server->address();
+  EXPECT_THROW(send_operator_command(address, "guess", control::Command::STOP, ""), Error);
+  EXPECT_THROW(send_operator_command(address, "secret", control::Command::DUMP_FLIGHT, ""), Error);
+  EXPECT_EQ(refused(state, "token"), 1u);
+  EXPECT_EQ(refused(state, "malformed"), 1u);
+  send_operator_command(address, "secret", control::Command::CHECKPOINT_NOW, "before the upgrade");
+  for (int r = 0; r < 2; ++r) {
+    control::HeartbeatRequest beat;
+    beat.set_rank(r);
+    const auto commands = state.heartbeat(beat);
+    ASSERT_EQ(commands.size(), 1u) << "rank " << r;
+    EXPECT_EQ(commands[0].kind(), control::Command::CHECKPOINT_NOW);
+  }
+  const auto events = state.to_json()["events"];
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0]["reason"], "before the upgrade");
+}
+
 TEST(JobState, ARankThatStopsHeartbeatingIsSilent) {
   JobState state("/tmp/run", 2, 10);
   control::RegisterRequest r;
