@@ -249,23 +249,24 @@ AttemptEnd judge_attempt(const fs::path& run_dir, int world, const ProcessResult
     launcher_end = parse_mpirun_report(read_file((run_dir / "logs" / "launcher.log").string()));
   } catch (const Error&) {
   }
-  const bool deterministic = std::any_of(failed.begin(), failed.end(), [](const auto& st) {
+  // Failures a restart would only repeat.
+  const auto deterministic = std::find_if(failed.begin(), failed.end(), [](const auto& st) {
     return st.failure() == report::CONFIG_ERROR || st.failure() == report::PLAN_ERROR ||
            st.failure() == report::TRAINING_ERROR;
   });
-  if (deterministic) {
-    const auto& f = *std::find_if(failed.begin(), failed.end(), [](const auto& st) {
-      return st.failure() == report::CONFIG_ERROR || st.failure() == report::PLAN_ERROR ||
-             st.failure() == report::TRAINING_ERROR;
-    });
+  if (deterministic != failed.end()) {
+    const auto& f = *deterministic;
     end.reason =
         describe_rank(run_dir, f.rank(), &state) + " failed: " + f.error() + "; see " + log_of(f.rank());
     if (f.failure() == report::CONFIG_ERROR) end.exit_code = kExitConfigError;
     return end;
   }
   end.restartable = true;
-  if (launcher_end &&
-      !(launcher_end->signal == 0 && launcher_end->exit_code == kExitFailure && !failed.empty())) {
+  // A rank that exited with status 1 after recording its failure is that failure (the worker's
+  // own abort); any other end the launcher names is the cause.
+  const bool own_abort = launcher_end && launcher_end->signal == 0 && launcher_end->exit_code == kExitFailure &&
+                         !failed.empty();
+  if (launcher_end && !own_abort) {
     end.rank_end = launcher_end;
     end.reason = describe_rank(run_dir, launcher_end->rank, &state) + " " + launcher_end->how() +
                  "; the launcher then stopped the other ranks; see " + log_of(launcher_end->rank);
