@@ -101,7 +101,9 @@ class Service final : public RawService {
     }
     log_->info("operator at {} asks for {}{}", ctx->peer(), control::Command::Kind_Name(req.kind()),
                req.reason().empty() ? "" : ": " + req.reason());
-    state_.command(req.kind());
+    // Rank 0 alone: the step's world-wide maxima carry it to every rank at one step. Sent to every
+    // rank, it would arrive at different steps and be taken twice.
+    state_.command(req.kind(), 0);
     state_.add_event({{"event", "operator_command"},
                       {"command", control::Command::Kind_Name(req.kind())},
                       {"reason", req.reason()}});

@@ -179,6 +179,15 @@ int JobState::registered_count() const {
       std::count_if(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.registration.has_value(); }));
 }
 
+std::vector<int> JobState::unregistered_ranks() const {
+  std::lock_guard lock(mu_);
+  std::vector<int> out;
+  for (int i = 0; i < world_size_; ++i) {
+    if (!ranks_[static_cast<size_t>(i)].registration) out.push_back(i);
+  }
+  return out;
+}
+
 std::vector<report::WorkerStatus> JobState::failed_statuses() const {
   std::lock_guard lock(mu_);
   std::vector<report::WorkerStatus> out;

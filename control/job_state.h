@@ -50,11 +50,14 @@ class JobState {
   void add_flight(const report::FlightDump& dump);
 
   // --- the coordinator ---------------------------------------------------------------------
-  // Queues a command for one rank, or for every rank when `rank` < 0.
+  // Queues a command for one rank, or for every rank when `rank` < 0. CHECKPOINT_NOW and STOP go
+  // to rank 0 only: the trainer agrees on the step through the step's world-wide maxima.
   void command(control::Command::Kind kind, int rank = -1);
   // Ranks that registered in this attempt and then sent nothing for `timeout`.
   std::vector<int> silent_ranks(Clock::duration timeout) const;
   int registered_count() const;
+  // Ranks that have not registered in this attempt.
+  std::vector<int> unregistered_ranks() const;
   std::vector<report::WorkerStatus> failed_statuses() const;
   std::vector<report::FlightDump> flights() const;
   std::optional<control::RegisterRequest> registration(int rank) const;

@@ -138,6 +138,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(launch, control_address, "host:port the coordinator's control plane listens on; port 0: any"),
       RONDO_KEY(launch, heartbeat_interval_s, "how often each worker tells the coordinator it is alive"),
       RONDO_KEY(launch, heartbeat_timeout_s, "a rank silent this long ends the attempt as hung"),
+      RONDO_KEY(
+          launch, register_timeout_s,
+          "a rank that has not registered with the coordinator this long after the launch ends the attempt"),
       RONDO_KEY(launch, dashboard_port, "the live dashboard, /metrics and /api/state; 0: off"),
       RONDO_KEY(launch, dashboard_address, "the address the dashboard listens on"),
   };
@@ -459,6 +462,7 @@ void validate(const Config& c) {
   require(c.launch.control_address.find(':') != std::string::npos, "launch.control_address",
           "must be host:port, e.g. 127.0.0.1:0");
   require(c.launch.heartbeat_interval_s > 0, "launch.heartbeat_interval_s", "must be > 0");
+  require(c.launch.register_timeout_s > 0, "launch.register_timeout_s", "must be > 0");
   require(c.launch.heartbeat_timeout_s > 2 * c.launch.heartbeat_interval_s, "launch.heartbeat_timeout_s",
           "must exceed two heartbeat intervals (launch.heartbeat_interval_s)");
   require(c.launch.dashboard_port >= 0 && c.launch.dashboard_port < 65536, "launch.dashboard_port",

@@ -123,6 +123,7 @@ struct LaunchConfig {
   std::string control_address = "127.0.0.1:0";  // the control plane (gRPC); port 0: any free
   double heartbeat_interval_s = 1.0;
   double heartbeat_timeout_s = 30.0;  // a rank silent this long ends the attempt
+  double register_timeout_s = 300.0;  // a rank not registered this long after the launch ends it
   int64_t dashboard_port = 0;         // 0: no dashboard
   std::string dashboard_address = "127.0.0.1";
 };

@@ -228,7 +228,7 @@ AttemptEnd judge_attempt(const fs::path& run_dir, int world, const ProcessResult
     return end;
   }
   if (result.timed_out) {
-    end.reason = "timed out after " + std::to_string(config.launch.timeout_s) + " s (launch.timeout_s)";
+    end.reason = "timed out after " + shortest_float(config.launch.timeout_s) + " s (launch.timeout_s)";
     return end;
   }
   if (result.interrupted) {
@@ -264,8 +264,8 @@ AttemptEnd judge_attempt(const fs::path& run_dir, int world, const ProcessResult
   end.restartable = true;
   // A rank that exited with status 1 after recording its failure is that failure (the worker's
   // own abort); any other end the launcher names is the cause.
-  const bool own_abort = launcher_end && launcher_end->signal == 0 && launcher_end->exit_code == kExitFailure &&
-                         !failed.empty();
+  const bool own_abort =
+      launcher_end && launcher_end->signal == 0 && launcher_end->exit_code == kExitFailure && !failed.empty();
   if (launcher_end && !own_abort) {
     end.rank_end = launcher_end;
     end.reason = describe_rank(run_dir, launcher_end->rank, &state) + " " + launcher_end->how() +
@@ -376,6 +376,7 @@ int run_job(const Config& config, const RunOptions& options) {
     std::string ended_by;
     std::set<int> gone;  // the failed or silent ranks: no dump to wait for
     std::optional<JobState::Clock::time_point> teardown_since;
+    const auto attempt_start = std::chrono::steady_clock::now();
     bool stop_sent = false;
     ProcessMonitor monitor;
     monitor.status_line = [&] { return progress_line(state, attempt); };
@@ -385,19 +386,33 @@ int run_job(const Config& config, const RunOptions& options) {
         stop_sent = true;
         log->info("SIGUSR1: every rank checkpoints after its current step and exits");
         event({{"event", "stop_requested"}, {"signal", "SIGUSR1"}});
-        state.command(control::Command::STOP);
+        state.command(control::Command::STOP, 0);  // the step's maxima carry it to every rank
       }
       if (!teardown_since) {
         const auto failed = state.failed_statuses();
-        const auto silent = state.silent_ranks(heartbeat_timeout);
+        auto silent = state.silent_ranks(heartbeat_timeout);
+        const bool registration_over = std::chrono::steady_clock::now() - attempt_start >
+                                       std::chrono::duration<double>(config.launch.register_timeout_s);
+        const auto unregistered = registration_over ? state.unregistered_ranks() : std::vector<int>{};
         if (!failed.empty()) {
           const auto& f = failed.front();
           ended_by = describe_rank(run_dir, f.rank()) + " failed: " + f.error();
         } else if (!silent.empty()) {
           ended_by = describe_rank(run_dir, silent.front()) + " sent no heartbeat for " +
-                     std::to_string(config.launch.heartbeat_timeout_s) +
+                     shortest_float(config.launch.heartbeat_timeout_s) +
                      " s (launch.heartbeat_timeout_s): hung, stopped or cut off";
           event({{"event", "rank_silent"}, {"attempt", attempt}, {"rank", silent.front()}});
+        } else if (!unregistered.empty()) {
+          std::string ranks;
+          for (size_t i = 0; i < unregistered.size() && i < 8; ++i)
+            ranks += (i ? ", " : "") + std::to_string(unregistered[i]);
+          if (unregistered.size() > 8) ranks += ", ... (" + std::to_string(unregistered.size()) + " in all)";
+          ended_by = "rank(s) " + ranks + " did not register with the coordinator within " +
+                     shortest_float(config.launch.register_timeout_s) +
+                     " s (launch.register_timeout_s): stuck in start-up, or cannot reach " +
+                     control.address();
+          event({{"event", "ranks_unregistered"}, {"attempt", attempt}, {"ranks", unregistered}});
+          silent.insert(silent.end(), unregistered.begin(), unregistered.end());
         }
         if (ended_by.empty()) return false;
         for (const auto& f : failed) gone.insert(f.rank());

@@ -47,4 +47,22 @@ ctx.check(all(r["completed"] for r in records if r not in stuck[-1:]) if stuck e
 with open(os.path.join(run_dir, "state.json")) as f:
     state = json.load(f)
 ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']})")
+
+# A rank stuck before it ever registers (a start-up that never ends): named after
+# launch.register_timeout_s instead of waiting for the job's deadline.
+stuck = os.path.join(ctx.tmp, "stuck-worker.sh")
+with open(stuck, "w") as f:
+    f.write(f'#!/bin/sh\nif [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then exec sleep 600; fi\nexec {ctx.worker} "$@"\n')
+os.chmod(stuck, 0o755)
+real_worker, ctx.worker = ctx.worker, stuck
+t0 = time.time()
+run_dir, proc = ctx.start("unregistered", TINY + ["parallel.world_size=2", "launch.register_timeout_s=3",
+                                                 "launch.max_restarts=0"])
+proc.wait(timeout=120)
+ctx.worker = real_worker
+with open(run_dir + ".out") as f:
+    out = f.read()
+line = next((l for l in out.splitlines() if "did not register" in l), "?")
+ctx.check(proc.returncode == 1 and "1" in line.split("did not register")[0] and time.time() - t0 < 60,
+          f"a rank that never registers ends the attempt within seconds: {line}")
 ctx.finish()
