@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,6 +56,9 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   if (pid < 0) throw Error(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     ::setpgid(0, 0);
+    // Should we die without stopping it (SIGKILL), the launcher is told to stop its ranks: no
+    // orphaned job keeps training unwatched.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     ::dup2(pipe_fds[1], STDOUT_FILENO);
     ::dup2(pipe_fds[1], STDERR_FILENO);
     ::close(pipe_fds[0]);

@@ -1,6 +1,7 @@
 // run_process: starts a program in its own process group, copies its combined stdout/stderr to
 // our stderr and to a log file, and waits with a deadline. On timeout or Ctrl-C the whole group
-// gets SIGTERM, then SIGKILL after a grace period.
+// gets SIGTERM, then SIGKILL after a grace period; if we are killed outright, the program gets
+// SIGTERM (PR_SET_PDEATHSIG).
 #pragma once
 
 #include <chrono>

@@ -48,4 +48,24 @@ with open(run_dir + ".out") as f:
     out = f.read()
 ctx.check(proc.returncode == 1 and "rank 0 (pid" in out and "job failed" in out,
           f"with launch.max_restarts=0 the job fails naming rank 0 (exit {proc.returncode})")
+# The coordinator itself killed outright: its launcher stops the ranks; none keeps training unwatched.
+# No output flows (log_interval): the launcher cannot learn of the death from a broken pipe.
+run_dir, proc = ctx.start("coordinator-killed", SETS + ["training.train_iters=100000", "training.log_interval=1000000"])
+wait_for(lambda: any(r["step"] >= 3 for r in rows(run_dir)), 300, "step 3")
+pids = [worker_pid(run_dir, r) for r in (0, 1)]
+proc.kill()
+proc.wait()
+
+
+def gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has ended
+
+
+wait_for(lambda: all(gone(p) for p in pids), 60, "the workers to end after the coordinator's death")
+ctx.check(True, "the workers ended after the coordinator was killed with SIGKILL")
 ctx.finish()
