@@ -49,7 +49,8 @@ with open(run_dir + ".out") as f:
 ctx.check(proc.returncode == 1 and "rank 0 (pid" in out and "job failed" in out,
           f"with launch.max_restarts=0 the job fails naming rank 0 (exit {proc.returncode})")
 # The coordinator itself killed outright: its launcher stops the ranks; none keeps training unwatched.
-# No output flows (log_interval): the launcher cannot learn of the death from a broken pipe.
+# Little output flows (log_interval): the launcher learns of the death from PR_SET_PDEATHSIG, or
+# when the ranks' warnings about their lost coordinator meet the broken pipe.
 run_dir, proc = ctx.start("coordinator-killed", SETS + ["training.train_iters=100000", "training.log_interval=1000000"])
 wait_for(lambda: any(r["step"] >= 3 for r in rows(run_dir)), 300, "step 3")
 pids = [worker_pid(run_dir, r) for r in (0, 1)]
