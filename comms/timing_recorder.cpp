@@ -61,6 +61,17 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
   return Scope(this, &r);
 }
 
+TimingRecorder::Scope TimingRecorder::begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer,
+                                                          int64_t posted_ns) {
+  auto scope = begin(op, bytes, 2);
+  std::lock_guard lock(mu_);
+  scope.record_->enter_ns = posted_ns;
+  const bool send = op == CollectiveOp::kSend;
+  scope.record_->waiting_send_peer = send ? peer : -1;
+  scope.record_->waiting_recv_peer = send ? -1 : peer;
+  return scope;
+}
+
 void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns,
                                      int64_t wait_ns) {
   const int64_t now = wall_ns();
@@ -133,6 +144,22 @@ void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
 }
 
 void TimingRecorder::Scope::end() { close(true); }
+
+void TimingRecorder::Scope::end_transfer(std::chrono::steady_clock::time_point wait_start) {
+  if (!record_) return;
+  const auto waited = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - wait_start)
+          .count());
+  {
+    std::lock_guard lock(recorder_->mu_);
+    const bool send = record_->op == CollectiveOp::kSend;
+    const int peer = send ? record_->waiting_send_peer : record_->waiting_recv_peer;
+    record_->start_ns = wall_ns();
+    record_->connections.push_back(
+        ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? record_->bytes : 0, waited, waited});
+  }
+  close(true);
+}
 
 void TimingRecorder::Scope::abandon() { close(false); }
 

@@ -82,6 +82,8 @@ class TimingRecorder {
     void step(int send_peer, int recv_peer, uint64_t bytes, std::chrono::steady_clock::time_point t0,
               std::chrono::steady_clock::time_point t1);
     void end();
+    // Closes a begin_transfer_wait() record: the transfer completed, waited for since `wait_start`.
+    void end_transfer(std::chrono::steady_clock::time_point wait_start);
     // The collective will not complete (timed out, or torn down): closes the record as not completed.
     void abandon();
 
@@ -95,6 +97,11 @@ class TimingRecorder {
   };
 
   Scope begin(CollectiveOp op, uint64_t bytes, int group_size);
+
+  // A point-to-point transfer (kSend or kRecv) posted at `posted_ns` that this rank now waits for:
+  // until the Scope's end_transfer(), its record is not completed and names `peer` as the one
+  // waited for (what a dump shows when the peer never comes).
+  Scope begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns);
 
   // Records a finished point-to-point transfer (kSend or kRecv) in one go: posted at `posted_ns`,
   // waited for from `wait_ns` (wall clock) until now. Transfers in flight hold no slot, so any

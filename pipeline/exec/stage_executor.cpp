@@ -288,8 +288,13 @@ void StageExecutor::post_receives(Part part) {
 torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
   auto& r = *receives_.at(key);
   if (r.request) {
-    const int64_t wait_ns = TimingRecorder::wall_ns();
     const auto t0 = Clock::now();
+    // In the flight recorder while it waits: a dump taken now shows whom this rank waits for.
+    std::optional<TimingRecorder::Scope> record;
+    if (recorder_) {
+      record.emplace(
+          recorder_->begin_transfer_wait(CollectiveOp::kRecv, r.buffer.nbytes(), r.peer, r.posted_ns));
+    }
     try {
       r.request->wait(p2p_.timeout());
     } catch (const TimeoutError& e) {
@@ -301,8 +306,7 @@ torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
     }
     times.recv_wait_s += seconds_since(t0);
     r.request.reset();
-    if (recorder_)
-      recorder_->record_transfer(CollectiveOp::kRecv, r.buffer.nbytes(), r.peer, r.posted_ns, wait_ns);
+    if (record) record->end_transfer(t0);
   }
   return r.buffer;
 }
@@ -330,16 +334,23 @@ void StageExecutor::post_send(const plan::Action& a, int mbi, bool ahead) {
 
 void StageExecutor::finish_sends(bool wait, StepTimes& times) {
   const auto t0 = Clock::now();
-  const int64_t wait_ns = TimingRecorder::wall_ns();
   std::erase_if(sends_, [&](std::unique_ptr<Send>& s) {
     if (wait && !s->ahead) {
+      // In the flight recorder while it waits, as a receive is.
+      const auto wait_start = Clock::now();
+      std::optional<TimingRecorder::Scope> record;
+      if (recorder_) {
+        record.emplace(recorder_->begin_transfer_wait(CollectiveOp::kSend, s->tensor.nbytes(),
+                                                      s->request->peer(), s->posted_ns));
+      }
       s->request->wait(p2p_.timeout());
-    } else if (!s->request->test()) {
-      return false;
+      if (record) record->end_transfer(wait_start);
+      return true;
     }
+    if (!s->request->test()) return false;
     if (recorder_) {
       recorder_->record_transfer(CollectiveOp::kSend, s->tensor.nbytes(), s->request->peer(), s->posted_ns,
-                                 wait && !s->ahead ? wait_ns : TimingRecorder::wall_ns());
+                                 TimingRecorder::wall_ns());
     }
     return true;
   });

@@ -48,6 +48,28 @@ with open(os.path.join(run_dir, "state.json")) as f:
     state = json.load(f)
 ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']})")
 
+# A pipeline: stage 0's rank waits in a point-to-point transfer with the stopped last stage, and
+# its dump says so.
+run_dir, proc = ctx.start("stopped-pipeline", TINY + [
+    "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "training.train_iters=100000",
+    "comms.timeout_s=120", "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3",
+    "launch.max_restarts=0"])
+wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, "step 5 of the pipeline")
+victim = worker_pid(run_dir, 1)
+os.kill(victim, signal.SIGSTOP)
+try:
+    proc.wait(timeout=120)
+finally:
+    try:
+        os.kill(victim, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+with open(os.path.join(run_dir, "logs", "rank-0.flight.json")) as f:
+    stuck = [r for r in json.load(f)["records"] if not r["completed"]]
+ctx.check(any(r["op"] in ("send", "recv") and 1 in (r["waiting_send_peer"], r["waiting_recv_peer"]) for r in stuck),
+          "stage 0's dump shows the transfer it waits for with rank 1: " +
+          json.dumps([{k: r[k] for k in ("op", "waiting_send_peer", "waiting_recv_peer")} for r in stuck]))
+
 # A rank stuck before it ever registers (a start-up that never ends): named after
 # launch.register_timeout_s instead of waiting for the job's deadline.
 stuck = os.path.join(ctx.tmp, "stuck-worker.sh")

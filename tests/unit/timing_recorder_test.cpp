@@ -89,6 +89,32 @@ TEST(TimingRecorder, ACompletedCollectiveWaitsForNobody) {
   EXPECT_FALSE(rec.snapshot().at(1).completed);
 }
 
+TEST(TimingRecorder, ATransferBeingWaitedForNamesItsPeer) {
+  TimingRecorder rec(4);
+  const int64_t posted = TimingRecorder::wall_ns() - 1000;
+  {
+    auto waiting = rec.begin_transfer_wait(CollectiveOp::kRecv, 64, 3, posted);
+    const auto r = rec.snapshot().at(0);
+    EXPECT_FALSE(r.completed);
+    EXPECT_EQ(r.enter_ns, posted);
+    EXPECT_EQ(r.waiting_recv_peer, 3);
+    EXPECT_EQ(r.waiting_send_peer, -1);
+    waiting.end_transfer(std::chrono::steady_clock::now());
+  }
+  const auto done = rec.snapshot().at(0);
+  EXPECT_TRUE(done.completed);
+  EXPECT_EQ(done.waiting_recv_peer, -1);
+  ASSERT_EQ(done.connections.size(), 1u);
+  EXPECT_EQ(done.connections[0].recv_peer, 3);
+  try {
+    auto waiting = rec.begin_transfer_wait(CollectiveOp::kSend, 64, 2, posted);
+    throw std::runtime_error("timed out");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_FALSE(rec.snapshot().at(1).completed);
+  EXPECT_EQ(rec.snapshot().at(1).waiting_send_peer, 2);
+}
+
 TEST(TimingRecorder, CapsConnectionsPerRecord) {
   TimingRecorder rec(1);
   {
