@@ -9,21 +9,30 @@ import time
 from rondo_testlib import TINY, Context, events, rows, wait_for, worker_pid
 
 ctx = Context()
-run_dir, proc = ctx.start("stopped", TINY + [
-    "parallel.world_size=2", "training.train_iters=100000", "comms.timeout_s=120",
-    "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "launch.max_restarts=0"])
-wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, "step 5")
-victim = worker_pid(run_dir, 1)
-t_stop = time.time()
-os.kill(victim, signal.SIGSTOP)
-try:
-    proc.wait(timeout=120)
-finally:
+# Heartbeats every 0.2 s, silent after 3 s; a communication timeout far beyond that; no restart.
+WATCHED = ["parallel.world_size=2", "training.train_iters=100000", "comms.timeout_s=120",
+           "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "launch.max_restarts=0"]
+
+
+def stop_rank_1(name, sets):
+    """Runs the job, stops rank 1 with SIGSTOP after step 5, waits for the job to end; returns
+    (run_dir, proc, rank 1's pid, seconds from the stop to the end)."""
+    run_dir, proc = ctx.start(name, TINY + WATCHED + sets)
+    wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, f"step 5 of {name}")
+    victim = worker_pid(run_dir, 1)
+    t_stop = time.time()
+    os.kill(victim, signal.SIGSTOP)
     try:
-        os.kill(victim, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-took = time.time() - t_stop
+        proc.wait(timeout=120)
+    finally:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return run_dir, proc, victim, time.time() - t_stop
+
+
+run_dir, proc, victim, took = stop_rank_1("stopped", [])
 with open(run_dir + ".out") as f:
     out = f.read()
 ctx.check(proc.returncode == 1, f"the job failed (exit {proc.returncode})")
@@ -50,20 +59,7 @@ ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']}
 
 # A pipeline: stage 0's rank waits in a point-to-point transfer with the stopped last stage, and
 # its dump says so.
-run_dir, proc = ctx.start("stopped-pipeline", TINY + [
-    "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "training.train_iters=100000",
-    "comms.timeout_s=120", "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3",
-    "launch.max_restarts=0"])
-wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, "step 5 of the pipeline")
-victim = worker_pid(run_dir, 1)
-os.kill(victim, signal.SIGSTOP)
-try:
-    proc.wait(timeout=120)
-finally:
-    try:
-        os.kill(victim, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+run_dir, proc, _, _ = stop_rank_1("stopped-pipeline", ["parallel.pipeline_model_parallel_size=2"])
 with open(os.path.join(run_dir, "logs", "rank-0.flight.json")) as f:
     stuck = [r for r in json.load(f)["records"] if not r["completed"]]
 ctx.check(any(r["op"] in ("send", "recv") and 1 in (r["waiting_send_peer"], r["waiting_recv_peer"]) for r in stuck),
