@@ -10,6 +10,7 @@
 #include "control/control_client.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
+#include "orchestrator/status_command.h"
 #include "proto/control.grpc.pb.h"
 
 namespace rondo {
@@ -139,6 +140,32 @@ TEST_F(ControlPlane, OperatorsCommandTheJobWithTheTokenOnly) {
   const auto events = state.to_json()["events"];
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0]["reason"], "before the upgrade");
+}
+
+TEST(JobState, StatusTextShowsProgressRanksAndStaleness) {
+  JobState state("/runs/a", 2, 100);
+  control::RegisterRequest reg;
+  reg.set_rank(1);
+  reg.set_host("node7");
+  reg.set_pid(99);
+  state.registered(reg);
+  report::StepReport r;
+  r.set_rank(1);
+  r.set_step(40);
+  r.set_loss(2.25);
+  r.set_step_time_s(0.5);
+  r.set_tokens_per_s(2000);
+  state.add_report(r);
+  state.set_phase("running");
+  const auto fresh = status_text(state.to_json(), 1.0);
+  EXPECT_NE(fresh.find("status:   running, attempt 0"), std::string::npos) << fresh;
+  EXPECT_NE(fresh.find("progress: step 40/100, loss 2.2500, 2000 tokens/s, ETA 30 s"), std::string::npos)
+      << fresh;
+  EXPECT_NE(fresh.find("pid 99 on node7, step time 500.0 ms"), std::string::npos) << fresh;
+  const auto stale = status_text(state.to_json(), 60.0);
+  EXPECT_NE(stale.find("no update for 60 s: is the coordinator gone?"), std::string::npos) << stale;
+  state.set_phase("finished");
+  EXPECT_EQ(status_text(state.to_json(), 600.0).find("coordinator gone"), std::string::npos);
 }
 
 TEST(JobState, ARankThatStopsHeartbeatingIsSilent) {
