@@ -104,19 +104,20 @@ void JobState::add_report(const report::StepReport& report) {
   auto& r = ranks_[static_cast<size_t>(report.rank())];
   r.last_seen = Clock::now();
   r.step = report.step();
-  // The heatmap window: step times by step, a restart's recomputed steps overwrite.
-  if (r.step_times.empty() || report.step() < r.step_times_first ||
-      report.step() >= r.step_times_first + static_cast<int64_t>(kStepTimeWindow)) {
-    if (r.step_times.empty() || report.step() < r.step_times_first) {
-      r.step_times.clear();
-      r.step_times_first = report.step();
-    }
-    while (report.step() >= r.step_times_first + static_cast<int64_t>(kStepTimeWindow)) {
-      r.step_times.erase(r.step_times.begin());
-      ++r.step_times_first;
-    }
+  // The heatmap window: the last kStepTimeWindow steps' times by step. A restart that went back
+  // before the window starts it over; steps past its end slide it (steps never reported stay NaN).
+  const int64_t step = report.step(), window = static_cast<int64_t>(kStepTimeWindow);
+  if (r.step_times.empty() || step < r.step_times_first) {
+    r.step_times.clear();
+    r.step_times_first = step;
   }
-  const auto index = static_cast<size_t>(report.step() - r.step_times_first);
+  if (const int64_t overflow = step - (r.step_times_first + window - 1); overflow > 0) {
+    const auto drop =
+        static_cast<size_t>(std::min<int64_t>(overflow, static_cast<int64_t>(r.step_times.size())));
+    r.step_times.erase(r.step_times.begin(), r.step_times.begin() + static_cast<std::ptrdiff_t>(drop));
+    r.step_times_first += overflow;
+  }
+  const auto index = static_cast<size_t>(step - r.step_times_first);
   if (r.step_times.size() <= index) r.step_times.resize(index + 1, std::nan(""));
   r.step_times[index] = report.step_time_s();
   if (report.has_loss()) {

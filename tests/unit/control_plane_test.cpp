@@ -168,6 +168,28 @@ TEST(JobState, StatusTextShowsProgressRanksAndStaleness) {
   EXPECT_EQ(status_text(state.to_json(), 600.0).find("coordinator gone"), std::string::npos);
 }
 
+TEST(JobState, TheHeatmapWindowSlidesJumpsAndRestarts) {
+  JobState state("/runs/a", 1, 100000);
+  const auto report = [&](int64_t step, double seconds) {
+    report::StepReport r;
+    r.set_rank(0);
+    r.set_step(step);
+    r.set_step_time_s(seconds);
+    state.add_report(r);
+  };
+  const auto heat = [&] { return state.to_json()["step_time_heatmap"]; };
+  for (int64_t s = 1; s <= 70; ++s) report(s, 0.1);
+  EXPECT_EQ(heat()["first_step"], 11);
+  EXPECT_EQ(heat()["rows"][0].size(), JobState::kStepTimeWindow);
+  report(5000, 0.2);  // a gap far wider than the window (reports lost)
+  EXPECT_EQ(heat()["first_step"], 5000 - static_cast<int64_t>(JobState::kStepTimeWindow) + 1);
+  EXPECT_TRUE(heat()["rows"][0][0].is_null());
+  EXPECT_DOUBLE_EQ(heat()["rows"][0].back().get<double>(), 0.2);
+  report(4000, 0.3);  // a restart went back to an earlier checkpoint
+  EXPECT_EQ(heat()["first_step"], 4000);
+  EXPECT_DOUBLE_EQ(heat()["rows"][0][0].get<double>(), 0.3);
+}
+
 TEST(JobState, ARankThatStopsHeartbeatingIsSilent) {
   JobState state("/tmp/run", 2, 10);
   control::RegisterRequest r;
