@@ -82,10 +82,10 @@ int load(const std::string& address, const std::string& token, int ranks, double
          int records) {
   grpc::ChannelArguments args;
   // Several connections, as many workers would open.
-  std::vector<std::unique_ptr<rondo::control::Control::Stub>> stubs;
+  std::vector<std::unique_ptr<rondo::control::Control::Stub>> clients;
   for (int i = 0; i < std::max(1, threads / 4); ++i) {
     args.SetInt("rondo.channel", i);  // distinct arguments: distinct connections
-    stubs.push_back(rondo::control::Control::NewStub(
+    clients.push_back(rondo::control::Control::NewStub(
         grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
   }
   const auto call_deadline = [] { return std::chrono::system_clock::now() + 10s; };
@@ -98,7 +98,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
-      auto& stub = *stubs[static_cast<size_t>(t) % stubs.size()];
+      auto& client = *clients[static_cast<size_t>(t) % clients.size()];
       std::vector<int> mine;
       for (int r = t; r < ranks; r += threads) mine.push_back(r);
       for (int r : mine) {
@@ -109,7 +109,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
         ctx.AddMetadata("rondo-token", token);
         ctx.set_deadline(call_deadline());
         rondo::control::RegisterReply reply;
-        if (!stub.Register(&ctx, req, &reply).ok()) ++failures;
+        if (!client.Register(&ctx, req, &reply).ok()) ++failures;
       }
       std::vector<double> local;
       // Each rank reports once a second, spread evenly over the second.
@@ -126,7 +126,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           ctx.AddMetadata("rondo-token", token);
           ctx.set_deadline(call_deadline());
           rondo::control::Ack ack;
-          const bool ok = stub.Report(&ctx, req, &ack).ok();
+          const bool ok = client.Report(&ctx, req, &ack).ok();
           // Latency from when the report was due: a coordinator that falls behind shows here.
           local.push_back(std::chrono::duration<double>(Clock::now() - due).count());
           if (!ok) ++failures;
@@ -137,7 +137,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           hctx.AddMetadata("rondo-token", token);
           hctx.set_deadline(call_deadline());
           rondo::control::HeartbeatReply hreply;
-          if (!stub.Heartbeat(&hctx, beat, &hreply).ok()) ++failures;
+          if (!client.Heartbeat(&hctx, beat, &hreply).ok()) ++failures;
         }
       }
     done:
