@@ -11,8 +11,9 @@
 
 namespace rondo {
 
-struct ControlClient::Stub {
-  std::unique_ptr<control::Control::Stub> stub;
+// The gRPC side, kept out of the header.
+struct ControlClient::Connection {
+  std::unique_ptr<control::Control::Stub> service;
 };
 
 namespace {
@@ -49,8 +50,8 @@ ControlClient::ControlClient(std::string address, std::string token, int rank, i
     : address_(std::move(address)), token_(std::move(token)), rank_(rank), attempt_(attempt) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(64 << 20);
-  stub_ = std::make_unique<Stub>();
-  stub_->stub = control::Control::NewStub(
+  connection_ = std::make_unique<Connection>();
+  connection_->service = control::Control::NewStub(
       grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
 }
 
@@ -71,7 +72,7 @@ void ControlClient::register_rank(control::RegisterRequest request, std::chrono:
   ctx.set_deadline(deadline_in(deadline));
   ctx.set_wait_for_ready(true);  // the coordinator may still be coming up
   control::RegisterReply reply;
-  const auto status = stub_->stub->Register(&ctx, request, &reply);
+  const auto status = connection_->service->Register(&ctx, request, &reply);
   if (!status.ok()) {
     throw Error(
         "rank " + std::to_string(rank_) + ": the coordinator at " + address_ +
@@ -109,7 +110,7 @@ bool ControlClient::flush_reports() {
     for (size_t k = i; k < std::min(batch.size(), i + kReportsPerCall); ++k)
       *req.add_reports() = std::move(batch[k]);
     const bool sent = acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-      return stub_->stub->Report(ctx, req, ack);
+      return connection_->service->Report(ctx, req, ack);
     });
     if (!sent) return false;  // dropped: metrics.jsonl and the logs keep the record
   }
@@ -144,7 +145,7 @@ void ControlClient::loop() {
     ctx.AddMetadata("rondo-token", token_);
     ctx.set_deadline(deadline_in(kControlCallDeadline));
     control::HeartbeatReply reply;
-    if (!stub_->stub->Heartbeat(&ctx, req, &reply).ok()) continue;
+    if (!connection_->service->Heartbeat(&ctx, req, &reply).ok()) continue;
     for (const auto& c : reply.commands()) {
       if (on_command_) on_command_(c);
     }
@@ -157,7 +158,7 @@ bool ControlClient::send_status(report::WorkerStatus status) {
   control::StatusRequest req;
   *req.mutable_status() = std::move(status);
   return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-    return stub_->stub->Status(ctx, req, ack);
+    return connection_->service->Status(ctx, req, ack);
   });
 }
 
@@ -167,19 +168,19 @@ bool ControlClient::send_flight(report::FlightDump dump) {
   control::FlightRequest req;
   *req.mutable_dump() = std::move(dump);
   return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-    return stub_->stub->Flight(ctx, req, ack);
+    return connection_->service->Flight(ctx, req, ack);
   });
 }
 
 void send_operator_command(const std::string& address, const std::string& token, control::Command::Kind kind,
                            const std::string& reason) {
-  auto stub = control::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto service = control::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   control::CommandRequest req;
   req.set_kind(kind);
   req.set_reason(reason);
   grpc::Status status;
   acknowledged(token, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-    status = stub->Operate(ctx, req, ack);
+    status = service->Operate(ctx, req, ack);
     return status;
   });
   if (!status.ok()) {
@@ -190,7 +191,7 @@ void send_operator_command(const std::string& address, const std::string& token,
 
 int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
                      const std::string& bytes) {
-  grpc::GenericStub stub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::GenericStub generic(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(kControlCallDeadline));
   if (!token.empty()) ctx.AddMetadata("rondo-token", token);
@@ -200,13 +201,13 @@ int raw_control_call(const std::string& address, const std::string& method, cons
   std::condition_variable cv;
   bool done = false;
   grpc::Status result;
-  stub.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
-                 [&](grpc::Status s) {
-                   std::lock_guard lock(mu);
-                   result = std::move(s);
-                   done = true;
-                   cv.notify_all();
-                 });
+  generic.UnaryCall(&ctx, "/rondo.control.Control/" + method, grpc::StubOptions(), &request, &response,
+                    [&](grpc::Status s) {
+                      std::lock_guard lock(mu);
+                      result = std::move(s);
+                      done = true;
+                      cv.notify_all();
+                    });
   std::unique_lock lock(mu);
   cv.wait(lock, [&] { return done; });
   return static_cast<int>(result.error_code());

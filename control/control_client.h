@@ -53,10 +53,10 @@ class ControlClient {
   void loop();
   bool flush_reports();
 
-  struct Stub;
+  struct Connection;
   const std::string address_, token_;
   const int rank_, attempt_;
-  std::unique_ptr<Stub> stub_;
+  std::unique_ptr<Connection> connection_;
   std::function<void(const control::Command&)> on_command_;
   std::chrono::duration<double> heartbeat_interval_{1.0};
   std::atomic<int64_t> step_{0};
