@@ -118,7 +118,8 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Communicator> p2p_comm;  // pipeline transfers (a duplicate of the world)
   std::unique_ptr<Collectives> world_coll;
   std::unique_ptr<Collectives> dp_coll;
-  std::unique_ptr<Collectives> stats_coll;  // per-step statistics, kept out of the flight recorder
+  std::unique_ptr<Collectives>
+      stats_coll;  // per-step statistics, recorded like the rest (a hang there must show)
   // Overlapped gradient reduction (comms.overlap_grad_reduce with more than one data-parallel
   // rank), fed by post-hooks on the parameters' gradient accumulators, which must stay alive.
   // One per weight version the steps compute on (asynchronous: two, each over its gradients).
