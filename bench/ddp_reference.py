@@ -54,6 +54,7 @@ def runtime_environment():
              "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_CONF")
     return {"torch_version": torch.__version__, "blas_libraries": sorted(blas),
             "preloaded_allocators": sorted(allocators), "malloc_policy": "glibc defaults (Python)",
+            "cpu_kernels": "aten",
             "openblas_core": openblas_core(blas),
             "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
             "environment": {k: os.environ[k] for k in names if k in os.environ}}

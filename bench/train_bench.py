@@ -62,7 +62,8 @@ def show_environment(side, env):
     extra = "".join(f", {k}={v}" for k, v in sorted(env["environment"].items()))
     preload = "".join(f" + {os.path.basename(a)}" for a in env["preloaded_allocators"])
     print(f"  [{side}] torch {env['torch_version']}; blas: {blas}; threads: {env['intra_op_threads']} intra-op, "
-          f"{env['inter_op_threads']} inter-op; allocator: {env['malloc_policy']}{preload}{extra}", flush=True)
+          f"{env['inter_op_threads']} inter-op; allocator: {env['malloc_policy']}{preload}; "
+          f"GELU/softmax kernels: {env['cpu_kernels']}{extra}", flush=True)
 
 
 def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None):
@@ -123,15 +124,19 @@ def median_of(rounds, key):
 
 
 def compare_ddp(tmp, rounds, model, steps, warmup, label):
+    """rondo (its fused GELU/softmax kernels, and ATen's) against PyTorch DDP, the three alternated."""
     for ranks in (1, 2):
-        ours, theirs = [], []
+        fused, aten, theirs = [], [], []
+        base = [f"parallel.world_size={ranks}"] + model_sets(model)
         for _ in range(rounds):
-            ours.append(rondo_run(tmp, f"r{ranks}", [f"parallel.world_size={ranks}"] + model_sets(model), steps,
+            fused.append(rondo_run(tmp, f"r{ranks}", base + ["training.cpu_kernels=fused"], steps,
+                                   warmup)["tokens_per_s"])
+            aten.append(rondo_run(tmp, f"r{ranks}", base + ["training.cpu_kernels=aten"], steps,
                                   warmup)["tokens_per_s"])
             theirs.append(ddp_run(ranks, model, steps, warmup))
-        a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"{label}: {ranks} rank(s): rondo {a:.0f} tokens/s, PyTorch DDP/gloo {b:.0f} tokens/s, "
-              f"rondo/DDP {a / b:.2f}", flush=True)
+        a, c, b = statistics.median(fused), statistics.median(aten), statistics.median(theirs)
+        print(f"{label}: {ranks} rank(s): rondo {a:.0f} tokens/s (on ATen's kernels {c:.0f}), PyTorch DDP/gloo "
+              f"{b:.0f} tokens/s, rondo/DDP {a / b:.2f} (on ATen's kernels {c / b:.2f})", flush=True)
 
 
 def main():

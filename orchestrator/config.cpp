@@ -68,6 +68,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),
+      RONDO_KEY(training, cpu_kernels,
+                "fused (GELU and attention softmax in rondo's one-pass AVX-512/AVX2 kernels, float32 on "
+                "CPU; ATen's where the CPU has neither) | aten (LibTorch's kernels)"),
       RONDO_KEY(
           training, emulate_compute,
           "every F/B/I/W sleeps for its predicted duration (the plan's prediction) instead of "
@@ -380,6 +383,7 @@ void validate(const Config& c) {
   require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
   require_one_of(t.device, {"cpu", "cuda"}, "training.device");
   require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
+  require_one_of(t.cpu_kernels, {"fused", "aten"}, "training.cpu_kernels");
   const bool stateless = c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1;
   require(!stateless || m.recompute_granularity != "full", "model.recompute_granularity",
           "roundpipe's backward always recomputes its stage from the forward's boundary activations; "

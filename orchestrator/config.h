@@ -54,6 +54,7 @@ struct TrainingConfig {
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";
+  std::string cpu_kernels = "fused";
   // Compute actions sleep for their predicted duration instead of running the model; transfers,
   // reductions and the rest of the step are real (runtime overhead, schedules at many ranks).
   bool emulate_compute = false;

@@ -344,6 +344,7 @@ void spec_pass(PlanContext& c) {
   ts->set_emulate_compute(t.emulate_compute);
   ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM
                                                     : plan::MALLOC_POLICY_CACHING);
+  ts->set_cpu_kernels(t.cpu_kernels == "aten" ? plan::CPU_KERNELS_ATEN : plan::CPU_KERNELS_FUSED);
   p.mutable_data()->set_path(config.data.path);
   p.mutable_data()->set_pack(config.data.pack);
   p.mutable_data()->set_pad(config.data.pad);

@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "worker/fused_ops.h"
+
 namespace rondo {
 
 namespace nn = torch::nn;
@@ -16,9 +18,9 @@ namespace {
 // with the one batched GEMM of the scores: no separate passes over [b * heads, t, t], forward or
 // backward.
 torch::Tensor core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             const torch::Tensor& bias, double scale) {
+                             const torch::Tensor& bias, double scale, bool fused_kernels) {
   auto scores = torch::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-  return torch::bmm(torch::softmax(scores, -1), v);
+  return torch::bmm(softmax_last_dim(scores, fused_kernels), v);
 }
 
 // Selective recomputation: the forward keeps q, k and v only; the backward recomputes the
@@ -27,10 +29,11 @@ torch::Tensor core_attention(const torch::Tensor& q, const torch::Tensor& k, con
 struct RecomputedCoreAttention : torch::autograd::Function<RecomputedCoreAttention> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q,
                                const torch::Tensor& k, const torch::Tensor& v, const torch::Tensor& bias,
-                               double scale) {
+                               double scale, bool fused_kernels) {
     ctx->save_for_backward({q, k, v, bias});
     ctx->saved_data["scale"] = scale;
-    return core_attention(q, k, v, bias, scale);
+    ctx->saved_data["fused_kernels"] = fused_kernels;
+    return core_attention(q, k, v, bias, scale, fused_kernels);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -38,9 +41,10 @@ struct RecomputedCoreAttention : torch::autograd::Function<RecomputedCoreAttenti
     torch::AutoGradMode grad_mode(true);
     const auto q = saved[0].detach().requires_grad_(true), k = saved[1].detach().requires_grad_(true),
                v = saved[2].detach().requires_grad_(true);
-    const auto y = core_attention(q, k, v, saved[3], ctx->saved_data["scale"].toDouble());
+    const auto y = core_attention(q, k, v, saved[3], ctx->saved_data["scale"].toDouble(),
+                                  ctx->saved_data["fused_kernels"].toBool());
     const auto g = torch::autograd::grad({y}, {q, k, v}, {grads[0]});
-    return {g[0], g[1], g[2], torch::Tensor(), torch::Tensor()};
+    return {g[0], g[1], g[2], torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -132,8 +136,8 @@ torch::Tensor causal_mask(int64_t t, torch::Device device) {
 }  // namespace
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
-                                                 bool selective_recompute)
-    : num_heads_(num_heads), selective_recompute_(selective_recompute) {
+                                                 bool selective_recompute, bool fused_kernels)
+    : num_heads_(num_heads), selective_recompute_(selective_recompute), fused_kernels_(fused_kernels) {
   qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size));
   proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size));
 }
@@ -166,15 +170,15 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
           ? given_bias.unsqueeze(1).expand({b, num_heads_, t, keys}).reshape({b * num_heads_, t, keys})
           : causal_mask(t, x.device());
   const auto y = selective_recompute_ && q.requires_grad()
-                     ? RecomputedCoreAttention::apply(q, k, v, bias, scale)
-                     : core_attention(q, k, v, bias, scale);  // [b * heads, t, hd]
+                     ? RecomputedCoreAttention::apply(q, k, v, bias, scale, fused_kernels_)
+                     : core_attention(q, k, v, bias, scale, fused_kernels_);  // [b * heads, t, hd]
   return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
 }
 
-TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
+TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) : fused_kernels_(s.fused_kernels) {
   ln1 = register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  attn = register_module("attn",
-                         CausalSelfAttention(s.hidden_size, s.num_attention_heads, s.selective_recompute));
+  attn = register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads,
+                                                     s.selective_recompute, s.fused_kernels));
   ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
   fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size));
   fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));
@@ -183,7 +187,7 @@ TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) {
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
                                             const LayerKeyValues* past, LayerKeyValues* present) {
   auto h = x + attn(ln1(x), bias, past, present);
-  return h + fc_out(torch::gelu(fc(ln2(h))));
+  return h + fc_out(gelu(fc(ln2(h)), fused_kernels_));
 }
 
 namespace {

@@ -31,6 +31,9 @@ struct GptShape {
   // Keep only q, k and v of each attention for its backward, recomputing the scores and
   // probabilities there (Megatron's selective recomputation).
   bool selective_recompute = false;
+  // GELU and the attention softmax on the fused CPU kernels (worker/fused_ops.h) where they apply;
+  // false: ATen's (training.cpu_kernels aten).
+  bool fused_kernels = true;
 };
 
 // One layer's keys and values of some tokens, as attention uses them: [batch * heads, tokens,
@@ -41,7 +44,8 @@ struct LayerKeyValues {
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:
-  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool selective_recompute = false);
+  CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads, bool selective_recompute = false,
+                          bool fused_kernels = true);
   // x: [batch, seq, hidden] -> [batch, seq, hidden]. `bias`, when given, replaces the causal
   // mask: [batch, seq, keys], 0 where a query may attend to a key, -inf elsewhere. The keys are
   // `past`'s (when given: earlier tokens' keys and values), then x's own; `present`, when given,
@@ -56,6 +60,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
  private:
   int64_t num_heads_;
   bool selective_recompute_;
+  bool fused_kernels_;
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -68,6 +73,9 @@ class TransformerBlockImpl : public torch::nn::Module {
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   CausalSelfAttention attn{nullptr};
   DeferrableLinear fc{nullptr}, fc_out{nullptr};
+
+ private:
+  bool fused_kernels_;
 };
 TORCH_MODULE(TransformerBlock);
 

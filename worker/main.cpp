@@ -28,6 +28,7 @@
 #include "proto/plan.pb.h"
 #include "proto/plan_version.h"
 #include "proto/report.pb.h"
+#include "worker/fused_ops.h"
 #include "worker/malloc_policy.h"
 #include "worker/runtime_environment.h"
 #include "worker/trainer.h"
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
       info.set_pid(::getpid());
       info.set_rondo_version(RONDO_VERSION);
       info.set_plan_version(rondo::kPlanVersion);
-      info.set_torch_version(rondo::runtime_environment("").value("torch_version", std::string("?")));
+      info.set_torch_version(rondo::runtime_environment("", "").value("torch_version", std::string("?")));
       info.set_mpi_version(mpi_library_version());
       control->register_rank(info, rondo::kControlCallDeadline * 6);
       control->start([&](const rondo::control::Command& c) {
@@ -240,6 +241,7 @@ int main(int argc, char** argv) {
     }
     // Before the model exists, so that every tensor comes from the chosen allocator policy.
     const std::string malloc_policy = rondo::apply_malloc_policy(plan.training().malloc_policy());
+    const std::string cpu_kernels = rondo::describe_cpu_kernels(plan.training().cpu_kernels());
     world->set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
     // More ranks than cores on this node (the launcher names the node's rank count): idle waits back
     // off further, leaving the cores to the ranks that work.
@@ -280,7 +282,7 @@ int main(int argc, char** argv) {
       }
     });
     if (rank == 0) {
-      const auto env = rondo::runtime_environment(malloc_policy);
+      const auto env = rondo::runtime_environment(malloc_policy, cpu_kernels);
       log->info("{}", rondo::runtime_environment_summary(env));
       rondo::write_file_atomic((fs::path(run_dir) / "runtime.json").string(), env.dump(2) + "\n");
     }

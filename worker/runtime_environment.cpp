@@ -30,7 +30,7 @@ std::string openblas_core() {
 
 }  // namespace
 
-nlohmann::json runtime_environment(const std::string& malloc_policy) {
+nlohmann::json runtime_environment(const std::string& malloc_policy, const std::string& cpu_kernels) {
   std::set<std::string> blas, allocators;
   std::ifstream maps("/proc/self/maps");
   for (std::string line; std::getline(maps, line);) {
@@ -59,6 +59,7 @@ nlohmann::json runtime_environment(const std::string& malloc_policy) {
       {"openblas_core", openblas_core()},
       {"preloaded_allocators", allocators},
       {"malloc_policy", malloc_policy},
+      {"cpu_kernels", cpu_kernels},
       {"intra_op_threads", at::get_num_threads()},
       {"inter_op_threads", at::get_num_interop_threads()},
       {"environment", env_vars},
@@ -75,7 +76,8 @@ std::string runtime_environment_summary(const nlohmann::json& env) {
   if (!core.empty()) blas += " (core " + core + ")";
   std::string out = "runtime: torch " + env["torch_version"].get<std::string>() + ", blas [" + blas + "], " +
                     std::to_string(env["intra_op_threads"].get<int>()) + " compute thread(s), allocator " +
-                    env["malloc_policy"].get<std::string>();
+                    env["malloc_policy"].get<std::string>() + ", kernels " +
+                    env["cpu_kernels"].get<std::string>();
   for (const auto& a : env["preloaded_allocators"]) out += " + preloaded " + a.get<std::string>();
   for (const auto& [k, v] : env["environment"].items()) out += ", " + k + "=" + v.get<std::string>();
   return out;

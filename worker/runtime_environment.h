@@ -10,9 +10,9 @@
 
 namespace rondo {
 
-// Reads /proc/self/maps and the process's settings now; `malloc_policy` is the description
-// apply_malloc_policy() returned.
-nlohmann::json runtime_environment(const std::string& malloc_policy);
+// Reads /proc/self/maps and the process's settings now; `malloc_policy` and `cpu_kernels` are the
+// descriptions apply_malloc_policy() and describe_cpu_kernels() returned.
+nlohmann::json runtime_environment(const std::string& malloc_policy, const std::string& cpu_kernels);
 
 // One line for the log: "blas ..., threads ..., allocator ...".
 std::string runtime_environment_summary(const nlohmann::json& env);

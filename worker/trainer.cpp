@@ -419,7 +419,8 @@ void Trainer::Impl::setup() {
                        m.ffn_hidden_size(),
                        m.vocab_size(),
                        m.seq_length(),
-                       m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE};
+                       m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
+                       t.cpu_kernels() == plan::CPU_KERNELS_FUSED};
   if (plan.stateless_workers()) {
     setup_stateless(shape);
   } else {
