@@ -48,11 +48,13 @@ void gelu_forward(Isa isa, const float* x, float* y, int64_t n) {
 void gelu_backward(Isa isa, const float* x, const float* y, const float* dy, float* dx, int64_t n) {
   RONDO_CPU_KERNELS_DISPATCH(isa, gelu_backward(x, y, dy, dx, n));
 }
-void softmax_forward(Isa isa, const float* x, float* y, int64_t rows, int64_t cols) {
-  RONDO_CPU_KERNELS_DISPATCH(isa, softmax_forward(x, y, rows, cols));
+void softmax_forward(Isa isa, const float* x, const float* bias, float scale, float* y, int64_t rows,
+                     int64_t cols) {
+  RONDO_CPU_KERNELS_DISPATCH(isa, softmax_forward(x, bias, scale, y, rows, cols));
 }
-void softmax_backward(Isa isa, const float* y, const float* dy, float* dx, int64_t rows, int64_t cols) {
-  RONDO_CPU_KERNELS_DISPATCH(isa, softmax_backward(y, dy, dx, rows, cols));
+void softmax_backward(Isa isa, const float* y, const float* dy, float scale, float* dx, int64_t rows,
+                      int64_t cols) {
+  RONDO_CPU_KERNELS_DISPATCH(isa, softmax_backward(y, dy, scale, dx, rows, cols));
 }
 
 }  // namespace rondo::cpu_kernels

@@ -81,35 +81,45 @@ float reduce_lanes(const V (&acc)[kAccumulators], bool take_max) {
   return lanes[0];
 }
 
-float row_max(const float* x, int64_t cols) {
+// z = scale * x + bias (one rounding; no bias: scale * x) of the row's elements [j, j + count).
+template <bool kBias>
+[[gnu::always_inline]] inline V scores(const float* x, const float* bias, V scale, int64_t j, int count) {
+  if (count == V::kWidth) return kBias ? fma(load(x + j), scale, load(bias + j)) : mul(load(x + j), scale);
+  // Padding lanes: x = -inf, bias = 0, so z = -inf (scale > 0).
+  const V xs = load_partial(x + j, count, -__builtin_inff());
+  return kBias ? fma(xs, scale, load_partial(bias + j, count, 0.0f)) : mul(xs, scale);
+}
+
+template <bool kBias>
+float row_max(const float* x, const float* bias, V scale, int64_t cols) {
   V acc[kAccumulators];
   for (auto& a : acc) a = set1(-__builtin_inff());
   int64_t j = 0;
   int block = 0;
   for (; j + V::kWidth <= cols; j += V::kWidth, block = (block + 1) % kAccumulators) {
-    acc[block] = max(acc[block], load(x + j));
+    acc[block] = max(acc[block], scores<kBias>(x, bias, scale, j, V::kWidth));
   }
-  if (j < cols)
-    acc[block] = max(acc[block], load_partial(x + j, static_cast<int>(cols - j), -__builtin_inff()));
+  if (j < cols) acc[block] = max(acc[block], scores<kBias>(x, bias, scale, j, static_cast<int>(cols - j)));
   return reduce_lanes(acc, true);
 }
 
-// y = exp(x - m), returning the sum of y.
-float exp_row(const float* x, float m, float* y, int64_t cols) {
+// y = exp(z - m), returning the sum of y.
+template <bool kBias>
+float exp_row(const float* x, const float* bias, V scale, float m, float* y, int64_t cols) {
   V acc[kAccumulators];
   for (auto& a : acc) a = set1(0.0f);
   const V vm = set1(m);
   int64_t j = 0;
   int block = 0;
   for (; j + V::kWidth <= cols; j += V::kWidth, block = (block + 1) % kAccumulators) {
-    const V e = exp_approx(sub(load(x + j), vm));
+    const V e = exp_approx(sub(scores<kBias>(x, bias, scale, j, V::kWidth), vm));
     store(y + j, e);
     acc[block] = add(acc[block], e);
   }
   if (j < cols) {
     const int n = static_cast<int>(cols - j);
     // Padding lanes hold -inf: exp gives 0 (or NaN in a row that is NaN anyway).
-    const V e = exp_approx(sub(load_partial(x + j, n, -__builtin_inff()), vm));
+    const V e = exp_approx(sub(scores<kBias>(x, bias, scale, j, n), vm));
     store_partial(y + j, e, n);
     acc[block] = add(acc[block], e);
   }
@@ -178,23 +188,28 @@ void scale_row(float* y, float s, int64_t cols) {
   });
 }
 
-void softmax_forward_impl(const float* x, float* y, int64_t rows, int64_t cols) {
+template <bool kBias>
+void softmax_forward_impl(const float* x, const float* bias, float scale, float* y, int64_t rows,
+                          int64_t cols) {
+  const V vs = set1(scale);
   for (int64_t r = 0; r < rows; ++r, x += cols, y += cols) {
-    const float sum = exp_row(x, row_max(x, cols), y, cols);
+    const float* b = kBias ? bias + r * cols : nullptr;
+    const float sum = exp_row<kBias>(x, b, vs, row_max<kBias>(x, b, vs, cols), y, cols);
     scale_row(y, 1.0f / sum, cols);
   }
 }
 
-void softmax_backward_impl(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols) {
+void softmax_backward_impl(const float* y, const float* dy, float scale, float* dx, int64_t rows,
+                           int64_t cols) {
+  const V vs = set1(scale);
   for (int64_t r = 0; r < rows; ++r, y += cols, dy += cols, dx += cols) {
     const V dot = set1(dot_row(y, dy, cols));
     map_elements(cols, [&](int64_t j, int count) {
       if (count == V::kWidth) {
-        store(dx + j, mul(load(y + j), sub(load(dy + j), dot)));
+        store(dx + j, mul(mul(load(y + j), sub(load(dy + j), dot)), vs));
       } else {
-        store_partial(dx + j,
-                      mul(load_partial(y + j, count, 0.0f), sub(load_partial(dy + j, count, 0.0f), dot)),
-                      count);
+        const V g = mul(load_partial(y + j, count, 0.0f), sub(load_partial(dy + j, count, 0.0f), dot));
+        store_partial(dx + j, mul(g, vs), count);
       }
     });
   }
@@ -208,10 +223,14 @@ void gelu_forward(const float* x, float* y, int64_t n) { gelu_forward_impl(x, y,
 void gelu_backward(const float* x, const float* y, const float* dy, float* dx, int64_t n) {
   gelu_backward_impl(x, y, dy, dx, n);
 }
-void softmax_forward(const float* x, float* y, int64_t rows, int64_t cols) {
-  softmax_forward_impl(x, y, rows, cols);
+void softmax_forward(const float* x, const float* bias, float scale, float* y, int64_t rows, int64_t cols) {
+  if (bias) {
+    softmax_forward_impl<true>(x, bias, scale, y, rows, cols);
+  } else {
+    softmax_forward_impl<false>(x, nullptr, scale, y, rows, cols);
+  }
 }
-void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols) {
-  softmax_backward_impl(y, dy, dx, rows, cols);
+void softmax_backward(const float* y, const float* dy, float scale, float* dx, int64_t rows, int64_t cols) {
+  softmax_backward_impl(y, dy, scale, dx, rows, cols);
 }
 }  // namespace rondo::cpu_kernels::RONDO_CPU_KERNELS_ISA

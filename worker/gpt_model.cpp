@@ -14,13 +14,22 @@ namespace nn = torch::nn;
 
 namespace {
 
-// softmax(bias + q k^T * scale) v over [b * heads, t, hd] batches. The scaling and the mask come
-// with the one batched GEMM of the scores: no separate passes over [b * heads, t, t], forward or
-// backward.
+// softmax(bias + q k^T * scale) v over [B = b * heads, t, hd] batches; bias [t, keys] for every
+// batch, or [b, t, keys], a sample's shared by its heads. No separate pass over [B, t, keys] scales
+// or masks the scores, forward or backward: the fused softmax does both, or (ATen) the batched
+// GEMM of the scores does.
 torch::Tensor core_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                              const torch::Tensor& bias, double scale, bool fused_kernels) {
-  auto scores = torch::baddbmm(bias, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
-  return torch::bmm(softmax_last_dim(scores, fused_kernels), v);
+  if (fused_kernels_apply(q, fused_kernels)) {
+    return torch::bmm(attention_probabilities(torch::bmm(q, k.transpose(1, 2)), bias, scale), v);
+  }
+  const int64_t batches = q.size(0), t = q.size(1), keys = k.size(1);
+  const auto full = bias.dim() == 2 ? bias
+                                    : bias.unsqueeze(1)
+                                          .expand({bias.size(0), batches / bias.size(0), t, keys})
+                                          .reshape({batches, t, keys});
+  auto scores = torch::baddbmm(full, q, k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+  return torch::bmm(torch::softmax(scores, -1), v);
 }
 
 // Selective recomputation: the forward keeps q, k and v only; the backward recomputes the
@@ -157,18 +166,14 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   if (present) *present = {parts[1], parts[2]};
   const auto k = past ? torch::cat({past->k, parts[1]}, 1) : parts[1];
   const auto v = past ? torch::cat({past->v, parts[2]}, 1) : parts[2];
-  const int64_t keys = k.size(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   if (past && given_bias.defined()) {
     // A chunk after earlier ones: blocks of as many keys as it has queries.
     const auto y = BlockwiseAttention::apply(q, k, v, given_bias, scale, num_heads_, t);
     return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
   }
-  // One mask for every sample, or each sample's own (packed documents, chunks), repeated per head.
-  const auto bias =
-      given_bias.defined()
-          ? given_bias.unsqueeze(1).expand({b, num_heads_, t, keys}).reshape({b * num_heads_, t, keys})
-          : causal_mask(t, x.device());
+  // One mask for every sample, or each sample's own (packed documents, chunks), shared by its heads.
+  const auto bias = given_bias.defined() ? given_bias : causal_mask(t, x.device());
   const auto y = selective_recompute_ && q.requires_grad()
                      ? RecomputedCoreAttention::apply(q, k, v, bias, scale, fused_kernels_)
                      : core_attention(q, k, v, bias, scale, fused_kernels_);  // [b * heads, t, hd]

@@ -123,51 +123,77 @@ TEST(CpuKernels, GeluVectorUnitsGiveTheScalarBits) {
   }
 }
 
-// Rows of attention scores with a causal mask: row r attends to its first r % cols + 1 entries.
-std::vector<float> masked_scores(int64_t rows, int64_t cols, uint32_t seed) {
+// Raw attention scores and a causal mask: row r attends to its first r % cols + 1 entries.
+struct Scores {
+  std::vector<float> x, bias;
+};
+Scores causal_scores(int64_t rows, int64_t cols, uint32_t seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  std::vector<float> x(static_cast<size_t>(rows * cols));
+  std::normal_distribution<float> normal(0.0f, 20.0f);
+  Scores s;
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) x[r * cols + c] = c <= r % cols ? normal(gen) : -kInf;
+    for (int64_t c = 0; c < cols; ++c) {
+      s.x.push_back(normal(gen));
+      s.bias.push_back(c <= r % cols ? 0.0f : -kInf);
+    }
   }
-  return x;
+  return s;
 }
+
+std::vector<float> normal_values(size_t n, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal;
+  std::vector<float> v(n);
+  for (auto& e : v) e = normal(gen);
+  return v;
+}
+
+constexpr float kScale = 0.1767767f;  // 1 / sqrt(32), a head of 32
 
 TEST(CpuKernels, SoftmaxMatchesDoublePrecision) {
   for (int64_t cols : {1, 7, 16, 17, 128, 130}) {
     const int64_t rows = 2 * cols + 3;
-    const auto x = masked_scores(rows, cols, static_cast<uint32_t>(cols));
-    std::vector<float> dy(x.size()), y(x.size()), dx(x.size());
-    std::mt19937 gen(11);
-    std::normal_distribution<float> normal;
-    for (auto& v : dy) v = normal(gen);
-    softmax_forward(best_isa(), x.data(), y.data(), rows, cols);
-    softmax_backward(best_isa(), y.data(), dy.data(), dx.data(), rows, cols);
+    const auto s = causal_scores(rows, cols, static_cast<uint32_t>(cols));
+    const auto dy = normal_values(s.x.size(), 11);
+    std::vector<float> y(s.x.size()), dx(s.x.size());
+    softmax_forward(best_isa(), s.x.data(), s.bias.data(), kScale, y.data(), rows, cols);
+    softmax_backward(best_isa(), y.data(), dy.data(), kScale, dx.data(), rows, cols);
     for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = &x[r * cols];
-      const double m = *std::max_element(xr, xr + cols);
-      std::vector<double> p(cols);
+      std::vector<double> z(cols), p(cols);
+      for (int64_t c = 0; c < cols; ++c) z[c] = double(kScale) * s.x[r * cols + c] + s.bias[r * cols + c];
+      const double m = *std::max_element(z.begin(), z.end());
       double sum = 0, dot = 0, dot_size = 0;
-      for (int64_t c = 0; c < cols; ++c) sum += p[c] = std::exp(xr[c] - m);
+      for (int64_t c = 0; c < cols; ++c) sum += p[c] = std::exp(z[c] - m);
       for (int64_t c = 0; c < cols; ++c) {
         dot += (p[c] /= sum) * dy[r * cols + c];
         dot_size += p[c] * std::fabs(dy[r * cols + c]);
       }
       for (int64_t c = 0; c < cols; ++c) {
         const size_t i = r * cols + c;
-        if (xr[c] == -kInf) {
+        if (z[c] == -kInf) {
           EXPECT_EQ(y[i], 0.0f);
           EXPECT_EQ(dx[i], 0.0f);
           continue;
         }
-        ASSERT_NEAR(y[i], p[c], 1e-6 * p[c] + 1e-12) << "cols " << cols << " row " << r << " col " << c;
+        // exp's 2 ulp, and the argument's rounding, relative to its size (|z| up to ~15 here).
+        ASSERT_NEAR(y[i], p[c], 4e-6 * p[c] + 1e-12) << "cols " << cols << " row " << r << " col " << c;
         // Float rounding of the row's sum of y * dy, then of the difference.
-        ASSERT_NEAR(dx[i], p[c] * (dy[i] - dot), 2e-6 * p[c] * (std::fabs(dy[i]) + dot_size) + 1e-12)
+        ASSERT_NEAR(dx[i], kScale * p[c] * (dy[i] - dot),
+                    4e-6 * kScale * p[c] * (std::fabs(dy[i]) + dot_size) + 1e-12)
             << "cols " << cols << " row " << r << " col " << c;
       }
     }
   }
+}
+
+TEST(CpuKernels, SoftmaxWithoutBiasScalesOnly) {
+  // No bias: y = softmax(scale * x); with scale 1 exactly the plain softmax.
+  const auto s = causal_scores(9, 33, 4);
+  std::vector<float> masked(s.x.size()), y_bias(s.x.size()), y_plain(s.x.size());
+  for (size_t i = 0; i < s.x.size(); ++i) masked[i] = s.x[i] + s.bias[i];
+  softmax_forward(best_isa(), s.x.data(), s.bias.data(), 1.0f, y_bias.data(), 9, 33);
+  softmax_forward(best_isa(), masked.data(), nullptr, 1.0f, y_plain.data(), 9, 33);
+  expect_same_bits(y_plain, y_bias, "softmax without bias", best_isa());
 }
 
 TEST(CpuKernels, SoftmaxSpecialRowsAsTorch) {
@@ -175,7 +201,7 @@ TEST(CpuKernels, SoftmaxSpecialRowsAsTorch) {
   const std::vector<float> x = {-kInf, -kInf, -kInf, 1.0f, kNaN, 2.0f, 0.0f, -1000.0f, -kInf};
   std::vector<float> y(x.size());
   for (Isa isa : {Isa::kScalar, best_isa()}) {
-    softmax_forward(isa, x.data(), y.data(), 3, 3);
+    softmax_forward(isa, x.data(), nullptr, 1.0f, y.data(), 3, 3);
     for (int c = 0; c < 6; ++c) EXPECT_TRUE(std::isnan(y[c])) << isa_name(isa) << " " << c;
     EXPECT_EQ(y[6], 1.0f);
     EXPECT_EQ(y[7], 0.0f);
@@ -186,20 +212,19 @@ TEST(CpuKernels, SoftmaxSpecialRowsAsTorch) {
 TEST(CpuKernels, SoftmaxVectorUnitsGiveTheScalarBits) {
   for (int64_t cols : {1, 5, 8, 15, 16, 17, 31, 33, 128, 129}) {
     const int64_t rows = cols + 5;
-    const auto x = masked_scores(rows, cols, 100 + static_cast<uint32_t>(cols));
-    std::vector<float> dy(x.size());
-    std::mt19937 gen(5);
-    std::normal_distribution<float> normal;
-    for (auto& v : dy) v = normal(gen);
-    std::vector<float> y_ref(x.size()), dx_ref(x.size());
-    softmax_forward(Isa::kScalar, x.data(), y_ref.data(), rows, cols);
-    softmax_backward(Isa::kScalar, y_ref.data(), dy.data(), dx_ref.data(), rows, cols);
-    for (Isa isa : vector_isas()) {
-      std::vector<float> y(x.size()), dx(x.size());
-      softmax_forward(isa, x.data(), y.data(), rows, cols);
-      softmax_backward(isa, y_ref.data(), dy.data(), dx.data(), rows, cols);
-      expect_same_bits(y, y_ref, "softmax", isa);
-      expect_same_bits(dx, dx_ref, "softmax backward", isa);
+    const auto s = causal_scores(rows, cols, 100 + static_cast<uint32_t>(cols));
+    const auto dy = normal_values(s.x.size(), 5);
+    for (const float* bias : {s.bias.data(), static_cast<const float*>(nullptr)}) {
+      std::vector<float> y_ref(s.x.size()), dx_ref(s.x.size());
+      softmax_forward(Isa::kScalar, s.x.data(), bias, kScale, y_ref.data(), rows, cols);
+      softmax_backward(Isa::kScalar, y_ref.data(), dy.data(), kScale, dx_ref.data(), rows, cols);
+      for (Isa isa : vector_isas()) {
+        std::vector<float> y(s.x.size()), dx(s.x.size());
+        softmax_forward(isa, s.x.data(), bias, kScale, y.data(), rows, cols);
+        softmax_backward(isa, y_ref.data(), dy.data(), kScale, dx.data(), rows, cols);
+        expect_same_bits(y, y_ref, "softmax", isa);
+        expect_same_bits(dx, dx_ref, "softmax backward", isa);
+      }
     }
   }
 }
