@@ -69,8 +69,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),
       RONDO_KEY(training, cpu_kernels,
-                "fused (GELU and attention softmax in rondo's one-pass AVX-512/AVX2 kernels, float32 on "
-                "CPU; ATen's where the CPU has neither) | aten (LibTorch's kernels)"),
+                "fused (float32 on CPU: GELU and the attention softmax in rondo's one-pass AVX-512/AVX2 "
+                "kernels, linear layers on oneDNN's brgemm GEMMs with the bias inside; ATen's where the CPU "
+                "has neither) | aten (LibTorch's kernels throughout)"),
       RONDO_KEY(
           training, emulate_compute,
           "every F/B/I/W sleeps for its predicted duration (the plan's prediction) instead of "

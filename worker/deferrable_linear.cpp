@@ -1,6 +1,8 @@
 #include "worker/deferrable_linear.h"
 
 #include "pipeline/exec/weight_grad_store.h"
+#include "worker/fused_ops.h"
+#include "worker/onednn_gemm.h"
 
 namespace rondo {
 
@@ -9,14 +11,38 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// c [m, n] = op(a) op(b) (+ bias) (+ c) on oneDNN's brgemm when `fused` and every operand is a
+// dense CPU float32 tensor that oneDNN has a brgemm kernel for; false (nothing done) otherwise.
+bool onednn_gemm(bool fused, onednn::Gemm g, const torch::Tensor& a, const torch::Tensor& b,
+                 const torch::Tensor& bias, torch::Tensor& c) {
+  g.with_bias = bias.defined();
+  if (!fused || !fused_kernels_apply(a, true) || !fused_kernels_apply(b, true) || !a.is_contiguous() ||
+      !b.is_contiguous() || (g.with_bias && (!fused_kernels_apply(bias, true) || !bias.is_contiguous())) ||
+      (g.accumulate && (!fused_kernels_apply(c, true) || !c.is_contiguous())) || !onednn::fast(g)) {
+    return false;
+  }
+  if (!g.accumulate) c = torch::empty({g.m, g.n});
+  onednn::run(g, a.data_ptr<float>(), b.data_ptr<float>(), g.with_bias ? bias.data_ptr<float>() : nullptr,
+              c.data_ptr<float>());
+  return true;
+}
+
 // y = x W^T (+ b). Forward saves x and W, and the parameters themselves (not saved copies) for a
 // deferred job to accumulate into their .grad. Autograd refuses an undefined tensor input, so the
 // bias-free layer is its own Function.
 torch::Tensor linear_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                             const torch::Tensor& bias) {
+                             const torch::Tensor& bias, bool fused) {
   ctx->save_for_backward({x, weight});
   ctx->saved_data["weight"] = weight;
   ctx->saved_data["bias"] = bias;
+  ctx->saved_data["fused"] = fused;
+  const int64_t out = weight.size(0), in = weight.size(1);
+  torch::Tensor y;
+  if (x.is_contiguous() && onednn_gemm(fused, {x.numel() / in, out, in, false, true}, x, weight, bias, y)) {
+    auto sizes = x.sizes().vec();
+    sizes.back() = out;
+    return y.view(sizes);
+  }
   return torch::linear(x, weight, bias);
 }
 
@@ -27,20 +53,30 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   const auto& x = saved[0];
   const auto& weight = saved[1];
   const int64_t out = weight.size(0), in = weight.size(1);
-  const torch::Tensor grad_x = g.matmul(weight);
+  const bool fused = ctx->saved_data["fused"].toBool();
   const auto g2 = g.reshape({-1, out});
   const auto x2 = x.reshape({-1, in});
+  torch::Tensor grad_x;
+  if (onednn_gemm(fused, {g2.size(0), in, out}, g2, weight, {}, grad_x)) {
+    grad_x = grad_x.view(x.sizes());
+  } else {
+    grad_x = g.matmul(weight);
+  }
   // dW += g^T x and db += sum(g), straight into the parameters' gradient buffers (addmm_
   // accumulates inside the GEMM: no temporary, no separate pass). Returned undefined, so
   // autograd's accumulator adds nothing (its hooks still run, as the gradient is final).
-  auto accumulate = [g2, x2, weight = ctx->saved_data["weight"].toTensor(),
+  auto accumulate = [g2, x2, fused, weight = ctx->saved_data["weight"].toTensor(),
                      bias = ctx->saved_data["bias"].toTensor()]() mutable {
     torch::NoGradGuard no_grad;
     auto& wg = weight.mutable_grad();
-    if (wg.defined()) {
-      wg.addmm_(g2.t(), x2);
-    } else {
-      wg = g2.t().mm(x2);
+    const onednn::Gemm dw{weight.size(0), weight.size(1), g2.size(0),  /*a_transposed=*/true,
+                          false,          false,          wg.defined()};
+    if (!onednn_gemm(fused, dw, g2, x2, {}, wg)) {
+      if (wg.defined()) {
+        wg.addmm_(g2.t(), x2);
+      } else {
+        wg = g2.t().mm(x2);
+      }
     }
     if (!bias.defined()) return;
     auto& bg = bias.mutable_grad();
@@ -55,14 +91,14 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   } else {
     accumulate();
   }
-  return {grad_x, torch::Tensor(), torch::Tensor()};
+  return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
 }
 
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias) {
-    return linear_forward(ctx, x, weight, bias);
+                               const torch::Tensor& bias, bool fused) {
+    return linear_forward(ctx, x, weight, bias, fused);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     return linear_backward(ctx, grads[0]);
@@ -71,8 +107,9 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
 
 class LinearNoBiasFunction : public torch::autograd::Function<LinearNoBiasFunction> {
  public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight) {
-    return linear_forward(ctx, x, weight, torch::Tensor());
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               bool fused) {
+    return linear_forward(ctx, x, weight, torch::Tensor(), fused);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto out = linear_backward(ctx, grads[0]);
@@ -83,13 +120,16 @@ class LinearNoBiasFunction : public torch::autograd::Function<LinearNoBiasFuncti
 
 }  // namespace
 
-DeferrableLinearImpl::DeferrableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias) {
+DeferrableLinearImpl::DeferrableLinearImpl(int64_t in_features, int64_t out_features, bool with_bias,
+                                           bool fused_kernels)
+    : fused_kernels_(fused_kernels) {
   weight = register_parameter("weight", torch::empty({out_features, in_features}));
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
 }
 
 torch::Tensor DeferrableLinearImpl::forward(const torch::Tensor& x) {
-  return bias.defined() ? LinearFunction::apply(x, weight, bias) : LinearNoBiasFunction::apply(x, weight);
+  return bias.defined() ? LinearFunction::apply(x, weight, bias, fused_kernels_)
+                        : LinearNoBiasFunction::apply(x, weight, fused_kernels_);
 }
 
 }  // namespace rondo

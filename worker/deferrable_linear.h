@@ -12,11 +12,17 @@ namespace rondo {
 
 class DeferrableLinearImpl : public torch::nn::Module {
  public:
-  DeferrableLinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+  // `fused_kernels`: CPU float32 GEMMs on oneDNN's brgemm where it has one (worker/onednn_gemm.h),
+  // the bias added inside the forward's GEMM; ATen's otherwise.
+  DeferrableLinearImpl(int64_t in_features, int64_t out_features, bool bias = true,
+                       bool fused_kernels = false);
   torch::Tensor forward(const torch::Tensor& x);
 
   torch::Tensor weight;  // [out, in]; initialised by the owner
   torch::Tensor bias;    // [out] or undefined
+
+ private:
+  bool fused_kernels_;
 };
 TORCH_MODULE(DeferrableLinear);
 

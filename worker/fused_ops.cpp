@@ -8,6 +8,7 @@
 
 #include "common/errors.h"
 #include "worker/cpu_kernels.h"
+#include "worker/onednn_gemm.h"
 
 namespace rondo {
 
@@ -133,10 +134,15 @@ torch::Tensor attention_probabilities(const torch::Tensor& scores, const torch::
 
 std::string describe_cpu_kernels(plan::CpuKernels setting) {
   switch (setting) {
-    case plan::CPU_KERNELS_FUSED:
-      return cpu_kernels::best_isa() == cpu_kernels::Isa::kScalar
-                 ? "aten (no AVX2 on this CPU)"
-                 : std::string("fused (") + cpu_kernels::isa_name(cpu_kernels::best_isa()) + ")";
+    case plan::CPU_KERNELS_FUSED: {
+      const auto isa = cpu_kernels::best_isa();
+      // oneDNN's kernel for a linear layer's forward (it picks per shape; this one is typical).
+      const std::string gemm = onednn::implementation({512, 512, 512, false, true, true, false});
+      return std::string("fused (GELU/softmax: ") +
+             (isa == cpu_kernels::Isa::kScalar ? "ATen's, no AVX2" : cpu_kernels::isa_name(isa)) +
+             "; linear GEMMs: " +
+             (gemm.empty() || isa == cpu_kernels::Isa::kScalar ? "ATen's" : "oneDNN " + gemm) + ")";
+    }
     case plan::CPU_KERNELS_ATEN:
       return "aten";
     default:

@@ -25,8 +25,9 @@ torch::Tensor gelu(const torch::Tensor& x, bool fused);
 // No gradient flows to the bias. scale > 0.
 torch::Tensor attention_probabilities(const torch::Tensor& scores, const torch::Tensor& bias, double scale);
 
-// What `setting` (training.cpu_kernels) runs on CPU float32 here, for runtime.json: "fused
-// (avx512)", "fused (avx2)", "aten", or "aten (no AVX2 on this CPU)". PlanError when unspecified.
+// What `setting` (training.cpu_kernels) runs on CPU float32 here, for runtime.json: "aten", or
+// "fused (GELU/softmax: avx512; linear GEMMs: oneDNN brg:avx512_core)" and the like. PlanError
+// when unspecified.
 std::string describe_cpu_kernels(plan::CpuKernels setting);
 
 }  // namespace rondo

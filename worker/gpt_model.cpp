@@ -147,8 +147,8 @@ torch::Tensor causal_mask(int64_t t, torch::Device device) {
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
                                                  bool selective_recompute, bool fused_kernels)
     : num_heads_(num_heads), selective_recompute_(selective_recompute), fused_kernels_(fused_kernels) {
-  qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size));
-  proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size));
+  qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size, true, fused_kernels));
+  proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size, true, fused_kernels));
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
@@ -185,8 +185,9 @@ TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) : fused_kernels_(s
   attn = register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads,
                                                      s.selective_recompute, s.fused_kernels));
   ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size));
-  fc_out = register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size));
+  fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size, true, s.fused_kernels));
+  fc_out =
+      register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size, true, s.fused_kernels));
 }
 
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
@@ -226,7 +227,8 @@ GptModelImpl::GptModelImpl(const GptShape& s, std::vector<StageLayers> stages, u
     }
     if (st.has_lm_head) {
       final_norm = register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-      lm_head = register_module("lm_head", DeferrableLinear(s.hidden_size, s.vocab_size, /*bias=*/false));
+      lm_head = register_module(
+          "lm_head", DeferrableLinear(s.hidden_size, s.vocab_size, /*bias=*/false, s.fused_kernels));
     }
   }
 

@@ -1,7 +1,7 @@
 // DeferrableLinear: without a WeightGradStore it matches torch::nn::functional::linear's gradients;
 // under one (a split backward's I) the input gradient comes now, the weight and bias gradients
 // not until the store runs (W), and then they equal the unsplit ones, accumulating across
-// microbatches into existing gradients.
+// microbatches into existing gradients. All of it on ATen's GEMMs and on oneDNN's (fused kernels).
 #include "worker/deferrable_linear.h"
 
 #include <gtest/gtest.h>
@@ -23,9 +23,11 @@ Grads reference(const torch::Tensor& x0, const torch::Tensor& w0, const torch::T
   return {x.grad(), w.grad(), b.grad()};
 }
 
-TEST(DeferrableLinear, MatchesLinearWhenNotSplit) {
+class DeferrableLinearOn : public ::testing::TestWithParam<bool> {};
+
+TEST_P(DeferrableLinearOn, MatchesLinearWhenNotSplit) {
   torch::manual_seed(3);
-  DeferrableLinear layer(6, 4);
+  DeferrableLinear layer(6, 4, /*bias=*/true, /*fused_kernels=*/GetParam());
   layer->weight.data().normal_();
   layer->bias.data().normal_();
   auto x = torch::randn({2, 5, 6}, torch::requires_grad());
@@ -37,9 +39,9 @@ TEST(DeferrableLinear, MatchesLinearWhenNotSplit) {
   EXPECT_TRUE(torch::allclose(layer->bias.grad(), ref.b, 1e-5, 1e-6));
 }
 
-TEST(DeferrableLinear, SplitBackwardDefersWeightGradientsUntilTheStoreRuns) {
+TEST_P(DeferrableLinearOn, SplitBackwardDefersWeightGradientsUntilTheStoreRuns) {
   torch::manual_seed(4);
-  DeferrableLinear layer(6, 4);
+  DeferrableLinear layer(6, 4, /*bias=*/true, /*fused_kernels=*/GetParam());
   layer->weight.data().normal_();
   layer->bias.data().normal_();
   layer->weight.mutable_grad() = torch::zeros_like(layer->weight);
@@ -69,14 +71,17 @@ TEST(DeferrableLinear, SplitBackwardDefersWeightGradientsUntilTheStoreRuns) {
   EXPECT_TRUE(stores[0].empty() && stores[1].empty());
 }
 
-TEST(DeferrableLinear, WithoutBias) {
-  DeferrableLinear layer(3, 2, /*bias=*/false);
+TEST_P(DeferrableLinearOn, WithoutBias) {
+  DeferrableLinear layer(3, 2, /*bias=*/false, /*fused_kernels=*/GetParam());
   layer->weight.data().fill_(0.5);
   auto x = torch::ones({4, 3}, torch::requires_grad());
   layer->forward(x).sum().backward();
   EXPECT_FALSE(layer->bias.defined());
   EXPECT_TRUE(torch::allclose(layer->weight.grad(), torch::full({2, 3}, 4.0)));
 }
+
+INSTANTIATE_TEST_SUITE_P(Kernels, DeferrableLinearOn, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "OnednnGemms" : "AtenGemms"; });
 
 }  // namespace
 }  // namespace rondo
