@@ -63,7 +63,7 @@ def show_environment(side, env):
     preload = "".join(f" + {os.path.basename(a)}" for a in env["preloaded_allocators"])
     print(f"  [{side}] torch {env['torch_version']}; blas: {blas}; threads: {env['intra_op_threads']} intra-op, "
           f"{env['inter_op_threads']} inter-op; allocator: {env['malloc_policy']}{preload}; "
-          f"GELU/softmax kernels: {env['cpu_kernels']}{extra}", flush=True)
+          f"kernels: {env['cpu_kernels']}{extra}", flush=True)
 
 
 def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None):
