@@ -16,7 +16,7 @@ namespace {
 constexpr int kLanes = 16;
 constexpr int kAccumulators = kLanes / V::kWidth;
 
-// exp(x) for float: n = round(x / ln 2), r = x - n ln 2 (two-part ln 2), Cephes' degree-6
+// exp(x) for float: n = round(x / ln 2), r = x - n ln 2 (two-part ln 2), Cephes'
 // polynomial for exp(r), times 2^n. Below -87.34 (where exp leaves the normal range) 0; above 88
 // +inf (so that n stays <= 127; the kernels only take exp of values <= 0); NaN stays NaN.
 [[gnu::always_inline]] inline V exp_approx(V x) {

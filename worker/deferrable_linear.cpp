@@ -38,7 +38,8 @@ torch::Tensor linear_forward(AutogradContext* ctx, const torch::Tensor& x, const
   ctx->saved_data["fused"] = fused;
   const int64_t out = weight.size(0), in = weight.size(1);
   torch::Tensor y;
-  if (x.is_contiguous() && onednn_gemm(fused, {x.numel() / in, out, in, false, true}, x, weight, bias, y)) {
+  if (onednn_gemm(fused, {.m = x.numel() / in, .n = out, .k = in, .b_transposed = true}, x, weight, bias,
+                  y)) {
     auto sizes = x.sizes().vec();
     sizes.back() = out;
     return y.view(sizes);
@@ -57,7 +58,7 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   const auto g2 = g.reshape({-1, out});
   const auto x2 = x.reshape({-1, in});
   torch::Tensor grad_x;
-  if (onednn_gemm(fused, {g2.size(0), in, out}, g2, weight, {}, grad_x)) {
+  if (onednn_gemm(fused, {.m = g2.size(0), .n = in, .k = out}, g2, weight, {}, grad_x)) {
     grad_x = grad_x.view(x.sizes());
   } else {
     grad_x = g.matmul(weight);
@@ -69,8 +70,11 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
                      bias = ctx->saved_data["bias"].toTensor()]() mutable {
     torch::NoGradGuard no_grad;
     auto& wg = weight.mutable_grad();
-    const onednn::Gemm dw{weight.size(0), weight.size(1), g2.size(0),  /*a_transposed=*/true,
-                          false,          false,          wg.defined()};
+    const onednn::Gemm dw{.m = weight.size(0),
+                          .n = weight.size(1),
+                          .k = g2.size(0),
+                          .a_transposed = true,
+                          .accumulate = wg.defined()};
     if (!onednn_gemm(fused, dw, g2, x2, {}, wg)) {
       if (wg.defined()) {
         wg.addmm_(g2.t(), x2);
