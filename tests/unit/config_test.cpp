@@ -66,6 +66,8 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
   EXPECT_EQ(error_key("", {"pipeline.schedule=magic"}), "pipeline.schedule");
   EXPECT_EQ(error_key("", {"data.path=/nonexistent/file.txt"}), "data.path");
   EXPECT_EQ(error_key("", {"training.optimizer=adagrad"}), "training.optimizer");
+  EXPECT_EQ(error_key("", {"training.cpu_kernels=mkl"}), "training.cpu_kernels");
+  EXPECT_EQ(error_key("", {"training.cpu_kernels=aten"}), "");
   EXPECT_EQ(error_key("", {"pipeline.roundpipe_dispatch=random"}), "pipeline.roundpipe_dispatch");
   EXPECT_EQ(error_key("", {"training.emulate_compute=true", "pipeline.schedule=roundpipe",
                            "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"}),
