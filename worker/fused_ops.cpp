@@ -19,11 +19,7 @@ using torch::autograd::variable_list;
 
 constexpr int64_t kGrainElements = 16384;  // per task of the intra-op pool
 
-std::string shape_of(const torch::Tensor& t) {
-  std::string out = "[";
-  for (int64_t i = 0; i < t.dim(); ++i) out += (i ? ", " : "") + std::to_string(t.size(i));
-  return out + "]";
-}
+std::string shape_of(const torch::Tensor& t) { return c10::str(t.sizes()); }
 
 struct FusedGelu : torch::autograd::Function<FusedGelu> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input) {
