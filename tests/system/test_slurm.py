@@ -4,10 +4,10 @@ checkpoint and exit, the job requeues itself, comes back and resumes at the next
 trajectory equals an uninterrupted `rondo run` (mpirun) of the same config."""
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 from rondo_testlib import TINY, Context, losses, rows, wait_for
 
@@ -22,17 +22,29 @@ def free_port():
         return s.getsockname()[1]
 
 
-slurm_dir = tempfile.mkdtemp(prefix="rondo-slurm-")
+# CTest names the directory, so that its cleanup fixture (system.slurm_down) stops the daemons even
+# when this process is killed at its timeout; run by hand, a new temporary one.
+slurm_dir = os.environ.get("RONDO_SLURM_DIR") or tempfile.mkdtemp(prefix="rondo-slurm-")
 env = dict(os.environ, RONDO_SLURM_DIR=slurm_dir, RONDO_SLURMCTLD_PORT=str(free_port()),
            RONDO_SLURMD_PORT=str(free_port()))
-up = subprocess.run([os.path.join(SCRIPTS, "slurm-local"), "up"], env=env, capture_output=True, text=True, timeout=120)
-if up.returncode != 0:
-    print(up.stdout + up.stderr)
-    raise SystemExit("scripts/slurm-local up failed")
-for line in up.stdout.splitlines():
-    m = re.match(r"export (\w+)=(.*)", line)
-    if m:
-        env[m.group(1)] = m.group(2)
+
+
+def slurm_local(cmd):
+    return subprocess.run([os.path.join(SCRIPTS, "slurm-local"), cmd], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def slurm_up():
+    slurm_local("down")  # whatever an earlier, killed run of this test left in the directory
+    shutil.rmtree(slurm_dir, ignore_errors=True)
+    up = slurm_local("up")
+    if up.returncode != 0:
+        print(up.stdout + up.stderr)
+        raise SystemExit("scripts/slurm-local up failed")
+    for line in up.stdout.splitlines():
+        m = re.match(r"export (\w+)=(.*)", line)
+        if m:
+            env[m.group(1)] = m.group(2)
 
 
 def slurm(*args, check=True):
@@ -48,6 +60,7 @@ def job_field(job, name):
 
 
 try:
+    slurm_up()
     ctx.check("idle" in slurm("sinfo", "-h", "-o", "%T"), "slurm-local up: the node is idle")
     reference, _ = ctx.run("reference", SETS + ["parallel.world_size=2"])
 
@@ -86,6 +99,5 @@ try:
     print(f"largest loss difference against the uninterrupted mpirun run: {worst:.3e}")
     ctx.check(worst == 0.0, f"the loss trajectory equals the uninterrupted run's (worst {worst:.3e})")
 finally:
-    subprocess.run([os.path.join(SCRIPTS, "slurm-local"), "down"], env=env, timeout=60)
-    time.sleep(0.5)
+    slurm_local("down")
 ctx.finish()
