@@ -5,7 +5,7 @@
   bench/train_bench.py ddp-large   # the same on a compute-bound model (8 layers, hidden 512, 8 heads, seq 256)
   bench/train_bench.py overlap     # gradient reduction overlapped or not, with and without a slow (emulated) link
   bench/train_bench.py overlap-tcp # the same over real TCP between two network namespaces, with and without a
-                                   # tbf-throttled 1 Gbit/s link (root; bench/netns_hosts.sh)
+                                   # tbf-throttled 1 Gbit/s link (root; scripts/netns-hosts)
   bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
   bench/train_bench.py recorder    # step time with the timing recorder on vs off
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
@@ -158,14 +158,14 @@ def main():
             print("overlap-tcp: skipped (network namespaces need root)")
         else:
             hosts = os.path.join(tmp, "hosts")
-            script = os.path.join(ROOT, "bench", "netns_hosts.sh")
+            script = os.path.join(ROOT, "scripts", "netns-hosts")
             for rate in ("", "1gbit"):
                 subprocess.run([script, "up", hosts, "2"] + ([rate] if rate else []), check=True)
                 try:
-                    with open(os.path.join(hosts, "mpirun_args")) as f:
-                        args = f.read().strip()
+                    launch = [f"launch.{key}={open(os.path.join(hosts, key)).read().strip()}"
+                              for key in ("mpirun_args", "control_address")]
                     name = f"TCP between namespaces{', tbf ' + rate if rate else ', unthrottled'}"
-                    overlap_report(name, overlap_runs(tmp, rounds, small + [f"launch.mpirun_args={args}"]))
+                    overlap_report(name, overlap_runs(tmp, rounds, small + launch))
                 finally:
                     subprocess.run([script, "down", hosts], check=True)
     if what in ("allocator", "all"):
