@@ -65,10 +65,12 @@ TimingRecorder::Scope TimingRecorder::begin_transfer_wait(CollectiveOp op, uint6
                                                           int64_t posted_ns) {
   auto scope = begin(op, bytes, 2);
   std::lock_guard lock(mu_);
-  scope.record_->enter_ns = posted_ns;
-  const bool send = op == CollectiveOp::kSend;
-  scope.record_->waiting_send_peer = send ? peer : -1;
-  scope.record_->waiting_recv_peer = send ? -1 : peer;
+  if (auto* r = scope.live()) {
+    r->enter_ns = posted_ns;
+    const bool send = op == CollectiveOp::kSend;
+    r->waiting_send_peer = send ? peer : -1;
+    r->waiting_recv_peer = send ? -1 : peer;
+  }
   return scope;
 }
 
@@ -95,12 +97,19 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
 }
 
 TimingRecorder::Scope::Scope(TimingRecorder* recorder, CollectiveRecord* record)
-    : recorder_(recorder), record_(record), uncaught_at_begin_(std::uncaught_exceptions()) {}
+    : recorder_(recorder), record_(record), seq_(record->seq), uncaught_at_begin_(std::uncaught_exceptions()) {}
 
 TimingRecorder::Scope::Scope(Scope&& other) noexcept
-    : recorder_(other.recorder_), record_(other.record_), uncaught_at_begin_(other.uncaught_at_begin_) {
+    : recorder_(other.recorder_),
+      record_(other.record_),
+      seq_(other.seq_),
+      uncaught_at_begin_(other.uncaught_at_begin_) {
   other.recorder_ = nullptr;
   other.record_ = nullptr;
+}
+
+CollectiveRecord* TimingRecorder::Scope::live() const {
+  return record_ && record_->seq == seq_ ? record_ : nullptr;
 }
 
 TimingRecorder::Scope::~Scope() {
@@ -112,8 +121,10 @@ TimingRecorder::Scope::~Scope() {
 void TimingRecorder::Scope::posted(int send_peer, int recv_peer) {
   if (!record_) return;
   std::lock_guard lock(recorder_->mu_);
-  record_->waiting_send_peer = send_peer;
-  record_->waiting_recv_peer = recv_peer;
+  auto* r = live();
+  if (!r) return;
+  r->waiting_send_peer = send_peer;
+  r->waiting_recv_peer = recv_peer;
 }
 
 void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
@@ -123,15 +134,17 @@ void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
   const auto ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
   std::lock_guard lock(recorder_->mu_);
-  record_->waiting_send_peer = record_->waiting_recv_peer = -1;
-  if (record_->start_ns == 0) record_->start_ns = wall_ns();
-  auto& conns = record_->connections;
+  auto* r = live();
+  if (!r) return;
+  r->waiting_send_peer = r->waiting_recv_peer = -1;
+  if (r->start_ns == 0) r->start_ns = wall_ns();
+  auto& conns = r->connections;
   auto it = std::find_if(conns.begin(), conns.end(), [&](const ConnectionTiming& c) {
     return c.send_peer == send_peer && c.recv_peer == recv_peer;
   });
   if (it == conns.end()) {
     if (conns.size() >= kMaxConnectionsPerRecord) {
-      ++record_->dropped_connections;
+      ++r->dropped_connections;
       return;
     }
     conns.push_back(ConnectionTiming{send_peer, recv_peer, 0, 0, 0, 0});
@@ -152,11 +165,13 @@ void TimingRecorder::Scope::end_transfer(std::chrono::steady_clock::time_point w
           .count());
   {
     std::lock_guard lock(recorder_->mu_);
-    const bool send = record_->op == CollectiveOp::kSend;
-    const int peer = send ? record_->waiting_send_peer : record_->waiting_recv_peer;
-    record_->start_ns = wall_ns();
-    record_->connections.push_back(
-        ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? record_->bytes : 0, waited, waited});
+    if (auto* r = live()) {
+      const bool send = r->op == CollectiveOp::kSend;
+      const int peer = send ? r->waiting_send_peer : r->waiting_recv_peer;
+      r->start_ns = wall_ns();
+      r->connections.push_back(
+          ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? r->bytes : 0, waited, waited});
+    }
   }
   close(true);
 }
@@ -166,20 +181,42 @@ void TimingRecorder::Scope::abandon() { close(false); }
 void TimingRecorder::Scope::close(bool completed) {
   if (!record_) return;
   std::lock_guard lock(recorder_->mu_);
-  record_->end_ns = wall_ns();
-  record_->completed = completed;
-  if (completed) record_->waiting_send_peer = record_->waiting_recv_peer = -1;
+  if (auto* r = live()) {
+    r->end_ns = wall_ns();
+    r->completed = completed;
+    if (completed) r->waiting_send_peer = r->waiting_recv_peer = -1;
+  }
   record_ = nullptr;
 }
 
-std::vector<CollectiveRecord> TimingRecorder::snapshot() const { return snapshot_since(0); }
-
-std::vector<CollectiveRecord> TimingRecorder::snapshot_since(uint64_t first_seq) const {
+std::vector<CollectiveRecord> TimingRecorder::snapshot() const {
   std::lock_guard lock(mu_);
   std::vector<CollectiveRecord> out;
   const uint64_t oldest = next_seq_ - std::min<uint64_t>(next_seq_, slots_.size());
-  for (uint64_t seq = std::max(oldest, first_seq); seq < next_seq_; ++seq)
+  for (uint64_t seq = oldest; seq < next_seq_; ++seq)
     out.push_back(slots_[seq % slots_.size()]);
+  return out;
+}
+
+std::vector<CollectiveRecord> TimingRecorder::take_closed(ReportCursor& cursor) const {
+  std::lock_guard lock(mu_);
+  const uint64_t oldest = next_seq_ - std::min<uint64_t>(next_seq_, slots_.size());
+  std::vector<CollectiveRecord> out;
+  std::vector<uint64_t> still_open;
+  const auto visit = [&](uint64_t seq) {
+    if (seq < oldest) return;  // reused before it closed: lost
+    const auto& r = slots_[seq % slots_.size()];
+    if (r.end_ns != 0) {
+      out.push_back(r);
+    } else {
+      still_open.push_back(seq);
+    }
+  };
+  for (uint64_t seq : cursor.open) visit(seq);
+  for (uint64_t seq = std::max(oldest, cursor.next); seq < next_seq_; ++seq) visit(seq);
+  cursor.next = next_seq_;
+  cursor.open = std::move(still_open);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.seq < b.seq; });
   return out;
 }
 

@@ -6,7 +6,9 @@
 // Call order: begin() when a collective is entered; posted() when an exchange is posted, step()
 // when it completed; end() when the collective completed. A Scope destroyed without end() while
 // an exception unwinds (a timeout), or abandon()ed, leaves its record not completed, with the
-// peers of the exchange it was waiting for; one destroyed otherwise counts as completed.
+// peers of the exchange it was waiting for; one destroyed otherwise counts as completed. A Scope
+// whose slot the ring reused while it was open (more than capacity() records begun since) no
+// longer touches it: its record is lost, the newer one stays as it is.
 #pragma once
 
 #include <chrono>
@@ -56,7 +58,7 @@ struct CollectiveRecord {
   // completed (its peers had arrived); end: the call returned. start == 0 if none completed.
   int64_t enter_ns = 0;
   int64_t start_ns = 0;
-  int64_t end_ns = 0;
+  int64_t end_ns = 0;  // 0 while the record is open
   bool completed = false;
   // The exchange posted and not yet completed: the peers this rank waits for (-1: none).
   int32_t waiting_send_peer = -1;
@@ -91,8 +93,11 @@ class TimingRecorder {
     friend class TimingRecorder;
     Scope(TimingRecorder* recorder, CollectiveRecord* record);
     void close(bool completed);
+    // The scope's record while its slot still holds it (the recorder's lock held), else null.
+    CollectiveRecord* live() const;
     TimingRecorder* recorder_;
     CollectiveRecord* record_;
+    uint64_t seq_;
     int uncaught_at_begin_;
   };
 
@@ -110,8 +115,14 @@ class TimingRecorder {
 
   // Records oldest to newest (at most capacity()).
   std::vector<CollectiveRecord> snapshot() const;
-  // The records with seq >= `first_seq` still held, oldest first.
-  std::vector<CollectiveRecord> snapshot_since(uint64_t first_seq) const;
+  // What step reports send: each record once, when it has closed (completed or not), so a
+  // collective still open at one report reaches the next. The cursor remembers the records seen
+  // open; one the ring reused before it closed is never reported.
+  struct ReportCursor {
+    uint64_t next = 0;           // the first record not yet seen
+    std::vector<uint64_t> open;  // records seen while open
+  };
+  std::vector<CollectiveRecord> take_closed(ReportCursor& cursor) const;
   size_t capacity() const { return slots_.size(); }
   uint64_t recorded() const;
 

@@ -323,7 +323,7 @@ struct Trainer::Impl : StepModel {
   static constexpr size_t kCheckpointRequested = 5, kStopRequested = 6;
   std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
   std::function<void(report::StepReport&&)> on_step;
-  uint64_t reported_records = 0;  // the recorder's records already sent in a step report
+  TimingRecorder::ReportCursor reported;  // the recorder's records already sent in a step report
   // The coordinator's launch number (RONDO_ATTEMPT): rows of a restarted attempt say so, and the
   // newest row of a step is the one that counts.
   const int attempt = [] {
@@ -1066,10 +1066,7 @@ report::StepReport Trainer::Impl::step_report(const StepReport& r, double tokens
   out.set_rss_mb(r.after.max_rss_mb);
   out.set_time_ns(TimingRecorder::wall_ns());
   if (recorder) {
-    for (const auto& record : recorder->snapshot_since(reported_records)) {
-      to_report(record, out.add_collectives());
-      reported_records = record.seq + 1;
-    }
+    for (const auto& record : recorder->take_closed(reported)) to_report(record, out.add_collectives());
   }
   return out;
 }

@@ -127,5 +127,79 @@ TEST(TimingRecorder, CapsConnectionsPerRecord) {
   EXPECT_EQ(r.dropped_connections, 100 - TimingRecorder::kMaxConnectionsPerRecord);
 }
 
+TEST(TimingRecorder, AScopeWhoseSlotWasReusedLeavesTheNewerRecordAlone) {
+  TimingRecorder rec(1);
+  auto older = rec.begin(CollectiveOp::kAllreduce, 1, 2);
+  auto newer = rec.begin(CollectiveOp::kBroadcast, 2, 2);  // takes the only slot
+  const auto t0 = std::chrono::steady_clock::now();
+  older.posted(5, 6);
+  older.step(5, 6, 64, t0, t0 + std::chrono::microseconds(3));
+  older.end();
+  auto r = rec.snapshot().at(0);
+  EXPECT_EQ(r.seq, 1u);
+  EXPECT_EQ(r.op, CollectiveOp::kBroadcast);
+  EXPECT_FALSE(r.completed) << "closing the evicted scope marked the newer record completed";
+  EXPECT_EQ(r.end_ns, 0);
+  EXPECT_TRUE(r.connections.empty());
+  EXPECT_EQ(r.waiting_send_peer, -1);
+  newer.end();
+  EXPECT_TRUE(rec.snapshot().at(0).completed);
+}
+
+TEST(TimingRecorder, ATransferWaitEvictedByOneFinishedTransferKeepsThatOne) {
+  TimingRecorder rec(1);
+  auto wait = rec.begin_transfer_wait(CollectiveOp::kRecv, 8, 3, TimingRecorder::wall_ns());
+  rec.record_transfer(CollectiveOp::kSend, 16, 4, TimingRecorder::wall_ns(), TimingRecorder::wall_ns());
+  wait.end_transfer(std::chrono::steady_clock::now());
+  const auto r = rec.snapshot().at(0);
+  EXPECT_EQ(r.op, CollectiveOp::kSend);
+  ASSERT_EQ(r.connections.size(), 1u);
+  EXPECT_EQ(r.connections[0].send_peer, 4);
+}
+
+TEST(TimingRecorder, ReportsEachRecordOnceWhenItHasClosed) {
+  TimingRecorder rec(4);
+  TimingRecorder::ReportCursor cursor;
+  auto open = rec.begin(CollectiveOp::kAllreduce, 1, 2);
+  { auto done = rec.begin(CollectiveOp::kBarrier, 0, 2); }
+  auto first = rec.take_closed(cursor);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].seq, 1u);
+  EXPECT_TRUE(rec.take_closed(cursor).empty()) << "nothing new, the open one still open";
+  open.end();
+  { auto later = rec.begin(CollectiveOp::kBroadcast, 0, 2); }
+  const auto second = rec.take_closed(cursor);
+  ASSERT_EQ(second.size(), 2u) << "the collective open at the first report reaches the next";
+  EXPECT_EQ(second[0].seq, 0u);
+  EXPECT_TRUE(second[0].completed);
+  EXPECT_EQ(second[1].seq, 2u);
+  EXPECT_TRUE(rec.take_closed(cursor).empty());
+  EXPECT_TRUE(cursor.open.empty());
+}
+
+TEST(TimingRecorder, AnAbandonedRecordIsReportedAsNotCompleted) {
+  TimingRecorder rec(2);
+  TimingRecorder::ReportCursor cursor;
+  auto scope = rec.begin(CollectiveOp::kAllreduce, 1, 2);
+  EXPECT_TRUE(rec.take_closed(cursor).empty());
+  scope.abandon();
+  const auto r = rec.take_closed(cursor);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_FALSE(r[0].completed);
+}
+
+TEST(TimingRecorder, ARecordReusedBeforeItClosedIsNeverReported) {
+  TimingRecorder rec(1);
+  TimingRecorder::ReportCursor cursor;
+  auto open = rec.begin(CollectiveOp::kAllreduce, 1, 2);
+  EXPECT_TRUE(rec.take_closed(cursor).empty());
+  rec.record_transfer(CollectiveOp::kSend, 4, 1, TimingRecorder::wall_ns(), TimingRecorder::wall_ns());
+  open.end();
+  const auto r = rec.take_closed(cursor);
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].op, CollectiveOp::kSend);
+  EXPECT_TRUE(cursor.open.empty());
+}
+
 }  // namespace
 }  // namespace rondo
