@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <unordered_map>
@@ -406,6 +407,7 @@ void prediction_pass(PlanContext& c) {
   pred->set_step_time_s(prediction.step_time_s);
   pred->set_bubble_fraction(prediction.bubble_fraction);
   pred->set_exposed_comm_s(prediction.exposed_comm_s);
+  pred->set_device_tflops(c.config.pipeline.device_tflops);
   for (double f : prediction.costs.f) pred->add_stage_forward_s(f);
   for (double b : prediction.costs.b) pred->add_stage_backward_s(b);
   for (double w : prediction.costs.w) pred->add_stage_weight_s(w);
@@ -668,6 +670,7 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
       {"stage_backward_s",
        std::vector<double>(pred.stage_backward_s().begin(), pred.stage_backward_s().end())},
       {"stage_weight_s", std::vector<double>(pred.stage_weight_s().begin(), pred.stage_weight_s().end())},
+      {"device_tflops", pred.device_tflops()},
       {"ranks", std::move(pred_ranks)}};
   if (pred.stage_backward_lead_s_size() > 0) {
     j["prediction"]["stage_backward_lead_s"] =
@@ -689,6 +692,22 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
     ranks.push_back(std::move(rj));
   }
   return j;
+}
+
+std::string emulated_op_warning(const plan::Plan& p) {
+  const auto& pred = p.prediction();
+  if (!p.training().emulate_compute() || pred.stage_forward_s().empty()) return "";
+  double shortest = std::numeric_limits<double>::infinity();
+  for (double f : pred.stage_forward_s()) {
+    if (f > 0) shortest = std::min(shortest, f);
+  }
+  if (!(shortest < kShortestEmulatedOpS)) return "";
+  std::ostringstream out;
+  out << "warning: training.emulate_compute: the shortest emulated op lasts " << shortest * 1e6
+      << " us, comparable to the executor's own overhead per action (~100-300 us on a CPU), so measured "
+         "bubbles will exceed the prediction; pipeline.device_tflops="
+      << pred.device_tflops() * shortest / kShortestEmulatedOpS << " makes every op last 1 ms or more\n";
+  return out.str();
 }
 
 std::string plan_summary(const plan::Plan& p) {
@@ -736,6 +755,7 @@ std::string plan_summary(const plan::Plan& p) {
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
       << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) "
       << pred.exposed_comm_s() * 1e3 << " ms\n";
+  out << emulated_op_warning(p);
   for (const auto& r : pred.ranks()) {
     out << "  pipeline rank " << r.pp_rank() << ": busy " << r.busy_s() * 1e3 << " ms, peak "
         << r.peak_activations() << " microbatches in flight, memory "

@@ -45,4 +45,10 @@ nlohmann::json plan_to_json(const plan::Plan& plan, bool with_actions);
 // A short human summary for the terminal.
 std::string plan_summary(const plan::Plan& plan);
 
+// With training.emulate_compute: a warning line when the plan's shortest op lasts under
+// kShortestEmulatedOpS (the executor's per-action overhead then distorts the measured bubble),
+// naming the pipeline.device_tflops that lengthens it to that; empty otherwise.
+inline constexpr double kShortestEmulatedOpS = 1e-3;
+std::string emulated_op_warning(const plan::Plan& plan);
+
 }  // namespace rondo

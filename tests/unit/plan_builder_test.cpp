@@ -423,5 +423,23 @@ TEST(PlanNames, EveryScheduleAndStyleRoundTripsThroughThePlanEnums) {
   EXPECT_EQ(plan_to_json(p, false)["schedule"], "zbv");
 }
 
+TEST(PlanBuilder, EmulatedOpsFarShorterThanAMillisecondAreWarnedAboutNamingTheRateThatFixesThem) {
+  const std::vector<std::string> sets = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
+                                         "training.global_batch_size=16", "training.emulate_compute=true"};
+  const auto tiny = build_plan(parse_config("", "t", sets));
+  const std::string warning = emulated_op_warning(tiny);
+  ASSERT_NE(warning.find("pipeline.device_tflops="), std::string::npos) << warning;
+  EXPECT_NE(plan_summary(tiny).find(warning), std::string::npos);
+  // The rate it names gives millisecond ops: no warning then.
+  const auto at = warning.find("pipeline.device_tflops=") + std::string("pipeline.device_tflops=").size();
+  const double rate = std::stod(warning.substr(at));
+  EXPECT_LT(rate, 1.0);
+  auto slower = sets;
+  slower.push_back("pipeline.device_tflops=" + std::to_string(rate * 0.99));
+  EXPECT_EQ(emulated_op_warning(build_plan(parse_config("", "t", slower))), "");
+  // Real compute: nothing to warn about.
+  EXPECT_EQ(emulated_op_warning(build_plan(parse_config("", "t", {"parallel.world_size=2"}))), "");
+}
+
 }  // namespace
 }  // namespace rondo
