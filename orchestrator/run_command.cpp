@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -23,7 +22,9 @@
 
 #include "common/atomic_file.h"
 #include "common/checkpoint_manifest.h"
+#include "common/duration_format.h"
 #include "common/errors.h"
+#include "common/line_appender.h"
 #include "common/logging.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
@@ -62,8 +63,8 @@ std::string find_worker(const std::string& given) {
   throw Error("cannot find rondo-worker beside " + self.string() + "; set RONDO_WORKER to its path");
 }
 
-void append_event(const fs::path& run_dir, nlohmann::json e) {
-  std::ofstream(run_dir / "events.jsonl", std::ios::app) << e.dump() << "\n";
+void append_event(const fs::path& run_dir, const nlohmann::json& e) {
+  append_line((run_dir / "events.jsonl").string(), e.dump());
 }
 
 std::atomic<bool> g_stop_requested{false};
@@ -139,19 +140,6 @@ std::string random_token() {
   std::ostringstream ss;
   for (int i = 0; i < 4; ++i) ss << std::hex << std::setw(8) << std::setfill('0') << rd();
   return ss.str();
-}
-
-std::string format_duration(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const auto t = static_cast<int64_t>(s + 0.5);
-  char buf[32];
-  if (t >= 3600)
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(t / 3600),
-                  static_cast<long long>(t % 3600 / 60));
-  else
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(t / 60),
-                  static_cast<long long>(t % 60));
-  return buf;
 }
 
 // "step 37/1500 | loss 3.2104 | 21.3k tokens/s | ETA 1m02s", from what the ranks reported.

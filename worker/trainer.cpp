@@ -1,9 +1,7 @@
 #include "worker/trainer.h"
 
-#include <fcntl.h>
 #include <sys/resource.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
-#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -14,7 +12,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/duration_format.h"
 #include "common/errors.h"
+#include "common/line_appender.h"
 #include "common/logging.h"
 #include "comms/bucketed_allreduce.h"
 #include "comms/collectives.h"
@@ -66,40 +66,6 @@ struct ResourceUsage {
     return {static_cast<double>(u.ru_maxrss) / 1024.0, static_cast<double>(u.ru_minflt), secs(u.ru_utime),
             secs(u.ru_stime)};
   }
-};
-
-std::string format_eta(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
-                  static_cast<long long>(s / 60 % 60));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
-                  static_cast<long long>(s % 60));
-  }
-  return buf;
-}
-
-// Appends whole lines with one write(2) each, so a killed writer never leaves half a line.
-class LineAppender {
- public:
-  explicit LineAppender(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd_ < 0) throw Error("cannot open " + path + " for appending");
-  }
-  ~LineAppender() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void append(const std::string& line) {
-    const std::string data = line + "\n";
-    if (::write(fd_, data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
-      throw Error("short write to metrics file");
-    }
-  }
-
- private:
-  int fd_ = -1;
 };
 
 }  // namespace
@@ -1173,7 +1139,7 @@ int64_t Trainer::run() {
       const double avg = elapsed_total / static_cast<double>(r.step - start_step);
       s.log->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}",
                   r.step, train_iters, loss, grad_norm, r.lr, tps,
-                  format_eta(avg * static_cast<double>(train_iters - r.step)));
+                  format_duration(avg * static_cast<double>(train_iters - r.step)));
     }
   };
   // Asynchronous: the step whose statistics and update are on the update's thread.
@@ -1256,7 +1222,7 @@ int64_t Trainer::run() {
   finish_pending();
   if (s.rank == 0 && step > start_step) {
     s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
-                start_step + 1, step, format_eta(elapsed_total), first_loss, last_loss,
+                start_step + 1, step, format_duration(elapsed_total), first_loss, last_loss,
                 static_cast<double>(tokens_per_step * (step - start_step)) / elapsed_total);
   }
   return step;
