@@ -97,7 +97,10 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
 }
 
 TimingRecorder::Scope::Scope(TimingRecorder* recorder, CollectiveRecord* record)
-    : recorder_(recorder), record_(record), seq_(record->seq), uncaught_at_begin_(std::uncaught_exceptions()) {}
+    : recorder_(recorder),
+      record_(record),
+      seq_(record->seq),
+      uncaught_at_begin_(std::uncaught_exceptions()) {}
 
 TimingRecorder::Scope::Scope(Scope&& other) noexcept
     : recorder_(other.recorder_),
@@ -193,8 +196,7 @@ std::vector<CollectiveRecord> TimingRecorder::snapshot() const {
   std::lock_guard lock(mu_);
   std::vector<CollectiveRecord> out;
   const uint64_t oldest = next_seq_ - std::min<uint64_t>(next_seq_, slots_.size());
-  for (uint64_t seq = oldest; seq < next_seq_; ++seq)
-    out.push_back(slots_[seq % slots_.size()]);
+  for (uint64_t seq = oldest; seq < next_seq_; ++seq) out.push_back(slots_[seq % slots_.size()]);
   return out;
 }
 

@@ -37,6 +37,7 @@
 #include "worker/learning_rate.h"
 #include "worker/muon.h"
 #include "worker/pipeline_chunks.h"
+#include "worker/step_statistics.h"
 
 namespace rondo {
 
@@ -163,11 +164,9 @@ struct Trainer::Impl : StepModel {
   // statistics were summed).
   int64_t step = 0;
   double lr = 0;
-  double step_loss = 0, grad_norm = 0;
-  // Summed over the ranks by OPTIM: compute seconds (every rank), and per stage the F, B (or I)
-  // and W seconds and a stateless backward's lead (replica 0, so each stage once).
-  double compute_total = 0;
-  std::vector<double> stage_f, stage_b, stage_w, stage_b_lead;
+  // The last step's statistics summed over the world (by OPTIM; asynchronous: on the update's thread).
+  StepSums summed;
+  double grad_norm() const { return std::sqrt(summed.grad_norm_squared); }
   PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
 
   Impl(const plan::Plan& p, std::string dir, Communicator& w, int local)
@@ -235,7 +234,6 @@ struct Trainer::Impl : StepModel {
   bool masks_targets() const { return plan.data().pack() || plan.data().pad(); }
   // data.pad: the start of every document of two tokens or more (a sample's one document).
   std::vector<uint64_t> pad_documents;
-  double step_targets = 0;  // the step's counted targets, summed over the ranks
   ChunkingOptions chunking;
   // Chunked training with pipeline parallelism: the schedule's microbatches are chunks
   // (worker/pipeline_chunks.h); schedule microbatch m is chunk m % chunks of row-microbatch
@@ -252,7 +250,6 @@ struct Trainer::Impl : StepModel {
   // This step's so far, counted on the first stage: chunks, recomputed ones, the longest sequence.
   double pipeline_chunk_count = 0, pipeline_chunks_recomputed = 0, pipeline_longest_sequence = 0;
   std::vector<std::unique_ptr<ChunkedMicrobatch>> step_chunks;  // this step's, for their statistics
-  double step_chunk_count = 0, step_chunks_recomputed = 0;      // summed over the ranks
   double step_longest_sequence = 0;                             // this rank's
   // data.pack: microbatch `microbatch`'s document ids [mb, seq] and the targets that cross into
   // the next document [mb, seq]; data.pad: the targets outside the row's document. From the same
@@ -276,17 +273,14 @@ struct Trainer::Impl : StepModel {
   void reduce_gradients() override;
   void optimizer_step(const StepTimes& so_far) override;
 
-  // The step's statistics as this rank saw them (main thread), to be summed over the world; the
-  // sums into the fields below; clipping and the optimizer step on the optimizer's gradients.
-  std::vector<double> local_sums(const StepTimes& so_far);
-  void take_sums(const std::vector<double>& sums);
-  std::array<size_t, 3> sums_shape{};  // forward, backward and lead stage counts in the sums
+  // The step's statistics as this rank saw them (main thread), to be summed over the world.
+  StepSums local_sums(const StepTimes& so_far);
+  // Sums and maxima over the world, in place: one small library allreduce each (a ring would take
+  // 2(n-1) sequential exchanges).
+  static void sum_over(Collectives& over, StepSums& sums);
+  static void max_over(Collectives& over, StepMaxima& maxima);
+  // Clipping and the optimizer step on the optimizer's gradients.
   void update_weights(const torch::Tensor& grads, double step_lr);
-  // Maxima over the world of a step: max RSS, page faults, -first compute start, last compute end,
-  // longest sequence, and the requests from outside the loop (checkpoint, stop), so that every
-  // rank takes a request at the same step.
-  using StepMaxima = std::array<double, 7>;
-  static constexpr size_t kCheckpointRequested = 5, kStopRequested = 6;
   std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
   std::function<void(report::StepReport&&)> on_step;
   TimingRecorder::ReportCursor reported;  // the recorder's records already sent in a step report
@@ -296,19 +290,19 @@ struct Trainer::Impl : StepModel {
     const char* a = std::getenv("RONDO_ATTEMPT");
     return a ? std::atoi(a) : 0;
   }();
-  // What a metrics row needs besides the fields take_sums() fills.
+  // What a metrics row needs besides `summed`.
   struct StepReport {
     int64_t step = 0;
     StepTimes times;
     double step_s = 0, lr = 0;
     ResourceUsage before, after;
-    StepMaxima worst{};  // maxima over the world (see run())
+    StepMaxima worst;  // maxima over the world (see run())
   };
   // This rank's report of a finished step, with the flight records since the last one.
   report::StepReport step_report(const StepReport& r, double tokens_per_s, int64_t train_iters);
   // Asynchronous: the step's sums (OPTIM) wait for finish_async_step(), which sums them and the
   // worst values over the world and updates the weights on the update's thread.
-  std::vector<double> async_sums;
+  StepSums async_sums;
   std::unique_ptr<Communicator> async_comm;
   std::unique_ptr<Collectives> async_stats;
   // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
@@ -711,12 +705,12 @@ void Trainer::Impl::build_reducer() {
 double Trainer::Impl::predicted_bubble() const {
   const double m = schedule.microbatches;
   StageCosts costs;
-  for (double f : stage_f) costs.f.push_back(f / m);
-  for (size_t i = 0; i < stage_b.size(); ++i) {
-    costs.b.push_back((stage_b[i] + stage_w[i]) / m);
-    costs.w.push_back(stage_w[i] / m);
+  for (double f : summed.stage_f) costs.f.push_back(f / m);
+  for (size_t i = 0; i < summed.stage_b.size(); ++i) {
+    costs.b.push_back((summed.stage_b[i] + summed.stage_w[i]) / m);
+    costs.w.push_back(summed.stage_w[i] / m);
   }
-  for (double lead : stage_b_lead) costs.b_lead.push_back(lead / m);
+  for (double lead : summed.stage_b_lead) costs.b_lead.push_back(lead / m);
   return steady_state_bubble(schedule, simulate_schedule(schedule, costs));
 }
 
@@ -873,73 +867,67 @@ void Trainer::Impl::reduce_gradients() {
   }
 }
 
-std::vector<double> Trainer::Impl::local_sums(const StepTimes& so_far) {
-  // Summed over the world they give every rank the global gradient norm (each pipeline stage's
-  // squares counted once: by its dp = 0 replica) and the step's mean loss (the last stages'
-  // scaled microbatch losses); layout in take_sums().
+StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   const auto& c = me.coords();
-  const bool replica0 = c.dp() == 0 && c.cp() == 0 && c.tp() == 0;
-  const size_t nf = so_far.stage_f.size(), nb = so_far.stage_b.size(), nl = so_far.stage_b_lead.size();
-  std::vector<double> sums(6 + nf + 2 * nb + nl, 0.0);
-  sums_shape = {nf, nb, nl};
+  StepSums sums;
+  sums.stage_f.assign(so_far.stage_f.size(), 0.0);
+  sums.stage_b.assign(so_far.stage_b.size(), 0.0);
+  sums.stage_w.assign(so_far.stage_w.size(), 0.0);
+  sums.stage_b_lead.assign(so_far.stage_b_lead.size(), 0.0);
   if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) {
-    // The first pipeline rank of each data-parallel replica counts its microbatches' targets.
     const double row_targets =
         static_cast<double>(plan.training().micro_batch_size() * plan.model().seq_length());
     for (int m = 0; m < static_cast<int>(plan.training().num_microbatches()); ++m) {
       if (!masks_targets()) {
-        sums[sums.size() - 3] += row_targets;
+        sums.targets += row_targets;
         continue;
       }
       const auto& crossing = packing(m).crossing;
-      sums[sums.size() - 3] += static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
+      sums.targets += static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
     }
   }
-  sums[sums.size() - 2] = pipeline_chunk_count;
-  sums[sums.size() - 1] = pipeline_chunks_recomputed;
+  sums.chunks = pipeline_chunk_count;
+  sums.chunks_recomputed = pipeline_chunks_recomputed;
   step_longest_sequence = pipeline_longest_sequence;
   pipeline_chunk_count = pipeline_chunks_recomputed = pipeline_longest_sequence = 0;
   if (pipeline_chunks) pipeline_chunks->clear();
   for (const auto& chunked : step_chunks) {
     const auto& st = chunked->stats();
-    sums[sums.size() - 2] += static_cast<double>(st.chunks);
-    sums[sums.size() - 1] += static_cast<double>(st.recomputed_chunks);
+    sums.chunks += static_cast<double>(st.chunks);
+    sums.chunks_recomputed += static_cast<double>(st.recomputed_chunks);
     step_longest_sequence = std::max(step_longest_sequence, static_cast<double>(st.longest_sequence));
   }
   step_chunks.clear();
-  sums[1] = so_far.loss_sum * executor->loss_scale();
-  sums[2] = so_far.compute_s;
-  if (replica0) {
+  sums.loss = so_far.loss_sum * executor->loss_scale();
+  sums.compute_s = so_far.compute_s;
+  if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
     // Stateless and asynchronous: the update's thread adds the norm once it has the gradients.
     const double norm = shared && delayed ? 0.0 : step_grads().norm(2).item<double>();
-    sums[0] = norm * norm;
-    auto out = sums.begin() + 3;
-    for (const auto* v : {&so_far.stage_f, &so_far.stage_b, &so_far.stage_w, &so_far.stage_b_lead}) {
-      out = std::copy(v->begin(), v->end(), out);
-    }
+    sums.grad_norm_squared = norm * norm;
+    sums.stage_f = so_far.stage_f;
+    sums.stage_b = so_far.stage_b;
+    sums.stage_w = so_far.stage_w;
+    sums.stage_b_lead = so_far.stage_b_lead;
   }
   return sums;
 }
 
-void Trainer::Impl::take_sums(const std::vector<double>& sums) {
-  compute_total = sums[2];
-  auto in = sums.begin() + 3;
-  const auto [nf, nb, nl] = sums_shape;
-  for (auto [v, n] : {std::pair{&stage_f, nf}, {&stage_b, nb}, {&stage_w, nb}, {&stage_b_lead, nl}}) {
-    v->assign(in, in + static_cast<long>(n));
-    in += static_cast<long>(n);
-  }
-  step_targets = sums[sums.size() - 3];
-  step_chunk_count = sums[sums.size() - 2];
-  step_chunks_recomputed = sums[sums.size() - 1];
-  grad_norm = std::sqrt(sums[0]);
-  step_loss = sums[1];
+void Trainer::Impl::sum_over(Collectives& over, StepSums& sums) {
+  auto values = sums.to_values();
+  over.native_allreduce(values.data(), values.size(), DType::kFloat64, ReduceOp::kSum);
+  sums.from_values(values);
+}
+
+void Trainer::Impl::max_over(Collectives& over, StepMaxima& maxima) {
+  auto values = maxima.to_values();
+  over.native_allreduce(values.data(), values.size(), DType::kFloat64, ReduceOp::kMax);
+  maxima = StepMaxima::from_values(values);
 }
 
 void Trainer::Impl::update_weights(const torch::Tensor& grads, double step_lr) {
   // `grads`, the optimizer's gradients, hold the step's, summed over the data-parallel ranks.
   const double clip = plan.training().clip_grad();
-  if (clip > 0 && grad_norm > clip) grads.mul_(clip / (grad_norm + 1e-6));
+  if (const double norm = grad_norm(); clip > 0 && norm > clip) grads.mul_(clip / (norm + 1e-6));
   for (auto& group : optimizer->param_groups()) group.options().set_lr(step_lr);
   optimizer->step();
   grads.zero_();
@@ -952,8 +940,8 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
     async_sums = std::move(sums);
     return;
   }
-  stats_coll->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
-  take_sums(sums);
+  sum_over(*stats_coll, sums);
+  summed = std::move(sums);
   update_weights(flat, lr);
 }
 
@@ -976,11 +964,11 @@ void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<St
       }
       const auto& c = me.coords();
       if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0)
-        sums[0] = std::pow(owned_grads.norm(2).item<double>(), 2);
+        sums.grad_norm_squared = std::pow(owned_grads.norm(2).item<double>(), 2);
     }
-    async_stats->allreduce(sums.data(), sums.size(), DType::kFloat64, ReduceOp::kSum);
-    async_stats->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
-    take_sums(sums);
+    sum_over(*async_stats, sums);
+    max_over(*async_stats, worst);
+    summed = std::move(sums);
     report->worst = worst;
     if (shared) {
       update_weights(grads, step_lr);  // the optimizer reads owned_grads itself
@@ -1020,8 +1008,8 @@ report::StepReport Trainer::Impl::step_report(const StepReport& r, double tokens
   out.set_lr(r.lr);
   out.set_tokens_per_s(tokens_per_s);
   if (rank == 0) {  // the sums live there
-    out.set_loss(step_loss);
-    out.set_grad_norm(grad_norm);
+    out.set_loss(summed.loss);
+    out.set_grad_norm(grad_norm());
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);
@@ -1074,11 +1062,11 @@ int64_t Trainer::run() {
   // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.
   bool agreed_checkpoint = false, agreed_stop = false;
   const auto write_row = [&](const Impl::StepReport& r) {
-    const double loss = s.step_loss, grad_norm = s.grad_norm;
+    const double loss = s.summed.loss, grad_norm = s.grad_norm();
     const auto& times = r.times;
     const auto& worst = r.worst;
-    agreed_checkpoint |= worst[Impl::kCheckpointRequested] > 0;
-    agreed_stop |= worst[Impl::kStopRequested] > 0;
+    agreed_checkpoint |= worst.checkpoint_requested > 0;
+    agreed_stop |= worst.stop_requested > 0;
     const double tps = static_cast<double>(tokens_per_step) / r.step_s;
     if (s.on_step) s.on_step(s.step_report(r, tps, train_iters));
     if (s.rank != 0) return;
@@ -1092,25 +1080,26 @@ int64_t Trainer::run() {
                           {"tokens", tokens_per_step},
                           {"step_time_s", r.step_s},
                           {"tokens_per_s", tps},
-                          {"targets", s.step_targets},
+                          {"targets", s.summed.targets},
                           {"data_s", times.data_s},
                           {"forward_s", times.forward_s},
                           {"backward_s", times.backward_s},
                           {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
                           {"allreduce_s", times.allreduce_s},
                           {"optimizer_s", times.optimizer_s},
-                          {"max_rss_mb", worst[0]},
-                          {"page_faults", worst[1]},
+                          {"max_rss_mb", worst.max_rss_mb},
+                          {"page_faults", worst.page_faults},
                           {"cpu_user_s", r.after.user_s - r.before.user_s},
                           {"cpu_sys_s", r.after.sys_s - r.before.sys_s}};
-    double span_s = (worst[3] + worst[2]) * 1e-9;
+    double span_s = worst.compute_span_s();
     // An asynchronous stream never drains: a step's windows are skewed over the ranks, so its
     // span is the stream's period, from the previous step's last compute end to this one's.
-    if (s.delayed && previous_compute_end_ns > 0) span_s = (worst[3] - previous_compute_end_ns) * 1e-9;
-    previous_compute_end_ns = worst[3];
+    if (s.delayed && previous_compute_end_ns > 0)
+      span_s = (worst.last_compute_ns - previous_compute_end_ns) * 1e-9;
+    previous_compute_end_ns = worst.last_compute_ns;
     if (span_s > 0) {
       row["compute_span_s"] = span_s;
-      row["bubble_fraction"] = std::max(0.0, 1.0 - s.compute_total / (span_s * s.world.size()));
+      row["bubble_fraction"] = std::max(0.0, 1.0 - s.summed.compute_s / (span_s * s.world.size()));
       row["bubble_fraction_predicted"] = s.predicted_bubble();
     }
     if (s.delayed) {
@@ -1120,9 +1109,9 @@ int64_t Trainer::run() {
       row["delayed_update_wait_s"] = s.delayed->take_waited_s();
     }
     if (s.plan.data().chunk_size() > 0) {
-      row["chunks"] = s.step_chunk_count;
-      row["chunks_recomputed"] = s.step_chunks_recomputed;
-      row["longest_sequence"] = worst[4];
+      row["chunks"] = s.summed.chunks;
+      row["chunks_recomputed"] = s.summed.chunks_recomputed;
+      row["longest_sequence"] = worst.longest_sequence;
     }
     if (!s.reducers.empty()) {
       // The reducer of the row's step (its weight version).
@@ -1179,19 +1168,19 @@ int64_t Trainer::run() {
     // (negated start: one max serves both), in a small max-allreduce outside the step's time.
     report->after = ResourceUsage::now();
     const auto& times = report->times;
-    Impl::StepMaxima worst = {report->after.max_rss_mb,
-                              report->after.minor_faults - report->before.minor_faults,
-                              -static_cast<double>(times.first_compute_ns),
-                              static_cast<double>(times.last_compute_ns),
-                              s.step_longest_sequence,
-                              s.checkpoint_requested.exchange(false) ? 1.0 : 0.0,
-                              s.stop_requested.load() ? 1.0 : 0.0};
+    StepMaxima worst{.max_rss_mb = report->after.max_rss_mb,
+                     .page_faults = report->after.minor_faults - report->before.minor_faults,
+                     .first_compute_ns_negated = -static_cast<double>(times.first_compute_ns),
+                     .last_compute_ns = static_cast<double>(times.last_compute_ns),
+                     .longest_sequence = s.step_longest_sequence,
+                     .checkpoint_requested = s.checkpoint_requested.exchange(false) ? 1.0 : 0.0,
+                     .stop_requested = s.stop_requested.load() ? 1.0 : 0.0};
     if (s.delayed) {
       finish_pending();
       s.finish_async_step(worst, report);
       pending = report;
     } else {
-      s.stats_coll->allreduce(worst.data(), worst.size(), DType::kFloat64, ReduceOp::kMax);
+      s.max_over(*s.stats_coll, worst);
       report->worst = worst;
       write_row(*report);
     }

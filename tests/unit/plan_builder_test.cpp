@@ -319,11 +319,12 @@ TEST(AsyncPlan, WindowsStringTogetherIntoThe2BWStream) {
   // periodic per step; the plan runs (and predicts) the periodic stream of its windows, whose
   // own window is the same again.
   for (int p : {2, 4}) {
-    const auto plan = build_plan(parse_config(
-        "", "t",
-        {"parallel.world_size=" + std::to_string(p), "parallel.pipeline_model_parallel_size=" + std::to_string(p),
-         "model.num_layers=8", "training.micro_batch_size=1", "training.global_batch_size=8",
-         "pipeline.schedule=roundpipe", "pipeline.async=true"}));
+    const auto plan = build_plan(
+        parse_config("", "t",
+                     {"parallel.world_size=" + std::to_string(p),
+                      "parallel.pipeline_model_parallel_size=" + std::to_string(p), "model.num_layers=8",
+                      "training.micro_batch_size=1", "training.global_batch_size=8",
+                      "pipeline.schedule=roundpipe", "pipeline.async=true"}));
     ScheduleRequest req{"roundpipe", p, 8, 1, {}};
     req.iterations = 4;
     req.async = true;
@@ -334,8 +335,8 @@ TEST(AsyncPlan, WindowsStringTogetherIntoThe2BWStream) {
       const auto a = lower_async_window(periodic)[r], b = lower_async_window(stream)[r];
       ASSERT_EQ(a.size(), b.size()) << "p " << p << " rank " << r;
       for (size_t i = 0; i < a.size(); ++i) {
-        EXPECT_TRUE(a[i].kind == b[i].kind && a[i].stage == b[i].stage && a[i].microbatch == b[i].microbatch &&
-                    a[i].ahead == b[i].ahead)
+        EXPECT_TRUE(a[i].kind == b[i].kind && a[i].stage == b[i].stage &&
+                    a[i].microbatch == b[i].microbatch && a[i].ahead == b[i].ahead)
             << "p " << p << " rank " << r << " step " << i;
       }
     }
