@@ -20,7 +20,7 @@
 #include "comms/collectives.h"
 #include "comms/gradient_buckets.h"
 #include "control/flight_records.h"
-#include "data/global_batch_sampler.h"
+#include "data/sample_windows.h"
 #include "data/token_corpus.h"
 #include "pipeline/exec/plan_schedule.h"
 #include "pipeline/exec/stage_executor.h"
@@ -104,7 +104,7 @@ struct Trainer::Impl : StepModel {
   bool armed = false;
 
   TokenCorpus corpus;
-  std::unique_ptr<GlobalBatchSampler> sampler;
+  std::unique_ptr<SampleWindows> windows;  // what each sample reads, over `corpus`
   torch::Device device{torch::kCPU};
   // Stateless workers (RoundPipe): the replica's node-shared weights, gradients and optimizer
   // state, which the model's parameters view (declared first: it outlives the model).
@@ -231,9 +231,7 @@ struct Trainer::Impl : StepModel {
   torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets) {
     return masks_targets() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
   }
-  bool masks_targets() const { return plan.data().pack() || plan.data().pad(); }
-  // data.pad: the start of every document of two tokens or more (a sample's one document).
-  std::vector<uint64_t> pad_documents;
+  bool masks_targets() const { return windows->masks_targets(); }
   ChunkingOptions chunking;
   // Chunked training with pipeline parallelism: the schedule's microbatches are chunks
   // (worker/pipeline_chunks.h); schedule microbatch m is chunk m % chunks of row-microbatch
@@ -258,10 +256,11 @@ struct Trainer::Impl : StepModel {
     torch::Tensor documents, crossing;
   };
   const Packing& packing(int microbatch);
-  // Where row `row` of microbatch `microbatch`'s window starts in the corpus, this step.
-  uint64_t window_offset(int microbatch, int64_t row) const;
-  // data.pad: the start of that row's document (its window starts there unless the corpus ends first).
-  uint64_t pad_document_start(int microbatch, int64_t row) const;
+  // The 0-based step and the index in its global batch of row `row` of microbatch `microbatch`.
+  std::pair<uint64_t, uint64_t> sample_of(int microbatch, int64_t row) const {
+    const auto [at, mb] = step_microbatch(microbatch);
+    return {static_cast<uint64_t>(at), me.microbatch_first_sample(mb) + static_cast<uint64_t>(row)};
+  }
   std::map<int, Packing> packings;  // this step's
   int64_t packings_step = -1;
   torch::Tensor stage_gradients(int stage) override {
@@ -361,17 +360,12 @@ void Trainer::Impl::setup() {
     async_stats = std::make_unique<Collectives>(*async_comm, recorder.get());  // the recorder locks
   }
 
-  sampler =
-      std::make_unique<GlobalBatchSampler>(t.seed(), corpus.size(), m.seq_length(), t.global_batch_size());
-  if (plan.data().pad()) {
-    for (uint64_t d = 0; d < corpus.num_documents(); ++d) {
-      const uint64_t end = d + 1 < corpus.num_documents() ? corpus.document_start(d + 1) : corpus.size();
-      if (end >= corpus.document_start(d) + 2) pad_documents.push_back(corpus.document_start(d));
-    }
-    if (pad_documents.empty()) {
-      throw ConfigError("data.pad", corpus.source() + " has no document of two tokens or more to pad");
-    }
-  }
+  windows = std::make_unique<SampleWindows>(
+      corpus, SampleWindows::Options{.seed = t.seed(),
+                                     .seq_length = static_cast<uint64_t>(m.seq_length()),
+                                     .global_batch_size = t.global_batch_size(),
+                                     .pack = plan.data().pack(),
+                                     .pad = plan.data().pad()});
   torch::manual_seed(t.seed());
   const GptShape shape{m.num_layers(),
                        m.hidden_size(),
@@ -721,23 +715,6 @@ void Trainer::Impl::event(const nlohmann::json& e) {
   events->append(line.dump());
 }
 
-uint64_t Trainer::Impl::window_offset(int microbatch, int64_t row) const {
-  if (plan.data().pad()) {
-    return std::min(pad_document_start(microbatch, row), corpus.size() - (plan.model().seq_length() + 1));
-  }
-  const auto [at, mb] = step_microbatch(microbatch);
-  return sampler->sample_offset(static_cast<uint64_t>(at),
-                                me.microbatch_first_sample(mb) + static_cast<uint64_t>(row));
-}
-
-uint64_t Trainer::Impl::pad_document_start(int microbatch, int64_t row) const {
-  const auto [at, mb] = step_microbatch(microbatch);
-  const auto index = sampler->sample_index(static_cast<uint64_t>(at),
-                                           me.microbatch_first_sample(mb) + static_cast<uint64_t>(row),
-                                           pad_documents.size());
-  return pad_documents[index];
-}
-
 torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
   const auto& documents =
       plan.data().pack() ? packing(row_microbatch(microbatch)).documents : torch::Tensor();
@@ -777,24 +754,16 @@ const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
   }
   auto it = packings.find(microbatch);
   if (it != packings.end()) return it->second;
-  const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length() + 1;
-  auto ids = torch::empty({mb, len}, torch::kLong);
+  const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length();
+  auto documents = torch::empty({mb, len}, torch::kLong);
+  auto crossing = torch::empty({mb, len}, torch::kBool);
+  static_assert(sizeof(bool) == sizeof(uint8_t));
   for (int64_t i = 0; i < mb; ++i) {
-    corpus.documents(window_offset(microbatch, i), static_cast<size_t>(len),
-                     ids.data_ptr<int64_t>() + i * len);
+    const auto [at, sample] = sample_of(microbatch, i);
+    windows->documents(at, sample, documents.data_ptr<int64_t>() + i * len,
+                       reinterpret_cast<uint8_t*>(crossing.data_ptr<bool>()) + i * len);
   }
-  Packing p;
-  p.documents = ids.slice(1, 0, len - 1).contiguous().to(device);
-  p.crossing = ids.slice(1, 1, len).ne(ids.slice(1, 0, len - 1));
-  if (plan.data().pad()) {
-    // Only the row's document counts: its id in the window is where the document starts.
-    for (int64_t i = 0; i < mb; ++i) {
-      const auto at = static_cast<int64_t>(pad_document_start(microbatch, i) - window_offset(microbatch, i));
-      p.crossing[i].logical_or_(ids[i].slice(0, 0, len - 1).ne(ids[i][at]));
-    }
-  }
-  p.crossing = p.crossing.to(device);
-  return packings.emplace(microbatch, std::move(p)).first->second;
+  return packings.emplace(microbatch, Packing{documents.to(device), crossing.to(device)}).first->second;
 }
 
 torch::Tensor Trainer::Impl::tokens(int microbatch) {
@@ -806,23 +775,13 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
     begin = static_cast<uint64_t>(pipeline_chunks->begin(j));
     len = pipeline_chunks->length(j) + 1;
   }
-  auto out_tensor = torch::empty({mb, len}, torch::kLong);
-  auto* out = out_tensor.data_ptr<int64_t>();
-  const auto vocab = static_cast<int64_t>(plan.model().vocab_size());
+  auto out = torch::empty({mb, len}, torch::kLong);
   for (int64_t i = 0; i < mb; ++i) {
-    const uint64_t off = window_offset(row_microbatch(microbatch), i) + begin;
-    int64_t* sample = out + i * len;
-    corpus.read(off, static_cast<size_t>(len), sample);
-    for (int64_t j = 0; j < len; ++j) {
-      if (sample[j] < 0 || sample[j] >= vocab) {
-        throw ConfigError("model.vocab_size", "token " + std::to_string(sample[j]) + " at position " +
-                                                  std::to_string(off + static_cast<uint64_t>(j)) + " of " +
-                                                  corpus.source() + " is outside the vocabulary of " +
-                                                  std::to_string(vocab));
-      }
-    }
+    const auto [at, sample] = sample_of(row_microbatch(microbatch), i);
+    windows->tokens(at, sample, begin, static_cast<size_t>(len),
+                    static_cast<int64_t>(plan.model().vocab_size()), out.data_ptr<int64_t>() + i * len);
   }
-  return out_tensor.to(device);
+  return out.to(device);
 }
 
 void Trainer::Impl::before_backward(int stage, bool last) {
@@ -1192,7 +1151,7 @@ int64_t Trainer::run() {
     const bool requested = std::exchange(agreed_checkpoint, false);
     if (periodic || stopping || final || requested) {
       finish_pending();
-      s.checkpointer->save(step, s.sampler->consumed_samples(static_cast<uint64_t>(step)), *s.model,
+      s.checkpointer->save(step, s.windows->consumed_samples(static_cast<uint64_t>(step)), *s.model,
                            s.checkpointed_optimizer());
       if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}, {"requested", requested}});
     }
