@@ -32,10 +32,9 @@
 #include "worker/checkpointer.h"
 #include "worker/chunked_microbatch.h"
 #include "worker/delayed_update.h"
-#include "worker/flat_adamw.h"
 #include "worker/gpt_model.h"
 #include "worker/learning_rate.h"
-#include "worker/muon.h"
+#include "worker/optimizer_factory.h"
 #include "worker/pipeline_chunks.h"
 #include "worker/step_statistics.h"
 
@@ -191,10 +190,6 @@ struct Trainer::Impl : StepModel {
   void setup_stateless(const GptShape& shape);
   // After a checkpoint load replaced the parameters' storage: share them again.
   void rebind_shared();
-  // training.optimizer over `params`, whose gradients are `grads` back to back; AdamW keeps the
-  // parameters and its moments in `flat_params` and `moments` when given (FlatAdamW).
-  void build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
-                       const torch::Tensor& flat_params = {}, const torch::Tensor& moments = {});
   // What a checkpoint saves as the optimizer: with a weight delay, also both weight versions.
   torch::optim::Optimizer& checkpointed_optimizer() { return delayed ? *delayed : *optimizer; }
   void build_dp_group();
@@ -395,7 +390,9 @@ void Trainer::Impl::setup() {
       p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
       offset += p.numel();
     }
-    build_optimizer(model->parameters(), flat);
+    OptimizerParameters over{.params = model->parameters(), .grads = flat};
+    for (const auto& item : model->named_parameters()) over.named.emplace_back(item.key(), item.value());
+    optimizer = make_optimizer(t, std::move(over));
     if (plan.asynchronous()) setup_async(shape, local);
     if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
       try {
@@ -529,9 +526,11 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   rebind_shared();
   const auto range = shared->owned();
   if (!plan.asynchronous()) {
-    build_optimizer(owned, flat.narrow(0, range.offset, range.count),
-                    shared->parameters().narrow(0, range.offset, range.count),
-                    shared->optimizer_state().narrow(1, range.offset, range.count));
+    optimizer =
+        make_optimizer(t, {.params = owned,
+                           .grads = flat.narrow(0, range.offset, range.count),
+                           .flat_params = shared->parameters().narrow(0, range.offset, range.count),
+                           .moments = shared->optimizer_state().narrow(1, range.offset, range.count)});
     return;
   }
   // Asynchronous: the owner's optimizer updates a private copy of its stages (the newest
@@ -540,8 +539,10 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   auto master = torch::zeros({range.count}, torch::kFloat32);
   std::vector<torch::Tensor> copies;
   for (const auto& param : owned) copies.push_back(param.detach().clone());
-  build_optimizer(std::move(copies), owned_grads, master,
-                  shared->optimizer_state().narrow(1, range.offset, range.count));
+  optimizer = make_optimizer(t, {.params = std::move(copies),
+                                 .grads = owned_grads,
+                                 .flat_params = master,
+                                 .moments = shared->optimizer_state().narrow(1, range.offset, range.count)});
   std::array<std::vector<torch::Tensor>, 2> params;
   for (int k = 0; k < 2; ++k)
     params[static_cast<size_t>(k)] = {shared->parameters(k).narrow(0, range.offset, range.count)};
@@ -550,35 +551,6 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
   if (dp_coll->comm().size() > 1) async_dp = std::make_unique<Collectives>(dp_coll->comm(), recorder.get());
   shared->replica().native_barrier();  // every owner's versions are in place
   if (rank == 0) log_async();
-}
-
-void Trainer::Impl::build_optimizer(std::vector<torch::Tensor> params, const torch::Tensor& grads,
-                                    const torch::Tensor& flat_params, const torch::Tensor& moments) {
-  const auto& t = plan.training();
-  if (t.optimizer() == plan::OPTIMIZER_MUON) {
-    if (shared) throw PlanError("plan: training.optimizer muon on stateless workers");
-    // The hidden layers' weight matrices; embeddings, norms, biases and the LM head go to AdamW.
-    std::vector<torch::Tensor> matrices, others;
-    for (const auto& item : model->named_parameters()) {
-      const bool hidden = item.key().rfind("block", 0) == 0 && item.value().dim() == 2;
-      (hidden ? matrices : others).push_back(item.value());
-    }
-    optimizer = std::make_unique<Muon>(std::move(matrices), std::move(others),
-                                       torch::optim::AdamWOptions(t.lr())
-                                           .betas({t.adam_beta1(), t.adam_beta2()})
-                                           .eps(t.adam_eps())
-                                           .weight_decay(t.weight_decay()));
-  } else if (t.optimizer() == plan::OPTIMIZER_ADAMW) {
-    optimizer = std::make_unique<FlatAdamW>(std::move(params), grads,
-                                            torch::optim::AdamWOptions(t.lr())
-                                                .betas({t.adam_beta1(), t.adam_beta2()})
-                                                .eps(t.adam_eps())
-                                                .weight_decay(t.weight_decay()),
-                                            flat_params, moments);
-  } else {
-    optimizer = std::make_unique<torch::optim::SGD>(
-        std::move(params), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
-  }
 }
 
 void Trainer::Impl::rebind_shared() {

@@ -1,0 +1,36 @@
+#include "worker/optimizer_factory.h"
+
+#include "common/errors.h"
+#include "proto/plan.pb.h"
+#include "worker/flat_adamw.h"
+#include "worker/muon.h"
+
+namespace rondo {
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec& t, OptimizerParameters in) {
+  const auto adamw = torch::optim::AdamWOptions(t.lr())
+                         .betas({t.adam_beta1(), t.adam_beta2()})
+                         .eps(t.adam_eps())
+                         .weight_decay(t.weight_decay());
+  switch (t.optimizer()) {
+    case plan::OPTIMIZER_MUON: {
+      if (in.named.empty()) throw PlanError("plan: training.optimizer muon on stateless workers");
+      std::vector<torch::Tensor> matrices, others;
+      for (const auto& [name, param] : in.named) {
+        const bool hidden = name.rfind("block", 0) == 0 && param.dim() == 2;
+        (hidden ? matrices : others).push_back(param);
+      }
+      return std::make_unique<Muon>(std::move(matrices), std::move(others), adamw);
+    }
+    case plan::OPTIMIZER_ADAMW:
+      return std::make_unique<FlatAdamW>(std::move(in.params), in.grads, adamw, in.flat_params, in.moments);
+    case plan::OPTIMIZER_SGD:
+      return std::make_unique<torch::optim::SGD>(
+          std::move(in.params), torch::optim::SGDOptions(t.lr()).weight_decay(t.weight_decay()));
+    default:
+      throw PlanError("plan field training.optimizer = " + std::to_string(t.optimizer()) +
+                      " is not one this worker runs (a plan from another rondo?)");
+  }
+}
+
+}  // namespace rondo

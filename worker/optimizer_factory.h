@@ -1,0 +1,34 @@
+// The optimizer a plan asks for (training.optimizer), built once at setup over the parameters a
+// run mode hands it. AdamW (FlatAdamW: parameters, gradients and moments in flat buffers), SGD,
+// or Muon (the hidden layers' 2-D weight matrices; everything else on AdamW). Torch translation
+// units only.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rondo {
+
+namespace plan {
+class TrainingSpec;
+}
+
+struct OptimizerParameters {
+  std::vector<torch::Tensor> params = {};  // in the order of `grads`
+  torch::Tensor grads = {};                // their gradients back to back (AdamW steps them in place)
+  // AdamW only, optional: where it keeps the parameters and its two moments (node-shared
+  // storage of stateless workers); otherwise it allocates them.
+  torch::Tensor flat_params = {}, moments = {};
+  // Muon only: every parameter of the model by name; the hidden blocks' ("block...") 2-D weights
+  // are its matrices.
+  std::vector<std::pair<std::string, torch::Tensor>> named = {};
+};
+
+// Throws PlanError for Muon without `named` (a run mode that cannot tell matrices apart).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec& training,
+                                                        OptimizerParameters parameters);
+
+}  // namespace rondo
