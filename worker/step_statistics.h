@@ -18,7 +18,7 @@ struct StepSums {
   double chunks = 0, chunks_recomputed = 0;  // chunked training: chunks run, and run twice
   // Per stage, counted by replica 0 so each stage once: F, B (or I) and W seconds, and a stateless
   // backward's lead (the recomputation before its gradient arrives), per backward stage.
-  std::vector<double> stage_f, stage_b, stage_w, stage_b_lead;
+  std::vector<double> stage_f = {}, stage_b = {}, stage_w = {}, stage_b_lead = {};
 
   std::vector<double> to_values() const;
   // Reads what to_values() wrote, for the same stage counts as this struct already holds.

@@ -1,6 +1,5 @@
 #include "worker/trainer.h"
 
-#include <sys/resource.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 
 #include <array>
@@ -12,7 +11,6 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "common/duration_format.h"
 #include "common/errors.h"
 #include "common/line_appender.h"
 #include "common/logging.h"
@@ -34,6 +32,7 @@
 #include "worker/delayed_update.h"
 #include "worker/gpt_model.h"
 #include "worker/learning_rate.h"
+#include "worker/metrics_writer.h"
 #include "worker/optimizer_factory.h"
 #include "worker/pipeline_chunks.h"
 #include "worker/step_statistics.h"
@@ -52,21 +51,6 @@ double seconds_since(Clock::time_point t0) {
 
 // DDP's small first bucket: communication starts as soon as the last layers' gradients are final.
 constexpr double kFirstBucketMb = 1.0;
-
-// This process's resource usage: the peak resident set and the page faults and CPU time so far.
-struct ResourceUsage {
-  double max_rss_mb = 0;
-  double minor_faults = 0;
-  double user_s = 0;
-  double sys_s = 0;
-  static ResourceUsage now() {
-    rusage u{};
-    ::getrusage(RUSAGE_SELF, &u);
-    const auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + 1e-6 * tv.tv_usec; };
-    return {static_cast<double>(u.ru_maxrss) / 1024.0, static_cast<double>(u.ru_minflt), secs(u.ru_utime),
-            secs(u.ru_stime)};
-  }
-};
 
 }  // namespace
 
@@ -156,7 +140,7 @@ struct Trainer::Impl : StepModel {
   int64_t num_grad_elements = 0;
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
-  std::unique_ptr<LineAppender> metrics;
+  std::unique_ptr<MetricsWriter> metrics;  // rank 0's, from run() on
   std::unique_ptr<LineAppender> events;
 
   // The step being executed and what its OPTIM learned (asynchronous: the last step whose
@@ -196,7 +180,7 @@ struct Trainer::Impl : StepModel {
   void build_reducer();
   void event(const nlohmann::json& e);
   // The simulator's bubble for the plan's schedule with the op durations this step measured.
-  double predicted_bubble() const;
+  double predicted_bubble(const StepSums& sums) const;
 
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override;
@@ -284,16 +268,10 @@ struct Trainer::Impl : StepModel {
     const char* a = std::getenv("RONDO_ATTEMPT");
     return a ? std::atoi(a) : 0;
   }();
-  // What a metrics row needs besides `summed`.
-  struct StepReport {
-    int64_t step = 0;
-    StepTimes times;
-    double step_s = 0, lr = 0;
-    ResourceUsage before, after;
-    StepMaxima worst;  // maxima over the world (see run())
-  };
   // This rank's report of a finished step, with the flight records since the last one.
-  report::StepReport step_report(const StepReport& r, double tokens_per_s, int64_t train_iters);
+  report::StepReport step_report(const MetricsWriter::Step& r, double tokens_per_s, int64_t train_iters);
+  // Rank 0: the metrics writer, with the fields the run's parts add to each row.
+  void open_metrics(int64_t first_step);
   // Asynchronous: the step's sums (OPTIM) wait for finish_async_step(), which sums them and the
   // worst values over the world and updates the weights on the update's thread.
   StepSums async_sums;
@@ -302,7 +280,7 @@ struct Trainer::Impl : StepModel {
   // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
   // thread (recorded too: the recorder locks).
   std::unique_ptr<Collectives> async_dp;
-  void finish_async_step(StepMaxima worst, const std::shared_ptr<StepReport>& report);
+  void finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report);
 };
 
 void Trainer::Impl::setup() {
@@ -408,7 +386,6 @@ void Trainer::Impl::setup() {
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
-    metrics = std::make_unique<LineAppender>((fs::path(run_dir) / "metrics.jsonl").string());
     events = std::make_unique<LineAppender>((fs::path(run_dir) / "events.jsonl").string());
     log->info("model: {} layers, hidden {}; data {} ({} tokens)", m.num_layers(), m.hidden_size(),
               corpus.source(), corpus.size());
@@ -668,15 +645,15 @@ void Trainer::Impl::build_reducer() {
   }
 }
 
-double Trainer::Impl::predicted_bubble() const {
+double Trainer::Impl::predicted_bubble(const StepSums& sums) const {
   const double m = schedule.microbatches;
   StageCosts costs;
-  for (double f : summed.stage_f) costs.f.push_back(f / m);
-  for (size_t i = 0; i < summed.stage_b.size(); ++i) {
-    costs.b.push_back((summed.stage_b[i] + summed.stage_w[i]) / m);
-    costs.w.push_back(summed.stage_w[i] / m);
+  for (double f : sums.stage_f) costs.f.push_back(f / m);
+  for (size_t i = 0; i < sums.stage_b.size(); ++i) {
+    costs.b.push_back((sums.stage_b[i] + sums.stage_w[i]) / m);
+    costs.w.push_back(sums.stage_w[i] / m);
   }
-  for (double lead : summed.stage_b_lead) costs.b_lead.push_back(lead / m);
+  for (double lead : sums.stage_b_lead) costs.b_lead.push_back(lead / m);
   return steady_state_bubble(schedule, simulate_schedule(schedule, costs));
 }
 
@@ -876,7 +853,7 @@ void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   update_weights(flat, lr);
 }
 
-void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<StepReport>& report) {
+void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report) {
   // On the update's thread, over a communicator of its own, while the next step computes: a
   // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
   const int64_t executor_step = step - 1 - first_step;  // SharedReplicaState's numbering
@@ -931,7 +908,8 @@ void Trainer::on_step(std::function<void(report::StepReport&&)> callback) {
   impl_->on_step = std::move(callback);
 }
 
-report::StepReport Trainer::Impl::step_report(const StepReport& r, double tokens_per_s, int64_t train_iters) {
+report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, double tokens_per_s,
+                                              int64_t train_iters) {
   report::StepReport out;
   out.set_step(r.step);
   out.set_train_iters(train_iters);
@@ -954,6 +932,46 @@ report::StepReport Trainer::Impl::step_report(const StepReport& r, double tokens
     for (const auto& record : recorder->take_closed(reported)) to_report(record, out.add_collectives());
   }
   return out;
+}
+
+void Trainer::Impl::open_metrics(int64_t first_step) {
+  const auto& t = plan.training();
+  metrics = std::make_unique<MetricsWriter>(
+      MetricsWriter::Options{
+          .path = (fs::path(run_dir) / "metrics.jsonl").string(),
+          .first_step = first_step,
+          .train_iters = static_cast<int64_t>(t.train_iters()),
+          .log_interval = static_cast<int64_t>(t.log_interval()),
+          .tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * plan.model().seq_length(),
+          .attempt = attempt,
+          .world_size = world.size(),
+          .stream = delayed != nullptr,
+          .predicted_bubble = [this](const StepSums& sums) { return predicted_bubble(sums); }},
+      log);
+  if (delayed) {
+    metrics->add_fields([this](const MetricsWriter::Step&, nlohmann::json& row) {
+      row["async"] = true;
+      row["delay_correction"] = name_of(plan.delay_correction());
+      row["delayed_update_s"] = delayed->last_update_s();
+      row["delayed_update_wait_s"] = delayed->take_waited_s();
+    });
+  }
+  if (plan.data().chunk_size() > 0) {
+    metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
+      row["chunks"] = summed.chunks;
+      row["chunks_recomputed"] = summed.chunks_recomputed;
+      row["longest_sequence"] = r.worst.longest_sequence;
+    });
+  }
+  if (!reducers.empty()) {
+    metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
+      // The reducer of the row's step (its weight version).
+      const auto& reducer = *reducers[delayed ? static_cast<size_t>(DelayedUpdate::version(r.step - 1)) : 0];
+      row["grad_buckets"] = reducer.buckets().size();
+      row["grad_buckets_started_in_backward"] = reducer.started_before_finish();
+      row["grad_buckets_done_in_backward"] = reducer.completed_before_finish();
+    });
+  }
 }
 
 const TimingRecorder* Trainer::recorder() const { return impl_->recorder.get(); }
@@ -986,84 +1004,22 @@ int64_t Trainer::run() {
   // accumulators that the reducer's hooks attach to.
   s.build_reducer();
 
-  double elapsed_total = 0, first_loss = 0, last_loss = 0;
-  double previous_compute_end_ns = 0;
-  // Rank 0 writes a step's metrics row once its statistics are summed (asynchronous: after the
-  // update's thread did it, during the next step).
+  if (s.rank == 0) s.open_metrics(start_step);
   // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.
   bool agreed_checkpoint = false, agreed_stop = false;
-  const auto write_row = [&](const Impl::StepReport& r) {
-    const double loss = s.summed.loss, grad_norm = s.grad_norm();
-    const auto& times = r.times;
-    const auto& worst = r.worst;
-    agreed_checkpoint |= worst.checkpoint_requested > 0;
-    agreed_stop |= worst.stop_requested > 0;
-    const double tps = static_cast<double>(tokens_per_step) / r.step_s;
-    if (s.on_step) s.on_step(s.step_report(r, tps, train_iters));
-    if (s.rank != 0) return;
-    if (!std::isfinite(loss))
-      throw Error("loss is " + std::to_string(loss) + " at step " + std::to_string(r.step));
-    nlohmann::json row = {{"step", r.step},
-                          {"attempt", s.attempt},
-                          {"loss", loss},
-                          {"grad_norm", grad_norm},
-                          {"lr", r.lr},
-                          {"tokens", tokens_per_step},
-                          {"step_time_s", r.step_s},
-                          {"tokens_per_s", tps},
-                          {"targets", s.summed.targets},
-                          {"data_s", times.data_s},
-                          {"forward_s", times.forward_s},
-                          {"backward_s", times.backward_s},
-                          {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
-                          {"allreduce_s", times.allreduce_s},
-                          {"optimizer_s", times.optimizer_s},
-                          {"max_rss_mb", worst.max_rss_mb},
-                          {"page_faults", worst.page_faults},
-                          {"cpu_user_s", r.after.user_s - r.before.user_s},
-                          {"cpu_sys_s", r.after.sys_s - r.before.sys_s}};
-    double span_s = worst.compute_span_s();
-    // An asynchronous stream never drains: a step's windows are skewed over the ranks, so its
-    // span is the stream's period, from the previous step's last compute end to this one's.
-    if (s.delayed && previous_compute_end_ns > 0)
-      span_s = (worst.last_compute_ns - previous_compute_end_ns) * 1e-9;
-    previous_compute_end_ns = worst.last_compute_ns;
-    if (span_s > 0) {
-      row["compute_span_s"] = span_s;
-      row["bubble_fraction"] = std::max(0.0, 1.0 - s.summed.compute_s / (span_s * s.world.size()));
-      row["bubble_fraction_predicted"] = s.predicted_bubble();
-    }
-    if (s.delayed) {
-      row["async"] = true;
-      row["delay_correction"] = name_of(s.plan.delay_correction());
-      row["delayed_update_s"] = s.delayed->last_update_s();
-      row["delayed_update_wait_s"] = s.delayed->take_waited_s();
-    }
-    if (s.plan.data().chunk_size() > 0) {
-      row["chunks"] = s.summed.chunks;
-      row["chunks_recomputed"] = s.summed.chunks_recomputed;
-      row["longest_sequence"] = worst.longest_sequence;
-    }
-    if (!s.reducers.empty()) {
-      // The reducer of the row's step (its weight version).
-      const auto& reducer =
-          *s.reducers[s.delayed ? static_cast<size_t>(DelayedUpdate::version(r.step - 1)) : 0];
-      row["grad_buckets"] = reducer.buckets().size();
-      row["grad_buckets_started_in_backward"] = reducer.started_before_finish();
-      row["grad_buckets_done_in_backward"] = reducer.completed_before_finish();
-    }
-    s.metrics->append(row.dump());
-    if (r.step == start_step + 1) first_loss = loss;
-    last_loss = loss;
-    if (r.step % static_cast<int64_t>(t.log_interval()) == 0 || r.step == train_iters) {
-      const double avg = elapsed_total / static_cast<double>(r.step - start_step);
-      s.log->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}",
-                  r.step, train_iters, loss, grad_norm, r.lr, tps,
-                  format_duration(avg * static_cast<double>(train_iters - r.step)));
-    }
+  // Once a step's statistics are summed (asynchronous: by the update's thread, during the next
+  // step): its report to the coordinator, and rank 0's metrics row.
+  const auto step_done = [&](const MetricsWriter::Step& r) {
+    agreed_checkpoint |= r.worst.checkpoint_requested > 0;
+    agreed_stop |= r.worst.stop_requested > 0;
+    if (s.on_step) s.on_step(s.step_report(r, static_cast<double>(tokens_per_step) / r.step_s, train_iters));
+    if (!s.metrics) return;
+    if (!std::isfinite(s.summed.loss))
+      throw Error("loss is " + std::to_string(s.summed.loss) + " at step " + std::to_string(r.step));
+    s.metrics->write(r, s.summed);
   };
   // Asynchronous: the step whose statistics and update are on the update's thread.
-  std::shared_ptr<Impl::StepReport> pending;
+  std::shared_ptr<MetricsWriter::Step> pending;
   const auto finish_pending = [&] {
     if (!s.delayed) return;
     // A stateless worker's own additions first: other owners' update threads wait for them.
@@ -1072,7 +1028,7 @@ int64_t Trainer::run() {
                           std::chrono::duration<double>(s.plan.comms().timeout_s()));
     }
     s.delayed->wait();
-    if (pending) write_row(*pending);
+    if (pending) step_done(*pending);
     pending.reset();
   };
 
@@ -1082,7 +1038,7 @@ int64_t Trainer::run() {
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
-    auto report = std::make_shared<Impl::StepReport>();
+    auto report = std::make_shared<MetricsWriter::Step>();
     report->before = ResourceUsage::now();
     const auto t0 = Clock::now();
     s.step = step;
@@ -1093,7 +1049,6 @@ int64_t Trainer::run() {
     report->step = step;
     report->lr = s.lr;
     report->step_s = seconds_since(t0);
-    elapsed_total += report->step_s;
 
     // Memory and page faults of the worst rank, and the span of the step's compute over all ranks
     // (negated start: one max serves both), in a small max-allreduce outside the step's time.
@@ -1113,7 +1068,7 @@ int64_t Trainer::run() {
     } else {
       s.max_over(*s.stats_coll, worst);
       report->worst = worst;
-      write_row(*report);
+      step_done(*report);
     }
 
     if (agreed_stop && stop_at == std::numeric_limits<int64_t>::max()) stop_at = s.delayed ? step + 1 : step;
@@ -1140,11 +1095,7 @@ int64_t Trainer::run() {
     }
   }
   finish_pending();
-  if (s.rank == 0 && step > start_step) {
-    s.log->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
-                start_step + 1, step, format_duration(elapsed_total), first_loss, last_loss,
-                static_cast<double>(tokens_per_step * (step - start_step)) / elapsed_total);
-  }
+  if (s.metrics) s.metrics->log_summary();
   return step;
 }
 

@@ -59,6 +59,7 @@
 #include "comms/communicator.h"
 #include "comms/timing_recorder.h"
 #include "pipeline/exec/shared_replica_state.h"
+#include "pipeline/exec/step_times.h"
 #include "pipeline/exec/weight_grad_store.h"
 #include "pipeline/pipeline_schedule.h"
 #include "proto/plan.pb.h"
@@ -94,29 +95,6 @@ class StepModel {
   virtual void reduce_gradients() = 0;  // ALLREDUCE
   // OPTIM; `so_far` holds the step's losses (every forward precedes it).
   virtual void optimizer_step(const struct StepTimes& so_far) = 0;
-};
-
-// What one step cost this rank (seconds) and the losses it computed.
-struct StepTimes {
-  double data_s = 0;
-  double forward_s = 0;
-  double backward_s = 0;  // B, I and W
-  double recv_wait_s = 0;
-  double send_wait_s = 0;
-  double allreduce_s = 0;
-  double optimizer_s = 0;
-  double loss_sum = 0;  // of the microbatch losses computed here (last stage), unscaled
-  int losses = 0;
-  // Compute (F, B, I, W) only: the seconds spent, per plan stage summed over microbatches (I
-  // counts into `stage_b`, as the first part of a full backward; with a backward partition of
-  // its own, `stage_b` and `stage_w` are per backward stage), and the wall-clock span from the
-  // first compute's start to the last one's end.
-  double compute_s = 0;
-  std::vector<double> stage_f, stage_b, stage_w;
-  // With a backward partition of its own: per backward stage, the part of stage_b that ran
-  // before the incoming gradient was waited for (the recomputation).
-  std::vector<double> stage_b_lead;
-  int64_t first_compute_ns = 0, last_compute_ns = 0;
 };
 
 // The model a stateless worker holds: one stage per atom, indexed 0 (embeddings), 1..num_layers

@@ -1,0 +1,74 @@
+#include "worker/metrics_writer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/duration_format.h"
+
+namespace rondo {
+
+MetricsWriter::MetricsWriter(Options options, std::shared_ptr<spdlog::logger> log)
+    : options_(std::move(options)),
+      log_(std::move(log)),
+      out_(options_.path),
+      last_step_(options_.first_step) {}
+
+void MetricsWriter::add_fields(Fields fields) { fields_.push_back(std::move(fields)); }
+
+void MetricsWriter::write(const Step& r, const StepSums& summed) {
+  const auto& times = r.times;
+  const auto& worst = r.worst;
+  const double grad_norm = std::sqrt(summed.grad_norm_squared);
+  const double tps = static_cast<double>(options_.tokens_per_step) / r.step_s;
+  nlohmann::json row = {{"step", r.step},
+                        {"attempt", options_.attempt},
+                        {"loss", summed.loss},
+                        {"grad_norm", grad_norm},
+                        {"lr", r.lr},
+                        {"tokens", options_.tokens_per_step},
+                        {"step_time_s", r.step_s},
+                        {"tokens_per_s", tps},
+                        {"targets", summed.targets},
+                        {"data_s", times.data_s},
+                        {"forward_s", times.forward_s},
+                        {"backward_s", times.backward_s},
+                        {"p2p_wait_s", times.recv_wait_s + times.send_wait_s},
+                        {"allreduce_s", times.allreduce_s},
+                        {"optimizer_s", times.optimizer_s},
+                        {"max_rss_mb", worst.max_rss_mb},
+                        {"page_faults", worst.page_faults},
+                        {"cpu_user_s", r.after.user_s - r.before.user_s},
+                        {"cpu_sys_s", r.after.sys_s - r.before.sys_s}};
+  double span_s = worst.compute_span_s();
+  if (options_.stream && previous_compute_end_ns_ > 0) {
+    span_s = (worst.last_compute_ns - previous_compute_end_ns_) * 1e-9;
+  }
+  previous_compute_end_ns_ = worst.last_compute_ns;
+  if (span_s > 0) {
+    row["compute_span_s"] = span_s;
+    row["bubble_fraction"] = std::max(0.0, 1.0 - summed.compute_s / (span_s * options_.world_size));
+    if (options_.predicted_bubble) row["bubble_fraction_predicted"] = options_.predicted_bubble(summed);
+  }
+  for (const auto& add : fields_) add(r, row);
+  out_.append(row.dump());
+
+  elapsed_s_ += r.step_s;
+  if (r.step == options_.first_step + 1) first_loss_ = summed.loss;
+  last_loss_ = summed.loss;
+  last_step_ = r.step;
+  if (r.step % options_.log_interval == 0 || r.step == options_.train_iters) {
+    const double per_step = elapsed_s_ / static_cast<double>(r.step - options_.first_step);
+    log_->info("step {}/{} | loss {:.4f} | grad norm {:.3f} | lr {:.2e} | {:.0f} tokens/s | ETA {}", r.step,
+               options_.train_iters, summed.loss, grad_norm, r.lr, tps,
+               format_duration(per_step * static_cast<double>(options_.train_iters - r.step)));
+  }
+}
+
+void MetricsWriter::log_summary() const {
+  if (last_step_ <= options_.first_step) return;
+  log_->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
+             options_.first_step + 1, last_step_, format_duration(elapsed_s_), first_loss_, last_loss_,
+             static_cast<double>(options_.tokens_per_step * (last_step_ - options_.first_step)) / elapsed_s_);
+}
+
+}  // namespace rondo

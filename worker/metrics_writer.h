@@ -1,0 +1,69 @@
+// MetricsWriter: rank 0's account of a run, step by step: one row of RUN_DIR/metrics.jsonl per
+// step (fields in docs/metrics.md), a progress line every training.log_interval steps and at the
+// last (loss, grad norm, lr, tokens/s, ETA), and a summary at the end. The step loop hands it what
+// every rank agreed on; a run's parts (gradient reduction, the asynchronous update, chunking) add
+// their own fields to each row through add_fields(), so a new part needs no change here.
+// Torch-free.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/line_appender.h"
+#include "pipeline/exec/step_times.h"
+#include "worker/resource_usage.h"
+#include "worker/step_statistics.h"
+
+namespace rondo {
+
+class MetricsWriter {
+ public:
+  struct Options {
+    std::string path;        // RUN_DIR/metrics.jsonl, appended to
+    int64_t first_step = 0;  // the last step done before this run (a resume's checkpoint)
+    int64_t train_iters = 0;
+    int64_t log_interval = 1;
+    int64_t tokens_per_step = 0;
+    int attempt = 0;  // the coordinator's launch number
+    int world_size = 1;
+    // An asynchronous stream never drains: a step's span is the stream's period, from the
+    // previous step's last compute end to its own.
+    bool stream = false;
+    // The simulator's bubble for the plan's schedule at the op times a step's sums hold.
+    std::function<double(const StepSums&)> predicted_bubble;
+  };
+  // What the step loop knows of a finished step.
+  struct Step {
+    int64_t step = 0;
+    double lr = 0, step_s = 0;
+    StepTimes times;  // rank 0's
+    ResourceUsage before, after;
+    StepMaxima worst;  // over the world
+  };
+  using Fields = std::function<void(const Step&, nlohmann::json& row)>;
+
+  MetricsWriter(Options options, std::shared_ptr<spdlog::logger> log);
+
+  void add_fields(Fields fields);
+  // Appends the step's row (its sums over the world in `summed`) and logs progress when due.
+  void write(const Step& step, const StepSums& summed);
+  // "trained steps a-b in 1m02s: loss x -> y, n tokens/s on average" (nothing when no row was written).
+  void log_summary() const;
+
+ private:
+  Options options_;
+  std::shared_ptr<spdlog::logger> log_;
+  LineAppender out_;
+  std::vector<Fields> fields_;
+  int64_t last_step_ = 0;
+  double elapsed_s_ = 0, first_loss_ = 0, last_loss_ = 0;
+  double previous_compute_end_ns_ = 0;
+};
+
+}  // namespace rondo
