@@ -1,7 +1,5 @@
 #include "worker/trainer.h"
 
-#include <torch/csrc/autograd/utils/lambda_post_hook.h>
-
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -14,9 +12,7 @@
 #include "common/errors.h"
 #include "common/line_appender.h"
 #include "common/logging.h"
-#include "comms/bucketed_allreduce.h"
 #include "comms/collectives.h"
-#include "comms/gradient_buckets.h"
 #include "control/flight_records.h"
 #include "data/sample_windows.h"
 #include "data/token_corpus.h"
@@ -31,6 +27,7 @@
 #include "worker/chunked_microbatch.h"
 #include "worker/delayed_update.h"
 #include "worker/gpt_model.h"
+#include "worker/gradient_reduction.h"
 #include "worker/learning_rate.h"
 #include "worker/metrics_writer.h"
 #include "worker/optimizer_factory.h"
@@ -48,9 +45,6 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-
-// DDP's small first bucket: communication starts as soon as the last layers' gradients are final.
-constexpr double kFirstBucketMb = 1.0;
 
 }  // namespace
 
@@ -70,21 +64,12 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Collectives> dp_coll;
   std::unique_ptr<Collectives>
       stats_coll;  // per-step statistics, recorded like the rest (a hang there must show)
-  // Overlapped gradient reduction (comms.overlap_grad_reduce with more than one data-parallel
-  // rank), fed by post-hooks on the parameters' gradient accumulators, which must stay alive.
-  // One per weight version the steps compute on (asynchronous: two, each over its gradients).
-  std::vector<std::unique_ptr<BucketedAllreduce>> reducers;
-  // This step's, or null when gradients are reduced in one allreduce.
-  BucketedAllreduce* reducer() const {
-    if (reducers.empty()) return nullptr;
-    return reducers[delayed ? static_cast<size_t>(DelayedUpdate::version(step - 1)) : 0].get();
-  }
-  std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators;
-  // Per local stage: the indices of its parameters in the flat buffer's order, and whether its
-  // last backward of the step is running (only then do its gradients count as final).
-  std::map<int, std::vector<size_t>> stage_params;
-  std::map<int, bool> final_backward;
-  bool armed = false;
+  // The gradients' sum over the data-parallel group (workers bound to stages; after run()'s
+  // checkpoint load, whose new parameters carry its hooks).
+  std::unique_ptr<GradientReduction> reduction;
+  void build_reduction();
+  // The weight version this step computes on (asynchronous: two alternate; otherwise 0).
+  int step_version() const { return delayed ? DelayedUpdate::version(step - 1) : 0; }
 
   TokenCorpus corpus;
   std::unique_ptr<SampleWindows> windows;  // what each sample reads, over `corpus`
@@ -115,7 +100,7 @@ struct Trainer::Impl : StepModel {
   // The gradients this step's backwards accumulate: `flat`, or its compute version's.
   torch::Tensor step_grads() const {
     if (shared) return delayed ? owned_grads : flat;
-    return delayed ? version_grads[static_cast<size_t>(DelayedUpdate::version(step - 1))] : flat;
+    return delayed ? version_grads[static_cast<size_t>(step_version())] : flat;
   }
   // What the executor calls microbatch `microbatch` of this step: ids from num_microbatches on are
   // the next step's (run ahead in an asynchronous stream). The 0-based step it belongs to and
@@ -177,7 +162,6 @@ struct Trainer::Impl : StepModel {
   // What a checkpoint saves as the optimizer: with a weight delay, also both weight versions.
   torch::optim::Optimizer& checkpointed_optimizer() { return delayed ? *delayed : *optimizer; }
   void build_dp_group();
-  void build_reducer();
   void event(const nlohmann::json& e);
   // The simulator's bubble for the plan's schedule with the op durations this step measured.
   double predicted_bubble(const StepSums& sums) const;
@@ -574,75 +558,20 @@ void Trainer::Impl::build_dp_group() {
   dp_coll = std::make_unique<Collectives>(*dp_comm, recorder.get());
 }
 
-void Trainer::Impl::build_reducer() {
-  const auto& c = plan.comms();
-  if (!c.overlap_grad_reduce() || dp_coll->comm().size() == 1 || shared) return;
+void Trainer::Impl::build_reduction() {
+  if (shared) return;
   // The models whose backwards produce the gradients, with their buffers: the model, or the two
   // weight versions of an asynchronous run.
-  std::vector<std::pair<GptModel, torch::Tensor>> sources;
+  std::vector<GradientReduction::Source> sources;
   if (delayed) {
-    for (size_t k = 0; k < versions.size(); ++k) sources.emplace_back(versions[k], version_grads[k]);
+    for (size_t k = 0; k < versions.size(); ++k) sources.push_back({versions[k], version_grads[k]});
   } else {
-    sources.emplace_back(model, flat);
+    sources.push_back({model, flat});
   }
-  std::vector<size_t> elements;
-  for (const auto& p : model->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
-  const auto mib = [](double mb) { return static_cast<size_t>(mb * 1024 * 1024); };
-  std::map<const void*, int> stage_of;
-  for (const auto& st : model->stages()) {
-    for (const auto& p : model->stage_parameters(st.index)) stage_of[p.unsafeGetTensorImpl()] = st.index;
-  }
-  size_t index = 0;
-  for (auto& p : model->parameters()) stage_params[stage_of.at(p.unsafeGetTensorImpl())].push_back(index++);
-  for (auto& [source, grads] : sources) {
-    auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
-                                         mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
-    // Its own communicator: buckets in flight never match messages of other collectives.
-    std::vector<int> all(static_cast<size_t>(dp_coll->comm().size()));
-    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
-    auto comm = dp_coll->comm().split(all);
-    BucketedAllreduce::Options options;
-    options.native = c.allreduce() == "native" || !world.host_buffers();
-    options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
-    auto* into =
-        reducers
-            .emplace_back(std::make_unique<BucketedAllreduce>(
-                std::move(comm), recorder.get(), grads.data_ptr<float>(), std::move(buckets), options))
-            .get();
-    std::map<const void*, int> source_stage;
-    for (const auto& st : source->stages()) {
-      for (const auto& p : source->stage_parameters(st.index))
-        source_stage[p.unsafeGetTensorImpl()] = st.index;
-    }
-    index = 0;
-    for (auto& p : source->parameters()) {
-      const int stage = source_stage.at(p.unsafeGetTensorImpl());
-      auto accumulator = torch::autograd::impl::grad_accumulator(p);
-      // A gradient counts as final only in its stage's last backward of the step (earlier ones
-      // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
-      // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
-      // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
-      accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-          [this, into, index, stage](const torch::autograd::variable_list& outputs,
-                                     const torch::autograd::variable_list&) {
-            if (final_backward[stage] && !WeightGradStore::active() &&
-                !ChunkedMicrobatch::partial_gradients())
-              into->mark_ready(index);
-            return outputs;
-          }));
-      grad_accumulators.push_back(std::move(accumulator));
-      ++index;
-    }
-  }
-  if (rank == 0) {
-    std::string sizes;
-    for (const auto& b : reducers.front()->buckets()) {
-      sizes +=
-          fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
-    }
-    log->info("gradient reduction overlapped with the backward: {} bucket(s) of [{}] MiB{}",
-              reducers.front()->buckets().size(), sizes, delayed ? " (per weight version)" : "");
-  }
+  reduction = std::make_unique<GradientReduction>(plan.comms(), *dp_coll, recorder.get(),
+                                                  world.host_buffers(), std::move(sources));
+  if (rank == 0 && reduction->overlapped())
+    log->info("gradient reduction overlapped with the backward: {}", reduction->describe());
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {
@@ -734,21 +663,11 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
 }
 
 void Trainer::Impl::before_backward(int stage, bool last) {
-  auto* reducer = this->reducer();
-  if (!reducer || !last) return;
-  // The reducer is armed at the first stage's last backward; earlier (accumulating) backwards
-  // send nothing.
-  if (!armed) {
-    reducer->arm();
-    armed = true;
-  }
-  final_backward[stage] = true;
+  if (reduction) reduction->before_backward(step_version(), stage, last);
 }
 
 void Trainer::Impl::after_backward(int stage, bool last) {
-  auto* reducer = this->reducer();
-  if (!reducer || !last) return;
-  for (size_t index : stage_params.at(stage)) reducer->mark_ready(index);
+  if (reduction) reduction->after_backward(step_version(), stage, last);
 }
 
 void Trainer::Impl::reduce_gradients() {
@@ -762,16 +681,8 @@ void Trainer::Impl::reduce_gradients() {
     if (dp_coll->comm().size() > 1) {
       dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
     }
-  } else if (auto* reducer = this->reducer()) {
-    if (!armed) reducer->arm();  // a rank with no backward of its own this step
-    reducer->finish();
-    armed = false;
-    for (auto& [stage, on] : final_backward) on = false;
-  } else if (const auto grads = step_grads(); plan.comms().allreduce() == "native" || !world.host_buffers()) {
-    dp_coll->native_allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32,
-                              ReduceOp::kSum);
   } else {
-    dp_coll->allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32, ReduceOp::kSum);
+    reduction->reduce(step_version(), step_grads());
   }
 }
 
@@ -963,14 +874,9 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
       row["longest_sequence"] = r.worst.longest_sequence;
     });
   }
-  if (!reducers.empty()) {
-    metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
-      // The reducer of the row's step (its weight version).
-      const auto& reducer = *reducers[delayed ? static_cast<size_t>(DelayedUpdate::version(r.step - 1)) : 0];
-      row["grad_buckets"] = reducer.buckets().size();
-      row["grad_buckets_started_in_backward"] = reducer.started_before_finish();
-      row["grad_buckets_done_in_backward"] = reducer.completed_before_finish();
-    });
+  if (reduction) {
+    reduction->add_metrics(*metrics,
+                           [this](int64_t at) { return delayed ? DelayedUpdate::version(at - 1) : 0; });
   }
 }
 
@@ -1002,7 +908,7 @@ int64_t Trainer::run() {
   s.first_step = start_step;
   // After the checkpoint load: loading replaces the parameters' storage, and with it the gradient
   // accumulators that the reducer's hooks attach to.
-  s.build_reducer();
+  s.build_reduction();
 
   if (s.rank == 0) s.open_metrics(start_step);
   // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.

@@ -1,0 +1,135 @@
+#include "worker/gradient_reduction.h"
+
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+
+#include <fmt/format.h>
+
+#include "comms/gradient_buckets.h"
+#include "pipeline/exec/weight_grad_store.h"
+#include "proto/plan.pb.h"
+#include "worker/chunked_microbatch.h"
+#include "worker/metrics_writer.h"
+
+namespace rondo {
+
+namespace {
+
+// DDP's small first bucket: communication starts as soon as the last layers' gradients are final.
+constexpr double kFirstBucketMb = 1.0;
+
+size_t mib(double mb) { return static_cast<size_t>(mb * 1024 * 1024); }
+
+// Each parameter's stage, by the identity of its tensor.
+std::map<const void*, int> stage_of(const GptModel& model) {
+  std::map<const void*, int> out;
+  for (const auto& st : model->stages()) {
+    for (const auto& p : model->stage_parameters(st.index)) out[p.unsafeGetTensorImpl()] = st.index;
+  }
+  return out;
+}
+
+}  // namespace
+
+GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, TimingRecorder* recorder,
+                                     bool host_buffers, std::vector<Source> sources)
+    : dp_(dp), native_(c.allreduce() == "native" || !host_buffers) {
+  if (!c.overlap_grad_reduce() || dp.comm().size() == 1 || sources.empty()) return;
+  const auto& first = sources.front().model;
+  std::vector<size_t> elements;
+  for (const auto& p : first->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
+  const auto stages = stage_of(first);
+  size_t index = 0;
+  for (const auto& p : first->parameters())
+    stage_params_[stages.at(p.unsafeGetTensorImpl())].push_back(index++);
+  for (auto& [source, grads] : sources) {
+    auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
+                                         mib(std::min(c.bucket_size_mb(), kFirstBucketMb)));
+    // Its own communicator: buckets in flight never match messages of other collectives.
+    std::vector<int> all(static_cast<size_t>(dp.comm().size()));
+    for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+    BucketedAllreduce::Options options;
+    options.native = native_;
+    options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
+    auto* into =
+        reducers_
+            .emplace_back(std::make_unique<BucketedAllreduce>(
+                dp.comm().split(all), recorder, grads.data_ptr<float>(), std::move(buckets), options))
+            .get();
+    const auto source_stage = stage_of(source);
+    index = 0;
+    for (auto& p : source->parameters()) {
+      const int stage = source_stage.at(p.unsafeGetTensorImpl());
+      auto accumulator = torch::autograd::impl::grad_accumulator(p);
+      // A gradient counts as final only in its stage's last backward of the step (earlier ones
+      // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
+      // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
+      // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
+      accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [this, into, index, stage](const torch::autograd::variable_list& outputs,
+                                     const torch::autograd::variable_list&) {
+            if (final_backward_[stage] && !WeightGradStore::active() &&
+                !ChunkedMicrobatch::partial_gradients())
+              into->mark_ready(index);
+            return outputs;
+          }));
+      accumulators_.push_back(std::move(accumulator));
+      ++index;
+    }
+  }
+}
+
+void GradientReduction::before_backward(int version, int stage, bool last) {
+  if (reducers_.empty() || !last) return;
+  // The reducer is armed at the first stage's last backward; earlier (accumulating) backwards
+  // send nothing.
+  if (!armed_) {
+    reducers_.at(static_cast<size_t>(version))->arm();
+    armed_ = true;
+  }
+  final_backward_[stage] = true;
+}
+
+void GradientReduction::after_backward(int version, int stage, bool last) {
+  if (reducers_.empty() || !last) return;
+  auto& reducer = *reducers_.at(static_cast<size_t>(version));
+  for (size_t index : stage_params_.at(stage)) reducer.mark_ready(index);
+}
+
+void GradientReduction::reduce(int version, const torch::Tensor& grads) {
+  if (!reducers_.empty()) {
+    auto& reducer = *reducers_.at(static_cast<size_t>(version));
+    if (!armed_) reducer.arm();  // a rank with no backward of its own this step
+    reducer.finish();
+    armed_ = false;
+    for (auto& [stage, on] : final_backward_) on = false;
+  } else if (native_) {
+    dp_.native_allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32,
+                         ReduceOp::kSum);
+  } else {
+    dp_.allreduce(grads.data_ptr(), static_cast<size_t>(grads.numel()), DType::kFloat32, ReduceOp::kSum);
+  }
+}
+
+std::string GradientReduction::describe() const {
+  if (reducers_.empty()) return "";
+  std::string sizes;
+  for (const auto& b : reducers_.front()->buckets()) {
+    sizes += fmt::format("{}{:.2f}", sizes.empty() ? "" : ", ", static_cast<double>(b.count * 4) / (1 << 20));
+  }
+  return fmt::format("{} bucket(s) of [{}] MiB{}", reducers_.front()->buckets().size(), sizes,
+                     reducers_.size() > 1 ? " (per weight version)" : "");
+}
+
+void GradientReduction::add_metrics(MetricsWriter& metrics,
+                                    std::function<int(int64_t step)> version_of) const {
+  if (reducers_.empty()) return;
+  metrics.add_fields(
+      [this, version_of = std::move(version_of)](const MetricsWriter::Step& r, nlohmann::json& row) {
+        const auto& reducer = *reducers_.at(static_cast<size_t>(version_of(r.step)));
+        row["grad_buckets"] = reducer.buckets().size();
+        row["grad_buckets_started_in_backward"] = reducer.started_before_finish();
+        row["grad_buckets_done_in_backward"] = reducer.completed_before_finish();
+      });
+}
+
+}  // namespace rondo
