@@ -341,11 +341,11 @@ void spec_pass(PlanContext& c) {
   ts->set_exit_interval(static_cast<uint32_t>(t.exit_interval));
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
-  ts->set_device(t.device);
+  ts->set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
   ts->set_emulate_compute(t.emulate_compute);
-  ts->set_malloc_policy(t.malloc_policy == "system" ? plan::MALLOC_POLICY_SYSTEM
-                                                    : plan::MALLOC_POLICY_CACHING);
-  ts->set_cpu_kernels(t.cpu_kernels == "aten" ? plan::CPU_KERNELS_ATEN : plan::CPU_KERNELS_FUSED);
+  ts->set_malloc_policy(
+      plan_enum(malloc_policy_from_name(t.malloc_policy), "training.malloc_policy", t.malloc_policy));
+  ts->set_cpu_kernels(plan_enum(cpu_kernels_from_name(t.cpu_kernels), "training.cpu_kernels", t.cpu_kernels));
   p.mutable_data()->set_path(config.data.path);
   p.mutable_data()->set_pack(config.data.pack);
   p.mutable_data()->set_pad(config.data.pad);
@@ -361,10 +361,13 @@ void spec_pass(PlanContext& c) {
   ln->set_sigma(mix.sigma);
   ln->set_max_length(mix.max_length);
   ln->set_seed(mix.seed);
-  p.mutable_data()->set_format(TokenCorpus::resolve_format(config.data.path, config.data.format));
+  const std::string format = TokenCorpus::resolve_format(config.data.path, config.data.format);
+  p.mutable_data()->set_format(plan_enum(data_format_from_name(format), "data.format", format));
   auto* cs = p.mutable_comms();
-  cs->set_backend(config.comms.backend);
-  cs->set_allreduce(config.comms.allreduce);
+  cs->set_backend(
+      plan_enum(comms_backend_from_name(config.comms.backend), "comms.backend", config.comms.backend));
+  cs->set_allreduce(
+      plan_enum(allreduce_kind_from_name(config.comms.allreduce), "comms.allreduce", config.comms.allreduce));
   cs->set_timing_recorder(config.comms.timing_recorder);
   cs->set_timeout_s(config.comms.timeout_s);
   cs->set_recorder_capacity(static_cast<uint32_t>(config.comms.recorder_capacity));

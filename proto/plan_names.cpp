@@ -24,55 +24,28 @@ std::string short_name(const std::string& prefix, const std::string& full) {
 
 }  // namespace
 
-std::optional<plan::Schedule> schedule_from_name(const std::string& name) {
-  return parse<plan::Schedule>("SCHEDULE_", name, plan::Schedule_Parse);
-}
-std::optional<plan::LrDecayStyle> lr_decay_style_from_name(const std::string& name) {
-  return parse<plan::LrDecayStyle>("LR_DECAY_STYLE_", name, plan::LrDecayStyle_Parse);
-}
-std::optional<plan::Optimizer> optimizer_from_name(const std::string& name) {
-  return parse<plan::Optimizer>("OPTIMIZER_", name, plan::Optimizer_Parse);
-}
+// Both directions for one enum of the plan: FROM(name) and name_of(value).
+#define RONDO_PLAN_ENUM_NAMES(Enum, FROM, PREFIX)                                           \
+  std::optional<plan::Enum> FROM(const std::string& name) {                                 \
+    return parse<plan::Enum>(PREFIX, name, plan::Enum##_Parse);                             \
+  }                                                                                         \
+  std::string name_of(plan::Enum value) {                                                   \
+    return plan::Enum##_IsValid(value) ? short_name(PREFIX, plan::Enum##_Name(value)) : ""; \
+  }
 
-std::optional<plan::DelayCorrection> delay_correction_from_name(const std::string& name) {
-  return parse<plan::DelayCorrection>("DELAY_CORRECTION_", name, plan::DelayCorrection_Parse);
-}
+RONDO_PLAN_ENUM_NAMES(Schedule, schedule_from_name, "SCHEDULE_")
+RONDO_PLAN_ENUM_NAMES(LrDecayStyle, lr_decay_style_from_name, "LR_DECAY_STYLE_")
+RONDO_PLAN_ENUM_NAMES(Optimizer, optimizer_from_name, "OPTIMIZER_")
+RONDO_PLAN_ENUM_NAMES(RecomputeGranularity, recompute_granularity_from_name, "RECOMPUTE_")
+RONDO_PLAN_ENUM_NAMES(ChunkBalanceKind, chunk_balance_from_plan_name, "CHUNK_BALANCE_")
+RONDO_PLAN_ENUM_NAMES(DelayCorrection, delay_correction_from_name, "DELAY_CORRECTION_")
+RONDO_PLAN_ENUM_NAMES(Device, device_from_name, "DEVICE_")
+RONDO_PLAN_ENUM_NAMES(DataFormat, data_format_from_name, "DATA_FORMAT_")
+RONDO_PLAN_ENUM_NAMES(CommsBackend, comms_backend_from_name, "COMMS_BACKEND_")
+RONDO_PLAN_ENUM_NAMES(AllreduceKind, allreduce_kind_from_name, "ALLREDUCE_KIND_")
+RONDO_PLAN_ENUM_NAMES(MallocPolicy, malloc_policy_from_name, "MALLOC_POLICY_")
+RONDO_PLAN_ENUM_NAMES(CpuKernels, cpu_kernels_from_name, "CPU_KERNELS_")
 
-std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name) {
-  return parse<plan::RecomputeGranularity>("RECOMPUTE_", name, plan::RecomputeGranularity_Parse);
-}
-
-std::string name_of(plan::Schedule value) {
-  return plan::Schedule_IsValid(value) ? short_name("SCHEDULE_", plan::Schedule_Name(value)) : "";
-}
-std::string name_of(plan::LrDecayStyle value) {
-  return plan::LrDecayStyle_IsValid(value) ? short_name("LR_DECAY_STYLE_", plan::LrDecayStyle_Name(value))
-                                           : "";
-}
-std::string name_of(plan::Optimizer value) {
-  return plan::Optimizer_IsValid(value) ? short_name("OPTIMIZER_", plan::Optimizer_Name(value)) : "";
-}
-
-std::string name_of(plan::DelayCorrection value) {
-  return plan::DelayCorrection_IsValid(value)
-             ? short_name("DELAY_CORRECTION_", plan::DelayCorrection_Name(value))
-             : "";
-}
-
-std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name) {
-  return parse<plan::ChunkBalanceKind>("CHUNK_BALANCE_", name, plan::ChunkBalanceKind_Parse);
-}
-
-std::string name_of(plan::ChunkBalanceKind value) {
-  return plan::ChunkBalanceKind_IsValid(value)
-             ? short_name("CHUNK_BALANCE_", plan::ChunkBalanceKind_Name(value))
-             : "";
-}
-
-std::string name_of(plan::RecomputeGranularity value) {
-  return plan::RecomputeGranularity_IsValid(value)
-             ? short_name("RECOMPUTE_", plan::RecomputeGranularity_Name(value))
-             : "";
-}
+#undef RONDO_PLAN_ENUM_NAMES
 
 }  // namespace rondo

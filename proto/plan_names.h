@@ -19,6 +19,12 @@ std::optional<plan::Optimizer> optimizer_from_name(const std::string& name);
 std::optional<plan::RecomputeGranularity> recompute_granularity_from_name(const std::string& name);
 std::optional<plan::ChunkBalanceKind> chunk_balance_from_plan_name(const std::string& name);
 std::optional<plan::DelayCorrection> delay_correction_from_name(const std::string& name);
+std::optional<plan::Device> device_from_name(const std::string& name);
+std::optional<plan::DataFormat> data_format_from_name(const std::string& name);
+std::optional<plan::CommsBackend> comms_backend_from_name(const std::string& name);
+std::optional<plan::AllreduceKind> allreduce_kind_from_name(const std::string& name);
+std::optional<plan::MallocPolicy> malloc_policy_from_name(const std::string& name);
+std::optional<plan::CpuKernels> cpu_kernels_from_name(const std::string& name);
 
 // "" for UNSPECIFIED or a value this build does not know.
 std::string name_of(plan::Schedule value);
@@ -27,5 +33,11 @@ std::string name_of(plan::Optimizer value);
 std::string name_of(plan::RecomputeGranularity value);
 std::string name_of(plan::ChunkBalanceKind value);
 std::string name_of(plan::DelayCorrection value);
+std::string name_of(plan::Device value);
+std::string name_of(plan::DataFormat value);
+std::string name_of(plan::CommsBackend value);
+std::string name_of(plan::AllreduceKind value);
+std::string name_of(plan::MallocPolicy value);
+std::string name_of(plan::CpuKernels value);
 
 }  // namespace rondo

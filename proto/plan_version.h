@@ -12,12 +12,14 @@
 //   6: chunked training with pipeline parallelism: data.pipeline_chunk_lengths, the schedule's
 //      microbatches being chunks (num_microbatches x chunks per step); data.pad.
 //   7: asynchronous pipelines (asynchronous, delay_correction, Action.ahead).
+//   8: training.device, data.format, comms.backend and comms.allreduce as enums (new field
+//      numbers, the string ones reserved); prediction.device_tflops.
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 7;
+inline constexpr uint32_t kPlanVersion = 8;
 
 }  // namespace rondo

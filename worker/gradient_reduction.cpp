@@ -32,7 +32,7 @@ std::map<const void*, int> stage_of(const GptModel& model) {
 
 GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, TimingRecorder* recorder,
                                      bool host_buffers, std::vector<Source> sources)
-    : dp_(dp), native_(c.allreduce() == "native" || !host_buffers) {
+    : dp_(dp), native_(c.allreduce() == plan::ALLREDUCE_KIND_NATIVE || !host_buffers) {
   if (!c.overlap_grad_reduce() || dp.comm().size() == 1 || sources.empty()) return;
   const auto& first = sources.front().model;
   std::vector<size_t> elements;

@@ -147,10 +147,8 @@ struct Trainer::Impl : StepModel {
         corpus(load_corpus(p.data(), p.model().seq_length() + 1)) {}
 
   static TokenCorpus load_corpus(const plan::DataSpec& data, uint64_t min_tokens) {
-    if (data.format().empty())
-      throw PlanError("plan field data.format is empty (a plan from another rondo?)");
     const auto& ln = data.lognormal();
-    return TokenCorpus::load(data.path(), data.format(), min_tokens,
+    return TokenCorpus::load(data.path(), name_of(data.format()), min_tokens,
                              {ln.documents(), ln.mu(), ln.sigma(), ln.max_length(), ln.seed()});
   }
 
@@ -270,18 +268,7 @@ struct Trainer::Impl : StepModel {
 void Trainer::Impl::setup() {
   const auto& t = plan.training();
   const auto& m = plan.model();
-  // The plan is the contract: a value this worker does not know is an error, never a default.
-  const auto require = [](const std::string& name, int value, const char* field) {
-    if (name.empty()) {
-      throw PlanError("plan field " + std::string(field) + " = " + std::to_string(value) +
-                      " is not one this worker runs (a plan from another rondo?)");
-    }
-  };
-  require(name_of(t.lr_decay_style()), t.lr_decay_style(), "training.lr_decay_style");
-  require(name_of(t.optimizer()), t.optimizer(), "training.optimizer");
-  require(name_of(m.recompute_granularity()), m.recompute_granularity(), "model.recompute_granularity");
   if (const auto& d = plan.data(); d.chunk_size() > 0) {
-    require(name_of(d.chunk_balance()), d.chunk_balance(), "data.chunk_balance");
     if (d.chunks_in_memory() < 1 || (plan.stages_size() != 1 && d.pipeline_chunk_lengths_size() == 0)) {
       throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
                       std::to_string(d.chunks_in_memory()) +
@@ -291,7 +278,7 @@ void Trainer::Impl::setup() {
     chunking = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory()};
   }
   at::set_num_threads(static_cast<int>(t.num_threads()));
-  if (t.device() == "cuda") {
+  if (t.device() == plan::DEVICE_CUDA) {
     if (!torch::cuda::is_available()) {
       throw ConfigError("training.device", "cuda requested but this LibTorch has no usable GPU");
     }
