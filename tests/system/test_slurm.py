@@ -59,6 +59,7 @@ def job_field(job, name):
     return m.group(1) if m else None
 
 
+job = run_dir = None
 try:
     slurm_up()
     ctx.check("idle" in slurm("sinfo", "-h", "-o", "%T"), "slurm-local up: the node is idle")
@@ -86,7 +87,9 @@ try:
     stopped_at = max(r["step"] for r in rows(run_dir))
     ctx.check(stopped_at < 1000, f"the first run stopped early, at step {stopped_at}")
     slurm("scontrol", "update", f"JobId={job}", "StartTime=now")
-    wait_for(lambda: job_field(job, "JobState") == "COMPLETED", 300, "the requeued job to complete")
+    wait_for(lambda: job_field(job, "JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"),
+             300, "the requeued job to end")
+    ctx.check(job_field(job, "JobState") == "COMPLETED", f"the requeued job completed ({job_field(job, 'JobState')})")
     with open(os.path.join(run_dir, f"slurm-{job}.out")) as f:
         out = f.read()
     ctx.check("USR1: checkpointing, then requeueing" in out, "the batch script took USR1")
@@ -98,6 +101,19 @@ try:
     worst = max(abs(a[s] - b[s]) for s in a)
     print(f"largest loss difference against the uninterrupted mpirun run: {worst:.3e}")
     ctx.check(worst == 0.0, f"the loss trajectory equals the uninterrupted run's (worst {worst:.3e})")
+except BaseException:
+    # What Slurm knew, for whoever reads the failure.
+    print(slurm("scontrol", "show", "job", check=False) if "SLURM_CONF" in env else "no Slurm")
+    logs = [f"{slurm_dir}/log/slurmctld.log", f"{slurm_dir}/log/slurmd.log"]
+    if job:
+        logs.insert(0, os.path.join(run_dir, f"slurm-{job}.out"))
+    for name in logs:
+        try:
+            with open(name) as f:
+                print(f"--- last lines of {name}:\n" + "".join(f.readlines()[-40:]))
+        except OSError:
+            pass
+    raise
 finally:
     slurm_local("down")
 ctx.finish()
