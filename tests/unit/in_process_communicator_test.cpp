@@ -1,0 +1,117 @@
+// InProcessCommunicator: ranks as threads. rondo's collectives run over it as over MPI, splits
+// make sub-communicators, and a receive nobody answers times out naming its peer.
+#include <gtest/gtest.h>
+
+#include <exception>
+#include <functional>
+#include <thread>
+
+#include "common/errors.h"
+#include "comms/collectives.h"
+#include "comms/in_process_communicator.h"
+#include "comms/timing_recorder.h"
+
+namespace rondo {
+namespace {
+
+// Runs fn(rank's communicator) on one thread per rank; rethrows the first failure.
+void run_ranks(int n, const std::function<void(Communicator&)>& fn) {
+  auto world = InProcessCommunicator::create_world(n);
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        fn(*world[static_cast<size_t>(r)]);
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+TEST(InProcessCommunicator, RondosRingCollectivesRunOverIt) {
+  run_ranks(4, [](Communicator& comm) {
+    TimingRecorder recorder(16);
+    Collectives coll(comm, &recorder);
+    const int r = comm.rank();
+    std::vector<float> v(10);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(r * 100 + static_cast<int>(i));
+    coll.allreduce(v.data(), v.size(), DType::kFloat32, ReduceOp::kSum);
+    for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], static_cast<float>(600 + 4 * static_cast<int>(i)));
+    std::vector<int32_t> mine = {r, r * r}, all(8);
+    coll.allgather(mine.data(), all.data(), 2, DType::kInt32);
+    EXPECT_EQ(all, (std::vector<int32_t>{0, 0, 1, 1, 2, 4, 3, 9}));
+    double b = r == 2 ? 3.25 : 0.0;
+    coll.broadcast(&b, 1, DType::kFloat64, 2);
+    EXPECT_EQ(b, 3.25);
+    coll.barrier();
+    // The ring's exchanges are timed per connection: to the next rank, from the previous.
+    const auto first = recorder.snapshot().front();
+    ASSERT_FALSE(first.connections.empty());
+    EXPECT_EQ(first.connections.front().send_peer, (r + 1) % 4);
+    EXPECT_EQ(first.connections.front().recv_peer, (r + 3) % 4);
+  });
+}
+
+TEST(InProcessCommunicator, NativeCollectivesAndSplits) {
+  run_ranks(4, [](Communicator& comm) {
+    const int r = comm.rank();
+    double x = r;
+    comm.native_allreduce(&x, 1, DType::kFloat64, ReduceOp::kMax);
+    EXPECT_EQ(x, 3.0);
+    std::vector<int64_t> out(4), in = {r * 10 + 0, r * 10 + 1, r * 10 + 2, r * 10 + 3};
+    comm.native_alltoall(in.data(), out.data(), sizeof(int64_t));
+    EXPECT_EQ(out, (std::vector<int64_t>{r, 10 + r, 20 + r, 30 + r}));
+    // Two data-parallel groups, {0, 2} and {1, 3}: every rank takes part in both splits.
+    std::unique_ptr<Communicator> mine;
+    for (const auto& group : {std::vector<int>{0, 2}, std::vector<int>{1, 3}}) {
+      if (auto sub = comm.split(group)) mine = std::move(sub);
+    }
+    ASSERT_NE(mine, nullptr);
+    EXPECT_EQ(mine->size(), 2);
+    EXPECT_EQ(mine->rank(), r / 2);
+    int64_t sum = r;
+    Collectives(*mine, nullptr).allreduce(&sum, 1, DType::kInt64, ReduceOp::kSum);
+    EXPECT_EQ(sum, r % 2 == 0 ? 0 + 2 : 1 + 3);
+    comm.native_barrier();
+  });
+}
+
+TEST(InProcessCommunicator, NonBlockingReceivesCompleteWhenTheMessageArrives) {
+  run_ranks(2, [](Communicator& comm) {
+    int value = -1;
+    if (comm.rank() == 1) {
+      auto req = comm.irecv(&value, sizeof(value), 0, 5);
+      int go = 1;
+      comm.send(&go, sizeof(go), 0, 6);  // rank 0 sends only after this
+      req->wait(std::chrono::seconds(10));
+      EXPECT_EQ(value, 42);
+    } else {
+      int go = 0;
+      comm.recv(&go, sizeof(go), 1, 6);
+      value = 42;
+      comm.isend(&value, sizeof(value), 1, 5)->wait(std::chrono::seconds(10));
+    }
+  });
+}
+
+TEST(InProcessCommunicator, AReceiveNobodyAnswersTimesOutNamingItsPeer) {
+  auto world = InProcessCommunicator::create_world(2);
+  world[0]->set_timeout(std::chrono::milliseconds(50));
+  int x = 0;
+  try {
+    world[0]->recv(&x, sizeof(x), 1, 0);
+    FAIL() << "no timeout";
+  } catch (const TimeoutError& e) {
+    EXPECT_EQ(e.peer(), 1);
+    EXPECT_NE(std::string(e.what()).find("in-process recv"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(world[0]->send(&x, sizeof(x), 2, 0), CommError);
+}
+
+}  // namespace
+}  // namespace rondo
