@@ -1,0 +1,189 @@
+// The stage executor without MPI: the ranks of a plan as threads over an InProcessCommunicator,
+// the model a fake whose layers are scalar weights. Every synchronous schedule runs each rank's
+// forwards and backwards in its plan's order, and every one computes the same loss and the same
+// gradients as the single-stage run of the same batch (the property the system tests check with
+// the real GPT, here in milliseconds).
+#include <gtest/gtest.h>
+
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "common/errors.h"
+#include "comms/in_process_communicator.h"
+#include "orchestrator/config.h"
+#include "orchestrator/plan_builder.h"
+#include "pipeline/exec/stage_executor.h"
+#include "pipeline/pipeline_schedule.h"
+
+namespace rondo {
+namespace {
+
+constexpr int kLayers = 4, kMicroBatch = 2, kSeq = 3, kHidden = 8, kVocab = 5;
+
+// "F1.3": stage 1's forward of microbatch 3; "B1": a backward (B or I) of stage 1.
+std::string call(char kind, int stage, int microbatch = -1) {
+  std::string out(1, kind);
+  out += std::to_string(stage);
+  if (microbatch >= 0) {
+    out += '.';
+    out += std::to_string(microbatch);
+  }
+  return out;
+}
+
+// One weight per layer: a stage multiplies its input by its layers' weights. The first stage
+// turns token ids into [mb, seq, hidden]; the last one's loss pairs its output with the targets
+// of the microbatch it is told it computes, so an activation handed to the wrong microbatch
+// changes the loss and the gradients.
+class FakeModel : public StepModel {
+ public:
+  explicit FakeModel(const plan::Plan& plan, int rank) : plan_(plan) {
+    for (uint32_t s : plan.ranks(rank).stages()) {
+      const auto& st = plan.stages(static_cast<int>(s));
+      for (uint32_t l = st.first_layer(); l < st.first_layer() + st.num_layers(); ++l) {
+        weights[static_cast<int>(l)] = torch::full({}, 1.0 + 0.1 * l, torch::requires_grad());
+      }
+    }
+  }
+
+  torch::Tensor tokens(int microbatch) override {
+    // Sample-dependent ids: microbatch m's rows are its first samples in the global batch.
+    return torch::arange(kSeq + 1, torch::kLong).repeat({kMicroBatch, 1}) + 3 * (microbatch + 1);
+  }
+  torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
+    calls.push_back(call('F', stage, microbatch));
+    const auto& st = plan_.stages(stage);
+    auto x =
+        st.has_embedding() ? input.to(torch::kFloat32).unsqueeze(-1).expand({-1, -1, kHidden}) * 0.1 : input;
+    for (uint32_t l = st.first_layer(); l < st.first_layer() + st.num_layers(); ++l)
+      x = x * weights.at(static_cast<int>(l));
+    if (st.has_lm_head()) x = x.mean(-1, true).expand({-1, -1, kVocab});
+    return x;
+  }
+  torch::Tensor loss(int, const torch::Tensor& logits, const torch::Tensor& targets) override {
+    return (logits.select(-1, 0) * targets.to(torch::kFloat32)).mean();
+  }
+  void before_backward(int stage, bool) override { calls.push_back(call('B', stage)); }
+  void reduce_gradients() override { calls.push_back("ALLREDUCE"); }
+  void optimizer_step(const StepTimes&) override { calls.push_back("OPTIM"); }
+
+  std::map<int, torch::Tensor> weights;  // layer -> weight
+  std::vector<std::string> calls;
+
+ private:
+  const plan::Plan& plan_;
+};
+
+struct RunResult {
+  double loss = 0;                              // the step's mean loss (scaled microbatch losses, summed)
+  std::map<int, double> gradients;              // layer -> gradient of its weight
+  std::vector<std::vector<std::string>> calls;  // per rank
+};
+
+RunResult run_step(const plan::Plan& plan) {
+  const int n = static_cast<int>(plan.mesh().world_size());
+  auto world = InProcessCommunicator::create_world(n);
+  RunResult out;
+  out.calls.resize(static_cast<size_t>(n));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
+        FakeModel model(plan, r);
+        StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
+        const auto times = executor.run_step(model);
+        std::lock_guard lock(mu);
+        out.loss += times.loss_sum * executor.loss_scale();
+        for (const auto& [layer, w] : model.weights) out.gradients[layer] = w.grad().item<double>();
+        out.calls[static_cast<size_t>(r)] = model.calls;
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+plan::Plan plan_for(const std::string& schedule, int pp) {
+  std::vector<std::string> sets = {"model.num_layers=" + std::to_string(kLayers),
+                                   "model.hidden_size=" + std::to_string(kHidden),
+                                   "model.num_attention_heads=2",
+                                   "model.ffn_hidden_size=16",
+                                   "model.seq_length=" + std::to_string(kSeq),
+                                   "training.micro_batch_size=" + std::to_string(kMicroBatch),
+                                   "training.global_batch_size=8",
+                                   "parallel.world_size=" + std::to_string(pp),
+                                   "parallel.pipeline_model_parallel_size=" + std::to_string(pp),
+                                   "pipeline.schedule=" + schedule};
+  if (schedule == "interleaved_1f1b" || schedule == "looped_bfs")
+    sets.push_back("parallel.virtual_pipeline_model_parallel_size=2");
+  return build_plan(parse_config("", "t", sets));
+}
+
+// What the plan orders a rank to compute: its F actions ("F{stage}.{microbatch}") and its B and
+// I actions ("B{stage}"), in plan order, with ALLREDUCE and OPTIM.
+std::vector<std::string> planned_calls(const plan::Plan& plan, int rank) {
+  std::vector<std::string> out;
+  for (const auto& a : plan.ranks(rank).actions()) {
+    switch (a.kind()) {
+      case plan::ACTION_F:
+        out.push_back(call('F', static_cast<int>(a.stage()), static_cast<int>(a.microbatch())));
+        break;
+      case plan::ACTION_B:
+      case plan::ACTION_I:
+        out.push_back(call('B', static_cast<int>(a.stage())));
+        break;
+      case plan::ACTION_ALLREDUCE:
+        out.push_back("ALLREDUCE");
+        break;
+      case plan::ACTION_OPTIM:
+        out.push_back("OPTIM");
+        break;
+      default:
+        break;
+    }
+  }
+  return out;
+}
+
+TEST(StageExecutor, EverySynchronousScheduleRunsThePlansOrderAndEqualsOneStage) {
+  const auto reference = run_step(plan_for("1f1b", 1));
+  ASSERT_EQ(reference.gradients.size(), static_cast<size_t>(kLayers));
+  for (const auto& name : schedule_names()) {
+    if (name == "roundpipe") continue;  // stateless workers: node-shared memory, tested end to end
+    SCOPED_TRACE(name);
+    const auto plan = plan_for(name, 2);
+    const auto result = run_step(plan);
+    for (int r = 0; r < 2; ++r)
+      EXPECT_EQ(result.calls[static_cast<size_t>(r)], planned_calls(plan, r)) << "rank " << r;
+    EXPECT_NEAR(result.loss, reference.loss, 1e-6 * std::abs(reference.loss));
+    ASSERT_EQ(result.gradients.size(), static_cast<size_t>(kLayers));
+    for (const auto& [layer, g] : reference.gradients)
+      EXPECT_NEAR(result.gradients.at(layer), g, 1e-5 * std::abs(g)) << "layer " << layer;
+  }
+}
+
+TEST(StageExecutor, ATransferNobodySendsTimesOutNamingThePeer) {
+  const auto plan = plan_for("1f1b", 2);
+  auto world = InProcessCommunicator::create_world(2);
+  world[1]->set_timeout(std::chrono::milliseconds(100));
+  FakeModel model(plan, 1);
+  StageExecutor executor(plan, 1, *world[1], nullptr);  // rank 0 never runs: its activations never come
+  try {
+    executor.run_step(model);
+    FAIL() << "no timeout";
+  } catch (const TimeoutError& e) {
+    EXPECT_EQ(e.peer(), 0) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace rondo
