@@ -308,9 +308,17 @@ nlohmann::json JobState::to_json() const {
   j["uptime_s"] = std::chrono::duration<double>(std::chrono::system_clock::now() - started_).count();
   auto& refused = j["refused_calls"] = nlohmann::json::object();
   for (const auto& [reason, n] : refused_) refused[reason] = n;
-
   j["progress"] = progress_locked();
-  auto& series = j["series"];
+  j["series"] = series_locked();
+  j["ranks"] = ranks_locked();
+  j["step_time_heatmap"] = step_time_heatmap_locked();
+  j["collective_matrix"] = collective_matrix_locked();
+  j["events"] = events_;
+  return j;
+}
+
+nlohmann::json JobState::series_locked() const {
+  nlohmann::json series;
   series["step"] = nlohmann::json::array();
   series["loss"] = nlohmann::json::array();
   series["tokens_per_s"] = nlohmann::json::array();
@@ -323,14 +331,11 @@ nlohmann::json JobState::to_json() const {
     series["loss"].push_back(it->second.loss);
     series["tokens_per_s"].push_back(smoothed_tokens_per_s(it));
   }
+  return series;
+}
 
-  auto& ranks = j["ranks"] = nlohmann::json::array();
-  int64_t first = INT64_MAX, last = 0;
-  for (const auto& r : ranks_) {
-    if (r.step_times.empty()) continue;
-    first = std::min(first, r.step_times_first);
-    last = std::max(last, r.step_times_first + static_cast<int64_t>(r.step_times.size()) - 1);
-  }
+nlohmann::json JobState::ranks_locked() const {
+  auto ranks = nlohmann::json::array();
   const auto now = Clock::now();
   for (int k = 0; k < world_size_; ++k) {
     const auto& r = ranks_[static_cast<size_t>(k)];
@@ -344,39 +349,48 @@ nlohmann::json JobState::to_json() const {
     if (r.last_report) e["last_report"] = message_json(*r.last_report);
     ranks.push_back(std::move(e));
   }
-  // The heatmap: ranks x the last steps' times (null: not reported). Only for worlds a page can draw.
-  auto& heat = j["step_time_heatmap"];
+  return ranks;
+}
+
+// Ranks x the last steps' times (null: not reported). Only for worlds a page can draw.
+nlohmann::json JobState::step_time_heatmap_locked() const {
+  int64_t first = INT64_MAX, last = 0;
+  for (const auto& r : ranks_) {
+    if (r.step_times.empty()) continue;
+    first = std::min(first, r.step_times_first);
+    last = std::max(last, r.step_times_first + static_cast<int64_t>(r.step_times.size()) - 1);
+  }
+  nlohmann::json heat;
   heat["first_step"] = first == INT64_MAX ? 0 : first;
   heat["rows"] = nlohmann::json::array();
-  if (world_size_ <= 256 && first != INT64_MAX) {
-    if (last - first + 1 > static_cast<int64_t>(kStepTimeWindow)) first = last - kStepTimeWindow + 1;
-    heat["first_step"] = first;
-    for (const auto& r : ranks_) {
-      nlohmann::json row = nlohmann::json::array();
-      for (int64_t s = first; s <= last; ++s) {
-        const int64_t idx = s - r.step_times_first;
-        if (idx < 0 || idx >= static_cast<int64_t>(r.step_times.size()) ||
-            std::isnan(r.step_times[static_cast<size_t>(idx)]))
-          row.push_back(nullptr);
-        else
-          row.push_back(r.step_times[static_cast<size_t>(idx)]);
-      }
-      heat["rows"].push_back(std::move(row));
+  if (world_size_ > 256 || first == INT64_MAX) return heat;
+  if (last - first + 1 > static_cast<int64_t>(kStepTimeWindow)) first = last - kStepTimeWindow + 1;
+  heat["first_step"] = first;
+  for (const auto& r : ranks_) {
+    nlohmann::json row = nlohmann::json::array();
+    for (int64_t s = first; s <= last; ++s) {
+      const int64_t idx = s - r.step_times_first;
+      if (idx < 0 || idx >= static_cast<int64_t>(r.step_times.size()) ||
+          std::isnan(r.step_times[static_cast<size_t>(idx)]))
+        row.push_back(nullptr);
+      else
+        row.push_back(r.step_times[static_cast<size_t>(idx)]);
     }
+    heat["rows"].push_back(std::move(row));
   }
-  // The rank x rank matrix of the latest step's time on each connection, summed over ops.
-  auto& matrix = j["collective_matrix"] = nlohmann::json::array();
-  if (world_size_ <= 256) {
-    std::vector<std::vector<double>> m(static_cast<size_t>(world_size_),
-                                       std::vector<double>(static_cast<size_t>(world_size_), 0.0));
-    for (const auto& [key, link] : links_) {
-      const auto& [op, src, dst] = key;
-      if (dst < world_size_) m[static_cast<size_t>(src)][static_cast<size_t>(dst)] += link.seconds;
-    }
-    matrix = m;
+  return heat;
+}
+
+// The latest step's time on each connection, summed over ops.
+nlohmann::json JobState::collective_matrix_locked() const {
+  if (world_size_ > 256) return nlohmann::json::array();
+  std::vector<std::vector<double>> m(static_cast<size_t>(world_size_),
+                                     std::vector<double>(static_cast<size_t>(world_size_), 0.0));
+  for (const auto& [key, link] : links_) {
+    const auto& [op, src, dst] = key;
+    if (dst < world_size_) m[static_cast<size_t>(src)][static_cast<size_t>(dst)] += link.seconds;
   }
-  j["events"] = events_;
-  return j;
+  return m;
 }
 
 std::string JobState::prometheus() const {

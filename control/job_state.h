@@ -103,6 +103,12 @@ class JobState {
   // (where it waits moves), the period between step ends does not.
   static constexpr int kSmoothingSteps = 10;
   nlohmann::json progress_locked() const;
+  // Parts of to_json(), with mu_ held: the loss and throughput series, each rank's entry, the
+  // ranks x steps heatmap of step times, the rank x rank matrix of the latest collective times.
+  nlohmann::json series_locked() const;
+  nlohmann::json ranks_locked() const;
+  nlohmann::json step_time_heatmap_locked() const;
+  nlohmann::json collective_matrix_locked() const;
   double smoothed_tokens_per_s(std::map<int64_t, StepPoint>::const_iterator it) const;
   struct Link {
     double seconds = 0;  // in the latest step that used it

@@ -12,6 +12,7 @@
 #include "common/atomic_file.h"
 #include "common/errors.h"
 #include "data/token_corpus.h"
+#include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 
 namespace rondo {
@@ -28,6 +29,7 @@ int64_t ParallelConfig::data_parallel_size() const {
 
 const std::vector<ConfigKey>& config_schema() {
   static const std::vector<ConfigKey> schema = {
+      RONDO_KEY(model, family, "model family: gpt (learned positions, pre-LN blocks, GELU MLP, untied head)"),
       RONDO_KEY(model, num_layers, "transformer blocks"),
       RONDO_KEY(model, hidden_size, "model width"),
       RONDO_KEY(model, num_attention_heads, "attention heads; must divide hidden_size"),
@@ -117,8 +119,9 @@ const std::vector<ConfigKey>& config_schema() {
                 "1f1b (PipeDream-2BW) or roundpipe: no flush between steps; step t computes on the weights "
                 "before step t-1's update (one-step delay), its optimizer step overlaps step t+1"),
       RONDO_KEY(pipeline, delay_correction,
-                "pipeline.async: none | error_feedback (Zmushko et al. 2026) | weight_prediction (the "
-                "classic baseline: compute on the weights extrapolated by the last update)"),
+                "pipeline.async: none | error_feedback (Zmushko et al. 2026) | weight_prediction (compute on "
+                "the weights extrapolated by the last update: error_feedback's compute points) | "
+                "velocity_prediction (PipeMare/SpecTrain: extrapolated along the updates' moving average)"),
       RONDO_KEY(pipeline, device_tflops, "sustained TFLOP/s of one device (step-time prediction)"),
       RONDO_KEY(pipeline, p2p_latency_s, "latency of a transfer between pipeline ranks"),
       RONDO_KEY(pipeline, p2p_bandwidth_gbps, "bandwidth between pipeline ranks, GB/s"),
@@ -299,7 +302,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(text, path, overrides);
 }
 
-void validate(const Config& c) {
+namespace {
+
+void validate_model(const Config& c) {
   const auto& m = c.model;
   require(m.num_layers >= 1, "model.num_layers", "must be >= 1, got " + str(m.num_layers));
   require(m.hidden_size >= 1, "model.hidden_size", "must be >= 1, got " + str(m.hidden_size));
@@ -311,7 +316,13 @@ void validate(const Config& c) {
   require(m.vocab_size >= 256, "model.vocab_size",
           "must be >= 256 for the byte-level tokenizer, got " + str(m.vocab_size));
   require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
+  require_one_of(m.family, planned_model_families(), "model.family");
+  require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
+}
 
+// The mesh, and how the pipeline's stages cut the model.
+void validate_parallel(const Config& c) {
+  const auto& m = c.model;
   const auto& p = c.parallel;
   require(p.world_size >= 1, "parallel.world_size", "must be >= 1, got " + str(p.world_size));
   for (auto [key, value] :
@@ -353,7 +364,11 @@ void validate(const Config& c) {
   }
   require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
           "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
+}
 
+void validate_training(const Config& c) {
+  const auto& m = c.model;
+  const int64_t dp = c.parallel.data_parallel_size(), pp = c.parallel.pipeline_model_parallel_size;
   const auto& t = c.training;
   require(t.micro_batch_size >= 1, "training.micro_batch_size",
           "must be >= 1, got " + str(t.micro_batch_size));
@@ -367,7 +382,6 @@ void validate(const Config& c) {
   require(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", "must lie in [0, training.lr]");
   require(t.lr_warmup_iters >= 0 && t.lr_warmup_iters <= t.train_iters, "training.lr_warmup_iters",
           "must lie in [0, training.train_iters]");
-  require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
   require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
   require_one_of(t.optimizer, {"adamw", "sgd", "muon"}, "training.optimizer");
   require(t.optimizer != "muon" || c.pipeline.schedule != "roundpipe" || pp == 1, "training.optimizer",
@@ -389,7 +403,11 @@ void validate(const Config& c) {
   require(!stateless || m.recompute_granularity != "full", "model.recompute_granularity",
           "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
           "use none or selective");
+}
 
+void validate_data(const Config& c) {
+  const auto& m = c.model;
+  const int64_t pp = c.parallel.pipeline_model_parallel_size;
   require_one_of(c.data.format, {"auto", "text", "jsonl", "indexed", "lognormal"}, "data.format");
   const std::string format = TokenCorpus::resolve_format(c.data.path, c.data.format);
   require(c.data.lognormal_seed >= 0, "data.lognormal_seed", "must be >= 0");
@@ -428,6 +446,10 @@ void validate(const Config& c) {
     require(!c.training.emulate_compute, "data.chunk_size",
             "chunked pipeline training computes for real; set training.emulate_compute=false");
   }
+}
+
+void validate_checkpoint_and_pipeline(const Config& c) {
+  const int64_t pp = c.parallel.pipeline_model_parallel_size;
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
   require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
   require_one_of(c.pipeline.schedule, schedule_names(), "pipeline.schedule");
@@ -437,7 +459,8 @@ void validate(const Config& c) {
   require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
   require_one_of(c.pipeline.roundpipe_dispatch, {"rounds", "earliest_free"}, "pipeline.roundpipe_dispatch");
   require(c.pipeline.h2d_bandwidth_gbps > 0, "pipeline.h2d_bandwidth_gbps", "must be > 0");
-  require_one_of(c.pipeline.delay_correction, {"none", "error_feedback", "weight_prediction"},
+  require_one_of(c.pipeline.delay_correction,
+                 {"none", "error_feedback", "weight_prediction", "velocity_prediction"},
                  "pipeline.delay_correction");
   require(c.pipeline.delay_correction == "none" || c.pipeline.async, "pipeline.delay_correction",
           "corrects the one-step weight delay of pipeline.async=true; set it or leave the correction none");
@@ -453,6 +476,10 @@ void validate(const Config& c) {
     require(c.data.chunk_size == 0, "pipeline.async",
             "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
   }
+}
+
+void validate_comms_and_launch(const Config& c) {
+  const auto& t = c.training;
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");
@@ -472,6 +499,17 @@ void validate(const Config& c) {
           "must exceed two heartbeat intervals (launch.heartbeat_interval_s)");
   require(c.launch.dashboard_port >= 0 && c.launch.dashboard_port < 65536, "launch.dashboard_port",
           "must be a TCP port, or 0 for no dashboard");
+}
+
+}  // namespace
+
+void validate(const Config& c) {
+  validate_model(c);
+  validate_parallel(c);
+  validate_training(c);
+  validate_data(c);
+  validate_checkpoint_and_pipeline(c);
+  validate_comms_and_launch(c);
 }
 
 std::string schema_markdown() {

@@ -14,6 +14,7 @@
 namespace rondo {
 
 struct ModelConfig {
+  std::string family = "gpt";  // a registered model family (worker/model_family.h)
   int64_t num_layers = 4;
   int64_t hidden_size = 128;
   int64_t num_attention_heads = 4;
@@ -100,7 +101,7 @@ struct PipelineConfig {
   double h2d_bandwidth_gbps = 25.0;           // a stateless worker's host link (weights in, gradients out)
   // Asynchronous pipeline (PipeDream-2BW): no flush between steps, one-step weight delay.
   bool async = false;
-  std::string delay_correction = "none";  // none | error_feedback | weight_prediction
+  std::string delay_correction = "none";  // none | error_feedback | weight_prediction | velocity_prediction
 };
 
 struct CommsConfig {

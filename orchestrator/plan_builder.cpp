@@ -90,23 +90,16 @@ struct ModelStages {
 
 ModelStages roundpipe_layout(const Config& config, int pp) {
   const int blocks = static_cast<int>(config.model.num_layers);
-  std::vector<StageLayers> model_layers;
-  model_layers.push_back({0, 0, 0, true, false});
-  for (int l = 0; l < blocks; ++l) model_layers.push_back({l + 1, l, 1, false, false});
-  model_layers.push_back({blocks + 1, blocks, 0, false, true});
   ModelStages out;
-  out.layer_seconds = predicted_stage_costs(config, model_layers).f;
+  out.layer_seconds = predicted_stage_costs(config, model_atoms(blocks)).f;
   const auto part = roundpipe_partition(out.layer_seconds, pp);
-  const int n = blocks + 2;
-  const auto slice = [&](int index, int a, int b) {  // model layers [a, b) -> blocks [a-1, b-1)
-    const int first = std::clamp(a, 1, blocks + 1) - 1, last = std::clamp(b, 1, blocks + 1) - 1;
-    return StageLayers{index, first, last - first, a == 0 && b > 0, a < n && b == n};
-  };
   for (size_t s = 0; s + 1 < part.forward_bounds.size(); ++s) {
-    out.forward.push_back(slice(static_cast<int>(s), part.forward_bounds[s], part.forward_bounds[s + 1]));
+    out.forward.push_back(
+        stage_of_atoms(static_cast<int>(s), part.forward_bounds[s], part.forward_bounds[s + 1], blocks));
   }
   for (size_t k = 0; k + 1 < part.backward_bounds.size(); ++k) {
-    out.backward.push_back(slice(static_cast<int>(k), part.backward_bounds[k + 1], part.backward_bounds[k]));
+    out.backward.push_back(
+        stage_of_atoms(static_cast<int>(k), part.backward_bounds[k + 1], part.backward_bounds[k], blocks));
   }
   return out;
 }
@@ -176,10 +169,10 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
     const double bytes_per_param = 4.0 / static_cast<double>(config.parallel.tensor_model_parallel_size);
     req.costs.host_bandwidth = config.pipeline.h2d_bandwidth_gbps * 1e9;
     for (const auto& st : stages.forward) {
-      req.costs.forward_weight_bytes.push_back(bytes_per_param * stage_parameters(config.model, st));
+      req.costs.forward_weight_bytes.push_back(bytes_per_param * cost_model(config).parameters(st));
     }
     for (const auto& st : stages.backward) {
-      req.costs.backward_weight_bytes.push_back(bytes_per_param * stage_parameters(config.model, st));
+      req.costs.backward_weight_bytes.push_back(bytes_per_param * cost_model(config).parameters(st));
     }
     // The executor repeats one window per step: predict the periodic stream it runs.
     return req.async ? periodic_async_stream(generate_schedule(req), kAsyncStreamIterations)
@@ -309,6 +302,7 @@ void spec_pass(PlanContext& c) {
   const auto& mc = config.model;
   const auto& t = config.training;
   auto* model = p.mutable_model();
+  model->set_family(mc.family);
   model->set_num_layers(static_cast<uint32_t>(mc.num_layers));
   model->set_hidden_size(static_cast<uint32_t>(mc.hidden_size));
   model->set_num_attention_heads(static_cast<uint32_t>(mc.num_attention_heads));
@@ -636,6 +630,7 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["pipeline_chunk_lengths"] = std::vector<int64_t>(p.data().pipeline_chunk_lengths().begin(),
                                                      p.data().pipeline_chunk_lengths().end());
   j["schedule"] = name_of(p.schedule());
+  j["model_family"] = p.model().family();
   j["recompute_granularity"] = name_of(p.model().recompute_granularity());
   j["parameters"] = count_parameters(p.model());
   j["tokens_per_step"] = static_cast<int64_t>(p.training().global_batch_size()) * p.model().seq_length();

@@ -1,16 +1,15 @@
 // Step-time and memory prediction of a plan before anything runs: the config's model becomes
-// per-stage op durations (FLOPs of attention, MLP, embedding and LM head at
-// pipeline.device_tflops; backward twice the forward, half of it weight-gradient, plus the
-// recomputation of model.recompute_granularity), the schedule
-// is simulated with point-to-point transfers of one microbatch's boundary activation, and each
+// per-stage op durations (parallelism/cost_model.h at pipeline.device_tflops), the schedule is
+// simulated with point-to-point transfers of one microbatch's boundary activation, and each
 // pipeline rank's peak memory is its weights, gradients and AdamW state plus its peak in-flight
-// activations (Korthikanti et al.'s per-layer activation size, float32).
+// activations.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "orchestrator/config.h"
+#include "parallelism/cost_model.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/stage_costs.h"
 
@@ -33,11 +32,8 @@ struct StepPrediction {
   StageCosts costs;                   // the op durations simulated (seconds)
 };
 
-// Forward FLOPs of one microbatch through each stage of `stages` (embedding and LM head included).
-std::vector<double> stage_forward_flops(const Config& config, const std::vector<StageLayers>& stages);
-
-// Parameters of one stage: its blocks, and the embedding or LM head (with the final norm) it holds.
-double stage_parameters(const ModelConfig& model, const StageLayers& stage);
+// The cost model of the config's model, micro-batch, recomputation and device (tp * cp per stage).
+CostModel cost_model(const Config& config);
 
 // Seconds of each op of each stage at pipeline.device_tflops, and the p2p link of the config.
 StageCosts predicted_stage_costs(const Config& config, const std::vector<StageLayers>& stages);

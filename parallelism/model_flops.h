@@ -1,4 +1,4 @@
-// Forward FLOPs of rondo's GPT (worker/gpt_model.h), the one formula the planner's step
+// Forward FLOPs of rondo's GPT (worker/gpt_family.h), the one formula the planner's step
 // prediction and the chunk balancer share. Attention is counted as the implementation computes
 // it: the whole masked rectangle of queries x keys (a causal mask saves nothing there). A
 // backward costs twice the forward.

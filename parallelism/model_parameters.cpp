@@ -2,6 +2,11 @@
 
 namespace rondo {
 
+const std::vector<std::string>& planned_model_families() {
+  static const std::vector<std::string> families{"gpt"};
+  return families;
+}
+
 int64_t block_parameters(const GptDims& d) {
   const int64_t h = d.hidden_size, f = d.ffn_hidden_size;
   const int64_t attention = h * 3 * h + 3 * h + h * h + h;  // QKV and output projection

@@ -83,6 +83,15 @@ struct StageLayers {
 // config validator guarantees divisibility); stage 0 holds the embedding, the last the LM head.
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp);
 
+// The model as RoundPipe cuts it: one "atom" per indivisible piece, indexed 0 (the embedding),
+// 1..num_layers (the blocks), num_layers + 1 (the final norm and LM head). Its partitions are
+// ranges of atoms, and a stateless worker holds the model as these stages.
+std::vector<StageLayers> model_atoms(int num_layers);
+// The atoms [first, end) a stage holds, in a model of `num_layers` blocks.
+std::pair<int, int> atoms_of(const StageLayers& stage, int num_layers);
+// The stage `index` made of atoms [first, end).
+StageLayers stage_of_atoms(int index, int first, int end, int num_layers);
+
 struct ScheduleRequest {
   std::string name;  // one of schedule_names()
   int pp = 1;

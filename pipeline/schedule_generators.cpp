@@ -74,6 +74,27 @@ std::vector<int> PipelineSchedule::stage_ranks() const {
   return out;
 }
 
+std::vector<StageLayers> model_atoms(int num_layers) {
+  std::vector<StageLayers> atoms{{0, 0, 0, true, false}};
+  for (int l = 0; l < num_layers; ++l) atoms.push_back({l + 1, l, 1, false, false});
+  atoms.push_back({num_layers + 1, num_layers, 0, false, true});
+  return atoms;
+}
+
+std::pair<int, int> atoms_of(const StageLayers& st, int num_layers) {
+  const int first = st.has_embedding ? 0 : st.first_layer + 1;
+  const int end = st.has_lm_head ? num_layers + 2 : st.first_layer + st.num_layers + 1;
+  return {first, end};
+}
+
+StageLayers stage_of_atoms(int index, int first, int end, int num_layers) {
+  // Atoms [first, end) hold blocks [first - 1, end - 1), clamped to the model's.
+  const int first_block = std::clamp(first, 1, num_layers + 1) - 1,
+            end_block = std::clamp(end, 1, num_layers + 1) - 1;
+  return {index, first_block, end_block - first_block, first == 0 && end > 0,
+          first < num_layers + 2 && end == num_layers + 2};
+}
+
 std::vector<StageLayers> partition_layers_evenly(int num_layers, int pp, int vpp) {
   const int stages = pp * vpp;
   if (stages < 1 || num_layers % stages != 0) {

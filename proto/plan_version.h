@@ -14,12 +14,14 @@
 //   7: asynchronous pipelines (asynchronous, delay_correction, Action.ahead).
 //   8: training.device, data.format, comms.backend and comms.allreduce as enums (new field
 //      numbers, the string ones reserved); prediction.device_tflops.
+//   9: model.family (the worker builds the model from that family's registered parts);
+//      delay_correction velocity_prediction.
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 8;
+inline constexpr uint32_t kPlanVersion = 9;
 
 }  // namespace rondo

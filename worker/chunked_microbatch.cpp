@@ -39,7 +39,7 @@ std::vector<Sequence> find_sequences(int64_t rows, int64_t seq, const torch::Ten
   return out;
 }
 
-GptDims dims_of(const GptShape& s) {
+GptDims dims_of(const ModelShape& s) {
   return {s.num_layers, s.hidden_size, s.ffn_hidden_size, s.vocab_size, s.seq_length};
 }
 
@@ -48,7 +48,7 @@ GptDims dims_of(const GptShape& s) {
 // Everything the forward leaves for the backward: owned by the loss's backward node (and by the
 // ChunkedMicrobatch until it goes), so it lives exactly until the backward has run.
 struct ChunkedMicrobatch::State {
-  GptModel model{nullptr};
+  StagedModel model{nullptr};
   int stage = 0;
   ChunkingOptions options;
   torch::Tensor tokens, targets;  // [rows, seq], on the CPU (the chunks are cut from them)
@@ -199,7 +199,7 @@ struct ChunkedLossBackward : torch::autograd::Node {
 
 }  // namespace
 
-ChunkedMicrobatch::ChunkedMicrobatch(GptModel model, int stage, const torch::Tensor& tokens,
+ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens,
                                      const torch::Tensor& targets, const torch::Tensor& documents,
                                      const ChunkingOptions& options)
     : state_(std::make_shared<State>()) {

@@ -21,7 +21,7 @@
 #include <memory>
 
 #include "data/chunk_plan.h"
-#include "worker/gpt_model.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -44,7 +44,7 @@ class ChunkedMicrobatch {
   // `stage` must hold the whole model (embedding and LM head). tokens and targets [rows, seq]
   // (targets -100 where there is none); `documents` [rows, seq] (a token's document, or
   // undefined: each row is one sequence).
-  ChunkedMicrobatch(GptModel model, int stage, const torch::Tensor& tokens, const torch::Tensor& targets,
+  ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens, const torch::Tensor& targets,
                     const torch::Tensor& documents, const ChunkingOptions& options);
   ~ChunkedMicrobatch();
 

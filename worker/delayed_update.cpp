@@ -80,6 +80,10 @@ void DelayedUpdate::apply(int64_t step, const std::function<void()>& update) {
         previous_[i].copy_(u);
         torch::sub_out(out[i], master_[i], u);
         break;
+      case DelayCorrection::kVelocityPrediction:
+        previous_[i].mul_(kVelocityDecay).add_(u, 1.0 - kVelocityDecay);
+        torch::sub_out(out[i], master_[i], previous_[i]);
+        break;
     }
   }
   has_previous_ = true;

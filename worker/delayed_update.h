@@ -7,7 +7,13 @@
 //   none:              U_t = u_t
 //   error_feedback:    U_t = u_t + (u_t - u_{t-1})      (Zmushko et al. 2026, sec. 3; u_{-1} = u_0)
 //   weight_prediction: U_t = u_t, and step t + 2 computes on W(t+1) - u_t instead of W(t+1)
-//                      (the last update taken as the one the step will miss; SpecTrain/PipeMare)
+//                      (the last update taken as the one the step will miss). The same compute
+//                      points as error_feedback's: with F(t+1) = E(t+1) + u_t, error feedback's
+//                      weights E are weight prediction's points on the plain sequence F.
+//   velocity_prediction: U_t = u_t, and step t + 2 computes on W(t+1) - v_t, v_t the updates'
+//                      moving average v_t = g v_{t-1} + (1 - g) u_t, v_{-1} = 0, g =
+//                      kVelocityDecay (PipeMare's discrepancy correction, SpecTrain's
+//                      momentum-smoothed prediction, at a delay of one update)
 //
 // Weights: the optimizer's parameters ("master", always the newest W, with the gradient buffer the
 // optimizer reads) and two compute versions, full copies of the same parameters with gradients
@@ -33,7 +39,11 @@
 
 namespace rondo {
 
-enum class DelayCorrection { kNone, kErrorFeedback, kWeightPrediction };
+enum class DelayCorrection { kNone, kErrorFeedback, kWeightPrediction, kVelocityPrediction };
+
+// velocity_prediction's averaging: the velocity follows about the last 1 / (1 - g) = 10 updates
+// (SpecTrain smooths with the momentum, 0.9).
+inline constexpr double kVelocityDecay = 0.9;
 
 class DelayedUpdate : public torch::optim::Optimizer {
  public:
@@ -66,8 +76,9 @@ class DelayedUpdate : public torch::optim::Optimizer {
   std::vector<torch::Tensor> master_;
   std::array<std::vector<torch::Tensor>, 2> versions_;
   DelayCorrection correction_;
-  std::vector<torch::Tensor> update_;    // u_t (scratch: the master before the step)
-  std::vector<torch::Tensor> previous_;  // u_{t-1} (error_feedback, weight_prediction)
+  std::vector<torch::Tensor> update_;  // u_t (scratch: the master before the step)
+  // u_{t-1} (error_feedback, weight_prediction) or v_{t-1} (velocity_prediction)
+  std::vector<torch::Tensor> previous_;
   bool has_previous_ = false;
   double last_update_s_ = 0, waited_s_ = 0;
   std::thread thread_;

@@ -20,7 +20,7 @@ constexpr double kFirstBucketMb = 1.0;
 size_t mib(double mb) { return static_cast<size_t>(mb * 1024 * 1024); }
 
 // Each parameter's stage, by the identity of its tensor.
-std::map<const void*, int> stage_of(const GptModel& model) {
+std::map<const void*, int> stage_of(const StagedModel& model) {
   std::map<const void*, int> out;
   for (const auto& st : model->stages()) {
     for (const auto& p : model->stage_parameters(st.index)) out[p.unsafeGetTensorImpl()] = st.index;

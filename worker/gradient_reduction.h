@@ -19,7 +19,7 @@
 
 #include "comms/bucketed_allreduce.h"
 #include "comms/collectives.h"
-#include "worker/gpt_model.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -32,7 +32,7 @@ class GradientReduction {
  public:
   // A model whose backwards produce gradients into `grads` (flat, in its parameters' order).
   struct Source {
-    GptModel model;
+    StagedModel model;
     torch::Tensor grads;
   };
   // `dp` (over the data-parallel group) must outlive this; so must the sources' models, whose

@@ -30,6 +30,7 @@
 #include "proto/report.pb.h"
 #include "worker/fused_ops.h"
 #include "worker/malloc_policy.h"
+#include "worker/model_family.h"
 #include "worker/plan_contract.h"
 #include "worker/runtime_environment.h"
 #include "worker/trainer.h"
@@ -143,7 +144,7 @@ rondo::plan::Plan read_plan(const std::string& path) {
                            " plan; this rondo-worker runs version " + std::to_string(rondo::kPlanVersion) +
                            " plans: plan it again with the matching `rondo`");
   }
-  rondo::check_plan_contract(plan);
+  rondo::check_plan_contract(plan, rondo::model_family_names());
   return plan;
 }
 

@@ -1,8 +1,10 @@
 #include "worker/muon.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace rondo {
 
@@ -19,8 +21,21 @@ torch::Tensor newton_schulz(const torch::Tensor& g, int steps) {
   return tall ? x.t().contiguous() : x;
 }
 
+torch::Tensor muon_update(const torch::Tensor& u, int stacked) {
+  if (stacked < 1 || u.size(0) % stacked != 0) {
+    throw std::invalid_argument("Muon: " + std::to_string(u.size(0)) + " rows do not stack " +
+                                std::to_string(stacked) + " matrices");
+  }
+  const int64_t rows = u.size(0) / stacked, cols = u.size(1);
+  const double scale = kMuonRmsScale * std::sqrt(static_cast<double>(std::max(rows, cols)));
+  if (stacked == 1) return newton_schulz(u) * scale;
+  std::vector<torch::Tensor> parts;
+  for (const auto& part : u.split(rows, 0)) parts.push_back(newton_schulz(part) * scale);
+  return torch::cat(parts, 0);
+}
+
 Muon::Muon(std::vector<torch::Tensor> matrices, std::vector<torch::Tensor> others,
-           torch::optim::AdamWOptions adamw)
+           torch::optim::AdamWOptions adamw, std::vector<int> stacked)
     : torch::optim::Optimizer({torch::optim::OptimizerParamGroup([&] {
                                 auto all = matrices;
                                 all.insert(all.end(), others.begin(), others.end());
@@ -29,6 +44,7 @@ Muon::Muon(std::vector<torch::Tensor> matrices, std::vector<torch::Tensor> other
                               std::make_unique<torch::optim::AdamWOptions>(adamw)),
       matrices_(std::move(matrices)),
       others_(std::move(others)),
+      stacked_(std::move(stacked)),
       beta1_(std::get<0>(adamw.betas())),
       beta2_(std::get<1>(adamw.betas())),
       eps_(adamw.eps()),
@@ -38,6 +54,9 @@ Muon::Muon(std::vector<torch::Tensor> matrices, std::vector<torch::Tensor> other
       throw std::invalid_argument("Muon trains 2-D matrices; got " + std::to_string(m.dim()) + "-D");
     momentum_.push_back(torch::zeros_like(m));
   }
+  if (stacked_.empty()) stacked_.assign(matrices_.size(), 1);
+  if (stacked_.size() != matrices_.size())
+    throw std::invalid_argument("Muon: a stacking count per matrix, got " + std::to_string(stacked_.size()));
   for (const auto& p : others_) {
     exp_avg_.push_back(torch::zeros_like(p));
     exp_avg_sq_.push_back(torch::zeros_like(p));
@@ -55,9 +74,8 @@ torch::Tensor Muon::step(LossClosure closure) {
     if (!g.defined()) continue;
     auto& buf = momentum_[i];
     buf.mul_(kMuonMomentum).add_(g);
-    const auto update = newton_schulz(g + kMuonMomentum * buf);
-    const double scale = kMuonRmsScale * std::sqrt(static_cast<double>(std::max(w.size(0), w.size(1))));
-    w.mul_(1.0 - lr * weight_decay_).add_(update, -lr * scale);
+    const auto update = muon_update(g + kMuonMomentum * buf, stacked_[i]);
+    w.mul_(1.0 - lr * weight_decay_).add_(update, -lr);
   }
   // AdamW, as torch::optim::AdamW (bias-corrected moments, decoupled decay); like FlatAdamW, only
   // parameters of two or more dimensions decay (embeddings and the LM head, not norms and biases).

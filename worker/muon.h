@@ -24,6 +24,10 @@ inline constexpr int kMuonSteps = 5;
 inline constexpr double kMuonMomentum = 0.95;
 inline constexpr double kMuonRmsScale = 0.2;  // Moonlight's update scale (Liu et al. 2025)
 
+// The orthogonalised, scaled update of a matrix from its Nesterov momentum `u`: NS5 of each of the
+// `stacked` matrices u stacks along its rows, times 0.2 * sqrt(max(rows, cols)) of that matrix.
+torch::Tensor muon_update(const torch::Tensor& u, int stacked = 1);
+
 // NS5(g) for a 2-D matrix: an approximation of its polar factor U V^T (g = U S V^T) whose singular
 // values lie near 1 (docs/optimizers.md measures the band), computed in float32.
 torch::Tensor newton_schulz(const torch::Tensor& g, int steps = kMuonSteps);
@@ -32,9 +36,10 @@ class Muon : public torch::optim::Optimizer {
  public:
   // `matrices`: the hidden layers' 2-D weights; `others`: the rest, trained by AdamW with
   // `adamw`'s betas, eps and weight decay. The learning rate is `adamw.lr()` for both (set each
-  // step through param_groups()).
+  // step through param_groups()). `stacked[i]` (empty: all 1): how many matrices matrices[i]
+  // stacks along its rows (a fused QKV weight: 3); each is orthogonalised and scaled on its own.
   Muon(std::vector<torch::Tensor> matrices, std::vector<torch::Tensor> others,
-       torch::optim::AdamWOptions adamw);
+       torch::optim::AdamWOptions adamw, std::vector<int> stacked = {});
 
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;
@@ -42,6 +47,7 @@ class Muon : public torch::optim::Optimizer {
 
  private:
   std::vector<torch::Tensor> matrices_, others_;
+  std::vector<int> stacked_;
   std::vector<torch::Tensor> momentum_, exp_avg_, exp_avg_sq_;
   double beta1_, beta2_, eps_, weight_decay_;
   int64_t step_ = 0;

@@ -16,11 +16,13 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec
     case plan::OPTIMIZER_MUON: {
       if (in.named.empty()) throw PlanError("plan: training.optimizer muon on stateless workers");
       std::vector<torch::Tensor> matrices, others;
+      std::vector<int> stacked;
       for (const auto& [name, param] : in.named) {
         const bool hidden = name.rfind("block", 0) == 0 && param.dim() == 2;
         (hidden ? matrices : others).push_back(param);
+        if (hidden) stacked.push_back(in.stacked_matrices ? in.stacked_matrices(name) : 1);
       }
-      return std::make_unique<Muon>(std::move(matrices), std::move(others), adamw);
+      return std::make_unique<Muon>(std::move(matrices), std::move(others), adamw, std::move(stacked));
     }
     case plan::OPTIMIZER_ADAMW:
       return std::make_unique<FlatAdamW>(std::move(in.params), in.grads, adamw, in.flat_params, in.moments);

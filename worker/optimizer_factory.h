@@ -6,6 +6,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,8 +24,10 @@ struct OptimizerParameters {
   // storage of stateless workers); otherwise it allocates them.
   torch::Tensor flat_params = {}, moments = {};
   // Muon only: every parameter of the model by name; the hidden blocks' ("block...") 2-D weights
-  // are its matrices.
+  // are its matrices, each made of `stacked_matrices(name)` matrices stacked along its rows (the
+  // model family's; unset: 1).
   std::vector<std::pair<std::string, torch::Tensor>> named = {};
+  std::function<int(const std::string&)> stacked_matrices = {};
 };
 
 // Throws PlanError for Muon without `named` (a run mode that cannot tell matrices apart).

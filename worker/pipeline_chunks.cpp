@@ -11,7 +11,7 @@
 namespace rondo {
 
 struct PipelineChunks::State {
-  GptModel model{nullptr};
+  StagedModel model{nullptr};
   // (stage, schedule microbatch) -> the chunk's keys and values per layer of the stage, as leaves.
   std::map<std::pair<int, int>, std::vector<LayerKeyValues>> leaves;
 };
@@ -42,7 +42,7 @@ struct KeyValueGradients : torch::autograd::Node {
 
 }  // namespace
 
-PipelineChunks::PipelineChunks(GptModel model, std::vector<int64_t> lengths)
+PipelineChunks::PipelineChunks(StagedModel model, std::vector<int64_t> lengths)
     : state_(std::make_shared<State>()), lengths_(std::move(lengths)) {
   int64_t at = 0;
   for (int64_t len : lengths_) {

@@ -18,14 +18,14 @@
 #include <memory>
 #include <vector>
 
-#include "worker/gpt_model.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
 class PipelineChunks {
  public:
   // `lengths`: a row's chunk lengths, summing to the model's sequence length.
-  PipelineChunks(GptModel model, std::vector<int64_t> lengths);
+  PipelineChunks(StagedModel model, std::vector<int64_t> lengths);
   ~PipelineChunks();
 
   int chunks() const { return static_cast<int>(begins_.size()); }

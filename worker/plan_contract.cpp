@@ -1,5 +1,6 @@
 #include "worker/plan_contract.h"
 
+#include <algorithm>
 #include <string>
 
 #include "common/errors.h"
@@ -20,7 +21,7 @@ void require_known(Enum value, const char* field) {
 
 }  // namespace
 
-void check_plan_contract(const plan::Plan& plan) {
+void check_plan_contract(const plan::Plan& plan, const std::vector<std::string>& model_families) {
   const auto& t = plan.training();
   require_known(t.lr_decay_style(), "training.lr_decay_style");
   require_known(t.optimizer(), "training.optimizer");
@@ -33,6 +34,13 @@ void check_plan_contract(const plan::Plan& plan) {
   require_known(plan.comms().backend(), "comms.backend");
   require_known(plan.comms().allreduce(), "comms.allreduce");
   if (plan.asynchronous()) require_known(plan.delay_correction(), "delay_correction");
+  const auto& family = plan.model().family();
+  if (std::find(model_families.begin(), model_families.end(), family) == model_families.end()) {
+    std::string known;
+    for (const auto& f : model_families) known += (known.empty() ? "" : ", ") + f;
+    throw PlanError("plan field model.family = '" + family + "' is not a family this worker builds (" +
+                    known + ")");
+  }
   if (plan.comms().backend() != plan::COMMS_BACKEND_MPI) {
     throw PlanError("plan field comms.backend = " + name_of(plan.comms().backend()) +
                     ": this rondo-worker runs its collectives over MPI only (set comms.backend=mpi)");

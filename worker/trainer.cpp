@@ -26,12 +26,12 @@
 #include "worker/checkpointer.h"
 #include "worker/chunked_microbatch.h"
 #include "worker/delayed_update.h"
-#include "worker/gpt_model.h"
 #include "worker/gradient_reduction.h"
 #include "worker/learning_rate.h"
 #include "worker/metrics_writer.h"
 #include "worker/optimizer_factory.h"
 #include "worker/pipeline_chunks.h"
+#include "worker/staged_model.h"
 #include "worker/step_statistics.h"
 
 namespace rondo {
@@ -78,16 +78,16 @@ struct Trainer::Impl : StepModel {
   // state, which the model's parameters view (declared first: it outlives the model).
   std::unique_ptr<SharedReplicaState> shared;
   std::vector<std::pair<torch::Tensor, int64_t>> shared_params;  // parameter, offset in the shared order
-  GptModel model{nullptr};
+  StagedModel model{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   torch::Tensor flat;  // every parameter's gradient (views into it)
   // Asynchronous pipelines (plan.asynchronous): `model` holds the optimizer's weights, the newest;
   // step t computes on versions[t % 2] (0-based t), whose gradients are version_grads (flat, like
   // `flat`); `delayed` updates `model` from them one step late (worker/delayed_update.h).
-  std::array<GptModel, 2> versions{GptModel{nullptr}, GptModel{nullptr}};
+  std::array<StagedModel, 2> versions{StagedModel{nullptr}, StagedModel{nullptr}};
   std::array<torch::Tensor, 2> version_grads;
   std::unique_ptr<DelayedUpdate> delayed;
-  void setup_async(const GptShape& shape, const std::vector<StageLayers>& local);
+  void setup_async(const ModelShape& shape, const std::vector<StageLayers>& local);
   DelayCorrection delay_correction() const;
   void log_async() const;
   // Stateless workers, asynchronous: the owned stages' summed gradients, which the update reads
@@ -111,7 +111,7 @@ struct Trainer::Impl : StepModel {
     return {step - 1 + microbatch / m, microbatch % m};
   }
   // The model microbatch `microbatch` computes on (its step's weight version when asynchronous).
-  GptModel& compute_model(int microbatch) {
+  StagedModel& compute_model(int microbatch) {
     if (!delayed) return model;
     const int64_t at = step_microbatch(microbatch).first;
     if (shared) {
@@ -154,7 +154,7 @@ struct Trainer::Impl : StepModel {
 
   void setup();
   // Stateless workers: the whole model over node-shared weights (see SharedReplicaState).
-  void setup_stateless(const GptShape& shape);
+  void setup_stateless(const ModelShape& shape);
   // After a checkpoint load replaced the parameters' storage: share them again.
   void rebind_shared();
   // What a checkpoint saves as the optimizer: with a weight delay, also both weight versions.
@@ -311,14 +311,14 @@ void Trainer::Impl::setup() {
                                      .pack = plan.data().pack(),
                                      .pad = plan.data().pad()});
   torch::manual_seed(t.seed());
-  const GptShape shape{m.num_layers(),
-                       m.hidden_size(),
-                       m.num_attention_heads(),
-                       m.ffn_hidden_size(),
-                       m.vocab_size(),
-                       m.seq_length(),
-                       m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
-                       t.cpu_kernels() == plan::CPU_KERNELS_FUSED};
+  const ModelShape shape{m.num_layers(),
+                         m.hidden_size(),
+                         m.num_attention_heads(),
+                         m.ffn_hidden_size(),
+                         m.vocab_size(),
+                         m.seq_length(),
+                         m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
+                         t.cpu_kernels() == plan::CPU_KERNELS_FUSED};
   if (plan.stateless_workers()) {
     setup_stateless(shape);
   } else {
@@ -328,7 +328,7 @@ void Trainer::Impl::setup() {
       local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
                        static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
     }
-    model = GptModel(shape, local, t.seed());
+    model = StagedModel(model_family(m.family()), shape, local, t.seed());
     model->to(device);
 
     // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
@@ -341,6 +341,7 @@ void Trainer::Impl::setup() {
     }
     OptimizerParameters over{.params = model->parameters(), .grads = flat};
     for (const auto& item : model->named_parameters()) over.named.emplace_back(item.key(), item.value());
+    over.stacked_matrices = model_family(m.family()).stacked_matrices;
     optimizer = make_optimizer(t, std::move(over));
     if (plan.asynchronous()) setup_async(shape, local);
     if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
@@ -358,8 +359,8 @@ void Trainer::Impl::setup() {
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
     events = std::make_unique<LineAppender>((fs::path(run_dir) / "events.jsonl").string());
-    log->info("model: {} layers, hidden {}; data {} ({} tokens)", m.num_layers(), m.hidden_size(),
-              corpus.source(), corpus.size());
+    log->info("model: {}, {} layers, hidden {}; data {} ({} tokens)", m.family(), m.num_layers(),
+              m.hidden_size(), corpus.source(), corpus.size());
   }
   std::string held;
   if (shared) {
@@ -387,9 +388,10 @@ DelayCorrection Trainer::Impl::delay_correction() const {
     throw PlanError("plan field delay_correction = " + std::to_string(correction) +
                     " is not one this worker runs (a plan from another rondo?)");
   }
-  return correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK      ? DelayCorrection::kErrorFeedback
-         : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION ? DelayCorrection::kWeightPrediction
-                                                                  : DelayCorrection::kNone;
+  return correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK        ? DelayCorrection::kErrorFeedback
+         : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION   ? DelayCorrection::kWeightPrediction
+         : correction == plan::DELAY_CORRECTION_VELOCITY_PREDICTION ? DelayCorrection::kVelocityPrediction
+                                                                    : DelayCorrection::kNone;
 }
 
 void Trainer::Impl::log_async() const {
@@ -399,11 +401,11 @@ void Trainer::Impl::log_async() const {
       name_of(plan.delay_correction()));
 }
 
-void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLayers>& local) {
+void Trainer::Impl::setup_async(const ModelShape& shape, const std::vector<StageLayers>& local) {
   const auto correction = delay_correction();
   std::array<std::vector<torch::Tensor>, 2> params;
   for (size_t k = 0; k < versions.size(); ++k) {
-    versions[k] = GptModel(shape, local, plan.training().seed());
+    versions[k] = StagedModel(model_family(plan.model().family()), shape, local, plan.training().seed());
     versions[k]->to(device);
     version_grads[k] = torch::zeros_like(flat);
     int64_t offset = 0;
@@ -417,7 +419,7 @@ void Trainer::Impl::setup_async(const GptShape& shape, const std::vector<StageLa
   if (rank == 0) log_async();
 }
 
-void Trainer::Impl::setup_stateless(const GptShape& shape) {
+void Trainer::Impl::setup_stateless(const ModelShape& shape) {
   const auto& t = plan.training();
   if (device.is_cuda())
     throw ConfigError("training.device", "roundpipe's stateless workers run on the CPU only so far");
@@ -438,7 +440,7 @@ void Trainer::Impl::setup_stateless(const GptShape& shape) {
                     " backward stages cannot give each of " + std::to_string(p) + " workers one to update");
   }
 
-  model = GptModel(shape, stateless_model_layers(plan), t.seed());
+  model = StagedModel(model_family(plan.model().family()), shape, stateless_model_layers(plan), t.seed());
   // Backward stage k's parameters: those of its atoms, in model order.
   std::vector<std::vector<torch::Tensor>> stage_params;
   std::vector<int64_t> elements;

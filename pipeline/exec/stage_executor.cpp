@@ -23,25 +23,16 @@ bool is_recv(plan::ActionKind k) { return k == plan::ACTION_RECV_F || k == plan:
 
 const char* transfer_name(int kind) { return kind == 0 ? "activations" : "gradients"; }
 
-// A plan stage's atoms (see stateless_model_layers) [first, end) in a model of `layers` blocks.
-std::pair<int, int> atoms_of(const plan::Stage& st, int layers) {
-  const int first = st.has_embedding() ? 0 : static_cast<int>(st.first_layer()) + 1;
-  const int end = st.has_lm_head() ? layers + 2 : static_cast<int>(st.first_layer() + st.num_layers()) + 1;
-  return {first, end};
-}
-
 }  // namespace
 
-std::pair<int, int> stateless_stage_atoms(const plan::Plan& plan, const plan::Stage& stage) {
-  return atoms_of(stage, static_cast<int>(plan.model().num_layers()));
+std::pair<int, int> stateless_stage_atoms(const plan::Plan& plan, const plan::Stage& st) {
+  return atoms_of({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+                   static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()},
+                  static_cast<int>(plan.model().num_layers()));
 }
 
 std::vector<StageLayers> stateless_model_layers(const plan::Plan& plan) {
-  const int layers = static_cast<int>(plan.model().num_layers());
-  std::vector<StageLayers> atoms{{0, 0, 0, true, false}};
-  for (int l = 0; l < layers; ++l) atoms.push_back({l + 1, l, 1, false, false});
-  atoms.push_back({layers + 1, layers, 0, false, true});
-  return atoms;
+  return model_atoms(static_cast<int>(plan.model().num_layers()));
 }
 
 struct StageExecutor::Receive {
@@ -191,7 +182,7 @@ void StageExecutor::init_stateless() {
   // The forward runs the embedding and the blocks in order, from atom 0 on ...
   int next = 0;
   for (const auto& st : plan_.stages()) {
-    const auto range = atoms_of(st, layers);
+    const auto range = stateless_stage_atoms(plan_, st);
     if (range.first != next || range.second < range.first)
       fail("the forward stages do not run the model in order");
     forward_atoms_.push_back(range);
@@ -204,7 +195,7 @@ void StageExecutor::init_stateless() {
   backward_stage_at_.assign(static_cast<size_t>(atoms + 1), -1);
   int end = atoms;
   for (int k = 0; k < bw.size(); ++k) {
-    const auto range = atoms_of(bw[k], layers);
+    const auto range = stateless_stage_atoms(plan_, bw[k]);
     if (range.second != end || range.first >= range.second) {
       fail("backward stage " + std::to_string(k) + " does not continue the backward from atom " +
            std::to_string(end));

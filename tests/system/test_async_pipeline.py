@@ -56,14 +56,15 @@ ctx.check(all(r.get("async") is True and r.get("delay_correction") == "none" for
           "metrics.jsonl marks every row async, correction none")
 ctx.check("async" not in sync[1], "synchronous rows carry no async mark")
 
-for opt, correction in (("adamw", "none"), ("muon", "error_feedback"), ("adamw", "weight_prediction")):
+for opt, correction in (("adamw", "none"), ("muon", "error_feedback"), ("adamw", "weight_prediction"),
+                        ("muon", "velocity_prediction")):
     sets = ASYNC + [f"training.optimizer={opt}", f"pipeline.delay_correction={correction}"]
     ref = one if (opt, correction) == ("adamw", "none") else run(f"async-{opt}-{correction}", ONE + sets)
     if ref is not one:
         ctx.check(worst(ref, one, range(3, 21)) > 1e-4, f"{opt} + {correction} has its own trajectory")
     layouts = [("pp2", PP2), ("dp2", DP2)] + ([("pp2xdp2", PP2DP2)] if correction == "none" else [])
     for layout, extra in layouts:
-        if layout == "dp2" and correction == "weight_prediction":
+        if layout == "dp2" and correction in ("weight_prediction", "velocity_prediction"):
             continue
         got = run(f"async-{opt}-{correction}-{layout}", extra + sets)
         lw, gw = worst(ref, got, range(1, 21)), worst(ref, got, range(1, 21), "grad_norm")

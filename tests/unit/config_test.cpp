@@ -81,6 +81,11 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
             "");
 }
 
+TEST(Config, TheModelFamilyIsOneThePlannerKnows) {
+  EXPECT_EQ(error_key("", {"model.family=gpt"}), "");
+  EXPECT_EQ(error_key("", {"model.family=llama"}), "model.family");
+}
+
 TEST(Config, ChunkedTrainingKeysAreChecked) {
   EXPECT_EQ(error_key("", {"data.chunk_size=32", "data.pack=true", "data.chunk_balance=cost"}), "");
   EXPECT_EQ(error_key("", {"data.chunk_size=-1"}), "data.chunk_size");

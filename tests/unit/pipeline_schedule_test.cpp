@@ -581,5 +581,23 @@ TEST(BubbleBreakdown, PartsAddUpToTheBubble) {
   EXPECT_NEAR(parts.phase_switch, expect, 1e-9);
 }
 
+// RoundPipe's atoms: the embedding, each block, the head; a range of atoms is a stage and back.
+TEST(ModelAtoms, RangesOfAtomsAreStagesAndBack) {
+  const auto atoms = model_atoms(3);
+  ASSERT_EQ(atoms.size(), 5u);
+  EXPECT_TRUE(atoms[0].has_embedding && atoms[0].num_layers == 0);
+  EXPECT_TRUE(atoms[4].has_lm_head && atoms[4].num_layers == 0);
+  for (int a = 1; a <= 3; ++a) EXPECT_EQ(atoms[static_cast<size_t>(a)].first_layer, a - 1);
+  for (int first = 0; first < 5; ++first) {
+    for (int end = first + 1; end <= 5; ++end) {
+      const auto st = stage_of_atoms(7, first, end, 3);
+      EXPECT_EQ(st.index, 7);
+      EXPECT_EQ(atoms_of(st, 3), std::make_pair(first, end)) << first << ".." << end;
+    }
+  }
+  const auto whole = stage_of_atoms(0, 0, 5, 3);
+  EXPECT_TRUE(whole.has_embedding && whole.has_lm_head && whole.first_layer == 0 && whole.num_layers == 3);
+}
+
 }  // namespace
 }  // namespace rondo

@@ -9,13 +9,14 @@
 
 #include "tests/worker/loss_and_gradients.h"
 #include "worker/chunked_microbatch.h"
+#include "worker/gpt_family.h"
 
 namespace rondo {
 namespace {
 
 constexpr int64_t kSeq = 64;
 
-GptShape shape(bool selective = false) { return {2, 32, 4, 64, 256, kSeq, selective}; }
+ModelShape shape(bool selective = false) { return {2, 32, 4, 64, 256, kSeq, selective}; }
 
 struct Result : LossAndGradients {
   ChunkingStats stats;
@@ -32,7 +33,7 @@ torch::Tensor masked_targets(const torch::Tensor& tokens, const torch::Tensor& d
 }
 
 Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bool selective = false) {
-  GptModel model(shape(selective), /*seed=*/21);
+  StagedModel model(gpt_family(), shape(selective), /*seed=*/21);
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
   const auto logits = model->forward_stage(0, tokens.slice(1, 0, kSeq), docs);
   const auto loss = torch::nn::functional::cross_entropy(
@@ -44,7 +45,7 @@ Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bo
 
 Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, const ChunkingOptions& options,
                bool selective = false) {
-  GptModel model(shape(selective), /*seed=*/21);
+  StagedModel model(gpt_family(), shape(selective), /*seed=*/21);
   ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, documents),
                        documents.defined() ? documents.slice(1, 0, kSeq) : documents, options);
   const auto loss = mb.forward();
@@ -109,7 +110,7 @@ TEST(ChunkedMicrobatch, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
 TEST(ChunkedMicrobatch, NoGradientModeRunsTheForwardOnly) {
   const auto tokens = random_tokens(1, 6);
   const double ref = unchunked(tokens, {}).loss;
-  GptModel model(shape(), /*seed=*/21);
+  StagedModel model(gpt_family(), shape(), /*seed=*/21);
   torch::NoGradGuard no_grad;
   ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {},
                        {kSeq / 4, ChunkBalance::kTokens, 1});

@@ -2,7 +2,8 @@
 // version t % 2, then begin(t) updates the optimizer's weights on a thread -- against a reference
 // written out from the rule: g_t = grad f_t(C_t), u_t = the optimizer's update from g_t at W(t),
 // W(t+1) = W(t) - u_t (error_feedback: - (u_t - u_{t-1})), C_t = W(t-1) (weight_prediction:
-// W(t-1) - u_{t-2}); for FlatAdamW and Muon, every correction. Also: a save/load round trip
+// W(t-1) - u_{t-2}; velocity_prediction: W(t-1) - v_{t-2}, v the updates' moving average); for
+// FlatAdamW and Muon, every correction. Also: a save/load round trip
 // mid-run continues exactly.
 #include <gtest/gtest.h>
 
@@ -106,6 +107,7 @@ std::vector<double> reference(const std::string& kind, DelayCorrection correctio
   auto optimizer = make_optimizer(kind, scratch, scratch_grads);
   std::vector<Weights> w{initial()};  // w[t] = W(t)
   std::vector<Weights> u;             // u[t] = u_t
+  std::vector<Weights> velocity;      // velocity[t] = v_t = 0.9 v_{t-1} + 0.1 u_t, v_{-1} = 0
   std::vector<double> losses;
   torch::NoGradGuard outside;
   for (int t = 0; t < kSteps; ++t) {
@@ -114,6 +116,8 @@ std::vector<double> reference(const std::string& kind, DelayCorrection correctio
     for (size_t i = 0; i < base.size(); ++i) {
       auto c = base[i].clone();
       if (correction == DelayCorrection::kWeightPrediction && t >= 2) c -= u[static_cast<size_t>(t - 2)][i];
+      if (correction == DelayCorrection::kVelocityPrediction && t >= 2)
+        c -= velocity[static_cast<size_t>(t - 2)][i];
       compute.push_back(c);
     }
     auto at = leaves(compute);
@@ -133,6 +137,10 @@ std::vector<double> reference(const std::string& kind, DelayCorrection correctio
       if (correction == DelayCorrection::kErrorFeedback && t >= 1) n -= ut[i] - u.back()[i];
       next.push_back(n);
     }
+    Weights vt;
+    for (size_t i = 0; i < ut.size(); ++i)
+      vt.push_back(0.1 * ut[i] + (velocity.empty() ? torch::zeros_like(ut[i]) : 0.9 * velocity.back()[i]));
+    velocity.push_back(vt);
     u.push_back(ut);
     w.push_back(next);
   }
@@ -167,17 +175,21 @@ INSTANTIATE_TEST_SUITE_P(OptimizersAndCorrections, DelayedUpdateRule,
                          testing::Combine(testing::Values("adamw", "muon"),
                                           testing::Values(DelayCorrection::kNone,
                                                           DelayCorrection::kErrorFeedback,
-                                                          DelayCorrection::kWeightPrediction)),
+                                                          DelayCorrection::kWeightPrediction,
+                                                          DelayCorrection::kVelocityPrediction)),
                          [](const auto& info) {
                            const auto c = std::get<1>(info.param);
-                           return std::get<0>(info.param) + std::string(c == DelayCorrection::kNone ? "_none"
-                                                                        : c == DelayCorrection::kErrorFeedback
-                                                                            ? "_error_feedback"
-                                                                            : "_weight_prediction");
+                           return std::get<0>(info.param) +
+                                  std::string(c == DelayCorrection::kNone            ? "_none"
+                                              : c == DelayCorrection::kErrorFeedback ? "_error_feedback"
+                                              : c == DelayCorrection::kWeightPrediction
+                                                  ? "_weight_prediction"
+                                                  : "_velocity_prediction");
                          });
 
 TEST(DelayedUpdate, ASaveAndLoadMidRunContinuesExactly) {
-  for (const auto correction : {DelayCorrection::kErrorFeedback, DelayCorrection::kWeightPrediction}) {
+  for (const auto correction : {DelayCorrection::kErrorFeedback, DelayCorrection::kWeightPrediction,
+                                DelayCorrection::kVelocityPrediction}) {
     Delayed whole("muon", correction);
     std::vector<double> want;
     for (int t = 0; t < kSteps; ++t) want.push_back(whole.step(t));

@@ -2,6 +2,7 @@
 // rounding, take the fused path where they should (and ATen's elsewhere), and a GPT trained on
 // them computes the same loss and gradients as on ATen's kernels.
 #include "worker/fused_ops.h"
+#include "worker/gpt_family.h"
 
 #include <gtest/gtest.h>
 
@@ -12,7 +13,7 @@
 
 #include "tests/worker/loss_and_gradients.h"
 #include "worker/cpu_kernels.h"
-#include "worker/gpt_model.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 namespace {
@@ -105,9 +106,9 @@ TEST(FusedOps, OtherDtypesAndTheAtenSettingRunAten) {
 
 // One forward and backward of a small GPT: causal, or with packed documents (a mask per sample).
 LossAndGradients gpt_loss_and_gradients(bool fused, bool packed) {
-  GptShape shape{2, 32, 4, 64, 256, 32};
+  ModelShape shape{2, 32, 4, 64, 256, 32};
   shape.fused_kernels = fused;
-  GptModel model(shape, /*seed=*/7);
+  StagedModel model(gpt_family(), shape, /*seed=*/7);
   torch::manual_seed(3);
   const auto tokens = torch::randint(0, 256, {4, 33}, torch::kLong);
   auto documents = torch::zeros({4, 32}, torch::kLong);

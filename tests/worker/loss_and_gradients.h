@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/gpt_model.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -18,7 +18,7 @@ struct LossAndGradients {
   std::vector<torch::Tensor> grads;  // in model->parameters() order
 };
 
-inline std::vector<torch::Tensor> gradients(const GptModel& model) {
+inline std::vector<torch::Tensor> gradients(const StagedModel& model) {
   std::vector<torch::Tensor> out;
   for (const auto& p : model->parameters()) out.push_back(p.grad().clone());
   return out;

@@ -76,6 +76,32 @@ TEST(Muon, AStepFollowsTheRuleForMatricesAndAdamWForTheRest) {
   }
 }
 
+// A fused QKV weight [3h, h] is three matrices: each is orthogonalised and scaled on its own (as
+// the reference implementations, which keep Q, K and V apart), not the stack as one.
+TEST(Muon, StackedMatricesAreOrthogonalisedOneByOne) {
+  torch::manual_seed(9);
+  const auto u = torch::randn({3 * 16, 16});
+  const auto split = muon_update(u, 3);
+  for (int k = 0; k < 3; ++k) {
+    const auto part = u.slice(0, 16 * k, 16 * (k + 1));
+    const auto want = newton_schulz(part) * (kMuonRmsScale * std::sqrt(16.0));
+    EXPECT_LE((split.slice(0, 16 * k, 16 * (k + 1)) - want).abs().max().item<double>(), 1e-6)
+        << "matrix " << k;
+  }
+  // Each square part's singular values sit near 1 (times the scale); the stack's as one do not
+  // follow from them: orthogonalising the stack mixes Q, K and V.
+  const auto whole = muon_update(u, 1);
+  EXPECT_GT((whole - split).abs().max().item<double>(), 1e-2);
+  EXPECT_THROW(muon_update(u, 5), std::invalid_argument);
+  // Through the optimizer: matrix 0 stacks 3, so its update is the split one.
+  auto w = torch::zeros({48, 16}).requires_grad_(true);
+  Muon muon({w}, {}, torch::optim::AdamWOptions(0.01).weight_decay(0.0), {3});
+  w.mutable_grad() = u.clone();
+  muon.step();
+  // U = G + mu (mu B + G) with B = 0 at the first step: (1 + mu) G, and NS5 is scale-free.
+  EXPECT_LE((w + 0.01 * split).abs().max().item<double>(), 1e-6);
+}
+
 TEST(Muon, StateRoundTripsThroughACheckpointArchive) {
   auto a = make_params(), b = make_params();
   Muon first({a.matrix}, {a.bias}, kOptions), second({b.matrix}, {b.bias}, kOptions);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tests/worker/loss_and_gradients.h"
+#include "worker/gpt_family.h"
 #include "worker/pipeline_chunks.h"
 
 namespace rondo {
@@ -18,7 +19,7 @@ namespace {
 
 constexpr int64_t kSeq = 64, kVocab = 256, kRows = 2;
 
-GptShape shape() { return {4, 32, 4, 64, kVocab, kSeq, false}; }
+ModelShape shape() { return {4, 32, 4, 64, kVocab, kSeq, false}; }
 // Stage 0: embedding and blocks 0-1; stage 1: blocks 2-3, final norm and LM head.
 std::vector<StageLayers> two_stages() { return {{0, 0, 2, true, false}, {1, 2, 2, false, true}}; }
 
@@ -30,7 +31,7 @@ torch::Tensor targets_of(const torch::Tensor& tokens, const torch::Tensor& docum
 }
 
 LossAndGradients unchunked(const torch::Tensor& tokens, const torch::Tensor& documents) {
-  GptModel model(shape(), two_stages(), /*seed=*/5);
+  StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
   const auto hidden = model->forward_stage(0, tokens.slice(1, 0, kSeq), docs);
   const auto logits = model->forward_stage(1, hidden, docs);
@@ -44,7 +45,7 @@ LossAndGradients unchunked(const torch::Tensor& tokens, const torch::Tensor& doc
 // What StageExecutor does with a chunk group on two stages, in one process.
 LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& documents,
                            const std::vector<int64_t>& lengths, int keep) {
-  GptModel model(shape(), two_stages(), /*seed=*/5);
+  StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
   PipelineChunks chunks(model, lengths);
   const int n = chunks.chunks();
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
@@ -134,7 +135,7 @@ TEST(PipelineChunks, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
 }
 
 TEST(PipelineChunks, ChunksMustCoverTheRow) {
-  GptModel model(shape(), two_stages(), /*seed=*/5);
+  StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
   EXPECT_THROW(PipelineChunks(model, {16, 16}), std::invalid_argument);
   EXPECT_THROW(PipelineChunks(model, {64, 0}), std::invalid_argument);
 }

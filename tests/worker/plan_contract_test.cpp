@@ -20,6 +20,7 @@ plan::Plan known_plan() {
   t->set_malloc_policy(plan::MALLOC_POLICY_CACHING);
   t->set_cpu_kernels(plan::CPU_KERNELS_FUSED);
   p.mutable_model()->set_recompute_granularity(plan::RECOMPUTE_NONE);
+  p.mutable_model()->set_family("gpt");
   p.mutable_data()->set_format(plan::DATA_FORMAT_BUILTIN);
   p.mutable_comms()->set_backend(plan::COMMS_BACKEND_MPI);
   p.mutable_comms()->set_allreduce(plan::ALLREDUCE_KIND_RING);
@@ -28,7 +29,7 @@ plan::Plan known_plan() {
 
 std::string refusal(const plan::Plan& p) {
   try {
-    check_plan_contract(p);
+    check_plan_contract(p, {"gpt"});
   } catch (const PlanError& e) {
     return e.what();
   }
@@ -61,6 +62,16 @@ TEST(PlanContract, AnUnknownOrUnsetEnumIsRefusedNamingItsField) {
     const auto why = refusal(read);
     EXPECT_NE(why.find("plan field " + field), std::string::npos) << field << ": " << why;
   }
+}
+
+TEST(PlanContract, AFamilyTheWorkerDoesNotBuildIsRefusedNamingThoseItDoes) {
+  auto p = known_plan();
+  p.mutable_model()->set_family("llama");
+  EXPECT_NE(refusal(p).find("plan field model.family = 'llama' is not a family this worker builds (gpt)"),
+            std::string::npos)
+      << refusal(p);
+  p.mutable_model()->clear_family();
+  EXPECT_NE(refusal(p).find("model.family = ''"), std::string::npos) << refusal(p);
 }
 
 TEST(PlanContract, NcclIsRefusedUntilTheWorkerRunsIt) {

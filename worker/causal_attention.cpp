@@ -1,16 +1,12 @@
-#include "worker/gpt_model.h"
+#include "worker/causal_attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <stdexcept>
-#include <string>
 
 #include "worker/fused_ops.h"
 
 namespace rondo {
-
-namespace nn = torch::nn;
 
 namespace {
 
@@ -180,83 +176,6 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
 }
 
-TransformerBlockImpl::TransformerBlockImpl(const GptShape& s) : fused_kernels_(s.fused_kernels) {
-  ln1 = register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  attn = register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads,
-                                                     s.selective_recompute, s.fused_kernels));
-  ln2 = register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-  fc = register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size, true, s.fused_kernels));
-  fc_out =
-      register_module("fc_out", DeferrableLinear(s.ffn_hidden_size, s.hidden_size, true, s.fused_kernels));
-}
-
-torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& bias,
-                                            const LayerKeyValues* past, LayerKeyValues* present) {
-  auto h = x + attn(ln1(x), bias, past, present);
-  return h + fc_out(gelu(fc(ln2(h)), fused_kernels_));
-}
-
-namespace {
-
-// FNV-1a: a stable hash of a parameter's name (std::hash may differ between builds).
-uint64_t name_hash(const std::string& name) {
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
-}  // namespace
-
-GptModelImpl::GptModelImpl(const GptShape& s, uint64_t seed)
-    : GptModelImpl(s, {StageLayers{0, 0, static_cast<int>(s.num_layers), true, true}}, seed) {}
-
-GptModelImpl::GptModelImpl(const GptShape& s, std::vector<StageLayers> stages, uint64_t seed)
-    : shape_(s), stages_(std::move(stages)) {
-  std::sort(stages_.begin(), stages_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
-  for (const auto& st : stages_) {
-    if (st.first_layer < 0 || st.num_layers < 0 || st.first_layer + st.num_layers > s.num_layers) {
-      throw std::invalid_argument("stage " + std::to_string(st.index) + " holds layers outside the model's " +
-                                  std::to_string(s.num_layers));
-    }
-    if (st.has_embedding) {
-      token_embedding = register_module("token_embedding", nn::Embedding(s.vocab_size, s.hidden_size));
-      position_embedding = register_module("position_embedding", nn::Embedding(s.seq_length, s.hidden_size));
-    }
-    for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) {
-      blocks_.emplace(l, register_module("block" + std::to_string(l), TransformerBlock(s)));
-    }
-    if (st.has_lm_head) {
-      final_norm = register_module("final_norm", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})));
-      lm_head = register_module(
-          "lm_head", DeferrableLinear(s.hidden_size, s.vocab_size, /*bias=*/false, s.fused_kernels));
-    }
-  }
-
-  torch::NoGradGuard no_grad;
-  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(s.num_layers));
-  for (auto& item : named_parameters()) {
-    const auto& name = item.key();
-    auto& p = item.value();
-    if (name.find("ln") != std::string::npos || name.find("norm") != std::string::npos) continue;
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(name));
-    if (p.dim() == 1) {
-      p.zero_();
-    } else if (name.find("proj.weight") != std::string::npos ||
-               name.find("fc_out.weight") != std::string::npos) {
-      p.normal_(0.0, residual_std, gen);
-    } else {
-      p.normal_(0.0, 0.02, gen);
-    }
-  }
-}
-
-const StageLayers& GptModelImpl::stage(int index) const {
-  for (const auto& st : stages_) {
-    if (st.index == index) return st;
-  }
-  throw std::out_of_range("this rank's model holds no stage " + std::to_string(index));
-}
-
 torch::Tensor document_positions(const torch::Tensor& documents) {
   const auto ids = torch::arange(documents.size(1), documents.options());
   // Each token's distance from its document's first token in the row.
@@ -277,63 +196,6 @@ torch::Tensor causal_bias(int64_t begin, int64_t end, const torch::Tensor& docum
   }
   return torch::zeros(allowed.sizes(), torch::TensorOptions().dtype(torch::kFloat32).device(device))
       .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
-}
-
-torch::Tensor GptModelImpl::forward_stage(int index, const torch::Tensor& input,
-                                          const torch::Tensor& documents) {
-  const auto& st = stage(index);
-  const int64_t t = input.size(1);
-  torch::Tensor bias;
-  if (documents.defined() && st.num_layers > 0) bias = causal_bias(0, t, documents, input.device());
-  const auto positions =
-      st.has_embedding && documents.defined()
-          ? document_positions(documents)
-          : torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
-  return forward_chunk(index, input, positions, bias, {}, nullptr);
-}
-
-torch::Tensor GptModelImpl::forward_chunk(int index, const torch::Tensor& input,
-                                          const torch::Tensor& positions, const torch::Tensor& bias,
-                                          const std::vector<LayerKeyValues>& past,
-                                          std::vector<LayerKeyValues>* present) {
-  const auto& st = stage(index);
-  if (!past.empty() && static_cast<int64_t>(past.size()) != st.num_layers) {
-    throw std::invalid_argument("forward_chunk: " + std::to_string(past.size()) +
-                                " layers of past keys for stage " + std::to_string(index) + " of " +
-                                std::to_string(st.num_layers) + " layers");
-  }
-  if (present) present->assign(static_cast<size_t>(st.num_layers), {});
-  torch::Tensor x = input;
-  if (st.has_embedding) x = token_embedding(input) + position_embedding(positions);
-  for (int64_t i = 0; i < st.num_layers; ++i) {
-    const auto slot = static_cast<size_t>(i);
-    x = blocks_.at(st.first_layer + i)
-            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr);
-  }
-  if (st.has_lm_head) x = lm_head(final_norm(x));
-  return x;
-}
-
-torch::Tensor GptModelImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
-  return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
-}
-
-std::vector<torch::Tensor> GptModelImpl::stage_parameters(int index) const {
-  const auto& st = stage(index);
-  std::vector<torch::Tensor> out;
-  const auto add = [&](const torch::nn::Module& m) {
-    for (const auto& p : m.parameters()) out.push_back(p);
-  };
-  if (st.has_embedding) {
-    add(*token_embedding);
-    add(*position_embedding);
-  }
-  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) add(*blocks_.at(l));
-  if (st.has_lm_head) {
-    add(*final_norm);
-    add(*lm_head);
-  }
-  return out;
 }
 
 }  // namespace rondo

@@ -1,0 +1,59 @@
+// The cost model: a stage's backward is twice its forward plus what it recomputes; selective
+// recomputation drops the scores from the activations and reruns only the attention cores; stage
+// parameter counts add up to the model's.
+#include "parallelism/cost_model.h"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+
+namespace rondo {
+namespace {
+
+CostModel model_with(Recompute recompute) {
+  return CostModel({.dims = {4, 64, 256, 1000, 128},
+                    .num_attention_heads = 4,
+                    .micro_batch_size = 2,
+                    .recompute = recompute,
+                    .device_flops = 1e12,
+                    .devices_per_stage = 2});
+}
+
+TEST(CostModel, BackwardIsTwiceTheForwardPlusTheRecomputation) {
+  const std::vector<StageLayers> stages = partition_layers_evenly(4, 2, 1);
+  const auto none = model_with(Recompute::kNone), full = model_with(Recompute::kFull),
+             selective = model_with(Recompute::kSelective);
+  const auto plain = none.stage_costs(stages, 1e-5, 1e10);
+  const auto rerun = full.stage_costs(stages, 1e-5, 1e10);
+  const auto cores = selective.stage_costs(stages, 1e-5, 1e10);
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const double f = none.forward_flops(stages[i]) / 2e12;  // two devices per stage
+    EXPECT_DOUBLE_EQ(plain.f[i], f);
+    EXPECT_DOUBLE_EQ(plain.b[i], 2 * f);
+    EXPECT_DOUBLE_EQ(plain.w[i], f);
+    EXPECT_DOUBLE_EQ(rerun.b[i], 3 * f);
+    // Two layers a stage, each rerunning 4 s^2 h b FLOPs of attention.
+    EXPECT_DOUBLE_EQ(cores.b[i], 2 * f + 2 * 4.0 * 128 * 128 * 64 * 2 / 2e12);
+  }
+  EXPECT_DOUBLE_EQ(plain.p2p_bytes, 2.0 * 128 * 64 * 4);
+  EXPECT_DOUBLE_EQ(plain.p2p_latency, 1e-5);
+}
+
+TEST(CostModel, SelectiveRecomputationDropsTheScoresFromALayersActivations) {
+  const double tokens = 256;
+  // 34 s b h + 5 a s^2 b two-byte values (Korthikanti et al.), in float32.
+  EXPECT_DOUBLE_EQ(model_with(Recompute::kNone).layer_activation_bytes(tokens),
+                   tokens * 64 * (34 + 5.0 * 4 * 128 / 64) * 2);
+  EXPECT_DOUBLE_EQ(model_with(Recompute::kSelective).layer_activation_bytes(tokens), tokens * 64 * 34 * 2);
+}
+
+TEST(CostModel, StagesAddUpToTheModel) {
+  const auto costs = model_with(Recompute::kNone);
+  double sum = 0;
+  for (const auto& st : model_atoms(4)) sum += costs.parameters(st);
+  EXPECT_DOUBLE_EQ(sum, static_cast<double>(model_parameters(costs.spec().dims)));
+  EXPECT_THROW(recompute_from_name("sometimes"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace rondo

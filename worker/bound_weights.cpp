@@ -1,0 +1,140 @@
+#include "worker/bound_weights.h"
+
+#include <string>
+#include <vector>
+
+#include "comms/collectives.h"
+#include "common/logging.h"
+#include "proto/plan.pb.h"
+#include "worker/optimizer_factory.h"
+
+namespace rondo {
+
+namespace {
+
+// The stages of the plan this rank holds.
+std::vector<StageLayers> local_stages(const plan::Plan& plan, int rank) {
+  std::vector<StageLayers> out;
+  for (uint32_t index : plan.ranks(rank).stages()) {
+    const auto& st = plan.stages(static_cast<int>(index));
+    out.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()), static_cast<int>(st.num_layers()),
+                   st.has_embedding(), st.has_lm_head()});
+  }
+  return out;
+}
+
+// Makes each parameter's gradient a view into `grads` (flat, in parameter order).
+void view_gradients(StagedModel& model, const torch::Tensor& grads) {
+  int64_t offset = 0;
+  for (auto& p : model->parameters()) {
+    p.mutable_grad() = grads.narrow(0, offset, p.numel()).view_as(p);
+    offset += p.numel();
+  }
+}
+
+}  // namespace
+
+BoundWeights::BoundWeights(const RankWeightsContext& c) : RankWeights(c.plan), context_(c) {
+  const auto& t = c.plan.training();
+  const auto& family = model_family(c.plan.model().family());
+  const auto shape = model_shape(c.plan);
+  const auto local = local_stages(c.plan, c.rank);
+  model_ = StagedModel(family, shape, local, t.seed());
+  model_->to(c.device);
+  // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
+  int64_t elements = 0;
+  for (const auto& p : model_->parameters()) elements += p.numel();
+  flat_ = torch::zeros({elements}, torch::TensorOptions().dtype(torch::kFloat32).device(c.device));
+  view_gradients(model_, flat_);
+  OptimizerParameters over{.params = model_->parameters(), .grads = flat_};
+  for (const auto& item : model_->named_parameters()) over.named.emplace_back(item.key(), item.value());
+  over.stacked_matrices = family.stacked_matrices;
+  optimizer_ = make_optimizer(t, std::move(over));
+  if (!c.plan.asynchronous()) return;
+
+  std::array<std::vector<torch::Tensor>, 2> params;
+  for (size_t k = 0; k < versions_.size(); ++k) {
+    versions_[k] = StagedModel(family, shape, local, t.seed());
+    versions_[k]->to(c.device);
+    version_grads_[k] = torch::zeros_like(flat_);
+    view_gradients(versions_[k], version_grads_[k]);
+    params[k] = versions_[k]->parameters();
+  }
+  delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, model_->parameters(), std::move(params),
+                                             delay_correction(c.plan));
+  if (c.rank == 0) log_asynchronous_mode(c.plan);
+}
+
+BoundWeights::~BoundWeights() = default;
+
+torch::optim::Optimizer& BoundWeights::checkpointed_optimizer() {
+  return delayed_ ? static_cast<torch::optim::Optimizer&>(*delayed_) : *optimizer_;
+}
+
+void BoundWeights::before_first_step(bool) {
+  // The models whose backwards produce the gradients, with their buffers: the model, or the two
+  // weight versions of an asynchronous run. Built now: a load replaced the gradient accumulators
+  // the hooks attach to.
+  std::vector<GradientReduction::Source> sources;
+  if (delayed_) {
+    for (size_t k = 0; k < versions_.size(); ++k) sources.push_back({versions_[k], version_grads_[k]});
+  } else {
+    sources.push_back({model_, flat_});
+  }
+  reduction_ = std::make_unique<GradientReduction>(plan_.comms(), context_.dp, context_.recorder,
+                                                   context_.world.host_buffers(), std::move(sources));
+  if (context_.rank == 0 && reduction_->overlapped())
+    logging::get("worker")->info("gradient reduction overlapped with the backward: {}", reduction_->describe());
+}
+
+StagedModel& BoundWeights::compute_model(int64_t at, int64_t now) {
+  if (!delayed_) return model_;
+  if (at > now) delayed_->wait();  // the next step's version is the update in flight's
+  return versions_[static_cast<size_t>(DelayedUpdate::version(at))];
+}
+
+torch::Tensor BoundWeights::step_grads(int64_t now) const {
+  return delayed_ ? version_grads_[static_cast<size_t>(DelayedUpdate::version(now))] : flat_;
+}
+
+void BoundWeights::before_backward(int64_t now, int stage, bool last) {
+  reduction_->before_backward(version(now), stage, last);
+}
+
+void BoundWeights::after_backward(int64_t now, int stage, bool last) {
+  reduction_->after_backward(version(now), stage, last);
+}
+
+void BoundWeights::reduce_gradients(int64_t now) { reduction_->reduce(version(now), step_grads(now)); }
+
+std::optional<double> BoundWeights::gradient_norm_squared(int64_t now) {
+  const double norm = step_grads(now).norm(2).item<double>();
+  return norm * norm;
+}
+
+void BoundWeights::update(double lr, double norm) { step_optimizer(*optimizer_, flat_, lr, norm); }
+
+std::optional<double> BoundWeights::collect_delayed_gradients(int64_t, int64_t) {
+  return std::nullopt;  // reduced in the step, their norm summed with its statistics
+}
+
+void BoundWeights::update_delayed(int64_t now, double lr, double norm) {
+  const auto grads = step_grads(now);
+  flat_.copy_(grads);
+  grads.zero_();
+  step_optimizer(*optimizer_, flat_, lr, norm);
+}
+
+std::string BoundWeights::describe() const {
+  std::string held;
+  int64_t elements = 0;
+  for (const auto& st : model_->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
+  for (const auto& p : model_->parameters()) elements += p.numel();
+  return "this rank holds " + std::to_string(elements) + " parameters: stage(s) " + held;
+}
+
+void BoundWeights::add_metrics(MetricsWriter& metrics) {
+  reduction_->add_metrics(metrics, [this](int64_t at) { return delayed_ ? DelayedUpdate::version(at - 1) : 0; });
+}
+
+}  // namespace rondo

@@ -1,0 +1,87 @@
+// Model families as stage modules: a family says how to build the three kinds of part a pipeline
+// stage is made of — the embedding (first stage), the transformer block (one per layer) and the
+// head (last stage) — and how each parameter starts. StagedModel (worker/staged_model.h) stacks
+// them into the stages a rank holds; the trainer picks the family by `model.family` from
+// model_family() and never branches on a family's name. A new family (Llama, Qwen) or a new kind
+// of block (context-parallel attention, an MoE MLP) is one new file plus a line in
+// model_family.cpp's table.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "worker/causal_attention.h"
+
+namespace rondo {
+
+struct ModelShape {
+  int64_t num_layers;
+  int64_t hidden_size;
+  int64_t num_attention_heads;
+  int64_t ffn_hidden_size;
+  int64_t vocab_size;
+  int64_t seq_length;
+  // Keep only q, k and v of each attention for its backward, recomputing the scores and
+  // probabilities there (Megatron's selective recomputation).
+  bool selective_recompute = false;
+  // GELU and the attention softmax on the fused CPU kernels (worker/fused_ops.h) where they apply;
+  // false: ATen's (training.cpu_kernels aten).
+  bool fused_kernels = true;
+};
+
+// Token ids [batch, seq] and each token's position [batch, seq] (or [seq]) -> hidden states.
+class EmbeddingPart : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions) = 0;
+};
+
+// One layer: hidden states [batch, seq, hidden] -> the same. `bias`, `past` and `present` are
+// CausalSelfAttention's (a packed or chunked batch's mask, earlier chunks' keys and values, this
+// chunk's keys and values).
+class BlockPart : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
+                                LayerKeyValues* present) = 0;
+};
+
+// Hidden states [batch, seq, hidden] -> logits [batch, seq, vocab].
+class HeadPart : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+};
+
+struct ModelFamily {
+  std::string name;
+  std::function<std::shared_ptr<EmbeddingPart>(const ModelShape&)> make_embedding;
+  std::function<std::shared_ptr<BlockPart>(const ModelShape&)> make_block;
+  std::function<std::shared_ptr<HeadPart>(const ModelShape&)> make_head;
+  // How many matrices a 2-D weight stacks along its rows (GPT's attn.qkv.weight: Q, K and V), for
+  // optimizers that treat each matrix on its own (Muon orthogonalises Q, K and V separately); 1
+  // for the rest.
+  std::function<int(const std::string& name)> stacked_matrices;
+  // Sets a parameter's initial value from `generator` (seeded by the run's seed and the
+  // parameter's name, so a layer starts the same whichever rank and stage hold it). `name` is
+  // the model-wide name ("block3.attn.qkv.weight").
+  std::function<void(const std::string& name, torch::Tensor& parameter, const ModelShape&,
+                     at::Generator& generator)>
+      initialise;
+};
+
+// The family registered as `name`; throws std::invalid_argument naming model.family and the
+// families there are.
+const ModelFamily& model_family(const std::string& name);
+std::vector<std::string> model_family_names();
+
+// Registers each of `part`'s submodules in `holder` under its own name, so the part's parameters
+// are named as the holder's ("lm_head.weight", not "head.lm_head.weight"): a family keeps its
+// checkpoint keys whichever parts it is built from. `part` itself stays unregistered (the holder
+// keeps it to call its forward).
+void adopt_submodules(torch::nn::Module& holder, const torch::nn::Module& part);
+
+}  // namespace rondo

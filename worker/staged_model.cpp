@@ -1,0 +1,110 @@
+#include "worker/staged_model.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+namespace rondo {
+
+namespace {
+
+// FNV-1a: a stable hash of a parameter's name (std::hash may differ between builds).
+uint64_t name_hash(const std::string& name) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s, uint64_t seed)
+    : StagedModelImpl(family, s, {StageLayers{0, 0, static_cast<int>(s.num_layers), true, true}}, seed) {}
+
+StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
+                                 std::vector<StageLayers> stages, uint64_t seed)
+    : shape_(s), stages_(std::move(stages)) {
+  std::sort(stages_.begin(), stages_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
+  for (const auto& st : stages_) {
+    if (st.first_layer < 0 || st.num_layers < 0 || st.first_layer + st.num_layers > s.num_layers) {
+      throw std::invalid_argument("stage " + std::to_string(st.index) + " holds layers outside the model's " +
+                                  std::to_string(s.num_layers));
+    }
+    if (st.has_embedding) {
+      embedding_ = family.make_embedding(s);
+      adopt_submodules(*this, *embedding_);
+    }
+    for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) {
+      blocks_.emplace(l, register_module("block" + std::to_string(l), family.make_block(s)));
+    }
+    if (st.has_lm_head) {
+      head_ = family.make_head(s);
+      adopt_submodules(*this, *head_);
+    }
+  }
+
+  torch::NoGradGuard no_grad;
+  for (auto& item : named_parameters()) {
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(item.key()));
+    family.initialise(item.key(), item.value(), s, gen);
+  }
+}
+
+const StageLayers& StagedModelImpl::stage(int index) const {
+  for (const auto& st : stages_) {
+    if (st.index == index) return st;
+  }
+  throw std::out_of_range("this rank's model holds no stage " + std::to_string(index));
+}
+
+torch::Tensor StagedModelImpl::forward_stage(int index, const torch::Tensor& input,
+                                             const torch::Tensor& documents) {
+  const auto& st = stage(index);
+  const int64_t t = input.size(1);
+  torch::Tensor bias;
+  if (documents.defined() && st.num_layers > 0) bias = causal_bias(0, t, documents, input.device());
+  const auto positions =
+      st.has_embedding && documents.defined()
+          ? document_positions(documents)
+          : torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
+  return forward_chunk(index, input, positions, bias, {}, nullptr);
+}
+
+torch::Tensor StagedModelImpl::forward_chunk(int index, const torch::Tensor& input,
+                                             const torch::Tensor& positions, const torch::Tensor& bias,
+                                             const std::vector<LayerKeyValues>& past,
+                                             std::vector<LayerKeyValues>* present) {
+  const auto& st = stage(index);
+  if (!past.empty() && static_cast<int64_t>(past.size()) != st.num_layers) {
+    throw std::invalid_argument("forward_chunk: " + std::to_string(past.size()) +
+                                " layers of past keys for stage " + std::to_string(index) + " of " +
+                                std::to_string(st.num_layers) + " layers");
+  }
+  if (present) present->assign(static_cast<size_t>(st.num_layers), {});
+  torch::Tensor x = input;
+  if (st.has_embedding) x = embedding_->forward(input, positions);
+  for (int64_t i = 0; i < st.num_layers; ++i) {
+    const auto slot = static_cast<size_t>(i);
+    x = blocks_.at(st.first_layer + i)
+            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr);
+  }
+  if (st.has_lm_head) x = head_->forward(x);
+  return x;
+}
+
+torch::Tensor StagedModelImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
+  return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
+}
+
+std::vector<torch::Tensor> StagedModelImpl::stage_parameters(int index) const {
+  const auto& st = stage(index);
+  std::vector<torch::Tensor> out;
+  const auto add = [&](const torch::nn::Module& m) {
+    for (const auto& p : m.parameters()) out.push_back(p);
+  };
+  if (st.has_embedding) add(*embedding_);
+  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) add(*blocks_.at(l));
+  if (st.has_lm_head) add(*head_);
+  return out;
+}
+
+}  // namespace rondo

@@ -1,0 +1,66 @@
+// StagedModel: the part of a model that one rank holds, as a set of pipeline stages, built from
+// its family's parts (worker/model_family.h). Each stage is a contiguous slice of the model: the
+// embedding (first stage), blocks [first_layer, first_layer + num_layers), and the head (last
+// stage). Blocks' linear layers can defer their weight gradients (DeferrableLinear) for
+// split-backward schedules.
+//
+// Parameter names are model-wide ("block7.attn.qkv.weight", "lm_head.weight"): blocks are
+// registered as "block<layer>", the embedding's and head's submodules under their own names. Every
+// parameter is initialised by the family from its own generator seeded by (seed, name): a layer's
+// weights are the same whichever rank and pipeline layout hold it, which is what makes a pipelined
+// run reproduce one process.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "pipeline/pipeline_schedule.h"
+#include "worker/model_family.h"
+
+namespace rondo {
+
+class StagedModelImpl : public torch::nn::Module {
+ public:
+  // The stages this rank holds (blocks [first_layer, first_layer + num_layers), plus the
+  // embeddings and/or the final norm and LM head); any order, parameters registered in model order.
+  StagedModelImpl(const ModelFamily& family, const ModelShape& shape, std::vector<StageLayers> stages,
+                  uint64_t seed);
+  // The whole model as one stage.
+  StagedModelImpl(const ModelFamily& family, const ModelShape& shape, uint64_t seed);
+
+  // Runs stage `stage` (a plan stage index this model holds): token ids [batch, seq] int64 on a
+  // stage with the embedding, hidden states [batch, seq, hidden] otherwise; returns logits
+  // [batch, seq, vocab] from a stage with the LM head, hidden states otherwise. `documents`, when
+  // given ([batch, seq] int64, nondecreasing per row), packs documents: a token attends only to
+  // earlier tokens of its own document, and positions restart at 0 with each document.
+  torch::Tensor forward_stage(int stage, const torch::Tensor& input, const torch::Tensor& documents = {});
+  // A chunk of tokens that continues earlier ones (chunked long-context training): like
+  // forward_stage, with each token's `positions` [batch, seq] given, and `bias` [batch, seq,
+  // keys] over `past`'s keys (per layer of the stage, in layer order; empty: none) followed by
+  // the chunk's own. `present`, when given, receives the chunk's keys and values per layer.
+  torch::Tensor forward_chunk(int stage, const torch::Tensor& input, const torch::Tensor& positions,
+                              const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
+                              std::vector<LayerKeyValues>* present);
+  // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq].
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+
+  const ModelShape& shape() const { return shape_; }
+  const std::vector<StageLayers>& stages() const { return stages_; }
+  const StageLayers& stage(int index) const;
+  // The parameters of one stage, in registration order.
+  std::vector<torch::Tensor> stage_parameters(int stage) const;
+
+ private:
+  ModelShape shape_;
+  std::vector<StageLayers> stages_;  // sorted by index
+  std::shared_ptr<EmbeddingPart> embedding_;
+  std::map<int64_t, std::shared_ptr<BlockPart>> blocks_;  // global layer index -> block
+  std::shared_ptr<HeadPart> head_;
+};
+TORCH_MODULE(StagedModel);
+
+}  // namespace rondo
