@@ -3,8 +3,8 @@
 #include <string>
 #include <vector>
 
-#include "comms/collectives.h"
 #include "common/logging.h"
+#include "comms/collectives.h"
 #include "proto/plan.pb.h"
 #include "worker/optimizer_factory.h"
 
@@ -17,8 +17,8 @@ std::vector<StageLayers> local_stages(const plan::Plan& plan, int rank) {
   std::vector<StageLayers> out;
   for (uint32_t index : plan.ranks(rank).stages()) {
     const auto& st = plan.stages(static_cast<int>(index));
-    out.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()), static_cast<int>(st.num_layers()),
-                   st.has_embedding(), st.has_lm_head()});
+    out.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+                   static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
   }
   return out;
 }
@@ -84,7 +84,8 @@ void BoundWeights::before_first_step(bool) {
   reduction_ = std::make_unique<GradientReduction>(plan_.comms(), context_.dp, context_.recorder,
                                                    context_.world.host_buffers(), std::move(sources));
   if (context_.rank == 0 && reduction_->overlapped())
-    logging::get("worker")->info("gradient reduction overlapped with the backward: {}", reduction_->describe());
+    logging::get("worker")->info("gradient reduction overlapped with the backward: {}",
+                                 reduction_->describe());
 }
 
 StagedModel& BoundWeights::compute_model(int64_t at, int64_t now) {
@@ -134,7 +135,8 @@ std::string BoundWeights::describe() const {
 }
 
 void BoundWeights::add_metrics(MetricsWriter& metrics) {
-  reduction_->add_metrics(metrics, [this](int64_t at) { return delayed_ ? DelayedUpdate::version(at - 1) : 0; });
+  reduction_->add_metrics(metrics,
+                          [this](int64_t at) { return delayed_ ? DelayedUpdate::version(at - 1) : 0; });
 }
 
 }  // namespace rondo

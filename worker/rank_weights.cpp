@@ -12,9 +12,7 @@
 
 namespace rondo {
 
-int RankWeights::version(int64_t now) const {
-  return delayed() ? DelayedUpdate::version(now) : 0;
-}
+int RankWeights::version(int64_t now) const { return delayed() ? DelayedUpdate::version(now) : 0; }
 
 torch::Tensor RankWeights::stage_gradients(int stage) {
   throw std::logic_error("stage " + std::to_string(stage) +
@@ -23,7 +21,8 @@ torch::Tensor RankWeights::stage_gradients(int stage) {
 
 void RankWeights::step_optimizer(torch::optim::Optimizer& optimizer, const torch::Tensor& grads, double lr,
                                  double norm) {
-  if (const double clip = plan_.training().clip_grad(); clip > 0 && norm > clip) grads.mul_(clip / (norm + 1e-6));
+  if (const double clip = plan_.training().clip_grad(); clip > 0 && norm > clip)
+    grads.mul_(clip / (norm + 1e-6));
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
   optimizer.step();
   grads.zero_();

@@ -46,8 +46,8 @@ StatelessWeights::StatelessWeights(const RankWeightsContext& c) : RankWeights(c.
                     " backward stages cannot give each of " + std::to_string(p) + " workers one to update");
   }
 
-  model_ = StagedModel(model_family(c.plan.model().family()), model_shape(c.plan), stateless_model_layers(c.plan),
-                       t.seed());
+  model_ = StagedModel(model_family(c.plan.model().family()), model_shape(c.plan),
+                       stateless_model_layers(c.plan), t.seed());
   // Backward stage k's parameters: those of its atoms, in model order.
   std::vector<std::vector<torch::Tensor>> stage_params;
   std::vector<int64_t> elements;
@@ -114,8 +114,8 @@ void StatelessWeights::setup_asynchronous(const std::vector<torch::Tensor>& owne
   std::array<std::vector<torch::Tensor>, 2> params;
   for (int k = 0; k < 2; ++k)
     params[static_cast<size_t>(k)] = {shared_->parameters(k).narrow(0, range.offset, range.count)};
-  delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, std::vector<torch::Tensor>{master}, std::move(params),
-                                             delay_correction(plan_));
+  delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, std::vector<torch::Tensor>{master},
+                                             std::move(params), delay_correction(plan_));
   if (context_.dp.comm().size() > 1)
     async_dp_ = std::make_unique<Collectives>(context_.dp.comm(), context_.recorder);
   shared_->replica().native_barrier();  // every owner's versions are in place
@@ -196,7 +196,8 @@ std::optional<double> StatelessWeights::collect_delayed_gradients(int64_t, int64
   owned_grads_.copy_(shared_->gradients().narrow(0, r.offset, r.count));
   shared_->finish_step(run_step);
   if (async_dp_) {
-    async_dp_->allreduce(owned_grads_.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
+    async_dp_->allreduce(owned_grads_.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32,
+                         ReduceOp::kSum);
   }
   const double norm = owned_grads_.norm(2).item<double>();
   return norm * norm;
@@ -218,8 +219,8 @@ std::string StatelessWeights::describe() const {
   for (int k = 0; k < shared_->stage_count(); ++k) {
     if (shared_->owns(k)) held += (held.empty() ? "" : ", ") + std::to_string(k);
   }
-  return "this rank holds " + std::to_string(shared_->owned().count) + " parameters: backward stage(s) " + held +
-         " (stateless worker: it updates these, and runs any stage's task on the " +
+  return "this rank holds " + std::to_string(shared_->owned().count) + " parameters: backward stage(s) " +
+         held + " (stateless worker: it updates these, and runs any stage's task on the " +
          std::to_string(shared_->elements()) + " parameters its pipeline replica shares in node memory)";
 }
 

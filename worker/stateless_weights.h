@@ -58,7 +58,8 @@ class StatelessWeights : public RankWeights {
   std::unique_ptr<SharedReplicaState> shared_;
   std::vector<std::pair<torch::Tensor, int64_t>> shared_params_;  // parameter, offset in the shared order
   StagedModel model_{nullptr};
-  torch::Tensor flat_;  // private gradients, in the shared order (the executor moves them into the shared ones)
+  torch::Tensor
+      flat_;  // private gradients, in the shared order (the executor moves them into the shared ones)
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   // Asynchronous: the owned stages' summed gradients, which the update reads while the next
   // step's backwards accumulate into `flat_`; the data-parallel sum of them on the update's thread.

@@ -26,11 +26,10 @@
 #include "worker/checkpointer.h"
 #include "worker/chunked_microbatch.h"
 #include "worker/delayed_update.h"
-#include "worker/gradient_reduction.h"
 #include "worker/learning_rate.h"
 #include "worker/metrics_writer.h"
-#include "worker/optimizer_factory.h"
 #include "worker/pipeline_chunks.h"
+#include "worker/rank_weights.h"
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
 
@@ -64,44 +63,13 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Collectives> dp_coll;
   std::unique_ptr<Collectives>
       stats_coll;  // per-step statistics, recorded like the rest (a hang there must show)
-  // The gradients' sum over the data-parallel group (workers bound to stages; after run()'s
-  // checkpoint load, whose new parameters carry its hooks).
-  std::unique_ptr<GradientReduction> reduction;
-  void build_reduction();
-  // The weight version this step computes on (asynchronous: two alternate; otherwise 0).
-  int step_version() const { return delayed ? DelayedUpdate::version(step - 1) : 0; }
 
   TokenCorpus corpus;
   std::unique_ptr<SampleWindows> windows;  // what each sample reads, over `corpus`
   torch::Device device{torch::kCPU};
-  // Stateless workers (RoundPipe): the replica's node-shared weights, gradients and optimizer
-  // state, which the model's parameters view (declared first: it outlives the model).
-  std::unique_ptr<SharedReplicaState> shared;
-  std::vector<std::pair<torch::Tensor, int64_t>> shared_params;  // parameter, offset in the shared order
-  StagedModel model{nullptr};
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  torch::Tensor flat;  // every parameter's gradient (views into it)
-  // Asynchronous pipelines (plan.asynchronous): `model` holds the optimizer's weights, the newest;
-  // step t computes on versions[t % 2] (0-based t), whose gradients are version_grads (flat, like
-  // `flat`); `delayed` updates `model` from them one step late (worker/delayed_update.h).
-  std::array<StagedModel, 2> versions{StagedModel{nullptr}, StagedModel{nullptr}};
-  std::array<torch::Tensor, 2> version_grads;
-  std::unique_ptr<DelayedUpdate> delayed;
-  void setup_async(const ModelShape& shape, const std::vector<StageLayers>& local);
-  DelayCorrection delay_correction() const;
-  void log_async() const;
-  // Stateless workers, asynchronous: the owned stages' summed gradients, which the update reads
-  // while the next step's backwards accumulate into `flat`.
-  torch::Tensor owned_grads;
-  // The version the shared model's parameters view (stateless workers; -1: none yet).
-  int bound_version = -1;
-  void bind_version(int version);
+  // How this rank holds, computes on and updates its weights: the run's mode (worker/rank_weights.h).
+  std::unique_ptr<RankWeights> weights;
   int64_t first_step = 0;  // 0-based index of the run's first step (after a resume)
-  // The gradients this step's backwards accumulate: `flat`, or its compute version's.
-  torch::Tensor step_grads() const {
-    if (shared) return delayed ? owned_grads : flat;
-    return delayed ? version_grads[static_cast<size_t>(step_version())] : flat;
-  }
   // What the executor calls microbatch `microbatch` of this step: ids from num_microbatches on are
   // the next step's (run ahead in an asynchronous stream). The 0-based step it belongs to and
   // its number there.
@@ -112,17 +80,8 @@ struct Trainer::Impl : StepModel {
   }
   // The model microbatch `microbatch` computes on (its step's weight version when asynchronous).
   StagedModel& compute_model(int microbatch) {
-    if (!delayed) return model;
-    const int64_t at = step_microbatch(microbatch).first;
-    if (shared) {
-      // The owners put each stage's version in place (the executor waited for it).
-      bind_version(DelayedUpdate::version(at));
-      return model;
-    }
-    if (at >= step) delayed->wait();  // the next step's version is the update in flight's
-    return versions[static_cast<size_t>(DelayedUpdate::version(at))];
+    return weights->compute_model(step_microbatch(microbatch).first, step - 1);
   }
-  int64_t num_grad_elements = 0;
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<MetricsWriter> metrics;  // rank 0's, from run() on
@@ -153,12 +112,6 @@ struct Trainer::Impl : StepModel {
   }
 
   void setup();
-  // Stateless workers: the whole model over node-shared weights (see SharedReplicaState).
-  void setup_stateless(const ModelShape& shape);
-  // After a checkpoint load replaced the parameters' storage: share them again.
-  void rebind_shared();
-  // What a checkpoint saves as the optimizer: with a weight delay, also both weight versions.
-  torch::optim::Optimizer& checkpointed_optimizer() { return delayed ? *delayed : *optimizer; }
   void build_dp_group();
   void event(const nlohmann::json& e);
   // The simulator's bubble for the plan's schedule with the op durations this step measured.
@@ -172,7 +125,7 @@ struct Trainer::Impl : StepModel {
         ->forward_stage(stage, input, plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
   }
   torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return model->loss(logits, counted_targets(microbatch, targets));
+    return weights->model()->loss(logits, counted_targets(microbatch, targets));
   }
   // data.chunk_size: the microbatch's sequences in chunks (worker/chunked_microbatch.h).
   torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
@@ -180,7 +133,7 @@ struct Trainer::Impl : StepModel {
     if (pipeline_chunks) return chunk_loss(stage, microbatch, input, targets);
     if (plan.data().chunk_size() == 0) return StepModel::forward_loss(stage, microbatch, input, targets);
     auto chunked = std::make_unique<ChunkedMicrobatch>(
-        model, stage, input, counted_targets(microbatch, targets),
+        weights->model(), stage, input, counted_targets(microbatch, targets),
         plan.data().pack() ? packing(microbatch).documents : torch::Tensor(), chunking);
     auto loss = chunked->forward();
     // The one that backpropagates (with full recomputation, B reruns F's graph-less forward).
@@ -224,13 +177,10 @@ struct Trainer::Impl : StepModel {
   }
   std::map<int, Packing> packings;  // this step's
   int64_t packings_step = -1;
-  torch::Tensor stage_gradients(int stage) override {
-    const auto r = shared->stage(stage);
-    return flat.narrow(0, r.offset, r.count);
-  }
-  void before_backward(int stage, bool last) override;
-  void after_backward(int stage, bool last) override;
-  void reduce_gradients() override;
+  torch::Tensor stage_gradients(int stage) override { return weights->stage_gradients(stage); }
+  void before_backward(int stage, bool last) override { weights->before_backward(step - 1, stage, last); }
+  void after_backward(int stage, bool last) override { weights->after_backward(step - 1, stage, last); }
+  void reduce_gradients() override { weights->reduce_gradients(step - 1); }
   void optimizer_step(const StepTimes& so_far) override;
 
   // The step's statistics as this rank saw them (main thread), to be summed over the world.
@@ -239,8 +189,6 @@ struct Trainer::Impl : StepModel {
   // 2(n-1) sequential exchanges).
   static void sum_over(Collectives& over, StepSums& sums);
   static void max_over(Collectives& over, StepMaxima& maxima);
-  // Clipping and the optimizer step on the optimizer's gradients.
-  void update_weights(const torch::Tensor& grads, double step_lr);
   std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
   std::function<void(report::StepReport&&)> on_step;
   TimingRecorder::ReportCursor reported;  // the recorder's records already sent in a step report
@@ -259,9 +207,6 @@ struct Trainer::Impl : StepModel {
   StepSums async_sums;
   std::unique_ptr<Communicator> async_comm;
   std::unique_ptr<Collectives> async_stats;
-  // Stateless workers: the owned stages' reduction over the data-parallel replicas, on the update's
-  // thread (recorded too: the recorder locks).
-  std::unique_ptr<Collectives> async_dp;
   void finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report);
 };
 
@@ -311,49 +256,17 @@ void Trainer::Impl::setup() {
                                      .pack = plan.data().pack(),
                                      .pad = plan.data().pad()});
   torch::manual_seed(t.seed());
-  const ModelShape shape{m.num_layers(),
-                         m.hidden_size(),
-                         m.num_attention_heads(),
-                         m.ffn_hidden_size(),
-                         m.vocab_size(),
-                         m.seq_length(),
-                         m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
-                         t.cpu_kernels() == plan::CPU_KERNELS_FUSED};
-  if (plan.stateless_workers()) {
-    setup_stateless(shape);
-  } else {
-    std::vector<StageLayers> local;
-    for (uint32_t index : me.stages()) {
-      const auto& st = plan.stages(static_cast<int>(index));
-      local.push_back({static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
-                       static_cast<int>(st.num_layers()), st.has_embedding(), st.has_lm_head()});
-    }
-    model = StagedModel(model_family(m.family()), shape, local, t.seed());
-    model->to(device);
-
-    // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
-    for (const auto& p : model->parameters()) num_grad_elements += p.numel();
-    flat = torch::zeros({num_grad_elements}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-    int64_t offset = 0;
-    for (auto& p : model->parameters()) {
-      p.mutable_grad() = flat.narrow(0, offset, p.numel()).view_as(p);
-      offset += p.numel();
-    }
-    OptimizerParameters over{.params = model->parameters(), .grads = flat};
-    for (const auto& item : model->named_parameters()) over.named.emplace_back(item.key(), item.value());
-    over.stacked_matrices = model_family(m.family()).stacked_matrices;
-    optimizer = make_optimizer(t, std::move(over));
-    if (plan.asynchronous()) setup_async(shape, local);
-    if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
-      try {
-        pipeline_chunks =
-            std::make_unique<PipelineChunks>(model, std::vector<int64_t>(lengths.begin(), lengths.end()));
-      } catch (const std::invalid_argument& e) {
-        throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
-      }
+  weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get()});
+  if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
+    try {
+      pipeline_chunks = std::make_unique<PipelineChunks>(
+          weights->model(), std::vector<int64_t>(lengths.begin(), lengths.end()));
+    } catch (const std::invalid_argument& e) {
+      throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
     }
   }
-  executor = std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), shared.get());
+  executor =
+      std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), weights->shared_replica());
   schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
@@ -362,172 +275,12 @@ void Trainer::Impl::setup() {
     log->info("model: {}, {} layers, hidden {}; data {} ({} tokens)", m.family(), m.num_layers(),
               m.hidden_size(), corpus.source(), corpus.size());
   }
-  std::string held;
-  if (shared) {
-    for (int k = 0; k < shared->stage_count(); ++k) {
-      if (shared->owns(k)) held += (held.empty() ? "" : ", ") + std::to_string(k);
-    }
-    log->info(
-        "this rank holds {} parameters: backward stage(s) {} (stateless worker: it updates these, and runs "
-        "any stage's task on the {} parameters its pipeline replica shares in node memory)",
-        shared->owned().count, held, shared->elements());
-  } else {
-    for (const auto& st : model->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
-    log->info("this rank holds {} parameters: stage(s) {}", num_grad_elements, held);
-  }
+  log->info("{}", weights->describe());
   if (t.emulate_compute()) {
     log->info(
         "compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
         "duration; transfers, reductions and the optimizer are real; losses read 0");
   }
-}
-
-DelayCorrection Trainer::Impl::delay_correction() const {
-  const auto correction = plan.delay_correction();
-  if (correction == plan::DELAY_CORRECTION_UNSPECIFIED || name_of(correction).empty()) {
-    throw PlanError("plan field delay_correction = " + std::to_string(correction) +
-                    " is not one this worker runs (a plan from another rondo?)");
-  }
-  return correction == plan::DELAY_CORRECTION_ERROR_FEEDBACK        ? DelayCorrection::kErrorFeedback
-         : correction == plan::DELAY_CORRECTION_WEIGHT_PREDICTION   ? DelayCorrection::kWeightPrediction
-         : correction == plan::DELAY_CORRECTION_VELOCITY_PREDICTION ? DelayCorrection::kVelocityPrediction
-                                                                    : DelayCorrection::kNone;
-}
-
-void Trainer::Impl::log_async() const {
-  log->info(
-      "asynchronous pipeline (PipeDream-2BW): step t computes on the weights before step t-1's update; "
-      "the update overlaps the next step (two weight versions, correction {})",
-      name_of(plan.delay_correction()));
-}
-
-void Trainer::Impl::setup_async(const ModelShape& shape, const std::vector<StageLayers>& local) {
-  const auto correction = delay_correction();
-  std::array<std::vector<torch::Tensor>, 2> params;
-  for (size_t k = 0; k < versions.size(); ++k) {
-    versions[k] = StagedModel(model_family(plan.model().family()), shape, local, plan.training().seed());
-    versions[k]->to(device);
-    version_grads[k] = torch::zeros_like(flat);
-    int64_t offset = 0;
-    for (auto& p : versions[k]->parameters()) {
-      p.mutable_grad() = version_grads[k].narrow(0, offset, p.numel()).view_as(p);
-      offset += p.numel();
-      params[k].push_back(p);
-    }
-  }
-  delayed = std::make_unique<DelayedUpdate>(*optimizer, model->parameters(), std::move(params), correction);
-  if (rank == 0) log_async();
-}
-
-void Trainer::Impl::setup_stateless(const ModelShape& shape) {
-  const auto& t = plan.training();
-  if (device.is_cuda())
-    throw ConfigError("training.device", "roundpipe's stateless workers run on the CPU only so far");
-  // The pipeline replica: this rank's pipeline group, in pipeline order (a collective split).
-  std::unique_ptr<Communicator> replica;
-  for (const auto& g : plan.mesh().groups()) {
-    if (g.kind() != plan::GROUP_PP) continue;
-    std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
-    std::sort(ranks.begin(), ranks.end(),
-              [&](int a, int b) { return plan.ranks(a).coords().pp() < plan.ranks(b).coords().pp(); });
-    auto sub = world.split(ranks);
-    if (sub) replica = std::move(sub);
-  }
-  if (!replica) throw PlanError("rank " + std::to_string(rank) + " is in no pipeline group of the plan");
-  const int p = replica->size();
-  if (plan.backward_stages_size() < p) {
-    throw PlanError("stateless workers: " + std::to_string(plan.backward_stages_size()) +
-                    " backward stages cannot give each of " + std::to_string(p) + " workers one to update");
-  }
-
-  model = StagedModel(model_family(plan.model().family()), shape, stateless_model_layers(plan), t.seed());
-  // Backward stage k's parameters: those of its atoms, in model order.
-  std::vector<std::vector<torch::Tensor>> stage_params;
-  std::vector<int64_t> elements;
-  for (const auto& st : plan.backward_stages()) {
-    const auto [first, end] = stateless_stage_atoms(plan, st);
-    auto& ps = stage_params.emplace_back();
-    for (int atom = first; atom < end; ++atom) {
-      for (const auto& param : model->stage_parameters(atom)) ps.push_back(param);
-    }
-    int64_t n = 0;
-    for (const auto& param : ps) n += param.numel();
-    elements.push_back(n);
-  }
-  shared = std::make_unique<SharedReplicaState>(
-      std::move(replica), elements, static_cast<int>(t.num_microbatches()),
-      std::vector<int64_t>{static_cast<int64_t>(t.micro_batch_size()), plan.model().seq_length(),
-                           plan.model().hidden_size()},
-      plan.asynchronous() ? 2 : 1);
-  num_grad_elements = shared->elements();
-  flat = torch::zeros({num_grad_elements}, torch::kFloat32);
-  // Private gradients in the shared order (the executor moves each backward's into the shared
-  // ones). Every worker initialised the same weights: the owners copy theirs in, all view them.
-  std::vector<torch::Tensor> owned;
-  for (int k = 0; k < shared->stage_count(); ++k) {
-    int64_t offset = shared->stage(k).offset;
-    for (auto& param : stage_params[static_cast<size_t>(k)]) {
-      param.mutable_grad() = flat.narrow(0, offset, param.numel()).view_as(param);
-      if (shared->owns(k)) owned.push_back(param);
-      shared_params.push_back({param, offset});
-      offset += param.numel();
-    }
-  }
-  rebind_shared();
-  const auto range = shared->owned();
-  if (!plan.asynchronous()) {
-    optimizer =
-        make_optimizer(t, {.params = owned,
-                           .grads = flat.narrow(0, range.offset, range.count),
-                           .flat_params = shared->parameters().narrow(0, range.offset, range.count),
-                           .moments = shared->optimizer_state().narrow(1, range.offset, range.count)});
-    return;
-  }
-  // Asynchronous: the owner's optimizer updates a private copy of its stages (the newest
-  // weights) from their summed gradients; both shared versions start from it (W(-1) = W(0)).
-  owned_grads = torch::zeros({range.count}, torch::kFloat32);
-  auto master = torch::zeros({range.count}, torch::kFloat32);
-  std::vector<torch::Tensor> copies;
-  for (const auto& param : owned) copies.push_back(param.detach().clone());
-  optimizer = make_optimizer(t, {.params = std::move(copies),
-                                 .grads = owned_grads,
-                                 .flat_params = master,
-                                 .moments = shared->optimizer_state().narrow(1, range.offset, range.count)});
-  std::array<std::vector<torch::Tensor>, 2> params;
-  for (int k = 0; k < 2; ++k)
-    params[static_cast<size_t>(k)] = {shared->parameters(k).narrow(0, range.offset, range.count)};
-  delayed = std::make_unique<DelayedUpdate>(*optimizer, std::vector<torch::Tensor>{master}, std::move(params),
-                                            delay_correction());
-  if (dp_coll->comm().size() > 1) async_dp = std::make_unique<Collectives>(dp_coll->comm(), recorder.get());
-  shared->replica().native_barrier();  // every owner's versions are in place
-  if (rank == 0) log_async();
-}
-
-void Trainer::Impl::rebind_shared() {
-  torch::NoGradGuard no_grad;
-  // Owners first write what they hold (after a load: the restored values; asynchronous runs
-  // restore both versions with the optimizer's state instead) ...
-  const auto owned = shared->owned();
-  for (int v = 0; v < shared->versions() && !delayed; ++v) {
-    for (auto& [param, at] : shared_params) {
-      if (at < owned.offset || at >= owned.offset + owned.count) continue;
-      auto view = shared->parameters(v).narrow(0, at, param.numel()).view_as(param);
-      if (view.data_ptr() != param.data_ptr()) view.copy_(param);
-    }
-  }
-  // ... then every worker views the shared values.
-  shared->replica().native_barrier();
-  bound_version = -1;
-  bind_version(0);
-}
-
-void Trainer::Impl::bind_version(int version) {
-  if (version == bound_version) return;
-  torch::NoGradGuard no_grad;
-  for (auto& [param, at] : shared_params) {
-    param.set_data(shared->parameters(version).narrow(0, at, param.numel()).view_as(param));
-  }
-  bound_version = version;
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -545,22 +298,6 @@ void Trainer::Impl::build_dp_group() {
   }
   if (!dp_comm) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
   dp_coll = std::make_unique<Collectives>(*dp_comm, recorder.get());
-}
-
-void Trainer::Impl::build_reduction() {
-  if (shared) return;
-  // The models whose backwards produce the gradients, with their buffers: the model, or the two
-  // weight versions of an asynchronous run.
-  std::vector<GradientReduction::Source> sources;
-  if (delayed) {
-    for (size_t k = 0; k < versions.size(); ++k) sources.push_back({versions[k], version_grads[k]});
-  } else {
-    sources.push_back({model, flat});
-  }
-  reduction = std::make_unique<GradientReduction>(plan.comms(), *dp_coll, recorder.get(),
-                                                  world.host_buffers(), std::move(sources));
-  if (rank == 0 && reduction->overlapped())
-    log->info("gradient reduction overlapped with the backward: {}", reduction->describe());
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {
@@ -585,7 +322,7 @@ void Trainer::Impl::event(const nlohmann::json& e) {
 torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
   const auto& documents =
       plan.data().pack() ? packing(row_microbatch(microbatch)).documents : torch::Tensor();
-  if (model->stage(stage).has_embedding) {
+  if (weights->model()->stage(stage).has_embedding) {
     // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
     if (!torch::GradMode::is_enabled() || !executor->recomputes(microbatch)) ++pipeline_chunk_count;
     if (!torch::GradMode::is_enabled()) ++pipeline_chunks_recomputed;
@@ -651,30 +388,6 @@ torch::Tensor Trainer::Impl::tokens(int microbatch) {
   return out.to(device);
 }
 
-void Trainer::Impl::before_backward(int stage, bool last) {
-  if (reduction) reduction->before_backward(step_version(), stage, last);
-}
-
-void Trainer::Impl::after_backward(int stage, bool last) {
-  if (reduction) reduction->after_backward(step_version(), stage, last);
-}
-
-void Trainer::Impl::reduce_gradients() {
-  if (shared) {
-    // The stages this worker owns: their summed gradients, from the shared memory, then over the
-    // data-parallel replicas (the other gradients here are zero).
-    if (delayed) return;  // the update's thread takes them (finish_async_step())
-    const auto r = shared->owned();
-    auto mine = flat.narrow(0, r.offset, r.count);
-    mine.copy_(shared->gradients().narrow(0, r.offset, r.count));
-    if (dp_coll->comm().size() > 1) {
-      dp_coll->allreduce(mine.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32, ReduceOp::kSum);
-    }
-  } else {
-    reduction->reduce(step_version(), step_grads());
-  }
-}
-
 StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   const auto& c = me.coords();
   StepSums sums;
@@ -710,8 +423,7 @@ StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   sums.compute_s = so_far.compute_s;
   if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
     // Stateless and asynchronous: the update's thread adds the norm once it has the gradients.
-    const double norm = shared && delayed ? 0.0 : step_grads().norm(2).item<double>();
-    sums.grad_norm_squared = norm * norm;
+    sums.grad_norm_squared = weights->gradient_norm_squared(step - 1).value_or(0.0);
     sums.stage_f = so_far.stage_f;
     sums.stage_b = so_far.stage_b;
     sums.stage_w = so_far.stage_w;
@@ -732,65 +444,36 @@ void Trainer::Impl::max_over(Collectives& over, StepMaxima& maxima) {
   maxima = StepMaxima::from_values(values);
 }
 
-void Trainer::Impl::update_weights(const torch::Tensor& grads, double step_lr) {
-  // `grads`, the optimizer's gradients, hold the step's, summed over the data-parallel ranks.
-  const double clip = plan.training().clip_grad();
-  if (const double norm = grad_norm(); clip > 0 && norm > clip) grads.mul_(clip / (norm + 1e-6));
-  for (auto& group : optimizer->param_groups()) group.options().set_lr(step_lr);
-  optimizer->step();
-  grads.zero_();
-}
-
 void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
   auto sums = local_sums(so_far);
-  if (delayed) {
+  if (weights->delayed()) {
     // Summed and applied after the window, off the critical path (finish_async_step()).
     async_sums = std::move(sums);
     return;
   }
   sum_over(*stats_coll, sums);
   summed = std::move(sums);
-  update_weights(flat, lr);
+  weights->update(lr, grad_norm());
 }
 
 void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report) {
   // On the update's thread, over a communicator of its own, while the next step computes: a
   // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
-  const int64_t executor_step = step - 1 - first_step;  // SharedReplicaState's numbering
-  const auto update = [this, sums = std::move(async_sums), worst, report, grads = step_grads(), step_lr = lr,
-                       executor_step]() mutable {
-    if (shared) {
-      // The owned stages' sums over the pipeline replica, then over the data-parallel replicas;
-      // this step's turns then close and the next step's open.
-      const auto r = shared->owned();
-      shared->wait_owned(executor_step, std::chrono::duration<double>(plan.comms().timeout_s()));
-      owned_grads.copy_(shared->gradients().narrow(0, r.offset, r.count));
-      shared->finish_step(executor_step);
-      if (async_dp) {
-        async_dp->allreduce(owned_grads.data_ptr(), static_cast<size_t>(r.count), DType::kFloat32,
-                            ReduceOp::kSum);
-      }
+  const int64_t now = step - 1,
+                run_step = now - first_step;  // SharedReplicaState counts from the run's first
+  const auto update = [this, sums = std::move(async_sums), worst, report, step_lr = lr, now,
+                       run_step]() mutable {
+    if (const auto norm = weights->collect_delayed_gradients(now, run_step)) {
       const auto& c = me.coords();
-      if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0)
-        sums.grad_norm_squared = std::pow(owned_grads.norm(2).item<double>(), 2);
+      if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) sums.grad_norm_squared = *norm;
     }
     sum_over(*async_stats, sums);
     max_over(*async_stats, worst);
     summed = std::move(sums);
     report->worst = worst;
-    if (shared) {
-      update_weights(grads, step_lr);  // the optimizer reads owned_grads itself
-    } else {
-      flat.copy_(grads);
-      grads.zero_();
-      update_weights(flat, step_lr);
-    }
+    weights->update_delayed(now, step_lr, grad_norm());
   };
-  // Stateless workers: the other workers may compute on the owned stages' new version once it is
-  // written (the executor's steps are counted from the run's first).
-  std::function<void()> written;
-  if (shared) written = [this, executor_step] { shared->mark_updated(executor_step); };
-  delayed->begin(step - 1, update, written);
+  weights->delayed()->begin(now, update, weights->on_version_written(run_step));
 }
 
 Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world, int local_rank)
@@ -845,11 +528,11 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
           .tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * plan.model().seq_length(),
           .attempt = attempt,
           .world_size = world.size(),
-          .stream = delayed != nullptr,
+          .stream = weights->delayed() != nullptr,
           .predicted_bubble = [this](const StepSums& sums) { return predicted_bubble(sums); }},
       log);
-  if (delayed) {
-    metrics->add_fields([this](const MetricsWriter::Step&, nlohmann::json& row) {
+  if (auto* delayed = weights->delayed()) {
+    metrics->add_fields([this, delayed](const MetricsWriter::Step&, nlohmann::json& row) {
       row["async"] = true;
       row["delay_correction"] = name_of(plan.delay_correction());
       row["delayed_update_s"] = delayed->last_update_s();
@@ -863,10 +546,7 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
       row["longest_sequence"] = r.worst.longest_sequence;
     });
   }
-  if (reduction) {
-    reduction->add_metrics(*metrics,
-                           [this](int64_t at) { return delayed ? DelayedUpdate::version(at - 1) : 0; });
-  }
+  weights->add_metrics(*metrics);
 }
 
 const TimingRecorder* Trainer::recorder() const { return impl_->recorder.get(); }
@@ -879,9 +559,11 @@ int64_t Trainer::run() {
   const int64_t tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * s.plan.model().seq_length();
 
   int64_t start_step = 0;
+  bool loaded = false;
   if (ck.resume()) {
-    if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.model, s.checkpointed_optimizer())) {
-      if (s.shared) s.rebind_shared();
+    if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.weights->model(),
+                                             s.weights->checkpointed_optimizer())) {
+      loaded = true;
       start_step = manifest->step;
       if (s.rank == 0) {
         s.log->info("resumed from checkpoint step-{} ({} samples consumed)", start_step,
@@ -895,9 +577,7 @@ int64_t Trainer::run() {
     return start_step;
   }
   s.first_step = start_step;
-  // After the checkpoint load: loading replaces the parameters' storage, and with it the gradient
-  // accumulators that the reducer's hooks attach to.
-  s.build_reduction();
+  s.weights->before_first_step(loaded);
 
   if (s.rank == 0) s.open_metrics(start_step);
   // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.
@@ -916,13 +596,10 @@ int64_t Trainer::run() {
   // Asynchronous: the step whose statistics and update are on the update's thread.
   std::shared_ptr<MetricsWriter::Step> pending;
   const auto finish_pending = [&] {
-    if (!s.delayed) return;
+    if (!s.weights->delayed()) return;
     // A stateless worker's own additions first: other owners' update threads wait for them.
-    if (s.shared && pending) {
-      s.shared->flush_own(pending->step - 1 - s.first_step,
-                          std::chrono::duration<double>(s.plan.comms().timeout_s()));
-    }
-    s.delayed->wait();
+    if (pending) s.weights->before_wait(pending->step - 1 - s.first_step);
+    s.weights->delayed()->wait();
     if (pending) step_done(*pending);
     pending.reset();
   };
@@ -956,7 +633,7 @@ int64_t Trainer::run() {
                      .longest_sequence = s.step_longest_sequence,
                      .checkpoint_requested = s.checkpoint_requested.exchange(false) ? 1.0 : 0.0,
                      .stop_requested = s.stop_requested.load() ? 1.0 : 0.0};
-    if (s.delayed) {
+    if (s.weights->delayed()) {
       finish_pending();
       s.finish_async_step(worst, report);
       pending = report;
@@ -966,15 +643,16 @@ int64_t Trainer::run() {
       step_done(*report);
     }
 
-    if (agreed_stop && stop_at == std::numeric_limits<int64_t>::max()) stop_at = s.delayed ? step + 1 : step;
+    if (agreed_stop && stop_at == std::numeric_limits<int64_t>::max())
+      stop_at = s.weights->delayed() ? step + 1 : step;
     const bool stopping = exiting || step >= stop_at;
     const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
     const bool final = step == train_iters && ck.interval() > 0;
     const bool requested = std::exchange(agreed_checkpoint, false);
     if (periodic || stopping || final || requested) {
       finish_pending();
-      s.checkpointer->save(step, s.windows->consumed_samples(static_cast<uint64_t>(step)), *s.model,
-                           s.checkpointed_optimizer());
+      s.checkpointer->save(step, s.windows->consumed_samples(static_cast<uint64_t>(step)),
+                           *s.weights->model(), s.weights->checkpointed_optimizer());
       if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}, {"requested", requested}});
     }
     if (stopping && step < train_iters) {
