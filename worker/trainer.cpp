@@ -32,6 +32,7 @@
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
+#include "worker/step_updates.h"
 
 namespace rondo {
 
@@ -87,13 +88,12 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<MetricsWriter> metrics;  // rank 0's, from run() on
   std::unique_ptr<LineAppender> events;
 
-  // The step being executed and what its OPTIM learned (asynchronous: the last step whose
-  // statistics were summed).
+  // The step being executed (1-based) and its learning rate.
   int64_t step = 0;
   double lr = 0;
-  // The last step's statistics summed over the world (by OPTIM; asynchronous: on the update's thread).
-  StepSums summed;
-  double grad_norm() const { return std::sqrt(summed.grad_norm_squared); }
+  // When the step's statistics are summed and the weights updated: the run mode's other half
+  // (worker/step_updates.h).
+  std::unique_ptr<StepUpdates> updates;
   PipelineSchedule schedule;  // the plan's, for the predicted bubble (rank 0)
 
   Impl(const plan::Plan& p, std::string dir, Communicator& w, int local)
@@ -185,10 +185,6 @@ struct Trainer::Impl : StepModel {
 
   // The step's statistics as this rank saw them (main thread), to be summed over the world.
   StepSums local_sums(const StepTimes& so_far);
-  // Sums and maxima over the world, in place: one small library allreduce each (a ring would take
-  // 2(n-1) sequential exchanges).
-  static void sum_over(Collectives& over, StepSums& sums);
-  static void max_over(Collectives& over, StepMaxima& maxima);
   std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
   std::function<void(report::StepReport&&)> on_step;
   TimingRecorder::ReportCursor reported;  // the recorder's records already sent in a step report
@@ -202,12 +198,19 @@ struct Trainer::Impl : StepModel {
   report::StepReport step_report(const MetricsWriter::Step& r, double tokens_per_s, int64_t train_iters);
   // Rank 0: the metrics writer, with the fields the run's parts add to each row.
   void open_metrics(int64_t first_step);
-  // Asynchronous: the step's sums (OPTIM) wait for finish_async_step(), which sums them and the
-  // worst values over the world and updates the weights on the update's thread.
-  StepSums async_sums;
-  std::unique_ptr<Communicator> async_comm;
-  std::unique_ptr<Collectives> async_stats;
-  void finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report);
+  // The run loop's parts: the checkpoint to resume from (its step, or 0, and whether one was
+  // loaded); one step run, with this rank's maxima; what a summed step reports; the checkpoint
+  // and stop decisions after a step.
+  std::pair<int64_t, bool> resume();
+  std::shared_ptr<MetricsWriter::Step> run_one_step(int64_t at, int64_t first, bool exiting);
+  StepMaxima local_maxima(const MetricsWriter::Step& report);
+  void step_done(const MetricsWriter::Step& report);
+  // Requests from outside the loop, agreed through a step's maxima (every rank sees the same);
+  // the step a stop agreed ends the run at.
+  bool agreed_checkpoint = false, agreed_stop = false;
+  int64_t stop_at = std::numeric_limits<int64_t>::max();
+  void checkpoint_if_due(int64_t at, bool stopping);
+  void log_stop(int64_t at);
 };
 
 void Trainer::Impl::setup() {
@@ -243,11 +246,6 @@ void Trainer::Impl::setup() {
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
   p2p_comm = world.split(everyone);
-  if (plan.asynchronous()) {
-    // The update's thread sums each step's statistics over a communicator of its own.
-    async_comm = world.split(everyone);
-    async_stats = std::make_unique<Collectives>(*async_comm, recorder.get());  // the recorder locks
-  }
 
   windows = std::make_unique<SampleWindows>(
       corpus, SampleWindows::Options{.seed = t.seed(),
@@ -257,6 +255,9 @@ void Trainer::Impl::setup() {
                                      .pad = plan.data().pad()});
   torch::manual_seed(t.seed());
   weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get()});
+  const auto& c = me.coords();
+  updates = make_step_updates(*weights, *stats_coll, world, recorder.get(),
+                              c.dp() == 0 && c.cp() == 0 && c.tp() == 0);
   if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
     try {
       pipeline_chunks = std::make_unique<PipelineChunks>(
@@ -432,48 +433,8 @@ StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   return sums;
 }
 
-void Trainer::Impl::sum_over(Collectives& over, StepSums& sums) {
-  auto values = sums.to_values();
-  over.native_allreduce(values.data(), values.size(), DType::kFloat64, ReduceOp::kSum);
-  sums.from_values(values);
-}
-
-void Trainer::Impl::max_over(Collectives& over, StepMaxima& maxima) {
-  auto values = maxima.to_values();
-  over.native_allreduce(values.data(), values.size(), DType::kFloat64, ReduceOp::kMax);
-  maxima = StepMaxima::from_values(values);
-}
-
 void Trainer::Impl::optimizer_step(const StepTimes& so_far) {
-  auto sums = local_sums(so_far);
-  if (weights->delayed()) {
-    // Summed and applied after the window, off the critical path (finish_async_step()).
-    async_sums = std::move(sums);
-    return;
-  }
-  sum_over(*stats_coll, sums);
-  summed = std::move(sums);
-  weights->update(lr, grad_norm());
-}
-
-void Trainer::Impl::finish_async_step(StepMaxima worst, const std::shared_ptr<MetricsWriter::Step>& report) {
-  // On the update's thread, over a communicator of its own, while the next step computes: a
-  // world-wide sum here would otherwise hold every rank at each step's end, draining the stream.
-  const int64_t now = step - 1,
-                run_step = now - first_step;  // SharedReplicaState counts from the run's first
-  const auto update = [this, sums = std::move(async_sums), worst, report, step_lr = lr, now,
-                       run_step]() mutable {
-    if (const auto norm = weights->collect_delayed_gradients(now, run_step)) {
-      const auto& c = me.coords();
-      if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) sums.grad_norm_squared = *norm;
-    }
-    sum_over(*async_stats, sums);
-    max_over(*async_stats, worst);
-    summed = std::move(sums);
-    report->worst = worst;
-    weights->update_delayed(now, step_lr, grad_norm());
-  };
-  weights->delayed()->begin(now, update, weights->on_version_written(run_step));
+  updates->optimizer_step(step - 1, lr, local_sums(so_far));
 }
 
 Trainer::Trainer(const plan::Plan& plan, std::string run_dir, Communicator& world, int local_rank)
@@ -500,8 +461,8 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
   out.set_lr(r.lr);
   out.set_tokens_per_s(tokens_per_s);
   if (rank == 0) {  // the sums live there
-    out.set_loss(summed.loss);
-    out.set_grad_norm(grad_norm());
+    out.set_loss(updates->summed().loss);
+    out.set_grad_norm(updates->grad_norm());
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);
@@ -541,8 +502,8 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
   }
   if (plan.data().chunk_size() > 0) {
     metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
-      row["chunks"] = summed.chunks;
-      row["chunks_recomputed"] = summed.chunks_recomputed;
+      row["chunks"] = updates->summed().chunks;
+      row["chunks_recomputed"] = updates->summed().chunks_recomputed;
       row["longest_sequence"] = r.worst.longest_sequence;
     });
   }
@@ -551,123 +512,117 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
 
 const TimingRecorder* Trainer::recorder() const { return impl_->recorder.get(); }
 
+std::pair<int64_t, bool> Trainer::Impl::resume() {
+  const auto& ck = plan.checkpoint();
+  if (!ck.resume()) return {0, false};
+  const auto manifest =
+      checkpointer->load(ck.resume_step(), *weights->model(), weights->checkpointed_optimizer());
+  if (!manifest) return {0, false};
+  if (rank == 0) {
+    log->info("resumed from checkpoint step-{} ({} samples consumed)", manifest->step,
+              manifest->consumed_samples);
+    event({{"event", "resumed"}, {"step", manifest->step}});
+  }
+  return {manifest->step, true};
+}
+
+std::shared_ptr<MetricsWriter::Step> Trainer::Impl::run_one_step(int64_t at, int64_t first, bool exiting) {
+  auto report = std::make_shared<MetricsWriter::Step>();
+  report->before = ResourceUsage::now();
+  const auto t0 = Clock::now();
+  step = at;
+  lr = learning_rate(plan.training(), at);
+  report->times = executor->run_step(*this, {at == first, at == plan.training().train_iters() || exiting});
+  report->step = at;
+  report->lr = lr;
+  report->step_s = seconds_since(t0);
+  report->after = ResourceUsage::now();
+  return report;
+}
+
+StepMaxima Trainer::Impl::local_maxima(const MetricsWriter::Step& report) {
+  // Memory and page faults of the worst rank, and the span of the step's compute over all ranks
+  // (negated start: one max serves both), in a small max-allreduce outside the step's time.
+  return {.max_rss_mb = report.after.max_rss_mb,
+          .page_faults = report.after.minor_faults - report.before.minor_faults,
+          .first_compute_ns_negated = -static_cast<double>(report.times.first_compute_ns),
+          .last_compute_ns = static_cast<double>(report.times.last_compute_ns),
+          .longest_sequence = step_longest_sequence,
+          .checkpoint_requested = checkpoint_requested.exchange(false) ? 1.0 : 0.0,
+          .stop_requested = stop_requested.load() ? 1.0 : 0.0};
+}
+
+void Trainer::Impl::step_done(const MetricsWriter::Step& r) {
+  // Its report to the coordinator, and rank 0's metrics row.
+  agreed_checkpoint |= r.worst.checkpoint_requested > 0;
+  agreed_stop |= r.worst.stop_requested > 0;
+  const auto& t = plan.training();
+  const double tokens =
+      static_cast<double>(t.global_batch_size()) * static_cast<double>(plan.model().seq_length());
+  if (on_step) on_step(step_report(r, tokens / r.step_s, t.train_iters()));
+  if (!metrics) return;
+  const auto& summed = updates->summed();
+  if (!std::isfinite(summed.loss))
+    throw Error("loss is " + std::to_string(summed.loss) + " at step " + std::to_string(r.step));
+  metrics->write(r, summed);
+}
+
+void Trainer::Impl::checkpoint_if_due(int64_t at, bool stopping) {
+  const auto& ck = plan.checkpoint();
+  const bool periodic = ck.interval() > 0 && at % static_cast<int64_t>(ck.interval()) == 0;
+  const bool final = at == plan.training().train_iters() && ck.interval() > 0;
+  const bool requested = std::exchange(agreed_checkpoint, false);
+  if (!(periodic || stopping || final || requested)) return;
+  updates->drain();
+  checkpointer->save(at, windows->consumed_samples(static_cast<uint64_t>(at)), *weights->model(),
+                     weights->checkpointed_optimizer());
+  if (rank == 0) event({{"event", "checkpoint"}, {"step", at}, {"requested", requested}});
+}
+
+void Trainer::Impl::log_stop(int64_t at) {
+  if (rank != 0) return;
+  const bool by_request = at >= stop_at;
+  if (by_request)
+    log->info("stopping at step {} as requested (coordinator or signal)", at);
+  else
+    log->info("exit_interval {} reached at step {}: stopping", plan.training().exit_interval(), at);
+  event({{"event", by_request ? "stop_requested" : "exit_interval"}, {"step", at}});
+}
+
 int64_t Trainer::run() {
   auto& s = *impl_;
   const auto& t = s.plan.training();
-  const auto& ck = s.plan.checkpoint();
   const int64_t train_iters = t.train_iters();
-  const int64_t tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * s.plan.model().seq_length();
-
-  int64_t start_step = 0;
-  bool loaded = false;
-  if (ck.resume()) {
-    if (auto manifest = s.checkpointer->load(ck.resume_step(), *s.weights->model(),
-                                             s.weights->checkpointed_optimizer())) {
-      loaded = true;
-      start_step = manifest->step;
-      if (s.rank == 0) {
-        s.log->info("resumed from checkpoint step-{} ({} samples consumed)", start_step,
-                    manifest->consumed_samples);
-        s.event({{"event", "resumed"}, {"step", start_step}});
-      }
-    }
-  }
+  const auto [start_step, loaded] = s.resume();
   if (start_step >= train_iters) {
     if (s.rank == 0) s.log->info("already trained to step {} of {}: nothing to do", start_step, train_iters);
     return start_step;
   }
   s.first_step = start_step;
   s.weights->before_first_step(loaded);
-
   if (s.rank == 0) s.open_metrics(start_step);
-  // Requests from outside the loop, agreed through a step's maxima: every rank sees the same.
-  bool agreed_checkpoint = false, agreed_stop = false;
-  // Once a step's statistics are summed (asynchronous: by the update's thread, during the next
-  // step): its report to the coordinator, and rank 0's metrics row.
-  const auto step_done = [&](const MetricsWriter::Step& r) {
-    agreed_checkpoint |= r.worst.checkpoint_requested > 0;
-    agreed_stop |= r.worst.stop_requested > 0;
-    if (s.on_step) s.on_step(s.step_report(r, static_cast<double>(tokens_per_step) / r.step_s, train_iters));
-    if (!s.metrics) return;
-    if (!std::isfinite(s.summed.loss))
-      throw Error("loss is " + std::to_string(s.summed.loss) + " at step " + std::to_string(r.step));
-    s.metrics->write(r, s.summed);
-  };
-  // Asynchronous: the step whose statistics and update are on the update's thread.
-  std::shared_ptr<MetricsWriter::Step> pending;
-  const auto finish_pending = [&] {
-    if (!s.weights->delayed()) return;
-    // A stateless worker's own additions first: other owners' update threads wait for them.
-    if (pending) s.weights->before_wait(pending->step - 1 - s.first_step);
-    s.weights->delayed()->wait();
-    if (pending) step_done(*pending);
-    pending.reset();
-  };
+  // A step is done once its statistics are summed (asynchronous: by the update's thread, during
+  // the next step).
+  s.updates->begin_run(start_step, [&s](const MetricsWriter::Step& r) { s.step_done(r); });
 
-  // A stop agreed at step k: a synchronous step ends there; an asynchronous stream drains first,
-  // so its last step is k + 1.
-  int64_t stop_at = std::numeric_limits<int64_t>::max();
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
-    auto report = std::make_shared<MetricsWriter::Step>();
-    report->before = ResourceUsage::now();
-    const auto t0 = Clock::now();
-    s.step = step;
-    s.lr = learning_rate(t, step);
     const bool exiting =
-        (t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0) || step >= stop_at;
-    report->times = s.executor->run_step(s, {step == start_step + 1, step == train_iters || exiting});
-    report->step = step;
-    report->lr = s.lr;
-    report->step_s = seconds_since(t0);
-
-    // Memory and page faults of the worst rank, and the span of the step's compute over all ranks
-    // (negated start: one max serves both), in a small max-allreduce outside the step's time.
-    report->after = ResourceUsage::now();
-    const auto& times = report->times;
-    StepMaxima worst{.max_rss_mb = report->after.max_rss_mb,
-                     .page_faults = report->after.minor_faults - report->before.minor_faults,
-                     .first_compute_ns_negated = -static_cast<double>(times.first_compute_ns),
-                     .last_compute_ns = static_cast<double>(times.last_compute_ns),
-                     .longest_sequence = s.step_longest_sequence,
-                     .checkpoint_requested = s.checkpoint_requested.exchange(false) ? 1.0 : 0.0,
-                     .stop_requested = s.stop_requested.load() ? 1.0 : 0.0};
-    if (s.weights->delayed()) {
-      finish_pending();
-      s.finish_async_step(worst, report);
-      pending = report;
-    } else {
-      s.max_over(*s.stats_coll, worst);
-      report->worst = worst;
-      step_done(*report);
-    }
-
-    if (agreed_stop && stop_at == std::numeric_limits<int64_t>::max())
-      stop_at = s.weights->delayed() ? step + 1 : step;
-    const bool stopping = exiting || step >= stop_at;
-    const bool periodic = ck.interval() > 0 && step % static_cast<int64_t>(ck.interval()) == 0;
-    const bool final = step == train_iters && ck.interval() > 0;
-    const bool requested = std::exchange(agreed_checkpoint, false);
-    if (periodic || stopping || final || requested) {
-      finish_pending();
-      s.checkpointer->save(step, s.windows->consumed_samples(static_cast<uint64_t>(step)),
-                           *s.weights->model(), s.weights->checkpointed_optimizer());
-      if (s.rank == 0) s.event({{"event", "checkpoint"}, {"step", step}, {"requested", requested}});
-    }
+        (t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0) || step >= s.stop_at;
+    const auto report = s.run_one_step(step, start_step + 1, exiting);
+    s.updates->end_step(step - 1, s.lr, s.local_maxima(*report), report);
+    // A stop agreed at step k: a synchronous run ends there; an asynchronous stream drains first.
+    if (s.agreed_stop && s.stop_at == std::numeric_limits<int64_t>::max())
+      s.stop_at = s.updates->stop_step(step);
+    const bool stopping = exiting || step >= s.stop_at;
+    s.checkpoint_if_due(step, stopping);
     if (stopping && step < train_iters) {
-      if (s.rank == 0) {
-        const bool by_request = step >= stop_at;
-        if (by_request)
-          s.log->info("stopping at step {} as requested (coordinator or signal)", step);
-        else
-          s.log->info("exit_interval {} reached at step {}: stopping", t.exit_interval(), step);
-        s.event({{"event", by_request ? "stop_requested" : "exit_interval"}, {"step", step}});
-      }
+      s.log_stop(step);
       break;
     }
   }
-  finish_pending();
+  s.updates->drain();
   if (s.metrics) s.metrics->log_summary();
   return step;
 }
