@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -67,6 +68,8 @@ struct ChunkedMicrobatch::State {
   std::vector<std::vector<LayerKeyValues>> leaves;
   std::vector<Graph> graphs;
   std::vector<int> previous_chunk;  // the chunk before this one in its sequence, or -1
+  // The chunks in the plan's order, grouped: a standalone chunk alone, a long sequence's together.
+  std::vector<std::vector<size_t>> groups;
 
   // The chunk's forward: the summed cross-entropy of its targets, and its keys and values.
   Graph run_chunk(size_t index) {
@@ -125,42 +128,48 @@ struct ChunkedMicrobatch::State {
     return seg.end < sequences[static_cast<size_t>(seg.sequence)].length;
   }
 
+  // Trains the chunks group by group (ChunkFlow's schedule); returns the mean loss.
   double forward() {
-    const size_t n = plan.chunks.size();
-    const size_t keep_from = n > static_cast<size_t>(options.chunks_in_memory)
-                                 ? n - static_cast<size_t>(options.chunks_in_memory)
-                                 : 0;
-    leaves.assign(n, {});
-    graphs.assign(n, {});
+    const bool grad = torch::GradMode::is_enabled();
+    const auto targets = static_cast<double>(std::max<int64_t>(counted_targets, 1));
+    leaves.assign(plan.chunks.size(), {});
+    graphs.assign(plan.chunks.size(), {});
     double loss_sum = 0;
-    for (size_t i = 0; i < n; ++i) {
-      const bool keep = i >= keep_from && torch::GradMode::is_enabled();
-      Graph g;
-      {
-        torch::AutoGradMode mode(keep);
-        g = run_chunk(i);
+    for (const auto& group : groups) {
+      const size_t keep_from = group.size() > static_cast<size_t>(options.chunks_in_memory)
+                                   ? group.size() - static_cast<size_t>(options.chunks_in_memory)
+                                   : 0;
+      for (size_t j = 0; j < group.size(); ++j) {
+        const size_t i = group[j];
+        const bool keep = grad && j >= keep_from;
+        Graph g;
+        {
+          torch::AutoGradMode mode(keep);
+          g = run_chunk(i);
+        }
+        loss_sum += g.loss_sum.item<double>();
+        if (has_later_chunk(i)) {
+          for (const auto& kv : g.present)
+            leaves[i].push_back({kv.k.detach().requires_grad_(true), kv.v.detach().requires_grad_(true)});
+        }
+        if (keep) graphs[i] = std::move(g);
       }
-      loss_sum += g.loss_sum.item<double>();
-      if (has_later_chunk(i)) {
-        for (const auto& kv : g.present)
-          leaves[i].push_back({kv.k.detach().requires_grad_(true), kv.v.detach().requires_grad_(true)});
-      }
-      if (keep) graphs[i] = std::move(g);
+      if (grad) backward(group, options.loss_grad / targets);
     }
-    return loss_sum / static_cast<double>(std::max<int64_t>(counted_targets, 1));
+    return loss_sum / targets;
   }
 
-  // `grad`: d(what the executor differentiates) / d(mean loss).
-  void backward(const torch::Tensor& grad) {
-    const auto per_target = grad / static_cast<double>(std::max<int64_t>(counted_targets, 1));
-    for (size_t i = plan.chunks.size(); i-- > 0;) {
+  // A group's backwards in reverse, `per_target` being d(objective) / d(each chunk's summed loss).
+  void backward(const std::vector<size_t>& group, double per_target) {
+    for (size_t j = group.size(); j-- > 0;) {
+      const size_t i = group[j];
       Graph g = std::move(graphs[i]);
       if (!g.loss_sum.defined()) {
         ++stats.recomputed_chunks;
         torch::AutoGradMode mode(true);
         g = run_chunk(i);
       }
-      std::vector<torch::Tensor> roots{g.loss_sum}, grads{per_target.to(g.loss_sum.device())};
+      std::vector<torch::Tensor> roots{g.loss_sum}, grads{torch::full_like(g.loss_sum, per_target)};
       for (size_t l = 0; l < leaves[i].size(); ++l) {
         // The gradients later chunks left on this chunk's keys and values.
         for (auto [out, leaf] :
@@ -170,7 +179,7 @@ struct ChunkedMicrobatch::State {
           grads.push_back(leaf.grad());
         }
       }
-      partial_backward = i > 0;
+      partial_backward = true;
       try {
         torch::autograd::backward(roots, grads);
       } catch (...) {
@@ -185,16 +194,20 @@ struct ChunkedMicrobatch::State {
 
 namespace {
 
-// The node the executor's backward reaches through the returned loss: runs the chunks' backward.
+// The node the executor's backward reaches through the returned loss. The chunks' backwards ran in
+// forward() with options.loss_grad; this checks the executor's gradient was that one.
 struct ChunkedLossBackward : torch::autograd::Node {
-  explicit ChunkedLossBackward(std::shared_ptr<ChunkedMicrobatch::State> s) : state(std::move(s)) {}
+  explicit ChunkedLossBackward(double expected) : expected(expected) {}
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
-    state->backward(grads.at(0));
-    state.reset();  // activations and keys are freed with the backward, not with the graph
+    const double got = grads.at(0).item<double>();
+    if (std::abs(got - expected) > 1e-9 * std::abs(expected)) {
+      throw std::logic_error("chunked microbatch: its chunks were trained for a loss gradient of " +
+                             std::to_string(expected) + ", the backward brought " + std::to_string(got));
+    }
     return {};
   }
   std::string name() const override { return "ChunkedLossBackward"; }
-  std::shared_ptr<ChunkedMicrobatch::State> state;
+  double expected;
 };
 
 }  // namespace
@@ -233,6 +246,11 @@ ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::
         throw std::logic_error("chunk plan: a dependent chunk before its sequence's first");
       s.previous_chunk[i] = last_of_sequence[sq];
       ++s.stats.dependent_chunks;
+      if (s.groups.empty() || s.groups.back().back() != static_cast<size_t>(s.previous_chunk[i]))
+        throw std::logic_error("chunk plan: a long sequence's chunks are not consecutive");
+      s.groups.back().push_back(i);
+    } else {
+      s.groups.push_back({i});
     }
     for (const auto& seg : chunk.segments)
       last_of_sequence[static_cast<size_t>(seg.sequence)] = static_cast<int>(i);
@@ -245,12 +263,15 @@ ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::
 ChunkedMicrobatch::~ChunkedMicrobatch() = default;
 
 torch::Tensor ChunkedMicrobatch::forward() {
-  auto state = state_;
-  const double mean = state->forward();
-  auto loss = torch::tensor(mean, torch::TensorOptions().dtype(torch::kFloat32).device(state->device));
-  if (torch::GradMode::is_enabled()) {
-    auto node =
-        std::shared_ptr<ChunkedLossBackward>(new ChunkedLossBackward(state), torch::autograd::deleteNode);
+  const bool grad = torch::GradMode::is_enabled();
+  const double mean = state_->forward();
+  // What the chunks kept is freed now: their backwards have run.
+  state_->graphs.clear();
+  state_->leaves.clear();
+  auto loss = torch::tensor(mean, torch::TensorOptions().dtype(torch::kFloat32).device(state_->device));
+  if (grad) {
+    auto node = std::shared_ptr<ChunkedLossBackward>(new ChunkedLossBackward(state_->options.loss_grad),
+                                                     torch::autograd::deleteNode);
     torch::autograd::create_gradient_edge(loss, node);
   }
   return loss;

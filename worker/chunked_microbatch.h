@@ -3,17 +3,24 @@
 //
 // The microbatch's sequences -- each row's runs of one document (data.pack), or whole rows --
 // go through the chunk planner (data/chunk_plan.h): short ones packed into standalone chunks
-// (attention confined to each), long ones split into dependent chunks. forward() runs every chunk
-// in order; a dependent chunk attends to the keys and values of its sequence's earlier chunks,
-// kept per layer as leaf tensors. Only the last `chunks_in_memory` (K) chunks keep their
-// activations; the others run without a graph. The returned loss's backward runs the chunks in
-// reverse order: each one not kept is recomputed from its inputs and its earlier chunks' keys and
-// values, then differentiated with the gradients its later chunks left on its keys and values
-// (accumulated in the leaves), so every parameter's gradient is the unchunked one's up to
-// float summation order. At most K chunks' activations are alive at any time.
+// (attention confined to each), long ones split into dependent chunks. forward() trains them in
+// the plan's order by ChunkFlow's state-aware schedule (Yuan et al. 2025, Algorithm 1):
+//   a standalone chunk: its forward, then at once its backward -- never recomputed;
+//   a long sequence of N chunks: the forwards in order, each attending to the keys and values of
+//     the sequence's earlier chunks (kept per layer as leaf tensors); only its last K =
+//     `chunks_in_memory` chunks keep their activations. Then the backwards in reverse: each of
+//     the first N - K is recomputed from its inputs and the earlier chunks' keys and values, and
+//     every chunk is differentiated with the gradients its later chunks left on its keys and
+//     values (accumulated in the leaves).
+// So at most K chunks' activations (and one sequence's keys and values) are alive at any time, and
+// only N - K chunks of each long sequence run twice. Every parameter's gradient is the unchunked
+// one's up to float summation order.
 //
-// The loss is the mean next-token cross-entropy over the microbatch's targets, like the
-// unchunked model->loss on the same rows (targets of -100 are not counted).
+// The backward runs inside forward(), with the gradient the caller will give the returned loss
+// (ChunkingOptions::loss_grad: the executor's 1 / (microbatches x dp)); the loss's own backward
+// only checks that it was that. The loss is the mean next-token cross-entropy over the
+// microbatch's targets, like the unchunked model->loss on the same rows (targets of -100 are not
+// counted). Without grad mode forward() runs the forwards only.
 #pragma once
 
 #include <torch/torch.h>
@@ -29,6 +36,8 @@ struct ChunkingOptions {
   int64_t chunk_size = 0;
   ChunkBalance balance = ChunkBalance::kTokens;
   int chunks_in_memory = 1;  // K >= 1
+  // d(what the caller differentiates) / d(the returned mean loss).
+  double loss_grad = 1.0;
 };
 
 // What the chunked microbatches of a step did, for the log and the benchmarks.
@@ -48,16 +57,16 @@ class ChunkedMicrobatch {
                     const torch::Tensor& documents, const ChunkingOptions& options);
   ~ChunkedMicrobatch();
 
-  // Runs every chunk forward; returns the mean loss, whose backward runs the chunks' backward.
-  // Call once.
+  // Runs every chunk forward and (in grad mode) backward; returns the mean loss, whose backward
+  // must bring options.loss_grad. Call once.
   torch::Tensor forward();
 
   const ChunkPlan& plan() const;
   const ChunkingStats& stats() const;
 
-  // True on this thread while a chunk's backward runs that is not its microbatch's last (every
-  // chunk but the first): each parameter's gradient gets more contributions after it, so
-  // gradient hooks must not take it as final (overlapped gradient reduction).
+  // True on this thread while a chunk's backward runs: each parameter's gradient gets more
+  // contributions after it, so gradient hooks must not take it as final (overlapped gradient
+  // reduction marks the stage's gradients after the executor's backward instead).
   static bool partial_gradients();
 
   struct State;  // shared with the loss's backward node (chunked_microbatch.cpp)

@@ -268,6 +268,7 @@ void Trainer::Impl::setup() {
   }
   executor =
       std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), weights->shared_replica());
+  chunking.loss_grad = executor->loss_scale();  // the gradient the executor gives a microbatch's loss
   schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);

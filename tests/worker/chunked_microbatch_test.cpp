@@ -1,9 +1,10 @@
 // ChunkedMicrobatch: a sequence trained in chunks (C = L/4, K = 1 and 2, equal-token and
 // cost-aware boundaries) gives the unchunked loss and every parameter's gradient within 1e-5
-// relative; packed documents give the document-masked (data.pack) loss and gradients; only the
-// chunks outside the last K are recomputed.
+// relative; packed documents give the document-masked (data.pack) loss and gradients; ChunkFlow's
+// rule: only a long sequence's chunks before its last K are recomputed, packed chunks never.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,22 @@ ModelShape shape(bool selective = false) { return {2, 32, 4, 64, 256, kSeq, sele
 
 struct Result : LossAndGradients {
   ChunkingStats stats;
+  ChunkPlan plan;
 };
+
+// ChunkFlow's count: each long sequence of N chunks recomputes its first N - K; a standalone
+// chunk (packed short sequences, or a sequence that fits one chunk) never runs twice.
+int64_t chunkflow_recomputed(const ChunkPlan& plan, int k) {
+  int64_t out = 0, run = 0;
+  for (const auto& chunk : plan.chunks) {
+    if (!chunk.dependent()) {
+      out += std::max<int64_t>(0, run - k);
+      run = 0;
+    }
+    ++run;
+  }
+  return out + std::max<int64_t>(0, run - k);
+}
 
 // tokens [rows, seq + 1]; the loss of rows[:, :-1] against rows[:, 1:], masked where a target
 // is in another document.
@@ -46,13 +62,15 @@ Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bo
 Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, const ChunkingOptions& options,
                bool selective = false) {
   StagedModel model(gpt_family(), shape(selective), /*seed=*/21);
+  auto scaled = options;
+  scaled.loss_grad = 0.5;
   ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, documents),
-                       documents.defined() ? documents.slice(1, 0, kSeq) : documents, options);
+                       documents.defined() ? documents.slice(1, 0, kSeq) : documents, scaled);
   const auto loss = mb.forward();
   (loss * 0.5).backward();  // as the executor does: scaled by 1 / (microbatches x dp)
   auto grads = gradients(model);
   for (auto& g : grads) g *= 2.0;
-  return {{loss.item<double>(), grads}, mb.stats()};
+  return {{loss.item<double>(), grads}, mb.stats(), mb.plan()};
 }
 
 torch::Tensor random_tokens(int64_t rows, uint64_t seed) {
@@ -104,7 +122,25 @@ TEST(ChunkedMicrobatch, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
     expect_close(ref, got, "packed, K=" + std::to_string(k));
     EXPECT_GT(got.stats.dependent_chunks, 0);
     EXPECT_EQ(got.stats.longest_sequence, 59);
+    // Short documents share a chunk, and are not recomputed: only each long document's chunks
+    // before its last K are (the old rule recomputed all but the microbatch's last K chunks).
+    EXPECT_TRUE(std::any_of(got.plan.chunks.begin(), got.plan.chunks.end(),
+                            [](const Chunk& c) { return c.segments.size() > 1; }));
+    EXPECT_EQ(got.stats.recomputed_chunks, chunkflow_recomputed(got.plan, k)) << "K=" << k;
+    EXPECT_LT(got.stats.recomputed_chunks, got.stats.chunks - k) << "K=" << k;
   }
+}
+
+// The chunks' backwards run with the loss gradient the caller announced; a backward that brings
+// another is refused rather than silently giving wrong gradients.
+TEST(ChunkedMicrobatch, ABackwardWithAnotherLossGradientIsRefused) {
+  const auto tokens = random_tokens(1, 7);
+  StagedModel model(gpt_family(), shape(), /*seed=*/21);
+  ChunkingOptions options{kSeq / 4, ChunkBalance::kTokens, 1};
+  options.loss_grad = 0.25;
+  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {}, options);
+  const auto loss = mb.forward();
+  EXPECT_THROW((loss * 0.5).backward(), std::exception);
 }
 
 TEST(ChunkedMicrobatch, NoGradientModeRunsTheForwardOnly) {
