@@ -15,6 +15,8 @@
   bench/train_bench.py chunked     # long sequences whole or in chunks (data.chunk_size): peak RSS and tokens/s by
                                    # sequence length; the Debian copyright corpus padded, packed, chunked
   bench/train_bench.py chunked-pipeline  # the same at pp=2 (1f1b): chunks as the schedule's microbatches
+  bench/train_bench.py chunkflow   # ChunkFlow's memory/recompute trade-off on the lognormal mix, pp=1 and pp=2:
+                                   # padded, packed whole, packed in chunks with K = 1, 2, 4
   bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
@@ -222,6 +224,8 @@ def main():
         chunked(tmp, rounds)
     if what in ("chunked-pipeline", "all"):
         chunked_pipeline(tmp, rounds)
+    if what in ("chunkflow", "all"):
+        chunkflow(tmp, rounds)
 
 
 def async_pipeline(tmp, rounds):
@@ -323,6 +327,29 @@ def chunked_pipeline(tmp, rounds):
         chunked_report(f"pp=2 1f1b, rows of {seq}", runs)
         by_seq[seq] = runs
     memory_growth("pp=2", by_seq)
+
+
+def chunkflow(tmp, rounds):
+    """ChunkFlow's trade-off: the synthetic lognormal mix (median document ~150 tokens, a tail of
+    thousands), rows of 2048, the demo model. Padded (one document per row), packed whole, and
+    packed in chunks of 256 keeping K = 1, 2, 4 chunks' activations; one rank (2 rows per step)
+    and pp=2 with 1f1b (4 rows per step, the chunks as the schedule's microbatches)."""
+    mix = ["data.path=lognormal", "data.lognormal_mu=5", "data.lognormal_sigma=1.5",
+           "data.lognormal_documents=4000", "data.lognormal_max_length=8192"]
+    variants = {"padded": ["data.pad=true"], "packed, unchunked": ["data.pack=true"]}
+    for k in (1, 2, 4):
+        variants[f"packed, C=256, K={k}"] = ["data.pack=true", "data.chunk_size=256", f"data.chunks_in_memory={k}"]
+    layouts = {"pp=1": ["parallel.world_size=1", "training.micro_batch_size=1", "training.global_batch_size=2"],
+               "pp=2 1f1b": ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                             "pipeline.schedule=1f1b", "training.micro_batch_size=1",
+                             "training.global_batch_size=4"]}
+    for layout, sets in layouts.items():
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, extra in variants.items():
+                runs[v].append(rondo_run(tmp, "chunkflow", model_sets(dict(SMALL, seq=2048)) + sets + mix + extra,
+                                         steps=8, warmup=2))
+        chunked_report(f"lognormal mix, rows of 2048, {layout}", runs)
 
 
 # The demo model with a 16384-token vocabulary: the LM head's forward (2 x hidden x vocab FLOPs
