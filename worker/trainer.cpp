@@ -1,6 +1,5 @@
 #include "worker/trainer.h"
 
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -18,7 +17,6 @@
 #include "data/token_corpus.h"
 #include "pipeline/exec/plan_schedule.h"
 #include "pipeline/exec/stage_executor.h"
-#include "pipeline/exec/weight_grad_store.h"
 #include "pipeline/schedule_simulator.h"
 #include "proto/plan.pb.h"
 #include "proto/plan_names.h"
