@@ -2,7 +2,8 @@
 // the model a fake whose layers are scalar weights. Every synchronous schedule runs each rank's
 // forwards and backwards in its plan's order, and every one computes the same loss and the same
 // gradients as the single-stage run of the same batch (the property the system tests check with
-// the real GPT, here in milliseconds).
+// the real GPT, here in milliseconds). An asynchronous stream carries the next step's forwards
+// (and their received activations) across the step boundary to the right backwards.
 #include <gtest/gtest.h>
 
 #include <exception>
@@ -49,8 +50,11 @@ class FakeModel : public StepModel {
   }
 
   torch::Tensor tokens(int microbatch) override {
-    // Sample-dependent ids: microbatch m's rows are its first samples in the global batch.
-    return torch::arange(kSeq + 1, torch::kLong).repeat({kMicroBatch, 1}) + 3 * (microbatch + 1);
+    // Sample-dependent ids: microbatch m's rows are its first samples in the global batch of its
+    // step (from num_microbatches on: the next step's, run ahead in an asynchronous stream).
+    const int m = static_cast<int>(plan_.training().num_microbatches());
+    const int at = step + microbatch / m;
+    return torch::arange(kSeq + 1, torch::kLong).repeat({kMicroBatch, 1}) + 3 * (microbatch % m + 1) + 7 * at;
   }
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
     calls.push_back(call('F', stage, microbatch));
@@ -67,9 +71,19 @@ class FakeModel : public StepModel {
   }
   void before_backward(int stage, bool) override { calls.push_back(call('B', stage)); }
   void reduce_gradients() override { calls.push_back("ALLREDUCE"); }
-  void optimizer_step(const StepTimes&) override { calls.push_back("OPTIM"); }
+  void optimizer_step(const StepTimes&) override {
+    calls.push_back("OPTIM");
+    // The weights never change; the step's gradients are taken and cleared for the next.
+    step_gradients.clear();
+    for (auto& [layer, w] : weights) {
+      step_gradients[layer] = w.grad().defined() ? w.grad().item<double>() : 0.0;
+      if (w.grad().defined()) w.mutable_grad().zero_();
+    }
+  }
 
+  int step = 0;                          // the step being run (0-based)
   std::map<int, torch::Tensor> weights;  // layer -> weight
+  std::map<int, double> step_gradients;  // layer -> the last OPTIM's gradient
   std::vector<std::string> calls;
 
  private:
@@ -112,7 +126,41 @@ RunResult run_step(const plan::Plan& plan) {
   return out;
 }
 
-plan::Plan plan_for(const std::string& schedule, int pp) {
+// `steps` steps of one stream (an asynchronous plan: its warm-up in the first, its drain in the
+// last): per step, the scaled loss and each layer's gradient summed over the ranks.
+std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
+  const int n = static_cast<int>(plan.mesh().world_size());
+  auto world = InProcessCommunicator::create_world(n);
+  std::vector<RunResult> out(static_cast<size_t>(steps));
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
+        FakeModel model(plan, r);
+        StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
+        for (int s = 0; s < steps; ++s) {
+          model.step = s;
+          const auto times = executor.run_step(model, {s == 0, s == steps - 1});
+          std::lock_guard lock(mu);
+          auto& step = out[static_cast<size_t>(s)];
+          step.loss += times.loss_sum * executor.loss_scale();
+          for (const auto& [layer, g] : model.step_gradients) step.gradients[layer] += g;
+        }
+      } catch (...) {
+        errors[static_cast<size_t>(r)] = std::current_exception();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return out;
+}
+
+plan::Plan plan_for(const std::string& schedule, int pp, bool async = false) {
   std::vector<std::string> sets = {"model.num_layers=" + std::to_string(kLayers),
                                    "model.hidden_size=" + std::to_string(kHidden),
                                    "model.num_attention_heads=2",
@@ -125,6 +173,7 @@ plan::Plan plan_for(const std::string& schedule, int pp) {
                                    "pipeline.schedule=" + schedule};
   if (schedule == "interleaved_1f1b" || schedule == "looped_bfs")
     sets.push_back("parallel.virtual_pipeline_model_parallel_size=2");
+  if (async) sets.push_back("pipeline.async=true");
   return build_plan(parse_config("", "t", sets));
 }
 
@@ -168,6 +217,34 @@ TEST(StageExecutor, EverySynchronousScheduleRunsThePlansOrderAndEqualsOneStage) 
     ASSERT_EQ(result.gradients.size(), static_cast<size_t>(kLayers));
     for (const auto& [layer, g] : reference.gradients)
       EXPECT_NEAR(result.gradients.at(layer), g, 1e-5 * std::abs(g)) << "layer " << layer;
+  }
+}
+
+// PipeDream-2BW's stream at pp=2 and 4: a step's window runs the next step's first forwards
+// ahead (microbatches num_microbatches + m), and carry_ahead hands their state to that step as its
+// microbatches m, whose backwards must find it. With weights that never change, every step then
+// equals the one-stage run of its own batch; state handed to the wrong microbatch changes a loss
+// or hangs a transfer (checked by renumbering it wrongly: the test fails).
+TEST(StageExecutor, AnAsynchronousStreamCarriesTheNextStepsForwardsToTheirBackwards) {
+  constexpr int kSteps = 4;
+  const auto reference = run_stream(plan_for("1f1b", 1), kSteps);
+  for (int pp : {2, 4}) {
+    SCOPED_TRACE("pp=" + std::to_string(pp));
+    const auto plan = plan_for("1f1b", pp, /*async=*/true);
+    ASSERT_TRUE(plan.asynchronous());
+    bool ahead = false;
+    for (const auto& a : plan.ranks(0).actions()) ahead |= a.ahead();
+    ASSERT_TRUE(ahead) << "the plan runs no forward ahead";
+    const auto stream = run_stream(plan, kSteps);
+    for (int s = 0; s < kSteps; ++s) {
+      const auto& want = reference[static_cast<size_t>(s)];
+      const auto& got = stream[static_cast<size_t>(s)];
+      EXPECT_NEAR(got.loss, want.loss, 1e-6 * std::abs(want.loss)) << "step " << s;
+      for (const auto& [layer, g] : want.gradients)
+        EXPECT_NEAR(got.gradients.at(layer), g, 1e-5 * std::abs(g)) << "step " << s << ", layer " << layer;
+    }
+    // The steps differ (their batches do), so a step paired with another's activations shows.
+    EXPECT_GT(std::abs(reference[0].loss - reference[1].loss), 1e-3 * std::abs(reference[0].loss));
   }
 }
 
