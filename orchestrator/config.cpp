@@ -368,7 +368,7 @@ void validate_parallel(const Config& c) {
 
 void validate_training(const Config& c) {
   const auto& m = c.model;
-  const int64_t dp = c.parallel.data_parallel_size(), pp = c.parallel.pipeline_model_parallel_size;
+  const int64_t dp = c.parallel.data_parallel_size();
   const auto& t = c.training;
   require(t.micro_batch_size >= 1, "training.micro_batch_size",
           "must be >= 1, got " + str(t.micro_batch_size));
@@ -384,9 +384,6 @@ void validate_training(const Config& c) {
           "must lie in [0, training.train_iters]");
   require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
   require_one_of(t.optimizer, {"adamw", "sgd", "muon"}, "training.optimizer");
-  require(t.optimizer != "muon" || c.pipeline.schedule != "roundpipe" || pp == 1, "training.optimizer",
-          "muon is not built for roundpipe's stateless workers (their optimizer state is sharded flat); use "
-          "adamw or another schedule");
   require(t.weight_decay >= 0, "training.weight_decay", "must be >= 0");
   require(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "training.adam_beta1", "must lie in [0, 1)");
   require(t.adam_beta2 >= 0 && t.adam_beta2 < 1, "training.adam_beta2", "must lie in [0, 1)");

@@ -14,7 +14,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec
                          .weight_decay(t.weight_decay());
   switch (t.optimizer()) {
     case plan::OPTIMIZER_MUON: {
-      if (in.named.empty()) throw PlanError("plan: training.optimizer muon on stateless workers");
+      if (in.named.empty()) throw PlanError("training.optimizer muon: the run mode gave no parameter names");
       std::vector<torch::Tensor> matrices, others;
       std::vector<int> stacked;
       for (const auto& [name, param] : in.named) {

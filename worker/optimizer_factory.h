@@ -30,7 +30,7 @@ struct OptimizerParameters {
   std::function<int(const std::string&)> stacked_matrices = {};
 };
 
-// Throws PlanError for Muon without `named` (a run mode that cannot tell matrices apart).
+// Throws PlanError for Muon without `named` (it tells the matrices apart by name).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec& training,
                                                         OptimizerParameters parameters);
 

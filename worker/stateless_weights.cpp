@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <string>
 
 #include "common/errors.h"
@@ -69,12 +70,15 @@ StatelessWeights::StatelessWeights(const RankWeightsContext& c) : RankWeights(c.
   flat_ = torch::zeros({shared_->elements()}, torch::kFloat32);
   // Private gradients in the shared order. Every worker initialised the same weights: the owners
   // copy theirs in, all view them.
-  std::vector<torch::Tensor> owned;
+  std::map<const void*, std::string> name_of;
+  for (const auto& item : model_->named_parameters())
+    name_of[item.value().unsafeGetTensorImpl()] = item.key();
+  Named owned;
   for (int k = 0; k < shared_->stage_count(); ++k) {
     int64_t offset = shared_->stage(k).offset;
     for (auto& param : stage_params[static_cast<size_t>(k)]) {
       param.mutable_grad() = flat_.narrow(0, offset, param.numel()).view_as(param);
-      if (shared_->owns(k)) owned.push_back(param);
+      if (shared_->owns(k)) owned.emplace_back(name_of.at(param.unsafeGetTensorImpl()), param);
       shared_params_.push_back({param, offset});
       offset += param.numel();
     }
@@ -89,28 +93,40 @@ StatelessWeights::StatelessWeights(const RankWeightsContext& c) : RankWeights(c.
 
 StatelessWeights::~StatelessWeights() = default;
 
-void StatelessWeights::setup_synchronous(const std::vector<torch::Tensor>& owned) {
+void StatelessWeights::setup_synchronous(const Named& owned) {
+  // The owned parameters view the shared weights and their gradients `flat_`: AdamW keeps its
+  // moments in node memory too; Muon's state (whole matrices, each owned by one worker) is private.
   const auto range = shared_->owned();
-  optimizer_ = make_optimizer(plan_.training(),
-                              {.params = owned,
-                               .grads = flat_.narrow(0, range.offset, range.count),
-                               .flat_params = shared_->parameters().narrow(0, range.offset, range.count),
-                               .moments = shared_->optimizer_state().narrow(1, range.offset, range.count)});
+  OptimizerParameters over{.grads = flat_.narrow(0, range.offset, range.count),
+                           .flat_params = shared_->parameters().narrow(0, range.offset, range.count),
+                           .moments = shared_->optimizer_state().narrow(1, range.offset, range.count),
+                           .named = owned,
+                           .stacked_matrices = model_family(plan_.model().family()).stacked_matrices};
+  for (const auto& [name, param] : owned) over.params.push_back(param);
+  optimizer_ = make_optimizer(plan_.training(), std::move(over));
 }
 
-void StatelessWeights::setup_asynchronous(const std::vector<torch::Tensor>& owned) {
-  // The owner's optimizer updates a private copy of its stages (the newest weights) from their
-  // summed gradients; both shared versions start from it (W(-1) = W(0)).
+void StatelessWeights::setup_asynchronous(const Named& owned) {
+  // The owner's optimizer updates a private copy of its stages (the newest weights: `master`,
+  // each parameter a view of it, its gradient a view of `owned_grads_`) from their summed
+  // gradients; both shared versions start from it (W(-1) = W(0)).
   const auto range = shared_->owned();
   owned_grads_ = torch::zeros({range.count}, torch::kFloat32);
   auto master = torch::zeros({range.count}, torch::kFloat32);
-  std::vector<torch::Tensor> copies;
-  for (const auto& param : owned) copies.push_back(param.detach().clone());
-  optimizer_ = make_optimizer(plan_.training(),
-                              {.params = std::move(copies),
-                               .grads = owned_grads_,
-                               .flat_params = master,
-                               .moments = shared_->optimizer_state().narrow(1, range.offset, range.count)});
+  OptimizerParameters over{.grads = owned_grads_,
+                           .flat_params = master,
+                           .moments = shared_->optimizer_state().narrow(1, range.offset, range.count),
+                           .stacked_matrices = model_family(plan_.model().family()).stacked_matrices};
+  int64_t offset = 0;
+  for (const auto& [name, param] : owned) {
+    auto copy = master.narrow(0, offset, param.numel()).view_as(param);
+    copy.copy_(param.detach());
+    copy.mutable_grad() = owned_grads_.narrow(0, offset, param.numel()).view_as(param);
+    over.params.push_back(copy);
+    over.named.emplace_back(name, copy);
+    offset += param.numel();
+  }
+  optimizer_ = make_optimizer(plan_.training(), std::move(over));
   std::array<std::vector<torch::Tensor>, 2> params;
   for (int k = 0; k < 2; ++k)
     params[static_cast<size_t>(k)] = {shared_->parameters(k).narrow(0, range.offset, range.count)};

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -46,8 +47,10 @@ class StatelessWeights : public RankWeights {
   std::string describe() const override;
 
  private:
-  void setup_synchronous(const std::vector<torch::Tensor>& owned);
-  void setup_asynchronous(const std::vector<torch::Tensor>& owned);
+  using Named = std::vector<std::pair<std::string, torch::Tensor>>;
+  // The optimizer over the stages this worker owns (`owned`, by name, in the shared order).
+  void setup_synchronous(const Named& owned);
+  void setup_asynchronous(const Named& owned);
   // Owners write what they hold into the shared weights, then every worker views them.
   void rebind();
   // Points the parameters at shared weight version `version`.

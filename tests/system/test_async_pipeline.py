@@ -8,7 +8,8 @@ docs/optimizers.md):
   within 1e-5, for AdamW and Muon, without and with each correction (the rule itself is checked
   against a written-out reference in tests/worker/delayed_update_test.cpp);
 - roundpipe's asynchronous mode (stateless workers, RoundPipe's dispatch) reproduces one rank too,
-  also at pp=2 x dp=2;
+  with AdamW and Muon (each owner orthogonalising the whole matrices of its stages), also at
+  pp=2 x dp=2;
 - interrupted after step 10 and resumed (both weight versions, optimizer and correction state
   checkpointed; the warm-up recomputed), steps 11-20 equal the uninterrupted run's (1f1b with
   Muon, roundpipe with AdamW);
@@ -83,21 +84,21 @@ for opt, correction in (("adamw", "none"), ("muon", "error_feedback"), ("adamw",
 # weight versions, no barrier between steps, the owners updating their stages off the critical path.
 RP = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=roundpipe",
       "model.num_layers=4"]
-for correction in ("none", "error_feedback"):
-    sets = ASYNC + [f"pipeline.delay_correction={correction}", "model.num_layers=4"]
-    ref = run(f"rp-ref-{correction}", ONE + sets)
+for opt, correction in (("adamw", "none"), ("adamw", "error_feedback"), ("muon", "error_feedback")):
+    sets = ASYNC + [f"pipeline.delay_correction={correction}", "model.num_layers=4", f"training.optimizer={opt}"]
+    ref = run(f"rp-ref-{opt}-{correction}", ONE + sets)
     for dispatch in ("rounds",):
-        got = run(f"rp-{correction}-{dispatch}", RP + sets + [f"pipeline.roundpipe_dispatch={dispatch}"])
+        got = run(f"rp-{opt}-{correction}-{dispatch}", RP + sets + [f"pipeline.roundpipe_dispatch={dispatch}"])
         # Gradient norms within 1e-4: stateless workers sum the gradients in another association
         # (each owner its stages, in shared memory), and synchronous roundpipe's already differ from
         # one rank's by about 1e-5 after 8 steps.
         lw, gw = worst(ref, got, range(1, 21)), worst(ref, got, range(1, 21), "grad_norm")
         ctx.check(lw <= 1e-5 and gw <= 1e-4,
-                  f"roundpipe ({dispatch}) async + {correction} reproduces one rank "
+                  f"roundpipe ({dispatch}) async {opt} + {correction} reproduces one rank "
                   f"(loss {lw:.1e}, grad norm {gw:.1e}; bubble step 10: {got[10].get('bubble_fraction', -1):.3f} "
                   f"measured, {got[10].get('bubble_fraction_predicted', -1):.3f} predicted)")
 got = run("rp-none-pp2xdp2", RP + ASYNC + ["parallel.world_size=4", "model.num_layers=4"])
-ref = run("rp-ref-none", ONE + ASYNC + ["pipeline.delay_correction=none", "model.num_layers=4"])
+ref = run("rp-ref-none-4", ONE + ASYNC + ["pipeline.delay_correction=none", "model.num_layers=4"])
 ctx.check(worst(ref, got, range(1, 21)) <= 1e-5,
           f"roundpipe async at pp=2 x dp=2 reproduces one rank (loss {worst(ref, got, range(1, 21)):.1e})")
 rp_whole = run("rp-resume-whole", RP + ASYNC + ["pipeline.delay_correction=error_feedback"])
