@@ -61,58 +61,44 @@ int64_t tokens_within(const GptDims& dims, int64_t begin, int64_t limit, double 
 }
 
 // One plan; with kCost no chunk costs more than `budget`.
-ChunkPlan plan_within(const std::vector<int64_t>& lengths, int64_t chunk_size, ChunkBalance balance,
-                      const GptDims& dims, double budget) {
-  ChunkPlan plan;
-  std::vector<int> short_ones;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    const int64_t n = lengths[i];
-    if (n < 0) throw ConfigError("data", "sequence " + std::to_string(i) + " has a negative length");
-    if (n == 0) continue;
-    // Short: fits one chunk (and, by cost, the budget); packed with others below.
-    if (n <= chunk_size && (balance == ChunkBalance::kTokens ||
-                            segment_forward_flops(dims, 0, static_cast<double>(n)) <= budget)) {
-      short_ones.push_back(static_cast<int>(i));
-      continue;
+// Sequence `i` of `n` tokens in pieces of at most `chunk_size` tokens: as few as `budget` allows,
+// then the lowest per-piece budget that still needs no more of them, so that the pieces cost
+// about the same, the last one included.
+void split_by_cost(int i, int64_t n, int64_t chunk_size, const GptDims& dims, double budget,
+                   ChunkPlan& plan) {
+  const auto pieces = [&](double b, std::vector<int64_t>* ends) {
+    size_t count = 0;
+    for (int64_t begin = 0; begin < n; ++count) {
+      begin += tokens_within(dims, begin, std::min(chunk_size, n - begin), b);
+      if (ends) ends->push_back(begin);
     }
-    if (balance == ChunkBalance::kTokens) {
-      for (int64_t begin = 0; begin < n; begin += chunk_size) {
-        plan.chunks.push_back({{{static_cast<int>(i), begin, std::min(n, begin + chunk_size)}}});
-      }
-      continue;
-    }
-    // As few pieces as the budget allows, then the lowest per-piece budget that still needs no
-    // more of them: the pieces cost about the same, the last one included.
-    const auto pieces = [&](double b, std::vector<int64_t>* ends) {
-      size_t count = 0;
-      for (int64_t begin = 0; begin < n; ++count) {
-        begin += tokens_within(dims, begin, std::min(chunk_size, n - begin), b);
-        if (ends) ends->push_back(begin);
-      }
-      return count;
-    };
-    std::vector<int64_t> ends;
-    const size_t k = pieces(budget, &ends);
-    double total = 0;  // what the greedy pieces cost together: no budget below total / k keeps k
-    for (size_t j = 0; j < ends.size(); ++j) {
-      total += segment_forward_flops(dims, j == 0 ? 0.0 : static_cast<double>(ends[j - 1]),
-                                     static_cast<double>(ends[j]));
-    }
-    double lo = total / static_cast<double>(k), hi = budget;
-    for (int iter = 0; iter < 40 && hi - lo > 1e-6 * hi; ++iter) {
-      const double mid = 0.5 * (lo + hi);
-      (pieces(mid, nullptr) <= k ? hi : lo) = mid;
-    }
-    ends.clear();
-    pieces(hi, &ends);
-    int64_t begin = 0;
-    for (int64_t end : ends) {
-      plan.chunks.push_back({{{static_cast<int>(i), begin, end}}});
-      begin = end;
-    }
+    return count;
+  };
+  std::vector<int64_t> ends;
+  const size_t k = pieces(budget, &ends);
+  double total = 0;  // what the greedy pieces cost together: no budget below total / k keeps k
+  for (size_t j = 0; j < ends.size(); ++j) {
+    total += segment_forward_flops(dims, j == 0 ? 0.0 : static_cast<double>(ends[j - 1]),
+                                   static_cast<double>(ends[j]));
   }
-  // First-fit decreasing: longest first, into the first open chunk with room (tokens; and for
-  // `cost`, the budget).
+  double lo = total / static_cast<double>(k), hi = budget;
+  for (int iter = 0; iter < 40 && hi - lo > 1e-6 * hi; ++iter) {
+    const double mid = 0.5 * (lo + hi);
+    (pieces(mid, nullptr) <= k ? hi : lo) = mid;
+  }
+  ends.clear();
+  pieces(hi, &ends);
+  int64_t begin = 0;
+  for (int64_t end : ends) {
+    plan.chunks.push_back({{{i, begin, end}}});
+    begin = end;
+  }
+}
+
+// First-fit decreasing: the short sequences `short_ones`, longest first, each into the first open
+// chunk with room (tokens; and for `cost`, the budget).
+void pack_first_fit(std::vector<int> short_ones, const std::vector<int64_t>& lengths, int64_t chunk_size,
+                    ChunkBalance balance, const GptDims& dims, double budget, ChunkPlan& plan) {
   std::stable_sort(short_ones.begin(), short_ones.end(),
                    [&](int a, int b) { return lengths[a] > lengths[b]; });
   struct Bin {
@@ -138,6 +124,29 @@ ChunkPlan plan_within(const std::vector<int64_t>& lengths, int64_t chunk_size, C
     it->tokens += seg.end;
     it->cost += cost;
   }
+}
+
+ChunkPlan plan_within(const std::vector<int64_t>& lengths, int64_t chunk_size, ChunkBalance balance,
+                      const GptDims& dims, double budget) {
+  ChunkPlan plan;
+  std::vector<int> short_ones;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const int64_t n = lengths[i];
+    if (n < 0) throw ConfigError("data", "sequence " + std::to_string(i) + " has a negative length");
+    if (n == 0) continue;
+    // Short: fits one chunk (and, by cost, the budget); packed with others below.
+    if (n <= chunk_size && (balance == ChunkBalance::kTokens ||
+                            segment_forward_flops(dims, 0, static_cast<double>(n)) <= budget)) {
+      short_ones.push_back(static_cast<int>(i));
+    } else if (balance == ChunkBalance::kTokens) {
+      for (int64_t begin = 0; begin < n; begin += chunk_size) {
+        plan.chunks.push_back({{{static_cast<int>(i), begin, std::min(n, begin + chunk_size)}}});
+      }
+    } else {
+      split_by_cost(static_cast<int>(i), n, chunk_size, dims, budget, plan);
+    }
+  }
+  pack_first_fit(std::move(short_ones), lengths, chunk_size, balance, dims, budget, plan);
   for (const auto& c : plan.chunks) {
     double cost = 0;
     for (const auto& s : c.segments) cost += segment_cost(dims, s);

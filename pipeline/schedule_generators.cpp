@@ -207,6 +207,113 @@ PipelineSchedule looped_bfs(const ScheduleRequest& req) {
   return s;
 }
 
+// The greedy zero-bubble scheduler's state: per stage and microbatch when each F and I ends,
+// each stage's next F, I and W, and each rank's activation memory in flight.
+struct GreedyZeroBubble {
+  enum Pass { kInputGrad, kForward, kWeightGrad };
+  struct Pick {
+    ComputeKind kind;
+    int stage;
+  };
+  static size_t us(int x) { return static_cast<size_t>(x); }
+  static constexpr double kNever = std::numeric_limits<double>::infinity();
+
+  PipelineSchedule& s;
+  const StageCosts& costs;
+  const std::vector<int>& stage_rank;
+  const std::vector<double>& memory_limit;
+  int m, S;
+  std::vector<std::vector<double>> f_end, i_end;
+  std::vector<int> next_f, next_i, next_w;
+  std::vector<std::vector<int>> local;  // per rank: its stages, later ones first
+  std::vector<double> inflight;
+
+  GreedyZeroBubble(PipelineSchedule& sched, const StageCosts& c, const std::vector<int>& ranks_of_stages,
+                   const std::vector<double>& limits, int pp, int microbatches)
+      : s(sched),
+        costs(c),
+        stage_rank(ranks_of_stages),
+        memory_limit(limits),
+        m(microbatches),
+        S(static_cast<int>(ranks_of_stages.size())),
+        f_end(us(S), std::vector<double>(us(m), kNever)),
+        i_end(f_end),
+        next_f(us(S), 0),
+        next_i(us(S), 0),
+        next_w(us(S), 0),
+        local(us(pp)),
+        inflight(us(pp), 0.0) {
+    for (int st = S - 1; st >= 0; --st) local[us(stage_rank[us(st)])].push_back(st);
+  }
+
+  double comm(int a, int b) const {
+    return stage_rank[us(a)] == stage_rank[us(b)] ? 0.0 : costs.transfer_time();
+  }
+
+  // Whether stage `st` of rank `r` may run its next op of `pass` at time `t`.
+  bool ready(Pass pass, int r, int st, double t) const {
+    if (pass == kInputGrad) {
+      if (next_i[us(st)] >= m) return false;
+      const int mb = next_i[us(st)];
+      const bool up_ready = st == S - 1 || i_end[us(st + 1)][us(mb)] + comm(st + 1, st) <= t;
+      return f_end[us(st)][us(mb)] <= t && up_ready;
+    }
+    if (pass == kForward) {
+      if (next_f[us(st)] >= m) return false;
+      const int mb = next_f[us(st)];
+      const bool down_ready = st == 0 || f_end[us(st - 1)][us(mb)] + comm(st - 1, st) <= t;
+      // Leave room for one forward of each later stage on this rank, or its early stages could
+      // fill the memory while the later ones (whose backwards free it) starve.
+      double need = s.stage_share[us(st)];
+      for (int later : local[us(r)]) {
+        if (later > st) need += s.stage_share[us(later)];
+      }
+      return down_ready && inflight[us(r)] + need <= memory_limit[us(r)] + 1e-9;
+    }
+    return next_w[us(st)] < next_i[us(st)] && i_end[us(st)][us(next_w[us(st)])] <= t;
+  }
+
+  // Rank r's highest-priority ready op at `t`: I (later stage first), F (later stage first), W.
+  std::optional<Pick> pick(int r, double t) const {
+    constexpr ComputeKind kinds[] = {ComputeKind::kI, ComputeKind::kF, ComputeKind::kW};
+    for (const Pass pass : {kInputGrad, kForward, kWeightGrad}) {
+      for (int st : local[us(r)]) {
+        if (ready(pass, r, st, t)) return Pick{kinds[pass], st};
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Starts `op` on rank r at `t`; returns its duration.
+  double start(int r, const Pick& op, double t) {
+    const int st = op.stage;
+    double duration = 0;
+    int mb = 0;
+    switch (op.kind) {
+      case ComputeKind::kF:
+        mb = next_f[us(st)]++;
+        duration = costs.f[us(st)];
+        f_end[us(st)][us(mb)] = t + duration;
+        inflight[us(r)] += s.stage_share[us(st)];
+        break;
+      case ComputeKind::kI:
+        mb = next_i[us(st)]++;
+        duration = costs.i(st);
+        i_end[us(st)][us(mb)] = t + duration;
+        // Freed when I ends (the rank is busy until then), except what W still needs.
+        inflight[us(r)] -= s.stage_share[us(st)] * (1.0 - s.weight_grad_memory);
+        break;
+      default:
+        mb = next_w[us(st)]++;
+        duration = costs.w[us(st)];
+        inflight[us(r)] -= s.stage_share[us(st)] * s.weight_grad_memory;
+        break;
+    }
+    s.ranks[us(r)].push_back({op.kind, st, mb});
+    return duration;
+  }
+};
+
 // Greedy list scheduling with split backward: at every moment an idle rank starts its
 // highest-priority ready op (I before F before W; among stages, the later one first), never
 // holding more activations than its limit (a pending W holds part of its microbatch's
@@ -217,17 +324,8 @@ PipelineSchedule greedy_zero_bubble(const ScheduleRequest& req, std::vector<int>
   auto s = skeleton(req, S, v, true);
   const StageCosts costs =
       req.costs.empty() || req.costs.num_stages() != S ? uniform_stage_costs(S, v, 1.0, 2.0, 1.0) : req.costs;
-  constexpr double kNever = std::numeric_limits<double>::infinity();
-  const auto us = [](int x) { return static_cast<size_t>(x); };
-  std::vector<std::vector<double>> f_end(us(S), std::vector<double>(us(m), kNever)), i_end = f_end;
-  std::vector<int> next_f(us(S), 0), next_i(us(S), 0), next_w(us(S), 0);
-  std::vector<std::vector<int>> local(us(p));
-  for (int st = S - 1; st >= 0; --st) local[us(stage_rank[us(st)])].push_back(st);  // later stages first
-  std::vector<double> free_at(us(p), 0.0), inflight(us(p), 0.0);
-  auto comm = [&](int a, int b) {
-    return stage_rank[us(a)] == stage_rank[us(b)] ? 0.0 : costs.transfer_time();
-  };
-
+  GreedyZeroBubble g(s, costs, stage_rank, memory_limit, p, m);
+  std::vector<double> free_at(static_cast<size_t>(p), 0.0);
   std::priority_queue<double, std::vector<double>, std::greater<>> events;
   events.push(0.0);
   size_t remaining = static_cast<size_t>(S) * static_cast<size_t>(m) * 3;
@@ -238,62 +336,11 @@ PipelineSchedule greedy_zero_bubble(const ScheduleRequest& req, std::vector<int>
     const double t = events.top();
     while (!events.empty() && events.top() <= t) events.pop();
     for (int r = 0; r < p; ++r) {
-      if (free_at[us(r)] > t) continue;
-      // Candidates in priority order: I (later stage first), F (later stage first), W.
-      struct Pick {
-        ComputeKind kind;
-        int stage;
-      };
-      std::optional<Pick> pick;
-      for (int pass = 0; pass < 3 && !pick; ++pass) {
-        for (int st : local[us(r)]) {
-          if (pass == 0 && next_i[us(st)] < m) {
-            const int mb = next_i[us(st)];
-            const bool up_ready = st == S - 1 || i_end[us(st + 1)][us(mb)] + comm(st + 1, st) <= t;
-            if (f_end[us(st)][us(mb)] <= t && up_ready) pick = Pick{ComputeKind::kI, st};
-          } else if (pass == 1 && next_f[us(st)] < m) {
-            const int mb = next_f[us(st)];
-            const bool down_ready = st == 0 || f_end[us(st - 1)][us(mb)] + comm(st - 1, st) <= t;
-            // Leave room for one forward of each later stage on this rank, or its early stages
-            // could fill the memory while the later ones (whose backwards free it) starve.
-            double need = s.stage_share[us(st)];
-            for (int later : local[us(r)]) {
-              if (later > st) need += s.stage_share[us(later)];
-            }
-            const bool fits = inflight[us(r)] + need <= memory_limit[us(r)] + 1e-9;
-            if (down_ready && fits) pick = Pick{ComputeKind::kF, st};
-          } else if (pass == 2 && next_w[us(st)] < next_i[us(st)]) {
-            if (i_end[us(st)][us(next_w[us(st)])] <= t) pick = Pick{ComputeKind::kW, st};
-          }
-          if (pick) break;
-        }
-      }
-      if (!pick) continue;
-      const int st = pick->stage;
-      double duration = 0;
-      int mb = 0;
-      switch (pick->kind) {
-        case ComputeKind::kF:
-          mb = next_f[us(st)]++;
-          duration = costs.f[us(st)];
-          f_end[us(st)][us(mb)] = t + duration;
-          inflight[us(r)] += s.stage_share[us(st)];
-          break;
-        case ComputeKind::kI:
-          mb = next_i[us(st)]++;
-          duration = costs.i(st);
-          i_end[us(st)][us(mb)] = t + duration;
-          // Freed when I ends (the rank is busy until then), except what W still needs.
-          inflight[us(r)] -= s.stage_share[us(st)] * (1.0 - s.weight_grad_memory);
-          break;
-        default:
-          mb = next_w[us(st)]++;
-          duration = costs.w[us(st)];
-          inflight[us(r)] -= s.stage_share[us(st)] * s.weight_grad_memory;
-          break;
-      }
-      s.ranks[us(r)].push_back({pick->kind, st, mb});
-      free_at[us(r)] = t + duration;
+      if (free_at[static_cast<size_t>(r)] > t) continue;
+      const auto op = g.pick(r, t);
+      if (!op) continue;
+      const double duration = g.start(r, *op, t);
+      free_at[static_cast<size_t>(r)] = t + duration;
       events.push(t + duration);
       if (costs.transfer_time() > 0) events.push(t + duration + costs.transfer_time());
       --remaining;
