@@ -21,11 +21,7 @@ struct Done {
   double end;
 };
 
-}  // namespace
-
-SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& costs) {
-  const int p = static_cast<int>(s.ranks.size());
-  const auto us = [](int x) { return static_cast<size_t>(x); };
+void check_costs(const PipelineSchedule& s, const StageCosts& costs) {
   if (costs.num_stages() < s.num_stages) {
     throw PlanError("costs cover " + std::to_string(costs.num_stages()) + " stages, the schedule has " +
                     std::to_string(s.num_stages));
@@ -35,10 +31,83 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
                     " backward durations, the schedule has " +
                     std::to_string(std::max(s.num_stages, s.num_backward_stages)) + " backward stages");
   }
+}
+
+double duration_of(const ComputeAction& a, const StageCosts& costs) {
+  const auto st = static_cast<size_t>(a.stage);
+  return a.kind == ComputeKind::kF   ? costs.f[st]
+         : a.kind == ComputeKind::kB ? costs.b[st]
+         : a.kind == ComputeKind::kI ? costs.i(a.stage)
+                                     : costs.w[st];
+}
+
+// A rank's activations in flight after `a` (`current`, in microbatches of its share) and their
+// peak: a forward adds its stage's share, a backward frees it (I all but what W needs, W the
+// rest); a stateless worker keeps only the running task's working set.
+void track_activations(const PipelineSchedule& s, const ComputeAction& a, double& current, double& peak) {
+  const auto st = static_cast<size_t>(a.stage);
+  const auto& shares =
+      s.num_backward_stages > 0 && a.kind == ComputeKind::kB ? s.backward_share : s.stage_share;
+  const double share = st < shares.size() ? shares[st] : 1.0;
+  if (s.stateless_workers) {
+    peak = std::max(peak, share);
+  } else if (a.kind == ComputeKind::kF) {
+    current += share;
+    peak = std::max(peak, current);
+  } else if (a.kind == ComputeKind::kB) {
+    current -= share;
+  } else if (a.kind == ComputeKind::kI) {
+    current -= share * (1.0 - s.weight_grad_memory);
+  } else {
+    current -= share * s.weight_grad_memory;
+  }
+}
+
+// Records `k` as done and wakes the ranks waiting for it.
+void mark_done(uint64_t k, Done entry, std::unordered_map<uint64_t, Done>& done,
+               std::unordered_map<uint64_t, std::vector<int>>& waiters, std::deque<int>& work) {
+  done[k] = entry;
+  if (auto w = waiters.find(k); w != waiters.end()) {
+    for (int q : w->second) work.push_back(q);
+    waiters.erase(w);
+  }
+}
+
+// The makespan (stateless workers: until their last gradients went home), the exposed
+// communication and the bubble, from each rank's end and busy time.
+void summarize(const PipelineSchedule& s, const std::vector<double>& rank_end, HostLink& host,
+               SimulationResult& out) {
+  const int p = static_cast<int>(s.ranks.size());
+  for (int r = 0; r < p; ++r) {
+    out.makespan = std::max(out.makespan, rank_end[static_cast<size_t>(r)]);
+    if (s.stateless_workers) out.makespan = std::max(out.makespan, host.drained(r));
+  }
+  double busy = 0;
+  for (double b : out.busy) busy += b;
+  for (double e : out.exposed_comm_per_rank) out.exposed_comm += e;
+  out.exposed_host_transfer = host.exposed();
+  out.bubble_fraction = out.makespan > 0 ? 1.0 - busy / (out.makespan * p) : 0.0;
+}
+
+PlanError deadlock(const PipelineSchedule& s, const std::vector<size_t>& pos) {
+  std::string why;
+  for (size_t r = 0; r < s.ranks.size() && why.size() < 400; ++r) {
+    if (pos[r] < s.ranks[r].size()) {
+      why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " waits at " +
+             to_string(s.ranks[r][pos[r]]);
+    }
+  }
+  return PlanError("schedule " + s.name + " deadlocks: " + why);
+}
+
+}  // namespace
+
+SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& costs) {
+  const int p = static_cast<int>(s.ranks.size());
+  const auto us = [](int x) { return static_cast<size_t>(x); };
+  check_costs(s, costs);
   SimulationResult out;
-  out.busy.assign(us(p), 0);
-  out.peak_activations.assign(us(p), 0);
-  out.exposed_comm_per_rank.assign(us(p), 0);
+  out.busy = out.peak_activations = out.exposed_comm_per_rank = std::vector<double>(us(p), 0.0);
   out.timeline.resize(us(p));
 
   std::unordered_map<uint64_t, Done> done;
@@ -90,74 +159,27 @@ SimulationResult simulate_schedule(const PipelineSchedule& s, const StageCosts& 
       double ready = std::max(rank_end[us(r)], inputs - lead);
       const double ready_without_comm = std::max(rank_end[us(r)], inputs_without_comm - lead);
       if (s.stateless_workers) ready = host.start(r, a, ready);
-      const size_t st = us(a.stage);
-      const double duration = a.kind == ComputeKind::kF   ? costs.f[st]
-                              : a.kind == ComputeKind::kB ? costs.b[st]
-                              : a.kind == ComputeKind::kI ? costs.i(a.stage)
-                                                          : costs.w[st];
+      const double duration = duration_of(a, costs);
       TimedAction t{a, ready, ready + duration, ready - ready_without_comm};
       out.timeline[us(r)].push_back(t);
       out.busy[us(r)] += duration;
       out.exposed_comm_per_rank[us(r)] += t.comm_wait;
-      const auto& shares =
-          s.num_backward_stages > 0 && a.kind == ComputeKind::kB ? s.backward_share : s.stage_share;
-      const double share = st < shares.size() ? shares[st] : 1.0;
-      if (s.stateless_workers) {
-        // Only the running task's working set stays on the worker.
-        out.peak_activations[us(r)] = std::max(out.peak_activations[us(r)], share);
-      } else if (a.kind == ComputeKind::kF) {
-        current[us(r)] += share;
-        out.peak_activations[us(r)] = std::max(out.peak_activations[us(r)], current[us(r)]);
-      } else if (a.kind == ComputeKind::kB) {
-        current[us(r)] -= share;
-      } else if (a.kind == ComputeKind::kI) {
-        current[us(r)] -= share * (1.0 - s.weight_grad_memory);
-      } else {
-        current[us(r)] -= share * s.weight_grad_memory;
-      }
+      track_activations(s, a, current[us(r)], out.peak_activations[us(r)]);
       rank_end[us(r)] = t.end;
       if (s.stateless_workers) host.finish(r, t.end);
-      const uint64_t k = key(a.kind, a.stage, a.microbatch);
-      done[k] = {r, t.end};
-      if (auto w = waiters.find(k); w != waiters.end()) {
-        for (int q : w->second) work.push_back(q);
-        waiters.erase(w);
-      }
+      mark_done(key(a.kind, a.stage, a.microbatch), {r, t.end}, done, waiters, work);
       ++pos[us(r)];
       ++executed;
       if (barrier) {
         iteration_end[us(iteration)] = std::max(iteration_end[us(iteration)], t.end);
-        if (++done_in_iteration[us(iteration)] == per_iteration) {
-          const uint64_t ik = iteration_key(iteration);
-          done[ik] = {-1, iteration_end[us(iteration)]};
-          if (auto w = waiters.find(ik); w != waiters.end()) {
-            for (int q : w->second) work.push_back(q);
-            waiters.erase(w);
-          }
-        }
+        if (++done_in_iteration[us(iteration)] == per_iteration)
+          mark_done(iteration_key(iteration), {-1, iteration_end[us(iteration)]}, done, waiters, work);
       }
     }
   }
 
-  if (executed != s.num_actions()) {
-    std::string why;
-    for (int r = 0; r < p && why.size() < 400; ++r) {
-      if (pos[us(r)] < s.ranks[us(r)].size()) {
-        why += (why.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " waits at " +
-               to_string(s.ranks[us(r)][pos[us(r)]]);
-      }
-    }
-    throw PlanError("schedule " + s.name + " deadlocks: " + why);
-  }
-  for (int r = 0; r < p; ++r) {
-    out.makespan = std::max(out.makespan, rank_end[us(r)]);
-    if (s.stateless_workers) out.makespan = std::max(out.makespan, host.drained(r));
-  }
-  double busy = 0;
-  for (double b : out.busy) busy += b;
-  for (double e : out.exposed_comm_per_rank) out.exposed_comm += e;
-  out.exposed_host_transfer = host.exposed();
-  out.bubble_fraction = out.makespan > 0 ? 1.0 - busy / (out.makespan * p) : 0.0;
+  if (executed != s.num_actions()) throw deadlock(s, pos);
+  summarize(s, rank_end, host, out);
   return out;
 }
 
