@@ -98,132 +98,177 @@ double analytic_bubble(const std::string& schedule, int p, int m, int v, double 
   return -1;
 }
 
+namespace {
+
+// The schedule a run of `rondo simulate` simulates and the op costs it uses; `uniform`: every
+// stage's ops take --f/--b/--w (the closed forms apply).
+struct SimulationInput {
+  PipelineSchedule schedule;
+  StageCosts costs;
+  bool uniform = true;
+};
+
+// --import-csv: a schedule from the action CSV, with its durations when given.
+SimulationInput imported_schedule(const SimulateOptions& o) {
+  SimulationInput in;
+  in.schedule =
+      schedule_from_csv(read_file(o.import_csv), std::filesystem::path(o.import_csv).stem().string());
+  if (!o.import_durations.empty()) {
+    in.costs = stage_costs_from_csv(in.schedule, read_file(o.import_durations));
+    in.uniform = false;
+  } else {
+    in.costs = uniform_stage_costs(in.schedule.num_stages, in.schedule.virtual_stages, o.f, o.b, o.w);
+  }
+  return in;
+}
+
+// --stage-partition: stages from per-layer times.
+SimulationInput partitioned_schedule(const SimulateOptions& o) {
+  auto req = layer_time_request(o);
+  req.async = o.async;
+  req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
+  req.roundpipe_dispatch = o.roundpipe_dispatch;
+  SimulationInput in{generate_schedule(req), req.costs, false};
+  if (!in.schedule.derived_costs.empty()) in.costs = in.schedule.derived_costs;
+  return in;
+}
+
+// Uniform stages (--f/--b/--w), or stages cut from --layer-costs.
+SimulationInput generated_schedule(const SimulateOptions& o) {
+  if (o.num_layers > 0) throw ConfigError("--num-layers", "goes with --stage-partition");
+  const int v = checked_chunks_per_rank(o);
+  const int stages = o.pp * v;
+  SimulationInput in;
+  in.uniform = o.layer_costs.empty();
+  std::vector<double> layers;
+  if (!o.layer_costs.empty()) layers = parse_costs(o.layer_costs);
+  if (o.schedule == "roundpipe") {
+    in.costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);  // roundpipe partitions the layers itself
+  } else if (!layers.empty()) {
+    if (static_cast<int>(layers.size()) < stages) {
+      throw ConfigError("--layer-costs", std::to_string(layers.size()) + " layers cannot fill " +
+                                             std::to_string(stages) + " stages");
+    }
+    in.costs = stage_costs_from_layers(layers, partition_min_max(layers, stages));
+  } else {
+    in.costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);
+  }
+  in.costs.p2p_latency = o.p2p_latency;
+  in.costs.p2p_bandwidth = o.p2p_bandwidth;
+  in.costs.p2p_bytes = o.p2p_bytes;
+  ScheduleRequest req{o.schedule, o.pp, o.microbatches, v, in.costs};
+  req.async = o.async;
+  req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
+  req.layer_costs = layers;
+  req.roundpipe_dispatch = o.roundpipe_dispatch;
+  in.schedule = generate_schedule(req);
+  if (!in.schedule.derived_costs.empty()) in.costs = in.schedule.derived_costs;
+  return in;
+}
+
+// What `rondo simulate` reports of one simulation.
+struct SimulationReport {
+  const PipelineSchedule& schedule;
+  const SimulationResult& result;
+  BubbleBreakdown parts;
+  double bubble = 0;     // steady state over several iterations
+  double analytic = -1;  // the closed form, when it applies
+  double share(double t) const {
+    const double capacity = result.makespan * schedule.pp;
+    return capacity > 0 ? t / capacity : 0.0;
+  }
+};
+
+void print_json(const SimulationReport& r) {
+  const auto& schedule = r.schedule;
+  const auto& result = r.result;
+  nlohmann::json j = {{"schedule", schedule.name},
+                      {"pp", schedule.pp},
+                      {"microbatches", schedule.microbatches},
+                      {"virtual", schedule.virtual_stages},
+                      {"iterations", schedule.iterations},
+                      {"async", schedule.async},
+                      {"num_stages", schedule.num_stages},
+                      {"num_actions", schedule.num_actions()},
+                      {"makespan", result.makespan},
+                      {"bubble_fraction", r.bubble},
+                      {"bubble_fraction_whole_run", result.bubble_fraction},
+                      {"peak_activations", result.peak_activations},
+                      {"busy", result.busy},
+                      {"exposed_comm", result.exposed_comm},
+                      {"exposed_comm_per_rank", result.exposed_comm_per_rank}};
+  if (r.analytic >= 0) j["analytic_bubble"] = r.analytic;
+  j["comm_total"] = result.comm_total;
+  j["exposed_host_transfer"] = result.exposed_host_transfer;
+  if (schedule.iterations == 1) {
+    const auto& parts = r.parts;
+    j["bubble_time"] = result.bubble_fraction * result.makespan * schedule.pp;
+    j["bubble_parts_time"] = {
+        {"fill", parts.fill}, {"switch", parts.phase_switch}, {"drain", parts.drain}, {"intra", parts.intra}};
+    j["bubble_parts"] = {{"fill", r.share(parts.fill)},
+                         {"switch", r.share(parts.phase_switch)},
+                         {"drain", r.share(parts.drain)},
+                         {"intra", r.share(parts.intra)}};
+  }
+  std::cout << j.dump() << "\n";
+}
+
+void print_text(const SimulationReport& r, const SimulateOptions& o) {
+  const auto& schedule = r.schedule;
+  const auto& result = r.result;
+  std::printf("%s%s: pp %d, %d microbatches, v %d, %d stages, %d iteration(s), %zu actions (valid)\n",
+              schedule.name.c_str(), schedule.async ? " (async)" : "", schedule.pp, schedule.microbatches,
+              schedule.virtual_stages, schedule.num_stages, schedule.iterations, schedule.num_actions());
+  std::printf("makespan %.4g, %sbubble %.2f%%", result.makespan,
+              schedule.iterations > 1 ? "steady-state " : "", 100 * r.bubble);
+  if (r.analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * r.analytic);
+  std::printf(", exposed communication %.4g\n", result.exposed_comm);
+  if (schedule.iterations == 1) {
+    std::printf("bubble: fill %.2f%%, switch %.2f%%, drain %.2f%%, intra %.2f%%\n",
+                100 * r.share(r.parts.fill), 100 * r.share(r.parts.phase_switch),
+                100 * r.share(r.parts.drain), 100 * r.share(r.parts.intra));
+  }
+  for (int k = 0; k < schedule.pp; ++k) {
+    const auto u = static_cast<size_t>(k);
+    std::printf("  rank %d: busy %.4g, idle %.4g, peak activations %.3g microbatches\n", k, result.busy[u],
+                result.makespan - result.busy[u], result.peak_activations[u]);
+  }
+  if (!o.gantt.empty()) std::printf("Gantt chart: %s\n", o.gantt.c_str());
+  if (!o.csv.empty())
+    std::printf("action CSV: %s (durations: %s)\n", o.csv.c_str(), durations_path(o.csv).c_str());
+}
+
+}  // namespace
+
 int run_simulate(const SimulateOptions& options) {
   SimulateOptions o = options;
   // RoundPipe's names (interleaved-1f1b, looped-bfs) are ours with '_'.
   std::replace(o.schedule.begin(), o.schedule.end(), '-', '_');
   if (o.pp < 1) throw ConfigError("--pp", "must be >= 1");
   if (o.microbatches < 1) throw ConfigError("--microbatches", "must be >= 1");
-  PipelineSchedule schedule;
-  StageCosts costs;
-  bool uniform = o.layer_costs.empty();
-  if (!o.import_csv.empty()) {
-    schedule =
-        schedule_from_csv(read_file(o.import_csv), std::filesystem::path(o.import_csv).stem().string());
-    if (!o.import_durations.empty()) {
-      costs = stage_costs_from_csv(schedule, read_file(o.import_durations));
-      uniform = false;
-    } else {
-      costs = uniform_stage_costs(schedule.num_stages, schedule.virtual_stages, o.f, o.b, o.w);
-    }
-  } else if (!o.stage_partition.empty()) {
-    auto req = layer_time_request(o);
-    req.async = o.async;
-    req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
-    req.roundpipe_dispatch = o.roundpipe_dispatch;
-    costs = req.costs;
-    schedule = generate_schedule(req);
-    if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
-    uniform = false;
-  } else {
-    if (o.num_layers > 0) throw ConfigError("--num-layers", "goes with --stage-partition");
-    const int v = checked_chunks_per_rank(o);
-    const int stages = o.pp * v;
-    std::vector<double> layers;
-    if (!o.layer_costs.empty()) layers = parse_costs(o.layer_costs);
-    if (o.schedule == "roundpipe") {
-      costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);  // roundpipe partitions the layers itself
-    } else if (!layers.empty()) {
-      if (static_cast<int>(layers.size()) < stages) {
-        throw ConfigError("--layer-costs", std::to_string(layers.size()) + " layers cannot fill " +
-                                               std::to_string(stages) + " stages");
-      }
-      costs = stage_costs_from_layers(layers, partition_min_max(layers, stages));
-    } else {
-      costs = uniform_stage_costs(stages, v, o.f, o.b, o.w);
-    }
-    costs.p2p_latency = o.p2p_latency;
-    costs.p2p_bandwidth = o.p2p_bandwidth;
-    costs.p2p_bytes = o.p2p_bytes;
-    ScheduleRequest req{o.schedule, o.pp, o.microbatches, v, costs};
-    req.async = o.async;
-    req.iterations = o.iterations > 0 ? o.iterations : (o.async ? 4 : 1);
-    req.layer_costs = layers;
-    req.roundpipe_dispatch = o.roundpipe_dispatch;
-    schedule = generate_schedule(req);
-    if (!schedule.derived_costs.empty()) costs = schedule.derived_costs;
-  }
+  const auto in = !o.import_csv.empty()        ? imported_schedule(o)
+                  : !o.stage_partition.empty() ? partitioned_schedule(o)
+                                               : generated_schedule(o);
+  const auto& schedule = in.schedule;
   validate_schedule(schedule);
-  const auto result = simulate_schedule(schedule, costs);
-  // Over several iterations the figure of merit is the steady state's bubble.
-  const double bubble = steady_state_bubble(schedule, result);
-
+  const auto result = simulate_schedule(schedule, in.costs);
   if (!o.gantt.empty()) write_file_atomic(o.gantt, gantt_svg(schedule, result));
   if (!o.csv.empty()) {
     write_file_atomic(o.csv, schedule_to_csv(schedule));
     write_file_atomic(durations_path(o.csv), durations_to_csv(schedule, result));
   }
-  const bool one_iteration = schedule.iterations == 1;
-  const auto parts = bubble_breakdown(schedule, costs, result);
-  const double capacity = result.makespan * schedule.pp;
-  const auto share = [&](double t) { return capacity > 0 ? t / capacity : 0.0; };
-  const bool no_comm = costs.transfer_time() == 0;
-  const double analytic = uniform && no_comm && one_iteration
-                              ? analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
-                                                schedule.virtual_stages, o.f, o.b, o.w)
-                              : -1;
+  // Over several iterations the figure of merit is the steady state's bubble.
+  SimulationReport report{schedule, result, bubble_breakdown(schedule, in.costs, result),
+                          steady_state_bubble(schedule, result)};
+  if (in.uniform && in.costs.transfer_time() == 0 && schedule.iterations == 1) {
+    report.analytic = analytic_bubble(schedule.name, schedule.pp, schedule.microbatches,
+                                      schedule.virtual_stages, o.f, o.b, o.w);
+  }
   if (o.json) {
-    nlohmann::json j = {{"schedule", schedule.name},
-                        {"pp", schedule.pp},
-                        {"microbatches", schedule.microbatches},
-                        {"virtual", schedule.virtual_stages},
-                        {"iterations", schedule.iterations},
-                        {"async", schedule.async},
-                        {"num_stages", schedule.num_stages},
-                        {"num_actions", schedule.num_actions()},
-                        {"makespan", result.makespan},
-                        {"bubble_fraction", bubble},
-                        {"bubble_fraction_whole_run", result.bubble_fraction},
-                        {"peak_activations", result.peak_activations},
-                        {"busy", result.busy},
-                        {"exposed_comm", result.exposed_comm},
-                        {"exposed_comm_per_rank", result.exposed_comm_per_rank}};
-    if (analytic >= 0) j["analytic_bubble"] = analytic;
-    j["comm_total"] = result.comm_total;
-    j["exposed_host_transfer"] = result.exposed_host_transfer;
-    if (one_iteration) {
-      j["bubble_time"] = result.bubble_fraction * capacity;
-      j["bubble_parts_time"] = {{"fill", parts.fill},
-                                {"switch", parts.phase_switch},
-                                {"drain", parts.drain},
-                                {"intra", parts.intra}};
-      j["bubble_parts"] = {{"fill", share(parts.fill)},
-                           {"switch", share(parts.phase_switch)},
-                           {"drain", share(parts.drain)},
-                           {"intra", share(parts.intra)}};
-    }
-    std::cout << j.dump() << "\n";
-    return kExitOk;
+    print_json(report);
+  } else {
+    print_text(report, o);
   }
-  std::printf("%s%s: pp %d, %d microbatches, v %d, %d stages, %d iteration(s), %zu actions (valid)\n",
-              schedule.name.c_str(), schedule.async ? " (async)" : "", schedule.pp, schedule.microbatches,
-              schedule.virtual_stages, schedule.num_stages, schedule.iterations, schedule.num_actions());
-  std::printf("makespan %.4g, %sbubble %.2f%%", result.makespan,
-              schedule.iterations > 1 ? "steady-state " : "", 100 * bubble);
-  if (analytic >= 0) std::printf(" (closed form %.2f%%)", 100 * analytic);
-  std::printf(", exposed communication %.4g\n", result.exposed_comm);
-  if (one_iteration) {
-    std::printf("bubble: fill %.2f%%, switch %.2f%%, drain %.2f%%, intra %.2f%%\n", 100 * share(parts.fill),
-                100 * share(parts.phase_switch), 100 * share(parts.drain), 100 * share(parts.intra));
-  }
-  for (int r = 0; r < schedule.pp; ++r) {
-    const auto u = static_cast<size_t>(r);
-    std::printf("  rank %d: busy %.4g, idle %.4g, peak activations %.3g microbatches\n", r, result.busy[u],
-                result.makespan - result.busy[u], result.peak_activations[u]);
-  }
-  if (!o.gantt.empty()) std::printf("Gantt chart: %s\n", o.gantt.c_str());
-  if (!o.csv.empty())
-    std::printf("action CSV: %s (durations: %s)\n", o.csv.c_str(), durations_path(o.csv).c_str());
   return kExitOk;
 }
 

@@ -67,6 +67,22 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
   async_ = plan.asynchronous();
+  boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
+                     static_cast<int64_t>(plan.model().seq_length()),
+                     static_cast<int64_t>(plan.model().hidden_size())};
+  check_modes();
+  if (emulate_) emulated_boundary_ = torch::zeros(boundary_shape_, torch::kFloat32);
+  if (plan.stateless_workers()) init_stateless();
+  if (plan.backward_stages_size() > 0 && !plan.stateless_workers()) {
+    throw PlanError(
+        "plan for schedule " + name_of(plan.schedule()) +
+        " has its own backward partition but binds stages to ranks, which this executor cannot run");
+  }
+  check_actions();
+}
+
+void StageExecutor::check_modes() const {
+  const auto& plan = plan_;
   if (async_ && chunks_ > 1) throw PlanError("plan: an asynchronous pipeline has no chunked microbatches");
   if (chunks_ > 1 && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
     throw PlanError(
@@ -85,26 +101,21 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
                       std::to_string(n) + " and " + std::to_string(nb));
     }
   }
-  boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
-                     static_cast<int64_t>(plan.model().seq_length()),
-                     static_cast<int64_t>(plan.model().hidden_size())};
   for (int64_t len : plan.data().pipeline_chunk_lengths()) {
     if (len < 1)
       throw PlanError("plan: data.pipeline_chunk_lengths holds a chunk of " + std::to_string(len) +
                       " tokens");
   }
-  if (emulate_) emulated_boundary_ = torch::zeros(boundary_shape_, torch::kFloat32);
+}
+
+void StageExecutor::check_actions() {
+  const auto& plan = plan_;
+  const int rank = rank_;
   const auto where = [&](int i, const plan::Action& a) {
     return "rank " + std::to_string(rank) + " action " + std::to_string(i) + " (" +
            plan::ActionKind_Name(a.kind()) + " stage " + std::to_string(a.stage()) + " microbatch " +
            std::to_string(a.microbatch()) + ")";
   };
-  if (plan.stateless_workers()) init_stateless();
-  if (plan.backward_stages_size() > 0 && !plan.stateless_workers()) {
-    throw PlanError(
-        "plan for schedule " + name_of(plan.schedule()) +
-        " has its own backward partition but binds stages to ranks, which this executor cannot run");
-  }
   const int n = me_.actions_size();
   last_backward_.assign(static_cast<size_t>(n), false);
   last_gradient_.assign(static_cast<size_t>(n), false);
@@ -138,7 +149,7 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
       case plan::ACTION_SEND_B:
       case plan::ACTION_RECV_F:
       case plan::ACTION_RECV_B:
-        if (a.peer() < 0 || a.peer() >= p2p.size() || a.peer() == rank) {
+        if (a.peer() < 0 || a.peer() >= p2p_.size() || a.peer() == rank) {
           throw PlanError(where(i, a) + ": bad peer " + std::to_string(a.peer()));
         }
         if (a.ahead() && a.kind() != plan::ACTION_SEND_F && a.kind() != plan::ACTION_RECV_F)

@@ -151,6 +151,10 @@ class StageExecutor {
     return plan_.backward_stages_size() > 0 ? plan_.backward_stages_size() : plan_.stages_size();
   }
   void init_stateless();
+  // The constructor's checks (PlanError): the plan's modes fit together and this executor runs
+  // them; every action of this rank is executable (and which backward of a stage is its last).
+  void check_modes() const;
+  void check_actions();
   // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: its chunk's tokens).
   std::vector<int64_t> boundary_shape(int microbatch) const;
   void post_receives(Part part);
