@@ -111,6 +111,7 @@ struct SimulationInput {
 // --import-csv: a schedule from the action CSV, with its durations when given.
 SimulationInput imported_schedule(const SimulateOptions& o) {
   SimulationInput in;
+  in.uniform = o.layer_costs.empty();
   in.schedule =
       schedule_from_csv(read_file(o.import_csv), std::filesystem::path(o.import_csv).stem().string());
   if (!o.import_durations.empty()) {
