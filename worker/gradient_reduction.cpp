@@ -63,7 +63,8 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
       // A gradient counts as final only in its stage's last backward of the step (earlier ones
       // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
       // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
-      // chunked microbatch's chunks each add to every gradient: only its last chunk's backward counts.
+      // chunked microbatch's chunks each add to every gradient and run inside its forward: none of
+      // them counts; after_backward() marks the stage's parameters.
       accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
           [this, into, index, stage](const torch::autograd::variable_list& outputs,
                                      const torch::autograd::variable_list&) {
