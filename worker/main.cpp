@@ -171,6 +171,101 @@ void write_workers(rondo::Communicator& world, const fs::path& run_dir) {
 std::atomic<bool> g_stop_signal{false};
 void on_stop_signal(int) { g_stop_signal = true; }
 
+// SIGUSR1 (Slurm's warning before the time limit), polled until `finished`: the trainer stops
+// after its step with a checkpoint.
+std::thread watch_stop_signal(const std::atomic<bool>& finished, rondo::Trainer& trainer) {
+  return std::thread([&finished, &trainer] {
+    while (!finished) {
+      if (g_stop_signal.exchange(false)) {
+        rondo::logging::get("worker")->info("SIGUSR1: stopping after this step with a checkpoint");
+        trainer.request_stop();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+}
+
+// After a failure: with a coordinator, it collects the ranks' dumps first (commands still reach
+// the trainer meanwhile), then stops the job; only if it does not (it is gone), this rank aborts
+// the job itself.
+int abort_job(bool coordinated, int exit_code, std::atomic<rondo::Trainer*>& live_trainer) {
+  if (coordinated) {
+    rondo::logging::get("worker")->error("waiting up to {} s for the coordinator to stop the job",
+                                         kTeardownWait.count());
+    std::this_thread::sleep_for(kTeardownWait);
+  }
+  live_trainer = nullptr;
+  spdlog::shutdown();
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+  return exit_code;
+}
+
+// Registers this rank with the coordinator and serves its commands to the trainer once one runs.
+void connect_control(rondo::ControlClient& control, int rank, const fs::path& logs,
+                     std::atomic<rondo::Trainer*>& live_trainer) {
+  rondo::control::RegisterRequest info;
+  info.set_host(hostname());
+  info.set_pid(::getpid());
+  info.set_rondo_version(RONDO_VERSION);
+  info.set_plan_version(rondo::kPlanVersion);
+  info.set_torch_version(rondo::runtime_environment("", "").value("torch_version", std::string("?")));
+  info.set_mpi_version(mpi_library_version());
+  control.register_rank(info, rondo::kControlCallDeadline * 6);
+  control.start([&control, &live_trainer, rank, logs](const rondo::control::Command& c) {
+    auto* t = live_trainer.load();
+    switch (c.kind()) {
+      case rondo::control::Command::CHECKPOINT_NOW:
+        if (t) t->request_checkpoint();
+        break;
+      case rondo::control::Command::STOP:
+        if (t) t->request_stop();
+        break;
+      case rondo::control::Command::DUMP_FLIGHT:
+        if (t && t->recorder()) dump_flight(*t->recorder(), rank, logs, "the coordinator asked", &control);
+        break;
+      default:
+        break;
+    }
+  });
+}
+
+struct RuntimeChoices {
+  std::string malloc_policy, cpu_kernels;  // as runtime.json describes them
+};
+
+// What the plan asks of this process before the model exists: the world it was planned for, the
+// allocator policy (so that every tensor comes from it), the CPU kernels, the communication
+// timeout and, with more ranks than cores on the node (`local_ranks`, the launcher's count), idle
+// waits that back off further. An asynchronous plan needs MPI_THREAD_MULTIPLE.
+RuntimeChoices prepare_runtime(const rondo::plan::Plan& plan, rondo::Communicator& world,
+                               const rondo::MpiRuntime& mpi, int local_ranks) {
+  const int rank = world.rank();
+  if (plan.mesh().world_size() != static_cast<uint32_t>(world.size())) {
+    throw rondo::PlanError("rank " + std::to_string(rank) + ": the plan is for " +
+                           std::to_string(plan.mesh().world_size()) + " ranks but " +
+                           std::to_string(world.size()) + " were launched");
+  }
+  RuntimeChoices out{rondo::apply_malloc_policy(plan.training().malloc_policy()),
+                     rondo::describe_cpu_kernels(plan.training().cpu_kernels())};
+  world.set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  if (local_ranks > static_cast<int>(cores)) {
+    rondo::PollBackoff::set_oversubscribed(true);
+    if (rank == 0) {
+      rondo::logging::get("worker")->info(
+          "{} ranks share this node's {} cores: long communication waits sleep up to {} us between polls",
+          local_ranks, cores, rondo::PollBackoff::kOversubscribedSleep.count());
+    }
+  }
+  if (plan.asynchronous() && mpi.thread_level() < MPI_THREAD_MULTIPLE) {
+    throw rondo::ConfigError("pipeline.async",
+                             "the update and the step's statistics run on a thread of their own, which needs "
+                             "an MPI with MPI_THREAD_MULTIPLE; this one provides level " +
+                                 std::to_string(mpi.thread_level()));
+  }
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -207,64 +302,11 @@ int main(int argc, char** argv) {
   try {
     control = rondo::ControlClient::from_environment(rank);
     status.control = control.get();
-    if (control) {
-      rondo::control::RegisterRequest info;
-      info.set_host(hostname());
-      info.set_pid(::getpid());
-      info.set_rondo_version(RONDO_VERSION);
-      info.set_plan_version(rondo::kPlanVersion);
-      info.set_torch_version(rondo::runtime_environment("", "").value("torch_version", std::string("?")));
-      info.set_mpi_version(mpi_library_version());
-      control->register_rank(info, rondo::kControlCallDeadline * 6);
-      control->start([&](const rondo::control::Command& c) {
-        auto* t = live_trainer.load();
-        switch (c.kind()) {
-          case rondo::control::Command::CHECKPOINT_NOW:
-            if (t) t->request_checkpoint();
-            break;
-          case rondo::control::Command::STOP:
-            if (t) t->request_stop();
-            break;
-          case rondo::control::Command::DUMP_FLIGHT:
-            if (t && t->recorder())
-              dump_flight(*t->recorder(), rank, logs, "the coordinator asked", control.get());
-            break;
-          default:
-            break;
-        }
-      });
-    }
+    if (control) connect_control(*control, rank, logs, live_trainer);
     status.write(rondo::report::RUNNING);
 
     const auto plan = read_plan((fs::path(run_dir) / "plan.pb").string());
-    if (plan.mesh().world_size() != static_cast<uint32_t>(world->size())) {
-      throw rondo::PlanError("rank " + std::to_string(rank) + ": the plan is for " +
-                             std::to_string(plan.mesh().world_size()) + " ranks but " +
-                             std::to_string(world->size()) + " were launched");
-    }
-    // Before the model exists, so that every tensor comes from the chosen allocator policy.
-    const std::string malloc_policy = rondo::apply_malloc_policy(plan.training().malloc_policy());
-    const std::string cpu_kernels = rondo::describe_cpu_kernels(plan.training().cpu_kernels());
-    world->set_timeout(std::chrono::duration<double>(plan.comms().timeout_s()));
-    // More ranks than cores on this node (the launcher names the node's rank count): idle waits back
-    // off further, leaving the cores to the ranks that work.
-    const int local = discovered ? discovered->local_size : -1;
-    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-    if (local > static_cast<int>(cores)) {
-      rondo::PollBackoff::set_oversubscribed(true);
-      if (rank == 0) {
-        log->info(
-            "{} ranks share this node's {} cores: long communication waits sleep up to {} us between polls",
-            local, cores, rondo::PollBackoff::kOversubscribedSleep.count());
-      }
-    }
-    if (plan.asynchronous() && mpi.thread_level() < MPI_THREAD_MULTIPLE) {
-      throw rondo::ConfigError(
-          "pipeline.async",
-          "the update and the step's statistics run on a thread of their own, which needs "
-          "an MPI with MPI_THREAD_MULTIPLE; this one provides level " +
-              std::to_string(mpi.thread_level()));
-    }
+    const auto runtime = prepare_runtime(plan, *world, mpi, discovered ? discovered->local_size : -1);
     write_workers(*world, run_dir);
     trainer =
         std::make_unique<rondo::Trainer>(plan, run_dir, *world, discovered ? discovered->local_rank : -1);
@@ -275,17 +317,9 @@ int main(int argc, char** argv) {
       });
     }
     live_trainer = trainer.get();
-    signal_watch = std::thread([&] {
-      while (!finished) {
-        if (g_stop_signal.exchange(false)) {
-          log->info("SIGUSR1: stopping after this step with a checkpoint");
-          trainer->request_stop();
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-    });
+    signal_watch = watch_stop_signal(finished, *trainer);
     if (rank == 0) {
-      const auto env = rondo::runtime_environment(malloc_policy, cpu_kernels);
+      const auto env = rondo::runtime_environment(runtime.malloc_policy, runtime.cpu_kernels);
       log->info("{}", rondo::runtime_environment_summary(env));
       rondo::write_file_atomic((fs::path(run_dir) / "runtime.json").string(), env.dump(2) + "\n");
     }
@@ -306,14 +340,5 @@ int main(int argc, char** argv) {
   }
   finished = true;
   if (signal_watch.joinable()) signal_watch.join();
-  if (control) {
-    // The coordinator collects the other ranks' dumps first, then stops the job; only if it does
-    // not (it is gone), this rank aborts the job itself.
-    log->error("waiting up to {} s for the coordinator to stop the job", kTeardownWait.count());
-    std::this_thread::sleep_for(kTeardownWait);
-  }
-  live_trainer = nullptr;
-  spdlog::shutdown();
-  MPI_Abort(MPI_COMM_WORLD, exit_code);
-  return exit_code;
+  return abort_job(control != nullptr, exit_code, live_trainer);
 }

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "common/errors.h"
 #include "comms/in_process_communicator.h"
@@ -96,42 +97,14 @@ struct RunResult {
   std::vector<std::vector<std::string>> calls;  // per rank
 };
 
-RunResult run_step(const plan::Plan& plan) {
-  const int n = static_cast<int>(plan.mesh().world_size());
-  auto world = InProcessCommunicator::create_world(n);
-  RunResult out;
-  out.calls.resize(static_cast<size_t>(n));
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  std::mutex mu;
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
-        FakeModel model(plan, r);
-        StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
-        const auto times = executor.run_step(model);
-        std::lock_guard lock(mu);
-        out.loss += times.loss_sum * executor.loss_scale();
-        for (const auto& [layer, w] : model.weights) out.gradients[layer] = w.grad().item<double>();
-        out.calls[static_cast<size_t>(r)] = model.calls;
-      } catch (...) {
-        errors[static_cast<size_t>(r)] = std::current_exception();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  return out;
-}
-
 // `steps` steps of one stream (an asynchronous plan: its warm-up in the first, its drain in the
-// last): per step, the scaled loss and each layer's gradient summed over the ranks.
+// last): per step, the scaled loss and each layer's gradient summed over the ranks, and what each
+// rank's model was called for.
 std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
   const int n = static_cast<int>(plan.mesh().world_size());
   auto world = InProcessCommunicator::create_world(n);
   std::vector<RunResult> out(static_cast<size_t>(steps));
+  for (auto& step : out) step.calls.resize(static_cast<size_t>(n));
   std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
   std::mutex mu;
   std::vector<std::thread> threads;
@@ -148,6 +121,7 @@ std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
           auto& step = out[static_cast<size_t>(s)];
           step.loss += times.loss_sum * executor.loss_scale();
           for (const auto& [layer, g] : model.step_gradients) step.gradients[layer] += g;
+          step.calls[static_cast<size_t>(r)] = std::exchange(model.calls, {});
         }
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();
@@ -159,6 +133,8 @@ std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
     if (e) std::rethrow_exception(e);
   return out;
 }
+
+RunResult run_step(const plan::Plan& plan) { return run_stream(plan, 1).front(); }
 
 plan::Plan plan_for(const std::string& schedule, int pp, bool async = false) {
   std::vector<std::string> sets = {"model.num_layers=" + std::to_string(kLayers),
