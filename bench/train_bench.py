@@ -18,6 +18,9 @@
   bench/train_bench.py chunkflow   # ChunkFlow's memory/recompute trade-off on the lognormal mix, pp=1 and pp=2:
                                    # padded, packed whole, packed in chunks with K = 1, 2, 4
   bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
+  RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
+                                   # this build against another commit's build in DIR, alternated run by run:
+                                   # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -68,10 +71,11 @@ def show_environment(side, env):
           f"kernels: {env['cpu_kernels']}{extra}", flush=True)
 
 
-def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None):
-    """Median figures of one `rondo run` over its steps after warm-up."""
+def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None, rondo=RONDO):
+    """Median figures of one `rondo run` over its steps after warm-up (`rondo`: the coordinator of a
+    build; it launches the worker beside it)."""
     run_dir = os.path.join(tmp, name)
-    cmd = [RONDO, "run", "--run-dir", run_dir, "--set", f"training.train_iters={steps}"]
+    cmd = [rondo, "run", "--run-dir", run_dir, "--set", f"training.train_iters={steps}"]
     for s in COMMON + sets:
         cmd += ["--set", s]
     subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, **(env or {})))
@@ -200,17 +204,11 @@ def main():
         a, b = statistics.median(one), statistics.median(two)
         print(f"dp: tokens/s dp=1 {a:.0f}, dp=2 {b:.0f}, dp2/dp1 {b/a:.2f}")
     if what in ("pipeline", "all"):
-        # Eight microbatches of 2 per step, the demo model's 4 layers: 2 or 4 stages over 2 ranks.
-        batch = small + ["training.micro_batch_size=2", "training.global_batch_size=16"]
-        variants = {"pp=1 (reference)": ["parallel.world_size=1"]}
-        for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("looped_bfs", 2), ("zb_h1", 1),
-                              ("zbv", 1), ("roundpipe", 1)):
-            variants[schedule] = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-                                  f"pipeline.schedule={schedule}", f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
+        variants = pipeline_variants(small)
         runs = {v: [] for v in variants}
         for _ in range(rounds):
             for v, sets in variants.items():
-                runs[v].append(rondo_run(tmp, "pipe", batch + sets, steps=40, warmup=5))
+                runs[v].append(rondo_run(tmp, "pipe", sets, steps=40, warmup=5))
         for v, r in runs.items():
             measured, predicted = median_of(r, "bubble_fraction"), median_of(r, "bubble_fraction_predicted")
             print(f"pipeline: {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step {median_of(r, 'step_time_s') * 1e3:.1f} ms, "
@@ -226,6 +224,53 @@ def main():
         chunked_pipeline(tmp, rounds)
     if what in ("chunkflow", "all"):
         chunkflow(tmp, rounds)
+    if what == "versus":
+        versus(tmp, rounds, small)
+
+
+def pipeline_variants(small):
+    """Eight microbatches of 2 per step, the demo model's 4 layers: 2 or 4 stages over 2 ranks."""
+    batch = small + ["training.micro_batch_size=2", "training.global_batch_size=16"]
+    variants = {"pp=1 (reference)": batch + ["parallel.world_size=1"]}
+    for schedule, vpp in (("gpipe", 1), ("1f1b", 1), ("interleaved_1f1b", 2), ("looped_bfs", 2), ("zb_h1", 1),
+                          ("zbv", 1), ("roundpipe", 1)):
+        variants[schedule] = batch + ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                      f"pipeline.schedule={schedule}",
+                                      f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
+    return variants
+
+
+def source_commit(build_dir):
+    """The commit a build directory was configured from (its CMakeCache's source directory)."""
+    with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+        source = next(line.split("=", 1)[1].strip() for line in f if line.startswith("CMAKE_HOME_DIRECTORY:"))
+    out = subprocess.run(["git", "-C", source, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", source, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip()[:70] + (" (+ uncommitted changes)" if dirty else "")
+
+
+def versus(tmp, rounds, small):
+    """This build against RONDO_BASELINE_BUILD_DIR's, the two alternated run by run on each case."""
+    baseline = os.environ.get("RONDO_BASELINE_BUILD_DIR")
+    if not baseline:
+        sys.exit("versus: set RONDO_BASELINE_BUILD_DIR to another commit's build directory")
+    sides = {"this": (BUILD, RONDO), "baseline": (baseline, os.path.join(baseline, "orchestrator", "rondo"))}
+    for side, (build, _) in sides.items():
+        print(f"versus: {side} build {build}: {source_commit(build)}", flush=True)
+    cases = {f"ddp {ranks} rank(s)": small + [f"parallel.world_size={ranks}"] for ranks in (1, 2)}
+    cases.update({f"pipeline {v}": sets for v, sets in pipeline_variants(small).items()})
+    for case, sets in cases.items():
+        steps = 60 if case.startswith("ddp") else 40
+        runs = {side: [] for side in sides}
+        for r in range(rounds):
+            order = list(sides.items())
+            for side, (_, rondo) in (order if r % 2 == 0 else order[::-1]):  # neither side always first
+                runs[side].append(rondo_run(tmp, "versus", sets, steps=steps, rondo=rondo)["tokens_per_s"])
+        a, b = statistics.median(runs["this"]), statistics.median(runs["baseline"])
+        print(f"versus: {case}: this {a:.0f} tokens/s, baseline {b:.0f} tokens/s, this/baseline {a / b:.3f} "
+              f"(rounds: this {', '.join(f'{x:.0f}' for x in runs['this'])}; "
+              f"baseline {', '.join(f'{x:.0f}' for x in runs['baseline'])})", flush=True)
 
 
 def async_pipeline(tmp, rounds):
