@@ -21,6 +21,7 @@
   RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
                                    # this build against another commit's build in DIR, alternated run by run:
                                    # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
+                                   # (VERSUS_CASES=roundpipe,ddp: the cases whose names hold one of these)
 
 Each case runs `ROUNDS` times (default 3), alternating its variants; a run's figure is the median
 over its steps after the warm-up; the reported figure is the median over rounds. Before the
@@ -260,6 +261,9 @@ def versus(tmp, rounds, small):
         print(f"versus: {side} build {build}: {source_commit(build)}", flush=True)
     cases = {f"ddp {ranks} rank(s)": small + [f"parallel.world_size={ranks}"] for ranks in (1, 2)}
     cases.update({f"pipeline {v}": sets for v, sets in pipeline_variants(small).items()})
+    only = os.environ.get("VERSUS_CASES")  # comma-separated substrings of case names: those cases only
+    if only:
+        cases = {c: s for c, s in cases.items() if any(o in c for o in only.split(","))}
     for case, sets in cases.items():
         steps = 60 if case.startswith("ddp") else 40
         runs = {side: [] for side in sides}

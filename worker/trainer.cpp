@@ -22,13 +22,13 @@
 #include "proto/plan_names.h"
 #include "proto/report.pb.h"
 #include "worker/checkpointer.h"
-#include "worker/chunked_microbatch.h"
+#include "worker/chunked_step_model.h"
 #include "worker/delayed_update.h"
 #include "worker/learning_rate.h"
 #include "worker/metrics_writer.h"
-#include "worker/pipeline_chunks.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
+#include "worker/step_batches.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
 
@@ -65,22 +65,22 @@ struct Trainer::Impl : StepModel {
 
   TokenCorpus corpus;
   std::unique_ptr<SampleWindows> windows;  // what each sample reads, over `corpus`
+  std::unique_ptr<StepBatches> batches;    // the step's microbatches as tensors
   torch::Device device{torch::kCPU};
   // How this rank holds, computes on and updates its weights: the run's mode (worker/rank_weights.h).
   std::unique_ptr<RankWeights> weights;
   int64_t first_step = 0;  // 0-based index of the run's first step (after a resume)
-  // What the executor calls microbatch `microbatch` of this step: ids from num_microbatches on are
-  // the next step's (run ahead in an asynchronous stream). The 0-based step it belongs to and
-  // its number there.
-  std::pair<int64_t, int> step_microbatch(int microbatch) const {
-    const int m = static_cast<int>(plan.training().num_microbatches()) *
-                  std::max(1, plan.data().pipeline_chunk_lengths_size());
-    return {step - 1 + microbatch / m, microbatch % m};
-  }
-  // The model microbatch `microbatch` computes on (its step's weight version when asynchronous).
+  // The model microbatch `microbatch` (the executor's numbering; ids from a step's count on are the
+  // next step's, run ahead in an asynchronous stream) computes on: its step's weight version.
   StagedModel& compute_model(int microbatch) {
-    return weights->compute_model(step_microbatch(microbatch).first, step - 1);
+    return weights->compute_model(batches->step_of(row_microbatch(microbatch)).first, step - 1);
   }
+  // Chunked training (data.chunk_size): the step model the executor runs, wrapping this one.
+  std::unique_ptr<ChunkedStepModel> chunked;
+  int row_microbatch(int microbatch) const {
+    return chunked ? chunked->row_microbatch(microbatch) : microbatch;
+  }
+  StepModel& step_model() { return chunked ? static_cast<StepModel&>(*chunked) : *this; }
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<MetricsWriter> metrics;  // rank 0's, from run() on
@@ -116,65 +116,16 @@ struct Trainer::Impl : StepModel {
   double predicted_bubble(const StepSums& sums) const;
 
   // StepModel: what the executor calls back.
-  torch::Tensor tokens(int microbatch) override;
+  torch::Tensor tokens(int microbatch) override { return batches->tokens(microbatch); }
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
-    if (pipeline_chunks) return chunk_forward(stage, microbatch, input);
-    return compute_model(microbatch)
-        ->forward_stage(stage, input, plan.data().pack() ? packing(microbatch).documents : torch::Tensor());
-  }
-  torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return weights->model()->loss(logits, counted_targets(microbatch, targets));
-  }
-  // data.chunk_size: the microbatch's sequences in chunks (worker/chunked_microbatch.h).
-  torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
-                             const torch::Tensor& targets) override {
-    if (pipeline_chunks) return chunk_loss(stage, microbatch, input, targets);
-    if (plan.data().chunk_size() == 0) return StepModel::forward_loss(stage, microbatch, input, targets);
-    auto chunked = std::make_unique<ChunkedMicrobatch>(
-        weights->model(), stage, input, counted_targets(microbatch, targets),
-        plan.data().pack() ? packing(microbatch).documents : torch::Tensor(), chunking);
-    auto loss = chunked->forward();
-    // The one that backpropagates (with full recomputation, B reruns F's graph-less forward).
-    if (torch::GradMode::is_enabled()) step_chunks.push_back(std::move(chunked));
-    return loss;
+    return compute_model(microbatch)->forward_stage(stage, input, batches->documents(microbatch));
   }
   // With data.pack a token's successor in another document is no target (-100: ignored); with
   // data.pad neither is a target outside the row's document.
-  torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets) {
-    return masks_targets() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
+  torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
+    return weights->model()->loss(logits, batches->counted_targets(microbatch, targets));
   }
-  bool masks_targets() const { return windows->masks_targets(); }
-  ChunkingOptions chunking;
-  // Chunked training with pipeline parallelism: the schedule's microbatches are chunks
-  // (worker/pipeline_chunks.h); schedule microbatch m is chunk m % chunks of row-microbatch
-  // m / chunks, which tokens(), packing() and the loss translate.
-  std::unique_ptr<PipelineChunks> pipeline_chunks;
-  torch::Tensor chunk_forward(int stage, int microbatch, const torch::Tensor& input);
-  // The chunk's summed cross-entropy scaled so that the executor's mean over the schedule's
-  // microbatches is the row-microbatch's mean over its targets.
-  torch::Tensor chunk_loss(int stage, int microbatch, const torch::Tensor& input,
-                           const torch::Tensor& targets);
-  int row_microbatch(int microbatch) const {
-    return pipeline_chunks ? microbatch / pipeline_chunks->chunks() : microbatch;
-  }
-  // This step's so far, counted on the first stage: chunks, recomputed ones, the longest sequence.
-  double pipeline_chunk_count = 0, pipeline_chunks_recomputed = 0, pipeline_longest_sequence = 0;
-  std::vector<std::unique_ptr<ChunkedMicrobatch>> step_chunks;  // this step's, for their statistics
-  double step_longest_sequence = 0;                             // this rank's
-  // data.pack: microbatch `microbatch`'s document ids [mb, seq] and the targets that cross into
-  // the next document [mb, seq]; data.pad: the targets outside the row's document. From the same
-  // windows tokens() reads (cached for the step).
-  struct Packing {
-    torch::Tensor documents, crossing;
-  };
-  const Packing& packing(int microbatch);
-  // The 0-based step and the index in its global batch of row `row` of microbatch `microbatch`.
-  std::pair<uint64_t, uint64_t> sample_of(int microbatch, int64_t row) const {
-    const auto [at, mb] = step_microbatch(microbatch);
-    return {static_cast<uint64_t>(at), me.microbatch_first_sample(mb) + static_cast<uint64_t>(row)};
-  }
-  std::map<int, Packing> packings;  // this step's
-  int64_t packings_step = -1;
+  double step_longest_sequence = 0;  // this rank's (chunked training)
   torch::Tensor stage_gradients(int stage) override { return weights->stage_gradients(stage); }
   void before_backward(int stage, bool last) override { weights->before_backward(step - 1, stage, last); }
   void after_backward(int stage, bool last) override { weights->after_backward(step - 1, stage, last); }
@@ -214,15 +165,6 @@ struct Trainer::Impl : StepModel {
 void Trainer::Impl::setup() {
   const auto& t = plan.training();
   const auto& m = plan.model();
-  if (const auto& d = plan.data(); d.chunk_size() > 0) {
-    if (d.chunks_in_memory() < 1 || (plan.stages_size() != 1 && d.pipeline_chunk_lengths_size() == 0)) {
-      throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
-                      std::to_string(d.chunks_in_memory()) +
-                      ") and one stage holding the whole model or data.pipeline_chunk_lengths (got " +
-                      std::to_string(plan.stages_size()) + " stages)");
-    }
-    chunking = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory()};
-  }
   at::set_num_threads(static_cast<int>(t.num_threads()));
   if (t.device() == plan::DEVICE_CUDA) {
     if (!torch::cuda::is_available()) {
@@ -251,22 +193,19 @@ void Trainer::Impl::setup() {
                                      .global_batch_size = t.global_batch_size(),
                                      .pack = plan.data().pack(),
                                      .pad = plan.data().pad()});
+  batches = std::make_unique<StepBatches>(plan, me, *windows, device);
   torch::manual_seed(t.seed());
   weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get()});
   const auto& c = me.coords();
   updates = make_step_updates(*weights, *stats_coll, world, recorder.get(),
                               c.dp() == 0 && c.cp() == 0 && c.tp() == 0);
-  if (const auto& lengths = plan.data().pipeline_chunk_lengths(); !lengths.empty()) {
-    try {
-      pipeline_chunks = std::make_unique<PipelineChunks>(
-          weights->model(), std::vector<int64_t>(lengths.begin(), lengths.end()));
-    } catch (const std::invalid_argument& e) {
-      throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
-    }
-  }
   executor =
       std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), weights->shared_replica());
-  chunking.loss_grad = executor->loss_scale();  // the gradient the executor gives a microbatch's loss
+  if (plan.data().chunk_size() > 0) {
+    chunked =
+        std::make_unique<ChunkedStepModel>(plan, *this, *batches, weights->model(), executor->loss_scale(),
+                                           [this](int m) { return executor->recomputes(m); });
+  }
   schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
@@ -319,75 +258,6 @@ void Trainer::Impl::event(const nlohmann::json& e) {
   events->append(line.dump());
 }
 
-torch::Tensor Trainer::Impl::chunk_forward(int stage, int microbatch, const torch::Tensor& input) {
-  const auto& documents =
-      plan.data().pack() ? packing(row_microbatch(microbatch)).documents : torch::Tensor();
-  if (weights->model()->stage(stage).has_embedding) {
-    // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
-    if (!torch::GradMode::is_enabled() || !executor->recomputes(microbatch)) ++pipeline_chunk_count;
-    if (!torch::GradMode::is_enabled()) ++pipeline_chunks_recomputed;
-    const double longest = documents.defined() ? document_positions(documents).max().item<double>() + 1
-                                               : static_cast<double>(plan.model().seq_length());
-    pipeline_longest_sequence = std::max(pipeline_longest_sequence, longest);
-  }
-  return pipeline_chunks->forward(stage, microbatch, input, documents);
-}
-
-torch::Tensor Trainer::Impl::chunk_loss(int stage, int microbatch, const torch::Tensor& input,
-                                        const torch::Tensor& targets) {
-  const int row = row_microbatch(microbatch), j = microbatch % pipeline_chunks->chunks();
-  torch::Tensor counted = targets;
-  double row_targets = static_cast<double>(plan.training().micro_batch_size() * plan.model().seq_length());
-  if (plan.data().pack()) {
-    const auto& crossing = packing(row).crossing;
-    const int64_t b = pipeline_chunks->begin(j);
-    counted = targets.masked_fill(crossing.slice(1, b, b + pipeline_chunks->length(j)), -100);
-    row_targets = static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
-  }
-  const auto logits = chunk_forward(stage, microbatch, input);
-  const auto sum = torch::nn::functional::cross_entropy(
-      logits.view({-1, logits.size(-1)}), counted.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
-  return sum * (static_cast<double>(pipeline_chunks->chunks()) / std::max(row_targets, 1.0));
-}
-
-const Trainer::Impl::Packing& Trainer::Impl::packing(int microbatch) {
-  if (packings_step != step) {
-    packings.clear();
-    packings_step = step;
-  }
-  auto it = packings.find(microbatch);
-  if (it != packings.end()) return it->second;
-  const int64_t mb = plan.training().micro_batch_size(), len = plan.model().seq_length();
-  auto documents = torch::empty({mb, len}, torch::kLong);
-  auto crossing = torch::empty({mb, len}, torch::kBool);
-  static_assert(sizeof(bool) == sizeof(uint8_t));
-  for (int64_t i = 0; i < mb; ++i) {
-    const auto [at, sample] = sample_of(microbatch, i);
-    windows->documents(at, sample, documents.data_ptr<int64_t>() + i * len,
-                       reinterpret_cast<uint8_t*>(crossing.data_ptr<bool>()) + i * len);
-  }
-  return packings.emplace(microbatch, Packing{documents.to(device), crossing.to(device)}).first->second;
-}
-
-torch::Tensor Trainer::Impl::tokens(int microbatch) {
-  const int64_t mb = plan.training().micro_batch_size();
-  int64_t len = plan.model().seq_length() + 1;
-  uint64_t begin = 0;  // a pipeline chunk: its tokens of each row, and the next one (its last target)
-  if (pipeline_chunks) {
-    const int j = microbatch % pipeline_chunks->chunks();
-    begin = static_cast<uint64_t>(pipeline_chunks->begin(j));
-    len = pipeline_chunks->length(j) + 1;
-  }
-  auto out = torch::empty({mb, len}, torch::kLong);
-  for (int64_t i = 0; i < mb; ++i) {
-    const auto [at, sample] = sample_of(row_microbatch(microbatch), i);
-    windows->tokens(at, sample, begin, static_cast<size_t>(len),
-                    static_cast<int64_t>(plan.model().vocab_size()), out.data_ptr<int64_t>() + i * len);
-  }
-  return out.to(device);
-}
-
 StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   const auto& c = me.coords();
   StepSums sums;
@@ -395,30 +265,13 @@ StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   sums.stage_b.assign(so_far.stage_b.size(), 0.0);
   sums.stage_w.assign(so_far.stage_w.size(), 0.0);
   sums.stage_b_lead.assign(so_far.stage_b_lead.size(), 0.0);
-  if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) {
-    const double row_targets =
-        static_cast<double>(plan.training().micro_batch_size() * plan.model().seq_length());
-    for (int m = 0; m < static_cast<int>(plan.training().num_microbatches()); ++m) {
-      if (!masks_targets()) {
-        sums.targets += row_targets;
-        continue;
-      }
-      const auto& crossing = packing(m).crossing;
-      sums.targets += static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
-    }
+  if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) sums.targets = batches->step_targets();
+  if (chunked) {
+    const auto stats = chunked->take_step_stats();
+    sums.chunks = static_cast<double>(stats.chunks);
+    sums.chunks_recomputed = static_cast<double>(stats.recomputed_chunks);
+    step_longest_sequence = static_cast<double>(stats.longest_sequence);
   }
-  sums.chunks = pipeline_chunk_count;
-  sums.chunks_recomputed = pipeline_chunks_recomputed;
-  step_longest_sequence = pipeline_longest_sequence;
-  pipeline_chunk_count = pipeline_chunks_recomputed = pipeline_longest_sequence = 0;
-  if (pipeline_chunks) pipeline_chunks->clear();
-  for (const auto& chunked : step_chunks) {
-    const auto& st = chunked->stats();
-    sums.chunks += static_cast<double>(st.chunks);
-    sums.chunks_recomputed += static_cast<double>(st.recomputed_chunks);
-    step_longest_sequence = std::max(step_longest_sequence, static_cast<double>(st.longest_sequence));
-  }
-  step_chunks.clear();
   sums.loss = so_far.loss_sum * executor->loss_scale();
   sums.compute_s = so_far.compute_s;
   if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
@@ -530,8 +383,10 @@ std::shared_ptr<MetricsWriter::Step> Trainer::Impl::run_one_step(int64_t at, int
   report->before = ResourceUsage::now();
   const auto t0 = Clock::now();
   step = at;
+  batches->set_step(at);
   lr = learning_rate(plan.training(), at);
-  report->times = executor->run_step(*this, {at == first, at == plan.training().train_iters() || exiting});
+  report->times =
+      executor->run_step(step_model(), {at == first, at == plan.training().train_iters() || exiting});
   report->step = at;
   report->lr = lr;
   report->step_s = seconds_since(t0);

@@ -1,0 +1,106 @@
+#include "worker/chunked_step_model.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/errors.h"
+#include "proto/plan_names.h"
+
+namespace rondo {
+
+ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, StepModel& inner, StepBatches& batches,
+                                   StagedModel model, double loss_grad, std::function<bool(int)> recomputes)
+    : plan_(plan),
+      inner_(inner),
+      batches_(batches),
+      model_(std::move(model)),
+      recomputes_(std::move(recomputes)) {
+  const auto& d = plan.data();
+  if (d.chunks_in_memory() < 1 || (plan.stages_size() != 1 && d.pipeline_chunk_lengths_size() == 0)) {
+    throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
+                    std::to_string(d.chunks_in_memory()) +
+                    ") and one stage holding the whole model or data.pipeline_chunk_lengths (got " +
+                    std::to_string(plan.stages_size()) + " stages)");
+  }
+  options_ = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory(),
+              loss_grad};
+  if (const auto& lengths = d.pipeline_chunk_lengths(); !lengths.empty()) {
+    try {
+      pipeline_ =
+          std::make_unique<PipelineChunks>(model_, std::vector<int64_t>(lengths.begin(), lengths.end()));
+    } catch (const std::invalid_argument& e) {
+      throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
+    }
+  }
+}
+
+ChunkedStepModel::~ChunkedStepModel() = default;
+
+torch::Tensor ChunkedStepModel::tokens(int microbatch) {
+  if (!pipeline_) return inner_.tokens(microbatch);
+  // The chunk's tokens of each row, and the next one (its last target).
+  const int j = microbatch % pipeline_->chunks();
+  return batches_.tokens(row_microbatch(microbatch), pipeline_->begin(j), pipeline_->length(j));
+}
+
+torch::Tensor ChunkedStepModel::forward(int stage, int microbatch, const torch::Tensor& input) {
+  return pipeline_ ? pipeline_forward(stage, microbatch, input) : inner_.forward(stage, microbatch, input);
+}
+
+torch::Tensor ChunkedStepModel::forward_loss(int stage, int microbatch, const torch::Tensor& input,
+                                             const torch::Tensor& targets) {
+  if (pipeline_) return pipeline_loss(stage, microbatch, input, targets);
+  ChunkedMicrobatch chunked(model_, stage, input, batches_.counted_targets(microbatch, targets),
+                            batches_.documents(microbatch), options_);
+  auto loss = chunked.forward();
+  // Counted in the pass that trains (with full recomputation, B reruns F's graph-less forward).
+  if (torch::GradMode::is_enabled()) {
+    const auto& st = chunked.stats();
+    step_.chunks += st.chunks;
+    step_.dependent_chunks += st.dependent_chunks;
+    step_.recomputed_chunks += st.recomputed_chunks;
+    step_.longest_sequence = std::max(step_.longest_sequence, st.longest_sequence);
+  }
+  return loss;
+}
+
+torch::Tensor ChunkedStepModel::pipeline_forward(int stage, int microbatch, const torch::Tensor& input) {
+  const auto documents = batches_.documents(row_microbatch(microbatch));
+  if (model_->stage(stage).has_embedding) {
+    // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
+    const bool grad = torch::GradMode::is_enabled();
+    if (!grad || !recomputes_(microbatch)) ++step_.chunks;
+    if (!grad) ++step_.recomputed_chunks;
+    const int64_t longest = documents.defined() ? document_positions(documents).max().item<int64_t>() + 1
+                                                : plan_.model().seq_length();
+    step_.longest_sequence = std::max(step_.longest_sequence, longest);
+  }
+  return pipeline_->forward(stage, microbatch, input, documents);
+}
+
+torch::Tensor ChunkedStepModel::pipeline_loss(int stage, int microbatch, const torch::Tensor& input,
+                                              const torch::Tensor& targets) {
+  const int row = row_microbatch(microbatch), j = microbatch % pipeline_->chunks();
+  torch::Tensor counted = targets;
+  double row_targets = static_cast<double>(plan_.training().micro_batch_size() * plan_.model().seq_length());
+  if (plan_.data().pack()) {
+    const auto& crossing = batches_.packing(row).crossing;
+    const int64_t b = pipeline_->begin(j);
+    counted = targets.masked_fill(crossing.slice(1, b, b + pipeline_->length(j)), -100);
+    row_targets = static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
+  }
+  const auto logits = pipeline_forward(stage, microbatch, input);
+  const auto sum = torch::nn::functional::cross_entropy(
+      logits.view({-1, logits.size(-1)}), counted.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
+  return sum * (static_cast<double>(pipeline_->chunks()) / std::max(row_targets, 1.0));
+}
+
+ChunkingStats ChunkedStepModel::take_step_stats() {
+  if (pipeline_) pipeline_->clear();
+  return std::exchange(step_, ChunkingStats{});
+}
+
+}  // namespace rondo
