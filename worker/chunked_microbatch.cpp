@@ -57,7 +57,10 @@ struct ChunkedMicrobatch::State {
   std::vector<Sequence> sequences;
   ChunkPlan plan;
   ChunkingStats stats;
-  int64_t counted_targets = 0;
+  torch::Tensor row_weight;  // [rows], double, on the CPU
+  // The groups (below) each share trains: dealt for `dealt_parts` shares.
+  std::vector<int> group_part;
+  int dealt_parts = 0;
 
   // Per chunk: its keys and values per layer as leaves (when a later chunk of its sequence
   // attends to them), and for the chunks that keep their activations the graph's outputs.
@@ -74,13 +77,15 @@ struct ChunkedMicrobatch::State {
   // The chunk's forward: the summed cross-entropy of its targets, and its keys and values.
   Graph run_chunk(size_t index) {
     const auto& chunk = plan.chunks[index];
-    std::vector<torch::Tensor> ids, labels, positions, segment_of;
+    std::vector<torch::Tensor> ids, labels, weights, positions, segment_of;
     int64_t past = 0;
+    const auto* w = row_weight.data_ptr<double>();
     for (size_t s = 0; s < chunk.segments.size(); ++s) {
       const auto& seg = chunk.segments[s];
       const auto& sq = sequences[static_cast<size_t>(seg.sequence)];
       ids.push_back(tokens[sq.row].slice(0, sq.start + seg.begin, sq.start + seg.end));
       labels.push_back(targets[sq.row].slice(0, sq.start + seg.begin, sq.start + seg.end));
+      weights.push_back(torch::full({seg.end - seg.begin}, w[sq.row], torch::kFloat32));
       positions.push_back(torch::arange(seg.begin, seg.end, torch::kLong));
       segment_of.push_back(torch::full({seg.end - seg.begin}, static_cast<int64_t>(s), torch::kLong));
       if (chunk.dependent()) past = seg.begin;
@@ -115,9 +120,13 @@ struct ChunkedMicrobatch::State {
     Graph g;
     const auto logits = model->forward_chunk(stage, torch::cat(ids).unsqueeze(0).to(device),
                                              query_pos.unsqueeze(0).to(device), bias, past_kv, &g.present);
-    g.loss_sum = torch::nn::functional::cross_entropy(
-        logits.view({-1, logits.size(-1)}), torch::cat(labels).to(device),
-        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
+    // Each target's cross-entropy (0 where it does not count) times its row's weight.
+    g.loss_sum =
+        (torch::nn::functional::cross_entropy(
+             logits.view({-1, logits.size(-1)}), torch::cat(labels).to(device),
+             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(-100)) *
+         torch::cat(weights).to(device))
+            .sum();
     return g;
   }
 
@@ -128,14 +137,35 @@ struct ChunkedMicrobatch::State {
     return seg.end < sequences[static_cast<size_t>(seg.sequence)].length;
   }
 
-  // Trains the chunks group by group (ChunkFlow's schedule); returns the mean loss.
-  double forward() {
+  // The groups, in order, into `parts` contiguous shares of about equal cost: a group goes where
+  // the middle of its cost falls.
+  void deal(int parts) {
+    if (parts == dealt_parts) return;
+    std::vector<double> cost(groups.size(), 0.0);
+    double total = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (size_t i : groups[g]) cost[g] += plan.costs[i];
+      total += cost[g];
+    }
+    group_part.assign(groups.size(), 0);
+    double before = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const double middle = before + 0.5 * cost[g];
+      group_part[g] = total > 0 ? std::min(parts - 1, static_cast<int>(middle / total * parts)) : 0;
+      before += cost[g];
+    }
+    dealt_parts = parts;
+  }
+
+  // Trains share `part`'s chunks group by group (ChunkFlow's schedule); returns their loss.
+  double forward(int part) {
     const bool grad = torch::GradMode::is_enabled();
-    const auto targets = static_cast<double>(std::max<int64_t>(counted_targets, 1));
     leaves.assign(plan.chunks.size(), {});
     graphs.assign(plan.chunks.size(), {});
     double loss_sum = 0;
-    for (const auto& group : groups) {
+    for (size_t g = 0; g < groups.size(); ++g) {
+      if (group_part[g] != part) continue;
+      const auto& group = groups[g];
       const size_t keep_from = group.size() > static_cast<size_t>(options.chunks_in_memory)
                                    ? group.size() - static_cast<size_t>(options.chunks_in_memory)
                                    : 0;
@@ -154,13 +184,13 @@ struct ChunkedMicrobatch::State {
         }
         if (keep) graphs[i] = std::move(g);
       }
-      if (grad) backward(group, options.loss_grad / targets);
+      if (grad) backward(group, options.loss_grad);
     }
-    return loss_sum / targets;
+    return loss_sum;
   }
 
-  // A group's backwards in reverse, `per_target` being d(objective) / d(each chunk's summed loss).
-  void backward(const std::vector<size_t>& group, double per_target) {
+  // A group's backwards in reverse, `loss_grad` being d(objective) / d(each chunk's weighted loss).
+  void backward(const std::vector<size_t>& group, double loss_grad) {
     for (size_t j = group.size(); j-- > 0;) {
       const size_t i = group[j];
       Graph g = std::move(graphs[i]);
@@ -169,7 +199,7 @@ struct ChunkedMicrobatch::State {
         torch::AutoGradMode mode(true);
         g = run_chunk(i);
       }
-      std::vector<torch::Tensor> roots{g.loss_sum}, grads{torch::full_like(g.loss_sum, per_target)};
+      std::vector<torch::Tensor> roots{g.loss_sum}, grads{torch::full_like(g.loss_sum, loss_grad)};
       for (size_t l = 0; l < leaves[i].size(); ++l) {
         // The gradients later chunks left on this chunk's keys and values.
         for (auto [out, leaf] :
@@ -214,7 +244,7 @@ struct ChunkedLossBackward : torch::autograd::Node {
 
 ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens,
                                      const torch::Tensor& targets, const torch::Tensor& documents,
-                                     const ChunkingOptions& options)
+                                     const ChunkingOptions& options, const torch::Tensor& row_weights)
     : state_(std::make_shared<State>()) {
   const auto& st = model->stage(stage);
   if (!st.has_embedding || !st.has_lm_head) {
@@ -256,15 +286,27 @@ ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::
       last_of_sequence[static_cast<size_t>(seg.sequence)] = static_cast<int>(i);
   }
   s.stats.chunks = static_cast<int64_t>(s.plan.chunks.size());
-  s.counted_targets = s.targets.ne(-100).sum().item<int64_t>();
+  if (row_weights.defined()) {
+    if (row_weights.numel() != tokens.size(0))
+      throw std::invalid_argument("chunked rows: " + std::to_string(row_weights.numel()) +
+                                  " row weights for " + std::to_string(tokens.size(0)) + " rows");
+    s.row_weight = row_weights.to(torch::kCPU, torch::kFloat64).contiguous();
+  } else {
+    const auto counted = static_cast<double>(std::max<int64_t>(s.targets.ne(-100).sum().item<int64_t>(), 1));
+    s.row_weight = torch::full({tokens.size(0)}, 1.0 / counted, torch::kFloat64);
+  }
   s.model = std::move(model);
 }
 
 ChunkedMicrobatch::~ChunkedMicrobatch() = default;
 
-torch::Tensor ChunkedMicrobatch::forward() {
+torch::Tensor ChunkedMicrobatch::forward(int part, int parts) {
+  if (parts < 1 || part < 0 || part >= parts)
+    throw std::invalid_argument("chunked rows: share " + std::to_string(part) + " of " +
+                                std::to_string(parts));
   const bool grad = torch::GradMode::is_enabled();
-  const double mean = state_->forward();
+  state_->deal(parts);
+  const double mean = state_->forward(part);
   // What the chunks kept is freed now: their backwards have run.
   state_->graphs.clear();
   state_->leaves.clear();

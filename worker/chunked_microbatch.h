@@ -1,10 +1,14 @@
-// ChunkedMicrobatch: one microbatch trained in chunks (ChunkFlow's state-aware chunk scheduling),
-// so that peak activation memory depends on the chunk size, not on the longest sequence.
+// ChunkedMicrobatch: rows of tokens trained in chunks (ChunkFlow's state-aware chunk scheduling),
+// so that peak activation memory depends on the chunk size, not on the longest sequence. The rows
+// are a rank's whole share of a step's global batch (all its microbatches; ChunkFlow plans over the
+// global batch) or one microbatch's.
 //
-// The microbatch's sequences -- each row's runs of one document (data.pack), or whole rows --
-// go through the chunk planner (data/chunk_plan.h): short ones packed into standalone chunks
-// (attention confined to each), long ones split into dependent chunks. forward() trains them in
-// the plan's order by ChunkFlow's state-aware schedule (Yuan et al. 2025, Algorithm 1):
+// The rows' sequences -- each row's runs of one document (data.pack), or whole rows -- go through
+// the chunk planner (data/chunk_plan.h) together: short ones packed into standalone chunks
+// (attention confined to each), long ones split into dependent chunks. The plan's groups (a
+// standalone chunk; a long sequence's chunks) are dealt in order into `parts` contiguous shares of
+// about equal cost; forward(part) trains share `part` by ChunkFlow's state-aware schedule (Yuan et
+// al. 2025, Algorithm 1):
 //   a standalone chunk: its forward, then at once its backward -- never recomputed;
 //   a long sequence of N chunks: the forwards in order, each attending to the keys and values of
 //     the sequence's earlier chunks (kept per layer as leaf tensors); only its last K =
@@ -18,9 +22,11 @@
 //
 // The backward runs inside forward(), with the gradient the caller will give the returned loss
 // (ChunkingOptions::loss_grad: the executor's 1 / (microbatches x dp)); the loss's own backward
-// only checks that it was that. The loss is the mean next-token cross-entropy over the
-// microbatch's targets, like the unchunked model->loss on the same rows (targets of -100 are not
-// counted). Without grad mode forward() runs the forwards only.
+// only checks that it was that. The loss is the share's next-token cross-entropy, each target's
+// weighted by its row's weight (targets of -100 are not counted): with one part and the default
+// weights (1 / the counted targets) the mean, like the unchunked model->loss on the same rows;
+// with a microbatch's rows weighted 1 / its counted targets, the parts' losses sum to the sum of
+// the microbatches' means. Without grad mode forward() runs the forwards only.
 #pragma once
 
 #include <torch/torch.h>
@@ -52,14 +58,17 @@ class ChunkedMicrobatch {
  public:
   // `stage` must hold the whole model (embedding and LM head). tokens and targets [rows, seq]
   // (targets -100 where there is none); `documents` [rows, seq] (a token's document, or
-  // undefined: each row is one sequence).
+  // undefined: each row is one sequence); `row_weights` [rows] (each of a row's targets' weight
+  // in the loss; undefined: 1 / all the rows' counted targets).
   ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens, const torch::Tensor& targets,
-                    const torch::Tensor& documents, const ChunkingOptions& options);
+                    const torch::Tensor& documents, const ChunkingOptions& options,
+                    const torch::Tensor& row_weights = {});
   ~ChunkedMicrobatch();
 
-  // Runs every chunk forward and (in grad mode) backward; returns the mean loss, whose backward
-  // must bring options.loss_grad. Call once.
-  torch::Tensor forward();
+  // Runs share `part` of `parts`' chunks forward and (in grad mode) backward; returns its loss,
+  // whose backward must bring options.loss_grad. Each share once per pass (a forward without grad
+  // mode and one with, under full recomputation).
+  torch::Tensor forward(int part = 0, int parts = 1);
 
   const ChunkPlan& plan() const;
   const ChunkingStats& stats() const;

@@ -52,18 +52,30 @@ torch::Tensor ChunkedStepModel::forward(int stage, int microbatch, const torch::
 torch::Tensor ChunkedStepModel::forward_loss(int stage, int microbatch, const torch::Tensor& input,
                                              const torch::Tensor& targets) {
   if (pipeline_) return pipeline_loss(stage, microbatch, input, targets);
-  ChunkedMicrobatch chunked(model_, stage, input, batches_.counted_targets(microbatch, targets),
-                            batches_.documents(microbatch), options_);
-  auto loss = chunked.forward();
-  // Counted in the pass that trains (with full recomputation, B reruns F's graph-less forward).
-  if (torch::GradMode::is_enabled()) {
-    const auto& st = chunked.stats();
-    step_.chunks += st.chunks;
-    step_.dependent_chunks += st.dependent_chunks;
-    step_.recomputed_chunks += st.recomputed_chunks;
-    step_.longest_sequence = std::max(step_.longest_sequence, st.longest_sequence);
+  // Microbatch m trains share m of the step's chunks (the same rows the executor hands it, with all
+  // the others of the step, planned together).
+  return step_rows(stage).forward(microbatch, static_cast<int>(plan_.training().num_microbatches()));
+}
+
+ChunkedMicrobatch& ChunkedStepModel::step_rows(int stage) {
+  if (step_rows_) return *step_rows_;
+  const int microbatches = static_cast<int>(plan_.training().num_microbatches());
+  std::vector<torch::Tensor> inputs, targets, documents, weights;
+  for (int m = 0; m < microbatches; ++m) {
+    const auto tokens = batches_.tokens(m);
+    const auto counted = batches_.counted_targets(m, tokens.slice(1, 1, tokens.size(1)));
+    inputs.push_back(tokens.slice(1, 0, tokens.size(1) - 1));
+    targets.push_back(counted);
+    if (const auto d = batches_.documents(m); d.defined()) documents.push_back(d);
+    // The unchunked loss is the mean over microbatches of each one's mean over its counted
+    // targets: a target of microbatch m weighs 1 / m's count (and the executor's scale the rest).
+    const auto count = std::max<int64_t>(counted.ne(-100).sum().item<int64_t>(), 1);
+    weights.push_back(torch::full({counted.size(0)}, 1.0 / static_cast<double>(count), torch::kFloat64));
   }
-  return loss;
+  step_rows_ = std::make_unique<ChunkedMicrobatch>(
+      model_, stage, torch::cat(inputs), torch::cat(targets),
+      documents.empty() ? torch::Tensor() : torch::cat(documents), options_, torch::cat(weights));
+  return *step_rows_;
 }
 
 torch::Tensor ChunkedStepModel::pipeline_forward(int stage, int microbatch, const torch::Tensor& input) {
@@ -100,6 +112,8 @@ torch::Tensor ChunkedStepModel::pipeline_loss(int stage, int microbatch, const t
 
 ChunkingStats ChunkedStepModel::take_step_stats() {
   if (pipeline_) pipeline_->clear();
+  if (step_rows_) step_ = step_rows_->stats();
+  step_rows_.reset();
   return std::exchange(step_, ChunkingStats{});
 }
 

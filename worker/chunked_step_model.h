@@ -1,8 +1,11 @@
 // ChunkedStepModel: chunked long-context training (data.chunk_size) as the step model the executor
 // runs -- the one place chunks enter a step. It wraps the rank's plain step model (the trainer's),
 // passing on its gradients, reduction and optimizer step, and replaces what a microbatch computes:
-//   one stage holding the whole model: each microbatch's sequences are trained in chunks by
-//     ChunkFlow's schedule (worker/chunked_microbatch.h);
+//   one stage holding the whole model: the sequences of all the step's microbatches (this rank's
+//     share of the global batch) are planned into chunks together, as ChunkFlow plans its global
+//     batch, and microbatch m trains share m of them by ChunkFlow's schedule
+//     (worker/chunked_microbatch.h). The losses are weighted so that the step's loss and
+//     gradients are the unchunked ones (each microbatch's mean, averaged);
 //   a pipeline (data.pipeline_chunk_lengths): the schedule's microbatches are chunks, schedule
 //     microbatch m being chunk m % chunks of row microbatch m / chunks (worker/pipeline_chunks.h).
 // Either way the step's chunks, recomputed chunks and longest sequence are counted into one
@@ -52,6 +55,8 @@ class ChunkedStepModel : public StepModel {
   ChunkingStats take_step_stats();
 
  private:
+  // One stage: this step's rows in chunks, planned at the step's first call.
+  ChunkedMicrobatch& step_rows(int stage);
   // The pipeline's chunk forward, counted where the chunk enters the pipeline.
   torch::Tensor pipeline_forward(int stage, int microbatch, const torch::Tensor& input);
   // A pipeline chunk's summed cross-entropy, scaled so that the executor's mean over the schedule's
@@ -65,7 +70,8 @@ class ChunkedStepModel : public StepModel {
   StagedModel model_;
   ChunkingOptions options_;
   std::function<bool(int)> recomputes_;
-  std::unique_ptr<PipelineChunks> pipeline_;  // with data.pipeline_chunk_lengths
+  std::unique_ptr<PipelineChunks> pipeline_;      // with data.pipeline_chunk_lengths
+  std::unique_ptr<ChunkedMicrobatch> step_rows_;  // one stage: this step's
   ChunkingStats step_;
 };
 

@@ -1,7 +1,9 @@
 // ChunkedMicrobatch: a sequence trained in chunks (C = L/4, K = 1 and 2, equal-token and
 // cost-aware boundaries) gives the unchunked loss and every parameter's gradient within 1e-5
 // relative; packed documents give the document-masked (data.pack) loss and gradients; ChunkFlow's
-// rule: only a long sequence's chunks before its last K are recomputed, packed chunks never.
+// rule: only a long sequence's chunks before its last K are recomputed, packed chunks never. The
+// rows of several microbatches planned together and trained in shares give the sum of the
+// microbatches' means, with fewer chunks than planning each microbatch alone.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -56,7 +58,7 @@ Result unchunked(const torch::Tensor& tokens, const torch::Tensor& documents, bo
       logits.view({-1, 256}), masked_targets(tokens, documents).reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
   loss.backward();
-  return {{loss.item<double>(), gradients(model)}, {}};
+  return {{loss.item<double>(), gradients(model)}, {}, {}};
 }
 
 Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, const ChunkingOptions& options,
@@ -128,6 +130,65 @@ TEST(ChunkedMicrobatch, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
                             [](const Chunk& c) { return c.segments.size() > 1; }));
     EXPECT_EQ(got.stats.recomputed_chunks, chunkflow_recomputed(got.plan, k)) << "K=" << k;
     EXPECT_LT(got.stats.recomputed_chunks, got.stats.chunks - k) << "K=" << k;
+  }
+}
+
+// Three microbatches of one row each, with different documents (so different counted targets):
+// planned together, trained in three shares with each row weighted 1 / its counted targets, they
+// give the sum of the three unchunked means and its gradients -- as the executor sums them.
+TEST(ChunkedMicrobatch, SeveralMicrobatchesPlannedTogetherGiveTheSumOfTheirMeans) {
+  const auto tokens = random_tokens(3, 8);
+  auto documents = torch::zeros({3, kSeq + 1}, torch::kLong);
+  // Row 0: 6 tokens, then a long document; row 1: a long one, then 10 tokens; row 2: eight of 8.
+  // Together the 6 and the 10 share a chunk of 16; planned alone, each takes one.
+  documents[0].slice(0, 6, kSeq + 1).fill_(1);
+  documents[1].slice(0, 54, kSeq + 1).fill_(1);
+  for (int64_t d = 0; d < 8; ++d) documents[2].slice(0, 8 * d, 8 * d + 8).fill_(d);
+  documents[2][kSeq] = 7;
+  const auto targets = masked_targets(tokens, documents);
+  const auto inputs = tokens.slice(1, 0, kSeq), docs = documents.slice(1, 0, kSeq);
+
+  LossAndGradients ref;
+  {
+    StagedModel model(gpt_family(), shape(), /*seed=*/21);
+    for (int64_t m = 0; m < 3; ++m) {
+      const auto rows = torch::indexing::Slice(m, m + 1);
+      const auto logits = model->forward_stage(0, inputs.index({rows}), docs.index({rows}));
+      const auto loss = torch::nn::functional::cross_entropy(
+          logits.view({-1, 256}), targets.index({rows}).reshape({-1}),
+          torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+      loss.backward();
+      ref.loss += loss.item<double>();
+    }
+    ref.grads = gradients(model);
+  }
+  const auto counted = targets.ne(-100).sum(1).to(torch::kFloat64);
+  ASSERT_NE(counted[0].item<double>(), counted[2].item<double>());
+  for (int k : {1, 2}) {
+    StagedModel model(gpt_family(), shape(), /*seed=*/21);
+    ChunkingOptions options{16, ChunkBalance::kTokens, k};
+    options.loss_grad = 0.5;
+    ChunkedMicrobatch rows(model, 0, inputs, targets, docs, options, 1.0 / counted);
+    LossAndGradients got;
+    for (int part = 0; part < 3; ++part) {
+      const auto loss = rows.forward(part, 3);
+      (loss * 0.5).backward();
+      got.loss += loss.item<double>();
+    }
+    got.grads = gradients(model);
+    for (auto& g : got.grads) g *= 2.0;
+    expect_close(ref, got, "three microbatches together, K=" + std::to_string(k));
+    EXPECT_EQ(rows.stats().recomputed_chunks, chunkflow_recomputed(rows.plan(), k)) << "K=" << k;
+    // Planned one microbatch at a time, the short documents of different rows could not share chunks.
+    int64_t alone = 0;
+    for (int64_t m = 0; m < 3; ++m) {
+      const auto r = torch::indexing::Slice(m, m + 1);
+      alone += static_cast<int64_t>(
+          ChunkedMicrobatch(model, 0, inputs.index({r}), targets.index({r}), docs.index({r}), options)
+              .plan()
+              .chunks.size());
+    }
+    EXPECT_LT(rows.stats().chunks, alone) << "K=" << k;
   }
 }
 
