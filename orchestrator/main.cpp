@@ -16,6 +16,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/data_command.h"
 #include "orchestrator/plan_builder.h"
+#include "orchestrator/plan_views.h"
 #include "orchestrator/run_command.h"
 #include "orchestrator/schedule_comparison.h"
 #include "orchestrator/simulate_command.h"

@@ -35,6 +35,7 @@
 #include "orchestrator/attempt_watch.h"
 #include "orchestrator/dashboard_server.h"
 #include "orchestrator/plan_builder.h"
+#include "orchestrator/plan_views.h"
 #include "proto/report.pb.h"
 
 namespace rondo {

@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "common/line_appender.h"
 #include "common/logging.h"
+#include "common/stopwatch.h"
 #include "comms/collectives.h"
 #include "control/flight_records.h"
 #include "data/sample_windows.h"
@@ -39,10 +40,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include "common/errors.h"
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
+#include "orchestrator/plan_views.h"
 #include "pipeline/pipeline_schedule.h"
 #include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
