@@ -54,17 +54,9 @@ void openblas_gemm(const onednn::Gemm& g, const float* a, const float* b, float*
          &n);
 }
 
-}  // namespace
-
-int main() {
-  using CoreName = char* (*)();
-  auto corename = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
-  const char* threads = std::getenv("OMP_NUM_THREADS");
-  std::printf("# best instruction set %s; OpenBLAS core %s; OMP_NUM_THREADS=%s\n",
-              cpu_kernels::isa_name(cpu_kernels::best_isa()), corename ? corename() : "?",
-              threads ? threads : "unset");
-
-  // Elementwise: a layer's GELU input [4 x 128, 512] and attention scores [16, 128, 128] (causal).
+// The elementwise kernels on each instruction set: a layer's GELU input [4 x 128, 512] and
+// attention scores [16, 128, 128] (causal).
+void elementwise_table() {
   const int64_t n = 4 * 128 * 512, rows = 16 * 128, cols = 128;
   const auto x = random_values(n, 2.0f, 1), dy = random_values(n, 1.0f, 2);
   std::vector<float> bias(128 * 128), y(n), dx(n);
@@ -114,8 +106,11 @@ int main() {
     }
     std::printf("\n");
   }
+}
 
-  // GEMMs of the demo model's linear layers on one microbatch of 4 x 128 tokens.
+// The GEMMs of the demo model's linear layers on one microbatch of 4 x 128 tokens, oneDNN's
+// against OpenBLAS's.
+void gemm_table() {
   struct Shape {
     const char* layer;
     int64_t in, out;
@@ -149,5 +144,18 @@ int main() {
   std::printf("| all | per layer set | %.0f | %.0f | oneDNN/OpenBLAS time %.2f | (%s) |\n", total_onednn,
               total_openblas, total_onednn / total_openblas,
               onednn::implementation({m, 384, 128, false, true, false, false}));
+}
+
+}  // namespace
+
+int main() {
+  using CoreName = char* (*)();
+  auto corename = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  const char* threads = std::getenv("OMP_NUM_THREADS");
+  std::printf("# best instruction set %s; OpenBLAS core %s; OMP_NUM_THREADS=%s\n",
+              cpu_kernels::isa_name(cpu_kernels::best_isa()), corename ? corename() : "?",
+              threads ? threads : "unset");
+  elementwise_table();
+  gemm_table();
   return 0;
 }
