@@ -306,11 +306,11 @@ torch::Tensor ChunkedMicrobatch::forward(int part, int parts) {
                                 std::to_string(parts));
   const bool grad = torch::GradMode::is_enabled();
   state_->deal(parts);
-  const double mean = state_->forward(part);
+  const double loss_value = state_->forward(part);
   // What the chunks kept is freed now: their backwards have run.
   state_->graphs.clear();
   state_->leaves.clear();
-  auto loss = torch::tensor(mean, torch::TensorOptions().dtype(torch::kFloat32).device(state_->device));
+  auto loss = torch::tensor(loss_value, torch::TensorOptions().dtype(torch::kFloat32).device(state_->device));
   if (grad) {
     auto node = std::shared_ptr<ChunkedLossBackward>(new ChunkedLossBackward(state_->options.loss_grad),
                                                      torch::autograd::deleteNode);
