@@ -39,7 +39,7 @@ ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, StepModel& inner, Ste
 ChunkedStepModel::~ChunkedStepModel() = default;
 
 torch::Tensor ChunkedStepModel::tokens(int microbatch) {
-  if (!pipeline_) return inner_.tokens(microbatch);
+  if (!pipeline_) return step_tokens().at(static_cast<size_t>(microbatch));
   // The chunk's tokens of each row, and the next one (its last target).
   const int j = microbatch % pipeline_->chunks();
   return batches_.tokens(row_microbatch(microbatch), pipeline_->begin(j), pipeline_->length(j));
@@ -57,12 +57,20 @@ torch::Tensor ChunkedStepModel::forward_loss(int stage, int microbatch, const to
   return step_rows(stage).forward(microbatch, static_cast<int>(plan_.training().num_microbatches()));
 }
 
+const std::vector<torch::Tensor>& ChunkedStepModel::step_tokens() {
+  if (step_tokens_.empty()) {
+    for (int m = 0; m < static_cast<int>(plan_.training().num_microbatches()); ++m)
+      step_tokens_.push_back(inner_.tokens(m));
+  }
+  return step_tokens_;
+}
+
 ChunkedMicrobatch& ChunkedStepModel::step_rows(int stage) {
   if (step_rows_) return *step_rows_;
-  const int microbatches = static_cast<int>(plan_.training().num_microbatches());
   std::vector<torch::Tensor> inputs, targets, documents, weights;
-  for (int m = 0; m < microbatches; ++m) {
-    const auto tokens = batches_.tokens(m);
+  for (size_t i = 0; i < step_tokens().size(); ++i) {
+    const int m = static_cast<int>(i);
+    const auto& tokens = step_tokens()[i];
     const auto counted = batches_.counted_targets(m, tokens.slice(1, 1, tokens.size(1)));
     inputs.push_back(tokens.slice(1, 0, tokens.size(1) - 1));
     targets.push_back(counted);
@@ -114,6 +122,7 @@ ChunkingStats ChunkedStepModel::take_step_stats() {
   if (pipeline_) pipeline_->clear();
   if (step_rows_) step_ = step_rows_->stats();
   step_rows_.reset();
+  step_tokens_.clear();
   return std::exchange(step_, ChunkingStats{});
 }
 

@@ -14,6 +14,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "pipeline/exec/stage_executor.h"
 #include "proto/plan.pb.h"
@@ -55,7 +56,9 @@ class ChunkedStepModel : public StepModel {
   ChunkingStats take_step_stats();
 
  private:
-  // One stage: this step's rows in chunks, planned at the step's first call.
+  // One stage: this step's token rows, read once (the executor's microbatches and the plan share
+  // them), and the rows in chunks, planned at the step's first call.
+  const std::vector<torch::Tensor>& step_tokens();
   ChunkedMicrobatch& step_rows(int stage);
   // The pipeline's chunk forward, counted where the chunk enters the pipeline.
   torch::Tensor pipeline_forward(int stage, int microbatch, const torch::Tensor& input);
@@ -71,6 +74,7 @@ class ChunkedStepModel : public StepModel {
   ChunkingOptions options_;
   std::function<bool(int)> recomputes_;
   std::unique_ptr<PipelineChunks> pipeline_;      // with data.pipeline_chunk_lengths
+  std::vector<torch::Tensor> step_tokens_;        // one stage: this step's, per microbatch
   std::unique_ptr<ChunkedMicrobatch> step_rows_;  // one stage: this step's
   ChunkingStats step_;
 };
