@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -12,13 +11,9 @@
 #include <filesystem>
 #include <iomanip>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "common/atomic_file.h"
 #include "common/checkpoint_manifest.h"
@@ -28,7 +23,6 @@
 #include "common/logging.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
-#include "launch/launcher_report.h"
 #include "launch/mpirun_command.h"
 #include "launch/process_runner.h"
 #include "launch/srun_command.h"
@@ -36,7 +30,6 @@
 #include "orchestrator/dashboard_server.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
-#include "proto/report.pb.h"
 
 namespace rondo {
 
