@@ -67,10 +67,11 @@ const std::vector<torch::Tensor>& ChunkedStepModel::step_tokens() {
 
 ChunkedMicrobatch& ChunkedStepModel::step_rows(int stage) {
   if (step_rows_) return *step_rows_;
+  const auto& rows = step_tokens();
   std::vector<torch::Tensor> inputs, targets, documents, weights;
-  for (size_t i = 0; i < step_tokens().size(); ++i) {
+  for (size_t i = 0; i < rows.size(); ++i) {
     const int m = static_cast<int>(i);
-    const auto& tokens = step_tokens()[i];
+    const auto& tokens = rows[i];
     const auto counted = batches_.counted_targets(m, tokens.slice(1, 1, tokens.size(1)));
     inputs.push_back(tokens.slice(1, 0, tokens.size(1) - 1));
     targets.push_back(counted);

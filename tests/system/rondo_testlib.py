@@ -45,6 +45,13 @@ class Context:
             raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}, expected {expect_status}")
         return run_dir, proc
 
+    def run_interrupted(self, run_name, sets, at):
+        """The run stopped after step `at` (training.exit_interval), then the same command again:
+        (run_dir, whether the second launch resumed from checkpoint step-`at`)."""
+        run_dir, _ = self.run(run_name, sets + [f"training.exit_interval={at}"])
+        _, proc = self.run(run_name, sets)
+        return run_dir, f"resumed from checkpoint step-{at}" in proc.stderr
+
     def start(self, run_name, sets, extra=()):
         """`rondo run` in the background: (run_dir, Popen with stdout+stderr in run_dir + '.out')."""
         run_dir = os.path.join(self.tmp, run_name)

@@ -102,21 +102,19 @@ ref = run("rp-ref-none-4", ONE + ASYNC + ["pipeline.delay_correction=none", "mod
 ctx.check(worst(ref, got, range(1, 21)) <= 1e-5,
           f"roundpipe async at pp=2 x dp=2 reproduces one rank (loss {worst(ref, got, range(1, 21)):.1e})")
 rp_whole = run("rp-resume-whole", RP + ASYNC + ["pipeline.delay_correction=error_feedback"])
-rp_cut, _ = ctx.run("rp-resume-cut", BASE + RP + ASYNC + ["pipeline.delay_correction=error_feedback",
-                                                          "training.exit_interval=10"])
-_, proc = ctx.run("rp-resume-cut", BASE + RP + ASYNC + ["pipeline.delay_correction=error_feedback"])
+rp_cut, resumed_at_10 = ctx.run_interrupted("rp-resume-cut", BASE + RP + ASYNC + ["pipeline.delay_correction=error_feedback"],
+                                            10)
 rp_resumed = rows(rp_cut)
-ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(rp_whole, rp_resumed, range(11, 21)) == 0.0,
+ctx.check(resumed_at_10 and worst(rp_whole, rp_resumed, range(11, 21)) == 0.0,
           f"roundpipe async resumed at step 10: steps 11-20 equal the uninterrupted run "
           f"(worst {worst(rp_whole, rp_resumed, range(11, 21)):.1e})")
 
 # Resume: Muon + error feedback at pp=2, cut after step 10.
 sets = PP2 + ASYNC + ["training.optimizer=muon", "pipeline.delay_correction=error_feedback"]
 whole = run("resume-whole", sets)
-cut, _ = ctx.run("resume-cut", BASE + sets + ["training.exit_interval=10"])
-_, proc = ctx.run("resume-cut", BASE + sets)
+cut, resumed_at_10 = ctx.run_interrupted("resume-cut", BASE + sets, 10)
 resumed = rows(cut)
-ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(whole, resumed, range(11, 21)) == 0.0,
+ctx.check(resumed_at_10 and worst(whole, resumed, range(11, 21)) == 0.0,
           f"resumed at step 10: steps 11-20 equal the uninterrupted run "
           f"(worst {worst(whole, resumed, range(11, 21)):.1e})")
 

@@ -33,10 +33,9 @@ for name, sets in (("muon-dp2", ["parallel.world_size=2"]),
     ctx.check(worst(one, got, range(1, 21)) <= 1e-5,
               f"{name} reproduces one rank within 1e-5 (worst {worst(one, got, range(1, 21)):.2e})")
 
-cut, _ = ctx.run("muon-cut", MUON + ["parallel.world_size=2", "training.exit_interval=10"])
-_, proc = ctx.run("muon-cut", MUON + ["parallel.world_size=2"])
+cut, resumed_at_10 = ctx.run_interrupted("muon-cut", MUON + ["parallel.world_size=2"], 10)
 resumed = losses(cut)
-ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(one, resumed, range(11, 21)) <= 1e-5,
+ctx.check(resumed_at_10 and worst(one, resumed, range(11, 21)) <= 1e-5,
           f"muon resumed at step 10: steps 11-20 within 1e-5 of the uninterrupted run "
           f"(worst {worst(one, resumed, range(11, 21)):.2e})")
 
@@ -56,10 +55,9 @@ got = losses(ctx.run("muon-roundpipe", MUON + ROUNDPIPE)[0])
 ctx.check(worst(one, got, range(1, 21)) <= 1e-5,
           f"muon on roundpipe's stateless workers reproduces one rank within 1e-5 "
           f"(worst {worst(one, got, range(1, 21)):.2e})")
-rp_cut, _ = ctx.run("muon-roundpipe-cut", MUON + ROUNDPIPE + ["training.exit_interval=10"])
-_, proc = ctx.run("muon-roundpipe-cut", MUON + ROUNDPIPE)
+rp_cut, resumed_at_10 = ctx.run_interrupted("muon-roundpipe-cut", MUON + ROUNDPIPE, 10)
 rp_resumed = losses(rp_cut)
-ctx.check("resumed from checkpoint step-10" in proc.stderr and worst(got, rp_resumed, range(11, 21)) == 0.0,
+ctx.check(resumed_at_10 and worst(got, rp_resumed, range(11, 21)) == 0.0,
           f"muon on roundpipe resumed at step 10: steps 11-20 equal the uninterrupted run "
           f"(worst {worst(got, rp_resumed, range(11, 21)):.2e})")
 ctx.finish()
