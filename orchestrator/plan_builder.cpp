@@ -131,7 +131,7 @@ PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, co
   const std::string& name = config.pipeline.schedule;
   if (chunks > 1) {
     ScheduleRequest req{name, pp, microbatches * chunks, 1, {}};
-    req.chunk_group = chunks;
+    req.chunk_groups = ChunkGroups::uniform(microbatches * chunks, chunks);
     return generate_schedule(req);
   }
   if (config.pipeline.async && (name != "roundpipe" || pp == 1)) {

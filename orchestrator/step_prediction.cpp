@@ -73,7 +73,7 @@ void predict_stateless_memory(const MemoryInputs& in, RankPrediction& rp) {
 // values, every other chunk its stage input.
 double chunked_activation_bytes(const MemoryInputs& in, double layers, double peak_activations) {
   const auto& c = in.config;
-  const int group = in.schedule.chunk_group;
+  const int group = in.schedule.chunk_groups.largest();
   const double b = static_cast<double>(c.training.micro_batch_size),
                s = static_cast<double>(c.model.seq_length);
   // A chunk: C tokens of the microbatch (one stage), or of each of its b rows (pipeline).
@@ -133,9 +133,9 @@ StepPrediction predict_step(const Config& c, const PipelineSchedule& schedule,
                             tp * static_cast<double>(c.parallel.context_parallel_size)};
   StepPrediction p;
   p.costs = schedule.derived_costs.empty() ? predicted_stage_costs(c, stages) : schedule.derived_costs;
-  if (schedule.chunk_group > 1) {
+  if (schedule.chunk_groups.largest() > 1) {
     // The schedule's microbatches are chunks: a row's chunks share its cost (on average).
-    const double share = 1.0 / schedule.chunk_group;
+    const double share = 1.0 / schedule.chunk_groups.largest();
     for (auto* v : {&p.costs.f, &p.costs.b, &p.costs.w, &p.costs.b_lead}) {
       for (double& x : *v) x *= share;
     }

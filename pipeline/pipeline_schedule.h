@@ -18,6 +18,32 @@ enum class ComputeKind { kF, kB, kI, kW };
 inline constexpr double kDefaultWeightGradMemory = 0.5;
 char compute_kind_letter(ComputeKind kind);
 
+// Chunked long-context training: the schedule's microbatches are chunks, in groups of consecutive
+// ids -- a long sequence's dependent chunks, or one standalone chunk (packed short sequences). On
+// each stage a group's forwards run in order (a chunk attends to its earlier chunks' keys and
+// values) and its backwards in reverse (a chunk's backward adds to its earlier chunks' key and
+// value gradients). No groups: independent microbatches.
+class ChunkGroups {
+ public:
+  ChunkGroups() = default;
+  explicit ChunkGroups(std::vector<int> sizes);  // each >= 1, in microbatch order
+  static ChunkGroups uniform(int microbatches, int size);
+
+  bool empty() const { return sizes_.empty(); }
+  const std::vector<int>& sizes() const { return sizes_; }
+  int microbatches() const { return static_cast<int>(first_.size()); }
+  int largest() const;
+  // The group of `microbatch`: its first id and one past its last (itself alone without groups).
+  int first(int microbatch) const { return empty() ? microbatch : first_.at(static_cast<size_t>(microbatch)); }
+  int end(int microbatch) const { return empty() ? microbatch + 1 : end_.at(static_cast<size_t>(microbatch)); }
+  // The microbatches in the order a group-respecting backward runs them: groups in order, each
+  // group's chunks in reverse.
+  std::vector<int> backward_order() const;
+
+ private:
+  std::vector<int> sizes_, first_, end_;
+};
+
 struct ComputeAction {
   ComputeKind kind;
   int stage;
@@ -53,11 +79,8 @@ struct PipelineSchedule {
   bool stateless_workers = false;
   // Costs the generator derived itself (RoundPipe's partitions); empty otherwise.
   StageCosts derived_costs;
-  // Chunked long-context training: microbatches come in groups of this many consecutive ids, the
-  // dependent chunks of one sequence. On each stage a group's forwards run in order (a chunk
-  // attends to its earlier chunks' keys and values) and its backwards in reverse (a chunk's
-  // backward adds to its earlier chunks' key and value gradients). 1: independent microbatches.
-  int chunk_group = 1;
+  // Chunked long-context training: the microbatches are chunks in groups (ChunkGroups).
+  ChunkGroups chunk_groups;
   std::vector<std::vector<ComputeAction>> ranks;  // per rank, in execution order
 
   size_t num_actions() const;
@@ -117,10 +140,10 @@ struct ScheduleRequest {
   // the next round starts on the worker that frees first. "earliest_free" gives each task, in
   // stage-major order, to the worker that frees first.
   std::string roundpipe_dispatch = "rounds";
-  // Chunked training (see PipelineSchedule::chunk_group): gpipe and 1f1b only; microbatches must
-  // be a multiple. 1f1b warms up chunk_group - 1 more forwards per stage, so that a group's
-  // forwards all precede its backwards.
-  int chunk_group = 1;
+  // Chunked training (ChunkGroups; sizes summing to `microbatches`): gpipe and 1f1b only. 1f1b
+  // runs a group's backwards once all its forwards have run on the stage, keeping no more
+  // forwards in flight than that and 1F1B's own warm-up need.
+  ChunkGroups chunk_groups = {};
 };
 
 // Generates a schedule, or throws ConfigError naming pipeline.schedule (unknown name) or the

@@ -7,6 +7,9 @@
 #include <numeric>
 #include <optional>
 #include <queue>
+#include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "common/errors.h"
 #include "pipeline/pipeline_schedule.h"
@@ -38,14 +41,45 @@ size_t PipelineSchedule::num_actions() const {
   return n;
 }
 
+ChunkGroups::ChunkGroups(std::vector<int> sizes) : sizes_(std::move(sizes)) {
+  for (int size : sizes_) {
+    if (size < 1) throw std::invalid_argument("a chunk group of " + std::to_string(size) + " chunks");
+    const int first = static_cast<int>(first_.size());
+    for (int i = 0; i < size; ++i) {
+      first_.push_back(first);
+      end_.push_back(first + size);
+    }
+  }
+}
+
+ChunkGroups ChunkGroups::uniform(int microbatches, int size) {
+  if (size < 1 || microbatches % size != 0) {
+    throw ConfigError("microbatches", std::to_string(microbatches) + " microbatches are not groups of " +
+                                          std::to_string(size) + " chunks");
+  }
+  return ChunkGroups(std::vector<int>(static_cast<size_t>(microbatches / size), size));
+}
+
+int ChunkGroups::largest() const {
+  return sizes_.empty() ? 1 : *std::max_element(sizes_.begin(), sizes_.end());
+}
+
+std::vector<int> ChunkGroups::backward_order() const {
+  std::vector<int> out;
+  for (int first = 0; first < microbatches(); first = end(first)) {
+    for (int mb = end(first); mb-- > first;) out.push_back(mb);
+  }
+  return out;
+}
+
 std::vector<ComputeAction> action_inputs(const PipelineSchedule& s, const ComputeAction& a) {
   const int mb = a.microbatch;
-  const int in_group = s.chunk_group > 1 ? mb % s.chunk_group : 0;
+  const auto& groups = s.chunk_groups;
   std::vector<ComputeAction> out;
   switch (a.kind) {
     case ComputeKind::kF:
       if (a.stage > 0) out.push_back({ComputeKind::kF, a.stage - 1, mb});
-      if (in_group > 0) out.push_back({ComputeKind::kF, a.stage, mb - 1});
+      if (!groups.empty() && groups.first(mb) < mb) out.push_back({ComputeKind::kF, a.stage, mb - 1});
       break;
     case ComputeKind::kB:
     case ComputeKind::kI:
@@ -55,7 +89,7 @@ std::vector<ComputeAction> action_inputs(const PipelineSchedule& s, const Comput
       }
       out.push_back({ComputeKind::kF, a.stage, mb});
       if (a.stage < s.num_stages - 1) out.push_back({a.kind, a.stage + 1, mb});
-      if (s.chunk_group > 1 && in_group + 1 < s.chunk_group) out.push_back({a.kind, a.stage, mb + 1});
+      if (!groups.empty() && mb + 1 < groups.end(mb)) out.push_back({a.kind, a.stage, mb + 1});
       break;
     case ComputeKind::kW:
       out.push_back({ComputeKind::kI, a.stage, mb});
@@ -130,12 +164,22 @@ PipelineSchedule skeleton(const ScheduleRequest& req, int num_stages, int v, boo
   return s;
 }
 
+// The order the backwards of gpipe and 1f1b run: the microbatches', or with chunk groups group
+// by group, each group's chunks in reverse.
+std::vector<int> backward_order(const ScheduleRequest& req) {
+  if (!req.chunk_groups.empty()) return req.chunk_groups.backward_order();
+  std::vector<int> out(static_cast<size_t>(req.microbatches));
+  std::iota(out.begin(), out.end(), 0);
+  return out;
+}
+
 PipelineSchedule gpipe(const ScheduleRequest& req) {
   auto s = skeleton(req, req.pp, 1, false);
+  const auto backwards = backward_order(req);
   for (int r = 0; r < req.pp; ++r) {
     auto& out = s.ranks[static_cast<size_t>(r)];
     for (int i = 0; i < req.microbatches; ++i) out.push_back({ComputeKind::kF, r, i});
-    for (int i = 0; i < req.microbatches; ++i) out.push_back({ComputeKind::kB, r, i});
+    for (int mb : backwards) out.push_back({ComputeKind::kB, r, mb});
   }
   return s;
 }
@@ -143,19 +187,19 @@ PipelineSchedule gpipe(const ScheduleRequest& req) {
 PipelineSchedule one_f_one_b(const ScheduleRequest& req) {
   auto s = skeleton(req, req.pp, 1, false);
   const int p = req.pp, m = req.microbatches;
+  const auto backwards = backward_order(req);
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[static_cast<size_t>(r)];
-    // PipeDream-Flush: warm-up forwards, then one forward one backward, then cool-down. A chunk
-    // group's last forward must precede its first backward (its last chunk's): chunk_group - 1
-    // more forwards in flight.
-    const int warmup = std::min(p - r - 1 + std::max(req.chunk_group, 1) - 1, m);
-    int f = 0, b = 0;
-    for (; f < warmup; ++f) out.push_back({ComputeKind::kF, r, f});
-    while (f < m) {
-      out.push_back({ComputeKind::kF, r, f++});
-      out.push_back({ComputeKind::kB, r, b++});
+    // PipeDream-Flush: before its b-th backward a rank has run b + p - r forwards (warm-up, then
+    // one forward one backward, then cool-down) -- and, with chunk groups, every forward of that
+    // backward's group (the group's last chunk runs its backward first).
+    int f = 0;
+    for (int b = 0; b < m; ++b) {
+      const int mb = backwards[static_cast<size_t>(b)];
+      const int need = std::max(std::min(m, b + p - r), req.chunk_groups.end(mb));
+      while (f < need) out.push_back({ComputeKind::kF, r, f++});
+      out.push_back({ComputeKind::kB, r, mb});
     }
-    while (b < m) out.push_back({ComputeKind::kB, r, b++});
   }
   return s;
 }
@@ -416,23 +460,13 @@ void check_chunk_groups(const ScheduleRequest& req) {
                           req.name);
   }
   if (req.async) throw ConfigError("data.chunk_size", "chunked training has no asynchronous mode");
-  if (req.microbatches % req.chunk_group != 0) {
-    throw ConfigError("microbatches", std::to_string(req.microbatches) + " microbatches are not groups of " +
-                                          std::to_string(req.chunk_group) + " chunks");
+  if (req.chunk_groups.microbatches() != req.microbatches) {
+    throw ConfigError("microbatches", std::to_string(req.microbatches) + " microbatches, chunk groups of " +
+                                          std::to_string(req.chunk_groups.microbatches()) + " chunks");
   }
 }
 
-// On every rank, the i-th backward of a chunk group runs the group's chunk g - 1 - i.
-void reverse_group_backwards(PipelineSchedule& s, int g) {
-  s.chunk_group = g;
-  for (auto& rank : s.ranks) {
-    for (auto& a : rank) {
-      if (a.kind == ComputeKind::kF) continue;
-      const int first = a.microbatch - a.microbatch % g;
-      a.microbatch = first + (g - 1 - (a.microbatch - first));
-    }
-  }
-}
+
 
 }  // namespace
 
@@ -468,7 +502,7 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     for (const auto& n : schedule_names()) known += (known.empty() ? "" : ", ") + n;
     throw ConfigError("pipeline.schedule", "'" + req.name + "' is not one of: " + known);
   }
-  if (req.chunk_group > 1) check_chunk_groups(req);
+  if (!req.chunk_groups.empty()) check_chunk_groups(req);
   if (entry->deals_iterations) return entry->generate(req);
   if (req.async) {
     if (req.name != "1f1b") {
@@ -487,7 +521,7 @@ PipelineSchedule generate_schedule(const ScheduleRequest& req) {
     return s;
   }
   auto s = entry->generate(req);
-  if (req.chunk_group > 1) reverse_group_backwards(s, req.chunk_group);
+  s.chunk_groups = req.chunk_groups;
   if (!req.partition.forward.empty()) {
     if (static_cast<int>(req.partition.forward.size()) != s.num_stages) {
       throw ConfigError("--stage-partition", req.name + " at pp " + std::to_string(req.pp) + " with " +

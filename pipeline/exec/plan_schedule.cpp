@@ -17,8 +17,9 @@ PipelineSchedule schedule_of_plan(const plan::Plan& plan) {
   s.pp = static_cast<int>(plan.mesh().pp());
   s.num_stages = plan.stages_size();
   // Chunked pipeline training: the schedule's microbatches are the rows' chunks.
-  s.chunk_group = std::max(1, plan.data().pipeline_chunk_lengths_size());
-  s.microbatches = static_cast<int>(plan.training().num_microbatches()) * s.chunk_group;
+  const int chunks = std::max(1, plan.data().pipeline_chunk_lengths_size());
+  s.microbatches = static_cast<int>(plan.training().num_microbatches()) * chunks;
+  if (chunks > 1) s.chunk_groups = ChunkGroups::uniform(s.microbatches, chunks);
   s.virtual_stages = s.pp > 0 ? std::max(1, s.num_stages / s.pp) : 1;
   s.stateless_workers = plan.stateless_workers();
   s.num_backward_stages = plan.backward_stages_size();

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <numeric>
 #include <random>
 #include <tuple>
 
@@ -161,12 +162,12 @@ TEST(ChunkGroups, ForwardInOrderBackwardInReverseOnEveryStage) {
       for (int g = 2; g <= 4; ++g) {
         for (int groups = 1; groups <= 3; ++groups) {
           ScheduleRequest req{name, p, g * groups, 1, {}};
-          req.chunk_group = g;
+          req.chunk_groups = ChunkGroups::uniform(g * groups, g);
           const auto s = generate_schedule(req);
           SCOPED_TRACE(name + " p=" + std::to_string(p) + " g=" + std::to_string(g) +
                        " groups=" + std::to_string(groups));
           ASSERT_NO_THROW(validate_schedule(s));
-          EXPECT_EQ(s.chunk_group, g);
+          EXPECT_EQ(s.chunk_groups.largest(), g);
           for (int r = 0; r < p; ++r) {
             std::map<std::pair<ComputeKind, int>, std::vector<int>> order;  // (kind, group) -> chunks
             int in_flight = 0, peak = 0;
@@ -192,15 +193,55 @@ TEST(ChunkGroups, ForwardInOrderBackwardInReverseOnEveryStage) {
   }
 }
 
+// A step's own chunks (worker/chunked_step_model.h): long sequences' groups of several chunks
+// between standalone ones, in any mix. Both schedules stay valid, run each group's forwards in
+// order and its backwards in reverse, and 1F1B keeps no more forwards in flight than its own
+// warm-up or the largest group needs.
+TEST(ChunkGroups, StepsOfMixedGroupsRunValidSchedules) {
+  const std::vector<std::vector<int>> mixes = {
+      {1, 1, 1}, {5}, {1, 3, 1, 1, 2}, {4, 1, 1, 1, 1, 1, 1, 3}, {2, 1, 6, 1}, {1, 1, 1, 1, 1, 1, 7}};
+  for (const std::string name : {"gpipe", "1f1b"}) {
+    for (int p = 1; p <= 4; ++p) {
+      for (const auto& sizes : mixes) {
+        const ChunkGroups groups(sizes);
+        ScheduleRequest req{name, p, groups.microbatches(), 1, {}};
+        req.chunk_groups = groups;
+        const auto s = generate_schedule(req);
+        SCOPED_TRACE(name + " p=" + std::to_string(p) + " groups=" + ::testing::PrintToString(sizes));
+        ASSERT_NO_THROW(validate_schedule(s));
+        EXPECT_EQ(s.chunk_groups.sizes(), sizes);
+        for (int r = 0; r < p; ++r) {
+          std::vector<int> forwards, backwards;
+          int in_flight = 0, peak = 0;
+          for (const auto& a : s.ranks[static_cast<size_t>(r)]) {
+            (a.kind == ComputeKind::kF ? forwards : backwards).push_back(a.microbatch);
+            in_flight += a.kind == ComputeKind::kF ? 1 : -1;
+            peak = std::max(peak, in_flight);
+          }
+          std::vector<int> ascending(static_cast<size_t>(groups.microbatches()));
+          std::iota(ascending.begin(), ascending.end(), 0);
+          EXPECT_EQ(forwards, ascending);
+          EXPECT_EQ(backwards, groups.backward_order());
+          if (name == "1f1b") {
+            EXPECT_LE(peak, std::max(p - r, groups.largest())) << "rank " << r;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(ChunkGroups({1, 3, 2}).backward_order(), (std::vector<int>{0, 3, 2, 1, 5, 4}));
+  EXPECT_THROW(ChunkGroups({2, 0}), std::invalid_argument);
+}
+
 TEST(ChunkGroups, PlainOneFOneBBreaksTheChunkOrderAndOtherSchedulesAreRefused) {
   // 1F1B's own order runs a group's first backward right after its first forward on the last
   // stage: with the chunks' dependencies that cannot progress.
   auto s = generate_schedule({"1f1b", 2, 4, 1, {}});
-  s.chunk_group = 2;
+  s.chunk_groups = ChunkGroups::uniform(4, 2);
   EXPECT_NE(invalid_reason(s).find("rule 4"), std::string::npos) << invalid_reason(s);
   for (const std::string name : {"interleaved_1f1b", "zb_h1", "zbv", "roundpipe", "looped_bfs"}) {
     ScheduleRequest req{name, 2, 4, 2, {}};
-    req.chunk_group = 2;
+    req.chunk_groups = ChunkGroups::uniform(4, 2);
     try {
       generate_schedule(req);
       ADD_FAILURE() << name << " accepted chunk groups";
@@ -209,7 +250,7 @@ TEST(ChunkGroups, PlainOneFOneBBreaksTheChunkOrderAndOtherSchedulesAreRefused) {
     }
   }
   ScheduleRequest odd{"1f1b", 2, 5, 1, {}};
-  odd.chunk_group = 2;
+  odd.chunk_groups = ChunkGroups::uniform(4, 2);
   EXPECT_THROW(generate_schedule(odd), ConfigError);
 }
 
