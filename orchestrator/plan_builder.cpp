@@ -16,6 +16,7 @@
 #include "parallelism/model_parameters.h"
 #include "pipeline/gantt_svg.h"
 #include "pipeline/pipeline_schedule.h"
+#include "pipeline/plan_actions.h"
 #include "pipeline/roundpipe_schedule.h"
 #include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
@@ -23,15 +24,6 @@
 namespace rondo {
 
 namespace {
-
-plan::Action make_action(plan::ActionKind kind, int stage, int microbatch, int peer) {
-  plan::Action a;
-  a.set_kind(kind);
-  a.set_stage(static_cast<uint32_t>(stage));
-  a.set_microbatch(static_cast<uint32_t>(microbatch));
-  a.set_peer(peer);
-  return a;
-}
 
 // A config name's plan enum; validate() has accepted the name, so a missing value means the
 // enum and the accepted names disagree.
@@ -57,28 +49,6 @@ plan::GroupKind to_group_kind(MeshDim dim) {
       return plan::GROUP_DP_CP;
   }
   return plan::GROUP_UNSPECIFIED;
-}
-
-plan::ActionKind plan_action_kind(StepKind k) {
-  switch (k) {
-    case StepKind::kF:
-      return plan::ACTION_F;
-    case StepKind::kB:
-      return plan::ACTION_B;
-    case StepKind::kI:
-      return plan::ACTION_I;
-    case StepKind::kW:
-      return plan::ACTION_W;
-    case StepKind::kSendF:
-      return plan::ACTION_SEND_F;
-    case StepKind::kRecvF:
-      return plan::ACTION_RECV_F;
-    case StepKind::kSendB:
-      return plan::ACTION_SEND_B;
-    case StepKind::kRecvB:
-      return plan::ACTION_RECV_B;
-  }
-  return plan::ACTION_UNSPECIFIED;
 }
 
 // How the config's schedule cuts the model: the forward stages, RoundPipe's own backward stages
@@ -441,14 +411,14 @@ void ranks_pass(PlanContext& c) {
     for (int s = 0; s < c.schedule.num_stages && !c.schedule.stateless_workers; ++s) {
       if (stage_rank[static_cast<size_t>(s)] == at.pp) rp->add_stages(static_cast<uint32_t>(s));
     }
-    for (const auto& a : by_pp[static_cast<size_t>(at.pp)]) {
-      MeshCoords peer = at;
-      peer.pp = a.peer;
-      auto* action = rp->add_actions();
-      *action =
-          make_action(plan_action_kind(a.kind), a.stage, a.microbatch, a.peer < 0 ? -1 : mesh.rank(peer));
-      action->set_ahead(a.ahead);
-    }
+    append_plan_actions(
+        by_pp[static_cast<size_t>(at.pp)],
+        [&](int pp) {
+          MeshCoords peer = at;
+          peer.pp = pp;
+          return mesh.rank(peer);
+        },
+        *rp->mutable_actions());
     *rp->add_actions() = make_action(plan::ACTION_ALLREDUCE, 0, 0, -1);
     *rp->add_actions() = make_action(plan::ACTION_OPTIM, 0, 0, -1);
     // Data-parallel rank d takes a contiguous slice of the global batch.

@@ -15,35 +15,6 @@ namespace {
 
 thread_local bool partial_backward = false;
 
-struct Sequence {
-  int64_t row = 0, start = 0, length = 0;  // tokens [start, start + length) of a row
-};
-
-// Each row's runs of equal document ids (or the whole row), in row order.
-std::vector<Sequence> find_sequences(int64_t rows, int64_t seq, const torch::Tensor& documents) {
-  std::vector<Sequence> out;
-  for (int64_t r = 0; r < rows; ++r) {
-    if (!documents.defined()) {
-      out.push_back({r, 0, seq});
-      continue;
-    }
-    const auto ids = documents[r].contiguous();
-    const auto* d = ids.data_ptr<int64_t>();
-    int64_t start = 0;
-    for (int64_t p = 1; p <= seq; ++p) {
-      if (p == seq || d[p] != d[p - 1]) {
-        out.push_back({r, start, p - start});
-        start = p;
-      }
-    }
-  }
-  return out;
-}
-
-GptDims dims_of(const ModelShape& s) {
-  return {s.num_layers, s.hidden_size, s.ffn_hidden_size, s.vocab_size, s.seq_length};
-}
-
 }  // namespace
 
 // Everything the forward leaves for the backward: owned by the loss's backward node (and by the
@@ -52,13 +23,10 @@ struct ChunkedMicrobatch::State {
   StagedModel model{nullptr};
   int stage = 0;
   ChunkingOptions options;
-  torch::Tensor tokens, targets;  // [rows, seq], on the CPU (the chunks are cut from them)
   torch::Device device{torch::kCPU};
-  std::vector<Sequence> sequences;
-  ChunkPlan plan;
+  std::unique_ptr<ChunkedRows> rows;
   ChunkingStats stats;
-  torch::Tensor row_weight;  // [rows], double, on the CPU
-  // The groups (below) each share trains: dealt for `dealt_parts` shares.
+  // The groups (ChunkedRows::groups) each share trains: dealt for `dealt_parts` shares.
   std::vector<int> group_part;
   int dealt_parts = 0;
 
@@ -70,81 +38,40 @@ struct ChunkedMicrobatch::State {
   };
   std::vector<std::vector<LayerKeyValues>> leaves;
   std::vector<Graph> graphs;
-  std::vector<int> previous_chunk;  // the chunk before this one in its sequence, or -1
-  // The chunks in the plan's order, grouped: a standalone chunk alone, a long sequence's together.
-  std::vector<std::vector<size_t>> groups;
 
-  // The chunk's forward: the summed cross-entropy of its targets, and its keys and values.
+  // The chunk's forward: the summed weighted cross-entropy of its targets, and its keys and values.
   Graph run_chunk(size_t index) {
-    const auto& chunk = plan.chunks[index];
-    std::vector<torch::Tensor> ids, labels, weights, positions, segment_of;
-    int64_t past = 0;
-    const auto* w = row_weight.data_ptr<double>();
-    for (size_t s = 0; s < chunk.segments.size(); ++s) {
-      const auto& seg = chunk.segments[s];
-      const auto& sq = sequences[static_cast<size_t>(seg.sequence)];
-      ids.push_back(tokens[sq.row].slice(0, sq.start + seg.begin, sq.start + seg.end));
-      labels.push_back(targets[sq.row].slice(0, sq.start + seg.begin, sq.start + seg.end));
-      weights.push_back(torch::full({seg.end - seg.begin}, w[sq.row], torch::kFloat32));
-      positions.push_back(torch::arange(seg.begin, seg.end, torch::kLong));
-      segment_of.push_back(torch::full({seg.end - seg.begin}, static_cast<int64_t>(s), torch::kLong));
-      if (chunk.dependent()) past = seg.begin;
-    }
-    const auto query_pos = torch::cat(positions), query_seg = torch::cat(segment_of);
-    // Keys: the sequence's earlier tokens (segment 0), then the chunk's own.
-    const auto key_pos = past > 0 ? torch::cat({torch::arange(past, torch::kLong), query_pos}) : query_pos;
-    const auto key_seg = past > 0 ? torch::cat({torch::zeros({past}, torch::kLong), query_seg}) : query_seg;
-    const auto allowed =
-        query_seg.unsqueeze(1).eq(key_seg.unsqueeze(0)) & key_pos.unsqueeze(0).le(query_pos.unsqueeze(1));
-    const auto bias = torch::zeros(allowed.sizes(), torch::kFloat32)
-                          .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity())
-                          .unsqueeze(0)
-                          .to(device);
+    const auto in = rows->inputs(index, device);
     // The earlier chunks' keys and values, per layer, oldest first.
     std::vector<LayerKeyValues> past_kv;
-    if (past > 0) {
-      std::vector<int> earlier;
-      for (int c = previous_chunk[index]; c >= 0; c = previous_chunk[static_cast<size_t>(c)])
-        earlier.push_back(c);
-      const size_t layers = leaves[static_cast<size_t>(earlier.front())].size();
+    if (in.past > 0) {
+      const auto earlier = rows->earlier_chunks(index);
+      const size_t layers = leaves[earlier.front()].size();
       past_kv.resize(layers);
       for (size_t l = 0; l < layers; ++l) {
         std::vector<torch::Tensor> ks, vs;
-        for (auto it = earlier.rbegin(); it != earlier.rend(); ++it) {
-          ks.push_back(leaves[static_cast<size_t>(*it)][l].k);
-          vs.push_back(leaves[static_cast<size_t>(*it)][l].v);
+        for (size_t c : earlier) {
+          ks.push_back(leaves[c][l].k);
+          vs.push_back(leaves[c][l].v);
         }
         past_kv[l] = {torch::cat(ks, 1), torch::cat(vs, 1)};
       }
     }
     Graph g;
-    const auto logits = model->forward_chunk(stage, torch::cat(ids).unsqueeze(0).to(device),
-                                             query_pos.unsqueeze(0).to(device), bias, past_kv, &g.present);
-    // Each target's cross-entropy (0 where it does not count) times its row's weight.
-    g.loss_sum =
-        (torch::nn::functional::cross_entropy(
-             logits.view({-1, logits.size(-1)}), torch::cat(labels).to(device),
-             torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone).ignore_index(-100)) *
-         torch::cat(weights).to(device))
-            .sum();
+    const auto logits = model->forward_chunk(stage, in.ids, in.positions, in.bias, past_kv, &g.present);
+    g.loss_sum = weighted_cross_entropy(logits, in.targets, in.weights);
     return g;
-  }
-
-  bool has_later_chunk(size_t index) const {
-    const auto& chunk = plan.chunks[index];
-    if (chunk.segments.size() != 1) return false;
-    const auto& seg = chunk.segments.front();
-    return seg.end < sequences[static_cast<size_t>(seg.sequence)].length;
   }
 
   // The groups, in order, into `parts` contiguous shares of about equal cost: a group goes where
   // the middle of its cost falls.
   void deal(int parts) {
     if (parts == dealt_parts) return;
+    const auto& groups = rows->groups();
     std::vector<double> cost(groups.size(), 0.0);
     double total = 0;
     for (size_t g = 0; g < groups.size(); ++g) {
-      for (size_t i : groups[g]) cost[g] += plan.costs[i];
+      for (size_t i : groups[g]) cost[g] += rows->plan().costs[i];
       total += cost[g];
     }
     group_part.assign(groups.size(), 0);
@@ -160,9 +87,10 @@ struct ChunkedMicrobatch::State {
   // Trains share `part`'s chunks group by group (ChunkFlow's schedule); returns their loss.
   double forward(int part) {
     const bool grad = torch::GradMode::is_enabled();
-    leaves.assign(plan.chunks.size(), {});
-    graphs.assign(plan.chunks.size(), {});
+    leaves.assign(rows->chunks(), {});
+    graphs.assign(rows->chunks(), {});
     double loss_sum = 0;
+    const auto& groups = rows->groups();
     for (size_t g = 0; g < groups.size(); ++g) {
       if (group_part[g] != part) continue;
       const auto& group = groups[g];
@@ -178,7 +106,7 @@ struct ChunkedMicrobatch::State {
           g = run_chunk(i);
         }
         loss_sum += g.loss_sum.item<double>();
-        if (has_later_chunk(i)) {
+        if (rows->has_later_chunk(i)) {
           for (const auto& kv : g.present)
             leaves[i].push_back({kv.k.detach().requires_grad_(true), kv.v.detach().requires_grad_(true)});
         }
@@ -254,47 +182,11 @@ ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::
   if (options.chunks_in_memory < 1) throw std::invalid_argument("chunks_in_memory must be >= 1");
   auto& s = *state_;
   s.device = tokens.device();
-  s.tokens = tokens.to(torch::kCPU).contiguous();
-  s.targets = targets.to(torch::kCPU).contiguous();
   s.options = options;
   s.stage = stage;
-  s.sequences = find_sequences(tokens.size(0), tokens.size(1),
-                               documents.defined() ? documents.to(torch::kCPU).contiguous() : documents);
-  std::vector<int64_t> lengths;
-  for (const auto& sq : s.sequences) {
-    lengths.push_back(sq.length);
-    s.stats.longest_sequence = std::max(s.stats.longest_sequence, sq.length);
-  }
-  s.plan = plan_chunks(lengths, options.chunk_size, options.balance, dims_of(model->shape()));
-  s.previous_chunk.assign(s.plan.chunks.size(), -1);
-  std::vector<int> last_of_sequence(s.sequences.size(), -1);
-  for (size_t i = 0; i < s.plan.chunks.size(); ++i) {
-    const auto& chunk = s.plan.chunks[i];
-    if (chunk.dependent()) {
-      const auto sq = static_cast<size_t>(chunk.segments.front().sequence);
-      if (last_of_sequence[sq] < 0)
-        throw std::logic_error("chunk plan: a dependent chunk before its sequence's first");
-      s.previous_chunk[i] = last_of_sequence[sq];
-      ++s.stats.dependent_chunks;
-      if (s.groups.empty() || s.groups.back().back() != static_cast<size_t>(s.previous_chunk[i]))
-        throw std::logic_error("chunk plan: a long sequence's chunks are not consecutive");
-      s.groups.back().push_back(i);
-    } else {
-      s.groups.push_back({i});
-    }
-    for (const auto& seg : chunk.segments)
-      last_of_sequence[static_cast<size_t>(seg.sequence)] = static_cast<int>(i);
-  }
-  s.stats.chunks = static_cast<int64_t>(s.plan.chunks.size());
-  if (row_weights.defined()) {
-    if (row_weights.numel() != tokens.size(0))
-      throw std::invalid_argument("chunked rows: " + std::to_string(row_weights.numel()) +
-                                  " row weights for " + std::to_string(tokens.size(0)) + " rows");
-    s.row_weight = row_weights.to(torch::kCPU, torch::kFloat64).contiguous();
-  } else {
-    const auto counted = static_cast<double>(std::max<int64_t>(s.targets.ne(-100).sum().item<int64_t>(), 1));
-    s.row_weight = torch::full({tokens.size(0)}, 1.0 / counted, torch::kFloat64);
-  }
+  s.rows = std::make_unique<ChunkedRows>(tokens, targets, documents, row_weights, options.chunk_size,
+                                         options.balance, model->shape());
+  s.stats = s.rows->counts();
   s.model = std::move(model);
 }
 
@@ -321,7 +213,7 @@ torch::Tensor ChunkedMicrobatch::forward(int part, int parts) {
 
 bool ChunkedMicrobatch::partial_gradients() { return partial_backward; }
 
-const ChunkPlan& ChunkedMicrobatch::plan() const { return state_->plan; }
+const ChunkPlan& ChunkedMicrobatch::plan() const { return state_->rows->plan(); }
 const ChunkingStats& ChunkedMicrobatch::stats() const { return state_->stats; }
 
 }  // namespace rondo

@@ -3,9 +3,7 @@
 // are a rank's whole share of a step's global batch (all its microbatches; ChunkFlow plans over the
 // global batch) or one microbatch's.
 //
-// The rows' sequences -- each row's runs of one document (data.pack), or whole rows -- go through
-// the chunk planner (data/chunk_plan.h) together: short ones packed into standalone chunks
-// (attention confined to each), long ones split into dependent chunks. The plan's groups (a
+// The rows are planned into chunks together (worker/chunked_rows.h). The plan's groups (a
 // standalone chunk; a long sequence's chunks) are dealt in order into `parts` contiguous shares of
 // about equal cost; forward(part) trains share `part` by ChunkFlow's state-aware schedule (Yuan et
 // al. 2025, Algorithm 1):
@@ -34,6 +32,7 @@
 #include <memory>
 
 #include "data/chunk_plan.h"
+#include "worker/chunked_rows.h"
 #include "worker/staged_model.h"
 
 namespace rondo {
@@ -44,14 +43,6 @@ struct ChunkingOptions {
   int chunks_in_memory = 1;  // K >= 1
   // d(what the caller differentiates) / d(the returned mean loss).
   double loss_grad = 1.0;
-};
-
-// What the chunked microbatches of a step did, for the log and the benchmarks.
-struct ChunkingStats {
-  int64_t chunks = 0;
-  int64_t dependent_chunks = 0;
-  int64_t recomputed_chunks = 0;
-  int64_t longest_sequence = 0;
 };
 
 class ChunkedMicrobatch {

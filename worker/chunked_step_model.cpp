@@ -6,17 +6,14 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "pipeline/exec/step_schedule.h"
 #include "proto/plan_names.h"
 
 namespace rondo {
 
-ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, StepModel& inner, StepBatches& batches,
-                                   StagedModel model, double loss_grad, std::function<bool(int)> recomputes)
-    : plan_(plan),
-      inner_(inner),
-      batches_(batches),
-      model_(std::move(model)),
-      recomputes_(std::move(recomputes)) {
+ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, int rank, StepModel& inner, StepBatches& batches,
+                                   StagedModel model, double loss_grad)
+    : plan_(plan), rank_(rank), inner_(inner), batches_(batches), model_(std::move(model)) {
   const auto& d = plan.data();
   if (d.chunks_in_memory() < 1 || (plan.stages_size() != 1 && d.pipeline_chunk_lengths_size() == 0)) {
     throw PlanError("plan: chunked training needs data.chunks_in_memory >= 1 (got " +
@@ -26,23 +23,28 @@ ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, StepModel& inner, Ste
   }
   options_ = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory(),
               loss_grad};
-  if (const auto& lengths = d.pipeline_chunk_lengths(); !lengths.empty()) {
-    try {
-      pipeline_ =
-          std::make_unique<PipelineChunks>(model_, std::vector<int64_t>(lengths.begin(), lengths.end()));
-    } catch (const std::invalid_argument& e) {
-      throw PlanError(std::string("plan data.pipeline_chunk_lengths: ") + e.what());
-    }
+  if (plan.stages_size() > 1) {
+    pipeline_ = std::make_unique<PipelineChunks>(model_);
+    const auto& stages = plan.ranks(rank).stages();
+    counts_ =
+        std::any_of(stages.begin(), stages.end(), [&](uint32_t s) { return plan.stages(s).has_embedding(); });
   }
 }
 
 ChunkedStepModel::~ChunkedStepModel() = default;
 
+const StepSchedule* ChunkedStepModel::step_schedule() {
+  if (!pipeline_) return nullptr;
+  plan_pipeline_step();  // the executor asks once, at the step's start
+  return schedule_.get();
+}
+
 torch::Tensor ChunkedStepModel::tokens(int microbatch) {
   if (!pipeline_) return step_tokens().at(static_cast<size_t>(microbatch));
-  // The chunk's tokens of each row, and the next one (its last target).
-  const int j = microbatch % pipeline_->chunks();
-  return batches_.tokens(row_microbatch(microbatch), pipeline_->begin(j), pipeline_->length(j));
+  // The chunk's ids, and a column the executor takes for targets (forward_loss has the chunk's own).
+  const auto ids =
+      pipeline_rows_->inputs(static_cast<size_t>(microbatch), step_tokens().front().device()).ids;
+  return torch::cat({ids, torch::zeros_like(ids.slice(1, 0, 1))}, 1);
 }
 
 torch::Tensor ChunkedStepModel::forward(int stage, int microbatch, const torch::Tensor& input) {
@@ -50,11 +52,17 @@ torch::Tensor ChunkedStepModel::forward(int stage, int microbatch, const torch::
 }
 
 torch::Tensor ChunkedStepModel::forward_loss(int stage, int microbatch, const torch::Tensor& input,
-                                             const torch::Tensor& targets) {
-  if (pipeline_) return pipeline_loss(stage, microbatch, input, targets);
-  // Microbatch m trains share m of the step's chunks (the same rows the executor hands it, with all
-  // the others of the step, planned together).
-  return step_rows(stage).forward(microbatch, static_cast<int>(plan_.training().num_microbatches()));
+                                             const torch::Tensor& /*targets*/) {
+  const int microbatches = static_cast<int>(plan_.training().num_microbatches());
+  // One stage: microbatch m trains share m of the step's chunks (the same rows the executor hands
+  // it, with all the others of the step, planned together).
+  if (!pipeline_) return step_microbatch(stage).forward(microbatch, microbatches);
+  // A pipeline chunk's weighted cross-entropy, scaled so that the executor's mean over the step's
+  // chunks is the mean over the microbatches of each one's mean.
+  const auto logits = pipeline_forward(stage, microbatch, input);
+  const auto in = pipeline_rows_->inputs(static_cast<size_t>(microbatch), logits.device());
+  return weighted_cross_entropy(logits, in.targets, in.weights) *
+         (static_cast<double>(pipeline_rows_->chunks()) / microbatches);
 }
 
 const std::vector<torch::Tensor>& ChunkedStepModel::step_tokens() {
@@ -65,8 +73,7 @@ const std::vector<torch::Tensor>& ChunkedStepModel::step_tokens() {
   return step_tokens_;
 }
 
-ChunkedMicrobatch& ChunkedStepModel::step_rows(int stage) {
-  if (step_rows_) return *step_rows_;
+ChunkedStepModel::StepRows ChunkedStepModel::step_rows() {
   const auto& rows = step_tokens();
   std::vector<torch::Tensor> inputs, targets, documents, weights;
   for (size_t i = 0; i < rows.size(); ++i) {
@@ -81,48 +88,48 @@ ChunkedMicrobatch& ChunkedStepModel::step_rows(int stage) {
     const auto count = std::max<int64_t>(counted.ne(-100).sum().item<int64_t>(), 1);
     weights.push_back(torch::full({counted.size(0)}, 1.0 / static_cast<double>(count), torch::kFloat64));
   }
-  step_rows_ = std::make_unique<ChunkedMicrobatch>(
-      model_, stage, torch::cat(inputs), torch::cat(targets),
-      documents.empty() ? torch::Tensor() : torch::cat(documents), options_, torch::cat(weights));
-  return *step_rows_;
+  return {torch::cat(inputs), torch::cat(targets),
+          documents.empty() ? torch::Tensor() : torch::cat(documents), torch::cat(weights)};
 }
 
-torch::Tensor ChunkedStepModel::pipeline_forward(int stage, int microbatch, const torch::Tensor& input) {
-  const auto documents = batches_.documents(row_microbatch(microbatch));
-  if (model_->stage(stage).has_embedding) {
-    // Counted once per chunk, where it enters the pipeline; a recomputed one in its graph-less forward.
-    const bool grad = torch::GradMode::is_enabled();
-    if (!grad || !recomputes_(microbatch)) ++step_.chunks;
-    if (!grad) ++step_.recomputed_chunks;
-    const int64_t longest = documents.defined() ? document_positions(documents).max().item<int64_t>() + 1
-                                                : plan_.model().seq_length();
-    step_.longest_sequence = std::max(step_.longest_sequence, longest);
-  }
-  return pipeline_->forward(stage, microbatch, input, documents);
+ChunkedMicrobatch& ChunkedStepModel::step_microbatch(int stage) {
+  if (step_microbatch_) return *step_microbatch_;
+  const auto rows = step_rows();
+  step_microbatch_ = std::make_unique<ChunkedMicrobatch>(model_, stage, rows.tokens, rows.targets,
+                                                         rows.documents, options_, rows.weights);
+  return *step_microbatch_;
 }
 
-torch::Tensor ChunkedStepModel::pipeline_loss(int stage, int microbatch, const torch::Tensor& input,
-                                              const torch::Tensor& targets) {
-  const int row = row_microbatch(microbatch), j = microbatch % pipeline_->chunks();
-  torch::Tensor counted = targets;
-  double row_targets = static_cast<double>(plan_.training().micro_batch_size() * plan_.model().seq_length());
-  if (plan_.data().pack()) {
-    const auto& crossing = batches_.packing(row).crossing;
-    const int64_t b = pipeline_->begin(j);
-    counted = targets.masked_fill(crossing.slice(1, b, b + pipeline_->length(j)), -100);
-    row_targets = static_cast<double>(crossing.numel() - crossing.sum().item<int64_t>());
-  }
-  const auto logits = pipeline_forward(stage, microbatch, input);
-  const auto sum = torch::nn::functional::cross_entropy(
-      logits.view({-1, logits.size(-1)}), counted.reshape({-1}),
-      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100));
-  return sum * (static_cast<double>(pipeline_->chunks()) / std::max(row_targets, 1.0));
+void ChunkedStepModel::plan_pipeline_step() {
+  pipeline_->clear();
+  const auto rows = step_rows();
+  auto chunked = std::make_shared<ChunkedRows>(rows.tokens, rows.targets, rows.documents, rows.weights,
+                                               options_.chunk_size, options_.balance, model_->shape());
+  std::vector<int> groups;
+  for (const auto& g : chunked->groups()) groups.push_back(static_cast<int>(g.size()));
+  std::vector<int64_t> tokens;
+  for (const auto& c : chunked->plan().chunks) tokens.push_back(c.tokens());
+  schedule_ = std::make_unique<StepSchedule>(
+      chunked_step_schedule(plan_, rank_, ChunkGroups(std::move(groups)), std::move(tokens)));
+  pipeline_rows_ = chunked;
+  pipeline_->set_rows(std::move(chunked));
+  step_ = counts_ ? pipeline_rows_->counts() : ChunkingStats{};
+}
+
+torch::Tensor ChunkedStepModel::pipeline_forward(int stage, int chunk, const torch::Tensor& input) {
+  // A recomputed chunk is counted by its graph-less forward, where it enters the pipeline.
+  if (counts_ && model_->stage(stage).has_embedding && !torch::GradMode::is_enabled())
+    ++step_.recomputed_chunks;
+  return pipeline_->forward(stage, chunk, input);
 }
 
 ChunkingStats ChunkedStepModel::take_step_stats() {
+  // Called in the step's OPTIM: the step's schedule stays (the executor still runs its actions)
+  // until the next step's replaces it.
   if (pipeline_) pipeline_->clear();
-  if (step_rows_) step_ = step_rows_->stats();
-  step_rows_.reset();
+  pipeline_rows_.reset();
+  if (step_microbatch_) step_ = step_microbatch_->stats();
+  step_microbatch_.reset();
   step_tokens_.clear();
   return std::exchange(step_, ChunkingStats{});
 }

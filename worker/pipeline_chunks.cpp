@@ -12,7 +12,8 @@ namespace rondo {
 
 struct PipelineChunks::State {
   StagedModel model{nullptr};
-  // (stage, schedule microbatch) -> the chunk's keys and values per layer of the stage, as leaves.
+  std::shared_ptr<const ChunkedRows> rows;
+  // (stage, chunk) -> the chunk's keys and values per layer of the stage, as leaves.
   std::map<std::pair<int, int>, std::vector<LayerKeyValues>> leaves;
 };
 
@@ -42,60 +43,48 @@ struct KeyValueGradients : torch::autograd::Node {
 
 }  // namespace
 
-PipelineChunks::PipelineChunks(StagedModel model, std::vector<int64_t> lengths)
-    : state_(std::make_shared<State>()), lengths_(std::move(lengths)) {
-  int64_t at = 0;
-  for (int64_t len : lengths_) {
-    if (len < 1) throw std::invalid_argument("pipeline chunk of " + std::to_string(len) + " tokens");
-    begins_.push_back(at);
-    at += len;
-  }
-  if (at != model->shape().seq_length) {
-    throw std::invalid_argument("pipeline chunks cover " + std::to_string(at) + " tokens of a " +
-                                std::to_string(model->shape().seq_length) + "-token row");
-  }
+PipelineChunks::PipelineChunks(StagedModel model) : state_(std::make_shared<State>()) {
   state_->model = std::move(model);
 }
 
 PipelineChunks::~PipelineChunks() = default;
 
-void PipelineChunks::clear() { state_->leaves.clear(); }
+void PipelineChunks::set_rows(std::shared_ptr<const ChunkedRows> rows) {
+  state_->leaves.clear();
+  state_->rows = std::move(rows);
+}
 
-torch::Tensor PipelineChunks::forward(int stage, int microbatch, const torch::Tensor& input,
-                                      const torch::Tensor& documents) {
+void PipelineChunks::clear() {
+  state_->leaves.clear();
+  state_->rows.reset();
+}
+
+torch::Tensor PipelineChunks::forward(int stage, int chunk, const torch::Tensor& input) {
   auto& s = *state_;
-  const int n = chunks(), j = microbatch % n, first = microbatch - j;
-  const int64_t b = begin(j), e = b + length(j);
+  if (!s.rows) throw std::logic_error("pipeline chunks: a forward before the step's chunks");
+  const auto c = static_cast<size_t>(chunk);
   const auto& st = s.model->stage(stage);
-  const auto device = input.device();
-  torch::Tensor positions;
-  if (st.has_embedding) {
-    positions = documents.defined()
-                    ? document_positions(documents).slice(1, b, e).to(device)
-                    : torch::arange(b, e, torch::TensorOptions().dtype(torch::kLong).device(device));
-  }
+  const auto in = s.rows->inputs(c, input.device());
   const bool layers = st.num_layers > 0;
-  torch::Tensor bias;
   std::vector<LayerKeyValues> past;
-  if (layers) {
-    bias = causal_bias(b, e, documents, device);
-    if (j > 0) {
-      past.resize(static_cast<size_t>(st.num_layers));
-      for (size_t l = 0; l < past.size(); ++l) {
-        std::vector<torch::Tensor> ks, vs;
-        for (int i = 0; i < j; ++i) {
-          const auto& kv = s.leaves.at({stage, first + i})[l];
-          ks.push_back(kv.k);
-          vs.push_back(kv.v);
-        }
-        past[l] = {torch::cat(ks, 1), torch::cat(vs, 1)};
+  if (layers && in.past > 0) {
+    const auto earlier = s.rows->earlier_chunks(c);
+    past.resize(static_cast<size_t>(st.num_layers));
+    for (size_t l = 0; l < past.size(); ++l) {
+      std::vector<torch::Tensor> ks, vs;
+      for (size_t e : earlier) {
+        const auto& kv = s.leaves.at({stage, static_cast<int>(e)})[l];
+        ks.push_back(kv.k);
+        vs.push_back(kv.v);
       }
+      past[l] = {torch::cat(ks, 1), torch::cat(vs, 1)};
     }
   }
   std::vector<LayerKeyValues> present;
-  auto out = s.model->forward_chunk(stage, input, positions, bias, past, layers ? &present : nullptr);
-  if (!layers || j + 1 == n) return out;  // no later chunk attends to these keys
-  const std::pair<int, int> key{stage, microbatch};
+  auto out = s.model->forward_chunk(stage, input, st.has_embedding ? in.positions : torch::Tensor(),
+                                    layers ? in.bias : torch::Tensor(), past, layers ? &present : nullptr);
+  if (!layers || !s.rows->has_later_chunk(c)) return out;  // no later chunk attends to these keys
+  const std::pair<int, int> key{stage, chunk};
   auto& mine = s.leaves[key];
   if (mine.empty()) {
     // The first forward leaves them; a recomputation keeps those (and their gradients).

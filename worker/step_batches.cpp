@@ -12,29 +12,29 @@ void StepBatches::set_step(int64_t step) {
   packings_.clear();
 }
 
-std::pair<int64_t, int> StepBatches::step_of(int row_microbatch) const {
+std::pair<int64_t, int> StepBatches::step_of(int microbatch) const {
   const int m = static_cast<int>(plan_.training().num_microbatches());
-  return {step_ - 1 + row_microbatch / m, row_microbatch % m};
+  return {step_ - 1 + microbatch / m, microbatch % m};
 }
 
-torch::Tensor StepBatches::tokens(int row_microbatch, int64_t begin, int64_t length) const {
+torch::Tensor StepBatches::tokens(int microbatch) const {
   const int64_t rows = plan_.training().micro_batch_size();
-  const int64_t len = (length < 0 ? plan_.model().seq_length() : length) + 1;
-  const auto [at, mb] = step_of(row_microbatch);
+  const int64_t len = plan_.model().seq_length() + 1;
+  const auto [at, mb] = step_of(microbatch);
   auto out = torch::empty({rows, len}, torch::kLong);
   for (int64_t i = 0; i < rows; ++i) {
-    windows_.tokens(static_cast<uint64_t>(at), me_.microbatch_first_sample(mb) + static_cast<uint64_t>(i),
-                    static_cast<uint64_t>(begin), static_cast<size_t>(len),
-                    static_cast<int64_t>(plan_.model().vocab_size()), out.data_ptr<int64_t>() + i * len);
+    windows_.tokens(static_cast<uint64_t>(at), me_.microbatch_first_sample(mb) + static_cast<uint64_t>(i), 0,
+                    static_cast<size_t>(len), static_cast<int64_t>(plan_.model().vocab_size()),
+                    out.data_ptr<int64_t>() + i * len);
   }
   return out.to(device_);
 }
 
-const StepBatches::Packing& StepBatches::packing(int row_microbatch) {
-  auto it = packings_.find(row_microbatch);
+const StepBatches::Packing& StepBatches::packing(int microbatch) {
+  auto it = packings_.find(microbatch);
   if (it != packings_.end()) return it->second;
   const int64_t rows = plan_.training().micro_batch_size(), len = plan_.model().seq_length();
-  const auto [at, mb] = step_of(row_microbatch);
+  const auto [at, mb] = step_of(microbatch);
   auto documents = torch::empty({rows, len}, torch::kLong);
   auto crossing = torch::empty({rows, len}, torch::kBool);
   static_assert(sizeof(bool) == sizeof(uint8_t));
@@ -43,16 +43,15 @@ const StepBatches::Packing& StepBatches::packing(int row_microbatch) {
                        documents.data_ptr<int64_t>() + i * len,
                        reinterpret_cast<uint8_t*>(crossing.data_ptr<bool>()) + i * len);
   }
-  return packings_.emplace(row_microbatch, Packing{documents.to(device_), crossing.to(device_)})
-      .first->second;
+  return packings_.emplace(microbatch, Packing{documents.to(device_), crossing.to(device_)}).first->second;
 }
 
-torch::Tensor StepBatches::documents(int row_microbatch) {
-  return plan_.data().pack() ? packing(row_microbatch).documents : torch::Tensor();
+torch::Tensor StepBatches::documents(int microbatch) {
+  return plan_.data().pack() ? packing(microbatch).documents : torch::Tensor();
 }
 
-torch::Tensor StepBatches::counted_targets(int row_microbatch, const torch::Tensor& targets) {
-  return windows_.masks_targets() ? targets.masked_fill(packing(row_microbatch).crossing, -100) : targets;
+torch::Tensor StepBatches::counted_targets(int microbatch, const torch::Tensor& targets) {
+  return windows_.masks_targets() ? targets.masked_fill(packing(microbatch).crossing, -100) : targets;
 }
 
 double StepBatches::step_targets() {

@@ -1,10 +1,10 @@
-// StepBatches: what the microbatches of a step read, as tensors on the rank's device -- token rows
-// (or a column range of them: a pipeline chunk), the documents each row holds (data.pack) and the
-// targets that count. The sample windows (data/sample_windows.h) decide the tokens; this only turns
-// them into tensors, document ids and masks cached for the step.
+// StepBatches: what the microbatches of a step read, as tensors on the rank's device -- token rows,
+// the documents each row holds (data.pack) and the targets that count. The sample windows
+// (data/sample_windows.h) decide the tokens; this only turns them into tensors, document ids and
+// masks cached for the step.
 //
-// "Row microbatches" are the plan's microbatches of micro_batch_size rows: ids from
-// num_microbatches on are the next step's (an asynchronous stream runs ahead).
+// Microbatches are the plan's, of micro_batch_size rows: ids from num_microbatches on are the
+// next step's (an asynchronous stream runs ahead).
 #pragma once
 
 #include <torch/torch.h>
@@ -32,20 +32,20 @@ class StepBatches {
   // The step being executed (1-based); the cache of the last one's is dropped.
   void set_step(int64_t step);
 
-  // The 0-based step row microbatch `row_microbatch` belongs to, and its number there.
-  std::pair<int64_t, int> step_of(int row_microbatch) const;
+  // The 0-based step microbatch `microbatch` belongs to, and its number there.
+  std::pair<int64_t, int> step_of(int microbatch) const;
 
-  // Token ids [rows, length + 1] of the row microbatch: each row's tokens [begin, begin + length)
-  // and the next one (the last target). length < 0: the whole row (seq_length).
-  torch::Tensor tokens(int row_microbatch, int64_t begin = 0, int64_t length = -1) const;
+  // Token ids [rows, seq_length + 1] of the microbatch: each row's tokens and the next one (the
+  // last target).
+  torch::Tensor tokens(int microbatch) const;
 
   // data.pack: its document ids and the targets that cross into the next document; data.pad: the
   // targets outside each row's document.
-  const Packing& packing(int row_microbatch);
+  const Packing& packing(int microbatch);
   // The documents when data.pack, else undefined (each row one sequence).
-  torch::Tensor documents(int row_microbatch);
+  torch::Tensor documents(int microbatch);
   // targets [rows, seq] with those that do not count set to -100.
-  torch::Tensor counted_targets(int row_microbatch, const torch::Tensor& targets);
+  torch::Tensor counted_targets(int microbatch, const torch::Tensor& targets);
   // How many targets of this step's microbatches count (this rank's).
   double step_targets();
 

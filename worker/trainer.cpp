@@ -69,13 +69,10 @@ struct Trainer::Impl : StepModel {
   // The model microbatch `microbatch` (the executor's numbering; ids from a step's count on are the
   // next step's, run ahead in an asynchronous stream) computes on: its step's weight version.
   StagedModel& compute_model(int microbatch) {
-    return weights->compute_model(batches->step_of(row_microbatch(microbatch)).first, step - 1);
+    return weights->compute_model(batches->step_of(microbatch).first, step - 1);
   }
   // Chunked training (data.chunk_size): the step model the executor runs, wrapping this one.
   std::unique_ptr<ChunkedStepModel> chunked;
-  int row_microbatch(int microbatch) const {
-    return chunked ? chunked->row_microbatch(microbatch) : microbatch;
-  }
   StepModel& step_model() { return chunked ? static_cast<StepModel&>(*chunked) : *this; }
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
@@ -198,9 +195,8 @@ void Trainer::Impl::setup() {
   executor =
       std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), weights->shared_replica());
   if (plan.data().chunk_size() > 0) {
-    chunked =
-        std::make_unique<ChunkedStepModel>(plan, *this, *batches, weights->model(), executor->loss_scale(),
-                                           [this](int m) { return executor->recomputes(m); });
+    chunked = std::make_unique<ChunkedStepModel>(plan, rank, *this, *batches, weights->model(),
+                                                 executor->loss_scale());
   }
   schedule = schedule_of_plan(plan);
   checkpointer =

@@ -27,8 +27,10 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
                              SharedReplicaState* shared)
     : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder), shared_(shared) {
   const auto& t = plan.training();
-  chunks_ = std::max(1, plan.data().pipeline_chunk_lengths_size());
-  schedule_microbatches_ = static_cast<int>(t.num_microbatches()) * chunks_;
+  chunked_ = plan.data().pipeline_chunk_lengths_size() > 0;
+  actions_ = &me_.actions();
+  schedule_microbatches_ =
+      static_cast<int>(t.num_microbatches()) * std::max(1, plan.data().pipeline_chunk_lengths_size());
   loss_scale_ = 1.0 / (static_cast<double>(schedule_microbatches_) * plan.mesh().dp());
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
@@ -44,13 +46,13 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
         "plan for schedule " + name_of(plan.schedule()) +
         " has its own backward partition but binds stages to ranks, which this executor cannot run");
   }
-  check_actions();
+  check_actions(me_.actions());
 }
 
 void StageExecutor::check_modes() const {
   const auto& plan = plan_;
-  if (async_ && chunks_ > 1) throw PlanError("plan: an asynchronous pipeline has no chunked microbatches");
-  if (chunks_ > 1 && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
+  if (async_ && chunked_) throw PlanError("plan: an asynchronous pipeline has no chunked microbatches");
+  if (chunked_ && (emulate_ || plan.stateless_workers() || plan.data().chunks_in_memory() < 1)) {
     throw PlanError(
         "plan: chunked pipeline microbatches need real compute, workers bound to stages and "
         "data.chunks_in_memory >= 1");
@@ -74,7 +76,7 @@ void StageExecutor::check_modes() const {
   }
 }
 
-void StageExecutor::check_actions() {
+void StageExecutor::check_actions(const google::protobuf::RepeatedPtrField<plan::Action>& actions) {
   const auto& plan = plan_;
   const int rank = rank_;
   const auto where = [&](int i, const plan::Action& a) {
@@ -82,12 +84,12 @@ void StageExecutor::check_actions() {
            plan::ActionKind_Name(a.kind()) + " stage " + std::to_string(a.stage()) + " microbatch " +
            std::to_string(a.microbatch()) + ")";
   };
-  const int n = me_.actions_size();
+  const int n = actions.size();
   last_backward_.assign(static_cast<size_t>(n), false);
   last_gradient_.assign(static_cast<size_t>(n), false);
   std::map<int, int> last_b_or_i, last_b_or_w;
   for (int i = 0; i < n; ++i) {
-    const auto& a = me_.actions(i);
+    const auto& a = actions[i];
     const int stage = static_cast<int>(a.stage());
     switch (a.kind()) {
       case plan::ACTION_F:
@@ -131,7 +133,7 @@ void StageExecutor::check_actions() {
     }
   }
   if (!async_) {
-    for (const auto& a : me_.actions()) {
+    for (const auto& a : actions) {
       if (a.ahead())
         throw PlanError("plan: rank " + std::to_string(rank) + " runs ahead in a synchronous plan");
     }
@@ -169,25 +171,51 @@ int StageExecutor::id(const plan::Action& a, Part part) const {
 
 std::vector<int64_t> StageExecutor::boundary_shape(int microbatch) const {
   auto shape = boundary_shape_;
-  if (chunks_ > 1)
-    shape[1] = plan_.data().pipeline_chunk_lengths(microbatch % schedule_microbatches_ % chunks_);
+  if (step_schedule_) shape = {1, step_schedule_->tokens.at(static_cast<size_t>(microbatch)), shape[2]};
   return shape;
 }
 
 bool StageExecutor::recomputes(int microbatch) const {
-  // Chunked: only a row's last K chunks keep their activations (ChunkFlow's state-aware schedule).
-  return recompute_ || (chunks_ > 1 && microbatch % chunks_ < chunks_ - plan_.data().chunks_in_memory());
+  return recompute_ || (step_schedule_ && step_schedule_->recompute.at(static_cast<size_t>(microbatch)));
+}
+
+void StageExecutor::begin_step(StepModel& model) {
+  step_schedule_ = model.step_schedule();
+  if (!step_schedule_) {
+    if (chunked_)
+      throw PlanError(
+          "plan: chunked pipeline training needs every step's own schedule, the step model gave none");
+    return;
+  }
+  if (!chunked_)
+    throw PlanError("rank " + std::to_string(rank_) + ": a step schedule for a plan whose steps are alike");
+  const auto& s = *step_schedule_;
+  const int m = static_cast<int>(s.tokens.size());
+  if (m < 1 || s.recompute.size() != s.tokens.size()) {
+    throw PlanError("rank " + std::to_string(rank_) + ": a step schedule of " + std::to_string(m) +
+                    " microbatches with " + std::to_string(s.recompute.size()) + " recompute marks");
+  }
+  for (int64_t len : s.tokens) {
+    if (len < 1)
+      throw PlanError("rank " + std::to_string(rank_) + ": a step schedule's chunk of " +
+                      std::to_string(len) + " tokens");
+  }
+  schedule_microbatches_ = m;
+  loss_scale_ = 1.0 / (static_cast<double>(m) * plan_.mesh().dp());
+  check_actions(s.actions);
+  actions_ = &s.actions;
 }
 
 void StageExecutor::post_receives(Part part) {
-  for (const auto& a : me_.actions()) {
+  for (const auto& a : *actions_) {
     if (!is_recv(a.kind()) || !runs(a, part)) continue;
     const Key key{a.kind() == plan::ACTION_RECV_F ? 0 : 1, static_cast<int>(a.stage()), id(a, part)};
     auto& r = receives_[key];
-    if (!r) {
-      r = std::make_unique<Receive>();
-      r->buffer = torch::empty(boundary_shape(static_cast<int>(a.microbatch())), torch::kFloat32);
-    }
+    const auto shape = boundary_shape(static_cast<int>(a.microbatch()));
+    if (!r) r = std::make_unique<Receive>();
+    // Kept across steps; a step schedule's chunks differ in length from one step to the next.
+    if (!r->buffer.defined() || r->buffer.sizes() != c10::IntArrayRef(shape))
+      r->buffer = torch::empty(shape, torch::kFloat32);
     r->peer = a.peer();
     r->posted_ns = TimingRecorder::wall_ns();
     r->request = p2p_.irecv(r->buffer.data_ptr(), r->buffer.nbytes(), a.peer(), tag(key));
@@ -426,6 +454,7 @@ StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
   times.stage_b.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   times.stage_w.assign(static_cast<size_t>(backward_stage_count()), 0.0);
   times.stage_b_lead.assign(shared_ ? static_cast<size_t>(backward_stage_count()) : 0, 0.0);
+  begin_step(model);
   if (async_ && position.first) run_part(model, Part::kWarmUp, times);
   run_part(model, async_ && position.last ? Part::kDrain : Part::kWindow, times);
   finish_sends(true, times);
@@ -435,6 +464,8 @@ StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
     microbatches_.clear();
   }
   backward_grads_.clear();
+  step_schedule_ = nullptr;
+  actions_ = &me_.actions();
   ++step_;
   return times;
 }
@@ -460,7 +491,7 @@ void StageExecutor::run_part(StepModel& model, Part part, StepTimes& times) {
   // Stateless workers settle the step's gradients before ALLREDUCE; asynchronous ones leave it,
   // and taking them, to the update's thread (the model's), retrying their own additions throughout.
   bool settled = !shared_;
-  const auto& actions = me_.actions();
+  const auto& actions = *actions_;
   for (int i = 0; i < actions.size(); ++i) {
     const auto& a = actions[i];
     if (!runs(a, part)) continue;

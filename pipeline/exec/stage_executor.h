@@ -17,12 +17,13 @@
 // With full activation recomputation a forward records no graph and keeps only its stage input;
 // the stage's B or I first reruns the forward (counted as backward time), then differentiates.
 //
-// Chunked training with pipeline parallelism (plan data.pipeline_chunk_lengths): the schedule's
-// microbatches are chunks of the rows, a row-microbatch's chunks one dependent group that the
-// schedule runs forward in order and backward in reverse. The StepModel keeps each chunk's keys
-// and values for the later chunks and feeds their gradients back; here a chunk's boundary has its
-// own length, and a chunk before its row's last data.chunks_in_memory recomputes like full
-// recomputation does.
+// Chunked training with pipeline parallelism (plan data.pipeline_chunk_lengths): every step has
+// its own schedule (StepSchedule), which the StepModel makes from the step's chunks with the
+// plan's schedule generator -- the plan's actions are only the step in which every row is one
+// long sequence. The schedule's microbatches are the chunks, each a single row of its own length;
+// a long sequence's chunks are one dependent group that runs forward in order and backward in
+// reverse. The StepModel keeps each chunk's keys and values for the later chunks and feeds their
+// gradients back; here a chunk the step schedule marks recomputes like full recomputation does.
 //
 // Stateless workers (RoundPipe: plan.stateless_workers) run any stage's task. The model is held
 // whole as "atoms" (embedding, each block, final norm + LM head; stateless_model_layers()), its
@@ -66,9 +67,19 @@
 
 namespace rondo {
 
+// One step's own schedule, for plans whose steps differ (chunked pipeline training: the step's
+// chunks decide how many microbatches it has and which depend on which).
+struct StepSchedule {
+  google::protobuf::RepeatedPtrField<plan::Action> actions;  // this rank's, ALLREDUCE and OPTIM included
+  std::vector<int64_t> tokens;  // per schedule microbatch: its stage boundary's tokens (one row)
+  std::vector<bool> recompute;  // per schedule microbatch: its forward keeps only its input
+};
+
 class StepModel {
  public:
   virtual ~StepModel() = default;
+  // This step's own schedule (asked once at the start of every step), or null: the plan's.
+  virtual const StepSchedule* step_schedule() { return nullptr; }
   // Token ids [micro_batch_size, seq_length + 1] of this rank's microbatch `microbatch` (from
   // num_microbatches on, asynchronous plans: the next step's microbatch - num_microbatches).
   virtual torch::Tensor tokens(int microbatch) = 0;
@@ -123,12 +134,12 @@ class StageExecutor {
   StepTimes run_step(StepModel& model, StreamPosition position = {});
 
   // What each microbatch's loss is multiplied by before its backward: 1 / (microbatches x dp)
-  // (chunked: the schedule's, num_microbatches x chunks), so that the summed gradients (and the
-  // summed scaled losses) are means over the global batch.
+  // (with a step schedule: its microbatches), so that the summed gradients (and the summed scaled
+  // losses) are means over the global batch. The running (or last) step's.
   double loss_scale() const { return loss_scale_; }
 
   // Whether the forward of schedule microbatch `microbatch` keeps only its input, the backward
-  // recomputing it: full recomputation, or a chunk before its row's last data.chunks_in_memory.
+  // recomputing it: full recomputation, or a chunk its step schedule marks.
   bool recomputes(int microbatch) const;
 
  private:
@@ -154,8 +165,12 @@ class StageExecutor {
   // The constructor's checks (PlanError): the plan's modes fit together and this executor runs
   // them; every action of this rank is executable (and which backward of a stage is its last).
   void check_modes() const;
-  void check_actions();
-  // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: its chunk's tokens).
+  void check_actions(const google::protobuf::RepeatedPtrField<plan::Action>& actions);
+  // Takes the step's schedule from the model (required with chunked pipeline microbatches), or
+  // the plan's: the actions, microbatch count and loss scale the step runs with.
+  void begin_step(StepModel& model);
+  // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: [1, its chunk's
+  // tokens, hidden]).
   std::vector<int64_t> boundary_shape(int microbatch) const;
   void post_receives(Part part);
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
@@ -185,10 +200,10 @@ class StageExecutor {
   TimingRecorder* recorder_;
   double loss_scale_;
   bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
-  // Chunked pipeline training (data.pipeline_chunk_lengths): chunks per row-microbatch (1: off);
-  // the schedule's microbatches are chunks, microbatch m being chunk m % chunks_ of row-microbatch
-  // m / chunks_.
-  int chunks_ = 1;
+  // Chunked pipeline training (data.pipeline_chunk_lengths): every step brings its schedule.
+  bool chunked_ = false;
+  const StepSchedule* step_schedule_ = nullptr;                      // the running step's, or null
+  const google::protobuf::RepeatedPtrField<plan::Action>* actions_;  // the running step's
   int schedule_microbatches_ = 1;
   bool emulate_;  // training.emulate_compute: compute actions sleep for their predicted time
   bool async_;    // Plan.asynchronous: steps are windows of a stream

@@ -9,9 +9,11 @@ paragraphs as JSONL documents (a few to a few hundred tokens each) and the whole
   backward, which must not take a parameter's gradient as final before the last chunk's
   backward); metrics.jsonl counts the chunks and the recomputed ones (ChunkFlow's rule at pp=1);
 - the same on the synthetic lognormal length mix (data.path=lognormal);
-- with pipeline parallelism the chunks are the schedule's microbatches: pp=2 with 1f1b and gpipe,
-  K = 1 and 2, packed and cost-aware, with full recomputation at pp=2 x dp=2, again within 1e-5
-  of the one-process unchunked run; other schedules are refused naming data.chunk_size;
+- with pipeline parallelism every step runs its own schedule whose microbatches are the step's
+  chunks, planned as at one stage (short documents packed, long ones split; the same chunk and
+  recompute counts as the one-stage run, step by step): pp=2 with 1f1b and gpipe, K = 1 and 2,
+  packed and cost-aware, with full recomputation at pp=2 x dp=2, again within 1e-5 of the
+  one-process unchunked run; other schedules are refused naming data.chunk_size;
 - interrupted after step 6 and resumed, chunked runs (one stage and pp=2) log the uninterrupted
   run's losses: the sampler and the chunking stay deterministic mid-epoch;
 - data.pad, the padded baseline (one document per row from its start): each step counts exactly
@@ -64,6 +66,7 @@ norms = {"plain": grad_norms(plain_dir), "packed": grad_norms(packed_dir)}
 ctx.check(worst(plain, packed) > 1e-3,
           f"packing documents changes the losses (largest relative change {worst(plain, packed):.2e})")
 
+chunk_counts = {}  # per one-stage run: each step's (chunks, recomputed)
 for name, ref, sets in (
     ("packed-chunk32-k1", packed, ["data.pack=true", "data.chunk_size=32", "data.chunks_in_memory=1"]),
     ("packed-chunk32-k2-cost", packed,
@@ -91,6 +94,7 @@ for name, ref, sets in (
     else:
         ok = all(0 <= r["chunks_recomputed"] < r["chunks"] - k * microbatches for r in rows)
     ok = ok and all(r["chunks"] >= 8 and 0 < r["longest_sequence"] <= 128 for r in rows)
+    chunk_counts[name] = [(r["chunks"], r["chunks_recomputed"]) for r in rows]
     ctx.check(ok, f"{name}: every step reports its chunks and the recomputed ones (last: {rows[-1]['chunks']:.0f} "
                   f"chunks, {rows[-1]['chunks_recomputed']:.0f} recomputed, longest {rows[-1]['longest_sequence']:.0f})")
 
@@ -104,17 +108,21 @@ ctx.check(worst(mixed, mixed_chunked) <= 1e-5,
 with open(os.path.join(mixed_dir, "logs", "rank-0.log")) as f:
     ctx.check("data lognormal (400 documents, mu 5, sigma 1.5, seed 1" in f.read(), "the worker built the lognormal mix")
 
-# Pipeline parallelism: each row's four chunks are four microbatches of the schedule.
+# Pipeline parallelism: every step runs its own schedule over its chunks, planned as at one stage
+# (the step's rows together, short documents packed, long ones split): the same chunks and the
+# same recomputed ones as the one-stage twin run, step by step.
 PP2 = ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"]
 chunked_runs = {}
-for name, ref, sets, k in (
+for name, ref, sets, twin in (
     ("packed-pp2-1f1b-chunk32-k1", packed,
-     PP2 + ["pipeline.schedule=1f1b", "data.pack=true", "data.chunk_size=32", "data.chunks_in_memory=1"], 1),
+     PP2 + ["pipeline.schedule=1f1b", "data.pack=true", "data.chunk_size=32", "data.chunks_in_memory=1"],
+     "packed-chunk32-k1"),
     ("packed-pp2-gpipe-chunk32-k2-cost", packed,
-     PP2 + ["pipeline.schedule=gpipe", "data.pack=true", "data.chunk_size=32", "data.chunk_balance=cost"], 2),
+     PP2 + ["pipeline.schedule=gpipe", "data.pack=true", "data.chunk_size=32", "data.chunks_in_memory=2",
+            "data.chunk_balance=cost"], "packed-chunk32-k2-cost"),
     ("plain-pp2-dp2-1f1b-chunk32-full", plain,
      ["parallel.world_size=4", "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b",
-      "data.chunk_size=32", "model.recompute_granularity=full"], 0),
+      "data.chunk_size=32", "model.recompute_granularity=full"], None),
 ):
     run_dir, got = run(name, sets)
     chunked_runs[name] = (sets, got)
@@ -124,9 +132,14 @@ for name, ref, sets, k in (
               f"(worst {worst(ref, got):.2e}, {worst(ref_norms, grad_norms(run_dir)):.2e})")
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
-    # Two rows-microbatches per step; each keeps its last K chunks' activations.
-    ok = all(r["chunks"] >= 8 and r["chunks_recomputed"] == r["chunks"] - k * 2 for r in rows)
-    ctx.check(ok, f"{name}: {rows[-1]['chunks']:.0f} chunks per step, {rows[-1]['chunks_recomputed']:.0f} recomputed")
+    counts = [(r["chunks"], r["chunks_recomputed"]) for r in rows]
+    if twin:
+        ok = counts == chunk_counts[twin]
+        what = f"the chunks and recomputed chunks of {twin} at every step"
+    else:  # full recomputation: every chunk's forward runs twice, 4 rows of 4 chunks a step
+        ok = all(c == (16, 16) for c in counts)
+        what = "16 chunks a step, every one recomputed"
+    ctx.check(ok, f"{name}: {what} (last: {counts[-1][0]:.0f} chunks, {counts[-1][1]:.0f} recomputed)")
 
 _, proc = ctx.run("chunked-pp2-zb_h1", BASE + PP2 + ["data.chunk_size=32", "pipeline.schedule=zb_h1"],
                   expect_status=2)

@@ -1,11 +1,12 @@
-// PipelineChunks: a row-microbatch's chunks run as pipeline microbatches over two stages, the way
-// the executor runs them (forwards in order, backwards in reverse, chunks outside the last K
-// forwarded without a graph and recomputed in their backward), give every parameter's gradient
-// and the loss of the unchunked two-stage model within 1e-5 relative: equal and cost-like
-// boundaries, K = 1 and 2, rows and packed documents. Dropping the key/value gradients that later
-// chunks feed back is caught.
+// PipelineChunks: a step's chunks run as pipeline microbatches over two stages, the way the
+// executor runs them (each long sequence's chunks forward in order and backward in reverse, chunks
+// outside its last K forwarded without a graph and recomputed in their backward; packed short
+// sequences standalone), give every parameter's gradient and the loss of the unchunked two-stage
+// model within 1e-5 relative: equal-token and cost-aware boundaries, K = 1 and 2, whole rows and
+// packed documents (with packed and split chunks both).
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,52 +43,55 @@ LossAndGradients unchunked(const torch::Tensor& tokens, const torch::Tensor& doc
   return {loss.item<double>(), gradients(model)};
 }
 
-// What StageExecutor does with a chunk group on two stages, in one process.
-LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& documents,
-                           const std::vector<int64_t>& lengths, int keep) {
+// What StageExecutor does with a step's chunks on two stages, in one process: each group's
+// forwards in order, then its backwards in reverse, a chunk outside its group's last K forwarded
+// without a graph and recomputed in its backward.
+LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& documents, int64_t chunk_size,
+                           ChunkBalance balance, int keep) {
   StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
-  PipelineChunks chunks(model, lengths);
-  const int n = chunks.chunks();
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
-  const auto targets = targets_of(tokens, documents);
-  const double counted = static_cast<double>(targets.ne(-100).sum().item<int64_t>());
+  auto rows = std::make_shared<ChunkedRows>(tokens.slice(1, 0, kSeq), targets_of(tokens, documents), docs,
+                                            torch::Tensor(), chunk_size, balance, shape());
+  PipelineChunks chunks(model);
+  chunks.set_rows(rows);
   struct Held {
-    torch::Tensor input0, input1, out0, loss;
+    torch::Tensor input1, out0, loss;
   };
-  std::vector<Held> held(static_cast<size_t>(n));
-  const auto ids = [&](int j) {
-    return tokens.slice(1, chunks.begin(j), chunks.begin(j) + chunks.length(j));
-  };
-  const auto loss_of = [&](int j, const torch::Tensor& logits) {
-    const auto t = targets.slice(1, chunks.begin(j), chunks.begin(j) + chunks.length(j));
-    return torch::nn::functional::cross_entropy(
-               logits.reshape({-1, kVocab}), t.reshape({-1}),
-               torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum).ignore_index(-100)) /
-           counted;
+  std::vector<Held> held(rows->chunks());
+  const auto ids = [&](size_t c) { return rows->inputs(c, torch::kCPU).ids; };
+  const auto loss_of = [&](size_t c, const torch::Tensor& logits) {
+    const auto in = rows->inputs(c, torch::kCPU);
+    return weighted_cross_entropy(logits, in.targets, in.weights);
   };
   double loss = 0;
-  for (int j = 0; j < n; ++j) {
-    auto& h = held[static_cast<size_t>(j)];
-    std::optional<torch::NoGradGuard> no_graph;
-    if (j < n - keep) no_graph.emplace();
-    h.out0 = chunks.forward(0, j, ids(j), docs);
-    h.input1 = h.out0.detach().requires_grad_(true);
-    h.loss = loss_of(j, chunks.forward(1, j, h.input1, docs));
-    loss += h.loss.item<double>();
-  }
-  for (int j = n - 1; j >= 0; --j) {
-    auto& h = held[static_cast<size_t>(j)];
-    if (j < n - keep) {
-      // The last stage's backward reruns its forward, then the first stage's.
-      h.input1 = h.input1.detach().requires_grad_(true);
-      h.loss = loss_of(j, chunks.forward(1, j, h.input1, docs));
-      h.loss.backward();
-      h.out0 = chunks.forward(0, j, ids(j), docs);
-    } else {
-      h.loss.backward();
+  for (const auto& group : rows->groups()) {
+    const size_t n = group.size();
+    for (size_t j = 0; j < n; ++j) {
+      const size_t c = group[j];
+      auto& h = held[c];
+      std::optional<torch::NoGradGuard> no_graph;
+      if (j + keep < n) no_graph.emplace();
+      h.out0 = chunks.forward(0, static_cast<int>(c), ids(c));
+      h.input1 = h.out0.detach().requires_grad_(true);
+      h.loss = loss_of(c, chunks.forward(1, static_cast<int>(c), h.input1));
+      loss += h.loss.item<double>();
     }
-    torch::autograd::backward({h.out0}, {h.input1.grad()});
+    for (size_t j = n; j-- > 0;) {
+      const size_t c = group[j];
+      auto& h = held[c];
+      if (j + keep < n) {
+        // The last stage's backward reruns its forward, then the first stage's.
+        h.input1 = h.input1.detach().requires_grad_(true);
+        h.loss = loss_of(c, chunks.forward(1, static_cast<int>(c), h.input1));
+        h.loss.backward();
+        h.out0 = chunks.forward(0, static_cast<int>(c), ids(c));
+      } else {
+        h.loss.backward();
+      }
+      torch::autograd::backward({h.out0}, {h.input1.grad()});
+    }
   }
+  chunks.clear();
   return {loss, gradients(model)};
 }
 
@@ -118,26 +122,52 @@ TEST(PipelineChunks, QuarterChunksOverTwoStagesGiveTheUnchunkedLossAndGradients)
   const auto tokens = random_tokens(3);
   const auto ref = unchunked(tokens, {});
   for (int keep : {1, 2}) {
-    expect_close(ref, pipelined(tokens, {}, {16, 16, 16, 16}, keep), "C=L/4 K=" + std::to_string(keep));
+    expect_close(ref, pipelined(tokens, {}, 16, ChunkBalance::kTokens, keep),
+                 "C=L/4 K=" + std::to_string(keep));
   }
   // Later chunks shorter, as cost-aware boundaries cut them.
-  expect_close(ref, pipelined(tokens, {}, {24, 16, 14, 10}, 1), "uneven chunks K=1");
+  expect_close(ref, pipelined(tokens, {}, 16, ChunkBalance::kCost, 1), "cost-aware chunks K=1");
+}
+
+// Rows of documents of the given lengths (each row's adding up to kSeq; the extra column, the last
+// target's, in the row's last document).
+torch::Tensor documents_of(const std::vector<std::vector<int64_t>>& rows) {
+  auto docs = torch::empty({kRows, kSeq + 1}, torch::kLong);
+  for (int64_t r = 0; r < kRows; ++r) {
+    int64_t p = 0, doc = 0;
+    for (int64_t len : rows[static_cast<size_t>(r)]) {
+      ++doc;
+      for (int64_t i = 0; i < len; ++i) docs[r][p++] = doc;
+    }
+    docs[r][kSeq] = doc;
+  }
+  return docs;
 }
 
 TEST(PipelineChunks, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
   const auto tokens = random_tokens(4);
-  const auto documents = random_documents(5);
-  const auto ref = unchunked(tokens, documents);
-  for (int keep : {1, 2}) {
-    expect_close(ref, pipelined(tokens, documents, {16, 16, 16, 16}, keep),
-                 "packed K=" + std::to_string(keep));
+  for (const auto& documents : {random_documents(5), documents_of({{40, 10, 6, 8}, {5, 30, 12, 17}})}) {
+    const auto ref = unchunked(tokens, documents);
+    for (int keep : {1, 2}) {
+      expect_close(ref, pipelined(tokens, documents, 16, ChunkBalance::kTokens, keep),
+                   "packed K=" + std::to_string(keep));
+    }
   }
+  // The second layout has both kinds of chunk: short documents of both rows packed together, long
+  // ones split.
+  const auto documents = documents_of({{40, 10, 6, 8}, {5, 30, 12, 17}});
+  const ChunkedRows rows(tokens.slice(1, 0, kSeq), targets_of(tokens, documents), documents.slice(1, 0, kSeq),
+                         {}, 16, ChunkBalance::kTokens, shape());
+  int packed = 0;
+  for (const auto& c : rows.plan().chunks) packed += c.segments.size() > 1 ? 1 : 0;
+  EXPECT_GE(packed, 2);
+  EXPECT_EQ(rows.counts().dependent_chunks, 2 + 1 + 1);  // 40 -> 3 chunks, 30 -> 2, 17 -> 2
 }
 
-TEST(PipelineChunks, ChunksMustCoverTheRow) {
+TEST(PipelineChunks, AForwardNeedsTheStepsChunks) {
   StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
-  EXPECT_THROW(PipelineChunks(model, {16, 16}), std::invalid_argument);
-  EXPECT_THROW(PipelineChunks(model, {64, 0}), std::invalid_argument);
+  PipelineChunks chunks(model);
+  EXPECT_THROW(chunks.forward(0, 0, torch::zeros({1, 16}, torch::kLong)), std::logic_error);
 }
 
 }  // namespace
