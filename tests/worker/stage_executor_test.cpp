@@ -3,7 +3,8 @@
 // forwards and backwards in its plan's order, and every one computes the same loss and the same
 // gradients as the single-stage run of the same batch (the property the system tests check with
 // the real GPT, here in milliseconds). An asynchronous stream carries the next step's forwards
-// (and their received activations) across the step boundary to the right backwards.
+// (and their received activations) across the step boundary to the right backwards. Chunked
+// pipeline steps each run their own schedule, of another length and other chunk groups.
 #include <gtest/gtest.h>
 
 #include <exception>
@@ -17,6 +18,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 #include "pipeline/exec/stage_executor.h"
+#include "pipeline/exec/step_schedule.h"
 #include "pipeline/pipeline_schedule.h"
 
 namespace rondo {
@@ -236,6 +238,129 @@ TEST(StageExecutor, ATransferNobodySendsTimesOutNamingThePeer) {
   } catch (const TimeoutError& e) {
     EXPECT_EQ(e.peer(), 0) << e.what();
   }
+}
+
+// Chunked pipeline training's steps: the fake model hands each step its own schedule -- another
+// number of chunks, other lengths, other groups (pipeline/exec/step_schedule.h) -- and a chunk of
+// `tokens` tokens is one row of that many.
+struct ChunkStep {
+  std::vector<int> groups;
+  std::vector<int64_t> tokens;
+};
+
+class ChunkStepModel : public FakeModel {
+ public:
+  ChunkStepModel(const plan::Plan& plan, int rank, std::vector<ChunkStep> steps)
+      : FakeModel(plan, rank), plan_(plan), rank_(rank), steps_(std::move(steps)) {}
+  const StepSchedule* step_schedule() override {
+    const auto& s = steps_.at(static_cast<size_t>(step));
+    schedule_ = chunked_step_schedule(plan_, rank_, ChunkGroups(s.groups), s.tokens);
+    return &schedule_;
+  }
+  torch::Tensor tokens(int microbatch) override { return chunk_tokens(step, microbatch); }
+  torch::Tensor chunk_tokens(int at, int chunk) const {
+    const int64_t n = steps_.at(static_cast<size_t>(at)).tokens.at(static_cast<size_t>(chunk));
+    return torch::arange(n + 1, torch::kLong).unsqueeze(0) + 2 * chunk + 5 * at;
+  }
+  StepSchedule schedule_;
+
+ private:
+  const plan::Plan& plan_;
+  int rank_;
+  std::vector<ChunkStep> steps_;
+};
+
+// The calls a step schedule orders: planned_calls(), and a recomputed chunk's forward again in its
+// backward.
+std::vector<std::string> scheduled_calls(const StepSchedule& schedule) {
+  std::vector<std::string> out;
+  for (const auto& a : schedule.actions) {
+    plan::Plan one;
+    *one.add_ranks()->add_actions() = a;
+    for (auto& c : planned_calls(one, 0)) out.push_back(std::move(c));
+    if (a.kind() == plan::ACTION_B && schedule.recompute.at(a.microbatch()))
+      out.push_back(call('F', static_cast<int>(a.stage()), static_cast<int>(a.microbatch())));
+  }
+  return out;
+}
+
+plan::Plan chunked_plan(const std::string& schedule, int pp) {
+  auto plan = plan_for(schedule, pp);
+  plan.mutable_data()->add_pipeline_chunk_lengths(kSeq);  // the plan's own step: one chunk a row
+  plan.mutable_data()->set_chunks_in_memory(1);
+  return plan;
+}
+
+TEST(StageExecutor, ChunkedStepsRunTheirOwnSchedulesAndEqualOneStage) {
+  const std::vector<ChunkStep> steps = {{{1, 3, 1}, {2, 3, 1, 2, 3}}, {{2, 1}, {1, 4, 2}}, {{1}, {3}}};
+  for (const std::string schedule : {"1f1b", "gpipe"}) {
+    for (int pp : {2, 4}) {
+      SCOPED_TRACE(schedule + " pp=" + std::to_string(pp));
+      const auto plan = chunked_plan(schedule, pp);
+      const int n = pp;
+      auto world = InProcessCommunicator::create_world(n);
+      std::vector<RunResult> got(steps.size());
+      std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+      std::mutex mu;
+      std::vector<std::thread> threads;
+      for (int r = 0; r < n; ++r) {
+        threads.emplace_back([&, r] {
+          try {
+            world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
+            ChunkStepModel model(plan, r, steps);
+            StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
+            for (size_t s = 0; s < steps.size(); ++s) {
+              model.step = static_cast<int>(s);
+              const auto times = executor.run_step(model);
+              std::lock_guard lock(mu);
+              got[s].loss += times.loss_sum * executor.loss_scale();
+              for (const auto& [layer, g] : model.step_gradients) got[s].gradients[layer] += g;
+              if (std::exchange(model.calls, {}) != scheduled_calls(model.schedule_))
+                ADD_FAILURE() << "step " << s << " rank " << r << " left its schedule's order";
+            }
+          } catch (...) {
+            errors[static_cast<size_t>(r)] = std::current_exception();
+          }
+        });
+      }
+      for (auto& t : threads) t.join();
+      for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+      // One stage over the same chunks: each chunk's loss, the mean over the step's chunks.
+      const auto one = plan_for("1f1b", 1);
+      ChunkStepModel whole(one, 0, steps);
+      for (size_t s = 0; s < steps.size(); ++s) {
+        whole.step = static_cast<int>(s);
+        const int chunks = static_cast<int>(steps[s].tokens.size());
+        double loss = 0;
+        for (int c = 0; c < chunks; ++c) {
+          const auto ids = whole.chunk_tokens(whole.step, c);
+          const auto l =
+              whole.loss(c, whole.forward(0, c, ids.slice(1, 0, ids.size(1) - 1)), ids.slice(1, 1)) /
+              static_cast<double>(chunks);
+          l.backward();
+          loss += l.item<double>();
+        }
+        whole.optimizer_step({});
+        EXPECT_NEAR(got[s].loss, loss, 1e-6 * std::abs(loss)) << "step " << s;
+        for (const auto& [layer, g] : whole.step_gradients)
+          EXPECT_NEAR(got[s].gradients.at(layer), g, 1e-5 * std::abs(g))
+              << "step " << s << " layer " << layer;
+      }
+    }
+  }
+}
+
+TEST(StageExecutor, AChunkedPlanNeedsEveryStepsScheduleAndOnlyItTakesOne) {
+  auto world = InProcessCommunicator::create_world(2);
+  const auto chunked = chunked_plan("1f1b", 2);
+  FakeModel plain_model(chunked, 0);
+  StageExecutor executor(chunked, 0, *world[0], nullptr);
+  EXPECT_THROW(executor.run_step(plain_model), PlanError);
+  const auto plain = plan_for("1f1b", 2);
+  ChunkStepModel chunk_model(plain, 0, {{{1}, {3}}});
+  StageExecutor plain_executor(plain, 0, *world[0], nullptr);
+  EXPECT_THROW(plain_executor.run_step(chunk_model), PlanError);
 }
 
 }  // namespace
