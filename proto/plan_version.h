@@ -16,12 +16,14 @@
 //      numbers, the string ones reserved); prediction.device_tflops.
 //   9: model.family (the worker builds the model from that family's registered parts);
 //      delay_correction velocity_prediction.
+//  10: a chunked pipeline plan's actions are one representative step: the worker runs each step's
+//      own schedule over the step's chunks (data.pipeline_chunk_lengths).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 9;
+inline constexpr uint32_t kPlanVersion = 10;
 
 }  // namespace rondo
