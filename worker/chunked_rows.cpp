@@ -86,7 +86,7 @@ ChunkingStats ChunkedRows::counts() const {
   return {static_cast<int64_t>(plan_.chunks.size()), dependent_, 0, longest_};
 }
 
-ChunkedRows::Inputs ChunkedRows::inputs(size_t index, torch::Device device) const {
+ChunkedRows::Inputs ChunkedRows::inputs(size_t index, torch::Device device, bool with_bias) const {
   const auto& chunk = plan_.chunks.at(index);
   std::vector<torch::Tensor> ids, labels, weights, positions, segment_of;
   Inputs out;
@@ -101,17 +101,20 @@ ChunkedRows::Inputs ChunkedRows::inputs(size_t index, torch::Device device) cons
     segment_of.push_back(torch::full({seg.end - seg.begin}, static_cast<int64_t>(s), torch::kLong));
     if (chunk.dependent()) out.past = seg.begin;
   }
-  const auto query_pos = torch::cat(positions), query_seg = torch::cat(segment_of);
-  // Keys: the sequence's earlier tokens (segment 0), then the chunk's own.
-  const int64_t past = out.past;
-  const auto key_pos = past > 0 ? torch::cat({torch::arange(past, torch::kLong), query_pos}) : query_pos;
-  const auto key_seg = past > 0 ? torch::cat({torch::zeros({past}, torch::kLong), query_seg}) : query_seg;
-  const auto allowed =
-      query_seg.unsqueeze(1).eq(key_seg.unsqueeze(0)) & key_pos.unsqueeze(0).le(query_pos.unsqueeze(1));
-  out.bias = torch::zeros(allowed.sizes(), torch::kFloat32)
-                 .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity())
-                 .unsqueeze(0)
-                 .to(device);
+  const auto query_pos = torch::cat(positions);
+  if (with_bias) {
+    // Keys: the sequence's earlier tokens (segment 0), then the chunk's own.
+    const auto query_seg = torch::cat(segment_of);
+    const int64_t past = out.past;
+    const auto key_pos = past > 0 ? torch::cat({torch::arange(past, torch::kLong), query_pos}) : query_pos;
+    const auto key_seg = past > 0 ? torch::cat({torch::zeros({past}, torch::kLong), query_seg}) : query_seg;
+    const auto allowed =
+        query_seg.unsqueeze(1).eq(key_seg.unsqueeze(0)) & key_pos.unsqueeze(0).le(query_pos.unsqueeze(1));
+    out.bias = torch::zeros(allowed.sizes(), torch::kFloat32)
+                   .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity())
+                   .unsqueeze(0)
+                   .to(device);
+  }
   out.ids = torch::cat(ids).unsqueeze(0).to(device);
   out.positions = query_pos.unsqueeze(0).to(device);
   out.targets = torch::cat(labels).to(device);

@@ -55,7 +55,8 @@ class ChunkedRows {
     torch::Tensor bias;            // [1, tokens, past + tokens]: 0 where a query attends, -inf elsewhere
     int64_t past = 0;              // keys of the sequence's earlier chunks
   };
-  Inputs inputs(size_t chunk, torch::Device device) const;
+  // `with_bias` false: all but the bias (which takes tokens x (past + tokens) to build).
+  Inputs inputs(size_t chunk, torch::Device device, bool with_bias = true) const;
 
  private:
   struct Sequence {

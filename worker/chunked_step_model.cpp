@@ -43,7 +43,7 @@ torch::Tensor ChunkedStepModel::tokens(int microbatch) {
   if (!pipeline_) return step_tokens().at(static_cast<size_t>(microbatch));
   // The chunk's ids, and a column the executor takes for targets (forward_loss has the chunk's own).
   const auto ids =
-      pipeline_rows_->inputs(static_cast<size_t>(microbatch), step_tokens().front().device()).ids;
+      pipeline_rows_->inputs(static_cast<size_t>(microbatch), step_tokens().front().device(), false).ids;
   return torch::cat({ids, torch::zeros_like(ids.slice(1, 0, 1))}, 1);
 }
 
@@ -60,7 +60,7 @@ torch::Tensor ChunkedStepModel::forward_loss(int stage, int microbatch, const to
   // A pipeline chunk's weighted cross-entropy, scaled so that the executor's mean over the step's
   // chunks is the mean over the microbatches of each one's mean.
   const auto logits = pipeline_forward(stage, microbatch, input);
-  const auto in = pipeline_rows_->inputs(static_cast<size_t>(microbatch), logits.device());
+  const auto in = pipeline_rows_->inputs(static_cast<size_t>(microbatch), logits.device(), false);
   return weighted_cross_entropy(logits, in.targets, in.weights) *
          (static_cast<double>(pipeline_rows_->chunks()) / microbatches);
 }

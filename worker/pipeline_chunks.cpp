@@ -64,8 +64,8 @@ torch::Tensor PipelineChunks::forward(int stage, int chunk, const torch::Tensor&
   if (!s.rows) throw std::logic_error("pipeline chunks: a forward before the step's chunks");
   const auto c = static_cast<size_t>(chunk);
   const auto& st = s.model->stage(stage);
-  const auto in = s.rows->inputs(c, input.device());
   const bool layers = st.num_layers > 0;
+  const auto in = s.rows->inputs(c, input.device(), layers);
   std::vector<LayerKeyValues> past;
   if (layers && in.past > 0) {
     const auto earlier = s.rows->earlier_chunks(c);

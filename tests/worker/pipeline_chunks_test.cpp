@@ -58,9 +58,9 @@ LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& doc
     torch::Tensor input1, out0, loss;
   };
   std::vector<Held> held(rows->chunks());
-  const auto ids = [&](size_t c) { return rows->inputs(c, torch::kCPU).ids; };
+  const auto ids = [&](size_t c) { return rows->inputs(c, torch::kCPU, false).ids; };
   const auto loss_of = [&](size_t c, const torch::Tensor& logits) {
-    const auto in = rows->inputs(c, torch::kCPU);
+    const auto in = rows->inputs(c, torch::kCPU, false);
     return weighted_cross_entropy(logits, in.targets, in.weights);
   };
   double loss = 0;
