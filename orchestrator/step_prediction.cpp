@@ -66,7 +66,7 @@ void predict_stateless_memory(const MemoryInputs& in, RankPrediction& rp) {
   rp.activation_bytes = working / in.split;
 }
 
-// Chunked training (worker/chunked_microbatch.h): at most K chunks of C tokens keep their
+// Chunked training (data/exec/chunked_microbatch.h): at most K chunks of C tokens keep their
 // activations, their queries attending to up to s keys; every token's keys and values stay for
 // the later chunks, with their gradients. With pipeline parallelism the chunks in flight on this
 // rank (the simulator's peak) may span several rows: each row keeps its K chunks and its keys and

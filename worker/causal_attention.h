@@ -8,13 +8,10 @@
 
 #include <cstdint>
 
+#include "data/exec/chunk_model.h"
 #include "worker/deferrable_linear.h"
 
 namespace rondo {
-
-struct LayerKeyValues {
-  torch::Tensor k, v;
-};
 
 class CausalSelfAttentionImpl : public torch::nn::Module {
  public:

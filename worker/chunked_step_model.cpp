@@ -24,7 +24,7 @@ ChunkedStepModel::ChunkedStepModel(const plan::Plan& plan, int rank, StepModel& 
   options_ = {d.chunk_size(), chunk_balance_from_name(name_of(d.chunk_balance())), d.chunks_in_memory(),
               loss_grad};
   if (plan.stages_size() > 1) {
-    pipeline_ = std::make_unique<PipelineChunks>(model_);
+    pipeline_ = std::make_unique<PipelineChunks>(model_.ptr());
     const auto& stages = plan.ranks(rank).stages();
     counts_ =
         std::any_of(stages.begin(), stages.end(), [&](uint32_t s) { return plan.stages(s).has_embedding(); });
@@ -95,7 +95,7 @@ ChunkedStepModel::StepRows ChunkedStepModel::step_rows() {
 ChunkedMicrobatch& ChunkedStepModel::step_microbatch(int stage) {
   if (step_microbatch_) return *step_microbatch_;
   const auto rows = step_rows();
-  step_microbatch_ = std::make_unique<ChunkedMicrobatch>(model_, stage, rows.tokens, rows.targets,
+  step_microbatch_ = std::make_unique<ChunkedMicrobatch>(model_.ptr(), stage, rows.tokens, rows.targets,
                                                          rows.documents, options_, rows.weights);
   return *step_microbatch_;
 }
@@ -104,7 +104,7 @@ void ChunkedStepModel::plan_pipeline_step() {
   pipeline_->clear();
   const auto rows = step_rows();
   auto chunked = std::make_shared<ChunkedRows>(rows.tokens, rows.targets, rows.documents, rows.weights,
-                                               options_.chunk_size, options_.balance, model_->shape());
+                                               options_.chunk_size, options_.balance, model_->cost_dims());
   std::vector<int> groups;
   for (const auto& g : chunked->groups()) groups.push_back(static_cast<int>(g.size()));
   std::vector<int64_t> tokens;

@@ -2,13 +2,13 @@
 // runs -- the one place chunks enter a step. It wraps the rank's plain step model (the trainer's),
 // passing on its gradients, reduction and optimizer step, and replaces what a microbatch computes.
 // Either way the sequences of all the step's microbatches (this rank's share of the global batch)
-// are planned into chunks together, as ChunkFlow plans its global batch (worker/chunked_rows.h),
+// are planned into chunks together, as ChunkFlow plans its global batch (data/exec/chunked_rows.h),
 // and each target weighs 1 / its microbatch's counted targets, so that the step's loss and
 // gradients are the unchunked ones (each microbatch's mean, averaged):
 //   one stage holding the whole model: microbatch m trains share m of the chunks by ChunkFlow's
-//     schedule (worker/chunked_microbatch.h);
+//     schedule (data/exec/chunked_microbatch.h);
 //   a pipeline: the step runs its own schedule, whose microbatches are the chunks and whose
-//     groups are the long sequences (step_schedule(); worker/pipeline_chunks.h).
+//     groups are the long sequences (step_schedule(); data/exec/pipeline_chunks.h).
 // The step's chunks, recomputed chunks and longest sequence are counted into one ChunkingStats
 // (at pp > 1 on the rank with the embedding), taken at the step's end.
 #pragma once
@@ -18,10 +18,10 @@
 
 #include "pipeline/exec/stage_executor.h"
 #include "proto/plan.pb.h"
-#include "worker/chunked_microbatch.h"
-#include "worker/pipeline_chunks.h"
+#include "data/exec/chunked_microbatch.h"
+#include "data/exec/pipeline_chunks.h"
 #include "worker/staged_model.h"
-#include "worker/step_batches.h"
+#include "data/exec/step_batches.h"
 
 namespace rondo {
 

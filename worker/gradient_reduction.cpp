@@ -7,7 +7,7 @@
 #include "comms/gradient_buckets.h"
 #include "pipeline/exec/weight_grad_store.h"
 #include "proto/plan.pb.h"
-#include "worker/chunked_microbatch.h"
+#include "data/exec/chunked_microbatch.h"
 #include "worker/metrics_writer.h"
 
 namespace rondo {

@@ -18,12 +18,13 @@
 #include <memory>
 #include <vector>
 
+#include "data/exec/chunk_model.h"
 #include "pipeline/pipeline_schedule.h"
 #include "worker/model_family.h"
 
 namespace rondo {
 
-class StagedModelImpl : public torch::nn::Module {
+class StagedModelImpl : public torch::nn::Module, public ChunkModel {
  public:
   // The stages this rank holds (blocks [first_layer, first_layer + num_layers), plus the
   // embeddings and/or the final norm and LM head); any order, parameters registered in model order.
@@ -38,19 +39,22 @@ class StagedModelImpl : public torch::nn::Module {
   // given ([batch, seq] int64, nondecreasing per row), packs documents: a token attends only to
   // earlier tokens of its own document, and positions restart at 0 with each document.
   torch::Tensor forward_stage(int stage, const torch::Tensor& input, const torch::Tensor& documents = {});
-  // A chunk of tokens that continues earlier ones (chunked long-context training): like
-  // forward_stage, with each token's `positions` [batch, seq] given, and `bias` [batch, seq,
-  // keys] over `past`'s keys (per layer of the stage, in layer order; empty: none) followed by
-  // the chunk's own. `present`, when given, receives the chunk's keys and values per layer.
+  // A chunk of tokens that continues earlier ones (chunked long-context training; ChunkModel):
+  // like forward_stage, with each token's positions given and the bias over the earlier chunks'
+  // keys and the chunk's own.
   torch::Tensor forward_chunk(int stage, const torch::Tensor& input, const torch::Tensor& positions,
                               const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
-                              std::vector<LayerKeyValues>* present);
+                              std::vector<LayerKeyValues>* present) override;
   // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq].
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
 
   const ModelShape& shape() const { return shape_; }
+  GptDims cost_dims() const override {
+    return {shape_.num_layers, shape_.hidden_size, shape_.ffn_hidden_size, shape_.vocab_size,
+            shape_.seq_length};
+  }
   const std::vector<StageLayers>& stages() const { return stages_; }
-  const StageLayers& stage(int index) const;
+  const StageLayers& stage(int index) const override;
   // The parameters of one stage, in registration order.
   std::vector<torch::Tensor> stage_parameters(int stage) const;
 

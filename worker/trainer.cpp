@@ -28,7 +28,7 @@
 #include "worker/metrics_writer.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
-#include "worker/step_batches.h"
+#include "data/exec/step_batches.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "data/exec/chunked_microbatch.h"
 #include "tests/worker/loss_and_gradients.h"
-#include "worker/chunked_microbatch.h"
 #include "worker/gpt_family.h"
 
 namespace rondo {
@@ -66,7 +66,7 @@ Result chunked(const torch::Tensor& tokens, const torch::Tensor& documents, cons
   StagedModel model(gpt_family(), shape(selective), /*seed=*/21);
   auto scaled = options;
   scaled.loss_grad = 0.5;
-  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, documents),
+  ChunkedMicrobatch mb(model.ptr(), 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, documents),
                        documents.defined() ? documents.slice(1, 0, kSeq) : documents, scaled);
   const auto loss = mb.forward();
   (loss * 0.5).backward();  // as the executor does: scaled by 1 / (microbatches x dp)
@@ -168,7 +168,7 @@ TEST(ChunkedMicrobatch, SeveralMicrobatchesPlannedTogetherGiveTheSumOfTheirMeans
     StagedModel model(gpt_family(), shape(), /*seed=*/21);
     ChunkingOptions options{16, ChunkBalance::kTokens, k};
     options.loss_grad = 0.5;
-    ChunkedMicrobatch rows(model, 0, inputs, targets, docs, options, 1.0 / counted);
+    ChunkedMicrobatch rows(model.ptr(), 0, inputs, targets, docs, options, 1.0 / counted);
     LossAndGradients got;
     for (int part = 0; part < 3; ++part) {
       const auto loss = rows.forward(part, 3);
@@ -184,7 +184,7 @@ TEST(ChunkedMicrobatch, SeveralMicrobatchesPlannedTogetherGiveTheSumOfTheirMeans
     for (int64_t m = 0; m < 3; ++m) {
       const auto r = torch::indexing::Slice(m, m + 1);
       alone += static_cast<int64_t>(
-          ChunkedMicrobatch(model, 0, inputs.index({r}), targets.index({r}), docs.index({r}), options)
+          ChunkedMicrobatch(model.ptr(), 0, inputs.index({r}), targets.index({r}), docs.index({r}), options)
               .plan()
               .chunks.size());
     }
@@ -199,7 +199,7 @@ TEST(ChunkedMicrobatch, ABackwardWithAnotherLossGradientIsRefused) {
   StagedModel model(gpt_family(), shape(), /*seed=*/21);
   ChunkingOptions options{kSeq / 4, ChunkBalance::kTokens, 1};
   options.loss_grad = 0.25;
-  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {}, options);
+  ChunkedMicrobatch mb(model.ptr(), 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {}, options);
   const auto loss = mb.forward();
   EXPECT_THROW((loss * 0.5).backward(), std::exception);
 }
@@ -209,7 +209,7 @@ TEST(ChunkedMicrobatch, NoGradientModeRunsTheForwardOnly) {
   const double ref = unchunked(tokens, {}).loss;
   StagedModel model(gpt_family(), shape(), /*seed=*/21);
   torch::NoGradGuard no_grad;
-  ChunkedMicrobatch mb(model, 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {},
+  ChunkedMicrobatch mb(model.ptr(), 0, tokens.slice(1, 0, kSeq), masked_targets(tokens, {}), {},
                        {kSeq / 4, ChunkBalance::kTokens, 1});
   const auto loss = mb.forward();
   EXPECT_FALSE(loss.requires_grad());

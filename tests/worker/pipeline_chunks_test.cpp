@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "data/exec/pipeline_chunks.h"
 #include "tests/worker/loss_and_gradients.h"
 #include "worker/gpt_family.h"
-#include "worker/pipeline_chunks.h"
 
 namespace rondo {
 namespace {
@@ -51,8 +51,8 @@ LossAndGradients pipelined(const torch::Tensor& tokens, const torch::Tensor& doc
   StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
   const auto docs = documents.defined() ? documents.slice(1, 0, kSeq) : documents;
   auto rows = std::make_shared<ChunkedRows>(tokens.slice(1, 0, kSeq), targets_of(tokens, documents), docs,
-                                            torch::Tensor(), chunk_size, balance, shape());
-  PipelineChunks chunks(model);
+                                            torch::Tensor(), chunk_size, balance, model->cost_dims());
+  PipelineChunks chunks(model.ptr());
   chunks.set_rows(rows);
   struct Held {
     torch::Tensor input1, out0, loss;
@@ -157,7 +157,7 @@ TEST(PipelineChunks, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
   // ones split.
   const auto documents = documents_of({{40, 10, 6, 8}, {5, 30, 12, 17}});
   const ChunkedRows rows(tokens.slice(1, 0, kSeq), targets_of(tokens, documents), documents.slice(1, 0, kSeq),
-                         {}, 16, ChunkBalance::kTokens, shape());
+                         {}, 16, ChunkBalance::kTokens, {4, 32, 64, kVocab, kSeq});
   int packed = 0;
   for (const auto& c : rows.plan().chunks) packed += c.segments.size() > 1 ? 1 : 0;
   EXPECT_GE(packed, 2);
@@ -166,7 +166,7 @@ TEST(PipelineChunks, PackedDocumentsGiveTheDocumentMaskedLossAndGradients) {
 
 TEST(PipelineChunks, AForwardNeedsTheStepsChunks) {
   StagedModel model(gpt_family(), shape(), two_stages(), /*seed=*/5);
-  PipelineChunks chunks(model);
+  PipelineChunks chunks(model.ptr());
   EXPECT_THROW(chunks.forward(0, 0, torch::zeros({1, 16}, torch::kLong)), std::logic_error);
 }
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <string>
 
-#include "worker/step_batches.h"
+#include "data/exec/step_batches.h"
 
 namespace rondo {
 namespace {

@@ -1,4 +1,4 @@
-#include "worker/chunked_rows.h"
+#include "data/exec/chunked_rows.h"
 
 #include <algorithm>
 #include <limits>
@@ -9,7 +9,7 @@ namespace rondo {
 
 ChunkedRows::ChunkedRows(const torch::Tensor& tokens, const torch::Tensor& targets,
                          const torch::Tensor& documents, const torch::Tensor& row_weights, int64_t chunk_size,
-                         ChunkBalance balance, const ModelShape& shape)
+                         ChunkBalance balance, const GptDims& dims)
     : tokens_(tokens.to(torch::kCPU).contiguous()), targets_(targets.to(torch::kCPU).contiguous()) {
   const int64_t rows = tokens.size(0), seq = tokens.size(1);
   const auto docs = documents.defined() ? documents.to(torch::kCPU).contiguous() : documents;
@@ -34,9 +34,7 @@ ChunkedRows::ChunkedRows(const torch::Tensor& tokens, const torch::Tensor& targe
     lengths.push_back(sq.length);
     longest_ = std::max(longest_, sq.length);
   }
-  plan_ = plan_chunks(
-      lengths, chunk_size, balance,
-      {shape.num_layers, shape.hidden_size, shape.ffn_hidden_size, shape.vocab_size, shape.seq_length});
+  plan_ = plan_chunks(lengths, chunk_size, balance, dims);
   previous_chunk_.assign(plan_.chunks.size(), -1);
   std::vector<int> last_of_sequence(sequences_.size(), -1);
   for (size_t i = 0; i < plan_.chunks.size(); ++i) {

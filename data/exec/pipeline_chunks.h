@@ -1,7 +1,7 @@
 // PipelineChunks: chunked long-context training with pipeline parallelism, the worker's side of a
 // pipeline stage.
 //
-// A step's rows are planned into chunks together (worker/chunked_rows.h: short sequences packed
+// A step's rows are planned into chunks together (data/exec/chunked_rows.h: short sequences packed
 // into standalone chunks, long ones split into dependent chunks) and the step runs its own
 // schedule over them (pipeline/exec/step_schedule.h): schedule microbatch c is chunk c, one row of
 // its own length. On every stage this rank holds, a dependent chunk's forward attends to the keys
@@ -19,14 +19,14 @@
 
 #include <memory>
 
-#include "worker/chunked_rows.h"
-#include "worker/staged_model.h"
+#include "data/exec/chunk_model.h"
+#include "data/exec/chunked_rows.h"
 
 namespace rondo {
 
 class PipelineChunks {
  public:
-  explicit PipelineChunks(StagedModel model);
+  explicit PipelineChunks(std::shared_ptr<ChunkModel> model);
   ~PipelineChunks();
 
   // The step's chunks (nothing of the last step's is kept).

@@ -3,7 +3,7 @@
 // are a rank's whole share of a step's global batch (all its microbatches; ChunkFlow plans over the
 // global batch) or one microbatch's.
 //
-// The rows are planned into chunks together (worker/chunked_rows.h). The plan's groups (a
+// The rows are planned into chunks together (data/exec/chunked_rows.h). The plan's groups (a
 // standalone chunk; a long sequence's chunks) are dealt in order into `parts` contiguous shares of
 // about equal cost; forward(part) trains share `part` by ChunkFlow's state-aware schedule (Yuan et
 // al. 2025, Algorithm 1):
@@ -32,8 +32,8 @@
 #include <memory>
 
 #include "data/chunk_plan.h"
-#include "worker/chunked_rows.h"
-#include "worker/staged_model.h"
+#include "data/exec/chunk_model.h"
+#include "data/exec/chunked_rows.h"
 
 namespace rondo {
 
@@ -51,9 +51,9 @@ class ChunkedMicrobatch {
   // (targets -100 where there is none); `documents` [rows, seq] (a token's document, or
   // undefined: each row is one sequence); `row_weights` [rows] (each of a row's targets' weight
   // in the loss; undefined: 1 / all the rows' counted targets).
-  ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens, const torch::Tensor& targets,
-                    const torch::Tensor& documents, const ChunkingOptions& options,
-                    const torch::Tensor& row_weights = {});
+  ChunkedMicrobatch(std::shared_ptr<ChunkModel> model, int stage, const torch::Tensor& tokens,
+                    const torch::Tensor& targets, const torch::Tensor& documents,
+                    const ChunkingOptions& options, const torch::Tensor& row_weights = {});
   ~ChunkedMicrobatch();
 
   // Runs share `part` of `parts`' chunks forward and (in grad mode) backward; returns its loss,

@@ -1,4 +1,4 @@
-#include "worker/pipeline_chunks.h"
+#include "data/exec/pipeline_chunks.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -11,7 +11,7 @@
 namespace rondo {
 
 struct PipelineChunks::State {
-  StagedModel model{nullptr};
+  std::shared_ptr<ChunkModel> model;
   std::shared_ptr<const ChunkedRows> rows;
   // (stage, chunk) -> the chunk's keys and values per layer of the stage, as leaves.
   std::map<std::pair<int, int>, std::vector<LayerKeyValues>> leaves;
@@ -43,7 +43,7 @@ struct KeyValueGradients : torch::autograd::Node {
 
 }  // namespace
 
-PipelineChunks::PipelineChunks(StagedModel model) : state_(std::make_shared<State>()) {
+PipelineChunks::PipelineChunks(std::shared_ptr<ChunkModel> model) : state_(std::make_shared<State>()) {
   state_->model = std::move(model);
 }
 

@@ -1,4 +1,4 @@
-#include "worker/step_batches.h"
+#include "data/exec/step_batches.h"
 
 namespace rondo {
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "data/chunk_plan.h"
-#include "worker/model_family.h"
+#include "parallelism/model_parameters.h"
 
 namespace rondo {
 
@@ -32,10 +32,11 @@ class ChunkedRows {
  public:
   // tokens and targets [rows, seq] (targets -100 where there is none); `documents` [rows, seq] (a
   // token's document, or undefined: each row is one sequence); `row_weights` [rows] (each of a
-  // row's targets' weight; undefined: 1 / all the rows' counted targets).
+  // row's targets' weight; undefined: 1 / all the rows' counted targets); `dims`: the model the
+  // chunk planner counts costs on.
   ChunkedRows(const torch::Tensor& tokens, const torch::Tensor& targets, const torch::Tensor& documents,
               const torch::Tensor& row_weights, int64_t chunk_size, ChunkBalance balance,
-              const ModelShape& shape);
+              const GptDims& dims);
 
   const ChunkPlan& plan() const { return plan_; }
   size_t chunks() const { return plan_.chunks.size(); }

@@ -1,4 +1,4 @@
-#include "worker/chunked_microbatch.h"
+#include "data/exec/chunked_microbatch.h"
 
 #include <torch/csrc/autograd/function.h>
 
@@ -20,7 +20,7 @@ thread_local bool partial_backward = false;
 // Everything the forward leaves for the backward: owned by the loss's backward node (and by the
 // ChunkedMicrobatch until it goes), so it lives exactly until the backward has run.
 struct ChunkedMicrobatch::State {
-  StagedModel model{nullptr};
+  std::shared_ptr<ChunkModel> model;
   int stage = 0;
   ChunkingOptions options;
   torch::Device device{torch::kCPU};
@@ -170,9 +170,10 @@ struct ChunkedLossBackward : torch::autograd::Node {
 
 }  // namespace
 
-ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::Tensor& tokens,
-                                     const torch::Tensor& targets, const torch::Tensor& documents,
-                                     const ChunkingOptions& options, const torch::Tensor& row_weights)
+ChunkedMicrobatch::ChunkedMicrobatch(std::shared_ptr<ChunkModel> model, int stage,
+                                     const torch::Tensor& tokens, const torch::Tensor& targets,
+                                     const torch::Tensor& documents, const ChunkingOptions& options,
+                                     const torch::Tensor& row_weights)
     : state_(std::make_shared<State>()) {
   const auto& st = model->stage(stage);
   if (!st.has_embedding || !st.has_lm_head) {
@@ -185,7 +186,7 @@ ChunkedMicrobatch::ChunkedMicrobatch(StagedModel model, int stage, const torch::
   s.options = options;
   s.stage = stage;
   s.rows = std::make_unique<ChunkedRows>(tokens, targets, documents, row_weights, options.chunk_size,
-                                         options.balance, model->shape());
+                                         options.balance, model->cost_dims());
   s.stats = s.rows->counts();
   s.model = std::move(model);
 }
