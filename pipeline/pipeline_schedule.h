@@ -141,8 +141,8 @@ struct ScheduleRequest {
   // stage-major order, to the worker that frees first.
   std::string roundpipe_dispatch = "rounds";
   // Chunked training (ChunkGroups; sizes summing to `microbatches`): gpipe and 1f1b only. 1f1b
-  // runs a group's backwards once all its forwards have run on the stage, keeping no more
-  // forwards in flight than that and 1F1B's own warm-up need.
+  // runs a group's backwards once all its forwards and 1F1B's warm-up after them have run on the
+  // stage.
   ChunkGroups chunk_groups = {};
 };
 

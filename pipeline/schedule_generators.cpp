@@ -191,12 +191,13 @@ PipelineSchedule one_f_one_b(const ScheduleRequest& req) {
   for (int r = 0; r < p; ++r) {
     auto& out = s.ranks[static_cast<size_t>(r)];
     // PipeDream-Flush: before its b-th backward a rank has run b + p - r forwards (warm-up, then
-    // one forward one backward, then cool-down) -- and, with chunk groups, every forward of that
-    // backward's group (the group's last chunk runs its backward first).
+    // one forward one backward, then cool-down): its own microbatch's and p - r - 1 after it.
+    // With chunk groups a backward needs its whole group's forwards (the group's last chunk runs
+    // its backward first), and the same p - r - 1 run after the group's last.
     int f = 0;
     for (int b = 0; b < m; ++b) {
       const int mb = backwards[static_cast<size_t>(b)];
-      const int need = std::max(std::min(m, b + p - r), req.chunk_groups.end(mb));
+      const int need = std::min(m, std::max(b + p - r, req.chunk_groups.end(mb) + p - r - 1));
       while (f < need) out.push_back({ComputeKind::kF, r, f++});
       out.push_back({ComputeKind::kB, r, mb});
     }
