@@ -193,11 +193,13 @@ PipelineSchedule one_f_one_b(const ScheduleRequest& req) {
     // PipeDream-Flush: before its b-th backward a rank has run b + p - r forwards (warm-up, then
     // one forward one backward, then cool-down): its own microbatch's and p - r - 1 after it.
     // With chunk groups a backward needs its whole group's forwards (the group's last chunk runs
-    // its backward first), and the same p - r - 1 run after the group's last.
-    int f = 0;
+    // its backward first) and the same p - r - 1 after the group's last; and the steady state
+    // still alternates, one more forward before each backward, so a group's backwards overlap
+    // the next forwards instead of leaving the next stage idle.
+    int f = 0, need = 0;
     for (int b = 0; b < m; ++b) {
       const int mb = backwards[static_cast<size_t>(b)];
-      const int need = std::min(m, std::max(b + p - r, req.chunk_groups.end(mb) + p - r - 1));
+      need = std::min(m, std::max({need + 1, b + p - r, req.chunk_groups.end(mb) + p - r - 1}));
       while (f < need) out.push_back({ComputeKind::kF, r, f++});
       out.push_back({ComputeKind::kB, r, mb});
     }
