@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <exception>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -88,25 +90,32 @@ class FakeModel : public StepModel {
   std::map<int, torch::Tensor> weights;  // layer -> weight
   std::map<int, double> step_gradients;  // layer -> the last OPTIM's gradient
   std::vector<std::string> calls;
+  std::vector<std::string> scheduled;  // the calls this step's own schedule orders (chunked steps)
 
  private:
   const plan::Plan& plan_;
 };
 
 struct RunResult {
-  double loss = 0;                              // the step's mean loss (scaled microbatch losses, summed)
-  std::map<int, double> gradients;              // layer -> gradient of its weight
-  std::vector<std::vector<std::string>> calls;  // per rank
+  double loss = 0;                                  // the step's mean loss (scaled microbatch losses, summed)
+  std::map<int, double> gradients;                  // layer -> gradient of its weight
+  std::vector<std::vector<std::string>> calls;      // per rank
+  std::vector<std::vector<std::string>> scheduled;  // per rank: what its step schedule ordered (if any)
 };
 
+using ModelFactory = std::function<std::unique_ptr<FakeModel>(const plan::Plan&, int rank)>;
+
 // `steps` steps of one stream (an asynchronous plan: its warm-up in the first, its drain in the
-// last): per step, the scaled loss and each layer's gradient summed over the ranks, and what each
-// rank's model was called for.
-std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
+// last), each rank's model made by `make`: per step, the scaled loss and each layer's gradient
+// summed over the ranks, and what each rank's model was called for.
+std::vector<RunResult> run_stream(const plan::Plan& plan, int steps, const ModelFactory& make = {}) {
   const int n = static_cast<int>(plan.mesh().world_size());
   auto world = InProcessCommunicator::create_world(n);
   std::vector<RunResult> out(static_cast<size_t>(steps));
-  for (auto& step : out) step.calls.resize(static_cast<size_t>(n));
+  for (auto& step : out) {
+    step.calls.resize(static_cast<size_t>(n));
+    step.scheduled.resize(static_cast<size_t>(n));
+  }
   std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
   std::mutex mu;
   std::vector<std::thread> threads;
@@ -114,7 +123,8 @@ std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
     threads.emplace_back([&, r] {
       try {
         world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
-        FakeModel model(plan, r);
+        auto made = make ? make(plan, r) : std::make_unique<FakeModel>(plan, r);
+        auto& model = *made;
         StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
         for (int s = 0; s < steps; ++s) {
           model.step = s;
@@ -124,6 +134,7 @@ std::vector<RunResult> run_stream(const plan::Plan& plan, int steps) {
           step.loss += times.loss_sum * executor.loss_scale();
           for (const auto& [layer, g] : model.step_gradients) step.gradients[layer] += g;
           step.calls[static_cast<size_t>(r)] = std::exchange(model.calls, {});
+          step.scheduled[static_cast<size_t>(r)] = std::exchange(model.scheduled, {});
         }
       } catch (...) {
         errors[static_cast<size_t>(r)] = std::current_exception();
@@ -248,28 +259,6 @@ struct ChunkStep {
   std::vector<int64_t> tokens;
 };
 
-class ChunkStepModel : public FakeModel {
- public:
-  ChunkStepModel(const plan::Plan& plan, int rank, std::vector<ChunkStep> steps)
-      : FakeModel(plan, rank), plan_(plan), rank_(rank), steps_(std::move(steps)) {}
-  const StepSchedule* step_schedule() override {
-    const auto& s = steps_.at(static_cast<size_t>(step));
-    schedule_ = chunked_step_schedule(plan_, rank_, ChunkGroups(s.groups), s.tokens);
-    return &schedule_;
-  }
-  torch::Tensor tokens(int microbatch) override { return chunk_tokens(step, microbatch); }
-  torch::Tensor chunk_tokens(int at, int chunk) const {
-    const int64_t n = steps_.at(static_cast<size_t>(at)).tokens.at(static_cast<size_t>(chunk));
-    return torch::arange(n + 1, torch::kLong).unsqueeze(0) + 2 * chunk + 5 * at;
-  }
-  StepSchedule schedule_;
-
- private:
-  const plan::Plan& plan_;
-  int rank_;
-  std::vector<ChunkStep> steps_;
-};
-
 // The calls a step schedule orders: planned_calls(), and a recomputed chunk's forward again in its
 // backward.
 std::vector<std::string> scheduled_calls(const StepSchedule& schedule) {
@@ -284,6 +273,29 @@ std::vector<std::string> scheduled_calls(const StepSchedule& schedule) {
   return out;
 }
 
+class ChunkStepModel : public FakeModel {
+ public:
+  ChunkStepModel(const plan::Plan& plan, int rank, std::vector<ChunkStep> steps)
+      : FakeModel(plan, rank), plan_(plan), rank_(rank), steps_(std::move(steps)) {}
+  const StepSchedule* step_schedule() override {
+    const auto& s = steps_.at(static_cast<size_t>(step));
+    schedule_ = chunked_step_schedule(plan_, rank_, ChunkGroups(s.groups), s.tokens);
+    scheduled = scheduled_calls(schedule_);
+    return &schedule_;
+  }
+  torch::Tensor tokens(int microbatch) override { return chunk_tokens(step, microbatch); }
+  torch::Tensor chunk_tokens(int at, int chunk) const {
+    const int64_t n = steps_.at(static_cast<size_t>(at)).tokens.at(static_cast<size_t>(chunk));
+    return torch::arange(n + 1, torch::kLong).unsqueeze(0) + 2 * chunk + 5 * at;
+  }
+
+ private:
+  const plan::Plan& plan_;
+  int rank_;
+  std::vector<ChunkStep> steps_;
+  StepSchedule schedule_;
+};
+
 plan::Plan chunked_plan(const std::string& schedule, int pp) {
   auto plan = plan_for(schedule, pp);
   plan.mutable_data()->add_pipeline_chunk_lengths(kSeq);  // the plan's own step: one chunk a row
@@ -297,35 +309,14 @@ TEST(StageExecutor, ChunkedStepsRunTheirOwnSchedulesAndEqualOneStage) {
     for (int pp : {2, 4}) {
       SCOPED_TRACE(schedule + " pp=" + std::to_string(pp));
       const auto plan = chunked_plan(schedule, pp);
-      const int n = pp;
-      auto world = InProcessCommunicator::create_world(n);
-      std::vector<RunResult> got(steps.size());
-      std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-      std::mutex mu;
-      std::vector<std::thread> threads;
-      for (int r = 0; r < n; ++r) {
-        threads.emplace_back([&, r] {
-          try {
-            world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
-            ChunkStepModel model(plan, r, steps);
-            StageExecutor executor(plan, r, *world[static_cast<size_t>(r)], nullptr);
-            for (size_t s = 0; s < steps.size(); ++s) {
-              model.step = static_cast<int>(s);
-              const auto times = executor.run_step(model);
-              std::lock_guard lock(mu);
-              got[s].loss += times.loss_sum * executor.loss_scale();
-              for (const auto& [layer, g] : model.step_gradients) got[s].gradients[layer] += g;
-              if (std::exchange(model.calls, {}) != scheduled_calls(model.schedule_))
-                ADD_FAILURE() << "step " << s << " rank " << r << " left its schedule's order";
-            }
-          } catch (...) {
-            errors[static_cast<size_t>(r)] = std::current_exception();
-          }
-        });
+      const auto got = run_stream(plan, static_cast<int>(steps.size()), [&](const plan::Plan& p, int r) {
+        return std::make_unique<ChunkStepModel>(p, r, steps);
+      });
+      for (size_t s = 0; s < steps.size(); ++s) {
+        for (int r = 0; r < pp; ++r)
+          EXPECT_EQ(got[s].calls[static_cast<size_t>(r)], got[s].scheduled[static_cast<size_t>(r)])
+              << "step " << s << " rank " << r << " left its schedule's order";
       }
-      for (auto& t : threads) t.join();
-      for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
       // One stage over the same chunks: each chunk's loss, the mean over the step's chunks.
       const auto one = plan_for("1f1b", 1);
       ChunkStepModel whole(one, 0, steps);
