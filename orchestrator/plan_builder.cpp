@@ -75,9 +75,9 @@ ModelStages roundpipe_layout(const Config& config, int pp) {
   return out;
 }
 
-// Chunked training with pipeline parallelism: the lengths of a row's chunks, cut by the chunk
-// planner from one sequence of model.seq_length tokens (every row alike, so that the plan is
-// static). Empty without chunking or pipeline parallelism (one stage chunks inside its microbatch).
+// Chunked training with pipeline parallelism: the chunks of a row that is one whole sequence, cut
+// by the chunk planner -- the plan's representative step (each step the worker runs its own
+// schedule over its chunks). Empty without chunking or pipeline parallelism.
 std::vector<int64_t> pipeline_chunk_lengths(const Config& config, int pp) {
   if (pp == 1 || config.data.chunk_size == 0) return {};
   const auto& m = config.model;
@@ -95,7 +95,7 @@ constexpr int kAsyncStreamIterations = 4;
 // The pipeline schedule of the config, placed with the predicted per-stage costs. With one
 // pipeline rank every schedule is plain gradient accumulation (F B per microbatch), which the
 // worker executes. With `chunks` > 1 (pipeline_chunk_lengths) each microbatch is that many
-// dependent chunks, the schedule's microbatches.
+// dependent chunks, the schedule's microbatches: the step in which every row is one sequence.
 PipelineSchedule schedule_for(const Config& config, int pp, int microbatches, const ModelStages& stages,
                               int chunks) {
   const std::string& name = config.pipeline.schedule;
