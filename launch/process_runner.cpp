@@ -16,9 +16,13 @@
 namespace rondo {
 namespace {
 
-std::atomic<int> g_stop_signal{0};
+std::atomic<int> g_stop_signal{0};   // the last SIGINT/SIGTERM
+std::atomic<int> g_stop_signals{0};  // how many arrived
 
-void on_stop_signal(int sig) { g_stop_signal = sig; }
+void on_stop_signal(int sig) {
+  g_stop_signal = sig;
+  ++g_stop_signals;
+}
 
 // Copies what the child wrote; on a terminal, the status line is erased first and redrawn after.
 void copy_out(int from, int log_fd, bool echo, const std::string& status, std::string& drawn) {
@@ -87,7 +91,9 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(timeout);
   ProcessResult result;
   clock::time_point kill_at{};
-  bool terminating = false;
+  bool terminating = false, handed_over = false;
+  // The signals that stop the group at once: the first, or the second when the monitor takes one.
+  const int forced_after = monitor.on_interrupt ? 2 : 1;
   int wait_status = 0;
   for (;;) {
     pollfd pfd{out, POLLIN, 0};
@@ -97,10 +103,15 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
     const pid_t done = ::waitpid(pid, &wait_status, WNOHANG);
     if (done == pid) break;
     const auto now = clock::now();
+    if (monitor.on_interrupt && !handed_over && g_stop_signals > 0) {
+      handed_over = true;
+      monitor.on_interrupt(g_stop_signal);
+    }
     const bool asked = !terminating && monitor.should_stop && monitor.should_stop();
-    if (!terminating && (now > deadline || g_stop_signal != 0 || asked)) {
+    const bool forced = g_stop_signals >= forced_after;
+    if (!terminating && (now > deadline || forced || asked)) {
       result.timed_out = now > deadline;
-      result.interrupted = g_stop_signal != 0;
+      result.interrupted = forced;
       result.stopped = asked;
       ::kill(-pid, SIGTERM);
       terminating = true;
@@ -117,6 +128,7 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   g_stop_signal = 0;
+  g_stop_signals = 0;
   if (WIFEXITED(wait_status)) {
     result.exit_code = WEXITSTATUS(wait_status);
   } else if (WIFSIGNALED(wait_status)) {

@@ -1,7 +1,8 @@
 // run_process: starts a program in its own process group, copies its combined stdout/stderr to
-// our stderr and to a log file, and waits with a deadline. On timeout or Ctrl-C the whole group
-// gets SIGTERM, then SIGKILL after a grace period; if we are killed outright, the program gets
-// SIGTERM (PR_SET_PDEATHSIG).
+// our stderr and to a log file, and waits with a deadline. On timeout or Ctrl-C (SIGINT or
+// SIGTERM; with a monitor that takes interrupts, the second one) the whole group gets SIGTERM, then
+// SIGKILL after a grace period; if we are killed outright, the program gets SIGTERM
+// (PR_SET_PDEATHSIG).
 #pragma once
 
 #include <chrono>
@@ -14,7 +15,7 @@ namespace rondo {
 struct ProcessResult {
   int exit_code = -1;  // exit status, or 128 + signal
   bool timed_out = false;
-  bool interrupted = false;  // we got SIGINT/SIGTERM and stopped the child
+  bool interrupted = false;  // we got SIGINT/SIGTERM (twice, with on_interrupt) and stopped the child
   bool stopped = false;      // the monitor asked to stop it
 };
 
@@ -26,6 +27,9 @@ struct ProcessMonitor {
   std::function<bool()> should_stop;
   // A status line redrawn in place below the echoed output; drawn only when stderr is a terminal.
   std::function<std::string()> status_line;
+  // The first SIGINT or SIGTERM, handed over (the caller stops the program gently, e.g. after a
+  // checkpoint); only a second one stops the group at once. Unset: the first one does.
+  std::function<void(int signal)> on_interrupt;
 };
 
 // `log_file` may be empty (no copy). `echo` copies the output to our stderr as well.

@@ -1,6 +1,8 @@
 #include "orchestrator/attempt_watch.h"
 
 #include <algorithm>
+#include <csignal>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -14,7 +16,7 @@ namespace rondo {
 
 namespace fs = std::filesystem;
 
-std::atomic<bool> g_stop_requested{false};
+std::atomic<int> g_stop_requested{0};
 
 namespace {
 
@@ -74,10 +76,14 @@ bool AttemptWatch::should_stop() {
 }
 
 void AttemptWatch::forward_stop_request() {
-  if (!g_stop_requested || stop_sent_) return;
+  const int signal = g_stop_requested;
+  if (signal == 0 || stop_sent_) return;
   stop_sent_ = true;
-  logging::get("orchestrator")->info("SIGUSR1: every rank checkpoints after its current step and exits");
-  event_({{"event", "stop_requested"}, {"signal", "SIGUSR1"}});
+  const std::string name = signal == SIGUSR1 ? "SIGUSR1" : signal == SIGTERM ? "SIGTERM" : "SIGINT";
+  logging::get("orchestrator")
+      ->info("{}: every rank checkpoints after its current step and exits{}", name,
+             signal == SIGUSR1 ? "" : " (a second SIGINT/SIGTERM stops at once, without a checkpoint)");
+  event_({{"event", "stop_requested"}, {"signal", name}});
   state_.command(control::Command::STOP, 0);  // the step's maxima carry it to every rank
 }
 

@@ -32,8 +32,9 @@ namespace rondo {
 // After a failure, how long the coordinator waits for the other ranks' flight dumps.
 constexpr auto kFlightCollectionWait = std::chrono::seconds(10);
 
-// Set by the SIGUSR1 handler `rondo run` installs.
-extern std::atomic<bool> g_stop_requested;
+// The signal that asked the job to stop after its current step with a checkpoint (0: none):
+// SIGUSR1 (Slurm's warning before the time limit) or the first SIGINT/SIGTERM of `rondo run`.
+extern std::atomic<int> g_stop_requested;
 
 // "rank 1 (pid 4242 on vm)" from the registration or RUN_DIR/workers.json, or "rank 1".
 std::string describe_rank(const std::filesystem::path& run_dir, int rank, const JobState* state = nullptr);

@@ -227,7 +227,7 @@ std::vector<std::string> prepare_launch(const Config& config, const plan::Plan& 
   ::setenv("RONDO_JOB_TOKEN", token.c_str(), 1);
   // SIGUSR1 (Slurm's warning before the time limit) becomes a STOP for every rank (AttemptWatch).
   struct sigaction usr1 {};
-  usr1.sa_handler = [](int) { g_stop_requested = true; };
+  usr1.sa_handler = [](int) { g_stop_requested = SIGUSR1; };
   ::sigaction(SIGUSR1, &usr1, nullptr);
   return cmd;
 }
@@ -269,6 +269,9 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
     job.save_state(false);
     return watch.should_stop();
   };
+  // The first Ctrl-C (or SIGTERM) stops the job as SIGUSR1 does: each rank checkpoints after its
+  // current step and exits, and the same command resumes; a second one stops at once.
+  monitor.on_interrupt = [](int signal) { g_stop_requested = signal; };
   const auto result =
       run_process(cmd, remaining, (run_dir / "logs" / "launcher.log").string(), true, monitor);
   const auto end = judge_attempt(run_dir, world, result, watch.ended_by(), job.state, config);
