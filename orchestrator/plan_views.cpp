@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "orchestrator/plan_builder.h"
 #include "parallelism/model_parameters.h"
 #include "proto/plan_names.h"
@@ -139,6 +141,30 @@ std::string emulated_op_warning(const plan::Plan& p) {
   return out.str();
 }
 
+std::string memory_warning(const plan::Plan& p, double host_bytes) {
+  const bool gpu = p.training().device() == plan::DEVICE_CUDA;
+  const double device = gpu ? kLargestGpuBytes : host_bytes;
+  const plan::RankPrediction* worst = nullptr;
+  for (const auto& r : p.prediction().ranks()) {
+    if (!worst || r.weight_bytes() + r.activation_bytes() > worst->weight_bytes() + worst->activation_bytes())
+      worst = &r;
+  }
+  if (!worst || !(device > 0) || worst->weight_bytes() + worst->activation_bytes() <= device) return "";
+  std::ostringstream out;
+  out << "warning: pipeline rank " << worst->pp_rank() << " needs "
+      << (worst->weight_bytes() + worst->activation_bytes()) / 1e9 << " GB (predicted: weights and optimizer "
+      << worst->weight_bytes() / 1e9 << ", activations " << worst->activation_bytes() / 1e9 << "), more than "
+      << (gpu ? "any one GPU holds (" : "this machine's memory (") << device / 1e9
+      << " GB); more pipeline or tensor parallelism, a smaller micro batch or recomputation lowers it, and "
+         "pipeline.memory_cap_gb set to your device's memory refuses such a plan\n";
+  return out.str();
+}
+
+double host_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
+}
+
 std::string plan_summary(const plan::Plan& p) {
   const auto& m = p.mesh();
   const auto& t = p.training();
@@ -184,7 +210,7 @@ std::string plan_summary(const plan::Plan& p) {
   out << "predicted step (at pipeline.device_tflops): " << pred.step_time_s() * 1e3 << " ms, bubble "
       << 100 * pred.bubble_fraction() << "%, exposed p2p (summed over pipeline ranks) "
       << pred.exposed_comm_s() * 1e3 << " ms\n";
-  out << emulated_op_warning(p);
+  out << emulated_op_warning(p) << memory_warning(p, host_memory_bytes());
   for (const auto& r : pred.ranks()) {
     out << "  pipeline rank " << r.pp_rank() << ": busy " << r.busy_s() * 1e3 << " ms, peak "
         << r.peak_activations() << " microbatches in flight, memory "

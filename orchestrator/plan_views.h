@@ -31,4 +31,13 @@ std::string plan_summary(const plan::Plan& plan);
 inline constexpr double kShortestEmulatedOpS = 1e-3;
 std::string emulated_op_warning(const plan::Plan& plan);
 
+// The most memory one GPU holds today (NVIDIA B300, 288 GB of HBM3e).
+inline constexpr double kLargestGpuBytes = 288e9;
+// A warning line when a pipeline rank's predicted memory is more than its device could hold: the
+// largest GPU (training.device cuda) or `host_bytes` (cpu: this machine's memory), naming
+// pipeline.memory_cap_gb, which turns the warning into a refusal; empty when every rank fits.
+std::string memory_warning(const plan::Plan& plan, double host_bytes);
+// This machine's physical memory, bytes.
+double host_memory_bytes();
+
 }  // namespace rondo

@@ -239,6 +239,27 @@ void print_text(const SimulationReport& r, const SimulateOptions& o) {
     std::printf("action CSV: %s (durations: %s)\n", o.csv.c_str(), durations_path(o.csv).c_str());
 }
 
+// The most compute actions `rondo simulate` generates (about two minutes on one core, 2e6 in 4 s):
+// past it a schedule is refused before anything is built.
+constexpr double kMaxSimulatedActions = 5e7;
+
+// A generated schedule's actions, about: an F and a B per stage (pp x v of them), microbatch and
+// iteration.
+void check_simulation_size(const SimulateOptions& o) {
+  if (!o.import_csv.empty()) return;
+  const double actions =
+      2.0 * o.pp * o.microbatches * std::max(1, o.virtual_stages) * std::max(1, o.iterations);
+  if (actions <= kMaxSimulatedActions) return;
+  char buf[320];
+  std::snprintf(buf, sizeof buf,
+                "--pp %d x --microbatches %d%s makes about %.2g actions; rondo simulate takes up to %.0g "
+                "(about two minutes): lower --pp or --microbatches (the bubble depends on their ratio)",
+                o.pp, o.microbatches,
+                o.virtual_stages > 1 ? (" x --virtual " + std::to_string(o.virtual_stages)).c_str() : "",
+                actions, kMaxSimulatedActions);
+  throw ConfigError("--microbatches", buf);
+}
+
 }  // namespace
 
 int run_simulate(const SimulateOptions& options) {
@@ -247,6 +268,7 @@ int run_simulate(const SimulateOptions& options) {
   std::replace(o.schedule.begin(), o.schedule.end(), '-', '_');
   if (o.pp < 1) throw ConfigError("--pp", "must be >= 1");
   if (o.microbatches < 1) throw ConfigError("--microbatches", "must be >= 1");
+  check_simulation_size(o);
   const auto in = !o.import_csv.empty()        ? imported_schedule(o)
                   : !o.stage_partition.empty() ? partitioned_schedule(o)
                                                : generated_schedule(o);

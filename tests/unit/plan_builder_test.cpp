@@ -425,6 +425,26 @@ TEST(PlanNames, EveryScheduleAndStyleRoundTripsThroughThePlanEnums) {
   EXPECT_EQ(plan_to_json(p, false)["schedule"], "zbv");
 }
 
+// A model no device could hold per rank is warned about (pipeline.memory_cap_gb unset): against the
+// largest GPU for training.device cuda, against the host's memory for cpu.
+TEST(PlanBuilder, ARankNeedingMoreMemoryThanAnyDeviceIsWarnedAbout) {
+  const std::vector<std::string> huge = {"model.num_layers=96", "model.hidden_size=16384",
+                                         "model.num_attention_heads=128", "model.ffn_hidden_size=65536"};
+  auto gpu = huge;
+  gpu.push_back("training.device=cuda");
+  const auto on_gpu = build_plan(parse_config("", "t", gpu));
+  const std::string warning = memory_warning(on_gpu, 1e15);
+  EXPECT_NE(warning.find("more than any one GPU holds (288 GB)"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("pipeline.memory_cap_gb"), std::string::npos) << warning;
+  EXPECT_NE(plan_summary(on_gpu).find("warning: pipeline rank 0 needs"), std::string::npos);
+  const auto on_cpu = build_plan(parse_config("", "t", huge));
+  EXPECT_NE(memory_warning(on_cpu, 64e9).find("more than this machine's memory (64 GB)"), std::string::npos);
+  // The default model fits both.
+  const auto small = build_plan(parse_config("", "t", {}));
+  EXPECT_EQ(memory_warning(small, 64e9), "");
+  EXPECT_EQ(memory_warning(build_plan(parse_config("", "t", {"training.device=cuda"})), 64e9), "");
+}
+
 TEST(PlanBuilder, EmulatedOpsFarShorterThanAMillisecondAreWarnedAboutNamingTheRateThatFixesThem) {
   const std::vector<std::string> sets = {"parallel.world_size=4", "parallel.pipeline_model_parallel_size=4",
                                          "training.global_batch_size=16", "training.emulate_compute=true"};

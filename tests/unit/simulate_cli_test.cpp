@@ -82,6 +82,11 @@ TEST(SimulateCli, BadOptionsExitTwoNamingTheOption) {
   r = run_rondo("simulate --layer-costs 1,x,3");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("--layer-costs"), std::string::npos) << r.output;
+  // A schedule of about 2e10 actions is refused at once, naming the flags and the estimate.
+  r = run_rondo("simulate --schedule 1f1b --pp 100000 --microbatches 100000");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--pp 100000 x --microbatches 100000 makes about 2e+10 actions"), std::string::npos)
+      << r.output;
 }
 
 // RoundPipe's simulator flags: the partition is checked against the layer count and the schedule.
