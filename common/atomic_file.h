@@ -6,8 +6,9 @@
 
 namespace rondo {
 
-// Writes `content` to `path` atomically; throws rondo::Error naming the path on failure.
-void write_file_atomic(const std::string& path, const std::string& content);
+// Writes `content` to `path` atomically, the file created with permissions `mode` (a secret:
+// 0600, never readable by others on its way); throws rondo::Error naming the path on failure.
+void write_file_atomic(const std::string& path, const std::string& content, unsigned mode = 0644);
 
 // Reads a whole file; throws rondo::Error naming the path if it cannot be read.
 std::string read_file(const std::string& path);

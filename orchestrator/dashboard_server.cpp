@@ -8,6 +8,9 @@
 
 namespace rondo {
 
+constexpr size_t kDashboardMaxRequestBytes = 64 * 1024;
+constexpr time_t kDashboardIoTimeoutS = 5;
+
 struct DashboardServer::Impl {
   httplib::Server server;
   std::thread thread;
@@ -33,6 +36,11 @@ DashboardServer::DashboardServer(JobState& state, const std::string& address, in
   s.Get("/plan.svg", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(impl_->plan_svg, "image/svg+xml");
   });
+  // A dashboard of small GETs: a larger request is refused (413) unread, and a client that sends
+  // or reads too slowly is dropped instead of holding a server thread.
+  s.set_payload_max_length(kDashboardMaxRequestBytes);
+  s.set_read_timeout(kDashboardIoTimeoutS, 0);
+  s.set_write_timeout(kDashboardIoTimeoutS, 0);
   // Read-only: anything else is refused, whatever its method.
   s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404)

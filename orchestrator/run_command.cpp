@@ -169,9 +169,7 @@ ControlServerOptions control_options(const Config& config, const fs::path& run_d
   ControlServerOptions co;
   co.bind_address = config.launch.control_address;
   co.token = token;
-  write_file_atomic((run_dir / "control.token").string(), co.token + "\n");
-  fs::permissions(run_dir / "control.token", fs::perms::owner_read | fs::perms::owner_write,
-                  fs::perm_options::replace);
+  write_file_atomic((run_dir / "control.token").string(), co.token + "\n", 0600);
   co.heartbeat_interval_s = config.launch.heartbeat_interval_s;
   return co;
 }

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.error
 import urllib.request
 
 from rondo_testlib import TINY, Context, rows, wait_for, worker_pid
@@ -73,6 +74,19 @@ try:
     metrics, _ = get(base + "/metrics")
     for reason, n in (("token", 2), ("unknown_rank", 1), ("malformed", 1), ("oversized", 1)):
         ctx.check(f'rondo_rejected_calls_total{{reason="{reason}"}} {n}\n' in metrics, f"{n} refused call(s) counted as {reason}")
+    mode = os.stat(os.path.join(run_dir, "control.token")).st_mode & 0o777
+    ctx.check(mode == 0o600, f"control.token is the owner's only ({oct(mode)})")
+    # The dashboard takes small requests only: a 1 MiB body is refused (413), the server goes on.
+    try:
+        urllib.request.urlopen(urllib.request.Request(base + "/api/state", data=b"x" * (1 << 20), method="POST"),
+                               timeout=10)
+        status = 200
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (ConnectionError, urllib.error.URLError):
+        status = "closed"  # the server may drop the connection while the client still sends
+    ctx.check(status in (413, "closed") and json.loads(get(base + "/api/state")[0])["phase"] == "running",
+              f"a 1 MiB request to the dashboard is refused ({status}) and it still serves")
 
     # The page in a real browser: the DOM after its scripts ran on live data.
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", base + "/").stdout

@@ -1,4 +1,4 @@
-// common/: whole-line appends and human durations.
+// common/: whole-line appends, human durations and atomic (secret) files.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -39,6 +39,24 @@ TEST(LineAppender, AppendsWholeLinesAcrossWritersAndReopens) {
   LineAppender(path).append("last");
   EXPECT_EQ(read_file(path), "{\"step\":1}\n{\"event\":\"x\"}\n{\"step\":2}\nlast\n");
   EXPECT_THROW(LineAppender((dir / "missing" / "f").string()), Error);
+  std::filesystem::remove_all(dir);
+}
+
+// A secret written atomically is never readable by others: the file is created 0600 (not chmod-ed
+// afterwards), and a left-over temporary file of another mode does not widen it.
+TEST(AtomicFile, ASecretIsCreatedWithItsOwnMode) {
+  const auto dir = std::filesystem::temp_directory_path() / ("rondo-secret-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / "control.token").string();
+  const auto mode = [](const std::string& p) {
+    return std::filesystem::status(p).permissions() & std::filesystem::perms::all;
+  };
+  write_file_atomic(path + ".tmp." + std::to_string(::getpid()), "stale", 0666);
+  write_file_atomic(path, "secret\n", 0600);
+  EXPECT_EQ(mode(path), std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  EXPECT_EQ(read_file(path), "secret\n");
+  write_file_atomic(path + ".plain", "x");
+  EXPECT_EQ(mode(path + ".plain") & std::filesystem::perms::owner_write, std::filesystem::perms::owner_write);
   std::filesystem::remove_all(dir);
 }
 
