@@ -10,6 +10,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "common/errors.h"
 
@@ -47,13 +50,9 @@ void copy_out(int from, int log_fd, bool echo, const std::string& status, std::s
   }
 }
 
-}  // namespace
-
-ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::duration<double> timeout,
-                          const std::string& log_file, bool echo, const ProcessMonitor& monitor) {
-  const bool tty = echo && monitor.status_line && ::isatty(STDERR_FILENO);
-  std::string status, drawn;
-  if (argv.empty()) throw Error("run_process: empty command");
+// Starts `argv` in a process group of its own, its stdout and stderr into one pipe: (pid, the
+// pipe's read end, non-blocking).
+std::pair<pid_t, int> spawn_in_own_group(const std::vector<std::string>& argv) {
   int pipe_fds[2];
   if (::pipe(pipe_fds) != 0) throw Error(std::string("pipe: ") + std::strerror(errno));
   const pid_t pid = ::fork();
@@ -78,6 +77,17 @@ ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::dur
   ::close(pipe_fds[1]);
   const int out = pipe_fds[0];
   ::fcntl(out, F_SETFL, ::fcntl(out, F_GETFL) | O_NONBLOCK);
+  return {pid, out};
+}
+
+}  // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv, std::chrono::duration<double> timeout,
+                          const std::string& log_file, bool echo, const ProcessMonitor& monitor) {
+  const bool tty = echo && monitor.status_line && ::isatty(STDERR_FILENO);
+  std::string status, drawn;
+  if (argv.empty()) throw Error("run_process: empty command");
+  const auto [pid, out] = spawn_in_own_group(argv);
   const int log_fd = log_file.empty() ? -1 : ::open(log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
 
   struct sigaction sa {};
