@@ -14,6 +14,7 @@ BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingR
       buckets_(std::move(buckets)),
       options_(options) {
   coll_.set_emulated_link_bandwidth(options_.emulated_link_bps);
+  coll_.set_group(options_.group, options_.world_ranks);
   size_t num_params = 0;
   for (const auto& b : buckets_) {
     for (size_t p : b.params) num_params = std::max(num_params, p + 1);

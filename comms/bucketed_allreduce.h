@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comms/collectives.h"
@@ -34,6 +35,8 @@ class BucketedAllreduce {
   struct Options {
     bool native = false;           // the library's allreduce instead of rondo's ring
     double emulated_link_bps = 0;  // Collectives::set_emulated_link_bandwidth
+    std::string group;             // Collectives::set_group: the recorder's name for its collectives
+    std::vector<int> world_ranks;
   };
 
   // `comm` is owned and used by nothing else (split it off the group's communicator); `data` must

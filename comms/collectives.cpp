@@ -47,6 +47,16 @@ std::chrono::steady_clock::time_point emulated_transfer_end(std::chrono::steady_
 
 Collectives::Collectives(Communicator& comm, TimingRecorder* recorder) : comm_(comm), recorder_(recorder) {}
 
+void Collectives::set_group(std::string name, std::vector<int> world_ranks) {
+  group_.name = std::move(name);
+  group_.world_ranks = std::move(world_ranks);
+}
+
+std::optional<TimingRecorder::Scope> Collectives::record(CollectiveOp op, uint64_t bytes) {
+  if (!recorder_) return std::nullopt;
+  return recorder_->begin(op, bytes, comm_.size(), &group_);
+}
+
 void Collectives::require_host(const char* op) const {
   if (!comm_.host_buffers()) {
     throw CommError(comm_.rank(), -1,
@@ -106,8 +116,8 @@ namespace {
 // receives block r-s-1 in place.
 class RingAllreduce : public PendingCollective {
  public:
-  RingAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
-                ReduceOp op, double emulated_link_bps, char* scratch)
+  RingAllreduce(Communicator& comm, std::optional<TimingRecorder::Scope> scope, void* data, size_t count,
+                DType type, ReduceOp op, double emulated_link_bps, char* scratch)
       : PendingCollective(comm, "ring allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
         base_(static_cast<char*>(data)),
         blocks_{count, comm.size()},
@@ -115,9 +125,9 @@ class RingAllreduce : public PendingCollective {
         op_(op),
         es_(dtype_size(type)),
         link_bps_(emulated_link_bps),
-        tmp_(scratch) {
+        tmp_(scratch),
+        scope_(std::move(scope)) {
     const int n = comm.size();
-    if (recorder) scope_.emplace(recorder->begin(CollectiveOp::kAllreduce, count * es_, n));
     total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
   }
 
@@ -134,15 +144,20 @@ class RingAllreduce : public PendingCollective {
         const int tag = gather ? kTagRingGather : kTagRingReduce;
         t0_ = Clock::now();
         if (scope_) scope_->posted(next, prev);
+        received_.reset();
         recv_ = comm_.irecv(into, blocks_.size(rb) * es_, prev, tag);
         send_ = comm_.isend(base_ + blocks_.offset(sb) * es_, blocks_.size(sb) * es_, next, tag);
         hold_until_ =
             emulated_transfer_end(t0_, std::max(blocks_.size(sb), blocks_.size(rb)) * es_, link_bps_);
       }
-      if (!recv_->test() || !send_->test() || Clock::now() < hold_until_) return false;
+      if (!received_) {
+        if (!recv_->test()) return false;
+        received_ = Clock::now();
+      }
+      if (!send_->test() || Clock::now() < hold_until_) return false;
       recv_.reset();
       send_.reset();
-      if (scope_) scope_->step(next, prev, blocks_.size(sb) * es_, t0_, Clock::now());
+      if (scope_) scope_->step(next, prev, blocks_.size(sb) * es_, t0_, *received_, Clock::now());
       if (!gather) reduce_into(base_ + blocks_.offset(rb) * es_, tmp_, blocks_.size(rb), type_, op_);
       ++step_;
       ++steps_done_;
@@ -170,6 +185,7 @@ class RingAllreduce : public PendingCollective {
   char* tmp_;  // receives a block to reduce: the Collectives' scratch (one collective in flight)
   std::unique_ptr<CommRequest> recv_, send_;
   Clock::time_point t0_{};
+  std::optional<Clock::time_point> received_;  // when this step's receive completed
   std::optional<TimingRecorder::Scope> scope_;
 };
 
@@ -181,14 +197,11 @@ void post_only_peer(TimingRecorder::Scope& scope, const Communicator& comm) {
 
 class NativeAllreduce : public PendingCollective {
  public:
-  NativeAllreduce(Communicator& comm, TimingRecorder* recorder, void* data, size_t count, DType type,
-                  ReduceOp op)
-      : PendingCollective(comm,
-                          "native allreduce of " + std::to_string(count * dtype_size(type)) + " bytes") {
-    if (recorder) {
-      scope_.emplace(recorder->begin(CollectiveOp::kNativeAllreduce, count * dtype_size(type), comm.size()));
-      post_only_peer(*scope_, comm);
-    }
+  NativeAllreduce(Communicator& comm, std::optional<TimingRecorder::Scope> scope, void* data, size_t count,
+                  DType type, ReduceOp op)
+      : PendingCollective(comm, "native allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
+        scope_(std::move(scope)) {
+    if (scope_) post_only_peer(*scope_, comm);
     request_ = comm.native_iallreduce(data, count, type, op);
   }
   bool progress() override {
@@ -206,8 +219,8 @@ class NativeAllreduce : public PendingCollective {
   }
 
  private:
-  std::unique_ptr<CommRequest> request_;
   std::optional<TimingRecorder::Scope> scope_;
+  std::unique_ptr<CommRequest> request_;
 };
 
 }  // namespace
@@ -216,13 +229,15 @@ std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size
                                                                 ReduceOp op) {
   require_host("ring allreduce");
   const size_t largest_block = Blocks{count, comm_.size()}.size(0) * dtype_size(type);
-  return std::make_unique<RingAllreduce>(comm_, recorder_, data, count, type, op, emulated_link_bps_,
+  return std::make_unique<RingAllreduce>(comm_, record(CollectiveOp::kAllreduce, count * dtype_size(type)),
+                                         data, count, type, op, emulated_link_bps_,
                                          scratch(largest_block).data());
 }
 
 std::unique_ptr<PendingCollective> Collectives::start_native_allreduce(void* data, size_t count, DType type,
                                                                        ReduceOp op) {
-  return std::make_unique<NativeAllreduce>(comm_, recorder_, data, count, type, op);
+  return std::make_unique<NativeAllreduce>(
+      comm_, record(CollectiveOp::kNativeAllreduce, count * dtype_size(type)), data, count, type, op);
 }
 
 void Collectives::allreduce(void* data, size_t count, DType type, ReduceOp op) {
@@ -233,8 +248,7 @@ void Collectives::reduce_scatter(const void* send, void* recv, size_t recv_count
   require_host("ring reduce-scatter");
   const int n = comm_.size(), r = comm_.rank();
   const size_t es = dtype_size(type), block = recv_count * es;
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kReduceScatter, block * n, n));
+  auto scope = record(CollectiveOp::kReduceScatter, block * n);
   // Work on a copy so that `send` stays untouched.
   auto& work = scratch(block * static_cast<size_t>(n) + block);
   std::memcpy(work.data(), send, block * static_cast<size_t>(n));
@@ -253,8 +267,7 @@ void Collectives::allgather(const void* send, void* recv, size_t count, DType ty
   require_host("ring allgather");
   const int n = comm_.size(), r = comm_.rank();
   const size_t block = count * dtype_size(type);
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAllgather, block, n));
+  auto scope = record(CollectiveOp::kAllgather, block);
   auto* out = static_cast<char*>(recv);
   std::memcpy(out + block * static_cast<size_t>(r), send, block);
   const int next = mod(r + 1, n), prev = mod(r - 1, n);
@@ -284,8 +297,7 @@ void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_co
     sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
     rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
   }
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kAlltoallv, sdispl.back(), n));
+  auto scope = record(CollectiveOp::kAlltoallv, sdispl.back());
   const auto* in = static_cast<const char*>(send);
   auto* out = static_cast<char*>(recv);
   const auto ur = static_cast<size_t>(r);
@@ -304,8 +316,7 @@ void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_co
 void Collectives::broadcast(void* data, size_t count, DType type, int root) {
   const int n = comm_.size(), r = comm_.rank();
   const size_t bytes = count * dtype_size(type);
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kBroadcast, bytes, n));
+  auto scope = record(CollectiveOp::kBroadcast, bytes);
   // Binomial tree over ranks relative to the root.
   const int rel = mod(r - root, n);
   int mask = 1;
@@ -336,8 +347,7 @@ void Collectives::broadcast(void* data, size_t count, DType type, int root) {
 void Collectives::barrier() {
   if (!comm_.host_buffers()) return comm_.native_barrier();  // its exchanges use host bytes
   const int n = comm_.size(), r = comm_.rank();
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) scope.emplace(recorder_->begin(CollectiveOp::kBarrier, 0, n));
+  auto scope = record(CollectiveOp::kBarrier, 0);
   char out = 0, in = 0;
   // Dissemination: after ceil(log2 n) rounds every rank has heard from every other.
   for (int k = 1; k < n; k <<= 1) {
@@ -346,20 +356,14 @@ void Collectives::barrier() {
 }
 
 void Collectives::native_allreduce(void* data, size_t count, DType type, ReduceOp op) {
-  std::optional<TimingRecorder::Scope> scope;
-  if (recorder_) {
-    scope.emplace(recorder_->begin(CollectiveOp::kNativeAllreduce, count * dtype_size(type), comm_.size()));
-    post_only_peer(*scope, comm_);
-  }
+  auto scope = record(CollectiveOp::kNativeAllreduce, count * dtype_size(type));
+  if (scope) post_only_peer(*scope, comm_);
   comm_.native_allreduce(data, count, type, op);
 }
 
 void Collectives::native_alltoall(const void* send, void* recv, size_t count, DType type) {
-  std::optional<TimingRecorder::Scope> scope;
   const size_t bytes = count * dtype_size(type);
-  if (recorder_) {
-    scope.emplace(recorder_->begin(CollectiveOp::kNativeAlltoall, bytes * comm_.size(), comm_.size()));
-  }
+  auto scope = record(CollectiveOp::kNativeAlltoall, bytes * comm_.size());
   comm_.native_alltoall(send, recv, bytes);
 }
 

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "comms/communicator.h"
@@ -23,6 +25,11 @@ class Collectives {
   Collectives(Communicator& comm, TimingRecorder* recorder);
 
   Communicator& comm() { return comm_; }
+
+  // Names the group in the recorder's records (RecordGroup): `name` must be the same on every
+  // member and unique in the job; `world_ranks[i]` is member i's world rank (empty: the identity).
+  void set_group(std::string name, std::vector<int> world_ranks);
+  const RecordGroup& group() const { return group_; }
 
   // Emulates a slow link for tests and benchmarks: every point-to-point transfer of these
   // collectives takes at least bytes / `bytes_per_second` (the remainder is slept, leaving the
@@ -56,6 +63,8 @@ class Collectives {
 
  private:
   void require_host(const char* op) const;
+  // The record of a collective entered now (nullopt when recording is off).
+  std::optional<TimingRecorder::Scope> record(CollectiveOp op, uint64_t bytes);
   // One timed sendrecv inside a recorded collective.
   void exchange(TimingRecorder::Scope* scope, const void* send, size_t send_bytes, int dst, void* recv,
                 size_t recv_bytes, int src, int tag);
@@ -65,6 +74,7 @@ class Collectives {
 
   Communicator& comm_;
   TimingRecorder* recorder_;
+  RecordGroup group_;
   std::vector<char> scratch_;
   double emulated_link_bps_ = 0;
 };

@@ -34,9 +34,25 @@ const char* collective_op_name(CollectiveOp op) {
   return "?";
 }
 
+int RecordGroup::world_rank(int member) const {
+  return member >= 0 && static_cast<size_t>(member) < world_ranks.size()
+             ? world_ranks[static_cast<size_t>(member)]
+             : member;
+}
+
 TimingRecorder::TimingRecorder(size_t capacity) : slots_(std::max<size_t>(capacity, 1)) {
   for (auto& s : slots_) s.connections.reserve(8);
 }
+
+namespace {
+
+// A steady-clock time point as wall-clock nanoseconds, given the two clocks read at one moment.
+int64_t wall_of(std::chrono::steady_clock::time_point t, std::chrono::steady_clock::time_point now_steady,
+                int64_t now_wall) {
+  return now_wall - std::chrono::duration_cast<std::chrono::nanoseconds>(now_steady - t).count();
+}
+
+}  // namespace
 
 int64_t TimingRecorder::wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -44,10 +60,19 @@ int64_t TimingRecorder::wall_ns() {
       .count();
 }
 
-TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int group_size) {
+TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int group_size,
+                                            RecordGroup* group) {
   std::lock_guard lock(mu_);
   CollectiveRecord& r = slots_[next_seq_ % slots_.size()];
   r.seq = next_seq_++;
+  if (group) {
+    r.group = group->name;  // reuses the slot's capacity once warm
+    r.group_seq = group->next++;
+  } else {
+    r.group.clear();
+    r.group_seq = 0;
+  }
+  r.exchanges.clear();
   r.op = op;
   r.bytes = bytes;
   r.group_size = group_size;
@@ -58,7 +83,7 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
   r.waiting_send_peer = r.waiting_recv_peer = -1;
   r.dropped_connections = 0;
   r.connections.clear();  // keeps capacity: no allocation once warm
-  return Scope(this, &r);
+  return Scope(this, &r, group);
 }
 
 TimingRecorder::Scope TimingRecorder::begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer,
@@ -80,6 +105,9 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
   std::lock_guard lock(mu_);
   CollectiveRecord& r = slots_[next_seq_ % slots_.size()];
   r.seq = next_seq_++;
+  r.group.clear();
+  r.group_seq = 0;
+  r.exchanges.clear();
   r.op = op;
   r.bytes = bytes;
   r.group_size = 2;
@@ -96,16 +124,18 @@ void TimingRecorder::record_transfer(CollectiveOp op, uint64_t bytes, int peer, 
       ConnectionTiming{send ? peer : -1, send ? -1 : peer, 1, send ? bytes : 0, waited, waited});
 }
 
-TimingRecorder::Scope::Scope(TimingRecorder* recorder, CollectiveRecord* record)
+TimingRecorder::Scope::Scope(TimingRecorder* recorder, CollectiveRecord* record, const RecordGroup* group)
     : recorder_(recorder),
       record_(record),
       seq_(record->seq),
+      group_(group),
       uncaught_at_begin_(std::uncaught_exceptions()) {}
 
 TimingRecorder::Scope::Scope(Scope&& other) noexcept
     : recorder_(other.recorder_),
       record_(other.record_),
       seq_(other.seq_),
+      group_(other.group_),
       uncaught_at_begin_(other.uncaught_at_begin_) {
   other.recorder_ = nullptr;
   other.record_ = nullptr;
@@ -126,21 +156,30 @@ void TimingRecorder::Scope::posted(int send_peer, int recv_peer) {
   std::lock_guard lock(recorder_->mu_);
   auto* r = live();
   if (!r) return;
-  r->waiting_send_peer = send_peer;
-  r->waiting_recv_peer = recv_peer;
+  r->waiting_send_peer = world(send_peer);
+  r->waiting_recv_peer = world(recv_peer);
 }
 
-void TimingRecorder::Scope::step(int send_peer, int recv_peer, uint64_t bytes,
+void TimingRecorder::Scope::step(int send_member, int recv_member, uint64_t bytes,
                                  std::chrono::steady_clock::time_point t0,
+                                 std::chrono::steady_clock::time_point received,
                                  std::chrono::steady_clock::time_point t1) {
   if (!record_) return;
+  const int send_peer = world(send_member), recv_peer = world(recv_member);
   const auto ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+  const auto now_steady = std::chrono::steady_clock::now();
+  const int64_t now_wall = wall_ns();
   std::lock_guard lock(recorder_->mu_);
   auto* r = live();
   if (!r) return;
   r->waiting_send_peer = r->waiting_recv_peer = -1;
-  if (r->start_ns == 0) r->start_ns = wall_ns();
+  if (r->start_ns == 0) r->start_ns = now_wall;
+  if (r->exchanges.size() < kMaxExchangesPerRecord) {
+    r->exchanges.push_back(ExchangeTiming{send_peer, recv_peer, bytes, wall_of(t0, now_steady, now_wall),
+                                          wall_of(received, now_steady, now_wall),
+                                          wall_of(t1, now_steady, now_wall)});
+  }
   auto& conns = r->connections;
   auto it = std::find_if(conns.begin(), conns.end(), [&](const ConnectionTiming& c) {
     return c.send_peer == send_peer && c.recv_peer == recv_peer;
@@ -241,7 +280,18 @@ nlohmann::json TimingRecorder::to_json(const std::vector<CollectiveRecord>& reco
                        {"total_ns", c.total_ns},
                        {"max_ns", c.max_ns}});
     }
+    nlohmann::json exchanges = nlohmann::json::array();
+    for (const auto& e : r.exchanges) {
+      exchanges.push_back({{"send_peer", e.send_peer},
+                           {"recv_peer", e.recv_peer},
+                           {"bytes", e.bytes},
+                           {"posted_ns", e.posted_ns},
+                           {"recv_ns", e.recv_ns},
+                           {"done_ns", e.done_ns}});
+    }
     list.push_back({{"seq", r.seq},
+                    {"group", r.group},
+                    {"group_seq", r.group_seq},
                     {"op", collective_op_name(r.op)},
                     {"bytes", r.bytes},
                     {"group_size", r.group_size},
@@ -252,7 +302,8 @@ nlohmann::json TimingRecorder::to_json(const std::vector<CollectiveRecord>& reco
                     {"waiting_send_peer", r.waiting_send_peer},
                     {"waiting_recv_peer", r.waiting_recv_peer},
                     {"dropped_connections", r.dropped_connections},
-                    {"connections", std::move(conns)}});
+                    {"connections", std::move(conns)},
+                    {"exchanges", std::move(exchanges)}});
   }
   return out;
 }

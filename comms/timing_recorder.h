@@ -3,6 +3,13 @@
 // always on and cheap: slots are reused without allocation once warm. Dumped as JSON on a
 // timeout and summarised in step reports; fault localisation reads it.
 //
+// Records of a group's collectives (begin() with a RecordGroup) carry the group's name and a
+// counter that is the same on every member for the same collective, and name peers by world rank:
+// the fault detector (faults/) lines up the members' records of one collective by them. Each
+// exchange of such a collective is also kept with its wall-clock times (up to
+// kMaxExchangesPerRecord), so that a transfer's time can be measured from when both of its sides
+// had posted it: a late sender is then not blamed on the link.
+//
 // Call order: begin() when a collective is entered; posted() when an exchange is posted, step()
 // when it completed; end() when the collective completed. A Scope destroyed without end() while
 // an exception unwinds (a timeout), or abandon()ed, leaves its record not completed, with the
@@ -49,8 +56,29 @@ struct ConnectionTiming {
   uint64_t max_ns = 0;    // slowest single exchange
 };
 
+// One exchange of a collective as this rank saw it (wall-clock nanoseconds since the Unix epoch):
+// posted, its receive complete, and both directions complete.
+struct ExchangeTiming {
+  int32_t send_peer = -1;
+  int32_t recv_peer = -1;
+  uint64_t bytes = 0;  // sent to send_peer
+  int64_t posted_ns = 0;
+  int64_t recv_ns = 0;
+  int64_t done_ns = 0;
+};
+
+// Ranks that run the same collectives in the same order (a communicator's Collectives).
+struct RecordGroup {
+  std::string name;              // the same on every member, unique in the job: "dp@2", "stats"
+  std::vector<int> world_ranks;  // member i's world rank; empty: member i is world rank i
+  uint64_t next = 0;             // the counter the group's next collective gets
+  int world_rank(int member) const;
+};
+
 struct CollectiveRecord {
   uint64_t seq = 0;
+  std::string group;       // RecordGroup::name ("" outside a group: pipeline transfers)
+  uint64_t group_seq = 0;  // the collective's number in its group, from 0
   CollectiveOp op = CollectiveOp::kAllreduce;
   uint64_t bytes = 0;  // payload of this rank
   int32_t group_size = 0;
@@ -65,11 +93,13 @@ struct CollectiveRecord {
   int32_t waiting_recv_peer = -1;
   uint32_t dropped_connections = 0;  // connections beyond the per-record cap
   std::vector<ConnectionTiming> connections;
+  std::vector<ExchangeTiming> exchanges;  // the first kMaxExchangesPerRecord, in order
 };
 
 class TimingRecorder {
  public:
   static constexpr size_t kMaxConnectionsPerRecord = 64;
+  static constexpr size_t kMaxExchangesPerRecord = 64;  // a ring of 33 ranks
 
   explicit TimingRecorder(size_t capacity);
 
@@ -80,9 +110,14 @@ class TimingRecorder {
     ~Scope();
     // An exchange with these peers was posted (-1: no such direction); step() clears it.
     void posted(int send_peer, int recv_peer);
-    // Records one exchange that took [t0, t1] (steady clock) moving `bytes` to `send_peer`.
+    // Records one exchange posted at t0 whose receive completed at `received` and both directions
+    // at t1 (steady clock), moving `bytes` to `send_peer`. Peers are the group's members.
     void step(int send_peer, int recv_peer, uint64_t bytes, std::chrono::steady_clock::time_point t0,
-              std::chrono::steady_clock::time_point t1);
+              std::chrono::steady_clock::time_point received, std::chrono::steady_clock::time_point t1);
+    void step(int send_peer, int recv_peer, uint64_t bytes, std::chrono::steady_clock::time_point t0,
+              std::chrono::steady_clock::time_point t1) {
+      step(send_peer, recv_peer, bytes, t0, t1, t1);
+    }
     void end();
     // Closes a begin_transfer_wait() record: the transfer completed, waited for since `wait_start`.
     void end_transfer(std::chrono::steady_clock::time_point wait_start);
@@ -91,17 +126,20 @@ class TimingRecorder {
 
    private:
     friend class TimingRecorder;
-    Scope(TimingRecorder* recorder, CollectiveRecord* record);
+    Scope(TimingRecorder* recorder, CollectiveRecord* record, const RecordGroup* group);
+    int world(int member) const { return group_ && member >= 0 ? group_->world_rank(member) : member; }
     void close(bool completed);
     // The scope's record while its slot still holds it (the recorder's lock held), else null.
     CollectiveRecord* live() const;
     TimingRecorder* recorder_;
     CollectiveRecord* record_;
     uint64_t seq_;
+    const RecordGroup* group_;
     int uncaught_at_begin_;
   };
 
-  Scope begin(CollectiveOp op, uint64_t bytes, int group_size);
+  // A collective of `group` (may be null) entered: the group's counter advances.
+  Scope begin(CollectiveOp op, uint64_t bytes, int group_size, RecordGroup* group = nullptr);
 
   // A point-to-point transfer (kSend or kRecv) posted at `posted_ns` that this rank now waits for:
   // until the Scope's end_transfer(), its record is not completed and names `peer` as the one

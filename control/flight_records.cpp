@@ -14,6 +14,17 @@ void to_report(const CollectiveRecord& r, report::CollectiveRecord* out) {
   out->set_waiting_send_peer(r.waiting_send_peer);
   out->set_waiting_recv_peer(r.waiting_recv_peer);
   out->set_dropped_connections(r.dropped_connections);
+  out->set_group(r.group);
+  out->set_group_seq(r.group_seq);
+  for (const auto& e : r.exchanges) {
+    auto* x = out->add_exchanges();
+    x->set_send_peer(e.send_peer);
+    x->set_recv_peer(e.recv_peer);
+    x->set_bytes(e.bytes);
+    x->set_posted_ns(e.posted_ns);
+    x->set_recv_ns(e.recv_ns);
+    x->set_done_ns(e.done_ns);
+  }
   for (const auto& c : r.connections) {
     auto* conn = out->add_connections();
     conn->set_send_peer(c.send_peer);

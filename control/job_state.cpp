@@ -46,6 +46,7 @@ void JobState::begin_attempt(int attempt) {
     r.flight.reset();
     r.state = report::STARTING;
   }
+  suspicion_.clear();
 }
 
 int JobState::attempt() const {
@@ -99,7 +100,16 @@ std::vector<control::Command> JobState::heartbeat(const control::HeartbeatReques
 }
 
 void JobState::add_report(const report::StepReport& report) {
-  std::lock_guard lock(mu_);
+  std::function<void(const report::StepReport&)> sink;
+  {
+    std::lock_guard lock(mu_);
+    add_report_locked(report);
+    sink = report_sink_;
+  }
+  if (sink) sink(report);
+}
+
+void JobState::add_report_locked(const report::StepReport& report) {
   ++reports_;
   auto& r = ranks_[static_cast<size_t>(report.rank())];
   r.last_seen = Clock::now();
@@ -236,6 +246,26 @@ void JobState::set_event_sink(std::function<void(const nlohmann::json&)> sink) {
   event_sink_ = std::move(sink);
 }
 
+void JobState::set_report_sink(std::function<void(const report::StepReport&)> sink) {
+  std::lock_guard lock(mu_);
+  report_sink_ = std::move(sink);
+}
+
+void JobState::add_fault(const nlohmann::json& verdict) {
+  {
+    std::lock_guard lock(mu_);
+    ++fault_verdicts_[verdict.value("kind", std::string("?"))];
+    faults_.push_back(verdict);
+    if (faults_.size() > kMaxFaults) faults_.erase(faults_.begin());
+  }
+  add_event(verdict);
+}
+
+void JobState::set_suspicion(std::vector<double> suspicion) {
+  std::lock_guard lock(mu_);
+  suspicion_ = std::move(suspicion);
+}
+
 void JobState::set_control_address(const std::string& address) {
   std::lock_guard lock(mu_);
   control_address_ = address;
@@ -314,6 +344,8 @@ nlohmann::json JobState::to_json() const {
   j["step_time_heatmap"] = step_time_heatmap_locked();
   j["collective_matrix"] = collective_matrix_locked();
   j["events"] = events_;
+  j["faults"] = faults_;
+  j["suspicion"] = suspicion_;
   return j;
 }
 
@@ -433,6 +465,18 @@ std::string JobState::prometheus() const {
     const auto& [op, src, dst] = key;
     out << "rondo_collective_seconds{op=\"" << op << "\",src=\"" << src << "\",dst=\"" << dst << "\"} "
         << prom_value(link.seconds) << "\n";
+  }
+  metric("rondo_fault_verdicts_total", "counter", "Fault verdicts reached (events.jsonl), by kind.");
+  for (const char* kind : {"slow_rank", "slow_link", "hang", "crash"}) {
+    const auto it = fault_verdicts_.find(kind);
+    out << "rondo_fault_verdicts_total{kind=\"" << kind << "\"} "
+        << (it == fault_verdicts_.end() ? 0 : it->second) << "\n";
+  }
+  metric("rondo_suspect", "gauge",
+         "Share of the fault detector's recent steps in which the rank kept the others waiting (0..1).");
+  for (int k = 0; k < world_size_; ++k) {
+    const double v = static_cast<size_t>(k) < suspicion_.size() ? suspicion_[static_cast<size_t>(k)] : 0.0;
+    out << "rondo_suspect{rank=\"" << k << "\"} " << prom_value(v) << "\n";
   }
   metric("rondo_restarts_total", "counter", "Relaunches after a failed attempt.");
   out << "rondo_restarts_total " << restarts_ << "\n";

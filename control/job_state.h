@@ -69,6 +69,14 @@ class JobState {
   // the dashboard. Events keep their order: the sink is called under the state's lock.
   void add_event(nlohmann::json event);
   void set_event_sink(std::function<void(const nlohmann::json&)> sink);
+  // Called with every step report after the state took it in (outside the state's lock): fault
+  // localisation reads them there. Set before the control plane serves.
+  void set_report_sink(std::function<void(const report::StepReport&)> sink);
+  // A fault verdict (faults/verdict.h's JSON): an event, counted by kind for /metrics, the newest
+  // kept for the dashboard, its ranks marked suspect until the next attempt.
+  void add_fault(const nlohmann::json& verdict);
+  // Each rank's suspicion (0..1, the fault detector's) for rondo_suspect{rank}.
+  void set_suspicion(std::vector<double> suspicion);
   void count_restart();
   void set_control_address(const std::string& address);
 
@@ -103,6 +111,7 @@ class JobState {
   // (where it waits moves), the period between step ends does not.
   static constexpr int kSmoothingSteps = 10;
   nlohmann::json progress_locked() const;
+  void add_report_locked(const report::StepReport& report);
   // Parts of to_json(), with mu_ held: the loss and throughput series, each rank's entry, the
   // ranks x steps heatmap of step times, the rank x rank matrix of the latest collective times.
   nlohmann::json series_locked() const;
@@ -131,6 +140,11 @@ class JobState {
   uint64_t reports_ = 0, restarts_ = 0, next_command_id_ = 1;
   std::vector<nlohmann::json> events_;
   std::function<void(const nlohmann::json&)> event_sink_;
+  std::function<void(const report::StepReport&)> report_sink_;
+  std::map<std::string, uint64_t> fault_verdicts_;  // by kind
+  std::vector<nlohmann::json> faults_;              // the newest kMaxFaults verdicts
+  std::vector<double> suspicion_;
+  static constexpr size_t kMaxFaults = 20;
 };
 
 }  // namespace rondo

@@ -56,18 +56,24 @@ std::string describe_rank(const fs::path& run_dir, int rank, const JobState* sta
 }
 
 AttemptWatch::AttemptWatch(JobState& state, const Config& config, fs::path run_dir, int world, int attempt,
-                           std::string control_address, EventSink event)
+                           std::string control_address, EventSink event, FaultMonitor* faults)
     : state_(state),
       config_(config),
       run_dir_(std::move(run_dir)),
       world_(world),
       attempt_(attempt),
       control_address_(std::move(control_address)),
-      event_(std::move(event)) {}
+      event_(std::move(event)),
+      faults_(faults) {}
 
 bool AttemptWatch::should_stop() {
   forward_stop_request();
-  if (teardown_since_) return flights_collected();
+  if (teardown_since_) {
+    const bool collected = flights_collected();
+    if (silent_rank_ && (collected || JobState::Clock::now() - *teardown_since_ > kHangJudgementWait))
+      judge_silent_rank(collected);
+    return collected;
+  }
   if (!find_failure()) return false;
   logging::get("orchestrator")->error("{}; collecting flight recorders before stopping the job", ended_by_);
   state_.command(control::Command::DUMP_FLIGHT);
@@ -103,6 +109,7 @@ bool AttemptWatch::find_failure() {
                 shortest_float(launch.heartbeat_timeout_s) +
                 " s (launch.heartbeat_timeout_s): hung, stopped or cut off";
     event_({{"event", "rank_silent"}, {"attempt", attempt_}, {"rank", silent.front()}});
+    silent_rank_ = silent.front();
   } else if (!unregistered.empty()) {
     std::string ranks;
     for (size_t i = 0; i < unregistered.size() && i < 8; ++i)
@@ -118,6 +125,16 @@ bool AttemptWatch::find_failure() {
   for (const auto& f : failed) gone_.insert(f.rank());
   gone_.insert(silent.begin(), silent.end());
   return true;
+}
+
+void AttemptWatch::judge_silent_rank(bool flights_in) {
+  const int rank = *silent_rank_;
+  silent_rank_.reset();
+  if (!faults_) return;
+  const double silent_s = config_.launch.heartbeat_timeout_s +
+                          std::chrono::duration<double>(JobState::Clock::now() - *teardown_since_).count();
+  if (!flights_in) logging::get("orchestrator")->info("judging rank {} before every flight dump is in", rank);
+  faults_->judge_silent(rank, silent_s, state_.last_step());
 }
 
 bool AttemptWatch::flights_collected() const {

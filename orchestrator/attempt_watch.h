@@ -26,11 +26,14 @@
 #include "launch/launcher_report.h"
 #include "launch/process_runner.h"
 #include "orchestrator/config.h"
+#include "orchestrator/fault_monitor.h"
 
 namespace rondo {
 
 // After a failure, how long the coordinator waits for the other ranks' flight dumps.
 constexpr auto kFlightCollectionWait = std::chrono::seconds(10);
+// How long a silent rank's verdict waits for them: a hang is named within heartbeat timeout + 2 s.
+constexpr auto kHangJudgementWait = std::chrono::milliseconds(1500);
 
 // The signal that asked the job to stop after its current step with a checkpoint (0: none):
 // SIGUSR1 (Slurm's warning before the time limit) or the first SIGINT/SIGTERM of `rondo run`.
@@ -42,8 +45,10 @@ std::string describe_rank(const std::filesystem::path& run_dir, int rank, const 
 class AttemptWatch {
  public:
   using EventSink = std::function<void(nlohmann::json)>;
+  // `faults` (may be null) judges a silent rank once the others' flight dumps are in, or
+  // kHangJudgementWait after the silence was found, whichever comes first.
   AttemptWatch(JobState& state, const Config& config, std::filesystem::path run_dir, int world, int attempt,
-               std::string control_address, EventSink event);
+               std::string control_address, EventSink event, FaultMonitor* faults = nullptr);
 
   // True when the attempt should be stopped now.
   bool should_stop();
@@ -55,6 +60,7 @@ class AttemptWatch {
   // Names the first failed, silent or unregistered rank in ended_by_ and the gone ranks; false if none.
   bool find_failure();
   bool flights_collected() const;
+  void judge_silent_rank(bool flights_in);
 
   JobState& state_;
   const Config& config_;
@@ -67,6 +73,8 @@ class AttemptWatch {
   std::optional<JobState::Clock::time_point> teardown_since_;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   bool stop_sent_ = false;
+  FaultMonitor* faults_;
+  std::optional<int> silent_rank_;  // found silent, not judged yet
 };
 
 // How one attempt ended, as the coordinator saw it.

@@ -150,6 +150,16 @@ const std::vector<ConfigKey>& config_schema() {
           "a rank that has not registered with the coordinator this long after the launch ends the attempt"),
       RONDO_KEY(launch, dashboard_port, "the live dashboard, /metrics and /api/state; 0: off"),
       RONDO_KEY(launch, dashboard_address, "the address the dashboard listens on"),
+      RONDO_KEY(faults, slow_rank_share,
+                "a rank is a slow-rank suspect in a step when the others waited this share of the step "
+                "for it (late into collectives, late taking in transfers)"),
+      RONDO_KEY(faults, slow_link_factor,
+                "a link is a slow-link suspect when its typical transfer takes this many times as long per "
+                "byte as the other links'"),
+      RONDO_KEY(faults, slow_link_share,
+                "a slow-link suspect's transfers also take at least this share of the step"),
+      RONDO_KEY(faults, window, "steps a suspect is judged over"),
+      RONDO_KEY(faults, persist, "a suspect in this many steps of the window is a fault (a verdict)"),
   };
   return schema;
 }
@@ -500,6 +510,15 @@ void validate_comms_and_launch(const Config& c) {
 
 }  // namespace
 
+void validate_faults(const Config& c) {
+  const auto& f = c.faults;
+  require(f.slow_rank_share > 0 && f.slow_rank_share < 1, "faults.slow_rank_share", "must be in (0, 1)");
+  require(f.slow_link_factor > 1, "faults.slow_link_factor", "must be > 1");
+  require(f.slow_link_share >= 0 && f.slow_link_share < 1, "faults.slow_link_share", "must be in [0, 1)");
+  require(f.window >= 1 && f.window <= 1000, "faults.window", "must be 1..1000 steps");
+  require(f.persist >= 1 && f.persist <= f.window, "faults.persist", "must be 1..faults.window");
+}
+
 void validate(const Config& c) {
   validate_model(c);
   validate_parallel(c);
@@ -507,6 +526,7 @@ void validate(const Config& c) {
   validate_data(c);
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
+  validate_faults(c);
 }
 
 std::string schema_markdown() {

@@ -130,6 +130,15 @@ struct LaunchConfig {
   std::string dashboard_address = "127.0.0.1";
 };
 
+// Fault localisation in the coordinator (faults/fault_detector.h's DetectorOptions).
+struct FaultsConfig {
+  double slow_rank_share = 0.15;
+  double slow_link_factor = 3.0;
+  double slow_link_share = 0.02;
+  int64_t window = 8;
+  int64_t persist = 5;
+};
+
 struct Config {
   ModelConfig model;
   ParallelConfig parallel;
@@ -139,6 +148,7 @@ struct Config {
   PipelineConfig pipeline;
   CommsConfig comms;
   LaunchConfig launch;
+  FaultsConfig faults;
 };
 
 // One key of the schema: where it lives in Config, its type (from the field) and what it means.

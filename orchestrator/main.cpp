@@ -15,6 +15,7 @@
 #include "launch/sbatch_script.h"
 #include "orchestrator/config.h"
 #include "orchestrator/data_command.h"
+#include "orchestrator/diagnose_command.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/run_command.h"
@@ -156,6 +157,20 @@ void add_run_tools(CLI::App& app, Subcommands& out) {
   status->add_option("RUN_DIR", a->run_dir, "the run directory")->required();
   status->add_flag("--json", a->json, "print the state as JSON (what /api/state serves)");
   out.push_back({status, [a] { return rondo::run_status(a->run_dir, a->json); }});
+
+  auto diagnose_options = std::make_shared<rondo::DiagnoseOptions>();
+  auto* diagnose = app.add_subcommand(
+      "diagnose", "find slow ranks and slow links in a run's recorded step reports (exit 3: faults found)");
+  diagnose->add_option("RUN_DIR", diagnose_options->run_dir, "the run directory")->required();
+  diagnose->add_flag("--json", diagnose_options->json, "one verdict per line, as events.jsonl has them");
+  auto& d = *diagnose_options;
+  diagnose->add_option("--window", d.window, "faults.window (default: the run's config)");
+  diagnose->add_option("--persist", d.persist, "faults.persist (default: the run's config)");
+  diagnose->add_option("--rank-share", d.slow_rank_share,
+                       "faults.slow_rank_share (default: the run's config)");
+  diagnose->add_option("--link-factor", d.slow_link_factor,
+                       "faults.slow_link_factor (default: the run's config)");
+  out.push_back({diagnose, [diagnose_options] { return rondo::run_diagnose(*diagnose_options); }});
 
   auto* config = app.add_subcommand("config", "print the effective config (defaults filled in)");
   a->config.add_to(config);

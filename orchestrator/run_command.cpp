@@ -28,6 +28,7 @@
 #include "launch/srun_command.h"
 #include "orchestrator/attempt_watch.h"
 #include "orchestrator/dashboard_server.h"
+#include "orchestrator/fault_monitor.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
 
@@ -183,7 +184,10 @@ struct JobServices {
         token(random_token()),
         state(run_dir.string(), static_cast<int>(plan.mesh().world_size()),
               static_cast<int64_t>(plan.training().train_iters())),
+        faults(state, run_dir, detector_options(config.faults)),
         control(state, control_options(config, run_dir, token)) {
+    // No worker runs before the first attempt launches: no report reaches the state before this.
+    state.set_report_sink([this](const report::StepReport& r) { faults.add_report(r); });
     logging::get("orchestrator")->info("control plane on {}", control.address());
     state.set_control_address(control.address());
     const int64_t port = options.dashboard_port >= 0 ? options.dashboard_port : config.launch.dashboard_port;
@@ -209,6 +213,7 @@ struct JobServices {
   fs::path run_dir;
   std::string token;  // the job's secret, handed to the workers in their environment
   JobState state;
+  FaultMonitor faults;
   ControlServer control;
   std::unique_ptr<DashboardServer> dashboard;
   std::chrono::steady_clock::time_point state_saved{};
@@ -259,8 +264,9 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
       ->info("launching {} workers with {} (attempt {}): {}", world, cmd.front(), attempt, joined(cmd));
   job.event({{"event", "launch"}, {"attempt", attempt}, {"ranks", world}, {"command", joined(cmd)}});
 
-  AttemptWatch watch(job.state, config, run_dir, world, attempt, job.control.address(),
-                     [&job](nlohmann::json e) { job.event(std::move(e)); });
+  AttemptWatch watch(
+      job.state, config, run_dir, world, attempt, job.control.address(),
+      [&job](nlohmann::json e) { job.event(std::move(e)); }, &job.faults);
   ProcessMonitor monitor;
   monitor.status_line = [&] { return progress_line(job.state, attempt); };
   monitor.should_stop = [&] {
@@ -273,6 +279,10 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   const auto result =
       run_process(cmd, remaining, (run_dir / "logs" / "launcher.log").string(), true, monitor);
   const auto end = judge_attempt(run_dir, world, result, watch.ended_by(), job.state, config);
+  // A rank the launcher saw die first, the watch having found nothing before: a crash.
+  if (!end.ok && end.rank_end && watch.ended_by().empty() && !result.stopped) {
+    job.faults.judge_ended(end.rank_end->rank, end.rank_end->how(), job.state.last_step());
+  }
   for (const auto& dump : job.state.flights()) {
     job.event({{"event", "flight_dump"},
                {"attempt", attempt},

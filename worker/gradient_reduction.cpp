@@ -5,9 +5,9 @@
 #include <fmt/format.h>
 
 #include "comms/gradient_buckets.h"
+#include "data/exec/chunked_microbatch.h"
 #include "pipeline/exec/weight_grad_store.h"
 #include "proto/plan.pb.h"
-#include "data/exec/chunked_microbatch.h"
 #include "worker/metrics_writer.h"
 
 namespace rondo {
@@ -50,6 +50,8 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
     BucketedAllreduce::Options options;
     options.native = native_;
     options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
+    options.group = "grads" + std::to_string(reducers_.size()) + "_" + dp.group().name;
+    options.world_ranks = dp.group().world_ranks;
     auto* into =
         reducers_
             .emplace_back(std::make_unique<BucketedAllreduce>(

@@ -132,8 +132,10 @@ void StatelessWeights::setup_asynchronous(const Named& owned) {
     params[static_cast<size_t>(k)] = {shared_->parameters(k).narrow(0, range.offset, range.count)};
   delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, std::vector<torch::Tensor>{master},
                                              std::move(params), delay_correction(plan_));
-  if (context_.dp.comm().size() > 1)
+  if (context_.dp.comm().size() > 1) {
     async_dp_ = std::make_unique<Collectives>(context_.dp.comm(), context_.recorder);
+    async_dp_->set_group("async_" + context_.dp.group().name, context_.dp.group().world_ranks);
+  }
   shared_->replica().native_barrier();  // every owner's versions are in place
   if (context_.rank == 0) log_asynchronous_mode(plan_);
 }

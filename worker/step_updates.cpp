@@ -40,6 +40,7 @@ class DelayedUpdates : public StepUpdates {
     std::iota(everyone.begin(), everyone.end(), 0);
     comm_ = world.split(everyone);
     stats_ = std::make_unique<Collectives>(*comm_, recorder);  // the recorder locks
+    stats_->set_group("delayed_stats", {});
   }
 
   void optimizer_step(int64_t, double, StepSums sums) override {

@@ -13,6 +13,7 @@
 #include "common/stopwatch.h"
 #include "comms/collectives.h"
 #include "control/flight_records.h"
+#include "data/exec/step_batches.h"
 #include "data/sample_windows.h"
 #include "data/token_corpus.h"
 #include "pipeline/exec/plan_schedule.h"
@@ -28,7 +29,6 @@
 #include "worker/metrics_writer.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
-#include "data/exec/step_batches.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
 
@@ -173,7 +173,9 @@ void Trainer::Impl::setup() {
   // Every collective a rank can wait in is recorded: a hang inside the step's statistics must show
   // in the flight dump as well as one inside the gradient reduction.
   world_coll = std::make_unique<Collectives>(world, recorder.get());
+  world_coll->set_group("world", {});
   stats_coll = std::make_unique<Collectives>(world, recorder.get());
+  stats_coll->set_group("stats", {});
   build_dp_group();
   dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
   std::vector<int> everyone(static_cast<size_t>(world.size()));
@@ -217,18 +219,26 @@ void Trainer::Impl::setup() {
 void Trainer::Impl::build_dp_group() {
   // Creating a sub-communicator is collective over the world: every rank takes part for every
   // data-parallel group, in the plan's order.
+  std::vector<int> dp_ranks;
   for (const auto& g : plan.mesh().groups()) {
     if (g.kind() != plan::GROUP_DP) continue;
     std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
     if (static_cast<int>(ranks.size()) == world.size()) {
       dp_coll = std::make_unique<Collectives>(world, recorder.get());
+      dp_coll->set_group("dp@0", {});
       return;  // one group spanning the world: reuse it
     }
     auto sub = world.split(ranks);
-    if (sub) dp_comm = std::move(sub);
+    if (sub) {
+      dp_comm = std::move(sub);
+      dp_ranks = ranks;
+    }
   }
   if (!dp_comm) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
   dp_coll = std::make_unique<Collectives>(*dp_comm, recorder.get());
+  // Data-parallel groups are disjoint: the first member names one.
+  std::string name = "dp@" + std::to_string(dp_ranks.front());
+  dp_coll->set_group(std::move(name), std::move(dp_ranks));
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {

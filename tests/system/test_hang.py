@@ -14,6 +14,9 @@ WATCHED = ["parallel.world_size=2", "training.train_iters=100000", "comms.timeou
            "launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "launch.max_restarts=0"]
 
 
+stop_times = {}
+
+
 def stop_rank_1(name, sets):
     """Runs the job, stops rank 1 with SIGSTOP after step 5, waits for the job to end; returns
     (run_dir, proc, rank 1's pid, seconds from the stop to the end)."""
@@ -22,6 +25,7 @@ def stop_rank_1(name, sets):
     victim = worker_pid(run_dir, 1)
     t_stop = time.time()
     os.kill(victim, signal.SIGSTOP)
+    stop_times[name] = t_stop
     try:
         proc.wait(timeout=120)
     finally:
@@ -56,6 +60,20 @@ ctx.check(all(r["completed"] for r in records if r not in stuck[-1:]) if stuck e
 with open(os.path.join(run_dir, "state.json")) as f:
     state = json.load(f)
 ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']})")
+# The fault verdict: a hang of rank 1, its process stopped, within the heartbeat timeout + 2 s of
+# the stop; the evidence shows rank 0 waiting in a collective rank 1's reports never completed.
+hangs = [e for e in events(run_dir) if e.get("event") == "fault"]
+print("verdicts:", json.dumps(hangs))
+ctx.check(len(hangs) == 1 and hangs[0]["kind"] == "hang" and hangs[0]["ranks"] == [1],
+          f"one verdict: a hang of rank 1 ({[(e['kind'], e['ranks']) for e in hangs]})")
+if hangs:
+    h = hangs[0]
+    ctx.check(h["time"] - stop_times["stopped"] <= 3 + 2,
+              f"named {h['time'] - stop_times['stopped']:.2f} s after the stop (heartbeat timeout 3 s + 2 s)")
+    ctx.check(h["evidence"]["process"] == "stopped", f"its process is seen stopped ({h['evidence']['process']})")
+    waiting = [w for w in h["evidence"]["others_waiting"] if w["rank"] == 0 and w["group"]]
+    ctx.check(any(1 in w["waiting_for"] and w["silent_rank_entered"] is False for w in waiting),
+              f"rank 0 waits for rank 1 in a collective rank 1 had not completed: {json.dumps(waiting)}")
 
 # A pipeline: stage 0's rank waits in a point-to-point transfer with the stopped last stage, and
 # its dump says so. Where the stop lands is chance: between the last stage's final gradient and the

@@ -14,6 +14,9 @@
 namespace rondo {
 namespace {
 
+// A ring step of the test's allreduce of 2^14 floats over two ranks moves half of them.
+uint64_t v_bytes_half() { return (1u << 14) * sizeof(float) / 2; }
+
 // Runs fn(rank's communicator) on one thread per rank; rethrows the first failure.
 void run_ranks(int n, const std::function<void(Communicator&)>& fn) {
   auto world = InProcessCommunicator::create_world(n);
@@ -55,6 +58,42 @@ TEST(InProcessCommunicator, RondosRingCollectivesRunOverIt) {
     EXPECT_EQ(first.connections.front().send_peer, (r + 1) % 4);
     EXPECT_EQ(first.connections.front().recv_peer, (r + 3) % 4);
   });
+}
+
+TEST(InProcessCommunicator, AGroupsRecordsNameWorldRanksAndLineUpAcrossMembers) {
+  // Ranks 1 and 3 of four form a group; its records name peers by world rank, number the group's
+  // collectives alike on both members, and time each exchange from its posting.
+  std::vector<std::vector<CollectiveRecord>> records(4);
+  run_ranks(4, [&](Communicator& world) {
+    auto sub = world.split({1, 3});
+    if (!sub) return;
+    TimingRecorder recorder(8);
+    Collectives coll(*sub, &recorder);
+    coll.set_group("dp@1", {1, 3});
+    std::vector<float> v(1 << 14, 1.0f);
+    for (int k = 0; k < 3; ++k) coll.allreduce(v.data(), v.size(), DType::kFloat32, ReduceOp::kSum);
+    records[static_cast<size_t>(world.rank())] = recorder.snapshot();
+  });
+  for (int r : {1, 3}) {
+    const auto& mine = records[static_cast<size_t>(r)];
+    ASSERT_EQ(mine.size(), 3u);
+    for (uint64_t k = 0; k < 3; ++k) {
+      const auto& rec = mine[k];
+      EXPECT_EQ(rec.group, "dp@1");
+      EXPECT_EQ(rec.group_seq, k);
+      ASSERT_EQ(rec.exchanges.size(), 2u);  // 2 (n - 1) ring steps
+      for (const auto& e : rec.exchanges) {
+        EXPECT_EQ(e.send_peer, 4 - r);
+        EXPECT_EQ(e.recv_peer, 4 - r);
+        EXPECT_EQ(e.bytes, v_bytes_half());
+        EXPECT_LE(e.posted_ns, e.recv_ns);
+        EXPECT_LE(e.recv_ns, e.done_ns);
+        EXPECT_GE(e.posted_ns, rec.enter_ns);
+        EXPECT_LE(e.done_ns, rec.end_ns);
+      }
+      EXPECT_EQ(rec.connections.front().send_peer, 4 - r);
+    }
+  }
 }
 
 TEST(InProcessCommunicator, NativeCollectivesAndSplits) {

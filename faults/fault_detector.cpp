@@ -1,0 +1,248 @@
+#include "faults/fault_detector.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace rondo {
+
+namespace {
+
+constexpr int kRankKey = -2;  // SuspectKey{rank, kRankKey} is a rank; anything else a link
+// Transfers this small are latency, not bandwidth: a link's typical rate comes from larger ones
+// when it has any.
+constexpr uint64_t kRateMinBytes = 64 << 10;
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  const auto mid = v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2);
+  std::nth_element(v.begin(), mid, v.end());
+  if (v.size() % 2 == 1) return *mid;
+  return (*mid + *std::max_element(v.begin(), mid)) / 2;
+}
+
+}  // namespace
+
+FaultDetector::FaultDetector(int world_size, DetectorOptions options)
+    : world_size_(world_size), options_(options) {}
+
+void FaultDetector::reset(int attempt) {
+  attempt_ = attempt;
+  first_step_ = -1;
+  lineup_ = CollectiveLineup();
+  open_.clear();
+  suspects_.clear();
+  last_completed_.clear();
+  newest_judged_ = -1;
+}
+
+std::vector<Verdict> FaultDetector::add(const report::StepReport& report) {
+  if (report.rank() < 0 || report.rank() >= world_size_) return {};
+  if (report.attempt() < attempt_) return {};  // a late report of an attempt already over
+  if (report.attempt() > attempt_) reset(report.attempt());
+  if (first_step_ < 0 || report.step() < first_step_) first_step_ = report.step();
+  for (const auto& r : report.collectives()) {
+    if (r.group().empty() || !r.completed()) continue;
+    auto& last = last_completed_[{report.rank(), r.group()}];
+    last = std::max(last, r.group_seq());
+  }
+  if (report.step() > newest_judged_) {
+    auto& s = open_[report.step()];
+    ++s.reports;
+    s.step_times.push_back(report.step_time_s());
+  }
+  for (const auto& c : lineup_.add(report)) absorb(c);
+  lineup_.expire(report.step() - 2 * kJudgeAfterSteps);
+  return judge_ready(report.step());
+}
+
+std::vector<Verdict> FaultDetector::finish() { return judge_ready(std::numeric_limits<int64_t>::max()); }
+
+void FaultDetector::absorb(const LinedUpCollective& c) {
+  if (c.step <= newest_judged_) return;  // its step was judged without it
+  auto& s = open_[c.step];
+  const auto n = static_cast<size_t>(world_size_);
+  if (s.blame_s.empty()) s.blame_s.assign(n, 0.0), s.wait_s.assign(n, 0.0);
+  const auto a = arrivals(c);
+  if (a.latest >= 0 && a.latest < world_size_) s.blame_s[static_cast<size_t>(a.latest)] += a.blame_s;
+  for (const auto& [rank, waited] : a.waited_s) {
+    if (rank >= 0 && rank < world_size_) s.wait_s[static_cast<size_t>(rank)] += waited;
+  }
+  for (const auto& t : link_transfers(c)) s.links[{t.src, t.dst}].push_back(t);
+}
+
+std::vector<Verdict> FaultDetector::judge_ready(int64_t newest_step) {
+  std::vector<Verdict> verdicts;
+  while (!open_.empty()) {
+    auto it = open_.begin();
+    const bool all_in = it->second.reports >= world_size_;
+    if (!all_in && newest_step - it->first < kJudgeAfterSteps) break;
+    auto found = judge(it->first, it->second);
+    verdicts.insert(verdicts.end(), found.begin(), found.end());
+    newest_judged_ = it->first;
+    open_.erase(it);
+  }
+  return verdicts;
+}
+
+std::vector<Verdict> FaultDetector::judge(int64_t step, OpenStep& s) {
+  const double step_time = median(s.step_times);
+  if (step_time <= 0 || step < first_step_ + kWarmupSteps) return {};
+  if (s.blame_s.empty()) s.blame_s.assign(static_cast<size_t>(world_size_), 0.0), s.wait_s = s.blame_s;
+  ++judged_;
+  return update_suspects(step, suspects_of(s, step_time));
+}
+
+FaultDetector::LinkStats FaultDetector::link_stats(const std::vector<LinkTransfer>& transfers) {
+  LinkStats out;
+  std::vector<double> rates, all_rates;
+  for (const auto& t : transfers) {
+    out.seconds += t.seconds;
+    if (t.bytes == 0) continue;
+    const double r = t.seconds / static_cast<double>(t.bytes);
+    all_rates.push_back(r);
+    if (t.bytes >= kRateMinBytes) rates.push_back(r);
+  }
+  out.rate = median(rates.empty() ? all_rates : rates);
+  for (const auto& t : transfers) {
+    out.excess_s += std::max(0.0, t.seconds - out.rate * static_cast<double>(t.bytes));
+  }
+  return out;
+}
+
+std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(const OpenStep& s,
+                                                                               double step_time) const {
+  std::map<SuspectKey, nlohmann::json> out;
+  std::map<std::pair<int, int>, LinkStats> stats;
+  std::map<std::pair<int, int>, double> rate;  // typical seconds per byte
+  std::vector<double> stalled_s(s.blame_s.size(), 0.0);
+  for (const auto& [link, transfers] : s.links) {
+    const auto& st = stats[link] = link_stats(transfers);
+    if (st.rate > 0) rate[link] = st.rate;
+    if (link.second >= 0 && link.second < world_size_)
+      stalled_s[static_cast<size_t>(link.second)] += st.excess_s;
+  }
+  // The rank the others waited for: late into collectives, or late taking in transfers.
+  std::vector<double> kept(s.blame_s.size());
+  for (size_t i = 0; i < kept.size(); ++i) kept[i] = s.blame_s[i] + stalled_s[i];
+  const auto worst = std::max_element(kept.begin(), kept.end());
+  const auto r = static_cast<size_t>(worst - kept.begin());
+  if (*worst >= options_.slow_rank_share * step_time && s.wait_s[r] <= 0.5 * *worst) {
+    out[{static_cast<int>(r), kRankKey}] = {{"others_waited_share", *worst / step_time},
+                                            {"late_entry_share", s.blame_s[r] / step_time},
+                                            {"receive_stall_share", stalled_s[r] / step_time},
+                                            {"own_wait_share", s.wait_s[r] / step_time},
+                                            {"step_time_s", step_time}};
+  }
+  std::map<std::pair<int, int>, nlohmann::json> slow;
+  if (rate.size() < kMinLinks) rate.clear();
+  for (const auto& [link, own] : rate) {
+    std::vector<double> others;
+    for (const auto& [other, v] : rate) {
+      if (other != link) others.push_back(v);
+    }
+    const double ref = median(others);
+    const double seconds = stats.at(link).seconds;
+    if (others.empty() || ref <= 0 || own < options_.slow_link_factor * ref) continue;
+    if (seconds < options_.slow_link_share * step_time) continue;
+    slow[link] = {{"seconds_per_mb", own * 1e6},
+                  {"others_seconds_per_mb", ref * 1e6},
+                  {"ratio", own / ref},
+                  {"share_of_step", seconds / step_time}};
+  }
+  // A rank with slow links both in and out progresses its transfers late: the rank, not two links.
+  std::set<int> nodes;
+  for (int x = 0; x < world_size_; ++x) {
+    nlohmann::json in_and_out = nlohmann::json::array();
+    bool in = false, outgoing = false;
+    for (const auto& [link, e] : slow) {
+      if (link.second != x && link.first != x) continue;
+      (link.second == x ? in : outgoing) = true;
+      in_and_out.push_back({link.first, link.second});
+    }
+    if (!in || !outgoing) continue;
+    nodes.insert(x);
+    auto& e = out[{x, kRankKey}];
+    if (e.is_null()) e = {{"step_time_s", step_time}};
+    e["slow_links_in_and_out"] = std::move(in_and_out);
+  }
+  for (const auto& [link, e] : slow) {
+    if (nodes.contains(link.first) || nodes.contains(link.second)) continue;
+    // One link per sender and receiver in a ring: the cell cannot be told from the sender's
+    // sending side or the receiver's receiving side unless either has other links measured.
+    int from_src = 0, slow_from_src = 0, into_dst = 0, slow_into_dst = 0;
+    for (const auto& [l, v] : rate) {
+      if (l.first == link.first) ++from_src, slow_from_src += slow.contains(l) ? 1 : 0;
+      if (l.second == link.second) ++into_dst, slow_into_dst += slow.contains(l) ? 1 : 0;
+    }
+    auto evidence = e;
+    SuspectKey key = link;
+    if (from_src >= 2 && slow_from_src == from_src) {
+      key = {link.first, -1};
+      evidence["pattern"] = "row: every link out of the sender is slow (its node or NIC sending)";
+    } else if (into_dst >= 2 && slow_into_dst == into_dst) {
+      key = {-1, link.second};
+      evidence["pattern"] = "column: every link into the receiver is slow (its node or NIC receiving)";
+    } else {
+      evidence["pattern"] = from_src >= 2 || into_dst >= 2
+                                ? "cell: the sender's and the receiver's other links are not slow"
+                                : "cell: the only link measured out of the sender and into the receiver";
+    }
+    out[key] = evidence;
+  }
+  return out;
+}
+
+std::vector<Verdict> FaultDetector::update_suspects(int64_t step,
+                                                    const std::map<SuspectKey, nlohmann::json>& now) {
+  for (const auto& [key, e] : now) suspects_.try_emplace(key);
+  std::vector<Verdict> verdicts;
+  for (auto it = suspects_.begin(); it != suspects_.end();) {
+    auto& [key, s] = *it;
+    const auto found = now.find(key);
+    s.flags.push_back(found != now.end());
+    if (found != now.end()) s.evidence = found->second;
+    while (static_cast<int>(s.flags.size()) > options_.window) s.flags.pop_front();
+    const int count = static_cast<int>(std::count(s.flags.begin(), s.flags.end(), true));
+    if (!s.raised && count >= options_.persist) {
+      s.raised = true;
+      Verdict v;
+      v.step = step;
+      v.evidence = s.evidence;
+      v.evidence["suspect_steps"] = count;
+      v.evidence["window_steps"] = static_cast<int>(s.flags.size());
+      if (key.second == kRankKey) {
+        v.kind = FaultKind::kSlowRank;
+        v.ranks = {key.first};
+      } else {
+        v.kind = FaultKind::kSlowLink;
+        v.link = key;
+        if (key.first >= 0 && key.second < 0) v.ranks = {key.first};
+        if (key.first < 0) v.ranks = {key.second};
+        degraded_.insert(key);
+      }
+      verdicts.push_back(std::move(v));
+    }
+    if (s.raised && count == 0) s.raised = false;  // a whole window clean: the episode is over
+    if (!s.raised && count == 0) {
+      it = suspects_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return verdicts;
+}
+
+double FaultDetector::suspicion(int rank) const {
+  const auto it = suspects_.find({rank, kRankKey});
+  if (it == suspects_.end() || options_.window <= 0) return 0;
+  return static_cast<double>(std::count(it->second.flags.begin(), it->second.flags.end(), true)) /
+         options_.window;
+}
+
+std::optional<uint64_t> FaultDetector::last_completed(int rank, const std::string& group) const {
+  const auto it = last_completed_.find({rank, group});
+  if (it == last_completed_.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace rondo

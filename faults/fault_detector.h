@@ -1,0 +1,112 @@
+// FaultDetector: slow ranks and slow links from the ranks' step reports (C4D-style). Collective
+// traffic is periodic and homogeneous, so a rank or a link that behaves differently from its peers
+// step after step is a fault. Plain C++ over report messages: the coordinator feeds it live, and
+// `rondo diagnose RUN_DIR` replays a run's recorded reports (RUN_DIR/timings.jsonl) through it.
+//
+// Each step, once every rank reported it (or reports `kJudgeAfterSteps` newer arrived), is judged:
+// - slow link: a directed link whose typical (median) transfer took `slow_link_factor` times as
+//   long per byte as the job's other links', each transfer timed from when both of its sides had
+//   posted it (a late sender is the sender's fault, not the link's), and at least
+//   `slow_link_share` of the step in all. A rank whose incoming and outgoing links are both slow is
+//   the rank (it progresses its transfers late), not two links.
+// - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
+//   while waiting little itself (less than half of that). It kept them waiting by entering its
+//   groups' collectives last, and by taking in transfers late: a transfer that took longer than its
+//   link's typical time per byte stalled the ring at its receiver (a link slow for every transfer
+//   moves the typical time, not the excess).
+// A suspect becomes a verdict once it was suspect in `persist` of the last `window` judged steps
+// (one noisy step is not a fault); it is raised once, again only after a whole window clean.
+// A new attempt (a restart) starts the detector over.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "faults/collective_lineup.h"
+#include "faults/verdict.h"
+#include "proto/report.pb.h"
+
+namespace rondo {
+
+// Defaults: orchestrator/config.h's FaultsConfig (faults.* keys). The rank share sits above the
+// noise of a machine running more ranks than it has cores (up to ~0.14 of a step in single steps).
+struct DetectorOptions {
+  double slow_rank_share = 0.15;
+  double slow_link_factor = 3.0;
+  double slow_link_share = 0.02;
+  int window = 8;
+  int persist = 5;
+};
+
+class FaultDetector {
+ public:
+  static constexpr int64_t kJudgeAfterSteps = 4;
+  // An attempt's first steps are not judged: buffers are allocated, caches warm, rank 0 sets up
+  // its metrics; ranks differ there for reasons that pass.
+  static constexpr int64_t kWarmupSteps = 5;
+  // Links are judged against the job's other links: at least this many measured in the step (two
+  // ranks' two links say nothing about which one is slow).
+  static constexpr size_t kMinLinks = 3;
+
+  FaultDetector(int world_size, DetectorOptions options = {});
+
+  // Adds one rank's report; returns the verdicts the steps it let be judged reached.
+  std::vector<Verdict> add(const report::StepReport& report);
+  // Judges every step still open (the end of a replay).
+  std::vector<Verdict> finish();
+
+  // Share of the last window's judged steps the rank was a suspect in (0..1).
+  double suspicion(int rank) const;
+  // Links with a raised slow_link verdict in this attempt (sender, receiver).
+  const std::set<std::pair<int, int>>& degraded_links() const { return degraded_; }
+  // The newest number of `group`'s collectives the rank reported completed (hang evidence).
+  std::optional<uint64_t> last_completed(int rank, const std::string& group) const;
+  int64_t steps_judged() const { return judged_; }
+
+ private:
+  struct OpenStep {
+    std::vector<double> blame_s, wait_s, step_times;
+    std::map<std::pair<int, int>, std::vector<LinkTransfer>> links;
+    int reports = 0;
+  };
+  // A link's transfers in one step: their total time, their typical time per byte, and how much
+  // longer than that typical time they took in all (stalls at the receiver).
+  struct LinkStats {
+    double seconds = 0, rate = 0, excess_s = 0;
+  };
+  static LinkStats link_stats(const std::vector<LinkTransfer>& transfers);
+  // A suspect's history: one flag per judged step (newest last), and its latest evidence.
+  struct Suspect {
+    std::deque<bool> flags;
+    bool raised = false;
+    nlohmann::json evidence;
+  };
+  using SuspectKey = std::pair<int, int>;  // a rank: (rank, -2); a link: (src, dst)
+
+  void reset(int attempt);
+  void absorb(const LinedUpCollective& c);
+  std::vector<Verdict> judge_ready(int64_t newest_step);
+  std::vector<Verdict> judge(int64_t step, OpenStep& s);
+  // This step's suspects and their evidence.
+  std::map<SuspectKey, nlohmann::json> suspects_of(const OpenStep& s, double step_time) const;
+  std::vector<Verdict> update_suspects(int64_t step, const std::map<SuspectKey, nlohmann::json>& now);
+
+  const int world_size_;
+  const DetectorOptions options_;
+  int attempt_ = -1;
+  int64_t first_step_ = -1;  // the attempt's first reported step
+  CollectiveLineup lineup_;
+  std::map<int64_t, OpenStep> open_;
+  std::map<SuspectKey, Suspect> suspects_;
+  std::set<std::pair<int, int>> degraded_;
+  std::map<std::pair<int, std::string>, uint64_t> last_completed_;
+  int64_t judged_ = 0, newest_judged_ = -1;
+};
+
+}  // namespace rondo

@@ -1,0 +1,119 @@
+#include "orchestrator/fault_monitor.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "common/errors.h"
+#include "common/logging.h"
+
+namespace rondo {
+
+namespace fs = std::filesystem;
+
+std::string local_process_state(int pid, const std::string& host) {
+  char name[256] = {};
+  if (::gethostname(name, sizeof(name) - 1) != 0 || host != name || pid <= 0) return "unknown";
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return "gone";
+  // /proc/PID/stat: "pid (comm) S ...": the state letter follows the command's closing parenthesis.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const auto close = text.rfind(')');
+  if (close == std::string::npos || close + 2 >= text.size()) return "gone";
+  const char state = text[close + 2];
+  if (state == 'Z' || state == 'X') return "gone";
+  return state == 'T' || state == 't' ? "stopped" : "running";
+}
+
+DetectorOptions detector_options(const FaultsConfig& f) {
+  return DetectorOptions{.slow_rank_share = f.slow_rank_share,
+                         .slow_link_factor = f.slow_link_factor,
+                         .slow_link_share = f.slow_link_share,
+                         .window = static_cast<int>(f.window),
+                         .persist = static_cast<int>(f.persist)};
+}
+
+FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options)
+    : state_(state),
+      timings_(std::make_unique<LineAppender>((run_dir / "timings.jsonl").string())),
+      detector_(state.world_size(), options) {}
+
+void FaultMonitor::add_report(const report::StepReport& report) {
+  std::string line;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(report, &line, options);
+  std::vector<Verdict> verdicts;
+  std::vector<double> suspicion;
+  {
+    std::lock_guard lock(mu_);
+    try {
+      timings_->append(line);
+    } catch (const Error& e) {
+      logging::get("faults")->warn("{}", e.what());
+    }
+    verdicts = detector_.add(report);
+    for (int r = 0; r < state_.world_size(); ++r) suspicion.push_back(detector_.suspicion(r));
+  }
+  state_.set_suspicion(std::move(suspicion));
+  for (const auto& v : verdicts) {
+    logging::get("faults")->warn("{} at step {}: {}", fault_kind_name(v.kind), v.step, v.to_json().dump());
+    state_.add_fault(v.to_json());
+  }
+}
+
+nlohmann::json FaultMonitor::waiting_evidence(int rank) const {
+  nlohmann::json waiting = nlohmann::json::array();
+  std::lock_guard lock(mu_);
+  for (const auto& dump : state_.flights()) {
+    if (dump.rank() == rank) continue;
+    for (const auto& r : dump.records()) {
+      if (r.completed()) continue;
+      nlohmann::json w = {{"rank", dump.rank()},
+                          {"op", r.op()},
+                          {"group", r.group()},
+                          {"group_seq", r.group_seq()},
+                          {"waiting_for", {r.waiting_send_peer(), r.waiting_recv_peer()}}};
+      if (!r.group().empty()) {
+        const auto last = detector_.last_completed(rank, r.group());
+        w["silent_rank_last_completed"] = last ? nlohmann::json(*last) : nlohmann::json(nullptr);
+        // Its counter behind the collective the others are in: as far as its reports tell, it
+        // never entered it (rather than stalling on a connection after entry).
+        w["silent_rank_entered"] = last && *last >= r.group_seq();
+      }
+      waiting.push_back(std::move(w));
+    }
+  }
+  return waiting;
+}
+
+void FaultMonitor::judge_silent(int rank, double silent_s, int64_t step) {
+  const auto reg = state_.registration(rank);
+  const std::string process = reg ? local_process_state(reg->pid(), reg->host()) : "unknown";
+  Verdict v;
+  v.kind = process == "gone" ? FaultKind::kCrash : FaultKind::kHang;
+  v.ranks = {rank};
+  v.step = step;
+  v.evidence = {{"silent_s", silent_s}, {"process", process}, {"others_waiting", waiting_evidence(rank)}};
+  if (reg) {
+    v.evidence["pid"] = reg->pid();
+    v.evidence["host"] = reg->host();
+  }
+  logging::get("faults")->warn("{}: rank {} ({})", fault_kind_name(v.kind), rank, v.evidence.dump());
+  state_.add_fault(v.to_json());
+}
+
+void FaultMonitor::judge_ended(int rank, const std::string& how, int64_t step) {
+  Verdict v;
+  v.kind = FaultKind::kCrash;
+  v.ranks = {rank};
+  v.step = step;
+  v.evidence = {{"launcher", how}};
+  state_.add_fault(v.to_json());
+}
+
+}  // namespace rondo

@@ -1,0 +1,51 @@
+// FaultMonitor: fault localisation running live in the coordinator. Every step report the control
+// plane takes in is appended to RUN_DIR/timings.jsonl (protobuf JSON, one report a line: what
+// `rondo diagnose` replays) and fed to the FaultDetector; its verdicts become JobState faults
+// (events.jsonl, the dashboard, /metrics). The attempt watch asks it to judge a silent rank (a hang
+// or a crash) and the launcher's account of a dead one (a crash).
+//
+// Thread-safe: reports arrive on the control plane's threads.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/line_appender.h"
+#include "control/job_state.h"
+#include "faults/fault_detector.h"
+#include "orchestrator/config.h"
+
+namespace rondo {
+
+// What this machine can tell of a rank's process: "stopped" (SIGSTOP), "running", "gone", or
+// "unknown" when it runs on another host.
+std::string local_process_state(int pid, const std::string& host);
+
+DetectorOptions detector_options(const FaultsConfig& faults);
+
+class FaultMonitor {
+ public:
+  FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options);
+
+  void add_report(const report::StepReport& report);
+
+  // A rank that sent no heartbeat for `silent_s`: a hang when its process is still there (or
+  // cannot be seen from here), a crash when it is gone. The evidence names the collectives the
+  // other ranks wait in (their flight dumps, when in) against the last its reports completed.
+  void judge_silent(int rank, double silent_s, int64_t step);
+  // The launcher saw rank `rank` end (`how`: "was killed by signal 9", ...) before the job did.
+  void judge_ended(int rank, const std::string& how, int64_t step);
+
+ private:
+  nlohmann::json waiting_evidence(int rank) const;
+
+  JobState& state_;
+  std::unique_ptr<LineAppender> timings_;
+  mutable std::mutex mu_;
+  FaultDetector detector_;
+};
+
+}  // namespace rondo

@@ -1,0 +1,276 @@
+// The fault detector over synthetic step reports: a ring allreduce per step whose members enter
+// at chosen times and whose links take chosen times per byte, simulated exchange by exchange the
+// way comms/collectives.cpp's ring runs (a rank posts step k once its step k-1 completed; a
+// transfer moves once both sides posted it).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "faults/fault_detector.h"
+
+namespace rondo {
+namespace {
+
+constexpr int64_t kSecond = 1'000'000'000;
+constexpr uint64_t kBlock = 1 << 20;
+
+struct RingStep {
+  int n = 4;
+  std::vector<double> enter_s;                   // per rank, from the step's start
+  std::map<std::pair<int, int>, double> link_s;  // per directed link: seconds per block (default 0.002)
+  std::map<int, double> stalled_s;               // per rank: its second receive completes this much later
+  double step_time_s = 1.0;
+};
+
+// One step's reports (one per rank): a ring allreduce of group "dp@0" numbered `seq`.
+std::vector<report::StepReport> ring_reports(int64_t step, uint64_t seq, const RingStep& spec,
+                                             int attempt = 0) {
+  const int n = spec.n;
+  const int64_t base = step * 10 * kSecond;
+  std::vector<report::StepReport> out(static_cast<size_t>(n));
+  std::vector<report::CollectiveRecord*> rec(static_cast<size_t>(n));
+  std::vector<int64_t> ready(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    auto& rep = out[static_cast<size_t>(r)];
+    rep.set_rank(r);
+    rep.set_attempt(attempt);
+    rep.set_step(step);
+    rep.set_step_time_s(spec.step_time_s);
+    auto* c = rec[static_cast<size_t>(r)] = rep.add_collectives();
+    c->set_group("dp@0");
+    c->set_group_seq(seq);
+    c->set_op("allreduce");
+    c->set_group_size(n);
+    c->set_completed(true);
+    ready[static_cast<size_t>(r)] = base + static_cast<int64_t>(spec.enter_s[static_cast<size_t>(r)] * 1e9);
+    c->set_enter_ns(ready[static_cast<size_t>(r)]);
+  }
+  for (int k = 0; k < 2 * (n - 1); ++k) {
+    std::vector<int64_t> recv(static_cast<size_t>(n));
+    for (int r = 0; r < n; ++r) {
+      const int prev = (r + n - 1) % n;
+      const auto it = spec.link_s.find({prev, r});
+      const double d = it == spec.link_s.end() ? 0.002 : it->second;
+      const auto stall = spec.stalled_s.find(r);
+      const double stalled = stall != spec.stalled_s.end() && k == 1 ? stall->second : 0.0;
+      recv[static_cast<size_t>(r)] =
+          std::max(ready[static_cast<size_t>(r)], ready[static_cast<size_t>(prev)]) +
+          static_cast<int64_t>((d + stalled) * 1e9);
+    }
+    for (int r = 0; r < n; ++r) {
+      const int next = (r + 1) % n, prev = (r + n - 1) % n;
+      auto* e = rec[static_cast<size_t>(r)]->add_exchanges();
+      e->set_send_peer(next);
+      e->set_recv_peer(prev);
+      e->set_bytes(kBlock);
+      e->set_posted_ns(ready[static_cast<size_t>(r)]);
+      e->set_recv_ns(recv[static_cast<size_t>(r)]);
+      e->set_done_ns(std::max(recv[static_cast<size_t>(r)], recv[static_cast<size_t>(next)]));
+    }
+    for (int r = 0; r < n; ++r) {
+      ready[static_cast<size_t>(r)] = rec[static_cast<size_t>(r)]->exchanges(k).done_ns();
+    }
+  }
+  for (int r = 0; r < n; ++r) rec[static_cast<size_t>(r)]->set_end_ns(ready[static_cast<size_t>(r)]);
+  return out;
+}
+
+// Runs `steps` steps through a detector; `spec_of(step)` shapes each; entry jitter up to 3 ms.
+std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec_of, unsigned seed = 1) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> jitter(0.0, 0.003);
+  FaultDetector detector(spec_of(0).n);
+  std::vector<Verdict> verdicts;
+  for (int64_t step = 1; step <= steps; ++step) {
+    auto spec = spec_of(step);
+    for (auto& e : spec.enter_s) e += jitter(rng);
+    for (const auto& r : ring_reports(step, static_cast<uint64_t>(step), spec)) {
+      for (auto& v : detector.add(r)) verdicts.push_back(std::move(v));
+    }
+  }
+  for (auto& v : detector.finish()) verdicts.push_back(std::move(v));
+  return verdicts;
+}
+
+RingStep clean(int n = 4) {
+  RingStep s;
+  s.n = n;
+  s.enter_s.assign(static_cast<size_t>(n), 0.5);
+  return s;
+}
+
+TEST(FaultDetector, ACleanRunRaisesNoVerdict) {
+  for (unsigned seed = 1; seed <= 5; ++seed) {
+    EXPECT_TRUE(run(
+                    200, [](int64_t) { return clean(); }, seed)
+                    .empty())
+        << "seed " << seed;
+  }
+}
+
+TEST(FaultDetector, NamesTheRankTheOthersWaitFor) {
+  const auto verdicts = run(30, [](int64_t step) {
+    auto s = clean();
+    if (step >= 6) s.enter_s[2] += 0.2;  // 20% of the step later than its peers
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
+  EXPECT_LE(verdicts[0].step, 6 + 10);
+  EXPECT_GT(verdicts[0].evidence.at("others_waited_share").get<double>(), 0.15);
+}
+
+TEST(FaultDetector, TheFirstStepsOfAnAttemptAreNotJudged) {
+  const auto verdicts = run(30, [](int64_t step) {
+    auto s = clean();
+    if (step <= FaultDetector::kWarmupSteps) s.enter_s[0] += 0.4;  // rank 0 setting up
+    return s;
+  });
+  EXPECT_TRUE(verdicts.empty());
+}
+
+TEST(FaultDetector, TwoRanksLinksAreNotJudgedAgainstEachOther) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean(2);
+    s.link_s[{0, 1}] = 0.02;
+    return s;
+  });
+  EXPECT_TRUE(verdicts.empty());
+}
+
+TEST(FaultDetector, OneNoisyStepIsNotAFault) {
+  const auto verdicts = run(40, [](int64_t step) {
+    auto s = clean();
+    if (step == 10 || step == 20 || step == 25) s.enter_s[1] += 0.5;
+    return s;
+  });
+  EXPECT_TRUE(verdicts.empty());
+}
+
+TEST(FaultDetector, NamesASlowLinkNotItsEndpoints) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.link_s[{1, 2}] = 0.02;  // ten times the others' time per byte
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  ASSERT_TRUE(verdicts[0].link.has_value());
+  EXPECT_EQ(*verdicts[0].link, std::make_pair(1, 2));
+  EXPECT_TRUE(verdicts[0].ranks.empty());
+  EXPECT_NEAR(verdicts[0].evidence.at("ratio").get<double>(), 10.0, 1.0);
+}
+
+TEST(FaultDetector, ALateSenderIsNotBlamedOnItsLink) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.enter_s[3] += 0.3;
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{3});
+}
+
+TEST(FaultDetector, SlowLinksInAndOutOfOneRankAreThatRank) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.link_s[{0, 1}] = 0.03;
+    s.link_s[{1, 2}] = 0.03;
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{1});
+  EXPECT_TRUE(verdicts[0].evidence.contains("slow_links_in_and_out"));
+}
+
+TEST(FaultDetector, AReceiverThatTakesTransfersInLateIsTheRankNotItsLink) {
+  // Stopped now and then (SIGSTOP, a competing process): one transfer a step reaches rank 2 late,
+  // the others in its link's usual time. Its link's typical time is normal; the excess is rank 2's.
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.stalled_s[2] = 0.2;
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
+  EXPECT_GT(verdicts[0].evidence.at("receive_stall_share").get<double>(), 0.15);
+}
+
+TEST(FaultDetector, AVerdictIsRaisedOncePerEpisode) {
+  const auto verdicts = run(80, [](int64_t step) {
+    auto s = clean();
+    if ((step >= 5 && step < 25) || step >= 50) s.enter_s[0] += 0.3;  // slow, well again, slow again
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 2u);
+  EXPECT_LT(verdicts[0].step, 25);
+  EXPECT_GE(verdicts[1].step, 50);
+}
+
+TEST(FaultDetector, LinesUpRecordsSpreadOverReportsOfDifferentSteps) {
+  // Rank 1 reports each collective one step late (an asynchronous update's collective closes after
+  // the step's report): the collectives still line up and the slow rank is still found.
+  FaultDetector detector(2);
+  std::vector<Verdict> verdicts;
+  std::optional<report::StepReport> held;
+  for (int64_t step = 1; step <= 30; ++step) {
+    RingStep spec = clean(2);
+    spec.enter_s[0] += 0.25;
+    auto reports = ring_reports(step, static_cast<uint64_t>(step), spec);
+    auto late = reports[1];
+    reports[1].clear_collectives();
+    if (held) *reports[1].mutable_collectives() = held->collectives();
+    held = late;
+    for (const auto& r : reports) {
+      for (auto& v : detector.add(r)) verdicts.push_back(std::move(v));
+    }
+  }
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{0});
+}
+
+TEST(FaultDetector, ARestartStartsOver) {
+  FaultDetector detector(4);
+  for (int64_t step = 1; step <= 10; ++step) {
+    auto spec = clean();
+    spec.enter_s[1] += 0.3;
+    for (const auto& r : ring_reports(step, static_cast<uint64_t>(step), spec)) detector.add(r);
+  }
+  EXPECT_GT(detector.suspicion(1), 0.0);
+  // Attempt 1 numbers its collectives from 0 again, and rank 1 is well now.
+  for (const auto& r : ring_reports(3, 0, clean(), 1)) EXPECT_TRUE(detector.add(r).empty());
+  EXPECT_EQ(detector.suspicion(1), 0.0);
+  EXPECT_EQ(detector.last_completed(0, "dp@0"), 0u);
+}
+
+TEST(CollectiveLineup, MatchesEachTransferWithItsSendersSide) {
+  RingStep spec = clean(3);
+  spec.enter_s[0] += 0.1;  // rank 0 posts late: rank 1's first receive waited for it
+  spec.link_s[{2, 0}] = 0.01;
+  CollectiveLineup lineup;
+  std::vector<LinedUpCollective> done;
+  for (const auto& r : ring_reports(1, 7, spec)) {
+    auto c = lineup.add(r);
+    done.insert(done.end(), c.begin(), c.end());
+  }
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].group_seq, 7u);
+  EXPECT_EQ(lineup.pending(), 0u);
+  const auto a = arrivals(done[0]);
+  EXPECT_EQ(a.latest, 0);
+  EXPECT_NEAR(a.blame_s, 0.1, 1e-6);
+  std::map<std::pair<int, int>, std::vector<double>> per_link;
+  for (const auto& t : link_transfers(done[0])) per_link[{t.src, t.dst}].push_back(t.seconds);
+  ASSERT_EQ(per_link.size(), 3u);
+  for (const auto& [link, times] : per_link) {
+    EXPECT_EQ(times.size(), 4u);  // 2 (n - 1) ring steps
+    for (double t : times) EXPECT_NEAR(t, link == std::make_pair(2, 0) ? 0.01 : 0.002, 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace rondo
