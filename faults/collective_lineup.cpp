@@ -14,7 +14,17 @@ Arrivals arrivals(const LinedUpCollective& c) {
   const MemberRecord& latest = *by_entry.back();
   const MemberRecord& second = *by_entry[by_entry.size() - 2];
   out.latest = latest.rank;
-  out.blame_s = static_cast<double>(latest.enter_ns - second.enter_ns) * 1e-9;
+  int64_t blame = latest.enter_ns - second.enter_ns;
+  std::vector<int64_t> others_gaps;
+  for (size_t i = 0; i + 1 < by_entry.size(); ++i) others_gaps.push_back(by_entry[i]->gap_ns);
+  const bool gaps_known = latest.gap_ns >= 0 && std::all_of(others_gaps.begin(), others_gaps.end(),
+                                                            [](int64_t g) { return g >= 0; });
+  if (gaps_known) {
+    const auto mid = others_gaps.begin() + static_cast<std::ptrdiff_t>(others_gaps.size() / 2);
+    std::nth_element(others_gaps.begin(), mid, others_gaps.end());
+    blame = std::max<int64_t>(0, std::min(blame, latest.gap_ns - *mid));
+  }
+  out.blame_s = static_cast<double>(blame) * 1e-9;
   for (size_t i = 0; i + 1 < by_entry.size(); ++i) {
     out.waited_s.emplace_back(by_entry[i]->rank,
                               static_cast<double>(latest.enter_ns - by_entry[i]->enter_ns) * 1e-9);
@@ -54,6 +64,9 @@ std::vector<LinkTransfer> link_transfers(const LinedUpCollective& c) {
 std::vector<LinedUpCollective> CollectiveLineup::add(const report::StepReport& report) {
   std::vector<LinedUpCollective> complete;
   for (const auto& r : report.collectives()) {
+    auto& last_end = last_end_ns_[report.rank()];
+    const int64_t gap = last_end > 0 ? std::max<int64_t>(0, r.enter_ns() - last_end) : -1;
+    last_end = std::max(last_end, r.end_ns());
     if (r.group().empty() || r.group_size() < 2 || !r.completed()) continue;
     auto [it, fresh] = pending_.try_emplace({r.group(), r.group_seq()});
     auto& p = it->second;
@@ -66,7 +79,7 @@ std::vector<LinedUpCollective> CollectiveLineup::add(const report::StepReport& r
     p.last_step = std::max(p.last_step, report.step());
     p.collective.step = std::max(p.collective.step, report.step());
     p.collective.members.push_back(
-        {report.rank(), r.enter_ns(),
+        {report.rank(), r.enter_ns(), gap,
          std::vector<report::Exchange>(r.exchanges().begin(), r.exchanges().end())});
     if (static_cast<int>(p.collective.members.size()) >= p.group_size) {
       complete.push_back(std::move(p.collective));

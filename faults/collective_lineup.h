@@ -22,6 +22,9 @@ namespace rondo {
 struct MemberRecord {
   int rank = -1;  // world rank
   int64_t enter_ns = 0;
+  // From the end of the rank's previous recorded operation to this entry: its compute in between
+  // (-1: unknown, its first record).
+  int64_t gap_ns = -1;
   std::vector<report::Exchange> exchanges;
 };
 
@@ -67,6 +70,7 @@ class CollectiveLineup {
     int64_t last_step = 0;
   };
   std::map<std::pair<std::string, uint64_t>, Pending> pending_;
+  std::map<int, int64_t> last_end_ns_;  // per rank, the end of its newest record seen
 };
 
 }  // namespace rondo

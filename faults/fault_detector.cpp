@@ -7,7 +7,8 @@ namespace rondo {
 
 namespace {
 
-constexpr int kRankKey = -2;  // SuspectKey{rank, kRankKey} is a rank; anything else a link
+constexpr int kRankKey = -2;  // SuspectKey{rank, kRankKey} is a rank
+constexpr int kNodeKey = -3;  // SuspectKey{rank, kNodeKey}: the network of the rank's node; else a link
 // Transfers this small are latency, not bandwidth: a link's typical rate comes from larger ones
 // when it has any.
 constexpr uint64_t kRateMinBytes = 64 << 10;
@@ -149,7 +150,9 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
                   {"ratio", own / ref},
                   {"share_of_step", seconds / step_time}};
   }
-  // A rank with slow links both in and out progresses its transfers late: the rank, not two links.
+  // A rank with slow links both in and out: the rank itself when it is also late into collectives
+  // (it progresses everything late), else its node's network (its NIC, its host's link); not two
+  // separate links either way.
   std::set<int> nodes;
   for (int x = 0; x < world_size_; ++x) {
     nlohmann::json in_and_out = nlohmann::json::array();
@@ -161,9 +164,12 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
     }
     if (!in || !outgoing) continue;
     nodes.insert(x);
-    auto& e = out[{x, kRankKey}];
+    const bool late = s.blame_s[static_cast<size_t>(x)] >= options_.slow_rank_share * step_time;
+    auto& e = out[{x, late ? kRankKey : kNodeKey}];
     if (e.is_null()) e = {{"step_time_s", step_time}};
     e["slow_links_in_and_out"] = std::move(in_and_out);
+    if (!late)
+      e["pattern"] = "node: the links in and out of the rank are slow, the rank is not late otherwise";
   }
   for (const auto& [link, e] : slow) {
     if (nodes.contains(link.first) || nodes.contains(link.second)) continue;
@@ -213,6 +219,11 @@ std::vector<Verdict> FaultDetector::update_suspects(int64_t step,
       if (key.second == kRankKey) {
         v.kind = FaultKind::kSlowRank;
         v.ranks = {key.first};
+      } else if (key.second == kNodeKey) {
+        v.kind = FaultKind::kSlowLink;
+        v.ranks = {key.first};
+        degraded_.insert({key.first, -1});
+        degraded_.insert({-1, key.first});
       } else {
         v.kind = FaultKind::kSlowLink;
         v.link = key;

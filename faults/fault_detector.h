@@ -8,7 +8,8 @@
 //   long per byte as the job's other links', each transfer timed from when both of its sides had
 //   posted it (a late sender is the sender's fault, not the link's), and at least
 //   `slow_link_share` of the step in all. A rank whose incoming and outgoing links are both slow is
-//   the rank (it progresses its transfers late), not two links.
+//   the rank when it is also late into collectives (it progresses everything late), else its
+//   node's network (a slow_link verdict naming the rank, no link); not two links either way.
 // - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
 //   while waiting little itself (less than half of that). It kept them waiting by entering its
 //   groups' collectives last, and by taking in transfers late: a transfer that took longer than its
@@ -87,7 +88,7 @@ class FaultDetector {
     bool raised = false;
     nlohmann::json evidence;
   };
-  using SuspectKey = std::pair<int, int>;  // a rank: (rank, -2); a link: (src, dst)
+  using SuspectKey = std::pair<int, int>;  // a rank: (rank, -2); its node's network: (rank, -3); a link
 
   void reset(int attempt);
   void absorb(const LinedUpCollective& c);

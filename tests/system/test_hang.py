@@ -62,10 +62,11 @@ with open(os.path.join(run_dir, "state.json")) as f:
 ctx.check(state["phase"] == "failed", f"state.json says failed ({state['phase']})")
 # The fault verdict: a hang of rank 1, its process stopped, within the heartbeat timeout + 2 s of
 # the stop; the evidence shows rank 0 waiting in a collective rank 1's reports never completed.
-hangs = [e for e in events(run_dir) if e.get("event") == "fault"]
+# (Slow-rank verdicts are left out: other tests sharing the two cores may well slow a rank.)
+hangs = [e for e in events(run_dir) if e.get("event") == "fault" and e["kind"] in ("hang", "crash")]
 print("verdicts:", json.dumps(hangs))
 ctx.check(len(hangs) == 1 and hangs[0]["kind"] == "hang" and hangs[0]["ranks"] == [1],
-          f"one verdict: a hang of rank 1 ({[(e['kind'], e['ranks']) for e in hangs]})")
+          f"one hang or crash verdict: a hang of rank 1 ({[(e['kind'], e['ranks']) for e in hangs]})")
 if hangs:
     h = hangs[0]
     ctx.check(h["time"] - stop_times["stopped"] <= 3 + 2,

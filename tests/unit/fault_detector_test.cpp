@@ -22,9 +22,10 @@ struct RingStep {
   double step_time_s = 1.0;
 };
 
-// One step's reports (one per rank): a ring allreduce of group "dp@0" numbered `seq`.
+// One step's reports (one per rank): a ring allreduce of group "dp@0" numbered `seq`. Each rank
+// enters it enter_s after `ends` (its previous collective's end, updated; null: the step's start).
 std::vector<report::StepReport> ring_reports(int64_t step, uint64_t seq, const RingStep& spec,
-                                             int attempt = 0) {
+                                             int attempt = 0, std::vector<int64_t>* ends = nullptr) {
   const int n = spec.n;
   const int64_t base = step * 10 * kSecond;
   std::vector<report::StepReport> out(static_cast<size_t>(n));
@@ -42,7 +43,8 @@ std::vector<report::StepReport> ring_reports(int64_t step, uint64_t seq, const R
     c->set_op("allreduce");
     c->set_group_size(n);
     c->set_completed(true);
-    ready[static_cast<size_t>(r)] = base + static_cast<int64_t>(spec.enter_s[static_cast<size_t>(r)] * 1e9);
+    const int64_t from = ends ? (*ends)[static_cast<size_t>(r)] : base;
+    ready[static_cast<size_t>(r)] = from + static_cast<int64_t>(spec.enter_s[static_cast<size_t>(r)] * 1e9);
     c->set_enter_ns(ready[static_cast<size_t>(r)]);
   }
   for (int k = 0; k < 2 * (n - 1); ++k) {
@@ -65,13 +67,16 @@ std::vector<report::StepReport> ring_reports(int64_t step, uint64_t seq, const R
       e->set_bytes(kBlock);
       e->set_posted_ns(ready[static_cast<size_t>(r)]);
       e->set_recv_ns(recv[static_cast<size_t>(r)]);
-      e->set_done_ns(std::max(recv[static_cast<size_t>(r)], recv[static_cast<size_t>(next)]));
+      e->set_done_ns(recv[static_cast<size_t>(r)]);  // sends are buffered (eager): done once received
     }
     for (int r = 0; r < n; ++r) {
       ready[static_cast<size_t>(r)] = rec[static_cast<size_t>(r)]->exchanges(k).done_ns();
     }
   }
-  for (int r = 0; r < n; ++r) rec[static_cast<size_t>(r)]->set_end_ns(ready[static_cast<size_t>(r)]);
+  for (int r = 0; r < n; ++r) {
+    rec[static_cast<size_t>(r)]->set_end_ns(ready[static_cast<size_t>(r)]);
+    if (ends) (*ends)[static_cast<size_t>(r)] = ready[static_cast<size_t>(r)];
+  }
   return out;
 }
 
@@ -81,10 +86,11 @@ std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec
   std::uniform_real_distribution<double> jitter(0.0, 0.003);
   FaultDetector detector(spec_of(0).n);
   std::vector<Verdict> verdicts;
+  std::vector<int64_t> ends(static_cast<size_t>(spec_of(0).n), kSecond);  // each rank computes, then reduces
   for (int64_t step = 1; step <= steps; ++step) {
     auto spec = spec_of(step);
     for (auto& e : spec.enter_s) e += jitter(rng);
-    for (const auto& r : ring_reports(step, static_cast<uint64_t>(step), spec)) {
+    for (const auto& r : ring_reports(step, static_cast<uint64_t>(step), spec, 0, &ends)) {
       for (auto& v : detector.add(r)) verdicts.push_back(std::move(v));
     }
   }
@@ -162,6 +168,19 @@ TEST(FaultDetector, NamesASlowLinkNotItsEndpoints) {
   EXPECT_NEAR(verdicts[0].evidence.at("ratio").get<double>(), 10.0, 1.0);
 }
 
+TEST(FaultDetector, TheReceiverOfASlowLinkIsNotLateForLeavingItsCollectiveLate) {
+  // Rank 2 takes in the ring's last block over the slow link 1 -> 2, leaves the allreduce last and
+  // enters the next one as late as it left, its compute as long as everyone's: the link, not rank 2.
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.link_s[{1, 2}] = 0.06;
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  EXPECT_EQ(*verdicts[0].link, std::make_pair(1, 2));
+}
+
 TEST(FaultDetector, ALateSenderIsNotBlamedOnItsLink) {
   const auto verdicts = run(30, [](int64_t) {
     auto s = clean();
@@ -173,11 +192,26 @@ TEST(FaultDetector, ALateSenderIsNotBlamedOnItsLink) {
   EXPECT_EQ(verdicts[0].ranks, std::vector<int>{3});
 }
 
-TEST(FaultDetector, SlowLinksInAndOutOfOneRankAreThatRank) {
+TEST(FaultDetector, SlowLinksInAndOutOfOneRankAreThatRanksNodeWhenItIsNotLate) {
   const auto verdicts = run(30, [](int64_t) {
     auto s = clean();
     s.link_s[{0, 1}] = 0.03;
     s.link_s[{1, 2}] = 0.03;
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{1});
+  EXPECT_FALSE(verdicts[0].link.has_value());
+  EXPECT_TRUE(verdicts[0].evidence.contains("slow_links_in_and_out"));
+}
+
+TEST(FaultDetector, SlowLinksInAndOutOfALateRankAreThatRank) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.link_s[{0, 1}] = 0.03;
+    s.link_s[{1, 2}] = 0.03;
+    s.enter_s[1] += 0.3;
     return s;
   });
   ASSERT_EQ(verdicts.size(), 1u);

@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Fault localisation benchmarks: randomised trials with real faults, judged from events.jsonl.
+
+  bench/fault_bench.py slow-rank [TRIALS]  # a rank slowed for real (SIGSTOP/SIGCONT duty cycle) from a
+                                           # random step, at a random severity; which rank is drawn too
+  bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps
+  bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
+
+Two ranks, a core each (this machine has two; more ranks than cores slow each other at random far
+beyond any threshold: docs/faults.md), the detector at its defaults (faults.* keys) unless
+FAULT_SETS adds --set overrides (space separated). Severity is measured, not assumed: a trial's
+slow-down is the victim's median step time after the start over the median before, minus one.
+A slow-rank trial counts as detected when a slow_rank verdict names the victim within 10 steps of
+the start; precision is the share of all slow-rank and slow-link verdicts that name the victim.
+Prints the runtime environment (RUN_DIR/runtime.json) of the first run.
+"""
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("RONDO_BUILD_DIR", os.path.join(ROOT, "build"))
+RONDO = os.path.join(BUILD, "orchestrator", "rondo")
+WORKER = os.path.join(BUILD, "worker", "rondo-worker")
+# About a tenth of a second a step on this machine: several periods of the duty cycle (40 ms).
+MODEL = ["model.num_layers=2", "model.hidden_size=256", "model.num_attention_heads=4",
+         "model.ffn_hidden_size=1024", "model.seq_length=256", "training.micro_batch_size=4",
+         "training.global_batch_size=8", "training.lr_warmup_iters=0", "training.lr_decay_style=constant",
+         "checkpoint.interval=0", "parallel.world_size=2", "training.log_interval=1000"]
+PERIOD_S = 0.04
+TMP = tempfile.mkdtemp(prefix="rondo-fault-bench-")
+EXTRA = os.environ.get("FAULT_SETS", "").split()
+shown = []
+
+
+def start(name, sets):
+    run_dir = os.path.join(TMP, name)
+    cmd = [RONDO, "run", "--run-dir", run_dir, "--worker", WORKER]
+    for s in MODEL + EXTRA + sets:
+        cmd += ["--set", s]
+    out = open(run_dir + ".out", "w")
+    return run_dir, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+
+
+def read_jsonl(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def steps(run_dir):
+    return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+
+
+def faults(run_dir):
+    return [e for e in read_jsonl(os.path.join(run_dir, "events.jsonl")) if e.get("event") == "fault"]
+
+
+def pid_of(run_dir, rank):
+    with open(os.path.join(run_dir, "workers.json")) as f:
+        return next(w["pid"] for w in json.load(f) if w["rank"] == rank)
+
+
+def wait_step(run_dir, step, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = steps(run_dir)
+        if rows and rows[-1]["step"] >= step:
+            return rows[-1]["step"]
+        time.sleep(0.005)
+    raise RuntimeError(f"{run_dir} did not reach step {step}")
+
+
+def show_environment(run_dir):
+    if shown:
+        return
+    shown.append(True)
+    with open(os.path.join(run_dir, "runtime.json")) as f:
+        env = json.load(f)
+    print(f"environment: torch {env['torch_version']}, {env['mpi_library']}, BLAS {env['blas_libraries']}, "
+          f"threads intra {env['intra_op_threads']} inter {env['inter_op_threads']}, "
+          f"allocator {env['malloc_policy']}, cpu kernels {env['cpu_kernels']}, cores {os.cpu_count()}")
+    print("detector settings:", " ".join(EXTRA) or "defaults (faults.* in docs/config.md)")
+
+
+def rank_step_times(run_dir, rank):
+    """step -> the rank's step time, from the coordinator's record of its reports."""
+    out = {}
+    for r in read_jsonl(os.path.join(run_dir, "timings.jsonl")):
+        if r.get("rank", 0) == rank:
+            out[int(r["step"])] = r["step_time_s"]
+    return out
+
+
+def slow_rank(trials):
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    results = []
+    for t in range(trials):
+        victim = rng.randrange(2)
+        start_step = rng.randint(10, 25)
+        stopped = rng.uniform(0.1, 0.45)  # share of each period the victim is stopped
+        total = start_step + 30
+        run_dir, proc = start(f"slow-{t}", [f"training.train_iters={total}"])
+        wait_step(run_dir, start_step)
+        pid = pid_of(run_dir, victim)
+        done = threading.Event()
+
+        def cycle():
+            while not done.is_set():
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    time.sleep(PERIOD_S * stopped)
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    return
+                time.sleep(PERIOD_S * (1 - stopped))
+
+        started_at = steps(run_dir)[-1]["step"]
+        th = threading.Thread(target=cycle)
+        th.start()
+        proc.wait(timeout=900)
+        done.set()
+        th.join()
+        show_environment(run_dir)
+        times = rank_step_times(run_dir, 1 - victim)
+        before = statistics.median(v for s, v in times.items() if 5 < s <= started_at)
+        after = statistics.median(v for s, v in times.items() if s > started_at + 1)
+        found = [f for f in faults(run_dir) if f["kind"] in ("slow_rank", "slow_link")]
+        hit = [f for f in found if f["kind"] == "slow_rank" and f["ranks"] == [victim] and f["step"] > started_at]
+        detected_in = hit[0]["step"] - started_at if hit else None
+        wrong = [f for f in found if f not in hit]
+        results.append({"victim": victim, "start": started_at, "stopped": stopped, "slowdown": after / before - 1,
+                        "detected_in": detected_in, "right": len(hit), "wrong": len(wrong),
+                        "clean_rank_steps": 2 * max(0, started_at - 5)})
+        r = results[-1]
+        print(f"trial {t:2d}: victim {victim}, from step {started_at}, stopped {stopped:.0%} -> "
+              f"{r['slowdown']:+.0%} step time; detected in {detected_in} steps; wrong verdicts {len(wrong)}"
+              + (f" {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in wrong]}" if wrong else ""),
+              flush=True)
+    summarise_slow_rank(results)
+
+
+def summarise_slow_rank(results):
+    def line(name, rs):
+        if not rs:
+            return
+        detected = [r for r in rs if r["detected_in"] is not None and r["detected_in"] <= 10]
+        right = sum(r["right"] for r in rs)
+        wrong = sum(r["wrong"] for r in rs)
+        lat = [r["detected_in"] for r in detected]
+        print(f"{name}: {len(rs)} trials, recall {len(detected) / len(rs):.2f} (named within 10 steps), "
+              f"precision {right / max(1, right + wrong):.2f} ({right} right, {wrong} wrong verdicts), "
+              f"steps to the verdict median {statistics.median(lat) if lat else '-'} max {max(lat) if lat else '-'}")
+    print("--- slow rank ---")
+    line("all", results)
+    line("slow-down >= 20%", [r for r in results if r["slowdown"] >= 0.20])
+    line("slow-down 10-20%", [r for r in results if 0.10 <= r["slowdown"] < 0.20])
+    line("slow-down < 10%", [r for r in results if r["slowdown"] < 0.10])
+
+
+def clean(runs):
+    verdicts, rank_steps = [], 0
+    for t in range(runs):
+        run_dir, proc = start(f"clean-{t}", ["training.train_iters=80"])
+        proc.wait(timeout=900)
+        show_environment(run_dir)
+        found = faults(run_dir)
+        verdicts += found
+        rank_steps += 2 * (80 - 5)  # the warm-up steps are not judged
+        print(f"run {t}: {len(found)} verdicts {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}",
+              flush=True)
+    print(f"--- clean --- {len(verdicts)} verdicts in {rank_steps} judged rank-steps: "
+          f"{1000 * len(verdicts) / rank_steps:.2f} false alarms per 1,000 rank-steps")
+
+
+def hang(trials):
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    heartbeat_timeout = 2.0
+    delays = []
+    for t in range(trials):
+        victim = rng.randrange(2)
+        at = rng.randint(6, 20)
+        run_dir, proc = start(f"hang-{t}", ["training.train_iters=100000", "comms.timeout_s=120",
+                                            "launch.heartbeat_interval_s=0.2",
+                                            f"launch.heartbeat_timeout_s={heartbeat_timeout}",
+                                            "launch.max_restarts=0"])
+        wait_step(run_dir, at)
+        time.sleep(rng.uniform(0, 0.1))  # anywhere in the step
+        pid = pid_of(run_dir, victim)
+        t_stop = time.time()
+        os.kill(pid, signal.SIGSTOP)
+        proc.wait(timeout=120)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        show_environment(run_dir)
+        found = [f for f in faults(run_dir) if f["kind"] == "hang" and f["ranks"] == [victim]]
+        delay = found[0]["time"] - t_stop if found else None
+        delays.append(delay)
+        others = [f for f in faults(run_dir) if f not in found]
+        print(f"trial {t:2d}: rank {victim} stopped at step {at}: hang verdict after "
+              f"{'-' if delay is None else f'{delay:.2f} s'}; other verdicts {len(others)}", flush=True)
+    named = [d for d in delays if d is not None and d <= heartbeat_timeout + 2]
+    real = [d for d in delays if d is not None]
+    print(f"--- hang --- {len(named)}/{len(delays)} named within heartbeat timeout + 2 s "
+          f"({heartbeat_timeout:.0f} + 2 s); delay median {statistics.median(real):.2f} s, max {max(real):.2f} s")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in ("slow-rank", "clean", "hang"):
+        sys.exit(__doc__)
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else {"slow-rank": 50, "clean": 10, "hang": 20}[sys.argv[1]]
+    {"slow-rank": slow_rank, "clean": clean, "hang": hang}[sys.argv[1]](n)

@@ -1,0 +1,65 @@
+"""A real slow link: three ranks on three "hosts" (network namespaces on a bridge,
+scripts/netns-hosts), Open MPI over TCP, and one direction of one link -- host 1 towards host 2,
+rank 0's sends to rank 1 -- held to 50 Mbit/s (an htb class, `netns-hosts link`). The ring allreduce crosses
+it every step. The detector names that link, from rank 0 to rank 1, and neither of its endpoints
+as a slow rank; `rondo diagnose` replays the run to the same verdict. Needs root; CTest's cleanup
+fixture (system.netns_hosts_down) removes the namespaces however this test ends."""
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+from rondo_testlib import Context, events
+
+ctx = Context()
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "netns-hosts")
+hosts = os.environ.get("RONDO_NETNS_DIR") or tempfile.mkdtemp(prefix="rondo-netns-")
+# Gradients of ~1.7 MB: a ring block of ~0.3 MB takes ~50 ms on the 50 Mbit/s link, well under a
+# millisecond on the others.
+SETS = ["model.num_layers=2", "model.hidden_size=128", "model.num_attention_heads=4",
+        "model.ffn_hidden_size=512", "model.seq_length=64", "training.micro_batch_size=4",
+        "training.global_batch_size=12", "training.train_iters=40", "training.lr_warmup_iters=0",
+        "checkpoint.interval=0", "parallel.world_size=3", "comms.bucket_size_mb=100"]
+
+
+def netns_hosts(*args):
+    p = subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise AssertionError(f"scripts/netns-hosts {' '.join(args)} failed: {p.stdout}{p.stderr}")
+
+
+def throttled_bytes():
+    out = subprocess.run(["ip", "netns", "exec", "rondo-ns1", "tc", "-s", "class", "show", "dev", "eth0"],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"class htb 1:10 .*?Sent (\d+) bytes", out, re.S)
+    return int(m.group(1)) if m else 0
+
+
+try:
+    netns_hosts("up", hosts, "3")
+    netns_hosts("link", hosts, "2", "50mbit")
+    launch = [f"launch.{key}={open(os.path.join(hosts, key)).read().strip()}"
+              for key in ("mpirun_args", "control_address")]
+    run_dir, proc = ctx.run("slow_link", SETS + launch)
+    sent = throttled_bytes()
+    print(f"the throttled link carried {sent} bytes")
+    ctx.check(sent > 4 << 20, f"rank 0's sends to rank 1 went through the throttled link ({sent} bytes)")
+    found = [e for e in events(run_dir) if e.get("event") == "fault"]
+    print("verdicts:", json.dumps(found))
+    links = [f for f in found if f["kind"] == "slow_link"]
+    ctx.check(len(links) >= 1 and links[0].get("link") == [0, 1],
+              f"the link from rank 0 to rank 1 is named: {[f.get('link') for f in links]}")
+    if links:
+        ctx.check(links[0]["evidence"]["ratio"] > 10,
+                  f"its transfers took {links[0]['evidence']['ratio']:.0f}x as long per byte as the others'")
+    ctx.check(all(f.get("link") == [0, 1] for f in links), "no other link is named")
+    ctx.check(not any(f["kind"] == "slow_rank" and set(f["ranks"]) & {0, 1} for f in found),
+              f"neither endpoint is named a slow rank: {[(f['kind'], f['ranks']) for f in found]}")
+    p = subprocess.run([ctx.rondo, "diagnose", run_dir, "--json"], capture_output=True, text=True, timeout=120)
+    replayed = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+    ctx.check(p.returncode == 3 and [v.get("link") for v in replayed if v["kind"] == "slow_link"][:1] == [[0, 1]],
+              f"rondo diagnose replays it to the same link (exit {p.returncode})")
+finally:
+    netns_hosts("down", hosts)
+ctx.finish()
