@@ -15,6 +15,7 @@ BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingR
       options_(options) {
   coll_.set_emulated_link_bandwidth(options_.emulated_link_bps);
   coll_.set_group(options_.group, options_.world_ranks);
+  coll_.set_ring_order(options_.ring_order);
   size_t num_params = 0;
   for (const auto& b : buckets_) {
     for (size_t p : b.params) num_params = std::max(num_params, p + 1);

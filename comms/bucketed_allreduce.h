@@ -37,6 +37,7 @@ class BucketedAllreduce {
     double emulated_link_bps = 0;  // Collectives::set_emulated_link_bandwidth
     std::string group;             // Collectives::set_group: the recorder's name for its collectives
     std::vector<int> world_ranks;
+    std::vector<int> ring_order;  // Collectives::set_ring_order
   };
 
   // `comm` is owned and used by nothing else (split it off the group's communicator); `data` must

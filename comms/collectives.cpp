@@ -52,6 +52,21 @@ void Collectives::set_group(std::string name, std::vector<int> world_ranks) {
   group_.world_ranks = std::move(world_ranks);
 }
 
+void Collectives::set_ring_order(std::vector<int> order) {
+  const int n = comm_.size();
+  if (!order.empty()) {
+    std::vector<int> sorted = order;
+    std::sort(sorted.begin(), sorted.end());
+    for (int i = 0; i < n; ++i) {
+      if (static_cast<int>(sorted.size()) != n || sorted[static_cast<size_t>(i)] != i) {
+        throw CommError(comm_.rank(), -1,
+                        "ring order must list each of the group's " + std::to_string(n) + " members once");
+      }
+    }
+  }
+  ring_order_ = std::move(order);
+}
+
 std::optional<TimingRecorder::Scope> Collectives::record(CollectiveOp op, uint64_t bytes) {
   if (!recorder_) return std::nullopt;
   return recorder_->begin(op, bytes, comm_.size(), &group_);
@@ -117,7 +132,8 @@ namespace {
 class RingAllreduce : public PendingCollective {
  public:
   RingAllreduce(Communicator& comm, std::optional<TimingRecorder::Scope> scope, void* data, size_t count,
-                DType type, ReduceOp op, double emulated_link_bps, char* scratch)
+                DType type, ReduceOp op, double emulated_link_bps, char* scratch,
+                const std::vector<int>& order)
       : PendingCollective(comm, "ring allreduce of " + std::to_string(count * dtype_size(type)) + " bytes"),
         base_(static_cast<char*>(data)),
         blocks_{count, comm.size()},
@@ -128,12 +144,22 @@ class RingAllreduce : public PendingCollective {
         tmp_(scratch),
         scope_(std::move(scope)) {
     const int n = comm.size();
+    // The ring runs over positions: this member's position, and the members before and after it.
+    int position = comm.rank();
+    if (!order.empty()) {
+      position = static_cast<int>(std::find(order.begin(), order.end(), comm.rank()) - order.begin());
+    }
+    const auto member = [&](int p) {
+      return order.empty() ? mod(p, n) : order[static_cast<size_t>(mod(p, n))];
+    };
+    position_ = position;
+    next_ = member(position + 1);
+    prev_ = member(position - 1);
     total_steps_ = (n == 1 || count == 0) ? 0 : 2 * (n - 1);
   }
 
   bool progress() override {
-    const int n = comm_.size(), r = comm_.rank();
-    const int next = mod(r + 1, n), prev = mod(r - 1, n);
+    const int n = comm_.size(), r = position_, next = next_, prev = prev_;
     while (step_ < total_steps_) {
       const bool gather = step_ >= n - 1;
       const int s = gather ? step_ - (n - 1) : step_;
@@ -182,6 +208,7 @@ class RingAllreduce : public PendingCollective {
   double link_bps_;
   int step_ = 0;
   int total_steps_ = 0;
+  int position_ = 0, next_ = 0, prev_ = 0;  // in the ring: this member's place and its neighbours
   char* tmp_;  // receives a block to reduce: the Collectives' scratch (one collective in flight)
   std::unique_ptr<CommRequest> recv_, send_;
   Clock::time_point t0_{};
@@ -231,7 +258,7 @@ std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size
   const size_t largest_block = Blocks{count, comm_.size()}.size(0) * dtype_size(type);
   return std::make_unique<RingAllreduce>(comm_, record(CollectiveOp::kAllreduce, count * dtype_size(type)),
                                          data, count, type, op, emulated_link_bps_,
-                                         scratch(largest_block).data());
+                                         scratch(largest_block).data(), ring_order_);
 }
 
 std::unique_ptr<PendingCollective> Collectives::start_native_allreduce(void* data, size_t count, DType type,

@@ -30,6 +30,11 @@ class Collectives {
   // member and unique in the job; `world_ranks[i]` is member i's world rank (empty: the identity).
   void set_group(std::string name, std::vector<int> world_ranks);
   const RecordGroup& group() const { return group_; }
+  // The ring allreduce's order: members (numbered in this communicator) in ring order, each sending
+  // to the next (a traffic plan's order, one that avoids a slow link). Empty: member order. Every
+  // member must set the same order before the same collective.
+  void set_ring_order(std::vector<int> order);
+  const std::vector<int>& ring_order() const { return ring_order_; }
 
   // Emulates a slow link for tests and benchmarks: every point-to-point transfer of these
   // collectives takes at least bytes / `bytes_per_second` (the remainder is slept, leaving the
@@ -75,6 +80,7 @@ class Collectives {
   Communicator& comm_;
   TimingRecorder* recorder_;
   RecordGroup group_;
+  std::vector<int> ring_order_;
   std::vector<char> scratch_;
   double emulated_link_bps_ = 0;
 };

@@ -129,6 +129,42 @@ TrafficPlan plan_ring_traffic(const LeafSpine& f, const RingTraffic& t, const st
   return plan;
 }
 
+int avoided_links_used(const std::vector<int>& ring, const std::set<std::pair<int, int>>& avoid) {
+  int used = 0;
+  for (size_t i = 0; ring.size() > 1 && i < ring.size(); ++i) {
+    used += avoid.contains({ring[i], ring[(i + 1) % ring.size()]}) ? 1 : 0;
+  }
+  return used;
+}
+
+std::vector<int> ring_avoiding(const std::vector<int>& members, const std::set<std::pair<int, int>>& avoid) {
+  std::vector<int> best = members;
+  int best_used = avoided_links_used(best, avoid);
+  if (best_used == 0 || members.size() < 3) return best;
+  const auto consider = [&](const std::vector<int>& ring) {
+    const int used = avoided_links_used(ring, avoid);
+    if (used < best_used) best = ring, best_used = used;
+    return best_used == 0;
+  };
+  std::vector<int> ring = members;
+  std::reverse(ring.begin() + 1, ring.end());  // the same ring the other way round
+  if (consider(ring)) return best;
+  ring = members;
+  if (members.size() <= 9) {
+    std::sort(ring.begin() + 1, ring.end());
+    do {
+      if (consider(ring)) return best;
+    } while (std::next_permutation(ring.begin() + 1, ring.end()));
+    return best;
+  }
+  std::mt19937 rng(1);
+  for (int k = 0; k < 20000; ++k) {
+    std::shuffle(ring.begin() + 1, ring.end(), rng);
+    if (consider(ring)) return best;
+  }
+  return best;
+}
+
 double ring_lower_bound_s(const LeafSpine& f, const RingTraffic& t) {
   std::set<int> hosts, leaves;
   for (int h : t.host_of_rank) hosts.insert(h), leaves.insert(f.leaf_of(h));

@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rondo {
@@ -74,6 +75,14 @@ void load_flows(const LeafSpine& fabric, TrafficPlan& plan);
 TrafficPlan ecmp_ring_traffic(const LeafSpine& fabric, const RingTraffic& t, std::mt19937& rng);
 TrafficPlan plan_ring_traffic(const LeafSpine& fabric, const RingTraffic& t,
                               const std::set<int>& degraded_links = {});
+// A ring over `members` (world ranks, in their order) that uses none of the directed links in
+// `avoid` when one exists: the members' order if it already does, else reversed, else the first
+// found searching (exhaustively up to 9 members, then 20,000 seeded random orders). When none
+// avoids them all, the order using the fewest. The first member stays first.
+std::vector<int> ring_avoiding(const std::vector<int>& members, const std::set<std::pair<int, int>>& avoid);
+// How many of the ring's edges (each member to the next, the last to the first) are in `avoid`.
+int avoided_links_used(const std::vector<int>& ring, const std::set<std::pair<int, int>>& avoid);
+
 // The fabric's lower bound for any ring and any paths: the busiest host link's unavoidable bytes,
 // and each used leaf's uplinks sharing the fewest bytes any ring must send out of it.
 double ring_lower_bound_s(const LeafSpine& fabric, const RingTraffic& t);

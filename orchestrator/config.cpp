@@ -136,6 +136,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(comms, bucket_size_mb, "gradient bucket size, MiB (the first bucket is at most 1 MiB)"),
       RONDO_KEY(comms, emulated_link_gbps,
                 "emulate a link of this many GB/s in rondo's collectives (tests, benchmarks); 0: off"),
+      RONDO_KEY(comms, avoid_links,
+                "directed links the ring allreduce must not use, SRC>DST world ranks, comma separated (a "
+                "slow_link verdict's link); each data-parallel ring is ordered around them"),
       RONDO_KEY(launch, launcher, "auto (srun inside a Slurm allocation, else mpirun) | mpirun | srun"),
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
@@ -487,6 +490,7 @@ void validate_checkpoint_and_pipeline(const Config& c) {
 
 void validate_comms_and_launch(const Config& c) {
   const auto& t = c.training;
+  (void)parse_avoid_links(c.comms.avoid_links, c.parallel.world_size);
   require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
   require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
           "nccl needs training.device=cuda");
@@ -509,6 +513,26 @@ void validate_comms_and_launch(const Config& c) {
 }
 
 }  // namespace
+
+std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size) {
+  std::vector<std::pair<int, int>> links;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item.erase(std::remove(item.begin(), item.end(), ' '), item.end());
+    if (item.empty()) continue;
+    int src = -1, dst = -1;
+    char sep = 0, rest = 0;
+    std::istringstream one(item);
+    if (!(one >> src >> sep >> dst) || sep != '>' || (one >> rest) || src < 0 || dst < 0 ||
+        src >= world_size || dst >= world_size || src == dst) {
+      throw ConfigError("comms.avoid_links", "'" + item + "' is not SRC>DST with two different ranks below " +
+                                                 std::to_string(world_size) + " (e.g. 0>1,2>3)");
+    }
+    links.emplace_back(src, dst);
+  }
+  return links;
+}
 
 void validate_faults(const Config& c) {
   const auto& f = c.faults;

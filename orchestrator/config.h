@@ -113,7 +113,13 @@ struct CommsConfig {
   bool overlap_grad_reduce = true;
   double bucket_size_mb = 25.0;
   double emulated_link_gbps = 0.0;
+  // Directed links the ring allreduce must not use, "SRC>DST" world ranks, comma separated: a
+  // slow_link verdict's link. The plan orders each data-parallel ring around them.
+  std::string avoid_links;
 };
+
+// comms.avoid_links parsed: (sender, receiver) world-rank pairs. Throws ConfigError naming the key.
+std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size);
 
 struct LaunchConfig {
   std::string launcher = "auto";  // auto: srun inside a Slurm allocation, else mpirun | mpirun | srun

@@ -4,10 +4,12 @@
 #include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 #include <unordered_map>
 
 #include "common/errors.h"
+#include "comms/traffic_planner.h"
 #include "data/chunk_plan.h"
 #include "data/token_corpus.h"
 #include "orchestrator/plan_views.h"
@@ -254,6 +256,8 @@ void mesh_pass(PlanContext& c) {
   m->set_dp(static_cast<uint32_t>(mesh.dp()));
   m->set_pp(static_cast<uint32_t>(mesh.pp()));
   m->set_vpp(static_cast<uint32_t>(c.config.parallel.virtual_pipeline_model_parallel_size));
+  const auto avoid_list = parse_avoid_links(c.config.comms.avoid_links, mesh.world_size());
+  const std::set<std::pair<int, int>> avoid(avoid_list.begin(), avoid_list.end());
   for (MeshDim dim : {MeshDim::kTp, MeshDim::kCp, MeshDim::kEp, MeshDim::kDp, MeshDim::kPp, MeshDim::kDpCp}) {
     uint32_t index = 0;
     for (const auto& g : mesh.groups(dim)) {
@@ -261,6 +265,8 @@ void mesh_pass(PlanContext& c) {
       group->set_kind(to_group_kind(dim));
       group->set_index(index++);
       for (int r : g) group->add_ranks(static_cast<uint32_t>(r));
+      if (dim != MeshDim::kDp || avoided_links_used(g, avoid) == 0) continue;
+      for (int r : ring_avoiding(g, avoid)) group->add_ring(static_cast<uint32_t>(r));
     }
   }
 }

@@ -57,6 +57,12 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
   j["world_size"] = m.world_size();
   j["mesh"] = {{"tp", m.tp()}, {"pp", m.pp()}, {"dp", m.dp()},
                {"cp", m.cp()}, {"ep", m.ep()}, {"vpp", m.vpp()}};
+  j["rings"] = nlohmann::json::array();
+  for (const auto& g : m.groups()) {
+    if (g.kind() == plan::GROUP_DP && g.ring_size() > 0)
+      j["rings"].push_back(
+          {{"dp_group", g.index()}, {"ring", std::vector<uint32_t>(g.ring().begin(), g.ring().end())}});
+  }
   j["micro_batch_size"] = p.training().micro_batch_size();
   j["global_batch_size"] = p.training().global_batch_size();
   j["num_microbatches"] = p.training().num_microbatches();
@@ -196,6 +202,19 @@ std::string plan_summary(const plan::Plan& p) {
           << (s.has_embedding() ? " +embedding" : "") << (s.has_lm_head() ? " +lm_head" : "") << "]";
     }
     out << "\n";
+  }
+  // Data-parallel rings ordered around comms.avoid_links (at most 8 listed).
+  int rings = 0;
+  for (const auto& g : m.groups()) {
+    if (g.kind() != plan::GROUP_DP || g.ring_size() == 0) continue;
+    if (rings++ == 8) {
+      out << "  ...\n";
+      break;
+    }
+    out << (rings == 1 ? "rings around avoided links (comms.avoid_links):\n" : "") << "  data-parallel group "
+        << g.index() << ":";
+    for (uint32_t r : g.ring()) out << " " << r << " ->";
+    out << " " << g.ring(0) << "\n";
   }
   if (m.pp() > 1) {
     const std::string stuck = blocking_send_deadlock(p);

@@ -18,12 +18,13 @@
 //      delay_correction velocity_prediction.
 //  10: a chunked pipeline plan's actions are one representative step: the worker runs each step's
 //      own schedule over the step's chunks (data.pipeline_chunk_lengths).
+//  11: Group.ring: a data-parallel group's ring allreduce order (comms.avoid_links).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 10;
+inline constexpr uint32_t kPlanVersion = 11;
 
 }  // namespace rondo

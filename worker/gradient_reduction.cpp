@@ -52,6 +52,7 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
     options.emulated_link_bps = c.emulated_link_gbps() * 1e9;
     options.group = "grads" + std::to_string(reducers_.size()) + "_" + dp.group().name;
     options.world_ranks = dp.group().world_ranks;
+    options.ring_order = dp.ring_order();
     auto* into =
         reducers_
             .emplace_back(std::make_unique<BucketedAllreduce>(

@@ -135,6 +135,7 @@ void StatelessWeights::setup_asynchronous(const Named& owned) {
   if (context_.dp.comm().size() > 1) {
     async_dp_ = std::make_unique<Collectives>(context_.dp.comm(), context_.recorder);
     async_dp_->set_group("async_" + context_.dp.group().name, context_.dp.group().world_ranks);
+    async_dp_->set_ring_order(context_.dp.ring_order());
   }
   shared_->replica().native_barrier();  // every owner's versions are in place
   if (context_.rank == 0) log_asynchronous_mode(plan_);

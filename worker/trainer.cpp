@@ -219,26 +219,35 @@ void Trainer::Impl::setup() {
 void Trainer::Impl::build_dp_group() {
   // Creating a sub-communicator is collective over the world: every rank takes part for every
   // data-parallel group, in the plan's order.
-  std::vector<int> dp_ranks;
+  const plan::Group* mine = nullptr;
   for (const auto& g : plan.mesh().groups()) {
     if (g.kind() != plan::GROUP_DP) continue;
     std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
     if (static_cast<int>(ranks.size()) == world.size()) {
-      dp_coll = std::make_unique<Collectives>(world, recorder.get());
-      dp_coll->set_group("dp@0", {});
-      return;  // one group spanning the world: reuse it
+      mine = &g;
+      break;  // one group spanning the world: reuse it
     }
     auto sub = world.split(ranks);
     if (sub) {
       dp_comm = std::move(sub);
-      dp_ranks = ranks;
+      mine = &g;
     }
   }
-  if (!dp_comm) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
-  dp_coll = std::make_unique<Collectives>(*dp_comm, recorder.get());
+  if (!mine) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
+  std::vector<int> ranks(mine->ranks().begin(), mine->ranks().end());
+  dp_coll = std::make_unique<Collectives>(dp_comm ? *dp_comm : world, recorder.get());
   // Data-parallel groups are disjoint: the first member names one.
-  std::string name = "dp@" + std::to_string(dp_ranks.front());
-  dp_coll->set_group(std::move(name), std::move(dp_ranks));
+  std::string name = "dp@" + std::to_string(ranks.front());
+  if (mine->ring_size() > 0) {
+    // The plan's ring order (world ranks) as the group's members.
+    std::vector<int> order;
+    for (uint32_t r : mine->ring()) {
+      order.push_back(
+          static_cast<int>(std::find(ranks.begin(), ranks.end(), static_cast<int>(r)) - ranks.begin()));
+    }
+    dp_coll->set_ring_order(std::move(order));
+  }
+  dp_coll->set_group(std::move(name), dp_comm ? std::move(ranks) : std::vector<int>{});
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {

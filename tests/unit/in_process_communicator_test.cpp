@@ -2,6 +2,7 @@
 // make sub-communicators, and a receive nobody answers times out naming its peer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <exception>
 #include <functional>
 #include <thread>
@@ -94,6 +95,26 @@ TEST(InProcessCommunicator, AGroupsRecordsNameWorldRanksAndLineUpAcrossMembers) 
       EXPECT_EQ(rec.connections.front().send_peer, 4 - r);
     }
   }
+}
+
+TEST(InProcessCommunicator, TheRingAllreduceFollowsItsRingOrder) {
+  // Ring 0 -> 2 -> 1 -> 3 -> 0: the same sums, each member exchanging with its ring neighbours.
+  const std::vector<int> order = {0, 2, 1, 3};
+  run_ranks(4, [&](Communicator& comm) {
+    TimingRecorder recorder(4);
+    Collectives coll(comm, &recorder);
+    coll.set_ring_order(order);
+    const int r = comm.rank();
+    std::vector<double> v(1000);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = r + 0.25 * static_cast<double>(i);
+    coll.allreduce(v.data(), v.size(), DType::kFloat64, ReduceOp::kSum);
+    for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 6 + static_cast<double>(i));
+    const auto pos = static_cast<size_t>(std::find(order.begin(), order.end(), r) - order.begin());
+    const auto c = recorder.snapshot().front().connections.front();
+    EXPECT_EQ(c.send_peer, order[(pos + 1) % 4]);
+    EXPECT_EQ(c.recv_peer, order[(pos + 3) % 4]);
+    EXPECT_THROW(coll.set_ring_order({0, 1, 1, 3}), CommError);
+  });
 }
 
 TEST(InProcessCommunicator, NativeCollectivesAndSplits) {

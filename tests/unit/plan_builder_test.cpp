@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <set>
 
 #include "common/errors.h"
+#include "comms/traffic_planner.h"
 #include "orchestrator/config.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
@@ -461,6 +463,56 @@ TEST(PlanBuilder, EmulatedOpsFarShorterThanAMillisecondAreWarnedAboutNamingTheRa
   EXPECT_EQ(emulated_op_warning(build_plan(parse_config("", "t", slower))), "");
   // Real compute: nothing to warn about.
   EXPECT_EQ(emulated_op_warning(build_plan(parse_config("", "t", {"parallel.world_size=2"}))), "");
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(PlanBuilder, DataParallelRingsAreOrderedAroundAvoidedLinks) {
+  const std::vector<std::string> sets = {"parallel.world_size=6", "parallel.pipeline_model_parallel_size=2",
+                                         "model.num_layers=4", "training.global_batch_size=12"};
+  // Each data-parallel group's first member's link to its second: used by the rank-order ring.
+  std::set<std::pair<int, int>> avoid;
+  std::string avoid_text;
+  const auto plain = build_plan(parse_config("", "t", sets));
+  for (const auto& g : plain.mesh().groups()) {
+    if (g.kind() != plan::GROUP_DP) continue;
+    avoid.insert({static_cast<int>(g.ranks(0)), static_cast<int>(g.ranks(1))});
+    avoid_text +=
+        (avoid_text.empty() ? "" : ", ") + std::to_string(g.ranks(0)) + ">" + std::to_string(g.ranks(1));
+  }
+  auto with_avoid = sets;
+  with_avoid.push_back("comms.avoid_links=" + avoid_text);
+  const auto plan = build_plan(parse_config("", "t", with_avoid));
+  int ordered = 0;
+  for (const auto& g : plan.mesh().groups()) {
+    if (g.kind() != plan::GROUP_DP) continue;
+    std::vector<int> members(g.ranks().begin(), g.ranks().end());
+    std::vector<int> ring(g.ring().begin(), g.ring().end());
+    if (ring.empty()) {
+      ring = members;  // the rank order already avoids them
+    } else {
+      ++ordered;
+      EXPECT_TRUE(std::is_permutation(ring.begin(), ring.end(), members.begin(), members.end()));
+    }
+    EXPECT_EQ(avoided_links_used(ring, avoid), 0);
+  }
+  EXPECT_EQ(ordered, 2);  // both groups' rank-order rings used an avoided link
+  EXPECT_NE(plan_summary(plan).find("rings around avoided links"), std::string::npos);
+}
+
+TEST(PlanBuilder, AnAvoidedLinkOutsideTheJobNamesTheKey) {
+  for (const char* bad : {"comms.avoid_links=0>9", "comms.avoid_links=1-0", "comms.avoid_links=1>1"}) {
+    try {
+      parse_config("", "t", {"parallel.world_size=2", bad});
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.key(), "comms.avoid_links") << bad;
+    }
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // and random ECMP does worse on the same placement.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "comms/traffic_planner.h"
@@ -78,6 +79,39 @@ TEST(TrafficPlanner, AvoidsDegradedLinksWhileAnotherSpineIsLeft) {
   double out_of_leaf_0 = 0;
   for (int s = 0; s < f.spines; ++s) out_of_leaf_0 += forced.load[static_cast<size_t>(f.leaf_up(0, s))];
   EXPECT_DOUBLE_EQ(out_of_leaf_0, 2 * 3 / 4.0 * 1e9);
+}
+
+}  // namespace
+}  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(RingAvoiding, KeepsTheOrderThatAlreadyAvoidsAndReversesWhenThatIsEnough) {
+  EXPECT_EQ(ring_avoiding({0, 1, 2}, {{1, 0}}), (std::vector<int>{0, 1, 2}));
+  // 0 -> 1 is slow one way: the same ring the other way round, 0 -> 2 -> 1 -> 0.
+  EXPECT_EQ(ring_avoiding({0, 1, 2}, {{0, 1}}), (std::vector<int>{0, 2, 1}));
+}
+
+TEST(RingAvoiding, SearchesWhenReversingIsNotEnough) {
+  const std::set<std::pair<int, int>> avoid = {{0, 1}, {1, 0}, {2, 3}, {3, 2}};
+  const auto ring = ring_avoiding({0, 1, 2, 3, 4, 5}, avoid);
+  EXPECT_EQ(avoided_links_used(ring, avoid), 0);
+  EXPECT_EQ(ring.front(), 0);
+  auto sorted = ring;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<int>{0, 1, 2, 3, 4, 5}));
+  // Twelve members: the seeded random search.
+  std::vector<int> twelve(12);
+  for (int i = 0; i < 12; ++i) twelve[static_cast<size_t>(i)] = 10 + i;
+  const std::set<std::pair<int, int>> many = {{10, 11}, {11, 10}, {12, 11}, {15, 16}, {16, 17}, {21, 10}};
+  EXPECT_EQ(avoided_links_used(ring_avoiding(twelve, many), many), 0);
+}
+
+TEST(RingAvoiding, UsesTheFewestWhenNoRingAvoidsThemAll) {
+  // Every link out of 0 avoided: a ring must use one.
+  const std::set<std::pair<int, int>> avoid = {{0, 1}, {0, 2}, {0, 3}};
+  EXPECT_EQ(avoided_links_used(ring_avoiding({0, 1, 2, 3}, avoid), avoid), 1);
 }
 
 }  // namespace
