@@ -114,11 +114,9 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
                                                                                double step_time) const {
   std::map<SuspectKey, nlohmann::json> out;
   std::map<std::pair<int, int>, LinkStats> stats;
-  std::map<std::pair<int, int>, double> rate;  // typical seconds per byte
   std::vector<double> stalled_s(s.blame_s.size(), 0.0);
   for (const auto& [link, transfers] : s.links) {
     const auto& st = stats[link] = link_stats(transfers);
-    if (st.rate > 0) rate[link] = st.rate;
     if (link.second >= 0 && link.second < world_size_)
       stalled_s[static_cast<size_t>(link.second)] += st.excess_s;
   }
@@ -134,22 +132,36 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
                                             {"own_wait_share", s.wait_s[r] / step_time},
                                             {"step_time_s", step_time}};
   }
+  add_link_suspects(out, s, stats, step_time);
+  return out;
+}
+
+std::map<std::pair<int, int>, nlohmann::json> FaultDetector::slow_links(
+    const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const {
   std::map<std::pair<int, int>, nlohmann::json> slow;
-  if (rate.size() < kMinLinks) rate.clear();
-  for (const auto& [link, own] : rate) {
+  size_t measured = 0;
+  for (const auto& [link, st] : stats) measured += st.rate > 0 ? 1 : 0;
+  if (measured < kMinLinks) return slow;
+  for (const auto& [link, st] : stats) {
     std::vector<double> others;
-    for (const auto& [other, v] : rate) {
-      if (other != link) others.push_back(v);
+    for (const auto& [other, o] : stats) {
+      if (other != link && o.rate > 0) others.push_back(o.rate);
     }
     const double ref = median(others);
-    const double seconds = stats.at(link).seconds;
-    if (others.empty() || ref <= 0 || own < options_.slow_link_factor * ref) continue;
-    if (seconds < options_.slow_link_share * step_time) continue;
-    slow[link] = {{"seconds_per_mb", own * 1e6},
+    if (st.rate <= 0 || ref <= 0 || st.rate < options_.slow_link_factor * ref) continue;
+    if (st.seconds < options_.slow_link_share * step_time) continue;
+    slow[link] = {{"seconds_per_mb", st.rate * 1e6},
                   {"others_seconds_per_mb", ref * 1e6},
-                  {"ratio", own / ref},
-                  {"share_of_step", seconds / step_time}};
+                  {"ratio", st.rate / ref},
+                  {"share_of_step", st.seconds / step_time}};
   }
+  return slow;
+}
+
+void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
+                                      const std::map<std::pair<int, int>, LinkStats>& stats,
+                                      double step_time) const {
+  const auto slow = slow_links(stats, step_time);
   // A rank with slow links both in and out: the rank itself when it is also late into collectives
   // (it progresses everything late), else its node's network (its NIC, its host's link); not two
   // separate links either way.
@@ -176,7 +188,8 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
     // One link per sender and receiver in a ring: the cell cannot be told from the sender's
     // sending side or the receiver's receiving side unless either has other links measured.
     int from_src = 0, slow_from_src = 0, into_dst = 0, slow_into_dst = 0;
-    for (const auto& [l, v] : rate) {
+    for (const auto& [l, st] : stats) {
+      if (st.rate <= 0) continue;
       if (l.first == link.first) ++from_src, slow_from_src += slow.contains(l) ? 1 : 0;
       if (l.second == link.second) ++into_dst, slow_into_dst += slow.contains(l) ? 1 : 0;
     }
@@ -195,7 +208,6 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
     }
     out[key] = evidence;
   }
-  return out;
 }
 
 std::vector<Verdict> FaultDetector::update_suspects(int64_t step,

@@ -96,6 +96,12 @@ class FaultDetector {
   std::vector<Verdict> judge(int64_t step, OpenStep& s);
   // This step's suspects and their evidence.
   std::map<SuspectKey, nlohmann::json> suspects_of(const OpenStep& s, double step_time) const;
+  // Links slower per byte than the others (each with its evidence), when enough were measured.
+  std::map<std::pair<int, int>, nlohmann::json> slow_links(
+      const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
+  // The slow links as suspects: a link, a sender's or receiver's side, a node's network or a rank.
+  void add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
+                         const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
   std::vector<Verdict> update_suspects(int64_t step, const std::map<SuspectKey, nlohmann::json>& now);
 
   const int world_size_;

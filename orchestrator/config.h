@@ -143,6 +143,9 @@ struct FaultsConfig {
   double slow_link_share = 0.02;
   int64_t window = 8;
   int64_t persist = 5;
+  // report: verdicts are events only; replan: a slow link between two ranks stops the job with a
+  // checkpoint and relaunches it from there with the link added to comms.avoid_links.
+  std::string policy = "report";
 };
 
 struct Config {

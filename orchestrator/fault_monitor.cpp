@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <utility>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -37,10 +38,17 @@ DetectorOptions detector_options(const FaultsConfig& f) {
                          .persist = static_cast<int>(f.persist)};
 }
 
-FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options)
+FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options,
+                           bool replan)
     : state_(state),
       timings_(std::make_unique<LineAppender>((run_dir / "timings.jsonl").string())),
-      detector_(state.world_size(), options) {}
+      detector_(state.world_size(), options),
+      replan_(replan) {}
+
+std::vector<std::pair<int, int>> FaultMonitor::take_replan_links() {
+  std::lock_guard lock(mu_);
+  return std::exchange(replan_links_, {});
+}
 
 void FaultMonitor::add_report(const report::StepReport& report) {
   std::string line;
@@ -63,6 +71,19 @@ void FaultMonitor::add_report(const report::StepReport& report) {
   for (const auto& v : verdicts) {
     logging::get("faults")->warn("{} at step {}: {}", fault_kind_name(v.kind), v.step, v.to_json().dump());
     state_.add_fault(v.to_json());
+    if (replan_ && v.kind == FaultKind::kSlowLink && v.link && v.link->first >= 0 && v.link->second >= 0) {
+      bool first = false;
+      {
+        std::lock_guard lock(mu_);
+        first = replan_links_.empty();
+        replan_links_.push_back(*v.link);
+      }
+      if (first) {
+        // Every rank checkpoints after the step the stop reaches it in; the run loop relaunches.
+        state_.add_event({{"event", "replan_requested"}, {"link", {v.link->first, v.link->second}}});
+        state_.command(control::Command::STOP, 0);
+      }
+    }
   }
 }
 

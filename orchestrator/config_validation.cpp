@@ -1,0 +1,270 @@
+// Config validation: every check beyond a key's type, each naming its key (docs/config.md lists
+// them). parse_config() calls validate() once the file and the overrides are applied.
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "common/errors.h"
+#include "data/token_corpus.h"
+#include "orchestrator/config.h"
+#include "parallelism/model_parameters.h"
+#include "pipeline/pipeline_schedule.h"
+
+namespace rondo {
+
+namespace {
+
+void require(bool ok, const std::string& key, const std::string& reason) {
+  if (!ok) throw ConfigError(key, reason);
+}
+
+void require_one_of(const std::string& value, const std::vector<std::string>& allowed,
+                    const std::string& key) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+  std::string list;
+  for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+  throw ConfigError(key, "'" + value + "' is not one of: " + list);
+}
+
+std::string str(int64_t v) { return std::to_string(v); }
+
+void validate_model(const Config& c) {
+  const auto& m = c.model;
+  require(m.num_layers >= 1, "model.num_layers", "must be >= 1, got " + str(m.num_layers));
+  require(m.hidden_size >= 1, "model.hidden_size", "must be >= 1, got " + str(m.hidden_size));
+  require(m.num_attention_heads >= 1, "model.num_attention_heads",
+          "must be >= 1, got " + str(m.num_attention_heads));
+  require(m.hidden_size % m.num_attention_heads == 0, "model.num_attention_heads",
+          str(m.num_attention_heads) + " heads do not divide model.hidden_size=" + str(m.hidden_size));
+  require(m.ffn_hidden_size >= 1, "model.ffn_hidden_size", "must be >= 1, got " + str(m.ffn_hidden_size));
+  require(m.vocab_size >= 256, "model.vocab_size",
+          "must be >= 256 for the byte-level tokenizer, got " + str(m.vocab_size));
+  require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
+  require_one_of(m.family, planned_model_families(), "model.family");
+  require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
+}
+
+// The mesh, and how the pipeline's stages cut the model.
+void validate_parallel(const Config& c) {
+  const auto& m = c.model;
+  const auto& p = c.parallel;
+  require(p.world_size >= 1, "parallel.world_size", "must be >= 1, got " + str(p.world_size));
+  for (auto [key, value] :
+       {std::pair{"parallel.tensor_model_parallel_size", p.tensor_model_parallel_size},
+        {"parallel.pipeline_model_parallel_size", p.pipeline_model_parallel_size},
+        {"parallel.virtual_pipeline_model_parallel_size", p.virtual_pipeline_model_parallel_size},
+        {"parallel.context_parallel_size", p.context_parallel_size},
+        {"parallel.expert_model_parallel_size", p.expert_model_parallel_size}}) {
+    require(value >= 1, key, "must be >= 1, got " + str(value));
+  }
+  const int64_t tp = p.tensor_model_parallel_size, pp = p.pipeline_model_parallel_size,
+                cp = p.context_parallel_size, vpp = p.virtual_pipeline_model_parallel_size;
+  require(p.world_size % (tp * pp * cp) == 0, "parallel.world_size",
+          str(p.world_size) + " is not divisible by tp*pp*cp = " + str(tp) + "*" + str(pp) + "*" + str(cp) +
+              " = " + str(tp * pp * cp));
+  const int64_t dp = p.data_parallel_size();
+  require(dp % p.expert_model_parallel_size == 0, "parallel.expert_model_parallel_size",
+          str(p.expert_model_parallel_size) + " does not divide the data-parallel size " + str(dp));
+  require(m.num_attention_heads % tp == 0, "parallel.tensor_model_parallel_size",
+          str(tp) + " does not divide model.num_attention_heads=" + str(m.num_attention_heads));
+  require(m.ffn_hidden_size % tp == 0, "parallel.tensor_model_parallel_size",
+          str(tp) + " does not divide model.ffn_hidden_size=" + str(m.ffn_hidden_size));
+  if (c.pipeline.schedule == "roundpipe") {
+    require(c.pipeline.stage_partition.empty(), "pipeline.stage_partition",
+            "roundpipe partitions the model itself; leave it empty");
+  } else if (c.pipeline.stage_partition.empty()) {
+    require(m.num_layers % (pp * vpp) == 0, "parallel.pipeline_model_parallel_size",
+            "model.num_layers=" + str(m.num_layers) + " is not divisible by pp*vpp = " + str(pp) + "*" +
+                str(vpp) + " (or give pipeline.stage_partition)");
+  } else {
+    const std::string key = "pipeline.stage_partition";
+    const auto part = parse_stage_partition(c.pipeline.stage_partition, static_cast<int>(m.num_layers), key);
+    require(!part.separate_backward(), key,
+            "only `rondo simulate --schedule roundpipe` takes FORWARD|BACKWARD");
+    const int64_t stages = pp == 1 ? 1 : pp * chunks_per_rank(c.pipeline.schedule, static_cast<int>(vpp));
+    require(static_cast<int64_t>(part.forward.size()) == stages, key,
+            c.pipeline.schedule + " at pp " + str(pp) + " has " + str(stages) +
+                " stage(s), the partition names " + str(static_cast<int64_t>(part.forward.size())));
+  }
+  require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
+          "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
+}
+
+void validate_training(const Config& c) {
+  const auto& m = c.model;
+  const int64_t dp = c.parallel.data_parallel_size();
+  const auto& t = c.training;
+  require(t.micro_batch_size >= 1, "training.micro_batch_size",
+          "must be >= 1, got " + str(t.micro_batch_size));
+  require(t.global_batch_size >= 1, "training.global_batch_size",
+          "must be >= 1, got " + str(t.global_batch_size));
+  require(t.global_batch_size % (t.micro_batch_size * dp) == 0, "training.global_batch_size",
+          str(t.global_batch_size) + " is not a multiple of micro_batch_size*dp = " +
+              str(t.micro_batch_size) + "*" + str(dp) + " = " + str(t.micro_batch_size * dp));
+  require(t.train_iters >= 1, "training.train_iters", "must be >= 1, got " + str(t.train_iters));
+  require(t.lr > 0, "training.lr", "must be > 0");
+  require(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", "must lie in [0, training.lr]");
+  require(t.lr_warmup_iters >= 0 && t.lr_warmup_iters <= t.train_iters, "training.lr_warmup_iters",
+          "must lie in [0, training.train_iters]");
+  require_one_of(t.lr_decay_style, {"constant", "linear", "cosine"}, "training.lr_decay_style");
+  require_one_of(t.optimizer, {"adamw", "sgd", "muon"}, "training.optimizer");
+  require(t.weight_decay >= 0, "training.weight_decay", "must be >= 0");
+  require(t.adam_beta1 >= 0 && t.adam_beta1 < 1, "training.adam_beta1", "must lie in [0, 1)");
+  require(t.adam_beta2 >= 0 && t.adam_beta2 < 1, "training.adam_beta2", "must lie in [0, 1)");
+  require(t.adam_eps > 0, "training.adam_eps", "must be > 0");
+  require(t.clip_grad >= 0, "training.clip_grad", "must be >= 0 (0 disables clipping)");
+  require(t.seed >= 0, "training.seed", "must be >= 0");
+  require(t.exit_interval >= 0, "training.exit_interval", "must be >= 0");
+  require(t.log_interval >= 1, "training.log_interval", "must be >= 1");
+  require(t.num_threads >= 1, "training.num_threads", "must be >= 1");
+  require_one_of(t.device, {"cpu", "cuda"}, "training.device");
+  require_one_of(t.malloc_policy, {"caching", "system"}, "training.malloc_policy");
+  require_one_of(t.cpu_kernels, {"fused", "aten"}, "training.cpu_kernels");
+  const bool stateless = c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1;
+  require(!stateless || m.recompute_granularity != "full", "model.recompute_granularity",
+          "roundpipe's backward always recomputes its stage from the forward's boundary activations; "
+          "use none or selective");
+}
+
+void validate_data(const Config& c) {
+  const auto& m = c.model;
+  const int64_t pp = c.parallel.pipeline_model_parallel_size;
+  require_one_of(c.data.format, {"auto", "text", "jsonl", "indexed", "lognormal"}, "data.format");
+  const std::string format = TokenCorpus::resolve_format(c.data.path, c.data.format);
+  require(c.data.lognormal_seed >= 0, "data.lognormal_seed", "must be >= 0");
+  if (format == "lognormal") {
+    lognormal_lengths(c.data.lognormal_mix());  // throws ConfigError naming the key
+  } else if (format == "indexed") {
+    // Opening checks the index against both files: a corrupt corpus fails here, not in the workers.
+    try {
+      IndexedDataset::open(c.data.path);
+    } catch (const DataError& e) {
+      throw ConfigError("data.path", e.what());
+    }
+  } else if (c.data.path != "builtin") {
+    const bool ok = format == "text" ? std::filesystem::is_regular_file(c.data.path) ||
+                                           std::filesystem::is_directory(c.data.path)
+                                     : std::filesystem::is_regular_file(c.data.path);
+    require(ok, "data.path",
+            "'" + c.data.path + "' is not a readable " + (format == "text" ? "file or directory" : "file") +
+                " (use 'builtin' for the built-in text, or an indexed dataset PREFIX)");
+  }
+  require(c.data.chunk_size >= 0 && c.data.chunk_size <= m.seq_length, "data.chunk_size",
+          "must lie in [0, model.seq_length=" + str(m.seq_length) + "], got " + str(c.data.chunk_size));
+  require_one_of(c.data.chunk_balance, {"tokens", "cost"}, "data.chunk_balance");
+  require(c.data.chunks_in_memory >= 1, "data.chunks_in_memory",
+          "must be >= 1, got " + str(c.data.chunks_in_memory));
+  require(!c.data.pad || (!c.data.pack && c.data.chunk_size == 0), "data.pad",
+          "one padded document per sample excludes data.pack and data.chunk_size (it is their baseline)");
+  if (c.data.chunk_size > 0 && pp > 1) {
+    // The chunks become the schedule's microbatches (a sequence's chunks in order).
+    require(
+        c.pipeline.schedule == "gpipe" || c.pipeline.schedule == "1f1b", "data.chunk_size",
+        "with parallel.pipeline_model_parallel_size " + str(pp) +
+            ", chunked training runs pipeline.schedule gpipe or 1f1b (a sequence's chunks forward in order, "
+            "then backward in reverse), not " +
+            c.pipeline.schedule);
+    require(!c.training.emulate_compute, "data.chunk_size",
+            "chunked pipeline training computes for real; set training.emulate_compute=false");
+  }
+}
+
+void validate_checkpoint_and_pipeline(const Config& c) {
+  const int64_t pp = c.parallel.pipeline_model_parallel_size;
+  require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
+  require(c.checkpoint.resume_step >= 0, "checkpoint.resume_step", "must be >= 0");
+  require_one_of(c.pipeline.schedule, schedule_names(), "pipeline.schedule");
+  require(c.pipeline.device_tflops > 0, "pipeline.device_tflops", "must be > 0");
+  require(c.pipeline.p2p_latency_s >= 0, "pipeline.p2p_latency_s", "must be >= 0");
+  require(c.pipeline.p2p_bandwidth_gbps > 0, "pipeline.p2p_bandwidth_gbps", "must be > 0");
+  require(c.pipeline.memory_cap_gb >= 0, "pipeline.memory_cap_gb", "must be >= 0 (0: no cap)");
+  require_one_of(c.pipeline.roundpipe_dispatch, {"rounds", "earliest_free"}, "pipeline.roundpipe_dispatch");
+  require(c.pipeline.h2d_bandwidth_gbps > 0, "pipeline.h2d_bandwidth_gbps", "must be > 0");
+  require_one_of(c.pipeline.delay_correction,
+                 {"none", "error_feedback", "weight_prediction", "velocity_prediction"},
+                 "pipeline.delay_correction");
+  require(c.pipeline.delay_correction == "none" || c.pipeline.async, "pipeline.delay_correction",
+          "corrects the one-step weight delay of pipeline.async=true; set it or leave the correction none");
+  if (c.pipeline.async) {
+    require(c.pipeline.schedule == "1f1b" || c.pipeline.schedule == "roundpipe" || pp == 1, "pipeline.async",
+            "the asynchronous mode runs pipeline.schedule 1f1b (PipeDream-2BW) or roundpipe, not " +
+                c.pipeline.schedule);
+    require(c.pipeline.schedule != "roundpipe" || pp == 1 || c.pipeline.roundpipe_dispatch == "rounds",
+            "pipeline.roundpipe_dispatch",
+            "roundpipe's asynchronous mode runs RoundPipe's own dispatch, rounds (earliest_free interleaves "
+            "the next "
+            "step's forwards with this step's backwards task by task, which the executor does not run yet)");
+    require(c.data.chunk_size == 0, "pipeline.async",
+            "chunked training (data.chunk_size) has no asynchronous mode; set one of them off");
+  }
+}
+
+void validate_comms_and_launch(const Config& c) {
+  const auto& t = c.training;
+  (void)parse_avoid_links(c.comms.avoid_links, c.parallel.world_size);
+  require_one_of(c.comms.backend, {"mpi", "nccl"}, "comms.backend");
+  require(c.comms.backend != "nccl" || t.device == "cuda", "comms.backend",
+          "nccl needs training.device=cuda");
+  require_one_of(c.comms.allreduce, {"ring", "native"}, "comms.allreduce");
+  require(c.comms.timeout_s > 0, "comms.timeout_s", "must be > 0");
+  require(c.comms.recorder_capacity >= 1, "comms.recorder_capacity", "must be >= 1");
+  require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
+  require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
+  require_one_of(c.launch.launcher, {"auto", "mpirun", "srun"}, "launch.launcher");
+  require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
+  require(c.launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0");
+  require(c.launch.control_address.find(':') != std::string::npos, "launch.control_address",
+          "must be host:port, e.g. 127.0.0.1:0");
+  require(c.launch.heartbeat_interval_s > 0, "launch.heartbeat_interval_s", "must be > 0");
+  require(c.launch.register_timeout_s > 0, "launch.register_timeout_s", "must be > 0");
+  require(c.launch.heartbeat_timeout_s > 2 * c.launch.heartbeat_interval_s, "launch.heartbeat_timeout_s",
+          "must exceed two heartbeat intervals (launch.heartbeat_interval_s)");
+  require(c.launch.dashboard_port >= 0 && c.launch.dashboard_port < 65536, "launch.dashboard_port",
+          "must be a TCP port, or 0 for no dashboard");
+}
+
+void validate_faults(const Config& c) {
+  const auto& f = c.faults;
+  require(f.slow_rank_share > 0 && f.slow_rank_share < 1, "faults.slow_rank_share", "must be in (0, 1)");
+  require(f.slow_link_factor > 1, "faults.slow_link_factor", "must be > 1");
+  require(f.slow_link_share >= 0 && f.slow_link_share < 1, "faults.slow_link_share", "must be in [0, 1)");
+  require(f.window >= 1 && f.window <= 1000, "faults.window", "must be 1..1000 steps");
+  require(f.persist >= 1 && f.persist <= f.window, "faults.persist", "must be 1..faults.window");
+  require_one_of(f.policy, {"report", "replan"}, "faults.policy");
+}
+
+}  // namespace
+
+std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size) {
+  std::vector<std::pair<int, int>> links;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item.erase(std::remove(item.begin(), item.end(), ' '), item.end());
+    if (item.empty()) continue;
+    int src = -1, dst = -1;
+    char sep = 0, rest = 0;
+    std::istringstream one(item);
+    if (!(one >> src >> sep >> dst) || sep != '>' || (one >> rest) || src < 0 || dst < 0 ||
+        src >= world_size || dst >= world_size || src == dst) {
+      throw ConfigError("comms.avoid_links", "'" + item + "' is not SRC>DST with two different ranks below " +
+                                                 std::to_string(world_size) + " (e.g. 0>1,2>3)");
+    }
+    links.emplace_back(src, dst);
+  }
+  return links;
+}
+
+void validate(const Config& c) {
+  validate_model(c);
+  validate_parallel(c);
+  validate_training(c);
+  validate_data(c);
+  validate_checkpoint_and_pipeline(c);
+  validate_comms_and_launch(c);
+  validate_faults(c);
+}
+
+}  // namespace rondo
