@@ -127,6 +127,10 @@ bool AttemptWatch::find_failure() {
   return true;
 }
 
+void AttemptWatch::finish() {
+  if (silent_rank_) judge_silent_rank(flights_collected());
+}
+
 void AttemptWatch::judge_silent_rank(bool flights_in) {
   const int rank = *silent_rank_;
   silent_rank_.reset();

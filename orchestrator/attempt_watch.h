@@ -52,6 +52,8 @@ class AttemptWatch {
 
   // True when the attempt should be stopped now.
   bool should_stop();
+  // After the attempt: judges a silent rank the launcher's end came too soon for.
+  void finish();
   // Why the watch ended the attempt (empty: it did not).
   const std::string& ended_by() const { return ended_by_; }
 

@@ -278,6 +278,7 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   monitor.on_interrupt = [](int signal) { g_stop_requested = signal; };
   const auto result =
       run_process(cmd, remaining, (run_dir / "logs" / "launcher.log").string(), true, monitor);
+  watch.finish();
   const auto end = judge_attempt(run_dir, world, result, watch.ended_by(), job.state, config);
   // A rank the launcher saw die first, the watch having found nothing before: a crash.
   if (!end.ok && end.rank_end && watch.ended_by().empty() && !result.stopped) {
