@@ -36,10 +36,11 @@
 namespace rondo {
 
 // Defaults: orchestrator/config.h's FaultsConfig (faults.* keys). The rank share sits above the
-// noise of a machine running more ranks than it has cores (up to ~0.14 of a step in single steps).
+// noise of a machine running more ranks than it has cores (up to ~0.14 of a step in single steps);
+// the link factor above healthy TCP links' spread between network namespaces (up to ~6.5x).
 struct DetectorOptions {
   double slow_rank_share = 0.15;
-  double slow_link_factor = 3.0;
+  double slow_link_factor = 8.0;
   double slow_link_share = 0.02;
   int window = 8;
   int persist = 5;

@@ -139,7 +139,7 @@ struct LaunchConfig {
 // Fault localisation in the coordinator (faults/fault_detector.h's DetectorOptions).
 struct FaultsConfig {
   double slow_rank_share = 0.15;
-  double slow_link_factor = 3.0;
+  double slow_link_factor = 8.0;
   double slow_link_share = 0.02;
   int64_t window = 8;
   int64_t persist = 5;

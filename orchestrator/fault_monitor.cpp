@@ -39,11 +39,12 @@ DetectorOptions detector_options(const FaultsConfig& f) {
 }
 
 FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options,
-                           bool replan)
+                           bool replan, const std::vector<std::pair<int, int>>& avoided)
     : state_(state),
       timings_(std::make_unique<LineAppender>((run_dir / "timings.jsonl").string())),
       detector_(state.world_size(), options),
-      replan_(replan) {}
+      replan_(replan),
+      avoided_(avoided.begin(), avoided.end()) {}
 
 std::vector<std::pair<int, int>> FaultMonitor::take_replan_links() {
   std::lock_guard lock(mu_);
@@ -75,6 +76,7 @@ void FaultMonitor::add_report(const report::StepReport& report) {
       bool first = false;
       {
         std::lock_guard lock(mu_);
+        if (!avoided_.insert(*v.link).second) continue;  // planned around already
         first = replan_links_.empty();
         replan_links_.push_back(*v.link);
       }

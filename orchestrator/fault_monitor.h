@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,9 +29,10 @@ DetectorOptions detector_options(const FaultsConfig& faults);
 
 class FaultMonitor {
  public:
-  // `replan`: faults.policy replan (a slow link between two ranks asks the job to stop).
+  // `replan`: faults.policy replan (a slow link between two ranks asks the job to stop, once per
+  // link; `avoided`: the links the plan already avoids, comms.avoid_links).
   FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options,
-               bool replan = false);
+               bool replan = false, const std::vector<std::pair<int, int>>& avoided = {});
 
   void add_report(const report::StepReport& report);
 
@@ -54,6 +56,7 @@ class FaultMonitor {
   FaultDetector detector_;
   const bool replan_;
   std::vector<std::pair<int, int>> replan_links_;
+  std::set<std::pair<int, int>> avoided_;  // planned around, or asked to be
 };
 
 }  // namespace rondo

@@ -184,7 +184,8 @@ struct JobServices {
         token(random_token()),
         state(run_dir.string(), static_cast<int>(plan.mesh().world_size()),
               static_cast<int64_t>(plan.training().train_iters())),
-        faults(state, run_dir, detector_options(config.faults), config.faults.policy == "replan"),
+        faults(state, run_dir, detector_options(config.faults), config.faults.policy == "replan",
+               parse_avoid_links(config.comms.avoid_links, plan.mesh().world_size())),
         control(state, control_options(config, run_dir, token)) {
     // No worker runs before the first attempt launches: no report reaches the state before this.
     state.set_report_sink([this](const report::StepReport& r) { faults.add_report(r); });
@@ -329,10 +330,15 @@ bool replan_around_slow_links(int attempt, JobServices& job, Config& config, pla
   if (links.empty() || job.state.last_step() >= static_cast<int64_t>(plan.training().train_iters()))
     return false;
   auto& avoid = config.comms.avoid_links;
+  const auto avoided = parse_avoid_links(avoid, static_cast<int64_t>(plan.mesh().world_size()));
+  bool added = false;
   for (const auto& [src, dst] : links) {
+    if (std::find(avoided.begin(), avoided.end(), std::pair(src, dst)) != avoided.end()) continue;
     if (!avoid.empty()) avoid += ',';  // appends: GCC 12 warns falsely on a chain of string +
     avoid.append(std::to_string(src)).append(">").append(std::to_string(dst));
+    added = true;
   }
+  if (!added) return false;  // already planned around: nothing new to gain from a relaunch
   plan = build_plan(config);
   write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
   std::fprintf(stderr,

@@ -4,11 +4,11 @@ rank 0's sends to rank 1 -- held to 50 Mbit/s (an htb class, `netns-hosts link`)
 it every step. The detector names that link, from rank 0 to rank 1, and neither of its endpoints
 as a slow rank; `rondo diagnose` replays the run to the same verdict. Then the same job with the
 verdict's link in comms.avoid_links: the plan orders the ring the other way round (0 -> 2 -> 1),
-the throttled link carries next to nothing and is not named again, and the losses equal the first run's
-within float tolerance (the sums are added in another order). The allreduce times of the three runs
+the throttled link carries next to nothing and is not named again, and every step trains. The allreduce times of the three runs
 (one before the link was throttled) are printed for bench/RESULTS.md. Last, faults.policy replan
 does the same by itself: the verdict stops the job with a checkpoint, the plan is rebuilt around
-the link, the job resumes at once and finishes with the first run's losses. Needs root; CTest's cleanup
+the link, the job resumes at once and finishes, every step trained once. (The ring order's effect
+on the losses -- the same sums added in another order -- is checked in the unit tests.) Needs root; CTest's cleanup
 fixture (system.netns_hosts_down) removes the namespaces however this test ends."""
 import json
 import os
@@ -18,17 +18,21 @@ import tempfile
 
 import statistics
 
-from rondo_testlib import Context, events, losses, rel_diff, rows
+from rondo_testlib import Context, events, losses, rows
 
 ctx = Context()
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts", "netns-hosts")
 hosts = os.environ.get("RONDO_NETNS_DIR") or tempfile.mkdtemp(prefix="rondo-netns-")
 # Gradients of ~1.7 MB: a ring block of ~0.3 MB takes ~50 ms on the 50 Mbit/s link, well under a
 # millisecond on the others.
+# Compute is emulated (each forward and backward sleeps for its predicted time, ~35 ms a step):
+# three ranks computing for real on two cores keep each other off the cores, and a rank taking in
+# its transfers late makes the link into it look slow (docs/faults.md). The reductions are real.
 SETS = ["model.num_layers=2", "model.hidden_size=128", "model.num_attention_heads=4",
         "model.ffn_hidden_size=512", "model.seq_length=64", "training.micro_batch_size=4",
         "training.global_batch_size=12", "training.train_iters=40", "training.lr_warmup_iters=0",
-        "checkpoint.interval=0", "parallel.world_size=3", "comms.bucket_size_mb=100"]
+        "checkpoint.interval=0", "parallel.world_size=3", "comms.bucket_size_mb=100",
+        "training.emulate_compute=true", "pipeline.device_tflops=0.02"]
 
 
 def netns_hosts(*args):
@@ -64,7 +68,7 @@ try:
     ctx.check(len(links) >= 1 and links[0].get("link") == [0, 1],
               f"the link from rank 0 to rank 1 is named: {[f.get('link') for f in links]}")
     if links:
-        ctx.check(links[0]["evidence"]["ratio"] > 3,
+        ctx.check(links[0]["evidence"]["ratio"] > 8,
                   f"its transfers took {links[0]['evidence']['ratio']:.0f}x as long per byte as the others'")
     ctx.check(all(f.get("link") == [0, 1] for f in links), "no other link is named")
     ctx.check(not any(f["kind"] == "slow_rank" and set(f["ranks"]) & {0, 1} for f in found),
@@ -82,13 +86,9 @@ try:
     ctx.check(rings == [[0, 2, 1]], f"the plan's ring goes the other way round: {rings}")
     crossed = throttled_bytes() - before
     ctx.check(crossed < 1 << 20, f"the throttled link carried next to nothing ({crossed} bytes)")
-    # (Three ranks share two cores: a rank kept off its core for a while makes the links into it
-    # look slow now and then -- docs/faults.md. The avoided link itself must not come up.)
     named = [e.get("link") for e in events(around) if e.get("event") == "fault" and e["kind"] == "slow_link"]
-    ctx.check([0, 1] not in named, f"the avoided link is not named (links named: {named})")
-    a, b = losses(run_dir), losses(around)
-    worst = max(rel_diff(a[s], b[s]) for s in a)
-    ctx.check(sorted(b) == sorted(a) and worst < 1e-5, f"the losses equal the first run's (worst {worst:.1e})")
+    ctx.check(named == [], f"no link is named (links named: {named})")
+    ctx.check(sorted(losses(around)) == list(range(1, 41)), "the re-planned run trained every step")
     # faults.policy replan: the same, by itself, in one `rondo run`.
     auto, proc = ctx.run("replan", SETS + launch + ["faults.policy=replan"])
     kinds = [e["event"] for e in events(auto)]
@@ -99,10 +99,9 @@ try:
         ctx.check([g["ring"] for g in json.load(f)["rings"]] == [[0, 2, 1]], "its last plan's ring avoids the link")
     with open(os.path.join(auto, "state.json")) as f:
         phase = json.load(f)["phase"]
-    c = losses(auto)
-    worst = max(rel_diff(a[s], c[s]) for s in a) if sorted(c) == sorted(a) else float("inf")
-    ctx.check(phase == "finished" and worst < 1e-5,
-              f"it finished every step, its losses the first run's (phase {phase}, worst {worst:.1e})")
+    steps = [r["step"] for r in rows(auto)]
+    ctx.check(phase == "finished" and sorted(set(steps)) == list(range(1, 41)) and len(steps) == 40,
+              f"it finished, every step trained once (phase {phase}, {len(steps)} rows)")
     print(f"allreduce per step (median of steps 6-40): healthy {allreduce_ms(healthy):.1f} ms, "
           f"throttled link {allreduce_ms(run_dir):.1f} ms, ring around it {allreduce_ms(around):.1f} ms")
 finally:
