@@ -36,9 +36,14 @@ JobState::JobState(std::string run_dir, int world_size, int64_t train_iters)
       train_iters_(train_iters),
       ranks_(static_cast<size_t>(world_size)) {}
 
-void JobState::begin_attempt(int attempt) {
+void JobState::begin_attempt(int attempt, int world_size) {
   std::lock_guard lock(mu_);
   attempt_ = attempt;
+  if (world_size > 0 && world_size != world_size_) {
+    world_size_ = world_size;
+    ranks_.resize(static_cast<size_t>(world_size));
+    links_.clear();
+  }
   for (auto& r : ranks_) {
     r.registration.reset();
     r.status.reset();
@@ -331,7 +336,7 @@ nlohmann::json JobState::to_json() const {
   j["phase"] = phase_;
   j["control_address"] = control_address_;
   j["attempt"] = attempt_;
-  j["world_size"] = world_size_;
+  j["world_size"] = world_size_.load();
   j["train_iters"] = train_iters_;
   j["restarts"] = restarts_;
   j["reports"] = reports_;
@@ -434,7 +439,7 @@ std::string JobState::prometheus() const {
   metric("rondo_up", "gauge", "1 while the coordinator serves this job.");
   out << "rondo_up 1\n";
   metric("rondo_world_size", "gauge", "Ranks in the job.");
-  out << "rondo_world_size " << world_size_ << "\n";
+  out << "rondo_world_size " << world_size_.load() << "\n";
   metric("rondo_step", "gauge", "The newest step any rank reported.");
   out << "rondo_step " << (steps_.empty() ? 0 : steps_.rbegin()->first) << "\n";
   metric("rondo_train_iters", "gauge", "Steps the job trains.");

@@ -5,6 +5,7 @@
 // report only, per step the job's loss and throughput, and a fixed window of per-rank step times.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -30,9 +31,11 @@ class JobState {
   JobState(std::string run_dir, int world_size, int64_t train_iters);
 
   // A new launch: registrations, heartbeats and statuses of the last one no longer count.
-  void begin_attempt(int attempt);
+  // `world_size` (when > 0) is the new launch's, when a restart goes on with fewer ranks; the
+  // connection times of the last one are dropped then.
+  void begin_attempt(int attempt, int world_size = 0);
   int attempt() const;
-  int world_size() const { return world_size_; }
+  int world_size() const { return world_size_.load(); }
 
   // --- the control service -----------------------------------------------------------------
   // Why a call was refused (counted per reason, and logged by the service).
@@ -125,7 +128,7 @@ class JobState {
   };
 
   const std::string run_dir_;
-  const int world_size_;
+  std::atomic<int> world_size_;
   const int64_t train_iters_;
   const std::chrono::system_clock::time_point started_ = std::chrono::system_clock::now();
   mutable std::mutex mu_;

@@ -57,6 +57,7 @@ class FaultDetector {
   static constexpr size_t kMinLinks = 3;
 
   FaultDetector(int world_size, DetectorOptions options = {});
+  int world_size() const { return world_size_; }
 
   // Adds one rank's report; returns the verdicts the steps it let be judged reached.
   std::vector<Verdict> add(const report::StepReport& report);
@@ -105,8 +106,8 @@ class FaultDetector {
                          const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
   std::vector<Verdict> update_suspects(int64_t step, const std::map<SuspectKey, nlohmann::json>& now);
 
-  const int world_size_;
-  const DetectorOptions options_;
+  int world_size_;
+  DetectorOptions options_;
   int attempt_ = -1;
   int64_t first_step_ = -1;  // the attempt's first reported step
   CollectiveLineup lineup_;

@@ -163,9 +163,12 @@ const std::vector<ConfigKey>& config_schema() {
                 "a slow-link suspect's transfers also take at least this share of the step"),
       RONDO_KEY(faults, window, "steps a suspect is judged over"),
       RONDO_KEY(faults, persist, "a suspect in this many steps of the window is a fault (a verdict)"),
-      RONDO_KEY(faults, policy,
-                "report (verdicts are events) | replan (a slow link between two ranks: checkpoint, stop, and "
-                "resume at once with the link in comms.avoid_links)"),
+      RONDO_KEY(
+          faults, policy,
+          "report (verdicts are events) | restart (a slow rank: checkpoint and stop; then, or after a "
+          "hang or a crash, resume with fewer ranks, without the rank's host when there are several) | "
+          "replan (a slow link between two ranks: checkpoint, stop, and resume at once with the link in "
+          "comms.avoid_links)"),
   };
   return schema;
 }

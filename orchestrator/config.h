@@ -143,8 +143,10 @@ struct FaultsConfig {
   double slow_link_share = 0.02;
   int64_t window = 8;
   int64_t persist = 5;
-  // report: verdicts are events only; replan: a slow link between two ranks stops the job with a
-  // checkpoint and relaunches it from there with the link added to comms.avoid_links.
+  // report: verdicts are events only; restart: a slow rank stops the job with a checkpoint, and
+  // after it, or a hang or a crash, the job resumes with fewer ranks (without the rank's host when
+  // the job spans several); replan: a slow link between two ranks stops the job with a checkpoint
+  // and relaunches it from there with the link added to comms.avoid_links.
   std::string policy = "report";
 };
 
@@ -186,6 +188,12 @@ const std::string& default_config_yaml();
 
 // Checks every value and every combination; throws ConfigError naming the first bad key.
 void validate(const Config& config);
+
+// faults.policy restart: the largest world size of at most `at_most` ranks (and at most the
+// config's) that the config is valid at, every other key kept (the data-parallel degree shrinks;
+// the global batch, hence the data and the losses, stay the same); 0 when there is none.
+// comms.avoid_links is dropped: its ranks are numbered for the old world.
+int64_t largest_valid_world(const Config& config, int64_t at_most);
 
 // `value` in the shortest form that reads back exactly, always with a decimal point or exponent.
 std::string shortest_float(double value);

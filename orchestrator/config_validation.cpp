@@ -232,10 +232,24 @@ void validate_faults(const Config& c) {
   require(f.slow_link_share >= 0 && f.slow_link_share < 1, "faults.slow_link_share", "must be in [0, 1)");
   require(f.window >= 1 && f.window <= 1000, "faults.window", "must be 1..1000 steps");
   require(f.persist >= 1 && f.persist <= f.window, "faults.persist", "must be 1..faults.window");
-  require_one_of(f.policy, {"report", "replan"}, "faults.policy");
+  require_one_of(f.policy, {"report", "restart", "replan"}, "faults.policy");
 }
 
 }  // namespace
+
+int64_t largest_valid_world(const Config& config, int64_t at_most) {
+  for (int64_t world = std::min(at_most, config.parallel.world_size); world >= 1; --world) {
+    Config c = config;
+    c.parallel.world_size = world;
+    c.comms.avoid_links.clear();  // ranks of the old numbering
+    try {
+      validate(c);
+      return world;
+    } catch (const ConfigError&) {
+    }
+  }
+  return 0;
+}
 
 std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size) {
   std::vector<std::pair<int, int>> links;

@@ -39,16 +39,59 @@ DetectorOptions detector_options(const FaultsConfig& f) {
 }
 
 FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options,
-                           bool replan, const std::vector<std::pair<int, int>>& avoided)
+                           const std::string& policy, const std::vector<std::pair<int, int>>& avoided)
     : state_(state),
       timings_(std::make_unique<LineAppender>((run_dir / "timings.jsonl").string())),
+      options_(options),
       detector_(state.world_size(), options),
-      replan_(replan),
+      replan_(policy == "replan"),
+      restart_(policy == "restart"),
       avoided_(avoided.begin(), avoided.end()) {}
+
+void FaultMonitor::begin_attempt(int world_size) {
+  std::lock_guard lock(mu_);
+  stop_requested_ = false;
+  if (world_size == detector_.world_size()) return;
+  detector_ = FaultDetector(world_size, options_);
+  avoided_.clear();  // the links of the old numbering
+}
 
 std::vector<std::pair<int, int>> FaultMonitor::take_replan_links() {
   std::lock_guard lock(mu_);
   return std::exchange(replan_links_, {});
+}
+
+std::set<int> FaultMonitor::take_faulty_ranks() {
+  std::lock_guard lock(mu_);
+  return std::exchange(faulty_ranks_, {});
+}
+
+void FaultMonitor::request_stop(const nlohmann::json& event) {
+  {
+    std::lock_guard lock(mu_);
+    if (std::exchange(stop_requested_, true)) return;
+  }
+  // Every rank checkpoints after the step the stop reaches it in; the run loop relaunches.
+  state_.add_event(event);
+  state_.command(control::Command::STOP, 0);
+}
+
+void FaultMonitor::act_on(const Verdict& v) {
+  if (replan_ && v.kind == FaultKind::kSlowLink && v.link && v.link->first >= 0 && v.link->second >= 0) {
+    {
+      std::lock_guard lock(mu_);
+      if (!avoided_.insert(*v.link).second) return;  // planned around already
+      replan_links_.push_back(*v.link);
+    }
+    request_stop({{"event", "replan_requested"}, {"link", {v.link->first, v.link->second}}});
+  }
+  if (restart_ && v.kind == FaultKind::kSlowRank) {
+    {
+      std::lock_guard lock(mu_);
+      faulty_ranks_.insert(v.ranks.begin(), v.ranks.end());
+    }
+    request_stop({{"event", "restart_requested"}, {"ranks", v.ranks}});
+  }
 }
 
 void FaultMonitor::add_report(const report::StepReport& report) {
@@ -66,26 +109,13 @@ void FaultMonitor::add_report(const report::StepReport& report) {
       logging::get("faults")->warn("{}", e.what());
     }
     verdicts = detector_.add(report);
-    for (int r = 0; r < state_.world_size(); ++r) suspicion.push_back(detector_.suspicion(r));
+    for (int r = 0; r < detector_.world_size(); ++r) suspicion.push_back(detector_.suspicion(r));
   }
   state_.set_suspicion(std::move(suspicion));
   for (const auto& v : verdicts) {
     logging::get("faults")->warn("{} at step {}: {}", fault_kind_name(v.kind), v.step, v.to_json().dump());
     state_.add_fault(v.to_json());
-    if (replan_ && v.kind == FaultKind::kSlowLink && v.link && v.link->first >= 0 && v.link->second >= 0) {
-      bool first = false;
-      {
-        std::lock_guard lock(mu_);
-        if (!avoided_.insert(*v.link).second) continue;  // planned around already
-        first = replan_links_.empty();
-        replan_links_.push_back(*v.link);
-      }
-      if (first) {
-        // Every rank checkpoints after the step the stop reaches it in; the run loop relaunches.
-        state_.add_event({{"event", "replan_requested"}, {"link", {v.link->first, v.link->second}}});
-        state_.command(control::Command::STOP, 0);
-      }
-    }
+    act_on(v);
   }
 }
 
@@ -128,6 +158,8 @@ void FaultMonitor::judge_silent(int rank, double silent_s, int64_t step) {
   }
   logging::get("faults")->warn("{}: rank {} ({})", fault_kind_name(v.kind), rank, v.evidence.dump());
   state_.add_fault(v.to_json());
+  std::lock_guard lock(mu_);
+  faulty_ranks_.insert(rank);
 }
 
 void FaultMonitor::judge_ended(int rank, const std::string& how, int64_t step) {
@@ -137,6 +169,8 @@ void FaultMonitor::judge_ended(int rank, const std::string& how, int64_t step) {
   v.step = step;
   v.evidence = {{"launcher", how}};
   state_.add_fault(v.to_json());
+  std::lock_guard lock(mu_);
+  faulty_ranks_.insert(rank);
 }
 
 }  // namespace rondo

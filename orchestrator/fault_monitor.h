@@ -29,10 +29,15 @@ DetectorOptions detector_options(const FaultsConfig& faults);
 
 class FaultMonitor {
  public:
-  // `replan`: faults.policy replan (a slow link between two ranks asks the job to stop, once per
-  // link; `avoided`: the links the plan already avoids, comms.avoid_links).
+  // `policy`: faults.policy. replan: a slow link between two ranks asks the job to stop, once per
+  // link (`avoided`: the links the plan already avoids, comms.avoid_links). restart: a slow rank
+  // asks the job to stop, and every rank named slow, hung or crashed is left out of the next
+  // launch (take_faulty_ranks).
   FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options,
-               bool replan = false, const std::vector<std::pair<int, int>>& avoided = {});
+               const std::string& policy = "report", const std::vector<std::pair<int, int>>& avoided = {});
+
+  // The next launch runs `world_size` ranks: a fresh detector (ranks and links are renumbered).
+  void begin_attempt(int world_size);
 
   void add_report(const report::StepReport& report);
 
@@ -46,17 +51,24 @@ class FaultMonitor {
   // faults.policy replan: the links (sender, receiver) that asked the job to stop since the last
   // call, to be avoided by the next attempt's plan.
   std::vector<std::pair<int, int>> take_replan_links();
+  // faults.policy restart: the ranks named slow, hung or crashed since the last call.
+  std::set<int> take_faulty_ranks();
 
  private:
   nlohmann::json waiting_evidence(int rank) const;
+  void act_on(const Verdict& v);
+  void request_stop(const nlohmann::json& event);  // the job checkpoints after its step and stops
 
   JobState& state_;
   std::unique_ptr<LineAppender> timings_;
   mutable std::mutex mu_;
+  const DetectorOptions options_;
   FaultDetector detector_;
-  const bool replan_;
+  const bool replan_, restart_;
   std::vector<std::pair<int, int>> replan_links_;
   std::set<std::pair<int, int>> avoided_;  // planned around, or asked to be
+  std::set<int> faulty_ranks_;
+  bool stop_requested_ = false;  // in this attempt
 };
 
 }  // namespace rondo

@@ -10,8 +10,10 @@
 #include <ctime>
 #include <filesystem>
 #include <iomanip>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -123,12 +125,15 @@ std::string progress_line(const JobState& state, int attempt) {
   return ss.str();
 }
 
-// mpirun on this machine; srun inside a Slurm allocation (SLURM_JOB_ID) or when told.
+// srun inside a Slurm allocation (SLURM_JOB_ID) or when told; else mpirun.
+bool launches_with_srun(const Config& config) {
+  const std::string& launcher = config.launch.launcher;
+  return launcher == "srun" || (launcher == "auto" && std::getenv("SLURM_JOB_ID") != nullptr);
+}
+
 std::vector<std::string> launch_command(const Config& config, int world, const std::string& worker,
                                         const std::string& run_dir) {
-  const bool in_allocation = std::getenv("SLURM_JOB_ID") != nullptr;
-  const std::string& launcher = config.launch.launcher;
-  if (launcher == "srun" || (launcher == "auto" && in_allocation)) {
+  if (launches_with_srun(config)) {
     SrunOptions so;
     so.num_ranks = world;
     so.worker = worker;
@@ -184,7 +189,7 @@ struct JobServices {
         token(random_token()),
         state(run_dir.string(), static_cast<int>(plan.mesh().world_size()),
               static_cast<int64_t>(plan.training().train_iters())),
-        faults(state, run_dir, detector_options(config.faults), config.faults.policy == "replan",
+        faults(state, run_dir, detector_options(config.faults), config.faults.policy,
                parse_avoid_links(config.comms.avoid_links, plan.mesh().world_size())),
         control(state, control_options(config, run_dir, token)) {
     // No worker runs before the first attempt launches: no report reaches the state before this.
@@ -220,12 +225,8 @@ struct JobServices {
   std::chrono::steady_clock::time_point state_saved{};
 };
 
-// The workers' command line and environment (the control plane's address and the job token).
-std::vector<std::string> prepare_launch(const Config& config, const plan::Plan& plan,
-                                        const std::string& worker, const fs::path& run_dir,
-                                        const ControlServer& control, const std::string& token) {
-  const auto cmd =
-      launch_command(config, static_cast<int>(plan.mesh().world_size()), worker, run_dir.string());
+// The workers' environment (the control plane's address and the job token).
+void prepare_launch(const ControlServer& control, const std::string& token) {
   ::setenv("RONDO_LOG", "info", 0);
   ::setenv("RONDO_CONTROL_ADDRESS", control.address().c_str(), 1);
   ::setenv("RONDO_JOB_TOKEN", token.c_str(), 1);
@@ -233,7 +234,6 @@ std::vector<std::string> prepare_launch(const Config& config, const plan::Plan& 
   struct sigaction usr1 {};
   usr1.sa_handler = [](int) { g_stop_requested = SIGUSR1; };
   ::sigaction(SIGUSR1, &usr1, nullptr);
-  return cmd;
 }
 
 std::string joined(const std::vector<std::string>& args) {
@@ -244,10 +244,12 @@ std::string joined(const std::vector<std::string>& args) {
 
 // One launch of the workers, watched until it ends; `remaining` is what launch.timeout_s leaves.
 AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Config& config,
-                       const std::vector<std::string>& cmd, std::chrono::duration<double> remaining) {
+                       const std::string& worker, std::chrono::duration<double> remaining) {
   const auto& run_dir = job.run_dir;
   const int world = static_cast<int>(plan.mesh().world_size());
-  job.state.begin_attempt(attempt);
+  const auto cmd = launch_command(config, world, worker, run_dir.string());
+  job.state.begin_attempt(attempt, world);
+  job.faults.begin_attempt(world);
   ::setenv("RONDO_ATTEMPT", std::to_string(attempt).c_str(), 1);
   if (attempt > 0) {
     // Restarts resume from the latest checkpoint, whatever the config said.
@@ -294,6 +296,15 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   return end;
 }
 
+// The step of the run's latest checkpoint, 0 when there is none (or it cannot be read).
+int64_t latest_checkpoint(const JobServices& job) {
+  try {
+    return latest_checkpoint_step((job.run_dir / "checkpoints").string()).value_or(0);
+  } catch (const Error&) {
+    return 0;
+  }
+}
+
 // Reports a failed attempt; true when a restart from the latest checkpoint follows.
 bool restart_after(int attempt, const AttemptEnd& end, JobServices& job, const Config& config) {
   std::fprintf(stderr, "rondo: attempt %d: %s\n", attempt, end.reason.c_str());
@@ -308,11 +319,7 @@ bool restart_after(int attempt, const AttemptEnd& end, JobServices& job, const C
              {"reason", end.reason},
              {"restartable", end.restartable}});
   if (!end.restartable || attempt >= config.launch.max_restarts) return false;
-  int64_t latest = 0;
-  try {
-    latest = latest_checkpoint_step((job.run_dir / "checkpoints").string()).value_or(0);
-  } catch (const Error&) {
-  }
+  const int64_t latest = latest_checkpoint(job);
   job.state.set_phase("restarting");
   job.state.count_restart();
   std::fprintf(
@@ -327,8 +334,7 @@ bool restart_after(int attempt, const AttemptEnd& end, JobServices& job, const C
 // one, with the link in comms.avoid_links; true when the job goes on at once from the checkpoint.
 bool replan_around_slow_links(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
   const auto links = job.faults.take_replan_links();
-  if (links.empty() || job.state.last_step() >= static_cast<int64_t>(plan.training().train_iters()))
-    return false;
+  if (links.empty()) return false;
   auto& avoid = config.comms.avoid_links;
   const auto avoided = parse_avoid_links(avoid, static_cast<int64_t>(plan.mesh().world_size()));
   bool added = false;
@@ -349,6 +355,70 @@ bool replan_around_slow_links(int attempt, JobServices& job, Config& config, pla
              {"attempt", attempt + 1},
              {"avoid_links", avoid},
              {"from_step", job.state.last_step()}});
+  return true;
+}
+
+// Which hosts the faulty ranks ran on, and how many of the job's ranks each host held.
+struct RankHosts {
+  std::set<std::string> faulty;
+  std::map<std::string, int64_t> ranks;
+};
+
+RankHosts rank_hosts(const JobState& state, const std::set<int>& faulty) {
+  RankHosts h;
+  for (int r = 0; r < state.world_size(); ++r) {
+    const auto reg = state.registration(r);
+    if (!reg) continue;
+    ++h.ranks[reg->host()];
+    if (faulty.count(r)) h.faulty.insert(reg->host());
+  }
+  return h;
+}
+
+// faults.policy restart: the next attempt's config and plan without the ranks this one named slow,
+// hung or crashed -- without their hosts when the job spans several and srun can exclude them,
+// else with that many ranks fewer (the largest world the config is valid at; the global batch,
+// so the data and the losses, unchanged). False when nothing is to be left out or nothing fits.
+bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
+  const auto faulty = job.faults.take_faulty_ranks();
+  if (config.faults.policy != "restart" || faulty.empty()) return false;
+  const auto hosts = rank_hosts(job.state, faulty);
+  const int64_t world = plan.mesh().world_size();
+  int64_t removed = static_cast<int64_t>(faulty.size());
+  std::string excluded;
+  if (launches_with_srun(config) && !hosts.faulty.empty() && hosts.faulty.size() < hosts.ranks.size()) {
+    removed = 0;
+    for (const auto& host : hosts.faulty) {
+      removed += hosts.ranks.at(host);
+      excluded.append(excluded.empty() ? "" : ",").append(host);
+    }
+  }
+  const int64_t next = largest_valid_world(config, world - removed);
+  const nlohmann::json ranks(faulty);
+  if (next == 0) {
+    std::fprintf(stderr, "rondo: no smaller world fits the config; the restart keeps %lld ranks\n",
+                 static_cast<long long>(world));
+    return false;
+  }
+  if (!excluded.empty()) config.launch.srun_args.append(" --exclude=").append(excluded);
+  config.parallel.world_size = next;
+  config.comms.avoid_links.clear();  // numbered for the old world
+  plan = build_plan(config);
+  write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
+  const int64_t from = latest_checkpoint(job);
+  std::fprintf(
+      stderr,
+      "rondo: faults.policy restart: leaving out rank(s) %s%s; %lld ranks (were %lld), data-parallel "
+      "size %lld, resuming from step %lld\n",
+      ranks.dump().c_str(), excluded.empty() ? "" : (" and host(s) " + excluded).c_str(),
+      static_cast<long long>(next), static_cast<long long>(world), static_cast<long long>(plan.mesh().dp()),
+      static_cast<long long>(from));
+  job.event({{"event", "restart_without"},
+             {"attempt", attempt + 1},
+             {"ranks", ranks},
+             {"excluded_hosts", excluded},
+             {"world_size", next},
+             {"from_step", from}});
   return true;
 }
 
@@ -382,16 +452,20 @@ int run_job(const Config& config, const RunOptions& options) {
   const std::string worker = find_worker(options.worker_path);
   const fs::path run_dir = prepare_run_dir(config, plan, options);
   JobServices job(config, plan, run_dir, options);
-  const auto cmd = prepare_launch(config, plan, worker, run_dir, job.control, job.token);
+  prepare_launch(job.control, job.token);
   const auto t0 = std::chrono::steady_clock::now();
   AttemptEnd end;
-  Config current = config;  // faults.policy replan adds the slow links it stopped for
+  // faults.policy replan adds the slow links it stopped for; restart leaves out faulty ranks.
+  Config current = config;
   for (int attempt = 0;; ++attempt) {
     const auto remaining =
         std::chrono::duration<double>(config.launch.timeout_s) - (std::chrono::steady_clock::now() - t0);
-    end = run_attempt(attempt, job, plan, current, cmd, remaining);
-    if (end.ok && replan_around_slow_links(attempt, job, current, plan)) continue;
+    end = run_attempt(attempt, job, plan, current, worker, remaining);
+    const bool unfinished = job.state.last_step() < static_cast<int64_t>(plan.training().train_iters());
+    if (end.ok && unfinished && replan_around_slow_links(attempt, job, current, plan)) continue;
+    if (end.ok && unfinished && leave_out_faulty_ranks(attempt, job, current, plan)) continue;
     if (end.ok || !restart_after(attempt, end, job, current)) break;
+    leave_out_faulty_ranks(attempt, job, current, plan);
   }
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   record_job_end(end, job, static_cast<int64_t>(plan.training().train_iters()), elapsed);

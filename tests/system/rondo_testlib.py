@@ -3,9 +3,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 # A model small enough that 20 steps take seconds on two cores.
@@ -116,6 +118,35 @@ def wait_for(predicate, timeout, what):
 def worker_pid(run_dir, rank):
     with open(os.path.join(run_dir, "workers.json")) as f:
         return next(w["pid"] for w in json.load(f) if w["rank"] == rank)
+
+
+def wait_slowed(proc, pid, stopped_s, period_s, timeout):
+    """Waits for `proc` to end while `pid` is slowed for real: stopped for stopped_s of every
+    period_s (a SIGSTOP/SIGCONT duty cycle, as a competing process or a throttled CPU would slow
+    it). Leaves `pid` running, if it still is."""
+    done = threading.Event()
+
+    def duty_cycle():
+        while not done.is_set():
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                time.sleep(stopped_s)
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                return
+            time.sleep(period_s - stopped_s)
+
+    slower = threading.Thread(target=duty_cycle)
+    slower.start()
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        done.set()
+        slower.join()
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def rel_diff(a, b):

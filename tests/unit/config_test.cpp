@@ -128,6 +128,27 @@ TEST(Config, StagePartitionsMustFitTheLayersAndTheStages) {
             "");
 }
 
+TEST(Config, TheLargestValidWorldKeepsTheGlobalBatchAndTheModelLayout) {
+  const auto world = [](const std::vector<std::string>& sets, int64_t at_most) {
+    return largest_valid_world(parse_config("", "x", sets), at_most);
+  };
+  // Micro-batches of 2 in a global batch of 8: 3 ranks cannot share it, 2 can. The links to avoid
+  // are numbered for the old world: dropped.
+  EXPECT_EQ(world({"parallel.world_size=4", "training.micro_batch_size=2", "training.global_batch_size=8",
+                   "comms.avoid_links=0>1,3>0"},
+                  3),
+            2);
+  EXPECT_EQ(
+      world({"parallel.world_size=4", "training.micro_batch_size=1", "training.global_batch_size=12"}, 3), 3);
+  // Two pipeline stages: whole pipelines only.
+  EXPECT_EQ(world({"parallel.world_size=6", "parallel.pipeline_model_parallel_size=2",
+                   "training.micro_batch_size=1", "training.global_batch_size=6"},
+                  5),
+            4);
+  EXPECT_EQ(world({"parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"}, 1), 0);
+  EXPECT_EQ(world({"parallel.world_size=2"}, 5), 2);  // never more than the config's
+}
+
 TEST(Config, InvalidYamlNamesTheSource) { EXPECT_EQ(error_key("model: [unclosed"), "test.yaml"); }
 
 TEST(Config, EffectiveYamlRoundTrips) {

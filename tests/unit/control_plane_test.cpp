@@ -202,5 +202,20 @@ TEST(JobState, ARankThatStopsHeartbeatingIsSilent) {
   EXPECT_TRUE(state.silent_ranks(10ms).empty());
 }
 
+TEST(JobState, ARestartWithFewerRanksRenumbersTheJob) {
+  JobState state("/tmp/run", 3, 10);
+  control::RegisterRequest r;
+  r.set_rank(2);
+  state.registered(r);
+  EXPECT_EQ(state.registered_count(), 1);
+  state.begin_attempt(1, 2);  // faults.policy restart left a rank out
+  EXPECT_EQ(state.world_size(), 2);
+  EXPECT_EQ(state.admit(2, 1), JobState::Refusal::kUnknownRank);
+  EXPECT_EQ(state.admit(1, 1), std::nullopt);
+  EXPECT_EQ(state.unregistered_ranks(), (std::vector<int>{0, 1}));
+  EXPECT_EQ(state.to_json()["world_size"], 2);
+  EXPECT_EQ(state.to_json()["ranks"].size(), 2u);
+}
+
 }  // namespace
 }  // namespace rondo
