@@ -3,8 +3,10 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
+#include <map>
 #include <utility>
 
 #include <google/protobuf/util/json_util.h>
@@ -36,6 +38,30 @@ DetectorOptions detector_options(const FaultsConfig& f) {
                          .slow_link_share = f.slow_link_share,
                          .window = static_cast<int>(f.window),
                          .persist = static_cast<int>(f.persist)};
+}
+
+LeaveOut leave_out(const std::set<int>& faulty, const std::vector<std::string>& hosts, bool srun) {
+  std::map<std::string, int64_t> ranks_on;
+  std::set<std::string> faulty_hosts;
+  for (size_t r = 0; r < hosts.size(); ++r) {
+    if (hosts[r].empty()) continue;
+    ++ranks_on[hosts[r]];
+    if (faulty.count(static_cast<int>(r))) faulty_hosts.insert(hosts[r]);
+  }
+  LeaveOut out;
+  out.ranks = static_cast<int64_t>(faulty.size());
+  // Every faulty rank's host known, and another host left to run on.
+  const bool by_host =
+      srun && faulty_hosts.size() < ranks_on.size() && std::all_of(faulty.begin(), faulty.end(), [&](int r) {
+        return r >= 0 && static_cast<size_t>(r) < hosts.size() && !hosts[static_cast<size_t>(r)].empty();
+      });
+  if (!by_host) return out;
+  out.ranks = 0;
+  for (const auto& host : faulty_hosts) {
+    out.ranks += ranks_on.at(host);
+    out.excluded_hosts.append(out.excluded_hosts.empty() ? "" : ",").append(host);
+  }
+  return out;
 }
 
 FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const DetectorOptions& options,

@@ -27,6 +27,16 @@ std::string local_process_state(int pid, const std::string& host);
 
 DetectorOptions detector_options(const FaultsConfig& faults);
 
+// faults.policy restart: what the next launch leaves out for the ranks named faulty.
+struct LeaveOut {
+  int64_t ranks = 0;           // how many of the job's ranks
+  std::string excluded_hosts;  // comma separated, for srun --exclude; empty: fewer ranks only
+};
+// `hosts`: each rank's host ("" where unknown). Under srun, on a job spanning several hosts, the
+// faulty ranks' hosts go with every rank they held (while another host is left); else the faulty
+// ranks only.
+LeaveOut leave_out(const std::set<int>& faulty, const std::vector<std::string>& hosts, bool srun);
+
 class FaultMonitor {
  public:
   // `policy`: faults.policy. replan: a slow link between two ranks asks the job to stop, once per

@@ -10,10 +10,8 @@
 #include <ctime>
 #include <filesystem>
 #include <iomanip>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <set>
 #include <sstream>
 #include <thread>
 
@@ -358,23 +356,6 @@ bool replan_around_slow_links(int attempt, JobServices& job, Config& config, pla
   return true;
 }
 
-// Which hosts the faulty ranks ran on, and how many of the job's ranks each host held.
-struct RankHosts {
-  std::set<std::string> faulty;
-  std::map<std::string, int64_t> ranks;
-};
-
-RankHosts rank_hosts(const JobState& state, const std::set<int>& faulty) {
-  RankHosts h;
-  for (int r = 0; r < state.world_size(); ++r) {
-    const auto reg = state.registration(r);
-    if (!reg) continue;
-    ++h.ranks[reg->host()];
-    if (faulty.count(r)) h.faulty.insert(reg->host());
-  }
-  return h;
-}
-
 // faults.policy restart: the next attempt's config and plan without the ranks this one named slow,
 // hung or crashed -- without their hosts when the job spans several and srun can exclude them,
 // else with that many ranks fewer (the largest world the config is valid at; the global batch,
@@ -382,17 +363,13 @@ RankHosts rank_hosts(const JobState& state, const std::set<int>& faulty) {
 bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
   const auto faulty = job.faults.take_faulty_ranks();
   if (config.faults.policy != "restart" || faulty.empty()) return false;
-  const auto hosts = rank_hosts(job.state, faulty);
   const int64_t world = plan.mesh().world_size();
-  int64_t removed = static_cast<int64_t>(faulty.size());
-  std::string excluded;
-  if (launches_with_srun(config) && !hosts.faulty.empty() && hosts.faulty.size() < hosts.ranks.size()) {
-    removed = 0;
-    for (const auto& host : hosts.faulty) {
-      removed += hosts.ranks.at(host);
-      excluded.append(excluded.empty() ? "" : ",").append(host);
-    }
+  std::vector<std::string> hosts;
+  for (int r = 0; r < world; ++r) {
+    const auto reg = job.state.registration(r);
+    hosts.push_back(reg ? reg->host() : "");
   }
+  const auto [removed, excluded] = leave_out(faulty, hosts, launches_with_srun(config));
   const int64_t next = largest_valid_world(config, world - removed);
   const nlohmann::json ranks(faulty);
   if (next == 0) {
