@@ -438,9 +438,11 @@ int run_job(const Config& config, const RunOptions& options) {
     const auto remaining =
         std::chrono::duration<double>(config.launch.timeout_s) - (std::chrono::steady_clock::now() - t0);
     end = run_attempt(attempt, job, plan, current, worker, remaining);
-    const bool unfinished = job.state.last_step() < static_cast<int64_t>(plan.training().train_iters());
-    if (end.ok && unfinished && replan_around_slow_links(attempt, job, current, plan)) continue;
-    if (end.ok && unfinished && leave_out_faulty_ranks(attempt, job, current, plan)) continue;
+    // Stopped early, for a fault rather than by a signal (SIGINT, SIGTERM, SIGUSR1): go on at once.
+    const bool go_on = end.ok && g_stop_requested == 0 &&
+                       job.state.last_step() < static_cast<int64_t>(plan.training().train_iters());
+    if (go_on && replan_around_slow_links(attempt, job, current, plan)) continue;
+    if (go_on && leave_out_faulty_ranks(attempt, job, current, plan)) continue;
     if (end.ok || !restart_after(attempt, end, job, current)) break;
     leave_out_faulty_ranks(attempt, job, current, plan);
   }
