@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 namespace rondo {
@@ -165,20 +166,31 @@ std::vector<int> ring_avoiding(const std::vector<int>& members, const std::set<s
   return best;
 }
 
-double ring_lower_bound_s(const LeafSpine& f, const RingTraffic& t) {
-  std::set<int> hosts, leaves;
-  for (int h : t.host_of_rank) hosts.insert(h), leaves.insert(f.leaf_of(h));
-  double bound = 0;
-  const double edge = edge_bytes(t);
-  // Every host of a ring over several hosts sends at least one edge's bytes, and receives them.
-  if (hosts.size() > 1) bound = edge / (f.host_gbps * 1e9 / 8);
-  if (leaves.size() > 1) {
-    // Every leaf sends at least one edge out, in `channels` flows over its spines at best evenly.
-    const int c = std::max(1, t.channels);
-    const double per_uplink = std::ceil(static_cast<double>(c) / f.spines) * (edge / c);
-    bound = std::max(bound, per_uplink / (f.spine_gbps * 1e9 / 8));
+double rings_lower_bound_s(const LeafSpine& f, const std::vector<RingTraffic>& rings) {
+  std::map<int, double> host_bytes;  // what each host must send (and receive), over all rings
+  std::map<int, double> leaf_bytes;  // what must leave each leaf, over all rings
+  double unsplit = 0;                // one ring's share of a leaf uplink, its flows spread at best
+  for (const auto& t : rings) {
+    std::set<int> hosts, leaves;
+    for (int h : t.host_of_rank) hosts.insert(h), leaves.insert(f.leaf_of(h));
+    const double edge = edge_bytes(t);
+    // Every host of a ring over several hosts sends at least one edge's bytes, and receives them.
+    if (hosts.size() > 1) {
+      for (int h : hosts) host_bytes[h] += edge;
+    }
+    if (leaves.size() > 1) {
+      // Every leaf sends at least one edge out, in `channels` flows over its spines at best evenly.
+      for (int l : leaves) leaf_bytes[l] += edge;
+      const int c = std::max(1, t.channels);
+      unsplit = std::max(unsplit, std::ceil(static_cast<double>(c) / f.spines) * (edge / c));
+    }
   }
-  return bound;
+  double host = 0, leaf = unsplit;
+  for (const auto& [h, bytes] : host_bytes) host = std::max(host, bytes);
+  for (const auto& [l, bytes] : leaf_bytes) leaf = std::max(leaf, bytes / f.spines);
+  return std::max(host / (f.host_gbps * 1e9 / 8), leaf / (f.spine_gbps * 1e9 / 8));
 }
+
+double ring_lower_bound_s(const LeafSpine& f, const RingTraffic& t) { return rings_lower_bound_s(f, {t}); }
 
 }  // namespace rondo

@@ -86,5 +86,8 @@ int avoided_links_used(const std::vector<int>& ring, const std::set<std::pair<in
 // The fabric's lower bound for any ring and any paths: the busiest host link's unavoidable bytes,
 // and each used leaf's uplinks sharing the fewest bytes any ring must send out of it.
 double ring_lower_bound_s(const LeafSpine& fabric, const RingTraffic& t);
+// The same for rings all-reducing at once (a plan's data-parallel groups): their unavoidable bytes
+// add up on the hosts and leaves they share.
+double rings_lower_bound_s(const LeafSpine& fabric, const std::vector<RingTraffic>& rings);
 
 }  // namespace rondo

@@ -139,6 +139,21 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(comms, avoid_links,
                 "directed links the ring allreduce must not use, SRC>DST world ranks, comma separated (a "
                 "slow_link verdict's link); each data-parallel ring is ordered around them"),
+      RONDO_KEY(topology, leaves,
+                "leaf switches of the cluster's leaf-spine fabric, for traffic planning (each data-parallel "
+                "ring ordered to leave each leaf once, `rondo plan --traffic`); 0: no fabric model"),
+      RONDO_KEY(topology, hosts_per_leaf, "hosts under each leaf switch"),
+      RONDO_KEY(topology, spines, "spine switches, each wired to every leaf"),
+      RONDO_KEY(topology, host_gbps, "each host's link to its leaf, each direction (Gbit/s)"),
+      RONDO_KEY(topology, spine_gbps, "each leaf-spine link, each direction (Gbit/s)"),
+      RONDO_KEY(topology, ranks_per_host, "ranks on each host when topology.rank_hosts is empty"),
+      RONDO_KEY(topology, rank_hosts,
+                "each rank's host (0 .. leaves * hosts_per_leaf - 1), comma separated (a fragmented "
+                "placement); empty: rank r on host r / ranks_per_host"),
+      RONDO_KEY(topology, degraded_links,
+                "directed fabric links to keep traffic off, comma separated: leafL>spineS, spineS>leafL, "
+                "hostH>leaf, leaf>hostH"),
+      RONDO_KEY(topology, channels, "parallel flows per ring edge (NCCL's channels), each with its own path"),
       RONDO_KEY(launch, launcher, "auto (srun inside a Slurm allocation, else mpirun) | mpirun | srun"),
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),

@@ -150,6 +150,24 @@ struct FaultsConfig {
   std::string policy = "report";
 };
 
+// The cluster's fabric, for traffic planning (comms/traffic_planner.h, orchestrator/fabric.h): a
+// leaf-spine network and where the ranks run on it. topology.leaves 0: no fabric model.
+struct TopologyConfig {
+  int64_t leaves = 0;
+  int64_t hosts_per_leaf = 1;
+  int64_t spines = 1;
+  double host_gbps = 100.0;   // each host's link to its leaf, each direction (Gbit/s)
+  double spine_gbps = 100.0;  // each leaf-spine link, each direction (Gbit/s)
+  int64_t ranks_per_host = 1;
+  // Each rank's host (0 .. leaves * hosts_per_leaf - 1), comma separated: a fragmented placement.
+  // Empty: rank r on host r / ranks_per_host.
+  std::string rank_hosts;
+  // Directed links to keep traffic off, comma separated: leafL>spineS, spineS>leafL, hostH>leaf,
+  // leaf>hostH.
+  std::string degraded_links;
+  int64_t channels = 1;  // parallel flows per ring edge (NCCL's channels), each with its own path
+};
+
 struct Config {
   ModelConfig model;
   ParallelConfig parallel;
@@ -160,6 +178,7 @@ struct Config {
   CommsConfig comms;
   LaunchConfig launch;
   FaultsConfig faults;
+  TopologyConfig topology;
 };
 
 // One key of the schema: where it lives in Config, its type (from the field) and what it means.

@@ -9,6 +9,7 @@
 #include "common/errors.h"
 #include "data/token_corpus.h"
 #include "orchestrator/config.h"
+#include "orchestrator/fabric.h"
 #include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 
@@ -279,6 +280,7 @@ void validate(const Config& c) {
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
   validate_faults(c);
+  (void)fabric_of(c);  // topology.*: throws naming the key
 }
 
 }  // namespace rondo

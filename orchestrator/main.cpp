@@ -22,6 +22,7 @@
 #include "orchestrator/schedule_comparison.h"
 #include "orchestrator/simulate_command.h"
 #include "orchestrator/status_command.h"
+#include "orchestrator/traffic_report.h"
 
 namespace {
 
@@ -52,7 +53,7 @@ void add_plan(CLI::App& app, Subcommands& out) {
   struct Args {
     ConfigArgs config;
     std::string out;
-    bool json = false;
+    bool json = false, traffic = false;
     std::vector<std::string> compare;
     CLI::Option* compare_opt = nullptr;
   };
@@ -60,6 +61,9 @@ void add_plan(CLI::App& app, Subcommands& out) {
   auto* cmd = app.add_subcommand("plan", "validate a config and print its plan");
   a->config.add_to(cmd);
   cmd->add_flag("--json", a->json, "print the plan as one JSON object");
+  cmd->add_flag("--traffic", a->traffic,
+                "print the link loads the data-parallel rings put on the fabric (topology.*), hashed (ECMP) "
+                "against rondo's rings and paths");
   cmd->add_option("--out", a->out, "write the binary plan (protobuf) here");
   a->compare_opt =
       cmd->add_option("--compare-schedules", a->compare,
@@ -78,6 +82,11 @@ void add_plan(CLI::App& app, Subcommands& out) {
                      std::ofstream file(a->out, std::ios::binary);
                      if (!file || !plan.SerializeToOstream(&file))
                        throw rondo::Error("cannot write " + a->out);
+                   }
+                   if (a->traffic) {
+                     const auto report = rondo::traffic_report(config, plan);
+                     std::cout << (a->json ? report.dump() + "\n" : rondo::traffic_report_text(report));
+                     return rondo::kExitOk;
                    }
                    std::cout << (a->json ? rondo::plan_to_json(plan, false).dump() + "\n"
                                          : rondo::plan_summary(plan));

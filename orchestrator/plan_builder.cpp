@@ -12,6 +12,7 @@
 #include "comms/traffic_planner.h"
 #include "data/chunk_plan.h"
 #include "data/token_corpus.h"
+#include "orchestrator/fabric.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
@@ -245,6 +246,15 @@ DeviceMesh mesh_of(const Config& config) {
                     static_cast<int>(pc.pipeline_model_parallel_size));
 }
 
+// A data-parallel group's ring order: by leaf and host on the config's fabric (topology.*), then
+// around the directed links in comms.avoid_links (a slow_link verdict's).
+std::vector<int> data_parallel_ring(const std::optional<Fabric>& fabric,
+                                    const std::set<std::pair<int, int>>& avoid,
+                                    const std::vector<int>& members) {
+  const auto ring = fabric ? fabric_ring(*fabric, members) : members;
+  return avoided_links_used(ring, avoid) == 0 ? ring : ring_avoiding(ring, avoid);
+}
+
 // Pass 1, mesh: the layout's dimensions and every group of ranks.
 void mesh_pass(PlanContext& c) {
   const auto& mesh = c.mesh;
@@ -256,6 +266,7 @@ void mesh_pass(PlanContext& c) {
   m->set_dp(static_cast<uint32_t>(mesh.dp()));
   m->set_pp(static_cast<uint32_t>(mesh.pp()));
   m->set_vpp(static_cast<uint32_t>(c.config.parallel.virtual_pipeline_model_parallel_size));
+  const auto fabric = fabric_of(c.config);
   const auto avoid_list = parse_avoid_links(c.config.comms.avoid_links, mesh.world_size());
   const std::set<std::pair<int, int>> avoid(avoid_list.begin(), avoid_list.end());
   for (MeshDim dim : {MeshDim::kTp, MeshDim::kCp, MeshDim::kEp, MeshDim::kDp, MeshDim::kPp, MeshDim::kDpCp}) {
@@ -265,8 +276,11 @@ void mesh_pass(PlanContext& c) {
       group->set_kind(to_group_kind(dim));
       group->set_index(index++);
       for (int r : g) group->add_ranks(static_cast<uint32_t>(r));
-      if (dim != MeshDim::kDp || avoided_links_used(g, avoid) == 0) continue;
-      for (int r : ring_avoiding(g, avoid)) group->add_ring(static_cast<uint32_t>(r));
+      if (dim != MeshDim::kDp) continue;
+      const auto ring = data_parallel_ring(fabric, avoid, g);
+      if (ring != g) {
+        for (int r : ring) group->add_ring(static_cast<uint32_t>(r));
+      }
     }
   }
 }

@@ -171,6 +171,30 @@ double host_memory_bytes() {
   return pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0.0;
 }
 
+namespace {
+
+// Data-parallel rings ordered by the fabric (topology.*) or around comms.avoid_links (at most 8
+// listed); "" when every ring is in rank order.
+std::string rings_summary(const plan::Mesh& m) {
+  std::ostringstream out;
+  int rings = 0;
+  for (const auto& g : m.groups()) {
+    if (g.kind() != plan::GROUP_DP || g.ring_size() == 0) continue;
+    if (rings++ == 8) {
+      out << "  ...\n";
+      break;
+    }
+    out << (rings == 1 ? "rings by leaf and host (topology.*) and around avoided links (comms.avoid_links):\n"
+                       : "")
+        << "  data-parallel group " << g.index() << ":";
+    for (uint32_t r : g.ring()) out << " " << r << " ->";
+    out << " " << g.ring(0) << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace
+
 std::string plan_summary(const plan::Plan& p) {
   const auto& m = p.mesh();
   const auto& t = p.training();
@@ -203,19 +227,7 @@ std::string plan_summary(const plan::Plan& p) {
     }
     out << "\n";
   }
-  // Data-parallel rings ordered around comms.avoid_links (at most 8 listed).
-  int rings = 0;
-  for (const auto& g : m.groups()) {
-    if (g.kind() != plan::GROUP_DP || g.ring_size() == 0) continue;
-    if (rings++ == 8) {
-      out << "  ...\n";
-      break;
-    }
-    out << (rings == 1 ? "rings around avoided links (comms.avoid_links):\n" : "") << "  data-parallel group "
-        << g.index() << ":";
-    for (uint32_t r : g.ring()) out << " " << r << " ->";
-    out << " " << g.ring(0) << "\n";
-  }
+  out << rings_summary(m);
   if (m.pp() > 1) {
     const std::string stuck = blocking_send_deadlock(p);
     out << "transfers: "

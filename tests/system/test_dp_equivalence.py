@@ -1,4 +1,7 @@
-"""dp=2 (micro 4, global 8) reproduces dp=1 (micro 4, global 8: two accumulation steps)."""
+"""dp=2 (micro 4, global 8) reproduces dp=1 (micro 4, global 8: two accumulation steps); so do dp=4,
+and dp=4 with its ring ordered by the fabric (topology.*)."""
+import json
+
 from rondo_testlib import TINY, Context, losses, rel_diff
 
 ctx = Context()
@@ -19,4 +22,15 @@ c, d = losses(dp1m2), losses(dp4m2)
 worst4 = max(rel_diff(c[s], d[s]) for s in c)
 print(f"dp=4 vs dp=1 (micro 2): largest relative loss difference {worst4:.3e}")
 ctx.check(worst4 <= 1e-5, f"dp=4 agrees with dp=1 within 1e-5 relative (worst {worst4:.3e})")
+
+# The same four ranks placed in turn on two leaves of a fabric (topology.*): the plan's ring goes
+# 0 -> 2 -> 1 -> 3, leaving each leaf once, and the workers' allreduce follows it.
+fabric = ["topology.leaves=2", "topology.hosts_per_leaf=4", "topology.spines=2", "topology.rank_hosts=0,4,1,5"]
+ring4, _ = ctx.run("dp4-fabric", mb2 + ["parallel.world_size=4"] + fabric)
+with open(ring4 + "/plan.json") as f:
+    rings = [g["ring"] for g in json.load(f)["rings"]]
+ctx.check(rings == [[0, 2, 1, 3]], f"the plan's ring leaves each leaf once: {rings}")
+e = losses(ring4)
+worst_ring = max(rel_diff(c[s], e[s]) for s in c) if sorted(e) == sorted(c) else float("inf")
+ctx.check(worst_ring <= 1e-5, f"it agrees with dp=1 within 1e-5 relative (worst {worst_ring:.3e})")
 ctx.finish()

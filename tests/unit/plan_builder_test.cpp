@@ -501,7 +501,7 @@ TEST(PlanBuilder, DataParallelRingsAreOrderedAroundAvoidedLinks) {
     EXPECT_EQ(avoided_links_used(ring, avoid), 0);
   }
   EXPECT_EQ(ordered, 2);  // both groups' rank-order rings used an avoided link
-  EXPECT_NE(plan_summary(plan).find("rings around avoided links"), std::string::npos);
+  EXPECT_NE(plan_summary(plan).find("around avoided links (comms.avoid_links)"), std::string::npos);
 }
 
 TEST(PlanBuilder, AnAvoidedLinkOutsideTheJobNamesTheKey) {

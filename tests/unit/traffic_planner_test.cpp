@@ -42,6 +42,20 @@ TEST(TrafficPlanner, TheRingLeavesEachLeafOnceAndReachesTheLowerBound) {
   EXPECT_DOUBLE_EQ(ecmp_uplinks, 2 * planned_uplinks);
 }
 
+TEST(TrafficPlanner, RingsAllReducingAtOnceAddUpOnTheHostsTheyShare) {
+  const auto f = fabric(4);
+  // Two rings over the same four hosts (two ranks a host, one in each ring), one host per leaf.
+  RingTraffic a{.host_of_rank = {0, 4, 8, 12}, .bytes = 1e9, .channels = 1};
+  RingTraffic b = a;
+  const double one = ring_lower_bound_s(f, a);
+  EXPECT_NEAR(rings_lower_bound_s(f, {a}), one, 1e-15);
+  EXPECT_NEAR(rings_lower_bound_s(f, {a, b}), 2 * one, 1e-15);  // each host link carries both
+  // Disjoint hosts (ring b on the leaves' second hosts): only the leaves' uplinks are shared,
+  // spread over four spines.
+  b.host_of_rank = {1, 5, 9, 13};
+  EXPECT_NEAR(rings_lower_bound_s(f, {a, b}), one, 1e-15);
+}
+
 TEST(TrafficPlanner, LoadsEachLinkOnTheFlowsPath) {
   const auto f = fabric(2);
   RingTraffic t{.host_of_rank = {0, 2}, .bytes = 1e9, .channels = 1};  // two ranks, two leaves
