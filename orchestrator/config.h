@@ -208,10 +208,13 @@ const std::string& default_config_yaml();
 // Checks every value and every combination; throws ConfigError naming the first bad key.
 void validate(const Config& config);
 
-// faults.policy restart: the largest world size of at most `at_most` ranks (and at most the
-// config's) that the config is valid at, every other key kept (the data-parallel degree shrinks;
-// the global batch, hence the data and the losses, stay the same); 0 when there is none.
-// comms.avoid_links is dropped: its ranks are numbered for the old world.
+// The config at another world size (faults.policy restart): the keys that number ranks of the old
+// world, comms.avoid_links and topology.rank_hosts, are dropped.
+Config with_world(const Config& config, int64_t world);
+
+// The largest world size of at most `at_most` ranks (and at most the config's) that with_world()
+// is valid at, every other key kept (the data-parallel degree shrinks; the global batch, hence the
+// data and the losses, stay the same); 0 when there is none.
 int64_t largest_valid_world(const Config& config, int64_t at_most);
 
 // `value` in the shortest form that reads back exactly, always with a decimal point or exponent.

@@ -238,13 +238,18 @@ void validate_faults(const Config& c) {
 
 }  // namespace
 
+Config with_world(const Config& config, int64_t world) {
+  Config c = config;
+  c.parallel.world_size = world;
+  c.comms.avoid_links.clear();
+  c.topology.rank_hosts.clear();
+  return c;
+}
+
 int64_t largest_valid_world(const Config& config, int64_t at_most) {
   for (int64_t world = std::min(at_most, config.parallel.world_size); world >= 1; --world) {
-    Config c = config;
-    c.parallel.world_size = world;
-    c.comms.avoid_links.clear();  // ranks of the old numbering
     try {
-      validate(c);
+      validate(with_world(config, world));
       return world;
     } catch (const ConfigError&) {
     }

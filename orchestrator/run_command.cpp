@@ -378,8 +378,7 @@ bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan:
     return false;
   }
   if (!excluded.empty()) config.launch.srun_args.append(" --exclude=").append(excluded);
-  config.parallel.world_size = next;
-  config.comms.avoid_links.clear();  // numbered for the old world
+  config = with_world(config, next);
   plan = build_plan(config);
   write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
   const int64_t from = latest_checkpoint(job);

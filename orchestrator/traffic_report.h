@@ -1,7 +1,8 @@
 // `rondo plan --traffic`: the link loads a plan's data-parallel rings put on the config's fabric
 // (topology.*) -- as hashing places them (ECMP, rings in rank order: "before") and as rondo plans
-// them (rings by leaf and host, a spine per flow, degraded links avoided: "after"). Every ring's
-// gradients are all-reduced at once, as they are at the end of a step.
+// them (rings by leaf and host, a spine per flow, degraded links avoided: "after"; the plan's rings
+// are these unless comms.avoid_links reorders them). Every ring's gradients are all-reduced at
+// once, as they are at the end of a step.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -133,9 +133,10 @@ TEST(Config, TheLargestValidWorldKeepsTheGlobalBatchAndTheModelLayout) {
     return largest_valid_world(parse_config("", "x", sets), at_most);
   };
   // Micro-batches of 2 in a global batch of 8: 3 ranks cannot share it, 2 can. The links to avoid
-  // are numbered for the old world: dropped.
+  // and the ranks' hosts are numbered for the old world: dropped.
   EXPECT_EQ(world({"parallel.world_size=4", "training.micro_batch_size=2", "training.global_batch_size=8",
-                   "comms.avoid_links=0>1,3>0"},
+                   "comms.avoid_links=0>1,3>0", "topology.leaves=2", "topology.hosts_per_leaf=2",
+                   "topology.rank_hosts=0,1,2,3"},
                   3),
             2);
   EXPECT_EQ(
