@@ -5,6 +5,8 @@
                                            # random step, at a random severity; which rank is drawn too
   bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
+  bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root), one ring link held to a
+                                           # random rate (every fifth trial none): is that link named first?
 
 Two ranks, a core each (this machine has two; more ranks than cores slow each other at random far
 beyond any threshold: docs/faults.md), the detector at its defaults (faults.* keys) unless
@@ -13,6 +15,13 @@ slow-down is the victim's median step time after the start over the median befor
 A slow-rank trial counts as detected when a slow_rank verdict names the victim within 10 steps of
 the start; precision is the share of all slow-rank and slow-link verdicts that name the victim.
 Prints the runtime environment (RUN_DIR/runtime.json) of the first run.
+
+slow-link runs three ranks, each in its own network namespace (scripts/netns-hosts), with compute
+emulated (each forward and backward sleeps for its predicted time, as system.slow_link does: three
+ranks computing for real on two cores keep receivers off their cores) and real reductions over
+TCP. A trial throttles one directed link of the ring (rank r sends to r + 1) with an htb class. The
+verdict is right when the first slow_link verdict names that link and no slow_rank verdict names
+either of its ranks; an unthrottled trial is right when nothing is named.
 """
 import json
 import os
@@ -216,8 +225,64 @@ def hang(trials):
           f"({heartbeat_timeout:.0f} + 2 s); delay median {statistics.median(real):.2f} s, max {max(real):.2f} s")
 
 
+def netns_hosts(*args):
+    subprocess.run([os.path.join(ROOT, "scripts", "netns-hosts"), *args], check=True, capture_output=True,
+                   text=True, timeout=120)
+
+
+def slow_link_trial(t, hosts, rng, launch):
+    link = None
+    if t % 5 != 4:
+        src = rng.randrange(3)
+        link = ([src, (src + 1) % 3], rng.choice(["20mbit", "50mbit", "100mbit", "200mbit", "400mbit"]))
+        netns_hosts("link", hosts, str(link[0][0] + 1), str(link[0][1] + 1), link[1])  # rank r on host r + 1
+    run_dir, proc = start(f"link-{t}", LINK_MODEL + launch)
+    proc.wait(timeout=900)
+    netns_hosts("unlink", hosts)
+    show_environment(run_dir)
+    found = faults(run_dir)
+    links = [f for f in found if f["kind"] == "slow_link"]
+    ranks = [r for f in found if f["kind"] == "slow_rank" for r in f["ranks"]]
+    if link is None:
+        right = not found
+        first_ok = None
+    else:
+        first_ok = bool(links) and links[0].get("link") == link[0]
+        right = first_ok and not set(ranks) & set(link[0])
+    ratio = links[0]["evidence"].get("ratio") if links else None
+    print(f"trial {t:2d}: {'no throttle' if link is None else f'link {link[0]} at {link[1]}'}: "
+          f"named {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}"
+          + (f", ratio {ratio:.0f}x" if ratio else "") + f" -> {'right' if right else 'WRONG'}", flush=True)
+    return {"throttled": link is not None, "first_ok": first_ok, "right": right}
+
+
+def slow_link(trials):
+    if os.geteuid() != 0:
+        sys.exit("slow-link needs root (network namespaces)")
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    hosts = os.path.join(TMP, "hosts")
+    netns_hosts("up", hosts, "3")
+    try:
+        launch = [f"launch.{key}={open(os.path.join(hosts, key)).read().strip()}"
+                  for key in ("mpirun_args", "control_address")]
+        results = [slow_link_trial(t, hosts, rng, launch) for t in range(trials)]
+    finally:
+        netns_hosts("down", hosts)
+    throttled = [r for r in results if r["throttled"]]
+    clean_runs = [r for r in results if not r["throttled"]]
+    print(f"--- slow link --- throttled: {sum(r['first_ok'] for r in throttled)}/{len(throttled)} with the link "
+          f"named first, {sum(r['right'] for r in throttled)}/{len(throttled)} with the verdict right (the link, "
+          f"not its ranks); unthrottled: {sum(r['right'] for r in clean_runs)}/{len(clean_runs)} with nothing named")
+
+
+# system.slow_link's job: gradients of ~1.7 MB a step in one bucket, compute emulated.
+LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "training.train_iters=30",
+              "comms.bucket_size_mb=100", "training.emulate_compute=true", "pipeline.device_tflops=0.02",
+              "model.hidden_size=128", "model.ffn_hidden_size=512", "model.seq_length=64"]
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("slow-rank", "clean", "hang"):
+    modes = {"slow-rank": (slow_rank, 50), "clean": (clean, 10), "hang": (hang, 20), "slow-link": (slow_link, 20)}
+    if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit(__doc__)
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else {"slow-rank": 50, "clean": 10, "hang": 20}[sys.argv[1]]
-    {"slow-rank": slow_rank, "clean": clean, "hang": hang}[sys.argv[1]](n)
+    run, default = modes[sys.argv[1]]
+    run(int(sys.argv[2]) if len(sys.argv) > 2 else default)
