@@ -19,7 +19,8 @@ Prints the runtime environment (RUN_DIR/runtime.json) of the first run.
 slow-link runs three ranks, each in its own network namespace (scripts/netns-hosts), with compute
 emulated (each forward and backward sleeps for its predicted time, as system.slow_link does: three
 ranks computing for real on two cores keep receivers off their cores) and real reductions over
-TCP. A trial throttles one directed link of the ring (rank r sends to r + 1) with an htb class. The
+TCP. A trial throttles one directed link of the ring (rank r sends to r + 1) with an htb class, at
+a rate drawn from LINK_RATES (default 20-400 Mbit/s). The
 verdict is right when the first slow_link verdict names that link and no slow_rank verdict names
 either of its ranks; an unthrottled trial is right when nothing is named.
 """
@@ -234,7 +235,7 @@ def slow_link_trial(t, hosts, rng, launch):
     link = None
     if t % 5 != 4:
         src = rng.randrange(3)
-        link = ([src, (src + 1) % 3], rng.choice(["20mbit", "50mbit", "100mbit", "200mbit", "400mbit"]))
+        link = ([src, (src + 1) % 3], rng.choice(LINK_RATES))
         netns_hosts("link", hosts, str(link[0][0] + 1), str(link[0][1] + 1), link[1])  # rank r on host r + 1
     run_dir, proc = start(f"link-{t}", LINK_MODEL + launch)
     proc.wait(timeout=900)
@@ -275,6 +276,8 @@ def slow_link(trials):
           f"not its ranks); unthrottled: {sum(r['right'] for r in clean_runs)}/{len(clean_runs)} with nothing named")
 
 
+# The rates a throttled link is held to (LINK_RATES, space separated, overrides them).
+LINK_RATES = os.environ.get("LINK_RATES", "20mbit 50mbit 100mbit 200mbit 400mbit").split()
 # system.slow_link's job: gradients of ~1.7 MB a step in one bucket, compute emulated.
 LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "training.train_iters=30",
               "comms.bucket_size_mb=100", "training.emulate_compute=true", "pipeline.device_tflops=0.02",
