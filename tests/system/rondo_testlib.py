@@ -120,6 +120,21 @@ def worker_pid(run_dir, rank):
         return next(w["pid"] for w in json.load(f) if w["rank"] == rank)
 
 
+def wait_stopped(proc, pid, timeout):
+    """Stops `pid` with SIGSTOP (a hung rank) and waits for `proc` to end; kills `pid` then, if it is
+    still there. Returns the time of the stop."""
+    t_stop = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return t_stop
+
+
 def wait_slowed(proc, pid, stopped_s, period_s, timeout):
     """Waits for `proc` to end while `pid` is slowed for real: stopped for stopped_s of every
     period_s (a SIGSTOP/SIGCONT duty cycle, as a competing process or a throttled CPU would slow

@@ -10,10 +10,8 @@ system.fault_localisation). The verdict stops the job with a checkpoint at once,
 resumes from it on one rank; its losses equal an uninterrupted two-rank run's."""
 import json
 import os
-import signal
-import time
 
-from rondo_testlib import Context, events, losses, rel_diff, rows, wait_for, wait_slowed, worker_pid
+from rondo_testlib import Context, events, losses, rel_diff, rows, wait_for, wait_slowed, wait_stopped, worker_pid
 
 ctx = Context()
 WATCHED = ["launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "comms.timeout_s=120",
@@ -45,16 +43,7 @@ HANG = MODEL + WATCHED + ["parallel.world_size=3", "training.micro_batch_size=2"
 full, _ = ctx.run("hang_reference", HANG)
 run_dir, proc = ctx.start("hang", HANG + ["faults.policy=restart"])
 wait_for(lambda: any(r["step"] >= 12 for r in rows(run_dir)), 300, "step 12")
-victim = worker_pid(run_dir, 2)
-t_stop = time.time()
-os.kill(victim, signal.SIGSTOP)
-try:
-    proc.wait(timeout=600)
-finally:
-    try:
-        os.kill(victim, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+t_stop = wait_stopped(proc, worker_pid(run_dir, 2), timeout=600)
 ctx.check(proc.returncode == 0, f"the job finished (exit {proc.returncode})")
 ev = events(run_dir)
 hangs = [e for e in ev if e.get("event") == "fault" and e["kind"] == "hang"]

@@ -3,10 +3,9 @@ other rank's flight dump shows the collective it was in as not completed and nam
 peer it was waiting for, and the job is torn down (no restart allowed here)."""
 import json
 import os
-import signal
 import time
 
-from rondo_testlib import TINY, Context, events, rows, wait_for, worker_pid
+from rondo_testlib import TINY, Context, events, rows, wait_for, wait_stopped, worker_pid
 
 ctx = Context()
 # Heartbeats every 0.2 s, silent after 3 s; a communication timeout far beyond that; no restart.
@@ -23,16 +22,7 @@ def stop_rank_1(name, sets):
     run_dir, proc = ctx.start(name, TINY + WATCHED + sets)
     wait_for(lambda: any(r["step"] >= 5 for r in rows(run_dir)), 300, f"step 5 of {name}")
     victim = worker_pid(run_dir, 1)
-    t_stop = time.time()
-    os.kill(victim, signal.SIGSTOP)
-    stop_times[name] = t_stop
-    try:
-        proc.wait(timeout=120)
-    finally:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    t_stop = stop_times[name] = wait_stopped(proc, victim, timeout=120)
     return run_dir, proc, victim, time.time() - t_stop
 
 
