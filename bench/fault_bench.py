@@ -5,8 +5,8 @@
                                            # random step, at a random severity; which rank is drawn too
   bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
-  bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root), one ring link held to a
-                                           # random rate (every fifth trial none): is that link named first?
+  bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root): one ring link held to a
+                                           # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
 
 Two ranks, a core each (this machine has two; more ranks than cores slow each other at random far
 beyond any threshold: docs/faults.md), the detector at its defaults (faults.* keys) unless
@@ -22,7 +22,9 @@ ranks computing for real on two cores keep receivers off their cores) and real r
 TCP. A trial throttles one directed link of the ring (rank r sends to r + 1) with an htb class, at
 a rate drawn from LINK_RATES (default 20-400 Mbit/s). The
 verdict is right when the first slow_link verdict names that link and no slow_rank verdict names
-either of its ranks; an unthrottled trial is right when nothing is named.
+either of its ranks. One trial in five slows a drawn rank instead (stopped 60% of every 40 ms
+from step 5): right when it is the first slow rank named and no link is; one in five has no
+fault: right when nothing is named.
 """
 import json
 import os
@@ -111,6 +113,18 @@ def rank_step_times(run_dir, rank):
     return out
 
 
+def duty_cycle(pid, stopped, done):
+    """Stops `pid` for `stopped` of every PERIOD_S until `done` is set."""
+    while not done.is_set():
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(PERIOD_S * stopped)
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        time.sleep(PERIOD_S * (1 - stopped))
+
+
 def slow_rank(trials):
     rng = random.Random(int(os.environ.get("SEED", "1")))
     results = []
@@ -121,21 +135,9 @@ def slow_rank(trials):
         total = start_step + 30
         run_dir, proc = start(f"slow-{t}", [f"training.train_iters={total}"])
         wait_step(run_dir, start_step)
-        pid = pid_of(run_dir, victim)
         done = threading.Event()
-
-        def cycle():
-            while not done.is_set():
-                try:
-                    os.kill(pid, signal.SIGSTOP)
-                    time.sleep(PERIOD_S * stopped)
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    return
-                time.sleep(PERIOD_S * (1 - stopped))
-
         started_at = steps(run_dir)[-1]["step"]
-        th = threading.Thread(target=cycle)
+        th = threading.Thread(target=duty_cycle, args=(pid_of(run_dir, victim), stopped, done))
         th.start()
         proc.wait(timeout=900)
         done.set()
@@ -232,29 +234,43 @@ def netns_hosts(*args):
 
 
 def slow_link_trial(t, hosts, rng, launch):
-    link = None
-    if t % 5 != 4:
+    """Trial t: a throttled ring link (t % 5 in 0..2), a slowed rank (3) or nothing (4)."""
+    link = victim = None
+    if t % 5 < 3:
         src = rng.randrange(3)
         link = ([src, (src + 1) % 3], rng.choice(LINK_RATES))
         netns_hosts("link", hosts, str(link[0][0] + 1), str(link[0][1] + 1), link[1])  # rank r on host r + 1
     run_dir, proc = start(f"link-{t}", LINK_MODEL + launch)
+    done = threading.Event()
+    if t % 5 == 3:
+        victim = rng.randrange(3)
+        wait_step(run_dir, 5)
+        th = threading.Thread(target=duty_cycle, args=(pid_of(run_dir, victim), 0.6, done))
+        th.start()
     proc.wait(timeout=900)
+    done.set()
+    if victim is not None:
+        th.join()
     netns_hosts("unlink", hosts)
     show_environment(run_dir)
     found = faults(run_dir)
     links = [f for f in found if f["kind"] == "slow_link"]
     ranks = [r for f in found if f["kind"] == "slow_rank" for r in f["ranks"]]
-    if link is None:
-        right = not found
-        first_ok = None
-    else:
+    kind = "link" if link else "rank" if victim is not None else "none"
+    if kind == "link":
         first_ok = bool(links) and links[0].get("link") == link[0]
         right = first_ok and not set(ranks) & set(link[0])
+    elif kind == "rank":
+        first_ok = ranks[:1] == [victim]
+        right = first_ok and not links
+    else:
+        first_ok = right = not found
     ratio = links[0]["evidence"].get("ratio") if links else None
-    print(f"trial {t:2d}: {'no throttle' if link is None else f'link {link[0]} at {link[1]}'}: "
-          f"named {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}"
+    what = {"link": lambda: f"link {link[0]} at {link[1]}", "rank": lambda: f"rank {victim} stopped 60% of the time",
+            "none": lambda: "no fault"}[kind]()
+    print(f"trial {t:2d}: {what}: named {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}"
           + (f", ratio {ratio:.0f}x" if ratio else "") + f" -> {'right' if right else 'WRONG'}", flush=True)
-    return {"throttled": link is not None, "first_ok": first_ok, "right": right}
+    return {"kind": kind, "first_ok": first_ok, "right": right}
 
 
 def slow_link(trials):
@@ -269,11 +285,11 @@ def slow_link(trials):
         results = [slow_link_trial(t, hosts, rng, launch) for t in range(trials)]
     finally:
         netns_hosts("down", hosts)
-    throttled = [r for r in results if r["throttled"]]
-    clean_runs = [r for r in results if not r["throttled"]]
-    print(f"--- slow link --- throttled: {sum(r['first_ok'] for r in throttled)}/{len(throttled)} with the link "
-          f"named first, {sum(r['right'] for r in throttled)}/{len(throttled)} with the verdict right (the link, "
-          f"not its ranks); unthrottled: {sum(r['right'] for r in clean_runs)}/{len(clean_runs)} with nothing named")
+    by = {k: [r for r in results if r["kind"] == k] for k in ("link", "rank", "none")}
+    print(f"--- slow link --- throttled link: {sum(r['first_ok'] for r in by['link'])}/{len(by['link'])} named "
+          f"first, {sum(r['right'] for r in by['link'])}/{len(by['link'])} right (the link, not its ranks); slowed "
+          f"rank: {sum(r['right'] for r in by['rank'])}/{len(by['rank'])} right (the rank, no link); no fault: "
+          f"{sum(r['right'] for r in by['none'])}/{len(by['none'])} with nothing named")
 
 
 # The rates a throttled link is held to (LINK_RATES, space separated, overrides them).
