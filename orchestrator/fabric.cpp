@@ -22,7 +22,9 @@ std::vector<std::string> items(const std::string& text) {
 
 // A whole non-negative number, or -1.
 int64_t whole(const std::string& s) {
-  if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), ::isdigit)) return -1;
+  if (s.empty() || s.size() > 9 ||
+      !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return -1;
   return std::stoll(s);
 }
 
