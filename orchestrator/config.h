@@ -118,6 +118,9 @@ struct CommsConfig {
   std::string avoid_links;
 };
 
+// A comma-separated value's items, spaces removed, empty ones skipped.
+std::vector<std::string> comma_items(const std::string& text);
+
 // comms.avoid_links parsed: (sender, receiver) world-rank pairs. Throws ConfigError naming the key.
 std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size);
 

@@ -257,13 +257,20 @@ int64_t largest_valid_world(const Config& config, int64_t at_most) {
   return 0;
 }
 
-std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size) {
-  std::vector<std::pair<int, int>> links;
+std::vector<std::string> comma_items(const std::string& text) {
+  std::vector<std::string> items;
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
     item.erase(std::remove(item.begin(), item.end(), ' '), item.end());
-    if (item.empty()) continue;
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+std::vector<std::pair<int, int>> parse_avoid_links(const std::string& text, int64_t world_size) {
+  std::vector<std::pair<int, int>> links;
+  for (const auto& item : comma_items(text)) {
     int src = -1, dst = -1;
     char sep = 0, rest = 0;
     std::istringstream one(item);

@@ -1,24 +1,12 @@
 #include "orchestrator/fabric.h"
 
 #include <algorithm>
-#include <sstream>
 #include <string>
 
 #include "common/errors.h"
 
 namespace rondo {
 namespace {
-
-std::vector<std::string> items(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    item.erase(std::remove(item.begin(), item.end(), ' '), item.end());
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 // A whole non-negative number, or -1.
 int64_t whole(const std::string& s) {
@@ -41,7 +29,7 @@ std::vector<int> placement(const TopologyConfig& t, const LeafSpine& net, int64_
     }
     return hosts;
   }
-  for (const auto& item : items(t.rank_hosts)) {
+  for (const auto& item : comma_items(t.rank_hosts)) {
     const int64_t h = whole(item);
     if (h < 0 || h >= net.hosts()) {
       throw ConfigError(
@@ -96,7 +84,7 @@ std::optional<Fabric> fabric_of(const Config& config) {
   f.network = {static_cast<int>(t.leaves), static_cast<int>(t.hosts_per_leaf), static_cast<int>(t.spines),
                t.host_gbps, t.spine_gbps};
   f.host_of_rank = placement(t, f.network, config.parallel.world_size);
-  for (const auto& item : items(t.degraded_links)) {
+  for (const auto& item : comma_items(t.degraded_links)) {
     const int link = parse_link(item, f.network);
     if (link < 0) {
       throw ConfigError(
