@@ -11,6 +11,7 @@ import subprocess
 from rondo_testlib import Context, events, rows, wait_for, wait_slowed, worker_pid
 
 ctx = Context()
+WINDOW, PERSIST = 12, 9
 # A step of a tenth of a second or more on two cores, several periods of the duty cycle (40 ms),
 # so that every step is slowed about alike, as a throttled device or a competing process would.
 MODEL = ["model.num_layers=2", "model.hidden_size=256", "model.num_attention_heads=4",
@@ -18,10 +19,12 @@ MODEL = ["model.num_layers=2", "model.hidden_size=256", "model.num_attention_hea
          "training.global_batch_size=8", "training.lr=1e-3", "training.lr_warmup_iters=0",
          "training.lr_decay_style=constant", "checkpoint.interval=0", "parallel.world_size=2",
          "launch.dashboard_port=0",
-         # This two-vCPU machine slows one rank of a clean run by up to 20-27% of a step for a dozen
-         # steps at a time (measured: kernel work on its core, a busy neighbour); the victim below,
-         # stopped 60% of the time, keeps the others waiting ~80% of each step.
-         "faults.slow_rank_share=0.35"]
+         # This two-vCPU machine slows one rank of a clean run by 14-27% of a step for a dozen steps
+         # at a time (kernel work on its core: the disk's interrupts land on CPU 1), and a CI run
+         # once by 53% in 5 of 7 steps; the victim below, stopped 60% of the time, keeps the others
+         # waiting ~80% of every step. So: a higher share, and 9 suspect steps of 12 (a real slow
+         # rank stays slow; the machine's bursts pass).
+         "faults.slow_rank_share=0.4", f"faults.window={WINDOW}", f"faults.persist={PERSIST}"]
 STEPS = 70
 VICTIM = 1
 
@@ -58,8 +61,8 @@ ctx.check(len(named) >= 1 and all(f["ranks"] == [VICTIM] for f in named),
           f"the slowed rank {VICTIM} is named a slow rank, no other: {[f['ranks'] for f in named]}")
 ctx.check(all(f["kind"] == "slow_rank" for f in found), "no other kind of verdict (no slow link, no hang)")
 if named:
-    ctx.check(named[0]["step"] - slowed_from <= 10,
-              f"named within 10 steps of the slow-down (step {named[0]['step']}, slowed from step {slowed_from})")
+    ctx.check(named[0]["step"] - slowed_from <= PERSIST + 3,
+              f"named within {PERSIST + 3} steps of the slow-down (step {named[0]['step']}, slowed from step {slowed_from})")
     ctx.check(named[0]["evidence"]["others_waited_share"] > 0.05,
               f"the evidence: the others waited {named[0]['evidence']['others_waited_share']:.0%} of a step for it")
 with open(os.path.join(run_dir, "state.json")) as f:
