@@ -45,6 +45,18 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(parallel, virtual_pipeline_model_parallel_size, "model chunks per pipeline rank"),
       RONDO_KEY(parallel, context_parallel_size, "cp"),
       RONDO_KEY(parallel, expert_model_parallel_size, "ep; splits the data-parallel dimension"),
+      RONDO_KEY(parallel, hdp,
+                "hybrid data/context parallelism (ByteScale-style): every step's sequences each get a "
+                "context-parallel group sized for them, laid out so all ranks finish together (planned by "
+                "`rondo plan`; docs/hdp.md)"),
+      RONDO_KEY(
+          parallel, hdp_policy,
+          "parallel.hdp: rondo (degrees chosen for time, groups packed to the lower bound) | megatron "
+          "(Megatron-LM's hybrid CP: power-of-two degrees, longest first onto the least-loaded block) | "
+          "static (one DP x CP mesh)"),
+      RONDO_KEY(parallel, max_tokens_per_rank,
+                "parallel.hdp: tokens of one sequence a rank holds at once (a sequence of L tokens needs a "
+                "group of at least L / this); 0: model.seq_length"),
       RONDO_KEY(training, micro_batch_size, "samples per microbatch"),
       RONDO_KEY(training, global_batch_size, "samples per optimizer step"),
       RONDO_KEY(training, train_iters, "optimizer steps"),
@@ -103,6 +115,10 @@ const std::vector<ConfigKey>& config_schema() {
                 "tokens (equal-token chunks, ChunkFlow) | cost (boundaries that balance attention cost)"),
       RONDO_KEY(data, chunks_in_memory,
                 "chunked training: the last K chunks keep their activations, earlier ones are recomputed"),
+      RONDO_KEY(
+          data, tokens_per_step,
+          "parallel.hdp: tokens of whole documents (each cut at model.seq_length) in a step's batch; 0: "
+          "training.global_batch_size x model.seq_length"),
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),

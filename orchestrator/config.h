@@ -31,6 +31,9 @@ struct ParallelConfig {
   int64_t virtual_pipeline_model_parallel_size = 1;
   int64_t context_parallel_size = 1;
   int64_t expert_model_parallel_size = 1;
+  bool hdp = false;                  // a context-parallel group for every sequence, every step
+  std::string hdp_policy = "rondo";  // static | megatron | rondo (parallelism/hdp_planner.h)
+  int64_t max_tokens_per_rank = 0;   // of one sequence on a rank at once; 0: model.seq_length
   // world / (tp * pp * cp); valid only after validation.
   int64_t data_parallel_size() const;
 };
@@ -69,6 +72,7 @@ struct DataConfig {
   int64_t chunk_size = 0;  // 0: no chunking
   std::string chunk_balance = "tokens";
   int64_t chunks_in_memory = 2;
+  int64_t tokens_per_step = 0;  // parallel.hdp: tokens of whole documents per step; 0: global batch x seq
   // data.path: lognormal (data/lognormal_mix.h)
   int64_t lognormal_documents = 1000;
   double lognormal_mu = 8.5;

@@ -10,6 +10,7 @@
 #include "data/token_corpus.h"
 #include "orchestrator/config.h"
 #include "orchestrator/fabric.h"
+#include "orchestrator/hdp_report.h"
 #include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 
@@ -48,6 +49,24 @@ void validate_model(const Config& c) {
 }
 
 // The mesh, and how the pipeline's stages cut the model.
+void validate_hdp(const Config& c) {
+  const auto& p = c.parallel;
+  hdp_policy_from_name(p.hdp_policy);  // throws ConfigError naming the key
+  require(p.max_tokens_per_rank >= 0, "parallel.max_tokens_per_rank", "must be >= 0 (0: model.seq_length)");
+  require(c.data.tokens_per_step >= 0, "data.tokens_per_step", "must be >= 0 (0: global batch x seq_length)");
+  if (!p.hdp) return;
+  require(p.context_parallel_size == 1, "parallel.context_parallel_size",
+          "must be 1 with parallel.hdp: the HDP planner sizes every sequence's context-parallel group");
+  require(p.pipeline_model_parallel_size == 1 && p.tensor_model_parallel_size == 1, "parallel.hdp",
+          "plans the data/context-parallel ranks of one model replica per rank so far; set "
+          "parallel.pipeline_model_parallel_size and parallel.tensor_model_parallel_size to 1");
+  const HdpOptions o = hdp_options(c);
+  hdp_min_degree(c.model.seq_length, o);  // the longest sequence must fit a group: names the cap's key
+  require(hdp_tokens_per_step(c) >= c.model.seq_length, "data.tokens_per_step",
+          str(hdp_tokens_per_step(c)) + " is below model.seq_length=" + str(c.model.seq_length) +
+              ": a step must hold the longest sequence");
+}
+
 void validate_parallel(const Config& c) {
   const auto& m = c.model;
   const auto& p = c.parallel;
@@ -91,6 +110,7 @@ void validate_parallel(const Config& c) {
   }
   require(m.seq_length % (2 * cp) == 0 || cp == 1, "parallel.context_parallel_size",
           "model.seq_length=" + str(m.seq_length) + " is not divisible by 2*cp = " + str(2 * cp));
+  validate_hdp(c);
 }
 
 void validate_training(const Config& c) {

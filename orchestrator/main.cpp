@@ -16,6 +16,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/data_command.h"
 #include "orchestrator/diagnose_command.h"
+#include "orchestrator/hdp_report.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/run_command.h"
@@ -54,6 +55,7 @@ void add_plan(CLI::App& app, Subcommands& out) {
     ConfigArgs config;
     std::string out;
     bool json = false, traffic = false;
+    int64_t hdp_batches = 50;
     std::vector<std::string> compare;
     CLI::Option* compare_opt = nullptr;
   };
@@ -65,6 +67,11 @@ void add_plan(CLI::App& app, Subcommands& out) {
                 "print the link loads the data-parallel rings put on the fabric (topology.*), hashed (ECMP) "
                 "against rondo's rings and paths");
   cmd->add_option("--out", a->out, "write the binary plan (protobuf) here");
+  cmd->add_option(
+         "--steps", a->hdp_batches,
+         "parallel.hdp: plan this many sampled batches under each policy (static, megatron, rondo) and "
+         "compare their mean step time, balance and planner time")
+      ->capture_default_str();
   a->compare_opt =
       cmd->add_option("--compare-schedules", a->compare,
                       "plan the config under these pipeline schedules (comma-separated; no value: "
@@ -88,8 +95,21 @@ void add_plan(CLI::App& app, Subcommands& out) {
                      std::cout << (a->json ? report.dump() + "\n" : rondo::traffic_report_text(report));
                      return rondo::kExitOk;
                    }
-                   std::cout << (a->json ? rondo::plan_to_json(plan, false).dump() + "\n"
-                                         : rondo::plan_summary(plan));
+                   if (!config.parallel.hdp) {
+                     std::cout << (a->json ? rondo::plan_to_json(plan, false).dump() + "\n"
+                                           : rondo::plan_summary(plan));
+                     return rondo::kExitOk;
+                   }
+                   const auto hdp = rondo::hdp_report(config, a->hdp_batches);
+                   const auto batches = rondo::hdp_batches_summary(config, a->hdp_batches);
+                   if (a->json) {
+                     auto j = rondo::plan_to_json(plan, false);
+                     j["hdp"] = hdp;
+                     j["hdp_batches"] = batches;
+                     std::cout << j.dump() << "\n";
+                   } else {
+                     std::cout << rondo::plan_summary(plan) << rondo::hdp_report_text(hdp, batches, config);
+                   }
                    return rondo::kExitOk;
                  }});
 }

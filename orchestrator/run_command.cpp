@@ -87,6 +87,11 @@ void check_executable(const Config& c) {
     throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
   if (p.context_parallel_size != 1)
     throw ConfigError("parallel.context_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.hdp)
+    throw ConfigError(
+        "parallel.hdp",
+        "is planned (`rondo plan --steps N` compares the policies) but not executed yet: the worker "
+        "has no context-parallel attention so far");
   if (p.expert_model_parallel_size != 1)
     throw ConfigError("parallel.expert_model_parallel_size", "must be 1 for `rondo run`:" + why);
   if (c.comms.backend != "mpi")

@@ -1,0 +1,154 @@
+#include "orchestrator/hdp_report.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+
+#include "common/errors.h"
+#include "data/hdp_batches.h"
+#include "data/indexed_dataset.h"
+#include "data/lognormal_mix.h"
+#include "data/token_corpus.h"
+
+namespace rondo {
+
+HdpOptions hdp_options(const Config& c) {
+  return {c.parallel.world_size,
+          c.parallel.max_tokens_per_rank > 0 ? c.parallel.max_tokens_per_rank : c.model.seq_length};
+}
+
+int64_t hdp_tokens_per_step(const Config& c) {
+  return c.data.tokens_per_step > 0 ? c.data.tokens_per_step
+                                    : c.training.global_batch_size * c.model.seq_length;
+}
+
+ContextParallelCost hdp_cost(const Config& c) {
+  const auto& m = c.model;
+  return ContextParallelCost(
+      {.dims = {m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length},
+       .device_flops = c.pipeline.device_tflops * 1e12,
+       .link_bytes_per_s = c.pipeline.p2p_bandwidth_gbps * 1e9,
+       .link_latency_s = c.pipeline.p2p_latency_s});
+}
+
+std::vector<int64_t> hdp_document_lengths(const Config& c) {
+  const std::string format = TokenCorpus::resolve_format(c.data.path, c.data.format);
+  if (format == "lognormal") return lognormal_lengths(c.data.lognormal_mix());
+  if (format != "indexed")
+    throw ConfigError("data.path",
+                      "parallel.hdp draws whole documents from a lognormal mix (data.path: lognormal) "
+                      "or an indexed dataset (`rondo data prepare`), not " +
+                          format);
+  const auto ds = IndexedDataset::open(c.data.path);
+  std::vector<int64_t> lengths(ds.documents(), 0);
+  for (size_t d = 0; d < ds.documents(); ++d)
+    for (int64_t s = ds.document_start(d); s < ds.document_start(d + 1); ++s)
+      lengths[d] += ds.length(static_cast<size_t>(s));
+  return lengths;
+}
+
+namespace {
+
+HdpBatches batches_of(const Config& c) {
+  return HdpBatches(hdp_document_lengths(c), hdp_tokens_per_step(c), c.model.seq_length,
+                    static_cast<uint64_t>(c.training.seed));
+}
+
+}  // namespace
+
+nlohmann::json hdp_batches_summary(const Config& c, int64_t batches) {
+  HdpBatches draw = batches_of(c);
+  double sequences = 0, tokens = 0;
+  int64_t longest = 0;
+  for (int64_t b = 0; b < batches; ++b) {
+    const auto lengths = draw.next();
+    sequences += static_cast<double>(lengths.size());
+    for (int64_t l : lengths) tokens += static_cast<double>(l), longest = std::max(longest, l);
+  }
+  const double n = static_cast<double>(std::max<int64_t>(batches, 1));
+  return {{"batches", batches},
+          {"sequences_per_batch", sequences / n},
+          {"tokens_per_batch", tokens / n},
+          {"longest", longest},
+          {"ranks", c.parallel.world_size},
+          {"max_tokens_per_rank", hdp_options(c).max_tokens_per_rank}};
+}
+
+nlohmann::json hdp_report(const Config& c, int64_t batches) {
+  if (batches < 1) throw ConfigError("--steps", "must be >= 1");
+  const HdpOptions options = hdp_options(c);
+  const ContextParallelCost cost = hdp_cost(c);
+  HdpBatches draw = batches_of(c);
+  struct Sums {
+    double step = 0, balance = 0, bound = 0, seconds = 0;
+    std::map<int64_t, int64_t> degrees;
+  };
+  std::map<HdpPolicy, Sums> sums;
+  for (int64_t b = 0; b < batches; ++b) {
+    const auto lengths = draw.next();
+    const double bound = hdp_lower_bound(lengths, options, cost);
+    for (HdpPolicy policy : kHdpPolicies) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
+      auto& s = sums[policy];
+      s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      s.step += plan.step_s;
+      s.balance += plan.busy_max_over_mean();
+      s.bound += bound;
+      for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
+    }
+  }
+  nlohmann::json out = nlohmann::json::object();
+  const double n = static_cast<double>(batches);
+  for (const auto& [policy, s] : sums) {
+    nlohmann::json degrees = nlohmann::json::array();
+    for (auto [d, k] : s.degrees) degrees.push_back({d, k});
+    out[hdp_policy_name(policy)] = {{"step_time", s.step / n},
+                                    {"busy_max_over_mean", s.balance / n},
+                                    {"lower_bound", s.bound / n},
+                                    {"planner_seconds", s.seconds / n},
+                                    {"degrees", degrees}};
+  }
+  return out;
+}
+
+std::string hdp_report_text(const nlohmann::json& report, const nlohmann::json& batches, const Config& c) {
+  std::string out;
+  char line[256];
+  std::snprintf(
+      line, sizeof line,
+      "HDP (parallel.hdp): %lld sampled batches of %.0f tokens in %.1f sequences on average (longest %lld) "
+      "on %lld ranks, %lld tokens per rank\n",
+      static_cast<long long>(batches["batches"].get<int64_t>()), batches["tokens_per_batch"].get<double>(),
+      batches["sequences_per_batch"].get<double>(), static_cast<long long>(batches["longest"].get<int64_t>()),
+      static_cast<long long>(batches["ranks"].get<int64_t>()),
+      static_cast<long long>(batches["max_tokens_per_rank"].get<int64_t>()));
+  out += line;
+  out += "  policy     step (s)  x lower bound  busy max/mean  planner (ms)  sequences by group size\n";
+  for (HdpPolicy policy : kHdpPolicies) {
+    const auto& r = report[hdp_policy_name(policy)];
+    // Group sizes in power-of-two bins: 1, 2, 3-4, 5-8, ...
+    std::map<int64_t, int64_t> bins;
+    for (const auto& dk : r["degrees"]) {
+      int64_t top = 1;
+      while (top < dk[0].get<int64_t>()) top *= 2;
+      bins[top] += dk[1].get<int64_t>();
+    }
+    std::string degrees;
+    for (auto [top, k] : bins) {
+      if (!degrees.empty()) degrees += ' ';
+      if (top > 2) degrees.append(std::to_string(top / 2 + 1)).append("-");
+      degrees.append(std::to_string(top)).append(":").append(std::to_string(k));
+    }
+    std::snprintf(line, sizeof line, "  %-9s %9.4f  %13.3f  %13.3f  %12.2f  %s%s\n", hdp_policy_name(policy),
+                  r["step_time"].get<double>(), r["step_time"].get<double>() / r["lower_bound"].get<double>(),
+                  r["busy_max_over_mean"].get<double>(), 1e3 * r["planner_seconds"].get<double>(),
+                  degrees.c_str(),
+                  c.parallel.hdp_policy == hdp_policy_name(policy) ? "  <- parallel.hdp_policy" : "");
+    out += line;
+  }
+  return out;
+}
+
+}  // namespace rondo

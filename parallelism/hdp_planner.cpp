@@ -1,0 +1,279 @@
+#include "parallelism/hdp_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "common/errors.h"
+#include "parallelism/rank_timelines.h"
+
+namespace rondo {
+
+HdpPolicy hdp_policy_from_name(const std::string& name) {
+  if (name == "static") return HdpPolicy::kStatic;
+  if (name == "megatron") return HdpPolicy::kMegatron;
+  if (name == "rondo") return HdpPolicy::kRondo;
+  throw ConfigError("parallel.hdp_policy", "'" + name + "' is not one of: static, megatron, rondo");
+}
+
+const char* hdp_policy_name(HdpPolicy policy) {
+  switch (policy) {
+    case HdpPolicy::kStatic:
+      return "static";
+    case HdpPolicy::kMegatron:
+      return "megatron";
+    case HdpPolicy::kRondo:
+      break;
+  }
+  return "rondo";
+}
+
+double HdpPlan::busy_max_over_mean() const {
+  if (busy_s.empty()) return 1.0;
+  const double mean = std::accumulate(busy_s.begin(), busy_s.end(), 0.0) / static_cast<double>(busy_s.size());
+  return mean > 0 ? *std::max_element(busy_s.begin(), busy_s.end()) / mean : 1.0;
+}
+
+std::map<int64_t, int64_t> HdpPlan::degree_histogram() const {
+  std::map<int64_t, int64_t> h;
+  for (const auto& p : placements) ++h[static_cast<int64_t>(p.ranks.size())];
+  return h;
+}
+
+int64_t hdp_min_degree(int64_t tokens, const HdpOptions& o) {
+  const int64_t d = (tokens + o.max_tokens_per_rank - 1) / o.max_tokens_per_rank;
+  if (d > o.ranks)
+    throw ConfigError("parallel.max_tokens_per_rank",
+                      "a sequence of " + std::to_string(tokens) + " tokens needs " + std::to_string(d) +
+                          " ranks at " + std::to_string(o.max_tokens_per_rank) +
+                          " tokens per rank; the job has " + std::to_string(o.ranks) +
+                          " (raise the cap, add ranks, or cut sequences shorter)");
+  return std::max<int64_t>(d, 1);
+}
+
+namespace {
+
+constexpr int kHdpSearchSteps = 14;
+
+// The degree in [lowest, ranks] at which the sequence is done soonest (the smallest of equals).
+int64_t fastest_degree(int64_t tokens, int64_t lowest, int64_t ranks, const ContextParallelCost& cost) {
+  int64_t best = lowest;
+  double best_s = cost.seconds(tokens, lowest);
+  for (int64_t d = lowest + 1; d <= ranks; ++d) {
+    const double s = cost.seconds(tokens, d);
+    if (s < best_s * (1 - 1e-9)) best = d, best_s = s;
+  }
+  return best;
+}
+
+std::vector<int64_t> range_of(int64_t first, int64_t count) {
+  std::vector<int64_t> r(static_cast<size_t>(count));
+  std::iota(r.begin(), r.end(), first);
+  return r;
+}
+
+// Sequence indices, longest first (ties: lower index first).
+std::vector<size_t> longest_first(const std::vector<int64_t>& lengths) {
+  std::vector<size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+  return order;
+}
+
+struct Layout {
+  std::vector<HdpPlacement> placements;
+  RankTimelines timelines;
+  Layout(size_t sequences, int64_t ranks) : placements(sequences), timelines(ranks) {}
+
+  void place(size_t seq, int64_t tokens, std::vector<int64_t> ranks, double seconds) {
+    const double start = timelines.place(ranks, seconds);
+    placements[seq] = {tokens, std::move(ranks), start, seconds};
+  }
+  void place_alone(size_t seq, int64_t tokens, double seconds) {
+    const auto [rank, start] = timelines.place_alone(seconds);
+    placements[seq] = {tokens, {rank}, start, seconds};
+  }
+};
+
+// static: one DP x CP mesh; every sequence on its data-parallel group of CP ranks, dealt by tokens.
+void plan_static(const std::vector<int64_t>& lengths, const HdpOptions& o, const ContextParallelCost& cost,
+                 Layout& out) {
+  int64_t need = 1;
+  for (int64_t l : lengths) need = std::max(need, hdp_min_degree(l, o));
+  int64_t cp = need;
+  while (o.ranks % cp != 0) ++cp;
+  std::vector<int64_t> tokens(static_cast<size_t>(o.ranks / cp), 0);
+  for (size_t seq : longest_first(lengths)) {
+    const auto g = static_cast<int64_t>(std::min_element(tokens.begin(), tokens.end()) - tokens.begin());
+    tokens[static_cast<size_t>(g)] += lengths[seq];
+    out.place(seq, lengths[seq], range_of(g * cp, cp), cost.seconds(lengths[seq], cp));
+  }
+}
+
+// megatron: the smallest power-of-two degree that holds each sequence; longest first onto the
+// aligned block of that many ranks least loaded so far, a sequence loading each member with L^2/d
+// (Megatron-LM's estimate).
+void plan_megatron(const std::vector<int64_t>& lengths, const HdpOptions& o, const ContextParallelCost& cost,
+                   Layout& out) {
+  std::vector<double> load(static_cast<size_t>(o.ranks), 0);
+  for (size_t seq : longest_first(lengths)) {
+    int64_t d = 1;
+    const int64_t need = hdp_min_degree(lengths[seq], o);
+    while (d < need) d *= 2;
+    d = std::min(d, o.ranks);
+    int64_t best = 0;
+    double best_load = -1;
+    for (int64_t first = 0; first + d <= o.ranks; first += d) {
+      double most = 0;
+      for (int64_t r = first; r < first + d; ++r) most = std::max(most, load[static_cast<size_t>(r)]);
+      if (best_load < 0 || most < best_load) best = first, best_load = most;
+    }
+    const double l = static_cast<double>(lengths[seq]);
+    for (int64_t r = best; r < best + d; ++r) load[static_cast<size_t>(r)] += l * l / static_cast<double>(d);
+    out.place(seq, lengths[seq], range_of(best, d), cost.seconds(lengths[seq], d));
+  }
+}
+
+// The smallest degree from `lowest` that finishes the sequence within `limit`, or -1. Time falls
+// with the degree until the ring's transfers dominate: doubling, then bisection.
+int64_t degree_within(int64_t tokens, int64_t lowest, int64_t ranks, double limit,
+                      const ContextParallelCost& cost) {
+  if (cost.seconds(tokens, lowest) <= limit) return lowest;
+  int64_t lo = lowest, hi = lowest;
+  while (hi < ranks && cost.seconds(tokens, hi) > limit) lo = hi, hi = std::min(ranks, hi * 2);
+  if (cost.seconds(tokens, hi) > limit) return -1;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (cost.seconds(tokens, mid) <= limit ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+// rondo within a step of `limit` seconds, or nothing when it finds no such plan: each sequence on
+// the smallest degree that finishes it in time, longest first, each group on the ranks free latest
+// but early enough (the least idle time before it), single-rank sequences into the gaps groups
+// leave or onto such a rank.
+std::optional<Layout> plan_rondo_within(const std::vector<int64_t>& lengths, const HdpOptions& o,
+                                        const ContextParallelCost& cost, double limit) {
+  std::vector<int64_t> degree(lengths.size());
+  std::vector<double> seconds(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    degree[i] = degree_within(lengths[i], hdp_min_degree(lengths[i], o), o.ranks, limit, cost);
+    if (degree[i] < 0) return std::nullopt;
+    seconds[i] = cost.seconds(lengths[i], degree[i]);
+  }
+  std::vector<size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return seconds[a] != seconds[b] ? seconds[a] > seconds[b] : degree[a] > degree[b];
+  });
+  std::optional<Layout> out(std::in_place, lengths.size(), o.ranks);
+  for (size_t seq : order) {
+    if (degree[seq] == 1) {
+      const auto [rank, start] = out->timelines.place_alone_by(seconds[seq], limit);
+      if (rank < 0) return std::nullopt;
+      out->placements[seq] = {lengths[seq], {rank}, start, seconds[seq]};
+      continue;
+    }
+    std::vector<int64_t> ranks = out->timelines.latest_by(degree[seq], limit - seconds[seq]);
+    if (ranks.empty()) return std::nullopt;
+    out->place(seq, lengths[seq], std::move(ranks), seconds[seq]);
+  }
+  return out;
+}
+
+// rondo with no limit: every sequence on its smallest degree, groups onto the ranks free earliest
+// (always a plan; the upper end of plan_hdp's search).
+Layout plan_rondo_greedy(const std::vector<int64_t>& lengths, const HdpOptions& o,
+                         const ContextParallelCost& cost) {
+  Layout out(lengths.size(), o.ranks);
+  for (size_t seq : longest_first(lengths)) {
+    const int64_t d = hdp_min_degree(lengths[seq], o);
+    if (d == 1)
+      out.place_alone(seq, lengths[seq], cost.seconds(lengths[seq], 1));
+    else
+      out.place(seq, lengths[seq], out.timelines.earliest(d), cost.seconds(lengths[seq], d));
+  }
+  return out;
+}
+
+// The rank's runs in order; single-rank sequences next to each other packed up to the cap.
+std::vector<std::vector<HdpSubBatch>> sub_batches_of(const std::vector<HdpPlacement>& placements,
+                                                     const HdpOptions& o) {
+  std::vector<std::vector<std::pair<double, size_t>>> runs(static_cast<size_t>(o.ranks));
+  for (size_t i = 0; i < placements.size(); ++i)
+    for (int64_t r : placements[i].ranks) runs[static_cast<size_t>(r)].emplace_back(placements[i].start_s, i);
+  std::vector<std::vector<HdpSubBatch>> out(static_cast<size_t>(o.ranks));
+  for (size_t r = 0; r < runs.size(); ++r) {
+    std::sort(runs[r].begin(), runs[r].end());
+    for (const auto& [start, i] : runs[r]) {
+      const auto& p = placements[i];
+      const auto d = static_cast<int64_t>(p.ranks.size());
+      const int64_t share = (p.tokens + d - 1) / d;
+      auto& subs = out[r];
+      if (d == 1 && !subs.empty() && subs.back().group.size() == 1 &&
+          subs.back().tokens_per_rank + share <= o.max_tokens_per_rank) {
+        subs.back().sequences.push_back(static_cast<int64_t>(i));
+        subs.back().tokens_per_rank += share;
+        continue;
+      }
+      subs.push_back({{static_cast<int64_t>(i)}, p.ranks, share, start});
+    }
+  }
+  return out;
+}
+
+HdpPlan finish(HdpPolicy policy, Layout&& layout, const HdpOptions& o) {
+  HdpPlan plan;
+  plan.policy = policy;
+  plan.busy_s = layout.timelines.busy();
+  plan.step_s = layout.timelines.finish();
+  plan.placements = std::move(layout.placements);
+  plan.sub_batches = sub_batches_of(plan.placements, o);
+  return plan;
+}
+
+}  // namespace
+
+double hdp_lower_bound(const std::vector<int64_t>& lengths, const HdpOptions& o,
+                       const ContextParallelCost& cost) {
+  double work = 0;
+  int64_t longest = 0;
+  for (int64_t l : lengths) {
+    work += cost.work(l, hdp_min_degree(l, o));  // rank-seconds only grow with the degree (the ring adds)
+    longest = std::max(longest, l);
+  }
+  // The longest sequence is also the slowest at its fastest degree.
+  const int64_t lowest = hdp_min_degree(std::max<int64_t>(longest, 1), o);
+  return std::max(
+      work / static_cast<double>(o.ranks),
+      lengths.empty() ? 0.0 : cost.seconds(longest, fastest_degree(longest, lowest, o.ranks, cost)));
+}
+
+HdpPlan plan_hdp(const std::vector<int64_t>& lengths, HdpPolicy policy, const HdpOptions& o,
+                 const ContextParallelCost& cost) {
+  if (o.ranks < 1) throw ConfigError("parallel.world_size", "HDP needs at least one rank");
+  if (o.max_tokens_per_rank < 1) throw ConfigError("parallel.max_tokens_per_rank", "must be >= 1");
+  if (policy == HdpPolicy::kStatic || policy == HdpPolicy::kMegatron) {
+    Layout layout(lengths.size(), o.ranks);
+    (policy == HdpPolicy::kStatic ? plan_static : plan_megatron)(lengths, o, cost, layout);
+    return finish(policy, std::move(layout), o);
+  }
+  // The shortest step it finds a plan within: bisection between the lower bound and the greedy
+  // plan's step.
+  Layout best = plan_rondo_greedy(lengths, o, cost);
+  double lo = hdp_lower_bound(lengths, o, cost), hi = best.timelines.finish();
+  for (int i = 0; i < kHdpSearchSteps && hi > lo * (1 + 1e-3); ++i) {
+    const double mid = i == 0 ? lo : 0.5 * (lo + hi);
+    if (auto l = plan_rondo_within(lengths, o, cost, mid)) {
+      hi = l->timelines.finish();
+      best = std::move(*l);
+    } else {
+      lo = mid;
+    }
+  }
+  return finish(policy, std::move(best), o);
+}
+
+}  // namespace rondo
