@@ -82,11 +82,23 @@ SbatchOptions complete_sbatch_options(SbatchOptions o, const std::string& config
 void check_executable(const Config& c) {
   const auto& p = c.parallel;
   const std::string why =
-      " the worker executes data and pipeline parallelism only so far; plan other layouts with `rondo plan`";
+      " the worker executes data, pipeline and context parallelism only so far; plan other layouts with "
+      "`rondo plan`";
   if (p.tensor_model_parallel_size != 1)
     throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.context_parallel_size != 1)
-    throw ConfigError("parallel.context_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (p.context_parallel_size != 1) {
+    // Ring attention (parallelism/exec/ring_attention.h) passes float32 blocks between host buffers.
+    const std::string cp = "with parallel.context_parallel_size " + std::to_string(p.context_parallel_size);
+    if (c.training.device != "cpu")
+      throw ConfigError("training.device", cp + ", the worker runs on cpu so far");
+    if (c.data.chunk_size != 0)
+      throw ConfigError("data.chunk_size",
+                        cp + ": chunked training with context parallelism is not built; set 0");
+    if (c.pipeline.async)
+      throw ConfigError("pipeline.async", cp + ": the asynchronous pipeline is not built; set false");
+    if (c.pipeline.schedule == "roundpipe" && p.pipeline_model_parallel_size > 1)
+      throw ConfigError("pipeline.schedule", cp + ": roundpipe's stateless workers are not built for it");
+  }
   if (p.hdp)
     throw ConfigError(
         "parallel.hdp",

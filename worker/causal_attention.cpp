@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
 
 #include "worker/fused_ops.h"
 
@@ -148,7 +149,8 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
-                                               const LayerKeyValues* past, LayerKeyValues* present) {
+                                               const LayerKeyValues* past, LayerKeyValues* present,
+                                               const ContextShare* share) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
   // [3, b * heads, t, hd]: one batched matrix per (sample, head).
   // unbind, not three selects: its backward stacks the three gradients once instead of
@@ -159,10 +161,17 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
                          .reshape({3, b * num_heads_, t, hd})
                          .unbind(0);
   const auto& q = parts[0];
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (share) {
+    if (past || present || given_bias.defined())
+      throw std::invalid_argument("context-parallel attention takes no bias and no past keys");
+    const auto y = ring_attention(q, parts[1], parts[2], share->positions, share->documents, scale,
+                                  num_heads_, *share->group);
+    return proj(y.view({b, num_heads_, t, hd}).transpose(1, 2).reshape({b, t, h}));
+  }
   if (present) *present = {parts[1], parts[2]};
   const auto k = past ? torch::cat({past->k, parts[1]}, 1) : parts[1];
   const auto v = past ? torch::cat({past->v, parts[2]}, 1) : parts[2];
-  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   if (past && given_bias.defined()) {
     // A chunk after earlier ones: blocks of as many keys as it has queries.
     const auto y = BlockwiseAttention::apply(q, k, v, given_bias, scale, num_heads_, t);

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "data/exec/chunk_model.h"
+#include "parallelism/exec/ring_attention.h"
 #include "worker/deferrable_linear.h"
 
 namespace rondo {
@@ -22,9 +23,11 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // `past`'s (when given: earlier tokens' keys and values), then x's own; `present`, when given,
   // receives x's keys and values. With `past` the scores are computed over blocks of seq keys
   // with an online softmax (never [seq, keys] at once), so a chunk's memory does not grow with
-  // the keys it attends to beyond k and v themselves.
+  // the keys it attends to beyond k and v themselves. With `share` x holds this rank's share of
+  // each row and the keys and values come round its context-parallel group (ring attention).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias = {},
-                        const LayerKeyValues* past = nullptr, LayerKeyValues* present = nullptr);
+                        const LayerKeyValues* past = nullptr, LayerKeyValues* present = nullptr,
+                        const ContextShare* share = nullptr);
 
   DeferrableLinear qkv{nullptr}, proj{nullptr};
 

@@ -49,8 +49,8 @@ class GptBlock : public BlockPart {
     adopt_submodules(*this, *mlp);
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
-                        LayerKeyValues* present) override {
-    auto h = x + attn(ln1(x), bias, past, present);
+                        LayerKeyValues* present, const ContextShare* share) override {
+    auto h = x + attn(ln1(x), bias, past, present, share);
     return h + mlp->forward(ln2(h));
   }
 

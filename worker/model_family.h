@@ -46,8 +46,10 @@ class EmbeddingPart : public torch::nn::Module {
 // chunk's keys and values).
 class BlockPart : public torch::nn::Module {
  public:
+  // `share`: this rank holds a share of each row's tokens and attends over its context-parallel
+  // group (parallelism/exec/ring_attention.h); no bias, no past keys then.
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
-                                LayerKeyValues* present) = 0;
+                                LayerKeyValues* present, const ContextShare* share = nullptr) = 0;
 };
 
 // Hidden states [batch, seq, hidden] -> logits [batch, seq, vocab].

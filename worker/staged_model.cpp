@@ -57,7 +57,15 @@ const StageLayers& StagedModelImpl::stage(int index) const {
 }
 
 torch::Tensor StagedModelImpl::forward_stage(int index, const torch::Tensor& input,
-                                             const torch::Tensor& documents) {
+                                             const torch::Tensor& documents, const ContextParallel* context) {
+  if (context) {
+    // Positions from the whole rows, then this rank's share of them.
+    const auto& held = context->held;
+    const ContextShare share{held, documents.defined() ? documents.index_select(1, held) : torch::Tensor(),
+                             context->group};
+    const auto positions = documents.defined() ? document_positions(documents).index_select(1, held) : held;
+    return run(index, input, positions, {}, {}, nullptr, &share);
+  }
   const auto& st = stage(index);
   const int64_t t = input.size(1);
   torch::Tensor bias;
@@ -66,13 +74,19 @@ torch::Tensor StagedModelImpl::forward_stage(int index, const torch::Tensor& inp
       st.has_embedding && documents.defined()
           ? document_positions(documents)
           : torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
-  return forward_chunk(index, input, positions, bias, {}, nullptr);
+  return run(index, input, positions, bias, {}, nullptr, nullptr);
 }
 
 torch::Tensor StagedModelImpl::forward_chunk(int index, const torch::Tensor& input,
                                              const torch::Tensor& positions, const torch::Tensor& bias,
                                              const std::vector<LayerKeyValues>& past,
                                              std::vector<LayerKeyValues>* present) {
+  return run(index, input, positions, bias, past, present, nullptr);
+}
+
+torch::Tensor StagedModelImpl::run(int index, const torch::Tensor& input, const torch::Tensor& positions,
+                                   const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
+                                   std::vector<LayerKeyValues>* present, const ContextShare* share) {
   const auto& st = stage(index);
   if (!past.empty() && static_cast<int64_t>(past.size()) != st.num_layers) {
     throw std::invalid_argument("forward_chunk: " + std::to_string(past.size()) +
@@ -85,14 +99,20 @@ torch::Tensor StagedModelImpl::forward_chunk(int index, const torch::Tensor& inp
   for (int64_t i = 0; i < st.num_layers; ++i) {
     const auto slot = static_cast<size_t>(i);
     x = blocks_.at(st.first_layer + i)
-            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr);
+            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr,
+                      share);
   }
   if (st.has_lm_head) x = head_->forward(x);
   return x;
 }
 
-torch::Tensor StagedModelImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets) const {
-  return torch::nn::functional::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
+torch::Tensor StagedModelImpl::loss(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t divisor) const {
+  namespace F = torch::nn::functional;
+  if (divisor <= 0) return F::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}));
+  return F::cross_entropy(logits.view({-1, shape_.vocab_size}), targets.reshape({-1}),
+                          F::CrossEntropyFuncOptions().reduction(torch::kSum)) /
+         static_cast<double>(divisor);
 }
 
 std::vector<torch::Tensor> StagedModelImpl::stage_parameters(int index) const {

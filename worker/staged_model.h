@@ -24,6 +24,13 @@
 
 namespace rondo {
 
+// Context parallelism as a stage sees it: the global indices of the tokens this rank holds of each
+// row ([t] int64, the same for every row: zigzag_indices) and its group.
+struct ContextParallel {
+  torch::Tensor held;
+  Communicator* group = nullptr;
+};
+
 class StagedModelImpl : public torch::nn::Module, public ChunkModel {
  public:
   // The stages this rank holds (blocks [first_layer, first_layer + num_layers), plus the
@@ -38,15 +45,20 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   // [batch, seq, vocab] from a stage with the LM head, hidden states otherwise. `documents`, when
   // given ([batch, seq] int64, nondecreasing per row), packs documents: a token attends only to
   // earlier tokens of its own document, and positions restart at 0 with each document.
-  torch::Tensor forward_stage(int stage, const torch::Tensor& input, const torch::Tensor& documents = {});
+  // With `context` (context parallelism) the input holds only the tokens at `context->held` of
+  // each row (`documents` still covers the whole rows) and attention runs round its group.
+  torch::Tensor forward_stage(int stage, const torch::Tensor& input, const torch::Tensor& documents = {},
+                              const ContextParallel* context = nullptr);
   // A chunk of tokens that continues earlier ones (chunked long-context training; ChunkModel):
   // like forward_stage, with each token's positions given and the bias over the earlier chunks'
   // keys and the chunk's own.
   torch::Tensor forward_chunk(int stage, const torch::Tensor& input, const torch::Tensor& positions,
                               const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
                               std::vector<LayerKeyValues>* present) override;
-  // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq].
-  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets) const;
+  // Mean next-token cross-entropy of logits [batch, seq, vocab] against targets [batch, seq]
+  // (-100: not a target); with `divisor` > 0 their sum over it instead (a share of the rows'
+  // targets, whose partial losses add up to the rows' mean).
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets, int64_t divisor = 0) const;
 
   const ModelShape& shape() const { return shape_; }
   GptDims cost_dims() const override {
@@ -59,6 +71,9 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   std::vector<torch::Tensor> stage_parameters(int stage) const;
 
  private:
+  torch::Tensor run(int stage, const torch::Tensor& input, const torch::Tensor& positions,
+                    const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
+                    std::vector<LayerKeyValues>* present, const ContextShare* share);
   ModelShape shape_;
   std::vector<StageLayers> stages_;  // sorted by index
   std::shared_ptr<EmbeddingPart> embedding_;

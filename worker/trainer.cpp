@@ -52,7 +52,9 @@ struct Trainer::Impl : StepModel {
   std::shared_ptr<spdlog::logger> log = logging::get("worker");
 
   std::unique_ptr<TimingRecorder> recorder;
-  std::unique_ptr<Communicator> dp_comm;
+  std::unique_ptr<Communicator> dp_comm;   // the gradients' group: data- and context-parallel ranks
+  std::unique_ptr<Communicator> cp_comm;   // context parallelism: the ranks sharing this rank's rows
+  ContextParallel context;                 // and the tokens of each row this rank holds
   std::unique_ptr<Communicator> p2p_comm;  // pipeline transfers (a duplicate of the world)
   std::unique_ptr<Collectives> world_coll;
   std::unique_ptr<Collectives> dp_coll;
@@ -104,6 +106,7 @@ struct Trainer::Impl : StepModel {
 
   void setup();
   void build_dp_group();
+  void build_cp_group();
   void event(const nlohmann::json& e);
   // The simulator's bubble for the plan's schedule with the op durations this step measured.
   double predicted_bubble(const StepSums& sums) const;
@@ -111,12 +114,20 @@ struct Trainer::Impl : StepModel {
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override { return batches->tokens(microbatch); }
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
-    return compute_model(microbatch)->forward_stage(stage, input, batches->documents(microbatch));
+    if (!cp_comm)
+      return compute_model(microbatch)->forward_stage(stage, input, batches->documents(microbatch));
+    // Token ids arrive as whole rows: this rank's share of them (hidden states are shares already).
+    const auto x = input.dim() == 2 ? input.index_select(1, context.held) : input;
+    return compute_model(microbatch)->forward_stage(stage, x, batches->documents(microbatch), &context);
   }
   // With data.pack a token's successor in another document is no target (-100: ignored); with
-  // data.pad neither is a target outside the row's document.
+  // data.pad neither is a target outside the row's document. Context parallelism: this rank's
+  // share of the rows' targets over all of them, so that the group's partial losses add up.
   torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
-    return weights->model()->loss(logits, batches->counted_targets(microbatch, targets));
+    const auto counted = batches->counted_targets(microbatch, targets);
+    if (!cp_comm) return weights->model()->loss(logits, counted);
+    const int64_t n = std::max<int64_t>(1, counted.ne(-100).sum().item<int64_t>());
+    return weights->model()->loss(logits, counted.index_select(1, context.held), n);
   }
   double step_longest_sequence = 0;  // this rank's (chunked training)
   torch::Tensor stage_gradients(int stage) override { return weights->stage_gradients(stage); }
@@ -177,6 +188,7 @@ void Trainer::Impl::setup() {
   stats_coll = std::make_unique<Collectives>(world, recorder.get());
   stats_coll->set_group("stats", {});
   build_dp_group();
+  build_cp_group();
   dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
@@ -218,10 +230,12 @@ void Trainer::Impl::setup() {
 
 void Trainer::Impl::build_dp_group() {
   // Creating a sub-communicator is collective over the world: every rank takes part for every
-  // data-parallel group, in the plan's order.
+  // data-parallel group, in the plan's order. With context parallelism the gradients are summed
+  // over the data- and context-parallel ranks together (each computed a share of the rows).
+  const auto kind = plan.mesh().cp() > 1 ? plan::GROUP_DP_CP : plan::GROUP_DP;
   const plan::Group* mine = nullptr;
   for (const auto& g : plan.mesh().groups()) {
-    if (g.kind() != plan::GROUP_DP) continue;
+    if (g.kind() != kind) continue;
     std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
     if (static_cast<int>(ranks.size()) == world.size()) {
       mine = &g;
@@ -248,6 +262,20 @@ void Trainer::Impl::build_dp_group() {
     dp_coll->set_ring_order(std::move(order));
   }
   dp_coll->set_group(std::move(name), dp_comm ? std::move(ranks) : std::vector<int>{});
+}
+
+void Trainer::Impl::build_cp_group() {
+  const int64_t cp = plan.mesh().cp();
+  if (cp <= 1) return;
+  for (const auto& g : plan.mesh().groups()) {  // collective: every rank, every group, plan order
+    if (g.kind() != plan::GROUP_CP) continue;
+    auto sub = world.split(std::vector<int>(g.ranks().begin(), g.ranks().end()));
+    if (sub) cp_comm = std::move(sub);  // its index order is the cp coordinate: the ring
+  }
+  if (!cp_comm)
+    throw PlanError("rank " + std::to_string(rank) + " is in no context-parallel group of the plan");
+  cp_comm->set_timeout(world.timeout());
+  context = {zigzag_indices(plan.model().seq_length(), cp, me.coords().cp()), cp_comm.get()};
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {

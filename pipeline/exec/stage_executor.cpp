@@ -35,8 +35,9 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
   recompute_ = plan.model().recompute_granularity() == plan::RECOMPUTE_FULL;
   emulate_ = t.emulate_compute();
   async_ = plan.asynchronous();
+  // With context parallelism a stage boundary carries this rank's share of each row's tokens.
   boundary_shape_ = {static_cast<int64_t>(t.micro_batch_size()),
-                     static_cast<int64_t>(plan.model().seq_length()),
+                     static_cast<int64_t>(plan.model().seq_length() / std::max(1u, plan.mesh().cp())),
                      static_cast<int64_t>(plan.model().hidden_size())};
   check_modes();
   if (emulate_) emulated_boundary_ = torch::zeros(boundary_shape_, torch::kFloat32);

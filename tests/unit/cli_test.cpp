@@ -42,11 +42,13 @@ TEST(Cli, EachConfigErrorExitsTwoNamingItsKey) {
 }
 
 TEST(Cli, RunRefusesLayoutsTheWorkerCannotExecuteYet) {
+  // Context parallelism runs, but not chunked: the refusal names the key to change.
   const auto r = run_rondo(
-      "run --set parallel.world_size=2 --set parallel.context_parallel_size=2 --run-dir "
-      "/tmp/rondo-cli-test-never");
+      "run --set parallel.world_size=2 --set parallel.context_parallel_size=2 --set data.chunk_size=128 "
+      "--run-dir /tmp/rondo-cli-test-never");
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("parallel.context_parallel_size"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("data.chunk_size"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("context_parallel_size 2"), std::string::npos) << r.output;
   const auto tp = run_rondo(
       "run --set parallel.world_size=2 --set parallel.tensor_model_parallel_size=2 --run-dir "
       "/tmp/rondo-cli-test-never");
