@@ -18,6 +18,8 @@
   bench/train_bench.py chunkflow   # ChunkFlow's memory/recompute trade-off on the lognormal mix, pp=1 and pp=2:
                                    # padded, packed whole, packed in chunks with K = 1, 2, 4
   bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
+  bench/train_bench.py context     # long sequences on 2 ranks: data parallel (a row each) vs context parallel
+                                   # (both rows split between the ranks, ring attention): tokens/s, peak RSS
   RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
                                    # this build against another commit's build in DIR, alternated run by run:
                                    # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
@@ -225,6 +227,8 @@ def main():
         chunked_pipeline(tmp, rounds)
     if what in ("chunkflow", "all"):
         chunkflow(tmp, rounds)
+    if what in ("context", "all"):
+        context_parallel(tmp, rounds)
     if what == "versus":
         versus(tmp, rounds, small)
 
@@ -361,6 +365,25 @@ def chunked(tmp, rounds):
             runs[v].append(rondo_run(tmp, "chunk", model_sets(dict(SMALL, seq=2048)) + one_rank + sets +
                                      [f"data.path={prefix}"], steps=8, warmup=2))
     chunked_report(f"copyright corpus ({len(docs)} documents), rows of 2048", runs)
+
+
+def context_parallel(tmp, rounds):
+    """The demo model, 2 rows of model.seq_length tokens a step on 2 ranks: data parallel (each rank
+    a whole row) against context parallel (each rank its zigzag half of both rows, attention round
+    the pair), and one rank with both rows as the memory reference. Rank 0's peak RSS."""
+    variants = {"1 rank": ["parallel.world_size=1"],
+                "dp=2": ["parallel.world_size=2"],
+                "cp=2": ["parallel.world_size=2", "parallel.context_parallel_size=2"]}
+    for seq in (1024, 2048, 4096):
+        runs = {v: [] for v in variants}
+        for _ in range(rounds):
+            for v, sets in variants.items():
+                runs[v].append(rondo_run(tmp, "context", model_sets(dict(SMALL, seq=seq)) + sets +
+                                         ["training.micro_batch_size=1", "training.global_batch_size=2"],
+                                         steps=8, warmup=2))
+        for v, r in runs.items():
+            print(f"context: rows of {seq}, {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
+                  f"{median_of(r, 'step_time_s') * 1e3:.0f} ms, max RSS {median_of(r, 'max_rss_mb'):.0f} MB", flush=True)
 
 
 def chunked_pipeline(tmp, rounds):
