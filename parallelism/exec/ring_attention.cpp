@@ -60,17 +60,44 @@ torch::Tensor pack_meta(const torch::Tensor& positions, const torch::Tensor& doc
   return torch::cat({positions.reshape({-1}), documents.reshape({-1})});
 }
 
-// The additive mask [b', t_q, t_k] (0: attend; -inf: not) of queries against a block of keys:
-// causal by global position, within documents. `allowed_any` says whether any pair attends.
-torch::Tensor block_bias(const torch::Tensor& q_meta, const torch::Tensor& k_meta, int64_t t,
-                         bool& allowed_any) {
+// Which query/key pairs of this rank's queries and a block of keys attend: [b', t, t] bool,
+// causal by global position and within documents.
+torch::Tensor allowed_pairs(const torch::Tensor& q_meta, const torch::Tensor& k_meta, int64_t t) {
   const auto q_pos = q_meta.slice(0, 0, t), k_pos = k_meta.slice(0, 0, t);
   const auto q_doc = q_meta.slice(0, t).view({-1, t}), k_doc = k_meta.slice(0, t).view({-1, t});
-  const auto allowed =
-      k_pos.view({1, 1, t}).le(q_pos.view({1, t, 1})) & k_doc.unsqueeze(1).eq(q_doc.unsqueeze(2));
-  allowed_any = allowed.any().item<bool>();
-  return torch::zeros(allowed.sizes(), torch::kFloat32)
-      .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  return k_pos.view({1, 1, t}).le(q_pos.view({1, t, 1})) & k_doc.unsqueeze(1).eq(q_doc.unsqueeze(2));
+}
+
+// A block is computed in tiles: each half of the queries against each half of the keys (in the
+// zigzag layout a half is one slice, and under the causal mask about half of the tiles are masked
+// whole: those cost nothing). A tile attended whole needs no mask.
+struct Tile {
+  int64_t q0, tq, k0, tk;
+  torch::Tensor bias;  // [b', tq, tk] additive, or undefined when every pair attends
+};
+
+std::vector<Tile> tiles_of(const torch::Tensor& allowed, int64_t t) {
+  const int64_t parts = t % 2 == 0 && t >= 2 ? 2 : 1, size = t / parts;
+  std::vector<Tile> out;
+  for (int64_t qi = 0; qi < parts; ++qi) {
+    for (int64_t ki = 0; ki < parts; ++ki) {
+      const auto a = allowed.narrow(1, qi * size, size).narrow(2, ki * size, size);
+      if (!a.any().item<bool>()) continue;
+      Tile tile{qi * size, size, ki * size, size, {}};
+      if (!a.all().item<bool>())
+        tile.bias = torch::zeros(a.sizes(), torch::kFloat32)
+                        .masked_fill_(a.logical_not(), -std::numeric_limits<float>::infinity());
+      out.push_back(std::move(tile));
+    }
+  }
+  return out;
+}
+
+// Scores of a tile: q k^T * scale (+ its mask), [b, heads, tq, tk].
+torch::Tensor tile_scores(const torch::Tensor& q4, const torch::Tensor& k4, const Tile& tile, double scale) {
+  auto s = torch::matmul(q4.narrow(2, tile.q0, tile.tq), k4.narrow(2, tile.k0, tile.tk).transpose(2, 3))
+               .mul_(scale);
+  return tile.bias.defined() ? s.add_(tile.bias.unsqueeze(1)) : s;
 }
 
 struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> {
@@ -82,6 +109,8 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
     const int64_t b = q.size(0) / heads, t = q.size(1), hd = q.size(2);
     const auto q4 = q.reshape({b, heads, t, hd});
     const auto inf = std::numeric_limits<float>::infinity();
+    // Per query: the running maximum (finite_max: 0 while every key so far was masked), the sum
+    // of exponentials and the output, FlashAttention's online softmax.
     auto m = torch::full({b, heads, t, 1}, -inf, q.options());
     auto l = torch::zeros({b, heads, t, 1}, q.options());
     auto o = torch::zeros({b, heads, t, hd}, q.options());
@@ -97,18 +126,19 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
         step.send(block, kForwardBlockTag);
         step.send(block_meta, kForwardMetaTag);
       }
-      bool any = false;
-      const auto bias = block_bias(meta, block_meta, t, any);
-      if (any) {  // a block every query is masked from (later tokens) costs nothing
-        const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
-        const auto sc = torch::matmul(q4, kb.transpose(2, 3)).mul_(scale).add_(bias.unsqueeze(1));
-        const auto m_new = torch::maximum(m, std::get<0>(sc.max(-1, true)));
-        finite_max = m_new.masked_fill(m_new.isinf(), 0.0);  // a query masked so far: its terms stay 0
-        const auto p = (sc - finite_max).exp_();
-        const auto alpha = (m - finite_max).exp_();
-        l = l * alpha + p.sum(-1, true);
-        o = o * alpha + torch::matmul(p, vb);
-        m = m_new;
+      const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
+      for (const Tile& tile : tiles_of(allowed_pairs(meta, block_meta, t), t)) {
+        auto mq = m.narrow(2, tile.q0, tile.tq), lq = l.narrow(2, tile.q0, tile.tq),
+             oq = o.narrow(2, tile.q0, tile.tq), fq = finite_max.narrow(2, tile.q0, tile.tq);
+        const auto sc = tile_scores(q4, kb, tile, scale);
+        const auto m_new = torch::maximum(mq, std::get<0>(sc.max(-1, true)));
+        const auto f_new = m_new.masked_fill(m_new.isinf(), 0.0);
+        const auto p = (sc - f_new).exp_();
+        const auto alpha = (mq - f_new).exp_();
+        lq.mul_(alpha).add_(p.sum(-1, true));
+        oq.mul_(alpha).add_(torch::matmul(p, vb.narrow(2, tile.k0, tile.tk)));
+        mq.copy_(m_new);
+        fq.copy_(f_new);
       }
       step.wait();
       if (s + 1 < d) block = next, block_meta = next_meta;
@@ -147,16 +177,18 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
         step.send(block, kBackwardBlockTag);
         step.send(block_meta, kBackwardMetaTag);
       }
-      bool any = false;
-      const auto bias = block_bias(meta, block_meta, t, any);
-      if (any) {
-        const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
-        const auto p =
-            torch::matmul(q4, kb.transpose(2, 3)).mul_(scale).add_(bias.unsqueeze(1)).sub_(lse).exp_();
-        block_grad[1].view({b, heads, t, hd}).add_(torch::matmul(p.transpose(2, 3), dout));
-        const auto ds = p.mul_(torch::matmul(dout, vb.transpose(2, 3)).sub_(delta)).mul_(scale);
-        dq.add_(torch::matmul(ds, kb));
-        block_grad[0].view({b, heads, t, hd}).add_(torch::matmul(ds.transpose(2, 3), q4));
+      const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
+      auto dk = block_grad[0].view({b, heads, t, hd}), dv = block_grad[1].view({b, heads, t, hd});
+      for (const Tile& tile : tiles_of(allowed_pairs(meta, block_meta, t), t)) {
+        const auto qs = q4.narrow(2, tile.q0, tile.tq), ks = kb.narrow(2, tile.k0, tile.tk),
+                   dos = dout.narrow(2, tile.q0, tile.tq);
+        const auto p = tile_scores(q4, kb, tile, scale).sub_(lse.narrow(2, tile.q0, tile.tq)).exp_();
+        dv.narrow(2, tile.k0, tile.tk).add_(torch::matmul(p.transpose(2, 3), dos));
+        const auto ds = p.mul_(torch::matmul(dos, vb.narrow(2, tile.k0, tile.tk).transpose(2, 3))
+                                   .sub_(delta.narrow(2, tile.q0, tile.tq)))
+                            .mul_(scale);
+        dq.narrow(2, tile.q0, tile.tq).add_(torch::matmul(ds, ks));
+        dk.narrow(2, tile.k0, tile.tk).add_(torch::matmul(ds.transpose(2, 3), qs));
       }
       // The gradients go on with the block; after the last step they reach its owner (the next
       // rank), and this rank's own arrive from the previous one.

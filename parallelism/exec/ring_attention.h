@@ -3,7 +3,9 @@
 // holds slices i and 2d-1-i, so that under the causal mask every rank has about the same work.
 // Each rank's queries attend to every rank's keys: the keys and values travel round the group's
 // ring, one block per step (sent to the next rank while this one computes), and each block's
-// result is merged with FlashAttention's online softmax (a running log-sum-exp per query). The
+// result is merged with FlashAttention's online softmax (a running log-sum-exp per query). A block
+// is computed in tiles, each half of the queries against each half of the keys (in the zigzag
+// layout a half is a slice), and a tile masked whole is skipped: about half of them. The
 // backward passes the blocks round again with their key/value gradients travelling alongside, so
 // that after d steps each rank's own key/value gradients come home. The mask is computed from the
 // tokens' global positions and document ids (a packed row: attention stays within a document), so
