@@ -276,7 +276,7 @@ void mesh_pass(PlanContext& c) {
       group->set_kind(to_group_kind(dim));
       group->set_index(index++);
       for (int r : g) group->add_ranks(static_cast<uint32_t>(r));
-      if (dim != MeshDim::kDp) continue;
+      if (to_group_kind(dim) != gradient_group_kind(*m)) continue;
       const auto ring = data_parallel_ring(fabric, avoid, g);
       if (ring != g) {
         for (int r : ring) group->add_ring(static_cast<uint32_t>(r));

@@ -59,7 +59,7 @@ nlohmann::json plan_to_json(const plan::Plan& p, bool with_actions) {
                {"cp", m.cp()}, {"ep", m.ep()}, {"vpp", m.vpp()}};
   j["rings"] = nlohmann::json::array();
   for (const auto& g : m.groups()) {
-    if (g.kind() == plan::GROUP_DP && g.ring_size() > 0)
+    if (g.kind() == gradient_group_kind(m) && g.ring_size() > 0)
       j["rings"].push_back(
           {{"dp_group", g.index()}, {"ring", std::vector<uint32_t>(g.ring().begin(), g.ring().end())}});
   }
@@ -179,7 +179,7 @@ std::string rings_summary(const plan::Mesh& m) {
   std::ostringstream out;
   int rings = 0;
   for (const auto& g : m.groups()) {
-    if (g.kind() != plan::GROUP_DP || g.ring_size() == 0) continue;
+    if (g.kind() != gradient_group_kind(m) || g.ring_size() == 0) continue;
     if (rings++ == 8) {
       out << "  ...\n";
       break;

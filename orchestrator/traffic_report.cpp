@@ -10,6 +10,7 @@
 #include "common/errors.h"
 #include "orchestrator/fabric.h"
 #include "parallelism/model_parameters.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 namespace {
@@ -92,7 +93,7 @@ nlohmann::json traffic_report(const Config& config, const plan::Plan& plan) {
   std::vector<RingTraffic> all;
   nlohmann::json rings = nlohmann::json::array();
   for (const auto& g : plan.mesh().groups()) {
-    if (g.kind() != plan::GROUP_DP || g.ranks_size() < 2) continue;
+    if (g.kind() != gradient_group_kind(plan.mesh()) || g.ranks_size() < 2) continue;
     const std::vector<int> members(g.ranks().begin(), g.ranks().end());
     RingTraffic t;
     for (int r : members) t.host_of_rank.push_back(fabric->host_of_rank.at(static_cast<size_t>(r)));

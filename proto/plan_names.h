@@ -12,6 +12,13 @@
 
 namespace rondo {
 
+// The groups whose gradients are summed: the data-parallel groups, or with context parallelism
+// the data- and context-parallel ranks together (each computed a share of the rows). Their rings
+// are the ones the traffic planner orders.
+inline plan::GroupKind gradient_group_kind(const plan::Mesh& mesh) {
+  return mesh.cp() > 1 ? plan::GROUP_DP_CP : plan::GROUP_DP;
+}
+
 // nullopt for a name that has no value (or names UNSPECIFIED).
 std::optional<plan::Schedule> schedule_from_name(const std::string& name);
 std::optional<plan::LrDecayStyle> lr_decay_style_from_name(const std::string& name);

@@ -232,7 +232,7 @@ void Trainer::Impl::build_dp_group() {
   // Creating a sub-communicator is collective over the world: every rank takes part for every
   // data-parallel group, in the plan's order. With context parallelism the gradients are summed
   // over the data- and context-parallel ranks together (each computed a share of the rows).
-  const auto kind = plan.mesh().cp() > 1 ? plan::GROUP_DP_CP : plan::GROUP_DP;
+  const auto kind = gradient_group_kind(plan.mesh());
   const plan::Group* mine = nullptr;
   for (const auto& g : plan.mesh().groups()) {
     if (g.kind() != kind) continue;

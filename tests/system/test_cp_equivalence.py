@@ -1,7 +1,10 @@
 """Context parallelism trains for real: cp=2 (each rank holds a zigzag half of every row, attention
 runs round the pair, gradients summed over the data- and context-parallel ranks) reproduces one
-rank within 1e-5 per step; so do cp=2 x dp=2, cp=4, cp=2 x pp=2, and short documents packed in
-the rows at cp=2 and cp=4 (positions and masks from the whole rows)."""
+rank within 1e-5 per step; so do cp=2 x dp=2 (also with the gradients' ring ordered by a fabric),
+cp=4, cp=2 x pp=2, and short documents packed in the rows at cp=2 and cp=4 (positions and masks
+from the whole rows)."""
+import json
+
 from rondo_testlib import TINY, Context, losses, rel_diff
 
 ctx = Context()
@@ -13,6 +16,7 @@ def agrees(name, ref, sets):
     worst = max(rel_diff(ref[s], got[s]) for s in ref) if sorted(got) == sorted(ref) else float("inf")
     print(f"{name}: largest relative loss difference over {len(ref)} steps {worst:.3e}")
     ctx.check(worst <= 1e-5, f"{name} agrees with one rank within 1e-5 relative (worst {worst:.3e})")
+    return run
 
 
 one, _ = ctx.run("cp1", TINY + ["parallel.world_size=1"])
@@ -21,6 +25,13 @@ ctx.check(sorted(ref) == list(range(1, 21)) and ref[20] < ref[1] - 0.5,
           f"one rank logs steps 1..20 and learns ({ref[1]:.3f} -> {ref[20]:.3f})")
 agrees("cp2", ref, TINY + ["parallel.world_size=2", "parallel.context_parallel_size=2"])
 agrees("cp2-dp2", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=2"])
+# On two leaves of a fabric (ranks placed in turn on either): the gradients' group (data- and
+# context-parallel ranks together) gets the plan's ring 0 -> 2 -> 1 -> 3, and the workers follow it.
+fabric = ["topology.leaves=2", "topology.hosts_per_leaf=4", "topology.spines=2", "topology.rank_hosts=0,4,1,5"]
+ring_run = agrees("cp2-dp2-fabric", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=2"] + fabric)
+with open(ring_run + "/plan.json") as f:
+    rings = [g["ring"] for g in json.load(f)["rings"]]
+ctx.check(rings == [[0, 2, 1, 3]], f"the gradients' ring leaves each leaf once: {rings}")
 agrees("cp4", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=4"])
 agrees("cp2-pp2", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=2",
                                 "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b"])

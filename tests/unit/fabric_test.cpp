@@ -8,6 +8,7 @@
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/traffic_report.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 namespace {
@@ -82,6 +83,26 @@ TEST(Fabric, ThePlansRingsLeaveEachLeafOnce) {
     EXPECT_EQ(avoided_links_used(ring, {{2, 1}}), 0);
     EXPECT_EQ(ring, (std::vector<int>{0, 3, 1, 2}));  // the same ring the other way round
   }
+}
+
+TEST(Fabric, WithContextParallelismTheGradientGroupsRingIsOrdered) {
+  // cp=2 on the same four ranks: the gradients are summed over the data- and context-parallel
+  // ranks together, so that group gets the fabric's ring, and the data-parallel groups none.
+  auto sets = kFragmented;
+  sets.push_back("parallel.context_parallel_size=2");
+  const auto plan = build_plan(parse_config("", "t", sets));
+  EXPECT_EQ(gradient_group_kind(plan.mesh()), plan::GROUP_DP_CP);
+  int ordered = 0;
+  for (const auto& g : plan.mesh().groups()) {
+    if (g.kind() == plan::GROUP_DP) {
+      EXPECT_EQ(g.ring_size(), 0);
+    }
+    if (g.kind() != plan::GROUP_DP_CP) continue;
+    EXPECT_EQ(std::vector<int>(g.ring().begin(), g.ring().end()), (std::vector<int>{0, 2, 1, 3}));
+    ++ordered;
+  }
+  EXPECT_EQ(ordered, 1);
+  EXPECT_EQ(traffic_report(parse_config("", "t", sets), plan)["rings"].size(), 1u);
 }
 
 TEST(TrafficReport, RondosRingsAndPathsAgainstEcmpInRankOrder) {
