@@ -23,8 +23,7 @@ namespace {
 
 // Tags on the group's communicator: the forward's blocks and their positions, the backward's, and
 // the key/value gradients travelling with them.
-constexpr int kForwardBlockTag = 7100, kForwardMetaTag = 7101, kBackwardBlockTag = 7102,
-              kBackwardMetaTag = 7103, kGradientTag = 7104;
+constexpr int kForwardBlockTag = 7100, kBackwardBlockTag = 7102, kGradientTag = 7104;  // + 1: the tokens
 
 // One ring step's transfers: sends to the next rank and receives from the previous one, posted
 // together, waited for together (the tensors kept alive until then).
@@ -54,6 +53,21 @@ class RingStep {
   std::vector<std::unique_ptr<CommRequest>> requests_;
   std::vector<torch::Tensor> keep_;
 };
+
+// What goes round the ring each step: a block of keys and values [2, b * heads, t, hd] and its
+// tokens (pack_meta).
+struct Travelling {
+  torch::Tensor block, meta;
+};
+
+// Posts passing `now` to the next rank and receiving the next one from the previous rank (tags
+// `tag`, `tag` + 1); returns the buffers the next one arrives in.
+Travelling pass_on(RingStep& step, const Travelling& now, int tag) {
+  Travelling next{step.receive_like(now.block, tag), step.receive_like(now.meta, tag + 1)};
+  step.send(now.block, tag);
+  step.send(now.meta, tag + 1);
+  return next;
+}
 
 // A block's tokens as they travel: positions [t] then document ids [b' * t], one int64 tensor.
 torch::Tensor pack_meta(const torch::Tensor& positions, const torch::Tensor& documents) {
@@ -115,19 +129,12 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
     auto l = torch::zeros({b, heads, t, 1}, q.options());
     auto o = torch::zeros({b, heads, t, hd}, q.options());
     auto finite_max = torch::zeros_like(m);
-    auto block = torch::stack({k, v}).contiguous();  // [2, b * heads, t, hd]: the block that travels
-    auto block_meta = meta;
+    Travelling now{torch::stack({k, v}).contiguous(), meta};
     for (int s = 0; s < d; ++s) {
       RingStep step(group);
-      torch::Tensor next, next_meta;
-      if (s + 1 < d) {
-        next = step.receive_like(block, kForwardBlockTag);
-        next_meta = step.receive_like(block_meta, kForwardMetaTag);
-        step.send(block, kForwardBlockTag);
-        step.send(block_meta, kForwardMetaTag);
-      }
-      const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
-      for (const Tile& tile : tiles_of(allowed_pairs(meta, block_meta, t), t)) {
+      const Travelling next = s + 1 < d ? pass_on(step, now, kForwardBlockTag) : Travelling{};
+      const auto kb = now.block[0].view({b, heads, t, hd}), vb = now.block[1].view({b, heads, t, hd});
+      for (const Tile& tile : tiles_of(allowed_pairs(meta, now.meta, t), t)) {
         auto mq = m.narrow(2, tile.q0, tile.tq), lq = l.narrow(2, tile.q0, tile.tq),
              oq = o.narrow(2, tile.q0, tile.tq), fq = finite_max.narrow(2, tile.q0, tile.tq);
         const auto sc = tile_scores(q4, kb, tile, scale);
@@ -141,7 +148,7 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
         fq.copy_(f_new);
       }
       step.wait();
-      if (s + 1 < d) block = next, block_meta = next_meta;
+      if (s + 1 < d) now = next;
     }
     o.div_(l);
     const auto lse = finite_max + l.log();
@@ -165,21 +172,14 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
     const auto dout = grads[0].reshape({b, heads, t, hd}).contiguous();
     const auto delta = (dout * o).sum(-1, true);  // rowsum(dP * P) = rowsum(dO * O)
     auto dq = torch::zeros_like(q4);
-    auto block = torch::stack({k, v}).contiguous();
-    auto block_meta = meta;
-    auto block_grad = torch::zeros_like(block);  // the travelling block's key/value gradients so far
+    Travelling now{torch::stack({k, v}).contiguous(), meta};
+    auto block_grad = torch::zeros_like(now.block);  // the travelling block's key/value gradients so far
     for (int s = 0; s < d; ++s) {
       RingStep step(group);
-      torch::Tensor next, next_meta;
-      if (s + 1 < d) {
-        next = step.receive_like(block, kBackwardBlockTag);
-        next_meta = step.receive_like(block_meta, kBackwardMetaTag);
-        step.send(block, kBackwardBlockTag);
-        step.send(block_meta, kBackwardMetaTag);
-      }
-      const auto kb = block[0].view({b, heads, t, hd}), vb = block[1].view({b, heads, t, hd});
+      const Travelling next = s + 1 < d ? pass_on(step, now, kBackwardBlockTag) : Travelling{};
+      const auto kb = now.block[0].view({b, heads, t, hd}), vb = now.block[1].view({b, heads, t, hd});
       auto dk = block_grad[0].view({b, heads, t, hd}), dv = block_grad[1].view({b, heads, t, hd});
-      for (const Tile& tile : tiles_of(allowed_pairs(meta, block_meta, t), t)) {
+      for (const Tile& tile : tiles_of(allowed_pairs(meta, now.meta, t), t)) {
         const auto qs = q4.narrow(2, tile.q0, tile.tq), ks = kb.narrow(2, tile.k0, tile.tk),
                    dos = dout.narrow(2, tile.q0, tile.tq);
         const auto p = tile_scores(q4, kb, tile, scale).sub_(lse.narrow(2, tile.q0, tile.tq)).exp_();
@@ -198,7 +198,7 @@ struct RingAttentionFunction : torch::autograd::Function<RingAttentionFunction> 
         step.send(block_grad, kGradientTag);
       }
       step.wait();
-      if (s + 1 < d) block = next, block_meta = next_meta;
+      if (s + 1 < d) now = next;
       block_grad = next_grad;
     }
     return {dq.reshape(q.sizes()),
