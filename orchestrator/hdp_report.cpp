@@ -57,25 +57,7 @@ HdpBatches batches_of(const Config& c) {
 
 }  // namespace
 
-nlohmann::json hdp_batches_summary(const Config& c, int64_t batches) {
-  HdpBatches draw = batches_of(c);
-  double sequences = 0, tokens = 0;
-  int64_t longest = 0;
-  for (int64_t b = 0; b < batches; ++b) {
-    const auto lengths = draw.next();
-    sequences += static_cast<double>(lengths.size());
-    for (int64_t l : lengths) tokens += static_cast<double>(l), longest = std::max(longest, l);
-  }
-  const double n = static_cast<double>(std::max<int64_t>(batches, 1));
-  return {{"batches", batches},
-          {"sequences_per_batch", sequences / n},
-          {"tokens_per_batch", tokens / n},
-          {"longest", longest},
-          {"ranks", c.parallel.world_size},
-          {"max_tokens_per_rank", hdp_options(c).max_tokens_per_rank}};
-}
-
-nlohmann::json hdp_report(const Config& c, int64_t batches) {
+HdpReport hdp_report(const Config& c, int64_t batches) {
   if (batches < 1) throw ConfigError("--steps", "must be >= 1");
   const HdpOptions options = hdp_options(c);
   const ContextParallelCost cost = hdp_cost(c);
@@ -85,8 +67,12 @@ nlohmann::json hdp_report(const Config& c, int64_t batches) {
     std::map<int64_t, int64_t> degrees;
   };
   std::map<HdpPolicy, Sums> sums;
+  double sequences = 0, tokens = 0;
+  int64_t longest = 0;
   for (int64_t b = 0; b < batches; ++b) {
     const auto lengths = draw.next();
+    sequences += static_cast<double>(lengths.size());
+    for (int64_t l : lengths) tokens += static_cast<double>(l), longest = std::max(longest, l);
     const double bound = hdp_lower_bound(lengths, options, cost);
     for (HdpPolicy policy : kHdpPolicies) {
       const auto t0 = std::chrono::steady_clock::now();
@@ -99,21 +85,28 @@ nlohmann::json hdp_report(const Config& c, int64_t batches) {
       for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
     }
   }
-  nlohmann::json out = nlohmann::json::object();
   const double n = static_cast<double>(batches);
+  HdpReport out{nlohmann::json::object(),
+                {{"batches", batches},
+                 {"sequences_per_batch", sequences / n},
+                 {"tokens_per_batch", tokens / n},
+                 {"longest", longest},
+                 {"ranks", c.parallel.world_size},
+                 {"max_tokens_per_rank", options.max_tokens_per_rank}}};
   for (const auto& [policy, s] : sums) {
     nlohmann::json degrees = nlohmann::json::array();
     for (auto [d, k] : s.degrees) degrees.push_back({d, k});
-    out[hdp_policy_name(policy)] = {{"step_time", s.step / n},
-                                    {"busy_max_over_mean", s.balance / n},
-                                    {"lower_bound", s.bound / n},
-                                    {"planner_seconds", s.seconds / n},
-                                    {"degrees", degrees}};
+    out.policies[hdp_policy_name(policy)] = {{"step_time", s.step / n},
+                                             {"busy_max_over_mean", s.balance / n},
+                                             {"lower_bound", s.bound / n},
+                                             {"planner_seconds", s.seconds / n},
+                                             {"degrees", degrees}};
   }
   return out;
 }
 
-std::string hdp_report_text(const nlohmann::json& report, const nlohmann::json& batches, const Config& c) {
+std::string hdp_report_text(const HdpReport& r, const Config& c) {
+  const auto &report = r.policies, &batches = r.batches;
   std::string out;
   char line[256];
   std::snprintf(

@@ -21,12 +21,15 @@ ContextParallelCost hdp_cost(const Config& config);  // pipeline.device_tflops, 
 // ConfigError naming data.path for other formats.
 std::vector<int64_t> hdp_document_lengths(const Config& config);
 
-// Keyed by policy (static, megatron, rondo): step_time, busy_max_over_mean, lower_bound,
-// planner_seconds (means over `batches` batches), and degrees ([group size, sequences] pairs, summed).
-nlohmann::json hdp_report(const Config& config, int64_t batches);
-// The sampling behind it: batches, mean sequences and tokens per batch, the longest sequence.
-nlohmann::json hdp_batches_summary(const Config& config, int64_t batches);
-std::string hdp_report_text(const nlohmann::json& report, const nlohmann::json& batches,
-                            const Config& config);
+struct HdpReport {
+  // Keyed by policy (static, megatron, rondo): step_time, busy_max_over_mean, lower_bound,
+  // planner_seconds (means over the batches), and degrees ([group size, sequences] pairs, summed).
+  nlohmann::json policies;
+  // The sampling behind it: batches, mean sequences and tokens per batch, the longest sequence,
+  // the ranks and the cap.
+  nlohmann::json batches;
+};
+HdpReport hdp_report(const Config& config, int64_t batches);
+std::string hdp_report_text(const HdpReport& report, const Config& config);
 
 }  // namespace rondo

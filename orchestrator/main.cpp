@@ -101,14 +101,13 @@ void add_plan(CLI::App& app, Subcommands& out) {
                      return rondo::kExitOk;
                    }
                    const auto hdp = rondo::hdp_report(config, a->hdp_batches);
-                   const auto batches = rondo::hdp_batches_summary(config, a->hdp_batches);
                    if (a->json) {
                      auto j = rondo::plan_to_json(plan, false);
-                     j["hdp"] = hdp;
-                     j["hdp_batches"] = batches;
+                     j["hdp"] = hdp.policies;
+                     j["hdp_batches"] = hdp.batches;
                      std::cout << j.dump() << "\n";
                    } else {
-                     std::cout << rondo::plan_summary(plan) << rondo::hdp_report_text(hdp, batches, config);
+                     std::cout << rondo::plan_summary(plan) << rondo::hdp_report_text(hdp, config);
                    }
                    return rondo::kExitOk;
                  }});
