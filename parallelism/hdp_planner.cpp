@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "common/errors.h"
+#include "parallelism/hdp_megatron.h"
 #include "parallelism/rank_timelines.h"
 
 namespace rondo {
@@ -111,30 +112,6 @@ void plan_static(const std::vector<int64_t>& lengths, const HdpOptions& o, const
   }
 }
 
-// megatron: the smallest power-of-two degree that holds each sequence; longest first onto the
-// aligned block of that many ranks least loaded so far, a sequence loading each member with L^2/d
-// (Megatron-LM's estimate).
-void plan_megatron(const std::vector<int64_t>& lengths, const HdpOptions& o, const ContextParallelCost& cost,
-                   Layout& out) {
-  std::vector<double> load(static_cast<size_t>(o.ranks), 0);
-  for (size_t seq : longest_first(lengths)) {
-    int64_t d = 1;
-    const int64_t need = hdp_min_degree(lengths[seq], o);
-    while (d < need) d *= 2;
-    d = std::min(d, o.ranks);
-    int64_t best = 0;
-    double best_load = -1;
-    for (int64_t first = 0; first + d <= o.ranks; first += d) {
-      double most = 0;
-      for (int64_t r = first; r < first + d; ++r) most = std::max(most, load[static_cast<size_t>(r)]);
-      if (best_load < 0 || most < best_load) best = first, best_load = most;
-    }
-    const double l = static_cast<double>(lengths[seq]);
-    for (int64_t r = best; r < best + d; ++r) load[static_cast<size_t>(r)] += l * l / static_cast<double>(d);
-    out.place(seq, lengths[seq], range_of(best, d), cost.seconds(lengths[seq], d));
-  }
-}
-
 // The smallest degree from `lowest` that finishes the sequence within `limit`, or -1. Time falls
 // with the degree until the ring's transfers dominate: doubling, then bisection.
 int64_t degree_within(int64_t tokens, int64_t lowest, int64_t ranks, double limit,
@@ -224,12 +201,15 @@ std::vector<std::vector<HdpSubBatch>> sub_batches_of(const std::vector<HdpPlacem
   return out;
 }
 
-HdpPlan finish(HdpPolicy policy, Layout&& layout, const HdpOptions& o) {
+HdpPlan finish(HdpPolicy policy, std::vector<HdpPlacement> placements, const HdpOptions& o) {
   HdpPlan plan;
   plan.policy = policy;
-  plan.busy_s = layout.timelines.busy();
-  plan.step_s = layout.timelines.finish();
-  plan.placements = std::move(layout.placements);
+  plan.busy_s.assign(static_cast<size_t>(o.ranks), 0.0);
+  for (const auto& p : placements) {
+    for (int64_t r : p.ranks) plan.busy_s[static_cast<size_t>(r)] += p.seconds;
+    plan.step_s = std::max(plan.step_s, p.start_s + p.seconds);
+  }
+  plan.placements = std::move(placements);
   plan.sub_batches = sub_batches_of(plan.placements, o);
   return plan;
 }
@@ -255,10 +235,11 @@ HdpPlan plan_hdp(const std::vector<int64_t>& lengths, HdpPolicy policy, const Hd
                  const ContextParallelCost& cost) {
   if (o.ranks < 1) throw ConfigError("parallel.world_size", "HDP needs at least one rank");
   if (o.max_tokens_per_rank < 1) throw ConfigError("parallel.max_tokens_per_rank", "must be >= 1");
-  if (policy == HdpPolicy::kStatic || policy == HdpPolicy::kMegatron) {
+  if (policy == HdpPolicy::kMegatron) return finish(policy, megatron_placements(lengths, o, cost), o);
+  if (policy == HdpPolicy::kStatic) {
     Layout layout(lengths.size(), o.ranks);
-    (policy == HdpPolicy::kStatic ? plan_static : plan_megatron)(lengths, o, cost, layout);
-    return finish(policy, std::move(layout), o);
+    plan_static(lengths, o, cost, layout);
+    return finish(policy, std::move(layout.placements), o);
   }
   // The shortest step it finds a plan within: bisection between the lower bound and the greedy
   // plan's step.
@@ -273,7 +254,7 @@ HdpPlan plan_hdp(const std::vector<int64_t>& lengths, HdpPolicy policy, const Hd
       lo = mid;
     }
   }
-  return finish(policy, std::move(best), o);
+  return finish(policy, std::move(best.placements), o);
 }
 
 }  // namespace rondo
