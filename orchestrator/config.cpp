@@ -43,7 +43,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
       RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),
       RONDO_KEY(parallel, virtual_pipeline_model_parallel_size, "model chunks per pipeline rank"),
-      RONDO_KEY(parallel, context_parallel_size, "cp"),
+      RONDO_KEY(parallel, context_parallel_size,
+                "cp: ranks sharing every row, each a zigzag share of its tokens, attention running round "
+                "them (ring attention; docs/hdp.md)"),
       RONDO_KEY(parallel, expert_model_parallel_size, "ep; splits the data-parallel dimension"),
       RONDO_KEY(parallel, hdp,
                 "hybrid data/context parallelism (ByteScale-style): every step's sequences each get a "
