@@ -1,0 +1,27 @@
+// One step of hybrid data/context parallelism (parallel.hdp) on one rank: the sub-batches the
+// step's plan gives it (parallelism/hdp_planner.h), in order, forward and backward on the whole
+// model (one stage). Sequences alone on the rank are packed into one row of documents; a sequence
+// on a group is padded to a multiple of 2 x its degree (the padding a document of its own, with
+// no targets), split zigzag-wise, and its attention runs round the group (a GroupView of `world`:
+// no communicator to create, the groups change every step). Every loss is its targets' summed
+// cross-entropy over the step's target count, so the ranks' losses and gradients add up to the
+// whole batch's mean: sum the gradients over the world. The ranks must all run the step (each its
+// own sub-batches, groups in the plan's order).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "comms/communicator.h"
+#include "parallelism/hdp_planner.h"
+#include "worker/staged_model.h"
+
+namespace rondo {
+
+// `sequences`: the step's batch, each a sequence's tokens and its last target ([L + 1] int64), in
+// the plan's order. Returns this rank's share of the step's mean loss.
+double hdp_forward_backward(StagedModel& model, const std::vector<torch::Tensor>& sequences,
+                            const HdpPlan& plan, int rank, Communicator& world);
+
+}  // namespace rondo
