@@ -34,21 +34,28 @@ void HdpBatches::shuffle() {
   at_ = 0;
 }
 
-std::vector<int64_t> HdpBatches::next() {
-  std::vector<int64_t> batch;
+std::vector<HdpSequence> HdpBatches::next_sequences() {
+  std::vector<HdpSequence> batch;
   int64_t tokens = 0;
   while (true) {
     if (at_ == order_.size()) {
       ++pass_;
       shuffle();
     }
-    const int64_t len = std::min(std::max<int64_t>(lengths_[order_[at_]], 1), max_length_);
+    const size_t document = order_[at_];
+    const int64_t len = std::min(std::max<int64_t>(lengths_[document], 1), max_length_);
     if (tokens + len > tokens_per_step_) break;
-    batch.push_back(len);
+    batch.push_back({document, len});
     tokens += len;
     ++at_;
   }
   return batch;
+}
+
+std::vector<int64_t> HdpBatches::next() {
+  std::vector<int64_t> lengths;
+  for (const auto& s : next_sequences()) lengths.push_back(s.length);
+  return lengths;
 }
 
 }  // namespace rondo

@@ -12,6 +12,12 @@
 
 namespace rondo {
 
+// A sequence of a batch: its document (index into the lengths given) and its tokens.
+struct HdpSequence {
+  size_t document = 0;
+  int64_t length = 0;
+};
+
 class HdpBatches {
  public:
   // Throws ConfigError naming data.tokens_per_step when it is below max_length, and data.path when
@@ -19,7 +25,9 @@ class HdpBatches {
   HdpBatches(std::vector<int64_t> document_lengths, int64_t tokens_per_step, int64_t max_length,
              uint64_t seed);
 
-  // The next step's sequence lengths, in the order drawn.
+  // The next step's sequences, in the order drawn.
+  std::vector<HdpSequence> next_sequences();
+  // The same, their lengths only.
   std::vector<int64_t> next();
 
  private:

@@ -190,4 +190,13 @@ void TokenCorpus::documents(uint64_t offset, size_t count, int64_t* out) const {
   }
 }
 
+std::vector<int64_t> TokenCorpus::document_lengths() const {
+  std::vector<int64_t> out(document_starts_.size());
+  for (size_t d = 0; d < out.size(); ++d) {
+    const uint64_t end = d + 1 < out.size() ? document_starts_[d + 1] : size_;
+    out[d] = static_cast<int64_t>(end - document_starts_[d]);
+  }
+  return out;
+}
+
 }  // namespace rondo

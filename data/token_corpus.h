@@ -44,6 +44,8 @@ class TokenCorpus {
   const std::string& source() const { return source_; }  // for the log: what was loaded
   uint64_t num_documents() const { return document_starts_.size(); }
   uint64_t document_start(uint64_t document) const { return document_starts_.at(document); }
+  // Each document's tokens, in order.
+  std::vector<int64_t> document_lengths() const;
 
  private:
   std::vector<uint8_t> bytes_;               // builtin, text, jsonl

@@ -121,9 +121,11 @@ void validate_training(const Config& c) {
           "must be >= 1, got " + str(t.micro_batch_size));
   require(t.global_batch_size >= 1, "training.global_batch_size",
           "must be >= 1, got " + str(t.global_batch_size));
-  require(t.global_batch_size % (t.micro_batch_size * dp) == 0, "training.global_batch_size",
-          str(t.global_batch_size) + " is not a multiple of micro_batch_size*dp = " +
-              str(t.micro_batch_size) + "*" + str(dp) + " = " + str(t.micro_batch_size * dp));
+  // HDP's batches are data.tokens_per_step of whole documents, planned afresh each step.
+  require(
+      c.parallel.hdp || t.global_batch_size % (t.micro_batch_size * dp) == 0, "training.global_batch_size",
+      str(t.global_batch_size) + " is not a multiple of micro_batch_size*dp = " + str(t.micro_batch_size) +
+          "*" + str(dp) + " = " + str(t.micro_batch_size * dp));
   require(t.train_iters >= 1, "training.train_iters", "must be >= 1, got " + str(t.train_iters));
   require(t.lr > 0, "training.lr", "must be > 0");
   require(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", "must lie in [0, training.lr]");

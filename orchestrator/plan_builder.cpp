@@ -13,6 +13,7 @@
 #include "data/chunk_plan.h"
 #include "data/token_corpus.h"
 #include "orchestrator/fabric.h"
+#include "orchestrator/hdp_report.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/step_prediction.h"
 #include "parallelism/device_mesh.h"
@@ -285,6 +286,28 @@ void mesh_pass(PlanContext& c) {
   }
 }
 
+// Microbatches per step of a data-parallel rank (HDP: 1, a template every step's own schedule
+// replaces).
+int plan_microbatches(const Config& config, const DeviceMesh& mesh) {
+  const auto& t = config.training;
+  if (config.parallel.hdp) return 1;
+  return static_cast<int>(t.global_batch_size / (t.micro_batch_size * mesh.dp()));
+}
+
+// parallel.hdp as the workers plan it: the policy, the cap and the step's tokens resolved, and the
+// planner's cost model.
+void set_hdp(const Config& config, plan::HdpSpec& hdp) {
+  const auto& p = config.parallel;
+  const auto cost = hdp_cost(config).spec();
+  hdp.set_enabled(true);
+  hdp.set_policy(plan_enum(hdp_policy_kind_from_name(p.hdp_policy), "parallel.hdp_policy", p.hdp_policy));
+  hdp.set_max_tokens_per_rank(hdp_options(config).max_tokens_per_rank);
+  hdp.set_tokens_per_step(hdp_tokens_per_step(config));
+  hdp.set_device_flops(cost.device_flops);
+  hdp.set_link_bytes_per_s(cost.link_bytes_per_s);
+  hdp.set_link_latency_s(cost.link_latency_s);
+}
+
 // Pass 2, specs: what every worker needs to know about the model, training, data, comms and
 // checkpoints.
 void spec_pass(PlanContext& c) {
@@ -359,6 +382,7 @@ void spec_pass(PlanContext& c) {
   cs->set_overlap_grad_reduce(config.comms.overlap_grad_reduce);
   cs->set_bucket_size_mb(config.comms.bucket_size_mb);
   cs->set_emulated_link_gbps(config.comms.emulated_link_gbps);
+  if (config.parallel.hdp) set_hdp(config, *p.mutable_hdp());
   auto* ck = p.mutable_checkpoint();
   ck->set_interval(static_cast<uint32_t>(config.checkpoint.interval));
   ck->set_resume(config.checkpoint.resume);
@@ -453,9 +477,8 @@ void ranks_pass(PlanContext& c) {
 
 plan::Plan build_plan(const Config& config) {
   validate(config);
-  const auto& t = config.training;
   PlanContext c{config, mesh_of(config), 0, {}, {}, {}};
-  c.microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * c.mesh.dp()));
+  c.microbatches = plan_microbatches(config, c.mesh);
   c.plan.set_version(kPlanVersion);
   c.plan.set_schedule(
       plan_enum(schedule_from_name(config.pipeline.schedule), "pipeline.schedule", config.pipeline.schedule));
@@ -473,9 +496,8 @@ plan::Plan build_plan(const Config& config) {
 
 std::string plan_gantt_svg(const Config& config) {
   validate(config);
-  const auto& t = config.training;
   PlanContext c{config, mesh_of(config), 0, {}, {}, {}};
-  c.microbatches = static_cast<int>(t.global_batch_size / (t.micro_batch_size * c.mesh.dp()));
+  c.microbatches = plan_microbatches(config, c.mesh);
   mesh_pass(c);
   spec_pass(c);
   layout_pass(c);

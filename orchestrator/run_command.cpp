@@ -86,9 +86,11 @@ void check_executable(const Config& c) {
       "`rondo plan`";
   if (p.tensor_model_parallel_size != 1)
     throw ConfigError("parallel.tensor_model_parallel_size", "must be 1 for `rondo run`:" + why);
-  if (p.context_parallel_size != 1) {
+  if (p.context_parallel_size != 1 || p.hdp) {
     // Ring attention (parallelism/exec/ring_attention.h) passes float32 blocks between host buffers.
-    const std::string cp = "with parallel.context_parallel_size " + std::to_string(p.context_parallel_size);
+    const std::string cp =
+        p.hdp ? std::string("with parallel.hdp")
+              : "with parallel.context_parallel_size " + std::to_string(p.context_parallel_size);
     if (c.training.device != "cpu")
       throw ConfigError("training.device", cp + ", the worker runs on cpu so far");
     if (c.data.chunk_size != 0)
@@ -99,11 +101,6 @@ void check_executable(const Config& c) {
     if (c.pipeline.schedule == "roundpipe" && p.pipeline_model_parallel_size > 1)
       throw ConfigError("pipeline.schedule", cp + ": roundpipe's stateless workers are not built for it");
   }
-  if (p.hdp)
-    throw ConfigError(
-        "parallel.hdp",
-        "is planned (`rondo plan --steps N` compares the policies) but not executed yet: the worker "
-        "has no context-parallel attention so far");
   if (p.expert_model_parallel_size != 1)
     throw ConfigError("parallel.expert_model_parallel_size", "must be 1 for `rondo run`:" + why);
   if (c.comms.backend != "mpi")

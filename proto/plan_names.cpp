@@ -45,6 +45,7 @@ RONDO_PLAN_ENUM_NAMES(CommsBackend, comms_backend_from_name, "COMMS_BACKEND_")
 RONDO_PLAN_ENUM_NAMES(AllreduceKind, allreduce_kind_from_name, "ALLREDUCE_KIND_")
 RONDO_PLAN_ENUM_NAMES(MallocPolicy, malloc_policy_from_name, "MALLOC_POLICY_")
 RONDO_PLAN_ENUM_NAMES(CpuKernels, cpu_kernels_from_name, "CPU_KERNELS_")
+RONDO_PLAN_ENUM_NAMES(HdpPolicyKind, hdp_policy_kind_from_name, "HDP_POLICY_")
 
 #undef RONDO_PLAN_ENUM_NAMES
 

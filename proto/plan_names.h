@@ -32,6 +32,7 @@ std::optional<plan::CommsBackend> comms_backend_from_name(const std::string& nam
 std::optional<plan::AllreduceKind> allreduce_kind_from_name(const std::string& name);
 std::optional<plan::MallocPolicy> malloc_policy_from_name(const std::string& name);
 std::optional<plan::CpuKernels> cpu_kernels_from_name(const std::string& name);
+std::optional<plan::HdpPolicyKind> hdp_policy_kind_from_name(const std::string& name);
 
 // "" for UNSPECIFIED or a value this build does not know.
 std::string name_of(plan::Schedule value);
@@ -46,5 +47,6 @@ std::string name_of(plan::CommsBackend value);
 std::string name_of(plan::AllreduceKind value);
 std::string name_of(plan::MallocPolicy value);
 std::string name_of(plan::CpuKernels value);
+std::string name_of(plan::HdpPolicyKind value);
 
 }  // namespace rondo

@@ -7,20 +7,35 @@
 // cross-entropy over the step's target count, so the ranks' losses and gradients add up to the
 // whole batch's mean: sum the gradients over the world. The ranks must all run the step (each its
 // own sub-batches, groups in the plan's order).
+//
+// A sequence is its tokens and its last target ([L + 1] int64); a target of -100 does not count
+// (a sequence that ends its document has no last target).
 #pragma once
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <vector>
 
 #include "comms/communicator.h"
+#include "comms/group_view.h"
 #include "parallelism/hdp_planner.h"
 #include "worker/staged_model.h"
 
 namespace rondo {
 
-// `sequences`: the step's batch, each a sequence's tokens and its last target ([L + 1] int64), in
-// the plan's order. Returns this rank's share of the step's mean loss.
+// The targets of the step's sequences that count.
+int64_t hdp_step_targets(const std::vector<torch::Tensor>& sequences);
+
+// Sub-batch `sb`'s loss over `step_targets`, its graph recorded (the caller runs the backward).
+// For a sub-batch on several ranks `group` receives the group's view, which the backward uses: it
+// must outlive it.
+torch::Tensor hdp_sub_batch_loss(StagedModel& model, const std::vector<torch::Tensor>& sequences,
+                                 const HdpSubBatch& sb, Communicator& world, int64_t step_targets,
+                                 std::unique_ptr<GroupView>& group);
+
+// The whole step: every sub-batch of the rank, forward and backward. `sequences`: the step's
+// batch, in the plan's order. Returns this rank's share of the step's mean loss.
 double hdp_forward_backward(StagedModel& model, const std::vector<torch::Tensor>& sequences,
                             const HdpPlan& plan, int rank, Communicator& world);
 

@@ -19,13 +19,15 @@ void MetricsWriter::write(const Step& r, const StepSums& summed) {
   const auto& times = r.times;
   const auto& worst = r.worst;
   const double grad_norm = std::sqrt(summed.grad_norm_squared);
-  const double tps = static_cast<double>(options_.tokens_per_step) / r.step_s;
+  const double tokens =
+      options_.step_tokens ? options_.step_tokens() : static_cast<double>(options_.tokens_per_step);
+  const double tps = tokens / r.step_s;
   nlohmann::json row = {{"step", r.step},
                         {"attempt", options_.attempt},
                         {"loss", summed.loss},
                         {"grad_norm", grad_norm},
                         {"lr", r.lr},
-                        {"tokens", options_.tokens_per_step},
+                        {"tokens", tokens},
                         {"step_time_s", r.step_s},
                         {"tokens_per_s", tps},
                         {"targets", summed.targets},
@@ -53,6 +55,7 @@ void MetricsWriter::write(const Step& r, const StepSums& summed) {
   out_.append(row.dump());
 
   elapsed_s_ += r.step_s;
+  tokens_ += tokens;
   if (r.step == options_.first_step + 1) first_loss_ = summed.loss;
   last_loss_ = summed.loss;
   last_step_ = r.step;
@@ -68,7 +71,7 @@ void MetricsWriter::log_summary() const {
   if (last_step_ <= options_.first_step) return;
   log_->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",
              options_.first_step + 1, last_step_, format_duration(elapsed_s_), first_loss_, last_loss_,
-             static_cast<double>(options_.tokens_per_step * (last_step_ - options_.first_step)) / elapsed_s_);
+             tokens_ / elapsed_s_);
 }
 
 }  // namespace rondo

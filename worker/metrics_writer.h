@@ -30,6 +30,8 @@ class MetricsWriter {
     int64_t train_iters = 0;
     int64_t log_interval = 1;
     int64_t tokens_per_step = 0;
+    // When a step's tokens vary (HDP): the step just written's; tokens_per_step otherwise.
+    std::function<double()> step_tokens;
     int attempt = 0;  // the coordinator's launch number
     int world_size = 1;
     // An asynchronous stream never drains: a step's span is the stream's period, from the
@@ -62,7 +64,7 @@ class MetricsWriter {
   LineAppender out_;
   std::vector<Fields> fields_;
   int64_t last_step_ = 0;
-  double elapsed_s_ = 0, first_loss_ = 0, last_loss_ = 0;
+  double elapsed_s_ = 0, tokens_ = 0, first_loss_ = 0, last_loss_ = 0;
   double previous_compute_end_ns_ = 0;
 };
 

@@ -25,6 +25,7 @@
 #include "worker/checkpointer.h"
 #include "worker/chunked_step_model.h"
 #include "worker/delayed_update.h"
+#include "worker/hdp_step_model.h"
 #include "worker/learning_rate.h"
 #include "worker/metrics_writer.h"
 #include "worker/rank_weights.h"
@@ -75,7 +76,18 @@ struct Trainer::Impl : StepModel {
   }
   // Chunked training (data.chunk_size): the step model the executor runs, wrapping this one.
   std::unique_ptr<ChunkedStepModel> chunked;
-  StepModel& step_model() { return chunked ? static_cast<StepModel&>(*chunked) : *this; }
+  // Hybrid data/context parallelism (parallel.hdp): the step model, wrapping this one.
+  std::unique_ptr<HdpStepModel> hdp;
+  StepModel& step_model() {
+    if (hdp) return *hdp;
+    return chunked ? static_cast<StepModel&>(*chunked) : *this;
+  }
+  // The step's tokens (HDP: its batch's, which vary).
+  double step_tokens() const {
+    return hdp ? hdp->step_tokens()
+               : static_cast<double>(plan.training().global_batch_size()) *
+                     static_cast<double>(plan.model().seq_length());
+  }
   std::unique_ptr<StageExecutor> executor;
   std::unique_ptr<Checkpointer> checkpointer;
   std::unique_ptr<MetricsWriter> metrics;  // rank 0's, from run() on
@@ -212,6 +224,8 @@ void Trainer::Impl::setup() {
     chunked = std::make_unique<ChunkedStepModel>(plan, rank, *this, *batches, weights->model(),
                                                  executor->loss_scale());
   }
+  if (plan.hdp().enabled())  // collective: a communicator for the rings
+    hdp = std::make_unique<HdpStepModel>(plan, *this, corpus, *batches, weights->model(), world);
   schedule = schedule_of_plan(plan);
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
@@ -304,7 +318,10 @@ StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   sums.stage_b.assign(so_far.stage_b.size(), 0.0);
   sums.stage_w.assign(so_far.stage_w.size(), 0.0);
   sums.stage_b_lead.assign(so_far.stage_b_lead.size(), 0.0);
-  if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) sums.targets = batches->step_targets();
+  if (hdp)
+    sums.targets = hdp->rank_targets();
+  else if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0)
+    sums.targets = batches->step_targets();
   if (chunked) {
     const auto stats = chunked->take_step_stats();
     sums.chunks = static_cast<double>(stats.chunks);
@@ -378,6 +395,7 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
           .train_iters = static_cast<int64_t>(t.train_iters()),
           .log_interval = static_cast<int64_t>(t.log_interval()),
           .tokens_per_step = static_cast<int64_t>(t.global_batch_size()) * plan.model().seq_length(),
+          .step_tokens = hdp ? std::function<double()>([this] { return step_tokens(); }) : nullptr,
           .attempt = attempt,
           .world_size = world.size(),
           .stream = weights->delayed() != nullptr,
@@ -396,6 +414,11 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
       row["chunks"] = updates->summed().chunks;
       row["chunks_recomputed"] = updates->summed().chunks_recomputed;
       row["longest_sequence"] = r.worst.longest_sequence;
+    });
+  }
+  if (hdp) {
+    metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
+      hdp->metrics_fields(r.worst.busiest_compute_s, updates->summed().compute_s / world.size(), row);
     });
   }
   weights->add_metrics(*metrics);
@@ -441,6 +464,7 @@ StepMaxima Trainer::Impl::local_maxima(const MetricsWriter::Step& report) {
           .first_compute_ns_negated = -static_cast<double>(report.times.first_compute_ns),
           .last_compute_ns = static_cast<double>(report.times.last_compute_ns),
           .longest_sequence = step_longest_sequence,
+          .busiest_compute_s = report.times.compute_s,
           .checkpoint_requested = checkpoint_requested.exchange(false) ? 1.0 : 0.0,
           .stop_requested = stop_requested.load() ? 1.0 : 0.0};
 }
@@ -450,9 +474,7 @@ void Trainer::Impl::step_done(const MetricsWriter::Step& r) {
   agreed_checkpoint |= r.worst.checkpoint_requested > 0;
   agreed_stop |= r.worst.stop_requested > 0;
   const auto& t = plan.training();
-  const double tokens =
-      static_cast<double>(t.global_batch_size()) * static_cast<double>(plan.model().seq_length());
-  if (on_step) on_step(step_report(r, tokens / r.step_s, t.train_iters()));
+  if (on_step) on_step(step_report(r, step_tokens() / r.step_s, t.train_iters()));
   if (!metrics) return;
   const auto& summed = updates->summed();
   if (!std::isfinite(summed.loss))

@@ -31,6 +31,7 @@ class StepBatches {
 
   // The step being executed (1-based); the cache of the last one's is dropped.
   void set_step(int64_t step);
+  int64_t step() const { return step_; }
 
   // The 0-based step microbatch `microbatch` belongs to, and its number there.
   std::pair<int64_t, int> step_of(int microbatch) const;

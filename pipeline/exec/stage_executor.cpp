@@ -28,6 +28,7 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
     : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder), shared_(shared) {
   const auto& t = plan.training();
   chunked_ = plan.data().pipeline_chunk_lengths_size() > 0;
+  step_schedules_ = chunked_ || plan.hdp().enabled();
   actions_ = &me_.actions();
   schedule_microbatches_ =
       static_cast<int>(t.num_microbatches()) * std::max(1, plan.data().pipeline_chunk_lengths_size());
@@ -183,26 +184,31 @@ bool StageExecutor::recomputes(int microbatch) const {
 void StageExecutor::begin_step(StepModel& model) {
   step_schedule_ = model.step_schedule();
   if (!step_schedule_) {
-    if (chunked_)
+    if (step_schedules_)
       throw PlanError(
-          "plan: chunked pipeline training needs every step's own schedule, the step model gave none");
+          "plan: chunked pipeline training and HDP need every step's own schedule, the step model gave none");
     return;
   }
-  if (!chunked_)
+  if (!step_schedules_)
     throw PlanError("rank " + std::to_string(rank_) + ": a step schedule for a plan whose steps are alike");
   const auto& s = *step_schedule_;
   const int m = static_cast<int>(s.tokens.size());
-  if (m < 1 || s.recompute.size() != s.tokens.size()) {
+  const auto per_microbatch = [m](size_t n, bool optional) {
+    return n == static_cast<size_t>(m) || (optional && n == 0);
+  };
+  if ((m < 1 && chunked_) || !per_microbatch(s.recompute.size(), false) ||
+      !per_microbatch(s.forward_s.size(), true) || s.forward_s.size() != s.backward_s.size()) {
     throw PlanError("rank " + std::to_string(rank_) + ": a step schedule of " + std::to_string(m) +
-                    " microbatches with " + std::to_string(s.recompute.size()) + " recompute marks");
+                    " microbatches with " + std::to_string(s.recompute.size()) + " recompute marks and " +
+                    std::to_string(s.forward_s.size()) + " emulated durations");
   }
   for (int64_t len : s.tokens) {
     if (len < 1)
       throw PlanError("rank " + std::to_string(rank_) + ": a step schedule's chunk of " +
                       std::to_string(len) + " tokens");
   }
-  schedule_microbatches_ = m;
-  loss_scale_ = 1.0 / (static_cast<double>(m) * plan_.mesh().dp());
+  schedule_microbatches_ = std::max(m, 1);  // a step with none has no microbatch to number
+  loss_scale_ = s.loss_scale > 0 ? s.loss_scale : 1.0 / (static_cast<double>(m) * plan_.mesh().dp());
   check_actions(s.actions);
   actions_ = &s.actions;
 }
@@ -310,10 +316,13 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, int mbi, St
     input = source.detach().requires_grad_(true);
     mb.input = input;
   }
+  model.before_forward(stage, mbi);
   const auto f0 = Clock::now();
   const int64_t f0_ns = TimingRecorder::wall_ns();
   if (emulate_) {
-    emulate(f0, plan_.prediction().stage_forward_s(stage));
+    emulate(f0, step_schedule_ && !step_schedule_->forward_s.empty()
+                    ? step_schedule_->forward_s.at(static_cast<size_t>(mbi))
+                    : plan_.prediction().stage_forward_s(stage));
     mb.output = st.has_lm_head() ? torch::zeros({}) : emulated_boundary_;
     times.forward_s += seconds_since(f0);
     count_compute(times.stage_f, stage, f0_ns, times);
@@ -370,8 +379,10 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, int mbi, s
   const int64_t b0_ns = TimingRecorder::wall_ns();
   if (emulate_) {
     const auto& pred = plan_.prediction();
-    emulate(b0,
-            pred.stage_backward_s(stage) - (a.kind() == plan::ACTION_I ? pred.stage_weight_s(stage) : 0.0));
+    emulate(b0, step_schedule_ && !step_schedule_->backward_s.empty()
+                    ? step_schedule_->backward_s.at(static_cast<size_t>(mbi))
+                    : pred.stage_backward_s(stage) -
+                          (a.kind() == plan::ACTION_I ? pred.stage_weight_s(stage) : 0.0));
     if (!st.has_embedding()) mb.input_grad = emulated_boundary_;
     mb.input = torch::Tensor();
     mb.output = torch::Tensor();

@@ -17,10 +17,11 @@
 // With full activation recomputation a forward records no graph and keeps only its stage input;
 // the stage's B or I first reruns the forward (counted as backward time), then differentiates.
 //
-// Chunked training with pipeline parallelism (plan data.pipeline_chunk_lengths): every step has
-// its own schedule (StepSchedule), which the StepModel makes from the step's chunks with the
-// plan's schedule generator -- the plan's actions are only the step in which every row is one
-// long sequence. The schedule's microbatches are the chunks, each a single row of its own length;
+// Chunked training with pipeline parallelism (plan data.pipeline_chunk_lengths) and HDP (plan
+// hdp.enabled; the StepModel's schedule holds the rank's sub-batches of the step, a rank idle in a
+// step has none): every step has its own schedule (StepSchedule), which the StepModel makes from
+// the step's chunks with the plan's schedule generator -- the plan's actions are only the step in which every
+// row is one long sequence. The schedule's microbatches are the chunks, each a single row of its own length;
 // a long sequence's chunks are one dependent group that runs forward in order and backward in
 // reverse. The StepModel keeps each chunk's keys and values for the later chunks and feeds their
 // gradients back; here a chunk the step schedule marks recomputes like full recomputation does.
@@ -68,11 +69,18 @@
 namespace rondo {
 
 // One step's own schedule, for plans whose steps differ (chunked pipeline training: the step's
-// chunks decide how many microbatches it has and which depend on which).
+// chunks decide how many microbatches it has and which depend on which; HDP: the sub-batches the
+// step's plan gives the rank, none on a rank the plan leaves idle).
 struct StepSchedule {
   google::protobuf::RepeatedPtrField<plan::Action> actions;  // this rank's, ALLREDUCE and OPTIM included
   std::vector<int64_t> tokens;  // per schedule microbatch: its stage boundary's tokens (one row)
   std::vector<bool> recompute;  // per schedule microbatch: its forward keeps only its input
+  // What each loss is multiplied by before its backward; 0: 1 / (microbatches x dp). HDP's losses
+  // are already each rank's share of the step's mean: 1.
+  double loss_scale = 0;
+  // training.emulate_compute: per microbatch, the seconds its forward and backward sleep (empty:
+  // the plan's predicted stage times).
+  std::vector<double> forward_s, backward_s;
 };
 
 class StepModel {
@@ -103,6 +111,9 @@ class StepModel {
   // Stateless workers: this worker's gradients of backward stage `stage`'s parameters (its range
   // of the flat order; SharedReplicaState), which the executor moves into the shared ones.
   virtual torch::Tensor stage_gradients(int /*stage*/) { return {}; }
+  // Before a forward's time starts (emulated or not): HDP's group meets there, so that a rank
+  // waiting for its group to form is idle, not busy.
+  virtual void before_forward(int /*stage*/, int /*microbatch*/) {}
   virtual void reduce_gradients() = 0;  // ALLREDUCE
   // OPTIM; `so_far` holds the step's losses (every forward precedes it).
   virtual void optimizer_step(const struct StepTimes& so_far) = 0;
@@ -200,8 +211,10 @@ class StageExecutor {
   TimingRecorder* recorder_;
   double loss_scale_;
   bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
-  // Chunked pipeline training (data.pipeline_chunk_lengths): every step brings its schedule.
+  // Chunked pipeline training (data.pipeline_chunk_lengths): every step brings its schedule; so
+  // does HDP (step_schedules_).
   bool chunked_ = false;
+  bool step_schedules_ = false;
   const StepSchedule* step_schedule_ = nullptr;                      // the running step's, or null
   const google::protobuf::RepeatedPtrField<plan::Action>* actions_;  // the running step's
   int schedule_microbatches_ = 1;

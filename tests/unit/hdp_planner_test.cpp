@@ -129,7 +129,6 @@ TEST(HdpPlanner, EveryPolicyLaysOutAValidPlan) {
   }
 }
 
-
 TEST(HdpPlanner, RondoFinishesNearTheLowerBoundAndBeatsTheBaselines) {
   const auto cost = seven_b();
   for (int64_t ranks : {64, 256}) {
@@ -212,7 +211,7 @@ TEST(HdpConfig, BadValuesNameTheirKey) {
   EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.pipeline_model_parallel_size=2"}), "parallel.hdp");
 }
 
-TEST(HdpConfig, RondoPlanComparesThePoliciesAndRunRefusesToExecuteIt) {
+TEST(HdpConfig, RondoPlanComparesThePoliciesAndRunRefusesWhatHdpDoesNotCombineWith) {
   const std::string cfg = std::string(RONDO_SOURCE_DIR) + "/bench/hdp_64.yaml";
   const auto plan = testing::run_rondo("plan " + cfg + " --json --steps 3");
   ASSERT_EQ(plan.status, 0) << plan.output;
@@ -228,9 +227,13 @@ TEST(HdpConfig, RondoPlanComparesThePoliciesAndRunRefusesToExecuteIt) {
   EXPECT_EQ(text.status, 0);
   EXPECT_NE(text.output.find("rondo"), std::string::npos);
   EXPECT_NE(text.output.find("<- parallel.hdp_policy"), std::string::npos) << text.output;
-  const auto run = testing::run_rondo("run " + cfg + " --run-dir /tmp/rondo-hdp-refused");
-  EXPECT_NE(run.status, 0);
-  EXPECT_NE(run.output.find("parallel.hdp"), std::string::npos) << run.output;
+  // Refused before anything is launched, naming the key.
+  for (const char* set : {"data.chunk_size=1024", "pipeline.async=true", "training.device=cuda"}) {
+    const auto run = testing::run_rondo("run " + cfg + " --set " + set + " --run-dir /tmp/rondo-hdp-refused");
+    EXPECT_NE(run.status, 0) << set;
+    const std::string key = std::string(set).substr(0, std::string(set).find('='));
+    EXPECT_NE(run.output.find(key + ": with parallel.hdp"), std::string::npos) << run.output;
+  }
 }
 
 }  // namespace

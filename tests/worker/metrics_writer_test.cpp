@@ -46,6 +46,7 @@ class MetricsWriterTest : public ::testing::Test {
             .train_iters = 100,
             .log_interval = 1,
             .tokens_per_step = 1000,
+            .step_tokens = nullptr,
             .attempt = 2,
             .world_size = 2,
             .stream = stream,
@@ -79,6 +80,20 @@ TEST_F(MetricsWriterTest, ARowPerStepWithTheCoreFieldsThePartsFieldsAndTheBubble
   EXPECT_DOUBLE_EQ(r["bubble_fraction"].get<double>(), 1.0 - 1.5 / 2.0);
   EXPECT_DOUBLE_EQ(r["bubble_fraction_predicted"].get<double>(), 0.015);
   EXPECT_EQ(rows[1]["loss"], 3.0);
+}
+
+TEST_F(MetricsWriterTest, StepsWhoseTokensVaryCountTheirOwn) {
+  auto o = options(false);
+  double tokens = 300;
+  o.step_tokens = [&tokens] { return tokens; };
+  MetricsWriter w(o, log_);
+  w.write(step_at(11, 1e9, 2e9), StepSums{});
+  tokens = 500;
+  w.write(step_at(12, 3e9, 4e9), StepSums{});
+  const auto rows = rows_of(dir_ / "metrics.jsonl");
+  EXPECT_EQ(rows[0]["tokens"], 300.0);
+  EXPECT_EQ(rows[0]["tokens_per_s"], 600.0);
+  EXPECT_EQ(rows[1]["tokens_per_s"], 1000.0);
 }
 
 TEST_F(MetricsWriterTest, AStreamsSpanIsItsPeriodFromThePreviousStepsLastComputeEnd) {

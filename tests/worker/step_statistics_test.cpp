@@ -48,12 +48,14 @@ TEST(StepStatistics, MaximaComeBackFieldByFieldAndGiveTheComputeSpan) {
                      .first_compute_ns_negated = -1e9,
                      .last_compute_ns = 1.25e9,
                      .longest_sequence = 4096,
+                     .busiest_compute_s = 2.5,
                      .checkpoint_requested = 1,
                      .stop_requested = 0};
   const auto back = StepMaxima::from_values(m.to_values());
   EXPECT_EQ(back.max_rss_mb, 100);
   EXPECT_EQ(back.page_faults, 3);
   EXPECT_EQ(back.longest_sequence, 4096);
+  EXPECT_EQ(back.busiest_compute_s, 2.5);
   EXPECT_EQ(back.checkpoint_requested, 1);
   EXPECT_EQ(back.stop_requested, 0);
   EXPECT_DOUBLE_EQ(back.compute_span_s(), 0.25);

@@ -1,0 +1,97 @@
+// HdpStepModel: hybrid data/context parallelism (plan hdp.enabled) as the step model the executor
+// runs. Every step, on every rank alike: the step's batch of whole documents (data/hdp_batches.h,
+// drawn from the corpus by the plan's seed: a resumed run draws the same), its plan
+// (parallelism/hdp_planner.h, the plan's policy and cost model), and this rank's sub-batches as the
+// step's own schedule -- one F and B each, then the plan's ALLREDUCE and OPTIM; none on a rank the
+// step's plan leaves idle. What a sub-batch computes is worker/hdp_step.h's; its loss is already
+// this rank's share of the step's mean (scale 1). It wraps the rank's plain step model (the
+// trainer's), which keeps the gradients, sums them over the world and steps the optimizer.
+//
+// A sub-batch on a group starts with the group meeting (one byte round its ring) before its
+// forward's time starts: a rank that waits for its group to form is idle, not busy, as in the
+// planner's timelines, and the measured busy max/mean compares with the planned one. With
+// training.emulate_compute a sub-batch sleeps for the planner's seconds (a third forward, two
+// thirds backward).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "comms/communicator.h"
+#include "comms/group_view.h"
+#include "data/exec/step_batches.h"
+#include "data/hdp_batches.h"
+#include "data/token_corpus.h"
+#include "parallelism/hdp_planner.h"
+#include "pipeline/exec/stage_executor.h"
+#include "proto/plan.pb.h"
+#include "worker/staged_model.h"
+
+namespace rondo {
+
+// The planner's options and cost model as the plan gives them (PlanError when it has no HDP).
+HdpOptions hdp_options_of(const plan::Plan& plan, int64_t ranks);
+ContextParallelCost hdp_cost_of(const plan::Plan& plan);
+
+class HdpStepModel : public StepModel {
+ public:
+  // `world` spans the plan's ranks (a duplicate of it carries the rings: built here, collectively).
+  // `inner`, `corpus`, `batches` and `world` must outlive this. Throws PlanError when the plan
+  // is not one stage holding the whole model on every rank.
+  HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,
+               const StepBatches& batches, StagedModel model, Communicator& world);
+  ~HdpStepModel() override;
+
+  // Draws and plans the step `batches` is at (the executor asks once, at its start).
+  const StepSchedule* step_schedule() override;
+  torch::Tensor tokens(int microbatch) override;
+  torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override;
+  torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override;
+  torch::Tensor forward_loss(int stage, int microbatch, const torch::Tensor& input,
+                             const torch::Tensor& targets) override;
+  void before_forward(int stage, int microbatch) override;
+  void before_backward(int stage, bool last) override { inner_.before_backward(stage, last); }
+  void after_backward(int stage, bool last) override { inner_.after_backward(stage, last); }
+  void reduce_gradients() override { inner_.reduce_gradients(); }
+  void optimizer_step(const StepTimes& so_far) override { inner_.optimizer_step(so_far); }
+
+  // The running (or last) step's batch tokens, and the targets that count in this rank's share.
+  double step_tokens() const { return static_cast<double>(step_tokens_); }
+  double rank_targets() const { return rank_targets_; }
+  // A metrics row's HDP fields for the step just run: the policy, sequences, the degree histogram,
+  // the ranks the plan left idle,
+  // the planner's busy max/mean and step time beside the measured busy max/mean (the busiest
+  // rank's compute seconds over the mean of all).
+  void metrics_fields(double busiest_compute_s, double mean_compute_s, nlohmann::json& row) const;
+
+ private:
+  void draw_to(int64_t step);  // the batches drawn up to `step` (1-based)
+  std::vector<torch::Tensor> read_sequences(const std::vector<HdpSequence>& batch) const;
+  const HdpSubBatch& sub_batch(int microbatch) const;
+
+  const plan::Plan& plan_;
+  StepModel& inner_;
+  const TokenCorpus& corpus_;
+  const StepBatches& batches_;
+  StagedModel model_;
+  std::unique_ptr<Communicator> rings_;  // the world duplicated: ring transfers match nothing else
+  int rank_;
+  HdpPolicy policy_;
+  HdpOptions options_;
+  ContextParallelCost cost_;
+  std::vector<int64_t> document_lengths_;
+  std::unique_ptr<HdpBatches> draws_;
+  int64_t drawn_ = 0;  // steps drawn by draws_
+
+  // The running step's.
+  HdpPlan plan_of_step_;
+  std::vector<torch::Tensor> sequences_;
+  int64_t step_targets_ = 0, step_tokens_ = 0;
+  double rank_targets_ = 0;
+  StepSchedule schedule_;
+  std::map<int, std::unique_ptr<GroupView>> groups_;  // per microbatch on a group: its view
+};
+
+}  // namespace rondo
