@@ -20,6 +20,9 @@
   bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
   bench/train_bench.py context     # long sequences on 2 ranks: data parallel (a row each) vs context parallel
                                    # (both rows split between the ranks, ring attention): tokens/s, peak RSS
+  bench/train_bench.py hdp         # HDP on 4 ranks, mixed lengths: the rondo, megatron and static policies on the
+                                   # same batches (tokens/s, busy max/mean measured and planned), and the same at
+                                   # 16 ranks with emulated compute
   RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
                                    # this build against another commit's build in DIR, alternated run by run:
                                    # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
@@ -229,6 +232,8 @@ def main():
         chunkflow(tmp, rounds)
     if what in ("context", "all"):
         context_parallel(tmp, rounds)
+    if what in ("hdp", "all"):
+        hdp(tmp, rounds)
     if what == "versus":
         versus(tmp, rounds, small)
 
@@ -384,6 +389,33 @@ def context_parallel(tmp, rounds):
         for v, r in runs.items():
             print(f"context: rows of {seq}, {v}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
                   f"{median_of(r, 'step_time_s') * 1e3:.0f} ms, max RSS {median_of(r, 'max_rss_mb'):.0f} MB", flush=True)
+
+
+def hdp(tmp, rounds):
+    """parallel.hdp: the demo model on documents of lognormal lengths (median ~150 tokens, sigma 1.2)
+    cut at 1024, 4096 tokens a step, at most 512 tokens of a sequence per rank (a long one needs a
+    group of 2 or more). Each policy on the same batches: tokens/s and the ranks' busy max/mean,
+    measured (compute seconds of the busiest rank over the mean) and as the planner predicted it.
+    The cost model is set for this CPU (pipeline.device_tflops, p2p_*). Then 16 ranks with emulated
+    compute (each sub-batch sleeps for the planner's seconds, groups meet for real)."""
+    data = model_sets(dict(SMALL, seq=1024)) + [
+        "parallel.hdp=true", "data.path=lognormal", "data.lognormal_mu=5", "data.lognormal_sigma=1.2",
+        "data.lognormal_documents=4000", "data.tokens_per_step=4096", "parallel.max_tokens_per_rank=512",
+        "pipeline.device_tflops=0.01", "pipeline.p2p_bandwidth_gbps=5", "pipeline.p2p_latency_s=5e-5"]
+    policies = ("rondo", "megatron", "static")
+    for ranks, extra, steps in ((4, [], 30), (16, ["training.emulate_compute=true", "pipeline.device_tflops=0.002"], 40)):
+        runs = {p: [] for p in policies}
+        for _ in range(rounds):
+            for p in policies:
+                runs[p].append(rondo_run(tmp, "hdp", data + extra + [f"parallel.world_size={ranks}",
+                                                                   f"parallel.hdp_policy={p}"], steps=steps, warmup=3))
+        label = f"{ranks} ranks" + (", emulated compute" if extra else "")
+        for p, r in runs.items():
+            measured, planned = median_of(r, "hdp_busy_max_over_mean"), median_of(r, "hdp_busy_max_over_mean_predicted")
+            print(f"hdp: {label}, {p}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
+                  f"{median_of(r, 'step_time_s') * 1e3:.0f} ms (planned {median_of(r, 'hdp_step_predicted_s') * 1e3:.0f} ms), "
+                  f"busy max/mean measured {measured:.3f}, planned {planned:.3f} (|diff| {abs(measured - planned):.3f})",
+                  flush=True)
 
 
 def chunked_pipeline(tmp, rounds):

@@ -135,6 +135,10 @@ void JobState::add_report_locked(const report::StepReport& report) {
   const auto index = static_cast<size_t>(step - r.step_times_first);
   if (r.step_times.size() <= index) r.step_times.resize(index + 1, std::nan(""));
   r.step_times[index] = report.step_time_s();
+  if (report.has_hdp()) {
+    hdp_ = report.hdp();
+    hdp_step_ = report.step();
+  }
   if (report.has_loss()) {
     steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(),
                              report.step_time_s(), report.time_ns(), report.attempt()};
@@ -351,6 +355,10 @@ nlohmann::json JobState::to_json() const {
   j["events"] = events_;
   j["faults"] = faults_;
   j["suspicion"] = suspicion_;
+  if (hdp_) {
+    j["hdp"] = message_json(*hdp_);
+    j["hdp"]["step"] = hdp_step_;
+  }
   return j;
 }
 

@@ -147,6 +147,8 @@ class JobState {
   std::map<std::string, uint64_t> fault_verdicts_;  // by kind
   std::vector<nlohmann::json> faults_;              // the newest kMaxFaults verdicts
   std::vector<double> suspicion_;
+  std::optional<report::HdpStepReport> hdp_;  // parallel.hdp: the newest step's plan (rank 0's)
+  int64_t hdp_step_ = 0;
   static constexpr size_t kMaxFaults = 20;
 };
 

@@ -49,8 +49,8 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(parallel, expert_model_parallel_size, "ep; splits the data-parallel dimension"),
       RONDO_KEY(parallel, hdp,
                 "hybrid data/context parallelism (ByteScale-style): every step's sequences each get a "
-                "context-parallel group sized for them, laid out so all ranks finish together (planned by "
-                "`rondo plan`; docs/hdp.md)"),
+                "context-parallel group sized for them, laid out so all ranks finish together (`rondo plan "
+                "--steps N` compares the policies; `rondo run` trains, cpu; docs/hdp.md)"),
       RONDO_KEY(
           parallel, hdp_policy,
           "parallel.hdp: rondo (degrees chosen for time, groups packed to the lower bound) | megatron "

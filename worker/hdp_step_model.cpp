@@ -124,8 +124,7 @@ const StepSchedule* HdpStepModel::step_schedule() {
     *schedule_.actions.Add() = action(plan::ACTION_B, static_cast<int>(k));
     schedule_.tokens.push_back(sb.tokens_per_rank);
     schedule_.recompute.push_back(false);
-    double seconds = 0;
-    for (int64_t s : sb.sequences) seconds += plan_of_step_.placements.at(static_cast<size_t>(s)).seconds;
+    const double seconds = seconds_of(sb);
     if (emulate) {  // the cost model's split: the backward computes twice the forward
       schedule_.forward_s.push_back(seconds / 3);
       schedule_.backward_s.push_back(seconds * 2 / 3);
@@ -140,6 +139,12 @@ const StepSchedule* HdpStepModel::step_schedule() {
     if (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM) *schedule_.actions.Add() = a;
   }
   return &schedule_;
+}
+
+double HdpStepModel::seconds_of(const HdpSubBatch& sb) const {
+  double seconds = 0;
+  for (int64_t s : sb.sequences) seconds += plan_of_step_.placements.at(static_cast<size_t>(s)).seconds;
+  return seconds;
 }
 
 const HdpSubBatch& HdpStepModel::sub_batch(int microbatch) const {
@@ -177,19 +182,50 @@ void HdpStepModel::before_forward(int /*stage*/, int microbatch) {
   group.sendrecv(&out, 1, (r + 1) % d, &in, 1, (r + d - 1) % d, kMeetingTag);
 }
 
+report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double mean_compute_s,
+                                                bool timeline) const {
+  const auto& p = plan_of_step_;
+  report::HdpStepReport out;
+  out.set_policy(hdp_policy_name(policy_));
+  out.set_sequences(static_cast<int32_t>(p.placements.size()));
+  for (const auto& [d, n] : p.degree_histogram())
+    (*out.mutable_degrees())[static_cast<int32_t>(d)] = static_cast<int32_t>(n);
+  size_t slots = 0;
+  for (const auto& rank : p.sub_batches) {
+    out.set_idle_ranks(out.idle_ranks() + (rank.empty() ? 1 : 0));
+    slots += rank.size();
+  }
+  out.set_step_predicted_s(p.step_s);
+  out.set_busy_max_over_mean_predicted(p.busy_max_over_mean());
+  if (mean_compute_s > 0) out.set_busy_max_over_mean(busiest_compute_s / mean_compute_s);
+  if (!timeline || slots > static_cast<size_t>(kTimelineSlots)) return out;
+  for (size_t r = 0; r < p.sub_batches.size(); ++r) {
+    for (const auto& sb : p.sub_batches[r]) {
+      auto* slot = out.add_slots();
+      slot->set_rank(static_cast<int32_t>(r));
+      slot->set_degree(static_cast<int32_t>(sb.group.size()));
+      slot->set_sequence(sb.group.size() > 1 ? static_cast<int32_t>(sb.sequences.at(0)) : -1);
+      slot->set_sequences(static_cast<int32_t>(sb.sequences.size()));
+      slot->set_tokens(static_cast<int32_t>(sb.tokens_per_rank));
+      slot->set_start_s(sb.start_s);
+      slot->set_seconds(seconds_of(sb));
+    }
+  }
+  return out;
+}
+
 void HdpStepModel::metrics_fields(double busiest_compute_s, double mean_compute_s,
                                   nlohmann::json& row) const {
+  const auto r = step_report(busiest_compute_s, mean_compute_s, false);
   nlohmann::json degrees = nlohmann::json::object();
-  for (const auto& [d, n] : plan_of_step_.degree_histogram()) degrees[std::to_string(d)] = n;
-  row["hdp_policy"] = hdp_policy_name(policy_);
-  row["hdp_sequences"] = plan_of_step_.placements.size();
+  for (const auto& [d, n] : r.degrees()) degrees[std::to_string(d)] = n;
+  row["hdp_policy"] = r.policy();
+  row["hdp_sequences"] = r.sequences();
   row["hdp_degrees"] = std::move(degrees);
-  int64_t idle = 0;
-  for (const auto& rank : plan_of_step_.sub_batches) idle += rank.empty() ? 1 : 0;
-  row["hdp_idle_ranks"] = idle;
-  row["hdp_step_predicted_s"] = plan_of_step_.step_s;
-  row["hdp_busy_max_over_mean_predicted"] = plan_of_step_.busy_max_over_mean();
-  if (mean_compute_s > 0) row["hdp_busy_max_over_mean"] = busiest_compute_s / mean_compute_s;
+  row["hdp_idle_ranks"] = r.idle_ranks();
+  row["hdp_step_predicted_s"] = r.step_predicted_s();
+  row["hdp_busy_max_over_mean_predicted"] = r.busy_max_over_mean_predicted();
+  if (mean_compute_s > 0) row["hdp_busy_max_over_mean"] = r.busy_max_over_mean();
 }
 
 }  // namespace rondo

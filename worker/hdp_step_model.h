@@ -27,6 +27,7 @@
 #include "parallelism/hdp_planner.h"
 #include "pipeline/exec/stage_executor.h"
 #include "proto/plan.pb.h"
+#include "proto/report.pb.h"
 #include "worker/staged_model.h"
 
 namespace rondo {
@@ -60,16 +61,20 @@ class HdpStepModel : public StepModel {
   // The running (or last) step's batch tokens, and the targets that count in this rank's share.
   double step_tokens() const { return static_cast<double>(step_tokens_); }
   double rank_targets() const { return rank_targets_; }
-  // A metrics row's HDP fields for the step just run: the policy, sequences, the degree histogram,
-  // the ranks the plan left idle,
+  // The step just run: the policy, sequences, the degree histogram, the ranks the plan left idle,
   // the planner's busy max/mean and step time beside the measured busy max/mean (the busiest
-  // rank's compute seconds over the mean of all).
+  // rank's compute seconds over the mean of all), and with `timeline` every rank's sub-batches as
+  // planned (none past kTimelineSlots of them).
+  static constexpr int kTimelineSlots = 4096;
+  report::HdpStepReport step_report(double busiest_compute_s, double mean_compute_s, bool timeline) const;
+  // The same without the timeline as a metrics row's fields (hdp_*).
   void metrics_fields(double busiest_compute_s, double mean_compute_s, nlohmann::json& row) const;
 
  private:
   void draw_to(int64_t step);  // the batches drawn up to `step` (1-based)
   std::vector<torch::Tensor> read_sequences(const std::vector<HdpSequence>& batch) const;
   const HdpSubBatch& sub_batch(int microbatch) const;
+  double seconds_of(const HdpSubBatch& sb) const;  // the planner's
 
   const plan::Plan& plan_;
   StepModel& inner_;

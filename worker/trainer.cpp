@@ -82,6 +82,8 @@ struct Trainer::Impl : StepModel {
     if (hdp) return *hdp;
     return chunked ? static_cast<StepModel&>(*chunked) : *this;
   }
+  // The mean over the ranks of the step's compute seconds (once the step's sums are known).
+  double mean_compute_s() const { return updates->summed().compute_s / world.size(); }
   // The step's tokens (HDP: its batch's, which vary).
   double step_tokens() const {
     return hdp ? hdp->step_tokens()
@@ -371,6 +373,7 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
   if (rank == 0) {  // the sums live there
     out.set_loss(updates->summed().loss);
     out.set_grad_norm(updates->grad_norm());
+    if (hdp) *out.mutable_hdp() = hdp->step_report(r.worst.busiest_compute_s, mean_compute_s(), true);
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);
@@ -418,7 +421,7 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
   }
   if (hdp) {
     metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
-      hdp->metrics_fields(r.worst.busiest_compute_s, updates->summed().compute_s / world.size(), row);
+      hdp->metrics_fields(r.worst.busiest_compute_s, mean_compute_s(), row);
     });
   }
   weights->add_metrics(*metrics);

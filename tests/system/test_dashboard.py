@@ -1,7 +1,8 @@
 """The coordinator as a service while a job trains: the dashboard in headless Chromium shows the
 loss curve and the per-rank heatmap with live values; /metrics passes `promtool check metrics`;
 calls with a wrong token, an unknown rank, garbage bytes or an oversized message are refused and
-counted while training goes on; `rondo status` prints the same state."""
+counted while training goes on; `rondo status` prints the same state. An HDP job's dashboard draws
+each step's groups on the planner's timeline."""
 import json
 import os
 import shutil
@@ -125,6 +126,36 @@ try:
     with open(latest) as f:
         ctx.check(proc.returncode == 0 and f.read().strip() == f"step-{last}" and "stopped after step" in out,
                   f"the job stopped cleanly with a checkpoint of its last step ({last})")
+finally:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+# parallel.hdp: the step's groups on the planner's timeline, a group's members in one colour.
+port = free_port()
+HDP = TINY + ["parallel.world_size=4", "parallel.hdp=true", "data.path=lognormal", "data.lognormal_mu=3",
+              "data.lognormal_sigma=1", "data.lognormal_documents=2000", "data.tokens_per_step=512",
+              "parallel.max_tokens_per_rank=16", "training.train_iters=6"]
+run_dir, proc = ctx.start("hdp", HDP, extra=["--dashboard-port", str(port), "--linger", "120"])
+try:
+    wait_for(lambda: len(rows(run_dir)) >= 6, 300, "6 HDP steps")
+    hdp = json.loads(get(f"http://127.0.0.1:{port}/api/state")[0]).get("hdp", {})
+    slots = hdp.get("slots", [])
+    grouped = [x for x in slots if x.get("degree", 1) > 1]
+    ctx.check(hdp.get("policy") == "rondo" and slots and grouped
+              and sum(hdp["degrees"].values()) == hdp["sequences"],
+              f"/api/state has the step's plan: {len(slots)} sub-batches, {len(grouped)} on groups")
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", f"http://127.0.0.1:{port}/").stdout
+    drawn = [c for c in dom.split('data-degree="')[1:] if c[:1] != "1"]
+    svg = dom[dom.find('<svg id="hdp"'):]
+    svg = svg[:svg.find("</svg>")]
+    ctx.check('id="hdp-card" hidden' not in dom and len(drawn) == len(grouped) and "busy max/mean measured" in dom
+              and "NaN" not in svg and "undefined" not in svg,
+              f"the dashboard draws the step's groups ({len(drawn)} group slots) and its balance")
+    artifacts = ctx.artifacts or ctx.tmp
+    shot = os.path.join(artifacts, "dashboard-hdp.png")
+    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, f"http://127.0.0.1:{port}/")
+    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
 finally:
     if proc.poll() is None:
         proc.terminate()
