@@ -20,9 +20,9 @@
   bench/train_bench.py async       # 1f1b sync vs async (PipeDream-2BW) at pp=2 and 4: step time, bubble
   bench/train_bench.py context     # long sequences on 2 ranks: data parallel (a row each) vs context parallel
                                    # (both rows split between the ranks, ring attention): tokens/s, peak RSS
-  bench/train_bench.py hdp         # HDP on 4 ranks, mixed lengths: the rondo, megatron and static policies on the
+  bench/train_bench.py hdp         # HDP on 2 and 4 ranks, mixed lengths: the rondo, megatron and static policies on the
                                    # same batches (tokens/s, busy max/mean measured and planned), and the same at
-                                   # 16 ranks with emulated compute
+                                   # 16 ranks with emulated compute (HDP_CASES=2,4,16: which world sizes)
   RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
                                    # this build against another commit's build in DIR, alternated run by run:
                                    # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
@@ -396,14 +396,19 @@ def hdp(tmp, rounds):
     cut at 1024, 4096 tokens a step, at most 512 tokens of a sequence per rank (a long one needs a
     group of 2 or more). Each policy on the same batches: tokens/s and the ranks' busy max/mean,
     measured (compute seconds of the busiest rank over the mean) and as the planner predicted it.
-    The cost model is set for this CPU (pipeline.device_tflops, p2p_*). Then 16 ranks with emulated
-    compute (each sub-batch sleeps for the planner's seconds, groups meet for real)."""
+    The cost model is set for this CPU (pipeline.device_tflops, p2p_*). On 2 ranks (this machine's
+    cores) and 4 (two per core); then 16 ranks with emulated compute (each sub-batch sleeps for the
+    planner's seconds, groups meet for real)."""
     data = model_sets(dict(SMALL, seq=1024)) + [
         "parallel.hdp=true", "data.path=lognormal", "data.lognormal_mu=5", "data.lognormal_sigma=1.2",
         "data.lognormal_documents=4000", "data.tokens_per_step=4096", "parallel.max_tokens_per_rank=512",
         "pipeline.device_tflops=0.01", "pipeline.p2p_bandwidth_gbps=5", "pipeline.p2p_latency_s=5e-5"]
     policies = ("rondo", "megatron", "static")
-    for ranks, extra, steps in ((4, [], 30), (16, ["training.emulate_compute=true", "pipeline.device_tflops=0.002"], 40)):
+    emulated = ["training.emulate_compute=true", "pipeline.device_tflops=0.005"]
+    cases = [int(c) for c in os.environ.get("HDP_CASES", "2,4,16").split(",")]
+    for ranks, extra, steps in ((2, [], 30), (4, [], 30), (16, emulated, 20)):
+        if ranks not in cases:
+            continue
         runs = {p: [] for p in policies}
         for _ in range(rounds):
             for p in policies:

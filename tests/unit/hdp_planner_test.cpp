@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 #include "common/errors.h"
 #include "data/hdp_batches.h"
@@ -181,6 +182,19 @@ TEST(HdpBatches, WholeDocumentsCutAtTheLongestContextTheSameEveryTime) {
   }
   EXPECT_GT(drawn, 300);  // past one pass over the documents
   EXPECT_TRUE(differs);
+  // The same draws with their documents: each sequence its document's length, cut.
+  HdpBatches d(docs, 40000, 16384, 9), e(docs, 40000, 16384, 9);
+  std::set<size_t> seen;
+  for (int step = 0; step < 5; ++step) {  // within the first pass over the 300 documents
+    const auto lengths = d.next();
+    const auto sequences = e.next_sequences();
+    ASSERT_EQ(sequences.size(), lengths.size());
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      EXPECT_EQ(sequences[i].length, lengths[i]);
+      EXPECT_EQ(sequences[i].length, std::min<int64_t>(docs.at(sequences[i].document), 16384));
+      EXPECT_TRUE(seen.insert(sequences[i].document).second) << "a document twice in one pass";
+    }
+  }
   try {
     HdpBatches(docs, 1000, 16384, 1);
     FAIL() << "accepted";

@@ -65,6 +65,7 @@ TEST(LognormalMix, TheCorpusIsDocumentsOfThoseLengthsCutFromTheBuiltinText) {
   corpus.documents(0, ids.size(), ids.data());
   corpus.read(0, tokens.size(), tokens.data());
   builtin.read(0, text.size(), text.data());
+  EXPECT_EQ(corpus.document_lengths(), lengths);  // what HDP draws whole documents from
   uint64_t at = 0;
   for (size_t d = 0; d < lengths.size(); ++d) {
     // Document d: its own id over exactly its length, a (wrapping) window of the builtin text.
