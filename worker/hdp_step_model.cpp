@@ -61,6 +61,9 @@ HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const Token
         std::to_string(world.size()) + " (got " + std::to_string(plan.stages_size()) + " stages, dp " +
         std::to_string(plan.mesh().dp()) + ")");
   }
+  if (plan.data().chunk_size() > 0 || plan.asynchronous() || plan.stateless_workers())
+    throw PlanError(
+        "plan: HDP runs neither chunked training, an asynchronous pipeline nor stateless workers");
   if (options_.max_tokens_per_rank < 1 || plan.hdp().tokens_per_step() < 1)
     throw PlanError("plan: HDP needs max_tokens_per_rank and tokens_per_step >= 1");
   std::vector<int> everyone(static_cast<size_t>(world.size()));

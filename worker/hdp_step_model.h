@@ -40,7 +40,7 @@ class HdpStepModel : public StepModel {
  public:
   // `world` spans the plan's ranks (a duplicate of it carries the rings: built here, collectively).
   // `inner`, `corpus`, `batches` and `world` must outlive this. Throws PlanError when the plan
-  // is not one stage holding the whole model on every rank.
+  // is not one stage holding the whole model on every rank, or chunks, streams or is stateless.
   HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,
                const StepBatches& batches, StagedModel model, Communicator& world);
   ~HdpStepModel() override;
