@@ -27,6 +27,12 @@ BucketedAllreduce::BucketedAllreduce(std::unique_ptr<Communicator> comm, TimingR
   pending_.assign(buckets_.size(), 0);
 }
 
+void BucketedAllreduce::set_ring_order(std::vector<int> order) {
+  if (armed_ || in_flight_) throw Error("BucketedAllreduce::set_ring_order() while a reduction is in flight");
+  coll_.set_ring_order(order);
+  options_.ring_order = std::move(order);
+}
+
 void BucketedAllreduce::arm() {
   if (armed_ || in_flight_) throw Error("BucketedAllreduce::arm() while a reduction is in flight");
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].params.size();

@@ -46,6 +46,9 @@ class BucketedAllreduce {
                     std::vector<GradientBucket> buckets, Options options);
 
   void arm();
+  // Another ring order (Collectives::set_ring_order) from the next arm() on; throws Error while a
+  // reduction is in flight.
+  void set_ring_order(std::vector<int> order);
   // Never throws (it runs inside autograd): a communication error is kept for finish().
   void mark_ready(size_t param) noexcept;
   // Throws the first communication error, or TimeoutError when a bucket makes no progress within

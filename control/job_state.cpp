@@ -172,13 +172,17 @@ void JobState::add_flight(const report::FlightDump& dump) {
 }
 
 void JobState::command(control::Command::Kind kind, int rank) {
+  control::Command c;
+  c.set_kind(kind);
+  command(std::move(c), rank);
+}
+
+void JobState::command(control::Command command, int rank) {
   std::lock_guard lock(mu_);
   for (int r = 0; r < world_size_; ++r) {
     if (rank >= 0 && r != rank) continue;
-    control::Command c;
-    c.set_kind(kind);
-    c.set_id(next_command_id_++);
-    ranks_[static_cast<size_t>(r)].commands.push_back(c);
+    command.set_id(next_command_id_++);
+    ranks_[static_cast<size_t>(r)].commands.push_back(command);
   }
 }
 

@@ -56,6 +56,8 @@ class JobState {
   // Queues a command for one rank, or for every rank when `rank` < 0. CHECKPOINT_NOW and STOP go
   // to rank 0 only: the trainer agrees on the step through the step's world-wide maxima.
   void command(control::Command::Kind kind, int rank = -1);
+  // The same with its payload (SET_RINGS: every rank must have it); the id is set here.
+  void command(control::Command command, int rank = -1);
   // Ranks that registered in this attempt and then sent nothing for `timeout`.
   std::vector<int> silent_ranks(Clock::duration timeout) const;
   int registered_count() const;

@@ -200,8 +200,9 @@ const std::vector<ConfigKey>& config_schema() {
           faults, policy,
           "report (verdicts are events) | restart (a slow rank: checkpoint and stop; then, or after a "
           "hang or a crash, resume with fewer ranks, without the rank's host when there are several) | "
-          "replan (a slow link between two ranks: checkpoint, stop, and resume at once with the link in "
-          "comms.avoid_links)"),
+          "replan (a slow link between two ranks: the gradient rings re-planned around it while the job "
+          "runs, as comms.avoid_links would; an asynchronous or stateless run checkpoints, stops and "
+          "resumes at once)"),
   };
   return schema;
 }

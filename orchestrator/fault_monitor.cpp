@@ -77,9 +77,54 @@ FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const Detec
 void FaultMonitor::begin_attempt(int world_size) {
   std::lock_guard lock(mu_);
   stop_requested_ = false;
+  ring_planner_ = nullptr;
+  live_links_.clear();
+  ring_version_ = 0;
   if (world_size == detector_.world_size()) return;
   detector_ = FaultDetector(world_size, options_);
   avoided_.clear();  // the links of the old numbering
+}
+
+void FaultMonitor::set_ring_planner(RingPlanner planner) {
+  std::lock_guard lock(mu_);
+  ring_planner_ = std::move(planner);
+}
+
+std::vector<std::pair<int, int>> FaultMonitor::take_live_links() {
+  std::lock_guard lock(mu_);
+  return std::exchange(untaken_live_, {});
+}
+
+bool FaultMonitor::replan_rings(std::pair<int, int> link) {
+  RingPlanner planner;
+  std::vector<std::pair<int, int>> links;
+  {
+    std::lock_guard lock(mu_);
+    planner = ring_planner_;
+    links = live_links_;
+  }
+  links.push_back(link);
+  if (!planner) return false;
+  auto rings = planner(links);  // a plan build: outside the lock
+  if (!rings) return false;
+  control::Command command;
+  command.set_kind(control::Command::SET_RINGS);
+  {
+    std::lock_guard lock(mu_);
+    rings->set_version(++ring_version_);
+    live_links_.push_back(link);
+    untaken_live_.push_back(link);
+  }
+  nlohmann::json event = {{"event", "rings_replanned"},
+                          {"link", {link.first, link.second}},
+                          {"version", rings->version()},
+                          {"rings", nlohmann::json::array()}};
+  for (const auto& ring : rings->rings())
+    event["rings"].push_back(std::vector<int>(ring.ranks().begin(), ring.ranks().end()));
+  *command.mutable_rings() = std::move(*rings);
+  state_.command(std::move(command));
+  state_.add_event(std::move(event));
+  return true;
 }
 
 std::vector<std::pair<int, int>> FaultMonitor::take_replan_links() {
@@ -107,6 +152,10 @@ void FaultMonitor::act_on(const Verdict& v) {
     {
       std::lock_guard lock(mu_);
       if (!avoided_.insert(*v.link).second) return;  // planned around already
+    }
+    if (replan_rings(*v.link)) return;  // the rings change while the job runs
+    {
+      std::lock_guard lock(mu_);
       replan_links_.push_back(*v.link);
     }
     request_stop({{"event", "replan_requested"}, {"link", {v.link->first, v.link->second}}});

@@ -8,8 +8,10 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -39,15 +41,28 @@ LeaveOut leave_out(const std::set<int>& faulty, const std::vector<std::string>& 
 
 class FaultMonitor {
  public:
-  // `policy`: faults.policy. replan: a slow link between two ranks asks the job to stop, once per
-  // link (`avoided`: the links the plan already avoids, comms.avoid_links). restart: a slow rank
+  // `policy`: faults.policy. replan: a slow link between two ranks is planned around once
+  // (`avoided`: the links the plan already avoids, comms.avoid_links): the gradients' rings change
+  // while the job runs when the attempt's ring planner gives new ones, else the job is asked to
+  // stop and relaunch with the link avoided. restart: a slow rank
   // asks the job to stop, and every rank named slow, hung or crashed is left out of the next
   // launch (take_faulty_ranks).
   FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options,
                const std::string& policy = "report", const std::vector<std::pair<int, int>>& avoided = {});
 
-  // The next launch runs `world_size` ranks: a fresh detector (ranks and links are renumbered).
+  // The next launch runs `world_size` ranks: a fresh detector (ranks and links are renumbered), no
+  // ring planner until set_ring_planner().
   void begin_attempt(int world_size);
+
+  // faults.policy replan while the attempt runs: the rings that avoid `links` besides the plan's
+  // own avoided ones (every gradient group's world ranks in ring order), or nullopt when this launch
+  // cannot change them live (then the job stops and relaunches).
+  using RingPlanner =
+      std::function<std::optional<control::RingOrders>(const std::vector<std::pair<int, int>>& links)>;
+  void set_ring_planner(RingPlanner planner);
+  // The links planned around while the attempt ran (its rings changed live) since the last call:
+  // for the config of any later launch.
+  std::vector<std::pair<int, int>> take_live_links();
 
   void add_report(const report::StepReport& report);
 
@@ -68,6 +83,8 @@ class FaultMonitor {
   nlohmann::json waiting_evidence(int rank) const;
   void act_on(const Verdict& v);
   void request_stop(const nlohmann::json& event);  // the job checkpoints after its step and stops
+  // Sends every rank new rings avoiding `link` too; false when the attempt cannot change them live.
+  bool replan_rings(std::pair<int, int> link);
 
   JobState& state_;
   std::unique_ptr<LineAppender> timings_;
@@ -78,7 +95,11 @@ class FaultMonitor {
   std::vector<std::pair<int, int>> replan_links_;
   std::set<std::pair<int, int>> avoided_;  // planned around, or asked to be
   std::set<int> faulty_ranks_;
-  bool stop_requested_ = false;  // in this attempt
+  bool stop_requested_ = false;                    // in this attempt
+  RingPlanner ring_planner_;                       // this attempt's
+  std::vector<std::pair<int, int>> live_links_;    // re-ringed live in this attempt
+  std::vector<std::pair<int, int>> untaken_live_;  // the same, until take_live_links()
+  uint64_t ring_version_ = 0;                      // SET_RINGS sent in this attempt
 };
 
 }  // namespace rondo

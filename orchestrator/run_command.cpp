@@ -31,6 +31,7 @@
 #include "orchestrator/fault_monitor.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
+#include "proto/plan_names.h"
 
 namespace rondo {
 
@@ -254,6 +255,60 @@ std::string joined(const std::vector<std::string>& args) {
   return text;
 }
 
+// Adds `links` to comms.avoid_links; false when each was there already.
+bool add_avoid_links(Config& config, const std::vector<std::pair<int, int>>& links, int64_t world) {
+  auto& avoid = config.comms.avoid_links;
+  const auto avoided = parse_avoid_links(avoid, world);
+  bool added = false;
+  for (const auto& [src, dst] : links) {
+    if (std::find(avoided.begin(), avoided.end(), std::pair(src, dst)) != avoided.end()) continue;
+    if (!avoid.empty()) avoid += ',';  // appends: GCC 12 warns falsely on a chain of string +
+    avoid.append(std::to_string(src)).append(">").append(std::to_string(dst));
+    added = true;
+  }
+  return added;
+}
+
+// The gradient groups' rings of a plan (each group's world ranks in ring order).
+control::RingOrders gradient_rings(const plan::Plan& plan) {
+  control::RingOrders out;
+  const auto kind = gradient_group_kind(plan.mesh());
+  for (const auto& g : plan.mesh().groups()) {
+    if (g.kind() != kind) continue;
+    auto* ring = out.add_rings();
+    for (uint32_t r : g.ring_size() > 0 ? g.ring() : g.ranks()) ring->add_ranks(static_cast<int32_t>(r));
+  }
+  return out;
+}
+
+// faults.policy replan with workers that can change their rings while running (bound to their
+// stages, synchronous): the attempt's ring planner, the attempt's config with the links added.
+void plan_rings_live(JobServices& job, const Config& config, const plan::Plan& plan) {
+  if (config.faults.policy != "replan" || plan.asynchronous() || plan.stateless_workers()) return;
+  const auto world = static_cast<int64_t>(plan.mesh().world_size());
+  job.faults.set_ring_planner(
+      [config, world](const std::vector<std::pair<int, int>>& links) -> std::optional<control::RingOrders> {
+        Config with = config;
+        add_avoid_links(with, links, world);
+        try {
+          return gradient_rings(build_plan(with));
+        } catch (const Error& e) {
+          logging::get("orchestrator")->warn("no rings around {} slow link(s): {}", links.size(), e.what());
+          return std::nullopt;
+        }
+      });
+}
+
+// The links an attempt's rings were changed around while it ran, into the config and plan of any
+// later launch (and plan.json).
+void absorb_live_rings(JobServices& job, Config& config, plan::Plan& plan) {
+  const auto links = job.faults.take_live_links();
+  if (links.empty() || !add_avoid_links(config, links, static_cast<int64_t>(plan.mesh().world_size())))
+    return;
+  plan = build_plan(config);
+  write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
+}
+
 // One launch of the workers, watched until it ends; `remaining` is what launch.timeout_s leaves.
 AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Config& config,
                        const std::string& worker, std::chrono::duration<double> remaining) {
@@ -262,6 +317,7 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   const auto cmd = launch_command(config, world, worker, run_dir.string());
   job.state.begin_attempt(attempt, world);
   job.faults.begin_attempt(world);
+  plan_rings_live(job, config, plan);
   ::setenv("RONDO_ATTEMPT", std::to_string(attempt).c_str(), 1);
   if (attempt > 0) {
     // Restarts resume from the latest checkpoint, whatever the config said.
@@ -347,16 +403,9 @@ bool restart_after(int attempt, const AttemptEnd& end, JobServices& job, const C
 bool replan_around_slow_links(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
   const auto links = job.faults.take_replan_links();
   if (links.empty()) return false;
-  auto& avoid = config.comms.avoid_links;
-  const auto avoided = parse_avoid_links(avoid, static_cast<int64_t>(plan.mesh().world_size()));
-  bool added = false;
-  for (const auto& [src, dst] : links) {
-    if (std::find(avoided.begin(), avoided.end(), std::pair(src, dst)) != avoided.end()) continue;
-    if (!avoid.empty()) avoid += ',';  // appends: GCC 12 warns falsely on a chain of string +
-    avoid.append(std::to_string(src)).append(">").append(std::to_string(dst));
-    added = true;
-  }
-  if (!added) return false;  // already planned around: nothing new to gain from a relaunch
+  // Already planned around: nothing new to gain from a relaunch.
+  if (!add_avoid_links(config, links, static_cast<int64_t>(plan.mesh().world_size()))) return false;
+  const auto& avoid = config.comms.avoid_links;
   plan = build_plan(config);
   write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
   std::fprintf(stderr,
@@ -451,6 +500,7 @@ int run_job(const Config& config, const RunOptions& options) {
     const auto remaining =
         std::chrono::duration<double>(config.launch.timeout_s) - (std::chrono::steady_clock::now() - t0);
     end = run_attempt(attempt, job, plan, current, worker, remaining);
+    absorb_live_rings(job, current, plan);
     // Stopped early, for a fault rather than by a signal (SIGINT, SIGTERM, SIGUSR1): go on at once.
     const bool go_on = end.ok && g_stop_requested == 0 &&
                        job.state.last_step() < static_cast<int64_t>(plan.training().train_iters());

@@ -139,4 +139,10 @@ void BoundWeights::add_metrics(MetricsWriter& metrics) {
                           [this](int64_t at) { return delayed_ ? DelayedUpdate::version(at - 1) : 0; });
 }
 
+bool BoundWeights::set_ring_order(const std::vector<int>& order) {
+  if (!reduction_) return false;
+  reduction_->set_ring_order(order);
+  return true;
+}
+
 }  // namespace rondo

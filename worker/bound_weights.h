@@ -36,6 +36,7 @@ class BoundWeights : public RankWeights {
   void update_delayed(int64_t now, double lr, double norm) override;
 
   std::string describe() const override;
+  bool set_ring_order(const std::vector<int>& order) override;
   void add_metrics(MetricsWriter& metrics) override;
 
  private:

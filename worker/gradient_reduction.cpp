@@ -114,6 +114,10 @@ void GradientReduction::reduce(int version, const torch::Tensor& grads) {
   }
 }
 
+void GradientReduction::set_ring_order(const std::vector<int>& order) {
+  for (auto& reducer : reducers_) reducer->set_ring_order(order);
+}
+
 std::string GradientReduction::describe() const {
   if (reducers_.empty()) return "";
   std::string sizes;

@@ -46,6 +46,9 @@ class GradientReduction {
   void after_backward(int version, int stage, bool last);
   // Sums `grads` (version `version`'s) over the group: finishes the buckets, or reduces in one go.
   void reduce(int version, const torch::Tensor& grads);
+  // The group's ring (Collectives::set_ring_order) from the next step on, for every version; call
+  // between steps. The one-go reduction reads `dp`'s, which its owner sets.
+  void set_ring_order(const std::vector<int>& order);
   // The buckets' sizes, for the log ("" when not overlapped).
   std::string describe() const;
   // Rows of the metrics get the buckets of their step's reducer (`version_of(step)`).

@@ -220,6 +220,14 @@ void connect_control(rondo::ControlClient& control, int rank, const fs::path& lo
       case rondo::control::Command::STOP:
         if (t) t->request_stop();
         break;
+      case rondo::control::Command::SET_RINGS:
+        if (t) {
+          std::vector<std::vector<int>> rings;
+          for (const auto& ring : c.rings().rings())
+            rings.emplace_back(ring.ranks().begin(), ring.ranks().end());
+          t->request_rings(c.rings().version(), std::move(rings));
+        }
+        break;
       case rondo::control::Command::DUMP_FLIGHT:
         if (t && t->recorder()) dump_flight(*t->recorder(), rank, logs, "the coordinator asked", &control);
         break;

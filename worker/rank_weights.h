@@ -88,6 +88,9 @@ class RankWeights {
   virtual void before_wait(int64_t /*run_step*/) {}
 
   // The parameters this rank holds, for the log; and the metrics fields this part adds.
+  // Between steps: the data-parallel ring's new order (group indices) for the gradients' own
+  // reductions; false when this mode cannot change it while running.
+  virtual bool set_ring_order(const std::vector<int>& /*order*/) { return false; }
   virtual std::string describe() const = 0;
   virtual void add_metrics(MetricsWriter& /*metrics*/) {}
 

@@ -31,12 +31,13 @@ void StepSums::from_values(const std::vector<double>& v) {
 }
 
 std::array<double, StepMaxima::kFields> StepMaxima::to_values() const {
-  return {max_rss_mb,       page_faults,       first_compute_ns_negated, last_compute_ns,
-          longest_sequence, busiest_compute_s, checkpoint_requested,     stop_requested};
+  return {max_rss_mb,           page_faults,      first_compute_ns_negated,
+          last_compute_ns,      longest_sequence, busiest_compute_s,
+          checkpoint_requested, stop_requested,   rings_received_negated};
 }
 
 StepMaxima StepMaxima::from_values(const std::array<double, kFields>& v) {
-  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]};
+  return {v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]};
 }
 
 }  // namespace rondo

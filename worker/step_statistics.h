@@ -32,11 +32,12 @@ struct StepMaxima {
   double first_compute_ns_negated = 0;  // negated, so that one max gives the earliest start
   double last_compute_ns = 0;
   double longest_sequence = 0;
-  double busiest_compute_s = 0;     // the compute seconds of the rank that computed longest
-  double checkpoint_requested = 0;  // 1 on a rank asked to checkpoint after this step
-  double stop_requested = 0;        // 1 on a rank asked to stop
+  double busiest_compute_s = 0;       // the compute seconds of the rank that computed longest
+  double checkpoint_requested = 0;    // 1 on a rank asked to checkpoint after this step
+  double stop_requested = 0;          // 1 on a rank asked to stop
+  double rings_received_negated = 0;  // minus the newest ring version a rank has: max is -min
 
-  static constexpr size_t kFields = 8;
+  static constexpr size_t kFields = 9;
   std::array<double, kFields> to_values() const;
   static StepMaxima from_values(const std::array<double, kFields>& values);
   // The span of the step's compute over every rank, seconds (0 before any compute).

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "comms/communicator.h"
 #include "comms/timing_recorder.h"
@@ -39,6 +40,11 @@ class Trainer {
   // stop checkpoints and returns from run() (an asynchronous stream drains one step later).
   void request_checkpoint();
   void request_stop();
+  // The gradients' rings (each a data-parallel group's world ranks in ring order), version
+  // `version` (counting up from 1): every rank reduces round them from the step after the first
+  // one by whose end all ranks have this version (agreed through the step's statistics).
+  // Synchronous runs with workers bound to their stages; others log and keep their rings.
+  void request_rings(uint64_t version, std::vector<std::vector<int>> rings);
   // Called on every rank once a step's statistics are known (the step after, asynchronously),
   // with this rank's report and the flight records since the previous one.
   void on_step(std::function<void(report::StepReport&&)> callback);

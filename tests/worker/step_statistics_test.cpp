@@ -50,7 +50,8 @@ TEST(StepStatistics, MaximaComeBackFieldByFieldAndGiveTheComputeSpan) {
                      .longest_sequence = 4096,
                      .busiest_compute_s = 2.5,
                      .checkpoint_requested = 1,
-                     .stop_requested = 0};
+                     .stop_requested = 0,
+                     .rings_received_negated = -3};
   const auto back = StepMaxima::from_values(m.to_values());
   EXPECT_EQ(back.max_rss_mb, 100);
   EXPECT_EQ(back.page_faults, 3);
@@ -58,6 +59,7 @@ TEST(StepStatistics, MaximaComeBackFieldByFieldAndGiveTheComputeSpan) {
   EXPECT_EQ(back.busiest_compute_s, 2.5);
   EXPECT_EQ(back.checkpoint_requested, 1);
   EXPECT_EQ(back.stop_requested, 0);
+  EXPECT_EQ(back.rings_received_negated, -3);
   EXPECT_DOUBLE_EQ(back.compute_span_s(), 0.25);
 }
 
