@@ -5,8 +5,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "common/errors.h"
@@ -29,6 +27,7 @@
 #include "worker/delayed_update.h"
 #include "worker/hdp_step_model.h"
 #include "worker/learning_rate.h"
+#include "worker/live_rings.h"
 #include "worker/metrics_writer.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
@@ -155,14 +154,9 @@ struct Trainer::Impl : StepModel {
   // The step's statistics as this rank saw them (main thread), to be summed over the world.
   StepSums local_sums(const StepTimes& so_far);
   std::atomic<bool> checkpoint_requested{false}, stop_requested{false};
-  // Gradient rings sent while running (request_rings): every version received, the newest, and the
-  // one in force (0: the plan's). `dp_ranks`: the data-parallel group's world ranks by index.
-  std::mutex rings_mu;
-  std::map<uint64_t, std::vector<std::vector<int>>> rings_by_version;
-  std::atomic<uint64_t> rings_received{0};
-  uint64_t rings_applied = 0;
-  std::vector<int> dp_ranks;
-  void apply_rings(uint64_t version, int64_t at);
+  // Gradient rings sent while running (request_rings), and their change at an agreed step.
+  std::unique_ptr<LiveRings> live_rings;
+  void apply_rings(const LiveRings::Change& change, int64_t at);
   std::function<void(report::StepReport&&)> on_step;
   TimingRecorder::ReportCursor reported;  // the recorder's records already sent in a step report
   // The coordinator's launch number (RONDO_ATTEMPT): rows of a restarted attempt say so, and the
@@ -275,7 +269,7 @@ void Trainer::Impl::build_dp_group() {
   }
   if (!mine) throw PlanError("rank " + std::to_string(rank) + " is in no data-parallel group of the plan");
   std::vector<int> ranks(mine->ranks().begin(), mine->ranks().end());
-  dp_ranks = ranks;
+  live_rings = std::make_unique<LiveRings>(ranks, rank);
   dp_coll = std::make_unique<Collectives>(dp_comm ? *dp_comm : world, recorder.get());
   // Data-parallel groups are disjoint: the first member names one.
   std::string name = "dp@" + std::to_string(ranks.front());
@@ -370,40 +364,24 @@ void Trainer::request_checkpoint() { impl_->checkpoint_requested = true; }
 void Trainer::request_stop() { impl_->stop_requested = true; }
 
 void Trainer::request_rings(uint64_t version, std::vector<std::vector<int>> rings) {
-  auto& s = *impl_;
-  std::lock_guard lock(s.rings_mu);
-  s.rings_by_version[version] = std::move(rings);
-  if (version > s.rings_received) s.rings_received = version;
+  impl_->live_rings->receive(version, std::move(rings));
 }
 
-void Trainer::Impl::apply_rings(uint64_t version, int64_t at) {
+void Trainer::Impl::apply_rings(const LiveRings::Change& change, int64_t at) {
   // Every rank decides alike (the version is agreed, the rings the same on every rank).
-  rings_applied = version;
-  std::vector<std::vector<int>> rings;
-  {
-    std::lock_guard lock(rings_mu);
-    rings = rings_by_version[version];
-  }
   const auto refuse = [&](const std::string& why) {
-    log->warn("gradient rings version {} not applied: {}", version, why);
+    log->warn("gradient rings version {} not applied: {}", change.version, why);
   };
+  if (!change.refused.empty()) return refuse(change.refused);
   if (weights->delayed()) return refuse("an asynchronous stream reduces on its own thread");
-  const auto ring = std::find_if(rings.begin(), rings.end(), [&](const std::vector<int>& r) {
-    return std::find(r.begin(), r.end(), rank) != r.end();
-  });
-  if (ring == rings.end() || ring->size() != dp_ranks.size()) return refuse("no ring of this rank's group");
-  std::vector<int> order;
-  for (int r : *ring) {
-    const auto at_index = std::find(dp_ranks.begin(), dp_ranks.end(), r);
-    if (at_index == dp_ranks.end())
-      return refuse("rank " + std::to_string(r) + " is not in this rank's group");
-    order.push_back(static_cast<int>(at_index - dp_ranks.begin()));
-  }
-  if (!weights->set_ring_order(order)) return refuse("this run mode keeps the plan's rings");
-  dp_coll->set_ring_order(order);
+  if (!weights->set_ring_order(change.order)) return refuse("this run mode keeps the plan's rings");
+  dp_coll->set_ring_order(change.order);
   if (rank == 0) {
-    log->info("gradients reduced round the rings of version {} from step {}", version, at + 1);
-    event({{"event", "rings_applied"}, {"version", version}, {"from_step", at + 1}, {"rings", rings}});
+    log->info("gradients reduced round the rings of version {} from step {}", change.version, at + 1);
+    event({{"event", "rings_applied"},
+           {"version", change.version},
+           {"from_step", at + 1},
+           {"rings", change.rings}});
   }
 }
 
@@ -519,15 +497,15 @@ StepMaxima Trainer::Impl::local_maxima(const MetricsWriter::Step& report) {
           .busiest_compute_s = report.times.compute_s,
           .checkpoint_requested = checkpoint_requested.exchange(false) ? 1.0 : 0.0,
           .stop_requested = stop_requested.load() ? 1.0 : 0.0,
-          .rings_received_negated = -static_cast<double>(rings_received.load())};
+          .rings_received_negated = -static_cast<double>(live_rings->received())};
 }
 
 void Trainer::Impl::step_done(const MetricsWriter::Step& r) {
   // Its report to the coordinator, and rank 0's metrics row.
   agreed_checkpoint |= r.worst.checkpoint_requested > 0;
   agreed_stop |= r.worst.stop_requested > 0;
-  if (const auto agreed = static_cast<uint64_t>(-r.worst.rings_received_negated); agreed > rings_applied)
-    apply_rings(agreed, r.step);
+  if (const auto change = live_rings->agree(static_cast<uint64_t>(-r.worst.rings_received_negated)))
+    apply_rings(*change, r.step);
   const auto& t = plan.training();
   if (on_step) on_step(step_report(r, step_tokens() / r.step_s, t.train_iters()));
   if (!metrics) return;
