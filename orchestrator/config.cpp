@@ -39,6 +39,13 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(model, recompute_granularity,
                 "activation recomputation: none | full (keep each stage's input, rerun its forward before "
                 "its backward) | selective (recompute attention scores from q, k, v)"),
+      RONDO_KEY(model, num_experts, "mixture of experts: experts per MoE layer (0: dense MLPs; docs/moe.md)"),
+      RONDO_KEY(model, moe_router_topk, "experts each token is routed to (top-k of the router's softmax)"),
+      RONDO_KEY(model, moe_capacity_factor,
+                "an expert's slots per microbatch: factor * tokens * topk / experts; tokens past them "
+                "are dropped (they pass through the residual)"),
+      RONDO_KEY(model, moe_aux_loss_coeff, "weight of the Switch/GShard load-balancing loss"),
+      RONDO_KEY(model, moe_layer_freq, "every f-th block (0, f, 2f, ...) has an MoE MLP"),
       RONDO_KEY(parallel, world_size, "number of worker ranks"),
       RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
       RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),
@@ -46,7 +53,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(parallel, context_parallel_size,
                 "cp: ranks sharing every row, each a zigzag share of its tokens, attention running round "
                 "them (ring attention; docs/hdp.md)"),
-      RONDO_KEY(parallel, expert_model_parallel_size, "ep; splits the data-parallel dimension"),
+      RONDO_KEY(parallel, expert_model_parallel_size,
+                "ep: ranks sharing a layer's experts (each holds num_experts / ep of them, tokens travel "
+                "by all-to-all); divides the data-parallel size"),
       RONDO_KEY(parallel, hdp,
                 "hybrid data/context parallelism (ByteScale-style): every step's sequences each get a "
                 "context-parallel group sized for them, laid out so all ranks finish together (`rondo plan "

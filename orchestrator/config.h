@@ -22,6 +22,12 @@ struct ModelConfig {
   int64_t vocab_size = 256;
   int64_t seq_length = 128;
   std::string recompute_granularity = "none";  // none | full | selective
+  // Mixture of experts (parallelism/exec/moe_layer.h): 0 experts is a dense model.
+  int64_t num_experts = 0;
+  int64_t moe_router_topk = 2;
+  double moe_capacity_factor = 1.25;  // slots per expert: factor * tokens * topk / experts
+  double moe_aux_loss_coeff = 0.01;
+  int64_t moe_layer_freq = 1;  // layers 0, f, 2f, ... have an MoE MLP
 };
 
 struct ParallelConfig {

@@ -32,6 +32,27 @@ void require_one_of(const std::string& value, const std::vector<std::string>& al
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+// The mixture of experts: the experts, the router, and how expert parallelism splits them.
+void validate_moe(const Config& c) {
+  const auto& m = c.model;
+  const int64_t ep = c.parallel.expert_model_parallel_size;
+  require(m.num_experts >= 0, "model.num_experts", "must be >= 0 (0: dense MLPs), got " + str(m.num_experts));
+  if (m.num_experts == 0) {
+    require(ep == 1, "parallel.expert_model_parallel_size",
+            str(ep) + " needs experts to share: set model.num_experts (a dense model has none)");
+    return;
+  }
+  require(m.moe_router_topk >= 1 && m.moe_router_topk <= m.num_experts, "model.moe_router_topk",
+          "must lie in [1, model.num_experts=" + str(m.num_experts) + "], got " + str(m.moe_router_topk));
+  require(m.moe_capacity_factor > 0, "model.moe_capacity_factor",
+          "must be > 0 (an expert's slots: factor * tokens * topk / experts)");
+  require(m.moe_aux_loss_coeff >= 0, "model.moe_aux_loss_coeff", "must be >= 0");
+  require(m.moe_layer_freq >= 1, "model.moe_layer_freq",
+          "must be >= 1 (every f-th block has an MoE MLP), got " + str(m.moe_layer_freq));
+  require(ep >= 1 && m.num_experts % ep == 0, "parallel.expert_model_parallel_size",
+          str(ep) + " does not divide model.num_experts=" + str(m.num_experts));
+}
+
 void validate_model(const Config& c) {
   const auto& m = c.model;
   require(m.num_layers >= 1, "model.num_layers", "must be >= 1, got " + str(m.num_layers));
@@ -46,6 +67,7 @@ void validate_model(const Config& c) {
   require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
   require_one_of(m.family, planned_model_families(), "model.family");
   require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
+  validate_moe(c);
 }
 
 // The mesh, and how the pipeline's stages cut the model.

@@ -1,5 +1,6 @@
 // Plan assembly: a validated Config becomes the protobuf Plan every worker executes (mesh and
-// groups, stages, per-rank actions and microbatch assignment), with the checks of its transfers.
+// groups, stages, per-rank actions and microbatch assignment); its transfers are checked by
+// orchestrator/plan_transfer_checks.h.
 // Its JSON and human views: orchestrator/plan_views.h.
 #pragma once
 
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "orchestrator/config.h"
+#include "orchestrator/plan_transfer_checks.h"
 #include "proto/plan.pb.h"
 #include "proto/plan_version.h"
 
@@ -16,18 +18,5 @@ plan::Plan build_plan(const Config& config);
 
 // The plan's pipeline schedule simulated with the predicted op durations, as a Gantt chart (SVG).
 std::string plan_gantt_svg(const Config& config);
-
-// Checks that every send has exactly one matching receive on its peer and every receive one
-// send (same direction, producing stage and microbatch). Throws PlanError naming the first
-// unmatched transfer.
-void validate_plan_transfers(const plan::Plan& plan);
-
-// Whether the plan would deadlock on an executor whose sends block until the peer reaches the
-// matching receive (rendezvous semantics: MPI_Ssend, or any message above the eager limit when
-// receives are posted only where they stand in the plan). Returns the ranks and actions that
-// wait on each other, or an empty string when the plan runs under those semantics. rondo's
-// executor posts every receive first and never blocks on a send, so it runs either kind; this
-// tells whether a plan is portable to one that does not.
-std::string blocking_send_deadlock(const plan::Plan& plan);
 
 }  // namespace rondo

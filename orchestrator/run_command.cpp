@@ -80,6 +80,29 @@ SbatchOptions complete_sbatch_options(SbatchOptions o, const std::string& config
   return o;
 }
 
+namespace {
+
+// What the worker's MoE layers (parallelism/exec/moe_layer.h) run with so far.
+void check_moe_executable(const Config& c) {
+  const std::string moe = "with model.num_experts " + std::to_string(c.model.num_experts);
+  const auto refuse = [&](const char* key, const std::string& what) {
+    throw ConfigError(key, moe + ": " + what + " is not built yet");
+  };
+  if (c.parallel.hdp || c.parallel.context_parallel_size != 1)
+    refuse("parallel.context_parallel_size", "context parallelism (and parallel.hdp)");
+  if (c.data.chunk_size != 0) refuse("data.chunk_size", "chunked training (set 0)");
+  if (c.pipeline.async) refuse("pipeline.async", "the asynchronous pipeline (set false)");
+  if (c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1)
+    refuse("pipeline.schedule", "roundpipe's stateless workers");
+  if (c.model.recompute_granularity == "full")
+    refuse("model.recompute_granularity", "full recomputation (use none or selective)");
+  if (c.parallel.expert_model_parallel_size > 1 && c.training.device != "cpu")
+    refuse("training.device",
+           "expert parallelism on " + c.training.device + " (its all-to-all is host-only)");
+}
+
+}  // namespace
+
 void check_executable(const Config& c) {
   const auto& p = c.parallel;
   const std::string why =
@@ -102,8 +125,7 @@ void check_executable(const Config& c) {
     if (c.pipeline.schedule == "roundpipe" && p.pipeline_model_parallel_size > 1)
       throw ConfigError("pipeline.schedule", cp + ": roundpipe's stateless workers are not built for it");
   }
-  if (p.expert_model_parallel_size != 1)
-    throw ConfigError("parallel.expert_model_parallel_size", "must be 1 for `rondo run`:" + why);
+  if (c.model.num_experts > 0) check_moe_executable(c);
   if (c.comms.backend != "mpi")
     throw ConfigError("comms.backend", "the worker drives gradients over mpi only so far");
 }

@@ -57,6 +57,9 @@ std::vector<int> DeviceMesh::group_of(int rank, MeshDim dim) const {
       for (int i = 0; i < ep_; ++i) with([&](MeshCoords& c) { c.dp = first + i; });
       break;
     }
+    case MeshDim::kExpertDp:
+      for (int i = base.ep; i < dp_; i += ep_) with([&](MeshCoords& c) { c.dp = i; });
+      break;
     case MeshDim::kPp:
       for (int i = 0; i < pp_; ++i) with([&](MeshCoords& c) { c.pp = i; });
       break;

@@ -17,7 +17,7 @@ struct MeshCoords {
   bool operator==(const MeshCoords&) const = default;
 };
 
-enum class MeshDim { kTp, kCp, kEp, kDp, kPp, kDpCp };
+enum class MeshDim { kTp, kCp, kEp, kDp, kPp, kDpCp, kExpertDp };
 
 class DeviceMesh {
  public:
@@ -35,7 +35,8 @@ class DeviceMesh {
   int rank(const MeshCoords& coords) const;
 
   // The ranks that share every coordinate of `rank` except along `dim`, in coordinate order.
-  // kEp: same tp, cp, pp and expert-data index; kDpCp: the union of the dp and cp dimensions.
+  // kEp: same tp, cp, pp and expert-data index; kDpCp: the union of the dp and cp dimensions;
+  // kExpertDp: same tp, cp, pp and ep index (the replicas of the same experts).
   std::vector<int> group_of(int rank, MeshDim dim) const;
 
   // All groups along `dim`, each once, ordered by their smallest rank.

@@ -5,6 +5,7 @@
 
 #include "common/logging.h"
 #include "comms/collectives.h"
+#include "parallelism/exec/moe_layer.h"
 #include "proto/plan.pb.h"
 #include "worker/optimizer_factory.h"
 
@@ -23,10 +24,21 @@ std::vector<StageLayers> local_stages(const plan::Plan& plan, int rank) {
   return out;
 }
 
-// Makes each parameter's gradient a view into `grads` (flat, in parameter order).
+// The model's parameters in the order their gradients lie in the flat buffer: the dense ones (summed
+// over the data-parallel group), then the experts' (summed over their replicas only), each part in
+// model order.
+std::vector<std::pair<std::string, torch::Tensor>> flat_order(const StagedModel& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> dense, experts;
+  for (const auto& item : model->named_parameters())
+    (is_expert_parameter(item.key()) ? experts : dense).emplace_back(item.key(), item.value());
+  dense.insert(dense.end(), experts.begin(), experts.end());
+  return dense;
+}
+
+// Makes each parameter's gradient a view into `grads` (flat, in flat_order()).
 void view_gradients(StagedModel& model, const torch::Tensor& grads) {
   int64_t offset = 0;
-  for (auto& p : model->parameters()) {
+  for (auto& [name, p] : flat_order(model)) {
     p.mutable_grad() = grads.narrow(0, offset, p.numel()).view_as(p);
     offset += p.numel();
   }
@@ -37,30 +49,38 @@ void view_gradients(StagedModel& model, const torch::Tensor& grads) {
 BoundWeights::BoundWeights(const RankWeightsContext& c) : RankWeights(c.plan), context_(c) {
   const auto& t = c.plan.training();
   const auto& family = model_family(c.plan.model().family());
-  const auto shape = model_shape(c.plan);
+  const auto shape = model_shape(c.plan, c.moe);
   const auto local = local_stages(c.plan, c.rank);
   model_ = StagedModel(family, shape, local, t.seed());
   model_->to(c.device);
-  // Gradients live in one flat buffer so that a step needs one allreduce and no copies.
+  // Gradients live in one flat buffer so that a step needs one allreduce (two with expert
+  // parallelism) and no copies.
   int64_t elements = 0;
-  for (const auto& p : model_->parameters()) elements += p.numel();
+  for (const auto& [name, p] : flat_order(model_)) {
+    elements += p.numel();
+    if (!is_expert_parameter(name)) dense_elements_ = elements;
+  }
   flat_ = torch::zeros({elements}, torch::TensorOptions().dtype(torch::kFloat32).device(c.device));
   view_gradients(model_, flat_);
-  OptimizerParameters over{.params = model_->parameters(), .grads = flat_};
-  for (const auto& item : model_->named_parameters()) over.named.emplace_back(item.key(), item.value());
+  OptimizerParameters over{.grads = flat_};
+  for (const auto& [name, p] : flat_order(model_)) {
+    over.params.push_back(p);
+    over.named.emplace_back(name, p);
+  }
   over.stacked_matrices = family.stacked_matrices;
+  const auto params = over.params;
   optimizer_ = make_optimizer(t, std::move(over));
   if (!c.plan.asynchronous()) return;
 
-  std::array<std::vector<torch::Tensor>, 2> params;
+  std::array<std::vector<torch::Tensor>, 2> version_params;
   for (size_t k = 0; k < versions_.size(); ++k) {
     versions_[k] = StagedModel(family, shape, local, t.seed());
     versions_[k]->to(c.device);
     version_grads_[k] = torch::zeros_like(flat_);
     view_gradients(versions_[k], version_grads_[k]);
-    params[k] = versions_[k]->parameters();
+    for (const auto& [name, p] : flat_order(versions_[k])) version_params[k].push_back(p);
   }
-  delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, model_->parameters(), std::move(params),
+  delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, params, std::move(version_params),
                                              delay_correction(c.plan));
   if (c.rank == 0) log_asynchronous_mode(c.plan);
 }
@@ -81,8 +101,22 @@ void BoundWeights::before_first_step(bool) {
   } else {
     sources.push_back({model_, flat_});
   }
-  reduction_ = std::make_unique<GradientReduction>(plan_.comms(), context_.dp, context_.recorder,
-                                                   context_.world.host_buffers(), std::move(sources));
+  // With expert parallelism the experts' gradients (the buffer's end) have a reduction of their own.
+  const bool split = context_.expert_dp != nullptr && dense_elements_ < flat_.numel();
+  const auto part = [&](int64_t from, int64_t count) {
+    auto out = sources;
+    for (auto& s : out) s.grads = s.grads.narrow(0, from, count);
+    return out;
+  };
+  const auto dense = [](const std::string& name) { return !is_expert_parameter(name); };
+  reduction_ = std::make_unique<GradientReduction>(
+      plan_.comms(), context_.dp, context_.recorder, context_.world.host_buffers(),
+      split ? part(0, dense_elements_) : sources, split ? dense : GradientReduction::Include{});
+  if (split) {
+    expert_reduction_ = std::make_unique<GradientReduction>(
+        plan_.comms(), *context_.expert_dp, context_.recorder, context_.world.host_buffers(),
+        part(dense_elements_, flat_.numel() - dense_elements_), is_expert_parameter);
+  }
   if (context_.rank == 0 && reduction_->overlapped())
     logging::get("worker")->info("gradient reduction overlapped with the backward: {}",
                                  reduction_->describe());
@@ -100,17 +134,36 @@ torch::Tensor BoundWeights::step_grads(int64_t now) const {
 
 void BoundWeights::before_backward(int64_t now, int stage, bool last) {
   reduction_->before_backward(version(now), stage, last);
+  if (expert_reduction_) expert_reduction_->before_backward(version(now), stage, last);
 }
 
 void BoundWeights::after_backward(int64_t now, int stage, bool last) {
   reduction_->after_backward(version(now), stage, last);
+  if (expert_reduction_) expert_reduction_->after_backward(version(now), stage, last);
 }
 
-void BoundWeights::reduce_gradients(int64_t now) { reduction_->reduce(version(now), step_grads(now)); }
+void BoundWeights::reduce_gradients(int64_t now) {
+  const auto grads = step_grads(now);
+  if (!expert_reduction_) return reduction_->reduce(version(now), grads);
+  reduction_->reduce(version(now), grads.narrow(0, 0, dense_elements_));
+  expert_reduction_->reduce(version(now), grads.narrow(0, dense_elements_, grads.numel() - dense_elements_));
+}
 
 std::optional<double> BoundWeights::gradient_norm_squared(int64_t now) {
-  const double norm = step_grads(now).norm(2).item<double>();
-  return norm * norm;
+  // The dense gradients are counted by data-parallel index 0, the experts' by each expert group's
+  // first replica (data-parallel index < ep).
+  const auto& c = plan_.ranks(context_.rank).coords();
+  if (c.cp() != 0 || c.tp() != 0) return 0.0;
+  const auto grads = step_grads(now);
+  const auto squared = [](const torch::Tensor& g) {
+    const double norm = g.numel() ? g.norm(2).item<double>() : 0.0;
+    return norm * norm;
+  };
+  double sum = 0;
+  if (c.dp() == 0) sum += squared(grads.narrow(0, 0, dense_elements_));
+  if (c.dp() < plan_.mesh().ep())
+    sum += squared(grads.narrow(0, dense_elements_, grads.numel() - dense_elements_));
+  return sum;
 }
 
 void BoundWeights::update(double lr, double norm) { step_optimizer(*optimizer_, flat_, lr, norm); }

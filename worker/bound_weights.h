@@ -1,9 +1,10 @@
 // BoundWeights: the weights of a rank bound to the plan's stages (every schedule but RoundPipe's
 // stateless workers). The stages it holds form one StagedModel whose gradients live in one flat
 // buffer, summed over the data-parallel group by a GradientReduction (built before the first step,
-// on the parameters a checkpoint load left). Asynchronous plans (PipeDream-2BW) compute on two
-// more copies, step t on version t % 2 with gradients of its own, which the DelayedUpdate turns
-// into the optimizer's step one step late.
+// on the parameters a checkpoint load left; with expert parallelism the experts' gradients, at the
+// buffer's end, are summed over their replicas by a second one). Asynchronous plans (PipeDream-2BW) compute
+// on two more copies, step t on version t % 2 with gradients of its own, which the DelayedUpdate turns into
+// the optimizer's step one step late.
 #pragma once
 
 #include <array>
@@ -45,13 +46,16 @@ class BoundWeights : public RankWeights {
 
   RankWeightsContext context_;
   StagedModel model_{nullptr};
-  torch::Tensor flat_;  // every parameter's gradient (views into it)
+  torch::Tensor flat_;  // every parameter's gradient (views into it): the dense ones, then the experts'
+  int64_t dense_elements_ = 0;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   // Asynchronous: the compute versions and their gradients (flat, like `flat_`).
   std::array<StagedModel, 2> versions_{StagedModel{nullptr}, StagedModel{nullptr}};
   std::array<torch::Tensor, 2> version_grads_;
   std::unique_ptr<DelayedUpdate> delayed_;
   std::unique_ptr<GradientReduction> reduction_;
+  // Expert parallelism: the experts' gradients, summed over their replicas (context.expert_dp).
+  std::unique_ptr<GradientReduction> expert_reduction_;
 };
 
 }  // namespace rondo

@@ -51,9 +51,18 @@ void deserialize(T& value, const std::string& path) {
 Checkpointer::Checkpointer(std::string checkpoints_dir, const plan::Plan& plan, int rank, Collectives& world)
     : dir_(std::move(checkpoints_dir)), plan_(plan), rank_(rank), world_(world) {}
 
+// With expert parallelism each expert group's first replica (data-parallel index < ep) writes its
+// experts with the rest of its stages: one shard per (pp, tp, ep) position.
 bool Checkpointer::writes_optimizer_shard() const {
   const auto& c = plan_.ranks(rank_).coords();
-  return c.dp() == 0 && c.cp() == 0;
+  return c.dp() < plan_.mesh().ep() && c.cp() == 0;
+}
+
+std::string Checkpointer::position() const {
+  const auto& c = plan_.ranks(rank_).coords();
+  const auto pp = plan_.stateless_workers() ? 0 : c.pp();
+  return "pp" + std::to_string(pp) + "-tp" + std::to_string(c.tp()) +
+         (plan_.mesh().ep() > 1 ? "-ep" + std::to_string(c.ep()) : "");
 }
 
 // Stateless workers all hold the whole (shared) model: pipeline rank 0 writes it, every worker
@@ -62,15 +71,12 @@ bool Checkpointer::writes_model_shard() const {
   return writes_optimizer_shard() && (!plan_.stateless_workers() || plan_.ranks(rank_).coords().pp() == 0);
 }
 
-std::string Checkpointer::model_shard_name() const {
-  const auto& c = plan_.ranks(rank_).coords();
-  const auto pp = plan_.stateless_workers() ? 0 : c.pp();
-  return "model-pp" + std::to_string(pp) + "-tp" + std::to_string(c.tp()) + ".pt";
-}
+std::string Checkpointer::model_shard_name() const { return "model-" + position() + ".pt"; }
 
 std::string Checkpointer::optimizer_shard_name() const {
   const auto& c = plan_.ranks(rank_).coords();
-  return "optim-pp" + std::to_string(c.pp()) + "-tp" + std::to_string(c.tp()) + ".pt";
+  return "optim-pp" + std::to_string(c.pp()) + "-tp" + std::to_string(c.tp()) +
+         (plan_.mesh().ep() > 1 ? "-ep" + std::to_string(c.ep()) : "") + ".pt";
 }
 
 std::string Checkpointer::rng_name() const { return "rng-rank" + std::to_string(rank_) + ".pt"; }
@@ -185,7 +191,7 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
   };
   if (!has(model_shard_name()) || !has(optimizer_shard_name())) {
     throw CheckpointError(step_dir.string(),
-                          "has no shard " + model_shard_name() + " for this rank's (pp, tp) position");
+                          "has no shard " + model_shard_name() + " for this rank's (pp, tp, ep) position");
   }
   const auto model_path = (step_dir / model_shard_name()).string();
   try {

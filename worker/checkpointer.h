@@ -1,6 +1,7 @@
 // Checkpointer: saves and restores a worker's training state as a sharded, checksummed
 // checkpoint (see common/checkpoint_manifest.h for the layout and atomicity rules).
-// Model and optimizer shards are written once per (pp, tp) position by its dp=0, cp=0 rank
+// Model and optimizer shards are written once per (pp, tp) position by its dp=0, cp=0 rank (with
+// expert parallelism once per (pp, tp, ep): the experts differ along ep)
 // (stateless workers share one model shard, written by pipeline rank 0); every rank writes its
 // RNG state. save() and load() are collective over `world`.
 #pragma once
@@ -34,6 +35,8 @@ class Checkpointer {
   const std::string& dir() const { return dir_; }
 
  private:
+  // "pp<k>-tp<k>" (stateless workers: pp0), "-ep<k>" added with expert parallelism.
+  std::string position() const;
   std::string model_shard_name() const;
   std::string optimizer_shard_name() const;
   std::string rng_name() const;

@@ -24,34 +24,42 @@ class GptEmbedding : public EmbeddingPart {
   nn::Embedding token_embedding, position_embedding;
 };
 
-class GeluMlp : public torch::nn::Module {
+class GeluMlp : public ExpertMlp {
  public:
   explicit GeluMlp(const ModelShape& s)
       : fc(register_module("fc", DeferrableLinear(s.hidden_size, s.ffn_hidden_size, true, s.fused_kernels))),
         fc_out(register_module("fc_out",
                                DeferrableLinear(s.ffn_hidden_size, s.hidden_size, true, s.fused_kernels))),
         fused_kernels_(s.fused_kernels) {}
-  torch::Tensor forward(const torch::Tensor& x) { return fc_out(gelu(fc(x), fused_kernels_)); }
+  torch::Tensor forward(const torch::Tensor& x) override { return fc_out(gelu(fc(x), fused_kernels_)); }
 
  private:
   DeferrableLinear fc, fc_out;
   bool fused_kernels_;
 };
 
+// A dense block's MLP is a GeluMlp ("block3.fc.weight"); an MoE block's is an MoeMlp of GeluMlp
+// experts ("block0.router.weight", "block0.expert5.fc.weight").
 class GptBlock : public BlockPart {
  public:
-  explicit GptBlock(const ModelShape& s)
+  GptBlock(const ModelShape& s, int64_t layer)
       : ln1(register_module("ln1", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})))),
         attn(register_module("attn", CausalSelfAttention(s.hidden_size, s.num_attention_heads,
                                                          s.selective_recompute, s.fused_kernels))),
-        ln2(register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})))),
-        mlp(std::make_shared<GeluMlp>(s)) {
-    adopt_submodules(*this, *mlp);
+        ln2(register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})))) {
+    if (s.is_moe_layer(layer)) {
+      moe = MoeMlp(s.moe, layer, s.moe_runtime, [s] { return std::make_shared<GeluMlp>(s); });
+      adopt_submodules(*this, *moe);
+    } else {
+      mlp = std::make_shared<GeluMlp>(s);
+      adopt_submodules(*this, *mlp);
+    }
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
                         LayerKeyValues* present, const ContextShare* share) override {
     auto h = x + attn(ln1(x), bias, past, present, share);
-    return h + mlp->forward(ln2(h));
+    const auto normed = ln2(h);
+    return h + (mlp ? mlp->forward(normed) : moe->forward(normed));
   }
 
  private:
@@ -59,6 +67,7 @@ class GptBlock : public BlockPart {
   CausalSelfAttention attn;
   nn::LayerNorm ln2;
   std::shared_ptr<GeluMlp> mlp;
+  MoeMlp moe{nullptr};
 };
 
 class GptHead : public HeadPart {
@@ -93,7 +102,7 @@ ModelFamily gpt_family() {
   return {
       .name = "gpt",
       .make_embedding = [](const ModelShape& s) { return std::make_shared<GptEmbedding>(s); },
-      .make_block = [](const ModelShape& s) { return std::make_shared<GptBlock>(s); },
+      .make_block = [](const ModelShape& s, int64_t layer) { return std::make_shared<GptBlock>(s, layer); },
       .make_head = [](const ModelShape& s) { return std::make_shared<GptHead>(s); },
       .stacked_matrices = [](const std::string& name) { return name.ends_with("attn.qkv.weight") ? 3 : 1; },
       .initialise = initialise};

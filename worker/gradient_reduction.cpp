@@ -19,6 +19,15 @@ constexpr double kFirstBucketMb = 1.0;
 
 size_t mib(double mb) { return static_cast<size_t>(mb * 1024 * 1024); }
 
+// The parameters a reduction sums, in model order.
+std::vector<torch::Tensor> included(const StagedModel& model, const GradientReduction::Include& include) {
+  std::vector<torch::Tensor> out;
+  for (const auto& item : model->named_parameters()) {
+    if (!include || include(item.key())) out.push_back(item.value());
+  }
+  return out;
+}
+
 // Each parameter's stage, by the identity of its tensor.
 std::map<const void*, int> stage_of(const StagedModel& model) {
   std::map<const void*, int> out;
@@ -31,15 +40,15 @@ std::map<const void*, int> stage_of(const StagedModel& model) {
 }  // namespace
 
 GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, TimingRecorder* recorder,
-                                     bool host_buffers, std::vector<Source> sources)
+                                     bool host_buffers, std::vector<Source> sources, const Include& include)
     : dp_(dp), native_(c.allreduce() == plan::ALLREDUCE_KIND_NATIVE || !host_buffers) {
   if (!c.overlap_grad_reduce() || dp.comm().size() == 1 || sources.empty()) return;
   const auto& first = sources.front().model;
   std::vector<size_t> elements;
-  for (const auto& p : first->parameters()) elements.push_back(static_cast<size_t>(p.numel()));
+  for (const auto& p : included(first, include)) elements.push_back(static_cast<size_t>(p.numel()));
   const auto stages = stage_of(first);
   size_t index = 0;
-  for (const auto& p : first->parameters())
+  for (const auto& p : included(first, include))
     stage_params_[stages.at(p.unsafeGetTensorImpl())].push_back(index++);
   for (auto& [source, grads] : sources) {
     auto buckets = plan_gradient_buckets(elements, 1, sizeof(float), mib(c.bucket_size_mb()),
@@ -60,7 +69,7 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
             .get();
     const auto source_stage = stage_of(source);
     index = 0;
-    for (auto& p : source->parameters()) {
+    for (auto& p : included(source, include)) {
       const int stage = source_stage.at(p.unsafeGetTensorImpl());
       auto accumulator = torch::autograd::impl::grad_accumulator(p);
       // A gradient counts as final only in its stage's last backward of the step (earlier ones

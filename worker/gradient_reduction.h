@@ -13,8 +13,10 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comms/bucketed_allreduce.h"
@@ -30,16 +32,20 @@ class MetricsWriter;
 
 class GradientReduction {
  public:
-  // A model whose backwards produce gradients into `grads` (flat, in its parameters' order).
+  // A model whose backwards produce gradients into `grads`: the included parameters' gradients,
+  // back to back in model order.
   struct Source {
     StagedModel model;
     torch::Tensor grads;
   };
+  // Which parameters (by model-wide name) a reduction sums; empty: all of them.
+  using Include = std::function<bool(const std::string& name)>;
   // `dp` (over the data-parallel group) must outlive this; so must the sources' models, whose
   // gradient accumulators carry the hooks (build this after a checkpoint load replaced them).
   // `host_buffers`: whether the communicator reads host memory (otherwise the library's allreduce).
+  // `include`: the experts' gradients over their own group, the rest over the data-parallel one.
   GradientReduction(const plan::CommsSpec& comms, Collectives& dp, TimingRecorder* recorder,
-                    bool host_buffers, std::vector<Source> sources);
+                    bool host_buffers, std::vector<Source> sources, const Include& include = {});
 
   bool overlapped() const { return !reducers_.empty(); }
   void before_backward(int version, int stage, bool last);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "parallelism/exec/moe_layer.h"
 #include "worker/causal_attention.h"
 
 namespace rondo {
@@ -33,6 +34,12 @@ struct ModelShape {
   // GELU and the attention softmax on the fused CPU kernels (worker/fused_ops.h) where they apply;
   // false: ATen's (training.cpu_kernels aten).
   bool fused_kernels = true;
+  // Mixture of experts (moe.num_experts 0: dense): the MLP of layers 0, f, 2f, ... (f =
+  // moe_layer_freq) is an MoeMlp whose experts are the family's MLP, sharing `moe_runtime`.
+  MoeOptions moe = {};
+  int64_t moe_layer_freq = 1;
+  std::shared_ptr<MoeRuntime> moe_runtime = nullptr;
+  bool is_moe_layer(int64_t layer) const { return moe.num_experts > 0 && layer % moe_layer_freq == 0; }
 };
 
 // Token ids [batch, seq] and each token's position [batch, seq] (or [seq]) -> hidden states.
@@ -61,7 +68,8 @@ class HeadPart : public torch::nn::Module {
 struct ModelFamily {
   std::string name;
   std::function<std::shared_ptr<EmbeddingPart>(const ModelShape&)> make_embedding;
-  std::function<std::shared_ptr<BlockPart>(const ModelShape&)> make_block;
+  // Layer `layer` (0-based, model-wide): its MLP is an MoE one where shape.is_moe_layer(layer).
+  std::function<std::shared_ptr<BlockPart>(const ModelShape&, int64_t layer)> make_block;
   std::function<std::shared_ptr<HeadPart>(const ModelShape&)> make_head;
   // How many matrices a 2-D weight stacks along its rows (GPT's attn.qkv.weight: Q, K and V), for
   // optimizers that treat each matrix on its own (Muon orthogonalises Q, K and V separately); 1

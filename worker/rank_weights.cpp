@@ -28,16 +28,26 @@ void RankWeights::step_optimizer(torch::optim::Optimizer& optimizer, const torch
   grads.zero_();
 }
 
-ModelShape model_shape(const plan::Plan& plan) {
+ModelShape model_shape(const plan::Plan& plan, std::shared_ptr<MoeRuntime> moe) {
   const auto& m = plan.model();
-  return {m.num_layers(),
-          m.hidden_size(),
-          m.num_attention_heads(),
-          m.ffn_hidden_size(),
-          m.vocab_size(),
-          m.seq_length(),
-          m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
-          plan.training().cpu_kernels() == plan::CPU_KERNELS_FUSED};
+  ModelShape shape{m.num_layers(),
+                   m.hidden_size(),
+                   m.num_attention_heads(),
+                   m.ffn_hidden_size(),
+                   m.vocab_size(),
+                   m.seq_length(),
+                   m.recompute_granularity() == plan::RECOMPUTE_SELECTIVE,
+                   plan.training().cpu_kernels() == plan::CPU_KERNELS_FUSED};
+  if (m.moe().num_experts() > 0) {
+    shape.moe = {.hidden_size = m.hidden_size(),
+                 .num_experts = m.moe().num_experts(),
+                 .topk = m.moe().router_topk(),
+                 .capacity_factor = m.moe().capacity_factor(),
+                 .aux_loss_coeff = m.moe().aux_loss_coeff()};
+    shape.moe_layer_freq = m.moe().layer_freq();
+    shape.moe_runtime = std::move(moe);
+  }
+  return shape;
 }
 
 DelayCorrection delay_correction(const plan::Plan& plan) {

@@ -68,8 +68,9 @@ class RankWeights {
   // After the step's last backward: its gradients summed over the data-parallel replicas (where
   // the delayed update takes them itself, nothing).
   virtual void reduce_gradients(int64_t now) = 0;
-  // This rank's share of the step's squared gradient norm, summed over the world for clipping;
-  // nullopt where the delayed update adds it (collect_delayed_gradients()).
+  // This rank's share of the step's squared gradient norm, summed over the world for clipping
+  // (each gradient counted by one of its replicas; 0 on the others); nullopt where the delayed
+  // update adds it (collect_delayed_gradients()).
   virtual std::optional<double> gradient_norm_squared(int64_t now) = 0;
 
   // Synchronous: the optimizer step at `lr`, the gradients clipped to training.clip_grad by the
@@ -112,10 +113,14 @@ struct RankWeightsContext {
   Communicator& world;
   Collectives& dp;
   TimingRecorder* recorder = nullptr;
+  // Mixture of experts: what the layers share (the expert group) and, with expert parallelism,
+  // the group the experts' gradients are summed over (their replicas; null: `dp`).
+  std::shared_ptr<MoeRuntime> moe = nullptr;
+  Collectives* expert_dp = nullptr;
 };
 
-// The model's shape from the plan (model and training.cpu_kernels).
-ModelShape model_shape(const plan::Plan& plan);
+// The model's shape from the plan (model and training.cpu_kernels), its MoE layers sharing `moe`.
+ModelShape model_shape(const plan::Plan& plan, std::shared_ptr<MoeRuntime> moe = nullptr);
 
 // plan.delay_correction; throws PlanError for a value this worker does not run.
 DelayCorrection delay_correction(const plan::Plan& plan);

@@ -34,7 +34,7 @@ StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
       adopt_submodules(*this, *embedding_);
     }
     for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) {
-      blocks_.emplace(l, register_module("block" + std::to_string(l), family.make_block(s)));
+      blocks_.emplace(l, register_module("block" + std::to_string(l), family.make_block(s, l)));
     }
     if (st.has_lm_head) {
       head_ = family.make_head(s);

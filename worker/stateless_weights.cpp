@@ -201,6 +201,8 @@ void StatelessWeights::reduce_gradients(int64_t) {
 
 std::optional<double> StatelessWeights::gradient_norm_squared(int64_t) {
   if (delayed_) return std::nullopt;  // the update's thread adds it once it has the gradients
+  const auto& c = plan_.ranks(context_.rank).coords();
+  if (c.dp() != 0 || c.cp() != 0 || c.tp() != 0) return 0.0;  // replica 0 counts the owned stages
   const double norm = flat_.norm(2).item<double>();
   return norm * norm;
 }

@@ -6,14 +6,15 @@ namespace rondo {
 
 std::vector<double> StepSums::to_values() const {
   std::vector<double> v = {grad_norm_squared, loss, compute_s, targets, chunks, chunks_recomputed};
-  for (const auto* stage : {&stage_f, &stage_b, &stage_w, &stage_b_lead})
-    v.insert(v.end(), stage->begin(), stage->end());
+  for (const auto* part : {&stage_f, &stage_b, &stage_w, &stage_b_lead, &moe})
+    v.insert(v.end(), part->begin(), part->end());
   return v;
 }
 
 void StepSums::from_values(const std::vector<double>& v) {
   constexpr size_t kScalars = 6;
-  if (v.size() != kScalars + stage_f.size() + stage_b.size() + stage_w.size() + stage_b_lead.size()) {
+  if (v.size() !=
+      kScalars + stage_f.size() + stage_b.size() + stage_w.size() + stage_b_lead.size() + moe.size()) {
     throw std::invalid_argument("StepSums::from_values: " + std::to_string(v.size()) +
                                 " values for another shape of step statistics");
   }
@@ -24,9 +25,9 @@ void StepSums::from_values(const std::vector<double>& v) {
   chunks = v[4];
   chunks_recomputed = v[5];
   auto in = v.begin() + kScalars;
-  for (auto* stage : {&stage_f, &stage_b, &stage_w, &stage_b_lead}) {
-    std::copy(in, in + static_cast<long>(stage->size()), stage->begin());
-    in += static_cast<long>(stage->size());
+  for (auto* part : {&stage_f, &stage_b, &stage_w, &stage_b_lead, &moe}) {
+    std::copy(in, in + static_cast<long>(part->size()), part->begin());
+    in += static_cast<long>(part->size());
   }
 }
 

@@ -20,6 +20,8 @@ struct StepSums {
   // Per stage, counted by replica 0 so each stage once: F, B (or I) and W seconds, and a stateless
   // backward's lead (the recomputation before its gradient arrives), per backward stage.
   std::vector<double> stage_f = {}, stage_b = {}, stage_w = {}, stage_b_lead = {};
+  // Mixture of experts: the router's load and the load-balancing loss (worker/moe_training.h).
+  std::vector<double> moe = {};
 
   std::vector<double> to_values() const;
   // Reads what to_values() wrote, for the same stage counts as this struct already holds.

@@ -29,6 +29,7 @@
 #include "worker/learning_rate.h"
 #include "worker/live_rings.h"
 #include "worker/metrics_writer.h"
+#include "worker/moe_training.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
@@ -77,6 +78,8 @@ struct Trainer::Impl : StepModel {
   }
   // Chunked training (data.chunk_size): the step model the executor runs, wrapping this one.
   std::unique_ptr<ChunkedStepModel> chunked;
+  // Mixture of experts (model.moe): the expert groups, the layers' runtime, the router's load.
+  std::unique_ptr<MoeTraining> moe;
   // Hybrid data/context parallelism (parallel.hdp): the step model, wrapping this one.
   std::unique_ptr<HdpStepModel> hdp;
   StepModel& step_model() {
@@ -207,6 +210,7 @@ void Trainer::Impl::setup() {
   stats_coll->set_group("stats", {});
   build_dp_group();
   build_cp_group();
+  moe = MoeTraining::make(plan, rank, world, recorder.get());  // collective with expert parallelism
   dp_coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
@@ -220,12 +224,14 @@ void Trainer::Impl::setup() {
                                      .pad = plan.data().pad()});
   batches = std::make_unique<StepBatches>(plan, me, *windows, device);
   torch::manual_seed(t.seed());
-  weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get()});
+  weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get(),
+                               moe ? moe->runtime() : nullptr, moe ? moe->expert_dp() : nullptr});
   const auto& c = me.coords();
   updates = make_step_updates(*weights, *stats_coll, world, recorder.get(),
                               c.dp() == 0 && c.cp() == 0 && c.tp() == 0);
   executor =
       std::make_unique<StageExecutor>(plan, rank, *p2p_comm, recorder.get(), weights->shared_replica());
+  if (moe) moe->runtime()->set_loss_scale(executor->loss_scale());
   if (plan.data().chunk_size() > 0) {
     chunked = std::make_unique<ChunkedStepModel>(plan, rank, *this, *batches, weights->model(),
                                                  executor->loss_scale());
@@ -337,9 +343,10 @@ StepSums Trainer::Impl::local_sums(const StepTimes& so_far) {
   }
   sums.loss = so_far.loss_sum * executor->loss_scale();
   sums.compute_s = so_far.compute_s;
+  if (moe) sums.moe = moe->take_step_values();
+  // Stateless and asynchronous: the update's thread adds the norm once it has the gradients.
+  sums.grad_norm_squared = weights->gradient_norm_squared(step - 1).value_or(0.0);
   if (c.dp() == 0 && c.cp() == 0 && c.tp() == 0) {
-    // Stateless and asynchronous: the update's thread adds the norm once it has the gradients.
-    sums.grad_norm_squared = weights->gradient_norm_squared(step - 1).value_or(0.0);
     sums.stage_f = so_far.stage_f;
     sums.stage_b = so_far.stage_b;
     sums.stage_w = so_far.stage_w;
@@ -444,6 +451,11 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
       row["chunks"] = updates->summed().chunks;
       row["chunks_recomputed"] = updates->summed().chunks_recomputed;
       row["longest_sequence"] = r.worst.longest_sequence;
+    });
+  }
+  if (moe) {
+    metrics->add_fields([this](const MetricsWriter::Step&, nlohmann::json& row) {
+      moe->metrics_fields(updates->summed().moe, row);
     });
   }
   if (hdp) {

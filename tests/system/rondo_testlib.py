@@ -96,6 +96,11 @@ def rows(run_dir):
         return [json.loads(line) for line in f]
 
 
+def by_step(run_dir):
+    """The metrics rows by step (a re-run step's last row)."""
+    return {r["step"]: r for r in rows(run_dir)}
+
+
 def events(run_dir):
     with open(os.path.join(run_dir, "events.jsonl")) as f:
         return [json.loads(line) for line in f]

@@ -5,7 +5,7 @@ each policy (rondo, static, megatron) reproduces the same batches run on one ran
 step; so do a run cut at step 4 and resumed, and batches so small that the plan leaves ranks idle.
 A sequence no group can hold is refused naming the cap's key. With emulated compute the run reports
 the measured busy max/mean beside the planner's."""
-from rondo_testlib import TINY, Context, rel_diff, rows
+from rondo_testlib import TINY, Context, by_step, rel_diff
 
 ctx = Context()
 
@@ -13,10 +13,6 @@ ctx = Context()
 HDP = TINY + ["training.train_iters=12", "data.path=lognormal", "data.lognormal_mu=3", "data.lognormal_sigma=1",
               "data.lognormal_documents=2000", "parallel.hdp=true", "data.tokens_per_step=512"]
 FOUR = ["parallel.world_size=4", "parallel.max_tokens_per_rank=16"]
-
-
-def by_step(run):
-    return {r["step"]: r for r in rows(run)}
 
 
 def agrees(name, ref, sets):

@@ -1,0 +1,100 @@
+#include "worker/moe_training.h"
+
+#include <algorithm>
+#include <string>
+
+#include "common/errors.h"
+#include "proto/plan.pb.h"
+
+namespace rondo {
+
+namespace {
+
+// This rank's group of `kind` (collective: every rank takes part in every group's split).
+std::unique_ptr<Communicator> split_group(const plan::Plan& plan, plan::GroupKind kind, int rank,
+                                          Communicator& world, std::vector<int>& members) {
+  std::unique_ptr<Communicator> mine;
+  for (const auto& g : plan.mesh().groups()) {
+    if (g.kind() != kind) continue;
+    std::vector<int> ranks(g.ranks().begin(), g.ranks().end());
+    auto sub = world.split(ranks);
+    if (sub) {
+      mine = std::move(sub);
+      members = std::move(ranks);
+    }
+  }
+  if (!mine)
+    throw PlanError("rank " + std::to_string(rank) + " is in no " + plan::GroupKind_Name(kind) + " group");
+  mine->set_timeout(world.timeout());
+  return mine;
+}
+
+}  // namespace
+
+std::unique_ptr<MoeTraining> MoeTraining::make(const plan::Plan& plan, int rank, Communicator& world,
+                                               TimingRecorder* recorder) {
+  const auto& moe = plan.model().moe();
+  if (moe.num_experts() == 0) return nullptr;
+  std::unique_ptr<MoeTraining> out(new MoeTraining());
+  out->experts_ = moe.num_experts();
+  for (int64_t l = 0; l < static_cast<int64_t>(plan.model().num_layers()); l += moe.layer_freq())
+    out->layers_.push_back(l);
+  ExpertParallel ep;
+  const int size = static_cast<int>(plan.mesh().ep());
+  if (size > 1) {
+    std::vector<int> members;
+    out->ep_comm_ = split_group(plan, plan::GROUP_EP, rank, world, members);
+    out->ep_coll_ = std::make_unique<Collectives>(*out->ep_comm_, recorder);
+    out->ep_coll_->set_group("ep@" + std::to_string(members.front()), members);
+    out->expert_dp_comm_ = split_group(plan, plan::GROUP_EXPERT_DP, rank, world, members);
+    out->expert_dp_coll_ = std::make_unique<Collectives>(*out->expert_dp_comm_, recorder);
+    out->expert_dp_coll_->set_group("edp@" + std::to_string(members.front()), members);
+    ep = {out->ep_coll_.get(), size, static_cast<int>(plan.ranks(rank).coords().ep())};
+  }
+  out->runtime_ = std::make_shared<MoeRuntime>(ep);
+  return out;
+}
+
+std::vector<double> MoeTraining::take_step_values() {
+  const auto load = runtime_->take_load();
+  const size_t layers = layers_.size(), experts = static_cast<size_t>(experts_);
+  std::vector<double> v(1 + 2 * layers * experts, 0.0);
+  for (size_t i = 0; i < layers; ++i) {
+    const auto it = load.find(layers_[i]);
+    if (it == load.end()) continue;
+    v[0] += it->second.aux_loss;
+    for (size_t e = 0; e < experts; ++e) {
+      v[1 + i * experts + e] = static_cast<double>(it->second.routed[e]);
+      v[1 + (layers + i) * experts + e] = static_cast<double>(it->second.kept[e]);
+    }
+  }
+  return v;
+}
+
+void MoeTraining::metrics_fields(const std::vector<double>& summed, nlohmann::json& row) const {
+  const size_t layers = layers_.size(), experts = static_cast<size_t>(experts_);
+  if (summed.size() != 1 + 2 * layers * experts) return;  // a step with no statistics yet
+  row["moe_aux_loss"] = summed[0];
+  nlohmann::json routed = nlohmann::json::object(), kept = nlohmann::json::object();
+  double all_routed = 0, all_kept = 0, worst = 0;
+  for (size_t i = 0; i < layers; ++i) {
+    const auto r = summed.begin() + static_cast<long>(1 + i * experts);
+    const auto k = summed.begin() + static_cast<long>(1 + (layers + i) * experts);
+    routed[std::to_string(layers_[i])] = std::vector<double>(r, r + static_cast<long>(experts));
+    kept[std::to_string(layers_[i])] = std::vector<double>(k, k + static_cast<long>(experts));
+    double sum = 0;
+    for (size_t e = 0; e < experts; ++e) {
+      all_routed += r[static_cast<long>(e)];
+      sum += k[static_cast<long>(e)];
+    }
+    all_kept += sum;
+    if (sum > 0)
+      worst = std::max(worst, *std::max_element(k, k + static_cast<long>(experts)) * experts / sum);
+  }
+  row["moe_routed"] = routed;
+  row["moe_kept"] = kept;
+  row["moe_dropped"] = all_routed > 0 ? 1.0 - all_kept / all_routed : 0.0;
+  row["moe_load_max_over_mean"] = worst;
+}
+
+}  // namespace rondo
