@@ -250,7 +250,98 @@ class NativeAllreduce : public PendingCollective {
   std::unique_ptr<CommRequest> request_;
 };
 
+// All-to-all(v) with every transfer posted at once; a connection's time is recorded when both of
+// its directions have completed.
+class PostedAlltoallv : public PendingCollective {
+ public:
+  struct Pair {
+    int dst, src;
+    const char* send;
+    size_t send_bytes;
+    char* recv;
+    size_t recv_bytes;
+  };
+  PostedAlltoallv(Communicator& comm, std::optional<TimingRecorder::Scope> scope, std::vector<Pair> pairs,
+                  double emulated_link_bps)
+      : PendingCollective(comm, "all-to-all over " + std::to_string(comm.size()) + " ranks"),
+        scope_(std::move(scope)),
+        t0_(Clock::now()) {
+    for (const auto& p : pairs) {
+      if (scope_) scope_->posted(p.dst, p.src);
+      auto& open = open_.emplace_back();
+      open.pair = p;
+      open.recv = comm.irecv(p.recv, p.recv_bytes, p.src, kTagAlltoall);
+      open.send = comm.isend(p.send, p.send_bytes, p.dst, kTagAlltoall);
+      hold_until_ = std::max(
+          hold_until_, emulated_transfer_end(t0_, std::max(p.send_bytes, p.recv_bytes), emulated_link_bps));
+    }
+  }
+  bool progress() override {
+    for (auto& o : open_) {
+      if (o.done) continue;
+      if (!o.received && o.recv->test()) o.received = Clock::now();
+      if (!o.received || !o.send->test()) continue;
+      o.done = true;
+      ++steps_done_;
+      if (scope_) scope_->step(o.pair.dst, o.pair.src, o.pair.send_bytes, t0_, *o.received, Clock::now());
+    }
+    if (steps_done_ < open_.size() || Clock::now() < hold_until_) return false;
+    if (scope_) {
+      scope_->end();
+      scope_.reset();
+    }
+    return true;
+  }
+  ~PostedAlltoallv() override {
+    if (scope_) scope_->abandon();
+  }
+
+ private:
+  struct Open {
+    Pair pair{};
+    std::unique_ptr<CommRequest> recv, send;
+    std::optional<Clock::time_point> received;
+    bool done = false;
+  };
+  std::optional<TimingRecorder::Scope> scope_;
+  Clock::time_point t0_;
+  std::vector<Open> open_;
+};
+
 }  // namespace
+
+std::unique_ptr<PendingCollective> Collectives::start_alltoallv(const void* send,
+                                                                const std::vector<size_t>& send_counts,
+                                                                void* recv,
+                                                                const std::vector<size_t>& recv_counts,
+                                                                DType type) {
+  require_host("pairwise alltoall");
+  const int n = comm_.size(), r = comm_.rank();
+  if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
+    throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
+  }
+  const size_t es = dtype_size(type);
+  std::vector<size_t> sdispl(static_cast<size_t>(n) + 1, 0), rdispl(static_cast<size_t>(n) + 1, 0);
+  for (size_t j = 0; j < static_cast<size_t>(n); ++j) {
+    sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
+    rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
+  }
+  const auto ur = static_cast<size_t>(r);
+  if (send_counts[ur] != recv_counts[ur]) {
+    throw CommError(r, r, "alltoallv: the block a rank sends itself must match what it receives");
+  }
+  const auto* in = static_cast<const char*>(send);
+  auto* out = static_cast<char*>(recv);
+  std::memcpy(out + rdispl[ur], in + sdispl[ur], send_counts[ur] * es);
+  std::vector<PostedAlltoallv::Pair> pairs;
+  for (int s = 1; s < n; ++s) {
+    const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
+    pairs.push_back({static_cast<int>(dst), static_cast<int>(src), in + sdispl[dst], send_counts[dst] * es,
+                     out + rdispl[src], recv_counts[src] * es});
+  }
+  return std::make_unique<PostedAlltoallv>(comm_, record(CollectiveOp::kAlltoallv, sdispl.back()),
+                                           std::move(pairs), emulated_link_bps_);
+}
 
 std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size_t count, DType type,
                                                                 ReduceOp op) {

@@ -59,6 +59,13 @@ class Collectives {
   // contiguously in rank order.
   void alltoallv(const void* send, const std::vector<size_t>& send_counts, void* recv,
                  const std::vector<size_t>& recv_counts, DType type);
+  // The same exchange started but not finished: every transfer posted at once (each connection
+  // timed when both its directions complete), the caller advancing it with progress() between
+  // pieces of compute. One all-to-all of a communicator in flight at a time; the buffers must stay
+  // valid until it completes.
+  std::unique_ptr<PendingCollective> start_alltoallv(const void* send, const std::vector<size_t>& send_counts,
+                                                     void* recv, const std::vector<size_t>& recv_counts,
+                                                     DType type);
   void broadcast(void* data, size_t count, DType type, int root);
   void barrier();
 

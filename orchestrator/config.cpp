@@ -46,6 +46,11 @@ const std::vector<ConfigKey>& config_schema() {
                 "are dropped (they pass through the residual)"),
       RONDO_KEY(model, moe_aux_loss_coeff, "weight of the Switch/GShard load-balancing loss"),
       RONDO_KEY(model, moe_layer_freq, "every f-th block (0, f, 2f, ...) has an MoE MLP"),
+      RONDO_KEY(moe, a2a_overlap_degree,
+                "with expert parallelism: chunks an MoE layer's forward is pipelined in, each chunk's "
+                "dispatch and combine all-to-alls overlapping the neighbouring chunks' expert compute "
+                "(FSMoE); 1: no overlap"),
+      RONDO_KEY(moe, bwd_degree, "the same for the backward (its gradients' all-to-alls)"),
       RONDO_KEY(parallel, world_size, "number of worker ranks"),
       RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
       RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),

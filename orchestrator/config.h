@@ -181,8 +181,15 @@ struct TopologyConfig {
   int64_t channels = 1;  // parallel flows per ring edge (NCCL's channels), each with its own path
 };
 
+// FSMoE-style overlap of an MoE layer's all-to-alls with its experts' compute (docs/moe.md).
+struct MoeConfig {
+  std::string a2a_overlap_degree = "1";  // chunks of the forward's dispatch/compute/combine pipeline
+  std::string bwd_degree = "1";          // the backward's
+};
+
 struct Config {
   ModelConfig model;
+  MoeConfig moe;
   ParallelConfig parallel;
   TrainingConfig training;
   DataConfig data;
@@ -203,6 +210,10 @@ struct ConfigKey {
   std::function<ConfigField(Config&)> field;
   std::string full_name() const { return section + "." + name; }
 };
+
+// A pipeline degree of the moe section (moe.a2a_overlap_degree, moe.bwd_degree); throws
+// ConfigError naming `key`.
+int64_t moe_degree(const std::string& value, const std::string& key);
 
 // All keys, in the order they are printed.
 const std::vector<ConfigKey>& config_schema();

@@ -1,6 +1,7 @@
 // Config validation: every check beyond a key's type, each naming its key (docs/config.md lists
 // them). parse_config() calls validate() once the file and the overrides are applied.
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -32,6 +33,18 @@ void require_one_of(const std::string& value, const std::vector<std::string>& al
 
 std::string str(int64_t v) { return std::to_string(v); }
 
+}  // namespace
+
+int64_t moe_degree(const std::string& value, const std::string& key) {
+  int64_t degree = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), degree);
+  if (error != std::errc() || end != value.data() + value.size() || degree < 1 || degree > 64)
+    throw ConfigError(key, "'" + value + "' is not a number of chunks in [1, 64]");
+  return degree;
+}
+
+namespace {
+
 // The mixture of experts: the experts, the router, and how expert parallelism splits them.
 void validate_moe(const Config& c) {
   const auto& m = c.model;
@@ -51,6 +64,8 @@ void validate_moe(const Config& c) {
           "must be >= 1 (every f-th block has an MoE MLP), got " + str(m.moe_layer_freq));
   require(ep >= 1 && m.num_experts % ep == 0, "parallel.expert_model_parallel_size",
           str(ep) + " does not divide model.num_experts=" + str(m.num_experts));
+  moe_degree(c.moe.a2a_overlap_degree, "moe.a2a_overlap_degree");
+  moe_degree(c.moe.bwd_degree, "moe.bwd_degree");
 }
 
 void validate_model(const Config& c) {

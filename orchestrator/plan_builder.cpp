@@ -337,6 +337,9 @@ void spec_pass(PlanContext& c) {
     moe->set_capacity_factor(mc.moe_capacity_factor);
     moe->set_aux_loss_coeff(mc.moe_aux_loss_coeff);
     moe->set_layer_freq(static_cast<uint32_t>(mc.moe_layer_freq));
+    moe->set_forward_degree(
+        static_cast<uint32_t>(moe_degree(config.moe.a2a_overlap_degree, "moe.a2a_overlap_degree")));
+    moe->set_backward_degree(static_cast<uint32_t>(moe_degree(config.moe.bwd_degree, "moe.bwd_degree")));
   }
 
   auto* ts = p.mutable_training();

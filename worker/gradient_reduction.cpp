@@ -6,6 +6,7 @@
 
 #include "comms/gradient_buckets.h"
 #include "data/exec/chunked_microbatch.h"
+#include "parallelism/exec/expert_pipeline.h"
 #include "pipeline/exec/weight_grad_store.h"
 #include "proto/plan.pb.h"
 #include "worker/metrics_writer.h"
@@ -76,12 +77,13 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
       // accumulate). Under a split backward (I) the linear layers' gradients come later, in W, so
       // hooks mark nothing then; after_backward() marks the stage's parameters once W is done. A
       // chunked microbatch's chunks each add to every gradient and run inside its forward: none of
-      // them counts; after_backward() marks the stage's parameters.
+      // them counts; after_backward() marks the stage's parameters. An MoE layer's pipelined expert
+      // backward adds to its experts' gradients once per piece: only the last piece counts.
       accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
           [this, into, index, stage](const torch::autograd::variable_list& outputs,
                                      const torch::autograd::variable_list&) {
             if (final_backward_[stage] && !WeightGradStore::active() &&
-                !ChunkedMicrobatch::partial_gradients())
+                !ChunkedMicrobatch::partial_gradients() && !expert_gradients_partial())
               into->mark_ready(index);
             return outputs;
           }));

@@ -46,12 +46,18 @@ std::unique_ptr<MoeTraining> MoeTraining::make(const plan::Plan& plan, int rank,
     out->ep_comm_ = split_group(plan, plan::GROUP_EP, rank, world, members);
     out->ep_coll_ = std::make_unique<Collectives>(*out->ep_comm_, recorder);
     out->ep_coll_->set_group("ep@" + std::to_string(members.front()), members);
+    out->ep_combine_comm_ = split_group(plan, plan::GROUP_EP, rank, world, members);
+    out->ep_combine_coll_ = std::make_unique<Collectives>(*out->ep_combine_comm_, recorder);
+    out->ep_combine_coll_->set_group("ep_combine@" + std::to_string(members.front()), members);
     out->expert_dp_comm_ = split_group(plan, plan::GROUP_EXPERT_DP, rank, world, members);
     out->expert_dp_coll_ = std::make_unique<Collectives>(*out->expert_dp_comm_, recorder);
     out->expert_dp_coll_->set_group("edp@" + std::to_string(members.front()), members);
-    ep = {out->ep_coll_.get(), size, static_cast<int>(plan.ranks(rank).coords().ep())};
+    ep = {out->ep_coll_.get(), out->ep_combine_coll_.get(), size,
+          static_cast<int>(plan.ranks(rank).coords().ep())};
   }
   out->runtime_ = std::make_shared<MoeRuntime>(ep);
+  out->runtime_->set_degrees({static_cast<int>(std::max(1u, moe.forward_degree())),
+                              static_cast<int>(std::max(1u, moe.backward_degree()))});
   return out;
 }
 

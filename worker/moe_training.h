@@ -45,8 +45,9 @@ class MoeTraining {
 
   std::vector<int64_t> layers_;  // the model's MoE layers
   int64_t experts_ = 0;
-  std::unique_ptr<Communicator> ep_comm_, expert_dp_comm_;
-  std::unique_ptr<Collectives> ep_coll_, expert_dp_coll_;
+  // The expert group twice (dispatch, combine: one exchange of each in flight), the experts' replicas.
+  std::unique_ptr<Communicator> ep_comm_, ep_combine_comm_, expert_dp_comm_;
+  std::unique_ptr<Collectives> ep_coll_, ep_combine_coll_, expert_dp_coll_;
   std::shared_ptr<MoeRuntime> runtime_;
 };
 

@@ -18,41 +18,6 @@ std::vector<int64_t> to_vector(const torch::Tensor& counts) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
-std::vector<size_t> elements(const std::vector<int64_t>& rows, int64_t hidden) {
-  std::vector<size_t> out;
-  for (int64_t r : rows) out.push_back(static_cast<size_t>(r * hidden));
-  return out;
-}
-
-// Rows [sum(send), hidden] -> [sum(recv), hidden] over the expert group: send[j] rows to member j,
-// recv[j] rows from it, in member order. The backward sends the gradients back the same way.
-struct RowExchange : public torch::autograd::Function<RowExchange> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& rows, std::vector<int64_t> send,
-                               std::vector<int64_t> recv, Collectives* group) {
-    ctx->saved_data["send"] = send;
-    ctx->saved_data["recv"] = recv;
-    ctx->saved_data["group"] = reinterpret_cast<int64_t>(group);
-    return exchange(rows, send, recv, *group);
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto* group = reinterpret_cast<Collectives*>(ctx->saved_data["group"].toInt());
-    const auto send = ctx->saved_data["send"].toIntVector();
-    const auto recv = ctx->saved_data["recv"].toIntVector();
-    return {exchange(grads[0], recv, send, *group), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-  static torch::Tensor exchange(const torch::Tensor& rows, const std::vector<int64_t>& send,
-                                const std::vector<int64_t>& recv, Collectives& group) {
-    const int64_t hidden = rows.size(1);
-    const auto in = rows.contiguous();
-    int64_t total = 0;
-    for (int64_t r : recv) total += r;
-    auto out = torch::empty({total, hidden}, in.options());
-    group.alltoallv(in.data_ptr<float>(), elements(send, hidden), out.data_ptr<float>(),
-                    elements(recv, hidden), DType::kFloat32);
-    return out;
-  }
-};
-
 // The layer's output unchanged; its backward also gives the auxiliary loss the gradient `scale`.
 struct AuxLossInjector : public torch::autograd::Function<AuxLossInjector> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& output,
@@ -119,6 +84,11 @@ void MoeRuntime::record(int64_t layer, const MoeRouting& routing, double aux_los
   l.aux_loss += aux_loss;
 }
 
+ExpertDegrees MoeRuntime::degrees(int64_t layer) const {
+  const auto it = layer_degrees_.find(layer);
+  return it == layer_degrees_.end() ? degrees_ : it->second;
+}
+
 std::map<int64_t, MoeRuntime::LayerLoad> MoeRuntime::take_load() {
   std::lock_guard<std::mutex> lock(mutex_);
   return std::exchange(load_, {});
@@ -156,39 +126,14 @@ torch::Tensor MoeMlpImpl::run_experts(const torch::Tensor& rows, const std::vect
 
 torch::Tensor MoeMlpImpl::run_across_group(const torch::Tensor& rows, const std::vector<int64_t>& kept) {
   const auto& ep = runtime_->expert_parallel();
-  const int64_t local = local_experts();
+  ExpertExchange exchange{.members = ep.size, .local = local_experts(), .sent = kept, .received = {}};
   // Each member learns how many rows of each of its experts every member sends it.
-  std::vector<int64_t> incoming(kept.size());
-  ep.group->alltoall(kept.data(), incoming.data(), static_cast<size_t>(local), DType::kInt64);
-  std::vector<int64_t> send(static_cast<size_t>(ep.size), 0), recv(static_cast<size_t>(ep.size), 0);
-  for (int j = 0; j < ep.size; ++j) {
-    for (int64_t l = 0; l < local; ++l) {
-      send[static_cast<size_t>(j)] += kept[static_cast<size_t>(j * local + l)];
-      recv[static_cast<size_t>(j)] += incoming[static_cast<size_t>(j * local + l)];
-    }
-  }
-  const auto received = RowExchange::apply(rows, send, recv, ep.group);  // member-major
-  // Member-major -> expert-major: expert l's rows from member 0, then member 1, ...
-  std::vector<int64_t> order, counts(static_cast<size_t>(local), 0);
-  std::vector<int64_t> start(static_cast<size_t>(ep.size * local));
-  int64_t offset = 0;
-  for (int j = 0; j < ep.size; ++j) {
-    for (int64_t l = 0; l < local; ++l) {
-      start[static_cast<size_t>(j * local + l)] = offset;
-      offset += incoming[static_cast<size_t>(j * local + l)];
-    }
-  }
-  for (int64_t l = 0; l < local; ++l) {
-    for (int j = 0; j < ep.size; ++j) {
-      const auto at = static_cast<size_t>(j * local + l);
-      for (int64_t i = 0; i < incoming[at]; ++i) order.push_back(start[at] + i);
-      counts[static_cast<size_t>(l)] += incoming[at];
-    }
-  }
-  const auto index = torch::tensor(order, torch::kInt64).to(rows.device());
-  const auto computed = run_experts(received.index_select(0, index), counts);
-  const auto member_major = torch::zeros_like(received).index_copy(0, index, computed);
-  return RowExchange::apply(member_major, recv, send, ep.group);
+  exchange.received.resize(kept.size());
+  ep.group->alltoall(kept.data(), exchange.received.data(), static_cast<size_t>(exchange.local),
+                     DType::kInt64);
+  return run_expert_pipeline(
+      rows, exchange, runtime_->degrees(layer_), *ep.group, *ep.combine,
+      [this](int64_t l, const torch::Tensor& x) { return experts_[static_cast<size_t>(l)]->forward(x); });
 }
 
 torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {

@@ -14,6 +14,8 @@
 // rank routes its own tokens, sends each expert's rows to the rank holding it (rondo's all-to-all
 // over the group, so every connection is timed by the flight recorder), the experts compute, and
 // a second all-to-all brings the rows home; the backward exchanges their gradients the same way.
+// Both directions are pipelined in chunks (parallelism/exec/expert_pipeline.h, FSMoE), the
+// degrees per layer from the runtime.
 #pragma once
 
 #include <torch/torch.h>
@@ -25,6 +27,8 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "parallelism/exec/expert_pipeline.h"
 
 namespace rondo {
 
@@ -56,9 +60,12 @@ MoeRouting route_tokens(const torch::Tensor& logits, const MoeOptions& options);
 // E * sum_e (routed_e / (N k)) * mean_n probs[n, e], differentiable in probs; without the coefficient.
 torch::Tensor load_balancing_loss(const MoeRouting& routing, int64_t topk);
 
-// Where a layer's experts live: `group` (ep ranks, null or size 1: this rank holds every expert).
+// Where a layer's experts live: `group` (ep ranks, null or size 1: this rank holds every expert)
+// and a second communicator of the same ranks, `combine`, for the exchanges back (one of each in
+// flight while the experts compute).
 struct ExpertParallel {
   Collectives* group = nullptr;
+  Collectives* combine = nullptr;
   int size = 1;
   int index = 0;
 };
@@ -78,12 +85,19 @@ class MoeRuntime {
   void set_loss_scale(double scale) { loss_scale_ = scale; }
   double loss_scale() const { return loss_scale_; }
 
+  // The pipeline's degrees of layer `layer` (set_degrees: every layer's, or one layer's).
+  void set_degrees(ExpertDegrees degrees) { degrees_ = degrees; }
+  void set_degrees(int64_t layer, ExpertDegrees degrees) { layer_degrees_[layer] = degrees; }
+  ExpertDegrees degrees(int64_t layer) const;
+
   void record(int64_t layer, const MoeRouting& routing, double aux_loss);
   std::map<int64_t, LayerLoad> take_load();
 
  private:
   ExpertParallel ep_;
   double loss_scale_ = 1.0;
+  ExpertDegrees degrees_;
+  std::map<int64_t, ExpertDegrees> layer_degrees_;
   std::mutex mutex_;
   std::map<int64_t, LayerLoad> load_;
 };

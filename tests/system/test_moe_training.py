@@ -2,7 +2,8 @@
 load-balancing loss on. Routed to all 4 experts (no discrete choice left), one rank's loss trajectory
 is reproduced within 1e-5 by 4 ranks with the experts shared by 2 and by 4 of them (expert
 parallelism: tokens travel by all-to-all, the experts' gradients are summed over their replicas
-only), by 2 pipeline stages, by 2 stages whose data-parallel pair shares the experts, and by a run
+only), pipelined as FSMoE does in chunks with forward and backward degrees of their own, by 2
+pipeline stages, by 2 stages whose data-parallel pair shares the experts, and by a run
 cut at step 4 and resumed from its per-expert-group checkpoint shards. Top-2 routing with a
 capacity that drops tokens learns, reports the router's load, and agrees with one rank step for
 step while their routing is the same: a routing decision is discrete, so once float-level
@@ -39,6 +40,11 @@ ctx.check(sorted(ref) == list(range(1, 11)) and ref[10]["loss"] < ref[1]["loss"]
 ctx.check(all(r["moe_dropped"] == 0 for r in ref.values()), "routed to every expert, nothing is dropped")
 agrees("moe4-ep2", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=2"])
 agrees("moe4-ep4", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=4"])
+# FSMoE's pipeline: the exchanges in chunks overlapping the experts' compute.
+agrees("moe4-ep2-degrees-4-2", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=2",
+                                            "moe.a2a_overlap_degree=4", "moe.bwd_degree=2"])
+agrees("moe4-ep4-degrees-2-4", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=4",
+                                            "moe.a2a_overlap_degree=2", "moe.bwd_degree=4"])
 agrees("moe2-pp2", ref, ALL4 + ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"])
 agrees("moe4-pp2-ep2", ref, ALL4 + ["parallel.world_size=4", "parallel.pipeline_model_parallel_size=2",
                                     "parallel.expert_model_parallel_size=2"])
@@ -90,6 +96,7 @@ for name, sets, key in [
     ("dense-with-ep", ["model.num_experts=0", "parallel.world_size=2", "parallel.expert_model_parallel_size=2"],
      "parallel.expert_model_parallel_size"),
     ("chunked", ["data.chunk_size=32"], "data.chunk_size"),
+    ("degree-zero", ["moe.a2a_overlap_degree=0"], "moe.a2a_overlap_degree"),
 ]:
     _, proc = ctx.run(f"refused-{name}", TOP2 + sets, expect_status=None)
     out = proc.stdout + proc.stderr

@@ -190,8 +190,9 @@ TEST(MoeMlp, LoadBalancingLossReachesTheRouterThroughTheBackward) {
 // ep ranks, each with its own tokens and E / ep experts, against one rank holding every expert
 // run on each rank's tokens in turn: outputs and router gradients per rank, expert gradients
 // summed over the ranks' tokens.
-void expect_expert_parallel_equals_one_rank(int ep, double capacity_factor) {
-  SCOPED_TRACE("ep " + std::to_string(ep) + ", capacity factor " + std::to_string(capacity_factor));
+void expect_expert_parallel_equals_one_rank(int ep, double capacity_factor, ExpertDegrees degrees = {}) {
+  SCOPED_TRACE("ep " + std::to_string(ep) + ", capacity factor " + std::to_string(capacity_factor) +
+               ", degrees " + std::to_string(degrees.forward) + "/" + std::to_string(degrees.backward));
   torch::manual_seed(10 + ep);
   const auto o = options(8, 2, capacity_factor, 0.01);
   auto reference = make_layer(o);
@@ -225,9 +226,14 @@ void expect_expert_parallel_equals_one_rank(int ep, double capacity_factor) {
   for (int r = 0; r < ep; ++r) {
     threads.emplace_back([&, r] {
       try {
-        world[static_cast<size_t>(r)]->set_timeout(std::chrono::seconds(20));
-        Collectives group(*world[static_cast<size_t>(r)], nullptr);
-        auto runtime = std::make_shared<MoeRuntime>(ExpertParallel{&group, ep, r});
+        auto& comm = *world[static_cast<size_t>(r)];
+        comm.set_timeout(std::chrono::seconds(20));
+        std::vector<int> all(static_cast<size_t>(ep));
+        std::iota(all.begin(), all.end(), 0);
+        auto back = comm.split(all);
+        Collectives group(comm, nullptr), combine(*back, nullptr);
+        auto runtime = std::make_shared<MoeRuntime>(ExpertParallel{&group, &combine, ep, r});
+        runtime->set_degrees(degrees);
         auto layer = make_layer(o, runtime);
         {
           torch::NoGradGuard no_grad;
@@ -275,6 +281,18 @@ TEST(MoeExpertParallel, FourRanksEqualOne) { expect_expert_parallel_equals_one_r
 TEST(MoeExpertParallel, TwoRanksEqualOneWithTokensDropped) { expect_expert_parallel_equals_one_rank(2, 0.5); }
 TEST(MoeExpertParallel, FourRanksEqualOneWithTokensDropped) {
   expect_expert_parallel_equals_one_rank(4, 0.5);
+}
+// FSMoE's pipeline: chunks of the exchanges overlapping the experts' compute, forward and backward
+// degrees of their own (1, 2 and 4), tokens dropped or not.
+TEST(MoeExpertParallel, PipelinedInTwoAndFourChunksEqualsOneRank) {
+  for (int ep : {2, 4}) {
+    for (double capacity : {0.5, 8.0}) {
+      expect_expert_parallel_equals_one_rank(ep, capacity, {2, 2});
+      expect_expert_parallel_equals_one_rank(ep, capacity, {4, 4});
+      expect_expert_parallel_equals_one_rank(ep, capacity, {4, 2});
+      expect_expert_parallel_equals_one_rank(ep, capacity, {1, 4});
+    }
+  }
 }
 
 TEST(MoeMlp, NamesExpertsByTheirIndexInTheLayer) {
