@@ -49,8 +49,12 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(moe, a2a_overlap_degree,
                 "with expert parallelism: chunks an MoE layer's forward is pipelined in, each chunk's "
                 "dispatch and combine all-to-alls overlapping the neighbouring chunks' expert compute "
-                "(FSMoE); 1: no overlap"),
+                "(FSMoE); 1: no overlap; auto: the cost model's choice from a profiling pass at start-up "
+                "(RUN_DIR/moe_costs.json)"),
       RONDO_KEY(moe, bwd_degree, "the same for the backward (its gradients' all-to-alls)"),
+      RONDO_KEY(moe, cost_file,
+                "`rondo plan`'s MoE costs: a run's moe_costs.json (profiled); empty: the config's figures "
+                "(pipeline.device_tflops, pipeline.p2p_*)"),
       RONDO_KEY(parallel, world_size, "number of worker ranks"),
       RONDO_KEY(parallel, tensor_model_parallel_size, "tp"),
       RONDO_KEY(parallel, pipeline_model_parallel_size, "pp"),

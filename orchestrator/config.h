@@ -183,8 +183,11 @@ struct TopologyConfig {
 
 // FSMoE-style overlap of an MoE layer's all-to-alls with its experts' compute (docs/moe.md).
 struct MoeConfig {
-  std::string a2a_overlap_degree = "1";  // chunks of the forward's dispatch/compute/combine pipeline
-  std::string bwd_degree = "1";          // the backward's
+  // Chunks of the forward's dispatch/compute/combine pipeline, and of the backward's: a number, or
+  // auto (the cost model's choice from a profiling pass at start-up).
+  std::string a2a_overlap_degree = "auto";
+  std::string bwd_degree = "auto";
+  std::string cost_file;  // `rondo plan`'s costs: a run's moe_costs.json; empty: the config's figures
 };
 
 struct Config {
@@ -211,8 +214,8 @@ struct ConfigKey {
   std::string full_name() const { return section + "." + name; }
 };
 
-// A pipeline degree of the moe section (moe.a2a_overlap_degree, moe.bwd_degree); throws
-// ConfigError naming `key`.
+// A pipeline degree of the moe section (moe.a2a_overlap_degree, moe.bwd_degree), 0 for auto;
+// throws ConfigError naming `key`.
 int64_t moe_degree(const std::string& value, const std::string& key);
 
 // All keys, in the order they are printed.

@@ -36,10 +36,11 @@ std::string str(int64_t v) { return std::to_string(v); }
 }  // namespace
 
 int64_t moe_degree(const std::string& value, const std::string& key) {
+  if (value == "auto") return 0;
   int64_t degree = 0;
   const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), degree);
   if (error != std::errc() || end != value.data() + value.size() || degree < 1 || degree > 64)
-    throw ConfigError(key, "'" + value + "' is not a number of chunks in [1, 64]");
+    throw ConfigError(key, "'" + value + "' is neither auto nor a number of chunks in [1, 64]");
   return degree;
 }
 

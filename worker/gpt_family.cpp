@@ -48,8 +48,8 @@ class GptBlock : public BlockPart {
                                                          s.selective_recompute, s.fused_kernels))),
         ln2(register_module("ln2", nn::LayerNorm(nn::LayerNormOptions({s.hidden_size})))) {
     if (s.is_moe_layer(layer)) {
-      moe = MoeMlp(s.moe, layer, s.moe_runtime, [s] { return std::make_shared<GeluMlp>(s); });
-      adopt_submodules(*this, *moe);
+      moe_mlp = MoeMlp(s.moe, layer, s.moe_runtime, [s] { return std::make_shared<GeluMlp>(s); });
+      adopt_submodules(*this, *moe_mlp);
     } else {
       mlp = std::make_shared<GeluMlp>(s);
       adopt_submodules(*this, *mlp);
@@ -59,15 +59,16 @@ class GptBlock : public BlockPart {
                         LayerKeyValues* present, const ContextShare* share) override {
     auto h = x + attn(ln1(x), bias, past, present, share);
     const auto normed = ln2(h);
-    return h + (mlp ? mlp->forward(normed) : moe->forward(normed));
+    return h + (mlp ? mlp->forward(normed) : moe_mlp->forward(normed));
   }
+  MoeMlpImpl* moe() override { return moe_mlp ? moe_mlp.get() : nullptr; }
 
  private:
   nn::LayerNorm ln1;
   CausalSelfAttention attn;
   nn::LayerNorm ln2;
   std::shared_ptr<GeluMlp> mlp;
-  MoeMlp moe{nullptr};
+  MoeMlp moe_mlp{nullptr};
 };
 
 class GptHead : public HeadPart {

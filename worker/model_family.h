@@ -57,6 +57,8 @@ class BlockPart : public torch::nn::Module {
   // group (parallelism/exec/ring_attention.h); no bias, no past keys then.
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
                                 LayerKeyValues* present, const ContextShare* share = nullptr) = 0;
+  // The block's mixture-of-experts MLP, or null for a dense one.
+  virtual MoeMlpImpl* moe() { return nullptr; }
 };
 
 // Hidden states [batch, seq, hidden] -> logits [batch, seq, vocab].

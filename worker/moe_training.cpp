@@ -1,9 +1,13 @@
 #include "worker/moe_training.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <string>
 
+#include "common/atomic_file.h"
 #include "common/errors.h"
+#include "common/logging.h"
+#include "parallelism/exec/moe_profile.h"
 #include "proto/plan.pb.h"
 
 namespace rondo {
@@ -56,9 +60,51 @@ std::unique_ptr<MoeTraining> MoeTraining::make(const plan::Plan& plan, int rank,
           static_cast<int>(plan.ranks(rank).coords().ep())};
   }
   out->runtime_ = std::make_shared<MoeRuntime>(ep);
+  // 0 (auto): 1 until choose_degrees() has profiled the group.
   out->runtime_->set_degrees({static_cast<int>(std::max(1u, moe.forward_degree())),
                               static_cast<int>(std::max(1u, moe.backward_degree()))});
   return out;
+}
+
+void MoeTraining::choose_degrees(const plan::Plan& plan, StagedModel& model, int rank, const std::string& run_dir) {
+  const auto& moe = plan.model().moe();
+  const auto& ep = runtime_->expert_parallel();
+  if (ep.size <= 1 || (moe.forward_degree() > 0 && moe.backward_degree() > 0)) return;
+  const auto held = model->moe_layers();
+  if (held.empty()) return;  // a stage without MoE layers: its whole expert group has none
+  const auto& m = plan.model();
+  const double tokens = static_cast<double>(plan.training().micro_batch_size()) * m.seq_length();
+  const MoeLayerWork work{
+      .rows = tokens * moe.router_topk() * std::min(1.0, moe.capacity_factor()),
+      .hidden = m.hidden_size(),
+      .ffn = m.ffn_hidden_size(),
+      .local_experts = held.begin()->second->local_experts(),
+      .members = ep.size};
+  auto* sample = held.begin()->second;
+  const auto costs =
+      profile_moe_costs(*ep.group, [sample](const torch::Tensor& x) { return sample->run_expert(0, x); }, work);
+  const auto choice = choose_moe_degrees(costs, work);
+  const ExpertDegrees degrees{moe.forward_degree() > 0 ? static_cast<int>(moe.forward_degree()) : choice.forward,
+                              moe.backward_degree() > 0 ? static_cast<int>(moe.backward_degree()) : choice.backward};
+  for (const auto& [layer, part] : held) runtime_->set_degrees(layer, degrees);
+  if (rank != 0) return;
+  logging::get("worker")->info("MoE pipeline degrees (FSMoE, from the profiled costs): forward {}, backward {}",
+                               degrees.forward, degrees.backward);
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& [layer, part] : held) {
+    nlohmann::json forward, backward;
+    for (const auto& [d, s] : choice.forward_s) forward[std::to_string(d)] = s;
+    for (const auto& [d, s] : choice.backward_s) backward[std::to_string(d)] = s;
+    layers.push_back({{"layer", layer},
+                      {"forward_s", forward},
+                      {"backward_s", backward},
+                      {"chosen_degree", degrees.forward},
+                      {"chosen_bwd_degree", degrees.backward}});
+  }
+  auto out = costs.to_json();
+  out["rows_per_microbatch"] = work.rows;
+  out["layers"] = layers;
+  write_file_atomic((std::filesystem::path(run_dir) / "moe_costs.json").string(), out.dump(2) + "\n");
 }
 
 std::vector<double> MoeTraining::take_step_values() {

@@ -9,10 +9,12 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "comms/collectives.h"
 #include "parallelism/exec/moe_layer.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -28,6 +30,12 @@ class MoeTraining {
                                            TimingRecorder* recorder);
 
   const std::shared_ptr<MoeRuntime>& runtime() const { return runtime_; }
+
+  // moe.a2a_overlap_degree / moe.bwd_degree auto (the plan's 0): profiles the expert group
+  // (parallelism/exec/moe_profile.h) and gives each MoE layer `model` holds the degrees the cost
+  // model predicts fastest for its microbatches; rank 0 writes the costs and choices to
+  // RUN_DIR/moe_costs.json. Collective over the expert group; nothing to do without one.
+  void choose_degrees(const plan::Plan& plan, StagedModel& model, int rank, const std::string& run_dir);
   // The experts' gradients' group (null without expert parallelism: the data-parallel group).
   Collectives* expert_dp() const { return expert_dp_coll_.get(); }
 

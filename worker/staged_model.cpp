@@ -127,4 +127,12 @@ std::vector<torch::Tensor> StagedModelImpl::stage_parameters(int index) const {
   return out;
 }
 
+std::map<int64_t, MoeMlpImpl*> StagedModelImpl::moe_layers() const {
+  std::map<int64_t, MoeMlpImpl*> out;
+  for (const auto& [layer, block] : blocks_) {
+    if (auto* moe = block->moe()) out[layer] = moe;
+  }
+  return out;
+}
+
 }  // namespace rondo

@@ -67,6 +67,8 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   }
   const std::vector<StageLayers>& stages() const { return stages_; }
   const StageLayers& stage(int index) const override;
+  // The MoE MLPs of the blocks this rank holds, by layer.
+  std::map<int64_t, MoeMlpImpl*> moe_layers() const;
   // The parameters of one stage, in registration order.
   std::vector<torch::Tensor> stage_parameters(int stage) const;
 

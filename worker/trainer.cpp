@@ -226,6 +226,7 @@ void Trainer::Impl::setup() {
   torch::manual_seed(t.seed());
   weights = make_rank_weights({plan, rank, device, world, *dp_coll, recorder.get(),
                                moe ? moe->runtime() : nullptr, moe ? moe->expert_dp() : nullptr});
+  if (moe) moe->choose_degrees(plan, weights->model(), rank, run_dir);  // collective over the expert group
   const auto& c = me.coords();
   updates = make_step_updates(*weights, *stats_coll, world, recorder.get(),
                               c.dp() == 0 && c.cp() == 0 && c.tp() == 0);

@@ -119,7 +119,10 @@ class MoeMlpImpl : public torch::nn::Module {
   // Hidden states [..., hidden] -> the same shape.
   torch::Tensor forward(const torch::Tensor& x);
 
+  int64_t layer() const { return layer_; }
   int64_t first_expert() const { return first_expert_; }
+  // Local expert `l` on rows [n, hidden] (what the profiling pass times).
+  torch::Tensor run_expert(int64_t l, const torch::Tensor& rows) { return experts_.at(static_cast<size_t>(l))->forward(rows); }
   int64_t local_experts() const { return static_cast<int64_t>(experts_.size()); }
 
  private:

@@ -1,0 +1,85 @@
+#include "parallelism/moe_cost.h"
+
+#include <algorithm>
+
+#include "common/errors.h"
+
+namespace rondo {
+
+LinearCost LinearCost::fit(const std::vector<std::pair<double, double>>& samples) {
+  if (samples.empty()) return {};
+  double mean_n = 0, mean_t = 0;
+  for (const auto& [n, t] : samples) {
+    mean_n += n;
+    mean_t += t;
+  }
+  mean_n /= static_cast<double>(samples.size());
+  mean_t /= static_cast<double>(samples.size());
+  double cov = 0, var = 0;
+  for (const auto& [n, t] : samples) {
+    cov += (n - mean_n) * (t - mean_t);
+    var += (n - mean_n) * (n - mean_n);
+  }
+  LinearCost c;
+  c.beta_s = var > 0 ? std::max(0.0, cov / var) : 0.0;
+  c.alpha_s = std::max(0.0, mean_t - c.beta_s * mean_n);
+  return c;
+}
+
+nlohmann::json MoeCosts::to_json() const {
+  return {{"alltoall", {{"alpha_s", alltoall.alpha_s}, {"beta_s_per_byte", alltoall.beta_s}}},
+          {"expert", {{"alpha_s", expert.alpha_s}, {"beta_s_per_flop", expert.beta_s}}},
+          {"source", source}};
+}
+
+MoeCosts MoeCosts::from_json(const nlohmann::json& j, const std::string& key) {
+  try {
+    MoeCosts c;
+    c.alltoall = {j.at("alltoall").at("alpha_s").get<double>(), j.at("alltoall").at("beta_s_per_byte").get<double>()};
+    c.expert = {j.at("expert").at("alpha_s").get<double>(), j.at("expert").at("beta_s_per_flop").get<double>()};
+    c.source = j.value("source", std::string());
+    if (c.alltoall.alpha_s < 0 || c.alltoall.beta_s < 0 || c.expert.alpha_s < 0 || c.expert.beta_s < 0)
+      throw ConfigError(key, "a cost is negative");
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(key, std::string("not a moe_costs.json (alltoall and expert, alpha_s and beta_s_per_...): ") +
+                               e.what());
+  }
+}
+
+double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& w, int degree, bool backward) {
+  const double d = degree;
+  const double off_rank = w.members > 1 ? static_cast<double>(w.members - 1) / w.members : 0.0;
+  const double bytes = w.rows * static_cast<double>(w.hidden) * 4.0 * off_rank / d;
+  const double exchange = w.members > 1 ? costs.alltoall.at(bytes) : 0.0;
+  // Two GEMMs of 2 * rows * hidden * ffn FLOPs each per expert; a backward is twice the work.
+  const double flops = 4.0 * (w.rows / d / static_cast<double>(w.local_experts)) * static_cast<double>(w.hidden) *
+                       static_cast<double>(w.ffn);
+  const double per_expert = backward ? 2.0 * costs.expert.at(flops) : costs.expert.at(flops);
+  const double compute = static_cast<double>(w.local_experts) * per_expert;
+  double total = 2.0 * exchange;  // the first chunk's way in, the last chunk's way out
+  for (int c = 0; c < degree; ++c) {
+    const double link = (c + 1 < degree ? exchange : 0.0) + (c > 0 ? exchange : 0.0);
+    total += std::max(compute, link);
+  }
+  return total;
+}
+
+const std::vector<int>& moe_degree_candidates() {
+  static const std::vector<int> degrees = {1, 2, 4, 8};
+  return degrees;
+}
+
+MoeDegreeChoice choose_moe_degrees(const MoeCosts& costs, const MoeLayerWork& work) {
+  MoeDegreeChoice choice;
+  for (int d : moe_degree_candidates()) {
+    choice.forward_s[d] = predict_expert_pipeline(costs, work, d, false);
+    choice.backward_s[d] = predict_expert_pipeline(costs, work, d, true);
+    // Ties go to the smaller degree (fewer, larger messages).
+    if (choice.forward_s[d] < choice.forward_s[choice.forward] * (1 - 1e-9)) choice.forward = d;
+    if (choice.backward_s[d] < choice.backward_s[choice.backward] * (1 - 1e-9)) choice.backward = d;
+  }
+  return choice;
+}
+
+}  // namespace rondo

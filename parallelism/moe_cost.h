@@ -1,0 +1,58 @@
+// The cost model FSMoE picks an MoE layer's pipeline degree with (parallelism/exec/expert_pipeline.h):
+// every operation costs alpha + beta * n — an all-to-all by the bytes a rank sends to others, an
+// expert's forward by its FLOPs (the backward twice its forward, the same calls split in two) —
+// and a pipeline of d chunks takes
+//   T(d) = D + sum_c max(C, comm_c) + B,
+// D and B a chunk's dispatch and combine, C a chunk's expert compute (every local expert once),
+// comm_c the link's work while chunk c computes (chunk c+1's dispatch and chunk c-1's combine,
+// one after the other). alpha and beta come from a profiling pass on the job's own ranks
+// (moe_costs.json, parallelism/exec/moe_profile.h) or, for `rondo plan` without one, from the
+// config's device and link figures. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace rondo {
+
+struct LinearCost {
+  double alpha_s = 0;  // per call
+  double beta_s = 0;   // per unit (byte, FLOP)
+  double at(double n) const { return alpha_s + beta_s * n; }
+  // Least squares over (n, seconds) samples, alpha and beta clamped at 0.
+  static LinearCost fit(const std::vector<std::pair<double, double>>& samples);
+};
+
+struct MoeCosts {
+  LinearCost alltoall;  // one all-to-all: n = bytes this rank sends to the others
+  LinearCost expert;    // one expert's forward: n = its FLOPs
+  std::string source;   // "profiled on ranks ..." or "config: ..."
+
+  nlohmann::json to_json() const;
+  // Throws ConfigError naming `key` and the file for a malformed one.
+  static MoeCosts from_json(const nlohmann::json& j, const std::string& key);
+};
+
+// One MoE layer's expert part on one rank, per microbatch.
+struct MoeLayerWork {
+  double rows = 0;  // (token, expert) assignments the rank sends (as many arrive, balanced)
+  int64_t hidden = 0, ffn = 0;
+  int64_t local_experts = 1;
+  int members = 1;  // the expert group's ranks
+};
+
+// Predicted seconds of the layer's expert part at pipeline degree `degree`, forward or backward.
+double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& work, int degree, bool backward);
+
+// The degrees FSMoE's search considers, and the best of them for the forward and the backward.
+const std::vector<int>& moe_degree_candidates();
+struct MoeDegreeChoice {
+  std::map<int, double> forward_s, backward_s;  // per candidate degree
+  int forward = 1, backward = 1;
+};
+MoeDegreeChoice choose_moe_degrees(const MoeCosts& costs, const MoeLayerWork& work);
+
+}  // namespace rondo
