@@ -54,8 +54,11 @@ int main(int argc, char** argv) {
   rondo::Collectives dispatch(*world, nullptr), combine(*combine_comm, nullptr);
   for (auto* c : {&dispatch, &combine}) c->set_emulated_link_bandwidth(link_gbit * 1e9 / 8);
   auto runtime = std::make_shared<rondo::MoeRuntime>(rondo::ExpertParallel{&dispatch, &combine, n, rank});
-  const rondo::MoeOptions options{.hidden_size = hidden, .num_experts = experts, .topk = 2,
-                                  .capacity_factor = 1.0, .aux_loss_coeff = 0.0};
+  const rondo::MoeOptions options{.hidden_size = hidden,
+                                  .num_experts = experts,
+                                  .topk = 2,
+                                  .capacity_factor = 1.0,
+                                  .aux_loss_coeff = 0.0};
   torch::manual_seed(1);
   rondo::MoeMlp layer(options, 0, runtime, [&] { return std::make_shared<GeluExpert>(hidden, ffn); });
   torch::manual_seed(100 + rank);
@@ -72,15 +75,19 @@ int main(int argc, char** argv) {
     return s;
   };
   // What `auto` does: profile, predict, pick.
-  const rondo::MoeLayerWork work{.rows = static_cast<double>(tokens * 2), .hidden = hidden, .ffn = ffn,
-                                 .local_experts = experts / n, .members = n};
-  const auto costs = rondo::profile_moe_costs(
-      dispatch, [&](const torch::Tensor& rows) { return layer->run_expert(0, rows); }, work);
+  const rondo::MoeLayerWork work{.rows = static_cast<double>(tokens * 2),
+                                 .hidden = hidden,
+                                 .ffn = ffn,
+                                 .local_experts = experts / n,
+                                 .members = n};
+  const auto costs = rondo::profile_moe_costs(dispatch, layer->expert(0), work);
   const auto choice = rondo::choose_moe_degrees(costs, work);
   // Every degree, and the chosen pair (0), alternated round by round.
   std::vector<int> degrees = rondo::moe_degree_candidates();
   degrees.push_back(0);
-  const auto pair = [&](int d) { return d ? rondo::ExpertDegrees{d, d} : rondo::ExpertDegrees{choice.forward, choice.backward}; };
+  const auto pair = [&](int d) {
+    return d ? rondo::ExpertDegrees{d, d} : rondo::ExpertDegrees{choice.forward, choice.backward};
+  };
   std::map<int, std::vector<double>> times;
   for (int d : degrees) step(pair(d));  // warm-up
   for (int round = 0; round < 15; ++round) {
@@ -92,14 +99,18 @@ int main(int argc, char** argv) {
     median[d] = t[t.size() / 2];
   }
   if (rank == 0) {
-    std::printf("ranks %d, link %s, tokens %lld per rank (top-2 of %lld experts, capacity 1.0), hidden %lld, ffn %lld, "
-                "torch threads %d\n",
-                n, link_gbit > 0 ? (std::to_string(link_gbit) + " Gbit/s emulated").c_str() : "the machine's",
-                static_cast<long long>(tokens), static_cast<long long>(experts), static_cast<long long>(hidden),
-                static_cast<long long>(ffn), torch::get_num_threads());
-    std::printf("fitted: all-to-all %.1f us + %.3f ns/byte; expert %.1f us + %.4f ns/FLOP\n",
-                costs.alltoall.alpha_s * 1e6, costs.alltoall.beta_s * 1e9, costs.expert.alpha_s * 1e6,
-                costs.expert.beta_s * 1e9);
+    std::printf(
+        "ranks %d, link %s, tokens %lld per rank (top-2 of %lld experts, capacity 1.0), hidden %lld, ffn "
+        "%lld, "
+        "torch threads %d\n",
+        n, link_gbit > 0 ? (std::to_string(link_gbit) + " Gbit/s emulated").c_str() : "the machine's",
+        static_cast<long long>(tokens), static_cast<long long>(experts), static_cast<long long>(hidden),
+        static_cast<long long>(ffn), torch::get_num_threads());
+    std::printf(
+        "fitted: all-to-all %.1f us + %.3f ns/byte; expert %.1f us + %.4f ns/FLOP, its backward %.1f us + "
+        "%.4f ns/FLOP\n",
+        costs.alltoall.alpha_s * 1e6, costs.alltoall.beta_s * 1e9, costs.expert.alpha_s * 1e6,
+        costs.expert.beta_s * 1e9, costs.expert_backward.alpha_s * 1e6, costs.expert_backward.beta_s * 1e9);
     std::printf("%8s %14s %16s\n", "degree", "measured_ms", "predicted_ms");
     int best = 1;
     for (int d : rondo::moe_degree_candidates()) {
@@ -107,8 +118,8 @@ int main(int argc, char** argv) {
       std::printf("%8d %14.2f %16.2f\n", d, median[d] * 1e3,
                   (choice.forward_s.at(d) + choice.backward_s.at(d)) * 1e3);
     }
-    std::printf("chosen: forward %d, backward %d: %.2f ms; measured best %d; chosen / best %.3f\n", choice.forward,
-                choice.backward, median[0] * 1e3, best, median[0] / median[best]);
+    std::printf("chosen: forward %d, backward %d: %.2f ms; measured best %d; chosen / best %.3f\n",
+                choice.forward, choice.backward, median[0] * 1e3, best, median[0] / median[best]);
   }
   return 0;
 }

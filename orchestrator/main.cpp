@@ -17,6 +17,7 @@
 #include "orchestrator/data_command.h"
 #include "orchestrator/diagnose_command.h"
 #include "orchestrator/hdp_report.h"
+#include "orchestrator/moe_report.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
 #include "orchestrator/run_command.h"
@@ -95,20 +96,21 @@ void add_plan(CLI::App& app, Subcommands& out) {
                      std::cout << (a->json ? report.dump() + "\n" : rondo::traffic_report_text(report));
                      return rondo::kExitOk;
                    }
-                   if (!config.parallel.hdp) {
-                     std::cout << (a->json ? rondo::plan_to_json(plan, false).dump() + "\n"
-                                           : rondo::plan_summary(plan));
-                     return rondo::kExitOk;
-                   }
-                   const auto hdp = rondo::hdp_report(config, a->hdp_batches);
-                   if (a->json) {
-                     auto j = rondo::plan_to_json(plan, false);
+                   auto j = rondo::plan_to_json(plan, false);
+                   std::string text = rondo::plan_summary(plan);
+                   if (config.parallel.hdp) {
+                     const auto hdp = rondo::hdp_report(config, a->hdp_batches);
                      j["hdp"] = hdp.policies;
                      j["hdp_batches"] = hdp.batches;
-                     std::cout << j.dump() << "\n";
-                   } else {
-                     std::cout << rondo::plan_summary(plan) << rondo::hdp_report_text(hdp, config);
+                     text += rondo::hdp_report_text(hdp, config);
                    }
+                   if (config.model.num_experts > 0) {
+                     const auto moe = rondo::moe_layers_report(config);
+                     j["moe_layers"] = moe.at("layers");
+                     j["moe_costs"] = moe.at("costs");
+                     text += rondo::moe_layers_text(moe);
+                   }
+                   std::cout << (a->json ? j.dump() + "\n" : text);
                    return rondo::kExitOk;
                  }});
 }

@@ -29,21 +29,29 @@ LinearCost LinearCost::fit(const std::vector<std::pair<double, double>>& samples
 nlohmann::json MoeCosts::to_json() const {
   return {{"alltoall", {{"alpha_s", alltoall.alpha_s}, {"beta_s_per_byte", alltoall.beta_s}}},
           {"expert", {{"alpha_s", expert.alpha_s}, {"beta_s_per_flop", expert.beta_s}}},
+          {"expert_backward",
+           {{"alpha_s", expert_backward.alpha_s}, {"beta_s_per_flop", expert_backward.beta_s}}},
           {"source", source}};
 }
 
 MoeCosts MoeCosts::from_json(const nlohmann::json& j, const std::string& key) {
   try {
     MoeCosts c;
-    c.alltoall = {j.at("alltoall").at("alpha_s").get<double>(), j.at("alltoall").at("beta_s_per_byte").get<double>()};
-    c.expert = {j.at("expert").at("alpha_s").get<double>(), j.at("expert").at("beta_s_per_flop").get<double>()};
+    c.alltoall = {j.at("alltoall").at("alpha_s").get<double>(),
+                  j.at("alltoall").at("beta_s_per_byte").get<double>()};
+    c.expert = {j.at("expert").at("alpha_s").get<double>(),
+                j.at("expert").at("beta_s_per_flop").get<double>()};
+    const auto& b = j.at("expert_backward");
+    c.expert_backward = {b.at("alpha_s").get<double>(), b.at("beta_s_per_flop").get<double>()};
     c.source = j.value("source", std::string());
-    if (c.alltoall.alpha_s < 0 || c.alltoall.beta_s < 0 || c.expert.alpha_s < 0 || c.expert.beta_s < 0)
+    if (c.alltoall.alpha_s < 0 || c.alltoall.beta_s < 0 || c.expert.alpha_s < 0 || c.expert.beta_s < 0 ||
+        c.expert_backward.alpha_s < 0 || c.expert_backward.beta_s < 0)
       throw ConfigError(key, "a cost is negative");
     return c;
   } catch (const nlohmann::json::exception& e) {
-    throw ConfigError(key, std::string("not a moe_costs.json (alltoall and expert, alpha_s and beta_s_per_...): ") +
-                               e.what());
+    throw ConfigError(
+        key,
+        std::string("not a moe_costs.json (alltoall and expert, alpha_s and beta_s_per_...): ") + e.what());
   }
 }
 
@@ -52,10 +60,10 @@ double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& w, int
   const double off_rank = w.members > 1 ? static_cast<double>(w.members - 1) / w.members : 0.0;
   const double bytes = w.rows * static_cast<double>(w.hidden) * 4.0 * off_rank / d;
   const double exchange = w.members > 1 ? costs.alltoall.at(bytes) : 0.0;
-  // Two GEMMs of 2 * rows * hidden * ffn FLOPs each per expert; a backward is twice the work.
-  const double flops = 4.0 * (w.rows / d / static_cast<double>(w.local_experts)) * static_cast<double>(w.hidden) *
-                       static_cast<double>(w.ffn);
-  const double per_expert = backward ? 2.0 * costs.expert.at(flops) : costs.expert.at(flops);
+  // Two GEMMs of 2 * rows * hidden * ffn FLOPs each per expert call.
+  const double flops = 4.0 * (w.rows / d / static_cast<double>(w.local_experts)) *
+                       static_cast<double>(w.hidden) * static_cast<double>(w.ffn);
+  const double per_expert = backward ? costs.expert_backward.at(flops) : costs.expert.at(flops);
   const double compute = static_cast<double>(w.local_experts) * per_expert;
   double total = 2.0 * exchange;  // the first chunk's way in, the last chunk's way out
   for (int c = 0; c < degree; ++c) {

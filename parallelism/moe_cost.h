@@ -1,6 +1,7 @@
 // The cost model FSMoE picks an MoE layer's pipeline degree with (parallelism/exec/expert_pipeline.h):
 // every operation costs alpha + beta * n — an all-to-all by the bytes a rank sends to others, an
-// expert's forward by its FLOPs (the backward twice its forward, the same calls split in two) —
+// expert's forward and its backward each by the forward's FLOPs (fitted apart: a backward's weight
+// gradients reduce over the chunk's rows, and few rows make them slow) —
 // and a pipeline of d chunks takes
 //   T(d) = D + sum_c max(C, comm_c) + B,
 // D and B a chunk's dispatch and combine, C a chunk's expert compute (every local expert once),
@@ -27,9 +28,10 @@ struct LinearCost {
 };
 
 struct MoeCosts {
-  LinearCost alltoall;  // one all-to-all: n = bytes this rank sends to the others
-  LinearCost expert;    // one expert's forward: n = its FLOPs
-  std::string source;   // "profiled on ranks ..." or "config: ..."
+  LinearCost alltoall;         // one all-to-all: n = bytes this rank sends to the others
+  LinearCost expert;           // one expert's forward: n = its FLOPs
+  LinearCost expert_backward;  // the same call's backward, by the forward's FLOPs
+  std::string source;          // "profiled on ranks ..." or "config: ..."
 
   nlohmann::json to_json() const;
   // Throws ConfigError naming `key` and the file for a malformed one.

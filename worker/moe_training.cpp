@@ -66,7 +66,8 @@ std::unique_ptr<MoeTraining> MoeTraining::make(const plan::Plan& plan, int rank,
   return out;
 }
 
-void MoeTraining::choose_degrees(const plan::Plan& plan, StagedModel& model, int rank, const std::string& run_dir) {
+void MoeTraining::choose_degrees(const plan::Plan& plan, StagedModel& model, int rank,
+                                 const std::string& run_dir) {
   const auto& moe = plan.model().moe();
   const auto& ep = runtime_->expert_parallel();
   if (ep.size <= 1 || (moe.forward_degree() > 0 && moe.backward_degree() > 0)) return;
@@ -74,22 +75,21 @@ void MoeTraining::choose_degrees(const plan::Plan& plan, StagedModel& model, int
   if (held.empty()) return;  // a stage without MoE layers: its whole expert group has none
   const auto& m = plan.model();
   const double tokens = static_cast<double>(plan.training().micro_batch_size()) * m.seq_length();
-  const MoeLayerWork work{
-      .rows = tokens * moe.router_topk() * std::min(1.0, moe.capacity_factor()),
-      .hidden = m.hidden_size(),
-      .ffn = m.ffn_hidden_size(),
-      .local_experts = held.begin()->second->local_experts(),
-      .members = ep.size};
-  auto* sample = held.begin()->second;
-  const auto costs =
-      profile_moe_costs(*ep.group, [sample](const torch::Tensor& x) { return sample->run_expert(0, x); }, work);
+  const MoeLayerWork work{.rows = tokens * moe.router_topk() * std::min(1.0, moe.capacity_factor()),
+                          .hidden = m.hidden_size(),
+                          .ffn = m.ffn_hidden_size(),
+                          .local_experts = held.begin()->second->local_experts(),
+                          .members = ep.size};
+  const auto costs = profile_moe_costs(*ep.group, held.begin()->second->expert(0), work);
   const auto choice = choose_moe_degrees(costs, work);
-  const ExpertDegrees degrees{moe.forward_degree() > 0 ? static_cast<int>(moe.forward_degree()) : choice.forward,
-                              moe.backward_degree() > 0 ? static_cast<int>(moe.backward_degree()) : choice.backward};
+  const ExpertDegrees degrees{
+      moe.forward_degree() > 0 ? static_cast<int>(moe.forward_degree()) : choice.forward,
+      moe.backward_degree() > 0 ? static_cast<int>(moe.backward_degree()) : choice.backward};
   for (const auto& [layer, part] : held) runtime_->set_degrees(layer, degrees);
   if (rank != 0) return;
-  logging::get("worker")->info("MoE pipeline degrees (FSMoE, from the profiled costs): forward {}, backward {}",
-                               degrees.forward, degrees.backward);
+  logging::get("worker")->info(
+      "MoE pipeline degrees (FSMoE, from the profiled costs): forward {}, backward {}", degrees.forward,
+      degrees.backward);
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& [layer, part] : held) {
     nlohmann::json forward, backward;

@@ -121,8 +121,8 @@ class MoeMlpImpl : public torch::nn::Module {
 
   int64_t layer() const { return layer_; }
   int64_t first_expert() const { return first_expert_; }
-  // Local expert `l` on rows [n, hidden] (what the profiling pass times).
-  torch::Tensor run_expert(int64_t l, const torch::Tensor& rows) { return experts_.at(static_cast<size_t>(l))->forward(rows); }
+  // Local expert `l` (what the profiling pass times).
+  ExpertMlp& expert(int64_t l) { return *experts_.at(static_cast<size_t>(l)); }
   int64_t local_experts() const { return static_cast<int64_t>(experts_.size()); }
 
  private:

@@ -11,19 +11,23 @@ namespace rondo {
 
 namespace {
 
-constexpr int kRepeats = 5;
+constexpr int kRepeats = 7;
 
-template <typename F>
-double median_seconds(F&& run) {
+// The fastest of kRepeats runs of `run`, each after an untimed `prepare`: the operation's own cost,
+// as free of other processes' interference as the runs get.
+template <typename F, typename P = void (*)()>
+double median_seconds(
+    F&& run, P&& prepare = [] {}) {
+  prepare();
   run();  // warm-up
   std::vector<double> s;
   for (int i = 0; i < kRepeats; ++i) {
+    prepare();
     const auto t0 = std::chrono::steady_clock::now();
     run();
     s.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  std::nth_element(s.begin(), s.begin() + kRepeats / 2, s.end());
-  return s[kRepeats / 2];
+  return *std::min_element(s.begin(), s.end());
 }
 
 // Rows per call at each candidate degree.
@@ -35,12 +39,10 @@ std::vector<int64_t> sizes(double rows) {
 
 }  // namespace
 
-MoeCosts profile_moe_costs(Collectives& group, const std::function<torch::Tensor(const torch::Tensor&)>& expert,
-                           const MoeLayerWork& work) {
-  torch::NoGradGuard no_grad;
+MoeCosts profile_moe_costs(Collectives& group, ExpertMlp& expert, const MoeLayerWork& work) {
   const int members = group.comm().size();
   const int64_t hidden = work.hidden, ffn = work.ffn;
-  std::vector<std::pair<double, double>> exchange, compute;
+  std::vector<std::pair<double, double>> exchange, compute, backward;
   for (int64_t rows : sizes(work.rows)) {
     const int64_t per_member = std::max<int64_t>(1, rows / members);
     auto send = torch::randn({per_member * members, hidden});
@@ -48,22 +50,38 @@ MoeCosts profile_moe_costs(Collectives& group, const std::function<torch::Tensor
     const std::vector<size_t> counts(static_cast<size_t>(members), static_cast<size_t>(per_member * hidden));
     const double bytes = static_cast<double>(per_member * hidden * 4 * (members - 1));
     exchange.emplace_back(bytes, median_seconds([&] {
-                            group.start_alltoallv(send.data_ptr<float>(), counts, recv.data_ptr<float>(), counts,
-                                                  DType::kFloat32)
+                            group
+                                .start_alltoallv(send.data_ptr<float>(), counts, recv.data_ptr<float>(),
+                                                 counts, DType::kFloat32)
                                 ->wait();
                           }));
   }
   for (int64_t rows : sizes(work.rows / static_cast<double>(work.local_experts))) {
-    const auto x = torch::randn({rows, hidden});
-    compute.emplace_back(4.0 * static_cast<double>(rows * hidden * ffn), median_seconds([&] { expert(x); }));
+    const auto x = torch::randn({rows, hidden}).requires_grad_(true);
+    const double flops = 4.0 * static_cast<double>(rows * hidden * ffn);
+    {
+      torch::NoGradGuard no_grad;
+      compute.emplace_back(flops, median_seconds([&] { expert.forward(x); }));
+    }
+    torch::Tensor y;
+    const auto g = torch::randn({rows, hidden});
+    backward.emplace_back(flops, median_seconds([&] { y.backward(g); }, [&] { y = expert.forward(x); }));
   }
-  MoeCosts costs{.alltoall = LinearCost::fit(exchange), .expert = LinearCost::fit(compute), .source = ""};
+  for (auto& p : expert.parameters()) {
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+  MoeCosts costs{.alltoall = LinearCost::fit(exchange),
+                 .expert = LinearCost::fit(compute),
+                 .expert_backward = LinearCost::fit(backward),
+                 .source = ""};
   // The slowest member's figures, so that every member picks the same degrees.
-  double worst[4] = {costs.alltoall.alpha_s, costs.alltoall.beta_s, costs.expert.alpha_s, costs.expert.beta_s};
-  group.comm().native_allreduce(worst, 4, DType::kFloat64, ReduceOp::kMax);
+  double worst[6] = {costs.alltoall.alpha_s, costs.alltoall.beta_s,         costs.expert.alpha_s,
+                     costs.expert.beta_s,    costs.expert_backward.alpha_s, costs.expert_backward.beta_s};
+  group.comm().native_allreduce(worst, 6, DType::kFloat64, ReduceOp::kMax);
   costs.alltoall = {worst[0], worst[1]};
   costs.expert = {worst[2], worst[3]};
-  costs.source = "profiled on the " + std::to_string(members) + " ranks of an expert group (the median of " +
+  costs.expert_backward = {worst[4], worst[5]};
+  costs.source = "profiled on the " + std::to_string(members) + " ranks of an expert group (the fastest of " +
                  std::to_string(kRepeats) + " runs at each degree's sizes, the slowest member's fit)";
   return costs;
 }

@@ -7,18 +7,18 @@
 #include <torch/torch.h>
 
 #include <cstdint>
-#include <functional>
 
+#include "parallelism/exec/moe_layer.h"
 #include "parallelism/moe_cost.h"
 
 namespace rondo {
 
 class Collectives;
 
-// Collective over `group`. `expert` runs one expert on rows [n, hidden]. Timed at the sizes the
-// layer's pipeline uses at each candidate degree d (moe_degree_candidates): all-to-alls of
-// work.rows / d rows, expert calls of work.rows / (d * local experts) rows.
-MoeCosts profile_moe_costs(Collectives& group, const std::function<torch::Tensor(const torch::Tensor&)>& expert,
-                           const MoeLayerWork& work);
+// Collective over `group`. `expert`: one of the layer's experts, run forward and backward (its
+// gradients are zeroed again afterwards). Timed at the sizes the layer's pipeline uses at each
+// candidate degree d (moe_degree_candidates): all-to-alls of work.rows / d rows, expert calls of
+// work.rows / (d * local experts) rows.
+MoeCosts profile_moe_costs(Collectives& group, ExpertMlp& expert, const MoeLayerWork& work);
 
 }  // namespace rondo
