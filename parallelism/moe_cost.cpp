@@ -6,6 +6,12 @@
 
 namespace rondo {
 
+namespace {
+
+constexpr double kDegreeMargin = 0.02;
+
+}  // namespace
+
 LinearCost LinearCost::fit(const std::vector<std::pair<double, double>>& samples) {
   if (samples.empty()) return {};
   double mean_n = 0, mean_t = 0;
@@ -83,10 +89,19 @@ MoeDegreeChoice choose_moe_degrees(const MoeCosts& costs, const MoeLayerWork& wo
   for (int d : moe_degree_candidates()) {
     choice.forward_s[d] = predict_expert_pipeline(costs, work, d, false);
     choice.backward_s[d] = predict_expert_pipeline(costs, work, d, true);
-    // Ties go to the smaller degree (fewer, larger messages).
-    if (choice.forward_s[d] < choice.forward_s[choice.forward] * (1 - 1e-9)) choice.forward = d;
-    if (choice.backward_s[d] < choice.backward_s[choice.backward] * (1 - 1e-9)) choice.backward = d;
   }
+  // The smallest degree within kDegreeMargin of the fastest prediction: each further chunk costs
+  // bookkeeping the model leaves out (gathers, buffers, one more autograd call per expert).
+  const auto smallest_near_best = [](const std::map<int, double>& seconds) {
+    double best = seconds.begin()->second;
+    for (const auto& [d, s] : seconds) best = std::min(best, s);
+    for (const auto& [d, s] : seconds) {
+      if (s <= best * (1 + kDegreeMargin)) return d;
+    }
+    return seconds.begin()->first;
+  };
+  choice.forward = smallest_near_best(choice.forward_s);
+  choice.backward = smallest_near_best(choice.backward_s);
   return choice;
 }
 

@@ -49,7 +49,8 @@ struct MoeLayerWork {
 // Predicted seconds of the layer's expert part at pipeline degree `degree`, forward or backward.
 double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& work, int degree, bool backward);
 
-// The degrees FSMoE's search considers, and the best of them for the forward and the backward.
+// The degrees FSMoE's search considers, and the best of them for the forward and the backward: the
+// smallest degree predicted within 2% of the fastest.
 const std::vector<int>& moe_degree_candidates();
 struct MoeDegreeChoice {
   std::map<int, double> forward_s, backward_s;  // per candidate degree

@@ -8,8 +8,12 @@ cut at step 4 and resumed from its per-expert-group checkpoint shards. Top-2 rou
 capacity that drops tokens learns, reports the router's load, and agrees with one rank step for
 step while their routing is the same: a routing decision is discrete, so once float-level
 differences in the summation order flip one (it happens without expert parallelism too), the
-trajectories part. Layouts the worker cannot run are refused naming the key."""
+trajectories part. With the degrees on auto each expert group profiles itself and writes
+moe_costs.json, which `rondo plan --json` reads back (moe.cost_file) to print moe_layers. Layouts the
+worker cannot run are refused naming the key."""
+import json
 import os
+import subprocess
 
 from rondo_testlib import TINY, Context, by_step, rel_diff
 
@@ -39,6 +43,24 @@ ctx.check(sorted(ref) == list(range(1, 11)) and ref[10]["loss"] < ref[1]["loss"]
           f"one rank learns ({ref[1]['loss']:.3f} -> {ref[10]['loss']:.3f})")
 ctx.check(all(r["moe_dropped"] == 0 for r in ref.values()), "routed to every expert, nothing is dropped")
 agrees("moe4-ep2", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=2"])
+# moe.a2a_overlap_degree and moe.bwd_degree auto (the default): the expert groups profiled themselves.
+with open(os.path.join(ctx.tmp, "moe4-ep2", "moe_costs.json")) as f:
+    costs = json.load(f)
+ctx.check([layer["layer"] for layer in costs["layers"]] == [0, 1] and
+          all(layer["chosen_degree"] in (1, 2, 4, 8) and layer["chosen_bwd_degree"] in (1, 2, 4, 8) and
+              sorted(layer["forward_s"]) == ["1", "2", "4", "8"] for layer in costs["layers"]) and
+          costs["alltoall"]["alpha_s"] + costs["alltoall"]["beta_s_per_byte"] > 0 and
+          costs["expert"]["beta_s_per_flop"] > 0,
+          f"auto: moe_costs.json holds the fitted costs and each layer's degrees "
+          f"({costs['layers'][0]['chosen_degree']}/{costs['layers'][0]['chosen_bwd_degree']})")
+plan = subprocess.run([ctx.rondo, "plan", "--json"] + [a for s in ALL4 + ["parallel.world_size=4",
+                       "parallel.expert_model_parallel_size=2", "moe.bwd_degree=2", "moe.cost_file=" +
+                       os.path.join(ctx.tmp, "moe4-ep2", "moe_costs.json")] for a in ("--set", s)],
+                      capture_output=True, text=True)
+layers = json.loads(plan.stdout)["moe_layers"] if plan.returncode == 0 else []
+ctx.check(len(layers) == 2 and layers[0]["chosen_bwd_degree"] == 2 and
+          sorted(layers[0]["degree_predictions"]) == ["1", "2", "4", "8"],
+          f"rondo plan --json prints moe_layers from the profiled costs (exit {plan.returncode})")
 agrees("moe4-ep4", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=4"])
 # FSMoE's pipeline: the exchanges in chunks overlapping the experts' compute.
 agrees("moe4-ep2-degrees-4-2", ref, ALL4 + ["parallel.world_size=4", "parallel.expert_model_parallel_size=2",
