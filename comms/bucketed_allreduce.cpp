@@ -59,6 +59,15 @@ void BucketedAllreduce::mark_ready(size_t param) noexcept {
   }
 }
 
+void BucketedAllreduce::progress() noexcept {
+  if (!armed_ || error_) return;
+  try {
+    advance();
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+}
+
 void BucketedAllreduce::start_next() {
   auto& b = buckets_[started_++];
   float* start = data_ + b.offset;

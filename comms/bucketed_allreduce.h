@@ -51,6 +51,9 @@ class BucketedAllreduce {
   void set_ring_order(std::vector<int> order);
   // Never throws (it runs inside autograd): a communication error is kept for finish().
   void mark_ready(size_t param) noexcept;
+  // Advances the bucket in flight (and starts the ready ones) between pieces of other compute, e.g.
+  // in the gaps of an MoE layer's expert backward; nothing outside arm()..finish(). Never throws.
+  void progress() noexcept;
   // Throws the first communication error, or TimeoutError when a bucket makes no progress within
   // the communicator's timeout.
   double finish();

@@ -112,6 +112,13 @@ void BoundWeights::before_first_step(bool) {
   reduction_ = std::make_unique<GradientReduction>(
       plan_.comms(), context_.dp, context_.recorder, context_.world.host_buffers(),
       split ? part(0, dense_elements_) : sources, split ? dense : GradientReduction::Include{});
+  // FSMoE's gradient partitioning: the buckets in flight advance in the gaps of the MoE backward.
+  if (context_.moe && reduction_->overlapped()) {
+    context_.moe->set_backward_gap([this] {
+      reduction_->progress();
+      if (expert_reduction_) expert_reduction_->progress();
+    });
+  }
   if (split) {
     expert_reduction_ = std::make_unique<GradientReduction>(
         plan_.comms(), *context_.expert_dp, context_.recorder, context_.world.host_buffers(),

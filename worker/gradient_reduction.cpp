@@ -110,6 +110,10 @@ void GradientReduction::after_backward(int version, int stage, bool last) {
   for (size_t index : stage_params_.at(stage)) reducer.mark_ready(index);
 }
 
+void GradientReduction::progress() {
+  for (auto& reducer : reducers_) reducer->progress();  // an unarmed reducer does nothing
+}
+
 void GradientReduction::reduce(int version, const torch::Tensor& grads) {
   if (!reducers_.empty()) {
     auto& reducer = *reducers_.at(static_cast<size_t>(version));

@@ -50,6 +50,9 @@ class GradientReduction {
   bool overlapped() const { return !reducers_.empty(); }
   void before_backward(int version, int stage, bool last);
   void after_backward(int version, int stage, bool last);
+  // Advances the buckets in flight without blocking (the gaps of an MoE layer's expert backward:
+  // FSMoE's gradient partitioning); nothing when not overlapped.
+  void progress();
   // Sums `grads` (version `version`'s) over the group: finishes the buckets, or reduces in one go.
   void reduce(int version, const torch::Tensor& grads);
   // The group's ring (Collectives::set_ring_order) from the next step on, for every version; call

@@ -121,6 +121,7 @@ struct PipelineState {
   int64_t atoms = 1;
   Collectives* dispatch = nullptr;
   Collectives* combine = nullptr;
+  std::function<void()> gap;
   torch::Device device{torch::kCPU};
   std::vector<std::vector<AtomExpert>> computed;  // per atom, per local expert
 };
@@ -213,7 +214,7 @@ bool expert_gradients_partial() { return partial_expert_gradients; }
 
 torch::Tensor run_expert_pipeline(const torch::Tensor& rows, const ExpertExchange& exchange,
                                   ExpertDegrees degrees, Collectives& dispatch, Collectives& combine,
-                                  const ExpertCompute& compute) {
+                                  const ExpertCompute& compute, std::function<void()> gap) {
   check(exchange, degrees);
   auto state = std::make_shared<PipelineState>();
   state->exchange = exchange;
@@ -221,6 +222,7 @@ torch::Tensor run_expert_pipeline(const torch::Tensor& rows, const ExpertExchang
   state->atoms = std::lcm(degrees.forward, degrees.backward);
   state->dispatch = &dispatch;
   state->combine = &combine;
+  state->gap = std::move(gap);
   state->device = rows.device();
   state->computed.assign(static_cast<size_t>(state->atoms),
                          std::vector<AtomExpert>(static_cast<size_t>(exchange.local)));

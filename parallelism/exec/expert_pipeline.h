@@ -38,9 +38,11 @@ using ExpertCompute = std::function<torch::Tensor(int64_t l, const torch::Tensor
 // Rows [sum(sent), hidden] -> the experts' outputs for them, in the same order; differentiable in
 // `rows` and in whatever `compute` uses. Collective over the group (every member calls it with the
 // same degrees, in the same order as its other calls on `dispatch` and `combine`).
+// `gap` (optional) runs between the backward's expert calls, as the exchanges in flight advance:
+// other communication that can progress there (the dense gradients' bucketed reduction).
 torch::Tensor run_expert_pipeline(const torch::Tensor& rows, const ExpertExchange& exchange,
                                   ExpertDegrees degrees, Collectives& dispatch, Collectives& combine,
-                                  const ExpertCompute& compute);
+                                  const ExpertCompute& compute, std::function<void()> gap = {});
 
 // True while an expert backward's gradients are not the last this backward adds to the experts'
 // weights (a gradient reduction must not take them as final yet).

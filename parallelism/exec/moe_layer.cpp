@@ -133,7 +133,8 @@ torch::Tensor MoeMlpImpl::run_across_group(const torch::Tensor& rows, const std:
                      DType::kInt64);
   return run_expert_pipeline(
       rows, exchange, runtime_->degrees(layer_), *ep.group, *ep.combine,
-      [this](int64_t l, const torch::Tensor& x) { return experts_[static_cast<size_t>(l)]->forward(x); });
+      [this](int64_t l, const torch::Tensor& x) { return experts_[static_cast<size_t>(l)]->forward(x); },
+      runtime_->backward_gap());
 }
 
 torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {

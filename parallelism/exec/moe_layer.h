@@ -89,6 +89,10 @@ class MoeRuntime {
   void set_degrees(ExpertDegrees degrees) { degrees_ = degrees; }
   void set_degrees(int64_t layer, ExpertDegrees degrees) { layer_degrees_[layer] = degrees; }
   ExpertDegrees degrees(int64_t layer) const;
+  // Work to advance in the gaps of the layers' expert backward (FSMoE's gradient partitioning: the
+  // dense gradients' buckets in flight); empty: none.
+  void set_backward_gap(std::function<void()> work) { backward_gap_ = std::move(work); }
+  const std::function<void()>& backward_gap() const { return backward_gap_; }
 
   void record(int64_t layer, const MoeRouting& routing, double aux_loss);
   std::map<int64_t, LayerLoad> take_load();
@@ -98,6 +102,7 @@ class MoeRuntime {
   double loss_scale_ = 1.0;
   ExpertDegrees degrees_;
   std::map<int64_t, ExpertDegrees> layer_degrees_;
+  std::function<void()> backward_gap_;
   std::mutex mutex_;
   std::map<int64_t, LayerLoad> load_;
 };
