@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "comms/collectives.h"
 #include "comms/mpi/mpi_communicator.h"
@@ -99,6 +100,15 @@ int main(int argc, char** argv) {
     median[d] = t[t.size() / 2];
   }
   if (rank == 0) {
+    const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+    const auto parallel = at::get_parallel_info();
+    const auto backend = parallel.find("ATen parallel backend");
+    std::printf("torch %s; %d intra-op, %d inter-op threads; %s; OPENBLAS_CORETYPE=%s; glibc malloc\n",
+                TORCH_VERSION, at::get_num_threads(), at::get_num_interop_threads(),
+                backend == std::string::npos
+                    ? ""
+                    : parallel.substr(backend, parallel.find('\n', backend) - backend).c_str(),
+                coretype ? coretype : "(unset)");
     std::printf(
         "ranks %d, link %s, tokens %lld per rank (top-2 of %lld experts, capacity 1.0), hidden %lld, ffn "
         "%lld, "
