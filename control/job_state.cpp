@@ -139,6 +139,10 @@ void JobState::add_report_locked(const report::StepReport& report) {
     hdp_ = report.hdp();
     hdp_step_ = report.step();
   }
+  if (report.has_moe()) {
+    moe_ = report.moe();
+    moe_step_ = report.step();
+  }
   if (report.has_loss()) {
     steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(),
                              report.step_time_s(), report.time_ns(), report.attempt()};
@@ -362,6 +366,10 @@ nlohmann::json JobState::to_json() const {
   if (hdp_) {
     j["hdp"] = message_json(*hdp_);
     j["hdp"]["step"] = hdp_step_;
+  }
+  if (moe_) {
+    j["moe"] = message_json(*moe_);
+    j["moe"]["step"] = moe_step_;
   }
   return j;
 }

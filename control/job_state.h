@@ -151,6 +151,8 @@ class JobState {
   std::vector<double> suspicion_;
   std::optional<report::HdpStepReport> hdp_;  // parallel.hdp: the newest step's plan (rank 0's)
   int64_t hdp_step_ = 0;
+  std::optional<report::MoeStepReport> moe_;  // MoE: the newest step's router load (rank 0's)
+  int64_t moe_step_ = 0;
   static constexpr size_t kMaxFaults = 20;
 };
 

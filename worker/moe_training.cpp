@@ -123,29 +123,44 @@ std::vector<double> MoeTraining::take_step_values() {
   return v;
 }
 
-void MoeTraining::metrics_fields(const std::vector<double>& summed, nlohmann::json& row) const {
+report::MoeStepReport MoeTraining::step_report(const std::vector<double>& summed) const {
+  report::MoeStepReport out;
   const size_t layers = layers_.size(), experts = static_cast<size_t>(experts_);
-  if (summed.size() != 1 + 2 * layers * experts) return;  // a step with no statistics yet
-  row["moe_aux_loss"] = summed[0];
-  nlohmann::json routed = nlohmann::json::object(), kept = nlohmann::json::object();
-  double all_routed = 0, all_kept = 0, worst = 0;
+  if (summed.size() != 1 + 2 * layers * experts) return out;  // a step with no statistics yet
+  out.set_aux_loss(summed[0]);
+  double routed = 0, kept = 0;
   for (size_t i = 0; i < layers; ++i) {
-    const auto r = summed.begin() + static_cast<long>(1 + i * experts);
-    const auto k = summed.begin() + static_cast<long>(1 + (layers + i) * experts);
-    routed[std::to_string(layers_[i])] = std::vector<double>(r, r + static_cast<long>(experts));
-    kept[std::to_string(layers_[i])] = std::vector<double>(k, k + static_cast<long>(experts));
-    double sum = 0;
+    auto* layer = out.add_layers();
+    layer->set_layer(static_cast<int32_t>(layers_[i]));
     for (size_t e = 0; e < experts; ++e) {
-      all_routed += r[static_cast<long>(e)];
-      sum += k[static_cast<long>(e)];
+      layer->add_routed(summed[1 + i * experts + e]);
+      layer->add_kept(summed[1 + (layers + i) * experts + e]);
+      routed += layer->routed(static_cast<int>(e));
+      kept += layer->kept(static_cast<int>(e));
     }
-    all_kept += sum;
+  }
+  out.set_dropped(routed > 0 ? 1.0 - kept / routed : 0.0);
+  return out;
+}
+
+void MoeTraining::metrics_fields(const std::vector<double>& summed, nlohmann::json& row) const {
+  const auto r = step_report(summed);
+  if (r.layers().empty()) return;
+  row["moe_aux_loss"] = r.aux_loss();
+  nlohmann::json routed = nlohmann::json::object(), kept = nlohmann::json::object();
+  double worst = 0;
+  for (const auto& layer : r.layers()) {
+    const std::vector<double> k(layer.kept().begin(), layer.kept().end());
+    routed[std::to_string(layer.layer())] = std::vector<double>(layer.routed().begin(), layer.routed().end());
+    kept[std::to_string(layer.layer())] = k;
+    double sum = 0;
+    for (double v : k) sum += v;
     if (sum > 0)
-      worst = std::max(worst, *std::max_element(k, k + static_cast<long>(experts)) * experts / sum);
+      worst = std::max(worst, *std::max_element(k.begin(), k.end()) * static_cast<double>(k.size()) / sum);
   }
   row["moe_routed"] = routed;
   row["moe_kept"] = kept;
-  row["moe_dropped"] = all_routed > 0 ? 1.0 - all_kept / all_routed : 0.0;
+  row["moe_dropped"] = r.dropped();
   row["moe_load_max_over_mean"] = worst;
 }
 

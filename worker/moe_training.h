@@ -14,6 +14,7 @@
 
 #include "comms/collectives.h"
 #include "parallelism/exec/moe_layer.h"
+#include "proto/report.pb.h"
 #include "worker/staged_model.h"
 
 namespace rondo {
@@ -47,6 +48,8 @@ class MoeTraining {
   // moe_dropped (the share of assignments past the capacity), moe_load_max_over_mean (the busiest
   // expert's kept assignments over the mean, the worst layer).
   void metrics_fields(const std::vector<double>& summed, nlohmann::json& row) const;
+  // The same as the dashboard's step report (empty before the first step's statistics).
+  report::MoeStepReport step_report(const std::vector<double>& summed) const;
 
  private:
   MoeTraining() = default;

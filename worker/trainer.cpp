@@ -409,6 +409,7 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
     out.set_loss(updates->summed().loss);
     out.set_grad_norm(updates->grad_norm());
     if (hdp) *out.mutable_hdp() = hdp->step_report(r.worst.busiest_compute_s, mean_compute_s(), true);
+    if (moe) *out.mutable_moe() = moe->step_report(updates->summed().moe);
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);

@@ -2,7 +2,7 @@
 loss curve and the per-rank heatmap with live values; /metrics passes `promtool check metrics`;
 calls with a wrong token, an unknown rank, garbage bytes or an oversized message are refused and
 counted while training goes on; `rondo status` prints the same state. An HDP job's dashboard draws
-each step's groups on the planner's timeline."""
+each step's groups on the planner's timeline; an MoE job's, the router's load per layer and expert."""
 import json
 import os
 import shutil
@@ -154,6 +154,33 @@ try:
               f"the dashboard draws the step's groups ({len(drawn)} group slots) and its balance")
     artifacts = ctx.artifacts or ctx.tmp
     shot = os.path.join(artifacts, "dashboard-hdp.png")
+    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, f"http://127.0.0.1:{port}/")
+    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+finally:
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+# model.num_experts with expert parallelism: the router's load per layer and expert.
+port = free_port()
+MOE = TINY + ["parallel.world_size=2", "model.num_experts=4", "parallel.expert_model_parallel_size=2",
+              "training.micro_batch_size=2", "training.train_iters=6"]
+run_dir, proc = ctx.start("moe", MOE, extra=["--dashboard-port", str(port), "--linger", "120"])
+try:
+    wait_for(lambda: len(rows(run_dir)) >= 6, 300, "6 MoE steps")
+    moe = json.loads(get(f"http://127.0.0.1:{port}/api/state")[0]).get("moe", {})
+    layers = moe.get("layers", [])
+    last = rows(run_dir)[-1]
+    ctx.check(len(layers) == 2 and all(len(layer["routed"]) == 4 for layer in layers) and
+              [layer["routed"] for layer in layers] == [last["moe_routed"][str(layer.get("layer", 0))] for layer in layers],
+              f"/api/state has the newest step's router load, as metrics.jsonl: {[layer['routed'] for layer in layers]}")
+    dom = chromium("--virtual-time-budget=5000", "--dump-dom", f"http://127.0.0.1:{port}/").stdout
+    svg = dom[dom.find('<svg id="moe"'):]
+    svg = svg[:svg.find("</svg>")]
+    ctx.check('id="moe-card" hidden' not in dom and svg.count("data-routed=") == 8 and "NaN" not in svg
+              and "load-balancing loss" in dom, f"the dashboard draws 2 layers x 4 experts ({svg.count('data-routed=')} bars)")
+    artifacts = ctx.artifacts or ctx.tmp
+    shot = os.path.join(artifacts, "dashboard-moe.png")
     chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, f"http://127.0.0.1:{port}/")
     ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
 finally:
