@@ -250,17 +250,47 @@ class NativeAllreduce : public PendingCollective {
   std::unique_ptr<CommRequest> request_;
 };
 
+}  // namespace
+
+std::vector<AlltoallPair> alltoall_pairs(const Communicator& comm, const void* send,
+                                         const std::vector<size_t>& send_counts, void* recv,
+                                         const std::vector<size_t>& recv_counts, DType type,
+                                         size_t& send_bytes) {
+  const int n = comm.size(), r = comm.rank();
+  if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
+    throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
+  }
+  const size_t es = dtype_size(type);
+  std::vector<size_t> sdispl(static_cast<size_t>(n) + 1, 0), rdispl(static_cast<size_t>(n) + 1, 0);
+  for (size_t j = 0; j < static_cast<size_t>(n); ++j) {
+    sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
+    rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
+  }
+  send_bytes = sdispl.back();
+  const auto ur = static_cast<size_t>(r);
+  if (send_counts[ur] != recv_counts[ur]) {
+    throw CommError(r, r, "alltoallv: the block a rank sends itself must match what it receives");
+  }
+  const auto* in = static_cast<const char*>(send);
+  auto* out = static_cast<char*>(recv);
+  std::memcpy(out + rdispl[ur], in + sdispl[ur], send_counts[ur] * es);
+  // Pairwise order: at step s send to r+s and receive from r-s, so every pair meets once.
+  std::vector<AlltoallPair> pairs;
+  for (int s = 1; s < n; ++s) {
+    const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
+    pairs.push_back({static_cast<int>(dst), static_cast<int>(src), in + sdispl[dst], send_counts[dst] * es,
+                     out + rdispl[src], recv_counts[src] * es});
+  }
+  return pairs;
+}
+
+namespace {
+
 // All-to-all(v) with every transfer posted at once; a connection's time is recorded when both of
 // its directions have completed.
 class PostedAlltoallv : public PendingCollective {
  public:
-  struct Pair {
-    int dst, src;
-    const char* send;
-    size_t send_bytes;
-    char* recv;
-    size_t recv_bytes;
-  };
+  using Pair = AlltoallPair;
   PostedAlltoallv(Communicator& comm, std::optional<TimingRecorder::Scope> scope, std::vector<Pair> pairs,
                   double emulated_link_bps)
       : PendingCollective(comm, "all-to-all over " + std::to_string(comm.size()) + " ranks"),
@@ -316,31 +346,10 @@ std::unique_ptr<PendingCollective> Collectives::start_alltoallv(const void* send
                                                                 const std::vector<size_t>& recv_counts,
                                                                 DType type) {
   require_host("pairwise alltoall");
-  const int n = comm_.size(), r = comm_.rank();
-  if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
-    throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
-  }
-  const size_t es = dtype_size(type);
-  std::vector<size_t> sdispl(static_cast<size_t>(n) + 1, 0), rdispl(static_cast<size_t>(n) + 1, 0);
-  for (size_t j = 0; j < static_cast<size_t>(n); ++j) {
-    sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
-    rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
-  }
-  const auto ur = static_cast<size_t>(r);
-  if (send_counts[ur] != recv_counts[ur]) {
-    throw CommError(r, r, "alltoallv: the block a rank sends itself must match what it receives");
-  }
-  const auto* in = static_cast<const char*>(send);
-  auto* out = static_cast<char*>(recv);
-  std::memcpy(out + rdispl[ur], in + sdispl[ur], send_counts[ur] * es);
-  std::vector<PostedAlltoallv::Pair> pairs;
-  for (int s = 1; s < n; ++s) {
-    const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
-    pairs.push_back({static_cast<int>(dst), static_cast<int>(src), in + sdispl[dst], send_counts[dst] * es,
-                     out + rdispl[src], recv_counts[src] * es});
-  }
-  return std::make_unique<PostedAlltoallv>(comm_, record(CollectiveOp::kAlltoallv, sdispl.back()),
-                                           std::move(pairs), emulated_link_bps_);
+  size_t bytes = 0;
+  auto pairs = alltoall_pairs(comm_, send, send_counts, recv, recv_counts, type, bytes);
+  return std::make_unique<PostedAlltoallv>(comm_, record(CollectiveOp::kAlltoallv, bytes), std::move(pairs),
+                                           emulated_link_bps_);
 }
 
 std::unique_ptr<PendingCollective> Collectives::start_allreduce(void* data, size_t count, DType type,
@@ -405,29 +414,12 @@ void Collectives::alltoall(const void* send, void* recv, size_t count, DType typ
 void Collectives::alltoallv(const void* send, const std::vector<size_t>& send_counts, void* recv,
                             const std::vector<size_t>& recv_counts, DType type) {
   require_host("pairwise alltoall");
-  const int n = comm_.size(), r = comm_.rank();
-  if (send_counts.size() != static_cast<size_t>(n) || recv_counts.size() != static_cast<size_t>(n)) {
-    throw CommError(r, -1, "alltoallv: counts must have one entry per rank");
-  }
-  const size_t es = dtype_size(type);
-  std::vector<size_t> sdispl(static_cast<size_t>(n) + 1, 0), rdispl(static_cast<size_t>(n) + 1, 0);
-  for (size_t j = 0; j < static_cast<size_t>(n); ++j) {
-    sdispl[j + 1] = sdispl[j] + send_counts[j] * es;
-    rdispl[j + 1] = rdispl[j] + recv_counts[j] * es;
-  }
-  auto scope = record(CollectiveOp::kAlltoallv, sdispl.back());
-  const auto* in = static_cast<const char*>(send);
-  auto* out = static_cast<char*>(recv);
-  const auto ur = static_cast<size_t>(r);
-  if (send_counts[ur] != recv_counts[ur]) {
-    throw CommError(r, r, "alltoallv: the block a rank sends itself must match what it receives");
-  }
-  std::memcpy(out + rdispl[ur], in + sdispl[ur], send_counts[ur] * es);
-  // Pairwise exchange: at step s send to r+s and receive from r-s, so every pair meets once.
-  for (int s = 1; s < n; ++s) {
-    const auto dst = static_cast<size_t>(mod(r + s, n)), src = static_cast<size_t>(mod(r - s, n));
-    exchange(scope ? &*scope : nullptr, in + sdispl[dst], send_counts[dst] * es, static_cast<int>(dst),
-             out + rdispl[src], recv_counts[src] * es, static_cast<int>(src), kTagAlltoall);
+  size_t bytes = 0;
+  const auto pairs = alltoall_pairs(comm_, send, send_counts, recv, recv_counts, type, bytes);
+  auto scope = record(CollectiveOp::kAlltoallv, bytes);
+  for (const auto& p : pairs) {
+    exchange(scope ? &*scope : nullptr, p.send, p.send_bytes, p.dst, p.recv, p.recv_bytes, p.src,
+             kTagAlltoall);
   }
 }
 

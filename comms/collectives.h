@@ -19,6 +19,22 @@
 
 namespace rondo {
 
+// One pair of an all-to-all's exchanges: the block for `dst` and the one from `src`.
+struct AlltoallPair {
+  int dst, src;
+  const char* send;
+  size_t send_bytes;
+  char* recv;
+  size_t recv_bytes;
+};
+// The exchanges of an all-to-all(v) in pairwise order (step s: to rank+s, from rank-s), after
+// copying the block a rank sends itself; `send_bytes`: what this rank sends in all. Throws
+// CommError for counts of the wrong size or a self block whose sizes differ.
+std::vector<AlltoallPair> alltoall_pairs(const Communicator& comm, const void* send,
+                                         const std::vector<size_t>& send_counts, void* recv,
+                                         const std::vector<size_t>& recv_counts, DType type,
+                                         size_t& send_bytes);
+
 class Collectives {
  public:
   // `recorder` may be null (recording off). Both must outlive this object.

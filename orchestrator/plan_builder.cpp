@@ -315,6 +315,18 @@ void set_hdp(const Config& config, plan::HdpSpec& hdp) {
 
 // Pass 2, specs: what every worker needs to know about the model, training, data, comms and
 // checkpoints.
+void set_moe(const Config& config, plan::MoeSpec& moe) {
+  const auto& m = config.model;
+  moe.set_num_experts(static_cast<uint32_t>(m.num_experts));
+  moe.set_router_topk(static_cast<uint32_t>(m.moe_router_topk));
+  moe.set_capacity_factor(m.moe_capacity_factor);
+  moe.set_aux_loss_coeff(m.moe_aux_loss_coeff);
+  moe.set_layer_freq(static_cast<uint32_t>(m.moe_layer_freq));
+  moe.set_forward_degree(
+      static_cast<uint32_t>(moe_degree(config.moe.a2a_overlap_degree, "moe.a2a_overlap_degree")));
+  moe.set_backward_degree(static_cast<uint32_t>(moe_degree(config.moe.bwd_degree, "moe.bwd_degree")));
+}
+
 void spec_pass(PlanContext& c) {
   const Config& config = c.config;
   auto& p = c.plan;
@@ -330,17 +342,7 @@ void spec_pass(PlanContext& c) {
   model->set_seq_length(static_cast<uint32_t>(mc.seq_length));
   model->set_recompute_granularity(plan_enum(recompute_granularity_from_name(mc.recompute_granularity),
                                              "model.recompute_granularity", mc.recompute_granularity));
-  if (mc.num_experts > 0) {
-    auto* moe = model->mutable_moe();
-    moe->set_num_experts(static_cast<uint32_t>(mc.num_experts));
-    moe->set_router_topk(static_cast<uint32_t>(mc.moe_router_topk));
-    moe->set_capacity_factor(mc.moe_capacity_factor);
-    moe->set_aux_loss_coeff(mc.moe_aux_loss_coeff);
-    moe->set_layer_freq(static_cast<uint32_t>(mc.moe_layer_freq));
-    moe->set_forward_degree(
-        static_cast<uint32_t>(moe_degree(config.moe.a2a_overlap_degree, "moe.a2a_overlap_degree")));
-    moe->set_backward_degree(static_cast<uint32_t>(moe_degree(config.moe.bwd_degree, "moe.bwd_degree")));
-  }
+  if (mc.num_experts > 0) set_moe(config, *model->mutable_moe());
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));

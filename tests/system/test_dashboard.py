@@ -39,6 +39,15 @@ def chromium(*args):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def screenshot(name, url):
+    """The page as a browser draws it, kept with the test's artifacts."""
+    artifacts = ctx.artifacts or ctx.tmp
+    os.makedirs(artifacts, exist_ok=True)
+    shot = os.path.join(artifacts, name)
+    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, url)
+    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+
+
 port = free_port()
 base = f"http://127.0.0.1:{port}"
 run_dir, proc = ctx.start("served", TINY + ["parallel.world_size=2", "training.train_iters=100000"],
@@ -98,11 +107,7 @@ try:
     ctx.check(cells >= 2 and len(valued) >= 2, f"the heatmap has cells with step times ({cells} cells)")
     ctx.check('id="step">0<' not in dom and 'id="phase" class="phase-running">running<' in dom,
               "the header shows the running job's step")
-    artifacts = ctx.artifacts or ctx.tmp
-    os.makedirs(artifacts, exist_ok=True)
-    shot = os.path.join(artifacts, "dashboard.png")
-    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, base + "/")
-    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+    screenshot("dashboard.png", base + "/")
 
     # rondo status, from state.json
     st = subprocess.run([ctx.rondo, "status", run_dir], capture_output=True, text=True, timeout=30)
@@ -152,10 +157,7 @@ try:
     ctx.check('id="hdp-card" hidden' not in dom and len(drawn) == len(grouped) and "busy max/mean measured" in dom
               and "NaN" not in svg and "undefined" not in svg,
               f"the dashboard draws the step's groups ({len(drawn)} group slots) and its balance")
-    artifacts = ctx.artifacts or ctx.tmp
-    shot = os.path.join(artifacts, "dashboard-hdp.png")
-    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, f"http://127.0.0.1:{port}/")
-    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+    screenshot("dashboard-hdp.png", f"http://127.0.0.1:{port}/")
 finally:
     if proc.poll() is None:
         proc.terminate()
@@ -179,10 +181,7 @@ try:
     svg = svg[:svg.find("</svg>")]
     ctx.check('id="moe-card" hidden' not in dom and svg.count("data-routed=") == 8 and "NaN" not in svg
               and "load-balancing loss" in dom, f"the dashboard draws 2 layers x 4 experts ({svg.count('data-routed=')} bars)")
-    artifacts = ctx.artifacts or ctx.tmp
-    shot = os.path.join(artifacts, "dashboard-moe.png")
-    chromium("--virtual-time-budget=5000", "--window-size=1280,1500", "--screenshot=" + shot, f"http://127.0.0.1:{port}/")
-    ctx.check(os.path.exists(shot) and os.path.getsize(shot) > 10000, f"screenshot kept as {shot}")
+    screenshot("dashboard-moe.png", f"http://127.0.0.1:{port}/")
 finally:
     if proc.poll() is None:
         proc.terminate()
