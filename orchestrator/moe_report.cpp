@@ -33,19 +33,41 @@ MoeCosts costs_of(const Config& c) {
           .source = "config: pipeline.device_tflops, pipeline.p2p_latency_s, pipeline.p2p_bandwidth_gbps"};
 }
 
+// One MoE layer's expert part on one rank per microbatch.
+MoeLayerWork layer_work(const Config& c) {
+  const auto& m = c.model;
+  const int64_t ep = c.parallel.expert_model_parallel_size;
+  const double tokens = static_cast<double>(c.training.micro_batch_size * m.seq_length);
+  return {.rows = tokens * static_cast<double>(m.moe_router_topk) * std::min(1.0, m.moe_capacity_factor),
+          .hidden = m.hidden_size,
+          .ffn = m.ffn_hidden_size,
+          .local_experts = m.num_experts / ep,
+          .members = static_cast<int>(ep)};
+}
+
 }  // namespace
+
+MoeExchangeSeconds moe_exposed_exchange(const Config& c) {
+  if (c.model.num_experts == 0 || c.parallel.expert_model_parallel_size <= 1) return {};
+  const auto costs = costs_of(c);
+  const auto work = layer_work(c);
+  const auto choice = choose_moe_degrees(costs, work);
+  const int64_t forward = moe_degree(c.moe.a2a_overlap_degree, "moe.a2a_overlap_degree");
+  const int64_t backward = moe_degree(c.moe.bwd_degree, "moe.bwd_degree");
+  auto alone = work;
+  alone.members = 1;  // the same experts' compute, nothing exchanged
+  return {
+      predict_expert_pipeline(costs, work, forward > 0 ? static_cast<int>(forward) : choice.forward, false) -
+          predict_expert_pipeline(costs, alone, 1, false),
+      predict_expert_pipeline(costs, work, backward > 0 ? static_cast<int>(backward) : choice.backward,
+                              true) -
+          predict_expert_pipeline(costs, alone, 1, true)};
+}
 
 nlohmann::json moe_layers_report(const Config& c) {
   const auto& m = c.model;
-  const int64_t ep = c.parallel.expert_model_parallel_size;
   const auto costs = costs_of(c);
-  const double tokens = static_cast<double>(c.training.micro_batch_size * m.seq_length);
-  const MoeLayerWork work{
-      .rows = tokens * static_cast<double>(m.moe_router_topk) * std::min(1.0, m.moe_capacity_factor),
-      .hidden = m.hidden_size,
-      .ffn = m.ffn_hidden_size,
-      .local_experts = m.num_experts / ep,
-      .members = static_cast<int>(ep)};
+  const auto work = layer_work(c);
   const auto choice = choose_moe_degrees(costs, work);
   const int64_t forward = moe_degree(c.moe.a2a_overlap_degree, "moe.a2a_overlap_degree");
   const int64_t backward = moe_degree(c.moe.bwd_degree, "moe.bwd_degree");

@@ -17,5 +17,11 @@ namespace rondo {
 // moe.cost_file for a file it cannot read.
 nlohmann::json moe_layers_report(const Config& config);
 std::string moe_layers_text(const nlohmann::json& report);
+// What an MoE block's exchanges add to a microbatch's forward and backward beyond its experts'
+// compute, at the degrees a run would use (0 without expert parallelism): the step prediction's.
+struct MoeExchangeSeconds {
+  double forward = 0, backward = 0;
+};
+MoeExchangeSeconds moe_exposed_exchange(const Config& config);
 
 }  // namespace rondo

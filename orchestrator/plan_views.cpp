@@ -16,8 +16,10 @@
 namespace rondo {
 
 int64_t count_parameters(const plan::ModelSpec& m) {
-  return model_parameters(
-      {m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(), m.seq_length()});
+  const auto& moe = m.moe();
+  return model_parameters({m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(),
+                           m.seq_length(), moe.num_experts(), moe.num_experts(),
+                           std::max(1u, moe.router_topk()), std::max(1u, moe.layer_freq())});
 }
 
 std::string action_to_string(const plan::Action& a) {

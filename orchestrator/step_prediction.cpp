@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "orchestrator/moe_report.h"
 #include "pipeline/schedule_simulator.h"
 
 namespace rondo {
@@ -19,13 +20,26 @@ constexpr double kAsyncExtraWeightBytes = 16.0 + 4.0;
 
 CostModel cost_model(const Config& c) {
   const auto& m = c.model;
-  return CostModel({.dims = {m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length},
+  // A rank holds num_experts / ep of an MoE layer's experts.
+  const GptDims dims{m.num_layers,
+                     m.hidden_size,
+                     m.ffn_hidden_size,
+                     m.vocab_size,
+                     m.seq_length,
+                     m.num_experts,
+                     m.num_experts / std::max<int64_t>(1, c.parallel.expert_model_parallel_size),
+                     m.moe_router_topk,
+                     m.moe_layer_freq};
+  const auto moe = moe_exposed_exchange(c);
+  return CostModel({.dims = dims,
                     .num_attention_heads = m.num_attention_heads,
                     .micro_batch_size = c.training.micro_batch_size,
                     .recompute = recompute_from_name(m.recompute_granularity),
                     .device_flops = c.pipeline.device_tflops * 1e12,
                     .devices_per_stage = static_cast<double>(c.parallel.tensor_model_parallel_size *
-                                                             c.parallel.context_parallel_size)});
+                                                             c.parallel.context_parallel_size),
+                    .moe_exchange_forward_s = moe.forward,
+                    .moe_exchange_backward_s = moe.backward});
 }
 
 StageCosts predicted_stage_costs(const Config& c, const std::vector<StageLayers>& stages) {

@@ -21,12 +21,21 @@ constexpr double kGradientBytes = 4;  // fp32 gradients
 // Bytes of gradients the rank all-reduces each step: its stages' parameters, its tensor-parallel share.
 double gradient_bytes(const plan::Plan& plan, int rank) {
   const auto& m = plan.model();
-  const GptDims dims{m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(), m.seq_length()};
+  const auto& moe = m.moe();
+  const GptDims dims{m.num_layers(),
+                     m.hidden_size(),
+                     m.ffn_hidden_size(),
+                     m.vocab_size(),
+                     m.seq_length(),
+                     moe.num_experts(),
+                     moe.num_experts() / std::max(1u, plan.mesh().ep()),
+                     std::max(1u, moe.router_topk()),
+                     std::max(1u, moe.layer_freq())};
   double params = 0;
   for (uint32_t s : plan.ranks(rank).stages()) {
     const auto& st = plan.stages(static_cast<int>(s));
-    params +=
-        static_cast<double>(stage_parameters(dims, st.num_layers(), st.has_embedding(), st.has_lm_head()));
+    params += static_cast<double>(
+        stage_parameters(dims, st.first_layer(), st.num_layers(), st.has_embedding(), st.has_lm_head()));
   }
   return params * kGradientBytes / std::max<uint32_t>(1, plan.mesh().tp());
 }

@@ -11,7 +11,7 @@ namespace {
 // Linear layers, embedding and LM head over `tokens` tokens, forward and backward (3x forward).
 double linear_flops(const GptDims& d, double tokens) {
   return 3 * tokens *
-         (static_cast<double>(d.num_layers) * block_linear_flops_per_token(d) + embedding_flops_per_token(d) +
+         (blocks_linear_flops_per_token(d, 0, d.num_layers) + embedding_flops_per_token(d) +
           lm_head_flops_per_token(d));
 }
 

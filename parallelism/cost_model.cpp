@@ -15,7 +15,8 @@ Recompute recompute_from_name(const std::string& name) {
 double CostModel::forward_flops(const StageLayers& st) const {
   const auto& d = spec_.dims;
   const double b = static_cast<double>(spec_.micro_batch_size), s = static_cast<double>(d.seq_length);
-  double flops = st.num_layers * (b * s * block_linear_flops_per_token(d) + b * attention_flops(d, s, s));
+  double flops = b * s * blocks_linear_flops_per_token(d, st.first_layer, st.num_layers) +
+                 st.num_layers * b * attention_flops(d, s, s);
   if (st.has_embedding) flops += b * s * embedding_flops_per_token(d);
   if (st.has_lm_head) flops += b * s * lm_head_flops_per_token(d);
   return flops;
@@ -41,8 +42,11 @@ StageCosts CostModel::stage_costs(const std::vector<StageLayers>& stages, double
   StageCosts costs;
   for (const auto& st : stages) {
     const double fl = forward_flops(st);
-    costs.f.push_back(fl / rate);
-    costs.b.push_back((2 * fl + recompute_flops(st)) / rate);
+    double moe_layers = 0;
+    for (int l = st.first_layer; l < st.first_layer + st.num_layers; ++l)
+      moe_layers += spec_.dims.is_moe_layer(l);
+    costs.f.push_back(fl / rate + moe_layers * spec_.moe_exchange_forward_s);
+    costs.b.push_back((2 * fl + recompute_flops(st)) / rate + moe_layers * spec_.moe_exchange_backward_s);
     costs.w.push_back(fl / rate);
   }
   costs.p2p_latency = p2p_latency_s;
@@ -52,7 +56,8 @@ StageCosts CostModel::stage_costs(const std::vector<StageLayers>& stages, double
 }
 
 double CostModel::parameters(const StageLayers& st) const {
-  return static_cast<double>(stage_parameters(spec_.dims, st.num_layers, st.has_embedding, st.has_lm_head));
+  return static_cast<double>(
+      stage_parameters(spec_.dims, st.first_layer, st.num_layers, st.has_embedding, st.has_lm_head));
 }
 
 double CostModel::layer_activation_bytes(double tokens) const {

@@ -29,6 +29,9 @@ struct CostModelSpec {
   Recompute recompute = Recompute::kNone;
   double device_flops = 1e12;    // per second, of one device
   double devices_per_stage = 1;  // tp * cp: each stage's work splits over them
+  // Expert parallelism: the seconds an MoE block's all-to-alls add to a microbatch's forward and
+  // backward beyond its compute (exposed by the expert pipeline; parallelism/moe_cost.h).
+  double moe_exchange_forward_s = 0, moe_exchange_backward_s = 0;
 };
 
 inline constexpr double kBytesPerValue = 4.0;  // float32

@@ -2,9 +2,19 @@
 
 namespace rondo {
 
-double block_linear_flops_per_token(const GptDims& d) {
+double block_linear_flops_per_token(const GptDims& d, int64_t layer) {
   const double h = static_cast<double>(d.hidden_size), f = static_cast<double>(d.ffn_hidden_size);
+  if (d.is_moe_layer(layer)) {
+    return 2 *
+           (4 * h * h + static_cast<double>(d.moe_topk) * 2 * h * f + h * static_cast<double>(d.num_experts));
+  }
   return 2 * (4 * h * h + 2 * h * f);
+}
+
+double blocks_linear_flops_per_token(const GptDims& d, int64_t first_layer, int64_t layers) {
+  double flops = 0;
+  for (int64_t l = first_layer; l < first_layer + layers; ++l) flops += block_linear_flops_per_token(d, l);
+  return flops;
 }
 
 double attention_flops(const GptDims& d, double queries, double keys) {
@@ -20,8 +30,8 @@ double lm_head_flops_per_token(const GptDims& d) {
 
 double segment_forward_flops(const GptDims& d, double begin, double end) {
   const double tokens = end - begin;
-  const double per_token = static_cast<double>(d.num_layers) * block_linear_flops_per_token(d) +
-                           embedding_flops_per_token(d) + lm_head_flops_per_token(d);
+  const double per_token = blocks_linear_flops_per_token(d, 0, d.num_layers) + embedding_flops_per_token(d) +
+                           lm_head_flops_per_token(d);
   return tokens * per_token + static_cast<double>(d.num_layers) * attention_flops(d, tokens, end);
 }
 

@@ -8,8 +8,11 @@
 
 namespace rondo {
 
-// One block's matrix multiplications for one token: QKV, output projection and the MLP.
-double block_linear_flops_per_token(const GptDims& dims);
+// Block `layer`'s matrix multiplications for one token: QKV, output projection and the MLP (an
+// MoE block: the router and the token's top-k experts).
+double block_linear_flops_per_token(const GptDims& dims, int64_t layer);
+// The same summed over blocks [first_layer, first_layer + layers).
+double blocks_linear_flops_per_token(const GptDims& dims, int64_t first_layer, int64_t layers);
 // One block's two attention products (scores and the weighted values) for `queries` query tokens
 // against `keys` keys.
 double attention_flops(const GptDims& dims, double queries, double keys);

@@ -1,8 +1,8 @@
 // Parameter counts of rondo's GPT (worker/gpt_family.h), the one formula the planner uses for the
 // model's size, a stage's share, weight memory and weight transfers. A transformer block holds
-// a fused QKV and an output projection (with biases), a two-layer MLP (with biases) and two
-// LayerNorms; the embedding stage token and position embeddings; the LM-head stage the final
-// LayerNorm and an untied output matrix without bias.
+// a fused QKV and an output projection (with biases), a two-layer MLP (with biases; an MoE block:
+// a router without bias and the experts held, each such an MLP) and two LayerNorms; the embedding stage token
+// and position embeddings; the LM-head stage the final LayerNorm and an untied output matrix without bias.
 #pragma once
 
 #include <cstdint>
@@ -17,11 +17,19 @@ const std::vector<std::string>& planned_model_families();
 
 struct GptDims {
   int64_t num_layers = 0, hidden_size = 0, ffn_hidden_size = 0, vocab_size = 0, seq_length = 0;
+  // Mixture of experts (model.num_experts; 0: dense): blocks 0, f, 2f, ... (f = moe_layer_freq)
+  // have a router and `experts_held` of their `num_experts` expert MLPs where counted (all of them
+  // for the whole model, num_experts / ep for one rank), each token computing `moe_topk` of them.
+  int64_t num_experts = 0, experts_held = 0, moe_topk = 1, moe_layer_freq = 1;
+  bool is_moe_layer(int64_t layer) const { return num_experts > 0 && layer % moe_layer_freq == 0; }
 };
 
-int64_t block_parameters(const GptDims& dims);
-// A stage of `layers` blocks, with the embedding and/or the LM head when it holds them.
-int64_t stage_parameters(const GptDims& dims, int64_t layers, bool embedding, bool lm_head);
+// Block `layer` (model-wide index: it says whether the block's MLP is an MoE one).
+int64_t block_parameters(const GptDims& dims, int64_t layer);
+// A stage of blocks [first_layer, first_layer + layers), with the embedding and/or the LM head
+// when it holds them.
+int64_t stage_parameters(const GptDims& dims, int64_t first_layer, int64_t layers, bool embedding,
+                         bool lm_head);
 // The whole model.
 int64_t model_parameters(const GptDims& dims);
 

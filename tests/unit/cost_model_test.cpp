@@ -2,6 +2,7 @@
 // recomputation drops the scores from the activations and reruns only the attention cores; stage
 // parameter counts add up to the model's.
 #include "parallelism/cost_model.h"
+#include "parallelism/model_flops.h"
 
 #include <gtest/gtest.h>
 
@@ -45,6 +46,31 @@ TEST(CostModel, SelectiveRecomputationDropsTheScoresFromALayersActivations) {
   EXPECT_DOUBLE_EQ(model_with(Recompute::kNone).layer_activation_bytes(tokens),
                    tokens * 64 * (34 + 5.0 * 4 * 128 / 64) * 2);
   EXPECT_DOUBLE_EQ(model_with(Recompute::kSelective).layer_activation_bytes(tokens), tokens * 64 * 34 * 2);
+}
+
+// An MoE block computes the router and its tokens' top-k experts; a dense one its MLP.
+TEST(CostModel, AnMoeBlockCostsItsTopKExperts) {
+  const GptDims dense{4, 64, 256, 1000, 128};
+  const GptDims moe{
+      4, 64, 256, 1000, 128, /*num_experts=*/8, /*experts_held=*/4, /*moe_topk=*/2, /*moe_layer_freq=*/2};
+  const double h = 64, f = 256;
+  EXPECT_DOUBLE_EQ(block_linear_flops_per_token(moe, 0), 2 * (4 * h * h + 2 * 2 * h * f + h * 8));
+  EXPECT_DOUBLE_EQ(block_linear_flops_per_token(moe, 1), block_linear_flops_per_token(dense, 1));
+  EXPECT_DOUBLE_EQ(blocks_linear_flops_per_token(moe, 0, 4),
+                   2 * block_linear_flops_per_token(moe, 0) + 2 * block_linear_flops_per_token(dense, 0));
+  // Parameters: layers 0 and 2 hold a router and 4 of the 8 experts.
+  const int64_t mlp = 64 * 256 + 256 + 256 * 64 + 64;
+  EXPECT_EQ(block_parameters(moe, 2) - block_parameters(dense, 2), 64 * 8 + 3 * mlp);
+  // The exchanges' exposed seconds land on each MoE block of a stage, forward and backward.
+  const std::vector<StageLayers> stages = {{0, 0, 3, true, false}, {1, 3, 1, false, true}};
+  const auto plain = CostModel({.dims = moe}).stage_costs(stages, 0, 1e9);
+  const auto exchanged =
+      CostModel({.dims = moe, .moe_exchange_forward_s = 0.5, .moe_exchange_backward_s = 1.0})
+          .stage_costs(stages, 0, 1e9);
+  EXPECT_DOUBLE_EQ(exchanged.f[0] - plain.f[0], 2 * 0.5);  // blocks 0 and 2
+  EXPECT_DOUBLE_EQ(exchanged.b[0] - plain.b[0], 2 * 1.0);
+  EXPECT_DOUBLE_EQ(exchanged.f[1], plain.f[1]);  // block 3 is dense
+  EXPECT_DOUBLE_EQ(exchanged.w[0], plain.w[0]);
 }
 
 TEST(CostModel, StagesAddUpToTheModel) {

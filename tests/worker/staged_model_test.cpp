@@ -76,12 +76,32 @@ TEST(StagedModel, ThePlannersParameterFormulaCountsEachStageExactly) {
       StagedModel part(gpt_family(), shape, std::vector<StageLayers>{st}, /*seed=*/1);
       int64_t held = 0;
       for (const auto& p : part->parameters()) held += p.numel();
-      EXPECT_EQ(held, stage_parameters(dims, st.num_layers, st.has_embedding, st.has_lm_head))
+      EXPECT_EQ(held, stage_parameters(dims, st.first_layer, st.num_layers, st.has_embedding, st.has_lm_head))
           << "stage " << st.index;
       total += held;
     }
     EXPECT_EQ(total, model_parameters(dims));
   }
+}
+
+// With MoE layers (0 and 2 of 4, 6 experts, this rank holding 3 of them at ep 2) a stage holds a
+// router and its share of the experts in those layers: the formula counts them too.
+TEST(StagedModel, ThePlannersParameterFormulaCountsAnExpertShare) {
+  ModelShape shape{4, 32, 4, 64, 256, 16};
+  shape.moe = {
+      .hidden_size = 32, .num_experts = 6, .topk = 2, .capacity_factor = 1.0, .aux_loss_coeff = 0.01};
+  shape.moe_layer_freq = 2;
+  shape.moe_runtime = std::make_shared<MoeRuntime>(ExpertParallel{nullptr, nullptr, 2, 1});
+  const GptDims dims{
+      4, 32, 64, 256, 16, /*num_experts=*/6, /*experts_held=*/3, /*moe_topk=*/2, /*moe_layer_freq=*/2};
+  for (const auto& st : std::vector<StageLayers>{{0, 0, 1, true, false}, {1, 1, 3, false, true}}) {
+    StagedModel part(gpt_family(), shape, std::vector<StageLayers>{st}, /*seed=*/1);
+    int64_t held = 0;
+    for (const auto& p : part->parameters()) held += p.numel();
+    EXPECT_EQ(held, stage_parameters(dims, st.first_layer, st.num_layers, st.has_embedding, st.has_lm_head))
+        << "stage " << st.index;
+  }
+  EXPECT_EQ(StagedModel(gpt_family(), shape, 1)->moe_layers().size(), 2u);
 }
 
 // The checkpoint keys (and the seeds every parameter starts from) are the names GPT's parameters
