@@ -38,11 +38,8 @@ MoeLayerWork layer_work(const Config& c) {
   const auto& m = c.model;
   const int64_t ep = c.parallel.expert_model_parallel_size;
   const double tokens = static_cast<double>(c.training.micro_batch_size * m.seq_length);
-  return {.rows = tokens * static_cast<double>(m.moe_router_topk) * std::min(1.0, m.moe_capacity_factor),
-          .hidden = m.hidden_size,
-          .ffn = m.ffn_hidden_size,
-          .local_experts = m.num_experts / ep,
-          .members = static_cast<int>(ep)};
+  return moe_layer_work(tokens, m.moe_router_topk, m.moe_capacity_factor, m.hidden_size, m.ffn_hidden_size,
+                        m.num_experts, static_cast<int>(ep));
 }
 
 }  // namespace

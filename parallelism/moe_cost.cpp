@@ -61,6 +61,15 @@ MoeCosts MoeCosts::from_json(const nlohmann::json& j, const std::string& key) {
   }
 }
 
+MoeLayerWork moe_layer_work(double tokens, int64_t topk, double capacity_factor, int64_t hidden, int64_t ffn,
+                            int64_t experts, int members) {
+  return {.rows = tokens * static_cast<double>(topk) * std::min(1.0, capacity_factor),
+          .hidden = hidden,
+          .ffn = ffn,
+          .local_experts = experts / std::max(1, members),
+          .members = members};
+}
+
 double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& w, int degree, bool backward) {
   const double d = degree;
   const double off_rank = w.members > 1 ? static_cast<double>(w.members - 1) / w.members : 0.0;

@@ -46,6 +46,12 @@ struct MoeLayerWork {
   int members = 1;  // the expert group's ranks
 };
 
+// The work of a microbatch of `tokens` tokens routed to `topk` of `experts` experts, at most
+// capacity_factor * tokens * topk / experts each, over an expert group of `members` ranks: what
+// both `rondo plan` and the workers' degree choice predict from.
+MoeLayerWork moe_layer_work(double tokens, int64_t topk, double capacity_factor, int64_t hidden, int64_t ffn,
+                            int64_t experts, int members);
+
 // Predicted seconds of the layer's expert part at pipeline degree `degree`, forward or backward.
 double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& work, int degree, bool backward);
 

@@ -75,11 +75,8 @@ void MoeTraining::choose_degrees(const plan::Plan& plan, StagedModel& model, int
   if (held.empty()) return;  // a stage without MoE layers: its whole expert group has none
   const auto& m = plan.model();
   const double tokens = static_cast<double>(plan.training().micro_batch_size()) * m.seq_length();
-  const MoeLayerWork work{.rows = tokens * moe.router_topk() * std::min(1.0, moe.capacity_factor()),
-                          .hidden = m.hidden_size(),
-                          .ffn = m.ffn_hidden_size(),
-                          .local_experts = held.begin()->second->local_experts(),
-                          .members = ep.size};
+  const auto work = moe_layer_work(tokens, moe.router_topk(), moe.capacity_factor(), m.hidden_size(),
+                                   m.ffn_hidden_size(), moe.num_experts(), ep.size);
   const auto costs = profile_moe_costs(*ep.group, held.begin()->second->expert(0), work);
   const auto choice = choose_moe_degrees(costs, work);
   const ExpertDegrees degrees{
