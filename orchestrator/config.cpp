@@ -303,7 +303,8 @@ void apply_override(Config& config, const std::string& item) {
   }
   const std::string section = item.substr(0, dot);
   const std::string name = item.substr(dot + 1, eq - dot - 1);
-  const auto& key = key_or_throw(section, name, " in --set");
+  const std::string where = " in --set";
+  const ConfigKey& key = key_or_throw(section, name, where);
   YAML::Node value;
   std::string raw = item.substr(eq + 1);
   try {
@@ -336,7 +337,8 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
         throw ConfigError(section_name, "expected a mapping of keys" + where);
       }
       for (const auto& item : section.second) {
-        const auto& key = key_or_throw(section_name, item.first.as<std::string>(), where);
+        const auto name = item.first.as<std::string>();
+        const ConfigKey& key = key_or_throw(section_name, name, where);
         assign(config, key, item.second, where);
       }
     }

@@ -1,6 +1,7 @@
 #include "pipeline/schedule_simulator.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <deque>
 #include <unordered_map>
 
