@@ -1,5 +1,9 @@
 #include "comms/mpi/mpi_communicator.h"
 
+#if __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>  // Open MPI's MPIX_Query_cuda_support
+#endif
+
 #include <chrono>
 #include <climits>
 #include <sstream>
@@ -28,6 +32,14 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   } else {
     MPI_Query_thread(&provided_);
   }
+}
+
+bool MpiRuntime::cuda_aware() {
+#if defined(MPIX_CUDA_AWARE_SUPPORT) && MPIX_CUDA_AWARE_SUPPORT
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return false;
+#endif
 }
 
 MpiRuntime::~MpiRuntime() {

@@ -24,6 +24,9 @@ class MpiRuntime {
   MpiRuntime(const MpiRuntime&) = delete;
   MpiRuntime& operator=(const MpiRuntime&) = delete;
   int thread_level() const { return provided_; }
+  // Whether this MPI reads and writes GPU memory itself (Open MPI built with CUDA support, asked
+  // at run time); false where the library cannot say.
+  static bool cuda_aware();
 
  private:
   bool owns_ = false;
