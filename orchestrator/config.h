@@ -28,6 +28,14 @@ struct ModelConfig {
   double moe_capacity_factor = 1.25;  // slots per expert: factor * tokens * topk / experts
   double moe_aux_loss_coeff = 0.01;
   int64_t moe_layer_freq = 1;  // layers 0, f, 2f, ... have an MoE MLP
+  // Llama-style families (llama, qwen3): grouped-query attention and rotary positions.
+  int64_t num_query_groups = 0;  // key/value heads; 0: one per attention head
+  double rotary_base = 10000.0;
+  double rope_scaling_factor = 1.0;  // Llama 3's frequency scaling; 1: none
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_positions = 8192;
+  double norm_epsilon = 1e-5;  // RMSNorm's epsilon
 };
 
 struct ParallelConfig {

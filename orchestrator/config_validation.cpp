@@ -69,6 +69,34 @@ void validate_moe(const Config& c) {
   moe_degree(c.moe.bwd_degree, "moe.bwd_degree");
 }
 
+// Grouped-query attention and rotary positions: the llama-style families' keys, refused on gpt
+// (whose heads all keep their own keys and whose positions are learned) unless left at defaults.
+void validate_rotary_family(const ModelConfig& m) {
+  const ModelConfig defaults;
+  const bool rotary = m.family == "llama" || m.family == "qwen3";
+  if (!rotary) {
+    require(m.num_query_groups == 0 || m.num_query_groups == m.num_attention_heads, "model.num_query_groups",
+            "grouped-query attention needs model.family llama or qwen3 (gpt: one key/value head per head)");
+    require(m.rotary_base == defaults.rotary_base && m.rope_scaling_factor == defaults.rope_scaling_factor,
+            m.rotary_base != defaults.rotary_base ? "model.rotary_base" : "model.rope_scaling_factor",
+            "rotary positions need model.family llama or qwen3 (gpt learns its positions)");
+    return;
+  }
+  const int64_t groups = m.num_query_groups == 0 ? m.num_attention_heads : m.num_query_groups;
+  require(groups >= 1 && m.num_attention_heads % groups == 0, "model.num_query_groups",
+          str(m.num_query_groups) +
+              " key/value heads do not divide model.num_attention_heads=" + str(m.num_attention_heads));
+  require((m.hidden_size / m.num_attention_heads) % 2 == 0, "model.num_attention_heads",
+          "rotary positions need an even head size, got hidden_size / heads = " +
+              str(m.hidden_size / m.num_attention_heads));
+  require(m.rotary_base > 1, "model.rotary_base", "must be > 1");
+  require(m.rope_scaling_factor >= 1, "model.rope_scaling_factor", "must be >= 1 (1: no scaling)");
+  require(m.rope_high_freq_factor > m.rope_low_freq_factor && m.rope_low_freq_factor > 0,
+          "model.rope_high_freq_factor", "must exceed model.rope_low_freq_factor, both > 0");
+  require(m.rope_original_max_positions >= 1, "model.rope_original_max_positions", "must be >= 1");
+  require(m.norm_epsilon > 0, "model.norm_epsilon", "must be > 0");
+}
+
 void validate_model(const Config& c) {
   const auto& m = c.model;
   require(m.num_layers >= 1, "model.num_layers", "must be >= 1, got " + str(m.num_layers));
@@ -82,6 +110,7 @@ void validate_model(const Config& c) {
           "must be >= 256 for the byte-level tokenizer, got " + str(m.vocab_size));
   require(m.seq_length >= 2, "model.seq_length", "must be >= 2, got " + str(m.seq_length));
   require_one_of(m.family, planned_model_families(), "model.family");
+  validate_rotary_family(m);
   require_one_of(m.recompute_granularity, {"none", "full", "selective"}, "model.recompute_granularity");
   validate_moe(c);
 }

@@ -10,6 +10,7 @@
 #include "data/indexed_dataset.h"
 #include "data/lognormal_mix.h"
 #include "data/token_corpus.h"
+#include "orchestrator/model_dims.h"
 
 namespace rondo {
 
@@ -25,11 +26,10 @@ int64_t hdp_tokens_per_step(const Config& c) {
 
 ContextParallelCost hdp_cost(const Config& c) {
   const auto& m = c.model;
-  return ContextParallelCost(
-      {.dims = {m.num_layers, m.hidden_size, m.ffn_hidden_size, m.vocab_size, m.seq_length},
-       .device_flops = c.pipeline.device_tflops * 1e12,
-       .link_bytes_per_s = c.pipeline.p2p_bandwidth_gbps * 1e9,
-       .link_latency_s = c.pipeline.p2p_latency_s});
+  return ContextParallelCost({.dims = model_dims(m),
+                              .device_flops = c.pipeline.device_tflops * 1e12,
+                              .link_bytes_per_s = c.pipeline.p2p_bandwidth_gbps * 1e9,
+                              .link_latency_s = c.pipeline.p2p_latency_s});
 }
 
 std::vector<int64_t> hdp_document_lengths(const Config& c) {

@@ -343,6 +343,13 @@ void spec_pass(PlanContext& c) {
   model->set_recompute_granularity(plan_enum(recompute_granularity_from_name(mc.recompute_granularity),
                                              "model.recompute_granularity", mc.recompute_granularity));
   if (mc.num_experts > 0) set_moe(config, *model->mutable_moe());
+  model->set_num_query_groups(static_cast<uint32_t>(mc.num_query_groups));
+  model->set_rotary_base(mc.rotary_base);
+  model->set_rope_scaling_factor(mc.rope_scaling_factor);
+  model->set_rope_low_freq_factor(mc.rope_low_freq_factor);
+  model->set_rope_high_freq_factor(mc.rope_high_freq_factor);
+  model->set_rope_original_max_positions(static_cast<uint32_t>(mc.rope_original_max_positions));
+  model->set_norm_epsilon(mc.norm_epsilon);
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));

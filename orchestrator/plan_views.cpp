@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include "orchestrator/model_dims.h"
 #include "orchestrator/plan_builder.h"
 #include "parallelism/model_parameters.h"
 #include "proto/plan_names.h"
@@ -15,12 +16,7 @@
 
 namespace rondo {
 
-int64_t count_parameters(const plan::ModelSpec& m) {
-  const auto& moe = m.moe();
-  return model_parameters({m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(),
-                           m.seq_length(), moe.num_experts(), moe.num_experts(),
-                           std::max(1u, moe.router_topk()), std::max(1u, moe.layer_freq())});
-}
+int64_t count_parameters(const plan::ModelSpec& m) { return model_parameters(model_dims(m)); }
 
 std::string action_to_string(const plan::Action& a) {
   // A forward of the next step's microbatch (asynchronous plans) carries a "+".

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "orchestrator/model_dims.h"
 #include "orchestrator/moe_report.h"
 #include "pipeline/schedule_simulator.h"
 
@@ -21,15 +22,7 @@ constexpr double kAsyncExtraWeightBytes = 16.0 + 4.0;
 CostModel cost_model(const Config& c) {
   const auto& m = c.model;
   // A rank holds num_experts / ep of an MoE layer's experts.
-  const GptDims dims{m.num_layers,
-                     m.hidden_size,
-                     m.ffn_hidden_size,
-                     m.vocab_size,
-                     m.seq_length,
-                     m.num_experts,
-                     m.num_experts / std::max<int64_t>(1, c.parallel.expert_model_parallel_size),
-                     m.moe_router_topk,
-                     m.moe_layer_freq};
+  const GptDims dims = model_dims(m, c.parallel.expert_model_parallel_size);
   const auto moe = moe_exposed_exchange(c);
   return CostModel({.dims = dims,
                     .num_attention_heads = m.num_attention_heads,

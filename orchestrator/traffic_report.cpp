@@ -9,6 +9,7 @@
 
 #include "common/errors.h"
 #include "orchestrator/fabric.h"
+#include "orchestrator/model_dims.h"
 #include "parallelism/model_parameters.h"
 #include "proto/plan_names.h"
 
@@ -21,16 +22,7 @@ constexpr double kGradientBytes = 4;  // fp32 gradients
 // Bytes of gradients the rank all-reduces each step: its stages' parameters, its tensor-parallel share.
 double gradient_bytes(const plan::Plan& plan, int rank) {
   const auto& m = plan.model();
-  const auto& moe = m.moe();
-  const GptDims dims{m.num_layers(),
-                     m.hidden_size(),
-                     m.ffn_hidden_size(),
-                     m.vocab_size(),
-                     m.seq_length(),
-                     moe.num_experts(),
-                     moe.num_experts() / std::max(1u, plan.mesh().ep()),
-                     std::max(1u, moe.router_topk()),
-                     std::max(1u, moe.layer_freq())};
+  const GptDims dims = model_dims(m, std::max(1u, plan.mesh().ep()));
   double params = 0;
   for (uint32_t s : plan.ranks(rank).stages()) {
     const auto& st = plan.stages(static_cast<int>(s));

@@ -4,11 +4,12 @@ namespace rondo {
 
 double block_linear_flops_per_token(const GptDims& d, int64_t layer) {
   const double h = static_cast<double>(d.hidden_size), f = static_cast<double>(d.ffn_hidden_size);
+  const double attention = h * static_cast<double>(d.qkv_rows()) + h * h;  // QKV, output projection
+  const double mlp = static_cast<double>(d.mlp_matrices()) * h * f;
   if (d.is_moe_layer(layer)) {
-    return 2 *
-           (4 * h * h + static_cast<double>(d.moe_topk) * 2 * h * f + h * static_cast<double>(d.num_experts));
+    return 2 * (attention + static_cast<double>(d.moe_topk) * mlp + h * static_cast<double>(d.num_experts));
   }
-  return 2 * (4 * h * h + 2 * h * f);
+  return 2 * (attention + mlp);
 }
 
 double blocks_linear_flops_per_token(const GptDims& d, int64_t first_layer, int64_t layers) {

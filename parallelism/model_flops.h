@@ -1,7 +1,7 @@
-// Forward FLOPs of rondo's GPT (worker/gpt_family.h), the one formula the planner's step
-// prediction and the chunk balancer share. Attention is counted as the implementation computes
-// it: the whole masked rectangle of queries x keys (a causal mask saves nothing there). A
-// backward costs twice the forward.
+// Forward FLOPs of rondo's model families (parallelism/model_parameters.h), the one formula the planner's
+// step prediction and the chunk balancer share. Attention is counted as the implementation computes it: the
+// whole masked rectangle of queries x keys (a causal mask saves nothing there). A backward costs twice the
+// forward.
 #pragma once
 
 #include "parallelism/model_parameters.h"

@@ -1,8 +1,10 @@
-// Parameter counts of rondo's GPT (worker/gpt_family.h), the one formula the planner uses for the
-// model's size, a stage's share, weight memory and weight transfers. A transformer block holds
-// a fused QKV and an output projection (with biases), a two-layer MLP (with biases; an MoE block:
-// a router without bias and the experts held, each such an MLP) and two LayerNorms; the embedding stage token
-// and position embeddings; the LM-head stage the final LayerNorm and an untied output matrix without bias.
+// Parameter counts of rondo's model families (worker/gpt_family.h, worker/llama_family.h), the one
+// formula the planner uses for the model's size, a stage's share, weight memory and weight
+// transfers. A GPT block holds a fused QKV and an output projection (with biases), a two-layer MLP
+// (with biases; an MoE block: a router without bias and the experts held, each such an MLP) and
+// two LayerNorms; the embedding stage token and position embeddings; the LM-head stage the final
+// LayerNorm and an untied output matrix without bias. A Llama-style block: no biases, GQA's
+// narrower keys and values, a three-matrix MLP, RMSNorms; token embeddings only.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +24,19 @@ struct GptDims {
   // for the whole model, num_experts / ep for one rank), each token computing `moe_topk` of them.
   int64_t num_experts = 0, experts_held = 0, moe_topk = 1, moe_layer_freq = 1;
   bool is_moe_layer(int64_t layer) const { return num_experts > 0 && layer % moe_layer_freq == 0; }
+  // Llama-style blocks (model.family llama, qwen3; worker/llama_family.h): no biases, RMSNorms (a
+  // weight each), a SwiGLU MLP (three matrices), keys and values for `num_query_groups` of the
+  // `num_attention_heads` heads, no position embedding; `qk_norm` (qwen3): a head-sized RMSNorm on
+  // queries and on keys.
+  bool llama_style = false, qk_norm = false;
+  int64_t num_attention_heads = 1, num_query_groups = 1;
+  // Rows of the fused QKV projection (3h for GPT; h plus both groups' keys and values with GQA).
+  int64_t qkv_rows() const {
+    return llama_style ? hidden_size + 2 * num_query_groups * (hidden_size / num_attention_heads)
+                       : 3 * hidden_size;
+  }
+  // An MLP's matrices of h x ffn (two; three gated).
+  int64_t mlp_matrices() const { return llama_style ? 3 : 2; }
 };
 
 // Block `layer` (model-wide index: it says whether the block's MLP is an MoE one).

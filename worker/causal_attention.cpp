@@ -141,25 +141,71 @@ torch::Tensor causal_mask(int64_t t, torch::Device device) {
 
 }  // namespace
 
+CausalSelfAttentionImpl::CausalSelfAttentionImpl(const AttentionOptions& o)
+    : num_heads_(o.num_heads),
+      num_groups_(o.num_query_groups > 0 ? o.num_query_groups : o.num_heads),
+      selective_recompute_(o.selective_recompute),
+      fused_kernels_(o.fused_kernels) {
+  const int64_t h = o.hidden_size, head = h / num_heads_;
+  if (num_heads_ % num_groups_ != 0) {
+    throw std::invalid_argument("attention: " + std::to_string(num_groups_) +
+                                " key/value groups do not divide " + std::to_string(num_heads_) + " heads");
+  }
+  qkv = register_module("qkv", DeferrableLinear(h, h + 2 * num_groups_ * head, o.bias, o.fused_kernels));
+  proj = register_module("proj", DeferrableLinear(h, h, o.bias, o.fused_kernels));
+  if (o.qk_norm) {
+    q_norm = register_module("q_norm", RmsNorm(head, o.norm_epsilon));
+    k_norm = register_module("k_norm", RmsNorm(head, o.norm_epsilon));
+  }
+  if (o.rotary) frequencies_ = rotary_frequencies(o.rotary_spec, head);
+}
+
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t num_heads,
                                                  bool selective_recompute, bool fused_kernels)
-    : num_heads_(num_heads), selective_recompute_(selective_recompute), fused_kernels_(fused_kernels) {
-  qkv = register_module("qkv", DeferrableLinear(hidden_size, 3 * hidden_size, true, fused_kernels));
-  proj = register_module("proj", DeferrableLinear(hidden_size, hidden_size, true, fused_kernels));
+    : CausalSelfAttentionImpl(AttentionOptions{.hidden_size = hidden_size,
+                                               .num_heads = num_heads,
+                                               .selective_recompute = selective_recompute,
+                                               .fused_kernels = fused_kernels}) {}
+
+std::vector<torch::Tensor> CausalSelfAttentionImpl::project(const torch::Tensor& x,
+                                                            const torch::Tensor& positions) {
+  const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
+  if (num_groups_ == num_heads_ && !frequencies_.defined() && !q_norm) {
+    // [3, b * heads, t, hd]: one batched matrix per (sample, head). unbind, not three selects: its
+    // backward stacks the three gradients once instead of scattering each into a zeroed copy.
+    return qkv(x)
+        .view({b, t, 3, num_heads_, hd})
+        .permute({2, 0, 3, 1, 4})
+        .reshape({3, b * num_heads_, t, hd})
+        .unbind(0);
+  }
+  const auto all = qkv(x).view({b, t, num_heads_ + 2 * num_groups_, hd});
+  auto q = all.narrow(2, 0, num_heads_), k = all.narrow(2, num_heads_, num_groups_),
+       v = all.narrow(2, num_heads_ + num_groups_, num_groups_);
+  if (q_norm) {
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  if (frequencies_.defined()) {
+    if (!positions.defined()) throw std::invalid_argument("rotary attention needs each token's position");
+    q = apply_rotary(q, positions, frequencies_);
+    k = apply_rotary(k, positions, frequencies_);
+  }
+  if (num_groups_ < num_heads_) {  // each key/value head serves heads / groups consecutive queries
+    k = k.repeat_interleave(num_heads_ / num_groups_, 2);
+    v = v.repeat_interleave(num_heads_ / num_groups_, 2);
+  }
+  const auto batches = [&](const torch::Tensor& y) {
+    return y.transpose(1, 2).reshape({b * num_heads_, t, hd});
+  };
+  return {batches(q), batches(k), batches(v)};
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
                                                const LayerKeyValues* past, LayerKeyValues* present,
-                                               const ContextShare* share) {
+                                               const ContextShare* share, const torch::Tensor& positions) {
   const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
-  // [3, b * heads, t, hd]: one batched matrix per (sample, head).
-  // unbind, not three selects: its backward stacks the three gradients once instead of
-  // scattering each into a zeroed copy of the whole.
-  const auto parts = qkv(x)
-                         .view({b, t, 3, num_heads_, hd})
-                         .permute({2, 0, 3, 1, 4})
-                         .reshape({3, b * num_heads_, t, hd})
-                         .unbind(0);
+  const auto parts = project(x, positions);
   const auto& q = parts[0];
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
   if (share) {

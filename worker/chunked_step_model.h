@@ -16,12 +16,12 @@
 #include <memory>
 #include <vector>
 
-#include "pipeline/exec/stage_executor.h"
-#include "proto/plan.pb.h"
 #include "data/exec/chunked_microbatch.h"
 #include "data/exec/pipeline_chunks.h"
-#include "worker/staged_model.h"
 #include "data/exec/step_batches.h"
+#include "pipeline/exec/stage_executor.h"
+#include "proto/plan.pb.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 

@@ -55,8 +55,9 @@ class GptBlock : public BlockPart {
       adopt_submodules(*this, *mlp);
     }
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
-                        LayerKeyValues* present, const ContextShare* share) override {
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& /*positions: learned*/,
+                        const torch::Tensor& bias, const LayerKeyValues* past, LayerKeyValues* present,
+                        const ContextShare* share) override {
     auto h = x + attn(ln1(x), bias, past, present, share);
     const auto normed = ln2(h);
     return h + (mlp ? mlp->forward(normed) : moe_mlp->forward(normed));

@@ -3,13 +3,14 @@
 #include <stdexcept>
 
 #include "worker/gpt_family.h"
+#include "worker/llama_family.h"
 
 namespace rondo {
 
 namespace {
 
 const std::vector<ModelFamily>& families() {
-  static const std::vector<ModelFamily> table{gpt_family()};
+  static const std::vector<ModelFamily> table{gpt_family(), llama_family(), qwen3_family()};
   return table;
 }
 

@@ -40,6 +40,11 @@ struct ModelShape {
   int64_t moe_layer_freq = 1;
   std::shared_ptr<MoeRuntime> moe_runtime = nullptr;
   bool is_moe_layer(int64_t layer) const { return moe.num_experts > 0 && layer % moe_layer_freq == 0; }
+  // Llama-style families (worker/llama_family.h): key/value heads (0: one per head), rotary
+  // positions and RMSNorm's epsilon.
+  int64_t num_query_groups = 0;
+  RotarySpec rotary = {};
+  double norm_epsilon = 1e-5;
 };
 
 // Token ids [batch, seq] and each token's position [batch, seq] (or [seq]) -> hidden states.
@@ -48,14 +53,16 @@ class EmbeddingPart : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& tokens, const torch::Tensor& positions) = 0;
 };
 
-// One layer: hidden states [batch, seq, hidden] -> the same. `bias`, `past` and `present` are
-// CausalSelfAttention's (a packed or chunked batch's mask, earlier chunks' keys and values, this
-// chunk's keys and values).
+// One layer: hidden states [batch, seq, hidden] -> the same. `positions` are each token's
+// position in its document ([seq] or [batch, seq]; rotary families rotate by them); `bias`, `past`
+// and `present` are CausalSelfAttention's (a packed or chunked batch's mask, earlier chunks' keys
+// and values, this chunk's keys and values).
 class BlockPart : public torch::nn::Module {
  public:
   // `share`: this rank holds a share of each row's tokens and attends over its context-parallel
   // group (parallelism/exec/ring_attention.h); no bias, no past keys then.
-  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& bias, const LayerKeyValues* past,
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& positions,
+                                const torch::Tensor& bias, const LayerKeyValues* past,
                                 LayerKeyValues* present, const ContextShare* share = nullptr) = 0;
   // The block's mixture-of-experts MLP, or null for a dense one.
   virtual MoeMlpImpl* moe() { return nullptr; }

@@ -47,6 +47,13 @@ ModelShape model_shape(const plan::Plan& plan, std::shared_ptr<MoeRuntime> moe) 
     shape.moe_layer_freq = m.moe().layer_freq();
     shape.moe_runtime = std::move(moe);
   }
+  shape.num_query_groups = m.num_query_groups();
+  shape.rotary = {.base = m.rotary_base(),
+                  .scaling_factor = m.rope_scaling_factor(),
+                  .low_freq_factor = m.rope_low_freq_factor(),
+                  .high_freq_factor = m.rope_high_freq_factor(),
+                  .original_max_positions = m.rope_original_max_positions()};
+  shape.norm_epsilon = m.norm_epsilon();
   return shape;
 }
 

@@ -71,7 +71,7 @@ torch::Tensor StagedModelImpl::forward_stage(int index, const torch::Tensor& inp
   torch::Tensor bias;
   if (documents.defined() && st.num_layers > 0) bias = causal_bias(0, t, documents, input.device());
   const auto positions =
-      st.has_embedding && documents.defined()
+      documents.defined()
           ? document_positions(documents)
           : torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input.device()));
   return run(index, input, positions, bias, {}, nullptr, nullptr);
@@ -99,8 +99,8 @@ torch::Tensor StagedModelImpl::run(int index, const torch::Tensor& input, const 
   for (int64_t i = 0; i < st.num_layers; ++i) {
     const auto slot = static_cast<size_t>(i);
     x = blocks_.at(st.first_layer + i)
-            ->forward(x, bias, past.empty() ? nullptr : &past[slot], present ? &(*present)[slot] : nullptr,
-                      share);
+            ->forward(x, positions, bias, past.empty() ? nullptr : &past[slot],
+                      present ? &(*present)[slot] : nullptr, share);
   }
   if (st.has_lm_head) x = head_->forward(x);
   return x;

@@ -81,8 +81,8 @@ torch::Tensor PipelineChunks::forward(int stage, int chunk, const torch::Tensor&
     }
   }
   std::vector<LayerKeyValues> present;
-  auto out = s.model->forward_chunk(stage, input, st.has_embedding ? in.positions : torch::Tensor(),
-                                    layers ? in.bias : torch::Tensor(), past, layers ? &present : nullptr);
+  auto out = s.model->forward_chunk(stage, input, in.positions, layers ? in.bias : torch::Tensor(), past,
+                                    layers ? &present : nullptr);
   if (!layers || !s.rows->has_later_chunk(c)) return out;  // no later chunk attends to these keys
   const std::pair<int, int> key{stage, chunk};
   auto& mine = s.leaves[key];
