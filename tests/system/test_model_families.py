@@ -85,5 +85,5 @@ for family, sets in FAMILIES.items():
     ctx.check(w <= 1e-5, f"{family}: chunks of 32 reproduce the unchunked run within 1e-5 (worst {w:.2e})")
 
 _, out = ctx.run("gpt-gqa", BASE + ["model.num_query_groups=2", "parallel.world_size=1"], expect_status=2)
-ctx.check("model.num_query_groups" in out, "grouped-query attention on gpt is refused naming model.num_query_groups")
+ctx.check("model.num_query_groups" in out.stderr + out.stdout, "grouped-query attention on gpt is refused naming model.num_query_groups")
 ctx.finish()
