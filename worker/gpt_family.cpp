@@ -107,7 +107,11 @@ ModelFamily gpt_family() {
       .make_block = [](const ModelShape& s, int64_t layer) { return std::make_shared<GptBlock>(s, layer); },
       .make_head = [](const ModelShape& s) { return std::make_shared<GptHead>(s); },
       .stacked_matrices = [](const std::string& name) { return name.ends_with("attn.qkv.weight") ? 3 : 1; },
-      .initialise = initialise};
+      .initialise = initialise,
+      .cost_dims =
+          [](const ModelShape& s) {
+            return GptDims{s.num_layers, s.hidden_size, s.ffn_hidden_size, s.vocab_size, s.seq_length};
+          }};
 }
 
 }  // namespace rondo

@@ -113,7 +113,16 @@ ModelFamily llama_style(std::string name, bool qk_norm) {
           // With grouped-query attention the fused QKV stacks matrices of unequal heights: Muon
           // orthogonalises it whole.
           .stacked_matrices = [](const std::string&) { return 1; },
-          .initialise = initialise};
+          .initialise = initialise,
+          .cost_dims =
+              [qk_norm](const ModelShape& s) {
+                GptDims d{s.num_layers, s.hidden_size, s.ffn_hidden_size, s.vocab_size, s.seq_length};
+                d.llama_style = true;
+                d.qk_norm = qk_norm;
+                d.num_attention_heads = s.num_attention_heads;
+                d.num_query_groups = s.num_query_groups > 0 ? s.num_query_groups : s.num_attention_heads;
+                return d;
+              }};
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "parallelism/exec/moe_layer.h"
+#include "parallelism/model_parameters.h"
 #include "worker/causal_attention.h"
 
 namespace rondo {
@@ -90,6 +91,9 @@ struct ModelFamily {
   std::function<void(const std::string& name, torch::Tensor& parameter, const ModelShape&,
                      at::Generator& generator)>
       initialise;
+  // The planner's view of the model (parallelism/model_parameters.h), for the costs the worker
+  // weighs itself (chunk boundaries).
+  std::function<GptDims(const ModelShape&)> cost_dims;
 };
 
 // The family registered as `name`; throws std::invalid_argument naming model.family and the

@@ -22,7 +22,7 @@ StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
 
 StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
                                  std::vector<StageLayers> stages, uint64_t seed)
-    : shape_(s), stages_(std::move(stages)) {
+    : shape_(s), dims_(family.cost_dims(s)), stages_(std::move(stages)) {
   std::sort(stages_.begin(), stages_.end(), [](const auto& a, const auto& b) { return a.index < b.index; });
   for (const auto& st : stages_) {
     if (st.first_layer < 0 || st.num_layers < 0 || st.first_layer + st.num_layers > s.num_layers) {

@@ -61,10 +61,7 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& targets, int64_t divisor = 0) const;
 
   const ModelShape& shape() const { return shape_; }
-  GptDims cost_dims() const override {
-    return {shape_.num_layers, shape_.hidden_size, shape_.ffn_hidden_size, shape_.vocab_size,
-            shape_.seq_length};
-  }
+  GptDims cost_dims() const override { return dims_; }
   const std::vector<StageLayers>& stages() const { return stages_; }
   const StageLayers& stage(int index) const override;
   // The MoE MLPs of the blocks this rank holds, by layer.
@@ -77,6 +74,7 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
                     const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
                     std::vector<LayerKeyValues>* present, const ContextShare* share);
   ModelShape shape_;
+  GptDims dims_;
   std::vector<StageLayers> stages_;  // sorted by index
   std::shared_ptr<EmbeddingPart> embedding_;
   std::map<int64_t, std::shared_ptr<BlockPart>> blocks_;  // global layer index -> block

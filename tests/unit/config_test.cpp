@@ -83,7 +83,21 @@ TEST(Config, ImpossibleLayoutsAreNamed) {
 
 TEST(Config, TheModelFamilyIsOneThePlannerKnows) {
   EXPECT_EQ(error_key("", {"model.family=gpt"}), "");
-  EXPECT_EQ(error_key("", {"model.family=llama"}), "model.family");
+  EXPECT_EQ(error_key("", {"model.family=llama", "model.num_query_groups=2"}), "");
+  EXPECT_EQ(error_key("", {"model.family=mamba"}), "model.family");
+}
+
+TEST(Config, GroupedQueryAttentionAndRotaryKeysAreChecked) {
+  EXPECT_EQ(error_key("", {"model.family=qwen3", "model.num_query_groups=1", "model.rope_scaling_factor=8"}),
+            "");
+  EXPECT_EQ(error_key("", {"model.family=llama", "model.num_query_groups=3"}), "model.num_query_groups");
+  EXPECT_EQ(error_key("", {"model.num_query_groups=2"}), "model.num_query_groups");  // gpt
+  EXPECT_EQ(error_key("", {"model.rotary_base=500000"}), "model.rotary_base");       // gpt
+  EXPECT_EQ(error_key("", {"model.family=llama", "model.hidden_size=132", "model.num_attention_heads=44"}),
+            "model.num_attention_heads");  // head size 3: odd
+  EXPECT_EQ(error_key("", {"model.family=llama", "model.rope_scaling_factor=0.5"}),
+            "model.rope_scaling_factor");
+  EXPECT_EQ(error_key("", {"model.family=llama", "model.norm_epsilon=0"}), "model.norm_epsilon");
 }
 
 TEST(Config, ChunkedTrainingKeysAreChecked) {
