@@ -52,6 +52,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(model, num_query_groups,
                 "llama, qwen3: key/value heads of grouped-query attention, dividing num_attention_heads "
                 "(0: one per head)"),
+      RONDO_KEY(model, kv_channels,
+                "llama, qwen3: each attention head's size (0: hidden_size / num_attention_heads; Qwen3's "
+                "differs)"),
       RONDO_KEY(model, rotary_base, "llama, qwen3: base of the rotary position frequencies"),
       RONDO_KEY(model, rope_scaling_factor,
                 "llama, qwen3: Llama 3's rotary frequency scaling factor (1: no scaling; Llama 3.1: 8)"),

@@ -30,6 +30,7 @@ struct ModelConfig {
   int64_t moe_layer_freq = 1;  // layers 0, f, 2f, ... have an MoE MLP
   // Llama-style families (llama, qwen3): grouped-query attention and rotary positions.
   int64_t num_query_groups = 0;  // key/value heads; 0: one per attention head
+  int64_t kv_channels = 0;       // each head's size; 0: hidden_size / num_attention_heads
   double rotary_base = 10000.0;
   double rope_scaling_factor = 1.0;  // Llama 3's frequency scaling; 1: none
   double rope_low_freq_factor = 1.0;

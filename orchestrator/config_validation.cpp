@@ -77,6 +77,8 @@ void validate_rotary_family(const ModelConfig& m) {
   if (!rotary) {
     require(m.num_query_groups == 0 || m.num_query_groups == m.num_attention_heads, "model.num_query_groups",
             "grouped-query attention needs model.family llama or qwen3 (gpt: one key/value head per head)");
+    require(m.kv_channels == 0 || m.kv_channels * m.num_attention_heads == m.hidden_size, "model.kv_channels",
+            "gpt's heads split hidden_size evenly (leave it 0)");
     require(m.rotary_base == defaults.rotary_base && m.rope_scaling_factor == defaults.rope_scaling_factor,
             m.rotary_base != defaults.rotary_base ? "model.rotary_base" : "model.rope_scaling_factor",
             "rotary positions need model.family llama or qwen3 (gpt learns its positions)");
@@ -86,9 +88,10 @@ void validate_rotary_family(const ModelConfig& m) {
   require(groups >= 1 && m.num_attention_heads % groups == 0, "model.num_query_groups",
           str(m.num_query_groups) +
               " key/value heads do not divide model.num_attention_heads=" + str(m.num_attention_heads));
-  require((m.hidden_size / m.num_attention_heads) % 2 == 0, "model.num_attention_heads",
-          "rotary positions need an even head size, got hidden_size / heads = " +
-              str(m.hidden_size / m.num_attention_heads));
+  require(m.kv_channels >= 0, "model.kv_channels", "must be >= 0 (0: hidden_size / num_attention_heads)");
+  const int64_t head = m.kv_channels > 0 ? m.kv_channels : m.hidden_size / m.num_attention_heads;
+  require(head % 2 == 0, m.kv_channels > 0 ? "model.kv_channels" : "model.num_attention_heads",
+          "rotary positions need an even head size, got " + str(head));
   require(m.rotary_base > 1, "model.rotary_base", "must be > 1");
   require(m.rope_scaling_factor >= 1, "model.rope_scaling_factor", "must be >= 1 (1: no scaling)");
   require(m.rope_high_freq_factor > m.rope_low_freq_factor && m.rope_low_freq_factor > 0,

@@ -24,6 +24,7 @@ GptDims model_dims(const ModelConfig& m, int64_t expert_parallel) {
   d.qk_norm = m.family == "qwen3";
   d.num_attention_heads = std::max<int64_t>(1, m.num_attention_heads);
   d.num_query_groups = m.num_query_groups > 0 ? m.num_query_groups : d.num_attention_heads;
+  d.head_size = m.kv_channels;
   return d;
 }
 
@@ -42,6 +43,7 @@ GptDims model_dims(const plan::ModelSpec& m, int64_t expert_parallel) {
   d.qk_norm = m.family() == "qwen3";
   d.num_attention_heads = std::max(1u, m.num_attention_heads());
   d.num_query_groups = m.num_query_groups() > 0 ? m.num_query_groups() : d.num_attention_heads;
+  d.head_size = m.kv_channels();
   return d;
 }
 

@@ -350,6 +350,7 @@ void spec_pass(PlanContext& c) {
   model->set_rope_high_freq_factor(mc.rope_high_freq_factor);
   model->set_rope_original_max_positions(static_cast<uint32_t>(mc.rope_original_max_positions));
   model->set_norm_epsilon(mc.norm_epsilon);
+  model->set_kv_channels(static_cast<uint32_t>(mc.kv_channels));
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));

@@ -4,7 +4,9 @@ namespace rondo {
 
 double block_linear_flops_per_token(const GptDims& d, int64_t layer) {
   const double h = static_cast<double>(d.hidden_size), f = static_cast<double>(d.ffn_hidden_size);
-  const double attention = h * static_cast<double>(d.qkv_rows()) + h * h;  // QKV, output projection
+  // QKV, output projection
+  const double attention =
+      h * static_cast<double>(d.qkv_rows()) + static_cast<double>(d.attention_width()) * h;
   const double mlp = static_cast<double>(d.mlp_matrices()) * h * f;
   if (d.is_moe_layer(layer)) {
     return 2 * (attention + static_cast<double>(d.moe_topk) * mlp + h * static_cast<double>(d.num_experts));
@@ -19,7 +21,7 @@ double blocks_linear_flops_per_token(const GptDims& d, int64_t first_layer, int6
 }
 
 double attention_flops(const GptDims& d, double queries, double keys) {
-  return 4 * queries * keys * static_cast<double>(d.hidden_size);
+  return 4 * queries * keys * static_cast<double>(d.attention_width());
 }
 
 double embedding_flops_per_token(const GptDims& d) { return 2 * static_cast<double>(d.hidden_size); }

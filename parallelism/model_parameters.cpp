@@ -11,9 +11,9 @@ const std::vector<std::string>& planned_model_families() {
 
 int64_t block_parameters(const GptDims& d, int64_t layer) {
   const int64_t h = d.hidden_size, f = d.ffn_hidden_size, rows = d.qkv_rows();
-  const int64_t head = h / std::max<int64_t>(1, d.num_attention_heads);
+  const int64_t head = d.head(), width = d.attention_width();
   // QKV and output projection; MLP; the block's norms (and qwen3's on queries and keys)
-  const int64_t attention = d.llama_style ? h * rows + h * h : h * rows + rows + h * h + h;
+  const int64_t attention = d.llama_style ? h * rows + width * h : h * rows + rows + h * h + h;
   const int64_t mlp = d.llama_style ? 3 * h * f : h * f + f + f * h + h;
   const int64_t norms = (d.llama_style ? 2 * h : 2 * 2 * h) + (d.qk_norm ? 2 * head : 0);
   if (d.is_moe_layer(layer)) return attention + h * d.num_experts + d.experts_held * mlp + norms;

@@ -7,6 +7,7 @@
 // narrower keys and values, a three-matrix MLP, RMSNorms; token embeddings only.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -30,11 +31,16 @@ struct GptDims {
   // queries and on keys.
   bool llama_style = false, qk_norm = false;
   int64_t num_attention_heads = 1, num_query_groups = 1;
-  // Rows of the fused QKV projection (3h for GPT; h plus both groups' keys and values with GQA).
-  int64_t qkv_rows() const {
-    return llama_style ? hidden_size + 2 * num_query_groups * (hidden_size / num_attention_heads)
-                       : 3 * hidden_size;
+  int64_t head_size = 0;  // 0: hidden_size / num_attention_heads
+  int64_t head() const {
+    return head_size > 0 ? head_size : hidden_size / std::max<int64_t>(1, num_attention_heads);
   }
+  // Rows of the fused QKV projection (3h for GPT; the heads' queries plus the groups' keys and
+  // values with GQA); the output projection's columns (h, or heads x head_size).
+  int64_t qkv_rows() const {
+    return llama_style ? (num_attention_heads + 2 * num_query_groups) * head() : 3 * hidden_size;
+  }
+  int64_t attention_width() const { return llama_style ? num_attention_heads * head() : hidden_size; }
   // An MLP's matrices of h x ffn (two; three gated).
   int64_t mlp_matrices() const { return llama_style ? 3 : 2; }
 };

@@ -144,15 +144,17 @@ torch::Tensor causal_mask(int64_t t, torch::Device device) {
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const AttentionOptions& o)
     : num_heads_(o.num_heads),
       num_groups_(o.num_query_groups > 0 ? o.num_query_groups : o.num_heads),
+      head_size_(o.head_size > 0 ? o.head_size : o.hidden_size / o.num_heads),
       selective_recompute_(o.selective_recompute),
       fused_kernels_(o.fused_kernels) {
-  const int64_t h = o.hidden_size, head = h / num_heads_;
+  const int64_t h = o.hidden_size, head = head_size_;
   if (num_heads_ % num_groups_ != 0) {
     throw std::invalid_argument("attention: " + std::to_string(num_groups_) +
                                 " key/value groups do not divide " + std::to_string(num_heads_) + " heads");
   }
-  qkv = register_module("qkv", DeferrableLinear(h, h + 2 * num_groups_ * head, o.bias, o.fused_kernels));
-  proj = register_module("proj", DeferrableLinear(h, h, o.bias, o.fused_kernels));
+  qkv = register_module("qkv",
+                        DeferrableLinear(h, (num_heads_ + 2 * num_groups_) * head, o.bias, o.fused_kernels));
+  proj = register_module("proj", DeferrableLinear(num_heads_ * head, h, o.bias, o.fused_kernels));
   if (o.qk_norm) {
     q_norm = register_module("q_norm", RmsNorm(head, o.norm_epsilon));
     k_norm = register_module("k_norm", RmsNorm(head, o.norm_epsilon));
@@ -169,7 +171,7 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(int64_t hidden_size, int64_t nu
 
 std::vector<torch::Tensor> CausalSelfAttentionImpl::project(const torch::Tensor& x,
                                                             const torch::Tensor& positions) {
-  const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
+  const int64_t b = x.size(0), t = x.size(1), hd = head_size_;
   if (num_groups_ == num_heads_ && !frequencies_.defined() && !q_norm) {
     // [3, b * heads, t, hd]: one batched matrix per (sample, head). unbind, not three selects: its
     // backward stacks the three gradients once instead of scattering each into a zeroed copy.
@@ -204,7 +206,7 @@ std::vector<torch::Tensor> CausalSelfAttentionImpl::project(const torch::Tensor&
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& given_bias,
                                                const LayerKeyValues* past, LayerKeyValues* present,
                                                const ContextShare* share, const torch::Tensor& positions) {
-  const int64_t b = x.size(0), t = x.size(1), h = x.size(2), hd = h / num_heads_;
+  const int64_t b = x.size(0), t = x.size(1), hd = head_size_, h = num_heads_ * hd;
   const auto parts = project(x, positions);
   const auto& q = parts[0];
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));

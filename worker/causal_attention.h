@@ -21,6 +21,7 @@ namespace rondo {
 struct AttentionOptions {
   int64_t hidden_size = 0, num_heads = 1;
   int64_t num_query_groups = 0;  // key/value heads, each shared by heads / groups queries; 0: one per head
+  int64_t head_size = 0;         // 0: hidden_size / num_heads (Qwen3's can differ)
   bool bias = true;              // on the QKV and output projections
   bool rotary = false;           // rotate queries and keys by position (rotary_embedding.h)
   RotarySpec rotary_spec = {};
@@ -55,7 +56,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // Queries, keys and values [batch * heads, seq, head_size] (keys and values repeated over each
   // group's heads).
   std::vector<torch::Tensor> project(const torch::Tensor& x, const torch::Tensor& positions);
-  int64_t num_heads_, num_groups_;
+  int64_t num_heads_, num_groups_, head_size_;
   torch::Tensor frequencies_;  // rotary; undefined otherwise
   bool selective_recompute_;
   bool fused_kernels_;

@@ -38,6 +38,7 @@ AttentionOptions attention_options(const ModelShape& s, bool qk_norm) {
   return {.hidden_size = s.hidden_size,
           .num_heads = s.num_attention_heads,
           .num_query_groups = s.num_query_groups,
+          .head_size = s.head_size,
           .bias = false,
           .rotary = true,
           .rotary_spec = s.rotary,
@@ -121,6 +122,7 @@ ModelFamily llama_style(std::string name, bool qk_norm) {
                 d.qk_norm = qk_norm;
                 d.num_attention_heads = s.num_attention_heads;
                 d.num_query_groups = s.num_query_groups > 0 ? s.num_query_groups : s.num_attention_heads;
+                d.head_size = s.head_size;
                 return d;
               }};
 }

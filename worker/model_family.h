@@ -44,6 +44,7 @@ struct ModelShape {
   // Llama-style families (worker/llama_family.h): key/value heads (0: one per head), rotary
   // positions and RMSNorm's epsilon.
   int64_t num_query_groups = 0;
+  int64_t head_size = 0;  // 0: hidden_size / num_attention_heads
   RotarySpec rotary = {};
   double norm_epsilon = 1e-5;
 };

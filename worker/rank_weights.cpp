@@ -48,6 +48,7 @@ ModelShape model_shape(const plan::Plan& plan, std::shared_ptr<MoeRuntime> moe) 
     shape.moe_runtime = std::move(moe);
   }
   shape.num_query_groups = m.num_query_groups();
+  shape.head_size = m.kv_channels();
   shape.rotary = {.base = m.rotary_base(),
                   .scaling_factor = m.rope_scaling_factor(),
                   .low_freq_factor = m.rope_low_freq_factor(),

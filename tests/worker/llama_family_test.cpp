@@ -80,7 +80,8 @@ Tensor reference_logits(StagedModel& model, const ModelShape& s, bool qk_norm, c
                         const std::vector<int64_t>& positions) {
   std::map<std::string, Tensor> w;
   for (const auto& p : model->named_parameters()) w[p.key()] = p.value().detach().to(torch::kFloat64);
-  const int64_t t = tokens.size(0), h = s.hidden_size, heads = s.num_attention_heads, hd = h / heads;
+  const int64_t t = tokens.size(0), h = s.hidden_size, heads = s.num_attention_heads,
+                hd = s.head_size > 0 ? s.head_size : h / heads;
   const int64_t groups = s.num_query_groups > 0 ? s.num_query_groups : heads;
   const auto freq = reference_frequencies(s.rotary, hd);
   const double eps = s.norm_epsilon;
@@ -125,16 +126,20 @@ struct Case {
   const char* family;
   int64_t groups;
   RotarySpec rotary;
+  int64_t head_size = 0;
 };
 
 TEST(LlamaFamily, LogitsEqualTheForwardWrittenOutHeadByHead) {
   const std::vector<Case> cases = {
-      {"llama", 2, {}},                   // grouped-query attention
-      {"llama", 4, {.base = 500000.0}},   // one key/value head per head
-      {"qwen3", 1, {.base = 1000000.0}},  // one key/value head for all, QK-norm
+      {"llama", 2, {}},                  // grouped-query attention
+      {"llama", 4, {.base = 500000.0}},  // one key/value head per head
+      {"qwen3", 1, {.base = 1000000.0}},
+      {"qwen3", 2, {}, /*head_size=*/16},  // heads wider than hidden / heads, as Qwen3's  // one key/value
+                                           // head for all, QK-norm
       {"llama", 2, {.scaling_factor = 8, .original_max_positions = 64}}};  // Llama 3 scaling
   for (const auto& c : cases) {
-    const auto shape = tiny_shape(c.groups, c.rotary);
+    auto shape = tiny_shape(c.groups, c.rotary);
+    shape.head_size = c.head_size;
     StagedModel model(model_family(c.family), shape, /*seed=*/11);
     torch::manual_seed(5);
     const auto tokens = torch::randint(0, 256, {2, 16}, torch::kLong);
@@ -190,6 +195,7 @@ TEST(LlamaFamily, ThePlannersParameterFormulaCountsEachStage) {
   for (const char* family : {"llama", "qwen3"}) {
     auto shape = tiny_shape(2);
     shape.num_layers = 4;
+    shape.head_size = std::string(family) == "qwen3" ? 16 : 0;
     shape.moe = {
         .hidden_size = 32, .num_experts = 4, .topk = 2, .capacity_factor = 1.0, .aux_loss_coeff = 0.01};
     shape.moe_layer_freq = 2;
@@ -200,6 +206,7 @@ TEST(LlamaFamily, ThePlannersParameterFormulaCountsEachStage) {
     dims.qk_norm = std::string(family) == "qwen3";
     dims.num_attention_heads = 4;
     dims.num_query_groups = 2;
+    dims.head_size = shape.head_size;
     for (const auto& st : std::vector<StageLayers>{{0, 0, 1, true, false}, {1, 1, 3, false, true}}) {
       StagedModel part(model_family(family), shape, std::vector<StageLayers>{st}, /*seed=*/1);
       int64_t held = 0;
