@@ -16,21 +16,31 @@
 namespace rondo {
 
 void write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
+  write_file_atomic_stream(
+      path, [&](const ByteSink& write) { write(content.data(), content.size()); }, mode);
+}
+
+void write_file_atomic_stream(const std::string& path, const std::function<void(const ByteSink&)>& produce,
+                              unsigned mode) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, static_cast<mode_t>(mode));
   if (fd < 0) throw Error("cannot write " + tmp + ": " + std::strerror(errno));
   // A left-over temporary file keeps its old permissions through O_TRUNC.
   ::fchmod(fd, static_cast<mode_t>(mode));
-  size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error("cannot write " + tmp + ": " + std::strerror(err));
+  const ByteSink write = [&](const char* data, size_t size) {
+    size_t done = 0;
+    while (done < size) {
+      ssize_t n = ::write(fd, data + done, size - done);
+      if (n < 0) throw Error("cannot write " + tmp + ": " + std::strerror(errno));  // closed below
+      done += static_cast<size_t>(n);
     }
-    done += static_cast<size_t>(n);
+  };
+  try {
+    produce(write);
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
   }
   ::fsync(fd);
   ::close(fd);

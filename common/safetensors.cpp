@@ -205,36 +205,44 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsTen
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t at = 0;
+  const auto numel = [](const SafetensorsTensor& t) {
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    return n;
+  };
   for (const auto& t : tensors) {
     const size_t width = t.dtype == "F32" ? 4 : (t.dtype == "BF16" || t.dtype == "F16") ? 2 : 0;
     if (width == 0)
       throw Error("writing " + path + ": tensor '" + t.name + "': dtype " + t.dtype + " (F32, BF16, F16)");
-    int64_t numel = 1;
-    for (int64_t d : t.shape) numel *= d;
-    if (numel != static_cast<int64_t>(t.values.size()))
-      throw Error("writing " + path + ": tensor '" + t.name + "' has " + std::to_string(t.values.size()) +
-                  " values for its shape");
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + numel * width}}};
-    at += numel * width;
+    const auto bytes = static_cast<uint64_t>(numel(t)) * width;
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + bytes}}};
+    at += bytes;
   }
   std::string head = header.dump();
   head.append((8 - head.size() % 8) % 8, ' ');  // the data starts 8-aligned
-  std::string out(8, '\0');
-  const uint64_t n = head.size();
-  std::memcpy(out.data(), &n, 8);
-  out += head;
-  out.reserve(out.size() + at);
-  for (const auto& t : tensors) {
-    if (t.dtype == "F32") {
-      out.append(reinterpret_cast<const char*>(t.values.data()), t.values.size() * 4);
-      continue;
+  write_file_atomic_stream(path, [&](const ByteSink& write) {
+    const uint64_t n = head.size();
+    write(reinterpret_cast<const char*>(&n), 8);
+    write(head.data(), head.size());
+    std::vector<uint16_t> halves;
+    for (const auto& t : tensors) {
+      std::vector<float> made;
+      if (t.produce) made = t.produce();
+      const std::span<const float> values = t.produce ? std::span<const float>(made) : t.values;
+      if (static_cast<int64_t>(values.size()) != numel(t)) {
+        throw Error("writing " + path + ": tensor '" + t.name + "' has " + std::to_string(values.size()) +
+                    " values for its shape");
+      }
+      if (t.dtype == "F32") {
+        write(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+        continue;
+      }
+      halves.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i)
+        halves[i] = t.dtype == "BF16" ? to_bf16(values[i]) : to_f16(values[i]);
+      write(reinterpret_cast<const char*>(halves.data()), halves.size() * 2);
     }
-    for (float v : t.values) {
-      const uint16_t h = t.dtype == "BF16" ? to_bf16(v) : to_f16(v);
-      out.append(reinterpret_cast<const char*>(&h), 2);
-    }
-  }
-  write_file_atomic(path, out);
+  });
 }
 
 }  // namespace rondo

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -52,15 +53,18 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// One tensor to write: float32 values stored as `dtype` (F32, or BF16/F16 rounded to nearest even).
+// One tensor to write: float32 values stored as `dtype` (F32, or BF16/F16 rounded to nearest even),
+// given at once or made by `produce` when the file reaches them (one tensor in memory at a time).
 struct SafetensorsTensor {
   std::string name;
   std::vector<int64_t> shape;
   std::span<const float> values;
   std::string dtype = "F32";
+  std::function<std::vector<float>()> produce = {};
 };
 
-// Writes `tensors` (in this order) with `metadata`, atomically; throws rondo::Error naming the path.
+// Writes `tensors` (in this order) with `metadata`, streamed and atomic; throws rondo::Error naming
+// the path (and the tensor whose values do not fill its shape).
 void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -159,6 +159,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(checkpoint, interval, "save every N steps and after the last; 0: only at exit_interval"),
       RONDO_KEY(checkpoint, resume, "resume from the run directory's checkpoint if present"),
       RONDO_KEY(checkpoint, resume_step, "resume from this step instead of latest; 0 latest"),
+      RONDO_KEY(checkpoint, load,
+                "start from the weights in this directory (its model.safetensors, written by `rondo convert "
+                "--from-hf`) with a fresh optimizer, unless the run directory has a checkpoint to resume"),
       RONDO_KEY(pipeline, schedule, "gpipe | 1f1b | interleaved_1f1b | looped_bfs | zb_h1 | zbv | roundpipe"),
       RONDO_KEY(pipeline, stage_partition,
                 "transformer layers per stage in pipeline order, e.g. 3,3,2,0 (pp x chunks per rank "

@@ -104,6 +104,7 @@ struct CheckpointConfig {
   int64_t interval = 0;
   bool resume = true;
   int64_t resume_step = 0;
+  std::string load;  // a rondo weights directory (rondo convert --from-hf) the run starts from
 };
 
 struct PipelineConfig {

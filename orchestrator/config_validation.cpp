@@ -12,6 +12,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/fabric.h"
 #include "orchestrator/hdp_report.h"
+#include "orchestrator/hf_weights.h"
 #include "parallelism/model_parameters.h"
 #include "pipeline/pipeline_schedule.h"
 
@@ -384,6 +385,7 @@ void validate(const Config& c) {
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
   validate_faults(c);
+  validate_initial_weights(c);
   (void)fabric_of(c);  // topology.*: throws naming the key
 }
 

@@ -17,6 +17,7 @@
 #include "orchestrator/data_command.h"
 #include "orchestrator/diagnose_command.h"
 #include "orchestrator/hdp_report.h"
+#include "orchestrator/hf_weights.h"
 #include "orchestrator/moe_report.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
@@ -324,6 +325,22 @@ void add_data(CLI::App& app, Subcommands& out) {
   out.push_back({chunks, [a] { return rondo::run_data_chunks(a->chunks); }});
 }
 
+void add_convert(CLI::App& app, Subcommands& out) {
+  auto o = std::make_shared<rondo::ConvertOptions>();
+  auto* cmd = app.add_subcommand(
+      "convert",
+      "Hugging Face Llama/Qwen3 weights to a rondo weights directory (--from-hf DIR --to DIR) and back "
+      "(--from DIR --to-hf DIR)");
+  cmd->add_option("--from-hf", o->from_hf, "a Hugging Face model directory (config.json, *.safetensors)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--to", o->to, "the rondo weights directory to write");
+  cmd->add_option("--from", o->from, "a rondo weights directory (written by --from-hf)")
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--to-hf", o->to_hf, "the Hugging Face directory to write");
+  cmd->add_option("--dtype", o->dtype, "--to-hf: bf16 | fp16 | fp32 (default: the source's)");
+  out.push_back({cmd, [o] { return rondo::run_convert(*o); }});
+}
+
 // Runs the parsed subcommand; an error becomes a message and the exit status that says its kind.
 int run_parsed(const Subcommands& commands) {
   try {
@@ -349,7 +366,8 @@ int main(int argc, char** argv) {
   CLI::App app{"rondo: plans, launches and watches distributed LLM training"};
   app.require_subcommand(1);
   Subcommands commands;
-  for (auto add : {add_plan, add_run, add_sbatch, add_run_tools, add_simulate, add_data}) add(app, commands);
+  for (auto add : {add_plan, add_run, add_sbatch, add_run_tools, add_simulate, add_data, add_convert})
+    add(app, commands);
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);
   return run_parsed(commands);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -413,6 +414,8 @@ void spec_pass(PlanContext& c) {
   ck->set_interval(static_cast<uint32_t>(config.checkpoint.interval));
   ck->set_resume(config.checkpoint.resume);
   ck->set_resume_step(static_cast<uint32_t>(config.checkpoint.resume_step));
+  if (!config.checkpoint.load.empty())
+    ck->set_load(std::filesystem::absolute(config.checkpoint.load).string());
 }
 
 // Pass 3, layout: the model's stages (and RoundPipe's backward stages) in the plan.

@@ -27,6 +27,7 @@
 #include "worker/chunked_step_model.h"
 #include "worker/delayed_update.h"
 #include "worker/hdp_step_model.h"
+#include "worker/initial_weights.h"
 #include "worker/learning_rate.h"
 #include "worker/live_rings.h"
 #include "worker/metrics_writer.h"
@@ -482,9 +483,17 @@ const TimingRecorder* Trainer::recorder() const { return impl_->recorder.get(); 
 
 std::pair<int64_t, bool> Trainer::Impl::resume() {
   const auto& ck = plan.checkpoint();
-  if (!ck.resume()) return {0, false};
   const auto manifest =
-      checkpointer->load(ck.resume_step(), *weights->model(), weights->checkpointed_optimizer());
+      ck.resume() ? checkpointer->load(ck.resume_step(), *weights->model(), weights->checkpointed_optimizer())
+                  : std::nullopt;
+  if (!manifest && !ck.load().empty()) {  // the run's own checkpoint comes first
+    const size_t set = load_initial_weights(ck.load(), *weights->model());
+    if (rank == 0) {
+      log->info("started from the weights in {} ({} parameters on rank 0, fresh optimizer)", ck.load(), set);
+      event({{"event", "initial_weights"}, {"dir", ck.load()}});
+    }
+    return {0, true};
+  }
   if (!manifest) return {0, false};
   if (rank == 0) {
     log->info("resumed from checkpoint step-{} ({} samples consumed)", manifest->step,

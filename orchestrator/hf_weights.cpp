@@ -1,0 +1,342 @@
+#include "orchestrator/hf_weights.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/atomic_file.h"
+#include "common/errors.h"
+#include "common/logging.h"
+#include "common/safetensors.h"
+
+namespace rondo {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+int64_t head_size(const ModelConfig& m) {
+  return m.kv_channels > 0 ? m.kv_channels : m.hidden_size / m.num_attention_heads;
+}
+
+int64_t groups(const ModelConfig& m) {
+  return m.num_query_groups > 0 ? m.num_query_groups : m.num_attention_heads;
+}
+
+json read_json(const std::string& path) {
+  const auto text = read_file(path);
+  auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw ConfigError(path, "is not valid JSON");
+  return j;
+}
+
+// Every tensor of a Hugging Face directory: name -> the file holding it (opened once each).
+class HfTensors {
+ public:
+  explicit HfTensors(const fs::path& dir) {
+    const auto index = dir / "model.safetensors.index.json";
+    if (fs::exists(index)) {
+      const auto j = read_json(index.string());
+      if (!j.contains("weight_map") || !j["weight_map"].is_object())
+        throw CheckpointError(index.string(), "has no weight_map");
+      for (const auto& [name, file] : j["weight_map"].items())
+        where_[name] = open((dir / file.get<std::string>()).string());
+    } else {
+      const auto single = dir / "model.safetensors";
+      if (!fs::exists(single))
+        throw CheckpointError(dir.string(),
+                              "holds neither model.safetensors nor model.safetensors.index.json");
+      const auto* f = open(single.string());
+      for (const auto& e : f->entries()) where_[e.name] = f;
+    }
+    for (const auto& [name, file] : where_) {
+      if (!file->contains(name))
+        throw CheckpointError(file->path(), "the index lists '" + name + "' but this shard lacks it");
+    }
+  }
+  bool contains(const std::string& name) const { return where_.count(name) > 0; }
+  const SafetensorsFile& file(const std::string& name) const {
+    const auto it = where_.find(name);
+    if (it == where_.end())
+      throw CheckpointError(dir_of_first(), "no tensor '" + name + "' in the model's files");
+    return *it->second;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const auto& [n, f] : where_) out.push_back(n);
+    return out;
+  }
+  // The dtype most of the weights are stored in (what an export writes back by default).
+  std::string common_dtype() const {
+    std::map<std::string, int> counts;
+    for (const auto& [n, f] : where_) ++counts[f->at(n).dtype];
+    return std::max_element(counts.begin(), counts.end(),
+                            [](auto& a, auto& b) { return a.second < b.second; })
+        ->first;
+  }
+
+ private:
+  const SafetensorsFile* open(const std::string& path) {
+    auto& f = files_[path];
+    if (!f) f = std::make_unique<SafetensorsFile>(path);
+    return f.get();
+  }
+  std::string dir_of_first() const {
+    return files_.empty() ? "" : fs::path(files_.begin()->first).parent_path().string();
+  }
+  std::map<std::string, std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const SafetensorsFile*> where_;
+};
+
+std::string dtype_name(const std::string& torch_dtype) {
+  if (torch_dtype == "bfloat16" || torch_dtype == "bf16" || torch_dtype == "BF16") return "BF16";
+  if (torch_dtype == "float16" || torch_dtype == "fp16" || torch_dtype == "F16") return "F16";
+  if (torch_dtype == "float32" || torch_dtype == "fp32" || torch_dtype == "F32") return "F32";
+  throw ConfigError("--dtype", "'" + torch_dtype + "' is not one of bf16, fp16, fp32");
+}
+
+std::string torch_dtype_name(const std::string& dtype) {
+  return dtype == "BF16" ? "bfloat16" : dtype == "F16" ? "float16" : "float32";
+}
+
+std::string config_yaml(const ModelConfig& m, const fs::path& weights, const std::string& source) {
+  std::string y = "# Converted from " + source + " by `rondo convert`: train from these weights with\n" +
+                  "# `rondo run " + (weights / "config.yaml").string() +
+                  "` (add data, parallel and training keys).\n";
+  y += "model:\n";
+  y += "  family: " + m.family + "\n";
+  y += "  num_layers: " + std::to_string(m.num_layers) + "\n";
+  y += "  hidden_size: " + std::to_string(m.hidden_size) + "\n";
+  y += "  num_attention_heads: " + std::to_string(m.num_attention_heads) + "\n";
+  y += "  num_query_groups: " + std::to_string(m.num_query_groups) + "\n";
+  y += "  kv_channels: " + std::to_string(m.kv_channels) + "\n";
+  y += "  ffn_hidden_size: " + std::to_string(m.ffn_hidden_size) + "\n";
+  y += "  vocab_size: " + std::to_string(m.vocab_size) + "\n";
+  y += "  seq_length: " + std::to_string(m.seq_length) + "\n";
+  y += "  rotary_base: " + json(m.rotary_base).dump() + "\n";
+  y += "  rope_scaling_factor: " + json(m.rope_scaling_factor).dump() + "\n";
+  y += "  rope_low_freq_factor: " + json(m.rope_low_freq_factor).dump() + "\n";
+  y += "  rope_high_freq_factor: " + json(m.rope_high_freq_factor).dump() + "\n";
+  y += "  rope_original_max_positions: " + std::to_string(m.rope_original_max_positions) + "\n";
+  y += "  norm_epsilon: " + json(m.norm_epsilon).dump() + "\n";
+  y += "checkpoint:\n  load: " + fs::absolute(weights).string() + "\n";
+  return y;
+}
+
+// Hugging Face -> rondo.
+int convert_from_hf(const ConvertOptions& o) {
+  const fs::path src(o.from_hf), out(o.to);
+  const auto config_path = (src / "config.json").string();
+  const auto m = model_from_hf_config(config_path);
+  const auto hf_config = read_json(config_path);
+  const HfTensors hf(src);
+  const bool tied = !hf.contains("lm_head.weight") && hf_config.value("tie_word_embeddings", false);
+  std::set<std::string> used;
+  std::vector<SafetensorsTensor> tensors;
+  for (auto map : hf_weight_mappings(m)) {
+    if (tied && map.rondo == "lm_head.weight") map.hf = {"model.embed_tokens.weight"};  // untied from here on
+    for (size_t i = 0; i < map.hf.size(); ++i) {
+      const auto& e = hf.file(map.hf[i]).at(map.hf[i]);
+      const std::vector<int64_t> want{map.hf_rows[i], map.shape.size() > 1 ? map.shape[1] : map.shape[0]};
+      const auto expected = map.shape.size() > 1 ? want : std::vector<int64_t>{map.hf_rows[i]};
+      if (e.shape != expected) {
+        throw CheckpointError(hf.file(map.hf[i]).path(), "tensor '" + map.hf[i] + "' has shape " +
+                                                             json(e.shape).dump() + ", config.json says " +
+                                                             json(expected).dump());
+      }
+      used.insert(map.hf[i]);
+    }
+    tensors.push_back(
+        {.name = map.rondo, .shape = map.shape, .values = {}, .dtype = "F32", .produce = [&hf, map] {
+           std::vector<float> values;
+           for (const auto& name : map.hf) {
+             const auto part = hf.file(name).read_f32(name);
+             values.insert(values.end(), part.begin(), part.end());
+           }
+           return values;
+         }});
+  }
+  std::vector<std::string> unused;
+  for (const auto& n : hf.names()) {
+    if (!used.count(n) && n.find("rotary_emb.inv_freq") == std::string::npos) unused.push_back(n);
+  }
+  if (!unused.empty()) {
+    throw CheckpointError(src.string(), std::to_string(unused.size()) + " tensors rondo's " + m.family +
+                                            " has no place for, first '" + unused.front() + "'");
+  }
+  fs::create_directories(out);
+  const std::string source_dtype = hf.common_dtype();
+  write_safetensors((out / "model.safetensors").string(), tensors,
+                    {{"format", "pt"}, {"rondo_family", m.family}, {"source_dtype", source_dtype}});
+  write_file_atomic((out / "config.yaml").string(), config_yaml(m, out, src.string()));
+  auto kept = hf_config;
+  kept["torch_dtype"] = torch_dtype_name(source_dtype);
+  write_file_atomic((out / "hf_config.json").string(), kept.dump(2) + "\n");
+  logging::get("orchestrator")
+      ->info("{} ({} layers, hidden {}, {} tensors{}) -> {}", src.string(), m.num_layers, m.hidden_size,
+             tensors.size(), tied ? "; the tied LM head untied" : "", out.string());
+  return kExitOk;
+}
+
+// rondo -> Hugging Face.
+int convert_to_hf(const ConvertOptions& o) {
+  const fs::path src(o.from), out(o.to_hf);
+  const auto hf_config_path = src / "hf_config.json";
+  if (!fs::exists(hf_config_path))
+    throw CheckpointError(src.string(),
+                          "has no hf_config.json (a directory written by rondo convert --from-hf)");
+  auto hf_config = read_json(hf_config_path.string());
+  const auto m = model_from_hf_config(hf_config_path.string());
+  const SafetensorsFile weights((src / "model.safetensors").string());
+  const std::string dtype =
+      o.dtype.empty() ? dtype_name(hf_config.value("torch_dtype", "float32")) : dtype_name(o.dtype);
+  std::vector<SafetensorsTensor> tensors;
+  for (const auto& map : hf_weight_mappings(m)) {
+    const auto& e = weights.at(map.rondo);
+    if (e.shape != map.shape) {
+      throw CheckpointError(weights.path(), "tensor '" + map.rondo + "' has shape " + json(e.shape).dump() +
+                                                ", the model " + json(map.shape).dump());
+    }
+    const int64_t cols = map.shape.size() > 1 ? map.shape[1] : 1;
+    int64_t row = 0;
+    for (size_t i = 0; i < map.hf.size(); ++i) {
+      const int64_t rows = map.hf_rows[i];
+      tensors.push_back(
+          {.name = map.hf[i],
+           .shape = map.shape.size() > 1 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows},
+           .values = {},
+           .dtype = dtype,
+           .produce = [&weights, name = map.rondo, row, rows, cols] {
+             const auto all = weights.read_f32(name);
+             return std::vector<float>(all.begin() + row * cols, all.begin() + (row + rows) * cols);
+           }});
+      row += rows;
+    }
+  }
+  fs::create_directories(out);
+  write_safetensors((out / "model.safetensors").string(), tensors, {{"format", "pt"}});
+  hf_config["torch_dtype"] = torch_dtype_name(dtype);
+  hf_config["tie_word_embeddings"] = false;
+  write_file_atomic((out / "config.json").string(), hf_config.dump(2) + "\n");
+  logging::get("orchestrator")
+      ->info("{} -> {} ({} tensors, {})", src.string(), out.string(), tensors.size(), dtype);
+  return kExitOk;
+}
+
+}  // namespace
+
+ModelConfig model_from_hf_config(const std::string& path) {
+  const auto c = read_json(path);
+  const auto key = [&](const std::string& k) -> const json& {
+    if (!c.contains(k) || c[k].is_null()) throw ConfigError(path, "needs '" + k + "'");
+    return c[k];
+  };
+  ModelConfig m;
+  const std::string type = c.value("model_type", "");
+  if (type != "llama" && type != "qwen3") {
+    throw ConfigError(path, "model_type '" + type + "' is not one rondo builds (llama, qwen3)");
+  }
+  m.family = type;
+  if (c.value("attention_bias", false))
+    throw ConfigError(path, "attention_bias: rondo's " + type + " has none");
+  if (c.value("mlp_bias", false)) throw ConfigError(path, "mlp_bias: rondo's " + type + " has none");
+  if (c.value("hidden_act", "silu") != "silu")
+    throw ConfigError(path, "hidden_act '" + c["hidden_act"].dump() + "' (silu only)");
+  if (c.value("use_sliding_window", false)) throw ConfigError(path, "use_sliding_window: not built yet");
+  m.num_layers = key("num_hidden_layers").get<int64_t>();
+  m.hidden_size = key("hidden_size").get<int64_t>();
+  m.num_attention_heads = key("num_attention_heads").get<int64_t>();
+  m.num_query_groups = c.value("num_key_value_heads", m.num_attention_heads);
+  m.ffn_hidden_size = key("intermediate_size").get<int64_t>();
+  m.vocab_size = key("vocab_size").get<int64_t>();
+  m.seq_length = std::min<int64_t>(c.value("max_position_embeddings", 4096), 4096);
+  const int64_t head = c.value("head_dim", m.hidden_size / std::max<int64_t>(1, m.num_attention_heads));
+  if (head * m.num_attention_heads != m.hidden_size) m.kv_channels = head;
+  m.rotary_base = c.value("rope_theta", 10000.0);
+  m.norm_epsilon = c.value("rms_norm_eps", 1e-6);
+  if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
+    const auto& r = c["rope_scaling"];
+    const std::string kind = r.value("rope_type", r.value("type", ""));
+    if (kind != "llama3" && kind != "default")
+      throw ConfigError(path, "rope_scaling type '" + kind + "' (llama3 only)");
+    if (kind == "llama3") {
+      m.rope_scaling_factor = r.value("factor", 8.0);
+      m.rope_low_freq_factor = r.value("low_freq_factor", 1.0);
+      m.rope_high_freq_factor = r.value("high_freq_factor", 4.0);
+      m.rope_original_max_positions = r.value("original_max_position_embeddings", 8192);
+    }
+  }
+  return m;
+}
+
+std::vector<WeightMapping> hf_weight_mappings(const ModelConfig& m) {
+  const int64_t h = m.hidden_size, f = m.ffn_hidden_size, hd = head_size(m), q = m.num_attention_heads * hd,
+                kv = groups(m) * hd;
+  std::vector<WeightMapping> out{
+      {"token_embedding.weight", {m.vocab_size, h}, {"model.embed_tokens.weight"}, {m.vocab_size}}};
+  for (int64_t l = 0; l < m.num_layers; ++l) {
+    const std::string b = "block" + std::to_string(l) + ".", hf = "model.layers." + std::to_string(l) + ".";
+    out.push_back({b + "norm1.weight", {h}, {hf + "input_layernorm.weight"}, {h}});
+    out.push_back(
+        {b + "attn.qkv.weight",
+         {q + 2 * kv, h},
+         {hf + "self_attn.q_proj.weight", hf + "self_attn.k_proj.weight", hf + "self_attn.v_proj.weight"},
+         {q, kv, kv}});
+    if (m.family == "qwen3") {
+      out.push_back({b + "attn.q_norm.weight", {hd}, {hf + "self_attn.q_norm.weight"}, {hd}});
+      out.push_back({b + "attn.k_norm.weight", {hd}, {hf + "self_attn.k_norm.weight"}, {hd}});
+    }
+    out.push_back({b + "attn.proj.weight", {h, q}, {hf + "self_attn.o_proj.weight"}, {h}});
+    out.push_back({b + "norm2.weight", {h}, {hf + "post_attention_layernorm.weight"}, {h}});
+    out.push_back({b + "gate.weight", {f, h}, {hf + "mlp.gate_proj.weight"}, {f}});
+    out.push_back({b + "up.weight", {f, h}, {hf + "mlp.up_proj.weight"}, {f}});
+    out.push_back({b + "down.weight", {h, f}, {hf + "mlp.down_proj.weight"}, {h}});
+  }
+  out.push_back({"final_norm.weight", {h}, {"model.norm.weight"}, {h}});
+  out.push_back({"lm_head.weight", {m.vocab_size, h}, {"lm_head.weight"}, {m.vocab_size}});
+  return out;
+}
+
+void validate_initial_weights(const Config& c) {
+  const auto& dir = c.checkpoint.load;
+  if (dir.empty()) return;
+  const auto file = (fs::path(dir) / "model.safetensors").string();
+  if (!fs::exists(file))
+    throw ConfigError("checkpoint.load", file + " does not exist (rondo convert --from-hf writes it)");
+  if (c.model.family != "llama" && c.model.family != "qwen3")
+    throw ConfigError("checkpoint.load",
+                      "starts llama and qwen3 models so far, not model.family " + c.model.family);
+  if (c.model.num_experts > 0)
+    throw ConfigError("checkpoint.load", "has no expert weights: set model.num_experts 0");
+  if (c.pipeline.async) throw ConfigError("checkpoint.load", "does not start an asynchronous pipeline yet");
+  try {
+    const SafetensorsFile weights(file);
+    for (const auto& map : hf_weight_mappings(c.model)) {
+      if (!weights.contains(map.rondo))
+        throw ConfigError("checkpoint.load",
+                          file + " has no tensor '" + map.rondo + "': another model? (model.*)");
+      if (weights.at(map.rondo).shape != map.shape) {
+        throw ConfigError("checkpoint.load", file + ": tensor '" + map.rondo + "' has shape " +
+                                                 json(weights.at(map.rondo).shape).dump() +
+                                                 ", the model.* keys say " + json(map.shape).dump());
+      }
+    }
+  } catch (const CheckpointError& e) {
+    throw ConfigError("checkpoint.load", e.what());
+  }
+}
+
+int run_convert(const ConvertOptions& o) {
+  const bool in = !o.from_hf.empty(), back = !o.to_hf.empty();
+  if (in == back) throw ConfigError("convert", "give --from-hf DIR --to DIR, or --from DIR --to-hf DIR");
+  if (in && o.to.empty()) throw ConfigError("--to", "the rondo weights directory to write");
+  if (back && o.from.empty()) throw ConfigError("--from", "the rondo weights directory to export");
+  return in ? convert_from_hf(o) : convert_to_hf(o);
+}
+
+}  // namespace rondo
