@@ -200,8 +200,11 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name) const {
   return out;
 }
 
-void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+namespace {
+
+void write_safetensors_to(const std::string& path, const ByteSink& write,
+                          const std::vector<SafetensorsTensor>& tensors,
+                          const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t at = 0;
@@ -220,7 +223,7 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsTen
   }
   std::string head = header.dump();
   head.append((8 - head.size() % 8) % 8, ' ');  // the data starts 8-aligned
-  write_file_atomic_stream(path, [&](const ByteSink& write) {
+  {
     const uint64_t n = head.size();
     write(reinterpret_cast<const char*>(&n), 8);
     write(head.data(), head.size());
@@ -242,7 +245,24 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsTen
         halves[i] = t.dtype == "BF16" ? to_bf16(values[i]) : to_f16(values[i]);
       write(reinterpret_cast<const char*>(halves.data()), halves.size() * 2);
     }
-  });
+  }
+}
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  write_file_atomic_stream(
+      path, [&](const ByteSink& write) { write_safetensors_to(path, write, tensors, metadata); });
+}
+
+std::string safetensors_bytes(const std::vector<SafetensorsTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  std::string out;
+  write_safetensors_to(
+      "a checkpoint shard", [&](const char* data, size_t size) { out.append(data, size); }, tensors,
+      metadata);
+  return out;
 }
 
 }  // namespace rondo

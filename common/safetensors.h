@@ -67,6 +67,9 @@ struct SafetensorsTensor {
 // the path (and the tensor whose values do not fill its shape).
 void write_safetensors(const std::string& path, const std::vector<SafetensorsTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+// The same file's bytes in memory (a checkpoint shard, checksummed before it is written).
+std::string safetensors_bytes(const std::vector<SafetensorsTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
 
 // Bytes per element of a dtype name; 0 for one rondo does not know.
 size_t safetensors_dtype_size(const std::string& dtype);

@@ -35,37 +35,49 @@ json read_json(const std::string& path) {
   return j;
 }
 
-// Every tensor of a Hugging Face directory: name -> the file holding it (opened once each).
-class HfTensors {
+// Every tensor of a set of safetensors files: name -> the file holding it (each opened once).
+class TensorFiles {
  public:
-  explicit HfTensors(const fs::path& dir) {
+  // A Hugging Face directory: model.safetensors, or the shards model.safetensors.index.json lists.
+  static TensorFiles hugging_face(const fs::path& dir) {
+    TensorFiles t;
     const auto index = dir / "model.safetensors.index.json";
     if (fs::exists(index)) {
       const auto j = read_json(index.string());
       if (!j.contains("weight_map") || !j["weight_map"].is_object())
         throw CheckpointError(index.string(), "has no weight_map");
-      for (const auto& [name, file] : j["weight_map"].items())
-        where_[name] = open((dir / file.get<std::string>()).string());
-    } else {
-      const auto single = dir / "model.safetensors";
-      if (!fs::exists(single))
-        throw CheckpointError(dir.string(),
-                              "holds neither model.safetensors nor model.safetensors.index.json");
-      const auto* f = open(single.string());
-      for (const auto& e : f->entries()) where_[e.name] = f;
+      for (const auto& [name, file] : j["weight_map"].items()) {
+        const auto* f = t.open((dir / file.get<std::string>()).string());
+        if (!f->contains(name))
+          throw CheckpointError(f->path(), "the index lists '" + name + "' but this shard lacks it");
+        t.where_[name] = f;
+      }
+      return t;
     }
-    for (const auto& [name, file] : where_) {
-      if (!file->contains(name))
-        throw CheckpointError(file->path(), "the index lists '" + name + "' but this shard lacks it");
+    if (!fs::exists(dir / "model.safetensors"))
+      throw CheckpointError(dir.string(), "holds neither model.safetensors nor model.safetensors.index.json");
+    t.add((dir / "model.safetensors").string());
+    return t;
+  }
+  // Whole files, each tensor in one of them only (a checkpoint's model shards).
+  void add(const std::string& path) {
+    const auto* f = open(path);
+    for (const auto& e : f->entries()) {
+      if (!where_.emplace(e.name, f).second)
+        throw CheckpointError(path, "tensor '" + e.name + "' is in two shards");
     }
   }
   bool contains(const std::string& name) const { return where_.count(name) > 0; }
   const SafetensorsFile& file(const std::string& name) const {
     const auto it = where_.find(name);
-    if (it == where_.end())
-      throw CheckpointError(dir_of_first(), "no tensor '" + name + "' in the model's files");
+    if (it == where_.end()) {
+      throw CheckpointError(files_.empty() ? "" : files_.begin()->first,
+                            "no tensor '" + name + "' in the model's files");
+    }
     return *it->second;
   }
+  const SafetensorsEntry& at(const std::string& name) const { return file(name).at(name); }
+  std::vector<float> read_f32(const std::string& name) const { return file(name).read_f32(name); }
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     for (const auto& [n, f] : where_) out.push_back(n);
@@ -85,9 +97,6 @@ class HfTensors {
     auto& f = files_[path];
     if (!f) f = std::make_unique<SafetensorsFile>(path);
     return f.get();
-  }
-  std::string dir_of_first() const {
-    return files_.empty() ? "" : fs::path(files_.begin()->first).parent_path().string();
   }
   std::map<std::string, std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;
@@ -134,7 +143,7 @@ int convert_from_hf(const ConvertOptions& o) {
   const auto config_path = (src / "config.json").string();
   const auto m = model_from_hf_config(config_path);
   const auto hf_config = read_json(config_path);
-  const HfTensors hf(src);
+  const auto hf = TensorFiles::hugging_face(src);
   const bool tied = !hf.contains("lm_head.weight") && hf_config.value("tie_word_embeddings", false);
   std::set<std::string> used;
   std::vector<SafetensorsTensor> tensors;
@@ -183,24 +192,104 @@ int convert_from_hf(const ConvertOptions& o) {
   return kExitOk;
 }
 
+// A Hugging Face config.json for rondo's model section (a run that did not start from one).
+json hf_config_of(const ModelConfig& m) {
+  json c = {{"model_type", m.family},
+            {"architectures", {m.family == "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+            {"hidden_size", m.hidden_size},
+            {"intermediate_size", m.ffn_hidden_size},
+            {"num_hidden_layers", m.num_layers},
+            {"num_attention_heads", m.num_attention_heads},
+            {"num_key_value_heads", groups(m)},
+            {"head_dim", head_size(m)},
+            {"vocab_size", m.vocab_size},
+            {"max_position_embeddings", m.seq_length},
+            {"rms_norm_eps", m.norm_epsilon},
+            {"rope_theta", m.rotary_base},
+            {"hidden_act", "silu"},
+            {"attention_bias", false},
+            {"tie_word_embeddings", false}};
+  if (m.rope_scaling_factor > 1) {
+    c["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", m.rope_scaling_factor},
+                         {"low_freq_factor", m.rope_low_freq_factor},
+                         {"high_freq_factor", m.rope_high_freq_factor},
+                         {"original_max_position_embeddings", m.rope_original_max_positions}};
+  }
+  return c;
+}
+
+// What --from names: a weights directory (rondo convert --from-hf), a checkpoint step of a run
+// (its model shards), or a run directory (its latest checkpoint).
+struct ExportSource {
+  TensorFiles tensors;
+  ModelConfig model;
+  json hf_config;
+};
+
+ExportSource export_source(const fs::path& from) {
+  ExportSource out;
+  if (fs::exists(from / "hf_config.json") && fs::exists(from / "model.safetensors")) {
+    out.hf_config = read_json((from / "hf_config.json").string());
+    out.model = model_from_hf_config((from / "hf_config.json").string());
+    out.tensors.add((from / "model.safetensors").string());
+    return out;
+  }
+  fs::path step = from;
+  if (fs::exists(from / "checkpoints" / "latest")) {
+    auto latest = read_file((from / "checkpoints" / "latest").string());
+    latest.erase(latest.find_last_not_of(" \n") + 1);
+    step = from / "checkpoints" / latest;
+  }
+  if (!fs::exists(step / "manifest.json")) {
+    throw CheckpointError(from.string(),
+                          "is neither a rondo weights directory (model.safetensors, hf_config.json), "
+                          "a checkpoint step (manifest.json) nor a run directory with checkpoints");
+  }
+  const auto run_config = step.parent_path().parent_path() / "config.yaml";
+  if (!fs::exists(run_config))
+    throw CheckpointError(step.string(), "has no run config at " + run_config.string());
+  const Config config = load_config(run_config.string());
+  out.model = config.model;
+  if (config.model.family != "llama" && config.model.family != "qwen3")
+    throw ConfigError("model.family",
+                      config.model.family + " has no Hugging Face layout in rondo (llama, qwen3)");
+  if (config.model.num_experts > 0)
+    throw ConfigError("model.num_experts", "MoE checkpoints are not exported yet");
+  const auto started = fs::path(config.checkpoint.load) / "hf_config.json";
+  out.hf_config = !config.checkpoint.load.empty() && fs::exists(started) ? read_json(started.string())
+                                                                         : hf_config_of(config.model);
+  if (config.checkpoint.load.empty() || !fs::exists(started)) out.hf_config["torch_dtype"] = "float32";
+  bool any = false;
+  for (const auto& f : fs::directory_iterator(step)) {
+    const auto name = f.path().filename().string();
+    if (name.starts_with("model-") && name.ends_with(".safetensors")) {
+      out.tensors.add(f.path().string());
+      any = true;
+    }
+  }
+  if (!any)
+    throw CheckpointError(
+        step.string(),
+        "has no model-*.safetensors shards (one written before model shards were safetensors?)");
+  return out;
+}
+
 // rondo -> Hugging Face.
 int convert_to_hf(const ConvertOptions& o) {
-  const fs::path src(o.from), out(o.to_hf);
-  const auto hf_config_path = src / "hf_config.json";
-  if (!fs::exists(hf_config_path))
-    throw CheckpointError(src.string(),
-                          "has no hf_config.json (a directory written by rondo convert --from-hf)");
-  auto hf_config = read_json(hf_config_path.string());
-  const auto m = model_from_hf_config(hf_config_path.string());
-  const SafetensorsFile weights((src / "model.safetensors").string());
+  const fs::path out(o.to_hf);
+  auto src = export_source(fs::path(o.from));
+  auto& hf_config = src.hf_config;
+  const auto& weights = src.tensors;
   const std::string dtype =
       o.dtype.empty() ? dtype_name(hf_config.value("torch_dtype", "float32")) : dtype_name(o.dtype);
   std::vector<SafetensorsTensor> tensors;
-  for (const auto& map : hf_weight_mappings(m)) {
+  for (const auto& map : hf_weight_mappings(src.model)) {
     const auto& e = weights.at(map.rondo);
     if (e.shape != map.shape) {
-      throw CheckpointError(weights.path(), "tensor '" + map.rondo + "' has shape " + json(e.shape).dump() +
-                                                ", the model " + json(map.shape).dump());
+      throw CheckpointError(weights.file(map.rondo).path(), "tensor '" + map.rondo + "' has shape " +
+                                                                json(e.shape).dump() + ", the model " +
+                                                                json(map.shape).dump());
     }
     const int64_t cols = map.shape.size() > 1 ? map.shape[1] : 1;
     int64_t row = 0;
@@ -224,7 +313,7 @@ int convert_to_hf(const ConvertOptions& o) {
   hf_config["tie_word_embeddings"] = false;
   write_file_atomic((out / "config.json").string(), hf_config.dump(2) + "\n");
   logging::get("orchestrator")
-      ->info("{} -> {} ({} tensors, {})", src.string(), out.string(), tensors.size(), dtype);
+      ->info("{} -> {} ({} tensors, {})", o.from, out.string(), tensors.size(), dtype);
   return kExitOk;
 }
 

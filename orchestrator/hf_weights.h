@@ -15,8 +15,10 @@ namespace rondo {
 
 struct ConvertOptions {
   std::string from_hf, to;  // Hugging Face directory -> rondo weights directory
-  std::string from, to_hf;  // rondo weights directory -> Hugging Face directory
-  std::string dtype;        // --to-hf: bf16 | fp16 | fp32; empty: the source's (torch_dtype)
+  // a rondo weights directory, a checkpoint step or a run directory (its latest checkpoint) ->
+  // a Hugging Face directory
+  std::string from, to_hf;
+  std::string dtype;  // --to-hf: bf16 | fp16 | fp32; empty: the source's (torch_dtype)
 };
 
 int run_convert(const ConvertOptions& options);

@@ -19,12 +19,14 @@
 //  10: a chunked pipeline plan's actions are one representative step: the worker runs each step's
 //      own schedule over the step's chunks (data.pipeline_chunk_lengths).
 //  11: Group.ring: a data-parallel group's ring allreduce order (comms.avoid_links).
+//  12: the llama and qwen3 families' model keys (num_query_groups, kv_channels, rotary, norm
+//      epsilon) and checkpoint.load (initial weights); checkpoints' model shards are safetensors.
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 11;
+inline constexpr uint32_t kPlanVersion = 12;
 
 }  // namespace rondo

@@ -8,6 +8,7 @@
 #include "common/crc32.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "worker/weights_file.h"
 
 namespace rondo {
 
@@ -71,7 +72,7 @@ bool Checkpointer::writes_model_shard() const {
   return writes_optimizer_shard() && (!plan_.stateless_workers() || plan_.ranks(rank_).coords().pp() == 0);
 }
 
-std::string Checkpointer::model_shard_name() const { return "model-" + position() + ".pt"; }
+std::string Checkpointer::model_shard_name() const { return "model-" + position() + ".safetensors"; }
 
 std::string Checkpointer::optimizer_shard_name() const {
   const auto& c = plan_.ranks(rank_).coords();
@@ -102,7 +103,7 @@ void Checkpointer::save(int64_t step, uint64_t consumed_samples, torch::nn::Modu
     rec.crc32 = crc32_update(0, bytes.data(), bytes.size());
     rec.used = 1;
   };
-  if (writes_model_shard()) write(model_shard_name(), serialize(model));
+  if (writes_model_shard()) write(model_shard_name(), weights_file_bytes(model));
   if (writes_optimizer_shard()) write(optimizer_shard_name(), serialize(optimizer));
   {
     auto gen = at::detail::getDefaultCPUGenerator();
@@ -189,15 +190,22 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
     }
     return false;
   };
-  if (!has(model_shard_name()) || !has(optimizer_shard_name())) {
+  // Model shards are safetensors files; those of earlier rondo versions LibTorch archives (.pt).
+  const auto legacy = model_shard_name().substr(0, model_shard_name().rfind('.')) + ".pt";
+  const bool archive = !has(model_shard_name()) && has(legacy);
+  if ((!has(model_shard_name()) && !archive) || !has(optimizer_shard_name())) {
     throw CheckpointError(step_dir.string(),
                           "has no shard " + model_shard_name() + " for this rank's (pp, tp, ep) position");
   }
-  const auto model_path = (step_dir / model_shard_name()).string();
+  const auto model_path = (step_dir / (archive ? legacy : model_shard_name())).string();
   try {
-    deserialize(model, model_path);
+    if (archive) {
+      deserialize(model, model_path);
+    } else {
+      read_weights_file(model_path, model, /*exact=*/true);
+    }
   } catch (const std::exception& e) {
-    // A valid file (its CRC passed) of another model shape or layout, e.g. from an older rondo.
+    // A valid file (its CRC passed) of another model shape or layout, e.g. from another rondo.
     throw CheckpointError(model_path, std::string("does not fit this rank's stages: ") + e.what());
   }
   const auto optimizer_path = (step_dir / optimizer_shard_name()).string();

@@ -27,7 +27,6 @@
 #include "worker/chunked_step_model.h"
 #include "worker/delayed_update.h"
 #include "worker/hdp_step_model.h"
-#include "worker/initial_weights.h"
 #include "worker/learning_rate.h"
 #include "worker/live_rings.h"
 #include "worker/metrics_writer.h"
@@ -36,6 +35,7 @@
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
+#include "worker/weights_file.h"
 
 namespace rondo {
 
@@ -487,7 +487,8 @@ std::pair<int64_t, bool> Trainer::Impl::resume() {
       ck.resume() ? checkpointer->load(ck.resume_step(), *weights->model(), weights->checkpointed_optimizer())
                   : std::nullopt;
   if (!manifest && !ck.load().empty()) {  // the run's own checkpoint comes first
-    const size_t set = load_initial_weights(ck.load(), *weights->model());
+    const size_t set = read_weights_file((std::filesystem::path(ck.load()) / "model.safetensors").string(),
+                                         *weights->model(), false);
     if (rank == 0) {
       log->info("started from the weights in {} ({} parameters on rank 0, fresh optimizer)", ck.load(), set);
       event({{"event", "initial_weights"}, {"dir", ck.load()}});

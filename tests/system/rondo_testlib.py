@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -167,6 +168,18 @@ def wait_slowed(proc, pid, stopped_s, period_s, timeout):
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+def read_safetensors(path):
+    """A safetensors file parsed here (rondo's reader not involved): name -> (dtype, shape, bytes)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    base = 8 + n
+    return {k: (v["dtype"], v["shape"], data[base + v["data_offsets"][0]:base + v["data_offsets"][1]])
+            for k, v in header.items()}
 
 
 def rel_diff(a, b):

@@ -7,7 +7,7 @@ ctx = Context()
 base = TINY + ["parallel.world_size=2", "checkpoint.interval=5"]
 run_dir, _ = ctx.run("ckpt", base + ["training.train_iters=10"])
 ckpts = os.path.join(run_dir, "checkpoints")
-model10 = os.path.join(ckpts, "step-10", "model-pp0-tp0.pt")
+model10 = os.path.join(ckpts, "step-10", "model-pp0-tp0.safetensors")
 size = os.path.getsize(model10)
 with open(model10, "r+b") as f:
     f.truncate(size // 2)
@@ -15,7 +15,7 @@ with open(model10, "r+b") as f:
 _, proc = ctx.run("ckpt", base + ["training.train_iters=15"], expect_status=None)
 err = proc.stderr
 ctx.check(proc.returncode != 0, f"a truncated checkpoint fails the run (status {proc.returncode})")
-ctx.check("model-pp0-tp0.pt" in err and "truncated" in err, "the error names the truncated file")
+ctx.check("model-pp0-tp0.safetensors" in err and "truncated" in err, "the error names the truncated file")
 ctx.check("step-5" in err and "checkpoint.resume_step=5" in err, "the error points to the valid step-5")
 ctx.check(max(losses(run_dir)) == 10, "no step ran on a corrupt checkpoint")
 ctx.check(os.path.exists(os.path.join(ckpts, "step-5", "manifest.json")), "step-5 is still there")
@@ -24,7 +24,7 @@ _, proc = ctx.run("ckpt", base + ["training.train_iters=15", "checkpoint.resume_
 ctx.check("resumed from checkpoint step-5" in proc.stderr, "resuming from step-5 works")
 ctx.check(os.path.getsize(model10) == size, "step-10 was rewritten whole by the resumed run")
 
-model15 = os.path.join(ckpts, "step-15", "model-pp0-tp0.pt")
+model15 = os.path.join(ckpts, "step-15", "model-pp0-tp0.safetensors")
 with open(model15, "r+b") as f:
     f.seek(os.path.getsize(model15) // 2)
     byte = f.read(1)

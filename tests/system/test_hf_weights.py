@@ -7,7 +7,10 @@ python3-torch, the architectures written out here, the safetensors bytes parsed 
   equals the original bit for bit, in its dtype;
 - `rondo run` from the converted weights (checkpoint.load) computes the first step's loss of the
   reference forward on the same document within 1e-5 relative, on one rank, at pp=2 (1f1b) and
-  with roundpipe; then trains (the loss falls);
+  with roundpipe; then trains (the loss falls), while rondo's own initialisation starts elsewhere;
+- a pp=2 run's step-8 checkpoint (model shards in safetensors) exported to Hugging Face gives step
+  9's loss in the reference forward; one saved after a step at lr 1e-30 and exported from the run
+  directory equals the original model bit for bit;
 - a truncated shard, a tensor whose shape contradicts config.json, an architecture rondo does not
   build, and weights that do not fit model.* are refused naming the file, the tensor or the key."""
 import json
@@ -18,7 +21,7 @@ import sys
 
 import torch
 
-from rondo_testlib import Context, losses, rel_diff
+from rondo_testlib import Context, losses, read_safetensors, rel_diff
 
 ctx = Context()
 DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
@@ -39,18 +42,6 @@ def write_safetensors(path, tensors):
     head += b" " * ((8 - len(head) % 8) % 8)
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-
-
-def read_safetensors(path):
-    """name -> (dtype, shape, raw bytes)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    header.pop("__metadata__", None)
-    base = 8 + n
-    return {k: (v["dtype"], v["shape"], data[base + v["data_offsets"][0]:base + v["data_offsets"][1]])
-            for k, v in header.items()}
 
 
 def read_model_dir(d):
@@ -174,6 +165,19 @@ def model_keys(weights):
     return keys
 
 
+def run_converted(weights, name, sets):
+    """`rondo run WEIGHTS/config.yaml`: a run from converted weights; its run directory."""
+    run_dir = os.path.join(ctx.tmp, name)
+    cmd = [ctx.rondo, "run", os.path.join(weights, "config.yaml"), "--run-dir", run_dir, "--worker", ctx.worker]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise AssertionError(f"{name}: rondo run exited {proc.returncode}")
+    return run_dir
+
+
 def rondo(*args, expect=0):
     proc = subprocess.run([ctx.rondo, *args], capture_output=True, text=True, timeout=300)
     if proc.returncode != expect:
@@ -217,18 +221,33 @@ for family, (cfg, dtype, shards) in MODELS.items():
                       ("pp2", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"]),
                       ("roundpipe", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
                                      "pipeline.schedule=roundpipe"])):
-        run_dir = os.path.join(ctx.tmp, f"{family}-{name}")
-        cmd = [ctx.rondo, "run", os.path.join(weights, "config.yaml"), "--run-dir", run_dir, "--worker", ctx.worker]
-        for s in run_sets + lay:
-            cmd += ["--set", s]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stdout + proc.stderr)
-        got = losses(run_dir) if proc.returncode == 0 else {}
+        got = losses(run_converted(weights, f"{family}-{name}", run_sets + lay))
         ctx.check(1 in got and rel_diff(want, got[1]) <= 1e-5,
                   f"{family} {name}: the first step's loss from the converted weights {got.get(1, float('nan')):.6f} "
                   f"equals the reference forward's {want:.6f} (1e-5)")
         ctx.check(got.get(8, 99) < got.get(1, 0), f"{family} {name}: and trains ({got.get(1)} -> {got.get(8)})")
+    # Trained at pp=2, saved at step 8, exported: the reference forward on the exported weights
+    # gives step 9's loss (the step computed from those weights).
+    run_dir = run_converted(weights, f"{family}-trained", run_sets + [
+        "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2", "training.train_iters=9",
+        "checkpoint.interval=8"])
+    trained = os.path.join(ctx.tmp, f"{family}-trained-hf")
+    rondo("convert", "--from", os.path.join(run_dir, "checkpoints", "step-8"), "--to-hf", trained, "--dtype", "fp32")
+    exported = {k: as_float(v) for k, v in read_model_dir(trained).items()}
+    step9 = losses(run_dir)[9]
+    again = reference_loss(exported, json.load(open(os.path.join(trained, "config.json"))), tokens)
+    ctx.check(rel_diff(step9, again) <= 1e-5 and exported.keys() == w.keys(),
+              f"{family}: a pp=2 run's step-8 checkpoint exported gives step 9's loss {step9:.6f} "
+              f"in the reference forward ({again:.6f})")
+    # Saved after a step too small to move a float32 weight, exported from the run directory in
+    # the source's dtype: the original bit for bit.
+    run_dir = run_converted(weights, f"{family}-still", run_sets + [
+        "parallel.world_size=1", "training.train_iters=1", "training.lr=1e-30", "training.weight_decay=0",
+        "checkpoint.interval=1"])
+    still = os.path.join(ctx.tmp, f"{family}-still-hf")
+    rondo("convert", "--from", run_dir, "--to-hf", still)
+    ctx.check(read_model_dir(still) == original,
+              f"{family}: loaded, trained a step at lr 1e-30, saved and exported: the original tensors bit for bit")
     # The control: the same run from rondo's own initialisation starts elsewhere.
     run_dir, _ = ctx.run(f"{family}-seeded", [f"model.family={family}"] +
                          [f"model.{k}={v}" for k, v in model_keys(weights).items()] + run_sets +

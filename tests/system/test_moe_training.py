@@ -80,7 +80,7 @@ got = by_step(cut)
 worst = max(rel_diff(ref[s]["loss"], got[s]["loss"]) for s in ref) if sorted(got) == sorted(ref) else float("inf")
 ctx.check(worst <= 1e-5, f"cut at step 4 and resumed with ep 2, one rank's losses within 1e-5 (worst {worst:.3e})")
 shards = sorted(os.listdir(os.path.join(cut, "checkpoints", "step-8")))
-ctx.check("model-pp0-tp0-ep0.pt" in shards and "model-pp0-tp0-ep1.pt" in shards,
+ctx.check("model-pp0-tp0-ep0.safetensors" in shards and "model-pp0-tp0-ep1.safetensors" in shards,
           f"one model shard per expert group position: {[f for f in shards if f.startswith('model')]}")
 
 # Top-2 routing, assignments dropped by the capacity.

@@ -42,7 +42,8 @@ for name, sets in (("1f1b-pp2-dp2", ["parallel.world_size=4", "parallel.pipeline
     files = os.listdir(os.path.join(part, "checkpoints", "step-10"))
     shards = sorted(f for f in files if f.startswith("model-"))
     optim = sorted(f for f in files if f.startswith("optim-"))
-    want = ["model-pp0-tp0.pt"] if name.startswith("roundpipe") else ["model-pp0-tp0.pt", "model-pp1-tp0.pt"]
+    want = ["model-pp0-tp0.safetensors"] if name.startswith("roundpipe") else ["model-pp0-tp0.safetensors",
+                                                                              "model-pp1-tp0.safetensors"]
     ctx.check(shards == want and optim == ["optim-pp0-tp0.pt", "optim-pp1-tp0.pt"],
               f"{name}: model shards {shards}, optimizer shards {optim}")
     _, proc = ctx.run(name + "-cut", PIPE + sets)

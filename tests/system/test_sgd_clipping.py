@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from rondo_testlib import TINY, Context
+from rondo_testlib import TINY, Context, read_safetensors
 
 ctx = Context()
 BASE = TINY + ["training.optimizer=sgd", "training.lr=1.0", "training.min_lr=0", "training.train_iters=1", "training.clip_grad=0", "training.weight_decay=0",
@@ -26,8 +26,8 @@ def step1(name, sets):
     step = os.path.join(run_dir, "checkpoints", "step-1")
     for f in sorted(os.listdir(step)):
         if f.startswith("model-"):
-            for k, v in torch.jit.load(os.path.join(step, f)).state_dict().items():
-                weights[k] = v.double()
+            for k, (dtype, shape, raw) in read_safetensors(os.path.join(step, f)).items():
+                weights[k] = torch.frombuffer(bytearray(raw), dtype=torch.float32).reshape(shape).double()
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         row = json.loads(f.readline())
     return weights, row["grad_norm"]
