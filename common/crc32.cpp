@@ -9,25 +9,33 @@
 namespace rondo {
 namespace {
 
-constexpr std::array<uint32_t, 256> make_table() {
+// Reflected polynomials: IEEE 802.3's and Castagnoli's.
+constexpr std::array<uint32_t, 256> make_table(uint32_t polynomial) {
   std::array<uint32_t, 256> table{};
   for (uint32_t i = 0; i < 256; ++i) {
     uint32_t c = i;
-    for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? polynomial ^ (c >> 1) : c >> 1;
     table[i] = c;
   }
   return table;
 }
 
-constexpr auto kTable = make_table();
+constexpr auto kTable = make_table(0xEDB88320u);
+constexpr auto kTableC = make_table(0x82F63B78u);
+
+uint32_t update(const std::array<uint32_t, 256>& table, uint32_t crc, const void* data, size_t size) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  crc = ~crc;
+  for (size_t i = 0; i < size; ++i) crc = table[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
+  return ~crc;
+}
 
 }  // namespace
 
-uint32_t crc32_update(uint32_t crc, const void* data, size_t size) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < size; ++i) crc = kTable[(crc ^ p[i]) & 0xFFu] ^ (crc >> 8);
-  return ~crc;
+uint32_t crc32_update(uint32_t crc, const void* data, size_t size) { return update(kTable, crc, data, size); }
+
+uint32_t crc32c_update(uint32_t crc, const void* data, size_t size) {
+  return update(kTableC, crc, data, size);
 }
 
 uint32_t crc32_file(const std::string& path, uint64_t* bytes) {

@@ -116,6 +116,9 @@ const std::vector<ConfigKey>& config_schema() {
                 "a full progress line every N steps (and the last); on a terminal `rondo run` redraws one "
                 "line in between"),
       RONDO_KEY(training, num_threads, "compute threads per rank"),
+      RONDO_KEY(training, tensorboard,
+                "also write each step's metrics as TensorBoard scalars to RUN_DIR/tensorboard/ (tensorboard "
+                "--logdir RUN_DIR/tensorboard)"),
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),

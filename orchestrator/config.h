@@ -70,6 +70,7 @@ struct TrainingConfig {
   int64_t seed = 1234;
   int64_t exit_interval = 0;
   int64_t log_interval = 100;
+  bool tensorboard = true;
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";

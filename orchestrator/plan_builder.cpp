@@ -375,6 +375,7 @@ void spec_pass(PlanContext& c) {
   ts->set_seed(static_cast<uint64_t>(t.seed));
   ts->set_exit_interval(static_cast<uint32_t>(t.exit_interval));
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
+  ts->set_tensorboard(t.tensorboard);
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
   ts->set_emulate_compute(t.emulate_compute);

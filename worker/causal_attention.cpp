@@ -190,8 +190,9 @@ std::vector<torch::Tensor> CausalSelfAttentionImpl::project(const torch::Tensor&
   }
   if (frequencies_.defined()) {
     if (!positions.defined()) throw std::invalid_argument("rotary attention needs each token's position");
-    q = apply_rotary(q, positions, frequencies_);
-    k = apply_rotary(k, positions, frequencies_);
+    const auto angles = rotary_angles(positions, frequencies_, q);
+    q = rotate(q, angles);
+    k = rotate(k, angles);
   }
   if (num_groups_ < num_heads_) {  // each key/value head serves heads / groups consecutive queries
     k = k.repeat_interleave(num_heads_ / num_groups_, 2);

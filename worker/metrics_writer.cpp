@@ -7,10 +7,31 @@
 
 namespace rondo {
 
+namespace {
+
+// A row's numbers as TensorBoard tags: its own fields by name, an object's as "name/field".
+std::vector<std::pair<std::string, double>> scalars_of(const nlohmann::json& row) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& [key, value] : row.items()) {
+    if (key == "step" || key == "attempt") continue;
+    if (value.is_number()) out.emplace_back(key, value.get<double>());
+    if (!value.is_object()) continue;
+    for (const auto& [field, inner] : value.items()) {
+      if (inner.is_number()) out.emplace_back(key + "/" + field, inner.get<double>());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 MetricsWriter::MetricsWriter(Options options, std::shared_ptr<spdlog::logger> log)
     : options_(std::move(options)),
       log_(std::move(log)),
       out_(options_.path),
+      tensorboard_(options_.tensorboard_dir.empty()
+                       ? nullptr
+                       : std::make_unique<TensorBoardWriter>(options_.tensorboard_dir)),
       last_step_(options_.first_step) {}
 
 void MetricsWriter::add_fields(Fields fields) { fields_.push_back(std::move(fields)); }
@@ -53,6 +74,7 @@ void MetricsWriter::write(const Step& r, const StepSums& summed) {
   }
   for (const auto& add : fields_) add(r, row);
   out_.append(row.dump());
+  if (tensorboard_) tensorboard_->scalars(r.step, scalars_of(row));
 
   elapsed_s_ += r.step_s;
   tokens_ += tokens;

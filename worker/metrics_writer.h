@@ -1,9 +1,9 @@
 // MetricsWriter: rank 0's account of a run, step by step: one row of RUN_DIR/metrics.jsonl per
-// step (fields in docs/metrics.md), a progress line every training.log_interval steps and at the
-// last (loss, grad norm, lr, tokens/s, ETA), and a summary at the end. The step loop hands it what
-// every rank agreed on; a run's parts (gradient reduction, the asynchronous update, chunking) add
-// their own fields to each row through add_fields(), so a new part needs no change here.
-// Torch-free.
+// step (fields in docs/metrics.md; its numbers also as TensorBoard scalars), a progress line every
+// training.log_interval steps and at the last (loss, grad norm, lr, tokens/s, ETA), and a summary
+// at the end. The step loop hands it what every rank agreed on; a run's parts (gradient reduction,
+// the asynchronous update, chunking) add their own fields to each row through add_fields(), so a
+// new part needs no change here. Torch-free.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -19,6 +19,7 @@
 #include "pipeline/exec/step_times.h"
 #include "worker/resource_usage.h"
 #include "worker/step_statistics.h"
+#include "worker/tensorboard_writer.h"
 
 namespace rondo {
 
@@ -39,6 +40,8 @@ class MetricsWriter {
     bool stream = false;
     // The simulator's bubble for the plan's schedule at the op times a step's sums hold.
     std::function<double(const StepSums&)> predicted_bubble;
+    // Where each row's numbers also go as TensorBoard scalars (worker/tensorboard_writer.h); empty: not.
+    std::string tensorboard_dir;
   };
   // What the step loop knows of a finished step.
   struct Step {
@@ -62,6 +65,7 @@ class MetricsWriter {
   Options options_;
   std::shared_ptr<spdlog::logger> log_;
   LineAppender out_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
   std::vector<Fields> fields_;
   int64_t last_step_ = 0;
   double elapsed_s_ = 0, tokens_ = 0, first_loss_ = 0, last_loss_ = 0;

@@ -23,15 +23,19 @@ torch::Tensor rotary_frequencies(const RotarySpec& spec, int64_t head_size) {
   return torch::where(medium, blended, slowed);
 }
 
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& positions,
-                           const torch::Tensor& frequencies) {
-  // angles [.., seq, head_size / 2] -> cos, sin [.., seq, 1, head_size] (each frequency twice)
-  const auto angles = positions.to(x.device(), torch::kFloat32).unsqueeze(-1) * frequencies.to(x.device());
+RotaryAngles rotary_angles(const torch::Tensor& positions, const torch::Tensor& frequencies,
+                           const torch::Tensor& like) {
+  // angles [.., seq, head_size / 2] -> [.., seq, 1, head_size]
+  const auto angles =
+      positions.to(like.device(), torch::kFloat32).unsqueeze(-1) * frequencies.to(like.device());
   const auto both = torch::cat({angles, angles}, -1).unsqueeze(-2);
-  const auto cos = both.cos().to(x.scalar_type()), sin = both.sin().to(x.scalar_type());
+  return {both.cos().to(like.scalar_type()), both.sin().to(like.scalar_type())};
+}
+
+torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& a) {
   const int64_t half = x.size(-1) / 2;
   const auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
+  return x * a.cos + rotated * a.sin;
 }
 
 RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {

@@ -23,10 +23,17 @@ struct RotarySpec {
 // The head_size / 2 angular frequencies, float32, as Hugging Face computes them.
 torch::Tensor rotary_frequencies(const RotarySpec& spec, int64_t head_size);
 
-// x [batch, seq, heads, head_size] rotated by each token's position: positions [seq] (every row
-// alike) or [batch, seq]; `frequencies` from rotary_frequencies (any device: moved to x's).
-torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& positions,
-                           const torch::Tensor& frequencies);
+// Each token's rotation, cos and sin [.., seq, 1, head_size] (each frequency twice), for positions
+// [seq] (every row alike) or [batch, seq]; `frequencies` from rotary_frequencies; on `like`'s device
+// and dtype. Computed once per attention, shared by its queries and keys.
+struct RotaryAngles {
+  torch::Tensor cos, sin;
+};
+RotaryAngles rotary_angles(const torch::Tensor& positions, const torch::Tensor& frequencies,
+                           const torch::Tensor& like);
+
+// x [batch, seq, heads, head_size] rotated pair by pair (i with i + head_size / 2).
+torch::Tensor rotate(const torch::Tensor& x, const RotaryAngles& angles);
 
 // RMSNorm over the last dimension: x / sqrt(mean(x^2) + eps) * weight (weight starts at 1).
 class RmsNormImpl : public torch::nn::Module {

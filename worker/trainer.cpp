@@ -449,7 +449,8 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
           .attempt = attempt,
           .world_size = world.size(),
           .stream = weights->delayed() != nullptr,
-          .predicted_bubble = [this](const StepSums& sums) { return predicted_bubble(sums); }},
+          .predicted_bubble = [this](const StepSums& sums) { return predicted_bubble(sums); },
+          .tensorboard_dir = t.tensorboard() ? (fs::path(run_dir) / "tensorboard").string() : ""},
       log);
   if (auto* delayed = weights->delayed()) {
     metrics->add_fields([this, delayed](const MetricsWriter::Step&, nlohmann::json& row) {

@@ -50,7 +50,8 @@ class MetricsWriterTest : public ::testing::Test {
             .attempt = 2,
             .world_size = 2,
             .stream = stream,
-            .predicted_bubble = [](const StepSums& s) { return s.compute_s / 100; }};
+            .predicted_bubble = [](const StepSums& s) { return s.compute_s / 100; },
+            .tensorboard_dir = ""};
   }
   std::shared_ptr<spdlog::logger> log_ =
       std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::null_sink_mt>());
