@@ -16,6 +16,7 @@
 #include "orchestrator/config.h"
 #include "orchestrator/data_command.h"
 #include "orchestrator/diagnose_command.h"
+#include "orchestrator/generate_command.h"
 #include "orchestrator/hdp_report.h"
 #include "orchestrator/hf_weights.h"
 #include "orchestrator/moe_report.h"
@@ -341,6 +342,26 @@ void add_convert(CLI::App& app, Subcommands& out) {
   out.push_back({cmd, [o] { return rondo::run_convert(*o); }});
 }
 
+void add_generate(CLI::App& app, Subcommands& out) {
+  auto o = std::make_shared<rondo::GenerateCommandOptions>();
+  auto* cmd = app.add_subcommand("generate", "continue a prompt with a trained or converted model");
+  cmd->add_option("SOURCE", o->source, "a weights directory, a run directory or a checkpoint step")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--prompt", o->prompt, "the text to continue (tokenised as bytes)")->required();
+  cmd->add_option("--max-tokens", o->max_tokens, "tokens to generate")->capture_default_str();
+  cmd->add_option("--temperature", o->temperature, "0: greedy; else sampled from softmax(logits / T)")
+      ->capture_default_str();
+  cmd->add_option("--top-p", o->top_p,
+                  "nucleus sampling: the smallest set of tokens reaching this probability")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "the sampler's seed")->capture_default_str();
+  cmd->add_option("--worker", o->worker_path, "path of rondo-worker (default: beside rondo)");
+  cmd->add_flag("--json", o->json, "print the prompt's and the generated ids and the text as JSON");
+  cmd->add_flag("--no-kv-cache", o->no_kv_cache, "recompute the whole sequence for every token");
+  out.push_back({cmd, [o] { return rondo::run_generate(*o); }});
+}
+
 // Runs the parsed subcommand; an error becomes a message and the exit status that says its kind.
 int run_parsed(const Subcommands& commands) {
   try {
@@ -366,7 +387,8 @@ int main(int argc, char** argv) {
   CLI::App app{"rondo: plans, launches and watches distributed LLM training"};
   app.require_subcommand(1);
   Subcommands commands;
-  for (auto add : {add_plan, add_run, add_sbatch, add_run_tools, add_simulate, add_data, add_convert})
+  for (auto add :
+       {add_plan, add_run, add_sbatch, add_run_tools, add_simulate, add_data, add_convert, add_generate})
     add(app, commands);
   CLI11_PARSE(app, argc, argv);
   rondo::logging::init(-1);

@@ -46,6 +46,12 @@ std::string default_run_dir() {
   return buf;
 }
 
+void append_event(const fs::path& run_dir, const nlohmann::json& e) {
+  append_line((run_dir / "events.jsonl").string(), e.dump());
+}
+
+}  // namespace
+
 std::string find_worker(const std::string& given) {
   if (!given.empty()) return given;
   if (const char* env = std::getenv("RONDO_WORKER")) return env;
@@ -59,12 +65,6 @@ std::string find_worker(const std::string& given) {
   }
   throw Error("cannot find rondo-worker beside " + self.string() + "; set RONDO_WORKER to its path");
 }
-
-void append_event(const fs::path& run_dir, const nlohmann::json& e) {
-  append_line((run_dir / "events.jsonl").string(), e.dump());
-}
-
-}  // namespace
 
 SbatchOptions complete_sbatch_options(SbatchOptions o, const std::string& config_path,
                                       const std::vector<std::string>& overrides) {

@@ -30,4 +30,8 @@ SbatchOptions complete_sbatch_options(SbatchOptions options, const std::string& 
 // Checks that the worker can execute this layout; throws ConfigError naming the key otherwise.
 void check_executable(const Config& config);
 
+// rondo-worker: `given`, else $RONDO_WORKER, else beside this program (or in the build tree's
+// worker/); throws naming RONDO_WORKER when there is none.
+std::string find_worker(const std::string& given);
+
 }  // namespace rondo

@@ -29,6 +29,7 @@
 #include "proto/plan_version.h"
 #include "proto/report.pb.h"
 #include "worker/fused_ops.h"
+#include "worker/generator.h"
 #include "worker/malloc_policy.h"
 #include "worker/model_family.h"
 #include "worker/plan_contract.h"
@@ -276,7 +277,39 @@ RuntimeChoices prepare_runtime(const rondo::plan::Plan& plan, rondo::Communicato
 
 }  // namespace
 
+// `rondo-worker generate ...` (run by `rondo generate`): one process, no MPI; prints {"ids": [...]}.
+int run_generate(int argc, char** argv) {
+  CLI::App app{"rondo-worker generate: tokens from a model (started by `rondo generate`)"};
+  std::string plan_path, prompt;
+  rondo::GenerateOptions o;
+  bool no_cache = false;
+  app.add_option("--plan", plan_path, "plan.pb of the model")->required();
+  app.add_option("--weights", o.weight_files, "safetensors files holding the parameters")->required();
+  app.add_option("--prompt-ids", prompt, "token ids, comma-separated")->required();
+  app.add_option("--max-tokens", o.max_tokens);
+  app.add_option("--temperature", o.temperature);
+  app.add_option("--top-p", o.top_p);
+  app.add_option("--seed", o.seed);
+  app.add_flag("--no-kv-cache", no_cache);
+  CLI11_PARSE(app, argc - 1, argv + 1);
+  o.kv_cache = !no_cache;
+  try {
+    for (size_t at = 0; at < prompt.size();) {
+      const size_t comma = std::min(prompt.find(',', at), prompt.size());
+      o.prompt.push_back(std::stoll(prompt.substr(at, comma - at)));
+      at = comma + 1;
+    }
+    const auto ids = rondo::generate(read_plan(plan_path), o);
+    std::printf("%s\n", nlohmann::json({{"ids", ids}}).dump().c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rondo-worker generate: %s\n", e.what());
+    return 1;
+  }
+}
+
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "generate") return run_generate(argc, argv);
   // Who this process is, from the launcher's environment, before MPI or any device is touched.
   const auto discovered = rondo::discover_rank();
   rondo::MpiRuntime mpi(&argc, &argv);

@@ -11,6 +11,9 @@ python3-torch, the architectures written out here, the safetensors bytes parsed 
 - a pp=2 run's step-8 checkpoint (model shards in safetensors) exported to Hugging Face gives step
   9's loss in the reference forward; one saved after a step at lr 1e-30 and exported from the run
   directory equals the original model bit for bit;
+- `rondo generate` from the converted weights continues a prompt greedily as the reference
+  forward's argmax, with and without its key/value cache; sampling (temperature, top-p) is
+  reproducible by seed;
 - a truncated shard, a tensor whose shape contradicts config.json, an architecture rondo does not
   build, and weights that do not fit model.* are refused naming the file, the tensor or the key."""
 import json
@@ -114,11 +117,24 @@ def inv_freq(cfg, hd):
 
 
 def reference_loss(w, cfg, tokens):
-    """Hugging Face's Llama/Qwen3 forward, written out: mean cross-entropy of next tokens."""
+    """Mean cross-entropy of next tokens under the forward below."""
+    return torch.nn.functional.cross_entropy(reference_logits(w, cfg, tokens[:-1]), torch.tensor(tokens[1:])).item()
+
+
+def reference_greedy(w, cfg, prompt, n):
+    """n tokens after the prompt, each the argmax of the whole sequence's forward (no cache)."""
+    seq = list(prompt)
+    for _ in range(n):
+        seq.append(int(reference_logits(w, cfg, seq)[-1].argmax()))
+    return seq[len(prompt):]
+
+
+def reference_logits(w, cfg, tokens):
+    """Hugging Face's Llama/Qwen3 forward, written out: logits [len(tokens), vocab]."""
     eps, heads, groups = cfg["rms_norm_eps"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     h = cfg["hidden_size"]
     hd = cfg.get("head_dim", h // heads)
-    ids = torch.tensor(tokens[:-1])
+    ids = torch.tensor(tokens)
     t = len(ids)
 
     def rms(x, g):
@@ -148,8 +164,7 @@ def reference_loss(w, cfg, tokens):
         n = rms(x, w[p + "post_attention_layernorm.weight"])
         x = x + (torch.nn.functional.silu(n @ w[p + "mlp.gate_proj.weight"].T) * (n @ w[p + "mlp.up_proj.weight"].T)) \
             @ w[p + "mlp.down_proj.weight"].T
-    logits = rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(tokens[1:])).item()
+    return rms(x, w["model.norm.weight"]) @ w["lm_head.weight"].T
 
 
 def model_keys(weights):
@@ -234,6 +249,11 @@ for family, (cfg, dtype, shards) in MODELS.items():
     trained = os.path.join(ctx.tmp, f"{family}-trained-hf")
     rondo("convert", "--from", os.path.join(run_dir, "checkpoints", "step-8"), "--to-hf", trained, "--dtype", "fp32")
     exported = {k: as_float(v) for k, v in read_model_dir(trained).items()}
+    from_step = json.loads(rondo("generate", os.path.join(run_dir, "checkpoints", "step-8"), "--prompt", "rondo ",
+                                 "--max-tokens", "8", "--json"))["ids"]
+    ctx.check(from_step == reference_greedy(exported, cfg, list(b"rondo "), 8),
+              f"{family}: rondo generate from the pp=2 step-8 checkpoint (two shards) continues as the "
+              f"reference forward on its export: {from_step}")
     step9 = losses(run_dir)[9]
     again = reference_loss(exported, json.load(open(os.path.join(trained, "config.json"))), tokens)
     ctx.check(rel_diff(step9, again) <= 1e-5 and exported.keys() == w.keys(),
@@ -248,6 +268,19 @@ for family, (cfg, dtype, shards) in MODELS.items():
     rondo("convert", "--from", run_dir, "--to-hf", still)
     ctx.check(read_model_dir(still) == original,
               f"{family}: loaded, trained a step at lr 1e-30, saved and exported: the original tensors bit for bit")
+    # rondo generate: greedy continuations with and without the key/value cache equal the argmax of
+    # the reference forward over the whole sequence, token by token.
+    prompt = list(b"rondo ")
+    want_ids = reference_greedy(w, cfg, prompt, 12)
+    got_ids = json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json"))["ids"]
+    plain = json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json",
+                             "--no-kv-cache"))["ids"]
+    ctx.check(got_ids == want_ids == plain, f"{family}: rondo generate (greedy, with and without the cache) "
+                                            f"continues as the reference forward: {got_ids}")
+    sampled = [json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json",
+                                "--temperature", "1.0", "--top-p", "0.9", "--seed", str(seed)))["ids"]
+               for seed in (1, 1, 2)]
+    ctx.check(sampled[0] == sampled[1] != sampled[2], f"{family}: sampling is reproducible by seed ({sampled})")
     # The control: the same run from rondo's own initialisation starts elsewhere.
     run_dir, _ = ctx.run(f"{family}-seeded", [f"model.family={family}"] +
                          [f"model.{k}={v}" for k, v in model_keys(weights).items()] + run_sets +

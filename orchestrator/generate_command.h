@@ -1,0 +1,25 @@
+// `rondo generate SOURCE --prompt TEXT`: what a trained or converted model says. SOURCE is a rondo
+// weights directory (`rondo convert --from-hf`), a run directory (its latest checkpoint) or a
+// checkpoint step; its config decides the model. The prompt is tokenised as bytes (rondo's
+// tokenizer), the model runs in one `rondo-worker generate` process (worker/generator.h), and the
+// continuation is printed (`--json`: prompt and generated ids, and the text).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace rondo {
+
+struct GenerateCommandOptions {
+  std::string source, prompt, worker_path;
+  int64_t max_tokens = 64;
+  double temperature = 0.0;  // 0: greedy
+  double top_p = 1.0;
+  uint64_t seed = 1234;
+  bool json = false;
+  bool no_kv_cache = false;
+};
+
+int run_generate(const GenerateCommandOptions& options);
+
+}  // namespace rondo
