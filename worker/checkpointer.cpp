@@ -202,7 +202,7 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
     if (archive) {
       deserialize(model, model_path);
     } else {
-      read_weights_file(model_path, model, /*exact=*/true);
+      read_weights_files({model_path}, model, /*exact=*/true);
     }
   } catch (const std::exception& e) {
     // A valid file (its CRC passed) of another model shape or layout, e.g. from another rondo.

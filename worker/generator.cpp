@@ -2,37 +2,16 @@
 
 #include <torch/torch.h>
 
-#include <set>
-
 #include "common/errors.h"
-#include "common/safetensors.h"
 #include "worker/causal_attention.h"
 #include "worker/model_family.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
+#include "worker/weights_file.h"
 
 namespace rondo {
 
 namespace {
-
-// Every parameter from whichever file holds it.
-void load_weights(StagedModelImpl& model, const std::vector<std::string>& files) {
-  torch::NoGradGuard no_grad;
-  std::vector<std::unique_ptr<SafetensorsFile>> opened;
-  for (const auto& f : files) opened.push_back(std::make_unique<SafetensorsFile>(f));
-  for (auto& p : model.named_parameters()) {
-    const SafetensorsFile* holder = nullptr;
-    for (const auto& f : opened) {
-      if (f->contains(p.key())) holder = f.get();
-    }
-    if (!holder) throw CheckpointError(files.empty() ? "" : files.front(), "no file holds '" + p.key() + "'");
-    if (holder->at(p.key()).shape != p.value().sizes().vec())
-      throw CheckpointError(holder->path(), "tensor '" + p.key() + "' does not have the model's shape");
-    auto host = torch::empty(p.value().sizes(), torch::kFloat32);
-    holder->read_f32(p.key(), host.data_ptr<float>());
-    p.value().copy_(host);
-  }
-}
 
 int64_t pick(const torch::Tensor& logits, const GenerateOptions& o, at::Generator& gen) {
   if (o.temperature <= 0) return logits.argmax().item<int64_t>();
@@ -52,7 +31,7 @@ std::vector<int64_t> generate(const plan::Plan& plan, const GenerateOptions& o) 
   const auto& m = plan.model();
   StagedModel model(model_family(m.family()), model_shape(plan), plan.training().seed());
   model->eval();
-  load_weights(*model, o.weight_files);
+  read_weights_files(o.weight_files, *model, /*exact=*/false);
   if (o.prompt.empty()) throw ConfigError("--prompt", "is empty");
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(o.seed);

@@ -488,8 +488,8 @@ std::pair<int64_t, bool> Trainer::Impl::resume() {
       ck.resume() ? checkpointer->load(ck.resume_step(), *weights->model(), weights->checkpointed_optimizer())
                   : std::nullopt;
   if (!manifest && !ck.load().empty()) {  // the run's own checkpoint comes first
-    const size_t set = read_weights_file((std::filesystem::path(ck.load()) / "model.safetensors").string(),
-                                         *weights->model(), false);
+    const size_t set = read_weights_files({(std::filesystem::path(ck.load()) / "model.safetensors").string()},
+                                          *weights->model(), /*exact=*/false);
     if (rank == 0) {
       log->info("started from the weights in {} ({} parameters on rank 0, fresh optimizer)", ck.load(), set);
       event({{"event", "initial_weights"}, {"dir", ck.load()}});

@@ -8,13 +8,15 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 namespace rondo {
 
 std::string weights_file_bytes(torch::nn::Module& model);
 
-// Sets every parameter of `model` from the file at `path`; with `exact`, the file must hold no
-// other tensors. Returns how many parameters were set.
-size_t read_weights_file(const std::string& path, torch::nn::Module& model, bool exact);
+// Sets every parameter of `model` from whichever of the files at `paths` holds it (a checkpoint's
+// model shards: each parameter in one); with `exact`, the files hold no other tensors. Returns how
+// many parameters were set.
+size_t read_weights_files(const std::vector<std::string>& paths, torch::nn::Module& model, bool exact);
 
 }  // namespace rondo
