@@ -11,6 +11,7 @@
 #include "common/errors.h"
 #include "launch/process_runner.h"
 #include "orchestrator/config.h"
+#include "orchestrator/model_source.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/run_command.h"
 
@@ -18,48 +19,12 @@ namespace rondo {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-struct ModelSource {
-  Config config;
-  std::vector<std::string> files;
-};
-
-ModelSource resolve(const fs::path& source) {
-  ModelSource out;
-  if (fs::exists(source / "model.safetensors") && fs::exists(source / "config.yaml")) {
-    out.config = load_config((source / "config.yaml").string());
-    out.files.push_back((source / "model.safetensors").string());
-    return out;
-  }
-  fs::path step = source;
-  if (fs::exists(source / "checkpoints" / "latest")) {
-    auto latest = read_file((source / "checkpoints" / "latest").string());
-    latest.erase(latest.find_last_not_of(" \n") + 1);
-    step = source / "checkpoints" / latest;
-  }
-  if (!fs::exists(step / "manifest.json")) {
-    throw ConfigError(source.string(),
-                      "is neither a rondo weights directory (model.safetensors, config.yaml), a run "
-                      "directory with checkpoints nor a checkpoint step");
-  }
-  out.config = load_config((step.parent_path().parent_path() / "config.yaml").string());
-  for (const auto& f : fs::directory_iterator(step)) {
-    const auto name = f.path().filename().string();
-    if (name.starts_with("model-") && name.ends_with(".safetensors")) out.files.push_back(f.path().string());
-  }
-  if (out.files.empty()) throw CheckpointError(step.string(), "has no model-*.safetensors shards");
-  return out;
-}
-
-}  // namespace
-
 int run_generate(const GenerateCommandOptions& o) {
   if (o.max_tokens < 1) throw ConfigError("--max-tokens", "must be >= 1");
   if (o.temperature < 0) throw ConfigError("--temperature", "must be >= 0 (0: greedy)");
   if (o.top_p <= 0 || o.top_p > 1) throw ConfigError("--top-p", "must lie in (0, 1]");
   if (o.prompt.empty()) throw ConfigError("--prompt", "is empty");
-  const auto src = resolve(fs::path(o.source));
+  const auto src = model_source(o.source);
   // The model alone, on one process: the run's other sections do not apply.
   Config one;
   one.model = src.config.model;

@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "common/logging.h"
 #include "common/safetensors.h"
+#include "orchestrator/model_source.h"
 
 namespace rondo {
 
@@ -219,72 +220,23 @@ json hf_config_of(const ModelConfig& m) {
   return c;
 }
 
-// What --from names: a weights directory (rondo convert --from-hf), a checkpoint step of a run
-// (its model shards), or a run directory (its latest checkpoint).
-struct ExportSource {
-  TensorFiles tensors;
-  ModelConfig model;
-  json hf_config;
-};
-
-ExportSource export_source(const fs::path& from) {
-  ExportSource out;
-  if (fs::exists(from / "hf_config.json") && fs::exists(from / "model.safetensors")) {
-    out.hf_config = read_json((from / "hf_config.json").string());
-    out.model = model_from_hf_config((from / "hf_config.json").string());
-    out.tensors.add((from / "model.safetensors").string());
-    return out;
-  }
-  fs::path step = from;
-  if (fs::exists(from / "checkpoints" / "latest")) {
-    auto latest = read_file((from / "checkpoints" / "latest").string());
-    latest.erase(latest.find_last_not_of(" \n") + 1);
-    step = from / "checkpoints" / latest;
-  }
-  if (!fs::exists(step / "manifest.json")) {
-    throw CheckpointError(from.string(),
-                          "is neither a rondo weights directory (model.safetensors, hf_config.json), "
-                          "a checkpoint step (manifest.json) nor a run directory with checkpoints");
-  }
-  const auto run_config = step.parent_path().parent_path() / "config.yaml";
-  if (!fs::exists(run_config))
-    throw CheckpointError(step.string(), "has no run config at " + run_config.string());
-  const Config config = load_config(run_config.string());
-  out.model = config.model;
-  if (config.model.family != "llama" && config.model.family != "qwen3")
-    throw ConfigError("model.family",
-                      config.model.family + " has no Hugging Face layout in rondo (llama, qwen3)");
-  if (config.model.num_experts > 0)
-    throw ConfigError("model.num_experts", "MoE checkpoints are not exported yet");
-  const auto started = fs::path(config.checkpoint.load) / "hf_config.json";
-  out.hf_config = !config.checkpoint.load.empty() && fs::exists(started) ? read_json(started.string())
-                                                                         : hf_config_of(config.model);
-  if (config.checkpoint.load.empty() || !fs::exists(started)) out.hf_config["torch_dtype"] = "float32";
-  bool any = false;
-  for (const auto& f : fs::directory_iterator(step)) {
-    const auto name = f.path().filename().string();
-    if (name.starts_with("model-") && name.ends_with(".safetensors")) {
-      out.tensors.add(f.path().string());
-      any = true;
-    }
-  }
-  if (!any)
-    throw CheckpointError(
-        step.string(),
-        "has no model-*.safetensors shards (one written before model shards were safetensors?)");
-  return out;
-}
-
 // rondo -> Hugging Face.
 int convert_to_hf(const ConvertOptions& o) {
   const fs::path out(o.to_hf);
-  auto src = export_source(fs::path(o.from));
-  auto& hf_config = src.hf_config;
-  const auto& weights = src.tensors;
+  const auto src = model_source(o.from);
+  const auto& model = src.config.model;
+  if (model.family != "llama" && model.family != "qwen3")
+    throw ConfigError("model.family", model.family + " has no Hugging Face layout in rondo (llama, qwen3)");
+  if (model.num_experts > 0) throw ConfigError("model.num_experts", "MoE checkpoints are not exported yet");
+  // The source's own config.json keeps its other fields (and its dtype); else one from model.*.
+  json hf_config = src.hf_config.empty() ? hf_config_of(model) : read_json(src.hf_config);
+  if (src.hf_config.empty()) hf_config["torch_dtype"] = "float32";
+  TensorFiles weights;
+  for (const auto& f : src.files) weights.add(f);
   const std::string dtype =
       o.dtype.empty() ? dtype_name(hf_config.value("torch_dtype", "float32")) : dtype_name(o.dtype);
   std::vector<SafetensorsTensor> tensors;
-  for (const auto& map : hf_weight_mappings(src.model)) {
+  for (const auto& map : hf_weight_mappings(model)) {
     const auto& e = weights.at(map.rondo);
     if (e.shape != map.shape) {
       throw CheckpointError(weights.file(map.rondo).path(), "tensor '" + map.rondo + "' has shape " +
