@@ -12,7 +12,6 @@
 #include "common/logging.h"
 #include "common/stopwatch.h"
 #include "comms/collectives.h"
-#include "comms/mpi/mpi_communicator.h"
 #include "control/flight_records.h"
 #include "data/exec/step_batches.h"
 #include "data/sample_windows.h"
@@ -35,6 +34,7 @@
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
+#include "worker/training_device.h"
 #include "worker/weights_file.h"
 
 namespace rondo {
@@ -193,23 +193,7 @@ void Trainer::Impl::setup() {
   const auto& t = plan.training();
   const auto& m = plan.model();
   at::set_num_threads(static_cast<int>(t.num_threads()));
-  if (t.device() == plan::DEVICE_CUDA) {
-    if (!torch::cuda::is_available()) {
-      throw ConfigError("training.device", "cuda requested but this LibTorch has no usable GPU");
-    }
-    // Gradients, activations and experts travel by MPI, straight from GPU memory: a library
-    // without CUDA support would read device pointers as host memory (a crash, not an error).
-    if (world.size() > 1 && !MpiRuntime::cuda_aware()) {
-      throw ConfigError("training.device",
-                        "cuda on " + std::to_string(world.size()) +
-                            " ranks needs a CUDA-aware MPI, and this one is not (ompi_info: "
-                            "mpi_built_with_cuda_support false); run one rank per job, or "
-                            "training.device=cpu");
-    }
-    // The launcher's local rank picks the device; the global rank only when none was discovered.
-    device = torch::Device(
-        torch::kCUDA, static_cast<int>((local_rank >= 0 ? local_rank : rank) % torch::cuda::device_count()));
-  }
+  device = training_device(t, world.size(), local_rank >= 0 ? local_rank : rank);
   if (plan.comms().timing_recorder()) {
     recorder = std::make_unique<TimingRecorder>(plan.comms().recorder_capacity());
   }
