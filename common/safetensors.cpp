@@ -62,6 +62,38 @@ uint16_t to_f16(float f) {
   return sign | static_cast<uint16_t>(((exponent + 14) << 10) | (mantissa & 0x3ffu));
 }
 
+// One tensor's header entry, checked against the data's size: dtype known, shape non-negative,
+// byte range inside the data and as long as the shape and dtype say.
+SafetensorsEntry parse_entry(const std::string& path, const std::string& name, const nlohmann::json& e,
+                             uint64_t data_bytes) {
+  const auto bad = [&](const std::string& why) {
+    return CheckpointError(path, "tensor '" + name + "': " + why);
+  };
+  if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
+    throw bad("needs dtype, shape and data_offsets");
+  SafetensorsEntry entry;
+  entry.name = name;
+  entry.dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : e["dtype"].dump();
+  for (const auto& d : e["shape"]) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad("shape " + e["shape"].dump());
+    entry.shape.push_back(d.get<int64_t>());
+  }
+  const auto& off = e["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+    throw bad("data_offsets " + off.dump());
+  entry.begin = off[0].get<uint64_t>();
+  entry.end = off[1].get<uint64_t>();
+  const size_t width = safetensors_dtype_size(entry.dtype);
+  if (width == 0) throw bad("unknown dtype " + entry.dtype);
+  if (entry.begin > entry.end || entry.end > data_bytes)
+    throw bad("bytes [" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + ") outside the " +
+              std::to_string(data_bytes) + " bytes of data (truncated file?)");
+  if (entry.end - entry.begin != static_cast<uint64_t>(entry.numel()) * width)
+    throw bad(std::to_string(entry.end - entry.begin) + " bytes for shape " + e["shape"].dump() + " of " +
+              entry.dtype);
+  return entry;
+}
+
 }  // namespace
 
 int64_t SafetensorsEntry::numel() const {
@@ -110,31 +142,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         for (const auto& [k, v] : e.items()) metadata_[k] = v.is_string() ? v.get<std::string>() : v.dump();
         continue;
       }
-      const auto bad = [&](const std::string& why) {
-        return CheckpointError(path, "tensor '" + name + "': " + why);
-      };
-      if (!e.is_object() || !e.contains("dtype") || !e.contains("shape") || !e.contains("data_offsets"))
-        throw bad("needs dtype, shape and data_offsets");
-      SafetensorsEntry entry;
-      entry.name = name;
-      entry.dtype = e["dtype"].is_string() ? e["dtype"].get<std::string>() : e["dtype"].dump();
-      for (const auto& d : e["shape"]) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0) throw bad("shape " + e["shape"].dump());
-        entry.shape.push_back(d.get<int64_t>());
-      }
-      const auto& off = e["data_offsets"];
-      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-        throw bad("data_offsets " + off.dump());
-      entry.begin = off[0].get<uint64_t>();
-      entry.end = off[1].get<uint64_t>();
-      const size_t width = safetensors_dtype_size(entry.dtype);
-      if (width == 0) throw bad("unknown dtype " + entry.dtype);
-      if (entry.begin > entry.end || entry.end > data_bytes)
-        throw bad("bytes [" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) +
-                  ") outside the " + std::to_string(data_bytes) + " bytes of data (truncated file?)");
-      if (entry.end - entry.begin != static_cast<uint64_t>(entry.numel()) * width)
-        throw bad(std::to_string(entry.end - entry.begin) + " bytes for shape " + e["shape"].dump() + " of " +
-                  entry.dtype);
+      auto entry = parse_entry(path, name, e, data_bytes);
       index_[name] = entries_.size();
       entries_.push_back(std::move(entry));
     }

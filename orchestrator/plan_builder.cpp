@@ -328,30 +328,34 @@ void set_moe(const Config& config, plan::MoeSpec& moe) {
   moe.set_backward_degree(static_cast<uint32_t>(moe_degree(config.moe.bwd_degree, "moe.bwd_degree")));
 }
 
+// The model section: the family, its shape and options (MoE, grouped-query attention, rotary).
+void set_model(const Config& config, plan::ModelSpec& model) {
+  const auto& mc = config.model;
+  model.set_family(mc.family);
+  model.set_num_layers(static_cast<uint32_t>(mc.num_layers));
+  model.set_hidden_size(static_cast<uint32_t>(mc.hidden_size));
+  model.set_num_attention_heads(static_cast<uint32_t>(mc.num_attention_heads));
+  model.set_ffn_hidden_size(static_cast<uint32_t>(mc.ffn_hidden_size));
+  model.set_vocab_size(static_cast<uint32_t>(mc.vocab_size));
+  model.set_seq_length(static_cast<uint32_t>(mc.seq_length));
+  model.set_recompute_granularity(plan_enum(recompute_granularity_from_name(mc.recompute_granularity),
+                                            "model.recompute_granularity", mc.recompute_granularity));
+  if (mc.num_experts > 0) set_moe(config, *model.mutable_moe());
+  model.set_num_query_groups(static_cast<uint32_t>(mc.num_query_groups));
+  model.set_rotary_base(mc.rotary_base);
+  model.set_rope_scaling_factor(mc.rope_scaling_factor);
+  model.set_rope_low_freq_factor(mc.rope_low_freq_factor);
+  model.set_rope_high_freq_factor(mc.rope_high_freq_factor);
+  model.set_rope_original_max_positions(static_cast<uint32_t>(mc.rope_original_max_positions));
+  model.set_norm_epsilon(mc.norm_epsilon);
+  model.set_kv_channels(static_cast<uint32_t>(mc.kv_channels));
+}
+
 void spec_pass(PlanContext& c) {
   const Config& config = c.config;
   auto& p = c.plan;
-  const auto& mc = config.model;
   const auto& t = config.training;
-  auto* model = p.mutable_model();
-  model->set_family(mc.family);
-  model->set_num_layers(static_cast<uint32_t>(mc.num_layers));
-  model->set_hidden_size(static_cast<uint32_t>(mc.hidden_size));
-  model->set_num_attention_heads(static_cast<uint32_t>(mc.num_attention_heads));
-  model->set_ffn_hidden_size(static_cast<uint32_t>(mc.ffn_hidden_size));
-  model->set_vocab_size(static_cast<uint32_t>(mc.vocab_size));
-  model->set_seq_length(static_cast<uint32_t>(mc.seq_length));
-  model->set_recompute_granularity(plan_enum(recompute_granularity_from_name(mc.recompute_granularity),
-                                             "model.recompute_granularity", mc.recompute_granularity));
-  if (mc.num_experts > 0) set_moe(config, *model->mutable_moe());
-  model->set_num_query_groups(static_cast<uint32_t>(mc.num_query_groups));
-  model->set_rotary_base(mc.rotary_base);
-  model->set_rope_scaling_factor(mc.rope_scaling_factor);
-  model->set_rope_low_freq_factor(mc.rope_low_freq_factor);
-  model->set_rope_high_freq_factor(mc.rope_high_freq_factor);
-  model->set_rope_original_max_positions(static_cast<uint32_t>(mc.rope_original_max_positions));
-  model->set_norm_epsilon(mc.norm_epsilon);
-  model->set_kv_channels(static_cast<uint32_t>(mc.kv_channels));
+  set_model(config, *p.mutable_model());
 
   auto* ts = p.mutable_training();
   ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
