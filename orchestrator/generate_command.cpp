@@ -78,7 +78,8 @@ int run_generate(const GenerateCommandOptions& o) {
     text += v < 256 ? std::string(1, static_cast<char>(v)) : std::string("\xEF\xBF\xBD");
   }
   if (o.json) {
-    const nlohmann::json out = {{"prompt_ids", prompt}, {"ids", generated["ids"]}, {"text", text}};
+    nlohmann::json out = {{"prompt_ids", prompt}, {"ids", generated["ids"]}, {"text", text}};
+    if (o.logits) out["prompt_logits"] = generated["prompt_logits"];
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("%s%s\n", o.prompt.c_str(), text.c_str());

@@ -2,7 +2,8 @@
 // weights directory (`rondo convert --from-hf`), a run directory (its latest checkpoint) or a
 // checkpoint step; its config decides the model. The prompt is tokenised as bytes (rondo's
 // tokenizer), the model runs in one `rondo-worker generate` process (worker/generator.h), and the
-// continuation is printed (`--json`: prompt and generated ids, and the text).
+// continuation is printed (`--json`: prompt and generated ids, the text and, with `--logits`, the
+// logits after the prompt).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,7 @@ struct GenerateCommandOptions {
   uint64_t seed = 1234;
   bool json = false;
   bool no_kv_cache = false;
+  bool logits = false;  // --json: also the logits after the prompt
 };
 
 int run_generate(const GenerateCommandOptions& options);

@@ -359,6 +359,7 @@ void add_generate(CLI::App& app, Subcommands& out) {
   cmd->add_option("--worker", o->worker_path, "path of rondo-worker (default: beside rondo)");
   cmd->add_flag("--json", o->json, "print the prompt's and the generated ids and the text as JSON");
   cmd->add_flag("--no-kv-cache", o->no_kv_cache, "recompute the whole sequence for every token");
+  cmd->add_flag("--logits", o->logits, "with --json: also the logits after the prompt");
   out.push_back({cmd, [o] { return rondo::run_generate(*o); }});
 }
 

@@ -27,7 +27,7 @@ int64_t pick(const torch::Tensor& logits, const GenerateOptions& o, at::Generato
 
 }  // namespace
 
-std::vector<int64_t> generate(const plan::Plan& plan, const GenerateOptions& o) {
+Generated generate(const plan::Plan& plan, const GenerateOptions& o) {
   const auto& m = plan.model();
   StagedModel model(model_family(m.family()), model_shape(plan), plan.training().seed());
   model->eval();
@@ -36,10 +36,12 @@ std::vector<int64_t> generate(const plan::Plan& plan, const GenerateOptions& o) 
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(o.seed);
   const auto longs = torch::TensorOptions().dtype(torch::kLong);
-  std::vector<int64_t> sequence = o.prompt, out;
+  std::vector<int64_t> sequence = o.prompt;
+  Generated out;
   std::vector<LayerKeyValues> cache;
   const auto limit = static_cast<int64_t>(m.seq_length());
-  while (static_cast<int64_t>(out.size()) < o.max_tokens && static_cast<int64_t>(sequence.size()) < limit) {
+  while (static_cast<int64_t>(out.ids.size()) < o.max_tokens &&
+         static_cast<int64_t>(sequence.size()) < limit) {
     const int64_t done = o.kv_cache ? (cache.empty() ? 0 : cache.front().k.size(1)) : 0;
     const int64_t end = static_cast<int64_t>(sequence.size());
     const auto ids =
@@ -57,9 +59,14 @@ std::vector<int64_t> generate(const plan::Plan& plan, const GenerateOptions& o) 
         }
       }
     }
-    const int64_t next = pick(logits[0][end - done - 1], o, gen);
+    const auto last = logits[0][end - done - 1];
+    if (out.ids.empty()) {
+      const auto l = last.contiguous();
+      out.prompt_logits.assign(l.data_ptr<float>(), l.data_ptr<float>() + l.numel());
+    }
+    const int64_t next = pick(last, o, gen);
     sequence.push_back(next);
-    out.push_back(next);
+    out.ids.push_back(next);
   }
   return out;
 }

@@ -25,7 +25,10 @@ struct GenerateOptions {
   bool kv_cache = true;  // false: the whole sequence again for every token (the cache's reference)
 };
 
-// The generated token ids (not the prompt), stopping early at the model's seq_length.
-std::vector<int64_t> generate(const plan::Plan& plan, const GenerateOptions& options);
+struct Generated {
+  std::vector<int64_t> ids;          // not the prompt; stops early at the model's seq_length
+  std::vector<float> prompt_logits;  // the logits after the prompt (what the first token is drawn from)
+};
+Generated generate(const plan::Plan& plan, const GenerateOptions& options);
 
 }  // namespace rondo

@@ -277,7 +277,8 @@ RuntimeChoices prepare_runtime(const rondo::plan::Plan& plan, rondo::Communicato
 
 }  // namespace
 
-// `rondo-worker generate ...` (run by `rondo generate`): one process, no MPI; prints {"ids": [...]}.
+// `rondo-worker generate ...` (run by `rondo generate`): one process, no MPI; prints one JSON line,
+// {"ids": [...], "prompt_logits": [...]}.
 int run_generate(int argc, char** argv) {
   CLI::App app{"rondo-worker generate: tokens from a model (started by `rondo generate`)"};
   std::string plan_path, prompt;
@@ -299,8 +300,9 @@ int run_generate(int argc, char** argv) {
       o.prompt.push_back(std::stoll(prompt.substr(at, comma - at)));
       at = comma + 1;
     }
-    const auto ids = rondo::generate(read_plan(plan_path), o);
-    std::printf("%s\n", nlohmann::json({{"ids", ids}}).dump().c_str());
+    const auto out = rondo::generate(read_plan(plan_path), o);
+    std::printf("%s\n",
+                nlohmann::json({{"ids", out.ids}, {"prompt_logits", out.prompt_logits}}).dump().c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rondo-worker generate: %s\n", e.what());

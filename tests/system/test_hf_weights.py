@@ -11,6 +11,8 @@ python3-torch, the architectures written out here, the safetensors bytes parsed 
 - a pp=2 run's step-8 checkpoint (model shards in safetensors) exported to Hugging Face gives step
   9's loss in the reference forward; one saved after a step at lr 1e-30 and exported from the run
   directory equals the original model bit for bit;
+- the loaded model's logits after a prompt (`rondo generate --json --logits`) equal the reference
+  forward's within 1e-5;
 - `rondo generate` from the converted weights continues a prompt greedily as the reference
   forward's argmax, with and without its key/value cache; sampling (temperature, top-p) is
   reproducible by seed;
@@ -272,7 +274,11 @@ for family, (cfg, dtype, shards) in MODELS.items():
     # the reference forward over the whole sequence, token by token.
     prompt = list(b"rondo ")
     want_ids = reference_greedy(w, cfg, prompt, 12)
-    got_ids = json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json"))["ids"]
+    got = json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json", "--logits"))
+    got_ids, want_logits = got["ids"], reference_logits(w, cfg, prompt)[-1]
+    err = (torch.tensor(got["prompt_logits"]) - want_logits).abs().max().item() / want_logits.abs().max().item()
+    ctx.check(err <= 1e-5, f"{family}: the loaded model's logits after the prompt equal the reference forward's "
+                           f"within 1e-5 (relative {err:.1e})")
     plain = json.loads(rondo("generate", weights, "--prompt", "rondo ", "--max-tokens", "12", "--json",
                              "--no-kv-cache"))["ids"]
     ctx.check(got_ids == want_ids == plain, f"{family}: rondo generate (greedy, with and without the cache) "
