@@ -230,14 +230,19 @@ void IndexedDatasetWriter::append(const void* data, size_t bytes) {
   }
 }
 
-void IndexedDatasetWriter::add_document(const std::vector<int64_t>& tokens) {
+void IndexedDatasetWriter::add_document(std::span<const int64_t> tokens) { write_document(tokens); }
+void IndexedDatasetWriter::add_document(std::span<const int32_t> tokens) { write_document(tokens); }
+
+template <class Token>
+void IndexedDatasetWriter::write_document(std::span<const Token> tokens) {
   if (tokens.size() > static_cast<size_t>(INT32_MAX)) throw DataError(prefix_, "a document over 2^31 tokens");
   const int64_t max = type_ == TokenType::kUint16 ? 65535 : INT32_MAX;
   std::vector<char> buf(tokens.size() * token_size(type_));
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] > max) {
-      throw DataError(prefix_,
-                      "token " + std::to_string(tokens[i]) + " does not fit " + token_type_name(type_));
+      throw DataError(prefix_, "token " + std::to_string(tokens[i]) + " does not fit " +
+                                   token_type_name(type_) +
+                                   (type_ == TokenType::kUint16 ? " (use --dtype int32)" : ""));
     }
     if (type_ == TokenType::kUint16) {
       const auto v = static_cast<uint16_t>(tokens[i]);
@@ -253,9 +258,9 @@ void IndexedDatasetWriter::add_document(const std::vector<int64_t>& tokens) {
 }
 
 void IndexedDatasetWriter::add_bytes(const char* data, size_t size) {
-  std::vector<int64_t> tokens(size);
+  std::vector<int32_t> tokens(size);
   for (size_t i = 0; i < size; ++i) tokens[i] = static_cast<uint8_t>(data[i]);
-  add_document(tokens);
+  add_document(std::span<const int32_t>(tokens));
 }
 
 void IndexedDatasetWriter::finish() {

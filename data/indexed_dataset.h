@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -61,7 +62,8 @@ class IndexedDatasetWriter {
  public:
   IndexedDatasetWriter(std::string prefix, TokenType type);
   ~IndexedDatasetWriter();
-  void add_document(const std::vector<int64_t>& tokens);
+  void add_document(std::span<const int64_t> tokens);
+  void add_document(std::span<const int32_t> tokens);
   void add_bytes(const char* data, size_t size);  // the byte tokenizer: one token per byte
   void finish();
   uint64_t tokens() const { return tokens_; }
@@ -69,6 +71,8 @@ class IndexedDatasetWriter {
 
  private:
   void append(const void* data, size_t bytes);
+  template <class Token>
+  void write_document(std::span<const Token> tokens);
   std::string prefix_;
   TokenType type_;
   int fd_ = -1;

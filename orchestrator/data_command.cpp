@@ -1,6 +1,7 @@
 #include "orchestrator/data_command.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -9,8 +10,13 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
+#include <span>
+
+#include <fmt/format.h>
 
 #include "common/errors.h"
+#include "data/bpe_tokenizer.h"
 #include "data/chunk_plan.h"
 #include "data/indexed_dataset.h"
 
@@ -50,15 +56,74 @@ std::string read_whole(const fs::path& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
+// A document's tokens: its bytes, or a BPE tokenizer's ids (with the end-of-text token).
+class DocumentTokenizer {
+ public:
+  explicit DocumentTokenizer(const DataPrepareOptions& o) {
+    if (o.tokenizer.empty()) {
+      if (o.append_eod)
+        throw ConfigError("--append-eod", "needs --tokenizer (bytes have no end-of-text token)");
+      return;
+    }
+    bpe_.emplace(BpeTokenizer::load(o.tokenizer));
+    if (o.append_eod) {
+      eod_ = bpe_->end_of_text();
+      if (!eod_) {
+        throw ConfigError("--append-eod",
+                          o.tokenizer +
+                              " has no end-of-text token (no eos_token in a tokenizer_config.json "
+                              "beside it, no <|endoftext|>, <|end_of_text|> or </s>)");
+      }
+    }
+  }
+  int64_t vocab_size() const { return bpe_ ? bpe_->vocab_size() : 256; }
+  void add(std::string_view text, IndexedDatasetWriter& writer) {
+    ids_.clear();
+    if (!bpe_) {
+      for (char c : text) ids_.push_back(static_cast<uint8_t>(c));
+    } else {
+      bpe_->encode(text, ids_);
+      if (eod_) ids_.push_back(*eod_);
+    }
+    writer.add_document(std::span<const int32_t>(ids_));
+  }
+  std::string describe(const std::string& path) const {
+    if (!bpe_) return "byte tokenizer";
+    std::string out = "tokenizer " + path + ", vocabulary " + std::to_string(bpe_->vocab_size());
+    if (eod_) out += ", end-of-text id " + std::to_string(*eod_) + " after each document";
+    if (bpe_->replaced_bytes())
+      out += ", " + std::to_string(bpe_->replaced_bytes()) + " invalid UTF-8 byte(s) read as U+FFFD";
+    return out;
+  }
+
+ private:
+  std::optional<BpeTokenizer> bpe_;
+  std::optional<int32_t> eod_;
+  std::vector<int32_t> ids_;
+};
+
+TokenType prepare_token_type(const DataPrepareOptions& o, int64_t vocab_size) {
+  const bool fits16 = vocab_size <= 65536;
+  if (o.dtype == "auto") return fits16 ? TokenType::kUint16 : TokenType::kInt32;
+  if (o.dtype == "int32") return TokenType::kInt32;
+  if (o.dtype != "uint16") throw ConfigError("--dtype", "uint16, int32 or auto, got " + o.dtype);
+  if (!fits16) {
+    throw ConfigError("--dtype", "uint16 cannot hold the tokenizer's " + std::to_string(vocab_size) +
+                                     " ids: use int32 (or auto)");
+  }
+  return TokenType::kUint16;
+}
+
 }  // namespace
 
 int run_data_prepare(const DataPrepareOptions& o) {
-  if (o.dtype != "uint16" && o.dtype != "int32")
-    throw ConfigError("--dtype", "uint16 or int32, got " + o.dtype);
   if (o.out.empty()) throw ConfigError("--out", "give the output PREFIX (writes PREFIX.bin and PREFIX.idx)");
+  DocumentTokenizer tokenizer(o);
+  const TokenType type = prepare_token_type(o, tokenizer.vocab_size());
   const auto files = expand_inputs(o.inputs);
   if (files.empty()) throw ConfigError("INPUT", "no input files");
-  IndexedDatasetWriter writer(o.out, o.dtype == "uint16" ? TokenType::kUint16 : TokenType::kInt32);
+  IndexedDatasetWriter writer(o.out, type);
+  const auto started = std::chrono::steady_clock::now();
   uint64_t bytes_in = 0, next_report = kProgressBytes, empty = 0;
   size_t done = 0;
   for (const auto& file : files) {
@@ -79,7 +144,7 @@ int run_data_prepare(const DataPrepareOptions& o) {
           ++empty;
           continue;
         }
-        writer.add_bytes(text.data(), text.size());
+        tokenizer.add(text, writer);
       }
     } else {
       const auto text = read_whole(file);
@@ -87,21 +152,127 @@ int run_data_prepare(const DataPrepareOptions& o) {
       if (text.empty()) {
         ++empty;
       } else {
-        writer.add_bytes(text.data(), text.size());
+        tokenizer.add(text, writer);
       }
     }
     ++done;
     if (bytes_in >= next_report) {
-      std::fprintf(stderr, "prepare: %zu/%zu files, %zu documents, %.1f MB read\n", done, files.size(),
-                   writer.documents(), static_cast<double>(bytes_in) / 1e6);
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::fprintf(stderr, "prepare: %zu/%zu files, %zu documents, %.1f MB read, %.1f MB/s, %llu tokens\n",
+                   done, files.size(), writer.documents(), static_cast<double>(bytes_in) / 1e6,
+                   static_cast<double>(bytes_in) / 1e6 / std::max(seconds, 1e-9),
+                   static_cast<unsigned long long>(writer.tokens()));
       next_report = bytes_in + kProgressBytes;
     }
   }
   writer.finish();
-  std::fprintf(
-      stderr, "prepare: wrote %s.bin and %s.idx: %zu documents, %llu tokens (%s; byte tokenizer)%s\n",
-      o.out.c_str(), o.out.c_str(), writer.documents(), static_cast<unsigned long long>(writer.tokens()),
-      o.dtype.c_str(), empty ? (", " + std::to_string(empty) + " empty document(s) skipped").c_str() : "");
+  std::fprintf(stderr, "prepare: wrote %s.bin and %s.idx: %zu documents, %llu tokens (%s; %s)%s\n",
+               o.out.c_str(), o.out.c_str(), writer.documents(),
+               static_cast<unsigned long long>(writer.tokens()), token_type_name(type),
+               tokenizer.describe(o.tokenizer).c_str(),
+               empty ? (", " + std::to_string(empty) + " empty document(s) skipped").c_str() : "");
+  return kExitOk;
+}
+
+namespace {
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string token;
+  const auto flush = [&] {
+    if (token.empty()) return;
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(token, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != token.size() || v < 0 || v > INT32_MAX)
+      throw ConfigError("--decode", "\"" + token + "\" is not an id");
+    ids.push_back(static_cast<int32_t>(v));
+    token.clear();
+  };
+  for (char c : text) {
+    if (c == ' ' || c == ',' || c == '\t' || c == '\n' || c == '[' || c == ']') {
+      flush();
+    } else {
+      token.push_back(c);
+    }
+  }
+  flush();
+  return ids;
+}
+
+std::string json_text(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+int run_data_tokenize(const DataTokenizeOptions& o) {
+  if (o.tokenizer.empty()) throw ConfigError("--tokenizer", "give a Hugging Face tokenizer.json");
+  const auto clock = [] { return std::chrono::steady_clock::now(); };
+  const auto seconds_since = [&](auto start) {
+    return std::chrono::duration<double>(clock() - start).count();
+  };
+  const auto load_start = clock();
+  auto tokenizer = BpeTokenizer::load(o.tokenizer);
+  const double load_seconds = seconds_since(load_start);
+  if (!o.decode.empty()) {
+    const auto text = tokenizer.decode(parse_ids(o.decode));
+    std::cout << (o.json ? json_text({{"text", text}}) : text) << "\n";
+    return kExitOk;
+  }
+  if (o.inputs.empty()) {
+    const auto ids = tokenizer.encode(o.text, o.add_special_tokens);
+    if (o.json) {
+      nlohmann::json tokens = nlohmann::json::array();
+      for (int32_t id : ids) tokens.push_back(tokenizer.decode(std::span<const int32_t>(&id, 1)));
+      std::cout << json_text({{"ids", ids}, {"tokens", tokens}, {"count", ids.size()}}) << "\n";
+    } else {
+      for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+      std::cout << "\n";
+    }
+    return kExitOk;
+  }
+  // Throughput: each file one document; only the encoding is timed.
+  const auto files = expand_inputs(o.inputs);
+  uint64_t bytes = 0, tokens = 0;
+  uint64_t digest = 0xcbf29ce484222325ull;  // FNV-1a over the ids in order, to compare with another tokenizer
+  double seconds = 0;
+  std::vector<int32_t> ids;
+  for (const auto& file : files) {
+    const auto text = read_whole(file);
+    const auto start = clock();
+    ids.clear();
+    tokenizer.encode(text, ids, o.add_special_tokens);
+    seconds += seconds_since(start);
+    for (int32_t id : ids) digest = (digest ^ static_cast<uint32_t>(id)) * 0x100000001b3ull;
+    bytes += text.size();
+    tokens += ids.size();
+  }
+  const double mb_per_s = static_cast<double>(bytes) / 1e6 / std::max(seconds, 1e-9);
+  const double bytes_per_token = tokens ? static_cast<double>(bytes) / static_cast<double>(tokens) : 0.0;
+  if (o.json) {
+    std::cout << json_text({{"tokenizer", o.tokenizer},
+                            {"files", files.size()},
+                            {"bytes", bytes},
+                            {"tokens", tokens},
+                            {"encode_seconds", seconds},
+                            {"mb_per_s", mb_per_s},
+                            {"bytes_per_token", bytes_per_token},
+                            {"load_seconds", load_seconds},
+                            {"replaced_bytes", tokenizer.replaced_bytes()},
+                            {"ids_fnv1a64", fmt::format("{:016x}", digest)}})
+              << "\n";
+  } else {
+    std::printf(
+        "%zu files, %.2f MB -> %llu tokens (%.2f bytes/token) in %.3f s: %.2f MB/s (tokenizer loaded in %.2f "
+        "s)\n",
+        files.size(), static_cast<double>(bytes) / 1e6, static_cast<unsigned long long>(tokens),
+        bytes_per_token, seconds, mb_per_s, load_seconds);
+  }
   return kExitOk;
 }
 

@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
+#include "data/bpe_tokenizer.h"
 #include "launch/process_runner.h"
 #include "orchestrator/config.h"
 #include "orchestrator/model_source.h"
@@ -37,12 +39,27 @@ int run_generate(const GenerateCommandOptions& o) {
   if (!made) throw Error("cannot create a temporary directory under /tmp");
   const fs::path tmp(made);
   write_file_atomic((tmp / "plan.pb").string(), plan.SerializeAsString());
+  // The tokenizer: --tokenizer, else the one that came with the weights, else bytes.
+  const std::string tokenizer_path = o.tokenizer.empty() ? src.tokenizer : o.tokenizer;
+  std::optional<BpeTokenizer> tokenizer;
+  if (!tokenizer_path.empty()) {
+    tokenizer.emplace(BpeTokenizer::load(tokenizer_path));
+    if (tokenizer->vocab_size() > one.model.vocab_size) {
+      throw ConfigError("--tokenizer", tokenizer_path + " has " + std::to_string(tokenizer->vocab_size()) +
+                                           " ids, more than the model's vocab_size " +
+                                           std::to_string(one.model.vocab_size));
+    }
+  }
   std::vector<int64_t> prompt;
+  if (tokenizer) {
+    for (int32_t id : tokenizer->encode(o.prompt, /*add_special_tokens=*/true)) prompt.push_back(id);
+  } else {
+    for (unsigned char c : o.prompt) prompt.push_back(c);
+  }
   std::string ids;
-  for (unsigned char c : o.prompt) {
-    prompt.push_back(c);
+  for (int64_t id : prompt) {
     if (!ids.empty()) ids.push_back(',');
-    ids.append(std::to_string(c));
+    ids.append(std::to_string(id));
   }
   std::vector<std::string> argv = {find_worker(o.worker_path),
                                    "generate",
@@ -60,6 +77,8 @@ int run_generate(const GenerateCommandOptions& o) {
                                    std::to_string(o.seed)};
   for (const auto& f : src.files) argv.insert(argv.end(), {"--weights", f});
   if (o.no_kv_cache) argv.push_back("--no-kv-cache");
+  if (tokenizer && tokenizer->end_of_text())
+    argv.insert(argv.end(), {"--stop-id", std::to_string(*tokenizer->end_of_text())});
   const auto log = (tmp / "generate.log").string();
   const auto result = run_process(argv, std::chrono::hours(1), log, /*echo=*/false);
   const std::string output = read_file(log);
@@ -72,13 +91,19 @@ int run_generate(const GenerateCommandOptions& o) {
   if (result.exit_code != 0 || generated.is_null()) {
     throw Error("rondo-worker generate failed (status " + std::to_string(result.exit_code) + "): " + output);
   }
-  std::string text;  // bytes; an id past them (a larger vocabulary) as U+FFFD
-  for (const auto& id : generated["ids"]) {
-    const auto v = id.get<int64_t>();
-    text += v < 256 ? std::string(1, static_cast<char>(v)) : std::string("\xEF\xBF\xBD");
+  std::string text;  // with bytes: an id past them (a larger vocabulary) as U+FFFD
+  const auto new_ids = generated["ids"].get<std::vector<int32_t>>();
+  if (tokenizer) {
+    text = tokenizer->decode(new_ids, /*skip_special_tokens=*/true);
+  } else {
+    for (int32_t v : new_ids)
+      text += v < 256 ? std::string(1, static_cast<char>(v)) : std::string("\xEF\xBF\xBD");
   }
   if (o.json) {
-    nlohmann::json out = {{"prompt_ids", prompt}, {"ids", generated["ids"]}, {"text", text}};
+    nlohmann::json out = {{"prompt_ids", prompt},
+                          {"ids", generated["ids"]},
+                          {"text", text},
+                          {"tokenizer", tokenizer_path.empty() ? "bytes" : tokenizer_path}};
     if (o.logits) out["prompt_logits"] = generated["prompt_logits"];
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {

@@ -187,6 +187,7 @@ int convert_from_hf(const ConvertOptions& o) {
   auto kept = hf_config;
   kept["torch_dtype"] = torch_dtype_name(source_dtype);
   write_file_atomic((out / "hf_config.json").string(), kept.dump(2) + "\n");
+  copy_tokenizer_files(src.string(), out.string());
   logging::get("orchestrator")
       ->info("{} ({} layers, hidden {}, {} tensors{}) -> {}", src.string(), m.num_layers, m.hidden_size,
              tensors.size(), tied ? "; the tied LM head untied" : "", out.string());
@@ -264,6 +265,8 @@ int convert_to_hf(const ConvertOptions& o) {
   hf_config["torch_dtype"] = torch_dtype_name(dtype);
   hf_config["tie_word_embeddings"] = false;
   write_file_atomic((out / "config.json").string(), hf_config.dump(2) + "\n");
+  if (!src.tokenizer.empty())
+    copy_tokenizer_files(fs::path(src.tokenizer).parent_path().string(), out.string());
   logging::get("orchestrator")
       ->info("{} -> {} ({} tensors, {})", o.from, out.string(), tensors.size(), dtype);
   return kExitOk;

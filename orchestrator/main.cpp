@@ -291,6 +291,7 @@ void add_simulate(CLI::App& app, Subcommands& out) {
 void add_data(CLI::App& app, Subcommands& out) {
   struct Args {
     rondo::DataPrepareOptions prepare;
+    rondo::DataTokenizeOptions tokenize;
     std::string prefix;
     bool json = false;
     rondo::DataChunksOptions chunks;
@@ -304,8 +305,28 @@ void add_data(CLI::App& app, Subcommands& out) {
   prepare->add_option("INPUT", a->prepare.inputs, "files, directories (recursively, by name), *.jsonl")
       ->required();
   prepare->add_option("--out", a->prepare.out, "output PREFIX")->required();
-  prepare->add_option("--dtype", a->prepare.dtype, "token type: uint16 | int32")->capture_default_str();
+  prepare
+      ->add_option("--dtype", a->prepare.dtype, "token type: uint16 | int32 | auto (uint16 when the ids fit)")
+      ->capture_default_str();
+  prepare->add_option(
+      "--tokenizer", a->prepare.tokenizer,
+      "a Hugging Face tokenizer.json (byte-level BPE: GPT-2, Llama 3, Qwen); default: one token per byte");
+  prepare->add_flag(
+      "--append-eod", a->prepare.append_eod,
+      "the tokenizer's end-of-text token after each document (tokenizer_config.json's eos_token)");
   out.push_back({prepare, [a] { return rondo::run_data_prepare(a->prepare); }});
+
+  auto& t = a->tokenize;
+  auto* tokenize = data->add_subcommand(
+      "tokenize",
+      "the ids of --text with a tokenizer.json, --decode ids back, or the throughput on INPUT files");
+  tokenize->add_option("--tokenizer", t.tokenizer, "a Hugging Face tokenizer.json")->required();
+  tokenize->add_option("--text", t.text, "the text to encode");
+  tokenize->add_option("INPUT", t.inputs, "files or directories: each file one document; prints MB/s");
+  tokenize->add_option("--decode", t.decode, "ids (separated by spaces or commas) to decode");
+  tokenize->add_flag("--special", t.add_special_tokens, "add the post-processor's special tokens (BOS, ...)");
+  tokenize->add_flag("--json", t.json, "print one JSON object");
+  out.push_back({tokenize, [a] { return rondo::run_data_tokenize(a->tokenize); }});
 
   auto* stats = data->add_subcommand("stats", "counts and a length histogram of an indexed dataset");
   stats->add_option("PREFIX", a->prefix, "the dataset (PREFIX.bin + PREFIX.idx)")->required();
@@ -350,6 +371,8 @@ void add_generate(CLI::App& app, Subcommands& out) {
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--prompt", o->prompt, "the text to continue (tokenised as bytes)")->required();
   cmd->add_option("--max-tokens", o->max_tokens, "tokens to generate")->capture_default_str();
+  cmd->add_option("--tokenizer", o->tokenizer,
+                  "a Hugging Face tokenizer.json (default: the one that came with the weights, else bytes)");
   cmd->add_option("--temperature", o->temperature, "0: greedy; else sampled from softmax(logits / T)")
       ->capture_default_str();
   cmd->add_option("--top-p", o->top_p,

@@ -16,6 +16,7 @@ ModelSource model_source(const std::string& dir) {
     out.config = load_config((from / "config.yaml").string());
     out.files.push_back((from / "model.safetensors").string());
     if (fs::exists(from / "hf_config.json")) out.hf_config = (from / "hf_config.json").string();
+    if (fs::exists(from / "tokenizer.json")) out.tokenizer = (from / "tokenizer.json").string();
     return out;
   }
   fs::path step = from;
@@ -36,6 +37,8 @@ ModelSource model_source(const std::string& dir) {
   out.config = load_config(run_config.string());
   const auto started = fs::path(out.config.checkpoint.load) / "hf_config.json";
   if (!out.config.checkpoint.load.empty() && fs::exists(started)) out.hf_config = started.string();
+  const auto tokenizer = fs::path(out.config.checkpoint.load) / "tokenizer.json";
+  if (!out.config.checkpoint.load.empty() && fs::exists(tokenizer)) out.tokenizer = tokenizer.string();
   for (const auto& f : fs::directory_iterator(step)) {
     const auto name = f.path().filename().string();
     if (name.starts_with("model-") && name.ends_with(".safetensors")) out.files.push_back(f.path().string());
@@ -45,6 +48,13 @@ ModelSource model_source(const std::string& dir) {
                           "has no model-*.safetensors shards (one written before checkpoints kept them?)");
   }
   return out;
+}
+
+void copy_tokenizer_files(const std::string& from, const std::string& to) {
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) {
+    const auto src = fs::path(from) / name;
+    if (fs::exists(src)) write_file_atomic((fs::path(to) / name).string(), read_file(src.string()));
+  }
 }
 
 }  // namespace rondo

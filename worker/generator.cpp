@@ -1,5 +1,7 @@
 #include "worker/generator.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "common/errors.h"
@@ -67,6 +69,7 @@ Generated generate(const plan::Plan& plan, const GenerateOptions& o) {
     const int64_t next = pick(last, o, gen);
     sequence.push_back(next);
     out.ids.push_back(next);
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
   }
   return out;
 }

@@ -22,7 +22,8 @@ struct GenerateOptions {
   double temperature = 0.0;
   double top_p = 1.0;
   uint64_t seed = 0;
-  bool kv_cache = true;  // false: the whole sequence again for every token (the cache's reference)
+  std::vector<int64_t> stop_ids;  // generation ends after one of these (an end-of-text token)
+  bool kv_cache = true;           // false: the whole sequence again for every token (the cache's reference)
 };
 
 struct Generated {

@@ -291,6 +291,7 @@ int run_generate(int argc, char** argv) {
   app.add_option("--temperature", o.temperature);
   app.add_option("--top-p", o.top_p);
   app.add_option("--seed", o.seed);
+  app.add_option("--stop-id", o.stop_ids, "stop after generating this id (repeatable)");
   app.add_flag("--no-kv-cache", no_cache);
   CLI11_PARSE(app, argc - 1, argv + 1);
   o.kv_cache = !no_cache;

@@ -1,6 +1,7 @@
 // Megatron's indexed format: what rondo writes reads back; hand-broken indexes are refused naming
 // the file and what is wrong; `rondo data prepare` and `rondo data stats` on real files.
 #include "data/indexed_dataset.h"
+#include "data/bpe_tokenizer.h"
 #include "data/token_corpus.h"
 
 #include <gtest/gtest.h>
@@ -178,6 +179,56 @@ TEST_F(IndexedDatasetTest, DataPrepareAndStatsOnTextDirectoriesAndJsonl) {
   EXPECT_NE(broken.output.find("broken.jsonl:2"), std::string::npos) << broken.output;
   EXPECT_TRUE(fs::exists(out + ".idx")) << "a failed prepare leaves the earlier dataset alone";
   EXPECT_FALSE(fs::exists(out + ".bin.partial"));
+}
+
+TEST_F(IndexedDatasetTest, DataPrepareWithAHuggingFaceTokenizer) {
+  const fs::path vocabularies = fs::path(RONDO_SOURCE_DIR) / ".cache/tokenizers";
+  ASSERT_TRUE(fs::exists(vocabularies / "llama3/tokenizer.json")) << "run scripts/fetch-tokenizers";
+  const std::vector<std::string> docs = {"Hello world! It's 2026.", "naïve café <|begin_of_text|> 日本語"};
+  {
+    std::ofstream jsonl(dir_ / "docs.jsonl");
+    for (const auto& d : docs) jsonl << nlohmann::json{{"text", d}}.dump() << "\n";
+  }
+  const auto prepare = [&](const std::string& name, const std::string& flags) {
+    return testing::run_rondo("data prepare " + (dir_ / "docs.jsonl").string() + " --out " + prefix(name) +
+                              " --tokenizer " + (vocabularies / name / "tokenizer.json").string() + " " +
+                              flags);
+  };
+  for (const std::string name : {"llama3", "gpt2"}) {
+    const auto r = prepare(name, "--append-eod");
+    ASSERT_EQ(r.status, 0) << r.output;
+    auto tokenizer = BpeTokenizer::load((vocabularies / name / "tokenizer.json").string());
+    const auto d = IndexedDataset::open(prefix(name));
+    // Llama 3's 128256 ids need int32; GPT-2's 50257 fit uint16.
+    EXPECT_EQ(d.token_type(), name == "llama3" ? TokenType::kInt32 : TokenType::kUint16);
+    ASSERT_EQ(d.documents(), docs.size());
+    for (size_t i = 0; i < docs.size(); ++i) {
+      auto expected = tokenizer.encode(docs[i]);
+      expected.push_back(*tokenizer.end_of_text());
+      std::vector<int64_t> got;
+      d.read(i, 0, static_cast<size_t>(d.length(i)), got);
+      EXPECT_EQ(got, std::vector<int64_t>(expected.begin(), expected.end())) << name << " document " << i;
+    }
+  }
+  const auto narrow = prepare("llama3", "--dtype uint16");
+  EXPECT_NE(narrow.status, 0);
+  EXPECT_NE(narrow.output.find("--dtype"), std::string::npos) << narrow.output;
+  const auto eod = testing::run_rondo("data prepare " + (dir_ / "docs.jsonl").string() + " --out " +
+                                      prefix("b") + " --append-eod");
+  EXPECT_NE(eod.status, 0);
+  EXPECT_NE(eod.output.find("--append-eod"), std::string::npos) << eod.output;
+
+  const auto ids =
+      testing::run_rondo("data tokenize --json --tokenizer " +
+                         (vocabularies / "llama3/tokenizer.json").string() + " --text 'Hello world!'");
+  ASSERT_EQ(ids.status, 0) << ids.output;
+  const auto j = nlohmann::json::parse(ids.output.substr(ids.output.find('{')));
+  EXPECT_EQ(j["ids"], nlohmann::json::array({9906, 1917, 0}));  // Hugging Face's ids
+  EXPECT_EQ(j["tokens"], nlohmann::json::array({"Hello", " world", "!"}));
+  const auto text =
+      testing::run_rondo("data tokenize --tokenizer " + (vocabularies / "llama3/tokenizer.json").string() +
+                         " --decode 9906,1917,0");
+  EXPECT_NE(text.output.find("Hello world!"), std::string::npos) << text.output;
 }
 
 TEST_F(IndexedDatasetTest, TokenCorpusReadsTheSameStreamFromEveryFormat) {
