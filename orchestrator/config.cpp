@@ -31,8 +31,9 @@ const std::vector<ConfigKey>& config_schema() {
   static const std::vector<ConfigKey> schema = {
       RONDO_KEY(model, family,
                 "model family: gpt (learned positions, LayerNorm, GELU MLP, biases) | llama (rotary "
-                "positions, RMSNorm, SwiGLU MLP, grouped-query attention, no biases) | qwen3 (llama with "
-                "RMSNorm on each head's queries and keys); heads untied (docs/models.md)"),
+                "positions, RMSNorm, SwiGLU MLP, grouped-query attention, no biases) | qwen2 (llama with "
+                "biases on queries, keys and values) | qwen3 (llama with RMSNorm on each head's queries "
+                "and keys); heads untied (docs/models.md)"),
       RONDO_KEY(model, num_layers, "transformer blocks"),
       RONDO_KEY(model, hidden_size, "model width"),
       RONDO_KEY(model, num_attention_heads, "attention heads; must divide hidden_size"),
@@ -49,20 +50,23 @@ const std::vector<ConfigKey>& config_schema() {
                 "are dropped (they pass through the residual)"),
       RONDO_KEY(model, moe_aux_loss_coeff, "weight of the Switch/GShard load-balancing loss"),
       RONDO_KEY(model, moe_layer_freq, "every f-th block (0, f, 2f, ...) has an MoE MLP"),
-      RONDO_KEY(model, num_query_groups,
-                "llama, qwen3: key/value heads of grouped-query attention, dividing num_attention_heads "
-                "(0: one per head)"),
-      RONDO_KEY(model, kv_channels,
-                "llama, qwen3: each attention head's size (0: hidden_size / num_attention_heads; Qwen3's "
-                "differs)"),
-      RONDO_KEY(model, rotary_base, "llama, qwen3: base of the rotary position frequencies"),
-      RONDO_KEY(model, rope_scaling_factor,
-                "llama, qwen3: Llama 3's rotary frequency scaling factor (1: no scaling; Llama 3.1: 8)"),
+      RONDO_KEY(
+          model, num_query_groups,
+          "llama, qwen2, qwen3: key/value heads of grouped-query attention, dividing num_attention_heads "
+          "(0: one per head)"),
+      RONDO_KEY(
+          model, kv_channels,
+          "llama, qwen2, qwen3: each attention head's size (0: hidden_size / num_attention_heads; Qwen3's "
+          "differs)"),
+      RONDO_KEY(model, rotary_base, "llama, qwen2, qwen3: base of the rotary position frequencies"),
+      RONDO_KEY(
+          model, rope_scaling_factor,
+          "llama, qwen2, qwen3: Llama 3's rotary frequency scaling factor (1: no scaling; Llama 3.1: 8)"),
       RONDO_KEY(model, rope_low_freq_factor, "Llama 3 rotary scaling: low-frequency factor"),
       RONDO_KEY(model, rope_high_freq_factor, "Llama 3 rotary scaling: high-frequency factor"),
       RONDO_KEY(model, rope_original_max_positions,
                 "Llama 3 rotary scaling: the context length the frequencies were trained for"),
-      RONDO_KEY(model, norm_epsilon, "llama, qwen3: RMSNorm's epsilon"),
+      RONDO_KEY(model, norm_epsilon, "llama, qwen2, qwen3: RMSNorm's epsilon"),
       RONDO_KEY(moe, a2a_overlap_degree,
                 "with expert parallelism: chunks an MoE layer's forward is pipelined in, each chunk's "
                 "dispatch and combine all-to-alls overlapping the neighbouring chunks' expert compute "

@@ -28,7 +28,7 @@ struct ModelConfig {
   double moe_capacity_factor = 1.25;  // slots per expert: factor * tokens * topk / experts
   double moe_aux_loss_coeff = 0.01;
   int64_t moe_layer_freq = 1;  // layers 0, f, 2f, ... have an MoE MLP
-  // Llama-style families (llama, qwen3): grouped-query attention and rotary positions.
+  // Llama-style families (llama, qwen2, qwen3): grouped-query attention and rotary positions.
   int64_t num_query_groups = 0;  // key/value heads; 0: one per attention head
   int64_t kv_channels = 0;       // each head's size; 0: hidden_size / num_attention_heads
   double rotary_base = 10000.0;

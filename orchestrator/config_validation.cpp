@@ -74,15 +74,16 @@ void validate_moe(const Config& c) {
 // (whose heads all keep their own keys and whose positions are learned) unless left at defaults.
 void validate_rotary_family(const ModelConfig& m) {
   const ModelConfig defaults;
-  const bool rotary = m.family == "llama" || m.family == "qwen3";
+  const bool rotary = m.family != "gpt";
   if (!rotary) {
     require(m.num_query_groups == 0 || m.num_query_groups == m.num_attention_heads, "model.num_query_groups",
-            "grouped-query attention needs model.family llama or qwen3 (gpt: one key/value head per head)");
+            "grouped-query attention needs model.family llama, qwen2 or qwen3 (gpt: one key/value head per "
+            "head)");
     require(m.kv_channels == 0 || m.kv_channels * m.num_attention_heads == m.hidden_size, "model.kv_channels",
             "gpt's heads split hidden_size evenly (leave it 0)");
     require(m.rotary_base == defaults.rotary_base && m.rope_scaling_factor == defaults.rope_scaling_factor,
             m.rotary_base != defaults.rotary_base ? "model.rotary_base" : "model.rope_scaling_factor",
-            "rotary positions need model.family llama or qwen3 (gpt learns its positions)");
+            "rotary positions need model.family llama, qwen2 or qwen3 (gpt learns its positions)");
     return;
   }
   const int64_t groups = m.num_query_groups == 0 ? m.num_attention_heads : m.num_query_groups;

@@ -29,6 +29,11 @@ int64_t groups(const ModelConfig& m) {
   return m.num_query_groups > 0 ? m.num_query_groups : m.num_attention_heads;
 }
 
+// The families whose weights have a Hugging Face layout here (hf_weight_mappings).
+bool has_hf_layout(const std::string& family) {
+  return family == "llama" || family == "qwen2" || family == "qwen3";
+}
+
 json read_json(const std::string& path) {
   const auto text = read_file(path);
   auto j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -197,7 +202,10 @@ int convert_from_hf(const ConvertOptions& o) {
 // A Hugging Face config.json for rondo's model section (a run that did not start from one).
 json hf_config_of(const ModelConfig& m) {
   json c = {{"model_type", m.family},
-            {"architectures", {m.family == "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM"}},
+            {"architectures",
+             {m.family == "qwen3"   ? "Qwen3ForCausalLM"
+              : m.family == "qwen2" ? "Qwen2ForCausalLM"
+                                    : "LlamaForCausalLM"}},
             {"hidden_size", m.hidden_size},
             {"intermediate_size", m.ffn_hidden_size},
             {"num_hidden_layers", m.num_layers},
@@ -226,8 +234,9 @@ int convert_to_hf(const ConvertOptions& o) {
   const fs::path out(o.to_hf);
   const auto src = model_source(o.from);
   const auto& model = src.config.model;
-  if (model.family != "llama" && model.family != "qwen3")
-    throw ConfigError("model.family", model.family + " has no Hugging Face layout in rondo (llama, qwen3)");
+  if (!has_hf_layout(model.family))
+    throw ConfigError("model.family",
+                      model.family + " has no Hugging Face layout in rondo (llama, qwen2, qwen3)");
   if (model.num_experts > 0) throw ConfigError("model.num_experts", "MoE checkpoints are not exported yet");
   // The source's own config.json keeps its other fields (and its dtype); else one from model.*.
   json hf_config = src.hf_config.empty() ? hf_config_of(model) : read_json(src.hf_config);
@@ -282,8 +291,8 @@ ModelConfig model_from_hf_config(const std::string& path) {
   };
   ModelConfig m;
   const std::string type = c.value("model_type", "");
-  if (type != "llama" && type != "qwen3") {
-    throw ConfigError(path, "model_type '" + type + "' is not one rondo builds (llama, qwen3)");
+  if (!has_hf_layout(type)) {
+    throw ConfigError(path, "model_type '" + type + "' is not one rondo builds (llama, qwen2, qwen3)");
   }
   m.family = type;
   if (c.value("attention_bias", false))
@@ -331,6 +340,13 @@ std::vector<WeightMapping> hf_weight_mappings(const ModelConfig& m) {
          {q + 2 * kv, h},
          {hf + "self_attn.q_proj.weight", hf + "self_attn.k_proj.weight", hf + "self_attn.v_proj.weight"},
          {q, kv, kv}});
+    if (m.family == "qwen2") {
+      out.push_back(
+          {b + "attn.qkv.bias",
+           {q + 2 * kv},
+           {hf + "self_attn.q_proj.bias", hf + "self_attn.k_proj.bias", hf + "self_attn.v_proj.bias"},
+           {q, kv, kv}});
+    }
     if (m.family == "qwen3") {
       out.push_back({b + "attn.q_norm.weight", {hd}, {hf + "self_attn.q_norm.weight"}, {hd}});
       out.push_back({b + "attn.k_norm.weight", {hd}, {hf + "self_attn.k_norm.weight"}, {hd}});
@@ -352,9 +368,9 @@ void validate_initial_weights(const Config& c) {
   const auto file = (fs::path(dir) / "model.safetensors").string();
   if (!fs::exists(file))
     throw ConfigError("checkpoint.load", file + " does not exist (rondo convert --from-hf writes it)");
-  if (c.model.family != "llama" && c.model.family != "qwen3")
+  if (!has_hf_layout(c.model.family))
     throw ConfigError("checkpoint.load",
-                      "starts llama and qwen3 models so far, not model.family " + c.model.family);
+                      "starts llama, qwen2 and qwen3 models so far, not model.family " + c.model.family);
   if (c.model.num_experts > 0)
     throw ConfigError("checkpoint.load", "has no expert weights: set model.num_experts 0");
   if (c.pipeline.async) throw ConfigError("checkpoint.load", "does not start an asynchronous pipeline yet");

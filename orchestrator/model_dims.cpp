@@ -6,7 +6,12 @@ namespace rondo {
 
 namespace {
 
-bool llama_style(const std::string& family) { return family == "llama" || family == "qwen3"; }
+// The family's block shape: Llama-style (llama, qwen2, qwen3) or GPT's.
+void set_family(GptDims& d, const std::string& family) {
+  d.llama_style = family == "llama" || family == "qwen2" || family == "qwen3";
+  d.qk_norm = family == "qwen3";
+  d.qkv_bias = family == "qwen2";
+}
 
 }  // namespace
 
@@ -20,8 +25,7 @@ GptDims model_dims(const ModelConfig& m, int64_t expert_parallel) {
             m.num_experts / std::max<int64_t>(1, expert_parallel),
             std::max<int64_t>(1, m.moe_router_topk),
             std::max<int64_t>(1, m.moe_layer_freq)};
-  d.llama_style = llama_style(m.family);
-  d.qk_norm = m.family == "qwen3";
+  set_family(d, m.family);
   d.num_attention_heads = std::max<int64_t>(1, m.num_attention_heads);
   d.num_query_groups = m.num_query_groups > 0 ? m.num_query_groups : d.num_attention_heads;
   d.head_size = m.kv_channels;
@@ -39,8 +43,7 @@ GptDims model_dims(const plan::ModelSpec& m, int64_t expert_parallel) {
             moe.num_experts() / std::max<int64_t>(1, expert_parallel),
             std::max(1u, moe.router_topk()),
             std::max(1u, moe.layer_freq())};
-  d.llama_style = llama_style(m.family());
-  d.qk_norm = m.family() == "qwen3";
+  set_family(d, m.family());
   d.num_attention_heads = std::max(1u, m.num_attention_heads());
   d.num_query_groups = m.num_query_groups() > 0 ? m.num_query_groups() : d.num_attention_heads;
   d.head_size = m.kv_channels();

@@ -25,11 +25,11 @@ struct GptDims {
   // for the whole model, num_experts / ep for one rank), each token computing `moe_topk` of them.
   int64_t num_experts = 0, experts_held = 0, moe_topk = 1, moe_layer_freq = 1;
   bool is_moe_layer(int64_t layer) const { return num_experts > 0 && layer % moe_layer_freq == 0; }
-  // Llama-style blocks (model.family llama, qwen3; worker/llama_family.h): no biases, RMSNorms (a
-  // weight each), a SwiGLU MLP (three matrices), keys and values for `num_query_groups` of the
+  // Llama-style blocks (model.family llama, qwen2, qwen3; worker/llama_family.h): no biases, RMSNorms
+  // (a weight each), a SwiGLU MLP (three matrices), keys and values for `num_query_groups` of the
   // `num_attention_heads` heads, no position embedding; `qk_norm` (qwen3): a head-sized RMSNorm on
-  // queries and on keys.
-  bool llama_style = false, qk_norm = false;
+  // queries and on keys; `qkv_bias` (qwen2): biases on the fused QKV projection.
+  bool llama_style = false, qk_norm = false, qkv_bias = false;
   int64_t num_attention_heads = 1, num_query_groups = 1;
   int64_t head_size = 0;  // 0: hidden_size / num_attention_heads
   int64_t head() const {

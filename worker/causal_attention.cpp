@@ -152,9 +152,9 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const AttentionOptions& o)
     throw std::invalid_argument("attention: " + std::to_string(num_groups_) +
                                 " key/value groups do not divide " + std::to_string(num_heads_) + " heads");
   }
-  qkv = register_module("qkv",
-                        DeferrableLinear(h, (num_heads_ + 2 * num_groups_) * head, o.bias, o.fused_kernels));
-  proj = register_module("proj", DeferrableLinear(num_heads_ * head, h, o.bias, o.fused_kernels));
+  qkv = register_module(
+      "qkv", DeferrableLinear(h, (num_heads_ + 2 * num_groups_) * head, o.qkv_bias, o.fused_kernels));
+  proj = register_module("proj", DeferrableLinear(num_heads_ * head, h, o.output_bias, o.fused_kernels));
   if (o.qk_norm) {
     q_norm = register_module("q_norm", RmsNorm(head, o.norm_epsilon));
     k_norm = register_module("k_norm", RmsNorm(head, o.norm_epsilon));

@@ -22,7 +22,8 @@ struct AttentionOptions {
   int64_t hidden_size = 0, num_heads = 1;
   int64_t num_query_groups = 0;  // key/value heads, each shared by heads / groups queries; 0: one per head
   int64_t head_size = 0;         // 0: hidden_size / num_heads (Qwen3's can differ)
-  bool bias = true;              // on the QKV and output projections
+  bool qkv_bias = true;          // on the QKV projection (GPT, Qwen2)
+  bool output_bias = true;       // on the output projection (GPT)
   bool rotary = false;           // rotate queries and keys by position (rotary_embedding.h)
   RotarySpec rotary_spec = {};
   bool qk_norm = false;  // RMSNorm over each head's queries and keys (before the rotation)

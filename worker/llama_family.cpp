@@ -34,15 +34,22 @@ class SwiGluMlp : public ExpertMlp {
   DeferrableLinear gate, up, down;
 };
 
-AttentionOptions attention_options(const ModelShape& s, bool qk_norm) {
+// What sets the Llama-style families apart.
+struct LlamaVariant {
+  bool qk_norm = false;   // qwen3: RMSNorm over each head's queries and keys
+  bool qkv_bias = false;  // qwen2: biases on the query, key and value projections
+};
+
+AttentionOptions attention_options(const ModelShape& s, LlamaVariant v) {
   return {.hidden_size = s.hidden_size,
           .num_heads = s.num_attention_heads,
           .num_query_groups = s.num_query_groups,
           .head_size = s.head_size,
-          .bias = false,
+          .qkv_bias = v.qkv_bias,
+          .output_bias = false,
           .rotary = true,
           .rotary_spec = s.rotary,
-          .qk_norm = qk_norm,
+          .qk_norm = v.qk_norm,
           .norm_epsilon = s.norm_epsilon,
           .selective_recompute = s.selective_recompute,
           .fused_kernels = s.fused_kernels};
@@ -52,9 +59,9 @@ AttentionOptions attention_options(const ModelShape& s, bool qk_norm) {
 // ("block0.router.weight", "block0.expert5.gate.weight").
 class LlamaBlock : public BlockPart {
  public:
-  LlamaBlock(const ModelShape& s, int64_t layer, bool qk_norm)
+  LlamaBlock(const ModelShape& s, int64_t layer, LlamaVariant v)
       : norm1(register_module("norm1", RmsNorm(s.hidden_size, s.norm_epsilon))),
-        attn(register_module("attn", CausalSelfAttention(attention_options(s, qk_norm)))),
+        attn(register_module("attn", CausalSelfAttention(attention_options(s, v)))),
         norm2(register_module("norm2", RmsNorm(s.hidden_size, s.norm_epsilon))) {
     if (s.is_moe_layer(layer)) {
       moe_mlp = MoeMlp(s.moe, layer, s.moe_runtime, [s] { return std::make_shared<SwiGluMlp>(s); });
@@ -94,10 +101,14 @@ class LlamaHead : public HeadPart {
   DeferrableLinear lm_head;
 };
 
-// Norms keep their ones; matrices N(0, 0.02), the two that write into the residual stream (the
-// attention's output projection, the MLP's down projection) scaled by 1 / sqrt(2 layers).
+// Norms keep their ones, biases start at zero; matrices N(0, 0.02), the two that write into the residual
+// stream (the attention's output projection, the MLP's down projection) scaled by 1 / sqrt(2 layers).
 void initialise(const std::string& name, torch::Tensor& p, const ModelShape& s, at::Generator& gen) {
   if (name.find("norm") != std::string::npos) return;
+  if (name.ends_with(".bias")) {  // qwen2's on queries, keys and values
+    p.zero_();
+    return;
+  }
   if (name.ends_with("proj.weight") || name.ends_with("down.weight")) {
     p.normal_(0.0, 0.02 / std::sqrt(2.0 * static_cast<double>(s.num_layers)), gen);
   } else {
@@ -105,21 +116,22 @@ void initialise(const std::string& name, torch::Tensor& p, const ModelShape& s, 
   }
 }
 
-ModelFamily llama_style(std::string name, bool qk_norm) {
+ModelFamily llama_style(std::string name, LlamaVariant v) {
   return {.name = std::move(name),
           .make_embedding = [](const ModelShape& s) { return std::make_shared<TokenEmbedding>(s); },
-          .make_block = [qk_norm](const ModelShape& s,
-                                  int64_t layer) { return std::make_shared<LlamaBlock>(s, layer, qk_norm); },
+          .make_block = [v](const ModelShape& s,
+                            int64_t layer) { return std::make_shared<LlamaBlock>(s, layer, v); },
           .make_head = [](const ModelShape& s) { return std::make_shared<LlamaHead>(s); },
           // With grouped-query attention the fused QKV stacks matrices of unequal heights: Muon
           // orthogonalises it whole.
           .stacked_matrices = [](const std::string&) { return 1; },
           .initialise = initialise,
           .cost_dims =
-              [qk_norm](const ModelShape& s) {
+              [v](const ModelShape& s) {
                 GptDims d{s.num_layers, s.hidden_size, s.ffn_hidden_size, s.vocab_size, s.seq_length};
                 d.llama_style = true;
-                d.qk_norm = qk_norm;
+                d.qk_norm = v.qk_norm;
+                d.qkv_bias = v.qkv_bias;
                 d.num_attention_heads = s.num_attention_heads;
                 d.num_query_groups = s.num_query_groups > 0 ? s.num_query_groups : s.num_attention_heads;
                 d.head_size = s.head_size;
@@ -129,7 +141,8 @@ ModelFamily llama_style(std::string name, bool qk_norm) {
 
 }  // namespace
 
-ModelFamily llama_family() { return llama_style("llama", false); }
-ModelFamily qwen3_family() { return llama_style("qwen3", true); }
+ModelFamily llama_family() { return llama_style("llama", {}); }
+ModelFamily qwen2_family() { return llama_style("qwen2", {.qkv_bias = true}); }
+ModelFamily qwen3_family() { return llama_style("qwen3", {.qk_norm = true}); }
 
 }  // namespace rondo

@@ -11,6 +11,7 @@
 namespace rondo {
 
 ModelFamily llama_family();
+ModelFamily qwen2_family();
 ModelFamily qwen3_family();
 
 }  // namespace rondo

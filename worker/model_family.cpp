@@ -10,7 +10,7 @@ namespace rondo {
 namespace {
 
 const std::vector<ModelFamily>& families() {
-  static const std::vector<ModelFamily> table{gpt_family(), llama_family(), qwen3_family()};
+  static const std::vector<ModelFamily> table{gpt_family(), llama_family(), qwen2_family(), qwen3_family()};
   return table;
 }
 

@@ -2,8 +2,8 @@
 python3-torch, the architectures written out here, the safetensors bytes parsed here):
 
 - a tiny Llama (grouped-query attention, Llama 3 rotary scaling, bf16, sharded over two files with
-  model.safetensors.index.json) and a tiny Qwen3 (QK-norm, head_dim apart from hidden / heads, one
-  key/value head, float32, one file) convert to rondo weights and back: every exported tensor
+  model.safetensors.index.json), a tiny Qwen2 (biases on queries, keys and values, float16) and a
+  tiny Qwen3 (QK-norm, head_dim apart from hidden / heads, one key/value head, float32, one file) convert to rondo weights and back: every exported tensor
   equals the original bit for bit, in its dtype;
 - `rondo run` from the converted weights (checkpoint.load) computes the first step's loss of the
   reference forward on the same document within 1e-5 relative, on one rank, at pp=2 (1f1b) and
@@ -81,6 +81,9 @@ def make_model(d, cfg, dtype, shards):
         w[p + "self_attn.k_proj.weight"] = torch.randn(groups * hd, h) * 0.1
         w[p + "self_attn.v_proj.weight"] = torch.randn(groups * hd, h) * 0.1
         w[p + "self_attn.o_proj.weight"] = torch.randn(h, heads * hd) * 0.1
+        if cfg["model_type"] == "qwen2":
+            for name, rows in (("q", heads * hd), ("k", groups * hd), ("v", groups * hd)):
+                w[p + f"self_attn.{name}_proj.bias"] = 0.1 * torch.randn(rows)
         if cfg["model_type"] == "qwen3":
             w[p + "self_attn.q_norm.weight"] = 1 + 0.1 * torch.randn(hd)
             w[p + "self_attn.k_norm.weight"] = 1 + 0.1 * torch.randn(hd)
@@ -132,7 +135,7 @@ def reference_greedy(w, cfg, prompt, n):
 
 
 def reference_logits(w, cfg, tokens):
-    """Hugging Face's Llama/Qwen3 forward, written out: logits [len(tokens), vocab]."""
+    """Hugging Face's Llama/Qwen2/Qwen3 forward, written out: logits [len(tokens), vocab]."""
     eps, heads, groups = cfg["rms_norm_eps"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     h = cfg["hidden_size"]
     hd = cfg.get("head_dim", h // heads)
@@ -154,9 +157,12 @@ def reference_logits(w, cfg, tokens):
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         n = rms(x, w[p + "input_layernorm.weight"])
-        q = (n @ w[p + "self_attn.q_proj.weight"].T).view(t, heads, hd).transpose(0, 1)
-        k = (n @ w[p + "self_attn.k_proj.weight"].T).view(t, groups, hd).transpose(0, 1)
-        v = (n @ w[p + "self_attn.v_proj.weight"].T).view(t, groups, hd).transpose(0, 1)
+        def proj(name):  # with Qwen2's bias
+            y = n @ w[p + f"self_attn.{name}_proj.weight"].T
+            return y + w[p + f"self_attn.{name}_proj.bias"] if p + f"self_attn.{name}_proj.bias" in w else y
+        q = proj("q").view(t, heads, hd).transpose(0, 1)
+        k = proj("k").view(t, groups, hd).transpose(0, 1)
+        v = proj("v").view(t, groups, hd).transpose(0, 1)
         if cfg["model_type"] == "qwen3":
             q, k = rms(q, w[p + "self_attn.q_norm.weight"]), rms(k, w[p + "self_attn.k_norm.weight"])
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
@@ -215,6 +221,11 @@ MODELS = {
                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                 "original_max_position_embeddings": 16},
                "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, torch.bfloat16, 2),
+    "qwen2": ({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 32,
+               "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+               "vocab_size": 300, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+               "hidden_act": "silu", "tie_word_embeddings": False, "use_sliding_window": False,
+               "sliding_window": 64, "torch_dtype": "float16"}, torch.float16, 1),
     "qwen3": ({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"], "hidden_size": 32,
                "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
                "head_dim": 16, "vocab_size": 300, "max_position_embeddings": 64, "rms_norm_eps": 1e-6,

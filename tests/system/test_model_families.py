@@ -1,5 +1,6 @@
 """The Llama-style families train for real and reproduce one process in every layout: llama
-(grouped-query attention, 4 heads over 2 key/value groups, Llama 3's rotary scaling) and qwen3 (one
+(grouped-query attention, 4 heads over 2 key/value groups, Llama 3's rotary scaling), qwen2 (biases
+on queries, keys and values) and qwen3 (one
 key/value head, QK-norm, heads of 32 where hidden / heads is 16) at pp=2 with 1f1b, zbv and roundpipe, and pp=2 x dp=2, follow the pp=1
 loss trajectory within 1e-5 relative for 12 steps; so do packed rows (positions restart with each
 document on every stage) and chunked training (rotary positions continue across a long document's
@@ -31,6 +32,8 @@ BASE = [
 FAMILIES = {
     "llama": ["model.family=llama", "model.num_query_groups=2", "model.rotary_base=500000",
               "model.rope_scaling_factor=8", "model.rope_original_max_positions=32"],
+    "qwen2": ["model.family=qwen2", "model.num_query_groups=2", "model.rotary_base=1000000",
+              "model.norm_epsilon=1e-6"],
     "qwen3": ["model.family=qwen3", "model.num_query_groups=1", "model.rotary_base=1000000",
               "model.norm_epsilon=1e-6", "model.kv_channels=32"],
 }

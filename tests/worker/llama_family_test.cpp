@@ -1,7 +1,8 @@
 // The Llama-style families (worker/llama_family.h) against a forward written out here in double
 // precision, head by head and pair by pair (RMSNorm, rotary positions, grouped-query attention,
-// Qwen3's QK-norm, SwiGLU), Llama 3's frequency scaling against its piecewise rule, positions that
-// restart with each packed document, and the planner's parameter formula against the real parts.
+// Qwen2's QKV biases, Qwen3's QK-norm, SwiGLU), Llama 3's frequency scaling against its piecewise rule,
+// positions that restart with each packed document, and the planner's parameter formula against the real
+// parts.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -89,7 +90,8 @@ Tensor reference_logits(StagedModel& model, const ModelShape& s, bool qk_norm, c
   const auto mask = torch::full({t, t}, -INFINITY, torch::kFloat64).triu(1);
   for (int64_t l = 0; l < s.num_layers; ++l) {
     const std::string b = "block" + std::to_string(l) + ".";
-    const auto qkv = rms(x, w.at(b + "norm1.weight"), eps).matmul(w.at(b + "attn.qkv.weight").t());
+    auto qkv = rms(x, w.at(b + "norm1.weight"), eps).matmul(w.at(b + "attn.qkv.weight").t());
+    if (w.count(b + "attn.qkv.bias")) qkv = qkv + w.at(b + "attn.qkv.bias");
     std::vector<Tensor> outs;
     for (int64_t j = 0; j < heads; ++j) {
       const int64_t g = j / (heads / groups);
@@ -122,6 +124,20 @@ std::vector<int64_t> iota(int64_t n, int64_t from = 0) {
   return v;
 }
 
+// Biases start at zero; random ones make the reference check them. Returns how many there are.
+int randomise_biases(StagedModel& model) {
+  torch::NoGradGuard no_grad;
+  int biases = 0;
+  for (auto& p : model->named_parameters()) {
+    if (p.key().ends_with(".bias")) {
+      EXPECT_EQ(p.value().abs().max().item<float>(), 0.0f) << p.key();
+      p.value().normal_(0.0, 0.5);
+      ++biases;
+    }
+  }
+  return biases;
+}
+
 struct Case {
   const char* family;
   int64_t groups;
@@ -131,8 +147,9 @@ struct Case {
 
 TEST(LlamaFamily, LogitsEqualTheForwardWrittenOutHeadByHead) {
   const std::vector<Case> cases = {
-      {"llama", 2, {}},                  // grouped-query attention
-      {"llama", 4, {.base = 500000.0}},  // one key/value head per head
+      {"llama", 2, {}},                   // grouped-query attention
+      {"llama", 4, {.base = 500000.0}},   // one key/value head per head
+      {"qwen2", 2, {.base = 1000000.0}},  // biases on queries, keys and values
       {"qwen3", 1, {.base = 1000000.0}},
       {"qwen3", 2, {}, /*head_size=*/16},  // heads wider than hidden / heads, as Qwen3's  // one key/value
                                            // head for all, QK-norm
@@ -142,6 +159,7 @@ TEST(LlamaFamily, LogitsEqualTheForwardWrittenOutHeadByHead) {
     shape.head_size = c.head_size;
     StagedModel model(model_family(c.family), shape, /*seed=*/11);
     torch::manual_seed(5);
+    EXPECT_EQ(randomise_biases(model), std::string(c.family) == "qwen2" ? 2 : 0) << c.family;
     const auto tokens = torch::randint(0, 256, {2, 16}, torch::kLong);
     const auto logits = model->forward_stage(0, tokens);
     for (int64_t row = 0; row < 2; ++row) {
@@ -175,9 +193,10 @@ TEST(LlamaFamily, Llama3FrequencyScalingFollowsItsRule) {
 
 // A packed row's second document starts again at position 0: its logits equal the document alone.
 TEST(LlamaFamily, PositionsRestartWithEachPackedDocument) {
-  for (const char* family : {"llama", "qwen3"}) {
+  for (const char* family : {"llama", "qwen2", "qwen3"}) {
     const auto shape = tiny_shape(2);
     StagedModel model(model_family(family), shape, /*seed=*/3);
+    randomise_biases(model);
     torch::manual_seed(9);
     const auto tokens = torch::randint(0, 256, {1, 16}, torch::kLong);
     auto documents = torch::zeros({1, 16}, torch::kLong);
@@ -192,7 +211,7 @@ TEST(LlamaFamily, PositionsRestartWithEachPackedDocument) {
 }
 
 TEST(LlamaFamily, ThePlannersParameterFormulaCountsEachStage) {
-  for (const char* family : {"llama", "qwen3"}) {
+  for (const char* family : {"llama", "qwen2", "qwen3"}) {
     auto shape = tiny_shape(2);
     shape.num_layers = 4;
     shape.head_size = std::string(family) == "qwen3" ? 16 : 0;
@@ -204,6 +223,7 @@ TEST(LlamaFamily, ThePlannersParameterFormulaCountsEachStage) {
         4, 32, 48, 256, 16, /*num_experts=*/4, /*experts_held=*/2, /*moe_topk=*/2, /*moe_layer_freq=*/2};
     dims.llama_style = true;
     dims.qk_norm = std::string(family) == "qwen3";
+    dims.qkv_bias = std::string(family) == "qwen2";
     dims.num_attention_heads = 4;
     dims.num_query_groups = 2;
     dims.head_size = shape.head_size;
