@@ -24,7 +24,7 @@ struct ConvertOptions {
 int run_convert(const ConvertOptions& options);
 
 // checkpoint.load: the directory's model.safetensors holds every parameter the model has, each of
-// its shape (llama, qwen3); refused naming the key, the file and the tensor otherwise, and with
+// its shape (llama, qwen2, qwen3); refused naming the key, the file and the tensor otherwise, and with
 // what the worker cannot start from yet (MoE, asynchronous pipelines).
 void validate_initial_weights(const Config& c);
 
