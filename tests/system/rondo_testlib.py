@@ -37,6 +37,14 @@ class Context:
         self.failures = 0
         self.checks = 0
 
+    def cli(self, *args, expect=0):
+        """`rondo ARGS...` (not a run): its stdout and stderr together; fails unless it exits `expect`."""
+        proc = subprocess.run([self.rondo, *args], capture_output=True, text=True, timeout=600)
+        if proc.returncode != expect:
+            sys.stderr.write(proc.stdout + proc.stderr)
+            raise AssertionError(f"rondo {' '.join(args)} exited {proc.returncode}, expected {expect}")
+        return proc.stdout + proc.stderr
+
     def run(self, run_name, sets, expect_status=0):
         run_dir = os.path.join(self.tmp, run_name)
         cmd = [self.rondo, "run", "--run-dir", run_dir, "--worker", self.worker]

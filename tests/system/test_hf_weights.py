@@ -201,12 +201,7 @@ def run_converted(weights, name, sets):
     return run_dir
 
 
-def rondo(*args, expect=0):
-    proc = subprocess.run([ctx.rondo, *args], capture_output=True, text=True, timeout=300)
-    if proc.returncode != expect:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise AssertionError(f"rondo {' '.join(args)} exited {proc.returncode}, expected {expect}")
-    return proc.stdout + proc.stderr
+rondo = ctx.cli
 
 
 corpus = os.path.join(ctx.tmp, "one-document.jsonl")

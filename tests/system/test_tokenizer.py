@@ -13,7 +13,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 from rondo_testlib import Context, losses
@@ -25,13 +24,7 @@ GPT2 = os.path.join(VOCABS, "gpt2", "tokenizer.json")
 if not os.path.exists(GPT2):
     sys.exit(f"{GPT2} is missing: run scripts/fetch-tokenizers (scripts/build runs it)")
 
-
-def rondo(*args, expect=0):
-    proc = subprocess.run([ctx.rondo, *args], capture_output=True, text=True, timeout=600)
-    if proc.returncode != expect:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise AssertionError(f"rondo {' '.join(args)} exited {proc.returncode}, expected {expect}")
-    return proc.stdout + proc.stderr
+rondo = ctx.cli
 
 
 def tokenize(text):
