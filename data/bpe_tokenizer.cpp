@@ -206,6 +206,11 @@ struct BpeTokenizer::Model {
   StringMap<std::vector<int32_t>> cache;
 
   Model(TextNormalizer n, PreTokenizer p) : normalizer(std::move(n)), pre_tokenizer(std::move(p)) {}
+  // Reading tokenizer.json (errors name `where`): the vocabulary, returning its byte-symbol strings'
+  // ids (the merges name tokens by them); the merges; the added tokens.
+  StringMap<int32_t> read_vocabulary(const nlohmann::json& vocab, const nlohmann::json& added);
+  void read_merges(const nlohmann::json& merges, const StringMap<int32_t>& id_by_symbols);
+  void read_added_tokens(const nlohmann::json& added);
   void encode_word(std::string_view word, std::vector<int32_t>& out);
   void merge_word(std::string_view word, std::vector<int32_t>& out) const;
 };
@@ -384,7 +389,78 @@ std::optional<std::string> configured_eos(const std::string& path) {
   return std::nullopt;
 }
 
+// An added token's id: a non-negative 32-bit integer.
+int32_t added_id(const json& a, const std::string& where) {
+  if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || a["id"].get<int64_t>() < 0 ||
+      a["id"].get<int64_t>() > INT32_MAX || !a.contains("content") || !a["content"].is_string()) {
+    throw DataError(where, "added_tokens: an entry without a non-negative \"id\" and a string \"content\"");
+  }
+  return a["id"].get<int32_t>();
+}
+
 }  // namespace
+
+StringMap<int32_t> BpeTokenizer::Model::read_vocabulary(const json& vocab, const json& added) {
+  const auto symbols = byte_symbols();
+  std::unordered_map<char32_t, uint8_t> byte_of;
+  for (int b = 0; b < 256; ++b) byte_of[symbols[b]] = static_cast<uint8_t>(b);
+  StringMap<int32_t> id_by_symbols;
+  int64_t size = 0;
+  for (const auto& [token, id_json] : vocab.items()) {
+    if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 || id_json.get<int64_t>() > INT32_MAX) {
+      throw DataError(where, "model.vocab[\"" + token + "\"] is not a non-negative 32-bit id");
+    }
+    const auto id = id_json.get<int32_t>();
+    id_by_symbols.emplace(token, id);
+    size = std::max<int64_t>(size, id + 1);
+  }
+  for (const auto& a : added) size = std::max<int64_t>(size, int64_t{added_id(a, where)} + 1);
+  bytes_by_id.assign(static_cast<size_t>(size), std::string("\xEF\xBF\xBD"));
+  special_by_id.assign(static_cast<size_t>(size), 0);
+  for (const auto& [token, id] : id_by_symbols) {
+    const auto bytes = symbols_to_bytes(token, byte_of);
+    bytes_by_id[id] = bytes ? *bytes : token;  // not byte symbols: only reachable by decoding
+    if (bytes) id_by_bytes.emplace(*bytes, id);
+  }
+  for (int b = 0; b < 256; ++b) {
+    const auto it = id_by_symbols.find(symbols_of(std::string(1, static_cast<char>(b)), symbols));
+    if (it == id_by_symbols.end()) {
+      throw DataError(
+          where, "model.vocab has no entry for byte " + std::to_string(b) + ": not a byte-level vocabulary");
+    }
+    byte_ids[b] = it->second;
+  }
+  return id_by_symbols;
+}
+
+// Merges in rank order: the pair of ids -> (rank, the merged id).
+void BpeTokenizer::Model::read_merges(const json& list, const StringMap<int32_t>& id_by_symbols) {
+  merges.reserve(list.size());
+  for (size_t rank = 0; rank < list.size(); ++rank) {
+    const auto [left, right] = merge_parts(list[rank], rank, where);
+    const auto l = id_by_symbols.find(left), r = id_by_symbols.find(right),
+               merged = id_by_symbols.find(left + right);
+    if (l == id_by_symbols.end() || r == id_by_symbols.end() || merged == id_by_symbols.end()) {
+      throw DataError(where, "model.merges[" + std::to_string(rank) + "] (\"" + left + " " + right +
+                                 "\") names a token missing from model.vocab");
+    }
+    merges.emplace(pair_key(l->second, r->second), Merge{static_cast<int32_t>(rank), merged->second});
+  }
+}
+
+void BpeTokenizer::Model::read_added_tokens(const json& list) {
+  for (const auto& a : list) {
+    const int32_t id = added_id(a, where);  // checks the entry first
+    AddedToken t{a["content"].get<std::string>(), id,
+                 a.value("special", false),       a.value("lstrip", false),
+                 a.value("rstrip", false),        a.value("single_word", false),
+                 a.value("normalized", false)};
+    bytes_by_id[t.id] = t.content;
+    special_by_id[t.id] = t.special ? 1 : 0;
+    added.push_back(std::move(t));
+    (added.back().normalized && !normalizer.empty() ? normalized_added : raw_added).add(&added.back());
+  }
+}
 
 BpeTokenizer BpeTokenizer::load(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -421,67 +497,10 @@ BpeTokenizer BpeTokenizer::parse(std::string_view json_text, const std::string& 
   m.where = where;
   m.ignore_merges = model.value("ignore_merges", false);
 
-  // The vocabulary: byte-symbol strings -> ids; each entry's bytes for encoding and decoding.
-  const auto symbols = byte_symbols();
-  std::unordered_map<char32_t, uint8_t> byte_of;
-  for (int b = 0; b < 256; ++b) byte_of[symbols[b]] = static_cast<uint8_t>(b);
-  StringMap<int32_t> id_by_symbols;
-  int64_t size = 0;
-  for (const auto& [token, id_json] : model["vocab"].items()) {
-    if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 || id_json.get<int64_t>() > INT32_MAX) {
-      throw DataError(where, "model.vocab[\"" + token + "\"] is not a non-negative 32-bit id");
-    }
-    const auto id = id_json.get<int32_t>();
-    id_by_symbols.emplace(token, id);
-    size = std::max<int64_t>(size, id + 1);
-  }
-  for (const auto& a : j.value("added_tokens", json::array())) {
-    size = std::max<int64_t>(size, a.value("id", int64_t{0}) + 1);
-  }
-  m.bytes_by_id.assign(static_cast<size_t>(size), std::string("\xEF\xBF\xBD"));
-  m.special_by_id.assign(static_cast<size_t>(size), 0);
-  for (const auto& [token, id] : id_by_symbols) {
-    const auto bytes = symbols_to_bytes(token, byte_of);
-    m.bytes_by_id[id] = bytes ? *bytes : token;  // not byte symbols: only reachable by decoding
-    if (bytes) m.id_by_bytes.emplace(*bytes, id);
-  }
-  for (int b = 0; b < 256; ++b) {
-    const auto it = id_by_symbols.find(symbols_of(std::string(1, static_cast<char>(b)), symbols));
-    if (it == id_by_symbols.end()) {
-      throw DataError(
-          where, "model.vocab has no entry for byte " + std::to_string(b) + ": not a byte-level vocabulary");
-    }
-    m.byte_ids[b] = it->second;
-  }
-
-  // Merges in rank order: the pair of ids -> (rank, the merged id).
-  const auto& merges = model["merges"];
-  m.merges.reserve(merges.size());
-  for (size_t rank = 0; rank < merges.size(); ++rank) {
-    const auto [left, right] = merge_parts(merges[rank], rank, where);
-    const auto l = id_by_symbols.find(left), r = id_by_symbols.find(right),
-               merged = id_by_symbols.find(left + right);
-    if (l == id_by_symbols.end() || r == id_by_symbols.end() || merged == id_by_symbols.end()) {
-      throw DataError(where, "model.merges[" + std::to_string(rank) + "] (\"" + left + " " + right +
-                                 "\") names a token missing from model.vocab");
-    }
-    m.merges.emplace(pair_key(l->second, r->second),
-                     Model::Merge{static_cast<int32_t>(rank), merged->second});
-  }
-
-  for (const auto& a : j.value("added_tokens", json::array())) {
-    if (!a.is_object() || !a.contains("id") || !a.contains("content") || !a["content"].is_string()) {
-      throw DataError(where, "added_tokens: an entry without an \"id\" and a \"content\"");
-    }
-    AddedToken t{a["content"].get<std::string>(), a["id"].get<int32_t>(),   a.value("special", false),
-                 a.value("lstrip", false),        a.value("rstrip", false), a.value("single_word", false),
-                 a.value("normalized", false)};
-    m.bytes_by_id[t.id] = t.content;
-    m.special_by_id[t.id] = t.special ? 1 : 0;
-    m.added.push_back(std::move(t));
-    (m.added.back().normalized && !m.normalizer.empty() ? m.normalized_added : m.raw_added)
-        .add(&m.added.back());
-  }
+  const auto& added = j.value("added_tokens", json::array());
+  const auto id_by_symbols = m.read_vocabulary(model["vocab"], added);
+  m.read_merges(model["merges"], id_by_symbols);
+  m.read_added_tokens(added);
   post_processor_tokens(j.value("post_processor", json()), where, m.prefix, m.suffix);
   return out;
 }

@@ -198,6 +198,12 @@ TEST(BpeTokenizer, RefusesWhatItCannotEncodeNamingIt) {
   j = small_tokenizer();
   j["normalizer"] = {{"type", "Lowercase"}};
   refused(j, "Lowercase");
+  j = small_tokenizer();
+  j["added_tokens"].push_back({{"id", -1}, {"content", "<bad>"}});
+  refused(j, "added_tokens");
+  j = small_tokenizer();
+  j["added_tokens"].push_back({{"id", 400}});
+  refused(j, "added_tokens");
   EXPECT_THROW(BpeTokenizer::parse("{not json", "tok.json"), DataError);
   EXPECT_THROW(BpeTokenizer::load("/nonexistent/tokenizer.json"), DataError);
 }
