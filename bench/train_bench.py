@@ -3,6 +3,7 @@
 
   bench/train_bench.py ddp         # rondo vs PyTorch DDP over gloo (bench/ddp_reference.py), 1 and 2 ranks
   bench/train_bench.py ddp-large   # the same on a compute-bound model (8 layers, hidden 512, 8 heads, seq 256)
+  bench/train_bench.py llama       # a Llama (GQA, rotary, SwiGLU) against the same Llama in PyTorch DDP
   bench/train_bench.py overlap     # gradient reduction overlapped or not, with and without a slow (emulated) link
   bench/train_bench.py overlap-tcp # the same over real TCP between two network namespaces, with and without a
                                    # tbf-throttled 1 Gbit/s link (root; scripts/netns-hosts)
@@ -49,6 +50,9 @@ COMMON = ["training.micro_batch_size=4", "training.global_batch_size=8", "checkp
 SMALL = {"layers": 4, "hidden": 128, "heads": 4, "seq": 128}
 # Compute-bound: 8 layers, hidden 512, 8 heads, seq 256 (ffn 2048).
 LARGE = {"layers": 8, "hidden": 512, "heads": 8, "seq": 256}
+# A Llama (bench/families_bench.sh's shape): 4 layers, hidden 256, 8 heads over 2 key/value groups,
+# SwiGLU 688, seq 256.
+LLAMA = {"layers": 4, "hidden": 256, "heads": 8, "seq": 256, "family": "llama", "groups": 2, "ffn": 688}
 LIB = "/usr/lib/x86_64-linux-gnu/"
 PRELOADS = {"jemalloc": LIB + "libjemalloc.so.2", "mimalloc": LIB + "libmimalloc.so.2",
             "tcmalloc": LIB + "libtcmalloc.so.4"}
@@ -56,9 +60,12 @@ seen_environments = set()
 
 
 def model_sets(m):
-    return [f"model.num_layers={m['layers']}", f"model.hidden_size={m['hidden']}",
-            f"model.num_attention_heads={m['heads']}", f"model.ffn_hidden_size={4 * m['hidden']}",
+    sets = [f"model.num_layers={m['layers']}", f"model.hidden_size={m['hidden']}",
+            f"model.num_attention_heads={m['heads']}", f"model.ffn_hidden_size={m.get('ffn', 4 * m['hidden'])}",
             f"model.vocab_size={m.get('vocab', 256)}", f"model.seq_length={m['seq']}"]
+    if m.get("family", "gpt") != "gpt":
+        sets += [f"model.family={m['family']}", f"model.num_query_groups={m['groups']}"]
+    return sets
 
 
 def show_environment(side, env):
@@ -103,8 +110,9 @@ def ddp_run(ranks, model, steps=60, warmup=5):
     # Debian's interpreter: the one python3-torch is installed for.
     cmd = ["/usr/bin/python3", os.path.join(ROOT, "bench", "ddp_reference.py"), "--ranks", str(ranks),
            "--steps", str(steps), "--warmup", str(warmup)]
-    for k in ("layers", "hidden", "heads", "seq"):
-        cmd += [f"--{k}", str(model[k])]
+    for k in ("layers", "hidden", "heads", "seq", "family", "groups", "ffn"):
+        if k in model:
+            cmd += [f"--{k}", str(model[k])]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     show_environment("PyTorch DDP", result["runtime"])
@@ -160,6 +168,8 @@ def main():
         compare_ddp(tmp, rounds, SMALL, 60, 5, "ddp")
     if what in ("ddp-large", "all"):
         compare_ddp(tmp, rounds, LARGE, 10, 3, "ddp-large")
+    if what in ("llama", "all"):
+        compare_ddp(tmp, rounds, LLAMA, 30, 5, "llama")
     if what in ("overlap", "all"):
         # 0.2 GB/s: the model's 3.5 MB of gradients take ~17 ms per step, about its backward time.
         for link in ("0", "0.2"):
