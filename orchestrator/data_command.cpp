@@ -19,6 +19,7 @@
 #include "data/bpe_tokenizer.h"
 #include "data/chunk_plan.h"
 #include "data/indexed_dataset.h"
+#include "data/text_codec.h"
 
 namespace rondo {
 
@@ -59,45 +60,36 @@ std::string read_whole(const fs::path& path) {
 // A document's tokens: its bytes, or a BPE tokenizer's ids (with the end-of-text token).
 class DocumentTokenizer {
  public:
-  explicit DocumentTokenizer(const DataPrepareOptions& o) {
-    if (o.tokenizer.empty()) {
-      if (o.append_eod)
-        throw ConfigError("--append-eod", "needs --tokenizer (bytes have no end-of-text token)");
-      return;
-    }
-    bpe_.emplace(BpeTokenizer::load(o.tokenizer));
-    if (o.append_eod) {
-      eod_ = bpe_->end_of_text();
-      if (!eod_) {
-        throw ConfigError("--append-eod",
-                          o.tokenizer +
-                              " has no end-of-text token (no eos_token in a tokenizer_config.json "
-                              "beside it, no <|endoftext|>, <|end_of_text|> or </s>)");
-      }
+  explicit DocumentTokenizer(const DataPrepareOptions& o) : codec_(o.tokenizer) {
+    if (!o.append_eod) return;
+    if (codec_.is_bytes())
+      throw ConfigError("--append-eod", "needs --tokenizer (bytes have no end-of-text token)");
+    eod_ = codec_.end_of_text();
+    if (!eod_) {
+      throw ConfigError("--append-eod",
+                        o.tokenizer +
+                            " has no end-of-text token (no eos_token in a tokenizer_config.json "
+                            "beside it, no <|endoftext|>, <|end_of_text|> or </s>)");
     }
   }
-  int64_t vocab_size() const { return bpe_ ? bpe_->vocab_size() : 256; }
+  int64_t vocab_size() const { return codec_.vocab_size(); }
   void add(std::string_view text, IndexedDatasetWriter& writer) {
     ids_.clear();
-    if (!bpe_) {
-      for (char c : text) ids_.push_back(static_cast<uint8_t>(c));
-    } else {
-      bpe_->encode(text, ids_);
-      if (eod_) ids_.push_back(*eod_);
-    }
+    codec_.encode(text, ids_);
+    if (eod_) ids_.push_back(*eod_);
     writer.add_document(std::span<const int32_t>(ids_));
   }
-  std::string describe(const std::string& path) const {
-    if (!bpe_) return "byte tokenizer";
-    std::string out = "tokenizer " + path + ", vocabulary " + std::to_string(bpe_->vocab_size());
+  std::string describe() const {
+    if (codec_.is_bytes()) return "byte tokenizer";
+    std::string out = "tokenizer " + codec_.name() + ", vocabulary " + std::to_string(codec_.vocab_size());
     if (eod_) out += ", end-of-text id " + std::to_string(*eod_) + " after each document";
-    if (bpe_->replaced_bytes())
-      out += ", " + std::to_string(bpe_->replaced_bytes()) + " invalid UTF-8 byte(s) read as U+FFFD";
+    if (codec_.replaced_bytes())
+      out += ", " + std::to_string(codec_.replaced_bytes()) + " invalid UTF-8 byte(s) read as U+FFFD";
     return out;
   }
 
  private:
-  std::optional<BpeTokenizer> bpe_;
+  TextCodec codec_;
   std::optional<int32_t> eod_;
   std::vector<int32_t> ids_;
 };
@@ -170,7 +162,7 @@ int run_data_prepare(const DataPrepareOptions& o) {
   std::fprintf(stderr, "prepare: wrote %s.bin and %s.idx: %zu documents, %llu tokens (%s; %s)%s\n",
                o.out.c_str(), o.out.c_str(), writer.documents(),
                static_cast<unsigned long long>(writer.tokens()), token_type_name(type),
-               tokenizer.describe(o.tokenizer).c_str(),
+               tokenizer.describe().c_str(),
                empty ? (", " + std::to_string(empty) + " empty document(s) skipped").c_str() : "");
   return kExitOk;
 }

@@ -5,12 +5,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <optional>
 #include <sstream>
 
 #include "common/atomic_file.h"
 #include "common/errors.h"
-#include "data/bpe_tokenizer.h"
+#include "data/text_codec.h"
 #include "launch/process_runner.h"
 #include "orchestrator/config.h"
 #include "orchestrator/model_source.h"
@@ -20,48 +19,6 @@
 namespace rondo {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-// The prompt's ids and the continuation's text: by a tokenizer.json (its special tokens added to
-// the prompt, generation stopping at its end-of-text token), else by bytes.
-class PromptCodec {
- public:
-  PromptCodec(std::string path, int64_t model_vocab) : path_(std::move(path)) {
-    if (path_.empty()) return;
-    tokenizer_.emplace(BpeTokenizer::load(path_));
-    if (tokenizer_->vocab_size() > model_vocab) {
-      throw ConfigError("--tokenizer", path_ + " has " + std::to_string(tokenizer_->vocab_size()) +
-                                           " ids, more than the model's vocab_size " +
-                                           std::to_string(model_vocab));
-    }
-  }
-  std::vector<int64_t> encode(const std::string& prompt) {
-    std::vector<int64_t> ids;
-    if (tokenizer_) {
-      for (int32_t id : tokenizer_->encode(prompt, /*add_special_tokens=*/true)) ids.push_back(id);
-    } else {
-      for (unsigned char c : prompt) ids.push_back(c);
-    }
-    return ids;
-  }
-  // Without special tokens; with bytes, an id past them (a larger vocabulary) as U+FFFD.
-  std::string decode(const std::vector<int32_t>& ids) const {
-    if (tokenizer_) return tokenizer_->decode(ids, /*skip_special_tokens=*/true);
-    std::string text;
-    for (int32_t v : ids)
-      text += v < 256 ? std::string(1, static_cast<char>(v)) : std::string("\xEF\xBF\xBD");
-    return text;
-  }
-  std::optional<int32_t> stop_id() const { return tokenizer_ ? tokenizer_->end_of_text() : std::nullopt; }
-  std::string name() const { return path_.empty() ? "bytes" : path_; }
-
- private:
-  std::string path_;
-  std::optional<BpeTokenizer> tokenizer_;
-};
-
-}  // namespace
 
 int run_generate(const GenerateCommandOptions& o) {
   if (o.max_tokens < 1) throw ConfigError("--max-tokens", "must be >= 1");
@@ -76,8 +33,16 @@ int run_generate(const GenerateCommandOptions& o) {
   one.parallel.world_size = 1;
   const auto plan = build_plan(one);
 
-  PromptCodec codec(o.tokenizer.empty() ? src.tokenizer : o.tokenizer, one.model.vocab_size);
-  const auto prompt = codec.encode(o.prompt);
+  // The tokenizer: --tokenizer, else the one that came with the weights, else bytes. Its special
+  // tokens go into the prompt; generation stops at its end-of-text token.
+  TextCodec codec(o.tokenizer.empty() ? src.tokenizer : o.tokenizer);
+  if (!codec.is_bytes() && codec.vocab_size() > one.model.vocab_size) {
+    throw ConfigError("--tokenizer", codec.name() + " has " + std::to_string(codec.vocab_size()) +
+                                         " ids, more than the model's vocab_size " +
+                                         std::to_string(one.model.vocab_size));
+  }
+  std::vector<int32_t> prompt;
+  codec.encode(o.prompt, prompt, /*add_special_tokens=*/true);
 
   char tmpl[] = "/tmp/rondo-generate-XXXXXX";
   const char* made = ::mkdtemp(tmpl);
@@ -105,7 +70,7 @@ int run_generate(const GenerateCommandOptions& o) {
                                    std::to_string(o.seed)};
   for (const auto& f : src.files) argv.insert(argv.end(), {"--weights", f});
   if (o.no_kv_cache) argv.push_back("--no-kv-cache");
-  if (const auto stop = codec.stop_id()) argv.insert(argv.end(), {"--stop-id", std::to_string(*stop)});
+  if (const auto stop = codec.end_of_text()) argv.insert(argv.end(), {"--stop-id", std::to_string(*stop)});
   const auto log = (tmp / "generate.log").string();
   const auto result = run_process(argv, std::chrono::hours(1), log, /*echo=*/false);
   const std::string output = read_file(log);
@@ -118,7 +83,8 @@ int run_generate(const GenerateCommandOptions& o) {
   if (result.exit_code != 0 || generated.is_null()) {
     throw Error("rondo-worker generate failed (status " + std::to_string(result.exit_code) + "): " + output);
   }
-  const std::string text = codec.decode(generated["ids"].get<std::vector<int32_t>>());
+  const std::string text =
+      codec.decode(generated["ids"].get<std::vector<int32_t>>(), /*skip_special_tokens=*/true);
   if (o.json) {
     nlohmann::json out = {
         {"prompt_ids", prompt}, {"ids", generated["ids"]}, {"text", text}, {"tokenizer", codec.name()}};
