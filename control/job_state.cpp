@@ -143,6 +143,7 @@ void JobState::add_report_locked(const report::StepReport& report) {
     moe_ = report.moe();
     moe_step_ = report.step();
   }
+  if (report.has_validation()) validations_[report.validation().step()] = report.validation().loss();
   if (report.has_loss()) {
     steps_[report.step()] = {report.loss(), report.tokens_per_s() * report.step_time_s(),
                              report.step_time_s(), report.time_ns(), report.attempt()};
@@ -338,6 +339,10 @@ nlohmann::json JobState::progress_locked() const {
       progress["eta_s"] = newest->second.tokens / tps * static_cast<double>(train_iters_ - newest->first);
     }
   }
+  if (!validations_.empty()) {
+    progress["val_loss"] = validations_.rbegin()->second;
+    progress["val_step"] = validations_.rbegin()->first;
+  }
   return progress;
 }
 
@@ -387,6 +392,13 @@ nlohmann::json JobState::series_locked() const {
     series["step"].push_back(it->first);
     series["loss"].push_back(it->second.loss);
     series["tokens_per_s"].push_back(smoothed_tokens_per_s(it));
+  }
+  // Evaluations are few (every training.eval_interval steps): all of them.
+  series["val_step"] = nlohmann::json::array();
+  series["val_loss"] = nlohmann::json::array();
+  for (const auto& [step, loss] : validations_) {
+    series["val_step"].push_back(step);
+    series["val_loss"].push_back(loss);
   }
   return series;
 }
@@ -469,6 +481,12 @@ std::string JobState::prometheus() const {
     out << "rondo_loss " << prom_value(steps_.rbegin()->second.loss) << "\n";
     metric("rondo_tokens_per_second", "gauge", "Training throughput over the newest steps.");
     out << "rondo_tokens_per_second " << prom_value(smoothed_tokens_per_s(std::prev(steps_.end()))) << "\n";
+  }
+  if (!validations_.empty()) {
+    metric("rondo_val_loss", "gauge", "Validation loss of the newest evaluation (training.eval_interval).");
+    out << "rondo_val_loss " << prom_value(validations_.rbegin()->second) << "\n";
+    metric("rondo_val_step", "gauge", "The step whose weights the newest evaluation measured.");
+    out << "rondo_val_step " << validations_.rbegin()->first << "\n";
   }
   metric("rondo_step_time_seconds", "gauge", "Each rank's time for its newest step.");
   for (int k = 0; k < world_size_; ++k) {

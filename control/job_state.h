@@ -138,7 +138,8 @@ class JobState {
   std::string phase_ = "starting";
   std::string control_address_;
   std::vector<Rank> ranks_;
-  std::map<int64_t, StepPoint> steps_;  // loss and throughput by step, latest attempt wins
+  std::map<int64_t, StepPoint> steps_;     // loss and throughput by step, latest attempt wins
+  std::map<int64_t, double> validations_;  // val_loss by the step evaluated, latest attempt wins
   // (op, src, dst) -> the latest step's time on that connection.
   std::map<std::tuple<std::string, int, int>, Link> links_;
   std::map<std::string, uint64_t> refused_;

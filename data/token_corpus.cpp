@@ -146,8 +146,8 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
                       "unknown format '" + f + "' (auto | text | jsonl | indexed | lognormal)");
   }
   if (!c.indexed_) {
-    c.bytes_.assign(text.begin(), text.end());
-    c.size_ = c.bytes_.size();
+    c.bytes_ = std::make_shared<const std::vector<uint8_t>>(text.begin(), text.end());
+    c.size_ = c.bytes_->size();
   }
   if (c.size_ < min_tokens) {
     throw ConfigError("data.path", "'" + path + "' holds " + std::to_string(c.size_) + " tokens; at least " +
@@ -158,8 +158,10 @@ TokenCorpus TokenCorpus::load(const std::string& path, const std::string& format
 
 void TokenCorpus::read(uint64_t offset, size_t count, int64_t* out) const {
   if (offset + count > size_) throw DataError(source_, "read past the end of the token stream");
+  offset += base_;
   if (!indexed_) {
-    for (size_t i = 0; i < count; ++i) out[i] = bytes_[offset + i];
+    const auto& bytes = *bytes_;
+    for (size_t i = 0; i < count; ++i) out[i] = bytes[offset + i];
     return;
   }
   // The sequence holding `offset`, then as many sequences as the window spans.
@@ -197,6 +199,24 @@ std::vector<int64_t> TokenCorpus::document_lengths() const {
     out[d] = static_cast<int64_t>(end - document_starts_[d]);
   }
   return out;
+}
+
+TokenCorpus TokenCorpus::documents_slice(uint64_t begin, uint64_t end, const std::string& part) const {
+  if (begin > end || end > num_documents())
+    throw Error("documents [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
+                std::to_string(num_documents()));
+  TokenCorpus c;
+  c.bytes_ = bytes_;
+  c.indexed_ = indexed_;
+  c.sequence_starts_ = sequence_starts_;
+  const uint64_t first = begin < end ? document_starts_[begin] : 0;
+  const uint64_t last = end < num_documents() ? document_starts_[end] : size_;
+  c.base_ = base_ + first;
+  c.size_ = begin < end ? last - first : 0;
+  for (uint64_t d = begin; d < end; ++d) c.document_starts_.push_back(document_starts_[d] - first);
+  c.source_ = source_ + ", " + part + ": documents " + std::to_string(begin) + "-" + std::to_string(end) +
+              " of " + std::to_string(num_documents());
+  return c;
 }
 
 }  // namespace rondo

@@ -46,9 +46,13 @@ class TokenCorpus {
   uint64_t document_start(uint64_t document) const { return document_starts_.at(document); }
   // Each document's tokens, in order.
   std::vector<int64_t> document_lengths() const;
+  // Documents [begin, end) as a corpus of their own (sharing this one's tokens), `part` naming it
+  // in source() ("train", "validation"; data.split, data/document_split.h).
+  TokenCorpus documents_slice(uint64_t begin, uint64_t end, const std::string& part) const;
 
  private:
-  std::vector<uint8_t> bytes_;               // builtin, text, jsonl
+  std::shared_ptr<const std::vector<uint8_t>> bytes_;  // builtin, text, jsonl
+  uint64_t base_ = 0;  // a slice: where its tokens start in bytes_ or the indexed dataset's stream
   std::shared_ptr<IndexedDataset> indexed_;  // indexed
   std::vector<uint64_t> sequence_starts_;    // indexed: each sequence's first token in the stream
   std::vector<uint64_t> document_starts_;    // each document's first token in the stream

@@ -123,6 +123,12 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(training, tensorboard,
                 "also write each step's metrics as TensorBoard scalars to RUN_DIR/tensorboard/ (tensorboard "
                 "--logdir RUN_DIR/tensorboard)"),
+      RONDO_KEY(training, eval_interval,
+                "evaluate every N steps and after the last: the mean loss (and perplexity) over "
+                "training.eval_iters global batches of data.split's validation documents, in metrics.jsonl "
+                "(val_loss), TensorBoard and the dashboard; 0: never"),
+      RONDO_KEY(training, eval_iters,
+                "global batches each evaluation reads (the same ones every time, so evaluations compare)"),
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),
@@ -140,6 +146,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(data, format,
                 "auto | text | jsonl | indexed | lognormal (auto: indexed when PREFIX.idx exists, jsonl for "
                 "*.jsonl, lognormal for the path `lognormal`)"),
+      RONDO_KEY(data, split,
+                "documents held out, Megatron's way: weights of the training, validation and test parts "
+                "(98,2 or 969,30,1), each a consecutive range of the corpus's documents; training reads the "
+                "first, evaluation the second; empty: all documents train"),
       RONDO_KEY(data, lognormal_documents, "data.path lognormal: documents in the synthetic mix"),
       RONDO_KEY(data, lognormal_mu, "data.path lognormal: mean of ln(document length); median length e^mu"),
       RONDO_KEY(data, lognormal_sigma, "data.path lognormal: standard deviation of ln(document length)"),

@@ -71,6 +71,10 @@ struct TrainingConfig {
   int64_t exit_interval = 0;
   int64_t log_interval = 100;
   bool tensorboard = true;
+  // Validation (data.split's second part): every eval_interval steps and after the last, the
+  // loss over eval_iters global batches of held-out documents; 0: never.
+  int64_t eval_interval = 0;
+  int64_t eval_iters = 10;
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";
@@ -83,6 +87,7 @@ struct TrainingConfig {
 struct DataConfig {
   std::string path = "builtin";
   std::string format = "auto";
+  std::string split;  // training,validation,test document weights (data/document_split.h); "": all train
   bool pack = false;
   bool pad = false;
   int64_t chunk_size = 0;  // 0: no chunking

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "data/document_split.h"
 #include "data/token_corpus.h"
 #include "orchestrator/config.h"
 #include "orchestrator/fabric.h"
@@ -266,6 +267,27 @@ void validate_data(const Config& c) {
   }
 }
 
+// Validation on held-out documents (data.split; worker/validation.h).
+void validate_evaluation(const Config& c) {
+  const auto& t = c.training;
+  const auto split = parse_document_split(c.data.split);  // throws naming data.split
+  require(t.eval_interval >= 0, "training.eval_interval",
+          "must be >= 0 (0: never), got " + str(t.eval_interval));
+  require(t.eval_iters >= 1, "training.eval_iters", "must be >= 1, got " + str(t.eval_iters));
+  if (t.eval_interval == 0) return;
+  require(split[1] > 0, "data.split",
+          "'" + c.data.split + "' holds no validation documents for training.eval_interval " +
+              str(t.eval_interval) + " (e.g. data.split=98,2)");
+  const auto refuse = [&](bool when, const std::string& what) {
+    require(!when, "training.eval_interval", "evaluation does not run with " + what + " yet; set 0");
+  };
+  refuse(c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1,
+         "pipeline.schedule roundpipe (stateless workers)");
+  refuse(c.parallel.hdp, "parallel.hdp");
+  refuse(c.data.chunk_size > 0, "data.chunk_size (chunked training)");
+  refuse(t.emulate_compute, "training.emulate_compute (no losses are computed)");
+}
+
 void validate_checkpoint_and_pipeline(const Config& c) {
   const int64_t pp = c.parallel.pipeline_model_parallel_size;
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
@@ -383,6 +405,7 @@ void validate(const Config& c) {
   validate_parallel(c);
   validate_training(c);
   validate_data(c);
+  validate_evaluation(c);
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
   validate_faults(c);

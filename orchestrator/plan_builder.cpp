@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "comms/traffic_planner.h"
 #include "data/chunk_plan.h"
+#include "data/document_split.h"
 #include "data/token_corpus.h"
 #include "orchestrator/fabric.h"
 #include "orchestrator/hdp_report.h"
@@ -380,6 +381,8 @@ void spec_pass(PlanContext& c) {
   ts->set_exit_interval(static_cast<uint32_t>(t.exit_interval));
   ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
   ts->set_tensorboard(t.tensorboard);
+  ts->set_eval_interval(static_cast<uint32_t>(t.eval_interval));
+  ts->set_eval_iters(static_cast<uint32_t>(t.eval_iters));
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
   ts->set_emulate_compute(t.emulate_compute);
@@ -389,6 +392,9 @@ void spec_pass(PlanContext& c) {
   p.mutable_data()->set_path(config.data.path);
   p.mutable_data()->set_pack(config.data.pack);
   p.mutable_data()->set_pad(config.data.pad);
+  if (!config.data.split.empty()) {
+    for (double w : parse_document_split(config.data.split)) p.mutable_data()->add_split(w);
+  }
   p.mutable_data()->set_chunk_size(config.data.chunk_size);
   p.mutable_data()->set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
   p.mutable_data()->set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));

@@ -89,6 +89,18 @@ void MetricsWriter::write(const Step& r, const StepSums& summed) {
   }
 }
 
+void MetricsWriter::write_evaluation(const Evaluation& e) {
+  const double perplexity = std::exp(e.loss);
+  const nlohmann::json row = {{"step", e.step},           {"attempt", options_.attempt},
+                              {"val_loss", e.loss},       {"val_perplexity", perplexity},
+                              {"val_targets", e.targets}, {"eval_iters", e.iters},
+                              {"eval_s", e.seconds}};
+  out_.append(row.dump());
+  if (tensorboard_) tensorboard_->scalars(e.step, {{"val_loss", e.loss}, {"val_perplexity", perplexity}});
+  log_->info("validation after step {}: loss {:.4f} | perplexity {:.2f} | {:.0f} targets in {}", e.step,
+             e.loss, perplexity, e.targets, format_duration(e.seconds));
+}
+
 void MetricsWriter::log_summary() const {
   if (last_step_ <= options_.first_step) return;
   log_->info("trained steps {}-{} in {}: loss {:.4f} -> {:.4f}, {:.0f} tokens/s on average",

@@ -3,7 +3,8 @@
 // training.log_interval steps and at the last (loss, grad norm, lr, tokens/s, ETA), and a summary
 // at the end. The step loop hands it what every rank agreed on; a run's parts (gradient reduction,
 // the asynchronous update, chunking) add their own fields to each row through add_fields(), so a
-// new part needs no change here. Torch-free.
+// new part needs no change here. An evaluation (training.eval_interval) is a row of its own, with
+// val_loss and no loss. Torch-free.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -52,12 +53,21 @@ class MetricsWriter {
     StepMaxima worst;  // over the world
   };
   using Fields = std::function<void(const Step&, nlohmann::json& row)>;
+  // An evaluation on the validation documents (worker/validation.h).
+  struct Evaluation {
+    int64_t step = 0;  // the step whose weights were evaluated
+    double loss = 0, targets = 0, seconds = 0;
+    int64_t iters = 0;  // global batches read
+  };
 
   MetricsWriter(Options options, std::shared_ptr<spdlog::logger> log);
 
   void add_fields(Fields fields);
   // Appends the step's row (its sums over the world in `summed`) and logs progress when due.
   void write(const Step& step, const StepSums& summed);
+  // Appends the evaluation's own row (step, val_loss, val_perplexity, val_targets, eval_iters,
+  // eval_s; no `loss`) and logs it.
+  void write_evaluation(const Evaluation& e);
   // "trained steps a-b in 1m02s: loss x -> y, n tokens/s on average" (nothing when no row was written).
   void log_summary() const;
 

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <utility>
 
 #include "common/errors.h"
 #include "common/line_appender.h"
@@ -13,6 +15,7 @@
 #include "common/stopwatch.h"
 #include "comms/collectives.h"
 #include "control/flight_records.h"
+#include "data/document_split.h"
 #include "data/exec/step_batches.h"
 #include "data/sample_windows.h"
 #include "data/token_corpus.h"
@@ -29,12 +32,14 @@
 #include "worker/learning_rate.h"
 #include "worker/live_rings.h"
 #include "worker/metrics_writer.h"
+#include "worker/microbatch_forward.h"
 #include "worker/moe_training.h"
 #include "worker/rank_weights.h"
 #include "worker/staged_model.h"
 #include "worker/step_statistics.h"
 #include "worker/step_updates.h"
 #include "worker/training_device.h"
+#include "worker/validation.h"
 #include "worker/weights_file.h"
 
 namespace rondo {
@@ -66,7 +71,7 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<Collectives>
       stats_coll;  // per-step statistics, recorded like the rest (a hang there must show)
 
-  TokenCorpus corpus;
+  TokenCorpus corpus;                      // the training documents (data.split's first part)
   std::unique_ptr<SampleWindows> windows;  // what each sample reads, over `corpus`
   std::unique_ptr<StepBatches> batches;    // the step's microbatches as tensors
   torch::Device device{torch::kCPU};
@@ -84,6 +89,12 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<MoeTraining> moe;
   // Hybrid data/context parallelism (parallel.hdp): the step model, wrapping this one.
   std::unique_ptr<HdpStepModel> hdp;
+  // Validation (training.eval_interval) over data.split's validation documents.
+  TokenCorpus validation_corpus;
+  std::unique_ptr<Validation> validation;
+  std::optional<Validation::Result> unreported_validation;  // rank 0: for the next step report
+  void split_corpus();
+  void evaluate(int64_t at);
   StepModel& step_model() {
     if (hdp) return *hdp;
     return chunked ? static_cast<StepModel&>(*chunked) : *this;
@@ -133,21 +144,13 @@ struct Trainer::Impl : StepModel {
 
   // StepModel: what the executor calls back.
   torch::Tensor tokens(int microbatch) override { return batches->tokens(microbatch); }
+  const ContextParallel* context_parallel() const { return cp_comm ? &context : nullptr; }
   torch::Tensor forward(int stage, int microbatch, const torch::Tensor& input) override {
-    if (!cp_comm)
-      return compute_model(microbatch)->forward_stage(stage, input, batches->documents(microbatch));
-    // Token ids arrive as whole rows: this rank's share of them (hidden states are shares already).
-    const auto x = input.dim() == 2 ? input.index_select(1, context.held) : input;
-    return compute_model(microbatch)->forward_stage(stage, x, batches->documents(microbatch), &context);
+    return microbatch_forward(compute_model(microbatch), *batches, microbatch, stage, input,
+                              context_parallel());
   }
-  // With data.pack a token's successor in another document is no target (-100: ignored); with
-  // data.pad neither is a target outside the row's document. Context parallelism: this rank's
-  // share of the rows' targets over all of them, so that the group's partial losses add up.
   torch::Tensor loss(int microbatch, const torch::Tensor& logits, const torch::Tensor& targets) override {
-    const auto counted = batches->counted_targets(microbatch, targets);
-    if (!cp_comm) return weights->model()->loss(logits, counted);
-    const int64_t n = std::max<int64_t>(1, counted.ne(-100).sum().item<int64_t>());
-    return weights->model()->loss(logits, counted.index_select(1, context.held), n);
+    return microbatch_loss(weights->model(), *batches, microbatch, logits, targets, context_parallel());
   }
   double step_longest_sequence = 0;  // this rank's (chunked training)
   torch::Tensor stage_gradients(int stage) override { return weights->stage_gradients(stage); }
@@ -203,6 +206,7 @@ void Trainer::Impl::setup() {
   world_coll->set_group("world", {});
   stats_coll = std::make_unique<Collectives>(world, recorder.get());
   stats_coll->set_group("stats", {});
+  split_corpus();
   build_dp_group();
   build_cp_group();
   moe = MoeTraining::make(plan, rank, world, recorder.get());  // collective with expert parallelism
@@ -235,6 +239,10 @@ void Trainer::Impl::setup() {
   if (plan.hdp().enabled())  // collective: a communicator for the rings
     hdp = std::make_unique<HdpStepModel>(plan, *this, corpus, *batches, weights->model(), world);
   schedule = schedule_of_plan(plan);
+  if (t.eval_interval() > 0) {  // collective: a communicator for the forward transfers
+    validation = std::make_unique<Validation>(plan, rank, validation_corpus, world, recorder.get(), device,
+                                              context_parallel());
+  }
   checkpointer =
       std::make_unique<Checkpointer>((fs::path(run_dir) / "checkpoints").string(), plan, rank, *world_coll);
   if (rank == 0) {
@@ -248,6 +256,24 @@ void Trainer::Impl::setup() {
         "compute is emulated (training.emulate_compute): each F/B/I/W sleeps for its predicted "
         "duration; transfers, reductions and the optimizer are real; losses read 0");
   }
+}
+
+void Trainer::Impl::split_corpus() {
+  const auto& weights = plan.data().split();
+  if (weights.empty()) return;
+  const auto parts = split_documents(corpus.num_documents(), {weights.begin(), weights.end()});
+  const TokenCorpus all = std::move(corpus);
+  corpus = all.documents_slice(parts[0].first, parts[0].second, "training");
+  validation_corpus = all.documents_slice(parts[1].first, parts[1].second, "validation");
+  const auto need = static_cast<uint64_t>(plan.model().seq_length()) + 1;
+  if (corpus.size() < need) {
+    throw ConfigError("data.split", "the training documents (" + corpus.source() + ") hold " +
+                                        std::to_string(corpus.size()) + " tokens; training needs at least " +
+                                        std::to_string(need) + " (model.seq_length + 1)");
+  }
+  if (rank == 0)
+    log->info("data.split: {} tokens train, {} validate ({} of {} documents)", corpus.size(),
+              validation_corpus.size(), validation_corpus.num_documents(), all.num_documents());
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -405,6 +431,15 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
     out.set_grad_norm(updates->grad_norm());
     if (hdp) *out.mutable_hdp() = hdp->step_report(r.worst.busiest_compute_s, mean_compute_s(), true);
     if (moe) *out.mutable_moe() = moe->step_report(updates->summed().moe);
+    if (unreported_validation) {
+      const auto v = *std::exchange(unreported_validation, std::nullopt);
+      auto* val = out.mutable_validation();
+      val->set_step(v.step);
+      val->set_loss(v.loss);
+      val->set_perplexity(v.perplexity());
+      val->set_targets(v.targets);
+      val->set_seconds(v.seconds);
+    }
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);
@@ -534,6 +569,18 @@ void Trainer::Impl::step_done(const MetricsWriter::Step& r) {
   metrics->write(r, summed);
 }
 
+void Trainer::Impl::evaluate(int64_t at) {
+  const auto result = validation->evaluate(at, weights->model(), *stats_coll);
+  if (moe) moe->take_step_values();  // the router's load of the validation batches is no step's
+  if (rank != 0) return;
+  metrics->write_evaluation({.step = at,
+                             .loss = result.loss,
+                             .targets = result.targets,
+                             .seconds = result.seconds,
+                             .iters = static_cast<int64_t>(plan.training().eval_iters())});
+  unreported_validation = result;
+}
+
 void Trainer::Impl::checkpoint_if_due(int64_t at, bool stopping) {
   const auto& ck = plan.checkpoint();
   const bool periodic = ck.interval() > 0 && at % static_cast<int64_t>(ck.interval()) == 0;
@@ -578,7 +625,15 @@ int64_t Trainer::run() {
     const bool exiting =
         (t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0) || step >= s.stop_at;
     const auto report = s.run_one_step(step, start_step + 1, exiting);
+    // Validation on the step's updated weights: a synchronous step has them now (and reports the
+    // evaluation with itself); an asynchronous stream once it has drained.
+    const bool evaluating = s.validation && s.validation->due(step, exiting);
+    if (evaluating && !s.weights->delayed()) s.evaluate(step);
     s.updates->end_step(step - 1, s.lr, s.local_maxima(*report), report);
+    if (evaluating && s.weights->delayed()) {
+      s.updates->drain();
+      s.evaluate(step);
+    }
     // A stop agreed at step k: a synchronous run ends there; an asynchronous stream drains first.
     if (s.agreed_stop && s.stop_at == std::numeric_limits<int64_t>::max())
       s.stop_at = s.updates->stop_step(step);

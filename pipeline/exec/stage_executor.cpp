@@ -24,12 +24,13 @@ const char* transfer_name(int kind) { return kind == 0 ? "activations" : "gradie
 }  // namespace
 
 StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder,
-                             SharedReplicaState* shared)
+                             SharedReplicaState* shared, bool forward_only)
     : plan_(plan), me_(plan.ranks(rank)), rank_(rank), p2p_(p2p), recorder_(recorder), shared_(shared) {
+  forward_only_ = forward_only;
   const auto& t = plan.training();
   chunked_ = plan.data().pipeline_chunk_lengths_size() > 0;
   step_schedules_ = chunked_ || plan.hdp().enabled();
-  actions_ = &me_.actions();
+  actions_ = plan_actions_ = &me_.actions();
   schedule_microbatches_ =
       static_cast<int>(t.num_microbatches()) * std::max(1, plan.data().pipeline_chunk_lengths_size());
   loss_scale_ = 1.0 / (static_cast<double>(schedule_microbatches_) * plan.mesh().dp());
@@ -48,7 +49,30 @@ StageExecutor::StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p
         "plan for schedule " + name_of(plan.schedule()) +
         " has its own backward partition but binds stages to ranks, which this executor cannot run");
   }
-  check_actions(me_.actions());
+  if (forward_only_) keep_forward_actions();
+  check_actions(*plan_actions_);
+}
+
+void StageExecutor::keep_forward_actions() {
+  if (plan_.stateless_workers() || step_schedules_ || emulate_ || shared_) {
+    throw PlanError(
+        "plan: a forward-only executor runs workers bound to their stages, the plan's own actions and real "
+        "compute");
+  }
+  const auto is_forward = [](const plan::Action& a) {
+    return a.kind() == plan::ACTION_F || a.kind() == plan::ACTION_SEND_F || a.kind() == plan::ACTION_RECV_F;
+  };
+  for (const bool ahead : {true, false}) {
+    for (const auto& a : me_.actions()) {
+      if (!is_forward(a) || a.ahead() != ahead) continue;
+      auto* kept = forward_actions_.Add();
+      *kept = a;
+      kept->set_ahead(false);
+    }
+  }
+  async_ = false;
+  recompute_ = false;
+  plan_actions_ = actions_ = &forward_actions_;
 }
 
 void StageExecutor::check_modes() const {
@@ -460,6 +484,8 @@ void StageExecutor::count_compute(std::vector<double>& per_stage, int stage, int
 }
 
 StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
+  std::optional<torch::NoGradGuard> no_graph;
+  if (forward_only_) no_graph.emplace();
   StepTimes times;
   const auto stages = static_cast<size_t>(plan_.stages_size());
   times.stage_f.assign(stages, 0.0);
@@ -477,7 +503,7 @@ StepTimes StageExecutor::run_step(StepModel& model, StreamPosition position) {
   }
   backward_grads_.clear();
   step_schedule_ = nullptr;
-  actions_ = &me_.actions();
+  actions_ = plan_actions_;
   ++step_;
   return times;
 }

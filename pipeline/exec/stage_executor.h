@@ -46,6 +46,10 @@
 // num_microbatches + m, m being its number in the next step; the weights it computes with are
 // the StepModel's business (the one-step delay: worker/delayed_update.h).
 //
+// Forward-only (validation, worker/validation.h): the rank's F, SEND_F and RECV_F of the plan --
+// an asynchronous plan's ahead ones first, as in a stream of one step -- without a graph; the
+// losses add up as in training. Not for stateless workers, step schedules or emulated compute.
+//
 // The model and the rest of the step come in through StepModel (the worker implements it).
 // Call order: construct once; run_step() once per step.
 #pragma once
@@ -139,7 +143,7 @@ class StageExecutor {
   // (required exactly when the plan's workers are stateless) must outlive the executor. Throws
   // PlanError when the rank's actions are not executable.
   StageExecutor(const plan::Plan& plan, int rank, Communicator& p2p, TimingRecorder* recorder,
-                SharedReplicaState* shared = nullptr);
+                SharedReplicaState* shared = nullptr, bool forward_only = false);
   ~StageExecutor();
 
   StepTimes run_step(StepModel& model, StreamPosition position = {});
@@ -177,6 +181,8 @@ class StageExecutor {
   // them; every action of this rank is executable (and which backward of a stage is its last).
   void check_modes() const;
   void check_actions(const google::protobuf::RepeatedPtrField<plan::Action>& actions);
+  // Forward-only: the plan's forward actions of this rank, ahead ones first, none ahead.
+  void keep_forward_actions();
   // Takes the step's schedule from the model (required with chunked pipeline microbatches), or
   // the plan's: the actions, microbatch count and loss scale the step runs with.
   void begin_step(StepModel& model);
@@ -217,6 +223,11 @@ class StageExecutor {
   bool step_schedules_ = false;
   const StepSchedule* step_schedule_ = nullptr;                      // the running step's, or null
   const google::protobuf::RepeatedPtrField<plan::Action>* actions_;  // the running step's
+  // The actions of a step without a schedule of its own: the rank's plan's, or forward-only its
+  // forward ones (forward_actions_).
+  const google::protobuf::RepeatedPtrField<plan::Action>* plan_actions_;
+  bool forward_only_ = false;
+  google::protobuf::RepeatedPtrField<plan::Action> forward_actions_;
   int schedule_microbatches_ = 1;
   bool emulate_;  // training.emulate_compute: compute actions sleep for their predicted time
   bool async_;    // Plan.asynchronous: steps are windows of a stream
