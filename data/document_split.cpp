@@ -28,6 +28,8 @@ std::vector<double> parse_document_split(const std::string& text) {
     }
     weights.push_back(w);
   }
+  if (!text.empty() && weights.size() != static_cast<size_t>(std::count(text.begin(), text.end(), ',')) + 1)
+    throw ConfigError("data.split", "'" + text + "' has an empty part");
   if (weights.empty()) weights = {1.0};
   if (weights.size() > 3)
     throw ConfigError("data.split", "'" + text + "' has " + std::to_string(weights.size()) +
@@ -47,7 +49,8 @@ std::vector<std::pair<uint64_t, uint64_t>> split_documents(uint64_t documents,
   // Megatron's rule: cumulative rounded shares, the total's rounding excess taken off every
   // boundary past the first.
   std::vector<int64_t> at{0};
-  for (double w : weights) at.push_back(at.back() + std::llround(w * static_cast<double>(documents)));
+  for (double w : weights)  // rounding half to even, as Python's round()
+    at.push_back(at.back() + static_cast<int64_t>(std::nearbyint(w * static_cast<double>(documents))));
   const int64_t excess = at.back() - static_cast<int64_t>(documents);
   for (size_t i = 1; i < at.size(); ++i)
     at[i] = std::clamp<int64_t>(at[i] - excess, at[i - 1], static_cast<int64_t>(documents));

@@ -39,6 +39,11 @@ std::string status_text(const nlohmann::json& s, double age_s) {
                   p["eta_s"].get<double>());
     out << buf;
   }
+  if (p.contains("val_loss")) {
+    std::snprintf(buf, sizeof(buf), ", val loss %.4f (step %lld)", p["val_loss"].get<double>(),
+                  static_cast<long long>(p["val_step"].get<int64_t>()));
+    out << buf;
+  }
   out << "\n";
   uint64_t refused = 0;
   for (const auto& [reason, n] : s["refused_calls"].items()) refused += n.get<uint64_t>();

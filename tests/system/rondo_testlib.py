@@ -95,7 +95,8 @@ def losses(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         for line in f:
             row = json.loads(line)
-            out[row["step"]] = row["loss"]
+            if "loss" in row:  # not an evaluation's row
+                out[row["step"]] = row["loss"]
     return out
 
 
@@ -106,8 +107,13 @@ def rows(run_dir):
 
 
 def by_step(run_dir):
-    """The metrics rows by step (a re-run step's last row)."""
-    return {r["step"]: r for r in rows(run_dir)}
+    """The training steps' metrics rows by step (a re-run step's last row)."""
+    return {r["step"]: r for r in rows(run_dir) if "loss" in r}
+
+
+def validations(run_dir):
+    """The evaluations' rows (training.eval_interval) by the step evaluated (a re-run's last)."""
+    return {r["step"]: r for r in rows(run_dir) if "val_loss" in r}
 
 
 def events(run_dir):

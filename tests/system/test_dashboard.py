@@ -5,6 +5,7 @@ counted while training goes on; `rondo status` prints the same state. An HDP job
 each step's groups on the planner's timeline; an MoE job's, the router's load per layer and expert."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import tempfile
 import urllib.error
 import urllib.request
 
-from rondo_testlib import TINY, Context, rows, wait_for, worker_pid
+from rondo_testlib import TINY, Context, by_step, rows, wait_for, worker_pid
 
 ctx = Context()
 
@@ -50,10 +51,11 @@ def screenshot(name, url):
 
 port = free_port()
 base = f"http://127.0.0.1:{port}"
-run_dir, proc = ctx.start("served", TINY + ["parallel.world_size=2", "training.train_iters=100000"],
+run_dir, proc = ctx.start("served", TINY + ["parallel.world_size=2", "training.train_iters=100000",
+                                             "data.split=90,10", "training.eval_interval=5", "training.eval_iters=1"],
                           extra=["--dashboard-port", str(port)])
 try:
-    wait_for(lambda: len(rows(run_dir)) >= 20, 300, "20 steps")
+    wait_for(lambda: len(by_step(run_dir)) >= 20, 300, "20 steps")
 
     # /api/state and /metrics
     state = json.loads(get(base + "/api/state")[0])
@@ -62,7 +64,8 @@ try:
     metrics, ctype = get(base + "/metrics")
     ctx.check(ctype.startswith("text/plain; version=0.0.4"), f"/metrics content type: {ctype}")
     for name in ("rondo_loss ", 'rondo_step_time_seconds{rank="1"}', "rondo_tokens_per_second ",
-                 'rondo_collective_seconds{op="allreduce",src="0",dst="1"}', "rondo_restarts_total 0"):
+                 'rondo_collective_seconds{op="allreduce",src="0",dst="1"}', "rondo_restarts_total 0",
+                 "rondo_val_loss ", "rondo_val_step "):
         ctx.check(name in metrics, f"/metrics has {name.strip()}")
     check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
     ctx.check(check.returncode == 0, "promtool check metrics accepts /metrics " + (check.stdout + check.stderr).strip())
@@ -102,6 +105,11 @@ try:
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", base + "/").stdout
     ctx.check('id="loss-curve"' in dom and 'data-points="' in dom and 'data-points="0"' not in dom,
               "the loss curve is drawn from live points")
+    dots = re.search(r'id="loss-curve"[^>]*data-dots="(\d+)"', dom)
+    header = re.search(r'id="val-loss">([^<]*)<', dom)
+    ctx.check(dots and int(dots.group(1)) > 0 and header and "step" in header.group(1),
+              f"the validation losses are dots on the loss curve ({dots and dots.group(1)}) and the header "
+              f"shows the newest ({header and header.group(1)})")
     cells = dom.count("data-rank=")
     valued = [c for c in dom.split("data-value=\"")[1:] if c[:1].isdigit()]
     ctx.check(cells >= 2 and len(valued) >= 2, f"the heatmap has cells with step times ({cells} cells)")
@@ -112,7 +120,7 @@ try:
     # rondo status, from state.json
     st = subprocess.run([ctx.rondo, "status", run_dir], capture_output=True, text=True, timeout=30)
     ctx.check(st.returncode == 0 and "status:   running" in st.stdout and "progress: step" in st.stdout
-              and "4 refused calls" not in st.stdout, "rondo status prints the live state:\n" + st.stdout)
+              and "4 refused calls" not in st.stdout and ", val loss " in st.stdout, "rondo status prints the live state:\n" + st.stdout)
 
     # An operator's commands, with the token the coordinator left in the run directory.
     latest = os.path.join(run_dir, "checkpoints", "latest")

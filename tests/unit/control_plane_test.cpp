@@ -2,6 +2,8 @@
 // reports, heartbeats with commands, and every kind of bad call refused, counted, and survived.
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -166,6 +168,38 @@ TEST(JobState, StatusTextShowsProgressRanksAndStaleness) {
   EXPECT_NE(stale.find("no update for 60 s: is the coordinator gone?"), std::string::npos) << stale;
   state.set_phase("finished");
   EXPECT_EQ(status_text(state.to_json(), 600.0).find("coordinator gone"), std::string::npos);
+}
+
+TEST(JobState, EvaluationsRideOnStepReportsIntoTheSeriesProgressAndMetrics) {
+  JobState state("/runs/a", 1, 100);
+  const auto report = [&](int64_t step, double loss, std::optional<std::pair<int64_t, double>> validation) {
+    report::StepReport r;
+    r.set_rank(0);
+    r.set_step(step);
+    r.set_loss(loss);
+    r.set_step_time_s(0.1);
+    if (validation) {
+      r.mutable_validation()->set_step(validation->first);
+      r.mutable_validation()->set_loss(validation->second);
+    }
+    state.add_report(r);
+  };
+  report(1, 5.0, std::nullopt);
+  EXPECT_FALSE(state.to_json()["progress"].contains("val_loss"));
+  EXPECT_EQ(state.prometheus().find("rondo_val_loss"), std::string::npos);
+  report(2, 4.5, std::pair{2, 4.75});
+  report(3, 4.0, std::nullopt);
+  report(5, 3.5, std::pair{4, 4.25});  // an asynchronous stream's: the step before
+  const auto j = state.to_json();
+  EXPECT_EQ(j["series"]["val_step"], nlohmann::json({2, 4}));
+  EXPECT_EQ(j["series"]["val_loss"], nlohmann::json({4.75, 4.25}));
+  EXPECT_EQ(j["progress"]["val_loss"], 4.25);
+  EXPECT_EQ(j["progress"]["val_step"], 4);
+  const auto metrics = state.prometheus();
+  EXPECT_NE(metrics.find("rondo_val_loss 4.25\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("rondo_val_step 4\n"), std::string::npos) << metrics;
+  const auto text = status_text(j, 1.0);
+  EXPECT_NE(text.find(", val loss 4.2500 (step 4)"), std::string::npos) << text;
 }
 
 TEST(JobState, TheHeatmapWindowSlidesJumpsAndRestarts) {

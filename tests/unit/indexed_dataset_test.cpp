@@ -263,6 +263,24 @@ TEST_F(IndexedDatasetTest, TokenCorpusReadsTheSameStreamFromEveryFormat) {
     }
     std::vector<int64_t> past(2);
     EXPECT_THROW(c.read(all.size() - 1, 2, past.data()), DataError) << format;
+    // Document ranges (data.split) read as corpora of their own, a range of a range too.
+    const auto first = c.documents_slice(0, 2, "training"), last = c.documents_slice(1, 3, "validation");
+    const auto only = last.documents_slice(1, 2, "test");
+    for (const auto& [slice, text] : {std::pair{&first, docs[0] + docs[1]},
+                                      std::pair{&last, docs[1] + docs[2]}, std::pair{&only, docs[2]}}) {
+      ASSERT_EQ(slice->size(), text.size()) << format;
+      std::vector<int64_t> got(text.size());
+      slice->read(0, got.size(), got.data());
+      EXPECT_EQ(std::string(got.begin(), got.end()), text) << format;
+      EXPECT_THROW(slice->read(text.size(), 1, got.data()), DataError) << format;
+    }
+    EXPECT_EQ(last.num_documents(), 2u);
+    EXPECT_EQ(last.document_lengths(), (std::vector<int64_t>{0, static_cast<int64_t>(docs[2].size())}))
+        << format;
+    std::vector<int64_t> ids(4);
+    first.documents(14, 2, ids.data());  // the first document's last two tokens
+    EXPECT_EQ(ids[0], 0);
+    EXPECT_NE(first.source().find("training: documents 0-2 of 3"), std::string::npos) << first.source();
   }
   EXPECT_THROW(TokenCorpus::load(prefix(), "indexed", all.size() + 1), ConfigError);
 }
