@@ -129,6 +129,13 @@ const std::vector<ConfigKey>& config_schema() {
                 "(val_loss), TensorBoard and the dashboard; 0: never"),
       RONDO_KEY(training, eval_iters,
                 "global batches each evaluation reads (the same ones every time, so evaluations compare)"),
+      RONDO_KEY(training, lora_rank,
+                "LoRA: the rank of a trainable update (alpha / rank) B A beside each target linear layer, "
+                "every other weight frozen (docs/models.md); 0: train every weight"),
+      RONDO_KEY(training, lora_alpha, "LoRA: the update's scale is lora_alpha / lora_rank"),
+      RONDO_KEY(training, lora_target_modules,
+                "LoRA's linear layers, comma separated: all-linear (every block's) or by name: qkv, proj "
+                "(attention), fc, fc_out (gpt's MLP), gate, up, down (llama's), lm_head"),
       RONDO_KEY(training, device, "cpu | cuda"),
       RONDO_KEY(training, malloc_policy,
                 "caching (freed memory stays in the worker for reuse) | system (glibc's defaults)"),

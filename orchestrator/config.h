@@ -75,6 +75,11 @@ struct TrainingConfig {
   // loss over eval_iters global batches of held-out documents; 0: never.
   int64_t eval_interval = 0;
   int64_t eval_iters = 10;
+  // LoRA: a trainable low-rank update beside each target linear layer, everything else frozen;
+  // rank 0: off (full training).
+  int64_t lora_rank = 0;
+  double lora_alpha = 16.0;
+  std::string lora_target_modules = "all-linear";
   int64_t num_threads = 1;
   std::string device = "cpu";
   std::string malloc_policy = "caching";

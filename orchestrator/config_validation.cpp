@@ -288,6 +288,32 @@ void validate_evaluation(const Config& c) {
   refuse(t.emulate_compute, "training.emulate_compute (no losses are computed)");
 }
 
+// LoRA (worker/staged_model.h): the adapters' rank, scale and target layers.
+void validate_lora(const Config& c) {
+  const auto& t = c.training;
+  require(t.lora_rank >= 0, "training.lora_rank", "must be >= 0 (0: off), got " + str(t.lora_rank));
+  if (t.lora_rank == 0) return;
+  require(t.lora_alpha > 0, "training.lora_alpha", "must be > 0");
+  const bool gpt = c.model.family == "gpt";
+  const std::vector<std::string> names =
+      gpt ? std::vector<std::string>{"all-linear", "qkv", "proj", "fc", "fc_out", "lm_head"}
+          : std::vector<std::string>{"all-linear", "qkv", "proj", "gate", "up", "down", "lm_head"};
+  const auto targets = comma_items(t.lora_target_modules);
+  require(!targets.empty(), "training.lora_target_modules", "names no layer");
+  for (const auto& target : targets) {
+    if (target == "q_proj" || target == "k_proj" || target == "v_proj")
+      throw ConfigError("training.lora_target_modules",
+                        "'" + target + "': rondo fuses queries, keys and values into one layer: use qkv");
+    require_one_of(target, names, "training.lora_target_modules");
+  }
+  const auto refuse = [&](bool when, const std::string& what) {
+    require(!when, "training.lora_rank", "LoRA does not run with " + what + " yet");
+  };
+  refuse(c.model.num_experts > 0, "model.num_experts (MoE)");
+  refuse(c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1,
+         "pipeline.schedule roundpipe (stateless workers)");
+}
+
 void validate_checkpoint_and_pipeline(const Config& c) {
   const int64_t pp = c.parallel.pipeline_model_parallel_size;
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
@@ -406,6 +432,7 @@ void validate(const Config& c) {
   validate_training(c);
   validate_data(c);
   validate_evaluation(c);
+  validate_lora(c);
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
   validate_faults(c);

@@ -230,6 +230,32 @@ json hf_config_of(const ModelConfig& m) {
 }
 
 // rondo -> Hugging Face.
+// `name` (a linear layer's weight) with its LoRA adapter merged in when the weights have one:
+// W + scale B A, B [out, rank] and A [rank, in], accumulated in double.
+std::vector<float> merged_weight(const TensorFiles& weights, const std::string& name, double scale) {
+  auto w = weights.read_f32(name);
+  const auto layer = name.substr(0, name.size() - std::string(".weight").size());
+  if (!name.ends_with(".weight") || !weights.contains(layer + ".lora_a")) return w;
+  const auto& a_shape = weights.at(layer + ".lora_a").shape;
+  const auto& b_shape = weights.at(layer + ".lora_b").shape;
+  const auto& w_shape = weights.at(name).shape;
+  if (a_shape.size() != 2 || b_shape.size() != 2 || w_shape.size() != 2 || a_shape[0] != b_shape[1] ||
+      a_shape[1] != w_shape[1] || b_shape[0] != w_shape[0]) {
+    throw CheckpointError(weights.file(layer + ".lora_a").path(),
+                          "the LoRA adapter of '" + name + "' does not fit its weight");
+  }
+  const auto a = weights.read_f32(layer + ".lora_a"), b = weights.read_f32(layer + ".lora_b");
+  const int64_t rows = w_shape[0], cols = w_shape[1], rank = a_shape[0];
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      double update = 0;
+      for (int64_t r = 0; r < rank; ++r) update += static_cast<double>(b[i * rank + r]) * a[r * cols + j];
+      w[i * cols + j] = static_cast<float>(w[i * cols + j] + scale * update);
+    }
+  }
+  return w;
+}
+
 int convert_to_hf(const ConvertOptions& o) {
   const fs::path out(o.to_hf);
   const auto src = model_source(o.from);
@@ -245,6 +271,8 @@ int convert_to_hf(const ConvertOptions& o) {
   for (const auto& f : src.files) weights.add(f);
   const std::string dtype =
       o.dtype.empty() ? dtype_name(hf_config.value("torch_dtype", "float32")) : dtype_name(o.dtype);
+  const auto& t = src.config.training;
+  const double lora_scale = t.lora_rank > 0 ? t.lora_alpha / static_cast<double>(t.lora_rank) : 0.0;
   std::vector<SafetensorsTensor> tensors;
   for (const auto& map : hf_weight_mappings(model)) {
     const auto& e = weights.at(map.rondo);
@@ -262,8 +290,8 @@ int convert_to_hf(const ConvertOptions& o) {
            .shape = map.shape.size() > 1 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows},
            .values = {},
            .dtype = dtype,
-           .produce = [&weights, name = map.rondo, row, rows, cols] {
-             const auto all = weights.read_f32(name);
+           .produce = [&weights, name = map.rondo, row, rows, cols, lora_scale] {
+             const auto all = merged_weight(weights, name, lora_scale);
              return std::vector<float>(all.begin() + row * cols, all.begin() + (row + rows) * cols);
            }});
       row += rows;

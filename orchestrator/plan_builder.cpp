@@ -383,6 +383,11 @@ void spec_pass(PlanContext& c) {
   ts->set_tensorboard(t.tensorboard);
   ts->set_eval_interval(static_cast<uint32_t>(t.eval_interval));
   ts->set_eval_iters(static_cast<uint32_t>(t.eval_iters));
+  ts->set_lora_rank(static_cast<uint32_t>(t.lora_rank));
+  ts->set_lora_alpha(t.lora_alpha);
+  if (t.lora_rank > 0) {
+    for (const auto& target : comma_items(t.lora_target_modules)) ts->add_lora_target_modules(target);
+  }
   ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
   ts->set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
   ts->set_emulate_compute(t.emulate_compute);

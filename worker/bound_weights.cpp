@@ -24,13 +24,15 @@ std::vector<StageLayers> local_stages(const plan::Plan& plan, int rank) {
   return out;
 }
 
-// The model's parameters in the order their gradients lie in the flat buffer: the dense ones (summed
-// over the data-parallel group), then the experts' (summed over their replicas only), each part in
-// model order.
+// The model's trained parameters (LoRA: its adapters alone) in the order their gradients lie in the
+// flat buffer: the dense ones (summed over the data-parallel group), then the experts' (summed over
+// their replicas only), each part in model order.
 std::vector<std::pair<std::string, torch::Tensor>> flat_order(const StagedModel& model) {
   std::vector<std::pair<std::string, torch::Tensor>> dense, experts;
-  for (const auto& item : model->named_parameters())
+  for (const auto& item : model->named_parameters()) {
+    if (!item.value().requires_grad()) continue;
     (is_expert_parameter(item.key()) ? experts : dense).emplace_back(item.key(), item.value());
+  }
   dense.insert(dense.end(), experts.begin(), experts.end());
   return dense;
 }
@@ -190,8 +192,14 @@ std::string BoundWeights::describe() const {
   std::string held;
   int64_t elements = 0;
   for (const auto& st : model_->stages()) held += (held.empty() ? "" : ", ") + std::to_string(st.index);
-  for (const auto& p : model_->parameters()) elements += p.numel();
-  return "this rank holds " + std::to_string(elements) + " parameters: stage(s) " + held;
+  int64_t trained = 0;
+  for (const auto& p : model_->parameters()) {
+    elements += p.numel();
+    if (p.requires_grad()) trained += p.numel();
+  }
+  return "this rank holds " + std::to_string(elements) + " parameters" +
+         (trained < elements ? " (" + std::to_string(trained) + " trained: LoRA's adapters)" : "") +
+         ": stage(s) " + held;
 }
 
 void BoundWeights::add_metrics(MetricsWriter& metrics) {

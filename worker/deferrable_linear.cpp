@@ -28,11 +28,12 @@ bool onednn_gemm(bool fused, onednn::Gemm g, const torch::Tensor& a, const torch
 }
 
 // y = x W^T (+ b). Forward saves x and W, and the parameters themselves (not saved copies) for a
-// deferred job to accumulate into their .grad. Autograd refuses an undefined tensor input, so the
-// bias-free layer is its own Function.
+// deferred job to accumulate into their .grad; x only when the weight trains (the input gradient
+// needs W alone). Autograd refuses an undefined tensor input, so the bias-free layer is its own
+// Function.
 torch::Tensor linear_forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
                              const torch::Tensor& bias, bool fused) {
-  ctx->save_for_backward({x, weight});
+  ctx->save_for_backward({weight.requires_grad() ? x : torch::Tensor(), weight});
   ctx->saved_data["weight"] = weight;
   ctx->saved_data["bias"] = bias;
   ctx->saved_data["fused"] = fused;
@@ -56,13 +57,19 @@ variable_list linear_backward(AutogradContext* ctx, const torch::Tensor& g) {
   const int64_t out = weight.size(0), in = weight.size(1);
   const bool fused = ctx->saved_data["fused"].toBool();
   const auto g2 = g.reshape({-1, out});
-  const auto x2 = x.reshape({-1, in});
   torch::Tensor grad_x;
-  if (onednn_gemm(fused, {.m = g2.size(0), .n = in, .k = out}, g2, weight, {}, grad_x)) {
-    grad_x = grad_x.view(x.sizes());
+  if (!ctx->needs_input_grad(0)) {
+    // The stage's input, or below only frozen layers: nothing wants it.
+  } else if (onednn_gemm(fused, {.m = g2.size(0), .n = in, .k = out}, g2, weight, {}, grad_x)) {
+    auto sizes = g.sizes().vec();
+    sizes.back() = in;
+    grad_x = grad_x.view(sizes);
   } else {
     grad_x = g.matmul(weight);
   }
+  // A frozen weight (LoRA's base) gets no gradient: neither GEMM nor buffer.
+  if (!x.defined()) return {grad_x, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  const auto x2 = x.reshape({-1, in});
   // dW += g^T x and db += sum(g), straight into the parameters' gradient buffers (addmm_
   // accumulates inside the GEMM: no temporary, no separate pass). Returned undefined, so
   // autograd's accumulator adds nothing (its hooks still run, as the gradient is final).
@@ -131,9 +138,19 @@ DeferrableLinearImpl::DeferrableLinearImpl(int64_t in_features, int64_t out_feat
   if (with_bias) bias = register_parameter("bias", torch::empty({out_features}));
 }
 
+void DeferrableLinearImpl::add_lora(int64_t rank, double scale) {
+  lora_a = register_parameter("lora_a", torch::empty({rank, weight.size(1)}, weight.options()));
+  lora_b = register_parameter("lora_b", torch::empty({weight.size(0), rank}, weight.options()));
+  lora_scale_ = scale;
+}
+
 torch::Tensor DeferrableLinearImpl::forward(const torch::Tensor& x) {
-  return bias.defined() ? LinearFunction::apply(x, weight, bias, fused_kernels_)
-                        : LinearNoBiasFunction::apply(x, weight, fused_kernels_);
+  auto y = bias.defined() ? LinearFunction::apply(x, weight, bias, fused_kernels_)
+                          : LinearNoBiasFunction::apply(x, weight, fused_kernels_);
+  if (!lora_a.defined()) return y;
+  // Two deferrable products: a split backward defers both adapters' gradients to its W.
+  const auto down = LinearNoBiasFunction::apply(x, lora_a, fused_kernels_);
+  return y + LinearNoBiasFunction::apply(down, lora_b, fused_kernels_) * lora_scale_;
 }
 
 }  // namespace rondo

@@ -18,7 +18,7 @@ FlatAdamW::FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads
   }
   if (options.amsgrad()) throw Error("FlatAdamW: amsgrad is not supported");
   flat_params_ =
-      flat_params.defined() ? flat_params.narrow(0, 0, n) : torch::empty({n}, params_.front().options());
+      flat_params.defined() ? flat_params.narrow(0, 0, n) : torch::empty({n}, flat_grads.options());
   flat_grads_ = flat_grads.narrow(0, 0, n);
   exp_avg_ =
       moments.defined() ? moments.select(0, 0).narrow(0, 0, n) : torch::zeros({n}, flat_params_.options());

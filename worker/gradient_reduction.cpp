@@ -20,11 +20,12 @@ constexpr double kFirstBucketMb = 1.0;
 
 size_t mib(double mb) { return static_cast<size_t>(mb * 1024 * 1024); }
 
-// The parameters a reduction sums, in model order.
+// The parameters a reduction sums (trained ones only: LoRA freezes all but its adapters), in
+// model order.
 std::vector<torch::Tensor> included(const StagedModel& model, const GradientReduction::Include& include) {
   std::vector<torch::Tensor> out;
   for (const auto& item : model->named_parameters()) {
-    if (!include || include(item.key())) out.push_back(item.value());
+    if (item.value().requires_grad() && (!include || include(item.key()))) out.push_back(item.value());
   }
   return out;
 }
@@ -48,6 +49,7 @@ GradientReduction::GradientReduction(const plan::CommsSpec& c, Collectives& dp, 
   std::vector<size_t> elements;
   for (const auto& p : included(first, include)) elements.push_back(static_cast<size_t>(p.numel()));
   const auto stages = stage_of(first);
+  for (const auto& st : first->stages()) stage_params_[st.index];  // a stage may train nothing
   size_t index = 0;
   for (const auto& p : included(first, include))
     stage_params_[stages.at(p.unsafeGetTensorImpl())].push_back(index++);

@@ -22,6 +22,16 @@
 
 namespace rondo {
 
+// LoRA (training.lora_*): a trainable low-rank update scale * B A beside each target linear
+// layer's frozen weight; every other parameter frozen too. rank 0: off.
+struct LoraSpec {
+  int64_t rank = 0;
+  double alpha = 0;  // the update is scaled by alpha / rank
+  // Linear layers by their name's last part (qkv, proj, fc, fc_out, gate, up, down, lm_head), or
+  // all-linear: every block's.
+  std::vector<std::string> targets;
+};
+
 struct ModelShape {
   int64_t num_layers;
   int64_t hidden_size;
@@ -47,6 +57,7 @@ struct ModelShape {
   int64_t head_size = 0;  // 0: hidden_size / num_attention_heads
   RotarySpec rotary = {};
   double norm_epsilon = 1e-5;
+  LoraSpec lora = {};
 };
 
 // Token ids [batch, seq] and each token's position [batch, seq] (or [seq]) -> hidden states.

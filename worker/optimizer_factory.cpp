@@ -4,6 +4,7 @@
 #include "proto/plan.pb.h"
 #include "worker/flat_adamw.h"
 #include "worker/muon.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -18,7 +19,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const plan::TrainingSpec
       std::vector<torch::Tensor> matrices, others;
       std::vector<int> stacked;
       for (const auto& [name, param] : in.named) {
-        const bool hidden = name.rfind("block", 0) == 0 && param.dim() == 2;
+        // LoRA's adapters are low-rank factors, not hidden matrices: AdamW's.
+        const bool hidden = name.rfind("block", 0) == 0 && param.dim() == 2 && !is_lora_parameter(name);
         (hidden ? matrices : others).push_back(param);
         if (hidden) stacked.push_back(in.stacked_matrices ? in.stacked_matrices(name) : 1);
       }

@@ -1,8 +1,11 @@
 #include "worker/staged_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
+
+#include "worker/deferrable_linear.h"
 
 namespace rondo {
 
@@ -42,11 +45,49 @@ StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
     }
   }
 
+  add_lora_adapters();
   torch::NoGradGuard no_grad;
   for (auto& item : named_parameters()) {
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(item.key()));
-    family.initialise(item.key(), item.value(), s, gen);
+    if (!initialise_lora(item.key(), item.value(), gen)) family.initialise(item.key(), item.value(), s, gen);
   }
+  // LoRA: only the adapters train.
+  if (s.lora.rank > 0) {
+    for (auto& item : named_parameters()) item.value().requires_grad_(is_lora_parameter(item.key()));
+  }
+}
+
+bool is_lora_parameter(const std::string& name) {
+  return name.ends_with(".lora_a") || name.ends_with(".lora_b");
+}
+
+void StagedModelImpl::add_lora_adapters() {
+  const auto& lora = shape_.lora;
+  if (lora.rank <= 0) return;
+  const auto wanted = [&](const std::string& name) {
+    const auto last = name.substr(name.rfind('.') + 1);
+    for (const auto& t : lora.targets) {
+      if (t == last || (t == "all-linear" && name.starts_with("block"))) return true;
+    }
+    return false;
+  };
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    auto* linear = dynamic_cast<DeferrableLinearImpl*>(item.value().get());
+    if (linear && wanted(item.key()))
+      linear->add_lora(lora.rank, lora.alpha / static_cast<double>(lora.rank));
+  }
+}
+
+bool StagedModelImpl::initialise_lora(const std::string& name, torch::Tensor& p, at::Generator& gen) const {
+  if (name.ends_with(".lora_b")) {
+    p.zero_();  // the adapted model starts as the base model
+    return true;
+  }
+  if (!name.ends_with(".lora_a")) return false;
+  // As PEFT initialises A: Kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(p.size(1)));
+  p.uniform_(-bound, bound, gen);
+  return true;
 }
 
 const StageLayers& StagedModelImpl::stage(int index) const {

@@ -8,7 +8,8 @@
 // registered as "block<layer>", the embedding's and head's submodules under their own names. Every
 // parameter is initialised by the family from its own generator seeded by (seed, name): a layer's
 // weights are the same whichever rank and pipeline layout hold it, which is what makes a pipelined
-// run reproduce one process.
+// run reproduce one process. With LoRA (training.lora_rank) the target linear layers get
+// adapters (lora_a, lora_b: "block7.attn.qkv.lora_a") and every other parameter is frozen.
 #pragma once
 
 #include <torch/torch.h>
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "data/exec/chunk_model.h"
@@ -70,6 +72,10 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   std::vector<torch::Tensor> stage_parameters(int stage) const;
 
  private:
+  // LoRA (shape.lora): an adapter on every target linear layer; A's and B's initialisation (false:
+  // not an adapter's parameter).
+  void add_lora_adapters();
+  bool initialise_lora(const std::string& name, torch::Tensor& p, at::Generator& gen) const;
   torch::Tensor run(int stage, const torch::Tensor& input, const torch::Tensor& positions,
                     const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,
                     std::vector<LayerKeyValues>* present, const ContextShare* share);
@@ -81,5 +87,9 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   std::shared_ptr<HeadPart> head_;
 };
 TORCH_MODULE(StagedModel);
+
+// A LoRA adapter's parameter (its name ends .lora_a or .lora_b): with training.lora_rank the only
+// ones that train.
+bool is_lora_parameter(const std::string& name);
 
 }  // namespace rondo

@@ -5,6 +5,7 @@
 
 #include "common/errors.h"
 #include "common/safetensors.h"
+#include "worker/staged_model.h"
 
 namespace rondo {
 
@@ -36,6 +37,8 @@ size_t read_weights_files(const std::vector<std::string>& paths, torch::nn::Modu
     for (const auto& f : files) {
       if (f->contains(p.key())) file = f.get();
     }
+    // Base weights (checkpoint.load) have no LoRA adapters: those keep their initialisation.
+    if (!file && !exact && is_lora_parameter(p.key())) continue;
     if (!file)
       throw CheckpointError(paths.front(),
                             "no tensor '" + p.key() + "'" + (paths.size() > 1 ? " in these files" : ""));

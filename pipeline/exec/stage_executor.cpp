@@ -424,7 +424,9 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, int mbi, s
   {
     std::optional<WeightGradStore::Scope> split;
     if (a.kind() == plan::ACTION_I) split.emplace(mb.weights);
-    if (st.has_lm_head()) {
+    if (!mb.output.requires_grad()) {
+      // Nothing before it trains (LoRA: a stage of frozen layers fed by token ids).
+    } else if (st.has_lm_head()) {
       (mb.output * loss_scale_).backward();
     } else {
       torch::autograd::backward({mb.output}, {grad});
