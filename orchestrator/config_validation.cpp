@@ -310,8 +310,6 @@ void validate_lora(const Config& c) {
     require(!when, "training.lora_rank", "LoRA does not run with " + what + " yet");
   };
   refuse(c.model.num_experts > 0, "model.num_experts (MoE)");
-  refuse(c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1,
-         "pipeline.schedule roundpipe (stateless workers)");
 }
 
 void validate_checkpoint_and_pipeline(const Config& c) {

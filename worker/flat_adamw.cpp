@@ -7,14 +7,15 @@
 namespace rondo {
 
 FlatAdamW::FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads,
-                     torch::optim::AdamWOptions options, torch::Tensor flat_params, torch::Tensor moments)
+                     torch::optim::AdamWOptions options, torch::Tensor flat_params, torch::Tensor moments,
+                     std::vector<bool> trained)
     : torch::optim::Optimizer({torch::optim::OptimizerParamGroup(params)},
                               std::make_unique<torch::optim::AdamWOptions>(options)),
       params_(std::move(params)) {
   int64_t n = 0;
-  for (const auto& p : params_) {
-    n += p.numel();
-    decays_.push_back(p.dim() >= 2);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    n += params_[i].numel();
+    decays_.push_back(params_[i].dim() >= 2 && (trained.empty() || trained.at(i)));
   }
   if (options.amsgrad()) throw Error("FlatAdamW: amsgrad is not supported");
   flat_params_ =

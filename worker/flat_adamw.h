@@ -21,9 +21,10 @@ class FlatAdamW : public torch::optim::Optimizer {
  public:
   // `flat_grads` holds the parameters' gradients back to back, in `params` order, from element 0
   // (it may be longer); so does `flat_params` when defined, and `moments` ([2, >= n], zeroed:
-  // exp_avg and exp_avg_sq) when the state must live in given memory.
+  // exp_avg and exp_avg_sq) when the state must live in given memory. `trained` false marks a
+  // frozen parameter (empty: none): never decayed, and with its gradient zero never moved.
   FlatAdamW(std::vector<torch::Tensor> params, torch::Tensor flat_grads, torch::optim::AdamWOptions options,
-            torch::Tensor flat_params = {}, torch::Tensor moments = {});
+            torch::Tensor flat_params = {}, torch::Tensor moments = {}, std::vector<bool> trained = {});
 
   torch::Tensor step(LossClosure closure = nullptr) override;
   void save(torch::serialize::OutputArchive& archive) const override;

@@ -28,6 +28,10 @@ struct OptimizerParameters {
   // model family's; unset: 1).
   std::vector<std::pair<std::string, torch::Tensor>> named = {};
   std::function<int(const std::string&)> stacked_matrices = {};
+  // Per parameter of `params` (and `named`), whether it trains (empty: all). A frozen one (LoRA's
+  // base weights, kept in a stateless worker's flat range) is never updated: AdamW neither decays
+  // it nor moves it (its gradient stays zero), Muon and SGD leave it out.
+  std::vector<bool> trained = {};
 };
 
 // Throws PlanError for Muon without `named` (it tells the matrices apart by name).

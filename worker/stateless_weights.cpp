@@ -102,7 +102,10 @@ void StatelessWeights::setup_synchronous(const Named& owned) {
                            .moments = shared_->optimizer_state().narrow(1, range.offset, range.count),
                            .named = owned,
                            .stacked_matrices = model_family(plan_.model().family()).stacked_matrices};
-  for (const auto& [name, param] : owned) over.params.push_back(param);
+  for (const auto& [name, param] : owned) {
+    over.params.push_back(param);
+    over.trained.push_back(param.requires_grad());  // LoRA's frozen base stays in the range
+  }
   optimizer_ = make_optimizer(plan_.training(), std::move(over));
 }
 
@@ -124,6 +127,7 @@ void StatelessWeights::setup_asynchronous(const Named& owned) {
     copy.mutable_grad() = owned_grads_.narrow(0, offset, param.numel()).view_as(param);
     over.params.push_back(copy);
     over.named.emplace_back(name, copy);
+    over.trained.push_back(param.requires_grad());
     offset += param.numel();
   }
   optimizer_ = make_optimizer(plan_.training(), std::move(over));

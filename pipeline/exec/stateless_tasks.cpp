@@ -194,7 +194,7 @@ void StageExecutor::stateless_backward(StepModel& model, const plan::Action& a, 
       times.loss_sum += loss.item<double>();
       ++times.losses;
       (loss * loss_scale_).backward();
-    } else {
+    } else if (out.requires_grad()) {  // else only frozen atoms from the embedding on (LoRA)
       torch::autograd::backward({out}, {grad});
     }
     if (first > 0) backward_grads_[{stage, mbi}] = input.grad();

@@ -7,9 +7,10 @@
 - the merged export (`rondo convert --to-hf`) is W + (alpha / rank) B A for every adapted weight
   (computed here from the checkpoint's bytes) and the base's own tensor elsewhere; the merged model
   gives the adapted model's loss (one padded document: every step reads the same sample);
-- pp=2 (1f1b, zbv) and dp=2 reproduce one rank's LoRA losses (1e-5); a run cut and resumed
-  reproduces the uninterrupted one; an asynchronous stream (PipeDream-2BW) trains;
-- LoRA with roundpipe or MoE, Hugging Face's split q/k/v names and an unknown layer are refused
+- pp=2 (1f1b, zbv, roundpipe's stateless workers) and dp=2 reproduce one rank's LoRA losses
+  (1e-5); a run cut and resumed reproduces the uninterrupted one; asynchronous streams (1f1b and
+  roundpipe) train their adapters and leave every other weight as initialised;
+- LoRA with MoE, Hugging Face's split q/k/v names and an unknown layer are refused
   naming the key."""
 import json
 import os
@@ -115,6 +116,8 @@ ctx.check(rel_diff(again[1], lora[7]) <= 1e-5,
 for name, lay in (("pp2-1f1b", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2"]),
                   ("pp2-zbv", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
                                "pipeline.schedule=zbv"]),
+                  ("roundpipe", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                 "pipeline.schedule=roundpipe"]),
                   ("dp2", ["parallel.world_size=2"])):
     got = losses(run_from(base, "lora-" + name, DATA + LORA + ["training.train_iters=7"] + lay)[0])
     worst = max(rel_diff(lora[s], got[s]) for s in lora)
@@ -126,14 +129,24 @@ _, proc = run_from(base, "lora-cut", DATA + LORA + ["training.train_iters=7"])
 got = losses(cut)
 ctx.check("resumed from checkpoint step-4" in proc.stderr and max(rel_diff(lora[s], got[s]) for s in lora) <= 1e-6,
           "a LoRA run cut at step 4 and resumed reproduces the uninterrupted one (adapters and their moments)")
-stream = losses(run_from(base, "lora-async", DATA + LORA + [
-    "training.train_iters=7", "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-    "pipeline.async=true", "checkpoint.load="])[0])
-ctx.check(stream[7] < stream[1] - 0.05, f"an asynchronous stream trains its adapters: {stream[1]:.4f} -> {stream[7]:.4f}")
+# rondo's own initialisation (no checkpoint.load): a one-step LoRA run's frozen weights.
+start, _ = ctx.run("init", MODEL + DATA + LORA + ["training.train_iters=1", "checkpoint.interval=1"])
+init = read_safetensors(os.path.join(start, "checkpoints", "step-1", "model-pp0-tp0.safetensors"))
+for name, schedule in (("1f1b", "1f1b"), ("roundpipe", "roundpipe")):
+    stream_dir, _ = run_from(base, "lora-async-" + name, DATA + LORA + [
+        "training.train_iters=7", "parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+        "pipeline.async=true", "pipeline.schedule=" + schedule, "checkpoint.load=", "checkpoint.interval=7"])
+    stream = losses(stream_dir)
+    shards = {}
+    for f in os.listdir(os.path.join(stream_dir, "checkpoints", "step-7")):
+        if f.endswith(".safetensors"):
+            shards.update(read_safetensors(os.path.join(stream_dir, "checkpoints", "step-7", f)))
+    moved = [k for k in shards if ".lora_" not in k and shards[k] != init[k]]
+    ctx.check(stream[7] < stream[1] - 0.05 and shards.keys() == init.keys() and not moved,
+              f"an asynchronous {name} stream trains its adapters ({stream[1]:.4f} -> {stream[7]:.4f}) and "
+              f"leaves every other weight as initialised (moved: {moved[:3]})")
 
 for name, sets, key in (
-        ("roundpipe", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-                       "pipeline.schedule=roundpipe"], "training.lora_rank"),
         ("moe", ["model.num_experts=2", "checkpoint.load="], "training.lora_rank"),
         ("hf-names", ["training.lora_target_modules=q_proj,v_proj"], "training.lora_target_modules"),
         ("unknown", ["training.lora_target_modules=fc"], "training.lora_target_modules")):
