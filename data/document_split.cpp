@@ -60,4 +60,17 @@ std::vector<std::pair<uint64_t, uint64_t>> split_documents(uint64_t documents,
   return parts;
 }
 
+CorpusParts split_corpus(const TokenCorpus& all, const std::vector<double>& weights, uint64_t min_tokens) {
+  const auto parts = split_documents(all.num_documents(), weights);
+  CorpusParts out{all.documents_slice(parts[0].first, parts[0].second, "training"),
+                  all.documents_slice(parts[1].first, parts[1].second, "validation")};
+  if (out.training.size() < min_tokens) {
+    throw ConfigError("data.split", "the training documents (" + out.training.source() + ") hold " +
+                                        std::to_string(out.training.size()) +
+                                        " tokens; training needs at least " + std::to_string(min_tokens) +
+                                        " (model.seq_length + 1)");
+  }
+  return out;
+}
+
 }  // namespace rondo

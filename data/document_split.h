@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "data/token_corpus.h"
+
 namespace rondo {
 
 // Three weights, normalised to sum to 1 ("" reads as 1,0,0: everything trains). Throws ConfigError
@@ -21,5 +23,13 @@ std::vector<double> parse_document_split(const std::string& text);
 // The [begin, end) documents of each part (three), for `documents` documents.
 std::vector<std::pair<uint64_t, uint64_t>> split_documents(uint64_t documents,
                                                            const std::vector<double>& weights);
+
+// `all`'s training and validation parts by `weights` (normalised, as parse_document_split
+// returns them). Throws ConfigError naming data.split when the training part holds fewer than
+// `min_tokens` tokens (one sample).
+struct CorpusParts {
+  TokenCorpus training, validation;
+};
+CorpusParts split_corpus(const TokenCorpus& all, const std::vector<double>& weights, uint64_t min_tokens);
 
 }  // namespace rondo

@@ -148,9 +148,10 @@ torch::Tensor DeferrableLinearImpl::forward(const torch::Tensor& x) {
   auto y = bias.defined() ? LinearFunction::apply(x, weight, bias, fused_kernels_)
                           : LinearNoBiasFunction::apply(x, weight, fused_kernels_);
   if (!lora_a.defined()) return y;
-  // Two deferrable products: a split backward defers both adapters' gradients to its W.
-  const auto down = LinearNoBiasFunction::apply(x, lora_a, fused_kernels_);
-  return y + LinearNoBiasFunction::apply(down, lora_b, fused_kernels_) * lora_scale_;
+  // Two deferrable products (a split backward defers both adapters' gradients to its W), the
+  // scale applied to the narrow [tokens, rank] product.
+  const auto down = LinearNoBiasFunction::apply(x, lora_a, fused_kernels_) * lora_scale_;
+  return y + LinearNoBiasFunction::apply(down, lora_b, fused_kernels_);
 }
 
 }  // namespace rondo

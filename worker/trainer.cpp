@@ -261,19 +261,13 @@ void Trainer::Impl::setup() {
 void Trainer::Impl::split_corpus() {
   const auto& weights = plan.data().split();
   if (weights.empty()) return;
-  const auto parts = split_documents(corpus.num_documents(), {weights.begin(), weights.end()});
-  const TokenCorpus all = std::move(corpus);
-  corpus = all.documents_slice(parts[0].first, parts[0].second, "training");
-  validation_corpus = all.documents_slice(parts[1].first, parts[1].second, "validation");
-  const auto need = static_cast<uint64_t>(plan.model().seq_length()) + 1;
-  if (corpus.size() < need) {
-    throw ConfigError("data.split", "the training documents (" + corpus.source() + ") hold " +
-                                        std::to_string(corpus.size()) + " tokens; training needs at least " +
-                                        std::to_string(need) + " (model.seq_length + 1)");
-  }
+  const auto documents = corpus.num_documents();
+  auto parts = rondo::split_corpus(corpus, {weights.begin(), weights.end()}, plan.model().seq_length() + 1);
+  corpus = std::move(parts.training);
+  validation_corpus = std::move(parts.validation);
   if (rank == 0)
     log->info("data.split: {} tokens train, {} validate ({} of {} documents)", corpus.size(),
-              validation_corpus.size(), validation_corpus.num_documents(), all.num_documents());
+              validation_corpus.size(), validation_corpus.num_documents(), documents);
 }
 
 void Trainer::Impl::build_dp_group() {
@@ -431,15 +425,8 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
     out.set_grad_norm(updates->grad_norm());
     if (hdp) *out.mutable_hdp() = hdp->step_report(r.worst.busiest_compute_s, mean_compute_s(), true);
     if (moe) *out.mutable_moe() = moe->step_report(updates->summed().moe);
-    if (unreported_validation) {
-      const auto v = *std::exchange(unreported_validation, std::nullopt);
-      auto* val = out.mutable_validation();
-      val->set_step(v.step);
-      val->set_loss(v.loss);
-      val->set_perplexity(v.perplexity());
-      val->set_targets(v.targets);
-      val->set_seconds(v.seconds);
-    }
+    if (unreported_validation)
+      std::exchange(unreported_validation, std::nullopt)->to_report(*out.mutable_validation());
   }
   out.set_data_s(r.times.data_s);
   out.set_forward_s(r.times.forward_s);

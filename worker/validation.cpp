@@ -41,6 +41,14 @@ Validation::Validation(const plan::Plan& plan, int rank, const TokenCorpus& corp
 
 Validation::~Validation() = default;
 
+void Validation::Result::to_report(report::ValidationReport& out) const {
+  out.set_step(step);
+  out.set_loss(loss);
+  out.set_perplexity(perplexity());
+  out.set_targets(targets);
+  out.set_seconds(seconds);
+}
+
 bool Validation::due(int64_t step, bool exiting) const {
   const auto interval = static_cast<int64_t>(plan_.training().eval_interval());
   if (interval == 0) return false;

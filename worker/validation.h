@@ -20,6 +20,7 @@
 #include "data/token_corpus.h"
 #include "pipeline/exec/stage_executor.h"
 #include "proto/plan.pb.h"
+#include "proto/report.pb.h"
 #include "worker/staged_model.h"
 
 namespace rondo {
@@ -32,6 +33,7 @@ class Validation : public StepModel {
     double targets = 0;  // targets counted, over the world
     double seconds = 0;
     double perplexity() const { return std::exp(loss); }
+    void to_report(report::ValidationReport& out) const;
   };
 
   // `corpus`: the validation documents (at least model.seq_length + 1 tokens, else ConfigError
