@@ -9,7 +9,7 @@
 - pp=2 (1f1b, interleaved, zbv), dp=2 and cp=2 evaluate what one rank evaluates (1e-5), and a run
   cut at step 4 and resumed evaluates what the uninterrupted one did;
 - an asynchronous stream (1f1b, PipeDream-2BW) evaluates after draining: its rows are there and the
-  loss falls; val_perplexity is exp(val_loss); TensorBoard holds val_loss at the evaluated steps
+  loss falls; MoE with expert parallelism evaluates too; val_perplexity is exp(val_loss); TensorBoard holds val_loss at the evaluated steps
   (read by the independent reader in tfevents.py);
 - a split without validation documents, a bad split, a held-out part too small for one sample and
   evaluation with roundpipe are refused naming the key."""
@@ -107,6 +107,12 @@ got, trained = validations(stream_dir), losses(stream_dir)
 ctx.check(sorted(got) == [3, 6] and sorted(trained) == list(range(1, 7)) and got[6]["val_loss"] < got[3]["val_loss"],
           f"an asynchronous stream evaluates after draining, and the loss falls: "
           f"{[round(got[s]['val_loss'], 4) for s in sorted(got)]}")
+
+moe = validations(ctx.run("moe", split + ["parallel.world_size=2", "model.num_experts=4",
+                                          "parallel.expert_model_parallel_size=2", "training.micro_batch_size=2"])[0])
+ctx.check(sorted(moe) == [3, 6] and all(math.isfinite(r["val_loss"]) for r in moe.values()),
+          f"MoE with expert parallelism evaluates (all-to-alls in the forward): "
+          f"{[round(moe[s]['val_loss'], 4) for s in sorted(moe)]}")
 
 tb = {}
 for path in glob.glob(os.path.join(split_run, "tensorboard", "events.out.tfevents.*")):
