@@ -33,7 +33,7 @@ const std::vector<ConfigKey>& config_schema() {
                 "model family: gpt (learned positions, LayerNorm, GELU MLP, biases) | llama (rotary "
                 "positions, RMSNorm, SwiGLU MLP, grouped-query attention, no biases) | qwen2 (llama with "
                 "biases on queries, keys and values) | qwen3 (llama with RMSNorm on each head's queries "
-                "and keys); heads untied (docs/models.md)"),
+                "and keys); the LM head untied unless model.tie_embeddings (docs/models.md)"),
       RONDO_KEY(model, num_layers, "transformer blocks"),
       RONDO_KEY(model, hidden_size, "model width"),
       RONDO_KEY(model, num_attention_heads, "attention heads; must divide hidden_size"),
@@ -67,6 +67,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(model, rope_original_max_positions,
                 "Llama 3 rotary scaling: the context length the frequencies were trained for"),
       RONDO_KEY(model, norm_epsilon, "llama, qwen2, qwen3: RMSNorm's epsilon"),
+      RONDO_KEY(model, tie_embeddings,
+                "the LM head computes with the token embedding's matrix (Hugging Face's tie_word_embeddings; "
+                "with pipeline parallelism the last stage keeps a copy whose gradient is summed with the "
+                "first stage's every step)"),
       RONDO_KEY(moe, a2a_overlap_degree,
                 "with expert parallelism: chunks an MoE layer's forward is pipelined in, each chunk's "
                 "dispatch and combine all-to-alls overlapping the neighbouring chunks' expert compute "

@@ -37,6 +37,8 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_positions = 8192;
   double norm_epsilon = 1e-5;  // RMSNorm's epsilon
+  // The LM head computes with the token embedding's matrix (Hugging Face's tie_word_embeddings).
+  bool tie_embeddings = false;
 };
 
 struct ParallelConfig {

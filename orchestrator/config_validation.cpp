@@ -312,6 +312,22 @@ void validate_lora(const Config& c) {
   refuse(c.model.num_experts > 0, "model.num_experts (MoE)");
 }
 
+// Tied embeddings (worker/staged_model.h): the run modes that keep the copies in step.
+void validate_tied_embeddings(const Config& c) {
+  if (!c.model.tie_embeddings) return;
+  const auto refuse = [&](bool when, const std::string& what) {
+    require(!when, "model.tie_embeddings",
+            "tied embeddings do not run with " + what +
+                " yet; model.tie_embeddings=false trains the head apart (converted weights carry its copy)");
+  };
+  refuse(c.pipeline.async, "pipeline.async");
+  refuse(c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1,
+         "pipeline.schedule roundpipe (stateless workers)");
+  const auto targets = comma_items(c.training.lora_target_modules);
+  refuse(c.training.lora_rank > 0 && std::find(targets.begin(), targets.end(), "lm_head") != targets.end(),
+         "a LoRA adapter on lm_head (the embedding's matrix: its export would drop the adapter)");
+}
+
 void validate_checkpoint_and_pipeline(const Config& c) {
   const int64_t pp = c.parallel.pipeline_model_parallel_size;
   require(c.checkpoint.interval >= 0, "checkpoint.interval", "must be >= 0");
@@ -431,6 +447,7 @@ void validate(const Config& c) {
   validate_data(c);
   validate_evaluation(c);
   validate_lora(c);
+  validate_tied_embeddings(c);
   validate_checkpoint_and_pipeline(c);
   validate_comms_and_launch(c);
   validate_faults(c);

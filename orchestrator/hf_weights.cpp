@@ -139,6 +139,7 @@ std::string config_yaml(const ModelConfig& m, const fs::path& weights, const std
   y += "  rope_high_freq_factor: " + json(m.rope_high_freq_factor).dump() + "\n";
   y += "  rope_original_max_positions: " + std::to_string(m.rope_original_max_positions) + "\n";
   y += "  norm_epsilon: " + json(m.norm_epsilon).dump() + "\n";
+  y += std::string("  tie_embeddings: ") + (m.tie_embeddings ? "true" : "false") + "\n";
   y += "checkpoint:\n  load: " + fs::absolute(weights).string() + "\n";
   return y;
 }
@@ -154,7 +155,8 @@ int convert_from_hf(const ConvertOptions& o) {
   std::set<std::string> used;
   std::vector<SafetensorsTensor> tensors;
   for (auto map : hf_weight_mappings(m)) {
-    if (tied && map.rondo == "lm_head.weight") map.hf = {"model.embed_tokens.weight"};  // untied from here on
+    // Tied (model.tie_embeddings): lm_head.weight is the embedding's copy a last pipeline stage starts from.
+    if (tied && map.rondo == "lm_head.weight") map.hf = {"model.embed_tokens.weight"};
     for (size_t i = 0; i < map.hf.size(); ++i) {
       const auto& e = hf.file(map.hf[i]).at(map.hf[i]);
       const std::vector<int64_t> want{map.hf_rows[i], map.shape.size() > 1 ? map.shape[1] : map.shape[0]};
@@ -195,7 +197,7 @@ int convert_from_hf(const ConvertOptions& o) {
   copy_tokenizer_files(src.string(), out.string());
   logging::get("orchestrator")
       ->info("{} ({} layers, hidden {}, {} tensors{}) -> {}", src.string(), m.num_layers, m.hidden_size,
-             tensors.size(), tied ? "; the tied LM head untied" : "", out.string());
+             tensors.size(), m.tie_embeddings ? "; embeddings tied" : "", out.string());
   return kExitOk;
 }
 
@@ -218,7 +220,7 @@ json hf_config_of(const ModelConfig& m) {
             {"rope_theta", m.rotary_base},
             {"hidden_act", "silu"},
             {"attention_bias", false},
-            {"tie_word_embeddings", false}};
+            {"tie_word_embeddings", m.tie_embeddings}};
   if (m.rope_scaling_factor > 1) {
     c["rope_scaling"] = {{"rope_type", "llama3"},
                          {"factor", m.rope_scaling_factor},
@@ -275,6 +277,8 @@ int convert_to_hf(const ConvertOptions& o) {
   const double lora_scale = t.lora_rank > 0 ? t.lora_alpha / static_cast<double>(t.lora_rank) : 0.0;
   std::vector<SafetensorsTensor> tensors;
   for (const auto& map : hf_weight_mappings(model)) {
+    // Tied: the embedding is the head (a one-stage checkpoint has no lm_head.weight at all).
+    if (model.tie_embeddings && map.rondo == "lm_head.weight") continue;
     const auto& e = weights.at(map.rondo);
     if (e.shape != map.shape) {
       throw CheckpointError(weights.file(map.rondo).path(), "tensor '" + map.rondo + "' has shape " +
@@ -300,7 +304,7 @@ int convert_to_hf(const ConvertOptions& o) {
   fs::create_directories(out);
   write_safetensors((out / "model.safetensors").string(), tensors, {{"format", "pt"}});
   hf_config["torch_dtype"] = torch_dtype_name(dtype);
-  hf_config["tie_word_embeddings"] = false;
+  hf_config["tie_word_embeddings"] = model.tie_embeddings;
   write_file_atomic((out / "config.json").string(), hf_config.dump(2) + "\n");
   if (!src.tokenizer.empty())
     copy_tokenizer_files(fs::path(src.tokenizer).parent_path().string(), out.string());
@@ -326,6 +330,7 @@ ModelConfig model_from_hf_config(const std::string& path) {
   if (c.value("attention_bias", false))
     throw ConfigError(path, "attention_bias: rondo's " + type + " has none");
   if (c.value("mlp_bias", false)) throw ConfigError(path, "mlp_bias: rondo's " + type + " has none");
+  m.tie_embeddings = c.value("tie_word_embeddings", false);
   if (c.value("hidden_act", "silu") != "silu")
     throw ConfigError(path, "hidden_act '" + c["hidden_act"].dump() + "' (silu only)");
   if (c.value("use_sliding_window", false)) throw ConfigError(path, "use_sliding_window: not built yet");

@@ -29,6 +29,7 @@ GptDims model_dims(const ModelConfig& m, int64_t expert_parallel) {
   d.num_attention_heads = std::max<int64_t>(1, m.num_attention_heads);
   d.num_query_groups = m.num_query_groups > 0 ? m.num_query_groups : d.num_attention_heads;
   d.head_size = m.kv_channels;
+  d.tied_embeddings = m.tie_embeddings;
   return d;
 }
 
@@ -47,6 +48,7 @@ GptDims model_dims(const plan::ModelSpec& m, int64_t expert_parallel) {
   d.num_attention_heads = std::max(1u, m.num_attention_heads());
   d.num_query_groups = m.num_query_groups() > 0 ? m.num_query_groups() : d.num_attention_heads;
   d.head_size = m.kv_channels();
+  d.tied_embeddings = m.tie_embeddings();
   return d;
 }
 

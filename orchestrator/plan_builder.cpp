@@ -350,6 +350,7 @@ void set_model(const Config& config, plan::ModelSpec& model) {
   model.set_rope_original_max_positions(static_cast<uint32_t>(mc.rope_original_max_positions));
   model.set_norm_epsilon(mc.norm_epsilon);
   model.set_kv_channels(static_cast<uint32_t>(mc.kv_channels));
+  model.set_tie_embeddings(mc.tie_embeddings);
 }
 
 void spec_pass(PlanContext& c) {

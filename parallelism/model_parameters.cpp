@@ -27,8 +27,10 @@ int64_t stage_parameters(const GptDims& d, int64_t first_layer, int64_t layers, 
   int64_t params = 0;
   for (int64_t l = first_layer; l < first_layer + layers; ++l) params += block_parameters(d, l);
   if (embedding) params += (d.vocab_size + (d.llama_style ? 0 : d.seq_length)) * d.hidden_size;
-  // head matrix, final norm
-  if (lm_head) params += d.vocab_size * d.hidden_size + (d.llama_style ? 1 : 2) * d.hidden_size;
+  // head matrix (the embedding's, tied), final norm
+  if (lm_head)
+    params += (embedding && d.tied_embeddings ? 0 : d.vocab_size * d.hidden_size) +
+              (d.llama_style ? 1 : 2) * d.hidden_size;
   return params;
 }
 

@@ -32,6 +32,9 @@ struct GptDims {
   bool llama_style = false, qk_norm = false, qkv_bias = false;
   int64_t num_attention_heads = 1, num_query_groups = 1;
   int64_t head_size = 0;  // 0: hidden_size / num_attention_heads
+  // model.tie_embeddings: a stage holding the embedding and the LM head has their matrix once (a
+  // last pipeline stage without the embedding still holds a copy).
+  bool tied_embeddings = false;
   int64_t head() const {
     return head_size > 0 ? head_size : hidden_size / std::max<int64_t>(1, num_attention_heads);
   }

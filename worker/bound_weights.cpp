@@ -8,6 +8,7 @@
 #include "parallelism/exec/moe_layer.h"
 #include "proto/plan.pb.h"
 #include "worker/optimizer_factory.h"
+#include "worker/tied_embeddings.h"
 
 namespace rondo {
 
@@ -55,6 +56,7 @@ BoundWeights::BoundWeights(const RankWeightsContext& c) : RankWeights(c.plan), c
   const auto local = local_stages(c.plan, c.rank);
   model_ = StagedModel(family, shape, local, t.seed());
   model_->to(c.device);
+  tied_ = TiedEmbeddings::make(c.plan, c.rank, c.world, c.recorder);  // collective
   // Gradients live in one flat buffer so that a step needs one allreduce (two with expert
   // parallelism) and no copies.
   int64_t elements = 0;
@@ -93,7 +95,18 @@ torch::optim::Optimizer& BoundWeights::checkpointed_optimizer() {
   return delayed_ ? static_cast<torch::optim::Optimizer&>(*delayed_) : *optimizer_;
 }
 
-void BoundWeights::before_first_step(bool) {
+void BoundWeights::before_first_step(bool loaded) {
+  // An asynchronous run computes on its versions: the frozen weights (LoRA's base) a load brought
+  // go there too; the delayed update keeps the trained ones.
+  if (delayed_ && loaded) {
+    torch::NoGradGuard no_grad;
+    const auto master = model_->named_parameters();
+    for (auto& version : versions_) {
+      for (auto& item : version->named_parameters()) {
+        if (!item.value().requires_grad()) item.value().copy_(master[item.key()]);
+      }
+    }
+  }
   // The models whose backwards produce the gradients, with their buffers: the model, or the two
   // weight versions of an asynchronous run. Built now: a load replaced the gradient accumulators
   // the hooks attach to.
@@ -153,9 +166,14 @@ void BoundWeights::after_backward(int64_t now, int stage, bool last) {
 
 void BoundWeights::reduce_gradients(int64_t now) {
   const auto grads = step_grads(now);
-  if (!expert_reduction_) return reduction_->reduce(version(now), grads);
-  reduction_->reduce(version(now), grads.narrow(0, 0, dense_elements_));
-  expert_reduction_->reduce(version(now), grads.narrow(0, dense_elements_, grads.numel() - dense_elements_));
+  if (!expert_reduction_) {
+    reduction_->reduce(version(now), grads);
+  } else {
+    reduction_->reduce(version(now), grads.narrow(0, 0, dense_elements_));
+    expert_reduction_->reduce(version(now),
+                              grads.narrow(0, dense_elements_, grads.numel() - dense_elements_));
+  }
+  if (tied_) tied_->reduce(model_);  // the embedding's and the head copy's gradients, summed
 }
 
 std::optional<double> BoundWeights::gradient_norm_squared(int64_t now) {
@@ -170,6 +188,10 @@ std::optional<double> BoundWeights::gradient_norm_squared(int64_t now) {
   };
   double sum = 0;
   if (c.dp() == 0) sum += squared(grads.narrow(0, 0, dense_elements_));
+  // Tied embeddings: the head's copy is the embedding's matrix, counted on the embedding's rank.
+  if (c.dp() == 0 && tied_) {
+    if (const auto copy = tied_->copy_gradient(model_); copy.defined()) sum -= squared(copy);
+  }
   if (c.dp() < plan_.mesh().ep())
     sum += squared(grads.narrow(0, dense_elements_, grads.numel() - dense_elements_));
   return sum;

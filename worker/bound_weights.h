@@ -16,6 +16,8 @@
 
 namespace rondo {
 
+class TiedEmbeddings;
+
 class BoundWeights : public RankWeights {
  public:
   explicit BoundWeights(const RankWeightsContext& context);
@@ -56,6 +58,8 @@ class BoundWeights : public RankWeights {
   std::unique_ptr<GradientReduction> reduction_;
   // Expert parallelism: the experts' gradients, summed over their replicas (context.expert_dp).
   std::unique_ptr<GradientReduction> expert_reduction_;
+  // model.tie_embeddings with the embedding and the head on different ranks (else null).
+  std::unique_ptr<TiedEmbeddings> tied_;
 };
 
 }  // namespace rondo

@@ -144,6 +144,13 @@ void DeferrableLinearImpl::add_lora(int64_t rank, double scale) {
   lora_scale_ = scale;
 }
 
+void DeferrableLinearImpl::share_weight(const torch::Tensor& matrix) {
+  if (matrix.sizes() != weight.sizes())
+    throw std::invalid_argument("a shared weight of another shape than the layer's");
+  parameters_.erase("weight");
+  weight = matrix;
+}
+
 torch::Tensor DeferrableLinearImpl::forward(const torch::Tensor& x) {
   auto y = bias.defined() ? LinearFunction::apply(x, weight, bias, fused_kernels_)
                           : LinearNoBiasFunction::apply(x, weight, fused_kernels_);

@@ -22,6 +22,9 @@ class DeferrableLinearImpl : public torch::nn::Module {
   // Registers lora_a [rank, in] and lora_b [out, rank] (initialised by the owner: B = 0 makes the
   // layer what it was) and scales their product by `scale` (alpha / rank).
   void add_lora(int64_t rank, double scale);
+  // Computes with `matrix` ([out, in], another module's parameter: tied embeddings) instead of a
+  // weight of its own, which it no longer registers.
+  void share_weight(const torch::Tensor& matrix);
 
   torch::Tensor weight;          // [out, in]; initialised by the owner
   torch::Tensor bias;            // [out] or undefined

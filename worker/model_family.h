@@ -58,6 +58,8 @@ struct ModelShape {
   RotarySpec rotary = {};
   double norm_epsilon = 1e-5;
   LoraSpec lora = {};
+  // The LM head computes with the token embedding's matrix (worker/staged_model.h).
+  bool tie_embeddings = false;
 };
 
 // Token ids [batch, seq] and each token's position [batch, seq] (or [seq]) -> hidden states.

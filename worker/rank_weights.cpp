@@ -55,6 +55,7 @@ ModelShape model_shape(const plan::Plan& plan, std::shared_ptr<MoeRuntime> moe) 
                   .high_freq_factor = m.rope_high_freq_factor(),
                   .original_max_positions = m.rope_original_max_positions()};
   shape.norm_epsilon = m.norm_epsilon();
+  shape.tie_embeddings = m.tie_embeddings();
   const auto& t = plan.training();
   shape.lora = {.rank = t.lora_rank(),
                 .alpha = t.lora_alpha(),

@@ -12,6 +12,8 @@ namespace rondo {
 namespace {
 
 // FNV-1a: a stable hash of a parameter's name (std::hash may differ between builds).
+const std::string kTiedMatrix = "token_embedding.weight";
+
 uint64_t name_hash(const std::string& name) {
   uint64_t h = 14695981039346656037ull;
   for (unsigned char c : name) h = (h ^ c) * 1099511628211ull;
@@ -45,16 +47,34 @@ StagedModelImpl::StagedModelImpl(const ModelFamily& family, const ModelShape& s,
     }
   }
 
+  tie_embeddings();
   add_lora_adapters();
   torch::NoGradGuard no_grad;
   for (auto& item : named_parameters()) {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(item.key()));
-    if (!initialise_lora(item.key(), item.value(), gen)) family.initialise(item.key(), item.value(), s, gen);
+    // Tied embeddings: a last pipeline stage's copy of the matrix starts as the embedding does.
+    const auto& name = s.tie_embeddings && item.key() == "lm_head.weight" ? kTiedMatrix : item.key();
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ name_hash(name));
+    if (!initialise_lora(name, item.value(), gen)) family.initialise(name, item.value(), s, gen);
   }
   // LoRA: only the adapters train.
   if (s.lora.rank > 0) {
     for (auto& item : named_parameters()) item.value().requires_grad_(is_lora_parameter(item.key()));
   }
+}
+
+void StagedModelImpl::tie_embeddings() {
+  if (!shape_.tie_embeddings || !embedding_ || !head_) return;
+  torch::Tensor matrix;
+  DeferrableLinearImpl* head = nullptr;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto* e = dynamic_cast<torch::nn::EmbeddingImpl*>(item.value().get());
+        e && item.key() == "token_embedding")
+      matrix = e->weight;
+    if (item.key() == "lm_head") head = dynamic_cast<DeferrableLinearImpl*>(item.value().get());
+  }
+  if (!matrix.defined() || !head)
+    throw std::invalid_argument("model.tie_embeddings: the family has no token_embedding and lm_head to tie");
+  head->share_weight(matrix);
 }
 
 bool is_lora_parameter(const std::string& name) {

@@ -10,6 +10,9 @@
 // weights are the same whichever rank and pipeline layout hold it, which is what makes a pipelined
 // run reproduce one process. With LoRA (training.lora_rank) the target linear layers get
 // adapters (lora_a, lora_b: "block7.attn.qkv.lora_a") and every other parameter is frozen.
+// With tied embeddings the head computes with token_embedding.weight where this rank holds both;
+// a rank holding only the head has lm_head.weight, a copy initialised as the embedding is, kept
+// equal to it by summing their gradients (worker/tied_embeddings.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -75,6 +78,9 @@ class StagedModelImpl : public torch::nn::Module, public ChunkModel {
   // LoRA (shape.lora): an adapter on every target linear layer; A's and B's initialisation (false:
   // not an adapter's parameter).
   void add_lora_adapters();
+  // Tied embeddings (shape.tie_embeddings) with the embedding and the head both here: the head
+  // computes with the embedding's matrix, one parameter (token_embedding.weight).
+  void tie_embeddings();
   bool initialise_lora(const std::string& name, torch::Tensor& p, at::Generator& gen) const;
   torch::Tensor run(int stage, const torch::Tensor& input, const torch::Tensor& positions,
                     const torch::Tensor& bias, const std::vector<LayerKeyValues>& past,

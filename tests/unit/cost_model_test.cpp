@@ -83,3 +83,21 @@ TEST(CostModel, StagesAddUpToTheModel) {
 
 }  // namespace
 }  // namespace rondo
+
+namespace rondo {
+namespace {
+
+TEST(ModelParameters, TiedEmbeddingsCountTheMatrixOnceWhereOneStageHoldsBothEnds) {
+  GptDims d{2, 64, 256, 1000, 32};
+  d.llama_style = true;
+  d.num_attention_heads = 4;
+  d.num_query_groups = 4;
+  const int64_t untied = model_parameters(d);
+  d.tied_embeddings = true;
+  EXPECT_EQ(model_parameters(d), untied - 1000 * 64);
+  // Pipelined, the last stage keeps its copy: the stages add up to more than the model.
+  EXPECT_EQ(stage_parameters(d, 0, 1, true, false) + stage_parameters(d, 1, 1, false, true), untied);
+}
+
+}  // namespace
+}  // namespace rondo
