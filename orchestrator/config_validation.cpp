@@ -281,8 +281,9 @@ void validate_evaluation(const Config& c) {
   const auto refuse = [&](bool when, const std::string& what) {
     require(!when, "training.eval_interval", "evaluation does not run with " + what + " yet; set 0");
   };
-  refuse(c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1,
-         "pipeline.schedule roundpipe (stateless workers)");
+  refuse(
+      c.pipeline.schedule == "roundpipe" && c.parallel.pipeline_model_parallel_size > 1 && c.pipeline.async,
+      "pipeline.schedule roundpipe asynchronously");
   refuse(c.parallel.hdp, "parallel.hdp");
   refuse(c.data.chunk_size > 0, "data.chunk_size (chunked training)");
   refuse(t.emulate_compute, "training.emulate_compute (no losses are computed)");

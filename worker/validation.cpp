@@ -36,7 +36,8 @@ Validation::Validation(const plan::Plan& plan, int rank, const TokenCorpus& corp
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   for (size_t i = 0; i < everyone.size(); ++i) everyone[i] = static_cast<int>(i);
   p2p_ = world.split(everyone);
-  executor_ = std::make_unique<StageExecutor>(plan, rank, *p2p_, recorder, nullptr, /*forward_only=*/true);
+  if (!plan.stateless_workers())
+    executor_ = std::make_unique<StageExecutor>(plan, rank, *p2p_, recorder, nullptr, /*forward_only=*/true);
 }
 
 Validation::~Validation() = default;
@@ -64,8 +65,12 @@ Validation::Result Validation::evaluate(int64_t step, StagedModel& model, Collec
   const auto iters = static_cast<int64_t>(plan_.training().eval_iters());
   for (int64_t i = 1; i <= iters; ++i) {
     batches_->set_step(i);
-    const auto times = executor_->run_step(*this);
-    sums[0] += times.loss_sum * executor_->loss_scale();
+    if (executor_) {
+      const auto times = executor_->run_step(*this);
+      sums[0] += times.loss_sum * executor_->loss_scale();
+    } else {
+      sums[0] += whole_model_losses(model);
+    }
     if (c.pp() == 0 && c.tp() == 0 && c.cp() == 0) sums[1] += batches_->step_targets();
   }
   model_ = nullptr;
@@ -74,6 +79,22 @@ Validation::Result Validation::evaluate(int64_t step, StagedModel& model, Collec
           .loss = sums[0] / static_cast<double>(iters),
           .targets = sums[1],
           .seconds = seconds_since(t0)};
+}
+
+double Validation::whole_model_losses(StagedModel& model) {
+  torch::NoGradGuard no_graph;
+  const auto m = static_cast<int>(plan_.training().num_microbatches());
+  const int workers = static_cast<int>(plan_.mesh().pp()), me = static_cast<int>(me_.coords().pp());
+  double sum = 0;
+  for (int mb = me; mb < m; mb += workers) {
+    const auto tokens = batches_->tokens(mb);
+    auto x = tokens.slice(1, 0, tokens.size(1) - 1);
+    for (const auto& atom : model->stages())
+      x = microbatch_forward(model, *batches_, mb, atom.index, x, nullptr);
+    sum +=
+        microbatch_loss(model, *batches_, mb, x, tokens.slice(1, 1, tokens.size(1)), nullptr).item<double>();
+  }
+  return sum / (static_cast<double>(m) * static_cast<double>(plan_.mesh().dp()));
 }
 
 torch::Tensor Validation::tokens(int microbatch) { return batches_->tokens(microbatch); }

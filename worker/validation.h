@@ -2,7 +2,9 @@
 // (data/document_split.h) -- every training.eval_interval steps and after the last, as Megatron-LM
 // evaluates. It runs the plan's own forward actions, every schedule's (a StageExecutor in
 // forward-only mode, with no graph, on a communicator of its own so that none of its transfers can
-// match the training stream's), over training.eval_iters global batches of validation windows:
+// match the training stream's); RoundPipe's stateless workers, which hold the whole model, each
+// run their share of their pipeline's microbatches through it whole. Either way over
+// training.eval_iters global batches of validation windows:
 // the same batches at every evaluation, so that one evaluation compares with the next. The loss is
 // the mean of the microbatches' mean losses, as the training loss is, summed over the world.
 // Collective: every rank constructs it and evaluates at the same steps.
@@ -57,14 +59,18 @@ class Validation : public StepModel {
   void optimizer_step(const StepTimes& so_far) override;
 
  private:
+  // Stateless workers: this worker's share of the step's microbatches (every p-th of its
+  // pipeline's), each through the whole model; the sum of their losses times the loss scale.
+  double whole_model_losses(StagedModel& model);
+
   const plan::Plan& plan_;
   const plan::RankPlan& me_;
   const ContextParallel* context_;
   SampleWindows windows_;
   std::unique_ptr<StepBatches> batches_;
   std::unique_ptr<Communicator> p2p_;
-  std::unique_ptr<StageExecutor> executor_;
-  StagedModel* model_ = nullptr;  // during evaluate()
+  std::unique_ptr<StageExecutor> executor_;  // null for stateless workers
+  StagedModel* model_ = nullptr;             // during evaluate()
 };
 
 }  // namespace rondo

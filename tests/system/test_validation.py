@@ -6,13 +6,14 @@
   checkpoint to Hugging Face and back, give a run over a directory of only the held-out files that
   first step's loss, which is val_loss (one global batch: the same windows);
 - evaluations come every eval_interval steps, after the last and at an exit (exit_interval);
-- pp=2 (1f1b, interleaved, zbv), dp=2 and cp=2 evaluate what one rank evaluates (1e-5), and a run
-  cut at step 4 and resumed evaluates what the uninterrupted one did;
+- pp=2 (1f1b, interleaved, zbv, roundpipe's stateless workers each evaluating a share of their
+  pipeline's microbatches through the whole model), dp=2 and cp=2 evaluate what one rank evaluates
+  (1e-5), and a run cut at step 4 and resumed evaluates what the uninterrupted one did;
 - an asynchronous stream (1f1b, PipeDream-2BW) evaluates after draining: its rows are there and the
   loss falls; MoE with expert parallelism evaluates too; val_perplexity is exp(val_loss); TensorBoard holds val_loss at the evaluated steps
   (read by the independent reader in tfevents.py);
 - a split without validation documents, a bad split, a held-out part too small for one sample and
-  evaluation with roundpipe are refused naming the key."""
+  evaluation with an asynchronous roundpipe are refused naming the key."""
 import glob
 import json
 import math
@@ -87,6 +88,8 @@ for name, lay in (("pp2-1f1b", ["parallel.world_size=2", "parallel.pipeline_mode
                                        "pipeline.schedule=interleaved_1f1b"]),
                   ("pp2-zbv", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
                                "pipeline.schedule=zbv"]),
+                  ("roundpipe", ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                 "pipeline.schedule=roundpipe"]),
                   ("dp2", ["parallel.world_size=2"]),
                   ("cp2", ["parallel.world_size=2", "parallel.context_parallel_size=2"])):
     got = validations(ctx.run(name, split + lay)[0])
@@ -127,8 +130,9 @@ ctx.check(sorted(tb) == [3, 6] and all(math.isclose(tb[s], ref[s]["val_loss"], r
 # Refusals, naming the key.
 for name, sets, key in (("no-held-out", base, "data.split"),
                         ("bad-split", split[:-1] + ["data.split=80,x"], "data.split"),
-                        ("roundpipe", split + ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
-                                               "pipeline.schedule=roundpipe"], "training.eval_interval")):
+                        ("roundpipe-async", split + ["parallel.world_size=2", "parallel.pipeline_model_parallel_size=2",
+                                                     "pipeline.schedule=roundpipe", "pipeline.async=true"],
+                         "training.eval_interval")):
     _, proc = ctx.run(name, sets, expect_status=2)
     ctx.check(key in proc.stderr, f"{name}: refused naming {key}: "
                                   f"{next((l for l in proc.stderr.splitlines() if key in l), '?')[-160:]}")
