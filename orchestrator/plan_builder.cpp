@@ -353,68 +353,74 @@ void set_model(const Config& config, plan::ModelSpec& model) {
   model.set_tie_embeddings(mc.tie_embeddings);
 }
 
-void spec_pass(PlanContext& c) {
-  const Config& config = c.config;
-  auto& p = c.plan;
-  const auto& t = config.training;
-  set_model(config, *p.mutable_model());
-
-  auto* ts = p.mutable_training();
-  ts->set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
-  ts->set_global_batch_size(static_cast<uint32_t>(t.global_batch_size));
-  ts->set_num_microbatches(static_cast<uint32_t>(c.microbatches));
-  ts->set_train_iters(static_cast<uint32_t>(t.train_iters));
-  ts->set_lr(t.lr);
-  ts->set_min_lr(t.min_lr);
-  ts->set_lr_warmup_iters(static_cast<uint32_t>(t.lr_warmup_iters));
-  ts->set_lr_decay_style(
+// The training section of the plan (microbatches per data-parallel rank from the mesh pass).
+void set_training(const TrainingConfig& t, int64_t microbatches, plan::TrainingSpec& ts) {
+  ts.set_micro_batch_size(static_cast<uint32_t>(t.micro_batch_size));
+  ts.set_global_batch_size(static_cast<uint32_t>(t.global_batch_size));
+  ts.set_num_microbatches(static_cast<uint32_t>(microbatches));
+  ts.set_train_iters(static_cast<uint32_t>(t.train_iters));
+  ts.set_lr(t.lr);
+  ts.set_min_lr(t.min_lr);
+  ts.set_lr_warmup_iters(static_cast<uint32_t>(t.lr_warmup_iters));
+  ts.set_lr_decay_style(
       plan_enum(lr_decay_style_from_name(t.lr_decay_style), "training.lr_decay_style", t.lr_decay_style));
-  ts->set_optimizer(plan_enum(optimizer_from_name(t.optimizer), "training.optimizer", t.optimizer));
-  p.set_asynchronous(c.config.pipeline.async);
-  p.set_delay_correction(plan_enum(delay_correction_from_name(c.config.pipeline.delay_correction),
-                                   "pipeline.delay_correction", c.config.pipeline.delay_correction));
-  ts->set_weight_decay(t.weight_decay);
-  ts->set_adam_beta1(t.adam_beta1);
-  ts->set_adam_beta2(t.adam_beta2);
-  ts->set_adam_eps(t.adam_eps);
-  ts->set_clip_grad(t.clip_grad);
-  ts->set_seed(static_cast<uint64_t>(t.seed));
-  ts->set_exit_interval(static_cast<uint32_t>(t.exit_interval));
-  ts->set_log_interval(static_cast<uint32_t>(t.log_interval));
-  ts->set_tensorboard(t.tensorboard);
-  ts->set_eval_interval(static_cast<uint32_t>(t.eval_interval));
-  ts->set_eval_iters(static_cast<uint32_t>(t.eval_iters));
-  ts->set_lora_rank(static_cast<uint32_t>(t.lora_rank));
-  ts->set_lora_alpha(t.lora_alpha);
+  ts.set_optimizer(plan_enum(optimizer_from_name(t.optimizer), "training.optimizer", t.optimizer));
+  ts.set_weight_decay(t.weight_decay);
+  ts.set_adam_beta1(t.adam_beta1);
+  ts.set_adam_beta2(t.adam_beta2);
+  ts.set_adam_eps(t.adam_eps);
+  ts.set_clip_grad(t.clip_grad);
+  ts.set_seed(static_cast<uint64_t>(t.seed));
+  ts.set_exit_interval(static_cast<uint32_t>(t.exit_interval));
+  ts.set_log_interval(static_cast<uint32_t>(t.log_interval));
+  ts.set_tensorboard(t.tensorboard);
+  ts.set_eval_interval(static_cast<uint32_t>(t.eval_interval));
+  ts.set_eval_iters(static_cast<uint32_t>(t.eval_iters));
+  ts.set_lora_rank(static_cast<uint32_t>(t.lora_rank));
+  ts.set_lora_alpha(t.lora_alpha);
   if (t.lora_rank > 0) {
-    for (const auto& target : comma_items(t.lora_target_modules)) ts->add_lora_target_modules(target);
+    for (const auto& target : comma_items(t.lora_target_modules)) ts.add_lora_target_modules(target);
   }
-  ts->set_num_threads(static_cast<uint32_t>(t.num_threads));
-  ts->set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
-  ts->set_emulate_compute(t.emulate_compute);
-  ts->set_malloc_policy(
+  ts.set_num_threads(static_cast<uint32_t>(t.num_threads));
+  ts.set_device(plan_enum(device_from_name(t.device), "training.device", t.device));
+  ts.set_emulate_compute(t.emulate_compute);
+  ts.set_malloc_policy(
       plan_enum(malloc_policy_from_name(t.malloc_policy), "training.malloc_policy", t.malloc_policy));
-  ts->set_cpu_kernels(plan_enum(cpu_kernels_from_name(t.cpu_kernels), "training.cpu_kernels", t.cpu_kernels));
-  p.mutable_data()->set_path(config.data.path);
-  p.mutable_data()->set_pack(config.data.pack);
-  p.mutable_data()->set_pad(config.data.pad);
+  ts.set_cpu_kernels(plan_enum(cpu_kernels_from_name(t.cpu_kernels), "training.cpu_kernels", t.cpu_kernels));
+}
+
+// The data section of the plan (a chunked pipeline's chunks from the mesh's pp).
+void set_data(const Config& config, int pp, plan::DataSpec& d) {
+  d.set_path(config.data.path);
+  d.set_pack(config.data.pack);
+  d.set_pad(config.data.pad);
   if (!config.data.split.empty()) {
-    for (double w : parse_document_split(config.data.split)) p.mutable_data()->add_split(w);
+    for (double w : parse_document_split(config.data.split)) d.add_split(w);
   }
-  p.mutable_data()->set_chunk_size(config.data.chunk_size);
-  p.mutable_data()->set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
-  p.mutable_data()->set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));
-  for (int64_t len : pipeline_chunk_lengths(config, c.mesh.pp()))
-    p.mutable_data()->add_pipeline_chunk_lengths(len);
+  d.set_chunk_size(config.data.chunk_size);
+  d.set_chunk_balance(chunk_balance_from_plan_name(config.data.chunk_balance).value());
+  d.set_chunks_in_memory(static_cast<int32_t>(config.data.chunks_in_memory));
+  for (int64_t len : pipeline_chunk_lengths(config, pp)) d.add_pipeline_chunk_lengths(len);
   const auto mix = config.data.lognormal_mix();
-  auto* ln = p.mutable_data()->mutable_lognormal();
+  auto* ln = d.mutable_lognormal();
   ln->set_documents(mix.documents);
   ln->set_mu(mix.mu);
   ln->set_sigma(mix.sigma);
   ln->set_max_length(mix.max_length);
   ln->set_seed(mix.seed);
   const std::string format = TokenCorpus::resolve_format(config.data.path, config.data.format);
-  p.mutable_data()->set_format(plan_enum(data_format_from_name(format), "data.format", format));
+  d.set_format(plan_enum(data_format_from_name(format), "data.format", format));
+}
+
+void spec_pass(PlanContext& c) {
+  const Config& config = c.config;
+  auto& p = c.plan;
+  set_model(config, *p.mutable_model());
+  set_training(config.training, c.microbatches, *p.mutable_training());
+  p.set_asynchronous(c.config.pipeline.async);
+  p.set_delay_correction(plan_enum(delay_correction_from_name(c.config.pipeline.delay_correction),
+                                   "pipeline.delay_correction", c.config.pipeline.delay_correction));
+  set_data(config, c.mesh.pp(), *p.mutable_data());
   auto* cs = p.mutable_comms();
   cs->set_backend(
       plan_enum(comms_backend_from_name(config.comms.backend), "comms.backend", config.comms.backend));
