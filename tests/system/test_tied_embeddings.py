@@ -1,7 +1,8 @@
 """Tied embeddings (model.tie_embeddings: the LM head computes with the token embedding's matrix):
 
-- pp=2 (1f1b, interleaved, zbv -- where rank 0 holds both ends) and dp=2 reproduce one rank's losses
-  (1e-5); untied, the same run trains to other losses;
+- pp=2 (1f1b, interleaved, zbv -- where rank 0 holds both ends, also with dp=2 and the gradient
+  reduction overlapped in tiny buckets) and dp=2 reproduce one rank's losses (1e-5); untied, the
+  same run trains to other losses;
 - at pp=2 the last stage's copy of the matrix equals the embedding bit for bit after every step's
   update (their gradients summed), and a one-stage checkpoint holds the matrix once;
 - exported to Hugging Face, the model has no lm_head.weight and says tie_word_embeddings; converted
@@ -38,6 +39,12 @@ for name, lay in (("pp2-1f1b", PP2 + ["checkpoint.interval=5"]),
                   ("pp2-interleaved", PP2 + ["parallel.virtual_pipeline_model_parallel_size=2",
                                              "pipeline.schedule=interleaved_1f1b"]),
                   ("pp2-zbv", PP2 + ["pipeline.schedule=zbv"]),
+                  # The matrix's gradient completes in stage 0's backward and the head's W, its
+                  # bucket in flight meanwhile (tiny buckets); every sample is the one document, so
+                  # the larger batch trains alike.
+                  ("pp2-zbv-dp2", ["parallel.world_size=4", "parallel.pipeline_model_parallel_size=2",
+                                   "pipeline.schedule=zbv", "training.global_batch_size=4",
+                                   "comms.bucket_size_mb=0.01"]),
                   ("dp2", ["parallel.world_size=2"])):
     run_dir, _ = ctx.run(name, BASE + lay)
     got = losses(run_dir)
