@@ -286,17 +286,22 @@ int convert_to_hf(const ConvertOptions& o) {
                                                                 json(map.shape).dump());
     }
     const int64_t cols = map.shape.size() > 1 ? map.shape[1] : 1;
+    // Read (and merged) once for all its Hugging Face slices (q, k and v of the fused QKV), then let go.
+    auto whole = std::make_shared<std::vector<float>>();
     int64_t row = 0;
     for (size_t i = 0; i < map.hf.size(); ++i) {
       const int64_t rows = map.hf_rows[i];
+      const bool last = i + 1 == map.hf.size();
       tensors.push_back(
           {.name = map.hf[i],
            .shape = map.shape.size() > 1 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows},
            .values = {},
            .dtype = dtype,
-           .produce = [&weights, name = map.rondo, row, rows, cols, lora_scale] {
-             const auto all = merged_weight(weights, name, lora_scale);
-             return std::vector<float>(all.begin() + row * cols, all.begin() + (row + rows) * cols);
+           .produce = [&weights, name = map.rondo, whole, row, rows, cols, last, lora_scale] {
+             if (whole->empty()) *whole = merged_weight(weights, name, lora_scale);
+             std::vector<float> part(whole->begin() + row * cols, whole->begin() + (row + rows) * cols);
+             if (last) std::vector<float>().swap(*whole);
+             return part;
            }});
       row += rows;
     }
