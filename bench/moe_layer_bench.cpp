@@ -6,6 +6,7 @@
 //   mpirun -np N build/bench/rondo_moe_layer_bench [link_gbit_s [tokens [hidden [ffn [experts]]]]]
 // link_gbit_s > 0 emulates a link of that speed for every transfer of the exchanges (0: the
 // machine's own transport).
+// ROUNDS (default 15): rounds of the alternation.
 #include <mpi.h>
 
 #include <algorithm>
@@ -84,14 +85,17 @@ int main(int argc, char** argv) {
   const auto costs = rondo::profile_moe_costs(dispatch, layer->expert(0), work);
   const auto choice = rondo::choose_moe_degrees(costs, work);
   // Every degree, and the chosen pair (0), alternated round by round.
-  std::vector<int> degrees = rondo::moe_degree_candidates();
+  const std::vector<int> measured = {1, 2, 4, 8};
+  std::vector<int> degrees = measured;
   degrees.push_back(0);
   const auto pair = [&](int d) {
     return d ? rondo::ExpertDegrees{d, d} : rondo::ExpertDegrees{choice.forward, choice.backward};
   };
   std::map<int, std::vector<double>> times;
   for (int d : degrees) step(pair(d));  // warm-up
-  for (int round = 0; round < 15; ++round) {
+  const char* rounds_env = std::getenv("ROUNDS");
+  const int rounds = rounds_env ? std::max(1, std::atoi(rounds_env)) : 15;
+  for (int round = 0; round < rounds; ++round) {
     for (int d : degrees) times[d].push_back(step(pair(d)));
   }
   std::map<int, double> median;
@@ -123,7 +127,7 @@ int main(int argc, char** argv) {
         costs.expert.beta_s * 1e9, costs.expert_backward.alpha_s * 1e6, costs.expert_backward.beta_s * 1e9);
     std::printf("%8s %14s %16s\n", "degree", "measured_ms", "predicted_ms");
     int best = 1;
-    for (int d : rondo::moe_degree_candidates()) {
+    for (int d : measured) {
       if (median[d] < median[best]) best = d;
       std::printf("%8d %14.2f %16.2f\n", d, median[d] * 1e3,
                   (choice.forward_s.at(d) + choice.backward_s.at(d)) * 1e3);

@@ -24,6 +24,9 @@
   bench/train_bench.py hdp         # HDP on 2 and 4 ranks, mixed lengths: the rondo, megatron and static policies on the
                                    # same batches (tokens/s, busy max/mean measured and planned), and the same at
                                    # 16 ranks with emulated compute (HDP_CASES=2,4,16: which world sizes)
+  bench/train_bench.py moe-partition  # MoE at ep=2 with the gradient reduction overlapped: FSMoE's gradient
+                                   # partitioning (moe.gradient_partitioning) on and off, with and without a slow
+                                   # (emulated) link: step time, exposed allreduce, buckets done inside the backward
   RONDO_BASELINE_BUILD_DIR=DIR bench/train_bench.py versus
                                    # this build against another commit's build in DIR, alternated run by run:
                                    # ddp's 1 and 2 ranks and every pipeline schedule, tokens/s and the ratio
@@ -244,6 +247,8 @@ def main():
         context_parallel(tmp, rounds)
     if what in ("hdp", "all"):
         hdp(tmp, rounds)
+    if what in ("moe-partition", "all"):
+        moe_partition(tmp, rounds, small)
     if what == "versus":
         versus(tmp, rounds, small)
 
@@ -258,6 +263,31 @@ def pipeline_variants(small):
                                       f"pipeline.schedule={schedule}",
                                       f"parallel.virtual_pipeline_model_parallel_size={vpp}"]
     return variants
+
+
+def moe_partition(tmp, rounds, small):
+    """FSMoE's gradient partitioning: the dense gradients' buckets in flight advanced between the MoE
+    backward's expert calls, or only between layers."""
+    moe = small + ["model.num_experts=4", "model.moe_router_topk=2", "parallel.world_size=2",
+                   "parallel.expert_model_parallel_size=2", "moe.a2a_overlap_degree=2", "moe.bwd_degree=2",
+                   "comms.overlap_grad_reduce=true", "comms.bucket_size_mb=0.25"]
+    for link in ("0", "0.2"):
+        runs = {"on": [], "off": []}
+        for _ in range(rounds):
+            for mode in ("on", "off"):
+                runs[mode].append(rondo_run(tmp, f"moe-partition-{mode}", moe + [
+                    f"comms.emulated_link_gbps={link}",
+                    f"moe.gradient_partitioning={'true' if mode == 'on' else 'false'}"], steps=40))
+        on, off = runs["on"], runs["off"]
+        name = "no link emulation" if link == "0" else f"emulated {link} GB/s link"
+        print(f"moe-partition ({name}): step {median_of(on, 'step_time_s') * 1e3:.1f} ms on vs "
+              f"{median_of(off, 'step_time_s') * 1e3:.1f} ms off (off/on "
+              f"{median_of(off, 'step_time_s') / median_of(on, 'step_time_s'):.3f}); exposed allreduce "
+              f"{median_of(on, 'allreduce_s') * 1e3:.2f} vs {median_of(off, 'allreduce_s') * 1e3:.2f} ms; backward "
+              f"{median_of(on, 'backward_s') * 1e3:.1f} vs {median_of(off, 'backward_s') * 1e3:.1f} ms; buckets done "
+              f"inside the backward {median_of(on, 'grad_buckets_done_in_backward'):.0f} vs "
+              f"{median_of(off, 'grad_buckets_done_in_backward'):.0f} of {median_of(on, 'grad_buckets'):.0f}",
+              flush=True)
 
 
 def source_commit(build_dir):

@@ -77,6 +77,10 @@ const std::vector<ConfigKey>& config_schema() {
                 "(FSMoE); 1: no overlap; auto: the cost model's choice from a profiling pass at start-up "
                 "(RUN_DIR/moe_costs.json)"),
       RONDO_KEY(moe, bwd_degree, "the same for the backward (its gradients' all-to-alls)"),
+      RONDO_KEY(moe, gradient_partitioning,
+                "with comms.overlap_grad_reduce: the gradient reduction's buckets in flight advance between "
+                "the MoE backward's expert calls, in the gaps its all-to-alls leave (FSMoE); false: only "
+                "between layers"),
       RONDO_KEY(moe, cost_file,
                 "`rondo plan`'s MoE costs: a run's moe_costs.json (profiled); empty: the config's figures "
                 "(pipeline.device_tflops, pipeline.p2p_*)"),

@@ -211,6 +211,9 @@ struct MoeConfig {
   std::string a2a_overlap_degree = "auto";
   std::string bwd_degree = "auto";
   std::string cost_file;  // `rondo plan`'s costs: a run's moe_costs.json; empty: the config's figures
+  // FSMoE's gradient partitioning: the overlapped gradient reduction's buckets in flight advance
+  // between the MoE backward's expert calls (false: only between layers, as a dense model's).
+  bool gradient_partitioning = true;
 };
 
 struct Config {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 #include "common/errors.h"
@@ -49,16 +50,17 @@ MoeExchangeSeconds moe_exposed_exchange(const Config& c) {
   const auto costs = costs_of(c);
   const auto work = layer_work(c);
   const auto choice = choose_moe_degrees(costs, work);
-  const int64_t forward = moe_degree(c.moe.a2a_overlap_degree, "moe.a2a_overlap_degree");
-  const int64_t backward = moe_degree(c.moe.bwd_degree, "moe.bwd_degree");
+  const int64_t forward_key = moe_degree(c.moe.a2a_overlap_degree, "moe.a2a_overlap_degree");
+  const int64_t backward_key = moe_degree(c.moe.bwd_degree, "moe.bwd_degree");
+  const int forward = forward_key > 0 ? static_cast<int>(forward_key) : choice.forward;
+  const int backward = backward_key > 0 ? static_cast<int>(backward_key) : choice.backward;
+  const int atoms = std::lcm(forward, backward);
   auto alone = work;
   alone.members = 1;  // the same experts' compute, nothing exchanged
-  return {
-      predict_expert_pipeline(costs, work, forward > 0 ? static_cast<int>(forward) : choice.forward, false) -
-          predict_expert_pipeline(costs, alone, 1, false),
-      predict_expert_pipeline(costs, work, backward > 0 ? static_cast<int>(backward) : choice.backward,
-                              true) -
-          predict_expert_pipeline(costs, alone, 1, true)};
+  return {predict_expert_pipeline(costs, work, forward, false, atoms) -
+              predict_expert_pipeline(costs, alone, 1, false),
+          predict_expert_pipeline(costs, work, backward, true, atoms) -
+              predict_expert_pipeline(costs, alone, 1, true)};
 }
 
 nlohmann::json moe_layers_report(const Config& c) {
@@ -99,9 +101,11 @@ std::string moe_layers_text(const nlohmann::json& r) {
   if (!layers.empty()) {
     const auto& first = layers.front();
     out << "  degree:";
-    for (const auto& [d, s] : first.at("degree_predictions").items()) {
+    const auto& predictions = first.at("degree_predictions");
+    for (int d : moe_degree_candidates()) {
       char buf[64];
-      std::snprintf(buf, sizeof(buf), "  %s: %.3g ms", d.c_str(), s.get<double>() * 1e3);
+      std::snprintf(buf, sizeof(buf), "%s %d: %.3g ms", d % 8 == 1 && d > 1 ? "\n         " : " ", d,
+                    predictions.at(std::to_string(d)).get<double>() * 1e3);
       out << buf;
     }
     out << "\n  chosen: forward " << first.at("chosen_degree").get<int64_t>() << ", backward "

@@ -327,6 +327,7 @@ void set_moe(const Config& config, plan::MoeSpec& moe) {
   moe.set_forward_degree(
       static_cast<uint32_t>(moe_degree(config.moe.a2a_overlap_degree, "moe.a2a_overlap_degree")));
   moe.set_backward_degree(static_cast<uint32_t>(moe_degree(config.moe.bwd_degree, "moe.bwd_degree")));
+  moe.set_gradient_partitioning(config.moe.gradient_partitioning);
 }
 
 // The model section: the family, its shape and options (MoE, grouped-query attention, rotary).

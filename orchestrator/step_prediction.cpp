@@ -32,7 +32,8 @@ CostModel cost_model(const Config& c) {
                     .devices_per_stage = static_cast<double>(c.parallel.tensor_model_parallel_size *
                                                              c.parallel.context_parallel_size),
                     .moe_exchange_forward_s = moe.forward,
-                    .moe_exchange_backward_s = moe.backward});
+                    .moe_exchange_backward_s = moe.backward,
+                    .moe_capacity_factor = m.moe_capacity_factor});
 }
 
 StageCosts predicted_stage_costs(const Config& c, const std::vector<StageLayers>& stages) {
@@ -102,10 +103,11 @@ double chunked_activation_bytes(const MemoryInputs& in, double layers, double pe
 // A rank bound to its stages holds their weights, gradients and optimizer state, and its peak
 // in-flight activations.
 void predict_bound_memory(const MemoryInputs& in, const std::vector<int>& stage_rank, RankPrediction& rp) {
-  double params = 0, layers = 0;
+  double params = 0, layers = 0, moe_layers = 0;
   for (const auto& st : in.stages) {
     if (stage_rank[static_cast<size_t>(st.index)] != rp.pp_rank) continue;
     layers += st.num_layers;
+    moe_layers += static_cast<double>(in.costs.moe_layers(st));
     params += in.costs.parameters(st);
   }
   rp.weight_bytes = params * (kWeightStateBytes + (in.schedule.async ? kAsyncExtraWeightBytes : 0.0)) / in.tp;
@@ -120,7 +122,13 @@ void predict_bound_memory(const MemoryInputs& in, const std::vector<int>& stage_
         (rp.peak_activations * chunks * in.costs.boundary_bytes() + layers / chunks * layer_activation) /
         in.split;
   } else {
-    rp.activation_bytes = rp.peak_activations * layers * layer_activation / in.split;
+    // MoE is refused with chunking and full recomputation: only here do its blocks differ.
+    const double tokens =
+        static_cast<double>(in.config.model.seq_length * in.config.training.micro_batch_size);
+    rp.activation_bytes =
+        rp.peak_activations *
+        (layers * layer_activation + moe_layers * in.costs.moe_layer_extra_activation_bytes(tokens)) /
+        in.split;
   }
 }
 

@@ -1,5 +1,7 @@
 #include "parallelism/cost_model.h"
 
+#include <algorithm>
+
 #include <stdexcept>
 
 namespace rondo {
@@ -67,6 +69,29 @@ double CostModel::layer_activation_bytes(double tokens) const {
   // Korthikanti et al. count 2-byte values: 34 sbh + 5 a s^2 b; float32 doubles them.
   const double scores = spec_.recompute == Recompute::kSelective ? 0.0 : 5 * a * s / h;
   return tokens * h * (34 + scores) * (kBytesPerValue / 2);
+}
+
+double CostModel::moe_mlp_activation_bytes(double tokens) const {
+  const auto& d = spec_.dims;
+  const double h = static_cast<double>(d.hidden_size), ffn = static_cast<double>(d.ffn_hidden_size);
+  const double rows = static_cast<double>(d.moe_topk) * std::min(1.0, spec_.moe_capacity_factor);
+  // A row keeps an expert's input, its output (for the gate's product), the gated output (the
+  // scatter-add's backward keeps its source) and the expert's hidden activations: GELU's input and
+  // output, or SwiGLU's gate, up, activated gate and product.
+  const double hidden_widths = d.llama_style ? 4 : 2;
+  return tokens * (h + static_cast<double>(d.num_experts) + rows * (3 * h + hidden_widths * ffn)) *
+         kBytesPerValue;
+}
+
+double CostModel::moe_layer_extra_activation_bytes(double tokens) const {
+  const double dense_mlp = tokens * static_cast<double>(spec_.dims.hidden_size) * 18 * (kBytesPerValue / 2);
+  return moe_mlp_activation_bytes(tokens) - dense_mlp;
+}
+
+int64_t CostModel::moe_layers(const StageLayers& st) const {
+  int64_t n = 0;
+  for (int64_t l = st.first_layer; l < st.first_layer + st.num_layers; ++l) n += spec_.dims.is_moe_layer(l);
+  return n;
 }
 
 double CostModel::boundary_bytes() const {

@@ -32,6 +32,7 @@ struct CostModelSpec {
   // Expert parallelism: the seconds an MoE block's all-to-alls add to a microbatch's forward and
   // backward beyond its compute (exposed by the expert pipeline; parallelism/moe_cost.h).
   double moe_exchange_forward_s = 0, moe_exchange_backward_s = 0;
+  double moe_capacity_factor = 1;  // an expert's slots: factor * tokens * topk / experts
 };
 
 inline constexpr double kBytesPerValue = 4.0;  // float32
@@ -55,6 +56,15 @@ class CostModel {
   // seq_length keys (the attention scores and probabilities, 5as/h, dropped by selective
   // recomputation), on one device (tp * cp split it further).
   double layer_activation_bytes(double tokens) const;
+  // What an MoE block keeps beyond that (negative when it keeps less): its MLP's activations are
+  // its rows' — every token's top-k assignments within the capacity, each an expert's input, its
+  // hidden activations, its output and the gated output — and the router's probabilities, in place
+  // of the dense MLP's (Korthikanti's 18 of the 34).
+  double moe_layer_extra_activation_bytes(double tokens) const;
+  // The MoE MLP's own: the input, the router's probabilities and the rows'.
+  double moe_mlp_activation_bytes(double tokens) const;
+  // MoE blocks among `stage`'s layers.
+  int64_t moe_layers(const StageLayers& stage) const;
   // One microbatch's hidden states: a stage boundary's transfer, or the input full recomputation keeps.
   double boundary_bytes() const;
   // Keys and values (with their gradients) of `tokens` tokens, one layer.

@@ -1,6 +1,7 @@
 #include "parallelism/moe_cost.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "common/errors.h"
 
@@ -70,26 +71,41 @@ MoeLayerWork moe_layer_work(double tokens, int64_t topk, double capacity_factor,
           .members = members};
 }
 
-double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& w, int degree, bool backward) {
+double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& w, int degree, bool backward,
+                               int atoms) {
   const double d = degree;
+  const double calls = atoms > degree ? static_cast<double>(atoms) / d : 1.0;  // per expert and chunk
   const double off_rank = w.members > 1 ? static_cast<double>(w.members - 1) / w.members : 0.0;
   const double bytes = w.rows * static_cast<double>(w.hidden) * 4.0 * off_rank / d;
   const double exchange = w.members > 1 ? costs.alltoall.at(bytes) : 0.0;
+  const double latency = w.members > 1 ? costs.alltoall.alpha_s : 0.0;
   // Two GEMMs of 2 * rows * hidden * ffn FLOPs each per expert call.
-  const double flops = 4.0 * (w.rows / d / static_cast<double>(w.local_experts)) *
+  const double flops = 4.0 * (w.rows / d / calls / static_cast<double>(w.local_experts)) *
                        static_cast<double>(w.hidden) * static_cast<double>(w.ffn);
-  const double per_expert = backward ? costs.expert_backward.at(flops) : costs.expert.at(flops);
-  const double compute = static_cast<double>(w.local_experts) * per_expert;
+  const double per_call = backward ? costs.expert_backward.at(flops) : costs.expert.at(flops);
+  const double compute = static_cast<double>(w.local_experts) * calls * per_call;
   double total = 2.0 * exchange;  // the first chunk's way in, the last chunk's way out
   for (int c = 0; c < degree; ++c) {
-    const double link = (c + 1 < degree ? exchange : 0.0) + (c > 0 ? exchange : 0.0);
+    // A dispatch and a combine in flight together share the link's bandwidth but wait their
+    // latency side by side.
+    const int transfers = (c + 1 < degree ? 1 : 0) + (c > 0 ? 1 : 0);
+    const double link = transfers == 0 ? 0.0 : latency + transfers * (exchange - latency);
     total += std::max(compute, link);
   }
   return total;
 }
 
 const std::vector<int>& moe_degree_candidates() {
-  static const std::vector<int> degrees = {1, 2, 4, 8};
+  static const std::vector<int> degrees = [] {
+    std::vector<int> d(16);
+    std::iota(d.begin(), d.end(), 1);
+    return d;
+  }();
+  return degrees;
+}
+
+const std::vector<int>& moe_profiled_degrees() {
+  static const std::vector<int> degrees = {1, 2, 4, 8, 16};
   return degrees;
 }
 
@@ -99,18 +115,35 @@ MoeDegreeChoice choose_moe_degrees(const MoeCosts& costs, const MoeLayerWork& wo
     choice.forward_s[d] = predict_expert_pipeline(costs, work, d, false);
     choice.backward_s[d] = predict_expert_pipeline(costs, work, d, true);
   }
-  // The smallest degree within kDegreeMargin of the fastest prediction: each further chunk costs
-  // bookkeeping the model leaves out (gathers, buffers, one more autograd call per expert).
-  const auto smallest_near_best = [](const std::map<int, double>& seconds) {
-    double best = seconds.begin()->second;
-    for (const auto& [d, s] : seconds) best = std::min(best, s);
-    for (const auto& [d, s] : seconds) {
-      if (s <= best * (1 + kDegreeMargin)) return d;
-    }
-    return seconds.begin()->first;
+  struct Pair {
+    int forward, backward;
+    double seconds;
   };
-  choice.forward = smallest_near_best(choice.forward_s);
-  choice.backward = smallest_near_best(choice.backward_s);
+  std::vector<Pair> pairs;
+  double best = 0;
+  for (int f : moe_degree_candidates()) {
+    for (int b : moe_degree_candidates()) {
+      const int atoms = std::lcm(f, b);
+      const double s = predict_expert_pipeline(costs, work, f, false, atoms) +
+                       predict_expert_pipeline(costs, work, b, true, atoms);
+      pairs.push_back({f, b, s});
+      if (pairs.size() == 1 || s < best) {
+        best = s;
+        choice.fastest_forward = f;
+        choice.fastest_backward = b;
+      }
+    }
+  }
+  const auto chunks = [](const Pair& p) {
+    return std::make_pair(p.forward + p.backward, std::lcm(p.forward, p.backward));
+  };
+  const Pair* chosen = nullptr;
+  for (const auto& p : pairs) {
+    if (p.seconds <= best * (1 + kDegreeMargin) && (!chosen || chunks(p) < chunks(*chosen))) chosen = &p;
+  }
+  choice.forward = chosen->forward;
+  choice.backward = chosen->backward;
+  choice.seconds = chosen->seconds;
   return choice;
 }
 

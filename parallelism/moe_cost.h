@@ -53,14 +53,24 @@ MoeLayerWork moe_layer_work(double tokens, int64_t topk, double capacity_factor,
                             int64_t experts, int members);
 
 // Predicted seconds of the layer's expert part at pipeline degree `degree`, forward or backward.
-double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& work, int degree, bool backward);
+// `atoms` (0: `degree`): the pieces the rows are cut into for both directions (the least common
+// multiple of the forward's and the backward's degrees), each expert called atoms / degree times per
+// chunk, paying its alpha each time.
+double predict_expert_pipeline(const MoeCosts& costs, const MoeLayerWork& work, int degree, bool backward,
+                               int atoms = 0);
 
-// The degrees FSMoE's search considers, and the best of them for the forward and the backward: the
-// smallest degree predicted within 2% of the fastest.
+// The degrees the choice considers (1..16), and those whose sizes the profiling pass measures
+// (1, 2, 4, 8, 16: the fit covers the rest).
 const std::vector<int>& moe_degree_candidates();
+const std::vector<int>& moe_profiled_degrees();
+// The pair of degrees predicted fastest: every forward and backward degree together (they share
+// the cut into atoms), the one with the fewest chunks among those within 2% of the fastest, since
+// each chunk costs bookkeeping the model leaves out (gathers, buffers, one more autograd call).
 struct MoeDegreeChoice {
-  std::map<int, double> forward_s, backward_s;  // per candidate degree
+  std::map<int, double> forward_s, backward_s;  // per candidate degree d, both directions at d
   int forward = 1, backward = 1;
+  double seconds = 0;                             // the chosen pair's forward + backward
+  int fastest_forward = 1, fastest_backward = 1;  // the pair predicted fastest, margin aside
 };
 MoeDegreeChoice choose_moe_degrees(const MoeCosts& costs, const MoeLayerWork& work);
 

@@ -128,7 +128,7 @@ void BoundWeights::before_first_step(bool loaded) {
       plan_.comms(), context_.dp, context_.recorder, context_.world.host_buffers(),
       split ? part(0, dense_elements_) : sources, split ? dense : GradientReduction::Include{});
   // FSMoE's gradient partitioning: the buckets in flight advance in the gaps of the MoE backward.
-  if (context_.moe && reduction_->overlapped()) {
+  if (context_.moe && reduction_->overlapped() && plan_.model().moe().gradient_partitioning()) {
     context_.moe->set_backward_gap([this] {
       reduction_->progress();
       if (expert_reduction_) expert_reduction_->progress();

@@ -56,6 +56,9 @@ std::unique_ptr<MoeTraining> MoeTraining::make(const plan::Plan& plan, int rank,
     out->expert_dp_comm_ = split_group(plan, plan::GROUP_EXPERT_DP, rank, world, members);
     out->expert_dp_coll_ = std::make_unique<Collectives>(*out->expert_dp_comm_, recorder);
     out->expert_dp_coll_->set_group("edp@" + std::to_string(members.front()), members);
+    // comms.emulated_link_gbps holds for the exchanges as for every other collective.
+    for (auto* coll : {out->ep_coll_.get(), out->ep_combine_coll_.get(), out->expert_dp_coll_.get()})
+      coll->set_emulated_link_bandwidth(plan.comms().emulated_link_gbps() * 1e9);
     ep = {out->ep_coll_.get(), out->ep_combine_coll_.get(), size,
           static_cast<int>(plan.ranks(rank).coords().ep())};
   }

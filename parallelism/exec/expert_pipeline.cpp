@@ -183,6 +183,7 @@ class ExpertPipelineBackward : public torch::autograd::Node {
               input_grads.index_copy_(0, where, atom[l].input.grad());
               atom[l] = {};
               flight.progress();
+              if (s.gap) s.gap();  // FSMoE's gradient partitioning: other reductions advance here
             }
           }
           return input_grads;

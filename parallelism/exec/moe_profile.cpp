@@ -16,7 +16,7 @@ constexpr int kRepeats = 7;
 // The fastest of kRepeats runs of `run`, each after an untimed `prepare`: the operation's own cost,
 // as free of other processes' interference as the runs get.
 template <typename F, typename P = void (*)()>
-double median_seconds(
+double fastest_seconds(
     F&& run, P&& prepare = [] {}) {
   prepare();
   run();  // warm-up
@@ -33,7 +33,7 @@ double median_seconds(
 // Rows per call at each candidate degree.
 std::vector<int64_t> sizes(double rows) {
   std::vector<int64_t> out;
-  for (int d : moe_degree_candidates()) out.push_back(std::max<int64_t>(1, static_cast<int64_t>(rows / d)));
+  for (int d : moe_profiled_degrees()) out.push_back(std::max<int64_t>(1, static_cast<int64_t>(rows / d)));
   return out;
 }
 
@@ -49,7 +49,7 @@ MoeCosts profile_moe_costs(Collectives& group, ExpertMlp& expert, const MoeLayer
     auto recv = torch::empty_like(send);
     const std::vector<size_t> counts(static_cast<size_t>(members), static_cast<size_t>(per_member * hidden));
     const double bytes = static_cast<double>(per_member * hidden * 4 * (members - 1));
-    exchange.emplace_back(bytes, median_seconds([&] {
+    exchange.emplace_back(bytes, fastest_seconds([&] {
                             group
                                 .start_alltoallv(send.data_ptr<float>(), counts, recv.data_ptr<float>(),
                                                  counts, DType::kFloat32)
@@ -61,11 +61,11 @@ MoeCosts profile_moe_costs(Collectives& group, ExpertMlp& expert, const MoeLayer
     const double flops = 4.0 * static_cast<double>(rows * hidden * ffn);
     {
       torch::NoGradGuard no_grad;
-      compute.emplace_back(flops, median_seconds([&] { expert.forward(x); }));
+      compute.emplace_back(flops, fastest_seconds([&] { expert.forward(x); }));
     }
     torch::Tensor y;
     const auto g = torch::randn({rows, hidden});
-    backward.emplace_back(flops, median_seconds([&] { y.backward(g); }, [&] { y = expert.forward(x); }));
+    backward.emplace_back(flops, fastest_seconds([&] { y.backward(g); }, [&] { y = expert.forward(x); }));
   }
   for (auto& p : expert.parameters()) {
     if (p.grad().defined()) p.mutable_grad().zero_();

@@ -17,7 +17,7 @@ class Collectives;
 
 // Collective over `group`. `expert`: one of the layer's experts, run forward and backward (its
 // gradients are zeroed again afterwards). Timed at the sizes the layer's pipeline uses at each
-// candidate degree d (moe_degree_candidates): all-to-alls of work.rows / d rows, expert calls of
+// profiled degree d (moe_profiled_degrees): all-to-alls of work.rows / d rows, expert calls of
 // work.rows / (d * local experts) rows.
 MoeCosts profile_moe_costs(Collectives& group, ExpertMlp& expert, const MoeLayerWork& work);
 

@@ -73,6 +73,24 @@ TEST(CostModel, AnMoeBlockCostsItsTopKExperts) {
   EXPECT_DOUBLE_EQ(exchanged.w[0], plain.w[0]);
 }
 
+// An MoE block keeps its rows' activations in place of the dense MLP's: every token's top-k
+// assignments within the capacity, each an expert's input and output, the gated output and the
+// expert's two hidden ones.
+TEST(CostModel, AnMoeBlockKeepsItsRowsActivations) {
+  const GptDims moe{
+      4, 64, 256, 1000, 128, /*num_experts=*/8, /*experts_held=*/4, /*moe_topk=*/2, /*moe_layer_freq=*/2};
+  const double tokens = 256, h = 64, f = 256;
+  const auto all_kept = CostModel({.dims = moe, .moe_capacity_factor = 1.5});
+  EXPECT_DOUBLE_EQ(all_kept.moe_mlp_activation_bytes(tokens), tokens * (h + 8 + 2 * (3 * h + 2 * f)) * 4);
+  EXPECT_DOUBLE_EQ(all_kept.moe_layer_extra_activation_bytes(tokens),
+                   all_kept.moe_mlp_activation_bytes(tokens) - tokens * h * 18 * 2);
+  // A capacity of half the assignments keeps half the rows.
+  const auto half = CostModel({.dims = moe, .moe_capacity_factor = 0.5});
+  EXPECT_DOUBLE_EQ(half.moe_mlp_activation_bytes(tokens), tokens * (h + 8 + 1 * (3 * h + 2 * f)) * 4);
+  EXPECT_EQ(all_kept.moe_layers({0, 0, 3, true, false}), 2);  // blocks 0 and 2
+  EXPECT_EQ(all_kept.moe_layers({1, 3, 1, false, true}), 0);
+}
+
 TEST(CostModel, StagesAddUpToTheModel) {
   const auto costs = model_with(Recompute::kNone);
   double sum = 0;

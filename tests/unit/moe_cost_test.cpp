@@ -1,9 +1,13 @@
 // FSMoE's cost model (parallelism/moe_cost.h): the alpha-beta fit, the pipeline's predicted time
-// against its formula worked by hand, the degree choice, and moe_costs.json read back.
+// against its formula worked by hand, the degree choice, and moe_costs.json read back; and the
+// event simulation the choice is judged against (parallelism/moe_pipeline_sim.h).
 #include <gtest/gtest.h>
+
+#include <numeric>
 
 #include "common/errors.h"
 #include "parallelism/moe_cost.h"
+#include "parallelism/moe_pipeline_sim.h"
 
 namespace rondo {
 namespace {
@@ -35,12 +39,13 @@ TEST(MoeCost, PipelineFormulaWorkedByHand) {
   EXPECT_NEAR(predict_expert_pipeline(c, kWork, 1, false), 2 * exchange1 + compute1, 1e-12);
   // Degree 2: D + max(C, D) + max(C, B) + B, each a half.
   const double exchange2 = 1e-3 + 1e-6 * 8192, compute2 = compute1 / 2;
-  EXPECT_NEAR(predict_expert_pipeline(c, kWork, 2, false),
-              2 * exchange2 + 2 * std::max(compute2, exchange2), 1e-12);
-  // Degree 4: the middle chunks carry a dispatch and a combine on the link.
-  const double exchange4 = 1e-3 + 1e-6 * 4096, compute4 = compute1 / 4;
+  EXPECT_NEAR(predict_expert_pipeline(c, kWork, 2, false), 2 * exchange2 + 2 * std::max(compute2, exchange2),
+              1e-12);
+  // Degree 4: the middle chunks carry a dispatch and a combine on the link, their bytes one after
+  // the other, their latencies side by side.
+  const double exchange4 = 1e-3 + 1e-6 * 4096, compute4 = compute1 / 4, both4 = 1e-3 + 2 * 1e-6 * 4096;
   EXPECT_NEAR(predict_expert_pipeline(c, kWork, 4, false),
-              2 * exchange4 + 2 * std::max(compute4, exchange4) + 2 * std::max(compute4, 2 * exchange4), 1e-12);
+              2 * exchange4 + 2 * std::max(compute4, exchange4) + 2 * std::max(compute4, both4), 1e-12);
   EXPECT_NEAR(predict_expert_pipeline(c, kWork, 1, true), 2 * exchange1 + 2 * compute1, 1e-12);
   // One rank alone exchanges nothing.
   MoeLayerWork alone = kWork;
@@ -61,6 +66,69 @@ TEST(MoeCost, ChoosesOverlapWhenTheExchangeIsLongAndNotWhenLatencyDominates) {
   // Within 2% of the fastest, the smaller degree wins.
   const auto flat = choose_moe_degrees(costs(0, 0, 1e-9), kWork);
   EXPECT_EQ(flat.forward, 1);
+}
+
+TEST(MoeCost, EveryAtomCallsEachExpertAgainAndPaysItsAlpha) {
+  MoeCosts c = costs(0, 0, 0);
+  c.expert = {1e-3, 0};
+  MoeLayerWork alone = kWork;
+  alone.members = 1;
+  // Two local experts, two chunks: one call each per chunk, or two when cut into four atoms.
+  EXPECT_NEAR(predict_expert_pipeline(c, alone, 2, false), 2 * 2 * 1e-3, 1e-15);
+  EXPECT_NEAR(predict_expert_pipeline(c, alone, 2, false, 4), 2 * 2 * 2 * 1e-3, 1e-15);
+  EXPECT_NEAR(simulate_expert_pipeline(c, alone, 2, false, 4), 2 * 2 * 2 * 1e-3, 1e-15);
+}
+
+TEST(MoeCost, ChoosesThePairWithFewestChunksWithinTwoPercentOfEveryPairUpToSixteen) {
+  for (const auto& c : {costs(0, 1e-6, 1.5e-8), costs(2e-5, 1e-6, 1.5e-8), costs(1e-2, 0, 1e-12)}) {
+    const auto choice = choose_moe_degrees(c, kWork);
+    double best = 1e300;
+    for (int f = 1; f <= 16; ++f) {
+      for (int b = 1; b <= 16; ++b) {
+        const int atoms = std::lcm(f, b);
+        best = std::min(best, predict_expert_pipeline(c, kWork, f, false, atoms) +
+                                  predict_expert_pipeline(c, kWork, b, true, atoms));
+      }
+    }
+    const int atoms = std::lcm(choice.forward, choice.backward);
+    const double chosen = predict_expert_pipeline(c, kWork, choice.forward, false, atoms) +
+                          predict_expert_pipeline(c, kWork, choice.backward, true, atoms);
+    EXPECT_NEAR(choice.seconds, chosen, 1e-15);
+    EXPECT_LE(chosen, best * 1.02);
+    EXPECT_EQ(choice.forward_s.size(), 16u);
+  }
+}
+
+TEST(MoePipelineSim, OneChunkIsDispatchComputeCombine) {
+  const auto c = costs(1e-3, 1e-6, 1e-9);
+  const double exchange = 1e-3 + 1e-6 * 16384, compute = 4.0 * 1024 * 8 * 16 * 1e-9;
+  EXPECT_NEAR(simulate_expert_pipeline(c, kWork, 1, false), 2 * exchange + compute, 1e-12);
+  EXPECT_NEAR(simulate_expert_pipeline(c, kWork, 1, true), 2 * exchange + 2 * compute, 1e-12);
+}
+
+TEST(MoePipelineSim, TransfersInFlightShareTheLinkButNotTheirLatency) {
+  // Bandwidth only, no compute: the link is never idle after the first dispatch, a dispatch and a
+  // combine in flight together each at half rate; 2 * bytes / bandwidth in all, at any degree, as
+  // the closed form says too.
+  const auto bandwidth = costs(0, 1e-6, 0);
+  const double all = 2 * 1e-6 * 16384;  // both directions' bytes at degree 1
+  for (int d : {1, 2, 3, 8, 16}) {
+    EXPECT_NEAR(simulate_expert_pipeline(bandwidth, kWork, d, false), all, 1e-12) << d;
+    EXPECT_NEAR(predict_expert_pipeline(bandwidth, kWork, d, false), all, 1e-12) << d;
+  }
+  // Latency only: chunk 1's dispatch and chunk 0's combine wait their alpha together (3 alpha at
+  // degree 2), where the closed form serialises them (4 alpha).
+  const auto latency = costs(1e-3, 0, 0);
+  EXPECT_NEAR(simulate_expert_pipeline(latency, kWork, 2, false), 3e-3, 1e-12);
+  EXPECT_NEAR(predict_expert_pipeline(latency, kWork, 2, false), 4e-3, 1e-12);
+}
+
+TEST(MoePipelineSim, BruteForceFindsThePairItSimulatesFastest) {
+  const auto c = costs(2e-5, 1e-6, 1.5e-8);
+  const auto best = best_simulated_degrees(c, kWork, 16);
+  EXPECT_NEAR(best.seconds, simulate_degree_pair(c, kWork, best.forward, best.backward), 1e-15);
+  for (int f = 1; f <= 16; ++f) EXPECT_LE(best.seconds, simulate_degree_pair(c, kWork, f, f) + 1e-15);
+  EXPECT_LT(best.seconds, simulate_degree_pair(c, kWork, 1, 1));
 }
 
 TEST(MoeCost, CostFileRoundTripsAndABadOneIsRefusedNamingTheKey) {

@@ -2,8 +2,9 @@
 // dropped tokens and load-balancing loss against a direct token-by-token computation; the layer's
 // output and the gradient the load-balancing loss adds; and expert parallelism over 2 and 4 ranks
 // (threads over the in-process communicator) against the same layer on one rank, with and without
-// tokens dropped by the capacity.
+// tokens dropped by the capacity; and what it keeps for its backward against the planner's count.
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "comms/collectives.h"
 #include "comms/in_process_communicator.h"
+#include "parallelism/cost_model.h"
 #include "parallelism/exec/moe_layer.h"
 
 namespace rondo {
@@ -234,6 +236,8 @@ void expect_expert_parallel_equals_one_rank(int ep, double capacity_factor, Expe
         Collectives group(comm, nullptr), combine(*back, nullptr);
         auto runtime = std::make_shared<MoeRuntime>(ExpertParallel{&group, &combine, ep, r});
         runtime->set_degrees(degrees);
+        int gaps = 0;  // FSMoE's gradient partitioning: work run between the backward's expert calls
+        runtime->set_backward_gap([&gaps] { ++gaps; });
         auto layer = make_layer(o, runtime);
         {
           torch::NoGradGuard no_grad;
@@ -241,7 +245,9 @@ void expect_expert_parallel_equals_one_rank(int ep, double capacity_factor, Expe
             item.value().copy_(reference->named_parameters()[item.key()]);
         }
         const auto y = layer->forward(x[static_cast<size_t>(r)]);
+        EXPECT_EQ(gaps, 0) << "the forward has no gradients to reduce";
         (y * w[static_cast<size_t>(r)]).sum().backward();
+        EXPECT_GE(gaps, degrees.backward) << "the backward's expert calls leave gaps for the reduction";
         out[static_cast<size_t>(r)] = y.detach();
         for (const auto& item : layer->named_parameters())
           grads[static_cast<size_t>(r)][item.key()] = item.value().grad();
@@ -292,6 +298,42 @@ TEST(MoeExpertParallel, PipelinedInTwoAndFourChunksEqualsOneRank) {
       expect_expert_parallel_equals_one_rank(ep, capacity, {4, 2});
       expect_expert_parallel_equals_one_rank(ep, capacity, {1, 4});
     }
+  }
+}
+
+// What the layer keeps for its backward, counted by glibc's allocator, against what the planner
+// predicts for an MoE MLP (parallelism/cost_model.h): the input, the router's probabilities and,
+// for each kept assignment, an expert's input, GELU's input and output, the expert's output and the
+// gated output.
+TEST(MoeMlp, KeepsTheActivationsThePlannerPredicts) {
+  static constexpr int64_t hidden = 64, ffn = 256, experts = 8, tokens = 1024;
+  class GeluExpert : public ExpertMlp {
+   public:
+    GeluExpert()
+        : fc(register_module("fc", torch::nn::Linear(hidden, ffn))),
+          fc_out(register_module("fc_out", torch::nn::Linear(ffn, hidden))) {}
+    torch::Tensor forward(const torch::Tensor& x) override { return fc_out(torch::gelu(fc(x))); }
+    torch::nn::Linear fc, fc_out;
+  };
+  const auto in_use = [] {
+    const auto m = mallinfo2();
+    return static_cast<double>(m.uordblks + m.hblkhd);
+  };
+  for (double capacity : {2.0, 0.5}) {
+    const MoeOptions o{.hidden_size = hidden, .num_experts = experts, .topk = 2, .capacity_factor = capacity};
+    auto layer = MoeMlp(o, 0, nullptr, [] { return std::make_shared<GeluExpert>(); });
+    const double before = in_use();
+    const auto x = torch::randn({4, tokens / 4, hidden});
+    const auto y = layer->forward(x);
+    const double kept = in_use() - before - static_cast<double>(y.numel() * 4);
+    GptDims dims{1, hidden, ffn, 256, tokens / 4};
+    dims.num_experts = experts;
+    dims.moe_topk = 2;
+    const CostModel costs({.dims = dims, .moe_capacity_factor = capacity});
+    const double predicted = costs.moe_mlp_activation_bytes(tokens);
+    EXPECT_NEAR(kept / predicted, 1.0, 0.1)
+        << "capacity " << capacity << ": kept " << kept << " bytes, predicted " << predicted;
+    y.sum().backward();
   }
 }
 
