@@ -271,7 +271,7 @@ def moe_partition(tmp, rounds, small):
     moe = small + ["model.num_experts=4", "model.moe_router_topk=2", "parallel.world_size=2",
                    "parallel.expert_model_parallel_size=2", "moe.a2a_overlap_degree=2", "moe.bwd_degree=2",
                    "comms.overlap_grad_reduce=true", "comms.bucket_size_mb=0.25"]
-    for link in ("0", "0.2"):
+    for link in os.environ.get("MOE_LINKS", "0,0.2,0.05").split(","):
         runs = {"on": [], "off": []}
         for _ in range(rounds):
             for mode in ("on", "off"):

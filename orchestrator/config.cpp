@@ -80,7 +80,7 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(moe, gradient_partitioning,
                 "with comms.overlap_grad_reduce: the gradient reduction's buckets in flight advance between "
                 "the MoE backward's expert calls, in the gaps its all-to-alls leave (FSMoE); false: only "
-                "between layers"),
+                "as new gradients become ready"),
       RONDO_KEY(moe, cost_file,
                 "`rondo plan`'s MoE costs: a run's moe_costs.json (profiled); empty: the config's figures "
                 "(pipeline.device_tflops, pipeline.p2p_*)"),

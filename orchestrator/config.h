@@ -212,7 +212,7 @@ struct MoeConfig {
   std::string bwd_degree = "auto";
   std::string cost_file;  // `rondo plan`'s costs: a run's moe_costs.json; empty: the config's figures
   // FSMoE's gradient partitioning: the overlapped gradient reduction's buckets in flight advance
-  // between the MoE backward's expert calls (false: only between layers, as a dense model's).
+  // between the MoE backward's expert calls (false: only as new gradients become ready, as in a dense model).
   bool gradient_partitioning = true;
 };
 
