@@ -5,8 +5,10 @@
 // and a pipeline of d chunks takes
 //   T(d) = D + sum_c max(C, comm_c) + B,
 // D and B a chunk's dispatch and combine, C a chunk's expert compute (every local expert once),
-// comm_c the link's work while chunk c computes (chunk c+1's dispatch and chunk c-1's combine,
-// one after the other). alpha and beta come from a profiling pass on the job's own ranks
+// comm_c the link's work while chunk c computes (chunk c+1's dispatch and chunk c-1's combine: their
+// bytes one after the other, their latencies side by side). The choice is judged against an event
+// simulation of the same pipeline (parallelism/moe_pipeline_sim.h, bench/moe_degree_sweep.cpp).
+// alpha and beta come from a profiling pass on the job's own ranks
 // (moe_costs.json, parallelism/exec/moe_profile.h) or, for `rondo plan` without one, from the
 // config's device and link figures. Torch-free.
 #pragma once
