@@ -19,6 +19,7 @@ std::string CheckpointManifest::to_json() const {
   j["consumed_samples"] = consumed_samples;
   j["world_size"] = world_size;
   j["mesh"] = {{"tp", tp}, {"pp", pp}, {"dp", dp}, {"cp", cp}, {"ep", ep}};
+  if (!stage_layers.empty()) j["stage_layers"] = stage_layers;
   auto& files_json = j["files"] = nlohmann::json::array();
   for (const auto& f : files) {
     files_json.push_back({{"name", f.name}, {"bytes", f.bytes}, {"crc32", f.crc32}});
@@ -45,6 +46,7 @@ CheckpointManifest CheckpointManifest::from_json(const std::string& text, const 
     m.dp = mesh.at("dp").get<int>();
     m.cp = mesh.at("cp").get<int>();
     m.ep = mesh.at("ep").get<int>();
+    if (j.contains("stage_layers")) m.stage_layers = j.at("stage_layers").get<std::vector<int>>();
     for (const auto& f : j.at("files")) {
       m.files.push_back(
           {f.at("name").get<std::string>(), f.at("bytes").get<uint64_t>(), f.at("crc32").get<uint32_t>()});

@@ -28,6 +28,10 @@ struct CheckpointManifest {
   uint64_t consumed_samples = 0;
   int world_size = 0;
   int tp = 1, pp = 1, dp = 1, cp = 1, ep = 1;
+  // Transformer layers per pipeline stage, in stage order, as the shards hold them (empty in
+  // checkpoints written before it was recorded: the plan's own, then). Another partition loads
+  // by name from every stage's shards (worker/checkpointer.h).
+  std::vector<int> stage_layers;
   std::vector<CheckpointFileEntry> files;
 
   std::string to_json() const;

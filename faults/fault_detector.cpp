@@ -30,6 +30,8 @@ void FaultDetector::reset(int attempt) {
   attempt_ = attempt;
   first_step_ = -1;
   lineup_ = CollectiveLineup();
+  transfers_ = TransferLineup();
+  hop_baseline_.clear();
   open_.clear();
   suspects_.clear();
   last_completed_.clear();
@@ -52,6 +54,7 @@ std::vector<Verdict> FaultDetector::add(const report::StepReport& report) {
     s.step_times.push_back(report.step_time_s());
   }
   for (const auto& c : lineup_.add(report)) absorb(c);
+  for (const auto& t : transfers_.add(report)) absorb(t);
   lineup_.expire(report.step() - 2 * kJudgeAfterSteps);
   return judge_ready(report.step());
 }
@@ -69,6 +72,15 @@ void FaultDetector::absorb(const LinedUpCollective& c) {
     if (rank >= 0 && rank < world_size_) s.wait_s[static_cast<size_t>(rank)] += waited;
   }
   for (const auto& t : link_transfers(c)) s.links[{t.src, t.dst}].push_back(t);
+}
+
+void FaultDetector::absorb(const MatchedTransfer& t) {
+  if (t.step <= newest_judged_ || t.src < 0 || t.src >= world_size_ || t.dst < 0 || t.dst >= world_size_) return;
+  auto& s = open_[t.step];
+  const auto n = static_cast<size_t>(world_size_);
+  if (s.blame_s.empty()) s.blame_s.assign(n, 0.0), s.wait_s.assign(n, 0.0);
+  s.pipeline_late_s[{t.src, t.dst}] += t.sender_late_s;
+  if (t.link_s >= 0) s.links[{t.src, t.dst}].push_back({t.src, t.dst, t.link_s, t.bytes});
 }
 
 std::vector<Verdict> FaultDetector::judge_ready(int64_t newest_step) {
@@ -90,7 +102,22 @@ std::vector<Verdict> FaultDetector::judge(int64_t step, OpenStep& s) {
   if (step_time <= 0 || step < first_step_ + kWarmupSteps) return {};
   if (s.blame_s.empty()) s.blame_s.assign(static_cast<size_t>(world_size_), 0.0), s.wait_s = s.blame_s;
   ++judged_;
+  blame_pipeline_hops(s);
   return update_suspects(step, suspects_of(s, step_time));
+}
+
+void FaultDetector::blame_pipeline_hops(OpenStep& s) {
+  for (const auto& [hop, late] : s.pipeline_late_s) {
+    auto& baseline = hop_baseline_[hop];
+    if (static_cast<int>(baseline.size()) < options_.window) {
+      baseline.push_back(late);
+      continue;
+    }
+    const double excess = late - median(baseline);
+    if (excess <= 0) continue;
+    s.blame_s[static_cast<size_t>(hop.first)] += excess;
+    s.wait_s[static_cast<size_t>(hop.second)] += excess;
+  }
 }
 
 FaultDetector::LinkStats FaultDetector::link_stats(const std::vector<LinkTransfer>& transfers) {

@@ -12,9 +12,12 @@
 //   node's network (a slow_link verdict naming the rank, no link); not two links either way.
 // - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
 //   while waiting little itself (less than half of that). It kept them waiting by entering its
-//   groups' collectives last, and by taking in transfers late: a transfer that took longer than its
-//   link's typical time per byte stalled the ring at its receiver (a link slow for every transfer
-//   moves the typical time, not the excess).
+//   groups' collectives last, by taking in transfers late (a transfer that took longer than its
+//   link's typical time per byte stalled the ring at its receiver; a link slow for every transfer
+//   moves the typical time, not the excess), and by posting its pipeline transfers after the next
+//   or previous stage began waiting for them, more than the hop did in the attempt's first judged
+//   steps (transfer_lineup.h: a slow stage holds up both neighbours; blame_pipeline_hops). A
+//   pipeline hop's transfer once both sides were ready counts as its link's.
 // A suspect becomes a verdict once it was suspect in `persist` of the last `window` judged steps
 // (one noisy step is not a fault); it is raised once, again only after a whole window clean.
 // A new attempt (a restart) starts the detector over.
@@ -30,6 +33,7 @@
 #include <vector>
 
 #include "faults/collective_lineup.h"
+#include "faults/transfer_lineup.h"
 #include "faults/verdict.h"
 #include "proto/report.pb.h"
 
@@ -76,6 +80,7 @@ class FaultDetector {
   struct OpenStep {
     std::vector<double> blame_s, wait_s, step_times;
     std::map<std::pair<int, int>, std::vector<LinkTransfer>> links;
+    std::map<std::pair<int, int>, double> pipeline_late_s;  // per pipeline hop: its sender's lateness
     int reports = 0;
   };
   // A link's transfers in one step: their total time, their typical time per byte, and how much
@@ -94,8 +99,14 @@ class FaultDetector {
 
   void reset(int attempt);
   void absorb(const LinedUpCollective& c);
+  void absorb(const MatchedTransfer& t);
   std::vector<Verdict> judge_ready(int64_t newest_step);
   std::vector<Verdict> judge(int64_t step, OpenStep& s);
+  // A pipeline hop's lateness beyond its own baseline, as blame on its sender: stages differ in
+  // work, and a schedule makes a stage wait for its neighbour by design (warm-up, cool-down, the
+  // heavier stage), so only what exceeds the hop's median over the attempt's first `window` judged
+  // steps is a fault (no pipeline blame before).
+  void blame_pipeline_hops(OpenStep& s);
   // This step's suspects and their evidence.
   std::map<SuspectKey, nlohmann::json> suspects_of(const OpenStep& s, double step_time) const;
   // Links slower per byte than the others (each with its evidence), when enough were measured.
@@ -111,6 +122,8 @@ class FaultDetector {
   int attempt_ = -1;
   int64_t first_step_ = -1;  // the attempt's first reported step
   CollectiveLineup lineup_;
+  TransferLineup transfers_;
+  std::map<std::pair<int, int>, std::vector<double>> hop_baseline_;  // first judged steps' lateness
   std::map<int64_t, OpenStep> open_;
   std::map<SuspectKey, Suspect> suspects_;
   std::set<std::pair<int, int>> degraded_;

@@ -80,6 +80,7 @@ void FaultMonitor::begin_attempt(int world_size) {
   ring_planner_ = nullptr;
   live_links_.clear();
   ring_version_ = 0;
+  compute_s_.clear();  // another plan: other stages
   if (world_size == detector_.world_size()) return;
   detector_ = FaultDetector(world_size, options_);
   avoided_.clear();  // the links of the old numbering
@@ -137,6 +138,22 @@ std::set<int> FaultMonitor::take_faulty_ranks() {
   return std::exchange(faulty_ranks_, {});
 }
 
+std::set<int> FaultMonitor::take_replan_ranks() {
+  std::lock_guard lock(mu_);
+  return std::exchange(replan_ranks_, {});
+}
+
+std::vector<double> FaultMonitor::recent_compute_s() const {
+  std::lock_guard lock(mu_);
+  std::vector<double> out;
+  for (const auto& recent : compute_s_) {
+    double sum = 0;
+    for (double s : recent) sum += s;
+    out.push_back(recent.empty() ? 0.0 : sum / static_cast<double>(recent.size()));
+  }
+  return out;
+}
+
 void FaultMonitor::request_stop(const nlohmann::json& event) {
   {
     std::lock_guard lock(mu_);
@@ -159,6 +176,13 @@ void FaultMonitor::act_on(const Verdict& v) {
       replan_links_.push_back(*v.link);
     }
     request_stop({{"event", "replan_requested"}, {"link", {v.link->first, v.link->second}}});
+  }
+  if (replan_ && v.kind == FaultKind::kSlowRank) {
+    {
+      std::lock_guard lock(mu_);
+      replan_ranks_.insert(v.ranks.begin(), v.ranks.end());
+    }
+    request_stop({{"event", "replan_requested"}, {"ranks", v.ranks}});
   }
   if (restart_ && v.kind == FaultKind::kSlowRank) {
     {
@@ -184,6 +208,12 @@ void FaultMonitor::add_report(const report::StepReport& report) {
       logging::get("faults")->warn("{}", e.what());
     }
     verdicts = detector_.add(report);
+    if (report.rank() >= 0 && report.rank() < detector_.world_size()) {
+      compute_s_.resize(static_cast<size_t>(detector_.world_size()));
+      auto& recent = compute_s_[static_cast<size_t>(report.rank())];
+      recent.push_back(report.forward_s() + report.backward_s());
+      if (static_cast<int>(recent.size()) > options_.window) recent.pop_front();
+    }
     for (int r = 0; r < detector_.world_size(); ++r) suspicion.push_back(detector_.suspicion(r));
   }
   state_.set_suspicion(std::move(suspicion));

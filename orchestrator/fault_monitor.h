@@ -8,6 +8,7 @@
 #pragma once
 
 #include <filesystem>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -44,7 +45,8 @@ class FaultMonitor {
   // `policy`: faults.policy. replan: a slow link between two ranks is planned around once
   // (`avoided`: the links the plan already avoids, comms.avoid_links): the gradients' rings change
   // while the job runs when the attempt's ring planner gives new ones, else the job is asked to
-  // stop and relaunch with the link avoided. restart: a slow rank
+  // stop and relaunch with the link avoided; a slow rank asks the job to stop, to relaunch with
+  // lighter stages for it (take_replan_ranks). restart: a slow rank
   // asks the job to stop, and every rank named slow, hung or crashed is left out of the next
   // launch (take_faulty_ranks).
   FaultMonitor(JobState& state, const std::filesystem::path& run_dir, const DetectorOptions& options,
@@ -78,6 +80,12 @@ class FaultMonitor {
   std::vector<std::pair<int, int>> take_replan_links();
   // faults.policy restart: the ranks named slow, hung or crashed since the last call.
   std::set<int> take_faulty_ranks();
+  // faults.policy replan: the ranks named slow since the last call, to be given lighter pipeline
+  // stages (or, where that cannot be, left out as under restart).
+  std::set<int> take_replan_ranks();
+  // Per rank, its mean forward + backward seconds over its last faults.window step reports (0:
+  // none yet): how slow it computes.
+  std::vector<double> recent_compute_s() const;
 
  private:
   nlohmann::json waiting_evidence(int rank) const;
@@ -94,7 +102,8 @@ class FaultMonitor {
   const bool replan_, restart_;
   std::vector<std::pair<int, int>> replan_links_;
   std::set<std::pair<int, int>> avoided_;  // planned around, or asked to be
-  std::set<int> faulty_ranks_;
+  std::set<int> faulty_ranks_, replan_ranks_;
+  std::vector<std::deque<double>> compute_s_;  // per rank, its last reports' forward + backward
   bool stop_requested_ = false;                    // in this attempt
   RingPlanner ring_planner_;                       // this attempt's
   std::vector<std::pair<int, int>> live_links_;    // re-ringed live in this attempt

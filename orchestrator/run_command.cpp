@@ -31,6 +31,7 @@
 #include "orchestrator/fault_monitor.h"
 #include "orchestrator/plan_builder.h"
 #include "orchestrator/plan_views.h"
+#include "orchestrator/stage_rebalance.h"
 #include "proto/plan_names.h"
 
 namespace rondo {
@@ -441,13 +442,12 @@ bool replan_around_slow_links(int attempt, JobServices& job, Config& config, pla
   return true;
 }
 
-// faults.policy restart: the next attempt's config and plan without the ranks this one named slow,
-// hung or crashed -- without their hosts when the job spans several and srun can exclude them,
-// else with that many ranks fewer (the largest world the config is valid at; the global batch,
-// so the data and the losses, unchanged). False when nothing is to be left out or nothing fits.
-bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
-  const auto faulty = job.faults.take_faulty_ranks();
-  if (config.faults.policy != "restart" || faulty.empty()) return false;
+// The next attempt's config and plan without `faulty` (faults.policy restart: the ranks this one
+// named slow, hung or crashed; replan: slow ranks no lighter stage helps) -- without their hosts
+// when the job spans several and srun can exclude them, else with that many ranks fewer (the
+// largest world the config is valid at; the global batch, so the data and the losses, unchanged).
+// False when nothing fits.
+bool leave_out_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan, const std::set<int>& faulty) {
   const int64_t world = plan.mesh().world_size();
   std::vector<std::string> hosts;
   for (int r = 0; r < world; ++r) {
@@ -469,9 +469,9 @@ bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan:
   const int64_t from = latest_checkpoint(job);
   std::fprintf(
       stderr,
-      "rondo: faults.policy restart: leaving out rank(s) %s%s; %lld ranks (were %lld), data-parallel "
+      "rondo: faults.policy %s: leaving out rank(s) %s%s; %lld ranks (were %lld), data-parallel "
       "size %lld, resuming from step %lld\n",
-      ranks.dump().c_str(), excluded.empty() ? "" : (" and host(s) " + excluded).c_str(),
+      config.faults.policy.c_str(), ranks.dump().c_str(), excluded.empty() ? "" : (" and host(s) " + excluded).c_str(),
       static_cast<long long>(next), static_cast<long long>(world), static_cast<long long>(plan.mesh().dp()),
       static_cast<long long>(from));
   job.event({{"event", "restart_without"},
@@ -479,6 +479,59 @@ bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan:
              {"ranks", ranks},
              {"excluded_hosts", excluded},
              {"world_size", next},
+             {"from_step", from}});
+  return true;
+}
+
+bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
+  const auto faulty = job.faults.take_faulty_ranks();
+  return config.faults.policy == "restart" && !faulty.empty() && leave_out_ranks(attempt, job, config, plan, faulty);
+}
+
+// faults.policy replan: when the attempt stopped for slow ranks, the next one's config and plan
+// with lighter pipeline stages for them (orchestrator/stage_rebalance.h), resumed from the stop's
+// checkpoint, which the workers load by layer name; where no partition helps, they are left out.
+bool replan_around_slow_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
+  const auto slow = job.faults.take_replan_ranks();
+  if (slow.empty()) return false;
+  const nlohmann::json ranks(slow);
+  auto rebalance = rebalance_stages(config, plan, job.faults.recent_compute_s(), slow);
+  if (!rebalance.partition.empty()) {
+    Config next = config;
+    next.pipeline.stage_partition = rebalance.partition;
+    try {
+      plan = build_plan(next);
+      config = std::move(next);
+    } catch (const ConfigError& e) {
+      rebalance.why_not = e.what();
+      rebalance.partition.clear();
+    }
+  }
+  if (rebalance.partition.empty()) {
+    std::fprintf(stderr, "rondo: faults.policy replan: no lighter stages for rank(s) %s: %s\n",
+                 ranks.dump().c_str(), rebalance.why_not.c_str());
+    job.event({{"event", "replan_declined"}, {"ranks", ranks}, {"reason", rebalance.why_not}});
+    return leave_out_ranks(attempt, job, config, plan, slow);
+  }
+  write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
+  const int64_t from = latest_checkpoint(job);
+  std::string factors;
+  for (int r : slow) {
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), "%s%d: %.2fx", factors.empty() ? "" : ", ", r,
+                  rebalance.factors.at(static_cast<size_t>(r)));
+    factors += buf;
+  }
+  std::fprintf(stderr,
+               "rondo: re-planned around slow rank(s) %s (faults.policy replan; slower than their stages "
+               "predict: %s): pipeline.stage_partition=%s; resuming from step %lld\n%s",
+               ranks.dump().c_str(), factors.c_str(), rebalance.partition.c_str(), static_cast<long long>(from),
+               plan_summary(plan).c_str());
+  job.event({{"event", "replan"},
+             {"attempt", attempt + 1},
+             {"ranks", ranks},
+             {"factors", rebalance.factors},
+             {"stage_partition", rebalance.partition},
              {"from_step", from}});
   return true;
 }
@@ -527,6 +580,7 @@ int run_job(const Config& config, const RunOptions& options) {
     const bool go_on = end.ok && g_stop_requested == 0 &&
                        job.state.last_step() < static_cast<int64_t>(plan.training().train_iters());
     if (go_on && replan_around_slow_links(attempt, job, current, plan)) continue;
+    if (go_on && replan_around_slow_ranks(attempt, job, current, plan)) continue;
     if (go_on && leave_out_faulty_ranks(attempt, job, current, plan)) continue;
     if (end.ok || !restart_after(attempt, end, job, current)) break;
     leave_out_faulty_ranks(attempt, job, current, plan);

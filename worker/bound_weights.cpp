@@ -7,6 +7,7 @@
 #include "comms/collectives.h"
 #include "parallelism/exec/moe_layer.h"
 #include "proto/plan.pb.h"
+#include "worker/flat_order.h"
 #include "worker/optimizer_factory.h"
 #include "worker/tied_embeddings.h"
 
@@ -25,23 +26,10 @@ std::vector<StageLayers> local_stages(const plan::Plan& plan, int rank) {
   return out;
 }
 
-// The model's trained parameters (LoRA: its adapters alone) in the order their gradients lie in the
-// flat buffer: the dense ones (summed over the data-parallel group), then the experts' (summed over
-// their replicas only), each part in model order.
-std::vector<std::pair<std::string, torch::Tensor>> flat_order(const StagedModel& model) {
-  std::vector<std::pair<std::string, torch::Tensor>> dense, experts;
-  for (const auto& item : model->named_parameters()) {
-    if (!item.value().requires_grad()) continue;
-    (is_expert_parameter(item.key()) ? experts : dense).emplace_back(item.key(), item.value());
-  }
-  dense.insert(dense.end(), experts.begin(), experts.end());
-  return dense;
-}
-
 // Makes each parameter's gradient a view into `grads` (flat, in flat_order()).
 void view_gradients(StagedModel& model, const torch::Tensor& grads) {
   int64_t offset = 0;
-  for (auto& [name, p] : flat_order(model)) {
+  for (auto& [name, p] : flat_order(*model)) {
     p.mutable_grad() = grads.narrow(0, offset, p.numel()).view_as(p);
     offset += p.numel();
   }
@@ -60,14 +48,14 @@ BoundWeights::BoundWeights(const RankWeightsContext& c) : RankWeights(c.plan), c
   // Gradients live in one flat buffer so that a step needs one allreduce (two with expert
   // parallelism) and no copies.
   int64_t elements = 0;
-  for (const auto& [name, p] : flat_order(model_)) {
+  for (const auto& [name, p] : flat_order(*model_)) {
     elements += p.numel();
     if (!is_expert_parameter(name)) dense_elements_ = elements;
   }
   flat_ = torch::zeros({elements}, torch::TensorOptions().dtype(torch::kFloat32).device(c.device));
   view_gradients(model_, flat_);
   OptimizerParameters over{.grads = flat_};
-  for (const auto& [name, p] : flat_order(model_)) {
+  for (const auto& [name, p] : flat_order(*model_)) {
     over.params.push_back(p);
     over.named.emplace_back(name, p);
   }
@@ -82,7 +70,7 @@ BoundWeights::BoundWeights(const RankWeightsContext& c) : RankWeights(c.plan), c
     versions_[k]->to(c.device);
     version_grads_[k] = torch::zeros_like(flat_);
     view_gradients(versions_[k], version_grads_[k]);
-    for (const auto& [name, p] : flat_order(versions_[k])) version_params[k].push_back(p);
+    for (const auto& [name, p] : flat_order(*versions_[k])) version_params[k].push_back(p);
   }
   delayed_ = std::make_unique<DelayedUpdate>(*optimizer_, params, std::move(version_params),
                                              delay_correction(c.plan));

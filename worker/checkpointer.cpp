@@ -8,6 +8,8 @@
 #include "common/crc32.h"
 #include "common/errors.h"
 #include "common/logging.h"
+#include "worker/checkpoint_repartition.h"
+#include "worker/flat_adamw.h"
 #include "worker/weights_file.h"
 
 namespace rondo {
@@ -24,7 +26,7 @@ struct FileRecord {
   uint32_t used;
 };
 static_assert(sizeof(FileRecord) % 4 == 0);
-constexpr int kRecordsPerRank = 3;
+constexpr int kRecordsPerRank = 4;  // model, optimizer and its layout, RNG
 
 // Modules and optimizers serialize through an archive; tensors through torch::save.
 template <typename T>
@@ -62,8 +64,12 @@ bool Checkpointer::writes_optimizer_shard() const {
 std::string Checkpointer::position() const {
   const auto& c = plan_.ranks(rank_).coords();
   const auto pp = plan_.stateless_workers() ? 0 : c.pp();
-  return "pp" + std::to_string(pp) + "-tp" + std::to_string(c.tp()) +
-         (plan_.mesh().ep() > 1 ? "-ep" + std::to_string(c.ep()) : "");
+  return "pp" + std::to_string(pp) + position_tail();
+}
+
+std::string Checkpointer::position_tail() const {
+  const auto& c = plan_.ranks(rank_).coords();
+  return "-tp" + std::to_string(c.tp()) + (plan_.mesh().ep() > 1 ? "-ep" + std::to_string(c.ep()) : "");
 }
 
 // Stateless workers all hold the whole (shared) model: pipeline rank 0 writes it, every worker
@@ -76,8 +82,7 @@ std::string Checkpointer::model_shard_name() const { return "model-" + position(
 
 std::string Checkpointer::optimizer_shard_name() const {
   const auto& c = plan_.ranks(rank_).coords();
-  return "optim-pp" + std::to_string(c.pp()) + "-tp" + std::to_string(c.tp()) +
-         (plan_.mesh().ep() > 1 ? "-ep" + std::to_string(c.ep()) : "") + ".pt";
+  return "optim-pp" + std::to_string(c.pp()) + position_tail() + ".pt";
 }
 
 std::string Checkpointer::rng_name() const { return "rng-rank" + std::to_string(rank_) + ".pt"; }
@@ -104,7 +109,12 @@ void Checkpointer::save(int64_t step, uint64_t consumed_samples, torch::nn::Modu
     rec.used = 1;
   };
   if (writes_model_shard()) write(model_shard_name(), weights_file_bytes(model));
-  if (writes_optimizer_shard()) write(optimizer_shard_name(), serialize(optimizer));
+  if (writes_optimizer_shard()) {
+    write(optimizer_shard_name(), serialize(optimizer));
+    // AdamW's flat moments by name, so that another stage partition can load them.
+    if (!plan_.stateless_workers() && dynamic_cast<FlatAdamW*>(&optimizer))
+      write(flat_layout_name(optimizer_shard_name()), flat_layout_json(model));
+  }
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -127,6 +137,7 @@ void Checkpointer::save(int64_t step, uint64_t consumed_samples, torch::nn::Modu
     m.dp = static_cast<int>(mesh.dp());
     m.cp = static_cast<int>(mesh.cp());
     m.ep = static_cast<int>(mesh.ep());
+    m.stage_layers = plan_stage_layers(plan_);
     for (const auto& rec : all) {
       if (rec.used) m.files.push_back({std::string(rec.name), rec.bytes, rec.crc32});
     }
@@ -184,6 +195,12 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
   }
 
   const fs::path step_dir = checkpoint_step_dir(dir_, *step);
+  if (!manifest->stage_layers.empty() && manifest->stage_layers != plan_stage_layers(plan_) &&
+      !plan_.stateless_workers()) {
+    load_repartitioned(step_dir, *manifest, position_tail(), model, optimizer);
+    load_rng(step_dir, *manifest);
+    return manifest;
+  }
   const auto has = [&](const std::string& name) {
     for (const auto& f : manifest->files) {
       if (f.name == name) return true;
@@ -215,14 +232,19 @@ std::optional<CheckpointManifest> Checkpointer::load(int64_t resume_step, torch:
     // A valid file (its CRC passed) holding another optimizer's state, e.g. from an older rondo.
     throw CheckpointError(optimizer_path, e.what());
   }
-  if (has(rng_name())) {
+  load_rng(step_dir, *manifest);
+  return manifest;
+}
+
+void Checkpointer::load_rng(const fs::path& step_dir, const CheckpointManifest& manifest) const {
+  for (const auto& f : manifest.files) {
+    if (f.name != rng_name()) continue;
     torch::Tensor state;
     torch::load(state, (step_dir / rng_name()).string());
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_state(state);
   }
-  return manifest;
 }
 
 }  // namespace rondo

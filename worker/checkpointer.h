@@ -3,12 +3,14 @@
 // Model and optimizer shards are written once per (pp, tp) position by its dp=0, cp=0 rank (with
 // expert parallelism once per (pp, tp, ep): the experts differ along ep)
 // (stateless workers share one model shard, written by pipeline rank 0); every rank writes its
-// RNG state. save() and load() are collective over `world`.
+// RNG state. save() and load() are collective over `world`. A checkpoint of another pipeline stage
+// partition loads by name (checkpoint_repartition.h).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 
@@ -37,6 +39,8 @@ class Checkpointer {
  private:
   // "pp<k>-tp<k>" (stateless workers: pp0), "-ep<k>" added with expert parallelism.
   std::string position() const;
+  std::string position_tail() const;  // "-tp<k>[-ep<k>]"
+  void load_rng(const std::filesystem::path& step_dir, const CheckpointManifest& manifest) const;
   std::string model_shard_name() const;
   std::string optimizer_shard_name() const;
   std::string rng_name() const;
