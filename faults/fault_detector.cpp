@@ -75,7 +75,8 @@ void FaultDetector::absorb(const LinedUpCollective& c) {
 }
 
 void FaultDetector::absorb(const MatchedTransfer& t) {
-  if (t.step <= newest_judged_ || t.src < 0 || t.src >= world_size_ || t.dst < 0 || t.dst >= world_size_) return;
+  if (t.step <= newest_judged_ || t.src < 0 || t.src >= world_size_ || t.dst < 0 || t.dst >= world_size_)
+    return;
   auto& s = open_[t.step];
   const auto n = static_cast<size_t>(world_size_);
   if (s.blame_s.empty()) s.blame_s.assign(n, 0.0), s.wait_s.assign(n, 0.0);

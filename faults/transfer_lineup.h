@@ -19,11 +19,11 @@ namespace rondo {
 
 struct MatchedTransfer {
   int src = -1, dst = -1;
-  int64_t step = 0;           // the receiver's report's step
+  int64_t step = 0;  // the receiver's report's step
   uint64_t bytes = 0;
-  double sender_late_s = 0;   // how long the receiver waited before the sender posted
-  double link_s = -1;         // the transfer after the sender posted, while the receiver waited (-1:
-                              // the receiver was not waiting then: not a measure of the link)
+  double sender_late_s = 0;  // how long the receiver waited before the sender posted
+  double link_s = -1;        // the transfer after the sender posted, while the receiver waited (-1:
+                             // the receiver was not waiting then: not a measure of the link)
 };
 
 class TransferLineup {

@@ -272,7 +272,9 @@ const std::vector<ConfigKey>& config_schema() {
           "hang or a crash, resume with fewer ranks, without the rank's host when there are several) | "
           "replan (a slow link between two ranks: the gradient rings re-planned around it while the job "
           "runs, as comms.avoid_links would; an asynchronous or stateless run checkpoints, stops and "
-          "resumes at once)"),
+          "resumes at once; a slow rank: checkpoint, stop and resume at once with fewer layers on its "
+          "pipeline stage, pipeline.stage_partition re-cut for the measured speeds, or without it where "
+          "no partition helps)"),
   };
   return schema;
 }

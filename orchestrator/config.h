@@ -181,8 +181,10 @@ struct FaultsConfig {
   int64_t persist = 5;
   // report: verdicts are events only; restart: a slow rank stops the job with a checkpoint, and
   // after it, or a hang or a crash, the job resumes with fewer ranks (without the rank's host when
-  // the job spans several); replan: a slow link between two ranks stops the job with a checkpoint
-  // and relaunches it from there with the link added to comms.avoid_links.
+  // the job spans several); replan: a slow link between two ranks is planned around (rings
+  // changed live, or a checkpoint and a relaunch with it in comms.avoid_links), a slow rank stops
+  // the job with a checkpoint and relaunches it with a lighter pipeline stage
+  // (orchestrator/stage_rebalance.h).
   std::string policy = "report";
 };
 

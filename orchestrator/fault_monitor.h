@@ -7,8 +7,8 @@
 // Thread-safe: reports arrive on the control plane's threads.
 #pragma once
 
-#include <filesystem>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -103,7 +103,7 @@ class FaultMonitor {
   std::vector<std::pair<int, int>> replan_links_;
   std::set<std::pair<int, int>> avoided_;  // planned around, or asked to be
   std::set<int> faulty_ranks_, replan_ranks_;
-  std::vector<std::deque<double>> compute_s_;  // per rank, its last reports' forward + backward
+  std::vector<std::deque<double>> compute_s_;      // per rank, its last reports' forward + backward
   bool stop_requested_ = false;                    // in this attempt
   RingPlanner ring_planner_;                       // this attempt's
   std::vector<std::pair<int, int>> live_links_;    // re-ringed live in this attempt

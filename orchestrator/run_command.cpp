@@ -447,7 +447,8 @@ bool replan_around_slow_links(int attempt, JobServices& job, Config& config, pla
 // when the job spans several and srun can exclude them, else with that many ranks fewer (the
 // largest world the config is valid at; the global batch, so the data and the losses, unchanged).
 // False when nothing fits.
-bool leave_out_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan, const std::set<int>& faulty) {
+bool leave_out_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan,
+                     const std::set<int>& faulty) {
   const int64_t world = plan.mesh().world_size();
   std::vector<std::string> hosts;
   for (int r = 0; r < world; ++r) {
@@ -467,13 +468,13 @@ bool leave_out_ranks(int attempt, JobServices& job, Config& config, plan::Plan& 
   plan = build_plan(config);
   write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
   const int64_t from = latest_checkpoint(job);
-  std::fprintf(
-      stderr,
-      "rondo: faults.policy %s: leaving out rank(s) %s%s; %lld ranks (were %lld), data-parallel "
-      "size %lld, resuming from step %lld\n",
-      config.faults.policy.c_str(), ranks.dump().c_str(), excluded.empty() ? "" : (" and host(s) " + excluded).c_str(),
-      static_cast<long long>(next), static_cast<long long>(world), static_cast<long long>(plan.mesh().dp()),
-      static_cast<long long>(from));
+  std::fprintf(stderr,
+               "rondo: faults.policy %s: leaving out rank(s) %s%s; %lld ranks (were %lld), data-parallel "
+               "size %lld, resuming from step %lld\n",
+               config.faults.policy.c_str(), ranks.dump().c_str(),
+               excluded.empty() ? "" : (" and host(s) " + excluded).c_str(), static_cast<long long>(next),
+               static_cast<long long>(world), static_cast<long long>(plan.mesh().dp()),
+               static_cast<long long>(from));
   job.event({{"event", "restart_without"},
              {"attempt", attempt + 1},
              {"ranks", ranks},
@@ -485,7 +486,8 @@ bool leave_out_ranks(int attempt, JobServices& job, Config& config, plan::Plan& 
 
 bool leave_out_faulty_ranks(int attempt, JobServices& job, Config& config, plan::Plan& plan) {
   const auto faulty = job.faults.take_faulty_ranks();
-  return config.faults.policy == "restart" && !faulty.empty() && leave_out_ranks(attempt, job, config, plan, faulty);
+  return config.faults.policy == "restart" && !faulty.empty() &&
+         leave_out_ranks(attempt, job, config, plan, faulty);
 }
 
 // faults.policy replan: when the attempt stopped for slow ranks, the next one's config and plan
@@ -525,8 +527,8 @@ bool replan_around_slow_ranks(int attempt, JobServices& job, Config& config, pla
   std::fprintf(stderr,
                "rondo: re-planned around slow rank(s) %s (faults.policy replan; slower than their stages "
                "predict: %s): pipeline.stage_partition=%s; resuming from step %lld\n%s",
-               ranks.dump().c_str(), factors.c_str(), rebalance.partition.c_str(), static_cast<long long>(from),
-               plan_summary(plan).c_str());
+               ranks.dump().c_str(), factors.c_str(), rebalance.partition.c_str(),
+               static_cast<long long>(from), plan_summary(plan).c_str());
   job.event({{"event", "replan"},
              {"attempt", attempt + 1},
              {"ranks", ranks},

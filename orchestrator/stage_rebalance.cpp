@@ -17,8 +17,7 @@ double median(std::vector<double> v) {
 
 // Predicted forward + backward seconds of one stage of `layers` layers from `first`.
 double stage_work(const Config& config, int index, int first, int layers, int stages) {
-  const auto costs =
-      predicted_stage_costs(config, {{index, first, layers, index == 0, index + 1 == stages}});
+  const auto costs = predicted_stage_costs(config, {{index, first, layers, index == 0, index + 1 == stages}});
   return costs.f[0] + costs.b[0];
 }
 
@@ -29,14 +28,15 @@ std::string why_not_rebalanced(const Config& config, const plan::Plan& plan) {
   if (plan.asynchronous()) return "pipeline.async's delayed update cannot load another partition";
   if (plan.stages_size() != pp) return "each rank holds several virtual stages";
   if (config.training.optimizer != "adamw")
-    return "only training.optimizer adamw state can be re-partitioned (it is " + config.training.optimizer + ")";
+    return "only training.optimizer adamw state can be re-partitioned (it is " + config.training.optimizer +
+           ")";
   return "";
 }
 
 }  // namespace
 
-StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan, const std::vector<double>& busy_s,
-                                const std::set<int>& slow) {
+StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
+                                const std::vector<double>& busy_s, const std::set<int>& slow) {
   StageRebalance out;
   out.why_not = why_not_rebalanced(config, plan);
   if (!out.why_not.empty()) return out;
@@ -83,8 +83,8 @@ StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan, co
       for (int n = 0; n <= l; ++n) {
         const double before = best[static_cast<size_t>(s - 1)][static_cast<size_t>(l - n)];
         if (before == inf) continue;
-        const double t = std::max(before, stage_factor[static_cast<size_t>(s - 1)] *
-                                              stage_work(config, s - 1, l - n, n, stages));
+        const double t = std::max(
+            before, stage_factor[static_cast<size_t>(s - 1)] * stage_work(config, s - 1, l - n, n, stages));
         // Ties keep the stage's current size, so an even split stays when nothing is gained.
         auto& b = best[static_cast<size_t>(s)][static_cast<size_t>(l)];
         if (t < b * (1 - 1e-12) || (t <= b * (1 + 1e-12) && n == layers[static_cast<size_t>(s - 1)])) {

@@ -16,13 +16,13 @@
 namespace rondo {
 
 struct StageRebalance {
-  std::string partition;       // "3,1": layers per stage; empty when none is possible or better
-  std::string why_not;         // then: why
+  std::string partition;        // "3,1": layers per stage; empty when none is possible or better
+  std::string why_not;          // then: why
   std::vector<double> factors;  // per rank: how much slower than its stages predict (1: healthy)
 };
 
 // `busy_s`: per world rank, its measured forward + backward seconds a step (0: unknown).
-StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan, const std::vector<double>& busy_s,
-                                const std::set<int>& slow);
+StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
+                                const std::vector<double>& busy_s, const std::set<int>& slow);
 
 }  // namespace rondo

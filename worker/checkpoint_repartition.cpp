@@ -85,7 +85,8 @@ void load_repartitioned(const fs::path& step_dir, const CheckpointManifest& mani
   read_weights_files(model_shards, model, /*exact=*/false);
   std::vector<torch::Tensor> exp_avg, exp_avg_sq;
   for (const auto& [name, p] : flat_order(model)) {
-    const auto holder = std::find_if(stages.begin(), stages.end(), [&](const auto& s) { return s.at.count(name); });
+    const auto holder =
+        std::find_if(stages.begin(), stages.end(), [&](const auto& s) { return s.at.count(name); });
     if (holder == stages.end())
       throw CheckpointError(step_dir.string(), "no stage's optimizer shard holds moments for '" + name + "'");
     const auto [offset, n] = holder->at.at(name);
