@@ -52,6 +52,8 @@ std::vector<Verdict> FaultDetector::add(const report::StepReport& report) {
     auto& s = open_[report.step()];
     ++s.reports;
     s.step_times.push_back(report.step_time_s());
+    s.run_queue_s.resize(static_cast<size_t>(world_size_), 0.0);
+    s.run_queue_s[static_cast<size_t>(report.rank())] = report.run_queue_wait_s();
   }
   for (const auto& c : lineup_.add(report)) absorb(c);
   for (const auto& t : transfers_.add(report)) absorb(t);
@@ -159,6 +161,9 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
                                             {"receive_stall_share", stalled_s[r] / step_time},
                                             {"own_wait_share", s.wait_s[r] / step_time},
                                             {"step_time_s", step_time}};
+    // Slow for want of a CPU (another process on its core) rather than slow at its work.
+    if (r < s.run_queue_s.size())
+      out[{static_cast<int>(r), kRankKey}]["run_queue_wait_share"] = s.run_queue_s[r] / step_time;
   }
   add_link_suspects(out, s, stats, step_time);
   return out;
@@ -189,7 +194,27 @@ std::map<std::pair<int, int>, nlohmann::json> FaultDetector::slow_links(
 void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
                                       const std::map<std::pair<int, int>, LinkStats>& stats,
                                       double step_time) const {
-  const auto slow = slow_links(stats, step_time);
+  auto slow = slow_links(stats, step_time);
+  // A link an end of which waited for a CPU for half its time or more: that end is starved.
+  const auto starved = [&](int x, double link_s) {
+    return x >= 0 && static_cast<size_t>(x) < s.run_queue_s.size() &&
+           s.run_queue_s[static_cast<size_t>(x)] >= 0.5 * link_s;
+  };
+  for (auto it = slow.begin(); it != slow.end();) {
+    const auto [src, dst] = it->first;
+    const double link_s = stats.at(it->first).seconds;
+    const int end = starved(dst, link_s) ? dst : starved(src, link_s) ? src : -1;
+    if (end < 0) {
+      ++it;
+      continue;
+    }
+    auto& e = out[{end, kRankKey}];
+    if (e.is_null()) e = {{"step_time_s", step_time}};
+    e["pattern"] = "starved: the rank waited for a CPU for much of its slow links' time";
+    e["run_queue_wait_share"] = s.run_queue_s[static_cast<size_t>(end)] / step_time;
+    e["slow_links"].push_back({src, dst});
+    it = slow.erase(it);
+  }
   // A rank with slow links both in and out: the rank itself when it is also late into collectives
   // (it progresses everything late), else its node's network (its NIC, its host's link); not two
   // separate links either way.

@@ -9,7 +9,10 @@
 //   posted it (a late sender is the sender's fault, not the link's), and at least
 //   `slow_link_share` of the step in all. A rank whose incoming and outgoing links are both slow is
 //   the rank when it is also late into collectives (it progresses everything late), else its
-//   node's network (a slow_link verdict naming the rank, no link); not two links either way.
+//   node's network (a slow_link verdict naming the rank, no link); not two links either way. A
+//   link one of whose ends spent at least half the link's time in the step waiting for a CPU
+//   (run_queue_wait_s: starved by another process on its core) is that rank's fault, not the
+//   link's: a slow_rank verdict naming the starved end.
 // - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
 //   while waiting little itself (less than half of that). It kept them waiting by entering its
 //   groups' collectives last, by taking in transfers late (a transfer that took longer than its
@@ -81,6 +84,7 @@ class FaultDetector {
     std::vector<double> blame_s, wait_s, step_times;
     std::map<std::pair<int, int>, std::vector<LinkTransfer>> links;
     std::map<std::pair<int, int>, double> pipeline_late_s;  // per pipeline hop: its sender's lateness
+    std::vector<double> run_queue_s;                         // per rank: waiting for a CPU
     int reports = 0;
   };
   // A link's transfers in one step: their total time, their typical time per byte, and how much

@@ -61,7 +61,8 @@ void MetricsWriter::write(const Step& r, const StepSums& summed) {
                         {"max_rss_mb", worst.max_rss_mb},
                         {"page_faults", worst.page_faults},
                         {"cpu_user_s", r.after.user_s - r.before.user_s},
-                        {"cpu_sys_s", r.after.sys_s - r.before.sys_s}};
+                        {"cpu_sys_s", r.after.sys_s - r.before.sys_s},
+                        {"run_queue_wait_s", std::max(0.0, r.after.run_queue_s - r.before.run_queue_s)}};
   double span_s = worst.compute_span_s();
   if (options_.stream && previous_compute_end_ns_ > 0) {
     span_s = (worst.last_compute_ns - previous_compute_end_ns_) * 1e-9;

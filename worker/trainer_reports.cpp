@@ -27,6 +27,7 @@ report::StepReport Trainer::Impl::step_report(const MetricsWriter::Step& r, doub
   out.set_optimizer_s(r.times.optimizer_s);
   out.set_p2p_wait_s(r.times.recv_wait_s + r.times.send_wait_s);
   out.set_rss_mb(r.after.max_rss_mb);
+  out.set_run_queue_wait_s(std::max(0.0, r.after.run_queue_s - r.before.run_queue_s));
   out.set_time_ns(TimingRecorder::wall_ns());
   if (recorder) {
     for (const auto& record : recorder->take_closed(reported)) to_report(record, out.add_collectives());

@@ -73,4 +73,24 @@ status, verdicts, p = diagnose(run_dir)
 replayed = [v for v in verdicts if v["kind"] == "slow_rank"]
 ctx.check(status == 3 and replayed and all(v["ranks"] == [VICTIM] for v in replayed),
           f"rondo diagnose replays the run to the same verdict (exit {status}: {[v['ranks'] for v in replayed]})")
+# A rank starved of its core: from step 10 a busy process shares the one CPU the victim is then
+# pinned to. The victim is named a slow rank, and its evidence shows why: about half its step
+# runnable but waiting for a CPU (run_queue_wait_s in its step reports).
+run_dir, proc = ctx.start("starved", MODEL + ["training.train_iters=40"])
+wait_for(lambda: any(r["step"] >= 10 for r in rows(run_dir)), 300, "step 10")
+victim = worker_pid(run_dir, VICTIM)
+subprocess.run(["taskset", "-a", "-p", "-c", "1", str(victim)], check=True, capture_output=True)
+hog = subprocess.Popen(["taskset", "-c", "1", "sh", "-c", "while :; do :; done"])
+try:
+    proc.wait(timeout=600)
+finally:
+    hog.kill()
+    if proc.poll() is None:
+        proc.kill()
+starved = [f for f in faults(run_dir) if f["kind"] == "slow_rank"]
+print("starved:", json.dumps(starved))
+ctx.check(proc.returncode == 0 and [f["ranks"] for f in starved][:1] == [[VICTIM]] and
+          starved[0]["evidence"].get("run_queue_wait_share", 0) > 0.2,
+          f"a rank starved of its core is named, waiting for a CPU for "
+          f"{starved[0]['evidence'].get('run_queue_wait_share', 0) if starved else 0:.2f} of its step")
 ctx.finish()

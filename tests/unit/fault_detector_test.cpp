@@ -13,7 +13,9 @@ namespace {
 using namespace synthetic;
 
 // Runs `steps` steps through a detector; `spec_of(step)` shapes each; entry jitter up to 3 ms.
-std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec_of, unsigned seed = 1) {
+// `touch` (optional) edits each report before the detector sees it.
+std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec_of, unsigned seed = 1,
+                         const std::function<void(report::StepReport&)>& touch = {}) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> jitter(0.0, 0.003);
   FaultDetector detector(spec_of(0).n);
@@ -22,7 +24,8 @@ std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec
   for (int64_t step = 1; step <= steps; ++step) {
     auto spec = spec_of(step);
     for (auto& e : spec.enter_s) e += jitter(rng);
-    for (const auto& r : ring_reports(step, static_cast<uint64_t>(step), spec, 0, &ends)) {
+    for (auto& r : ring_reports(step, static_cast<uint64_t>(step), spec, 0, &ends)) {
+      if (touch) touch(r);
       for (auto& v : detector.add(r)) verdicts.push_back(std::move(v));
     }
   }
@@ -91,6 +94,26 @@ TEST(FaultDetector, NamesASlowLinkNotItsEndpoints) {
   EXPECT_EQ(*verdicts[0].link, std::make_pair(1, 2));
   EXPECT_TRUE(verdicts[0].ranks.empty());
   EXPECT_NEAR(verdicts[0].evidence.at("ratio").get<double>(), 10.0, 1.0);
+}
+
+// A receiver kept off its core by another process takes its transfers in late: its link looks
+// slow, but the run queue says whose fault it is.
+TEST(FaultDetector, AStarvedReceiverIsTheRankNotItsLink) {
+  const auto slow_link = [](int64_t) {
+    auto s = clean();
+    s.link_s[{1, 2}] = 0.02;
+    return s;
+  };
+  const auto verdicts = run(
+      30, slow_link, 1, [](report::StepReport& r) { r.set_run_queue_wait_s(r.rank() == 2 ? 0.3 : 0.001); });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
+  EXPECT_NE(verdicts[0].evidence.at("pattern").get<std::string>().find("starved"), std::string::npos);
+  // The usual background of a busy machine does not excuse a slow link.
+  const auto background = run(30, slow_link, 1, [](report::StepReport& r) { r.set_run_queue_wait_s(0.01); });
+  ASSERT_EQ(background.size(), 1u);
+  EXPECT_EQ(background[0].kind, FaultKind::kSlowLink);
 }
 
 TEST(FaultDetector, TheReceiverOfASlowLinkIsNotLateForLeavingItsCollectiveLate) {
