@@ -198,3 +198,11 @@ def read_safetensors(path):
 
 def rel_diff(a, b):
     return abs(a - b) / max(abs(a), abs(b), 1e-12)
+
+
+def check_same_losses(ctx, run_dir, reference, what, tolerance=1e-5):
+    """Checks that the run trained exactly the reference's steps, each loss within `tolerance`."""
+    got = losses(run_dir)
+    worst = max((rel_diff(reference[s], got[s]) for s in reference), default=float("inf")) \
+        if sorted(got) == sorted(reference) else float("inf")
+    ctx.check(worst < tolerance, f"{what}: every step's loss equals the uninterrupted run's (worst {worst:.1e})")

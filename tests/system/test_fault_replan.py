@@ -14,16 +14,9 @@ checkpoint. The job finishes with nothing lost or repeated: its losses equal an 
 import json
 import os
 
-from rondo_testlib import Context, events, losses, rel_diff, rows, wait_for, wait_slowed, worker_pid
+from rondo_testlib import Context, check_same_losses, events, losses, rows, wait_for, wait_slowed, worker_pid
 
 ctx = Context()
-
-
-def same_losses(run_dir, reference, what):
-    got = losses(run_dir)
-    worst = max((rel_diff(reference[s], got[s]) for s in reference), default=float("inf")) \
-        if sorted(got) == sorted(reference) else float("inf")
-    ctx.check(worst < 1e-5, f"{what}: every step's loss equals the uninterrupted run's (worst {worst:.1e})")
 
 
 def stage_layers(run_dir):
@@ -45,7 +38,7 @@ ctx.check(manifest.get("stage_layers") == [2, 2] and
 _, proc = ctx.run("repartitioned", PIPE + ["pipeline.stage_partition=3,1"])
 ctx.check("resumed from checkpoint step-6" in proc.stderr and stage_layers(run_dir) == [3, 1],
           "the job resumed from step 6 with stages of 3 and 1 layers")
-same_losses(run_dir, losses(reference), "resumed as 3 + 1")
+check_same_losses(ctx, run_dir, losses(reference), "resumed as 3 + 1")
 muon_dir, _ = ctx.run("muon", PIPE + ["training.optimizer=muon", "training.exit_interval=6"])
 _, proc = ctx.run("muon", PIPE + ["training.optimizer=muon", "pipeline.stage_partition=3,1"], expect_status=None)
 ctx.check(proc.returncode != 0 and "training.optimizer adamw" in proc.stderr,
@@ -87,5 +80,5 @@ ctx.check(len(launches) == 1 + len(replans) and all(e["ranks"] == 2 for e in lau
           f"both ranks relaunched: {[e['ranks'] for e in launches]}")
 with open(os.path.join(run_dir, "state.json")) as f:
     ctx.check(json.load(f)["phase"] == "finished", "state.json: finished")
-same_losses(run_dir, losses(clean), "after the re-plan")
+check_same_losses(ctx, run_dir, losses(clean), "after the re-plan")
 ctx.finish()

@@ -11,18 +11,11 @@ resumes from it on one rank; its losses equal an uninterrupted two-rank run's.""
 import json
 import os
 
-from rondo_testlib import Context, events, losses, rel_diff, rows, wait_for, wait_slowed, wait_stopped, worker_pid
+from rondo_testlib import Context, check_same_losses, events, losses, rows, wait_for, wait_slowed, wait_stopped, worker_pid
 
 ctx = Context()
 WATCHED = ["launch.heartbeat_interval_s=0.2", "launch.heartbeat_timeout_s=3", "comms.timeout_s=120",
            "launch.max_restarts=2", "launch.dashboard_port=0"]
-
-
-def same_losses(run_dir, reference, what):
-    got = losses(run_dir)
-    worst = max((rel_diff(reference[s], got[s]) for s in reference), default=float("inf")) \
-        if sorted(got) == sorted(reference) else float("inf")
-    ctx.check(worst < 1e-5, f"{what}: every step's loss equals the uninterrupted run's (worst {worst:.1e})")
 
 
 def final_world(run_dir):
@@ -60,7 +53,7 @@ ctx.check([e["ranks"] for e in launches] == [3, 2], f"launched 3 ranks, then 2: 
 with open(os.path.join(run_dir, "plan.json")) as f:
     ctx.check(json.load(f)["mesh"]["dp"] == 2, "the saved plan is the two-rank one")
 ctx.check(final_world(run_dir) == ("finished", 2), f"state.json: finished on two ranks ({final_world(run_dir)})")
-same_losses(run_dir, losses(full), "after the restart on two ranks")
+check_same_losses(ctx, run_dir, losses(full), "after the restart on two ranks")
 
 
 # --- a slow rank: stopped with a checkpoint, resumed without it ----------------------------------
@@ -84,5 +77,5 @@ ctx.check(len(without) == 1 and without[0]["ranks"] == [1] and without[0]["world
           and 10 < without[0]["from_step"] < 60,
           "it resumed at once from the stop's checkpoint without rank 1, on one rank")
 ctx.check(final_world(run_dir) == ("finished", 1), f"state.json: finished on one rank ({final_world(run_dir)})")
-same_losses(run_dir, losses(clean), "after the restart on one rank")
+check_same_losses(ctx, run_dir, losses(clean), "after the restart on one rank")
 ctx.finish()

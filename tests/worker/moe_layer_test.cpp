@@ -27,9 +27,9 @@ constexpr int64_t kHidden = 8, kFfn = 16;
 
 class TestExpert : public ExpertMlp {
  public:
-  TestExpert()
-      : fc(register_module("fc", torch::nn::Linear(kHidden, kFfn))),
-        fc_out(register_module("fc_out", torch::nn::Linear(kFfn, kHidden))) {}
+  explicit TestExpert(int64_t hidden = kHidden, int64_t ffn = kFfn)
+      : fc(register_module("fc", torch::nn::Linear(hidden, ffn))),
+        fc_out(register_module("fc_out", torch::nn::Linear(ffn, hidden))) {}
   torch::Tensor forward(const torch::Tensor& x) override { return fc_out(torch::gelu(fc(x))); }
   torch::nn::Linear fc, fc_out;
 };
@@ -306,22 +306,14 @@ TEST(MoeExpertParallel, PipelinedInTwoAndFourChunksEqualsOneRank) {
 // for each kept assignment, an expert's input, GELU's input and output, the expert's output and the
 // gated output.
 TEST(MoeMlp, KeepsTheActivationsThePlannerPredicts) {
-  static constexpr int64_t hidden = 64, ffn = 256, experts = 8, tokens = 1024;
-  class GeluExpert : public ExpertMlp {
-   public:
-    GeluExpert()
-        : fc(register_module("fc", torch::nn::Linear(hidden, ffn))),
-          fc_out(register_module("fc_out", torch::nn::Linear(ffn, hidden))) {}
-    torch::Tensor forward(const torch::Tensor& x) override { return fc_out(torch::gelu(fc(x))); }
-    torch::nn::Linear fc, fc_out;
-  };
+  constexpr int64_t hidden = 64, ffn = 256, experts = 8, tokens = 1024;
   const auto in_use = [] {
     const auto m = mallinfo2();
     return static_cast<double>(m.uordblks + m.hblkhd);
   };
   for (double capacity : {2.0, 0.5}) {
     const MoeOptions o{.hidden_size = hidden, .num_experts = experts, .topk = 2, .capacity_factor = capacity};
-    auto layer = MoeMlp(o, 0, nullptr, [] { return std::make_shared<GeluExpert>(); });
+    auto layer = MoeMlp(o, 0, nullptr, [] { return std::make_shared<TestExpert>(hidden, ffn); });
     const double before = in_use();
     const auto x = torch::randn({4, tokens / 4, hidden});
     const auto y = layer->forward(x);
