@@ -306,7 +306,7 @@ TEST(MoeExpertParallel, PipelinedInTwoAndFourChunksEqualsOneRank) {
 // for each kept assignment, an expert's input, GELU's input and output, the expert's output and the
 // gated output.
 TEST(MoeMlp, KeepsTheActivationsThePlannerPredicts) {
-  constexpr int64_t hidden = 64, ffn = 256, experts = 8, tokens = 1024;
+  static constexpr int64_t hidden = 64, ffn = 256, experts = 8, tokens = 1024;
   const auto in_use = [] {
     const auto m = mallinfo2();
     return static_cast<double>(m.uordblks + m.hblkhd);
