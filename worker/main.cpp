@@ -28,6 +28,7 @@
 #include "proto/plan.pb.h"
 #include "proto/plan_version.h"
 #include "proto/report.pb.h"
+#include "worker/command_relay.h"
 #include "worker/fused_ops.h"
 #include "worker/generator.h"
 #include "worker/malloc_policy.h"
@@ -189,21 +190,45 @@ std::thread watch_stop_signal(const std::atomic<bool>& finished, rondo::Trainer&
 // After a failure: with a coordinator, it collects the ranks' dumps first (commands still reach
 // the trainer meanwhile), then stops the job; only if it does not (it is gone), this rank aborts
 // the job itself.
-int abort_job(bool coordinated, int exit_code, std::atomic<rondo::Trainer*>& live_trainer) {
+int abort_job(bool coordinated, int exit_code, rondo::CommandRelay& relay) {
   if (coordinated) {
     rondo::logging::get("worker")->error("waiting up to {} s for the coordinator to stop the job",
                                          kTeardownWait.count());
     std::this_thread::sleep_for(kTeardownWait);
   }
-  live_trainer = nullptr;
+  relay.detach();
   spdlog::shutdown();
   MPI_Abort(MPI_COMM_WORLD, exit_code);
   return exit_code;
 }
 
-// Registers this rank with the coordinator and serves its commands to the trainer once one runs.
-void connect_control(rondo::ControlClient& control, int rank, const fs::path& logs,
-                     std::atomic<rondo::Trainer*>& live_trainer) {
+// What a coordinator's command does to a running trainer.
+void apply_command(rondo::Trainer& t, const rondo::control::Command& c, int rank, const fs::path& logs,
+                   rondo::ControlClient* control) {
+  switch (c.kind()) {
+    case rondo::control::Command::CHECKPOINT_NOW:
+      t.request_checkpoint();
+      break;
+    case rondo::control::Command::STOP:
+      t.request_stop();
+      break;
+    case rondo::control::Command::SET_RINGS: {
+      std::vector<std::vector<int>> rings;
+      for (const auto& ring : c.rings().rings()) rings.emplace_back(ring.ranks().begin(), ring.ranks().end());
+      t.request_rings(c.rings().version(), std::move(rings));
+      break;
+    }
+    case rondo::control::Command::DUMP_FLIGHT:
+      if (t.recorder()) dump_flight(*t.recorder(), rank, logs, "the coordinator asked", control);
+      break;
+    default:
+      break;
+  }
+}
+
+// Registers this rank with the coordinator; its commands go through `relay` to the trainer once
+// one runs (those that come before it are kept for it).
+void connect_control(rondo::ControlClient& control, rondo::CommandRelay& relay) {
   rondo::control::RegisterRequest info;
   info.set_host(hostname());
   info.set_pid(::getpid());
@@ -212,30 +237,7 @@ void connect_control(rondo::ControlClient& control, int rank, const fs::path& lo
   info.set_torch_version(rondo::runtime_environment("", "").value("torch_version", std::string("?")));
   info.set_mpi_version(mpi_library_version());
   control.register_rank(info, rondo::kControlCallDeadline * 6);
-  control.start([&control, &live_trainer, rank, logs](const rondo::control::Command& c) {
-    auto* t = live_trainer.load();
-    switch (c.kind()) {
-      case rondo::control::Command::CHECKPOINT_NOW:
-        if (t) t->request_checkpoint();
-        break;
-      case rondo::control::Command::STOP:
-        if (t) t->request_stop();
-        break;
-      case rondo::control::Command::SET_RINGS:
-        if (t) {
-          std::vector<std::vector<int>> rings;
-          for (const auto& ring : c.rings().rings())
-            rings.emplace_back(ring.ranks().begin(), ring.ranks().end());
-          t->request_rings(c.rings().version(), std::move(rings));
-        }
-        break;
-      case rondo::control::Command::DUMP_FLIGHT:
-        if (t && t->recorder()) dump_flight(*t->recorder(), rank, logs, "the coordinator asked", &control);
-        break;
-      default:
-        break;
-    }
-  });
+  control.start([&relay](const rondo::control::Command& c) { relay.deliver(c); });
 }
 
 struct RuntimeChoices {
@@ -336,17 +338,17 @@ int main(int argc, char** argv) {
   // SIGUSR1 (Slurm's warning before the time limit): finish the step, checkpoint, exit cleanly.
   std::signal(SIGUSR1, on_stop_signal);
 
+  rondo::CommandRelay relay;  // outlives the control client's thread that delivers to it
   std::unique_ptr<rondo::ControlClient> control;
   StatusWriter status{logs, rank, nullptr};
   std::unique_ptr<rondo::Trainer> trainer;
-  std::atomic<rondo::Trainer*> live_trainer{nullptr};
   std::atomic<bool> finished{false};
   std::thread signal_watch;
   int exit_code = rondo::kExitFailure;
   try {
     control = rondo::ControlClient::from_environment(rank);
     status.control = control.get();
-    if (control) connect_control(*control, rank, logs, live_trainer);
+    if (control) connect_control(*control, relay);
     status.write(rondo::report::RUNNING);
 
     const auto plan = read_plan((fs::path(run_dir) / "plan.pb").string());
@@ -360,7 +362,9 @@ int main(int argc, char** argv) {
         control->queue_report(std::move(r));
       });
     }
-    live_trainer = trainer.get();
+    relay.attach([&trainer, &control, rank, &logs](const rondo::control::Command& c) {
+      apply_command(*trainer, c, rank, logs, control.get());
+    });
     signal_watch = watch_stop_signal(finished, *trainer);
     if (rank == 0) {
       const auto env = rondo::runtime_environment(runtime.malloc_policy, runtime.cpu_kernels);
@@ -371,7 +375,7 @@ int main(int argc, char** argv) {
     finished = true;
     signal_watch.join();
     status.write(rondo::report::DONE);
-    live_trainer = nullptr;
+    relay.detach();
     control.reset();  // sends what is still queued
     return rondo::kExitOk;
   } catch (const std::exception& e) {
@@ -384,5 +388,5 @@ int main(int argc, char** argv) {
   }
   finished = true;
   if (signal_watch.joinable()) signal_watch.join();
-  return abort_job(control != nullptr, exit_code, live_trainer);
+  return abort_job(control != nullptr, exit_code, relay);
 }
