@@ -16,8 +16,11 @@ double median(std::vector<double> v) {
 }
 
 // Predicted forward + backward seconds of one stage of `layers` layers from `first`.
-double stage_work(const Config& config, int index, int first, int layers, int stages) {
-  const auto costs = predicted_stage_costs(config, {{index, first, layers, index == 0, index + 1 == stages}});
+double stage_work(const CostModel& model, const Config& config, int index, int first, int layers,
+                  int stages) {
+  const auto costs =
+      model.stage_costs({{index, first, layers, index == 0, index + 1 == stages}},
+                        config.pipeline.p2p_latency_s, config.pipeline.p2p_bandwidth_gbps * 1e9);
   return costs.f[0] + costs.b[0];
 }
 
@@ -41,12 +44,13 @@ StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
   out.why_not = why_not_rebalanced(config, plan);
   if (!out.why_not.empty()) return out;
   const int stages = plan.stages_size(), world = static_cast<int>(plan.mesh().world_size());
+  const CostModel model = cost_model(config);  // once: the cut below asks it for every stage shape
   std::vector<int> layers(static_cast<size_t>(stages));
   std::vector<double> predicted(static_cast<size_t>(stages));
   for (const auto& st : plan.stages()) {
     layers.at(st.index()) = static_cast<int>(st.num_layers());
     predicted.at(st.index()) =
-        stage_work(config, static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+        stage_work(model, config, static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
                    static_cast<int>(st.num_layers()), stages);
   }
   // Each rank's measured compute over its stage's prediction; the healthy ranks' median is 1.
@@ -83,8 +87,8 @@ StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
       for (int n = 0; n <= l; ++n) {
         const double before = best[static_cast<size_t>(s - 1)][static_cast<size_t>(l - n)];
         if (before == inf) continue;
-        const double t = std::max(
-            before, stage_factor[static_cast<size_t>(s - 1)] * stage_work(config, s - 1, l - n, n, stages));
+        const double t = std::max(before, stage_factor[static_cast<size_t>(s - 1)] *
+                                              stage_work(model, config, s - 1, l - n, n, stages));
         // Ties keep the stage's current size, so an even split stays when nothing is gained.
         auto& b = best[static_cast<size_t>(s)][static_cast<size_t>(l)];
         if (t < b * (1 - 1e-12) || (t <= b * (1 + 1e-12) && n == layers[static_cast<size_t>(s - 1)])) {
