@@ -35,7 +35,7 @@ namespace {
 
 // One stage's AdamW state: its flat moments and where each parameter lies in them.
 struct StageMoments {
-  torch::Tensor step, exp_avg, exp_avg_sq;
+  FlatAdamW::State state;
   std::map<std::string, std::pair<int64_t, int64_t>> at;  // name -> (offset, elements)
 };
 
@@ -43,8 +43,7 @@ StageMoments read_stage_moments(const fs::path& shard) {
   StageMoments s;
   torch::serialize::InputArchive archive;
   archive.load_from(shard.string());
-  if (!archive.try_read("flat_adamw_step", s.step) || !archive.try_read("flat_adamw_exp_avg", s.exp_avg) ||
-      !archive.try_read("flat_adamw_exp_avg_sq", s.exp_avg_sq)) {
+  if (!FlatAdamW::read_state(archive, s.state)) {
     throw CheckpointError(shard.string(), "holds no AdamW flat moments to re-partition");
   }
   const fs::path layout_path = shard.parent_path() / flat_layout_name(shard.filename().string());
@@ -60,7 +59,7 @@ StageMoments read_stage_moments(const fs::path& shard) {
     s.at[entry.at(0).get<std::string>()] = {offset, n};
     offset += n;
   }
-  if (offset > s.exp_avg.numel())
+  if (offset > s.state.exp_avg.numel())
     throw CheckpointError(layout_path.string(), "lays out more elements than its shard's moments hold");
   return s;
 }
@@ -93,14 +92,12 @@ void load_repartitioned(const fs::path& step_dir, const CheckpointManifest& mani
     if (n != p.numel())
       throw CheckpointError(step_dir.string(), "the moments of '" + name + "' have " + std::to_string(n) +
                                                    " elements, the parameter " + std::to_string(p.numel()));
-    exp_avg.push_back(holder->exp_avg.narrow(0, offset, n));
-    exp_avg_sq.push_back(holder->exp_avg_sq.narrow(0, offset, n));
+    exp_avg.push_back(holder->state.exp_avg.narrow(0, offset, n));
+    exp_avg_sq.push_back(holder->state.exp_avg_sq.narrow(0, offset, n));
   }
   // Through an archive of this rank's own layout: what FlatAdamW::load reads.
   torch::serialize::OutputArchive out;
-  out.write("flat_adamw_step", stages.front().step);
-  out.write("flat_adamw_exp_avg", torch::cat(exp_avg));
-  out.write("flat_adamw_exp_avg_sq", torch::cat(exp_avg_sq));
+  FlatAdamW::write_state(out, {stages.front().state.step, torch::cat(exp_avg), torch::cat(exp_avg_sq)});
   std::stringstream bytes;
   out.save_to(bytes);
   torch::serialize::InputArchive in;

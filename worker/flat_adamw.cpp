@@ -67,27 +67,36 @@ torch::Tensor FlatAdamW::step(LossClosure closure) {
 }
 
 void FlatAdamW::save(torch::serialize::OutputArchive& archive) const {
-  archive.write("flat_adamw_step", torch::tensor(step_, torch::kInt64));
-  archive.write("flat_adamw_exp_avg", exp_avg_);
-  archive.write("flat_adamw_exp_avg_sq", exp_avg_sq_);
+  write_state(archive, {torch::tensor(step_, torch::kInt64), exp_avg_, exp_avg_sq_});
+}
+
+void FlatAdamW::write_state(torch::serialize::OutputArchive& archive, const State& state) {
+  archive.write("flat_adamw_step", state.step);
+  archive.write("flat_adamw_exp_avg", state.exp_avg);
+  archive.write("flat_adamw_exp_avg_sq", state.exp_avg_sq);
+}
+
+bool FlatAdamW::read_state(torch::serialize::InputArchive& archive, State& state) {
+  return archive.try_read("flat_adamw_step", state.step) &&
+         archive.try_read("flat_adamw_exp_avg", state.exp_avg) &&
+         archive.try_read("flat_adamw_exp_avg_sq", state.exp_avg_sq);
 }
 
 void FlatAdamW::load(torch::serialize::InputArchive& archive) {
-  torch::Tensor step, exp_avg, exp_avg_sq;
-  if (!archive.try_read("flat_adamw_step", step) || !archive.try_read("flat_adamw_exp_avg", exp_avg) ||
-      !archive.try_read("flat_adamw_exp_avg_sq", exp_avg_sq)) {
+  State state;
+  if (!read_state(archive, state)) {
     throw Error(
         "the optimizer state is not rondo's flat AdamW (written by an older rondo?); "
         "start afresh with --set checkpoint.resume=false");
   }
-  if (exp_avg.numel() != exp_avg_.numel() || exp_avg_sq.numel() != exp_avg_sq_.numel()) {
-    throw Error("the optimizer state holds " + std::to_string(exp_avg.numel()) + " moments for a model of " +
-                std::to_string(exp_avg_.numel()) + " parameters");
+  if (state.exp_avg.numel() != exp_avg_.numel() || state.exp_avg_sq.numel() != exp_avg_sq_.numel()) {
+    throw Error("the optimizer state holds " + std::to_string(state.exp_avg.numel()) +
+                " moments for a model of " + std::to_string(exp_avg_.numel()) + " parameters");
   }
   torch::NoGradGuard no_grad;
-  step_ = step.item<int64_t>();
-  exp_avg_.copy_(exp_avg);
-  exp_avg_sq_.copy_(exp_avg_sq);
+  step_ = state.step.item<int64_t>();
+  exp_avg_.copy_(state.exp_avg);
+  exp_avg_sq_.copy_(state.exp_avg_sq);
   bind_parameters();  // the model was loaded first: its parameters have new storage
 }
 

@@ -33,6 +33,15 @@ class FlatAdamW : public torch::optim::Optimizer {
   // Copies the parameters' current values into the flat buffer and makes them views of it again.
   void bind_parameters();
 
+  // The checkpointed state as an archive holds it (what save() writes and load() reads; a
+  // re-partitioned checkpoint assembles one from several stages', worker/checkpoint_repartition.h).
+  struct State {
+    torch::Tensor step, exp_avg, exp_avg_sq;
+  };
+  static void write_state(torch::serialize::OutputArchive& archive, const State& state);
+  // False when the archive holds no flat AdamW state.
+  static bool read_state(torch::serialize::InputArchive& archive, State& state);
+
  private:
   std::vector<torch::Tensor> params_;
   std::vector<bool> decays_;
