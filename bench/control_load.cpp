@@ -25,6 +25,7 @@
 
 #include "common/logging.h"
 #include "control/control_client.h"
+#include "control/control_metadata.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
 #include "proto/control.grpc.pb.h"
@@ -78,6 +79,13 @@ rondo::report::StepReport sample_report(int rank, int64_t step, int records, int
   return r;
 }
 
+// A simulated rank's call metadata (control/control_metadata.h): the token, its rank, attempt 0.
+void identify(grpc::ClientContext& ctx, const std::string& token, int rank) {
+  ctx.AddMetadata(rondo::kTokenMetadata, token);
+  ctx.AddMetadata(rondo::kRankMetadata, std::to_string(rank));
+  ctx.AddMetadata(rondo::kAttemptMetadata, "0");
+}
+
 int load(const std::string& address, const std::string& token, int ranks, double seconds, int threads,
          int records) {
   grpc::ChannelArguments args;
@@ -106,7 +114,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
         req.set_rank(r);
         req.set_host("sim");
         grpc::ClientContext ctx;
-        ctx.AddMetadata("rondo-token", token);
+        identify(ctx, token, r);
         ctx.set_deadline(call_deadline());
         rondo::control::RegisterReply reply;
         if (!client.Register(&ctx, req, &reply).ok()) ++failures;
@@ -123,7 +131,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           req.set_rank(mine[i]);
           *req.add_reports() = sample_report(mine[i], step, records, ranks);
           grpc::ClientContext ctx;
-          ctx.AddMetadata("rondo-token", token);
+          identify(ctx, token, mine[i]);
           ctx.set_deadline(call_deadline());
           rondo::control::Ack ack;
           const bool ok = client.Report(&ctx, req, &ack).ok();
@@ -134,7 +142,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           beat.set_rank(mine[i]);
           beat.set_step(step);
           grpc::ClientContext hctx;
-          hctx.AddMetadata("rondo-token", token);
+          identify(hctx, token, mine[i]);
           hctx.set_deadline(call_deadline());
           rondo::control::HeartbeatReply hreply;
           if (!client.Heartbeat(&hctx, beat, &hreply).ok()) ++failures;
@@ -164,6 +172,8 @@ int load(const std::string& address, const std::string& token, int ranks, double
 }
 
 int bad(const std::string& address, const std::string& token) {
+  const rondo::ControlEndpoint job{address, token, ""}, wrong{address, token + "-wrong", ""},
+      none{address, "", ""};
   rondo::control::HeartbeatRequest beat;
   beat.set_rank(0);
   rondo::control::HeartbeatRequest stranger;
@@ -172,12 +182,12 @@ int bad(const std::string& address, const std::string& token) {
   big.add_reports()->add_collectives()->set_op(std::string(5 << 20, 'x'));  // over the 4 MiB limit
   nlohmann::json out = {
       {"wrong_token",
-       rondo::raw_control_call(address, "Heartbeat", token + "-wrong", beat.SerializeAsString())},
-      {"no_token", rondo::raw_control_call(address, "Heartbeat", "", beat.SerializeAsString())},
-      {"unknown_rank", rondo::raw_control_call(address, "Heartbeat", token, stranger.SerializeAsString())},
+       rondo::raw_control_call(wrong, "Heartbeat", beat.SerializeAsString(), 0)},
+      {"no_token", rondo::raw_control_call(none, "Heartbeat", beat.SerializeAsString(), 0)},
+      {"unknown_rank", rondo::raw_control_call(job, "Heartbeat", stranger.SerializeAsString(), 1 << 20)},
       {"garbage",
-       rondo::raw_control_call(address, "Report", token, std::string("\xff\xfe\xfd garbage \x00\x01", 14))},
-      {"oversized", rondo::raw_control_call(address, "Report", token, big.SerializeAsString())},
+       rondo::raw_control_call(job, "Report", std::string("\xff\xfe\xfd garbage \x00\x01", 14), 0)},
+      {"oversized", rondo::raw_control_call(job, "Report", big.SerializeAsString(), 0)},
   };
   std::cout << out.dump() << std::endl;
   return 0;

@@ -1,12 +1,15 @@
 #include "control/control_client.h"
 
 #include <cstdlib>
+#include <optional>
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include "common/errors.h"
 #include "common/logging.h"
+#include "control/control_channel.h"
+#include "control/control_metadata.h"
 #include "proto/control.grpc.pb.h"
 
 namespace rondo {
@@ -26,33 +29,49 @@ std::chrono::system_clock::time_point deadline_in(std::chrono::duration<double> 
          std::chrono::duration_cast<std::chrono::system_clock::duration>(d);
 }
 
-// One unary call answered by an Ack, with the token and the standard deadline: true when it went through.
-template <class Call>
-bool acknowledged(const std::string& token, Call call) {
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("rondo-token", token);
-  ctx.set_deadline(deadline_in(kControlCallDeadline));
-  control::Ack ack;
-  return call(&ctx, &ack).ok();
+// The metadata of a call: the token (none when empty), the body's length (when known) and, for a
+// rank's call, its rank and attempt.
+void identify(grpc::ClientContext& ctx, const std::string& token, std::optional<size_t> bytes, int rank,
+              int attempt) {
+  if (!token.empty()) ctx.AddMetadata(kTokenMetadata, token);
+  if (bytes) ctx.AddMetadata(kLengthMetadata, std::to_string(*bytes));
+  if (rank < 0) return;
+  ctx.AddMetadata(kRankMetadata, std::to_string(rank));
+  ctx.AddMetadata(kAttemptMetadata, std::to_string(attempt));
+}
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
 }
 
 }  // namespace
 
 std::unique_ptr<ControlClient> ControlClient::from_environment(int rank) {
-  const char* address = std::getenv("RONDO_CONTROL_ADDRESS");
-  if (address == nullptr || *address == '\0') return nullptr;
-  const char* token = std::getenv("RONDO_JOB_TOKEN");
-  const char* attempt = std::getenv("RONDO_ATTEMPT");
-  return std::make_unique<ControlClient>(address, token ? token : "", rank, attempt ? std::atoi(attempt) : 0);
+  const std::string address = environment("RONDO_CONTROL_ADDRESS");
+  if (address.empty()) return nullptr;
+  const std::string attempt = environment("RONDO_ATTEMPT");
+  return std::make_unique<ControlClient>(
+      ControlEndpoint{address, environment("RONDO_JOB_TOKEN"), environment("RONDO_CONTROL_CERT_SHA256")}, rank,
+      attempt.empty() ? 0 : std::atoi(attempt.c_str()));
 }
 
-ControlClient::ControlClient(std::string address, std::string token, int rank, int attempt)
-    : address_(std::move(address)), token_(std::move(token)), rank_(rank), attempt_(attempt) {
+ControlClient::ControlClient(ControlEndpoint endpoint, int rank, int attempt)
+    : endpoint_(std::move(endpoint)), rank_(rank), attempt_(attempt) {
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(64 << 20);
   connection_ = std::make_unique<Connection>();
-  connection_->service = control::Control::NewStub(
-      grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+  connection_->service =
+      control::Control::NewStub(control_channel(endpoint_.address, endpoint_.cert_sha256, args));
+}
+
+template <class Call>
+bool ControlClient::acknowledged(const google::protobuf::Message& request, Call call) {
+  grpc::ClientContext ctx;
+  identify(ctx, endpoint_.token, request.ByteSizeLong(), rank_, attempt_);
+  ctx.set_deadline(deadline_in(kControlCallDeadline));
+  control::Ack ack;
+  return call(&ctx, &ack).ok();
 }
 
 ControlClient::~ControlClient() {
@@ -68,14 +87,14 @@ void ControlClient::register_rank(control::RegisterRequest request, std::chrono:
   request.set_rank(rank_);
   request.set_attempt(attempt_);
   grpc::ClientContext ctx;
-  ctx.AddMetadata("rondo-token", token_);
+  identify(ctx, endpoint_.token, request.ByteSizeLong(), rank_, attempt_);
   ctx.set_deadline(deadline_in(deadline));
   ctx.set_wait_for_ready(true);  // the coordinator may still be coming up
   control::RegisterReply reply;
   const auto status = connection_->service->Register(&ctx, request, &reply);
   if (!status.ok()) {
     throw Error(
-        "rank " + std::to_string(rank_) + ": the coordinator at " + address_ +
+        "rank " + std::to_string(rank_) + ": the coordinator at " + endpoint_.address +
         " (RONDO_CONTROL_ADDRESS) refused or did not answer the registration: " + status.error_message());
   }
   if (reply.heartbeat_interval_s() > 0)
@@ -109,7 +128,7 @@ bool ControlClient::flush_reports() {
     req.set_attempt(attempt_);
     for (size_t k = i; k < std::min(batch.size(), i + kReportsPerCall); ++k)
       *req.add_reports() = std::move(batch[k]);
-    const bool sent = acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+    const bool sent = acknowledged(req, [&](grpc::ClientContext* ctx, control::Ack* ack) {
       return connection_->service->Report(ctx, req, ack);
     });
     if (!sent) return false;  // dropped: metrics.jsonl and the logs keep the record
@@ -129,7 +148,7 @@ void ControlClient::loop() {
       stopping = stopping_;
     }
     if (!flush_reports() && !warned) {
-      log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_, address_);
+      log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_, endpoint_.address);
       warned = true;
     }
     if (stopping) return;
@@ -142,7 +161,7 @@ void ControlClient::loop() {
     req.set_step(step_);
     req.set_state(static_cast<report::WorkerState>(state_.load()));
     grpc::ClientContext ctx;
-    ctx.AddMetadata("rondo-token", token_);
+    identify(ctx, endpoint_.token, req.ByteSizeLong(), rank_, attempt_);
     ctx.set_deadline(deadline_in(kControlCallDeadline));
     control::HeartbeatReply reply;
     if (!connection_->service->Heartbeat(&ctx, req, &reply).ok()) continue;
@@ -157,7 +176,7 @@ bool ControlClient::send_status(report::WorkerStatus status) {
   status.set_attempt(attempt_);
   control::StatusRequest req;
   *req.mutable_status() = std::move(status);
-  return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+  return acknowledged(req, [&](grpc::ClientContext* ctx, control::Ack* ack) {
     return connection_->service->Status(ctx, req, ack);
   });
 }
@@ -167,34 +186,36 @@ bool ControlClient::send_flight(report::FlightDump dump) {
   dump.set_attempt(attempt_);
   control::FlightRequest req;
   *req.mutable_dump() = std::move(dump);
-  return acknowledged(token_, [&](grpc::ClientContext* ctx, control::Ack* ack) {
+  return acknowledged(req, [&](grpc::ClientContext* ctx, control::Ack* ack) {
     return connection_->service->Flight(ctx, req, ack);
   });
 }
 
-void send_operator_command(const std::string& address, const std::string& token, control::Command::Kind kind,
+void send_operator_command(const ControlEndpoint& endpoint, control::Command::Kind kind,
                            const std::string& reason) {
-  auto service = control::Control::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto service = control::Control::NewStub(control_channel(endpoint.address, endpoint.cert_sha256));
   control::CommandRequest req;
   req.set_kind(kind);
   req.set_reason(reason);
-  grpc::Status status;
-  acknowledged(token, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-    status = service->Operate(ctx, req, ack);
-    return status;
-  });
+  grpc::ClientContext ctx;
+  identify(ctx, endpoint.token, req.ByteSizeLong(), -1, 0);
+  ctx.set_deadline(deadline_in(kControlCallDeadline));
+  control::Ack ack;
+  const auto status = service->Operate(&ctx, req, &ack);
   if (!status.ok()) {
-    throw Error("the coordinator at " + address + " did not take " + control::Command::Kind_Name(kind) +
+    throw Error("the coordinator at " + endpoint.address + " did not take " + control::Command::Kind_Name(kind) +
                 ": " + status.error_message());
   }
 }
 
-int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
-                     const std::string& bytes) {
-  grpc::GenericStub generic(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+int raw_control_call(const ControlEndpoint& endpoint, const std::string& method, const std::string& bytes,
+                     int rank, int attempt, std::optional<size_t> declared_bytes) {
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(-1);  // a hostile client sends whatever it likes
+  grpc::GenericStub generic(control_channel(endpoint.address, endpoint.cert_sha256, args));
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline_in(kControlCallDeadline));
-  if (!token.empty()) ctx.AddMetadata("rondo-token", token);
+  identify(ctx, endpoint.token, declared_bytes, rank, attempt);
   grpc::Slice slice(bytes);
   grpc::ByteBuffer request(&slice, 1), response;
   std::mutex mu;

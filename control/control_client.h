@@ -1,6 +1,8 @@
 // ControlClient: a worker's end of the control plane (proto/control.proto). The coordinator hands
-// its address, the job's token and the attempt number to workers in the environment
-// (RONDO_CONTROL_ADDRESS, RONDO_JOB_TOKEN, RONDO_ATTEMPT).
+// its address, the job's token, the attempt number and, when it listens beyond loopback, the
+// SHA-256 fingerprint of its TLS certificate to workers in the environment (RONDO_CONTROL_ADDRESS,
+// RONDO_JOB_TOKEN, RONDO_ATTEMPT, RONDO_CONTROL_CERT_SHA256). Every call carries the token, and a
+// rank's call its rank and attempt, in its metadata (control/control_metadata.h).
 //
 // Call order: register_rank() once (retried until its deadline), then start(): a thread of its
 // own sends a heartbeat every interval, sends the queued step reports, and passes the commands
@@ -15,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,19 +29,26 @@ namespace rondo {
 
 inline constexpr std::chrono::duration<double> kControlCallDeadline{5.0};
 
+// Where a client reaches the coordinator's control plane, and how it knows it is the job's.
+struct ControlEndpoint {
+  std::string address;      // host:port
+  std::string token;        // the job's secret
+  std::string cert_sha256;  // TLS, pinned to the certificate with this fingerprint; empty: plaintext
+};
+
 class ControlClient {
  public:
   // nullptr when RONDO_CONTROL_ADDRESS is not set (a worker started by hand).
   static std::unique_ptr<ControlClient> from_environment(int rank);
 
-  ControlClient(std::string address, std::string token, int rank, int attempt);
+  ControlClient(ControlEndpoint endpoint, int rank, int attempt);
   ~ControlClient();  // stops the thread after sending what is queued (bounded by a deadline)
   ControlClient(const ControlClient&) = delete;
   ControlClient& operator=(const ControlClient&) = delete;
 
   int rank() const { return rank_; }
   int attempt() const { return attempt_; }
-  const std::string& address() const { return address_; }
+  const std::string& address() const { return endpoint_.address; }
 
   // Throws Error naming the address when the coordinator does not accept it within `deadline`.
   void register_rank(control::RegisterRequest request, std::chrono::duration<double> deadline);
@@ -52,9 +62,12 @@ class ControlClient {
  private:
   void loop();
   bool flush_reports();
+  // One unary call of this rank answered by an Ack, with the standard deadline.
+  template <class Call>
+  bool acknowledged(const google::protobuf::Message& request, Call call);
 
   struct Connection;
-  const std::string address_, token_;
+  const ControlEndpoint endpoint_;
   const int rank_, attempt_;
   std::unique_ptr<Connection> connection_;
   std::function<void(const control::Command&)> on_command_;
@@ -70,13 +83,14 @@ class ControlClient {
 
 // An operator's command to a running job (CHECKPOINT_NOW or STOP); throws Error naming the address
 // when the coordinator refuses it or does not answer.
-void send_operator_command(const std::string& address, const std::string& token, control::Command::Kind kind,
+void send_operator_command(const ControlEndpoint& endpoint, control::Command::Kind kind,
                            const std::string& reason);
 
 // One unary call of the control service (`method`, e.g. "Report") with raw bytes as its request, as
-// a broken or hostile client would make it; returns the gRPC status code (0: OK). For tests and
-// bench/control_load.
-int raw_control_call(const std::string& address, const std::string& method, const std::string& token,
-                     const std::string& bytes);
+// a broken or hostile client would make it: the token (none when empty), when `rank` >= 0 rank and
+// attempt, and the declared length if given, in the metadata. Returns the gRPC status code (0: OK).
+// For tests and bench/control_load.
+int raw_control_call(const ControlEndpoint& endpoint, const std::string& method, const std::string& bytes,
+                     int rank = -1, int attempt = 0, std::optional<size_t> declared_bytes = std::nullopt);
 
 }  // namespace rondo

@@ -1,9 +1,12 @@
 // ControlServer: the coordinator's end of the control plane (proto/control.proto, gRPC). Workers
 // register, send heartbeats, step reports, statuses and flight dumps; heartbeat replies carry the
-// coordinator's commands. Each call must carry the job's token (`rondo-token` metadata) and come
-// from a rank and attempt of the job; a call that does not, or whose message is oversized or does
-// not parse, is refused with an error status, logged and counted in JobState — the server stays up.
-// Handlers run on gRPC's threads and only touch JobState.
+// coordinator's commands. Each call must carry the job's token and, for a rank's call, a rank and
+// attempt of the job in its metadata (control/control_metadata.h): a call that does not is refused
+// on its metadata, before its body is read. A body over the limit is cut off by the transport; one
+// that does not parse, or speaks for another rank than its metadata, is refused after reading. Every
+// refusal gets an error status, a log line and a count in JobState — the server stays up. With
+// `tls` it makes a certificate of its own (control/job_certificate.h) and serves TLS only; clients
+// pin its fingerprint. Handlers run on gRPC's threads and only touch JobState.
 #pragma once
 
 #include <cstddef>
@@ -19,6 +22,7 @@ struct ControlServerOptions {
   std::string token;                         // the job's secret
   size_t max_message_bytes = 4u << 20;       // larger requests are refused and counted
   double heartbeat_interval_s = 1.0;         // told to workers at registration
+  bool tls = false;                          // TLS with a certificate made for this server
 };
 
 class ControlServer {
@@ -32,6 +36,9 @@ class ControlServer {
   int port() const;
   // host:port for workers to dial.
   std::string address() const;
+  // With TLS, the certificate (PEM) and its SHA-256 fingerprint that clients pin; else empty.
+  const std::string& cert_pem() const;
+  const std::string& cert_sha256() const;
 
  private:
   struct Impl;

@@ -284,9 +284,10 @@ void JobState::set_suspicion(std::vector<double> suspicion) {
   suspicion_ = std::move(suspicion);
 }
 
-void JobState::set_control_address(const std::string& address) {
+void JobState::set_control_endpoint(const std::string& address, const std::string& cert_sha256) {
   std::lock_guard lock(mu_);
   control_address_ = address;
+  control_cert_sha256_ = cert_sha256;
 }
 
 void JobState::count_restart() {
@@ -352,6 +353,7 @@ nlohmann::json JobState::to_json() const {
   j["run_dir"] = run_dir_;
   j["phase"] = phase_;
   j["control_address"] = control_address_;
+  if (!control_cert_sha256_.empty()) j["control_cert_sha256"] = control_cert_sha256_;
   j["attempt"] = attempt_;
   j["world_size"] = world_size_.load();
   j["train_iters"] = train_iters_;

@@ -83,7 +83,8 @@ class JobState {
   // Each rank's suspicion (0..1, the fault detector's) for rondo_suspect{rank}.
   void set_suspicion(std::vector<double> suspicion);
   void count_restart();
-  void set_control_address(const std::string& address);
+  // Where operators reach the control plane (state.json), and its certificate's fingerprint when TLS.
+  void set_control_endpoint(const std::string& address, const std::string& cert_sha256);
 
   // --- readers -----------------------------------------------------------------------------
   nlohmann::json to_json() const;  // /api/state
@@ -136,7 +137,7 @@ class JobState {
   mutable std::mutex mu_;
   int attempt_ = 0;
   std::string phase_ = "starting";
-  std::string control_address_;
+  std::string control_address_, control_cert_sha256_;
   std::vector<Rank> ranks_;
   std::map<int64_t, StepPoint> steps_;     // loss and throughput by step, latest attempt wins
   std::map<int64_t, double> validations_;  // val_loss by the step evaluated, latest attempt wins

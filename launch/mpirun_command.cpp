@@ -1,5 +1,6 @@
 #include "launch/mpirun_command.h"
 
+#include <cstdlib>
 #include <sstream>
 
 namespace rondo {
@@ -21,6 +22,10 @@ std::vector<std::string> mpirun_command(const MpirunOptions& o) {
   for (const char* v : {"RONDO_LOG", "RONDO_CONTROL_ADDRESS", "RONDO_JOB_TOKEN", "RONDO_ATTEMPT"}) {
     cmd.emplace_back("-x");
     cmd.emplace_back(v);
+  }
+  if (std::getenv("RONDO_CONTROL_CERT_SHA256") != nullptr) {  // the control plane serves TLS
+    cmd.emplace_back("-x");
+    cmd.emplace_back("RONDO_CONTROL_CERT_SHA256");
   }
   cmd.insert(cmd.end(), o.extra_args.begin(), o.extra_args.end());
   cmd.push_back(o.worker);

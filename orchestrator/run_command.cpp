@@ -22,6 +22,7 @@
 #include "common/line_appender.h"
 #include "common/logging.h"
 #include "control/control_server.h"
+#include "control/job_certificate.h"
 #include "control/job_state.h"
 #include "launch/mpirun_command.h"
 #include "launch/process_runner.h"
@@ -205,11 +206,13 @@ fs::path prepare_run_dir(const Config& config, const plan::Plan& plan, const Run
 }
 
 // The control plane's options with the job's token, which is also saved for operators
-// (`rondo control RUN_DIR ...`), readable by the run directory's owner only.
+// (`rondo control RUN_DIR ...`), readable by the run directory's owner only. Beyond loopback it
+// serves TLS with a certificate of its own (JobServices saves it as RUN_DIR/control.crt).
 ControlServerOptions control_options(const Config& config, const fs::path& run_dir,
                                      const std::string& token) {
   ControlServerOptions co;
   co.bind_address = config.launch.control_address;
+  co.tls = !listens_on_loopback(co.bind_address);
   co.token = token;
   write_file_atomic((run_dir / "control.token").string(), co.token + "\n", 0600);
   co.heartbeat_interval_s = config.launch.heartbeat_interval_s;
@@ -230,8 +233,11 @@ struct JobServices {
         control(state, control_options(config, run_dir, token)) {
     // No worker runs before the first attempt launches: no report reaches the state before this.
     state.set_report_sink([this](const report::StepReport& r) { faults.add_report(r); });
-    logging::get("orchestrator")->info("control plane on {}", control.address());
-    state.set_control_address(control.address());
+    logging::get("orchestrator")
+        ->info("control plane on {}{}", control.address(),
+               control.cert_sha256().empty() ? "" : ", TLS (certificate sha256 " + control.cert_sha256() + ")");
+    if (!control.cert_pem().empty()) write_file_atomic((run_dir / "control.crt").string(), control.cert_pem());
+    state.set_control_endpoint(control.address(), control.cert_sha256());
     const int64_t port = options.dashboard_port >= 0 ? options.dashboard_port : config.launch.dashboard_port;
     if (port > 0) {
       dashboard = std::make_unique<DashboardServer>(state, config.launch.dashboard_address,
@@ -261,11 +267,17 @@ struct JobServices {
   std::chrono::steady_clock::time_point state_saved{};
 };
 
-// The workers' environment (the control plane's address and the job token).
+// The workers' environment (the control plane's address, the job token, and the fingerprint of
+// its certificate that they pin when it serves TLS).
 void prepare_launch(const ControlServer& control, const std::string& token) {
   ::setenv("RONDO_LOG", "info", 0);
   ::setenv("RONDO_CONTROL_ADDRESS", control.address().c_str(), 1);
   ::setenv("RONDO_JOB_TOKEN", token.c_str(), 1);
+  if (control.cert_sha256().empty()) {
+    ::unsetenv("RONDO_CONTROL_CERT_SHA256");
+  } else {
+    ::setenv("RONDO_CONTROL_CERT_SHA256", control.cert_sha256().c_str(), 1);
+  }
   // SIGUSR1 (Slurm's warning before the time limit) becomes a STOP for every rank (AttemptWatch).
   struct sigaction usr1 {};
   usr1.sa_handler = [](int) { g_stop_requested = SIGUSR1; };

@@ -38,7 +38,7 @@ struct ControlPlane : ::testing::Test {
 
 TEST_F(ControlPlane, WorkersRegisterReportAndReceiveCommands) {
   EXPECT_EQ(server->address().rfind("127.0.0.1:", 0), 0u);
-  ControlClient client(server->address(), "secret", 1, 0);
+  ControlClient client({server->address(), "secret", ""}, 1, 0);
   control::RegisterRequest info;
   info.set_host("node7");
   info.set_pid(4242);
@@ -93,42 +93,44 @@ TEST_F(ControlPlane, WorkersRegisterReportAndReceiveCommands) {
 }
 
 TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
-  const auto address = server->address();
+  const ControlEndpoint job{server->address(), "secret", ""};
   // A wrong token and none at all.
-  EXPECT_THROW(ControlClient(address, "guess", 0, 0).register_rank({}, 5s), Error);
+  EXPECT_THROW(ControlClient({job.address, "guess", ""}, 0, 0).register_rank({}, 5s), Error);
   control::HeartbeatRequest beat;
   beat.set_rank(0);
-  EXPECT_EQ(raw_control_call(address, "Heartbeat", "", beat.SerializeAsString()),
+  EXPECT_EQ(raw_control_call({job.address, "", ""}, "Heartbeat", beat.SerializeAsString(), 0),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(refused(state, "token"), 2u);
   // A rank the job does not have, and one of another attempt.
-  EXPECT_THROW(ControlClient(address, "secret", 7, 0).register_rank({}, 5s), Error);
-  EXPECT_THROW(ControlClient(address, "secret", 0, 3).register_rank({}, 5s), Error);
+  EXPECT_THROW(ControlClient(job, 7, 0).register_rank({}, 5s), Error);
+  EXPECT_THROW(ControlClient(job, 0, 3).register_rank({}, 5s), Error);
   EXPECT_EQ(refused(state, "unknown_rank"), 1u);
   EXPECT_EQ(refused(state, "stale_attempt"), 1u);
   // Bytes that are no protobuf message, and a message over the limit.
-  EXPECT_EQ(raw_control_call(address, "Report", "secret", std::string("\xff\xff\xff\xff garbage", 13)),
+  EXPECT_EQ(raw_control_call(job, "Report", std::string("\xff\xff\xff\xff garbage", 13), 0),
             grpc::StatusCode::INVALID_ARGUMENT);
   control::ReportRequest big;
   big.add_reports()->mutable_collectives()->Add()->set_op(std::string(100 << 10, 'x'));
-  EXPECT_EQ(raw_control_call(address, "Report", "secret", big.SerializeAsString()),
+  // (With its length declared, as the job's clients do, it is refused before the response; without,
+  // after it: ControlPlaneSecurity.*.)
+  EXPECT_EQ(raw_control_call(job, "Report", big.SerializeAsString(), 0, 0, big.ByteSizeLong()),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(refused(state, "malformed"), 1u);
   EXPECT_EQ(refused(state, "oversized"), 1u);
   EXPECT_NE(state.prometheus().find("rondo_rejected_calls_total{reason=\"token\"} 2\n"), std::string::npos);
   // Still serving the job's own ranks.
-  ControlClient good(address, "secret", 0, 0);
+  ControlClient good(job, 0, 0);
   EXPECT_NO_THROW(good.register_rank({}, 5s));
   EXPECT_EQ(state.registered_count(), 1);
 }
 
 TEST_F(ControlPlane, OperatorsCommandTheJobWithTheTokenOnly) {
-  const auto address = server->address();
-  EXPECT_THROW(send_operator_command(address, "guess", control::Command::STOP, ""), Error);
-  EXPECT_THROW(send_operator_command(address, "secret", control::Command::DUMP_FLIGHT, ""), Error);
+  const ControlEndpoint job{server->address(), "secret", ""};
+  EXPECT_THROW(send_operator_command({job.address, "guess", ""}, control::Command::STOP, ""), Error);
+  EXPECT_THROW(send_operator_command(job, control::Command::DUMP_FLIGHT, ""), Error);
   EXPECT_EQ(refused(state, "token"), 1u);
   EXPECT_EQ(refused(state, "malformed"), 1u);
-  send_operator_command(address, "secret", control::Command::CHECKPOINT_NOW, "before the upgrade");
+  send_operator_command(job, control::Command::CHECKPOINT_NOW, "before the upgrade");
   // Rank 0 alone gets it: the trainer spreads it to every rank at one step.
   for (int r = 0; r < 2; ++r) {
     control::HeartbeatRequest beat;
