@@ -59,7 +59,7 @@ constexpr int kUnreadWindowBytes = 64 << 10;
 
 class Service;
 using Handler = grpc::Status (Service::*)(grpc::GenericCallbackServerContext*, const Caller&,
-                                          const std::string& request, std::string* reply);
+                                          std::string_view request, std::string* reply);
 
 // A method of proto/control.proto: whether its caller is a rank of the job (named in the
 // metadata, so that it is admitted before the body is read), and what it does.
@@ -163,14 +163,11 @@ class Service final : public grpc::CallbackGenericService {
                     "the request has " + std::to_string(in.Length()) + " bytes, its " + kLengthMetadata + " " +
                         std::to_string(*caller.length));
     }
-    std::string bytes;
-    if (in.Length() > 0) {
-      if (!in.DumpToSingleSlice(&slice).ok()) {
-        return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
-                      "the request could not be read");
-      }
-      bytes.assign(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    if (in.Length() > 0 && !in.DumpToSingleSlice(&slice).ok()) {
+      return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
+                    "the request could not be read");
     }
+    const std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
     return (this->*method.handle)(ctx, caller, bytes, reply);
   }
 
@@ -189,7 +186,7 @@ class Service final : public grpc::CallbackGenericService {
     return nullptr;
   }
 
-  grpc::Status Register(grpc::GenericCallbackServerContext* ctx, const Caller& caller, const std::string& in,
+  grpc::Status Register(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
                         std::string* out) {
     control::RegisterRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -207,7 +204,7 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status::OK;
   }
 
-  grpc::Status Heartbeat(grpc::GenericCallbackServerContext* ctx, const Caller& caller, const std::string& in,
+  grpc::Status Heartbeat(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
                          std::string* out) {
     control::HeartbeatRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -218,7 +215,7 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status::OK;
   }
 
-  grpc::Status Report(grpc::GenericCallbackServerContext* ctx, const Caller& caller, const std::string& in,
+  grpc::Status Report(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
                       std::string* out) {
     control::ReportRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -231,7 +228,7 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status::OK;
   }
 
-  grpc::Status Status(grpc::GenericCallbackServerContext* ctx, const Caller& caller, const std::string& in,
+  grpc::Status Status(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
                       std::string* out) {
     control::StatusRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -243,7 +240,7 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status::OK;
   }
 
-  grpc::Status Flight(grpc::GenericCallbackServerContext* ctx, const Caller& caller, const std::string& in,
+  grpc::Status Flight(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
                       std::string* out) {
     control::FlightRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -253,7 +250,7 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status::OK;
   }
 
-  grpc::Status Operate(grpc::GenericCallbackServerContext* ctx, const Caller&, const std::string& in,
+  grpc::Status Operate(grpc::GenericCallbackServerContext* ctx, const Caller&, std::string_view in,
                        std::string* out) {
     control::CommandRequest req;
     if (auto s = parse(ctx, in, &req); !s.ok()) return s;
@@ -280,9 +277,9 @@ class Service final : public grpc::CallbackGenericService {
     return grpc::Status(code, message);
   }
 
-  grpc::Status parse(grpc::GenericCallbackServerContext* ctx, const std::string& in,
+  grpc::Status parse(grpc::GenericCallbackServerContext* ctx, std::string_view in,
                      google::protobuf::Message* message) {
-    if (!message->ParseFromString(in)) {
+    if (!message->ParseFromArray(in.data(), static_cast<int>(in.size()))) {
       return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
                     "request does not parse as " + message->GetTypeName());
     }
