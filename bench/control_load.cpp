@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/logging.h"
+#include "control/control_channel.h"
 #include "control/control_client.h"
 #include "control/control_metadata.h"
 #include "control/control_server.h"
@@ -79,9 +80,12 @@ rondo::report::StepReport sample_report(int rank, int64_t step, int records, int
   return r;
 }
 
-// A simulated rank's call metadata (control/control_metadata.h): the token, its rank, attempt 0.
-void identify(grpc::ClientContext& ctx, const std::string& token, int rank) {
+// A simulated rank's call metadata (control/control_metadata.h): the token, the request's length,
+// its rank, attempt 0.
+void identify(grpc::ClientContext& ctx, const std::string& token, const google::protobuf::Message& request,
+              int rank) {
   ctx.AddMetadata(rondo::kTokenMetadata, token);
+  ctx.AddMetadata(rondo::kLengthMetadata, std::to_string(request.ByteSizeLong()));
   ctx.AddMetadata(rondo::kRankMetadata, std::to_string(rank));
   ctx.AddMetadata(rondo::kAttemptMetadata, "0");
 }
@@ -93,8 +97,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
   std::vector<std::unique_ptr<rondo::control::Control::Stub>> clients;
   for (int i = 0; i < std::max(1, threads / 4); ++i) {
     args.SetInt("rondo.channel", i);  // distinct arguments: distinct connections
-    clients.push_back(rondo::control::Control::NewStub(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
+    clients.push_back(rondo::control::Control::NewStub(rondo::control_channel(address, "", args)));
   }
   const auto call_deadline = [] { return std::chrono::system_clock::now() + 10s; };
   std::mutex mu;
@@ -114,7 +117,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
         req.set_rank(r);
         req.set_host("sim");
         grpc::ClientContext ctx;
-        identify(ctx, token, r);
+        identify(ctx, token, req, r);
         ctx.set_deadline(call_deadline());
         rondo::control::RegisterReply reply;
         if (!client.Register(&ctx, req, &reply).ok()) ++failures;
@@ -131,7 +134,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           req.set_rank(mine[i]);
           *req.add_reports() = sample_report(mine[i], step, records, ranks);
           grpc::ClientContext ctx;
-          identify(ctx, token, mine[i]);
+          identify(ctx, token, req, mine[i]);
           ctx.set_deadline(call_deadline());
           rondo::control::Ack ack;
           const bool ok = client.Report(&ctx, req, &ack).ok();
@@ -142,7 +145,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
           beat.set_rank(mine[i]);
           beat.set_step(step);
           grpc::ClientContext hctx;
-          identify(hctx, token, mine[i]);
+          identify(hctx, token, beat, mine[i]);
           hctx.set_deadline(call_deadline());
           rondo::control::HeartbeatReply hreply;
           if (!client.Heartbeat(&hctx, beat, &hreply).ok()) ++failures;
@@ -180,14 +183,16 @@ int bad(const std::string& address, const std::string& token) {
   stranger.set_rank(1 << 20);
   rondo::control::ReportRequest big;
   big.add_reports()->add_collectives()->set_op(std::string(5 << 20, 'x'));  // over the 4 MiB limit
+  // Each declares its body's length, as the job's own clients do.
+  const auto call = [](const rondo::ControlEndpoint& e, const char* method, const std::string& body, int rank) {
+    return rondo::raw_control_call(e, method, body, rank, 0, body.size());
+  };
   nlohmann::json out = {
-      {"wrong_token",
-       rondo::raw_control_call(wrong, "Heartbeat", beat.SerializeAsString(), 0)},
-      {"no_token", rondo::raw_control_call(none, "Heartbeat", beat.SerializeAsString(), 0)},
-      {"unknown_rank", rondo::raw_control_call(job, "Heartbeat", stranger.SerializeAsString(), 1 << 20)},
-      {"garbage",
-       rondo::raw_control_call(job, "Report", std::string("\xff\xfe\xfd garbage \x00\x01", 14), 0)},
-      {"oversized", rondo::raw_control_call(job, "Report", big.SerializeAsString(), 0)},
+      {"wrong_token", call(wrong, "Heartbeat", beat.SerializeAsString(), 0)},
+      {"no_token", call(none, "Heartbeat", beat.SerializeAsString(), 0)},
+      {"unknown_rank", call(job, "Heartbeat", stranger.SerializeAsString(), 1 << 20)},
+      {"garbage", call(job, "Report", std::string("\xff\xfe\xfd garbage \x00\x01", 14), 0)},
+      {"oversized", call(job, "Report", big.SerializeAsString(), 0)},
   };
   std::cout << out.dump() << std::endl;
   return 0;

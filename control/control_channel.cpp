@@ -40,7 +40,9 @@ class PinnedCertificate final : public grpc::experimental::ExternalCertificateVe
 
 std::shared_ptr<grpc::Channel> control_channel(const std::string& address, const std::string& cert_sha256,
                                                const grpc::ChannelArguments& args) {
-  if (cert_sha256.empty()) return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (cert_sha256.empty()) {
+    return grpc::CreateCustomChannel(address, grpc::experimental::LocalCredentials(LOCAL_TCP), args);
+  }
   grpc::experimental::TlsChannelCredentialsOptions options;
   options.set_verify_server_certs(false);  // no chain to a root: the pin below is the check
   options.set_check_call_host(false);

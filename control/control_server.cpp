@@ -6,21 +6,26 @@
 #include <optional>
 #include <string_view>
 
-#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/auth_metadata_processor.h>
 
 #include "common/errors.h"
 #include "common/logging.h"
 #include "control/control_metadata.h"
 #include "control/job_certificate.h"
 #include "control/job_state.h"
-#include "proto/control.pb.h"
+#include "proto/control.grpc.pb.h"
 
 namespace rondo {
 
 namespace {
 
 using Refusal = JobState::Refusal;
+using Metadata = std::multimap<grpc::string_ref, grpc::string_ref>;
+
+// What a call's body may send before its metadata is admitted: one small window, not the megabytes
+// that probing the bandwidth would grant. A handler's read asks for the whole message anyway.
+constexpr int kUnreadWindowBytes = 64 << 10;
 
 // Compares a presented token with the job's in time that depends on the length only (which is
 // no secret), so that how long a refusal takes tells nothing about how much of a guess was right.
@@ -31,166 +36,113 @@ bool same_secret(std::string_view presented, std::string_view secret) {
   return diff == 0;
 }
 
-std::optional<std::string_view> metadata(const grpc::GenericCallbackServerContext* ctx, const char* key) {
-  const auto& md = ctx->client_metadata();
+std::optional<std::string_view> find(const Metadata& md, const char* key) {
   const auto it = md.find(key);
   if (it == md.end()) return std::nullopt;
   return std::string_view(it->second.data(), it->second.size());
 }
 
-std::optional<int64_t> metadata_number(const grpc::GenericCallbackServerContext* ctx, const char* key) {
-  const auto text = metadata(ctx, key);
+// A non-negative number under 2^31, or nullopt.
+std::optional<int64_t> number(std::optional<std::string_view> text) {
   if (!text) return std::nullopt;
   int64_t value = 0;
   const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || end != text->data() + text->size()) return std::nullopt;
+  if (ec != std::errc() || end != text->data() + text->size() || value < 0 || value > (int64_t{1} << 31))
+    return std::nullopt;
   return value;
 }
 
-// A call that passed its metadata: who it says it is, and how long it says its body is.
+// What a call's metadata says of it (control/control_metadata.h).
 struct Caller {
-  int rank = -1;  // -1: an operator (Operate)
-  int attempt = -1;
-  std::optional<int64_t> length;
+  std::optional<int64_t> rank, attempt, length;  // nullopt: absent, or not a number
 };
 
-// What a call's body may send before the service has read its metadata and asked for it.
-constexpr int kUnreadWindowBytes = 64 << 10;
+Caller caller_of(const Metadata& md) {
+  Caller c;
+  const auto rank = find(md, kRankMetadata), attempt = find(md, kAttemptMetadata), length = find(md, kLengthMetadata);
+  c.rank = number(rank);
+  c.attempt = number(attempt);
+  c.length = number(length);
+  return c;
+}
 
-class Service;
-using Handler = grpc::Status (Service::*)(grpc::GenericCallbackServerContext*, const Caller&,
-                                          std::string_view request, std::string* reply);
-
-// A method of proto/control.proto: whether its caller is a rank of the job (named in the
-// metadata, so that it is admitted before the body is read), and what it does.
-struct Method {
-  std::string_view name;
-  bool from_a_rank;
-  Handler handle;
-};
-
-// The one call a reactor serves: its metadata screened before anything of its body is read,
-// then one request read (the transport bounds its size), handled, and answered.
-class Call final : public grpc::ServerGenericBidiReactor {
+// Screens every call on its metadata, inside gRPC's authorisation filter: before the server asks
+// for the body, so a refused call's body never crosses beyond one flow-control window. The token,
+// the method, the body's declared length, and (but for an operator's Operate) rank and attempt.
+class MetadataGate final : public grpc::AuthMetadataProcessor {
  public:
-  Call(Service& service, grpc::GenericCallbackServerContext* ctx);
-  void OnReadDone(bool ok) override;
-  void OnDone() override { delete this; }
+  MetadataGate(JobState& state, const ControlServerOptions& options)
+      : state_(state), options_(options), log_(logging::get("control")) {}
+
+  bool IsBlocking() const override { return false; }  // answered at once, on gRPC's thread
+
+  grpc::Status Process(const InputMetadata& md, grpc::AuthContext*, OutputMetadata*, OutputMetadata*) override {
+    const std::string_view path = find(md, ":path").value_or("");
+    const auto refuse = [&](Refusal why, grpc::StatusCode code, const std::string& message) {
+      state_.refuse(why);
+      log_->warn("refused {} on its metadata: {} ({})", path, message, JobState::refusal_name(why));
+      return grpc::Status(code, message);
+    };
+    const auto token = find(md, kTokenMetadata);
+    if (!token || !same_secret(*token, options_.token))
+      return refuse(Refusal::kToken, grpc::StatusCode::UNAUTHENTICATED, std::string("missing or wrong ") + kTokenMetadata);
+    constexpr std::string_view kService = "/rondo.control.Control/";
+    const std::string_view method = path.substr(0, kService.size()) == kService ? path.substr(kService.size()) : "";
+    const bool from_an_operator = method == "Operate";
+    if (!from_an_operator && method != "Register" && method != "Heartbeat" && method != "Report" &&
+        method != "Status" && method != "Flight") {
+      return refuse(Refusal::kMalformed, grpc::StatusCode::UNIMPLEMENTED, "no such method of the control plane");
+    }
+    const Caller c = caller_of(md);
+    if (!c.length) {
+      return refuse(Refusal::kMalformed, grpc::StatusCode::INVALID_ARGUMENT,
+                    std::string("no request length in ") + kLengthMetadata);
+    }
+    if (!from_an_operator) {
+      if (!c.rank || !c.attempt) {
+        return refuse(Refusal::kMalformed, grpc::StatusCode::INVALID_ARGUMENT,
+                      std::string("a rank's call needs its rank and attempt in ") + kRankMetadata + " and " +
+                          kAttemptMetadata);
+      }
+      const int rank = static_cast<int>(*c.rank), attempt = static_cast<int>(*c.attempt);
+      if (const auto why = state_.admit(rank, attempt)) {
+        return refuse(*why, grpc::StatusCode::PERMISSION_DENIED,
+                      "rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +
+                          " is not part of this job's current attempt " + std::to_string(state_.attempt()) +
+                          " of " + std::to_string(state_.world_size()) + " ranks");
+      }
+    }
+    if (static_cast<uint64_t>(*c.length) > options_.max_message_bytes) {
+      return refuse(Refusal::kOversized, grpc::StatusCode::RESOURCE_EXHAUSTED,
+                    "request of " + std::to_string(*c.length) + " bytes exceeds the limit of " +
+                        std::to_string(options_.max_message_bytes));
+    }
+    return grpc::Status::OK;
+  }
 
  private:
-  Service& service_;
-  grpc::GenericCallbackServerContext* ctx_;
-  const Method* method_ = nullptr;
-  Caller caller_;
-  grpc::ByteBuffer request_, reply_;
+  JobState& state_;
+  const ControlServerOptions options_;
+  std::shared_ptr<spdlog::logger> log_;
 };
 
-class Service final : public grpc::CallbackGenericService {
+// Every method takes raw bytes, so that a request that does not parse reaches us (and is counted)
+// instead of being dropped inside gRPC.
+using RawService = control::Control::WithRawCallbackMethod_Register<
+    control::Control::WithRawCallbackMethod_Heartbeat<control::Control::WithRawCallbackMethod_Report<
+        control::Control::WithRawCallbackMethod_Status<control::Control::WithRawCallbackMethod_Flight<
+            control::Control::WithRawCallbackMethod_Operate<control::Control::Service>>>>>>;
+
+class Service final : public RawService {
  public:
   Service(JobState& state, const ControlServerOptions& options)
       : state_(state), options_(options), log_(logging::get("control")) {}
 
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
-    return new Call(*this, ctx);
-  }
-
-  // Method, token, (for a rank's call) rank and attempt, then the body's declared length: all from
-  // the metadata.
-  grpc::Status screen(grpc::GenericCallbackServerContext* ctx, const Method** method, Caller* caller) {
-    const std::string& path = ctx->method();
-    *method = find(path);
-    if (*method == nullptr) {
-      return refuse(ctx, Refusal::kMalformed, path, grpc::StatusCode::UNIMPLEMENTED,
-                    "no such method of the control plane");
-    }
-    const auto token = metadata(ctx, kTokenMetadata);
-    if (!token || !same_secret(*token, options_.token)) {
-      return refuse(ctx, Refusal::kToken, path, grpc::StatusCode::UNAUTHENTICATED,
-                    std::string("missing or wrong ") + kTokenMetadata);
-    }
-    if ((*method)->from_a_rank) {
-      if (auto s = admit(ctx, caller); !s.ok()) return s;
-    }
-    if (!metadata(ctx, kLengthMetadata)) return grpc::Status::OK;
-    caller->length = metadata_number(ctx, kLengthMetadata);
-    if (!caller->length || *caller->length < 0) {
-      return refuse(ctx, Refusal::kMalformed, path, grpc::StatusCode::INVALID_ARGUMENT,
-                    std::string(kLengthMetadata) + " is not a length");
-    }
-    if (static_cast<uint64_t>(*caller->length) > options_.max_message_bytes) return oversized(ctx, *caller->length);
-    return grpc::Status::OK;
-  }
-
-  // A rank's call: its rank and attempt, from the metadata, must be the job's.
-  grpc::Status admit(grpc::GenericCallbackServerContext* ctx, Caller* caller) {
-    const std::string& path = ctx->method();
-    const auto rank = metadata_number(ctx, kRankMetadata), attempt = metadata_number(ctx, kAttemptMetadata);
-    if (!rank || !attempt || *rank < 0 || *rank > (1 << 30) || *attempt < 0 || *attempt > (1 << 30)) {
-      return refuse(ctx, Refusal::kMalformed, path, grpc::StatusCode::INVALID_ARGUMENT,
-                    std::string("a rank's call needs its rank and attempt in ") + kRankMetadata + " and " +
-                        kAttemptMetadata);
-    }
-    caller->rank = static_cast<int>(*rank);
-    caller->attempt = static_cast<int>(*attempt);
-    if (const auto why = state_.admit(caller->rank, caller->attempt)) {
-      return refuse(ctx, *why, path, grpc::StatusCode::PERMISSION_DENIED,
-                    "rank " + std::to_string(caller->rank) + " attempt " + std::to_string(caller->attempt) +
-                        " is not part of this job's current attempt " + std::to_string(state_.attempt()) +
-                        " of " + std::to_string(state_.world_size()) + " ranks");
-    }
-    return grpc::Status::OK;
-  }
-
-  // A body that could not be read: larger than the transport takes, or none before the end.
-  grpc::Status unread(grpc::GenericCallbackServerContext* ctx) {
-    return refuse(ctx, Refusal::kOversized, ctx->method(), grpc::StatusCode::RESOURCE_EXHAUSTED,
-                  "no request of at most " + std::to_string(options_.max_message_bytes) +
-                      " bytes was received");
-  }
-
-  grpc::Status oversized(grpc::GenericCallbackServerContext* ctx, int64_t bytes) {
-    return refuse(ctx, Refusal::kOversized, ctx->method(), grpc::StatusCode::RESOURCE_EXHAUSTED,
-                  "request of " + std::to_string(bytes) + " bytes exceeds the limit of " +
-                      std::to_string(options_.max_message_bytes));
-  }
-
-  grpc::Status handle(grpc::GenericCallbackServerContext* ctx, const Method& method, const Caller& caller,
-                      const grpc::ByteBuffer& in, std::string* reply) {
-    grpc::Slice slice;
-    if (in.Length() > options_.max_message_bytes) return oversized(ctx, static_cast<int64_t>(in.Length()));
-    if (caller.length && static_cast<size_t>(*caller.length) != in.Length()) {
-      return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
-                    "the request has " + std::to_string(in.Length()) + " bytes, its " + kLengthMetadata + " " +
-                        std::to_string(*caller.length));
-    }
-    if (in.Length() > 0 && !in.DumpToSingleSlice(&slice).ok()) {
-      return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
-                    "the request could not be read");
-    }
-    const std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
-    return (this->*method.handle)(ctx, caller, bytes, reply);
-  }
-
- private:
-  static const Method* find(std::string_view path) {
-    static constexpr std::string_view kPrefix = "/rondo.control.Control/";
-    static const Method kMethods[] = {
-        {"Register", true, &Service::Register}, {"Heartbeat", true, &Service::Heartbeat},
-        {"Report", true, &Service::Report},     {"Status", true, &Service::Status},
-        {"Flight", true, &Service::Flight},     {"Operate", false, &Service::Operate},
-    };
-    if (path.substr(0, kPrefix.size()) != kPrefix) return nullptr;
-    path.remove_prefix(kPrefix.size());
-    for (const auto& m : kMethods)
-      if (m.name == path) return &m;
-    return nullptr;
-  }
-
-  grpc::Status Register(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
-                        std::string* out) {
+  grpc::ServerUnaryReactor* Register(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out) override {
     control::RegisterRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
-    if (auto s = same_caller(ctx, caller, req.rank(), req.attempt()); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Register"); !s.ok()) return finish(ctx, s);
+    if (auto s = admit(ctx, req.rank(), req.attempt(), "Register"); !s.ok()) return finish(ctx, s);
     state_.registered(req);
     const int registered = state_.registered_count();
     if (registered == state_.world_size()) log_->info("all {} ranks registered", registered);
@@ -200,63 +152,59 @@ class Service final : public grpc::CallbackGenericService {
     control::RegisterReply reply;
     reply.set_world_size(static_cast<uint32_t>(state_.world_size()));
     reply.set_heartbeat_interval_s(options_.heartbeat_interval_s);
-    *out = reply.SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, reply, out);
   }
 
-  grpc::Status Heartbeat(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
-                         std::string* out) {
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                      grpc::ByteBuffer* out) override {
     control::HeartbeatRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
-    if (auto s = same_caller(ctx, caller, req.rank(), req.attempt()); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Heartbeat"); !s.ok()) return finish(ctx, s);
+    if (auto s = admit(ctx, req.rank(), req.attempt(), "Heartbeat"); !s.ok()) return finish(ctx, s);
     control::HeartbeatReply reply;
     for (auto& c : state_.heartbeat(req)) *reply.add_commands() = std::move(c);
-    *out = reply.SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, reply, out);
   }
 
-  grpc::Status Report(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
-                      std::string* out) {
+  grpc::ServerUnaryReactor* Report(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
     control::ReportRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
-    if (auto s = same_caller(ctx, caller, req.rank(), req.attempt()); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Report"); !s.ok()) return finish(ctx, s);
+    if (auto s = admit(ctx, req.rank(), req.attempt(), "Report"); !s.ok()) return finish(ctx, s);
     for (auto& r : *req.mutable_reports()) {
       r.set_rank(req.rank());  // a rank speaks for itself only
       state_.add_report(r);
     }
-    *out = control::Ack().SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, control::Ack(), out);
   }
 
-  grpc::Status Status(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
-                      std::string* out) {
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
     control::StatusRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Status"); !s.ok()) return finish(ctx, s);
     const auto& st = req.status();
-    if (auto s = same_caller(ctx, caller, st.rank(), st.attempt()); !s.ok()) return s;
+    if (auto s = admit(ctx, st.rank(), st.attempt(), "Status"); !s.ok()) return finish(ctx, s);
     state_.set_status(st);
     if (st.state() == report::FAILED) log_->warn("rank {} failed: {}", st.rank(), st.error());
-    *out = control::Ack().SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, control::Ack(), out);
   }
 
-  grpc::Status Flight(grpc::GenericCallbackServerContext* ctx, const Caller& caller, std::string_view in,
-                      std::string* out) {
+  grpc::ServerUnaryReactor* Flight(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                   grpc::ByteBuffer* out) override {
     control::FlightRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
-    if (auto s = same_caller(ctx, caller, req.dump().rank(), req.dump().attempt()); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Flight"); !s.ok()) return finish(ctx, s);
+    if (auto s = admit(ctx, req.dump().rank(), req.dump().attempt(), "Flight"); !s.ok())
+      return finish(ctx, s);
     state_.add_flight(req.dump());
-    *out = control::Ack().SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, control::Ack(), out);
   }
 
-  grpc::Status Operate(grpc::GenericCallbackServerContext* ctx, const Caller&, std::string_view in,
-                       std::string* out) {
+  grpc::ServerUnaryReactor* Operate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                                    grpc::ByteBuffer* out) override {
     control::CommandRequest req;
-    if (auto s = parse(ctx, in, &req); !s.ok()) return s;
+    if (auto s = accept(ctx, in, &req, "Operate"); !s.ok()) return finish(ctx, s);
     if (req.kind() != control::Command::CHECKPOINT_NOW && req.kind() != control::Command::STOP) {
-      return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
-                    "an operator may ask for CHECKPOINT_NOW or STOP only");
+      return finish(ctx, refuse(ctx, Refusal::kMalformed, "Operate", grpc::StatusCode::INVALID_ARGUMENT,
+                                "an operator may ask for CHECKPOINT_NOW or STOP only"));
     }
     log_->info("operator at {} asks for {}{}", ctx->peer(), control::Command::Kind_Name(req.kind()),
                req.reason().empty() ? "" : ": " + req.reason());
@@ -266,64 +214,64 @@ class Service final : public grpc::CallbackGenericService {
     state_.add_event({{"event", "operator_command"},
                       {"command", control::Command::Kind_Name(req.kind())},
                       {"reason", req.reason()}});
-    *out = control::Ack().SerializeAsString();
-    return grpc::Status::OK;
+    return reply_with(ctx, control::Ack(), out);
   }
 
-  grpc::Status refuse(grpc::GenericCallbackServerContext* ctx, Refusal why, std::string_view method,
+ private:
+  grpc::Status refuse(grpc::CallbackServerContext* ctx, Refusal why, const char* method,
                       grpc::StatusCode code, const std::string& message) {
     state_.refuse(why);
     log_->warn("refused {} from {}: {} ({})", method, ctx->peer(), message, JobState::refusal_name(why));
     return grpc::Status(code, message);
   }
 
-  grpc::Status parse(grpc::GenericCallbackServerContext* ctx, std::string_view in,
-                     google::protobuf::Message* message) {
-    if (!message->ParseFromArray(in.data(), static_cast<int>(in.size()))) {
-      return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
+  // The gate admitted the metadata; the body must be as long as declared, and parse.
+  grpc::Status accept(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
+                      google::protobuf::Message* message, const char* method) {
+    const Caller c = caller_of(ctx->client_metadata());
+    if (!c.length || static_cast<size_t>(*c.length) != in->Length()) {
+      return refuse(ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
+                    "the request has " + std::to_string(in->Length()) + " bytes, not the " + kLengthMetadata +
+                        " its metadata declares");
+    }
+    grpc::Slice slice;
+    if (!in->DumpToSingleSlice(&slice).ok() ||
+        !message->ParseFromArray(slice.begin(), static_cast<int>(slice.size()))) {
+      return refuse(ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
                     "request does not parse as " + message->GetTypeName());
     }
     return grpc::Status::OK;
   }
 
-  // The body speaks for the rank the metadata admitted, and for no other.
-  grpc::Status same_caller(grpc::GenericCallbackServerContext* ctx, const Caller& caller, int rank,
-                           int attempt) {
-    if (rank == caller.rank && attempt == caller.attempt) return grpc::Status::OK;
-    return refuse(ctx, Refusal::kMalformed, ctx->method(), grpc::StatusCode::INVALID_ARGUMENT,
+  // A rank's call speaks for the rank and attempt its metadata named (which the gate admitted).
+  grpc::Status admit(grpc::CallbackServerContext* ctx, int rank, int attempt, const char* method) {
+    const Caller c = caller_of(ctx->client_metadata());
+    if (c.rank && c.attempt && *c.rank == rank && *c.attempt == attempt) return grpc::Status::OK;
+    return refuse(ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
                   "the request is rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +
-                      ", its metadata rank " + std::to_string(caller.rank) + " attempt " +
-                      std::to_string(caller.attempt));
+                      ", its metadata " +
+                      (c.rank ? "rank " + std::to_string(*c.rank) + " attempt " + std::to_string(c.attempt.value_or(-1))
+                              : std::string("names no rank")));
+  }
+
+  static grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const grpc::Status& status) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
+
+  static grpc::ServerUnaryReactor* reply_with(grpc::CallbackServerContext* ctx,
+                                              const google::protobuf::Message& reply, grpc::ByteBuffer* out) {
+    const std::string bytes = reply.SerializeAsString();
+    grpc::Slice slice(bytes);
+    *out = grpc::ByteBuffer(&slice, 1);
+    return finish(ctx, grpc::Status::OK);
   }
 
   JobState& state_;
   const ControlServerOptions options_;
   std::shared_ptr<spdlog::logger> log_;
 };
-
-Call::Call(Service& service, grpc::GenericCallbackServerContext* ctx) : service_(service), ctx_(ctx) {
-  if (auto s = service_.screen(ctx_, &method_, &caller_); !s.ok()) {
-    Finish(s);  // nothing of the body is read
-    return;
-  }
-  StartRead(&request_);
-}
-
-void Call::OnReadDone(bool ok) {
-  if (!ok) {
-    Finish(service_.unread(ctx_));
-    return;
-  }
-  std::string reply;
-  const auto status = service_.handle(ctx_, *method_, caller_, request_, &reply);
-  if (!status.ok()) {
-    Finish(status);
-    return;
-  }
-  grpc::Slice slice(reply);
-  reply_ = grpc::ByteBuffer(&slice, 1);
-  StartWriteAndFinish(&reply_, grpc::WriteOptions(), grpc::Status::OK);
-}
 
 // The host part of a bind address; on every interface, this host's name (other nodes dial it).
 std::string bind_host_name(const std::string& bind_address) {
@@ -350,7 +298,8 @@ ControlServer::ControlServer(JobState& state, ControlServerOptions options)
     : impl_(std::make_unique<Impl>()) {
   impl_->service = std::make_unique<Service>(state, options);
   grpc::ServerBuilder builder;
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  // Loopback only, or TLS: both are credentials that run the gate on every call's metadata.
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
   if (options.tls) {
     const JobCertificate identity = make_job_certificate(bind_host_name(options.bind_address));
     grpc::SslServerCredentialsOptions tls;
@@ -359,14 +308,13 @@ ControlServer::ControlServer(JobState& state, ControlServerOptions options)
     impl_->cert_pem = identity.cert_pem;
     impl_->cert_sha256 = identity.sha256;
   }
+  credentials->SetAuthMetadataProcessor(std::make_shared<MetadataGate>(state, options));
   builder.AddListeningPort(options.bind_address, credentials, &impl_->port);
-  // The transport refuses a larger body: the service sees its read fail and counts it.
+  // A body longer than its metadata declared and over the limit: refused by the transport.
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
-  // What a client may send before the service asks for its body: one small window, not the
-  // megabytes that probing the bandwidth would grant. A read asks for the whole message anyway.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kUnreadWindowBytes);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  builder.RegisterCallbackGenericService(impl_->service.get());
+  builder.RegisterService(impl_->service.get());
   impl_->server = builder.BuildAndStart();
   if (!impl_->server || impl_->port == 0) {
     throw Error("cannot serve the control plane on " + options.bind_address +

@@ -98,7 +98,7 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_THROW(ControlClient({job.address, "guess", ""}, 0, 0).register_rank({}, 5s), Error);
   control::HeartbeatRequest beat;
   beat.set_rank(0);
-  EXPECT_EQ(raw_control_call({job.address, "", ""}, "Heartbeat", beat.SerializeAsString(), 0),
+  EXPECT_EQ(raw_control_call({job.address, "", ""}, "Heartbeat", beat.SerializeAsString(), 0, 0, beat.ByteSizeLong()),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(refused(state, "token"), 2u);
   // A rank the job does not have, and one of another attempt.
@@ -107,12 +107,10 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_EQ(refused(state, "unknown_rank"), 1u);
   EXPECT_EQ(refused(state, "stale_attempt"), 1u);
   // Bytes that are no protobuf message, and a message over the limit.
-  EXPECT_EQ(raw_control_call(job, "Report", std::string("\xff\xff\xff\xff garbage", 13), 0),
+  EXPECT_EQ(raw_control_call(job, "Report", std::string("\xff\xff\xff\xff garbage", 13), 0, 0, 13),
             grpc::StatusCode::INVALID_ARGUMENT);
   control::ReportRequest big;
   big.add_reports()->mutable_collectives()->Add()->set_op(std::string(100 << 10, 'x'));
-  // (With its length declared, as the job's clients do, it is refused before the response; without,
-  // after it: ControlPlaneSecurity.*.)
   EXPECT_EQ(raw_control_call(job, "Report", big.SerializeAsString(), 0, 0, big.ByteSizeLong()),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_EQ(refused(state, "malformed"), 1u);
