@@ -184,9 +184,8 @@ int bad(const std::string& address, const std::string& token) {
   rondo::control::ReportRequest big;
   big.add_reports()->add_collectives()->set_op(std::string(5 << 20, 'x'));  // over the 4 MiB limit
   // Each declares its body's length, as the job's own clients do.
-  const auto call = [](const rondo::ControlEndpoint& e, const char* method, const std::string& body, int rank) {
-    return rondo::raw_control_call(e, method, body, rank, 0, body.size());
-  };
+  const auto call = [](const rondo::ControlEndpoint& e, const char* method, const std::string& body,
+                       int rank) { return rondo::raw_control_call(e, method, body, rank, 0, body.size()); };
   nlohmann::json out = {
       {"wrong_token", call(wrong, "Heartbeat", beat.SerializeAsString(), 0)},
       {"no_token", call(none, "Heartbeat", beat.SerializeAsString(), 0)},

@@ -15,8 +15,8 @@ class PinnedCertificate final : public grpc::experimental::ExternalCertificateVe
  public:
   explicit PinnedCertificate(std::string sha256) : sha256_(std::move(sha256)) {}
 
-  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request, std::function<void(grpc::Status)>,
-              grpc::Status* sync_status) override {
+  bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
+              std::function<void(grpc::Status)>, grpc::Status* sync_status) override {
     const auto pem = request->peer_cert();
     const std::string got = certificate_sha256(std::string_view(pem.data(), pem.size()));
     if (got == sha256_) {

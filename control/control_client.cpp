@@ -52,8 +52,8 @@ std::unique_ptr<ControlClient> ControlClient::from_environment(int rank) {
   if (address.empty()) return nullptr;
   const std::string attempt = environment("RONDO_ATTEMPT");
   return std::make_unique<ControlClient>(
-      ControlEndpoint{address, environment("RONDO_JOB_TOKEN"), environment("RONDO_CONTROL_CERT_SHA256")}, rank,
-      attempt.empty() ? 0 : std::atoi(attempt.c_str()));
+      ControlEndpoint{address, environment("RONDO_JOB_TOKEN"), environment("RONDO_CONTROL_CERT_SHA256")},
+      rank, attempt.empty() ? 0 : std::atoi(attempt.c_str()));
 }
 
 ControlClient::ControlClient(ControlEndpoint endpoint, int rank, int attempt)
@@ -148,7 +148,8 @@ void ControlClient::loop() {
       stopping = stopping_;
     }
     if (!flush_reports() && !warned) {
-      log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_, endpoint_.address);
+      log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_,
+                endpoint_.address);
       warned = true;
     }
     if (stopping) return;
@@ -203,8 +204,8 @@ void send_operator_command(const ControlEndpoint& endpoint, control::Command::Ki
   control::Ack ack;
   const auto status = service->Operate(&ctx, req, &ack);
   if (!status.ok()) {
-    throw Error("the coordinator at " + endpoint.address + " did not take " + control::Command::Kind_Name(kind) +
-                ": " + status.error_message());
+    throw Error("the coordinator at " + endpoint.address + " did not take " +
+                control::Command::Kind_Name(kind) + ": " + status.error_message());
   }
 }
 

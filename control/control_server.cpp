@@ -47,7 +47,7 @@ std::optional<int64_t> number(std::optional<std::string_view> text) {
   if (!text) return std::nullopt;
   int64_t value = 0;
   const auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || end != text->data() + text->size() || value < 0 || value > (int64_t{1} << 31))
+  if (ec != std::errc() || end != text->data() + text->size() || value < 0 || value >= (int64_t{1} << 31))
     return std::nullopt;
   return value;
 }
@@ -59,7 +59,8 @@ struct Caller {
 
 Caller caller_of(const Metadata& md) {
   Caller c;
-  const auto rank = find(md, kRankMetadata), attempt = find(md, kAttemptMetadata), length = find(md, kLengthMetadata);
+  const auto rank = find(md, kRankMetadata), attempt = find(md, kAttemptMetadata),
+             length = find(md, kLengthMetadata);
   c.rank = number(rank);
   c.attempt = number(attempt);
   c.length = number(length);
@@ -76,7 +77,8 @@ class MetadataGate final : public grpc::AuthMetadataProcessor {
 
   bool IsBlocking() const override { return false; }  // answered at once, on gRPC's thread
 
-  grpc::Status Process(const InputMetadata& md, grpc::AuthContext*, OutputMetadata*, OutputMetadata*) override {
+  grpc::Status Process(const InputMetadata& md, grpc::AuthContext*, OutputMetadata*,
+                       OutputMetadata*) override {
     const std::string_view path = find(md, ":path").value_or("");
     const auto refuse = [&](Refusal why, grpc::StatusCode code, const std::string& message) {
       state_.refuse(why);
@@ -85,13 +87,16 @@ class MetadataGate final : public grpc::AuthMetadataProcessor {
     };
     const auto token = find(md, kTokenMetadata);
     if (!token || !same_secret(*token, options_.token))
-      return refuse(Refusal::kToken, grpc::StatusCode::UNAUTHENTICATED, std::string("missing or wrong ") + kTokenMetadata);
+      return refuse(Refusal::kToken, grpc::StatusCode::UNAUTHENTICATED,
+                    std::string("missing or wrong ") + kTokenMetadata);
     constexpr std::string_view kService = "/rondo.control.Control/";
-    const std::string_view method = path.substr(0, kService.size()) == kService ? path.substr(kService.size()) : "";
+    const std::string_view method =
+        path.substr(0, kService.size()) == kService ? path.substr(kService.size()) : "";
     const bool from_an_operator = method == "Operate";
     if (!from_an_operator && method != "Register" && method != "Heartbeat" && method != "Report" &&
         method != "Status" && method != "Flight") {
-      return refuse(Refusal::kMalformed, grpc::StatusCode::UNIMPLEMENTED, "no such method of the control plane");
+      return refuse(Refusal::kMalformed, grpc::StatusCode::UNIMPLEMENTED,
+                    "no such method of the control plane");
     }
     const Caller c = caller_of(md);
     if (!c.length) {
@@ -247,11 +252,12 @@ class Service final : public RawService {
   grpc::Status admit(grpc::CallbackServerContext* ctx, int rank, int attempt, const char* method) {
     const Caller c = caller_of(ctx->client_metadata());
     if (c.rank && c.attempt && *c.rank == rank && *c.attempt == attempt) return grpc::Status::OK;
-    return refuse(ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
-                  "the request is rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +
-                      ", its metadata " +
-                      (c.rank ? "rank " + std::to_string(*c.rank) + " attempt " + std::to_string(c.attempt.value_or(-1))
-                              : std::string("names no rank")));
+    return refuse(
+        ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
+        "the request is rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +
+            ", its metadata " +
+            (c.rank ? "rank " + std::to_string(*c.rank) + " attempt " + std::to_string(c.attempt.value_or(-1))
+                    : std::string("names no rank")));
   }
 
   static grpc::ServerUnaryReactor* finish(grpc::CallbackServerContext* ctx, const grpc::Status& status) {
@@ -299,7 +305,8 @@ ControlServer::ControlServer(JobState& state, ControlServerOptions options)
   impl_->service = std::make_unique<Service>(state, options);
   grpc::ServerBuilder builder;
   // Loopback only, or TLS: both are credentials that run the gate on every call's metadata.
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::experimental::LocalServerCredentials(LOCAL_TCP);
   if (options.tls) {
     const JobCertificate identity = make_job_certificate(bind_host_name(options.bind_address));
     grpc::SslServerCredentialsOptions tls;

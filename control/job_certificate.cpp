@@ -24,7 +24,8 @@ using Bio = std::unique_ptr<BIO, Freer<BIO, BIO_free_all>>;
 using Extension = std::unique_ptr<X509_EXTENSION, Freer<X509_EXTENSION, X509_EXTENSION_free>>;
 
 void check(bool ok, const char* what) {
-  if (!ok) throw Error(std::string("cannot make the control plane's TLS certificate: OpenSSL failed to ") + what);
+  if (!ok)
+    throw Error(std::string("cannot make the control plane's TLS certificate: OpenSSL failed to ") + what);
 }
 
 std::string bio_text(BIO* bio) {
@@ -65,16 +66,18 @@ JobCertificate make_job_certificate(const std::string& host_name) {
   check(RAND_bytes(serial, sizeof(serial)) == 1, "draw a serial number");
   serial[0] &= 0x7f;  // positive
   BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
-  check(bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr, "set the serial");
+  check(bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr,
+        "set the serial");
   BN_free(bn);
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 30L * 24 * 3600);
   check(X509_set_pubkey(cert.get(), key.get()) == 1, "set the public key");
   X509_NAME* name = X509_get_subject_name(cert.get());
   const std::string common_name = "rondo control plane on " + host_name.substr(0, 40);
-  check(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) == 1,
-        "name the certificate");
+  check(
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0) == 1,
+      "name the certificate");
   check(X509_set_issuer_name(cert.get(), name) == 1, "name the issuer");
   add_extension(cert.get(), NID_subject_alt_name, "DNS:" + host_name);
   add_extension(cert.get(), NID_basic_constraints, "critical,CA:FALSE");
@@ -83,7 +86,8 @@ JobCertificate make_job_certificate(const std::string& host_name) {
 
   JobCertificate out;
   Bio key_bio(BIO_new(BIO_s_mem())), cert_bio(BIO_new(BIO_s_mem()));
-  check(key_bio && PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
+  check(key_bio &&
+            PEM_write_bio_PrivateKey(key_bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1,
         "write the key");
   check(cert_bio && PEM_write_bio_X509(cert_bio.get(), cert.get()) == 1, "write the certificate");
   out.key_pem = bio_text(key_bio.get());

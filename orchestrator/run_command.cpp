@@ -234,9 +234,11 @@ struct JobServices {
     // No worker runs before the first attempt launches: no report reaches the state before this.
     state.set_report_sink([this](const report::StepReport& r) { faults.add_report(r); });
     logging::get("orchestrator")
-        ->info("control plane on {}{}", control.address(),
-               control.cert_sha256().empty() ? "" : ", TLS (certificate sha256 " + control.cert_sha256() + ")");
-    if (!control.cert_pem().empty()) write_file_atomic((run_dir / "control.crt").string(), control.cert_pem());
+        ->info(
+            "control plane on {}{}", control.address(),
+            control.cert_sha256().empty() ? "" : ", TLS (certificate sha256 " + control.cert_sha256() + ")");
+    if (!control.cert_pem().empty())
+      write_file_atomic((run_dir / "control.crt").string(), control.cert_pem());
     state.set_control_endpoint(control.address(), control.cert_sha256());
     const int64_t port = options.dashboard_port >= 0 ? options.dashboard_port : config.launch.dashboard_port;
     if (port > 0) {

@@ -116,8 +116,8 @@ int run_control(const std::string& run_dir, const std::string& action, const std
   std::string token = read_file((dir / "control.token").string());
   token.erase(token.find_last_not_of(" \n") + 1);
   const auto kind = action == "stop" ? control::Command::STOP : control::Command::CHECKPOINT_NOW;
-  send_operator_command({state.value("control_address", ""), token, state.value("control_cert_sha256", "")}, kind,
-                        reason);
+  send_operator_command({state.value("control_address", ""), token, state.value("control_cert_sha256", "")},
+                        kind, reason);
   std::printf(
       "rondo: asked the job in %s to %s\n", run_dir.c_str(),
       action == "stop" ? "checkpoint and stop after its current step" : "checkpoint after its current step");

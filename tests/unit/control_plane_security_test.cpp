@@ -12,10 +12,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <optional>
-#include <string_view>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -47,7 +47,8 @@ class ByteCountingProxy {
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(addr);
     if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
-        ::listen(listener_, 8) != 0 || ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        ::listen(listener_, 8) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
       throw Error("byte-counting proxy: cannot listen on loopback");
     }
     port_ = ntohs(addr.sin_port);
@@ -213,7 +214,8 @@ TEST_F(ControlPlaneSecurity, OverTlsClientsTalkToThePinnedCertificateOnly) {
   ASSERT_NE(other, pin);
   EXPECT_THROW(ControlClient({job.address, "secret", other}, 1, 0).register_rank({}, 2s), Error);
   // Plaintext to a TLS server gets nowhere either.
-  EXPECT_EQ(raw_control_call({job.address, "secret", ""}, "Heartbeat", "", 1, 0, 0), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(raw_control_call({job.address, "secret", ""}, "Heartbeat", "", 1, 0, 0),
+            grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(state.registered_count(), 1);
 }
 

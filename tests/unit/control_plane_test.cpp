@@ -98,7 +98,8 @@ TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
   EXPECT_THROW(ControlClient({job.address, "guess", ""}, 0, 0).register_rank({}, 5s), Error);
   control::HeartbeatRequest beat;
   beat.set_rank(0);
-  EXPECT_EQ(raw_control_call({job.address, "", ""}, "Heartbeat", beat.SerializeAsString(), 0, 0, beat.ByteSizeLong()),
+  EXPECT_EQ(raw_control_call({job.address, "", ""}, "Heartbeat", beat.SerializeAsString(), 0, 0,
+                             beat.ByteSizeLong()),
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(refused(state, "token"), 2u);
   // A rank the job does not have, and one of another attempt.
