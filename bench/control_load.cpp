@@ -1,12 +1,13 @@
-// control_load: load and abuse for the coordinator's control plane (bench/coordinator_load.py
+// control_load: load and abuse for the coordinator's control plane (bench/coordinator_bench.py
 // drives it; system.dashboard uses `bad`).
 //   control_load serve --world N            a coordinator's JobState + ControlServer; prints its
 //                                           address and token, serves until stdin closes, then
 //                                           prints its report count as JSON
 //   control_load load --address A --token T --ranks N --seconds S [--threads K] [--records R]
 //                                           N simulated workers: each registers, then sends one
-//                                           step report (R flight records) and one heartbeat per
-//                                           second; prints call-latency percentiles as JSON
+//                                           step report (R flight records) per second, which is
+//                                           its heartbeat too; prints call-latency percentiles
+//                                           as JSON
 //   control_load bad --address A --token T  one call of each kind the coordinator must refuse;
 //                                           prints each one's status code as JSON
 #include <algorithm>
@@ -136,19 +137,13 @@ int load(const std::string& address, const std::string& token, int ranks, double
           grpc::ClientContext ctx;
           identify(ctx, token, req, mine[i]);
           ctx.set_deadline(call_deadline());
-          rondo::control::Ack ack;
-          const bool ok = client.Report(&ctx, req, &ack).ok();
+          // The reply carries the rank's commands: a worker reporting every interval sends no
+          // separate heartbeat (control/control_client.h).
+          rondo::control::HeartbeatReply reply;
+          const bool ok = client.Report(&ctx, req, &reply).ok();
           // Latency from when the report was due: a coordinator that falls behind shows here.
           local.push_back(std::chrono::duration<double>(Clock::now() - due).count());
           if (!ok) ++failures;
-          rondo::control::HeartbeatRequest beat;
-          beat.set_rank(mine[i]);
-          beat.set_step(step);
-          grpc::ClientContext hctx;
-          identify(hctx, token, beat, mine[i]);
-          hctx.set_deadline(call_deadline());
-          rondo::control::HeartbeatReply hreply;
-          if (!client.Heartbeat(&hctx, beat, &hreply).ok()) ++failures;
         }
       }
     done:

@@ -2,7 +2,7 @@
 """The coordinator as a service, measured.
 
   bench/coordinator_bench.py load     # one coordinator's control plane under N simulated workers, each
-                                      # sending a step report (8 flight records) and a heartbeat per second:
+                                      # sending a step report (8 flight records) per second, its heartbeat too:
                                       # report latency p50/p99, the coordinator's CPU and memory
   bench/coordinator_bench.py restart  # a worker killed with SIGKILL: time until the restarted job's first step,
                                       # split into detection, relaunch and start-up

@@ -116,24 +116,38 @@ void ControlClient::queue_report(report::StepReport report) {
   wake_.notify_all();
 }
 
-bool ControlClient::flush_reports() {
+ControlClient::Flush ControlClient::flush_reports() {
   std::vector<report::StepReport> batch;
   {
     std::lock_guard lock(mu_);
     batch.swap(queued_);
   }
+  Flush flush;
   for (size_t i = 0; i < batch.size(); i += kReportsPerCall) {
     control::ReportRequest req;
     req.set_rank(rank_);
     req.set_attempt(attempt_);
+    req.set_state(static_cast<report::WorkerState>(state_.load()));
     for (size_t k = i; k < std::min(batch.size(), i + kReportsPerCall); ++k)
       *req.add_reports() = std::move(batch[k]);
-    const bool sent = acknowledged(req, [&](grpc::ClientContext* ctx, control::Ack* ack) {
-      return connection_->service->Report(ctx, req, ack);
-    });
-    if (!sent) return false;  // dropped: metrics.jsonl and the logs keep the record
+    grpc::ClientContext ctx;
+    identify(ctx, endpoint_.token, req.ByteSizeLong(), rank_, attempt_);
+    ctx.set_deadline(deadline_in(kControlCallDeadline));
+    control::HeartbeatReply reply;
+    if (!connection_->service->Report(&ctx, req, &reply).ok()) {
+      flush.failed = true;  // dropped: metrics.jsonl and the logs keep the record
+      return flush;
+    }
+    flush.delivered = true;
+    take_commands(reply);
   }
-  return true;
+  return flush;
+}
+
+void ControlClient::take_commands(const control::HeartbeatReply& reply) {
+  for (const auto& c : reply.commands()) {
+    if (on_command_) on_command_(c);
+  }
 }
 
 void ControlClient::loop() {
@@ -147,12 +161,19 @@ void ControlClient::loop() {
       wake_.wait_until(lock, next_beat, [&] { return stopping_ || !queued_.empty(); });
       stopping = stopping_;
     }
-    if (!flush_reports() && !warned) {
+    const Flush flush = flush_reports();
+    if (flush.failed && !warned) {
       log->warn("rank {}: step reports to the coordinator at {} failed; it will miss them", rank_,
                 endpoint_.address);
       warned = true;
     }
     if (stopping) return;
+    // A delivered report is a heartbeat (its reply carries the commands): the next beat is due an
+    // interval after it. A job whose steps are shorter than the interval sends none.
+    if (flush.delivered) {
+      next_beat = std::chrono::steady_clock::now() +
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(heartbeat_interval_);
+    }
     if (std::chrono::steady_clock::now() < next_beat) continue;
     next_beat = std::chrono::steady_clock::now() +
                 std::chrono::duration_cast<std::chrono::steady_clock::duration>(heartbeat_interval_);
@@ -165,10 +186,7 @@ void ControlClient::loop() {
     identify(ctx, endpoint_.token, req.ByteSizeLong(), rank_, attempt_);
     ctx.set_deadline(deadline_in(kControlCallDeadline));
     control::HeartbeatReply reply;
-    if (!connection_->service->Heartbeat(&ctx, req, &reply).ok()) continue;
-    for (const auto& c : reply.commands()) {
-      if (on_command_) on_command_(c);
-    }
+    if (connection_->service->Heartbeat(&ctx, req, &reply).ok()) take_commands(reply);
   }
 }
 

@@ -5,10 +5,10 @@
 // rank's call its rank and attempt, in its metadata (control/control_metadata.h).
 //
 // Call order: register_rank() once (retried until its deadline), then start(): a thread of its
-// own sends a heartbeat every interval, sends the queued step reports, and passes the commands
-// in heartbeat replies to the callback. queue_report() never blocks the step. send_status() and
-// send_flight() are synchronous, each with a deadline, and report failure instead of throwing:
-// a worker that cannot reach its coordinator still writes its files and exits.
+// own sends the queued step reports, a heartbeat when no report went out for an interval, and
+// passes the commands in the replies of both to the callback. queue_report() never blocks the step.
+// send_status() and send_flight() are synchronous, each with a deadline, and report failure instead of
+// throwing: a worker that cannot reach its coordinator still writes its files and exits.
 #pragma once
 
 #include <atomic>
@@ -61,7 +61,12 @@ class ControlClient {
 
  private:
   void loop();
-  bool flush_reports();
+  // Sends what is queued; `delivered` when at least one call went through, `failed` when one did not.
+  struct Flush {
+    bool delivered = false, failed = false;
+  };
+  Flush flush_reports();
+  void take_commands(const control::HeartbeatReply& reply);
   // One unary call of this rank answered by an Ack, with the standard deadline.
   template <class Call>
   bool acknowledged(const google::protobuf::Message& request, Call call);

@@ -8,8 +8,7 @@ namespace rondo {
 inline constexpr const char* kTokenMetadata = "rondo-token";
 inline constexpr const char* kRankMetadata = "rondo-rank";
 inline constexpr const char* kAttemptMetadata = "rondo-attempt";
-// The serialized request's bytes. Optional: without it an oversized body is read (up to the limit
-// the transport sets) before it is refused.
+// The serialized request's bytes: required, so that a body over the limit is refused unread.
 inline constexpr const char* kLengthMetadata = "rondo-length";
 
 }  // namespace rondo

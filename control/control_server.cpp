@@ -175,11 +175,18 @@ class Service final : public RawService {
     control::ReportRequest req;
     if (auto s = accept(ctx, in, &req, "Report"); !s.ok()) return finish(ctx, s);
     if (auto s = admit(ctx, req.rank(), req.attempt(), "Report"); !s.ok()) return finish(ctx, s);
+    control::HeartbeatRequest beat;  // a report is a heartbeat too
+    beat.set_rank(req.rank());
+    beat.set_attempt(req.attempt());
+    beat.set_state(req.state());
     for (auto& r : *req.mutable_reports()) {
       r.set_rank(req.rank());  // a rank speaks for itself only
       state_.add_report(r);
+      beat.set_step(std::max(beat.step(), r.step()));
     }
-    return reply_with(ctx, control::Ack(), out);
+    control::HeartbeatReply reply;
+    for (auto& c : state_.heartbeat(beat)) *reply.add_commands() = std::move(c);
+    return reply_with(ctx, reply, out);
   }
 
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -249,9 +256,19 @@ class Service final : public RawService {
   }
 
   // A rank's call speaks for the rank and attempt its metadata named (which the gate admitted).
+  // Admitted again here: the job may have moved on to another attempt, or fewer ranks, while the
+  // body was on its way.
   grpc::Status admit(grpc::CallbackServerContext* ctx, int rank, int attempt, const char* method) {
     const Caller c = caller_of(ctx->client_metadata());
-    if (c.rank && c.attempt && *c.rank == rank && *c.attempt == attempt) return grpc::Status::OK;
+    if (c.rank && c.attempt && *c.rank == rank && *c.attempt == attempt) {
+      const auto why = state_.admit(rank, attempt);
+      if (!why) return grpc::Status::OK;
+      return refuse(ctx, *why, method, grpc::StatusCode::PERMISSION_DENIED,
+                    "rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +
+                        " is no longer part of this job's current attempt " +
+                        std::to_string(state_.attempt()) + " of " + std::to_string(state_.world_size()) +
+                        " ranks");
+    }
     return refuse(
         ctx, Refusal::kMalformed, method, grpc::StatusCode::INVALID_ARGUMENT,
         "the request is rank " + std::to_string(rank) + " attempt " + std::to_string(attempt) +

@@ -22,6 +22,7 @@ using Key = std::unique_ptr<EVP_PKEY, Freer<EVP_PKEY, EVP_PKEY_free>>;
 using Cert = std::unique_ptr<X509, Freer<X509, X509_free>>;
 using Bio = std::unique_ptr<BIO, Freer<BIO, BIO_free_all>>;
 using Extension = std::unique_ptr<X509_EXTENSION, Freer<X509_EXTENSION, X509_EXTENSION_free>>;
+using Number = std::unique_ptr<BIGNUM, Freer<BIGNUM, BN_free>>;
 
 void check(bool ok, const char* what) {
   if (!ok)
@@ -65,12 +66,11 @@ JobCertificate make_job_certificate(const std::string& host_name) {
   unsigned char serial[16];
   check(RAND_bytes(serial, sizeof(serial)) == 1, "draw a serial number");
   serial[0] &= 0x7f;  // positive
-  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
-  check(bn != nullptr && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get())) != nullptr,
-        "set the serial");
-  BN_free(bn);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 30L * 24 * 3600);
+  const Number bn(BN_bin2bn(serial, sizeof(serial), nullptr));
+  check(bn && BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) != nullptr, "set the serial");
+  check(X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) != nullptr &&
+            X509_gmtime_adj(X509_getm_notAfter(cert.get()), 30L * 24 * 3600) != nullptr,
+        "set the validity");
   check(X509_set_pubkey(cert.get(), key.get()) == 1, "set the public key");
   X509_NAME* name = X509_get_subject_name(cert.get());
   const std::string common_name = "rondo control plane on " + host_name.substr(0, 40);

@@ -87,9 +87,16 @@ std::optional<JobState::Refusal> JobState::admit(int rank, int attempt) const {
   return std::nullopt;
 }
 
+JobState::Rank* JobState::rank_locked(int rank) {
+  return rank >= 0 && static_cast<size_t>(rank) < ranks_.size() ? &ranks_[static_cast<size_t>(rank)]
+                                                                : nullptr;
+}
+
 void JobState::registered(const control::RegisterRequest& request) {
   std::lock_guard lock(mu_);
-  auto& r = ranks_[static_cast<size_t>(request.rank())];
+  Rank* found = rank_locked(request.rank());
+  if (found == nullptr) return;  // a world that shrank after the call was admitted
+  auto& r = *found;
   r.registration = request;
   r.last_seen = Clock::now();
   r.state = report::RUNNING;
@@ -97,7 +104,9 @@ void JobState::registered(const control::RegisterRequest& request) {
 
 std::vector<control::Command> JobState::heartbeat(const control::HeartbeatRequest& request) {
   std::lock_guard lock(mu_);
-  auto& r = ranks_[static_cast<size_t>(request.rank())];
+  Rank* found = rank_locked(request.rank());
+  if (found == nullptr) return {};
+  auto& r = *found;
   r.last_seen = Clock::now();
   r.step = std::max(r.step, request.step());
   if (request.state() != report::WORKER_STATE_UNSPECIFIED) r.state = request.state();
@@ -115,8 +124,10 @@ void JobState::add_report(const report::StepReport& report) {
 }
 
 void JobState::add_report_locked(const report::StepReport& report) {
+  Rank* found = rank_locked(report.rank());
+  if (found == nullptr) return;
   ++reports_;
-  auto& r = ranks_[static_cast<size_t>(report.rank())];
+  auto& r = *found;
   r.last_seen = Clock::now();
   r.step = report.step();
   // The heatmap window: the last kStepTimeWindow steps' times by step. A restart that went back
@@ -165,7 +176,9 @@ void JobState::add_report_locked(const report::StepReport& report) {
 
 void JobState::set_status(const report::WorkerStatus& status) {
   std::lock_guard lock(mu_);
-  auto& r = ranks_[static_cast<size_t>(status.rank())];
+  Rank* found = rank_locked(status.rank());
+  if (found == nullptr) return;
+  auto& r = *found;
   r.status = status;
   r.state = status.state();
   r.last_seen = Clock::now();
@@ -173,7 +186,7 @@ void JobState::set_status(const report::WorkerStatus& status) {
 
 void JobState::add_flight(const report::FlightDump& dump) {
   std::lock_guard lock(mu_);
-  ranks_[static_cast<size_t>(dump.rank())].flight = dump;
+  if (Rank* r = rank_locked(dump.rank())) r->flight = dump;
 }
 
 void JobState::command(control::Command::Kind kind, int rank) {

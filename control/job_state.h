@@ -138,6 +138,8 @@ class JobState {
   int attempt_ = 0;
   std::string phase_ = "starting";
   std::string control_address_, control_cert_sha256_;
+  // The rank's entry, or nullptr outside the world (a call admitted before the world shrank).
+  Rank* rank_locked(int rank);
   std::vector<Rank> ranks_;
   std::map<int64_t, StepPoint> steps_;     // loss and throughput by step, latest attempt wins
   std::map<int64_t, double> validations_;  // val_loss by the step evaluated, latest attempt wins

@@ -9,7 +9,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include "common/errors.h"
+#include "control/control_channel.h"
 #include "control/control_client.h"
+#include "control/control_metadata.h"
 #include "control/control_server.h"
 #include "control/job_state.h"
 #include "orchestrator/status_command.h"
@@ -90,6 +92,30 @@ TEST_F(ControlPlane, WorkersRegisterReportAndReceiveCommands) {
   ASSERT_EQ(state.failed_statuses().size(), 1u);
   EXPECT_EQ(state.failed_statuses()[0].rank(), 1);
   EXPECT_EQ(state.failed_statuses()[0].failure(), report::COMM_TIMEOUT);
+}
+
+TEST_F(ControlPlane, AReportIsAHeartbeatItsReplyCarriesTheRanksCommands) {
+  state.command(control::Command::CHECKPOINT_NOW, 1);
+  auto stub = control::Control::NewStub(control_channel(server->address(), ""));
+  control::ReportRequest req;
+  req.set_rank(1);
+  req.set_state(report::DONE);
+  req.add_reports()->set_step(7);
+  grpc::ClientContext ctx;
+  ctx.AddMetadata(kTokenMetadata, "secret");
+  ctx.AddMetadata(kRankMetadata, "1");
+  ctx.AddMetadata(kAttemptMetadata, "0");
+  ctx.AddMetadata(kLengthMetadata, std::to_string(req.ByteSizeLong()));
+  control::HeartbeatReply reply;
+  ASSERT_TRUE(stub->Report(&ctx, req, &reply).ok());
+  ASSERT_EQ(reply.commands_size(), 1);
+  EXPECT_EQ(reply.commands(0).kind(), control::Command::CHECKPOINT_NOW);
+  const auto rank = state.to_json()["ranks"][1];
+  EXPECT_EQ(rank["step"], 7);
+  EXPECT_EQ(rank["state"], "DONE");
+  control::HeartbeatRequest beat;  // delivered once
+  beat.set_rank(1);
+  EXPECT_TRUE(state.heartbeat(beat).empty());
 }
 
 TEST_F(ControlPlane, BadCallsAreRefusedCountedAndSurvived) {
