@@ -120,6 +120,7 @@ int load(const std::string& address, const std::string& token, int ranks, double
         grpc::ClientContext ctx;
         identify(ctx, token, req, r);
         ctx.set_deadline(call_deadline());
+        ctx.set_wait_for_ready(true);  // as a worker registers: the connection may still be coming up
         rondo::control::RegisterReply reply;
         if (!client.Register(&ctx, req, &reply).ok()) ++failures;
       }
