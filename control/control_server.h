@@ -1,9 +1,10 @@
 // ControlServer: the coordinator's end of the control plane (proto/control.proto, gRPC). Workers
-// register, send heartbeats, step reports, statuses and flight dumps; heartbeat replies carry the
-// coordinator's commands. Each call must carry the job's token and, for a rank's call, a rank and
-// attempt of the job in its metadata (control/control_metadata.h): a call that does not is refused
-// on its metadata, before its body is read. A body over the limit is cut off by the transport; one
-// that does not parse, or speaks for another rank than its metadata, is refused after reading. Every
+// register, send step reports, heartbeats, statuses and flight dumps; report and heartbeat replies
+// carry the coordinator's commands. Each call must carry the job's token, its body's length and,
+// for a rank's call, a rank and attempt of the job in its metadata (control/control_metadata.h): a
+// call that does not, or declares a length over the limit, is refused on its metadata, before its
+// body is read. A body longer than declared is cut off by the transport; one that does not parse,
+// or speaks for another rank than its metadata, is refused after reading. Every
 // refusal gets an error status, a log line and a count in JobState — the server stays up. With
 // `tls` it makes a certificate of its own (control/job_certificate.h) and serves TLS only; clients
 // pin its fingerprint. Handlers run on gRPC's threads and only touch JobState.
