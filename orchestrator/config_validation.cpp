@@ -130,9 +130,16 @@ void validate_hdp(const Config& c) {
   if (!p.hdp) return;
   require(p.context_parallel_size == 1, "parallel.context_parallel_size",
           "must be 1 with parallel.hdp: the HDP planner sizes every sequence's context-parallel group");
-  require(p.pipeline_model_parallel_size == 1 && p.tensor_model_parallel_size == 1, "parallel.hdp",
-          "plans the data/context-parallel ranks of one model replica per rank so far; set "
-          "parallel.pipeline_model_parallel_size and parallel.tensor_model_parallel_size to 1");
+  require(p.tensor_model_parallel_size == 1, "parallel.hdp",
+          "plans the data/context-parallel ranks of whole stages so far; set "
+          "parallel.tensor_model_parallel_size to 1");
+  if (p.pipeline_model_parallel_size > 1) {  // groups of pipelines in waves (hdp_pipelines.h)
+    require(
+        c.pipeline.schedule == "1f1b" || c.pipeline.schedule == "gpipe", "pipeline.schedule",
+        "must be 1f1b or gpipe with parallel.hdp and pipeline parallelism (got " + c.pipeline.schedule + ")");
+    require(p.virtual_pipeline_model_parallel_size <= 1, "parallel.virtual_pipeline_model_parallel_size",
+            "must be 1 with parallel.hdp");
+  }
   const HdpOptions o = hdp_options(c);
   hdp_min_degree(c.model.seq_length, o);  // the longest sequence must fit a group: names the cap's key
   require(hdp_tokens_per_step(c) >= c.model.seq_length, "data.tokens_per_step",

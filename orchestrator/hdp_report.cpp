@@ -11,11 +11,12 @@
 #include "data/lognormal_mix.h"
 #include "data/token_corpus.h"
 #include "orchestrator/model_dims.h"
+#include "parallelism/hdp_pipelines.h"
 
 namespace rondo {
 
 HdpOptions hdp_options(const Config& c) {
-  return {c.parallel.world_size,
+  return {c.parallel.world_size / std::max<int64_t>(c.parallel.pipeline_model_parallel_size, 1),
           c.parallel.max_tokens_per_rank > 0 ? c.parallel.max_tokens_per_rank : c.model.seq_length};
 }
 
@@ -61,6 +62,7 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
   if (batches < 1) throw ConfigError("--steps", "must be >= 1");
   const HdpOptions options = hdp_options(c);
   const ContextParallelCost cost = hdp_cost(c);
+  const int64_t stages = c.parallel.pipeline_model_parallel_size;
   HdpBatches draw = batches_of(c);
   struct Sums {
     double step = 0, balance = 0, bound = 0, seconds = 0;
@@ -73,16 +75,24 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
     const auto lengths = draw.next();
     sequences += static_cast<double>(lengths.size());
     for (int64_t l : lengths) tokens += static_cast<double>(l), longest = std::max(longest, l);
-    const double bound = hdp_lower_bound(lengths, options, cost);
+    const double bound = hdp_lower_bound(lengths, options, cost, stages);
     for (HdpPolicy policy : kHdpPolicies) {
-      const auto t0 = std::chrono::steady_clock::now();
-      const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
       auto& s = sums[policy];
-      s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      s.step += plan.step_s;
-      s.balance += plan.busy_max_over_mean();
+      const auto t0 = std::chrono::steady_clock::now();
+      if (stages == 1) {
+        const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
+        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        s.step += plan.step_s;
+        s.balance += plan.busy_max_over_mean();
+        for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
+      } else {  // the step simulated on the pipelines
+        const auto plan = plan_hdp_pipelines(lengths, policy, options, stages, c.pipeline.schedule, cost);
+        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        s.step += plan.step_s;
+        s.balance += plan.busy_max_over_mean();
+        for (auto [d, n] : plan.hdp.degree_histogram()) s.degrees[d] += n;
+      }
       s.bound += bound;
-      for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
     }
   }
   const double n = static_cast<double>(batches);
@@ -92,6 +102,8 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
                  {"tokens_per_batch", tokens / n},
                  {"longest", longest},
                  {"ranks", c.parallel.world_size},
+                 {"pipelines", options.ranks},
+                 {"stages", stages},
                  {"max_tokens_per_rank", options.max_tokens_per_rank}}};
   for (const auto& [policy, s] : sums) {
     nlohmann::json degrees = nlohmann::json::array();
@@ -109,14 +121,17 @@ std::string hdp_report_text(const HdpReport& r, const Config& c) {
   const auto &report = r.policies, &batches = r.batches;
   std::string out;
   char line[256];
+  std::string where = std::to_string(batches["ranks"].get<int64_t>()) + " ranks";
+  if (batches["stages"].get<int64_t>() > 1)  // the planner's groups are of pipelines
+    where += " (" + std::to_string(batches["pipelines"].get<int64_t>()) + " pipelines of " +
+             std::to_string(batches["stages"].get<int64_t>()) + " stages, " + c.pipeline.schedule + ")";
   std::snprintf(
       line, sizeof line,
       "HDP (parallel.hdp): %lld sampled batches of %.0f tokens in %.1f sequences on average (longest %lld) "
-      "on %lld ranks, %lld tokens per rank\n",
+      "on %s, %lld tokens per rank\n",
       static_cast<long long>(batches["batches"].get<int64_t>()), batches["tokens_per_batch"].get<double>(),
       batches["sequences_per_batch"].get<double>(), static_cast<long long>(batches["longest"].get<int64_t>()),
-      static_cast<long long>(batches["ranks"].get<int64_t>()),
-      static_cast<long long>(batches["max_tokens_per_rank"].get<int64_t>()));
+      where.c_str(), static_cast<long long>(batches["max_tokens_per_rank"].get<int64_t>()));
   out += line;
   out += "  policy     step (s)  x lower bound  busy max/mean  planner (ms)  sequences by group size\n";
   for (HdpPolicy policy : kHdpPolicies) {

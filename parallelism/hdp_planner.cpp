@@ -53,12 +53,8 @@ int64_t hdp_min_degree(int64_t tokens, const HdpOptions& o) {
   return std::max<int64_t>(d, 1);
 }
 
-namespace {
-
-constexpr int kHdpSearchSteps = 14;
-
 // The degree in [lowest, ranks] at which the sequence is done soonest (the smallest of equals).
-int64_t fastest_degree(int64_t tokens, int64_t lowest, int64_t ranks, const ContextParallelCost& cost) {
+int64_t hdp_fastest_degree(int64_t tokens, int64_t lowest, int64_t ranks, const ContextParallelCost& cost) {
   int64_t best = lowest;
   double best_s = cost.seconds(tokens, lowest);
   for (int64_t d = lowest + 1; d <= ranks; ++d) {
@@ -67,6 +63,25 @@ int64_t fastest_degree(int64_t tokens, int64_t lowest, int64_t ranks, const Cont
   }
   return best;
 }
+
+// The smallest degree from `lowest` that finishes the sequence within `limit`, or -1. Time falls
+// with the degree until the ring's transfers dominate: doubling, then bisection.
+int64_t hdp_degree_within(int64_t tokens, int64_t lowest, int64_t ranks, double limit,
+                          const ContextParallelCost& cost) {
+  if (cost.seconds(tokens, lowest) <= limit) return lowest;
+  int64_t lo = lowest, hi = lowest;
+  while (hi < ranks && cost.seconds(tokens, hi) > limit) lo = hi, hi = std::min(ranks, hi * 2);
+  if (cost.seconds(tokens, hi) > limit) return -1;
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (cost.seconds(tokens, mid) <= limit ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+namespace {
+
+constexpr int kHdpSearchSteps = 14;
 
 std::vector<int64_t> range_of(int64_t first, int64_t count) {
   std::vector<int64_t> r(static_cast<size_t>(count));
@@ -112,21 +127,6 @@ void plan_static(const std::vector<int64_t>& lengths, const HdpOptions& o, const
   }
 }
 
-// The smallest degree from `lowest` that finishes the sequence within `limit`, or -1. Time falls
-// with the degree until the ring's transfers dominate: doubling, then bisection.
-int64_t degree_within(int64_t tokens, int64_t lowest, int64_t ranks, double limit,
-                      const ContextParallelCost& cost) {
-  if (cost.seconds(tokens, lowest) <= limit) return lowest;
-  int64_t lo = lowest, hi = lowest;
-  while (hi < ranks && cost.seconds(tokens, hi) > limit) lo = hi, hi = std::min(ranks, hi * 2);
-  if (cost.seconds(tokens, hi) > limit) return -1;
-  while (hi - lo > 1) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    (cost.seconds(tokens, mid) <= limit ? hi : lo) = mid;
-  }
-  return hi;
-}
-
 // rondo within a step of `limit` seconds, or nothing when it finds no such plan: each sequence on
 // the smallest degree that finishes it in time, longest first, each group on the ranks free latest
 // but early enough (the least idle time before it), single-rank sequences into the gaps groups
@@ -136,7 +136,7 @@ std::optional<Layout> plan_rondo_within(const std::vector<int64_t>& lengths, con
   std::vector<int64_t> degree(lengths.size());
   std::vector<double> seconds(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
-    degree[i] = degree_within(lengths[i], hdp_min_degree(lengths[i], o), o.ranks, limit, cost);
+    degree[i] = hdp_degree_within(lengths[i], hdp_min_degree(lengths[i], o), o.ranks, limit, cost);
     if (degree[i] < 0) return std::nullopt;
     seconds[i] = cost.seconds(lengths[i], degree[i]);
   }
@@ -217,7 +217,7 @@ HdpPlan finish(HdpPolicy policy, std::vector<HdpPlacement> placements, const Hdp
 }  // namespace
 
 double hdp_lower_bound(const std::vector<int64_t>& lengths, const HdpOptions& o,
-                       const ContextParallelCost& cost) {
+                       const ContextParallelCost& cost, int64_t stages) {
   double work = 0;
   int64_t longest = 0;
   for (int64_t l : lengths) {
@@ -227,8 +227,8 @@ double hdp_lower_bound(const std::vector<int64_t>& lengths, const HdpOptions& o,
   // The longest sequence is also the slowest at its fastest degree.
   const int64_t lowest = hdp_min_degree(std::max<int64_t>(longest, 1), o);
   return std::max(
-      work / static_cast<double>(o.ranks),
-      lengths.empty() ? 0.0 : cost.seconds(longest, fastest_degree(longest, lowest, o.ranks, cost)));
+      work / static_cast<double>(o.ranks * std::max<int64_t>(stages, 1)),
+      lengths.empty() ? 0.0 : cost.seconds(longest, hdp_fastest_degree(longest, lowest, o.ranks, cost)));
 }
 
 HdpPlan plan_hdp(const std::vector<int64_t>& lengths, HdpPolicy policy, const HdpOptions& o,

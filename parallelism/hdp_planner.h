@@ -64,10 +64,17 @@ struct HdpPlan {
 // The smallest group that holds a sequence of `tokens`; throws ConfigError naming the length, the
 // cap and parallel.max_tokens_per_rank when no group of the ranks can.
 int64_t hdp_min_degree(int64_t tokens, const HdpOptions& options);
+// The degree in [lowest, ranks] at which a sequence of `tokens` is done soonest (the smallest of
+// equals), and the smallest from `lowest` that finishes it within `limit` seconds (-1: none).
+int64_t hdp_fastest_degree(int64_t tokens, int64_t lowest, int64_t ranks, const ContextParallelCost& cost);
+int64_t hdp_degree_within(int64_t tokens, int64_t lowest, int64_t ranks, double limit,
+                          const ContextParallelCost& cost);
 // No plan's step is shorter: the batch's least work over the ranks, or its longest sequence at its
-// fastest degree, whichever is larger.
+// fastest degree, whichever is larger. With pipelines of `stages` stages (options.ranks counting
+// pipelines; hdp_pipelines.h) the work spreads over all their ranks, while the longest sequence's
+// forward and backward still pass every stage in turn.
 double hdp_lower_bound(const std::vector<int64_t>& lengths, const HdpOptions& options,
-                       const ContextParallelCost& cost);
+                       const ContextParallelCost& cost, int64_t stages = 1);
 
 HdpPlan plan_hdp(const std::vector<int64_t>& lengths, HdpPolicy policy, const HdpOptions& options,
                  const ContextParallelCost& cost);

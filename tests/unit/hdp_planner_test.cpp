@@ -222,7 +222,12 @@ TEST(HdpConfig, BadValuesNameTheirKey) {
   EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "data.tokens_per_step=1000"}), "data.tokens_per_step");
   EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.context_parallel_size=2"}),
             "parallel.context_parallel_size");
-  EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.pipeline_model_parallel_size=2"}), "parallel.hdp");
+  EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.tensor_model_parallel_size=2"}), "parallel.hdp");
+  // With pipelines: groups of pipelines in waves of gpipe or 1f1b (hdp_pipelines.h).
+  EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.pipeline_model_parallel_size=2"}), "");
+  EXPECT_EQ(hdp_error_key({"parallel.hdp=true", "parallel.pipeline_model_parallel_size=2",
+                           "pipeline.schedule=interleaved_1f1b"}),
+            "pipeline.schedule");
 }
 
 TEST(HdpConfig, RondoPlanComparesThePoliciesAndRunRefusesWhatHdpDoesNotCombineWith) {
@@ -237,6 +242,17 @@ TEST(HdpConfig, RondoPlanComparesThePoliciesAndRunRefusesWhatHdpDoesNotCombineWi
     EXPECT_GT(p.at("planner_seconds").get<double>(), 0.0) << policy;
   }
   EXPECT_EQ(j.at("hdp_batches").at("batches"), 3);
+  // With pipelines the policies plan over them and their steps are simulated on every stage.
+  const auto piped =
+      testing::run_rondo("plan " + cfg + " --json --steps 2 --set parallel.pipeline_model_parallel_size=4");
+  ASSERT_EQ(piped.status, 0) << piped.output;
+  const auto k = nlohmann::json::parse(piped.output);
+  EXPECT_EQ(k.at("hdp_batches").at("pipelines"), 16);
+  EXPECT_EQ(k.at("hdp_batches").at("stages"), 4);
+  const auto& rondo = k.at("hdp").at("rondo");
+  EXPECT_GE(rondo.at("step_time").get<double>(), rondo.at("lower_bound").get<double>() * (1 - 1e-9));
+  for (const char* baseline : {"static", "megatron"})
+    EXPECT_LT(rondo.at("step_time").get<double>(), k.at("hdp").at(baseline).at("step_time").get<double>());
   const auto text = testing::run_rondo("plan " + cfg + " --steps 2");
   EXPECT_EQ(text.status, 0);
   EXPECT_NE(text.output.find("rondo"), std::string::npos);

@@ -1,0 +1,287 @@
+#include "parallelism/hdp_pipelines.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+#include <tuple>
+
+#include "common/errors.h"
+#include "parallelism/rank_timelines.h"
+#include "pipeline/pipeline_schedule.h"
+
+namespace rondo {
+
+namespace {
+
+using Index = std::vector<std::vector<int64_t>>;  // [pipeline][wave] -> sub-batch, or -1
+
+// Every pipeline's sub-batches in waves, in order of their starts: a sub-batch alone on its
+// pipeline takes the pipeline's next wave, a group's the first wave all its members have free.
+void assign_waves(HdpPipelinePlan& out) {
+  const auto& subs = out.hdp.sub_batches;
+  const size_t pipelines = subs.size();
+  std::vector<std::tuple<double, size_t, size_t>> order;
+  for (size_t p = 0; p < pipelines; ++p)
+    for (size_t i = 0; i < subs[p].size(); ++i) order.emplace_back(subs[p][i].start_s, p, i);
+  std::sort(order.begin(), order.end());
+  out.wave.assign(pipelines, {});
+  for (size_t p = 0; p < pipelines; ++p) out.wave[p].assign(subs[p].size(), -1);
+  std::vector<size_t> cursor(pipelines, 0);  // each pipeline's first sub-batch without a wave
+  std::vector<int64_t> next(pipelines, 0);   // and its first free wave
+  for (const auto& [start, p, i] : order) {
+    if (out.wave[p][i] >= 0) continue;  // a group's, placed with its first member
+    const auto& sb = subs[p][i];
+    int64_t w = 0;
+    for (int64_t q : sb.group) w = std::max(w, next[static_cast<size_t>(q)]);
+    for (int64_t q64 : sb.group) {
+      const auto q = static_cast<size_t>(q64);
+      const size_t j = cursor[q];
+      if (j >= subs[q].size() || subs[q][j].group != sb.group || subs[q][j].sequences != sb.sequences)
+        throw std::logic_error("hdp waves: pipeline " + std::to_string(q) + " reaches sequence " +
+                               std::to_string(sb.sequences.front()) + "'s group out of order");
+      out.wave[q][j] = w;
+      ++cursor[q];
+      next[q] = w + 1;
+    }
+    out.waves = std::max(out.waves, w + 1);
+  }
+}
+
+struct Rank {
+  std::vector<ComputeAction> actions;  // the template's, less the waves it has nothing in
+  size_t at = 0;
+  double free = 0;
+};
+
+// The step on every rank, each group's forward and backward on a stage starting when all its
+// members are ready for it.
+class WaveSimulation {
+ public:
+  WaveSimulation(HdpPipelinePlan& plan, const std::string& schedule, const ContextParallelCost& cost)
+      : plan_(plan), cost_(cost), pipelines_(plan.hdp.sub_batches.size()), stages_(plan.stages) {
+    index_.assign(pipelines_, std::vector<int64_t>(static_cast<size_t>(plan.waves), -1));
+    for (size_t p = 0; p < pipelines_; ++p)
+      for (size_t i = 0; i < plan.wave[p].size(); ++i)
+        index_[p][static_cast<size_t>(plan.wave[p][i])] = static_cast<int64_t>(i);
+    if (schedule != "1f1b" && schedule != "gpipe")
+      throw ConfigError("pipeline.schedule",
+                        "HDP with pipeline parallelism runs gpipe or 1f1b, not '" + schedule + "'");
+    PipelineSchedule tmpl;
+    if (plan.waves > 0)
+      tmpl = generate_schedule({schedule, static_cast<int>(stages_), static_cast<int>(plan.waves), 1, {}});
+    ranks_.assign(pipelines_, std::vector<Rank>(static_cast<size_t>(stages_)));
+    const auto none = std::vector<double>(static_cast<size_t>(plan.waves), -1.0);
+    forward_done_.assign(pipelines_, std::vector<std::vector<double>>(static_cast<size_t>(stages_), none));
+    backward_done_ = forward_done_;
+    for (size_t p = 0; p < pipelines_; ++p) {
+      for (int64_t s = 0; s < stages_ && plan.waves > 0; ++s) {
+        for (const auto& a : tmpl.ranks.at(static_cast<size_t>(s)))
+          if (index_[p][static_cast<size_t>(a.microbatch)] >= 0) rank(p, s).actions.push_back(a);
+      }
+    }
+    plan.busy_s.assign(pipelines_, std::vector<double>(static_cast<size_t>(stages_), 0.0));
+  }
+
+  void run() {
+    for (bool moved = true; moved;) {
+      moved = false;
+      for (size_t p = 0; p < pipelines_; ++p)
+        for (int64_t s = 0; s < stages_; ++s)
+          while (advance(p, s)) moved = true;
+    }
+    for (size_t p = 0; p < pipelines_; ++p)
+      for (int64_t s = 0; s < stages_; ++s)
+        if (rank(p, s).at < rank(p, s).actions.size())
+          throw std::logic_error("hdp waves: pipeline " + std::to_string(p) + " stage " + std::to_string(s) +
+                                 " waits forever at " + to_string(rank(p, s).actions[rank(p, s).at]));
+  }
+
+ private:
+  Rank& rank(size_t p, int64_t s) { return ranks_[p][static_cast<size_t>(s)]; }
+  const HdpSubBatch& sub_batch(size_t p, int wave) const {
+    return plan_.hdp.sub_batches[p][static_cast<size_t>(index_[p][static_cast<size_t>(wave)])];
+  }
+  double transfer_s(const HdpSubBatch& sb) const {
+    const auto& spec = cost_.spec();
+    const double bytes = static_cast<double>(sb.tokens_per_rank) *
+                         static_cast<double>(spec.dims.hidden_size) * spec.bytes_per_value;
+    return spec.link_latency_s + bytes / spec.link_bytes_per_s;
+  }
+  // When rank (p, s) may start `a` as far as its inputs go; -1 while one is not done.
+  double ready(size_t p, int64_t s, const ComputeAction& a) const {
+    const auto w = static_cast<size_t>(a.microbatch);
+    const auto si = static_cast<size_t>(s);
+    if (a.kind == ComputeKind::kF) {
+      if (s == 0) return 0;
+      const double d = forward_done_[p][si - 1][w];
+      return d < 0 ? -1 : d + transfer_s(sub_batch(p, a.microbatch));
+    }
+    if (s == stages_ - 1) return forward_done_[p][si][w];
+    const double d = backward_done_[p][si + 1][w];
+    return d < 0 ? -1 : d + transfer_s(sub_batch(p, a.microbatch));
+  }
+  bool advance(size_t p, int64_t s) {
+    Rank& r = rank(p, s);
+    if (r.at >= r.actions.size()) return false;
+    const ComputeAction a = r.actions[r.at];
+    const auto& sb = sub_batch(p, a.microbatch);
+    double start = 0;
+    for (int64_t q64 : sb.group) {  // every member at this action, its inputs done
+      const auto q = static_cast<size_t>(q64);
+      const Rank& m = rank(q, s);
+      if (m.at >= m.actions.size() || !(m.actions[m.at] == a)) return false;
+      const double t = ready(q, s, a);
+      if (t < 0) return false;
+      start = std::max({start, t, m.free});
+    }
+    const double share = (a.kind == ComputeKind::kF ? 1.0 : 2.0) / 3.0;
+    const double seconds = share * hdp_sub_batch_seconds(plan_.hdp, sb) / static_cast<double>(stages_);
+    for (int64_t q64 : sb.group) {
+      const auto q = static_cast<size_t>(q64);
+      Rank& m = rank(q, s);
+      m.free = start + seconds;
+      ++m.at;
+      plan_.busy_s[q][static_cast<size_t>(s)] += seconds;
+      auto& done = a.kind == ComputeKind::kF ? forward_done_ : backward_done_;
+      done[q][static_cast<size_t>(s)][static_cast<size_t>(a.microbatch)] = m.free;
+      plan_.step_s = std::max(plan_.step_s, m.free);
+    }
+    return true;
+  }
+
+  HdpPipelinePlan& plan_;
+  const ContextParallelCost& cost_;
+  size_t pipelines_;
+  int64_t stages_;
+  Index index_;
+  std::vector<std::vector<Rank>> ranks_;
+  std::vector<std::vector<std::vector<double>>> forward_done_, backward_done_;  // [p][s][wave]
+};
+
+// rondo on pipelines: every sequence on the smallest group that computes it within `cell_s`
+// (a pipeline's microbatch), groups longest first onto the pipelines free earliest, sequences
+// alone packed first-fit into microbatches of up to `cell_s` and the cap, the largest first onto
+// the least busy pipeline (or an idle gap a group leaves). Small microbatches shorten the fill and
+// drain of every pipeline, larger groups cost ring transfers: plan_hdp_pipelines tries several.
+HdpPlan plan_cells_within(const std::vector<int64_t>& lengths, const HdpOptions& o,
+                          const ContextParallelCost& cost, double cell_s, double pack_s) {
+  HdpPlan plan;
+  plan.policy = HdpPolicy::kRondo;
+  plan.placements.resize(lengths.size());
+  plan.sub_batches.resize(static_cast<size_t>(o.ranks));
+  std::vector<int64_t> degree(lengths.size());
+  std::vector<double> seconds(lengths.size());
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const int64_t lowest = hdp_min_degree(lengths[i], o);
+    degree[i] = hdp_degree_within(lengths[i], lowest, o.ranks, cell_s, cost);
+    if (degree[i] < 0) degree[i] = hdp_fastest_degree(lengths[i], lowest, o.ranks, cost);
+    seconds[i] = cost.seconds(lengths[i], degree[i]);
+  }
+  std::vector<size_t> order(lengths.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seconds[a] > seconds[b]; });
+  RankTimelines timelines(o.ranks);
+  struct Pack {
+    double seconds = 0;
+    int64_t tokens = 0;
+    std::vector<int64_t> sequences;
+  };
+  std::vector<Pack> packs;
+  for (size_t i : order) {
+    if (degree[i] > 1) {
+      auto ranks = timelines.earliest(degree[i]);
+      const double start = timelines.place(ranks, seconds[i]);
+      const int64_t share = (lengths[i] + degree[i] - 1) / degree[i];
+      for (int64_t r : ranks)
+        plan.sub_batches[static_cast<size_t>(r)].push_back({{static_cast<int64_t>(i)}, ranks, share, start});
+      plan.placements[i] = {lengths[i], std::move(ranks), start, seconds[i]};
+      continue;
+    }
+    auto fits = [&](const Pack& p) {
+      return p.seconds + seconds[i] <= pack_s && p.tokens + lengths[i] <= o.max_tokens_per_rank;
+    };
+    auto it = std::find_if(packs.begin(), packs.end(), fits);
+    if (it == packs.end()) it = packs.insert(packs.end(), Pack{});
+    it->seconds += seconds[i];
+    it->tokens += lengths[i];
+    it->sequences.push_back(static_cast<int64_t>(i));
+  }
+  std::stable_sort(packs.begin(), packs.end(),
+                   [](const Pack& a, const Pack& b) { return a.seconds > b.seconds; });
+  for (const auto& pack : packs) {
+    const auto [rank, start] = timelines.place_alone(pack.seconds);
+    double at = start;
+    for (int64_t i : pack.sequences) {
+      plan.placements[static_cast<size_t>(i)] = {
+          lengths[static_cast<size_t>(i)], {rank}, at, seconds[static_cast<size_t>(i)]};
+      at += seconds[static_cast<size_t>(i)];
+    }
+    plan.sub_batches[static_cast<size_t>(rank)].push_back({pack.sequences, {rank}, pack.tokens, start});
+  }
+  for (auto& subs : plan.sub_batches)
+    std::stable_sort(subs.begin(), subs.end(),
+                     [](const HdpSubBatch& a, const HdpSubBatch& b) { return a.start_s < b.start_s; });
+  plan.busy_s = timelines.busy();
+  plan.step_s = timelines.finish();
+  return plan;
+}
+
+}  // namespace
+
+double hdp_sub_batch_seconds(const HdpPlan& plan, const HdpSubBatch& sb) {
+  double seconds = 0;
+  for (int64_t s : sb.sequences) seconds += plan.placements.at(static_cast<size_t>(s)).seconds;
+  return seconds;
+}
+
+int64_t HdpPipelinePlan::sub_batch_in(int64_t pipeline, int64_t w) const {
+  const auto& mine = wave.at(static_cast<size_t>(pipeline));
+  const auto it = std::find(mine.begin(), mine.end(), w);
+  return it == mine.end() ? -1 : static_cast<int64_t>(it - mine.begin());
+}
+
+double HdpPipelinePlan::busy_max_over_mean() const {
+  double sum = 0, most = 0;
+  size_t n = 0;
+  for (const auto& p : busy_s)
+    for (double b : p) sum += b, most = std::max(most, b), ++n;
+  return n > 0 && sum > 0 ? most / (sum / static_cast<double>(n)) : 1.0;
+}
+
+HdpPipelinePlan plan_hdp_waves(HdpPlan hdp, int64_t stages, const std::string& schedule,
+                               const ContextParallelCost& cost) {
+  if (stages < 1) throw ConfigError("parallel.pipeline_model_parallel_size", "must be >= 1");
+  HdpPipelinePlan out;
+  out.hdp = std::move(hdp);
+  out.stages = stages;
+  assign_waves(out);
+  WaveSimulation(out, schedule, cost).run();
+  return out;
+}
+
+HdpPipelinePlan plan_hdp_pipelines(const std::vector<int64_t>& lengths, HdpPolicy policy,
+                                   const HdpOptions& options, int64_t stages, const std::string& schedule,
+                                   const ContextParallelCost& cost) {
+  HdpPipelinePlan best = plan_hdp_waves(plan_hdp(lengths, policy, options, cost), stages, schedule, cost);
+  if (policy != HdpPolicy::kRondo || stages == 1 || lengths.empty()) return best;
+  // Microbatches from as long as the longest sequence on its fewest ranks down to an eighth of
+  // a pipeline's share of the work over its stages, by factors of sqrt(2); the best step wins.
+  double longest = 0, work = 0;
+  for (int64_t l : lengths) {
+    const int64_t d = hdp_min_degree(l, options);
+    longest = std::max(longest, cost.seconds(l, d));
+    work += cost.work(l, d);
+  }
+  const double floor_s = work / static_cast<double>(options.ranks) / static_cast<double>(8 * stages);
+  for (double cell_s = longest; cell_s >= floor_s; cell_s /= std::sqrt(2.0)) {
+    for (double pack_s = cell_s; pack_s >= floor_s; pack_s /= std::sqrt(2.0)) {
+      auto plan =
+          plan_hdp_waves(plan_cells_within(lengths, options, cost, cell_s, pack_s), stages, schedule, cost);
+      if (plan.step_s < best.step_s) best = std::move(plan);
+    }
+  }
+  return best;
+}
+
+}  // namespace rondo
