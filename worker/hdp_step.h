@@ -24,6 +24,15 @@
 
 namespace rondo {
 
+// What a sub-batch computes on one of its ranks: token ids [1, t] and their targets [1, t] (-100:
+// none), the row's document ids [1, T] (its whole length), and for a sequence on a group the
+// global positions [t] of the t tokens this member holds (zigzag; undefined for sequences alone).
+struct HdpRow {
+  torch::Tensor input, targets, documents, held;
+};
+// Sub-batch `sb`'s row on its group's member `member` (0 for a sub-batch alone on its rank).
+HdpRow hdp_row(const std::vector<torch::Tensor>& sequences, const HdpSubBatch& sb, int64_t member);
+
 // The targets of the step's sequences that count.
 int64_t hdp_step_targets(const std::vector<torch::Tensor>& sequences);
 

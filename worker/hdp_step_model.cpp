@@ -1,10 +1,14 @@
 #include "worker/hdp_step_model.h"
 
+#include <algorithm>
 #include <numeric>
 #include <string>
 #include <utility>
 
 #include "common/errors.h"
+#include "pipeline/pipeline_schedule.h"
+#include "pipeline/plan_actions.h"
+#include "pipeline/transfer_lowering.h"
 #include "proto/plan_names.h"
 #include "worker/hdp_step.h"
 
@@ -15,15 +19,6 @@ namespace {
 const auto kLong = torch::TensorOptions().dtype(torch::kInt64);
 // A group's meeting before its forward (one byte round its ring), apart from ring attention's tags.
 constexpr int kMeetingTag = 7190;
-
-plan::Action action(plan::ActionKind kind, int microbatch) {
-  plan::Action a;
-  a.set_kind(kind);
-  a.set_stage(0);
-  a.set_microbatch(static_cast<uint32_t>(microbatch));
-  a.set_peer(-1);
-  return a;
-}
 
 }  // namespace
 
@@ -50,22 +45,32 @@ HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const Token
       batches_(batches),
       model_(std::move(model)),
       rank_(world.rank()),
+      pipeline_(plan.ranks(world.rank()).coords().dp()),
+      stage_(plan.ranks(world.rank()).coords().pp()),
+      stages_(plan.mesh().pp()),
       policy_(hdp_policy_from_name(name_of(plan.hdp().policy()))),
-      options_(hdp_options_of(plan, world.size())),
+      options_(hdp_options_of(plan, plan.mesh().dp())),
       cost_(hdp_cost_of(plan)),
       document_lengths_(corpus.document_lengths()) {
-  if (plan.stages_size() != 1 || !plan.stages(0).has_embedding() || !plan.stages(0).has_lm_head() ||
-      plan.mesh().dp() != static_cast<uint32_t>(world.size())) {
-    throw PlanError(
-        "plan: HDP runs one stage holding the whole model on every rank, data-parallel over all " +
-        std::to_string(world.size()) + " (got " + std::to_string(plan.stages_size()) + " stages, dp " +
-        std::to_string(plan.mesh().dp()) + ")");
+  const auto& mesh = plan.mesh();
+  if (plan.stages_size() != static_cast<int>(stages_) || mesh.tp() != 1 || mesh.cp() != 1 ||
+      mesh.dp() * mesh.pp() != static_cast<uint32_t>(world.size())) {
+    throw PlanError("plan: HDP runs pipelines of one stage per rank, data-parallel over the pipelines (got " +
+                    std::to_string(plan.stages_size()) + " stages on pp " + std::to_string(mesh.pp()) +
+                    ", dp " + std::to_string(mesh.dp()) + ", tp " + std::to_string(mesh.tp()) + ", cp " +
+                    std::to_string(mesh.cp()) + " for " + std::to_string(world.size()) + " ranks)");
   }
+  const std::string schedule = name_of(plan.schedule());
+  if (stages_ > 1 && schedule != "1f1b" && schedule != "gpipe")
+    throw PlanError("plan: HDP's pipelines run gpipe or 1f1b, not " + schedule);
   if (plan.data().chunk_size() > 0 || plan.asynchronous() || plan.stateless_workers())
     throw PlanError(
         "plan: HDP runs neither chunked training, an asynchronous pipeline nor stateless workers");
   if (options_.max_tokens_per_rank < 1 || plan.hdp().tokens_per_step() < 1)
     throw PlanError("plan: HDP needs max_tokens_per_rank and tokens_per_step >= 1");
+  world_rank_.assign(mesh.dp(), std::vector<int>(mesh.pp(), -1));
+  for (const auto& r : plan.ranks())
+    world_rank_.at(r.coords().dp()).at(r.coords().pp()) = static_cast<int>(r.rank());
   std::vector<int> everyone(static_cast<size_t>(world.size()));
   std::iota(everyone.begin(), everyone.end(), 0);
   rings_ = world.split(everyone);  // collective: every rank constructs this
@@ -110,30 +115,47 @@ const StepSchedule* HdpStepModel::step_schedule() {
   ++drawn_;
   std::vector<int64_t> lengths;
   for (const auto& s : batch) lengths.push_back(s.length);
-  plan_of_step_ = plan_hdp(lengths, policy_, options_, cost_);
+  plan_of_step_ = plan_hdp_pipelines(lengths, policy_, options_, stages_, name_of(plan_.schedule()), cost_);
   sequences_ = read_sequences(batch);
   step_targets_ = hdp_step_targets(sequences_);
   step_tokens_ = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
-  groups_.clear();
+  make_schedule();
+  return &schedule_;
+}
 
+void HdpStepModel::make_schedule() {
+  rows_.clear();
+  groups_.clear();
   schedule_ = StepSchedule{};
   schedule_.loss_scale = 1.0;  // each loss is already this rank's share of the step's mean
   rank_targets_ = 0;
+  const int waves = static_cast<int>(plan_of_step_.waves);
+  if (waves > 0) {  // the template over the waves, less those this pipeline has nothing in
+    const auto tmpl = generate_schedule({name_of(plan_.schedule()), static_cast<int>(stages_), waves, 1, {}});
+    google::protobuf::RepeatedPtrField<plan::Action> all;
+    const auto& mine = world_rank_.at(static_cast<size_t>(pipeline_));
+    append_plan_actions(
+        lower_transfers(tmpl).at(static_cast<size_t>(stage_)),
+        [&](int pp) { return mine.at(static_cast<size_t>(pp)); }, all);
+    for (const auto& a : all)
+      if (plan_of_step_.sub_batch_in(pipeline_, a.microbatch()) >= 0) *schedule_.actions.Add() = a;
+  }
   const bool emulate = plan_.training().emulate_compute();
-  const auto& mine = plan_of_step_.sub_batches.at(static_cast<size_t>(rank_));
-  for (size_t k = 0; k < mine.size(); ++k) {
-    const auto& sb = mine[k];
-    *schedule_.actions.Add() = action(plan::ACTION_F, static_cast<int>(k));
-    *schedule_.actions.Add() = action(plan::ACTION_B, static_cast<int>(k));
-    schedule_.tokens.push_back(sb.tokens_per_rank);
+  const bool last_stage = stage_ == stages_ - 1;
+  for (int w = 0; w < waves; ++w) {
     schedule_.recompute.push_back(false);
-    const double seconds = seconds_of(sb);
-    if (emulate) {  // the cost model's split: the backward computes twice the forward
-      schedule_.forward_s.push_back(seconds / 3);
-      schedule_.backward_s.push_back(seconds * 2 / 3);
+    if (plan_of_step_.sub_batch_in(pipeline_, w) < 0) {  // no actions: a place holder
+      schedule_.tokens.push_back(1);
+      if (emulate) schedule_.forward_s.push_back(0), schedule_.backward_s.push_back(0);
+      continue;
     }
-    // A group's sequence counted once, by its first rank: the sums over the ranks are the step's.
-    if (sb.group.front() != rank_) continue;
+    const auto& sb = sub_batch(w);
+    schedule_.tokens.push_back(row(w).input.size(1));
+    // The cost model's split: the backward computes twice the forward; each stage its share.
+    const double seconds = hdp_sub_batch_seconds(plan_of_step_.hdp, sb) / static_cast<double>(stages_);
+    if (emulate) schedule_.forward_s.push_back(seconds / 3), schedule_.backward_s.push_back(seconds * 2 / 3);
+    // A group's sequence counted once, by its first pipeline: the sums over the ranks are the step's.
+    if (!last_stage || sb.group.front() != pipeline_) continue;
     for (int64_t s : sb.sequences)
       rank_targets_ += static_cast<double>(
           sequences_.at(static_cast<size_t>(s)).slice(0, 1).ne(-100).sum().item<int64_t>());
@@ -141,45 +163,61 @@ const StepSchedule* HdpStepModel::step_schedule() {
   for (const auto& a : plan_.ranks(rank_).actions()) {
     if (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM) *schedule_.actions.Add() = a;
   }
-  return &schedule_;
-}
-
-double HdpStepModel::seconds_of(const HdpSubBatch& sb) const {
-  double seconds = 0;
-  for (int64_t s : sb.sequences) seconds += plan_of_step_.placements.at(static_cast<size_t>(s)).seconds;
-  return seconds;
 }
 
 const HdpSubBatch& HdpStepModel::sub_batch(int microbatch) const {
-  return plan_of_step_.sub_batches.at(static_cast<size_t>(rank_)).at(static_cast<size_t>(microbatch));
+  const int64_t i = plan_of_step_.sub_batch_in(pipeline_, microbatch);
+  if (i < 0)
+    throw PlanError("HDP: rank " + std::to_string(rank_) + " has nothing in wave " +
+                    std::to_string(microbatch));
+  return plan_of_step_.hdp.sub_batches.at(static_cast<size_t>(pipeline_)).at(static_cast<size_t>(i));
 }
 
-torch::Tensor HdpStepModel::tokens(int /*microbatch*/) {
-  // The executor's input and target columns; forward_loss reads the sub-batch's own.
-  return torch::zeros({1, 2}, kLong);
+const HdpRow& HdpStepModel::row(int microbatch) {
+  auto it = rows_.find(microbatch);
+  if (it != rows_.end()) return it->second;
+  const auto& sb = sub_batch(microbatch);
+  const auto member = std::find(sb.group.begin(), sb.group.end(), pipeline_) - sb.group.begin();
+  return rows_.emplace(microbatch, hdp_row(sequences_, sb, member)).first->second;
 }
 
-torch::Tensor HdpStepModel::forward(int stage, int microbatch, const torch::Tensor& /*input*/) {
-  throw PlanError("HDP: stage " + std::to_string(stage) + " microbatch " + std::to_string(microbatch) +
-                  ": one stage computes the whole model and its loss (forward_loss)");
+std::vector<int> HdpStepModel::stage_group(const HdpSubBatch& sb) const {
+  std::vector<int> out;
+  for (int64_t p : sb.group)
+    out.push_back(world_rank_.at(static_cast<size_t>(p)).at(static_cast<size_t>(stage_)));
+  return out;
 }
 
-torch::Tensor HdpStepModel::loss(int microbatch, const torch::Tensor& /*logits*/,
+torch::Tensor HdpStepModel::tokens(int microbatch) {
+  // The executor's input and target columns; forward and loss read the row's own.
+  return torch::zeros({1, row(microbatch).input.size(1) + 1}, kLong);
+}
+
+torch::Tensor HdpStepModel::forward(int stage, int microbatch, const torch::Tensor& input) {
+  const auto& r = row(microbatch);
+  const auto& x = plan_.stages(stage).has_embedding() ? r.input : input;
+  const auto& sb = sub_batch(microbatch);
+  if (sb.group.size() == 1) return model_->forward_stage(stage, x, r.documents);
+  auto& group = groups_[microbatch];  // the view must outlive the backward
+  if (!group) group = std::make_unique<GroupView>(*rings_, stage_group(sb));
+  const ContextParallel context{r.held, group.get()};
+  return model_->forward_stage(stage, x, r.documents, &context);
+}
+
+torch::Tensor HdpStepModel::loss(int microbatch, const torch::Tensor& logits,
                                  const torch::Tensor& /*targets*/) {
-  throw PlanError("HDP: microbatch " + std::to_string(microbatch) +
-                  ": the loss is computed with the forward (forward_loss)");
+  return model_->loss(logits, row(microbatch).targets, std::max<int64_t>(step_targets_, 1));
 }
 
-torch::Tensor HdpStepModel::forward_loss(int /*stage*/, int microbatch, const torch::Tensor& /*input*/,
-                                         const torch::Tensor& /*targets*/) {
-  return hdp_sub_batch_loss(model_, sequences_, sub_batch(microbatch), *rings_, step_targets_,
-                            groups_[microbatch]);
+torch::Tensor HdpStepModel::forward_loss(int stage, int microbatch, const torch::Tensor& input,
+                                         const torch::Tensor& targets) {
+  return loss(microbatch, forward(stage, microbatch, input), targets);
 }
 
 void HdpStepModel::before_forward(int /*stage*/, int microbatch) {
   const auto& sb = sub_batch(microbatch);
   if (sb.group.size() < 2) return;
-  GroupView group(*rings_, std::vector<int>(sb.group.begin(), sb.group.end()));
+  GroupView group(*rings_, stage_group(sb));
   const int d = group.size(), r = group.rank();
   char out = 1, in = 0;
   group.sendrecv(&out, 1, (r + 1) % d, &in, 1, (r + d - 1) % d, kMeetingTag);
@@ -187,7 +225,7 @@ void HdpStepModel::before_forward(int /*stage*/, int microbatch) {
 
 report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double mean_compute_s,
                                                 bool timeline) const {
-  const auto& p = plan_of_step_;
+  const auto& p = plan_of_step_.hdp;
   report::HdpStepReport out;
   out.set_policy(hdp_policy_name(policy_));
   out.set_sequences(static_cast<int32_t>(p.placements.size()));
@@ -195,11 +233,11 @@ report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double
     (*out.mutable_degrees())[static_cast<int32_t>(d)] = static_cast<int32_t>(n);
   size_t slots = 0;
   for (const auto& rank : p.sub_batches) {
-    out.set_idle_ranks(out.idle_ranks() + (rank.empty() ? 1 : 0));
+    out.set_idle_ranks(out.idle_ranks() + (rank.empty() ? static_cast<int32_t>(stages_) : 0));
     slots += rank.size();
   }
-  out.set_step_predicted_s(p.step_s);
-  out.set_busy_max_over_mean_predicted(p.busy_max_over_mean());
+  out.set_step_predicted_s(plan_of_step_.step_s);
+  out.set_busy_max_over_mean_predicted(plan_of_step_.busy_max_over_mean());
   if (mean_compute_s > 0) out.set_busy_max_over_mean(busiest_compute_s / mean_compute_s);
   if (!timeline || slots > static_cast<size_t>(kTimelineSlots)) return out;
   for (size_t r = 0; r < p.sub_batches.size(); ++r) {
@@ -211,7 +249,7 @@ report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double
       slot->set_sequences(static_cast<int32_t>(sb.sequences.size()));
       slot->set_tokens(static_cast<int32_t>(sb.tokens_per_rank));
       slot->set_start_s(sb.start_s);
-      slot->set_seconds(seconds_of(sb));
+      slot->set_seconds(hdp_sub_batch_seconds(p, sb));
     }
   }
   return out;

@@ -201,6 +201,11 @@ std::vector<int64_t> StageExecutor::boundary_shape(int microbatch) const {
   return shape;
 }
 
+torch::Tensor StageExecutor::emulated_boundary(int microbatch) const {
+  // A step's own schedule sizes each microbatch's boundary (chunks, HDP's sub-batches).
+  return step_schedule_ ? torch::zeros(boundary_shape(microbatch), torch::kFloat32) : emulated_boundary_;
+}
+
 bool StageExecutor::recomputes(int microbatch) const {
   return recompute_ || (step_schedule_ && step_schedule_->recompute.at(static_cast<size_t>(microbatch)));
 }
@@ -347,7 +352,7 @@ void StageExecutor::forward(StepModel& model, const plan::Action& a, int mbi, St
     emulate(f0, step_schedule_ && !step_schedule_->forward_s.empty()
                     ? step_schedule_->forward_s.at(static_cast<size_t>(mbi))
                     : plan_.prediction().stage_forward_s(stage));
-    mb.output = st.has_lm_head() ? torch::zeros({}) : emulated_boundary_;
+    mb.output = st.has_lm_head() ? torch::zeros({}) : emulated_boundary(mbi);
     times.forward_s += seconds_since(f0);
     count_compute(times.stage_f, stage, f0_ns, times);
     return;
@@ -407,7 +412,7 @@ void StageExecutor::backward(StepModel& model, const plan::Action& a, int mbi, s
                     ? step_schedule_->backward_s.at(static_cast<size_t>(mbi))
                     : pred.stage_backward_s(stage) -
                           (a.kind() == plan::ACTION_I ? pred.stage_weight_s(stage) : 0.0));
-    if (!st.has_embedding()) mb.input_grad = emulated_boundary_;
+    if (!st.has_embedding()) mb.input_grad = emulated_boundary(mbi);
     mb.input = torch::Tensor();
     mb.output = torch::Tensor();
     times.backward_s += seconds_since(b0);

@@ -189,6 +189,7 @@ class StageExecutor {
   // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: [1, its chunk's
   // tokens, hidden]).
   std::vector<int64_t> boundary_shape(int microbatch) const;
+  torch::Tensor emulated_boundary(int microbatch) const;  // emulated compute's hand-on
   void post_receives(Part part);
   torch::Tensor wait_receive(const Key& key, StepTimes& times);
   void post_send(const plan::Action& action, int microbatch, bool ahead);

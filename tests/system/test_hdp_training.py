@@ -3,8 +3,11 @@ documents of mixed lengths (data.tokens_per_step), planned afresh on every rank,
 or split over a group of ranks with ring attention, the gradients summed over the world. On 4 ranks
 each policy (rondo, static, megatron) reproduces the same batches run on one rank within 1e-5 per
 step; so do a run cut at step 4 and resumed, and batches so small that the plan leaves ranks idle.
-A sequence no group can hold is refused naming the cap's key. With emulated compute the run reports
-the measured busy max/mean beside the planner's."""
+With pipeline parallelism the plan's groups are of pipelines (each sequence split over the same
+stage of several pipelines, its sub-batch the same microbatch of each one's 1F1B or GPipe schedule):
+2 and 3 pipelines of 2 stages reproduce one rank too. A sequence no group can hold is refused
+naming the cap's key. With emulated compute the run reports the measured busy max/mean beside the
+planner's, with and without pipelines."""
 from rondo_testlib import TINY, Context, by_step, rel_diff
 
 ctx = Context()
@@ -59,6 +62,20 @@ got = agrees("hdp4-small", by_step(small_one), SMALL + ["parallel.world_size=4",
 idle = sum(r["hdp_idle_ranks"] for r in got.values())
 ctx.check(idle > 0, f"ranks left idle by the plan ({idle} rank-steps) take part in the step")
 
+# Pipelines of 2 stages: groups of 2 and 3 pipelines, the schedules HDP runs on them.
+PP2 = ["parallel.pipeline_model_parallel_size=2"]
+for name, sets in (("hdp4-pp2-rondo", ["parallel.world_size=4", "parallel.max_tokens_per_rank=32"]),
+                   ("hdp4-pp2-megatron-gpipe", ["parallel.world_size=4", "parallel.max_tokens_per_rank=32",
+                                                "parallel.hdp_policy=megatron", "pipeline.schedule=gpipe"]),
+                   ("hdp6-pp2-rondo", ["parallel.world_size=6", "parallel.max_tokens_per_rank=22"])):
+    got = agrees(name, ref, HDP + PP2 + sets)
+    degrees = {int(d) for r in got.values() for d in r["hdp_degrees"]}
+    ctx.check(max(degrees) > 1, f"{name}: sequences split over groups of pipelines: {degrees}")
+_, proc = ctx.run("hdp-pp-cap", HDP + PP2 + ["parallel.world_size=4", "parallel.max_tokens_per_rank=16"],
+                  expect_status=None)
+ctx.check(proc.returncode != 0 and "parallel.max_tokens_per_rank" in proc.stderr + proc.stdout,
+          f"2 pipelines cannot hold a 64-token sequence at 16 tokens per rank: refused naming the key")
+
 # No group of 4 ranks holds a 64-token sequence at 8 tokens per rank: refused before launch.
 _, proc = ctx.run("hdp-cap", HDP + ["parallel.world_size=4", "parallel.max_tokens_per_rank=8"], expect_status=None)
 ctx.check(proc.returncode != 0 and "parallel.max_tokens_per_rank" in proc.stderr + proc.stdout,
@@ -69,4 +86,9 @@ emulated, _ = ctx.run("hdp4-emulated", HDP + FOUR + ["training.emulate_compute=t
 got = by_step(emulated)
 ctx.check(all("hdp_busy_max_over_mean" in r and r["hdp_busy_max_over_mean_predicted"] >= 1.0 for r in got.values()),
           "every step reports the measured busy max/mean beside the planner's")
+emulated, _ = ctx.run("hdp4-pp2-emulated", HDP + PP2 + ["parallel.world_size=4", "parallel.max_tokens_per_rank=32",
+                                                        "training.emulate_compute=true", "pipeline.device_tflops=0.005"])
+got = by_step(emulated)
+ctx.check(sorted(got) == list(range(1, 13)) and all("hdp_busy_max_over_mean" in r for r in got.values()),
+          "with pipelines too (the emulated stages hand on each sub-batch's own size)")
 ctx.finish()
