@@ -97,7 +97,8 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(parallel, hdp,
                 "hybrid data/context parallelism (ByteScale-style): every step's sequences each get a "
                 "context-parallel group sized for them, laid out so all ranks finish together (`rondo plan "
-                "--steps N` compares the policies; `rondo run` trains, cpu; docs/hdp.md)"),
+                "--steps N` compares the policies; `rondo run` trains, cpu; with pp > 1 the groups are of "
+                "pipelines, gpipe or 1f1b; docs/hdp.md)"),
       RONDO_KEY(
           parallel, hdp_policy,
           "parallel.hdp: rondo (degrees chosen for time, groups packed to the lower bound) | megatron "

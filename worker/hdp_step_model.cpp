@@ -229,6 +229,7 @@ report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double
   report::HdpStepReport out;
   out.set_policy(hdp_policy_name(policy_));
   out.set_sequences(static_cast<int32_t>(p.placements.size()));
+  out.set_stages(static_cast<int32_t>(stages_));
   for (const auto& [d, n] : p.degree_histogram())
     (*out.mutable_degrees())[static_cast<int32_t>(d)] = static_cast<int32_t>(n);
   size_t slots = 0;

@@ -144,18 +144,19 @@ finally:
         proc.terminate()
         proc.wait(timeout=60)
 
-# parallel.hdp: the step's groups on the planner's timeline, a group's members in one colour.
+# parallel.hdp: the step's groups on the planner's timeline, a group's members in one colour; with
+# pipelines (2 of 2 stages here) a row is a pipeline.
 port = free_port()
 HDP = TINY + ["parallel.world_size=4", "parallel.hdp=true", "data.path=lognormal", "data.lognormal_mu=3",
               "data.lognormal_sigma=1", "data.lognormal_documents=2000", "data.tokens_per_step=512",
-              "parallel.max_tokens_per_rank=16", "training.train_iters=6"]
+              "parallel.max_tokens_per_rank=32", "parallel.pipeline_model_parallel_size=2", "training.train_iters=6"]
 run_dir, proc = ctx.start("hdp", HDP, extra=["--dashboard-port", str(port), "--linger", "120"])
 try:
     wait_for(lambda: len(rows(run_dir)) >= 6, 300, "6 HDP steps")
     hdp = json.loads(get(f"http://127.0.0.1:{port}/api/state")[0]).get("hdp", {})
     slots = hdp.get("slots", [])
     grouped = [x for x in slots if x.get("degree", 1) > 1]
-    ctx.check(hdp.get("policy") == "rondo" and slots and grouped
+    ctx.check(hdp.get("policy") == "rondo" and slots and grouped and hdp.get("stages") == 2
               and sum(hdp["degrees"].values()) == hdp["sequences"],
               f"/api/state has the step's plan: {len(slots)} sub-batches, {len(grouped)} on groups")
     dom = chromium("--virtual-time-budget=5000", "--dump-dom", f"http://127.0.0.1:{port}/").stdout
@@ -163,8 +164,8 @@ try:
     svg = dom[dom.find('<svg id="hdp"'):]
     svg = svg[:svg.find("</svg>")]
     ctx.check('id="hdp-card" hidden' not in dom and len(drawn) == len(grouped) and "busy max/mean measured" in dom
-              and "NaN" not in svg and "undefined" not in svg,
-              f"the dashboard draws the step's groups ({len(drawn)} group slots) and its balance")
+              and "NaN" not in svg and "undefined" not in svg and ">pipe 1<" in svg and ">pipe 2<" not in svg,
+              f"the dashboard draws the step's groups ({len(drawn)} group slots) on its 2 pipelines and its balance")
     screenshot("dashboard-hdp.png", f"http://127.0.0.1:{port}/")
 finally:
     if proc.poll() is None:
