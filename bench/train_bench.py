@@ -23,8 +23,8 @@
                                    # (both rows split between the ranks, ring attention): tokens/s, peak RSS
   bench/train_bench.py hdp         # HDP on 2 and 4 ranks, mixed lengths: the rondo, megatron and static policies on the
                                    # same batches (tokens/s, busy max/mean measured and planned), and the same at
-                                   # 16 ranks with emulated compute, also as 8 pipelines of 2 stages
-                                   # (HDP_CASES=2,4,16,16pp2: which cases)
+                                   # 16 ranks with emulated compute; 4 and 16 also as pipelines of 2 stages
+                                   # (HDP_CASES=2,4,4pp2,16,16pp2: which cases)
   bench/train_bench.py moe-partition  # MoE at ep=2 with the gradient reduction overlapped: FSMoE's gradient
                                    # partitioning (moe.gradient_partitioning) on and off, with and without a slow
                                    # (emulated) link: step time, exposed allreduce, buckets done inside the backward
@@ -438,19 +438,20 @@ def hdp(tmp, rounds):
     group of 2 or more). Each policy on the same batches: tokens/s and the ranks' busy max/mean,
     measured (compute seconds of the busiest rank over the mean) and as the planner predicted it.
     The cost model is set for this CPU (pipeline.device_tflops, p2p_*). On 2 ranks (this machine's
-    cores) and 4 (two per core); then 16 ranks with emulated compute (each sub-batch sleeps for the
-    planner's seconds, groups meet for real), as 16 ranks and as 8 pipelines of 2 stages (1f1b:
-    the planner's groups are of pipelines, the step it predicts simulated on every stage)."""
+    cores) and 4 (two per core), also as 2 pipelines of 2 stages; then 16 ranks with emulated compute
+    (each sub-batch sleeps for the planner's seconds, groups meet for real), as 16 ranks and as 8
+    pipelines of 2 stages (1f1b: the planner's groups are of pipelines, the step it predicts
+    simulated on every stage)."""
     data = model_sets(dict(SMALL, seq=1024)) + [
         "parallel.hdp=true", "data.path=lognormal", "data.lognormal_mu=5", "data.lognormal_sigma=1.2",
         "data.lognormal_documents=4000", "data.tokens_per_step=4096", "parallel.max_tokens_per_rank=512",
         "pipeline.device_tflops=0.01", "pipeline.p2p_bandwidth_gbps=5", "pipeline.p2p_latency_s=5e-5"]
     policies = ("rondo", "megatron", "static")
     emulated = ["training.emulate_compute=true", "pipeline.device_tflops=0.005"]
-    cases = os.environ.get("HDP_CASES", "2,4,16,16pp2").split(",")
+    cases = os.environ.get("HDP_CASES", "2,4,4pp2,16,16pp2").split(",")
     pp2 = ["parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b"]
-    for case, ranks, extra, steps in (("2", 2, [], 30), ("4", 4, [], 30), ("16", 16, emulated, 20),
-                                      ("16pp2", 16, emulated + pp2, 20)):
+    for case, ranks, extra, steps in (("2", 2, [], 30), ("4", 4, [], 30), ("4pp2", 4, pp2, 30),
+                                      ("16", 16, emulated, 20), ("16pp2", 16, emulated + pp2, 20)):
         if case not in cases:
             continue
         runs = {p: [] for p in policies}
@@ -458,7 +459,7 @@ def hdp(tmp, rounds):
             for p in policies:
                 runs[p].append(rondo_run(tmp, "hdp", data + extra + [f"parallel.world_size={ranks}",
                                                                    f"parallel.hdp_policy={p}"], steps=steps, warmup=3))
-        label = f"{ranks} ranks" + (" (8 pipelines of 2 stages)" if pp2[0] in extra else "") + (
+        label = f"{ranks} ranks" + (f" ({ranks // 2} pipelines of 2 stages)" if pp2[0] in extra else "") + (
             ", emulated compute" if extra else "")
         for p, r in runs.items():
             measured, planned = median_of(r, "hdp_busy_max_over_mean"), median_of(r, "hdp_busy_max_over_mean_predicted")

@@ -79,18 +79,18 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
     for (HdpPolicy policy : kHdpPolicies) {
       auto& s = sums[policy];
       const auto t0 = std::chrono::steady_clock::now();
+      const auto tally = [&](const HdpPlan& plan, double step, double balance) {
+        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        s.step += step;
+        s.balance += balance;
+        for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
+      };
       if (stages == 1) {
         const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
-        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        s.step += plan.step_s;
-        s.balance += plan.busy_max_over_mean();
-        for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
+        tally(plan, plan.step_s, plan.busy_max_over_mean());
       } else {  // the step simulated on the pipelines
         const auto plan = plan_hdp_pipelines(lengths, policy, options, stages, c.pipeline.schedule, cost);
-        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        s.step += plan.step_s;
-        s.balance += plan.busy_max_over_mean();
-        for (auto [d, n] : plan.hdp.degree_histogram()) s.degrees[d] += n;
+        tally(plan.hdp, plan.step_s, plan.busy_max_over_mean());
       }
       s.bound += bound;
     }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
-#include <tuple>
 
 #include "common/errors.h"
 #include "parallelism/rank_timelines.h"
@@ -14,38 +13,47 @@ namespace rondo {
 
 namespace {
 
-using Index = std::vector<std::vector<int64_t>>;  // [pipeline][wave] -> sub-batch, or -1
-
-// Every pipeline's sub-batches in waves, in order of their starts: a sub-batch alone on its
-// pipeline takes the pipeline's next wave, a group's the first wave all its members have free.
+// Every pipeline's sub-batches in waves, in each pipeline's order (the planner's, by start): a
+// sub-batch alone on its pipeline takes the pipeline's next wave; a group's, once it heads every
+// member's remaining sub-batches, the first wave all its members have free. Times play no part.
 void assign_waves(HdpPipelinePlan& out) {
   const auto& subs = out.hdp.sub_batches;
   const size_t pipelines = subs.size();
-  std::vector<std::tuple<double, size_t, size_t>> order;
-  for (size_t p = 0; p < pipelines; ++p)
-    for (size_t i = 0; i < subs[p].size(); ++i) order.emplace_back(subs[p][i].start_s, p, i);
-  std::sort(order.begin(), order.end());
   out.wave.assign(pipelines, {});
   for (size_t p = 0; p < pipelines; ++p) out.wave[p].assign(subs[p].size(), -1);
   std::vector<size_t> cursor(pipelines, 0);  // each pipeline's first sub-batch without a wave
   std::vector<int64_t> next(pipelines, 0);   // and its first free wave
-  for (const auto& [start, p, i] : order) {
-    if (out.wave[p][i] >= 0) continue;  // a group's, placed with its first member
-    const auto& sb = subs[p][i];
-    int64_t w = 0;
-    for (int64_t q : sb.group) w = std::max(w, next[static_cast<size_t>(q)]);
-    for (int64_t q64 : sb.group) {
-      const auto q = static_cast<size_t>(q64);
-      const size_t j = cursor[q];
-      if (j >= subs[q].size() || subs[q][j].group != sb.group || subs[q][j].sequences != sb.sequences)
-        throw std::logic_error("hdp waves: pipeline " + std::to_string(q) + " reaches sequence " +
-                               std::to_string(sb.sequences.front()) + "'s group out of order");
-      out.wave[q][j] = w;
-      ++cursor[q];
-      next[q] = w + 1;
+  size_t left = 0;
+  for (const auto& p : subs) left += p.size();
+  while (left > 0) {
+    const size_t before = left;
+    for (size_t p = 0; p < pipelines; ++p) {
+      for (; cursor[p] < subs[p].size();) {
+        const auto& sb = subs[p][cursor[p]];
+        const auto heads = [&](int64_t q64) {
+          const auto q = static_cast<size_t>(q64);
+          return cursor[q] < subs[q].size() && subs[q][cursor[q]].group == sb.group &&
+                 subs[q][cursor[q]].sequences == sb.sequences;
+        };
+        if (!std::all_of(sb.group.begin(), sb.group.end(), heads)) break;  // a member has others first
+        int64_t w = 0;
+        for (int64_t q : sb.group) w = std::max(w, next[static_cast<size_t>(q)]);
+        for (int64_t q64 : sb.group) {
+          const auto q = static_cast<size_t>(q64);
+          out.wave[q][cursor[q]++] = w;
+          next[q] = w + 1;
+          --left;
+        }
+        out.waves = std::max(out.waves, w + 1);
+      }
     }
-    out.waves = std::max(out.waves, w + 1);
+    if (left == before)
+      throw std::logic_error("hdp waves: the pipelines' sub-batches meet their groups in different orders");
   }
+  out.in_wave.assign(pipelines, std::vector<int64_t>(static_cast<size_t>(out.waves), -1));
+  for (size_t p = 0; p < pipelines; ++p)
+    for (size_t i = 0; i < out.wave[p].size(); ++i)
+      out.in_wave[p][static_cast<size_t>(out.wave[p][i])] = static_cast<int64_t>(i);
 }
 
 struct Rank {
@@ -58,18 +66,12 @@ struct Rank {
 // members are ready for it.
 class WaveSimulation {
  public:
-  WaveSimulation(HdpPipelinePlan& plan, const std::string& schedule, const ContextParallelCost& cost)
+  WaveSimulation(HdpPipelinePlan& plan, const ContextParallelCost& cost)
       : plan_(plan), cost_(cost), pipelines_(plan.hdp.sub_batches.size()), stages_(plan.stages) {
-    index_.assign(pipelines_, std::vector<int64_t>(static_cast<size_t>(plan.waves), -1));
-    for (size_t p = 0; p < pipelines_; ++p)
-      for (size_t i = 0; i < plan.wave[p].size(); ++i)
-        index_[p][static_cast<size_t>(plan.wave[p][i])] = static_cast<int64_t>(i);
-    if (schedule != "1f1b" && schedule != "gpipe")
-      throw ConfigError("pipeline.schedule",
-                        "HDP with pipeline parallelism runs gpipe or 1f1b, not '" + schedule + "'");
     PipelineSchedule tmpl;
     if (plan.waves > 0)
-      tmpl = generate_schedule({schedule, static_cast<int>(stages_), static_cast<int>(plan.waves), 1, {}});
+      tmpl =
+          generate_schedule({plan.schedule, static_cast<int>(stages_), static_cast<int>(plan.waves), 1, {}});
     ranks_.assign(pipelines_, std::vector<Rank>(static_cast<size_t>(stages_)));
     const auto none = std::vector<double>(static_cast<size_t>(plan.waves), -1.0);
     forward_done_.assign(pipelines_, std::vector<std::vector<double>>(static_cast<size_t>(stages_), none));
@@ -77,7 +79,7 @@ class WaveSimulation {
     for (size_t p = 0; p < pipelines_; ++p) {
       for (int64_t s = 0; s < stages_ && plan.waves > 0; ++s) {
         for (const auto& a : tmpl.ranks.at(static_cast<size_t>(s)))
-          if (index_[p][static_cast<size_t>(a.microbatch)] >= 0) rank(p, s).actions.push_back(a);
+          if (plan.sub_batch_in(static_cast<int64_t>(p), a.microbatch) >= 0) rank(p, s).actions.push_back(a);
       }
     }
     plan.busy_s.assign(pipelines_, std::vector<double>(static_cast<size_t>(stages_), 0.0));
@@ -100,7 +102,7 @@ class WaveSimulation {
  private:
   Rank& rank(size_t p, int64_t s) { return ranks_[p][static_cast<size_t>(s)]; }
   const HdpSubBatch& sub_batch(size_t p, int wave) const {
-    return plan_.hdp.sub_batches[p][static_cast<size_t>(index_[p][static_cast<size_t>(wave)])];
+    return plan_.hdp.sub_batches[p][static_cast<size_t>(plan_.sub_batch_in(static_cast<int64_t>(p), wave))];
   }
   double transfer_s(const HdpSubBatch& sb) const {
     const auto& spec = cost_.spec();
@@ -154,14 +156,13 @@ class WaveSimulation {
   const ContextParallelCost& cost_;
   size_t pipelines_;
   int64_t stages_;
-  Index index_;
   std::vector<std::vector<Rank>> ranks_;
   std::vector<std::vector<std::vector<double>>> forward_done_, backward_done_;  // [p][s][wave]
 };
 
 // rondo on pipelines: every sequence on the smallest group that computes it within `cell_s`
 // (a pipeline's microbatch), groups longest first onto the pipelines free earliest, sequences
-// alone packed first-fit into microbatches of up to `cell_s` and the cap, the largest first onto
+// alone packed first-fit into microbatches of up to `pack_s` and the cap, the largest first onto
 // the least busy pipeline (or an idle gap a group leaves). Small microbatches shorten the fill and
 // drain of every pipeline, larger groups cost ring transfers: plan_hdp_pipelines tries several.
 HdpPlan plan_cells_within(const std::vector<int64_t>& lengths, const HdpOptions& o,
@@ -229,6 +230,14 @@ HdpPlan plan_cells_within(const std::vector<int64_t>& lengths, const HdpOptions&
 
 }  // namespace
 
+std::string hdp_wave_schedule(int64_t stages, const std::string& schedule) {
+  if (stages <= 1) return "1f1b";  // each sub-batch's forward then its backward
+  if (schedule != "1f1b" && schedule != "gpipe")
+    throw ConfigError("pipeline.schedule",
+                      "HDP with pipeline parallelism runs gpipe or 1f1b, not '" + schedule + "'");
+  return schedule;
+}
+
 double hdp_sub_batch_seconds(const HdpPlan& plan, const HdpSubBatch& sb) {
   double seconds = 0;
   for (int64_t s : sb.sequences) seconds += plan.placements.at(static_cast<size_t>(s)).seconds;
@@ -236,9 +245,8 @@ double hdp_sub_batch_seconds(const HdpPlan& plan, const HdpSubBatch& sb) {
 }
 
 int64_t HdpPipelinePlan::sub_batch_in(int64_t pipeline, int64_t w) const {
-  const auto& mine = wave.at(static_cast<size_t>(pipeline));
-  const auto it = std::find(mine.begin(), mine.end(), w);
-  return it == mine.end() ? -1 : static_cast<int64_t>(it - mine.begin());
+  if (w < 0 || w >= waves) return -1;
+  return in_wave.at(static_cast<size_t>(pipeline))[static_cast<size_t>(w)];
 }
 
 double HdpPipelinePlan::busy_max_over_mean() const {
@@ -253,10 +261,11 @@ HdpPipelinePlan plan_hdp_waves(HdpPlan hdp, int64_t stages, const std::string& s
                                const ContextParallelCost& cost) {
   if (stages < 1) throw ConfigError("parallel.pipeline_model_parallel_size", "must be >= 1");
   HdpPipelinePlan out;
+  out.schedule = hdp_wave_schedule(stages, schedule);
   out.hdp = std::move(hdp);
   out.stages = stages;
   assign_waves(out);
-  WaveSimulation(out, schedule, cost).run();
+  WaveSimulation(out, cost).run();
   return out;
 }
 
@@ -274,7 +283,7 @@ HdpPipelinePlan plan_hdp_pipelines(const std::vector<int64_t>& lengths, HdpPolic
     work += cost.work(l, d);
   }
   const double floor_s = work / static_cast<double>(options.ranks) / static_cast<double>(8 * stages);
-  for (double cell_s = longest; cell_s >= floor_s; cell_s /= std::sqrt(2.0)) {
+  for (double cell_s = std::max(longest, floor_s); cell_s >= floor_s; cell_s /= std::sqrt(2.0)) {
     for (double pack_s = cell_s; pack_s >= floor_s; pack_s /= std::sqrt(2.0)) {
       auto plan =
           plan_hdp_waves(plan_cells_within(lengths, options, cost, cell_s, pack_s), stages, schedule, cost);

@@ -6,9 +6,7 @@
 #include <utility>
 
 #include "common/errors.h"
-#include "pipeline/pipeline_schedule.h"
-#include "pipeline/plan_actions.h"
-#include "pipeline/transfer_lowering.h"
+#include "pipeline/exec/step_schedule.h"
 #include "proto/plan_names.h"
 #include "worker/hdp_step.h"
 
@@ -60,9 +58,11 @@ HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const Token
                     ", dp " + std::to_string(mesh.dp()) + ", tp " + std::to_string(mesh.tp()) + ", cp " +
                     std::to_string(mesh.cp()) + " for " + std::to_string(world.size()) + " ranks)");
   }
-  const std::string schedule = name_of(plan.schedule());
-  if (stages_ > 1 && schedule != "1f1b" && schedule != "gpipe")
-    throw PlanError("plan: HDP's pipelines run gpipe or 1f1b, not " + schedule);
+  try {
+    hdp_wave_schedule(stages_, name_of(plan.schedule()));
+  } catch (const ConfigError& e) {
+    throw PlanError(std::string("plan: HDP's pipelines: ") + e.what());
+  }
   if (plan.data().chunk_size() > 0 || plan.asynchronous() || plan.stateless_workers())
     throw PlanError(
         "plan: HDP runs neither chunked training, an asynchronous pipeline nor stateless workers");
@@ -130,16 +130,10 @@ void HdpStepModel::make_schedule() {
   schedule_.loss_scale = 1.0;  // each loss is already this rank's share of the step's mean
   rank_targets_ = 0;
   const int waves = static_cast<int>(plan_of_step_.waves);
-  if (waves > 0) {  // the template over the waves, less those this pipeline has nothing in
-    const auto tmpl = generate_schedule({name_of(plan_.schedule()), static_cast<int>(stages_), waves, 1, {}});
-    google::protobuf::RepeatedPtrField<plan::Action> all;
-    const auto& mine = world_rank_.at(static_cast<size_t>(pipeline_));
-    append_plan_actions(
-        lower_transfers(tmpl).at(static_cast<size_t>(stage_)),
-        [&](int pp) { return mine.at(static_cast<size_t>(pp)); }, all);
-    for (const auto& a : all)
-      if (plan_of_step_.sub_batch_in(pipeline_, a.microbatch()) >= 0) *schedule_.actions.Add() = a;
-  }
+  // The template over the waves, less those this pipeline has nothing in.
+  schedule_.actions =
+      pipeline_step_actions(plan_, rank_, {plan_of_step_.schedule, static_cast<int>(stages_), waves, 1, {}},
+                            [&](int w) { return plan_of_step_.sub_batch_in(pipeline_, w) >= 0; });
   const bool emulate = plan_.training().emulate_compute();
   const bool last_stage = stage_ == stages_ - 1;
   for (int w = 0; w < waves; ++w) {
@@ -160,9 +154,6 @@ void HdpStepModel::make_schedule() {
       rank_targets_ += static_cast<double>(
           sequences_.at(static_cast<size_t>(s)).slice(0, 1).ne(-100).sum().item<int64_t>());
   }
-  for (const auto& a : plan_.ranks(rank_).actions()) {
-    if (a.kind() == plan::ACTION_ALLREDUCE || a.kind() == plan::ACTION_OPTIM) *schedule_.actions.Add() = a;
-  }
 }
 
 const HdpSubBatch& HdpStepModel::sub_batch(int microbatch) const {
@@ -181,11 +172,15 @@ const HdpRow& HdpStepModel::row(int microbatch) {
   return rows_.emplace(microbatch, hdp_row(sequences_, sb, member)).first->second;
 }
 
-std::vector<int> HdpStepModel::stage_group(const HdpSubBatch& sb) const {
-  std::vector<int> out;
-  for (int64_t p : sb.group)
-    out.push_back(world_rank_.at(static_cast<size_t>(p)).at(static_cast<size_t>(stage_)));
-  return out;
+GroupView& HdpStepModel::group(int microbatch) {
+  auto& view = groups_[microbatch];  // kept for the step: the backward's ring needs it
+  if (!view) {
+    std::vector<int> members;
+    for (int64_t p : sub_batch(microbatch).group)
+      members.push_back(world_rank_.at(static_cast<size_t>(p)).at(static_cast<size_t>(stage_)));
+    view = std::make_unique<GroupView>(*rings_, std::move(members));
+  }
+  return *view;
 }
 
 torch::Tensor HdpStepModel::tokens(int microbatch) {
@@ -196,11 +191,8 @@ torch::Tensor HdpStepModel::tokens(int microbatch) {
 torch::Tensor HdpStepModel::forward(int stage, int microbatch, const torch::Tensor& input) {
   const auto& r = row(microbatch);
   const auto& x = plan_.stages(stage).has_embedding() ? r.input : input;
-  const auto& sb = sub_batch(microbatch);
-  if (sb.group.size() == 1) return model_->forward_stage(stage, x, r.documents);
-  auto& group = groups_[microbatch];  // the view must outlive the backward
-  if (!group) group = std::make_unique<GroupView>(*rings_, stage_group(sb));
-  const ContextParallel context{r.held, group.get()};
+  if (sub_batch(microbatch).group.size() == 1) return model_->forward_stage(stage, x, r.documents);
+  const ContextParallel context{r.held, &group(microbatch)};
   return model_->forward_stage(stage, x, r.documents, &context);
 }
 
@@ -215,12 +207,11 @@ torch::Tensor HdpStepModel::forward_loss(int stage, int microbatch, const torch:
 }
 
 void HdpStepModel::before_forward(int /*stage*/, int microbatch) {
-  const auto& sb = sub_batch(microbatch);
-  if (sb.group.size() < 2) return;
-  GroupView group(*rings_, stage_group(sb));
-  const int d = group.size(), r = group.rank();
+  if (sub_batch(microbatch).group.size() < 2) return;
+  auto& g = group(microbatch);
+  const int d = g.size(), r = g.rank();
   char out = 1, in = 0;
-  group.sendrecv(&out, 1, (r + 1) % d, &in, 1, (r + d - 1) % d, kMeetingTag);
+  g.sendrecv(&out, 1, (r + 1) % d, &in, 1, (r + d - 1) % d, kMeetingTag);
 }
 
 report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double mean_compute_s,

@@ -43,8 +43,9 @@ ContextParallelCost hdp_cost_of(const plan::Plan& plan);
 class HdpStepModel : public StepModel {
  public:
   // `world` spans the plan's ranks (a duplicate of it carries the rings: built here, collectively).
-  // `inner`, `corpus`, `batches` and `world` must outlive this. Throws PlanError when the plan
-  // is not one stage holding the whole model on every rank, or chunks, streams or is stateless.
+  // `inner`, `corpus`, `batches` and `world` must outlive this. Throws PlanError unless every rank
+  // holds one stage of a pipeline (the data-parallel groups being the pipelines) running gpipe or
+  // 1f1b, or when the plan chunks, streams or is stateless.
   HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,
                const StepBatches& batches, StagedModel model, Communicator& world);
   ~HdpStepModel() override;
@@ -78,9 +79,9 @@ class HdpStepModel : public StepModel {
  private:
   void draw_to(int64_t step);  // the batches drawn up to `step` (1-based)
   std::vector<torch::Tensor> read_sequences(const std::vector<HdpSequence>& batch) const;
-  const HdpSubBatch& sub_batch(int microbatch) const;         // this pipeline's in wave `microbatch`
-  const HdpRow& row(int microbatch);                          // its row on this rank (made once a step)
-  std::vector<int> stage_group(const HdpSubBatch& sb) const;  // the world ranks of its group here
+  const HdpSubBatch& sub_batch(int microbatch) const;  // this pipeline's in wave `microbatch`
+  const HdpRow& row(int microbatch);                   // its row on this rank (made once a step)
+  GroupView& group(int microbatch);                    // its group's ranks of this stage
   void make_schedule();
 
   const plan::Plan& plan_;

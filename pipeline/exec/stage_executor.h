@@ -186,8 +186,8 @@ class StageExecutor {
   // Takes the step's schedule from the model (required with chunked pipeline microbatches), or
   // the plan's: the actions, microbatch count and loss scale the step runs with.
   void begin_step(StepModel& model);
-  // [micro_batch, tokens, hidden] of a microbatch's stage boundary (chunked: [1, its chunk's
-  // tokens, hidden]).
+  // [micro_batch, tokens, hidden] of a microbatch's stage boundary (a step's own schedule, chunked
+  // or HDP: [1, the microbatch's tokens, hidden]).
   std::vector<int64_t> boundary_shape(int microbatch) const;
   torch::Tensor emulated_boundary(int microbatch) const;  // emulated compute's hand-on
   void post_receives(Part part);
