@@ -7,24 +7,14 @@
 #include <algorithm>
 
 #include "common/errors.h"
-#include "data/hdp_batches.h"
-#include "data/lognormal_mix.h"
 #include "parallelism/hdp_pipelines.h"
+#include "tests/unit/hdp_test_batches.h"
 
 namespace rondo {
 namespace {
 
-ContextParallelCost seven_b() {
-  return ContextParallelCost({.dims = {32, 4096, 16384, 32000, 262144},
-                              .device_flops = 400e12,
-                              .link_bytes_per_s = 100e9,
-                              .link_latency_s = 1e-5});
-}
-
-std::vector<int64_t> mixed_batch(int64_t tokens, int64_t longest, uint64_t seed) {
-  HdpBatches draw(lognormal_lengths({20000, 7.625, 1.6, 4000000, seed}), tokens, longest, seed);
-  return draw.next();
-}
+using testing::mixed_batch;
+using testing::seven_b;
 
 void expect_valid_waves(const HdpPipelinePlan& plan) {
   const auto& subs = plan.hdp.sub_batches;

@@ -15,24 +15,14 @@
 #include "orchestrator/hdp_report.h"
 #include "parallelism/hdp_planner.h"
 #include "parallelism/model_flops.h"
+#include "tests/unit/hdp_test_batches.h"
 #include "tests/unit/rondo_cli.h"
 
 namespace rondo {
 namespace {
 
-// A 7B-class GPT on devices of 400 TFLOP/s joined at 100 GB/s.
-ContextParallelCost seven_b() {
-  return ContextParallelCost({.dims = {32, 4096, 16384, 32000, 262144},
-                              .device_flops = 400e12,
-                              .link_bytes_per_s = 100e9,
-                              .link_latency_s = 1e-5});
-}
-
-// Lengths of a lognormal mix (median 2,048, sigma 1.6) cut at `longest`, filling `tokens`.
-std::vector<int64_t> mixed_batch(int64_t tokens, int64_t longest, uint64_t seed) {
-  HdpBatches draw(lognormal_lengths({20000, 7.625, 1.6, 4000000, seed}), tokens, longest, seed);
-  return draw.next();
-}
+using testing::mixed_batch;
+using testing::seven_b;
 
 TEST(ContextParallelCost, OneRankIsTheWholeModelForwardAndBackward) {
   const auto cost = seven_b();
