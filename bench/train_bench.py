@@ -460,7 +460,7 @@ def hdp(tmp, rounds):
                 runs[p].append(rondo_run(tmp, "hdp", data + extra + [f"parallel.world_size={ranks}",
                                                                    f"parallel.hdp_policy={p}"], steps=steps, warmup=3))
         label = f"{ranks} ranks" + (f" ({ranks // 2} pipelines of 2 stages)" if pp2[0] in extra else "") + (
-            ", emulated compute" if extra else "")
+            ", emulated compute" if emulated[0] in extra else "")
         for p, r in runs.items():
             measured, planned = median_of(r, "hdp_busy_max_over_mean"), median_of(r, "hdp_busy_max_over_mean_predicted")
             print(f"hdp: {label}, {p}: {median_of(r, 'tokens_per_s'):.0f} tokens/s, step "
