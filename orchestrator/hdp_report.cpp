@@ -4,20 +4,38 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <set>
 
 #include "common/errors.h"
 #include "data/hdp_batches.h"
 #include "data/indexed_dataset.h"
 #include "data/lognormal_mix.h"
 #include "data/token_corpus.h"
+#include "orchestrator/fabric.h"
 #include "orchestrator/model_dims.h"
+#include "orchestrator/plan_builder.h"
 #include "parallelism/hdp_pipelines.h"
 
 namespace rondo {
 
 HdpOptions hdp_options(const Config& c) {
-  return {c.parallel.world_size / std::max<int64_t>(c.parallel.pipeline_model_parallel_size, 1),
-          c.parallel.max_tokens_per_rank > 0 ? c.parallel.max_tokens_per_rank : c.model.seq_length};
+  const auto& p = c.parallel;
+  HdpOptions o(p.world_size / std::max<int64_t>(p.pipeline_model_parallel_size, 1),
+               p.max_tokens_per_rank > 0 ? p.max_tokens_per_rank : c.model.seq_length);
+  if (const auto fabric = fabric_of(c)) {
+    // HDP's ranks are the pipelines (one rank each at pp = 1): a pipeline's host is where its
+    // stages are.
+    const DeviceMesh mesh = mesh_of(c);
+    std::vector<std::vector<int64_t>> stage_hosts(static_cast<size_t>(o.ranks),
+                                                  std::vector<int64_t>(static_cast<size_t>(mesh.pp())));
+    for (int r = 0; r < mesh.world_size(); ++r) {
+      const MeshCoords at = mesh.coords(r);
+      stage_hosts.at(static_cast<size_t>(at.dp)).at(static_cast<size_t>(at.pp)) =
+          fabric->host_of_rank.at(static_cast<size_t>(r));
+    }
+    hdp_set_hosts(o, hdp_pipeline_hosts(stage_hosts));
+  }
+  return o;
 }
 
 int64_t hdp_tokens_per_step(const Config& c) {
@@ -26,11 +44,19 @@ int64_t hdp_tokens_per_step(const Config& c) {
 }
 
 ContextParallelCost hdp_cost(const Config& c) {
-  const auto& m = c.model;
-  return ContextParallelCost({.dims = model_dims(m),
-                              .device_flops = c.pipeline.device_tflops * 1e12,
-                              .link_bytes_per_s = c.pipeline.p2p_bandwidth_gbps * 1e9,
-                              .link_latency_s = c.pipeline.p2p_latency_s});
+  ContextParallelCostSpec spec{.dims = model_dims(c.model),
+                               .device_flops = c.pipeline.device_tflops * 1e12,
+                               .link_bytes_per_s = c.pipeline.p2p_bandwidth_gbps * 1e9,
+                               .link_latency_s = c.pipeline.p2p_latency_s};
+  if (const auto fabric = fabric_of(c)) {
+    // Between hosts a rank has its share of its host's link: every rank of a host may be passing
+    // a ring to another host at once.
+    std::map<int, int64_t> per_host;
+    int64_t most = 1;
+    for (int h : fabric->host_of_rank) most = std::max(most, ++per_host[h]);
+    spec.cross_host_bytes_per_s = c.topology.host_gbps * 1e9 / 8 / static_cast<double>(most);
+  }
+  return ContextParallelCost(spec);
 }
 
 std::vector<int64_t> hdp_document_lengths(const Config& c) {
@@ -65,8 +91,19 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
   const int64_t stages = c.parallel.pipeline_model_parallel_size;
   HdpBatches draw = batches_of(c);
   struct Sums {
-    double step = 0, balance = 0, bound = 0, seconds = 0;
+    double step = 0, balance = 0, bound = 0, seconds = 0, blind_step = 0;
+    int64_t groups = 0, across = 0;  // groups of more than one rank, and those spanning hosts
     std::map<int64_t, int64_t> degrees;
+  };
+  // rondo placing its groups as if every rank were on one host, timed on the hosts it has.
+  HdpOptions blind = options;
+  hdp_set_hosts(blind, {});
+  const auto fabric_blind_step = [&](const std::vector<int64_t>& lengths) {
+    if (stages == 1)
+      return hdp_retimed(plan_hdp(lengths, HdpPolicy::kRondo, blind, cost), options, cost).step_s;
+    const auto plan =
+        plan_hdp_pipelines(lengths, HdpPolicy::kRondo, blind, stages, c.pipeline.schedule, cost);
+    return plan_hdp_waves(hdp_retimed(plan.hdp, options, cost), stages, c.pipeline.schedule, cost).step_s;
   };
   std::map<HdpPolicy, Sums> sums;
   double sequences = 0, tokens = 0;
@@ -84,6 +121,10 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
         s.step += step;
         s.balance += balance;
         for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
+        for (const auto& p : plan.placements) {
+          s.groups += p.ranks.size() > 1;
+          s.across += hdp_spans_hosts(p.ranks, options);
+        }
       };
       if (stages == 1) {
         const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
@@ -93,18 +134,22 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
         tally(plan.hdp, plan.step_s, plan.busy_max_over_mean());
       }
       s.bound += bound;
+      if (policy == HdpPolicy::kRondo && !options.hosts.empty()) s.blind_step += fabric_blind_step(lengths);
     }
   }
   const double n = static_cast<double>(batches);
-  HdpReport out{nlohmann::json::object(),
-                {{"batches", batches},
-                 {"sequences_per_batch", sequences / n},
-                 {"tokens_per_batch", tokens / n},
-                 {"longest", longest},
-                 {"ranks", c.parallel.world_size},
-                 {"pipelines", options.ranks},
-                 {"stages", stages},
-                 {"max_tokens_per_rank", options.max_tokens_per_rank}}};
+  HdpReport out{
+      nlohmann::json::object(),
+      {{"batches", batches},
+       {"sequences_per_batch", sequences / n},
+       {"tokens_per_batch", tokens / n},
+       {"longest", longest},
+       {"ranks", c.parallel.world_size},
+       {"pipelines", options.ranks},
+       {"stages", stages},
+       {"hosts",
+        options.hosts.empty() ? 1 : std::set<int64_t>(options.hosts.begin(), options.hosts.end()).size()},
+       {"max_tokens_per_rank", options.max_tokens_per_rank}}};
   for (const auto& [policy, s] : sums) {
     nlohmann::json degrees = nlohmann::json::array();
     for (auto [d, k] : s.degrees) degrees.push_back({d, k});
@@ -113,6 +158,11 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
                                              {"lower_bound", s.bound / n},
                                              {"planner_seconds", s.seconds / n},
                                              {"degrees", degrees}};
+    if (options.hosts.empty()) continue;
+    auto& r = out.policies[hdp_policy_name(policy)];
+    r["groups_across_hosts"] =
+        s.groups > 0 ? static_cast<double>(s.across) / static_cast<double>(s.groups) : 0.0;
+    if (policy == HdpPolicy::kRondo) r["fabric_blind_step_time"] = s.blind_step / n;
   }
   return out;
 }
@@ -122,6 +172,8 @@ std::string hdp_report_text(const HdpReport& r, const Config& c) {
   std::string out;
   char line[256];
   std::string where = std::to_string(batches["ranks"].get<int64_t>()) + " ranks";
+  const bool hosts = batches["hosts"].get<int64_t>() > 1;
+  if (hosts) where += " on " + std::to_string(batches["hosts"].get<int64_t>()) + " hosts";
   if (batches["stages"].get<int64_t>() > 1)  // the planner's groups are of pipelines
     where += " (" + std::to_string(batches["pipelines"].get<int64_t>()) + " pipelines of " +
              std::to_string(batches["stages"].get<int64_t>()) + " stages, " + c.pipeline.schedule + ")";
@@ -149,11 +201,26 @@ std::string hdp_report_text(const HdpReport& r, const Config& c) {
       if (top > 2) degrees.append(std::to_string(top / 2 + 1)).append("-");
       degrees.append(std::to_string(top)).append(":").append(std::to_string(k));
     }
+    if (hosts) {
+      std::snprintf(line, sizeof line, "; %.0f%% of groups across hosts",
+                    100 * r["groups_across_hosts"].get<double>());
+      degrees += line;
+    }
     std::snprintf(line, sizeof line, "  %-9s %9.4f  %13.3f  %13.3f  %12.2f  %s%s\n", hdp_policy_name(policy),
                   r["step_time"].get<double>(), r["step_time"].get<double>() / r["lower_bound"].get<double>(),
                   r["busy_max_over_mean"].get<double>(), 1e3 * r["planner_seconds"].get<double>(),
                   degrees.c_str(),
                   c.parallel.hdp_policy == hdp_policy_name(policy) ? "  <- parallel.hdp_policy" : "");
+    out += line;
+  }
+  if (hosts) {
+    const auto& r = report["rondo"];
+    std::snprintf(
+        line, sizeof line,
+        "  rondo placing its groups as if on one host: step %.4f s (%.3f x rondo's), timed on these "
+        "hosts\n",
+        r["fabric_blind_step_time"].get<double>(),
+        r["fabric_blind_step_time"].get<double>() / r["step_time"].get<double>());
     out += line;
   }
   return out;

@@ -243,14 +243,6 @@ struct PlanContext {
   PipelineSchedule schedule;
 };
 
-DeviceMesh mesh_of(const Config& config) {
-  const auto& pc = config.parallel;
-  return DeviceMesh(static_cast<int>(pc.world_size), static_cast<int>(pc.tensor_model_parallel_size),
-                    static_cast<int>(pc.context_parallel_size),
-                    static_cast<int>(pc.expert_model_parallel_size),
-                    static_cast<int>(pc.pipeline_model_parallel_size));
-}
-
 // A data-parallel group's ring order: by leaf and host on the config's fabric (topology.*), then
 // around the directed links in comms.avoid_links (a slow_link verdict's).
 std::vector<int> data_parallel_ring(const std::optional<Fabric>& fabric,
@@ -308,11 +300,14 @@ void set_hdp(const Config& config, plan::HdpSpec& hdp) {
   const auto cost = hdp_cost(config).spec();
   hdp.set_enabled(true);
   hdp.set_policy(plan_enum(hdp_policy_kind_from_name(p.hdp_policy), "parallel.hdp_policy", p.hdp_policy));
-  hdp.set_max_tokens_per_rank(hdp_options(config).max_tokens_per_rank);
+  const HdpOptions options = hdp_options(config);
+  hdp.set_max_tokens_per_rank(options.max_tokens_per_rank);
+  for (int64_t h : options.hosts) hdp.add_rank_hosts(h);
   hdp.set_tokens_per_step(hdp_tokens_per_step(config));
   hdp.set_device_flops(cost.device_flops);
   hdp.set_link_bytes_per_s(cost.link_bytes_per_s);
   hdp.set_link_latency_s(cost.link_latency_s);
+  hdp.set_cross_host_bytes_per_s(cost.cross_host_bytes_per_s);
 }
 
 // Pass 2, specs: what every worker needs to know about the model, training, data, comms and
@@ -527,6 +522,14 @@ void ranks_pass(PlanContext& c) {
 }
 
 }  // namespace
+
+DeviceMesh mesh_of(const Config& config) {
+  const auto& pc = config.parallel;
+  return DeviceMesh(static_cast<int>(pc.world_size), static_cast<int>(pc.tensor_model_parallel_size),
+                    static_cast<int>(pc.context_parallel_size),
+                    static_cast<int>(pc.expert_model_parallel_size),
+                    static_cast<int>(pc.pipeline_model_parallel_size));
+}
 
 plan::Plan build_plan(const Config& config) {
   validate(config);

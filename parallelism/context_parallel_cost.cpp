@@ -25,18 +25,18 @@ double ContextParallelCost::compute_seconds(int64_t tokens, int64_t degree) cons
   return (linear_flops(d, share) + attention) / spec_.device_flops;
 }
 
-double ContextParallelCost::seconds(int64_t tokens, int64_t degree) const {
+double ContextParallelCost::seconds(int64_t tokens, int64_t degree, bool across_hosts) const {
   if (degree <= 1) return compute_seconds(tokens, 1);
+  const double rate = across_hosts && spec_.cross_host_bytes_per_s > 0 ? spec_.cross_host_bytes_per_s
+                                                                       : spec_.link_bytes_per_s;
   const auto& d = spec_.dims;
   const double share = static_cast<double>(tokens) / static_cast<double>(degree);
   const double steps = static_cast<double>(degree - 1);
   // One ring step: this rank's queries against one block of keys, while the next block arrives.
   const double block = attention_flops(d, share, share) / spec_.device_flops;
   const double kv_bytes = 2 * share * static_cast<double>(d.hidden_size) * spec_.bytes_per_value;
-  const double forward =
-      block + steps * std::max(block, spec_.link_latency_s + kv_bytes / spec_.link_bytes_per_s);
-  const double backward =
-      2 * block + steps * std::max(2 * block, spec_.link_latency_s + 2 * kv_bytes / spec_.link_bytes_per_s);
+  const double forward = block + steps * std::max(block, spec_.link_latency_s + kv_bytes / rate);
+  const double backward = 2 * block + steps * std::max(2 * block, spec_.link_latency_s + 2 * kv_bytes / rate);
   return linear_flops(d, share) / spec_.device_flops +
          static_cast<double>(d.num_layers) * (forward + backward);
 }

@@ -157,7 +157,7 @@ std::vector<HdpPlacement> megatron_placements(const std::vector<int64_t>& length
       first += g.size;
       double t = start;
       for (const Item& it : g.items) {
-        const double s = cost.seconds(it.tokens, g.size);
+        const double s = hdp_group_seconds(it.tokens, ranks, o, cost);
         out[it.sequence] = {it.tokens, ranks, t, s};
         t += s;
       }

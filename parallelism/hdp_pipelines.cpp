@@ -175,14 +175,14 @@ HdpPlan plan_cells_within(const std::vector<int64_t>& lengths, const HdpOptions&
   std::vector<double> seconds(lengths.size());
   for (size_t i = 0; i < lengths.size(); ++i) {
     const int64_t lowest = hdp_min_degree(lengths[i], o);
-    degree[i] = hdp_degree_within(lengths[i], lowest, o.ranks, cell_s, cost);
-    if (degree[i] < 0) degree[i] = hdp_fastest_degree(lengths[i], lowest, o.ranks, cost);
-    seconds[i] = cost.seconds(lengths[i], degree[i]);
+    degree[i] = hdp_degree_within(lengths[i], lowest, o, cell_s, cost);
+    if (degree[i] < 0) degree[i] = hdp_fastest_degree(lengths[i], lowest, o, cost);
+    seconds[i] = hdp_best_seconds(lengths[i], degree[i], o, cost);
   }
   std::vector<size_t> order(lengths.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return seconds[a] > seconds[b]; });
-  RankTimelines timelines(o.ranks);
+  RankTimelines timelines(o.ranks, o.hosts);
   struct Pack {
     double seconds = 0;
     int64_t tokens = 0;
@@ -191,7 +191,8 @@ HdpPlan plan_cells_within(const std::vector<int64_t>& lengths, const HdpOptions&
   std::vector<Pack> packs;
   for (size_t i : order) {
     if (degree[i] > 1) {
-      auto ranks = timelines.earliest(degree[i]);
+      auto ranks = timelines.earliest_group(degree[i], seconds[i], cost.seconds(lengths[i], degree[i], true));
+      seconds[i] = hdp_group_seconds(lengths[i], ranks, o, cost);
       const double start = timelines.place(ranks, seconds[i]);
       const int64_t share = (lengths[i] + degree[i] - 1) / degree[i];
       for (int64_t r : ranks)
@@ -279,8 +280,9 @@ HdpPipelinePlan plan_hdp_pipelines(const std::vector<int64_t>& lengths, HdpPolic
   double longest = 0, work = 0;
   for (int64_t l : lengths) {
     const int64_t d = hdp_min_degree(l, options);
-    longest = std::max(longest, cost.seconds(l, d));
-    work += cost.work(l, d);
+    const double seconds = hdp_best_seconds(l, d, options, cost);
+    longest = std::max(longest, seconds);
+    work += static_cast<double>(d) * seconds;
   }
   const double floor_s = work / static_cast<double>(options.ranks) / static_cast<double>(8 * stages);
   for (double cell_s = std::max(longest, floor_s); cell_s >= floor_s; cell_s /= std::sqrt(2.0)) {

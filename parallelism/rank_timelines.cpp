@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 
 namespace rondo {
 
@@ -10,9 +11,75 @@ namespace {
 constexpr double kMinGapS = 1e-9;
 }  // namespace
 
-RankTimelines::RankTimelines(int64_t ranks)
+RankTimelines::RankTimelines(int64_t ranks, const std::vector<int64_t>& hosts)
     : tail_(static_cast<size_t>(ranks), 0.0), busy_(static_cast<size_t>(ranks), 0.0) {
   for (int64_t r = 0; r < ranks; ++r) by_tail_.emplace(0.0, r);
+  std::map<int64_t, int64_t> index;
+  for (int64_t h : hosts) index.emplace(h, static_cast<int64_t>(index.size()));
+  if (index.size() < 2) return;  // one host: every group on it
+  host_by_tail_.resize(index.size());
+  for (int64_t r = 0; r < ranks; ++r) {
+    host_.push_back(index.at(hosts.at(static_cast<size_t>(r))));
+    host_by_tail_[static_cast<size_t>(host_.back())].emplace(0.0, r);
+  }
+}
+
+bool RankTimelines::spans_hosts(const std::vector<int64_t>& ranks) const {
+  if (host_.empty()) return false;
+  return std::any_of(ranks.begin(), ranks.end(), [&](int64_t r) {
+    return host_[static_cast<size_t>(r)] != host_[static_cast<size_t>(ranks.front())];
+  });
+}
+
+std::vector<int64_t> RankTimelines::earliest_group(int64_t count, double within_s, double across_s) const {
+  std::vector<int64_t> best = earliest(count);
+  if (host_.empty() || best.empty()) return best;
+  const auto end_of = [&](const std::vector<int64_t>& g, double seconds) {
+    double start = 0;
+    for (int64_t r : g) start = std::max(start, tail(r));
+    return start + seconds;
+  };
+  bool best_spans = spans_hosts(best);
+  double best_end = end_of(best, best_spans ? across_s : within_s);
+  const double soonest = end_of(best, within_s);  // no group of `count` starts earlier
+  for (const ByTail& host : host_by_tail_) {
+    if (static_cast<int64_t>(host.size()) < count) continue;
+    std::vector<int64_t> g;
+    for (auto it = host.begin(); static_cast<int64_t>(g.size()) < count; ++it) g.push_back(it->second);
+    const double end = end_of(g, within_s);
+    if (end < best_end || (end == best_end && best_spans)) {
+      std::sort(g.begin(), g.end());
+      best = std::move(g), best_end = end, best_spans = false;
+    }
+    if (!best_spans && best_end <= soonest) break;
+  }
+  return best;
+}
+
+std::vector<int64_t> RankTimelines::latest_in(const ByTail& set, int64_t count, double limit) {
+  std::vector<int64_t> out;
+  auto it = set.upper_bound({limit, std::numeric_limits<int64_t>::max()});
+  while (it != set.begin() && static_cast<int64_t>(out.size()) < count) out.push_back((--it)->second);
+  return out;
+}
+
+std::vector<int64_t> RankTimelines::latest_group_by(int64_t count, double limit, double within_s,
+                                                    double across_s) const {
+  if (host_.empty()) return latest_by(count, limit - within_s);
+  std::vector<int64_t> best;
+  double best_idle = std::numeric_limits<double>::infinity();
+  for (const ByTail& host : host_by_tail_) {
+    if (static_cast<int64_t>(host.size()) < count) continue;
+    std::vector<int64_t> g = latest_in(host, count, limit - within_s);
+    if (static_cast<int64_t>(g.size()) < count) continue;
+    double idle = 0;
+    for (int64_t r : g) idle += tail(g.front()) - tail(r);  // g.front(): the latest free
+    if (idle < best_idle) best = std::move(g), best_idle = idle;
+    if (best_idle <= kMinGapS) break;  // none leaves less
+  }
+  if (best.empty()) return latest_by(count, limit - across_s);
+  std::sort(best.begin(), best.end());
+  return best;
 }
 
 std::vector<int64_t> RankTimelines::earliest(int64_t count) const {
@@ -24,9 +91,14 @@ std::vector<int64_t> RankTimelines::earliest(int64_t count) const {
 }
 
 void RankTimelines::set_tail(int64_t rank, double t) {
-  by_tail_.erase({tail_[static_cast<size_t>(rank)], rank});
+  const std::pair<double, int64_t> old{tail_[static_cast<size_t>(rank)], rank};
+  by_tail_.erase(old);
   tail_[static_cast<size_t>(rank)] = t;
   by_tail_.emplace(t, rank);
+  if (host_.empty()) return;
+  auto& host = host_by_tail_[static_cast<size_t>(host_[static_cast<size_t>(rank)])];
+  host.erase(old);
+  host.emplace(t, rank);
 }
 
 void RankTimelines::add_gap(int64_t rank, double start, double end) {
@@ -34,9 +106,7 @@ void RankTimelines::add_gap(int64_t rank, double start, double end) {
 }
 
 std::vector<int64_t> RankTimelines::latest_by(int64_t count, double limit) const {
-  std::vector<int64_t> out;
-  auto it = by_tail_.upper_bound({limit, std::numeric_limits<int64_t>::max()});
-  while (it != by_tail_.begin() && static_cast<int64_t>(out.size()) < count) out.push_back((--it)->second);
+  std::vector<int64_t> out = latest_in(by_tail_, count, limit);
   if (static_cast<int64_t>(out.size()) < count) return {};
   std::sort(out.begin(), out.end());
   return out;

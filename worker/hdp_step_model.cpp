@@ -22,7 +22,9 @@ constexpr int kMeetingTag = 7190;
 
 HdpOptions hdp_options_of(const plan::Plan& plan, int64_t ranks) {
   if (!plan.hdp().enabled()) throw PlanError("plan: no HDP (plan.hdp.enabled is false)");
-  return {ranks, plan.hdp().max_tokens_per_rank()};
+  HdpOptions o(ranks, plan.hdp().max_tokens_per_rank());
+  hdp_set_hosts(o, {plan.hdp().rank_hosts().begin(), plan.hdp().rank_hosts().end()});
+  return o;
 }
 
 ContextParallelCost hdp_cost_of(const plan::Plan& plan) {
@@ -32,7 +34,8 @@ ContextParallelCost hdp_cost_of(const plan::Plan& plan) {
       {.dims = {m.num_layers(), m.hidden_size(), m.ffn_hidden_size(), m.vocab_size(), m.seq_length()},
        .device_flops = h.device_flops(),
        .link_bytes_per_s = h.link_bytes_per_s(),
-       .link_latency_s = h.link_latency_s()});
+       .link_latency_s = h.link_latency_s(),
+       .cross_host_bytes_per_s = h.cross_host_bytes_per_s()});
 }
 
 HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,

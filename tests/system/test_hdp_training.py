@@ -2,7 +2,8 @@
 documents of mixed lengths (data.tokens_per_step), planned afresh on every rank, each sequence alone
 or split over a group of ranks with ring attention, the gradients summed over the world. On 4 ranks
 each policy (rondo, static, megatron) reproduces the same batches run on one rank within 1e-5 per
-step; so do a run cut at step 4 and resumed, and batches so small that the plan leaves ranks idle.
+step; so do a run on two hosts (groups placed on one host where they can), a run cut at step 4 and
+resumed, and batches so small that the plan leaves ranks idle.
 With pipeline parallelism the plan's groups are of pipelines (each sequence split over the same
 stage of several pipelines, its sub-batch the same microbatch of each one's 1F1B or GPipe schedule):
 2 and 3 pipelines of 2 stages reproduce one rank too. A sequence no group can hold is refused
@@ -47,6 +48,11 @@ ctx.check(degrees["static"] == {4}, f"static puts every sequence on the mesh's 4
 ctx.check(degrees["megatron"] <= {1, 2, 4} and len(degrees["megatron"]) > 1,
           f"megatron uses power-of-two groups: {degrees['megatron']}")
 ctx.check(1 in degrees["rondo"] and max(degrees["rondo"]) > 1, f"rondo mixes single ranks and groups: {degrees['rondo']}")
+
+# Two hosts of two ranks joined by a slow link: every rank plans with the hosts (the plan's
+# HdpSpec), groups land on one host where they can, and the losses stay one rank's.
+HOSTS = ["topology.leaves=1", "topology.hosts_per_leaf=2", "topology.ranks_per_host=2", "topology.host_gbps=0.001"]
+agrees("hdp4-rondo-hosts", ref, HDP + FOUR + HOSTS)
 
 # Stopped after step 4 and resumed: the same batches are drawn again from the seed.
 cut, resumed = ctx.run_interrupted("hdp4-resume", HDP + FOUR + ["checkpoint.interval=4"], 4)
