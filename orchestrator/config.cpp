@@ -230,10 +230,13 @@ const std::vector<ConfigKey>& config_schema() {
                 "slow_link verdict's link); each data-parallel ring is ordered around them"),
       RONDO_KEY(topology, leaves,
                 "leaf switches of the cluster's leaf-spine fabric, for traffic planning (each data-parallel "
-                "ring ordered to leave each leaf once, `rondo plan --traffic`); 0: no fabric model"),
+                "ring ordered to leave each leaf once, `rondo plan --traffic`) and HDP's groups (on one host "
+                "where they can: docs/hdp.md); 0: no fabric model"),
       RONDO_KEY(topology, hosts_per_leaf, "hosts under each leaf switch"),
       RONDO_KEY(topology, spines, "spine switches, each wired to every leaf"),
-      RONDO_KEY(topology, host_gbps, "each host's link to its leaf, each direction (Gbit/s)"),
+      RONDO_KEY(topology, host_gbps,
+                "each host's link to its leaf, each direction (Gbit/s); HDP: a ring between hosts gets its "
+                "ranks' share"),
       RONDO_KEY(topology, spine_gbps, "each leaf-spine link, each direction (Gbit/s)"),
       RONDO_KEY(topology, ranks_per_host, "ranks on each host when topology.rank_hosts is empty"),
       RONDO_KEY(topology, rank_hosts,

@@ -226,6 +226,8 @@ report::HdpStepReport HdpStepModel::step_report(double busiest_compute_s, double
   out.set_stages(static_cast<int32_t>(stages_));
   for (const auto& [d, n] : p.degree_histogram())
     (*out.mutable_degrees())[static_cast<int32_t>(d)] = static_cast<int32_t>(n);
+  for (const auto& placement : p.placements)
+    out.set_groups_across_hosts(out.groups_across_hosts() + hdp_spans_hosts(placement.ranks, options_));
   size_t slots = 0;
   for (const auto& rank : p.sub_batches) {
     out.set_idle_ranks(out.idle_ranks() + (rank.empty() ? static_cast<int32_t>(stages_) : 0));
@@ -259,6 +261,7 @@ void HdpStepModel::metrics_fields(double busiest_compute_s, double mean_compute_
   row["hdp_sequences"] = r.sequences();
   row["hdp_degrees"] = std::move(degrees);
   row["hdp_idle_ranks"] = r.idle_ranks();
+  row["hdp_groups_across_hosts"] = r.groups_across_hosts();
   row["hdp_step_predicted_s"] = r.step_predicted_s();
   row["hdp_busy_max_over_mean_predicted"] = r.busy_max_over_mean_predicted();
   if (mean_compute_s > 0) row["hdp_busy_max_over_mean"] = r.busy_max_over_mean();

@@ -52,7 +52,12 @@ ctx.check(1 in degrees["rondo"] and max(degrees["rondo"]) > 1, f"rondo mixes sin
 # Two hosts of two ranks joined by a slow link: every rank plans with the hosts (the plan's
 # HdpSpec), groups land on one host where they can, and the losses stay one rank's.
 HOSTS = ["topology.leaves=1", "topology.hosts_per_leaf=2", "topology.ranks_per_host=2", "topology.host_gbps=0.001"]
-agrees("hdp4-rondo-hosts", ref, HDP + FOUR + HOSTS)
+got = agrees("hdp4-rondo-hosts", ref, HDP + FOUR + HOSTS)
+pairs = sum(r["hdp_degrees"].get("2", 0) for r in got.values())
+across = sum(r["hdp_groups_across_hosts"] for r in got.values())
+wide = sum(r["hdp_degrees"].get("3", 0) + r["hdp_degrees"].get("4", 0) for r in got.values())
+ctx.check(pairs > 0 and across == wide, f"groups of 2 stay on a host, only groups of 3-4 span both "
+          f"({pairs} pairs, {wide} wider groups, {across} across hosts)")
 
 # Stopped after step 4 and resumed: the same batches are drawn again from the seed.
 cut, resumed = ctx.run_interrupted("hdp4-resume", HDP + FOUR + ["checkpoint.interval=4"], 4)
