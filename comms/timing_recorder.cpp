@@ -87,10 +87,11 @@ TimingRecorder::Scope TimingRecorder::begin(CollectiveOp op, uint64_t bytes, int
 }
 
 TimingRecorder::Scope TimingRecorder::begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer,
-                                                          int64_t posted_ns) {
+                                                          int64_t posted_ns, std::string_view channel) {
   auto scope = begin(op, bytes, 2);
   std::lock_guard lock(mu_);
   if (auto* r = scope.live()) {
+    r->group = channel;
     r->enter_ns = posted_ns;
     const bool send = op == CollectiveOp::kSend;
     r->waiting_send_peer = send ? peer : -1;

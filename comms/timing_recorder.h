@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -143,8 +144,11 @@ class TimingRecorder {
 
   // A point-to-point transfer (kSend or kRecv) posted at `posted_ns` that this rank now waits for:
   // until the Scope's end_transfer(), its record is not completed and names `peer` as the one
-  // waited for (what a dump shows when the peer never comes).
-  Scope begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns);
+  // waited for (what a dump shows when the peer never comes). `channel` goes in the record's group:
+  // "" for the pipeline's transfers (faults/transfer_lineup.h lines them up), another name for
+  // transfers of their own (ring attention's: "ring").
+  Scope begin_transfer_wait(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns,
+                            std::string_view channel = {});
 
   // Records a finished point-to-point transfer (kSend or kRecv) in one go: posted at `posted_ns`,
   // waited for from `wait_ns` (wall clock) until now. Transfers in flight hold no slot, so any

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "faults/transfer_lineup.h"
+
 namespace rondo {
 
 Arrivals arrivals(const LinedUpCollective& c) {
@@ -67,7 +69,7 @@ std::vector<LinedUpCollective> CollectiveLineup::add(const report::StepReport& r
     auto& last_end = last_end_ns_[report.rank()];
     const int64_t gap = last_end > 0 ? std::max<int64_t>(0, r.enter_ns() - last_end) : -1;
     last_end = std::max(last_end, r.end_ns());
-    if (r.group().empty() || r.group_size() < 2 || !r.completed()) continue;
+    if (r.group().empty() || is_transfer(r) || r.group_size() < 2 || !r.completed()) continue;
     auto [it, fresh] = pending_.try_emplace({r.group(), r.group_seq()});
     auto& p = it->second;
     if (fresh) {

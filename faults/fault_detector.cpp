@@ -44,7 +44,7 @@ std::vector<Verdict> FaultDetector::add(const report::StepReport& report) {
   if (report.attempt() > attempt_) reset(report.attempt());
   if (first_step_ < 0 || report.step() < first_step_) first_step_ = report.step();
   for (const auto& r : report.collectives()) {
-    if (r.group().empty() || !r.completed()) continue;
+    if (r.group().empty() || is_transfer(r) || !r.completed()) continue;
     auto& last = last_completed_[{report.rank(), r.group()}];
     last = std::max(last, r.group_seq());
   }

@@ -84,7 +84,7 @@ class FaultDetector {
     std::vector<double> blame_s, wait_s, step_times;
     std::map<std::pair<int, int>, std::vector<LinkTransfer>> links;
     std::map<std::pair<int, int>, double> pipeline_late_s;  // per pipeline hop: its sender's lateness
-    std::vector<double> run_queue_s;                         // per rank: waiting for a CPU
+    std::vector<double> run_queue_s;                        // per rank: waiting for a CPU
     int reports = 0;
   };
   // A link's transfers in one step: their total time, their typical time per byte, and how much

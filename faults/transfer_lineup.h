@@ -17,6 +17,10 @@
 
 namespace rondo {
 
+// A point-to-point transfer's record (send or recv), on the pipeline's channel (no group) or one of
+// its own (ring attention's "ring"): not a collective, whatever its group says.
+inline bool is_transfer(const report::CollectiveRecord& r) { return r.op() == "send" || r.op() == "recv"; }
+
 struct MatchedTransfer {
   int src = -1, dst = -1;
   int64_t step = 0;  // the receiver's report's step

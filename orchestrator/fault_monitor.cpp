@@ -236,7 +236,7 @@ nlohmann::json FaultMonitor::waiting_evidence(int rank) const {
                           {"group", r.group()},
                           {"group_seq", r.group_seq()},
                           {"waiting_for", {r.waiting_send_peer(), r.waiting_recv_peer()}}};
-      if (!r.group().empty()) {
+      if (!r.group().empty() && !is_transfer(r)) {
         const auto last = detector_.last_completed(rank, r.group());
         w["silent_rank_last_completed"] = last ? nlohmann::json(*last) : nlohmann::json(nullptr);
         // Its counter behind the collective the others are in: as far as its reports tell, it

@@ -39,12 +39,14 @@ ContextParallelCost hdp_cost_of(const plan::Plan& plan) {
 }
 
 HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,
-                           const StepBatches& batches, StagedModel model, Communicator& world)
+                           const StepBatches& batches, StagedModel model, Communicator& world,
+                           TimingRecorder* recorder)
     : plan_(plan),
       inner_(inner),
       corpus_(corpus),
       batches_(batches),
       model_(std::move(model)),
+      recorder_(recorder),
       rank_(world.rank()),
       pipeline_(plan.ranks(world.rank()).coords().dp()),
       stage_(plan.ranks(world.rank()).coords().pp()),
@@ -175,15 +177,16 @@ const HdpRow& HdpStepModel::row(int microbatch) {
   return rows_.emplace(microbatch, hdp_row(sequences_, sb, member)).first->second;
 }
 
-GroupView& HdpStepModel::group(int microbatch) {
-  auto& view = groups_[microbatch];  // kept for the step: the backward's ring needs it
-  if (!view) {
-    std::vector<int> members;
+Communicator& HdpStepModel::group(int microbatch) {
+  auto& g = groups_[microbatch];  // kept for the step: the backward's ring needs it
+  if (!g.view) {
+    std::vector<int> members;  // world ranks: rings_ numbers its ranks as the world does
     for (int64_t p : sub_batch(microbatch).group)
       members.push_back(world_rank_.at(static_cast<size_t>(p)).at(static_cast<size_t>(stage_)));
-    view = std::make_unique<GroupView>(*rings_, std::move(members));
+    g.view = std::make_unique<GroupView>(*rings_, members);
+    g.recorded = std::make_unique<RecordedTransfers>(*g.view, recorder_, std::move(members), "ring");
   }
-  return *view;
+  return *g.recorded;
 }
 
 torch::Tensor HdpStepModel::tokens(int microbatch) {

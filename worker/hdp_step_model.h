@@ -24,6 +24,7 @@
 
 #include "comms/communicator.h"
 #include "comms/group_view.h"
+#include "comms/recorded_transfers.h"
 #include "data/exec/step_batches.h"
 #include "data/hdp_batches.h"
 #include "data/token_corpus.h"
@@ -47,7 +48,8 @@ class HdpStepModel : public StepModel {
   // holds one stage of a pipeline (the data-parallel groups being the pipelines) running gpipe or
   // 1f1b, or when the plan chunks, streams or is stateless.
   HdpStepModel(const plan::Plan& plan, StepModel& inner, const TokenCorpus& corpus,
-               const StepBatches& batches, StagedModel model, Communicator& world);
+               const StepBatches& batches, StagedModel model, Communicator& world,
+               TimingRecorder* recorder = nullptr);
   ~HdpStepModel() override;
 
   // Draws and plans the step `batches` is at (the executor asks once, at its start).
@@ -81,7 +83,8 @@ class HdpStepModel : public StepModel {
   std::vector<torch::Tensor> read_sequences(const std::vector<HdpSequence>& batch) const;
   const HdpSubBatch& sub_batch(int microbatch) const;  // this pipeline's in wave `microbatch`
   const HdpRow& row(int microbatch);                   // its row on this rank (made once a step)
-  GroupView& group(int microbatch);                    // its group's ranks of this stage
+  // Its group's ranks of this stage, their transfers in the flight recorder (channel "ring").
+  Communicator& group(int microbatch);
   void make_schedule();
 
   const plan::Plan& plan_;
@@ -90,6 +93,7 @@ class HdpStepModel : public StepModel {
   const StepBatches& batches_;
   StagedModel model_;
   std::unique_ptr<Communicator> rings_;  // the world duplicated: ring transfers match nothing else
+  TimingRecorder* recorder_;
   int rank_;
   int64_t pipeline_, stage_, stages_;
   std::vector<std::vector<int>> world_rank_;  // [pipeline][stage]
@@ -106,8 +110,12 @@ class HdpStepModel : public StepModel {
   int64_t step_targets_ = 0, step_tokens_ = 0;
   double rank_targets_ = 0;
   StepSchedule schedule_;
-  std::map<int, HdpRow> rows_;                        // per microbatch (wave)
-  std::map<int, std::unique_ptr<GroupView>> groups_;  // per microbatch on a group: its view
+  std::map<int, HdpRow> rows_;  // per microbatch (wave)
+  struct RingGroup {
+    std::unique_ptr<GroupView> view;
+    std::unique_ptr<RecordedTransfers> recorded;
+  };
+  std::map<int, RingGroup> groups_;  // per microbatch on a group: its view
 };
 
 }  // namespace rondo

@@ -51,7 +51,8 @@ void Trainer::Impl::setup() {
                                                  executor->loss_scale());
   }
   if (plan.hdp().enabled())  // collective: a communicator for the rings
-    hdp = std::make_unique<HdpStepModel>(plan, *this, corpus, *batches, weights->model(), world);
+    hdp = std::make_unique<HdpStepModel>(plan, *this, corpus, *batches, weights->model(), world,
+                                         recorder.get());
   schedule = schedule_of_plan(plan);
   if (t.eval_interval() > 0) {  // collective: a communicator for the forward transfers
     validation = std::make_unique<Validation>(plan, rank, validation_corpus, world, recorder.get(), device,
@@ -124,15 +125,19 @@ void Trainer::Impl::build_dp_group() {
 void Trainer::Impl::build_cp_group() {
   const int64_t cp = plan.mesh().cp();
   if (cp <= 1) return;
+  std::vector<int> members;
   for (const auto& g : plan.mesh().groups()) {  // collective: every rank, every group, plan order
     if (g.kind() != plan::GROUP_CP) continue;
     auto sub = world.split(std::vector<int>(g.ranks().begin(), g.ranks().end()));
-    if (sub) cp_comm = std::move(sub);  // its index order is the cp coordinate: the ring
+    if (!sub) continue;
+    cp_comm = std::move(sub);  // its index order is the cp coordinate: the ring
+    members.assign(g.ranks().begin(), g.ranks().end());
   }
   if (!cp_comm)
     throw PlanError("rank " + std::to_string(rank) + " is in no context-parallel group of the plan");
   cp_comm->set_timeout(world.timeout());
-  context = {zigzag_indices(plan.model().seq_length(), cp, me.coords().cp()), cp_comm.get()};
+  cp_ring = std::make_unique<RecordedTransfers>(*cp_comm, recorder.get(), std::move(members), "ring");
+  context = {zigzag_indices(plan.model().seq_length(), cp, me.coords().cp()), cp_ring.get()};
 }
 
 double Trainer::Impl::predicted_bubble(const StepSums& sums) const {

@@ -20,6 +20,7 @@
 #include "common/logging.h"
 #include "common/stopwatch.h"
 #include "comms/collectives.h"
+#include "comms/recorded_transfers.h"
 #include "control/flight_records.h"
 #include "data/document_split.h"
 #include "data/exec/step_batches.h"
@@ -68,6 +69,7 @@ struct Trainer::Impl : StepModel {
   std::unique_ptr<TimingRecorder> recorder;
   std::unique_ptr<Communicator> dp_comm;   // the gradients' group: data- and context-parallel ranks
   std::unique_ptr<Communicator> cp_comm;   // context parallelism: the ranks sharing this rank's rows
+  std::unique_ptr<Communicator> cp_ring;   // cp_comm, its ring attention's transfers recorded
   ContextParallel context;                 // and the tokens of each row this rank holds
   std::unique_ptr<Communicator> p2p_comm;  // pipeline transfers (a duplicate of the world)
   std::unique_ptr<Collectives> world_coll;

@@ -1,9 +1,10 @@
 """Context parallelism trains for real: cp=2 (each rank holds a zigzag half of every row, attention
 runs round the pair, gradients summed over the data- and context-parallel ranks) reproduces one
 rank within 1e-5 per step; so do cp=2 x dp=2 (also with the gradients' ring ordered by a fabric),
-cp=4, cp=2 x pp=2, cp=2 stopped and resumed from its checkpoint, and short documents packed in the rows at cp=2 and cp=4 (positions and masks
+cp=4 (ring attention's waits in the flight records, `rondo diagnose` finding nothing), cp=2 x pp=2, cp=2 stopped and resumed from its checkpoint, and short documents packed in the rows at cp=2 and cp=4 (positions and masks
 from the whole rows)."""
 import json
+import subprocess
 
 from rondo_testlib import TINY, Context, losses, rel_diff
 
@@ -32,7 +33,21 @@ ring_run = agrees("cp2-dp2-fabric", ref, TINY + ["parallel.world_size=4", "paral
 with open(ring_run + "/plan.json") as f:
     rings = [g["ring"] for g in json.load(f)["rings"]]
 ctx.check(rings == [[0, 2, 1, 3]], f"the gradients' ring leaves each leaf once: {rings}")
-agrees("cp4", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=4"])
+cp4 = agrees("cp4", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=4"])
+# Ring attention's waits are in the flight records on a channel of their own ("ring": faults/
+# transfer_lineup.h), each naming the ring's neighbour by world rank: a receive the previous rank,
+# a send the next. The detector replays the run without taking them for collectives or pipeline
+# transfers, and finds nothing.
+with open(cp4 + "/timings.jsonl") as f:
+    reports = [json.loads(line) for line in f if line.strip()]
+ring = [(rep.get("rank", 0), r) for rep in reports for r in rep.get("collectives", []) if r.get("group") == "ring"]
+neighbours = all(r["op"] == "recv" and r["connections"][0].get("recv_peer", 0) == (rank + 3) % 4 or
+                 r["op"] == "send" and r["connections"][0].get("send_peer", 0) == (rank + 1) % 4 for rank, r in ring)
+print(f"cp4: {len(ring)} of the ring's transfers were waited for")
+ctx.check(neighbours, "each recorded ring transfer names the rank's neighbour in the ring")
+p = subprocess.run([ctx.rondo, "diagnose", cp4, "--json"], capture_output=True, text=True, timeout=120)
+ctx.check(p.returncode == 0 and not p.stdout.strip(), f"rondo diagnose replays cp4 and finds no fault "
+          f"(exit {p.returncode}: {p.stdout[-300:]}{p.stderr[-300:]})")
 agrees("cp2-pp2", ref, TINY + ["parallel.world_size=4", "parallel.context_parallel_size=2",
                                 "parallel.pipeline_model_parallel_size=2", "pipeline.schedule=1f1b"])
 
