@@ -1,6 +1,7 @@
 #include "comms/recorded_transfers.h"
 
 #include <chrono>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 
@@ -11,28 +12,26 @@ namespace {
 // A transfer in flight that records itself once a wait finds it unfinished: its record opens
 // then, naming the peer, and closes when the transfer completes; a wait given up (a timeout
 // unwinding) leaves it open. One done before anyone waited for it cost this rank nothing and is not
-// recorded: a ring passes a few transfers per layer and step, which would crowd the recorder's
-// slots (and the collectives in them) out.
+// recorded. Past the channel's budget a wait is recorded only once it has lasted kLongWait.
 class RecordedRequest : public CommRequest {
  public:
-  RecordedRequest(std::unique_ptr<CommRequest> inner, TimingRecorder& recorder, CollectiveOp op, size_t bytes,
-                  int world_peer, const std::string& channel)
+  RecordedRequest(std::unique_ptr<CommRequest> inner, std::shared_ptr<RecordedTransfers::Channel> channel,
+                  CollectiveOp op, size_t bytes, int world_peer)
       : CommRequest(inner->rank(), inner->peer(), inner->what()),
         inner_(std::move(inner)),
-        recorder_(recorder),
+        channel_(std::move(channel)),
         op_(op),
         bytes_(bytes),
         peer_(world_peer),
-        channel_(channel),
         posted_ns_(TimingRecorder::wall_ns()) {}
 
   bool test() override {
     if (done_) return true;
     if (!inner_->test()) {
-      if (!open_) {
-        wait_start_ = std::chrono::steady_clock::now();
-        open_.emplace(recorder_.begin_transfer_wait(op_, bytes_, peer_, posted_ns_, channel_));
-      }
+      const auto now = std::chrono::steady_clock::now();
+      if (!waiting_) waiting_ = true, wait_start_ = now;
+      if (!open_ && (channel_->may_record(now) || now - wait_start_ >= RecordedTransfers::kLongWait))
+        open_.emplace(channel_->recorder.begin_transfer_wait(op_, bytes_, peer_, posted_ns_, channel_->name));
       return false;
     }
     done_ = true;
@@ -45,22 +44,28 @@ class RecordedRequest : public CommRequest {
 
  private:
   std::unique_ptr<CommRequest> inner_;
-  TimingRecorder& recorder_;
+  std::shared_ptr<RecordedTransfers::Channel> channel_;
   CollectiveOp op_;
   size_t bytes_;
   int peer_;
-  const std::string& channel_;
   int64_t posted_ns_;
   std::chrono::steady_clock::time_point wait_start_;
-  bool done_ = false;
+  bool waiting_ = false, done_ = false;
   std::optional<TimingRecorder::Scope> open_;
 };
 
 }  // namespace
 
+bool RecordedTransfers::Channel::may_record(std::chrono::steady_clock::time_point now) {
+  std::lock_guard lock(mu);
+  if (now - window_start >= std::chrono::seconds(1)) window_start = now, in_window = 0;
+  return in_window < kRecordsPerSecond && ++in_window > 0;
+}
+
 RecordedTransfers::RecordedTransfers(Communicator& under, TimingRecorder* recorder,
                                      std::vector<int> world_ranks, std::string channel)
-    : under_(under), recorder_(recorder), world_ranks_(std::move(world_ranks)), channel_(std::move(channel)) {
+    : under_(under), world_ranks_(std::move(world_ranks)) {
+  if (recorder) channel_ = std::make_shared<Channel>(*recorder, std::move(channel));
   if (static_cast<int>(world_ranks_.size()) != under_.size())
     throw std::invalid_argument("recorded transfers: " + std::to_string(world_ranks_.size()) +
                                 " world ranks for a communicator of " + std::to_string(under_.size()));
@@ -69,9 +74,9 @@ RecordedTransfers::RecordedTransfers(Communicator& under, TimingRecorder* record
 
 std::unique_ptr<CommRequest> RecordedTransfers::recorded(std::unique_ptr<CommRequest> inner, CollectiveOp op,
                                                          size_t bytes, int peer) {
-  if (!recorder_) return inner;
-  return std::make_unique<RecordedRequest>(std::move(inner), *recorder_, op, bytes,
-                                           world_ranks_.at(static_cast<size_t>(peer)), channel_);
+  if (!channel_) return inner;
+  return std::make_unique<RecordedRequest>(std::move(inner), channel_, op, bytes,
+                                           world_ranks_.at(static_cast<size_t>(peer)));
 }
 
 std::unique_ptr<CommRequest> RecordedTransfers::isend(const void* data, size_t bytes, int peer, int tag) {

@@ -5,10 +5,15 @@
 // pipeline's transfer lineup and the collective lineup leave it alone: posted, waited for from, and
 // completed. While the wait is blocked its record is open and names the peer waited for: a flight
 // dump then shows which member of the ring never came. Transfers done before they were waited for
-// (hidden behind compute) are not recorded; blocking calls and native collectives pass through.
+// (hidden behind compute) are not recorded. A ring that waits on every transfer (its link slower
+// than its compute) would crowd the recorder's collectives out: past kRecordsPerSecond waits a
+// second on this communicator, a wait is recorded only once it has lasted kLongWait (a hang's
+// evidence stays). Blocking calls and native collectives pass through.
 #pragma once
 
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -19,6 +24,20 @@ namespace rondo {
 
 class RecordedTransfers : public Communicator {
  public:
+  static constexpr int kRecordsPerSecond = 32;
+  static constexpr std::chrono::milliseconds kLongWait{1000};
+  // What the requests record into, shared with them (they may outlive this communicator).
+  struct Channel {
+    Channel(TimingRecorder& r, std::string n) : recorder(r), name(std::move(n)) {}
+    // Whether a wait starting `now` may be recorded within the budget (counts it).
+    bool may_record(std::chrono::steady_clock::time_point now);
+    TimingRecorder& recorder;
+    const std::string name;
+    std::mutex mu;
+    std::chrono::steady_clock::time_point window_start{};
+    int in_window = 0;
+  };
+
   // `world_ranks[i]`: member i of `under` in the world. `recorder` may be null (nothing recorded).
   // Both must outlive this object.
   RecordedTransfers(Communicator& under, TimingRecorder* recorder, std::vector<int> world_ranks,
@@ -47,6 +66,9 @@ class RecordedTransfers : public Communicator {
     under_.native_alltoall(send_data, recv_data, bytes_per_rank);
   }
   void native_barrier() override { under_.native_barrier(); }
+  std::unique_ptr<CommRequest> native_iallreduce(void* data, size_t count, DType type, ReduceOp op) override {
+    return under_.native_iallreduce(data, count, type, op);
+  }
   std::unique_ptr<Communicator> split(const std::vector<int>& ranks) override { return under_.split(ranks); }
 
  private:
@@ -54,9 +76,8 @@ class RecordedTransfers : public Communicator {
                                         int peer);
 
   Communicator& under_;
-  TimingRecorder* recorder_;
   std::vector<int> world_ranks_;
-  std::string channel_;
+  std::shared_ptr<Channel> channel_;  // null: nothing recorded
 };
 
 }  // namespace rondo

@@ -164,7 +164,9 @@ void JobState::add_report_locked(const report::StepReport& report) {
   for (const auto& c : report.collectives()) {
     for (const auto& conn : c.connections()) {
       if (conn.send_peer() < 0) continue;
-      auto& l = step_links[{c.op(), report.rank(), conn.send_peer()}];
+      // A transfer on a channel of its own (ring attention's waits) apart from the pipeline's.
+      const bool channel = !c.group().empty() && (c.op() == "send" || c.op() == "recv");
+      auto& l = step_links[{channel ? c.group() + "_" + c.op() : c.op(), report.rank(), conn.send_peer()}];
       l.seconds += static_cast<double>(conn.total_ns()) * 1e-9;
       l.bytes += conn.bytes();
     }

@@ -54,6 +54,8 @@ std::vector<Verdict> FaultDetector::add(const report::StepReport& report) {
     s.step_times.push_back(report.step_time_s());
     s.run_queue_s.resize(static_cast<size_t>(world_size_), 0.0);
     s.run_queue_s[static_cast<size_t>(report.rank())] = report.run_queue_wait_s();
+    s.compute_s.resize(static_cast<size_t>(world_size_), 0.0);
+    s.compute_s[static_cast<size_t>(report.rank())] = report.forward_s() + report.backward_s();
   }
   for (const auto& c : lineup_.add(report)) absorb(c);
   for (const auto& t : transfers_.add(report)) absorb(t);
@@ -165,8 +167,30 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
     if (r < s.run_queue_s.size())
       out[{static_cast<int>(r), kRankKey}]["run_queue_wait_share"] = s.run_queue_s[r] / step_time;
   }
+  add_slow_stage_suspects(out, s);
   add_link_suspects(out, s, stats, step_time);
   return out;
+}
+
+void FaultDetector::add_slow_stage_suspects(std::map<SuspectKey, nlohmann::json>& out,
+                                            const OpenStep& s) const {
+  const auto& predicted = options_.predicted_compute_s;
+  const size_t n = predicted.size();
+  if (n < 2 || n != static_cast<size_t>(world_size_) || s.compute_s.size() != n) return;
+  std::vector<double> ratio(n);
+  for (size_t r = 0; r < n; ++r) {
+    if (!(predicted[r] > 0) || !(s.compute_s[r] > 0)) return;  // a rank unreported: nothing to compare
+    ratio[r] = s.compute_s[r] / predicted[r];
+  }
+  const double all = median(ratio);  // one slow rank barely moves it past two ranks
+  for (size_t r = 0; r < n; ++r) {
+    const double typical = n == 2 ? ratio[1 - r] : all;
+    if (ratio[r] < options_.slow_stage_factor * typical) continue;
+    auto& e = out[{static_cast<int>(r), kRankKey}];
+    e["compute_s"] = s.compute_s[r];
+    e["predicted_compute_s"] = predicted[r];
+    e["compute_over_others"] = ratio[r] / typical;
+  }
 }
 
 std::map<std::pair<int, int>, nlohmann::json> FaultDetector::slow_links(

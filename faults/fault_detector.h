@@ -21,6 +21,10 @@
 //   or previous stage began waiting for them, more than the hop did in the attempt's first judged
 //   steps (transfer_lineup.h: a slow stage holds up both neighbours; blame_pipeline_hops). A
 //   pipeline hop's transfer once both sides were ready counts as its link's.
+// - slow stage: a rank whose compute (forward + backward seconds) over what the cost model predicts
+//   for its stages is `slow_stage_factor` times the other ranks' (their median): a stage slow from
+//   an attempt's first step, which sets its hops' baselines and so hides from them. Only where the
+//   predictions are given (DetectorOptions::predicted_compute_s: pipelines of fixed stages).
 // A suspect becomes a verdict once it was suspect in `persist` of the last `window` judged steps
 // (one noisy step is not a fault); it is raised once, again only after a whole window clean.
 // A new attempt (a restart) starts the detector over.
@@ -51,6 +55,10 @@ struct DetectorOptions {
   double slow_link_share = 0.02;
   int window = 8;
   int persist = 5;
+  // Above the spread of measured over predicted compute between healthy stages (cost-model error).
+  double slow_stage_factor = 1.5;
+  // Per world rank: its stages' predicted forward + backward seconds a step (empty: no such rule).
+  std::vector<double> predicted_compute_s;
 };
 
 class FaultDetector {
@@ -66,6 +74,10 @@ class FaultDetector {
   FaultDetector(int world_size, DetectorOptions options = {});
   int world_size() const { return world_size_; }
 
+  // Per world rank, the predicted compute of its stages in the attempts from now on (empty: none).
+  void set_predicted_compute(std::vector<double> seconds) {
+    options_.predicted_compute_s = std::move(seconds);
+  }
   // Adds one rank's report; returns the verdicts the steps it let be judged reached.
   std::vector<Verdict> add(const report::StepReport& report);
   // Judges every step still open (the end of a replay).
@@ -85,6 +97,7 @@ class FaultDetector {
     std::map<std::pair<int, int>, std::vector<LinkTransfer>> links;
     std::map<std::pair<int, int>, double> pipeline_late_s;  // per pipeline hop: its sender's lateness
     std::vector<double> run_queue_s;                        // per rank: waiting for a CPU
+    std::vector<double> compute_s;                          // per rank: forward + backward seconds
     int reports = 0;
   };
   // A link's transfers in one step: their total time, their typical time per byte, and how much
@@ -116,6 +129,8 @@ class FaultDetector {
   // Links slower per byte than the others (each with its evidence), when enough were measured.
   std::map<std::pair<int, int>, nlohmann::json> slow_links(
       const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
+  // Ranks computing `slow_stage_factor` times slower than the others against their predictions.
+  void add_slow_stage_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s) const;
   // The slow links as suspects: a link, a sender's or receiver's side, a node's network or a rank.
   void add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
                          const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;

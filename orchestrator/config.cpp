@@ -266,6 +266,10 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(faults, slow_link_factor,
                 "a link is a slow-link suspect when its typical transfer takes this many times as long per "
                 "byte as the other links'"),
+      RONDO_KEY(
+          faults, slow_stage_factor,
+          "pipelines: a rank is a slow-rank suspect when its compute over its stages' predicted seconds "
+          "is this many times the other ranks' (a stage slow from the start)"),
       RONDO_KEY(faults, slow_link_share,
                 "a slow-link suspect's transfers also take at least this share of the step"),
       RONDO_KEY(faults, window, "steps a suspect is judged over"),

@@ -394,6 +394,7 @@ void validate_faults(const Config& c) {
   const auto& f = c.faults;
   require(f.slow_rank_share > 0 && f.slow_rank_share < 1, "faults.slow_rank_share", "must be in (0, 1)");
   require(f.slow_link_factor > 1, "faults.slow_link_factor", "must be > 1");
+  require(f.slow_stage_factor > 1, "faults.slow_stage_factor", "must be > 1");
   require(f.slow_link_share >= 0 && f.slow_link_share < 1, "faults.slow_link_share", "must be in [0, 1)");
   require(f.window >= 1 && f.window <= 1000, "faults.window", "must be 1..1000 steps");
   require(f.persist >= 1 && f.persist <= f.window, "faults.persist", "must be 1..faults.window");

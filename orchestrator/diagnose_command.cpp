@@ -11,6 +11,8 @@
 #include "common/errors.h"
 #include "orchestrator/config.h"
 #include "orchestrator/fault_monitor.h"
+#include "orchestrator/plan_builder.h"
+#include "orchestrator/stage_rebalance.h"
 
 namespace rondo {
 
@@ -62,11 +64,22 @@ std::string describe(const nlohmann::json& v) {
   return who;
 }
 
-DetectorOptions detector_of(const DiagnoseOptions& o) {
+// `one_launch`: the reports are all of the first attempt, whose plan the config still gives (a
+// restart or a re-plan changes ranks and stages).
+DetectorOptions detector_of(const DiagnoseOptions& o, int world, bool one_launch) {
   FaultsConfig faults;
+  std::vector<double> predicted;
   const fs::path config = fs::path(o.run_dir) / "config.yaml";
-  if (fs::exists(config)) faults = parse_config(read_file(config.string()), config.string()).faults;
+  if (fs::exists(config)) {
+    const Config c = parse_config(read_file(config.string()), config.string());
+    faults = c.faults;
+    try {  // the plan's stages' predicted compute
+      if (one_launch && c.parallel.world_size == world) predicted = predicted_rank_compute(c, build_plan(c));
+    } catch (const std::exception&) {  // a config this build cannot plan: no slow-stage rule
+    }
+  }
   auto d = detector_options(faults);
+  d.predicted_compute_s = std::move(predicted);
   if (o.slow_rank_share) d.slow_rank_share = *o.slow_rank_share;
   if (o.slow_link_factor) d.slow_link_factor = *o.slow_link_factor;
   if (o.window) d.window = *o.window;
@@ -78,10 +91,11 @@ DetectorOptions detector_of(const DiagnoseOptions& o) {
 
 int run_diagnose(const DiagnoseOptions& options) {
   const fs::path dir(options.run_dir);
-  const auto detector_options = detector_of(options);
   const auto reports = read_reports(dir / "timings.jsonl");
   int world = 0;
-  for (const auto& r : reports) world = std::max(world, r.rank() + 1);
+  bool one_launch = true;
+  for (const auto& r : reports) world = std::max(world, r.rank() + 1), one_launch &= r.attempt() == 0;
+  const auto detector_options = detector_of(options, world, one_launch);
   if (reports.empty() || world == 0) {
     std::fprintf(stderr, "rondo: %s has no step reports\n", (dir / "timings.jsonl").c_str());
     return kExitFailure;

@@ -37,7 +37,9 @@ DetectorOptions detector_options(const FaultsConfig& f) {
                          .slow_link_factor = f.slow_link_factor,
                          .slow_link_share = f.slow_link_share,
                          .window = static_cast<int>(f.window),
-                         .persist = static_cast<int>(f.persist)};
+                         .persist = static_cast<int>(f.persist),
+                         .slow_stage_factor = f.slow_stage_factor,
+                         .predicted_compute_s = {}};
 }
 
 LeaveOut leave_out(const std::set<int>& faulty, const std::vector<std::string>& hosts, bool srun) {
@@ -74,13 +76,15 @@ FaultMonitor::FaultMonitor(JobState& state, const fs::path& run_dir, const Detec
       restart_(policy == "restart"),
       avoided_(avoided.begin(), avoided.end()) {}
 
-void FaultMonitor::begin_attempt(int world_size) {
+void FaultMonitor::begin_attempt(int world_size, std::vector<double> predicted_compute_s) {
   std::lock_guard lock(mu_);
+  options_.predicted_compute_s = std::move(predicted_compute_s);
   stop_requested_ = false;
   ring_planner_ = nullptr;
   live_links_.clear();
   ring_version_ = 0;
   compute_s_.clear();  // another plan: other stages
+  detector_.set_predicted_compute(options_.predicted_compute_s);
   if (world_size == detector_.world_size()) return;
   detector_ = FaultDetector(world_size, options_);
   avoided_.clear();  // the links of the old numbering

@@ -53,8 +53,9 @@ class FaultMonitor {
                const std::string& policy = "report", const std::vector<std::pair<int, int>>& avoided = {});
 
   // The next launch runs `world_size` ranks: a fresh detector (ranks and links are renumbered), no
-  // ring planner until set_ring_planner().
-  void begin_attempt(int world_size);
+  // ring planner until set_ring_planner(). `predicted_compute_s`: per rank, its stages' predicted
+  // compute in this launch's plan (the detector's slow-stage rule; empty: off).
+  void begin_attempt(int world_size, std::vector<double> predicted_compute_s = {});
 
   // faults.policy replan while the attempt runs: the rings that avoid `links` besides the plan's
   // own avoided ones (every gradient group's world ranks in ring order), or nullopt when this launch
@@ -97,7 +98,7 @@ class FaultMonitor {
   JobState& state_;
   std::unique_ptr<LineAppender> timings_;
   mutable std::mutex mu_;
-  const DetectorOptions options_;
+  DetectorOptions options_;  // the slow-stage predictions: this attempt's
   FaultDetector detector_;
   const bool replan_, restart_;
   std::vector<std::pair<int, int>> replan_links_;

@@ -54,7 +54,9 @@ ContextParallelCost hdp_cost(const Config& c) {
     std::map<int, int64_t> per_host;
     int64_t most = 1;
     for (int h : fabric->host_of_rank) most = std::max(most, ++per_host[h]);
-    spec.cross_host_bytes_per_s = c.topology.host_gbps * 1e9 / 8 / static_cast<double>(most);
+    // Never faster than within a host (a config whose hosts' links outrun it: as fast).
+    spec.cross_host_bytes_per_s =
+        std::min(spec.link_bytes_per_s, c.topology.host_gbps * 1e9 / 8 / static_cast<double>(most));
   }
   return ContextParallelCost(spec);
 }

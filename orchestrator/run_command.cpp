@@ -256,7 +256,7 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   const int world = static_cast<int>(plan.mesh().world_size());
   const auto cmd = launch_command(config, world, worker, run_dir.string());
   job.state.begin_attempt(attempt, world);
-  job.faults.begin_attempt(world);
+  job.faults.begin_attempt(world, predicted_rank_compute(config, plan));
   plan_rings_live(job, config, plan);
   ::setenv("RONDO_ATTEMPT", std::to_string(attempt).c_str(), 1);
   if (attempt > 0) {

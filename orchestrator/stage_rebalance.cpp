@@ -36,7 +36,35 @@ std::string why_not_rebalanced(const Config& config, const plan::Plan& plan) {
   return "";
 }
 
+// Each stage's predicted forward + backward seconds, by stage index.
+std::vector<double> stage_predictions(const CostModel& model, const Config& config, const plan::Plan& plan) {
+  const int stages = plan.stages_size();
+  std::vector<double> predicted(static_cast<size_t>(stages));
+  for (const auto& st : plan.stages()) {
+    predicted.at(st.index()) =
+        stage_work(model, config, static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
+                   static_cast<int>(st.num_layers()), stages);
+  }
+  return predicted;
+}
+
+double rank_prediction(const plan::Plan& plan, int rank, const std::vector<double>& predicted) {
+  double work = 0;
+  for (uint32_t s : plan.ranks(rank).stages()) work += predicted.at(s);
+  return work;
+}
+
 }  // namespace
+
+std::vector<double> predicted_rank_compute(const Config& config, const plan::Plan& plan) {
+  if (plan.mesh().pp() <= 1 || plan.stateless_workers() || config.parallel.hdp || config.data.chunk_size > 0)
+    return {};
+  const auto predicted = stage_predictions(cost_model(config), config, plan);
+  std::vector<double> out;
+  for (int r = 0; r < static_cast<int>(plan.mesh().world_size()); ++r)
+    out.push_back(rank_prediction(plan, r, predicted));
+  return out;
+}
 
 StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
                                 const std::vector<double>& busy_s, const std::set<int>& slow) {
@@ -46,18 +74,12 @@ StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
   const int stages = plan.stages_size(), world = static_cast<int>(plan.mesh().world_size());
   const CostModel model = cost_model(config);  // once: the cut below asks it for every stage shape
   std::vector<int> layers(static_cast<size_t>(stages));
-  std::vector<double> predicted(static_cast<size_t>(stages));
-  for (const auto& st : plan.stages()) {
-    layers.at(st.index()) = static_cast<int>(st.num_layers());
-    predicted.at(st.index()) =
-        stage_work(model, config, static_cast<int>(st.index()), static_cast<int>(st.first_layer()),
-                   static_cast<int>(st.num_layers()), stages);
-  }
+  for (const auto& st : plan.stages()) layers.at(st.index()) = static_cast<int>(st.num_layers());
+  const std::vector<double> predicted = stage_predictions(model, config, plan);
   // Each rank's measured compute over its stage's prediction; the healthy ranks' median is 1.
   std::vector<double> ratio(static_cast<size_t>(world), 0.0), healthy;
   for (int r = 0; r < world && r < static_cast<int>(busy_s.size()); ++r) {
-    double work = 0;
-    for (uint32_t s : plan.ranks(r).stages()) work += predicted.at(s);
+    const double work = rank_prediction(plan, r, predicted);
     ratio[static_cast<size_t>(r)] = work > 0 ? busy_s[static_cast<size_t>(r)] / work : 0.0;
     if (!slow.count(r) && ratio[static_cast<size_t>(r)] > 0) healthy.push_back(ratio[static_cast<size_t>(r)]);
   }

@@ -21,6 +21,11 @@ struct StageRebalance {
   std::vector<double> factors;  // per rank: how much slower than its stages predict (1: healthy)
 };
 
+// Per world rank: the cost model's forward + backward seconds for its stages (one microbatch), for a
+// pipeline of fixed stages (pp > 1; not RoundPipe's stateless workers, HDP or chunked steps, whose
+// ranks' work changes step to step); empty otherwise. The fault detector's slow-stage rule.
+std::vector<double> predicted_rank_compute(const Config& config, const plan::Plan& plan);
+
 // `busy_s`: per world rank, its measured forward + backward seconds a step (0: unknown).
 StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,
                                 const std::vector<double>& busy_s, const std::set<int>& slow);

@@ -21,12 +21,13 @@
 //  11: Group.ring: a data-parallel group's ring allreduce order (comms.avoid_links).
 //  12: the llama and qwen3 families' model keys (num_query_groups, kv_channels, rotary, norm
 //      epsilon) and checkpoint.load (initial weights); checkpoints' model shards are safetensors.
+//  13: HdpSpec.rank_hosts and cross_host_bytes_per_s (HDP groups placed by host).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 12;
+inline constexpr uint32_t kPlanVersion = 13;
 
 }  // namespace rondo

@@ -66,6 +66,18 @@ TEST(HdpFabric, TheCostPassesTheRingBetweenHostsAtTheirRate) {
   }
 }
 
+TEST(HdpFabric, OneHostPlansAsNoHosts) {
+  const auto cost = seven_b_on_hosts();
+  const auto lengths = mixed_batch(32 * 8192 / 2, 65536, 5);
+  HdpOptions none(32, 8192), one(32, 8192);
+  hdp_set_hosts(one, std::vector<int64_t>(32, 3));
+  for (HdpPolicy policy : kHdpPolicies) {
+    const auto a = plan_hdp(lengths, policy, none, cost), b = plan_hdp(lengths, policy, one, cost);
+    EXPECT_EQ(a.step_s, b.step_s) << hdp_policy_name(policy);
+    for (size_t i = 0; i < lengths.size(); ++i) EXPECT_EQ(a.placements[i].ranks, b.placements[i].ranks);
+  }
+}
+
 TEST(HdpFabric, PipelinesShareAHostWhenEveryStageDoes) {
   // Pipeline 0 and 1: stages on hosts (0, 1); pipeline 2: (0, 2); pipeline 3: (0, 1).
   EXPECT_EQ(hdp_pipeline_hosts({{0, 1}, {0, 1}, {0, 2}, {0, 1}}), (std::vector<int64_t>{0, 0, 1, 0}));
@@ -175,11 +187,18 @@ TEST(HdpFabric, RondoPlanReportsGroupsAcrossHostsAndTheBlindPlacement) {
   ASSERT_EQ(plan.status, 0) << plan.output;
   const auto j = nlohmann::json::parse(plan.output);
   EXPECT_EQ(j.at("hdp_batches").at("hosts"), 8);
-  for (const char* policy : {"static", "megatron", "rondo"}) {
-    const double share = j.at("hdp").at(policy).at("groups_across_hosts").get<double>();
-    EXPECT_GE(share, 0.0);
-    EXPECT_LE(share, 1.0);
-  }
+  // Contiguous blocks of 2-8 ranks stay on a host of 8, those of 9-32 do not.
+  const double megatron = j.at("hdp").at("megatron").at("groups_across_hosts").get<double>();
+  EXPECT_GT(megatron, 0.0);
+  EXPECT_LT(megatron, 0.5);
+  // Rank r on host r mod 8: every contiguous group spans hosts.
+  std::string interleaved = " --set topology.rank_hosts=0";
+  for (int r = 1; r < 64; ++r) interleaved.append(",").append(std::to_string(r % 8));
+  const auto scattered = testing::run_rondo("plan " + cfg + " --json --steps 1" + fabric + interleaved);
+  ASSERT_EQ(scattered.status, 0) << scattered.output;
+  const auto k = nlohmann::json::parse(scattered.output);
+  EXPECT_EQ(k.at("hdp").at("static").at("groups_across_hosts").get<double>(), 1.0);
+  EXPECT_LT(k.at("hdp").at("rondo").at("groups_across_hosts").get<double>(), 1.0);
   const auto& rondo = j.at("hdp").at("rondo");
   EXPECT_GE(rondo.at("fabric_blind_step_time").get<double>(), rondo.at("step_time").get<double>());
   // The workers plan with the same hosts and rates.

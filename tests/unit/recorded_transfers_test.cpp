@@ -13,6 +13,7 @@
 #include "comms/recorded_transfers.h"
 #include "comms/timing_recorder.h"
 #include "faults/collective_lineup.h"
+#include "faults/fault_detector.h"
 #include "faults/transfer_lineup.h"
 
 namespace rondo {
@@ -64,6 +65,16 @@ TEST(RecordedTransfers, AWaitThatTimesOutLeavesItsRecordOpenNamingThePeer) {
   EXPECT_EQ(records[0].group, "ring");
 }
 
+TEST(RecordedTransfers, PastItsBudgetAChannelRecordsOnlyLongWaits) {
+  auto world = InProcessCommunicator::create_world(2);
+  TimingRecorder rec(256);
+  RecordedTransfers ring(*world[1], &rec, {0, 1}, "ring");
+  int got = 0;
+  for (int i = 0; i < RecordedTransfers::kRecordsPerSecond + 8; ++i)  // each blocks, then times out
+    EXPECT_THROW(ring.irecv(&got, sizeof got, 0, 7)->wait(std::chrono::milliseconds(2)), TimeoutError);
+  EXPECT_EQ(rec.snapshot().size(), static_cast<size_t>(RecordedTransfers::kRecordsPerSecond));
+}
+
 TEST(RecordedTransfers, WithoutARecorderTransfersPassThrough) {
   auto world = InProcessCommunicator::create_world(2);
   RecordedTransfers a(*world[0], nullptr, {0, 1}, "ring"), b(*world[1], nullptr, {0, 1}, "ring");
@@ -99,6 +110,11 @@ TEST(RecordedTransfers, TheLineupsLeaveRingRecordsAlone) {
   EXPECT_TRUE(collectives.add(send).empty());
   EXPECT_TRUE(collectives.add(recv).empty());
   EXPECT_EQ(collectives.pending(), 0u);
+  // Nor are they a group's collectives the hang evidence counts.
+  FaultDetector detector(2);
+  detector.add(send);
+  detector.add(recv);
+  EXPECT_FALSE(detector.last_completed(0, "ring").has_value());
 }
 
 }  // namespace
