@@ -7,6 +7,8 @@
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
   bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root): one ring link held to a
                                            # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
+  bench/fault_bench.py slow-stage [TRIALS] # two pipeline stages, one slowed from its first step at a random
+                                           # severity (4 trials in 5) or none; judged as slow-rank trials
 
 Two ranks, a core each (this machine has two; more ranks than cores slow each other at random far
 beyond any threshold: docs/faults.md), the detector at its defaults (faults.* keys) unless
@@ -80,6 +82,17 @@ def faults(run_dir):
 def pid_of(run_dir, rank):
     with open(os.path.join(run_dir, "workers.json")) as f:
         return next(w["pid"] for w in json.load(f) if w["rank"] == rank)
+
+
+def wait_pid(run_dir, rank, timeout=120):
+    """The rank's pid once it registered (before its first step)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            return pid_of(run_dir, rank)
+        except (OSError, ValueError, StopIteration):
+            time.sleep(0.01)
+    raise RuntimeError(f"{run_dir}: rank {rank} did not register")
 
 
 def wait_step(run_dir, step, timeout=300):
@@ -194,6 +207,48 @@ def clean(runs):
           f"{1000 * len(verdicts) / rank_steps:.2f} false alarms per 1,000 rank-steps")
 
 
+def slow_stage(trials):
+    """A pipeline of two stages (one rank each, no data parallelism: no collective to be late into),
+    one stage slowed from before its first step, so that its hops' baselines hold the slowness and
+    only its compute against its stage's prediction tells (faults.slow_stage_factor)."""
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    named, missed, wrong, clean_runs, clean_wrong = [], 0, 0, 0, 0
+    for t in range(trials):
+        victim = rng.randrange(2) if rng.random() < 0.8 else None
+        stopped = rng.uniform(0.3, 0.6)
+        run_dir, proc = start(f"stage-{t}", ["training.train_iters=40", "parallel.pipeline_model_parallel_size=2"])
+        done = threading.Event()
+        th = None
+        if victim is not None:
+            th = threading.Thread(target=duty_cycle, args=(wait_pid(run_dir, victim), stopped, done))
+            th.start()
+        proc.wait(timeout=900)
+        done.set()
+        if th:
+            th.join()
+        show_environment(run_dir)
+        found = [f for f in faults(run_dir) if f["kind"] in ("slow_rank", "slow_link")]
+        hit = [f for f in found if victim is not None and f["kind"] == "slow_rank" and f["ranks"] == [victim]]
+        others = [f for f in found if f not in hit]
+        ratio = hit[0]["evidence"].get("compute_over_others") if hit else None
+        if victim is None:
+            clean_runs += 1
+            clean_wrong += len(others)
+        elif hit:
+            named.append(hit[0]["step"])
+        else:
+            missed += 1
+        wrong += len(others)
+        print(f"trial {t:2d}: victim {victim}, stopped {stopped:.0%}: "
+              + (f"named at step {hit[0]['step']} ({ratio:.2f}x the other's compute over prediction)" if hit
+                 else "not named")
+              + (f"; other verdicts {[(f['kind'], f['ranks'], f['step']) for f in others]}" if others else ""),
+              flush=True)
+    slowed = len(named) + missed
+    print(f"--- slow stage --- {slowed} slowed: {len(named)} named (steps {sorted(named)}), {missed} missed; "
+          f"{clean_runs} clean: {clean_wrong} verdicts; wrong verdicts in all {wrong}")
+
+
 def hang(trials):
     rng = random.Random(int(os.environ.get("SEED", "1")))
     heartbeat_timeout = 2.0
@@ -300,7 +355,8 @@ LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "trainin
               "model.hidden_size=128", "model.ffn_hidden_size=512", "model.seq_length=64"]
 
 if __name__ == "__main__":
-    modes = {"slow-rank": (slow_rank, 50), "clean": (clean, 10), "hang": (hang, 20), "slow-link": (slow_link, 20)}
+    modes = {"slow-rank": (slow_rank, 50), "clean": (clean, 10), "hang": (hang, 20), "slow-link": (slow_link, 20),
+             "slow-stage": (slow_stage, 15)}
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     run, default = modes[sys.argv[1]]

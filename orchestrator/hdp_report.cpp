@@ -84,6 +84,12 @@ HdpBatches batches_of(const Config& c) {
                     static_cast<uint64_t>(c.training.seed));
 }
 
+// The ranks' hosts in all (1 without a fabric).
+size_t hosts_of(const Config& c) {
+  const auto fabric = fabric_of(c);
+  return fabric ? std::set<int>(fabric->host_of_rank.begin(), fabric->host_of_rank.end()).size() : 1;
+}
+
 }  // namespace
 
 HdpReport hdp_report(const Config& c, int64_t batches) {
@@ -140,18 +146,16 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
     }
   }
   const double n = static_cast<double>(batches);
-  HdpReport out{
-      nlohmann::json::object(),
-      {{"batches", batches},
-       {"sequences_per_batch", sequences / n},
-       {"tokens_per_batch", tokens / n},
-       {"longest", longest},
-       {"ranks", c.parallel.world_size},
-       {"pipelines", options.ranks},
-       {"stages", stages},
-       {"hosts",
-        options.hosts.empty() ? 1 : std::set<int64_t>(options.hosts.begin(), options.hosts.end()).size()},
-       {"max_tokens_per_rank", options.max_tokens_per_rank}}};
+  HdpReport out{nlohmann::json::object(),
+                {{"batches", batches},
+                 {"sequences_per_batch", sequences / n},
+                 {"tokens_per_batch", tokens / n},
+                 {"longest", longest},
+                 {"ranks", c.parallel.world_size},
+                 {"pipelines", options.ranks},
+                 {"stages", stages},
+                 {"hosts", hosts_of(c)},
+                 {"max_tokens_per_rank", options.max_tokens_per_rank}}};
   for (const auto& [policy, s] : sums) {
     nlohmann::json degrees = nlohmann::json::array();
     for (auto [d, k] : s.degrees) degrees.push_back({d, k});

@@ -22,6 +22,8 @@ RankTimelines::RankTimelines(int64_t ranks, const std::vector<int64_t>& hosts)
     host_.push_back(index.at(hosts.at(static_cast<size_t>(r))));
     host_by_tail_[static_cast<size_t>(host_.back())].emplace(0.0, r);
   }
+  for (const ByTail& host : host_by_tail_)
+    largest_host_ = std::max(largest_host_, static_cast<int64_t>(host.size()));
 }
 
 bool RankTimelines::spans_hosts(const std::vector<int64_t>& ranks) const {
@@ -40,7 +42,8 @@ std::vector<int64_t> RankTimelines::earliest_group(int64_t count, double within_
     return start + seconds;
   };
   bool best_spans = spans_hosts(best);
-  double best_end = end_of(best, best_spans ? across_s : within_s);
+  if (!best_spans || count > largest_host_) return best;  // none better / none on one host
+  double best_end = end_of(best, across_s);
   const double soonest = end_of(best, within_s);  // no group of `count` starts earlier
   for (const ByTail& host : host_by_tail_) {
     if (static_cast<int64_t>(host.size()) < count) continue;
@@ -67,15 +70,23 @@ std::vector<int64_t> RankTimelines::latest_group_by(int64_t count, double limit,
                                                     double across_s) const {
   if (host_.empty()) return latest_by(count, limit - within_s);
   std::vector<int64_t> best;
-  double best_idle = std::numeric_limits<double>::infinity();
+  double best_idle = std::numeric_limits<double>::infinity(), best_start = -1;
+  // No group starts later than the rank free latest by then: a host's group starting there with
+  // no idle time is as good as any.
+  const auto latest = latest_in(by_tail_, 1, limit - within_s);
+  const double latest_start = latest.empty() ? -1 : tail(latest.front());
   for (const ByTail& host : host_by_tail_) {
+    if (count > largest_host_) break;
     if (static_cast<int64_t>(host.size()) < count) continue;
     std::vector<int64_t> g = latest_in(host, count, limit - within_s);
     if (static_cast<int64_t>(g.size()) < count) continue;
+    const double start = tail(g.front());  // g.front(): the latest free
     double idle = 0;
-    for (int64_t r : g) idle += tail(g.front()) - tail(r);  // g.front(): the latest free
-    if (idle < best_idle) best = std::move(g), best_idle = idle;
-    if (best_idle <= kMinGapS) break;  // none leaves less
+    for (int64_t r : g) idle += start - tail(r);
+    // The least idle time, then the latest start (the ranks free earlier left to others).
+    if (idle < best_idle - kMinGapS || (idle <= best_idle + kMinGapS && start > best_start))
+      best = std::move(g), best_idle = idle, best_start = start;
+    if (best_idle <= kMinGapS && best_start >= latest_start) break;
   }
   if (best.empty()) return latest_by(count, limit - across_s);
   std::sort(best.begin(), best.end());

@@ -68,6 +68,7 @@ class RankTimelines {
   ByTail by_tail_;
   std::vector<int64_t> host_;  // by rank: its host's index in host_by_tail_ (empty: one host)
   std::vector<ByTail> host_by_tail_;
+  int64_t largest_host_ = 0;  // ranks on the most populous host
   std::set<Gap> gaps_;
 };
 

@@ -15,10 +15,11 @@ using namespace synthetic;
 // Runs `steps` steps through a detector; `spec_of(step)` shapes each; entry jitter up to 3 ms.
 // `touch` (optional) edits each report before the detector sees it.
 std::vector<Verdict> run(int steps, const std::function<RingStep(int64_t)>& spec_of, unsigned seed = 1,
-                         const std::function<void(report::StepReport&)>& touch = {}) {
+                         const std::function<void(report::StepReport&)>& touch = {},
+                         const DetectorOptions& options = {}) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> jitter(0.0, 0.003);
-  FaultDetector detector(spec_of(0).n);
+  FaultDetector detector(spec_of(0).n, options);
   std::vector<Verdict> verdicts;
   std::vector<int64_t> ends(static_cast<size_t>(spec_of(0).n), kSecond);  // each rank computes, then reduces
   for (int64_t step = 1; step <= steps; ++step) {
@@ -53,6 +54,35 @@ TEST(FaultDetector, NamesTheRankTheOthersWaitFor) {
   EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
   EXPECT_LE(verdicts[0].step, 6 + 10);
   EXPECT_GT(verdicts[0].evidence.at("others_waited_share").get<double>(), 0.15);
+}
+
+// Pipeline stages of different predicted work (1 and 2 s a step, alternating), each rank computing
+// 0.1 of its prediction times `slowness[rank]`; the ring's entries clean, as when a stage slow from
+// the first step sets its hops' baselines.
+std::vector<Verdict> run_stages(const std::vector<double>& slowness, bool predicted = true) {
+  DetectorOptions options;
+  if (predicted) options.predicted_compute_s = {1.0, 2.0, 1.0, 2.0};
+  return run(
+      30, [](int64_t) { return clean(); }, 1,
+      [&](report::StepReport& r) {
+        const double work = 0.1 * (r.rank() % 2 ? 2.0 : 1.0) * slowness.at(static_cast<size_t>(r.rank()));
+        r.set_forward_s(work / 3);
+        r.set_backward_s(2 * work / 3);
+      },
+      options);
+}
+
+TEST(FaultDetector, NamesAStageSlowFromTheStartAgainstItsPrediction) {
+  const auto verdicts = run_stages({1.0, 1.0, 1.0, 1.8});
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
+  EXPECT_EQ(verdicts[0].ranks, std::vector<int>{3});
+  EXPECT_LE(verdicts[0].step, FaultDetector::kWarmupSteps + 8);
+  EXPECT_NEAR(verdicts[0].evidence.at("compute_over_others").get<double>(), 1.8, 1e-6);
+  EXPECT_NEAR(verdicts[0].evidence.at("predicted_compute_s").get<double>(), 2.0, 1e-12);
+  // Stages apart by less than the factor (cost-model error), or no predictions: nothing.
+  EXPECT_TRUE(run_stages({1.0, 1.3, 0.9, 1.2}).empty());
+  EXPECT_TRUE(run_stages({1.0, 1.0, 1.0, 1.8}, false).empty());
 }
 
 TEST(FaultDetector, TheFirstStepsOfAnAttemptAreNotJudged) {

@@ -31,6 +31,19 @@ std::vector<double> measured(const Config& c, const plan::Plan& plan, std::vecto
   return out;
 }
 
+TEST(StageRebalance, PredictsEachRanksStagesForTheDetector) {
+  const Config c = pipeline_config();
+  const auto plan = build_plan(c);
+  const auto predicted = predicted_rank_compute(c, plan);
+  EXPECT_EQ(predicted, measured(c, plan, {1.0, 1.0}));  // each rank's stage, as the replan measures it
+  // Ranks whose work changes step to step, or one stage: no predictions.
+  EXPECT_TRUE(predicted_rank_compute(pipeline_config({"parallel.pipeline_model_parallel_size=1"}),
+                                     build_plan(pipeline_config({"parallel.pipeline_model_parallel_size=1"})))
+                  .empty());
+  const Config rp = pipeline_config({"pipeline.schedule=roundpipe"});
+  EXPECT_TRUE(predicted_rank_compute(rp, build_plan(rp)).empty());
+}
+
 double slowest_stage(const Config& c, const std::vector<int>& layers, const std::vector<double>& factor) {
   double worst = 0;
   int first = 0;
