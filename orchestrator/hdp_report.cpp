@@ -90,6 +90,51 @@ size_t hosts_of(const Config& c) {
   return fabric ? std::set<int>(fabric->host_of_rank.begin(), fabric->host_of_rank.end()).size() : 1;
 }
 
+// One policy's figures summed over the sampled batches.
+struct PolicySums {
+  double step = 0, balance = 0, bound = 0, seconds = 0, blind_step = 0;
+  int64_t groups = 0, across = 0;  // groups of more than one rank, and those spanning hosts
+  std::map<int64_t, int64_t> degrees;
+
+  void add(const HdpPlan& plan, double step_s, double busy_max_over_mean, double planner_s,
+           const HdpOptions& o) {
+    seconds += planner_s;
+    step += step_s;
+    balance += busy_max_over_mean;
+    for (auto [d, k] : plan.degree_histogram()) degrees[d] += k;
+    for (const auto& p : plan.placements) {
+      groups += p.ranks.size() > 1;
+      across += hdp_spans_hosts(p.ranks, o);
+    }
+  }
+  // Means over `n` batches; with hosts the share of groups across them (and rondo's blind step).
+  nlohmann::json mean(double n, bool hosts, bool rondo) const {
+    nlohmann::json out_degrees = nlohmann::json::array();
+    for (auto [d, k] : degrees) out_degrees.push_back({d, k});
+    nlohmann::json r = {{"step_time", step / n},
+                        {"busy_max_over_mean", balance / n},
+                        {"lower_bound", bound / n},
+                        {"planner_seconds", seconds / n},
+                        {"degrees", out_degrees}};
+    if (!hosts) return r;
+    r["groups_across_hosts"] = groups > 0 ? static_cast<double>(across) / static_cast<double>(groups) : 0.0;
+    if (rondo) r["fabric_blind_step_time"] = blind_step / n;
+    return r;
+  }
+};
+
+// rondo placing its groups as if every rank were on one host, timed on the hosts it has.
+double fabric_blind_step(const std::vector<int64_t>& lengths, const Config& c, const HdpOptions& options,
+                         const ContextParallelCost& cost) {
+  HdpOptions blind = options;
+  hdp_set_hosts(blind, {});
+  const int64_t stages = c.parallel.pipeline_model_parallel_size;
+  if (stages == 1)
+    return hdp_retimed(plan_hdp(lengths, HdpPolicy::kRondo, blind, cost), options, cost).step_s;
+  const auto plan = plan_hdp_pipelines(lengths, HdpPolicy::kRondo, blind, stages, c.pipeline.schedule, cost);
+  return plan_hdp_waves(hdp_retimed(plan.hdp, options, cost), stages, c.pipeline.schedule, cost).step_s;
+}
+
 }  // namespace
 
 HdpReport hdp_report(const Config& c, int64_t batches) {
@@ -98,22 +143,7 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
   const ContextParallelCost cost = hdp_cost(c);
   const int64_t stages = c.parallel.pipeline_model_parallel_size;
   HdpBatches draw = batches_of(c);
-  struct Sums {
-    double step = 0, balance = 0, bound = 0, seconds = 0, blind_step = 0;
-    int64_t groups = 0, across = 0;  // groups of more than one rank, and those spanning hosts
-    std::map<int64_t, int64_t> degrees;
-  };
-  // rondo placing its groups as if every rank were on one host, timed on the hosts it has.
-  HdpOptions blind = options;
-  hdp_set_hosts(blind, {});
-  const auto fabric_blind_step = [&](const std::vector<int64_t>& lengths) {
-    if (stages == 1)
-      return hdp_retimed(plan_hdp(lengths, HdpPolicy::kRondo, blind, cost), options, cost).step_s;
-    const auto plan =
-        plan_hdp_pipelines(lengths, HdpPolicy::kRondo, blind, stages, c.pipeline.schedule, cost);
-    return plan_hdp_waves(hdp_retimed(plan.hdp, options, cost), stages, c.pipeline.schedule, cost).step_s;
-  };
-  std::map<HdpPolicy, Sums> sums;
+  std::map<HdpPolicy, PolicySums> sums;
   double sequences = 0, tokens = 0;
   int64_t longest = 0;
   for (int64_t b = 0; b < batches; ++b) {
@@ -124,25 +154,19 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
     for (HdpPolicy policy : kHdpPolicies) {
       auto& s = sums[policy];
       const auto t0 = std::chrono::steady_clock::now();
-      const auto tally = [&](const HdpPlan& plan, double step, double balance) {
-        s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        s.step += step;
-        s.balance += balance;
-        for (auto [d, n] : plan.degree_histogram()) s.degrees[d] += n;
-        for (const auto& p : plan.placements) {
-          s.groups += p.ranks.size() > 1;
-          s.across += hdp_spans_hosts(p.ranks, options);
-        }
+      const auto since = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       };
       if (stages == 1) {
         const HdpPlan plan = plan_hdp(lengths, policy, options, cost);
-        tally(plan, plan.step_s, plan.busy_max_over_mean());
+        s.add(plan, plan.step_s, plan.busy_max_over_mean(), since(), options);
       } else {  // the step simulated on the pipelines
         const auto plan = plan_hdp_pipelines(lengths, policy, options, stages, c.pipeline.schedule, cost);
-        tally(plan.hdp, plan.step_s, plan.busy_max_over_mean());
+        s.add(plan.hdp, plan.step_s, plan.busy_max_over_mean(), since(), options);
       }
       s.bound += bound;
-      if (policy == HdpPolicy::kRondo && !options.hosts.empty()) s.blind_step += fabric_blind_step(lengths);
+      if (policy == HdpPolicy::kRondo && !options.hosts.empty())
+        s.blind_step += fabric_blind_step(lengths, c, options, cost);
     }
   }
   const double n = static_cast<double>(batches);
@@ -156,20 +180,8 @@ HdpReport hdp_report(const Config& c, int64_t batches) {
                  {"stages", stages},
                  {"hosts", hosts_of(c)},
                  {"max_tokens_per_rank", options.max_tokens_per_rank}}};
-  for (const auto& [policy, s] : sums) {
-    nlohmann::json degrees = nlohmann::json::array();
-    for (auto [d, k] : s.degrees) degrees.push_back({d, k});
-    out.policies[hdp_policy_name(policy)] = {{"step_time", s.step / n},
-                                             {"busy_max_over_mean", s.balance / n},
-                                             {"lower_bound", s.bound / n},
-                                             {"planner_seconds", s.seconds / n},
-                                             {"degrees", degrees}};
-    if (options.hosts.empty()) continue;
-    auto& r = out.policies[hdp_policy_name(policy)];
-    r["groups_across_hosts"] =
-        s.groups > 0 ? static_cast<double>(s.across) / static_cast<double>(s.groups) : 0.0;
-    if (policy == HdpPolicy::kRondo) r["fabric_blind_step_time"] = s.blind_step / n;
-  }
+  for (const auto& [policy, s] : sums)
+    out.policies[hdp_policy_name(policy)] = s.mean(n, !options.hosts.empty(), policy == HdpPolicy::kRondo);
   return out;
 }
 
