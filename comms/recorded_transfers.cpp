@@ -62,10 +62,14 @@ bool RecordedTransfers::Channel::may_record(std::chrono::steady_clock::time_poin
   return in_window < kRecordsPerSecond && ++in_window > 0;
 }
 
-RecordedTransfers::RecordedTransfers(Communicator& under, TimingRecorder* recorder,
-                                     std::vector<int> world_ranks, std::string channel)
-    : under_(under), world_ranks_(std::move(world_ranks)) {
-  if (recorder) channel_ = std::make_shared<Channel>(*recorder, std::move(channel));
+std::shared_ptr<RecordedTransfers::Channel> RecordedTransfers::channel(TimingRecorder* recorder,
+                                                                       std::string name) {
+  return recorder ? std::make_shared<Channel>(*recorder, std::move(name)) : nullptr;
+}
+
+RecordedTransfers::RecordedTransfers(Communicator& under, std::vector<int> world_ranks,
+                                     std::shared_ptr<Channel> channel)
+    : under_(under), world_ranks_(std::move(world_ranks)), channel_(std::move(channel)) {
   if (static_cast<int>(world_ranks_.size()) != under_.size())
     throw std::invalid_argument("recorded transfers: " + std::to_string(world_ranks_.size()) +
                                 " world ranks for a communicator of " + std::to_string(under_.size()));

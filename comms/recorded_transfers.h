@@ -7,8 +7,8 @@
 // dump then shows which member of the ring never came. Transfers done before they were waited for
 // (hidden behind compute) are not recorded. A ring that waits on every transfer (its link slower
 // than its compute) would crowd the recorder's collectives out: past kRecordsPerSecond waits a
-// second on this communicator, a wait is recorded only once it has lasted kLongWait (a hang's
-// evidence stays). Blocking calls and native collectives pass through.
+// second on its channel (shared by a rank's ring groups), a wait is recorded only once it has
+// lasted kLongWait (a hang's evidence stays). Blocking calls and native collectives pass through.
 #pragma once
 
 #include <chrono>
@@ -38,10 +38,16 @@ class RecordedTransfers : public Communicator {
     int in_window = 0;
   };
 
+  // A channel of `name` in `recorder` (null when the recorder is: nothing recorded), to share among
+  // communicators whose waits count against one budget (a rank's ring groups, which change every step).
+  static std::shared_ptr<Channel> channel(TimingRecorder* recorder, std::string name);
   // `world_ranks[i]`: member i of `under` in the world. `recorder` may be null (nothing recorded).
   // Both must outlive this object.
   RecordedTransfers(Communicator& under, TimingRecorder* recorder, std::vector<int> world_ranks,
-                    std::string channel);
+                    std::string channel)
+      : RecordedTransfers(under, std::move(world_ranks),
+                          RecordedTransfers::channel(recorder, std::move(channel))) {}
+  RecordedTransfers(Communicator& under, std::vector<int> world_ranks, std::shared_ptr<Channel> channel);
 
   int rank() const override { return under_.rank(); }
   int size() const override { return under_.size(); }

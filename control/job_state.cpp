@@ -532,8 +532,10 @@ std::string JobState::prometheus() const {
     out << "rondo_fault_verdicts_total{kind=\"" << kind << "\"} "
         << (it == fault_verdicts_.end() ? 0 : it->second) << "\n";
   }
-  metric("rondo_suspect", "gauge",
-         "Share of the fault detector's recent steps in which the rank kept the others waiting (0..1).");
+  metric(
+      "rondo_suspect", "gauge",
+      "Share of the fault detector's recent steps in which the rank was a slow-rank suspect (kept the others "
+      "waiting, or computed slower than its stages predict against them) (0..1).");
   for (int k = 0; k < world_size_; ++k) {
     const double v = static_cast<size_t>(k) < suspicion_.size() ? suspicion_[static_cast<size_t>(k)] : 0.0;
     out << "rondo_suspect{rank=\"" << k << "\"} " << prom_value(v) << "\n";

@@ -182,9 +182,16 @@ void FaultDetector::add_slow_stage_suspects(std::map<SuspectKey, nlohmann::json>
     if (!(predicted[r] > 0) || !(s.compute_s[r] > 0)) return;  // a rank unreported: nothing to compare
     ratio[r] = s.compute_s[r] / predicted[r];
   }
-  const double all = median(ratio);  // one slow rank barely moves it past two ranks
+  // The median of the other ranks' ratios: sorted once, each rank's own left out by its position.
+  std::vector<size_t> order(n);
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ratio[a] < ratio[b]; });
+  std::vector<size_t> position(n);
+  for (size_t i = 0; i < n; ++i) position[order[i]] = i;
   for (size_t r = 0; r < n; ++r) {
-    const double typical = n == 2 ? ratio[1 - r] : all;
+    const auto other = [&](size_t i) { return ratio[order[i < position[r] ? i : i + 1]]; };  // i < n - 1
+    const size_t m = n - 1;
+    const double typical = m % 2 ? other(m / 2) : (other(m / 2 - 1) + other(m / 2)) / 2;
     if (ratio[r] < options_.slow_stage_factor * typical) continue;
     auto& e = out[{static_cast<int>(r), kRankKey}];
     e["compute_s"] = s.compute_s[r];

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -64,8 +65,9 @@ std::string describe(const nlohmann::json& v) {
   return who;
 }
 
-// `one_launch`: the reports are all of the first attempt, whose plan the config still gives (a
-// restart or a re-plan changes ranks and stages).
+// `one_launch`: the reports are of one launch's first attempt, whose plan the config still gives (a
+// restart or a re-plan changes ranks and stages; another `rondo run` of the same directory may have
+// changed the config).
 DetectorOptions detector_of(const DiagnoseOptions& o, int world, bool one_launch) {
   FaultsConfig faults;
   std::vector<double> predicted;
@@ -74,7 +76,8 @@ DetectorOptions detector_of(const DiagnoseOptions& o, int world, bool one_launch
     const Config c = parse_config(read_file(config.string()), config.string());
     faults = c.faults;
     try {  // the plan's stages' predicted compute
-      if (one_launch && c.parallel.world_size == world) predicted = predicted_rank_compute(c, build_plan(c));
+      if (one_launch && c.parallel.world_size == world && has_rank_compute_predictions(c))
+        predicted = predicted_rank_compute(c, build_plan(c));
     } catch (const std::exception&) {  // a config this build cannot plan: no slow-stage rule
     }
   }
@@ -93,8 +96,14 @@ int run_diagnose(const DiagnoseOptions& options) {
   const fs::path dir(options.run_dir);
   const auto reports = read_reports(dir / "timings.jsonl");
   int world = 0;
-  bool one_launch = true;
-  for (const auto& r : reports) world = std::max(world, r.rank() + 1), one_launch &= r.attempt() == 0;
+  bool one_launch = true;  // attempt 0 throughout, and no rank's steps going back (a second launch)
+  std::map<int, int64_t> last_step;
+  for (const auto& r : reports) {
+    world = std::max(world, r.rank() + 1);
+    auto [it, fresh] = last_step.try_emplace(r.rank(), r.step());
+    one_launch &= r.attempt() == 0 && (fresh || r.step() >= it->second);
+    it->second = std::max(it->second, r.step());
+  }
   const auto detector_options = detector_of(options, world, one_launch);
   if (reports.empty() || world == 0) {
     std::fprintf(stderr, "rondo: %s has no step reports\n", (dir / "timings.jsonl").c_str());

@@ -34,6 +34,9 @@ struct JobServices {
   FaultMonitor faults;
   ControlServer control;
   std::unique_ptr<DashboardServer> dashboard;
+  // Per rank: how much slower than its stages predict a replan found it (empty: none found). The
+  // detector's slow-stage rule expects that of it from then on, rather than naming it again.
+  std::vector<double> known_slowness;
   std::chrono::steady_clock::time_point state_saved{};
 };
 

@@ -256,7 +256,10 @@ AttemptEnd run_attempt(int attempt, JobServices& job, plan::Plan& plan, const Co
   const int world = static_cast<int>(plan.mesh().world_size());
   const auto cmd = launch_command(config, world, worker, run_dir.string());
   job.state.begin_attempt(attempt, world);
-  job.faults.begin_attempt(world, predicted_rank_compute(config, plan));
+  auto predicted = predicted_rank_compute(config, plan);
+  if (job.known_slowness.size() == predicted.size())
+    for (size_t r = 0; r < predicted.size(); ++r) predicted[r] *= job.known_slowness[r];
+  job.faults.begin_attempt(world, std::move(predicted));
   plan_rings_live(job, config, plan);
   ::setenv("RONDO_ATTEMPT", std::to_string(attempt).c_str(), 1);
   if (attempt > 0) {
@@ -433,6 +436,7 @@ bool replan_around_slow_ranks(int attempt, JobServices& job, Config& config, pla
     return leave_out_ranks(attempt, job, config, plan, slow);
   }
   write_file_atomic((job.run_dir / "plan.json").string(), plan_to_json(plan, true).dump(2) + "\n");
+  job.known_slowness = rebalance.factors;
   const int64_t from = latest_checkpoint(job);
   std::string factors;
   for (int r : slow) {

@@ -56,9 +56,13 @@ double rank_prediction(const plan::Plan& plan, int rank, const std::vector<doubl
 
 }  // namespace
 
+bool has_rank_compute_predictions(const Config& c) {
+  return c.parallel.pipeline_model_parallel_size > 1 && c.pipeline.schedule != "roundpipe" &&
+         !c.parallel.hdp && c.data.chunk_size == 0;
+}
+
 std::vector<double> predicted_rank_compute(const Config& config, const plan::Plan& plan) {
-  if (plan.mesh().pp() <= 1 || plan.stateless_workers() || config.parallel.hdp || config.data.chunk_size > 0)
-    return {};
+  if (!has_rank_compute_predictions(config) || plan.mesh().pp() <= 1 || plan.stateless_workers()) return {};
   const auto predicted = stage_predictions(cost_model(config), config, plan);
   std::vector<double> out;
   for (int r = 0; r < static_cast<int>(plan.mesh().world_size()); ++r)

@@ -25,6 +25,8 @@ struct StageRebalance {
 // pipeline of fixed stages (pp > 1; not RoundPipe's stateless workers, HDP or chunked steps, whose
 // ranks' work changes step to step); empty otherwise. The fault detector's slow-stage rule.
 std::vector<double> predicted_rank_compute(const Config& config, const plan::Plan& plan);
+// Whether the config's plan would have them (checked before building it).
+bool has_rank_compute_predictions(const Config& config);
 
 // `busy_s`: per world rank, its measured forward + backward seconds a step (0: unknown).
 StageRebalance rebalance_stages(const Config& config, const plan::Plan& plan,

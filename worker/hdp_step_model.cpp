@@ -46,7 +46,7 @@ HdpStepModel::HdpStepModel(const plan::Plan& plan, StepModel& inner, const Token
       corpus_(corpus),
       batches_(batches),
       model_(std::move(model)),
-      recorder_(recorder),
+      ring_channel_(RecordedTransfers::channel(recorder, "ring")),
       rank_(world.rank()),
       pipeline_(plan.ranks(world.rank()).coords().dp()),
       stage_(plan.ranks(world.rank()).coords().pp()),
@@ -184,7 +184,7 @@ Communicator& HdpStepModel::group(int microbatch) {
     for (int64_t p : sub_batch(microbatch).group)
       members.push_back(world_rank_.at(static_cast<size_t>(p)).at(static_cast<size_t>(stage_)));
     g.view = std::make_unique<GroupView>(*rings_, members);
-    g.recorded = std::make_unique<RecordedTransfers>(*g.view, recorder_, std::move(members), "ring");
+    g.recorded = std::make_unique<RecordedTransfers>(*g.view, std::move(members), ring_channel_);
   }
   return *g.recorded;
 }

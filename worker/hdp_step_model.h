@@ -93,7 +93,7 @@ class HdpStepModel : public StepModel {
   const StepBatches& batches_;
   StagedModel model_;
   std::unique_ptr<Communicator> rings_;  // the world duplicated: ring transfers match nothing else
-  TimingRecorder* recorder_;
+  std::shared_ptr<RecordedTransfers::Channel> ring_channel_;  // every group's waits: one budget
   int rank_;
   int64_t pipeline_, stage_, stages_;
   std::vector<std::vector<int>> world_rank_;  // [pipeline][stage]

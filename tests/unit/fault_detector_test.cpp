@@ -83,6 +83,12 @@ TEST(FaultDetector, NamesAStageSlowFromTheStartAgainstItsPrediction) {
   // Stages apart by less than the factor (cost-model error), or no predictions: nothing.
   EXPECT_TRUE(run_stages({1.0, 1.3, 0.9, 1.2}).empty());
   EXPECT_TRUE(run_stages({1.0, 1.0, 1.0, 1.8}, false).empty());
+  // Two slow stages of four are each judged against the others' median (the two healthy and the
+  // other slow one), not against all four's.
+  const auto two = run_stages({1.0, 2.0, 1.0, 2.0});
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].ranks, std::vector<int>{1});
+  EXPECT_EQ(two[1].ranks, std::vector<int>{3});
 }
 
 TEST(FaultDetector, TheFirstStepsOfAnAttemptAreNotJudged) {

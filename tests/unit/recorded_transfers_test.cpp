@@ -73,6 +73,13 @@ TEST(RecordedTransfers, PastItsBudgetAChannelRecordsOnlyLongWaits) {
   for (int i = 0; i < RecordedTransfers::kRecordsPerSecond + 8; ++i)  // each blocks, then times out
     EXPECT_THROW(ring.irecv(&got, sizeof got, 0, 7)->wait(std::chrono::milliseconds(2)), TimeoutError);
   EXPECT_EQ(rec.snapshot().size(), static_cast<size_t>(RecordedTransfers::kRecordsPerSecond));
+  // A wait as long as kLongWait is recorded whatever the budget: a hang's evidence.
+  const auto long_wait = RecordedTransfers::kLongWait + std::chrono::milliseconds(100);
+  EXPECT_THROW(ring.irecv(&got, sizeof got, 0, 7)->wait(long_wait), TimeoutError);
+  const auto records = rec.snapshot();
+  ASSERT_EQ(records.size(), static_cast<size_t>(RecordedTransfers::kRecordsPerSecond) + 1);
+  EXPECT_FALSE(records.back().completed);
+  EXPECT_EQ(records.back().waiting_recv_peer, 0);
 }
 
 TEST(RecordedTransfers, WithoutARecorderTransfersPassThrough) {
