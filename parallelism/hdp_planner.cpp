@@ -86,10 +86,18 @@ double hdp_group_seconds(int64_t tokens, const std::vector<int64_t>& ranks, cons
   return cost.seconds(tokens, static_cast<int64_t>(ranks.size()), hdp_spans_hosts(ranks, o));
 }
 
+namespace {
+
+// The largest group one host holds (all the ranks without hosts).
+int64_t ranks_on_one_host(const HdpOptions& o) {
+  return o.hosts.empty() || o.largest_host <= 0 ? o.ranks : o.largest_host;
+}
+
+}  // namespace
+
 double hdp_best_seconds(int64_t tokens, int64_t degree, const HdpOptions& o,
                         const ContextParallelCost& cost) {
-  const int64_t host = o.largest_host > 0 ? o.largest_host : o.ranks;
-  return cost.seconds(tokens, degree, !o.hosts.empty() && degree > host);
+  return cost.seconds(tokens, degree, degree > ranks_on_one_host(o));
 }
 
 int64_t hdp_fastest_degree(int64_t tokens, int64_t lowest, const HdpOptions& o,
@@ -127,7 +135,7 @@ int64_t degree_within(int64_t lowest, int64_t highest, double limit, Seconds sec
 // ranges are searched in turn.
 int64_t hdp_degree_within(int64_t tokens, int64_t lowest, const HdpOptions& o, double limit,
                           const ContextParallelCost& cost) {
-  const int64_t host = o.hosts.empty() || o.largest_host <= 0 ? o.ranks : o.largest_host;
+  const int64_t host = ranks_on_one_host(o);
   const int64_t d = degree_within(lowest, std::min(host, o.ranks), limit,
                                   [&](int64_t g) { return cost.seconds(tokens, g, false); });
   if (d > 0 || host >= o.ranks) return d;
