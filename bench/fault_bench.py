@@ -113,7 +113,8 @@ def show_environment(run_dir):
         env = json.load(f)
     print(f"environment: torch {env['torch_version']}, {env['mpi_library']}, BLAS {env['blas_libraries']}, "
           f"threads intra {env['intra_op_threads']} inter {env['inter_op_threads']}, "
-          f"allocator {env['malloc_policy']}, cpu kernels {env['cpu_kernels']}, cores {os.cpu_count()}")
+          f"allocator {env['malloc_policy']}, cpu kernels {env['cpu_kernels']}, cores {os.cpu_count()}, "
+          f"rank 0 runs on cores {env.get('cpu_affinity', '?')}")
     print("detector settings:", " ".join(EXTRA) or "defaults (faults.* in docs/config.md)")
 
 

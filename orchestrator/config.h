@@ -162,6 +162,9 @@ struct LaunchConfig {
   double timeout_s = 3600.0;
   std::string mpirun_args;
   std::string srun_args;
+  // auto: mpirun binds each rank to its own cores when the ranks fit on this machine's cores
+  // (launch/mpirun_command.h) | none | core
+  std::string bind = "auto";
   // Relaunches from the latest checkpoint after a rank dies, hangs or loses its peers.
   int64_t max_restarts = 3;
   std::string control_address = "127.0.0.1:0";  // the control plane (gRPC); port 0: any free

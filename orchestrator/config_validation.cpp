@@ -378,6 +378,7 @@ void validate_comms_and_launch(const Config& c) {
   require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
   require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
   require_one_of(c.launch.launcher, {"auto", "mpirun", "srun"}, "launch.launcher");
+  require_one_of(c.launch.bind, {"auto", "none", "core"}, "launch.bind");
   require(c.launch.timeout_s > 0, "launch.timeout_s", "must be > 0");
   require(c.launch.max_restarts >= 0, "launch.max_restarts", "must be >= 0");
   require(c.launch.control_address.find(':') != std::string::npos, "launch.control_address",

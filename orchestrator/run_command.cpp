@@ -1,5 +1,6 @@
 #include "orchestrator/run_command.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -168,6 +169,12 @@ std::vector<std::string> launch_command(const Config& config, int world, const s
   mo.run_dir = run_dir;
   mo.extra_args = split_args(config.launch.mpirun_args);
   mo.as_root = ::geteuid() == 0;
+  cpu_set_t usable;
+  const int cores = ::sched_getaffinity(0, sizeof(usable), &usable) == 0
+                        ? CPU_COUNT(&usable)
+                        : static_cast<int>(std::thread::hardware_concurrency());
+  mo.bind_cores_per_rank = mpirun_cores_per_rank(
+      config.launch.bind, world, static_cast<int>(config.training.num_threads), cores, mo.extra_args);
   return mpirun_command(mo);
 }
 

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <mpi.h>
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
@@ -26,6 +27,22 @@ std::string openblas_core() {
   auto fn = reinterpret_cast<CoreName>(::dlsym(RTLD_DEFAULT, "openblas_get_corename"));
   const char* name = fn ? fn() : nullptr;
   return name ? name : "";
+}
+
+// The cores this process may run on, as ranges ("0", "0-3,8"): one core when the launcher bound it.
+std::string cpu_affinity() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return "unknown";
+  std::string out;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &set) || (c > 0 && CPU_ISSET(c - 1, &set))) continue;
+    int last = c;
+    while (last + 1 < CPU_SETSIZE && CPU_ISSET(last + 1, &set)) ++last;
+    if (!out.empty()) out += ',';
+    out += std::to_string(c);
+    if (last > c) out.append(1, '-').append(std::to_string(last));
+  }
+  return out;
 }
 
 }  // namespace
@@ -62,6 +79,7 @@ nlohmann::json runtime_environment(const std::string& malloc_policy, const std::
       {"cpu_kernels", cpu_kernels},
       {"intra_op_threads", at::get_num_threads()},
       {"inter_op_threads", at::get_num_interop_threads()},
+      {"cpu_affinity", cpu_affinity()},
       {"environment", env_vars},
   };
 }
@@ -77,7 +95,7 @@ std::string runtime_environment_summary(const nlohmann::json& env) {
   std::string out = "runtime: torch " + env["torch_version"].get<std::string>() + ", blas [" + blas + "], " +
                     std::to_string(env["intra_op_threads"].get<int>()) + " compute thread(s), allocator " +
                     env["malloc_policy"].get<std::string>() + ", kernels " +
-                    env["cpu_kernels"].get<std::string>();
+                    env["cpu_kernels"].get<std::string>() + ", cores " + env.value("cpu_affinity", "?");
   for (const auto& a : env["preloaded_allocators"]) out += " + preloaded " + a.get<std::string>();
   for (const auto& [k, v] : env["environment"].items()) out += ", " + k + "=" + v.get<std::string>();
   return out;

@@ -49,6 +49,7 @@ TEST(Config, WrongTypesAreNamed) {
   EXPECT_EQ(error_key("checkpoint: {resume: maybe}"), "checkpoint.resume");
   EXPECT_EQ(error_key("model: {num_layers: [1, 2]}"), "model.num_layers");
   EXPECT_EQ(error_key("model: {num_layers: 2.5}"), "model.num_layers");
+  EXPECT_EQ(error_key("", {"launch.bind=socket"}), "launch.bind");
 }
 
 TEST(Config, ImpossibleLayoutsAreNamed) {

@@ -1,8 +1,11 @@
-// Rank discovery from launcher environments, and the batch script of `rondo sbatch`.
+// Rank discovery from launcher environments, the mpirun and srun command lines (with mpirun's
+// binding of ranks to cores), and the batch script of `rondo sbatch`.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 
+#include "launch/mpirun_command.h"
 #include "launch/rank_discovery.h"
 #include "launch/sbatch_script.h"
 #include "launch/srun_command.h"
@@ -65,6 +68,38 @@ TEST(Launch, SrunCommandKillsTheStepOnABadExit) {
       "srun",         "--ntasks=4",  "--kill-on-bad-exit=1", "--overcommit", "--mpi=pmix",
       "--export=ALL", "--exclusive", "/bin/rondo-worker",    "--run-dir",    "/runs/a"};
   EXPECT_EQ(cmd, want);
+}
+
+TEST(Launch, MpirunBindsEachRankToItsOwnCoresWhenTheyFit) {
+  MpirunOptions o;
+  o.num_ranks = 2;
+  o.worker = "/bin/rondo-worker";
+  o.run_dir = "/runs/a";
+  o.bind_cores_per_rank = 2;
+  auto cmd = mpirun_command(o);
+  auto has = [&](const std::vector<std::string>& part) {
+    return std::search(cmd.begin(), cmd.end(), part.begin(), part.end()) != cmd.end();
+  };
+  EXPECT_TRUE(has({"--bind-to", "core", "--map-by", "slot:PE=2"}));
+  EXPECT_FALSE(has({"--oversubscribe"}));
+  o.bind_cores_per_rank = 0;
+  cmd = mpirun_command(o);
+  EXPECT_TRUE(has({"--oversubscribe", "--bind-to", "none"}));
+  EXPECT_FALSE(has({"--map-by"}));
+
+  // auto: ranks x threads within the cores, placed by mpirun on this machine.
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {}), 1);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 4, 8, {}), 4);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 3, 1, 2, {}), 0);  // more ranks than cores
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 2, 3, {}), 0);
+  // Hosts, or a binding or mapping of the user's own: mpirun_args decide.
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, split_args("--hostfile /h --mca btl tcp,self")), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"-H", "a,b"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--bind-to=socket"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--map-by", "node"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--mca", "btl", "tcp,self"}), 1);
+  EXPECT_EQ(mpirun_cores_per_rank("none", 2, 1, 64, {}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("core", 8, 2, 2, {}), 2);  // told to: mpirun judges
 }
 
 TEST(Launch, SbatchScript) {
