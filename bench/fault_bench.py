@@ -71,10 +71,6 @@ def read_jsonl(path):
         return []
 
 
-def steps(run_dir):
-    return read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-
-
 def faults(run_dir):
     return [e for e in read_jsonl(os.path.join(run_dir, "events.jsonl")) if e.get("event") == "fault"]
 
@@ -91,17 +87,36 @@ def wait_pid(run_dir, rank, timeout=120):
         try:
             return pid_of(run_dir, rank)
         except (OSError, ValueError, StopIteration):
-            time.sleep(0.01)
+            time.sleep(0.02)
     raise RuntimeError(f"{run_dir}: rank {rank} did not register")
 
 
+def last_step(run_dir):
+    """The newest step in metrics.jsonl, from the file's tail (-1 before the first)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 8192))
+            lines = [line for line in f.read().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return -1
+    for line in reversed(lines):
+        try:
+            return json.loads(line)["step"]
+        except (ValueError, KeyError):
+            continue  # the first line of the tail cut short, or a line being written
+    return -1
+
+
 def wait_step(run_dir, step, timeout=300):
+    """Waits for the job to reach `step`. Polls the file's tail every 20 ms: the machine has as many
+    cores as the job has ranks, and a poll parsing the whole file every few milliseconds took 10-20%
+    of a rank's core, slowing it before any fault was injected."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        rows = steps(run_dir)
-        if rows and rows[-1]["step"] >= step:
-            return rows[-1]["step"]
-        time.sleep(0.005)
+        newest = last_step(run_dir)
+        if newest >= step:
+            return newest
+        time.sleep(0.02)
     raise RuntimeError(f"{run_dir} did not reach step {step}")
 
 
@@ -150,7 +165,7 @@ def slow_rank(trials):
         run_dir, proc = start(f"slow-{t}", [f"training.train_iters={total}"])
         wait_step(run_dir, start_step)
         done = threading.Event()
-        started_at = steps(run_dir)[-1]["step"]
+        started_at = last_step(run_dir)
         th = threading.Thread(target=duty_cycle, args=(pid_of(run_dir, victim), stopped, done))
         th.start()
         proc.wait(timeout=900)

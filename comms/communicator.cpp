@@ -87,13 +87,13 @@ std::atomic<bool> oversubscribed_node{false};
 void PollBackoff::set_oversubscribed(bool oversubscribed) { oversubscribed_node = oversubscribed; }
 
 void PollBackoff::pause() {
-  if (!sleeping_) {
+  if (!long_wait_) {
     if (++spins_ % 64 != 0) return;
-    sleeping_ = oversubscribed_node && std::chrono::steady_clock::now() - start_ >= kSpinFor;
-    if (!sleeping_) {
-      sched_yield();
-      return;
-    }
+    long_wait_ = std::chrono::steady_clock::now() - start_ >= kSpinFor;
+  }
+  if (!long_wait_ || !oversubscribed_node) {
+    sched_yield();
+    return;
   }
   std::this_thread::sleep_for(sleep_);
   sleep_ = std::min(2 * sleep_, kOversubscribedSleep);

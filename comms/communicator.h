@@ -51,12 +51,17 @@ class CommRequest {
   std::string what_;  // e.g. "isend of 4096 bytes to rank 1 (tag 7)"
 };
 
-// Paces a polling wait: call pause() after each unsuccessful poll. It spins (lowest latency),
-// yielding the core now and then. When the node runs more ranks than it has cores
-// (set_oversubscribed), a wait that lasts longer than kSpinFor is a long one (a pipeline bubble,
-// a slow peer) and from then on sleeps after each poll, kSleep doubling up to
-// kOversubscribedSleep, so that idle ranks leave the cores to the working ones (an idle rank's
-// wake-ups cost CPU its peers need), at the price of up to that much latency on a long wait.
+// Paces a polling wait: call pause() after each unsuccessful poll. For its first kSpinFor it spins
+// (lowest latency), yielding the core every 64 polls; a wait that lasts longer is a long one (a
+// pipeline bubble, a slow peer) and from then on:
+// - yields the core after every poll (a microsecond more latency). A busy loop in user mode on
+//   one virtual CPU took up to half the throughput of its sibling on a cloud VM (measured: a rank
+//   waiting for its peer slowed that peer's compute up to 2x, so the peer stayed behind; a
+//   sched_yield loop cost it nothing; bench/RESULTS.md, Fault localisation);
+// - when the node runs more ranks than it has cores (set_oversubscribed), sleeps after each poll
+//   instead, kSleep doubling up to kOversubscribedSleep, so that idle ranks leave the cores to the
+//   working ones (an idle rank's wake-ups cost CPU its peers need), at the price of up to that
+//   much latency on a long wait.
 class PollBackoff {
  public:
   static constexpr std::chrono::microseconds kSpinFor{200}, kSleep{50}, kOversubscribedSleep{250};
@@ -66,7 +71,7 @@ class PollBackoff {
 
  private:
   int spins_ = 0;
-  bool sleeping_ = false;
+  bool long_wait_ = false;
   std::chrono::microseconds sleep_ = kSleep;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
