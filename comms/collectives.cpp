@@ -287,7 +287,10 @@ std::vector<AlltoallPair> alltoall_pairs(const Communicator& comm, const void* s
 namespace {
 
 // All-to-all(v) with every transfer posted at once; a connection's time is recorded when both of
-// its directions have completed.
+// its directions have completed. Its receive is timed at the last poll that found it unfinished,
+// the earliest it can have arrived: the MoE pipeline polls between expert computations, and the
+// time a received chunk waits for the next poll is the receiver's compute, not its link's (nor a
+// stall of its sender: each pair goes on without the others).
 class PostedAlltoallv : public PendingCollective {
  public:
   using Pair = AlltoallPair;
@@ -300,6 +303,7 @@ class PostedAlltoallv : public PendingCollective {
       if (scope_) scope_->posted(p.dst, p.src);
       auto& open = open_.emplace_back();
       open.pair = p;
+      open.unfinished_at = t0_;
       open.recv = comm.irecv(p.recv, p.recv_bytes, p.src, kTagAlltoall);
       open.send = comm.isend(p.send, p.send_bytes, p.dst, kTagAlltoall);
       hold_until_ = std::max(
@@ -307,9 +311,16 @@ class PostedAlltoallv : public PendingCollective {
     }
   }
   bool progress() override {
+    const auto polled = Clock::now();
     for (auto& o : open_) {
       if (o.done) continue;
-      if (!o.received && o.recv->test()) o.received = Clock::now();
+      if (!o.received) {
+        if (o.recv->test()) {
+          o.received = o.unfinished_at;
+        } else {
+          o.unfinished_at = polled;
+        }
+      }
       if (!o.received || !o.send->test()) continue;
       o.done = true;
       ++steps_done_;
@@ -330,6 +341,7 @@ class PostedAlltoallv : public PendingCollective {
   struct Open {
     Pair pair{};
     std::unique_ptr<CommRequest> recv, send;
+    Clock::time_point unfinished_at;  // the last poll that found the receive unfinished
     std::optional<Clock::time_point> received;
     bool done = false;
   };

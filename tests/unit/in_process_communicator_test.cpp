@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <functional>
 #include <thread>
@@ -95,6 +96,44 @@ TEST(InProcessCommunicator, AGroupsRecordsNameWorldRanksAndLineUpAcrossMembers) 
       EXPECT_EQ(rec.connections.front().send_peer, 4 - r);
     }
   }
+}
+
+TEST(InProcessCommunicator, AnAllToAllsReceiveIsTimedAtTheLastPollThatFoundItUnfinished) {
+  // Rank 0 posts an all-to-all and computes for 80 ms before it polls: its peer's rows arrived long
+  // before, so the link is not charged for the computation. Then rank 1 posts its sends 100 ms
+  // after rank 0 posted, while rank 0 waits polling: the receive is timed as late as it was.
+  using namespace std::chrono;
+  std::vector<std::vector<CollectiveRecord>> records(2);
+  std::atomic<bool> rank0_posted{false};
+  run_ranks(2, [&](Communicator& comm) {
+    TimingRecorder recorder(8);
+    Collectives coll(comm, &recorder);
+    coll.set_group("ep@0", {0, 1});
+    std::vector<float> send(64, static_cast<float>(comm.rank())), recv(64);
+    const std::vector<size_t> counts = {32, 32};
+    for (int round = 0; round < 2; ++round) {
+      if (round == 1 && comm.rank() == 1) {
+        while (!rank0_posted) std::this_thread::yield();
+        std::this_thread::sleep_for(milliseconds(100));
+      }
+      auto op = coll.start_alltoallv(send.data(), counts, recv.data(), counts, DType::kFloat32);
+      if (round == 0 && comm.rank() == 0) std::this_thread::sleep_for(milliseconds(80));
+      if (round == 1 && comm.rank() == 0) rank0_posted = true;
+      op->wait();
+      EXPECT_EQ(recv[8], 0.0f);  // block j came from rank j
+      EXPECT_EQ(recv[40], 1.0f);
+    }
+    records[static_cast<size_t>(comm.rank())] = recorder.snapshot();
+  });
+  const auto received_after_ms = [&](size_t round) {
+    const auto& rec = records[0].at(round);
+    const auto e = std::find_if(rec.exchanges.begin(), rec.exchanges.end(),
+                                [](const ExchangeTiming& x) { return x.recv_peer == 1; });
+    EXPECT_NE(e, rec.exchanges.end());
+    return e == rec.exchanges.end() ? -1.0 : static_cast<double>(e->recv_ns - e->posted_ns) * 1e-6;
+  };
+  EXPECT_LT(received_after_ms(0), 40.0);  // it arrived while rank 0 computed
+  EXPECT_GE(received_after_ms(1), 50.0);  // it came late; rank 0 polled all along
 }
 
 TEST(InProcessCommunicator, TheRingAllreduceFollowsItsRingOrder) {
