@@ -9,6 +9,8 @@
                                            # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
   bench/fault_bench.py slow-stage [TRIALS] # two pipeline stages, one slowed from its first step at a random
                                            # severity (4 trials in 5) or none; judged as slow-rank trials
+  bench/fault_bench.py moe-link [TRIALS]   # slow-link's trials with an MoE job (root): a throttled link
+                                           # carries only expert-parallel all-to-alls (the ring goes round it)
 
 Two ranks, a core each (this machine has two; more ranks than cores slow each other at random far
 beyond any threshold: docs/faults.md), the detector at its defaults (faults.* keys) unless
@@ -304,14 +306,16 @@ def netns_hosts(*args):
                    text=True, timeout=120)
 
 
-def slow_link_trial(t, hosts, rng, launch):
-    """Trial t: a throttled ring link (t % 5 in 0..2), a slowed rank (3) or nothing (4)."""
+def slow_link_trial(t, hosts, rng, launch, moe):
+    """Trial t: a throttled ring link (t % 5 in 0..2), a slowed rank (3) or nothing (4). With `moe`,
+    the job of MOE_LINK_MODEL, its ring routed around a throttled link (comms.avoid_links)."""
     link = victim = None
     if t % 5 < 3:
         src = rng.randrange(3)
         link = ([src, (src + 1) % 3], rng.choice(LINK_RATES))
         netns_hosts("link", hosts, str(link[0][0] + 1), str(link[0][1] + 1), link[1])  # rank r on host r + 1
-    run_dir, proc = start(f"link-{t}", LINK_MODEL + launch)
+    around = [f"comms.avoid_links={link[0][0]}>{link[0][1]}"] if moe and link else []
+    run_dir, proc = start(f"link-{t}", (MOE_LINK_MODEL if moe else LINK_MODEL) + launch + around)
     done = threading.Event()
     if t % 5 == 3:
         victim = rng.randrange(3)
@@ -344,7 +348,7 @@ def slow_link_trial(t, hosts, rng, launch):
     return {"kind": kind, "first_ok": first_ok, "right": right}
 
 
-def slow_link(trials):
+def slow_link(trials, moe=False):
     if os.geteuid() != 0:
         sys.exit("slow-link needs root (network namespaces)")
     rng = random.Random(int(os.environ.get("SEED", "1")))
@@ -353,7 +357,7 @@ def slow_link(trials):
     try:
         launch = [f"launch.{key}={open(os.path.join(hosts, key)).read().strip()}"
                   for key in ("mpirun_args", "control_address")]
-        results = [slow_link_trial(t, hosts, rng, launch) for t in range(trials)]
+        results = [slow_link_trial(t, hosts, rng, launch, moe) for t in range(trials)]
     finally:
         netns_hosts("down", hosts)
     by = {k: [r for r in results if r["kind"] == k] for k in ("link", "rank", "none")}
@@ -369,10 +373,16 @@ LINK_RATES = os.environ.get("LINK_RATES", "20mbit 50mbit 100mbit 200mbit 400mbit
 LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "training.train_iters=30",
               "comms.bucket_size_mb=100", "training.emulate_compute=true", "pipeline.device_tflops=0.02",
               "model.hidden_size=128", "model.ffn_hidden_size=512", "model.seq_length=64"]
+# moe-link's job: three experts, one a rank (expert parallelism 3), pipelined in 2 chunks each way,
+# ~90 KB a pair and chunk; compute is real (an MoE layer cannot emulate it).
+MOE_LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "training.train_iters=30",
+                  "model.hidden_size=256", "model.ffn_hidden_size=512", "model.seq_length=128",
+                  "model.num_experts=3", "model.moe_router_topk=1", "parallel.expert_model_parallel_size=3",
+                  "moe.a2a_overlap_degree=2", "moe.bwd_degree=2"]
 
 if __name__ == "__main__":
     modes = {"slow-rank": (slow_rank, 50), "clean": (clean, 10), "hang": (hang, 20), "slow-link": (slow_link, 20),
-             "slow-stage": (slow_stage, 15)}
+             "slow-stage": (slow_stage, 15), "moe-link": (lambda n: slow_link(n, moe=True), 10)}
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit(__doc__)
     run, default = modes[sys.argv[1]]

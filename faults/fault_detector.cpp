@@ -146,10 +146,13 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
                                                                                double step_time) const {
   std::map<SuspectKey, nlohmann::json> out;
   std::map<std::pair<int, int>, LinkStats> stats;
+  for (const auto& [link, transfers] : s.links) stats[link] = link_stats(transfers);
+  auto slow = slow_links(stats, step_time);
+  // Transfers that took longer than their link's typical time stalled at their receivers, except
+  // over a link slow in the step: their spread there (queued behind each other) is the link's.
   std::vector<double> stalled_s(s.blame_s.size(), 0.0);
-  for (const auto& [link, transfers] : s.links) {
-    const auto& st = stats[link] = link_stats(transfers);
-    if (link.second >= 0 && link.second < world_size_)
+  for (const auto& [link, st] : stats) {
+    if (link.second >= 0 && link.second < world_size_ && !slow.contains(link))
       stalled_s[static_cast<size_t>(link.second)] += st.excess_s;
   }
   // The rank the others waited for: late into collectives, or late taking in transfers.
@@ -168,7 +171,7 @@ std::map<FaultDetector::SuspectKey, nlohmann::json> FaultDetector::suspects_of(c
       out[{static_cast<int>(r), kRankKey}]["run_queue_wait_share"] = s.run_queue_s[r] / step_time;
   }
   add_slow_stage_suspects(out, s);
-  add_link_suspects(out, s, stats, step_time);
+  add_link_suspects(out, s, stats, std::move(slow), step_time);
   return out;
 }
 
@@ -224,17 +227,26 @@ std::map<std::pair<int, int>, nlohmann::json> FaultDetector::slow_links(
 
 void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
                                       const std::map<std::pair<int, int>, LinkStats>& stats,
+                                      std::map<std::pair<int, int>, nlohmann::json> slow,
                                       double step_time) const {
-  auto slow = slow_links(stats, step_time);
-  // A link an end of which waited for a CPU for half its time or more: that end is starved.
-  const auto starved = [&](int x, double link_s) {
-    return x >= 0 && static_cast<size_t>(x) < s.run_queue_s.size() &&
-           s.run_queue_s[static_cast<size_t>(x)] >= 0.5 * link_s;
+  // A link an end of which waited for a CPU for half its time or more: that end is starved, and
+  // the link is slow for it unless the end kept up elsewhere: another link of its side (into the
+  // receiver, out of the sender: an all-to-all's other pairs) measured and not slow.
+  std::set<std::pair<int, int>> slow_before;
+  for (const auto& [link, e] : slow) slow_before.insert(link);
+  const auto starved = [&](int x, bool receiving, std::pair<int, int> link) {
+    if (x < 0 || static_cast<size_t>(x) >= s.run_queue_s.size() ||
+        s.run_queue_s[static_cast<size_t>(x)] < 0.5 * stats.at(link).seconds)
+      return false;
+    for (const auto& [l, st] : stats) {
+      if (l != link && st.rate > 0 && (receiving ? l.second : l.first) == x && !slow_before.contains(l))
+        return false;
+    }
+    return true;
   };
   for (auto it = slow.begin(); it != slow.end();) {
     const auto [src, dst] = it->first;
-    const double link_s = stats.at(it->first).seconds;
-    const int end = starved(dst, link_s) ? dst : starved(src, link_s) ? src : -1;
+    const int end = starved(dst, true, it->first) ? dst : starved(src, false, it->first) ? src : -1;
     if (end < 0) {
       ++it;
       continue;

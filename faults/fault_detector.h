@@ -12,13 +12,15 @@
 //   node's network (a slow_link verdict naming the rank, no link); not two links either way. A
 //   link one of whose ends spent at least half the link's time in the step waiting for a CPU
 //   (run_queue_wait_s: starved by another process on its core) is that rank's fault, not the
-//   link's: a slow_rank verdict naming the starved end.
+//   link's: a slow_rank verdict naming the starved end -- unless that end kept up on another link
+//   of its side (an all-to-all's other pairs into the receiver or out of the sender, not slow).
 // - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
 //   while waiting little itself (less than half of that). It kept them waiting by entering its
 //   groups' collectives last, by taking in transfers late (a transfer that took longer than its
 //   link's typical time per byte stalled the ring at its receiver; a link slow for every transfer
-//   moves the typical time, not the excess), and by posting its pipeline transfers after the next
-//   or previous stage began waiting for them, more than the hop did in the attempt's first judged
+//   moves the typical time, not the excess, and over a link judged slow in the step the excess --
+//   transfers queued behind each other there -- is the link's), and by posting its pipeline transfers after
+//   the next or previous stage began waiting for them, more than the hop did in the attempt's first judged
 //   steps (transfer_lineup.h: a slow stage holds up both neighbours; blame_pipeline_hops). A
 //   pipeline hop's transfer once both sides were ready counts as its link's.
 // - slow stage: a rank whose compute (forward + backward seconds) over what the cost model predicts
@@ -131,9 +133,11 @@ class FaultDetector {
       const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
   // Ranks computing `slow_stage_factor` times slower than the others against their predictions.
   void add_slow_stage_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s) const;
-  // The slow links as suspects: a link, a sender's or receiver's side, a node's network or a rank.
+  // The slow links (`slow`, from slow_links) as suspects: a link, a sender's or receiver's side, a
+  // node's network or a rank.
   void add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
-                         const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
+                         const std::map<std::pair<int, int>, LinkStats>& stats,
+                         std::map<std::pair<int, int>, nlohmann::json> slow, double step_time) const;
   std::vector<Verdict> update_suspects(int64_t step, const std::map<SuspectKey, nlohmann::json>& now);
 
   int world_size_;

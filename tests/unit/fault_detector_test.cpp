@@ -152,6 +152,64 @@ TEST(FaultDetector, AStarvedReceiverIsTheRankNotItsLink) {
   EXPECT_EQ(background[0].kind, FaultKind::kSlowLink);
 }
 
+// An all-to-all of the step's four ranks after the ring (group ep@0): rank r sends to r + k and
+// receives from r - k in round k, each block taking 2 ms except over `slow` (50 ms).
+void add_all_to_all(report::StepReport& r, std::pair<int, int> slow) {
+  const int n = 4, me = r.rank();
+  const int64_t posted = r.step() * 10 * kSecond + 5 * kSecond;
+  auto* c = r.add_collectives();
+  c->set_group("ep@0");
+  c->set_group_seq(static_cast<uint64_t>(r.step()));
+  c->set_op("alltoallv");
+  c->set_group_size(n);
+  c->set_completed(true);
+  c->set_enter_ns(posted);
+  int64_t end = posted;
+  for (int k = 1; k < n; ++k) {
+    const int to = (me + k) % n, from = (me + n - k) % n;
+    const double d = std::make_pair(from, me) == slow ? 0.05 : 0.002;
+    auto* e = c->add_exchanges();
+    e->set_send_peer(to);
+    e->set_recv_peer(from);
+    e->set_bytes(kBlock);
+    e->set_posted_ns(posted);
+    e->set_recv_ns(posted + static_cast<int64_t>(d * 1e9));
+    e->set_done_ns(e->recv_ns());
+    end = std::max(end, e->done_ns());
+  }
+  c->set_end_ns(end);
+}
+
+// A receiver starved for CPU takes in every transfer late; one that took in its other links'
+// transfers on time is not why this one link is slow: the link is named, not the rank.
+TEST(FaultDetector, AStarvedReceiverWhoseOtherLinksKeptUpIsNotWhyItsSlowLinkIsSlow) {
+  const auto verdicts = run(
+      30, [](int64_t) { return clean(); }, 1,
+      [](report::StepReport& r) {
+        add_all_to_all(r, {0, 2});
+        r.set_run_queue_wait_s(r.rank() == 2 ? 0.3 : 0.001);
+      });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  ASSERT_TRUE(verdicts[0].link.has_value());
+  EXPECT_EQ(*verdicts[0].link, std::make_pair(0, 2));
+  EXPECT_NE(verdicts[0].evidence.at("pattern").get<std::string>().find("cell"), std::string::npos);
+}
+
+// Transfers queued behind each other on a slow link take longer than its typical time: that
+// spread is the link's, not a stall of its receiver (seen in an MoE job over a throttled link).
+TEST(FaultDetector, TheSpreadOfASlowLinksTransfersIsNotItsReceiversStall) {
+  const auto verdicts = run(30, [](int64_t) {
+    auto s = clean();
+    s.link_s[{1, 2}] = 0.06;
+    s.stalled_s[2] = 0.2;  // the second transfer over it took 0.26 s
+    return s;
+  });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  EXPECT_EQ(*verdicts[0].link, std::make_pair(1, 2));
+}
+
 TEST(FaultDetector, TheReceiverOfASlowLinkIsNotLateForLeavingItsCollectiveLate) {
   // Rank 2 takes in the ring's last block over the slow link 1 -> 2, leaves the allreduce last and
   // enters the next one as late as it left, its compute as long as everyone's: the link, not rank 2.
