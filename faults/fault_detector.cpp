@@ -258,6 +258,24 @@ void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out,
     e["slow_links"].push_back({src, dst});
     it = slow.erase(it);
   }
+  // Both directions between two ranks slow and no other link of either: the slower one is the
+  // link. Over TCP the other carries its acknowledgements through the slow one's queue, and would
+  // make both ends look like nodes slow in and out.
+  const auto slow_links_of = [&](int x) {
+    return std::count_if(slow.begin(), slow.end(),
+                         [&](const auto& l) { return l.first.first == x || l.first.second == x; });
+  };
+  for (auto it = slow.begin(); it != slow.end();) {
+    const auto reverse = slow.find({it->first.second, it->first.first});
+    if (reverse == slow.end() || slow_links_of(it->first.first) != 2 ||
+        slow_links_of(it->first.second) != 2 ||
+        reverse->second.at("ratio").get<double>() < it->second.at("ratio").get<double>()) {
+      ++it;
+      continue;
+    }
+    reverse->second["reverse_also_slow"] = {{"ratio", it->second.at("ratio")}};
+    it = slow.erase(it);
+  }
   // A rank with slow links both in and out: the rank itself when it is also late into collectives
   // (it progresses everything late), else its node's network (its NIC, its host's link); not two
   // separate links either way.

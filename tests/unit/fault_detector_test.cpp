@@ -2,6 +2,7 @@
 // step whose members enter at chosen times and whose links take chosen times per byte.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include "faults/fault_detector.h"
@@ -153,8 +154,8 @@ TEST(FaultDetector, AStarvedReceiverIsTheRankNotItsLink) {
 }
 
 // An all-to-all of the step's four ranks after the ring (group ep@0): rank r sends to r + k and
-// receives from r - k in round k, each block taking 2 ms except over `slow` (50 ms).
-void add_all_to_all(report::StepReport& r, std::pair<int, int> slow) {
+// receives from r - k in round k, each block taking 2 ms except over the links of `slow_s`.
+void add_all_to_all(report::StepReport& r, const std::map<std::pair<int, int>, double>& slow_s) {
   const int n = 4, me = r.rank();
   const int64_t posted = r.step() * 10 * kSecond + 5 * kSecond;
   auto* c = r.add_collectives();
@@ -167,7 +168,8 @@ void add_all_to_all(report::StepReport& r, std::pair<int, int> slow) {
   int64_t end = posted;
   for (int k = 1; k < n; ++k) {
     const int to = (me + k) % n, from = (me + n - k) % n;
-    const double d = std::make_pair(from, me) == slow ? 0.05 : 0.002;
+    const auto slow = slow_s.find({from, me});
+    const double d = slow == slow_s.end() ? 0.002 : slow->second;
     auto* e = c->add_exchanges();
     e->set_send_peer(to);
     e->set_recv_peer(from);
@@ -186,7 +188,7 @@ TEST(FaultDetector, AStarvedReceiverWhoseOtherLinksKeptUpIsNotWhyItsSlowLinkIsSl
   const auto verdicts = run(
       30, [](int64_t) { return clean(); }, 1,
       [](report::StepReport& r) {
-        add_all_to_all(r, {0, 2});
+        add_all_to_all(r, {{{0, 2}, 0.05}});
         r.set_run_queue_wait_s(r.rank() == 2 ? 0.3 : 0.001);
       });
   ASSERT_EQ(verdicts.size(), 1u);
@@ -194,6 +196,22 @@ TEST(FaultDetector, AStarvedReceiverWhoseOtherLinksKeptUpIsNotWhyItsSlowLinkIsSl
   ASSERT_TRUE(verdicts[0].link.has_value());
   EXPECT_EQ(*verdicts[0].link, std::make_pair(0, 2));
   EXPECT_NE(verdicts[0].evidence.at("pattern").get<std::string>().find("cell"), std::string::npos);
+}
+
+// A throttled link slows its reverse too (over TCP its acknowledgements queue behind the slow
+// direction's data): both directions slow and nothing else around them is the slower one, not the
+// two ranks' nodes.
+TEST(FaultDetector, BothDirectionsOfALinkSlowAreTheSlowerOne) {
+  const auto verdicts = run(
+      30, [](int64_t) { return clean(); }, 1,
+      [](report::StepReport& r) {
+        add_all_to_all(r, {{{0, 2}, 0.06}, {{2, 0}, 0.02}});
+      });
+  ASSERT_EQ(verdicts.size(), 1u);
+  EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowLink);
+  ASSERT_TRUE(verdicts[0].link.has_value());
+  EXPECT_EQ(*verdicts[0].link, std::make_pair(0, 2));
+  EXPECT_TRUE(verdicts[0].evidence.contains("reverse_also_slow"));
 }
 
 // Transfers queued behind each other on a slow link take longer than its typical time: that
