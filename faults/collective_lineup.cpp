@@ -56,8 +56,11 @@ std::vector<LinkTransfer> link_transfers(const LinedUpCollective& c) {
       const auto* sent = kth(*sender->second, true, receiver.rank, taken[src]++);
       if (!sent) continue;
       const int64_t ready = std::max(e.posted_ns(), sent->posted_ns());
-      out.push_back({src, receiver.rank,
-                     static_cast<double>(std::max<int64_t>(0, e.recv_ns() - ready)) * 1e-9, sent->bytes()});
+      // Received no later than both sides were ready says nothing of the link: an all-to-all's
+      // receive found complete at its first poll (timed at its posting, the earliest it can have
+      // arrived), or the receiver's last poll before the sender posted.
+      if (e.recv_ns() <= ready) continue;
+      out.push_back({src, receiver.rank, static_cast<double>(e.recv_ns() - ready) * 1e-9, sent->bytes()});
     }
   }
   return out;

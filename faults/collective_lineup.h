@@ -51,7 +51,8 @@ struct LinkTransfer {
   uint64_t bytes = 0;
 };
 // The collective's transfers: the k-th exchange the receiver took in from the sender is matched
-// with the k-th exchange the sender sent it. A pair without both sides recorded is skipped.
+// with the k-th exchange the sender sent it. A pair without both sides recorded is skipped, and so
+// is one received no later than both sides had posted it (no time the link can be charged).
 std::vector<LinkTransfer> link_transfers(const LinedUpCollective& c);
 
 class CollectiveLineup {

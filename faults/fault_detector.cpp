@@ -225,13 +225,10 @@ std::map<std::pair<int, int>, nlohmann::json> FaultDetector::slow_links(
   return slow;
 }
 
-void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
-                                      const std::map<std::pair<int, int>, LinkStats>& stats,
-                                      std::map<std::pair<int, int>, nlohmann::json> slow,
-                                      double step_time) const {
-  // A link an end of which waited for a CPU for half its time or more: that end is starved, and
-  // the link is slow for it unless the end kept up elsewhere: another link of its side (into the
-  // receiver, out of the sender: an all-to-all's other pairs) measured and not slow.
+void FaultDetector::blame_starved_ends(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
+                                       const std::map<std::pair<int, int>, LinkStats>& stats,
+                                       std::map<std::pair<int, int>, nlohmann::json>& slow,
+                                       double step_time) const {
   std::set<std::pair<int, int>> slow_before;
   for (const auto& [link, e] : slow) slow_before.insert(link);
   const auto starved = [&](int x, bool receiving, std::pair<int, int> link) {
@@ -258,17 +255,22 @@ void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out,
     e["slow_links"].push_back({src, dst});
     it = slow.erase(it);
   }
-  // Both directions between two ranks slow and no other link of either: the slower one is the
-  // link. Over TCP the other carries its acknowledgements through the slow one's queue, and would
-  // make both ends look like nodes slow in and out.
+}
+
+void FaultDetector::collapse_reverse_pairs(std::map<std::pair<int, int>, nlohmann::json>& slow,
+                                           const OpenStep& s, double step_time) const {
   const auto slow_links_of = [&](int x) {
     return std::count_if(slow.begin(), slow.end(),
                          [&](const auto& l) { return l.first.first == x || l.first.second == x; });
   };
+  const auto late = [&](int x) {
+    return x >= 0 && static_cast<size_t>(x) < s.blame_s.size() &&
+           s.blame_s[static_cast<size_t>(x)] >= options_.slow_rank_share * step_time;
+  };
   for (auto it = slow.begin(); it != slow.end();) {
-    const auto reverse = slow.find({it->first.second, it->first.first});
-    if (reverse == slow.end() || slow_links_of(it->first.first) != 2 ||
-        slow_links_of(it->first.second) != 2 ||
+    const auto [a, b] = it->first;
+    const auto reverse = slow.find({b, a});
+    if (reverse == slow.end() || slow_links_of(a) != 2 || slow_links_of(b) != 2 || late(a) || late(b) ||
         reverse->second.at("ratio").get<double>() < it->second.at("ratio").get<double>()) {
       ++it;
       continue;
@@ -276,6 +278,14 @@ void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out,
     reverse->second["reverse_also_slow"] = {{"ratio", it->second.at("ratio")}};
     it = slow.erase(it);
   }
+}
+
+void FaultDetector::add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
+                                      const std::map<std::pair<int, int>, LinkStats>& stats,
+                                      std::map<std::pair<int, int>, nlohmann::json> slow,
+                                      double step_time) const {
+  blame_starved_ends(out, s, stats, slow, step_time);
+  collapse_reverse_pairs(slow, s, step_time);
   // A rank with slow links both in and out: the rank itself when it is also late into collectives
   // (it progresses everything late), else its node's network (its NIC, its host's link); not two
   // separate links either way.

@@ -14,6 +14,8 @@
 //   (run_queue_wait_s: starved by another process on its core) is that rank's fault, not the
 //   link's: a slow_rank verdict naming the starved end -- unless that end kept up on another link
 //   of its side (an all-to-all's other pairs into the receiver or out of the sender, not slow).
+//   Both directions between two ranks slow (and nothing else of theirs) are the slower one: over
+//   TCP the other's acknowledgements queue behind it.
 // - slow rank: the rank that kept the others waiting for at least `slow_rank_share` of the step,
 //   while waiting little itself (less than half of that). It kept them waiting by entering its
 //   groups' collectives last, by taking in transfers late (a transfer that took longer than its
@@ -133,6 +135,19 @@ class FaultDetector {
       const std::map<std::pair<int, int>, LinkStats>& stats, double step_time) const;
   // Ranks computing `slow_stage_factor` times slower than the others against their predictions.
   void add_slow_stage_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s) const;
+  // A slow link an end of which waited for a CPU for half its time or more is that end's (a
+  // starved rank: a suspect), taken out of `slow` -- unless the end kept up elsewhere: another
+  // link of its side (into the receiver, out of the sender: an all-to-all's other pairs) measured
+  // and not slow.
+  void blame_starved_ends(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,
+                          const std::map<std::pair<int, int>, LinkStats>& stats,
+                          std::map<std::pair<int, int>, nlohmann::json>& slow, double step_time) const;
+  // Both directions between two ranks slow, no other link of either slow and neither end late into
+  // collectives: only the slower direction stays in `slow` (evidence reverse_also_slow). Over TCP
+  // the other carries its acknowledgements through the slow one's queue, and would make both ends
+  // look like nodes slow in and out. Equal ratios keep the direction from the higher rank.
+  void collapse_reverse_pairs(std::map<std::pair<int, int>, nlohmann::json>& slow, const OpenStep& s,
+                              double step_time) const;
   // The slow links (`slow`, from slow_links) as suspects: a link, a sender's or receiver's side, a
   // node's network or a rank.
   void add_link_suspects(std::map<SuspectKey, nlohmann::json>& out, const OpenStep& s,

@@ -19,14 +19,20 @@ struct MpirunOptions {
 };
 
 // How many cores to bind each rank to under `launch.bind` (`mode`: auto | none | core) for ranks
-// of `threads` compute threads each, all on this machine of `cores` usable cores unless
-// `extra_args` names hosts. auto binds when the ranks fit on this machine's cores and
-// `extra_args` neither names hosts nor sets a binding or mapping of its own: a rank the scheduler
-// moves between cores, or leaves on a core the kernel's interrupt work lands on, runs slower than
-// its peers for stretches (docs/faults.md), which the fault detector then rightly names. core
-// binds regardless (mpirun refuses ranks beyond the cores); none never does.
+// of `threads` compute threads each, on this machine's `cores` usable physical cores (Open MPI's
+// unit; usable_physical_cores()). Each rank gets its share of the cores, at least its threads:
+// its helper threads (communication, heartbeats, the asynchronous update) run there too.
+// auto binds when the ranks fit and `extra_args` neither names hosts nor sets a binding or mapping
+// of its own (the caller passes "none" where the environment gives mpirun hosts or a policy):
+// ranks left to the scheduler ran apart from each other by up to 30% for whole runs on a
+// 2-core VM, which the fault detector then rightly names (docs/faults.md). core binds regardless
+// (mpirun refuses ranks beyond the cores); none never does.
 int mpirun_cores_per_rank(const std::string& mode, int ranks, int threads, int cores,
                           const std::vector<std::string>& extra_args);
+
+// The physical cores this process may run on (hyperthreads of one core counted once, as Open MPI
+// binds); 0 when the machine's topology cannot be read.
+int usable_physical_cores();
 
 std::vector<std::string> mpirun_command(const MpirunOptions& options);
 

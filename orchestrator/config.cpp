@@ -250,9 +250,11 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(launch, timeout_s, "deadline of the whole job"),
       RONDO_KEY(launch, mpirun_args, "extra mpirun arguments, space separated"),
       RONDO_KEY(launch, srun_args, "extra srun arguments, space separated"),
-      RONDO_KEY(launch, bind,
-                "auto (mpirun binds each rank to its own cores when the ranks fit on this machine's cores "
-                "and launch.mpirun_args names no hosts or binding) | none | core"),
+      RONDO_KEY(
+          launch, bind,
+          "auto (mpirun binds each rank to its share of this machine's cores when the ranks fit and "
+          "neither launch.mpirun_args nor the environment names hosts, a binding or a mapping) | none | "
+          "core; srun binds by Slurm's own --cpu-bind"),
       RONDO_KEY(launch, max_restarts,
                 "relaunches from the latest checkpoint after a rank dies, hangs or times out; 0: none"),
       RONDO_KEY(launch, control_address, "host:port the coordinator's control plane listens on; port 0: any"),

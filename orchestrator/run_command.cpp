@@ -1,6 +1,5 @@
 #include "orchestrator/run_command.h"
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -169,12 +168,16 @@ std::vector<std::string> launch_command(const Config& config, int world, const s
   mo.run_dir = run_dir;
   mo.extra_args = split_args(config.launch.mpirun_args);
   mo.as_root = ::geteuid() == 0;
-  cpu_set_t usable;
-  const int cores = ::sched_getaffinity(0, sizeof(usable), &usable) == 0
-                        ? CPU_COUNT(&usable)
-                        : static_cast<int>(std::thread::hardware_concurrency());
-  mo.bind_cores_per_rank = mpirun_cores_per_rank(
-      config.launch.bind, world, static_cast<int>(config.training.num_threads), cores, mo.extra_args);
+  // A batch system or MCA settings in the environment give mpirun its hosts or its own policy.
+  bool placed_by_environment = false;
+  for (const char* v : {"PBS_NODEFILE", "LSB_HOSTS", "LSB_MCPU_HOSTS", "OMPI_MCA_hwloc_base_binding_policy",
+                        "OMPI_MCA_rmaps_base_mapping_policy", "OMPI_MCA_orte_default_hostfile"}) {
+    placed_by_environment = placed_by_environment || std::getenv(v) != nullptr;
+  }
+  const std::string bind =
+      config.launch.bind == "auto" && placed_by_environment ? "none" : config.launch.bind;
+  mo.bind_cores_per_rank = mpirun_cores_per_rank(bind, world, static_cast<int>(config.training.num_threads),
+                                                 usable_physical_cores(), mo.extra_args);
   return mpirun_command(mo);
 }
 

@@ -29,7 +29,7 @@ std::string openblas_core() {
   return name ? name : "";
 }
 
-// The cores this process may run on, as ranges ("0", "0-3,8"): one core when the launcher bound it.
+// The CPUs this process may run on, as ranges ("0", "0-3,8"): the cores the launcher bound it to.
 std::string cpu_affinity() {
   cpu_set_t set;
   if (::sched_getaffinity(0, sizeof(set), &set) != 0) return "unknown";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <thread>
 
 #include "launch/mpirun_command.h"
 #include "launch/rank_discovery.h"
@@ -87,19 +88,30 @@ TEST(Launch, MpirunBindsEachRankToItsOwnCoresWhenTheyFit) {
   EXPECT_TRUE(has({"--oversubscribe", "--bind-to", "none"}));
   EXPECT_FALSE(has({"--map-by"}));
 
-  // auto: ranks x threads within the cores, placed by mpirun on this machine.
+  // auto: ranks x threads within the cores, placed by mpirun on this machine, each rank bound to
+  // its share of the cores (its helper threads run there too).
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {}), 1);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 4, 8, {}), 4);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 16, {}), 8);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 3, 1, 8, {}), 2);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 3, 1, 2, {}), 0);  // more ranks than cores
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 2, 3, {}), 0);
   // Hosts, or a binding or mapping of the user's own: mpirun_args decide.
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, split_args("--hostfile /h --mca btl tcp,self")), 0);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"-H", "a,b"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"-host", "a,b"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--host=a,b"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"-npernode", "1"}), 0);
+  EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--mca", "hwloc_base_binding_policy", "none"}), 0);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--bind-to=socket"}), 0);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--map-by", "node"}), 0);
   EXPECT_EQ(mpirun_cores_per_rank("auto", 2, 1, 2, {"--mca", "btl", "tcp,self"}), 1);
   EXPECT_EQ(mpirun_cores_per_rank("none", 2, 1, 64, {}), 0);
   EXPECT_EQ(mpirun_cores_per_rank("core", 8, 2, 2, {}), 2);  // told to: mpirun judges
+  // This machine's physical cores, hyperthreads counted once: at least one, at most its CPUs.
+  const int physical = usable_physical_cores();
+  EXPECT_GE(physical, 1);
+  EXPECT_LE(physical, static_cast<int>(std::thread::hardware_concurrency()));
 }
 
 TEST(Launch, SbatchScript) {
