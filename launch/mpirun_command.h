@@ -24,9 +24,10 @@ struct MpirunOptions {
 // its helper threads (communication, heartbeats, the asynchronous update) run there too.
 // auto binds when the ranks fit and `extra_args` neither names hosts nor sets a binding or mapping
 // of its own (the caller passes "none" where the environment gives mpirun hosts or a policy):
-// ranks left to the scheduler ran apart from each other by up to 30% for whole runs on a
-// 2-core VM, which the fault detector then rightly names (docs/faults.md). core binds regardless
-// (mpirun refuses ranks beyond the cores); none never does.
+// ranks kept on their cores differ less from each other, and the fault detector judges them
+// against each other (on a 2-core VM: no false alarm in 3,000 clean rank-steps bound, one
+// unbound; bench/RESULTS.md). core binds regardless (mpirun refuses ranks beyond the cores); none
+// never does.
 int mpirun_cores_per_rank(const std::string& mode, int ranks, int threads, int cores,
                           const std::vector<std::string>& extra_args);
 
