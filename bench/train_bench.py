@@ -8,7 +8,8 @@
   bench/train_bench.py overlap-tcp # the same over real TCP between two network namespaces, with and without a
                                    # tbf-throttled 1 Gbit/s link (root; scripts/netns-hosts)
   bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
-  bench/train_bench.py recorder    # step time with the timing recorder on vs off
+  bench/train_bench.py recorder    # step time with the timing recorder on vs off: the median of paired runs in
+                                   # alternating order, with its 95% interval
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
   bench/train_bench.py pipeline    # pp=2 schedules on real compute: tokens/s, bubble measured vs predicted
   bench/train_bench.py heavy-head  # a model whose LM head outweighs its blocks: roundpipe vs 1f1b at pp=2, and
@@ -40,6 +41,7 @@ counts, allocator settings (rondo's RUN_DIR/runtime.json, the reference's own re
 """
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -88,9 +90,9 @@ def show_environment(side, env):
           f"kernels: {env['cpu_kernels']}{extra}", flush=True)
 
 
-def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None, rondo=RONDO):
-    """Median figures of one `rondo run` over its steps after warm-up (`rondo`: the coordinator of a
-    build; it launches the worker beside it)."""
+def rondo_rows(tmp, name, sets, steps=60, warmup=5, env=None, rondo=RONDO):
+    """The metrics rows of one `rondo run` after warm-up (`rondo`: the coordinator of a build; it
+    launches the worker beside it)."""
     run_dir = os.path.join(tmp, name)
     cmd = [rondo, "run", "--run-dir", run_dir, "--set", f"training.train_iters={steps}"]
     for s in COMMON + sets:
@@ -101,6 +103,12 @@ def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None, rondo=RONDO):
     with open(os.path.join(run_dir, "runtime.json")) as f:
         show_environment("rondo", json.load(f))
     subprocess.run(["rm", "-rf", run_dir], check=True)
+    return rows
+
+
+def rondo_run(tmp, name, sets, steps=60, warmup=5, env=None, rondo=RONDO):
+    """Median figures of one `rondo run` over its steps after warm-up."""
+    rows = rondo_rows(tmp, name, sets, steps, warmup, env, rondo)
     out = {k: statistics.median(r[k] for r in rows) for k in rows[0] if isinstance(rows[0][k], (int, float))}
     if "targets" in rows[0]:
         # The tokens the loss really trains on (padding and document crossings left out), per second.
@@ -210,12 +218,7 @@ def main():
                       f"{median_of(r, 'sys_share') * 100:.1f}% of CPU, {median_of(r, 'page_faults'):.0f} page faults "
                       f"per step, max RSS {median_of(r, 'max_rss_mb'):.0f} MB", flush=True)
     if what in ("recorder", "all"):
-        on, off = [], []
-        for _ in range(rounds):
-            on.append(rondo_run(tmp, "on", small + ["parallel.world_size=2", "comms.timing_recorder=true"])["step_time_s"])
-            off.append(rondo_run(tmp, "off", small + ["parallel.world_size=2", "comms.timing_recorder=false"])["step_time_s"])
-        a, b = statistics.median(on), statistics.median(off)
-        print(f"recorder: step time on {a*1e3:.2f} ms, off {b*1e3:.2f} ms, on/off {a/b:.4f} ({(a/b-1)*100:+.2f}%)")
+        recorder_overhead(tmp, rounds, small)
     if what in ("dp", "all"):
         one, two = [], []
         for _ in range(rounds):
@@ -515,6 +518,53 @@ def chunkflow(tmp, rounds):
 # The demo model with a 16384-token vocabulary: the LM head's forward (2 x hidden x vocab FLOPs
 # per token) costs about as much as 10 blocks; its weights are 2.1M of 4.9M parameters.
 HEAVY = dict(SMALL, vocab=16384)
+
+
+def recorder_overhead(tmp, rounds, small):
+    """Step time with the timing recorder on over off, as the median of paired measurements, two ways.
+    Whole runs: each round runs both, in alternating order (on-off, off-on, ...). Within one run
+    (comms.timing_recorder_blocks): the recorder records BLOCK steps, pauses BLOCK, and so on; each
+    paused block is paired with the recorded blocks either side (their mean, so a steady drift of
+    the machine's speed cancels), a block's time the median of its steps but the first (the
+    coordinator may still be judging the block before). The 95% intervals of the medians come from
+    resampling the pairs."""
+    block, steps = 10, 1210
+    run_ratios, block_ratios = [], []
+    for i in range(rounds):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        step = {}
+        for on in order:
+            sets = small + ["parallel.world_size=2", f"comms.timing_recorder={str(on).lower()}"]
+            step[on] = rondo_run(tmp, "on" if on else "off", sets, steps=120, warmup=10)["step_time_s"]
+        run_ratios.append(step[True] / step[False])
+        print(f"recorder: round {i + 1}: whole runs on {step[True] * 1e3:.2f} ms, off {step[False] * 1e3:.2f} ms, "
+              f"on/off {run_ratios[-1]:.4f}", flush=True)
+        rows = rondo_rows(tmp, "blocks", small + ["parallel.world_size=2", f"comms.timing_recorder_blocks={block}"],
+                          steps=steps, warmup=0)
+        blocks = {}
+        for r in rows:
+            blocks.setdefault((r["step"] - 1) // block, []).append(r)
+        times = {k: statistics.median(r["step_time_s"] for r in sorted(v, key=lambda r: r["step"])[1:])
+                 for k, v in blocks.items() if len(v) == block}
+        mine = []
+        for k in sorted(times):
+            if blocks[k][0]["recorded"] or k - 1 not in times or k + 1 not in times or k < 2:
+                continue  # k < 2: warm-up
+            mine.append((times[k - 1] + times[k + 1]) / 2 / times[k])
+        block_ratios += mine
+        print(f"recorder: round {i + 1}: one run in blocks of {block} steps, {len(mine)} paused blocks, on/off "
+              f"median {statistics.median(mine):.4f}", flush=True)
+    for name, ratios in (("whole runs", run_ratios), (f"blocks of {block} steps", block_ratios)):
+        low, med, high = median_interval(ratios)
+        print(f"recorder: {name}: on/off median of {len(ratios)} pairs {med:.4f} ({(med - 1) * 100:+.2f}%), "
+              f"95% interval {low:.4f}-{high:.4f}; pairs {min(ratios):.4f}-{max(ratios):.4f}")
+
+
+def median_interval(ratios):
+    """(low, median, high): the median and its 95% bootstrap interval."""
+    rng = random.Random(1)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return medians[int(0.025 * len(medians))], statistics.median(ratios), medians[int(0.975 * len(medians)) - 1]
 
 
 def heavy_head(tmp, rounds):

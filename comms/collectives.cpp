@@ -68,7 +68,7 @@ void Collectives::set_ring_order(std::vector<int> order) {
 }
 
 std::optional<TimingRecorder::Scope> Collectives::record(CollectiveOp op, uint64_t bytes) {
-  if (!recorder_) return std::nullopt;
+  if (!recorder_ || !recorder_->recording()) return std::nullopt;
   return recorder_->begin(op, bytes, comm_.size(), &group_);
 }
 

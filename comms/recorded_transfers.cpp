@@ -30,7 +30,8 @@ class RecordedRequest : public CommRequest {
     if (!inner_->test()) {
       const auto now = std::chrono::steady_clock::now();
       if (!waiting_) waiting_ = true, wait_start_ = now;
-      if (!open_ && (channel_->may_record(now) || now - wait_start_ >= RecordedTransfers::kLongWait))
+      if (!open_ && channel_->recorder.recording() &&
+          (channel_->may_record(now) || now - wait_start_ >= RecordedTransfers::kLongWait))
         open_.emplace(channel_->recorder.begin_transfer_wait(op_, bytes_, peer_, posted_ns_, channel_->name));
       return false;
     }

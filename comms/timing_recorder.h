@@ -18,6 +18,7 @@
 // longer touches it: its record is lost, the newer one stays as it is.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -97,6 +98,12 @@ struct CollectiveRecord {
   std::vector<ExchangeTiming> exchanges;  // the first kMaxExchangesPerRecord, in order
 };
 
+// comms.timing_recorder_blocks: whether step `step` (from 1) is recorded when the recorder records
+// `blocks` steps, pauses `blocks`, and so on (blocks 0: every step).
+inline bool recorded_step(int64_t step, int64_t blocks) {
+  return blocks <= 0 || (step - 1) / blocks % 2 == 0;
+}
+
 class TimingRecorder {
  public:
   static constexpr size_t kMaxConnectionsPerRecord = 64;
@@ -155,6 +162,12 @@ class TimingRecorder {
   // number may be outstanding.
   void record_transfer(CollectiveOp op, uint64_t bytes, int peer, int64_t posted_ns, int64_t wait_ns);
 
+  // Paused, callers record nothing (Collectives, the pipeline's and ring attention's transfers
+  // ask recording() before they begin a record); a collective's group counter does not advance,
+  // so every member must pause at the same point (between steps). A measuring aid.
+  void set_recording(bool on) { recording_.store(on, std::memory_order_relaxed); }
+  bool recording() const { return recording_.load(std::memory_order_relaxed); }
+
   // Records oldest to newest (at most capacity()).
   std::vector<CollectiveRecord> snapshot() const;
   // What step reports send: each record once, when it has closed (completed or not), so a
@@ -177,6 +190,7 @@ class TimingRecorder {
   mutable std::mutex mu_;
   std::vector<CollectiveRecord> slots_;
   uint64_t next_seq_ = 0;
+  std::atomic<bool> recording_{true};
 };
 
 }  // namespace rondo

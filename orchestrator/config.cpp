@@ -218,6 +218,9 @@ const std::vector<ConfigKey>& config_schema() {
       RONDO_KEY(comms, backend, "mpi | nccl"),
       RONDO_KEY(comms, allreduce, "ring (rondo's, timed per connection) | native (the library's)"),
       RONDO_KEY(comms, timing_recorder, "record every collective in the flight recorder"),
+      RONDO_KEY(comms, timing_recorder_blocks,
+                "measuring aid: N > 0 records N steps, then pauses the recorder for N, and so on, so one run "
+                "measures its cost (metrics rows say `recorded`); 0: every step"),
       RONDO_KEY(comms, timeout_s, "deadline of every communication wait"),
       RONDO_KEY(comms, recorder_capacity, "collectives kept in the flight recorder ring"),
       RONDO_KEY(comms, overlap_grad_reduce,

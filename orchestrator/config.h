@@ -141,6 +141,8 @@ struct CommsConfig {
   std::string backend = "mpi";
   std::string allreduce = "ring";
   bool timing_recorder = true;
+  // Records N steps, pauses N, ... so that one run measures the recorder's cost (0: every step).
+  int64_t timing_recorder_blocks = 0;
   double timeout_s = 300.0;
   int64_t recorder_capacity = 1024;
   bool overlap_grad_reduce = true;

@@ -423,6 +423,7 @@ void spec_pass(PlanContext& c) {
   cs->set_allreduce(
       plan_enum(allreduce_kind_from_name(config.comms.allreduce), "comms.allreduce", config.comms.allreduce));
   cs->set_timing_recorder(config.comms.timing_recorder);
+  cs->set_timing_recorder_blocks(static_cast<uint32_t>(config.comms.timing_recorder_blocks));
   cs->set_timeout_s(config.comms.timeout_s);
   cs->set_recorder_capacity(static_cast<uint32_t>(config.comms.recorder_capacity));
   cs->set_overlap_grad_reduce(config.comms.overlap_grad_reduce);

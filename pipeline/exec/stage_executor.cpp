@@ -264,7 +264,7 @@ torch::Tensor StageExecutor::wait_receive(const Key& key, StepTimes& times) {
     const auto t0 = Clock::now();
     // In the flight recorder while it waits: a dump taken now shows whom this rank waits for.
     std::optional<TimingRecorder::Scope> record;
-    if (recorder_) {
+    if (recording()) {
       record.emplace(
           recorder_->begin_transfer_wait(CollectiveOp::kRecv, r.buffer.nbytes(), r.peer, r.posted_ns));
     }
@@ -312,7 +312,7 @@ void StageExecutor::finish_sends(bool wait, StepTimes& times) {
       // In the flight recorder while it waits, as a receive is.
       const auto wait_start = Clock::now();
       std::optional<TimingRecorder::Scope> record;
-      if (recorder_) {
+      if (recording()) {
         record.emplace(recorder_->begin_transfer_wait(CollectiveOp::kSend, s->tensor.nbytes(),
                                                       s->request->peer(), s->posted_ns));
       }
@@ -321,7 +321,7 @@ void StageExecutor::finish_sends(bool wait, StepTimes& times) {
       return true;
     }
     if (!s->request->test()) return false;
-    if (recorder_) {
+    if (recording()) {
       recorder_->record_transfer(CollectiveOp::kSend, s->tensor.nbytes(), s->request->peer(), s->posted_ns,
                                  TimingRecorder::wall_ns());
     }

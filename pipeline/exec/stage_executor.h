@@ -216,6 +216,7 @@ class StageExecutor {
   int rank_;
   Communicator& p2p_;
   TimingRecorder* recorder_;
+  bool recording() const { return recorder_ && recorder_->recording(); }
   double loss_scale_;
   bool recompute_;  // model.recompute_granularity = full: F keeps the stage input, B/I rerun F
   // Chunked pipeline training (data.pipeline_chunk_lengths): every step brings its schedule; so

@@ -50,6 +50,10 @@ TEST(Config, WrongTypesAreNamed) {
   EXPECT_EQ(error_key("model: {num_layers: [1, 2]}"), "model.num_layers");
   EXPECT_EQ(error_key("model: {num_layers: 2.5}"), "model.num_layers");
   EXPECT_EQ(error_key("", {"launch.bind=socket"}), "launch.bind");
+  EXPECT_EQ(error_key("", {"comms.timing_recorder_blocks=-1"}), "comms.timing_recorder_blocks");
+  EXPECT_EQ(error_key("", {"comms.timing_recorder=false", "comms.timing_recorder_blocks=10"}),
+            "comms.timing_recorder_blocks");
+  EXPECT_EQ(error_key("", {"comms.timing_recorder_blocks=10"}), "");
 }
 
 TEST(Config, ImpossibleLayoutsAreNamed) {

@@ -136,6 +136,27 @@ TEST(InProcessCommunicator, AnAllToAllsReceiveIsTimedAtTheLastPollThatFoundItUnf
   EXPECT_GE(received_after_ms(1), 50.0);  // it came late; rank 0 polled all along
 }
 
+TEST(InProcessCommunicator, APausedRecorderRecordsNothingAndTheGroupCountsOnWhereItLeftOff) {
+  run_ranks(2, [](Communicator& comm) {
+    TimingRecorder recorder(8);
+    Collectives coll(comm, &recorder);
+    coll.set_group("dp", {});
+    double v = 1;
+    coll.allreduce(&v, 1, DType::kFloat64, ReduceOp::kSum);
+    recorder.set_recording(false);  // every member pauses between the same collectives
+    coll.allreduce(&v, 1, DType::kFloat64, ReduceOp::kSum);
+    coll.barrier();
+    EXPECT_EQ(v, 4);  // the collectives still ran
+    EXPECT_EQ(recorder.recorded(), 1u);
+    recorder.set_recording(true);
+    coll.allreduce(&v, 1, DType::kFloat64, ReduceOp::kSum);
+    const auto records = recorder.snapshot();
+    ASSERT_EQ(records.size(), 2u);
+    EXPECT_EQ(records[1].group_seq, 1u);  // lines up with the other member's second record
+    EXPECT_EQ(records[1].group, "dp");
+  });
+}
+
 TEST(InProcessCommunicator, TheRingAllreduceFollowsItsRingOrder) {
   // Ring 0 -> 2 -> 1 -> 3 -> 0: the same sums, each member exchanging with its ring neighbours.
   const std::vector<int> order = {0, 2, 1, 3};

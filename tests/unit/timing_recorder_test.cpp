@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <stdexcept>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -8,6 +10,13 @@
 
 namespace rondo {
 namespace {
+
+TEST(TimingRecorder, RecordsStepsInBlocksWhenAskedTo) {
+  for (int64_t step = 1; step <= 5; ++step) EXPECT_TRUE(recorded_step(step, 0));
+  std::vector<bool> got;
+  for (int64_t step = 1; step <= 7; ++step) got.push_back(recorded_step(step, 2));
+  EXPECT_EQ(got, (std::vector<bool>{true, true, false, false, true, true, false}));
+}
 
 TEST(TimingRecorder, KeepsTheMostRecentRecordsInOrder) {
   TimingRecorder rec(4);
