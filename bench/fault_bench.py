@@ -3,7 +3,9 @@
 
   bench/fault_bench.py slow-rank [TRIALS]  # a rank slowed for real (SIGSTOP/SIGCONT duty cycle) from a
                                            # random step, at a random severity; which rank is drawn too
-  bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps
+  bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps, and how much
+                                           # slower one rank's core computed than the other's
+                                           # (CLEAN_STEPS, CLEAN_MODEL=demo: the default config's model)
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
   bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root): one ring link held to a
                                            # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
@@ -56,10 +58,10 @@ EXTRA = os.environ.get("FAULT_SETS", "").split()
 shown = []
 
 
-def start(name, sets):
+def start(name, sets, model=MODEL):
     run_dir = os.path.join(TMP, name)
     cmd = [RONDO, "run", "--run-dir", run_dir, "--worker", WORKER]
-    for s in MODEL + EXTRA + sets:
+    for s in model + EXTRA + sets:
         cmd += ["--set", s]
     out = open(run_dir + ".out", "w")
     return run_dir, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -210,17 +212,32 @@ def summarise_slow_rank(results):
     line("slow-down < 10%", [r for r in results if r["slowdown"] < 0.10])
 
 
+def compute_ratio(run_dir, first_step=10):
+    """Rank 0's median compute (forward + backward) a step over rank 1's, from timings.jsonl: how much
+    slower the machine ran one rank's core than the other's in a run with no fault."""
+    compute = {0: [], 1: []}
+    for r in read_jsonl(os.path.join(run_dir, "timings.jsonl")):
+        if r.get("rank", 0) in compute and int(r.get("step", 0)) > first_step:
+            compute[r.get("rank", 0)].append(r.get("forward_s", 0) + r.get("backward_s", 0))
+    return statistics.median(compute[0]) / statistics.median(compute[1]) if all(compute.values()) else float("nan")
+
+
 def clean(runs):
+    """Runs with no fault (CLEAN_STEPS steps each, default 80). CLEAN_MODEL=demo runs the default
+    config's model (about 30 ms a step here) instead of the trials' (about 100 ms)."""
+    steps = int(os.environ.get("CLEAN_STEPS", "80"))
+    sets = ([s for s in MODEL if s.startswith(("checkpoint.", "training.log_interval"))]
+            if os.environ.get("CLEAN_MODEL") == "demo" else MODEL)
     verdicts, rank_steps = [], 0
     for t in range(runs):
-        run_dir, proc = start(f"clean-{t}", ["training.train_iters=80"])
+        run_dir, proc = start(f"clean-{t}", [f"training.train_iters={steps}"], model=sets)
         proc.wait(timeout=900)
         show_environment(run_dir)
         found = faults(run_dir)
         verdicts += found
-        rank_steps += 2 * (80 - 5)  # the warm-up steps are not judged
-        print(f"run {t}: {len(found)} verdicts {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}",
-              flush=True)
+        rank_steps += 2 * (steps - 5)  # the warm-up steps are not judged
+        print(f"run {t}: {len(found)} verdicts {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}; "
+              f"rank 0's compute over rank 1's {compute_ratio(run_dir):.3f}", flush=True)
     print(f"--- clean --- {len(verdicts)} verdicts in {rank_steps} judged rank-steps: "
           f"{1000 * len(verdicts) / rank_steps:.2f} false alarms per 1,000 rank-steps")
 
