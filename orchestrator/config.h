@@ -179,7 +179,7 @@ struct LaunchConfig {
 
 // Fault localisation in the coordinator (faults/fault_detector.h's DetectorOptions).
 struct FaultsConfig {
-  double slow_rank_share = 0.15;
+  double slow_rank_share = 0.16;
   double slow_link_factor = 8.0;
   double slow_link_share = 0.02;
   double slow_stage_factor = 1.5;

@@ -85,6 +85,7 @@ DetectorOptions detector_of(const DiagnoseOptions& o, int world, bool one_launch
   d.predicted_compute_s = std::move(predicted);
   if (o.slow_rank_share) d.slow_rank_share = *o.slow_rank_share;
   if (o.slow_link_factor) d.slow_link_factor = *o.slow_link_factor;
+  if (o.slow_stage_factor) d.slow_stage_factor = *o.slow_stage_factor;
   if (o.window) d.window = *o.window;
   if (o.persist) d.persist = *o.persist;
   return d;

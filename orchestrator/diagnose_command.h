@@ -12,7 +12,7 @@ namespace rondo {
 struct DiagnoseOptions {
   std::string run_dir;
   bool json = false;  // one verdict per line, as events.jsonl has them
-  std::optional<double> slow_rank_share, slow_link_factor;
+  std::optional<double> slow_rank_share, slow_link_factor, slow_stage_factor;
   std::optional<int> window, persist;
 };
 

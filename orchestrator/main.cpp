@@ -202,6 +202,8 @@ void add_run_tools(CLI::App& app, Subcommands& out) {
                        "faults.slow_rank_share (default: the run's config)");
   diagnose->add_option("--link-factor", d.slow_link_factor,
                        "faults.slow_link_factor (default: the run's config)");
+  diagnose->add_option("--stage-factor", d.slow_stage_factor,
+                       "faults.slow_stage_factor (default: the run's config)");
   out.push_back({diagnose, [diagnose_options] { return rondo::run_diagnose(*diagnose_options); }});
 
   auto* config = app.add_subcommand("config", "print the effective config (defaults filled in)");
