@@ -6,11 +6,15 @@
   bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps, and how much
                                            # slower one rank's core computed than the other's
                                            # (CLEAN_STEPS, CLEAN_MODEL=demo: the default config's model)
+  bench/fault_bench.py rejudge DIR [ARGS] # the slow-rank trials and clean runs a run left in DIR (printed
+                                           # first) judged again by `rondo diagnose ARGS` (--rank-share X)
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
   bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root): one ring link held to a
                                            # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
   bench/fault_bench.py slow-stage [TRIALS] # two pipeline stages, one slowed from its first step at a random
                                            # severity (4 trials in 5) or none; judged as slow-rank trials
+                                           # (STAGE_STOPPED=LOW,HIGH: the share of each 40 ms stopped,
+                                           # default 0.3,0.6)
   bench/fault_bench.py moe-link [TRIALS]   # slow-link's trials with an MoE job (root): a throttled link
                                            # carries only expert-parallel all-to-alls (the ring goes round it)
 
@@ -176,22 +180,67 @@ def slow_rank(trials):
         done.set()
         th.join()
         show_environment(run_dir)
-        times = rank_step_times(run_dir, 1 - victim)
-        before = statistics.median(v for s, v in times.items() if 5 < s <= started_at)
-        after = statistics.median(v for s, v in times.items() if s > started_at + 1)
-        found = [f for f in faults(run_dir) if f["kind"] in ("slow_rank", "slow_link")]
-        hit = [f for f in found if f["kind"] == "slow_rank" and f["ranks"] == [victim] and f["step"] > started_at]
-        detected_in = hit[0]["step"] - started_at if hit else None
-        wrong = [f for f in found if f not in hit]
-        results.append({"victim": victim, "start": started_at, "stopped": stopped, "slowdown": after / before - 1,
-                        "detected_in": detected_in, "right": len(hit), "wrong": len(wrong),
-                        "clean_rank_steps": 2 * max(0, started_at - 5)})
-        r = results[-1]
-        print(f"trial {t:2d}: victim {victim}, from step {started_at}, stopped {stopped:.0%} -> "
-              f"{r['slowdown']:+.0%} step time; detected in {detected_in} steps; wrong verdicts {len(wrong)}"
-              + (f" {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in wrong]}" if wrong else ""),
-              flush=True)
+        with open(os.path.join(run_dir, "trial.json"), "w") as f:
+            json.dump({"victim": victim, "start": started_at, "stopped": stopped}, f)
+        results.append(judge_slow_rank_trial(run_dir, faults(run_dir), victim, started_at, stopped, t))
     summarise_slow_rank(results)
+
+
+def judge_slow_rank_trial(run_dir, verdicts, victim, started_at, stopped, t):
+    times = rank_step_times(run_dir, 1 - victim)
+    before = statistics.median(v for s, v in times.items() if 5 < s <= started_at)
+    after = statistics.median(v for s, v in times.items() if s > started_at + 1)
+    found = [f for f in verdicts if f["kind"] in ("slow_rank", "slow_link")]
+    hit = [f for f in found if f["kind"] == "slow_rank" and f["ranks"] == [victim] and f["step"] > started_at]
+    detected_in = hit[0]["step"] - started_at if hit else None
+    wrong = [f for f in found if f not in hit]
+    r = {"victim": victim, "start": started_at, "stopped": stopped, "slowdown": after / before - 1,
+         "detected_in": detected_in, "right": len(hit), "wrong": len(wrong)}
+    print(f"trial {t:2d}: victim {victim}, from step {started_at}, stopped {stopped:.0%} -> "
+          f"{r['slowdown']:+.0%} step time; detected in {detected_in} steps; wrong verdicts {len(wrong)}"
+          + (f" {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in wrong]}" if wrong else ""),
+          flush=True)
+    return r
+
+
+def rejudge(bench_dir, diagnose_args):
+    """The slow-rank trials and clean runs a run of this script left in BENCH_DIR, judged again by
+    `rondo diagnose --json` with other detector settings (its options: --rank-share X ...). A trial
+    without trial.json (recorded before the script wrote it) takes its victim and start from the
+    SEED draws, the start as drawn (the duty cycle started at that step or the next)."""
+    def diagnose(run_dir):
+        out = subprocess.run([RONDO, "diagnose", "--json", run_dir] + diagnose_args, capture_output=True,
+                             text=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    rng = random.Random(int(os.environ.get("SEED", "1")))
+    results, t = [], 0
+    while os.path.isdir(os.path.join(bench_dir, f"slow-{t}")):
+        run_dir = os.path.join(bench_dir, f"slow-{t}")
+        drawn = {"victim": rng.randrange(2), "start": rng.randint(10, 25), "stopped": rng.uniform(0.1, 0.45)}
+        trial = read_json(os.path.join(run_dir, "trial.json")) or drawn
+        results.append(judge_slow_rank_trial(run_dir, diagnose(run_dir), trial["victim"], trial["start"],
+                                             trial["stopped"], t))
+        t += 1
+    if results:
+        summarise_slow_rank(results)
+    verdicts, rank_steps, t = 0, 0, 0
+    while os.path.isdir(os.path.join(bench_dir, f"clean-{t}")):
+        run_dir = os.path.join(bench_dir, f"clean-{t}")
+        verdicts += sum(1 for f in diagnose(run_dir) if f["kind"] in ("slow_rank", "slow_link"))
+        rank_steps += 2 * (max(rank_step_times(run_dir, 0)) - 5)
+        t += 1
+    if t:
+        print(f"--- clean --- {verdicts} verdicts in {rank_steps} judged rank-steps: "
+              f"{1000 * verdicts / rank_steps:.2f} false alarms per 1,000 rank-steps")
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
 
 
 def summarise_slow_rank(results):
@@ -247,10 +296,11 @@ def slow_stage(trials):
     one stage slowed from before its first step, so that its hops' baselines hold the slowness and
     only its compute against its stage's prediction tells (faults.slow_stage_factor)."""
     rng = random.Random(int(os.environ.get("SEED", "1")))
+    low, high = (float(x) for x in os.environ.get("STAGE_STOPPED", "0.3,0.6").split(","))
     named, missed, wrong, clean_runs, clean_wrong = [], 0, 0, 0, 0
     for t in range(trials):
         victim = rng.randrange(2) if rng.random() < 0.8 else None
-        stopped = rng.uniform(0.3, 0.6)
+        stopped = rng.uniform(low, high)
         run_dir, proc = start(f"stage-{t}", ["training.train_iters=40", "parallel.pipeline_model_parallel_size=2"])
         done = threading.Event()
         th = None
@@ -400,7 +450,11 @@ MOE_LINK_MODEL = ["parallel.world_size=3", "training.global_batch_size=12", "tra
 if __name__ == "__main__":
     modes = {"slow-rank": (slow_rank, 50), "clean": (clean, 10), "hang": (hang, 20), "slow-link": (slow_link, 20),
              "slow-stage": (slow_stage, 15), "moe-link": (lambda n: slow_link(n, moe=True), 10)}
+    if len(sys.argv) >= 3 and sys.argv[1] == "rejudge":
+        os.rmdir(TMP)
+        sys.exit(rejudge(sys.argv[2], sys.argv[3:]))
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit(__doc__)
+    print(f"runs in {TMP} (bench/fault_bench.py rejudge {TMP} ... judges them again)", flush=True)
     run, default = modes[sys.argv[1]]
     run(int(sys.argv[2]) if len(sys.argv) > 2 else default)
