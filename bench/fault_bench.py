@@ -6,8 +6,9 @@
   bench/fault_bench.py clean [RUNS]        # runs with no fault: false alarms per 1,000 rank-steps, and how much
                                            # slower one rank's core computed than the other's
                                            # (CLEAN_STEPS, CLEAN_MODEL=demo: the default config's model)
-  bench/fault_bench.py rejudge DIR [ARGS] # the slow-rank trials and clean runs a run left in DIR (printed
-                                           # first) judged again by `rondo diagnose ARGS` (--rank-share X)
+  bench/fault_bench.py rejudge DIR [ARGS]  # the slow-rank and slow-stage trials and clean runs a run left in
+                                           # DIR (printed first) judged again by `rondo diagnose ARGS`
+                                           # (--rank-share X, --stage-factor X, ...)
   bench/fault_bench.py hang [TRIALS]       # a rank stopped (SIGSTOP) at a random step: seconds to the verdict
   bench/fault_bench.py slow-link [TRIALS]  # three ranks on network namespaces (root): one ring link held to a
                                            # random rate (3 trials in 5), a rank slowed (1 in 5) or nothing
@@ -204,8 +205,9 @@ def judge_slow_rank_trial(run_dir, verdicts, victim, started_at, stopped, t):
 
 
 def rejudge(bench_dir, diagnose_args):
-    """The slow-rank trials and clean runs a run of this script left in BENCH_DIR, judged again by
-    `rondo diagnose --json` with other detector settings (its options: --rank-share X ...). A trial
+    """The slow-rank and slow-stage trials and clean runs a run of this script left in BENCH_DIR,
+    judged again by `rondo diagnose --json` with other detector settings (its options: --rank-share
+    X, --stage-factor X ...). A slow-rank trial
     without trial.json (recorded before the script wrote it) takes its victim and start from the
     SEED draws, the start as drawn (the duty cycle started at that step or the next)."""
     def diagnose(run_dir):
@@ -233,6 +235,15 @@ def rejudge(bench_dir, diagnose_args):
     if t:
         print(f"--- clean --- {verdicts} verdicts in {rank_steps} judged rank-steps: "
               f"{1000 * verdicts / rank_steps:.2f} false alarms per 1,000 rank-steps")
+    stages, t = [], 0
+    while os.path.isdir(os.path.join(bench_dir, f"stage-{t}")):
+        run_dir = os.path.join(bench_dir, f"stage-{t}")
+        trial = read_json(os.path.join(run_dir, "trial.json"))
+        if trial:
+            stages.append(judge_stage_trial(diagnose(run_dir), trial["victim"], trial["stopped"], t))
+        t += 1
+    if stages:
+        summarise_slow_stage(stages)
 
 
 def read_json(path):
@@ -297,7 +308,7 @@ def slow_stage(trials):
     only its compute against its stage's prediction tells (faults.slow_stage_factor)."""
     rng = random.Random(int(os.environ.get("SEED", "1")))
     low, high = (float(x) for x in os.environ.get("STAGE_STOPPED", "0.3,0.6").split(","))
-    named, missed, wrong, clean_runs, clean_wrong = [], 0, 0, 0, 0
+    results = []
     for t in range(trials):
         victim = rng.randrange(2) if rng.random() < 0.8 else None
         stopped = rng.uniform(low, high)
@@ -312,26 +323,32 @@ def slow_stage(trials):
         if th:
             th.join()
         show_environment(run_dir)
-        found = [f for f in faults(run_dir) if f["kind"] in ("slow_rank", "slow_link")]
-        hit = [f for f in found if victim is not None and f["kind"] == "slow_rank" and f["ranks"] == [victim]]
-        others = [f for f in found if f not in hit]
-        ratio = hit[0]["evidence"].get("compute_over_others") if hit else None
-        if victim is None:
-            clean_runs += 1
-            clean_wrong += len(others)
-        elif hit:
-            named.append(hit[0]["step"])
-        else:
-            missed += 1
-        wrong += len(others)
-        print(f"trial {t:2d}: victim {victim}, stopped {stopped:.0%}: "
-              + (f"named at step {hit[0]['step']} ({ratio:.2f}x the other's compute over prediction)" if hit
-                 else "not named")
-              + (f"; other verdicts {[(f['kind'], f['ranks'], f['step']) for f in others]}" if others else ""),
-              flush=True)
-    slowed = len(named) + missed
-    print(f"--- slow stage --- {slowed} slowed: {len(named)} named (steps {sorted(named)}), {missed} missed; "
-          f"{clean_runs} clean: {clean_wrong} verdicts; wrong verdicts in all {wrong}")
+        with open(os.path.join(run_dir, "trial.json"), "w") as f:
+            json.dump({"victim": victim, "stopped": stopped}, f)
+        results.append(judge_stage_trial(faults(run_dir), victim, stopped, t))
+    summarise_slow_stage(results)
+
+
+def judge_stage_trial(verdicts, victim, stopped, t):
+    found = [f for f in verdicts if f["kind"] in ("slow_rank", "slow_link")]
+    hit = [f for f in found if victim is not None and f["kind"] == "slow_rank" and f["ranks"] == [victim]]
+    others = [f for f in found if f not in hit]
+    ratio = hit[0]["evidence"].get("compute_over_others") if hit else None
+    print(f"trial {t:2d}: victim {victim}, stopped {stopped:.0%}: "
+          + (f"named at step {hit[0]['step']} ({ratio:.2f}x the other's compute over prediction)" if hit and ratio
+             else f"named at step {hit[0]['step']}" if hit else "not named")
+          + (f"; other verdicts {[(f['kind'], f['ranks'], f['step']) for f in others]}" if others else ""),
+          flush=True)
+    return {"victim": victim, "named_at": hit[0]["step"] if hit else None, "wrong": len(others)}
+
+
+def summarise_slow_stage(results):
+    slowed = [r for r in results if r["victim"] is not None]
+    named = sorted(r["named_at"] for r in slowed if r["named_at"] is not None)
+    clean = [r for r in results if r["victim"] is None]
+    print(f"--- slow stage --- {len(slowed)} slowed: {len(named)} named (steps {named}), "
+          f"{len(slowed) - len(named)} missed; {len(clean)} clean: {sum(r['wrong'] for r in clean)} verdicts; "
+          f"wrong verdicts in all {sum(r['wrong'] for r in results)}")
 
 
 def hang(trials):

@@ -61,8 +61,9 @@ struct DetectorOptions {
   double slow_link_share = 0.02;
   int window = 8;
   int persist = 5;
-  // Above the spread of measured over predicted compute between healthy stages (cost-model error).
-  double slow_stage_factor = 1.5;
+  // Above the spread of measured over predicted compute between healthy stages (the cost model's
+  // error and a machine's cores differing in speed: up to ~1.3 in single steps, less over 5 of 8).
+  double slow_stage_factor = 1.3;
   // Per world rank: its stages' predicted forward + backward seconds a step (empty: no such rule).
   std::vector<double> predicted_compute_s;
 };

@@ -182,7 +182,7 @@ struct FaultsConfig {
   double slow_rank_share = 0.16;
   double slow_link_factor = 8.0;
   double slow_link_share = 0.02;
-  double slow_stage_factor = 1.5;
+  double slow_stage_factor = 1.3;
   int64_t window = 8;
   int64_t persist = 5;
   // report: verdicts are events only; restart: a slow rank stops the job with a checkpoint, and
