@@ -379,6 +379,9 @@ void validate_comms_and_launch(const Config& c) {
           "comms.timing_recorder_blocks", "must be between 0 (record every step) and 1000000");
   require(c.comms.timing_recorder_blocks == 0 || c.comms.timing_recorder, "comms.timing_recorder_blocks",
           "needs comms.timing_recorder: true (there is nothing to pause)");
+  require(c.comms.timing_recorder_blocks == 0 || !c.pipeline.async, "comms.timing_recorder_blocks",
+          "cannot be used with pipeline.async: the update thread's collectives cross steps, so ranks "
+          "could pause at different collectives");
   require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
   require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
   require_one_of(c.launch.launcher, {"auto", "mpirun", "srun"}, "launch.launcher");

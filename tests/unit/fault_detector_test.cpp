@@ -82,7 +82,7 @@ TEST(FaultDetector, NamesAStageSlowFromTheStartAgainstItsPrediction) {
   EXPECT_NEAR(verdicts[0].evidence.at("compute_over_others").get<double>(), 1.8, 1e-6);
   EXPECT_NEAR(verdicts[0].evidence.at("predicted_compute_s").get<double>(), 2.0, 1e-12);
   // Stages apart by less than the factor (cost-model error), or no predictions: nothing.
-  EXPECT_TRUE(run_stages({1.0, 1.3, 0.9, 1.2}).empty());
+  EXPECT_TRUE(run_stages({1.0, 1.25, 0.9, 1.15}).empty());
   EXPECT_TRUE(run_stages({1.0, 1.0, 1.0, 1.8}, false).empty());
   // Two slow stages of four are each judged against the others' median (the two healthy and the
   // other slow one), not against all four's.
