@@ -189,8 +189,11 @@ def slow_rank(trials):
 
 def judge_slow_rank_trial(run_dir, verdicts, victim, started_at, stopped, t):
     times = rank_step_times(run_dir, 1 - victim)
-    before = statistics.median(v for s, v in times.items() if 5 < s <= started_at)
-    after = statistics.median(v for s, v in times.items() if s > started_at + 1)
+    before = [v for s, v in times.items() if 5 < s <= started_at]
+    after = [v for s, v in times.items() if s > started_at + 1]
+    if not before or not after:
+        sys.exit(f"{run_dir}: no steps recorded on both sides of step {started_at} (did the run fail?)")
+    before, after = statistics.median(before), statistics.median(after)
     found = [f for f in verdicts if f["kind"] in ("slow_rank", "slow_link")]
     hit = [f for f in found if f["kind"] == "slow_rank" and f["ranks"] == [victim] and f["step"] > started_at]
     detected_in = hit[0]["step"] - started_at if hit else None
@@ -211,9 +214,13 @@ def rejudge(bench_dir, diagnose_args):
     without trial.json (recorded before the script wrote it) takes its victim and start from the
     SEED draws, the start as drawn (the duty cycle started at that step or the next)."""
     def diagnose(run_dir):
-        out = subprocess.run([RONDO, "diagnose", "--json", run_dir] + diagnose_args, capture_output=True,
-                             text=True).stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        p = subprocess.run([RONDO, "diagnose", "--json", run_dir] + diagnose_args, capture_output=True, text=True)
+        if p.returncode not in (0, 3):  # 3: faults found
+            sys.exit(f"rondo diagnose {run_dir} failed ({p.returncode}): {p.stderr.strip()}")
+        return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+    if not any(os.path.isdir(os.path.join(bench_dir, f"{kind}-0")) for kind in ("slow", "clean", "stage")):
+        sys.exit(f"{bench_dir} holds no slow-rank, clean or slow-stage run of this script")
 
     rng = random.Random(int(os.environ.get("SEED", "1")))
     results, t = [], 0
@@ -230,20 +237,28 @@ def rejudge(bench_dir, diagnose_args):
     while os.path.isdir(os.path.join(bench_dir, f"clean-{t}")):
         run_dir = os.path.join(bench_dir, f"clean-{t}")
         verdicts += sum(1 for f in diagnose(run_dir) if f["kind"] in ("slow_rank", "slow_link"))
-        rank_steps += 2 * (max(rank_step_times(run_dir, 0)) - 5)
+        rank_steps += judged_rank_steps(run_dir)
         t += 1
     if t:
         print(f"--- clean --- {verdicts} verdicts in {rank_steps} judged rank-steps: "
-              f"{1000 * verdicts / rank_steps:.2f} false alarms per 1,000 rank-steps")
+              f"{1000 * verdicts / max(1, rank_steps):.2f} false alarms per 1,000 rank-steps")
     stages, t = [], 0
     while os.path.isdir(os.path.join(bench_dir, f"stage-{t}")):
         run_dir = os.path.join(bench_dir, f"stage-{t}")
         trial = read_json(os.path.join(run_dir, "trial.json"))
         if trial:
             stages.append(judge_stage_trial(diagnose(run_dir), trial["victim"], trial["stopped"], t))
+        else:
+            print(f"trial {t:2d}: skipped, no trial.json (recorded before the script wrote it)", flush=True)
         t += 1
     if stages:
         summarise_slow_stage(stages)
+
+
+def judged_rank_steps(run_dir):
+    """Two ranks' steps the detector judged in a run: all but the warm-up (FaultDetector::kWarmupSteps)."""
+    steps = rank_step_times(run_dir, 0)
+    return 2 * max(0, max(steps) - 5) if steps else 0
 
 
 def read_json(path):
@@ -295,11 +310,11 @@ def clean(runs):
         show_environment(run_dir)
         found = faults(run_dir)
         verdicts += found
-        rank_steps += 2 * (steps - 5)  # the warm-up steps are not judged
+        rank_steps += judged_rank_steps(run_dir)
         print(f"run {t}: {len(found)} verdicts {[(f['kind'], f['ranks'], f.get('link'), f['step']) for f in found]}; "
               f"rank 0's compute over rank 1's {compute_ratio(run_dir):.3f}", flush=True)
     print(f"--- clean --- {len(verdicts)} verdicts in {rank_steps} judged rank-steps: "
-          f"{1000 * len(verdicts) / rank_steps:.2f} false alarms per 1,000 rank-steps")
+          f"{1000 * len(verdicts) / max(1, rank_steps):.2f} false alarms per 1,000 rank-steps")
 
 
 def slow_stage(trials):
@@ -472,6 +487,7 @@ if __name__ == "__main__":
         sys.exit(rejudge(sys.argv[2], sys.argv[3:]))
     if len(sys.argv) < 2 or sys.argv[1] not in modes:
         sys.exit(__doc__)
-    print(f"runs in {TMP} (bench/fault_bench.py rejudge {TMP} ... judges them again)", flush=True)
+    print(f"runs in {TMP}" + (f" (bench/fault_bench.py rejudge {TMP} ... judges them again)"
+                               if sys.argv[1] in ("slow-rank", "clean", "slow-stage") else ""), flush=True)
     run, default = modes[sys.argv[1]]
     run(int(sys.argv[2]) if len(sys.argv) > 2 else default)

@@ -523,11 +523,11 @@ HEAVY = dict(SMALL, vocab=16384)
 def recorder_overhead(tmp, rounds, small):
     """Step time with the timing recorder on over off, as the median of paired measurements, two ways.
     Whole runs: each round runs both, in alternating order (on-off, off-on, ...). Within one run
-    (comms.timing_recorder_blocks): the recorder records BLOCK steps, pauses BLOCK, and so on; each
-    paused block is paired with the recorded blocks either side (their mean, so a steady drift of
-    the machine's speed cancels), a block's time the median of its steps but the first (the
-    coordinator may still be judging the block before). The 95% intervals of the medians come from
-    resampling the pairs."""
+    (comms.timing_recorder_blocks): the recorder records BLOCK steps, pauses BLOCK, and so on; every
+    other paused block is paired with the recorded blocks either side (their mean, so a steady drift
+    of the machine's speed cancels; every other one, so that no two pairs share a block), a block's
+    time the median of its steps but the first (the coordinator may still be judging the block
+    before). The 95% intervals of the medians come from resampling the pairs."""
     block, steps = 10, 1210
     run_ratios, block_ratios = [], []
     for i in range(rounds):
@@ -548,9 +548,13 @@ def recorder_overhead(tmp, rounds, small):
                  for k, v in blocks.items() if len(v) == block}
         mine = []
         for k in sorted(times):
-            if blocks[k][0]["recorded"] or k - 1 not in times or k + 1 not in times or k < 2:
-                continue  # k < 2: warm-up
+            # Paused blocks are the odd ones; 3, 7, 11, ...: the first (1) is warm-up, and 5, 9, ...
+            # would share their recorded neighbours with these.
+            if k % 4 != 3 or blocks[k][0]["recorded"] or k - 1 not in times or k + 1 not in times:
+                continue
             mine.append((times[k - 1] + times[k + 1]) / 2 / times[k])
+        if not mine:
+            sys.exit(f"recorder: round {i + 1} left no whole paused block between recorded ones")
         block_ratios += mine
         print(f"recorder: round {i + 1}: one run in blocks of {block} steps, {len(mine)} paused blocks, on/off "
               f"median {statistics.median(mine):.4f}", flush=True)

@@ -382,6 +382,9 @@ void validate_comms_and_launch(const Config& c) {
   require(c.comms.timing_recorder_blocks == 0 || !c.pipeline.async, "comms.timing_recorder_blocks",
           "cannot be used with pipeline.async: the update thread's collectives cross steps, so ranks "
           "could pause at different collectives");
+  require(c.comms.timing_recorder_blocks == 0 || c.faults.policy == "report", "comms.timing_recorder_blocks",
+          "needs faults.policy: report (paused steps count as clean in the detector's windows, so no verdict "
+          "of such a run should restart or re-plan the job)");
   require(c.comms.bucket_size_mb > 0, "comms.bucket_size_mb", "must be > 0");
   require(c.comms.emulated_link_gbps >= 0, "comms.emulated_link_gbps", "must be >= 0 (0 turns it off)");
   require_one_of(c.launch.launcher, {"auto", "mpirun", "srun"}, "launch.launcher");

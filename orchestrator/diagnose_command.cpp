@@ -123,7 +123,9 @@ int run_diagnose(const DiagnoseOptions& options) {
     std::cout << "rondo diagnose: " << reports.size() << " step reports of " << world << " ranks, "
               << detector.steps_judged() << " steps judged (a suspect in " << detector_options.persist
               << " of " << detector_options.window << " steps is a fault; slow rank: the others waited "
-              << detector_options.slow_rank_share << " of a step for it)\n";
+              << detector_options.slow_rank_share
+              << " of a step for it; a slow stage: " << detector_options.slow_stage_factor
+              << "x the others' compute over prediction)\n";
     if (verdicts.empty()) std::cout << "no fault found\n";
     for (const auto& v : verdicts) {
       std::cout << v.value("kind", "?") << " at step " << v.value("step", 0) << ": " << describe(v)

@@ -198,12 +198,16 @@ void add_run_tools(CLI::App& app, Subcommands& out) {
   auto& d = *diagnose_options;
   diagnose->add_option("--window", d.window, "faults.window (default: the run's config)");
   diagnose->add_option("--persist", d.persist, "faults.persist (default: the run's config)");
-  diagnose->add_option("--rank-share", d.slow_rank_share,
-                       "faults.slow_rank_share (default: the run's config)");
-  diagnose->add_option("--link-factor", d.slow_link_factor,
-                       "faults.slow_link_factor (default: the run's config)");
-  diagnose->add_option("--stage-factor", d.slow_stage_factor,
-                       "faults.slow_stage_factor (default: the run's config)");
+  diagnose
+      ->add_option("--rank-share", d.slow_rank_share, "faults.slow_rank_share (default: the run's config)")
+      ->check(CLI::Range(0.0, 1.0));
+  diagnose
+      ->add_option("--link-factor", d.slow_link_factor, "faults.slow_link_factor (default: the run's config)")
+      ->check(CLI::Range(1.0, 1e9));
+  diagnose
+      ->add_option("--stage-factor", d.slow_stage_factor,
+                   "faults.slow_stage_factor (default: the run's config)")
+      ->check(CLI::Range(1.0, 1e9));
   out.push_back({diagnose, [diagnose_options] { return rondo::run_diagnose(*diagnose_options); }});
 
   auto* config = app.add_subcommand("config", "print the effective config (defaults filled in)");

@@ -22,12 +22,13 @@
 //  12: the llama and qwen3 families' model keys (num_query_groups, kv_channels, rotary, norm
 //      epsilon) and checkpoint.load (initial weights); checkpoints' model shards are safetensors.
 //  13: HdpSpec.rank_hosts and cross_host_bytes_per_s (HDP groups placed by host).
+//  14: comms.timing_recorder_blocks (a worker ignoring it would record every step of a measurement).
 #pragma once
 
 #include <cstdint>
 
 namespace rondo {
 
-inline constexpr uint32_t kPlanVersion = 13;
+inline constexpr uint32_t kPlanVersion = 14;
 
 }  // namespace rondo

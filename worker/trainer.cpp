@@ -317,9 +317,8 @@ int64_t Trainer::run() {
   int64_t step = start_step;
   while (step < train_iters) {
     ++step;
-    if (const auto blocks = static_cast<int64_t>(s.plan.comms().timing_recorder_blocks());
-        blocks > 0 && s.recorder)
-      s.recorder->set_recording(recorded_step(step, blocks));
+    if (s.recorder && s.plan.comms().timing_recorder_blocks() > 0)
+      s.recorder->set_recording(s.records_step(step));
     const bool exiting =
         (t.exit_interval() > 0 && step % static_cast<int64_t>(t.exit_interval()) == 0) || step >= s.stop_at;
     const auto report = s.run_one_step(step, start_step + 1, exiting);

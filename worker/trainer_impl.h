@@ -67,6 +67,10 @@ struct Trainer::Impl : StepModel {
   std::shared_ptr<spdlog::logger> log = logging::get("worker");
 
   std::unique_ptr<TimingRecorder> recorder;
+  // comms.timing_recorder_blocks: whether the recorder records this step.
+  bool records_step(int64_t step) const {
+    return recorded_step(step, static_cast<int64_t>(plan.comms().timing_recorder_blocks()));
+  }
   std::unique_ptr<Communicator> dp_comm;   // the gradients' group: data- and context-parallel ranks
   std::unique_ptr<Communicator> cp_comm;   // context parallelism: the ranks sharing this rank's rows
   std::unique_ptr<Communicator> cp_ring;   // cp_comm, its ring attention's transfers recorded

@@ -76,9 +76,9 @@ void Trainer::Impl::open_metrics(int64_t first_step) {
       hdp->metrics_fields(r.worst.busiest_compute_s, mean_compute_s(), row);
     });
   }
-  if (const auto blocks = static_cast<int64_t>(plan.comms().timing_recorder_blocks()); blocks > 0) {
-    metrics->add_fields([blocks](const MetricsWriter::Step& r, nlohmann::json& row) {
-      row["recorded"] = recorded_step(r.step, blocks);
+  if (plan.comms().timing_recorder_blocks() > 0) {
+    metrics->add_fields([this](const MetricsWriter::Step& r, nlohmann::json& row) {
+      row["recorded"] = records_step(r.step);
     });
   }
   weights->add_metrics(*metrics);

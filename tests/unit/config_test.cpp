@@ -54,6 +54,8 @@ TEST(Config, WrongTypesAreNamed) {
   EXPECT_EQ(error_key("", {"comms.timing_recorder=false", "comms.timing_recorder_blocks=10"}),
             "comms.timing_recorder_blocks");
   EXPECT_EQ(error_key("", {"comms.timing_recorder_blocks=10"}), "");
+  EXPECT_EQ(error_key("", {"comms.timing_recorder_blocks=10", "faults.policy=restart"}),
+            "comms.timing_recorder_blocks");
   EXPECT_EQ(error_key("", {"comms.timing_recorder_blocks=10", "pipeline.async=true",
                            "parallel.pipeline_model_parallel_size=2"}),
             "comms.timing_recorder_blocks");

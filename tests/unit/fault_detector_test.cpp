@@ -54,7 +54,7 @@ TEST(FaultDetector, NamesTheRankTheOthersWaitFor) {
   EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
   EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
   EXPECT_LE(verdicts[0].step, 6 + 10);
-  EXPECT_GT(verdicts[0].evidence.at("others_waited_share").get<double>(), 0.15);
+  EXPECT_GT(verdicts[0].evidence.at("others_waited_share").get<double>(), DetectorOptions{}.slow_rank_share);
 }
 
 // Pipeline stages of different predicted work (1 and 2 s a step, alternating), each rank computing
@@ -291,7 +291,7 @@ TEST(FaultDetector, AReceiverThatTakesTransfersInLateIsTheRankNotItsLink) {
   ASSERT_EQ(verdicts.size(), 1u);
   EXPECT_EQ(verdicts[0].kind, FaultKind::kSlowRank);
   EXPECT_EQ(verdicts[0].ranks, std::vector<int>{2});
-  EXPECT_GT(verdicts[0].evidence.at("receive_stall_share").get<double>(), 0.15);
+  EXPECT_GT(verdicts[0].evidence.at("receive_stall_share").get<double>(), DetectorOptions{}.slow_rank_share);
 }
 
 TEST(FaultDetector, AVerdictIsRaisedOncePerEpisode) {
