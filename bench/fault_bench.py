@@ -210,9 +210,9 @@ def judge_slow_rank_trial(run_dir, verdicts, victim, started_at, stopped, t):
 def rejudge(bench_dir, diagnose_args):
     """The slow-rank and slow-stage trials and clean runs a run of this script left in BENCH_DIR,
     judged again by `rondo diagnose --json` with other detector settings (its options: --rank-share
-    X, --stage-factor X ...). A slow-rank trial
-    without trial.json (recorded before the script wrote it) takes its victim and start from the
-    SEED draws, the start as drawn (the duty cycle started at that step or the next)."""
+    X, --stage-factor X ...). A slow-rank trial without trial.json (recorded before the script wrote
+    it) takes its victim and start from the SEED draws, the start as drawn (the duty cycle started
+    at that step or the next); a slow-stage trial without one is skipped."""
     def diagnose(run_dir):
         p = subprocess.run([RONDO, "diagnose", "--json", run_dir] + diagnose_args, capture_output=True, text=True)
         if p.returncode not in (0, 3):  # 3: faults found
