@@ -153,7 +153,11 @@ HDP = TINY + ["parallel.world_size=4", "parallel.hdp=true", "data.path=lognormal
 run_dir, proc = ctx.start("hdp", HDP, extra=["--dashboard-port", str(port), "--linger", "120"])
 try:
     wait_for(lambda: len(rows(run_dir)) >= 6, 300, "6 HDP steps")
-    hdp = json.loads(get(f"http://127.0.0.1:{port}/api/state")[0]).get("hdp", {})
+    # The last step's plan, which the page below draws too: its report may reach the coordinator
+    # after rank 0 wrote the step's row.
+    last_plan = lambda: json.loads(get(f"http://127.0.0.1:{port}/api/state")[0]).get("hdp", {})
+    wait_for(lambda: last_plan().get("step") == 6, 60, "the last step's HDP plan in /api/state")
+    hdp = last_plan()
     slots = hdp.get("slots", [])
     grouped = [x for x in slots if x.get("degree", 1) > 1]
     ctx.check(hdp.get("policy") == "rondo" and slots and grouped and hdp.get("stages") == 2
