@@ -8,8 +8,8 @@
   bench/train_bench.py overlap-tcp # the same over real TCP between two network namespaces, with and without a
                                    # tbf-throttled 1 Gbit/s link (root; scripts/netns-hosts)
   bench/train_bench.py allocator   # malloc policies and preloaded allocators: tokens/s, system-time share, faults
-  bench/train_bench.py recorder    # step time with the timing recorder on vs off: the median of paired runs in
-                                   # alternating order, with its 95% interval
+  bench/train_bench.py recorder    # step time with the timing recorder on vs off: paired whole runs, and paired
+                                   # blocks of one run (comms.timing_recorder_blocks), medians with 95% intervals
   bench/train_bench.py dp          # dp=2 vs dp=1 tokens/s, same model and global batch
   bench/train_bench.py pipeline    # pp=2 schedules on real compute: tokens/s, bubble measured vs predicted
   bench/train_bench.py heavy-head  # a model whose LM head outweighs its blocks: roundpipe vs 1f1b at pp=2, and
